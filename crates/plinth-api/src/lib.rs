@@ -1,0 +1,21 @@
+//! Wire types shared by the Plinth server, agent and CLI.
+//!
+//! Owns the shape of everything that crosses a process boundary: typed ids, resources,
+//! request bodies, the problem+json error model and list pages. It holds no behaviour
+//! beyond construction and parsing; validation lives in `plinth-domain`.
+
+pub mod agent;
+pub mod identity;
+pub mod ids;
+pub mod inventory;
+pub mod page;
+pub mod problem;
+pub mod shapes;
+
+pub use ids::*;
+pub use page::*;
+pub use problem::*;
+pub use agent::*;
+pub use identity::*;
+pub use inventory::*;
+pub use shapes::*;

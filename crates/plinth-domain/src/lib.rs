@@ -1,0 +1,8 @@
+//! Plinth's pure logic: validation rules, roles and permissions, lifecycle state machines.
+//!
+//! No I/O lives here: no tokio, no sqlx, no HTTP. Everything is a function of its inputs,
+//! so it can be property-tested and reused by the server, the agent and the CLI.
+
+pub mod authz;
+pub mod host_state;
+pub mod validate;

@@ -1,0 +1,258 @@
+//! Generic create/read/list/update/delete over [`Resource`] tables, with the caller's
+//! [`Scope`] in every query, the generation check on every update, and the audit record
+//! written in the same transaction as the change.
+
+use crate::audit::{self, AuditEntry, Outcome};
+use crate::error::StoreError;
+use crate::resource::{Resource, Val};
+use crate::sql::Sql;
+use crate::store::Store;
+use chrono::Utc;
+use plinth_api::Page;
+use plinth_domain::authz::Scope;
+use sqlx::{Any, Row, Transaction};
+
+/// Appends the scope's tenant (and project) filter for `T`'s table.
+pub(crate) fn scope_filter<T: Resource>(sql: &mut Sql, scope: &Scope) {
+    let Some(tcol) = T::TENANT_COL else { return };
+    match scope {
+        Scope::Platform => {}
+        Scope::Nothing => {
+            sql.push(" AND 1=0");
+        }
+        Scope::Tenant { tenant_id, projects } => {
+            sql.cond(&format!("{tcol} ="), Val::text(tenant_id.as_str()));
+            if let (Some(list), Some(pcol)) = (projects, T::PROJECT_COL) {
+                if list.is_empty() {
+                    sql.push(" AND 1=0");
+                } else {
+                    let ps: Vec<String> = list.iter().map(|p| sql.arg(Val::text(p.as_str()))).collect();
+                    sql.push(&format!(" AND {pcol} IN ({})", ps.join(", ")));
+                }
+            }
+        }
+    }
+}
+
+fn decode<T: Resource>(doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { table: T::TABLE, source })
+}
+
+fn encode<T: Resource>(item: &T) -> String {
+    // Serialising our own wire types cannot fail: they hold no maps with non-string keys.
+    serde_json::to_string(item).unwrap_or_default()
+}
+
+pub(crate) async fn insert_tx<T: Resource>(
+    tx: &mut Transaction<'_, Any>,
+    item: &T,
+    extra: &[(&'static str, Val)],
+) -> Result<(), StoreError> {
+    let mut cols = vec![
+        ("id", Val::text(item.id())),
+        ("generation", Val::Int(Some(item.generation()))),
+        ("created_at", Val::Int(Some(item.created_at().timestamp_micros()))),
+        ("updated_at", Val::Int(Some(item.created_at().timestamp_micros()))),
+        ("doc", Val::Text(Some(encode(item)))),
+    ];
+    cols.extend(item.columns());
+    cols.extend(extra.iter().cloned());
+    let mut sql = Sql::new("");
+    let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
+    let params: Vec<String> = cols.into_iter().map(|(_, v)| sql.arg(v)).collect();
+    sql.text = format!("INSERT INTO {} ({}) VALUES ({})", T::TABLE, names.join(", "), params.join(", "));
+    sql.query().execute(&mut **tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
+    Ok(())
+}
+
+pub(crate) async fn get_tx<T: Resource>(
+    tx: &mut Transaction<'_, Any>,
+    scope: &Scope,
+    id: &str,
+    lock: &str,
+) -> Result<T, StoreError> {
+    let mut sql = Sql::new(format!("SELECT doc FROM {} WHERE 1=1", T::TABLE));
+    sql.cond("id =", Val::text(id));
+    scope_filter::<T>(&mut sql, scope);
+    sql.push(lock);
+    let row = sql.query().fetch_optional(&mut **tx).await?;
+    match row {
+        Some(r) => decode(&r.try_get::<String, _>("doc")?),
+        None => Err(StoreError::NotFound { kind: T::KIND, id: id.to_string() }),
+    }
+}
+
+/// Writes `item` back with generation+1, checking nobody else moved it.
+pub(crate) async fn save_tx<T: Resource>(
+    tx: &mut Transaction<'_, Any>,
+    item: &mut T,
+    extra: &[(&'static str, Val)],
+) -> Result<(), StoreError> {
+    let old = item.generation();
+    item.set_meta(old + 1, Utc::now());
+    let mut sql = Sql::new(format!("UPDATE {} SET ", T::TABLE));
+    let mut sets = vec![
+        ("generation", Val::Int(Some(old + 1))),
+        ("updated_at", Val::Int(Some(Utc::now().timestamp_micros()))),
+        ("doc", Val::Text(Some(encode(item)))),
+    ];
+    sets.extend(item.columns());
+    sets.extend(extra.iter().cloned());
+    let assigns: Vec<String> = sets.into_iter().map(|(n, v)| format!("{n} = {}", sql.arg(v))).collect();
+    sql.push(&assigns.join(", "));
+    sql.push(" WHERE 1=1");
+    sql.cond("id =", Val::text(item.id()));
+    sql.cond("generation =", Val::Int(Some(old)));
+    let done = sql.query().execute(&mut **tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::GenerationMismatch { kind: T::KIND, id: item.id().to_string(), expected: old, current: -1 });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Inserts a new object and its audit record in one transaction.
+    pub async fn insert<T: Resource>(&self, item: &T, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.insert_with(item, &[], audit).await
+    }
+
+    /// Inserts with extra private columns (secret hashes) that are not in the document.
+    pub async fn insert_with<T: Resource>(
+        &self,
+        item: &T,
+        extra: &[(&'static str, Val)],
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        insert_tx(&mut tx, item, extra).await?;
+        let tenant = item.tenant();
+        audit::write(
+            &mut tx,
+            audit,
+            Outcome { target: Some(item.id()), tenant: tenant.as_deref(), status: 201, error_code: None },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reads one object visible in `scope`.
+    pub async fn get<T: Resource>(&self, scope: &Scope, id: &str) -> Result<T, StoreError> {
+        let mut sql = Sql::new(format!("SELECT doc FROM {} WHERE 1=1", T::TABLE));
+        sql.cond("id =", Val::text(id));
+        scope_filter::<T>(&mut sql, scope);
+        match sql.query().fetch_optional(&self.read).await? {
+            Some(r) => decode(&r.try_get::<String, _>("doc")?),
+            None => Err(StoreError::NotFound { kind: T::KIND, id: id.to_string() }),
+        }
+    }
+
+    /// Lists objects visible in `scope`, in id order, after `cursor`. `filters` are
+    /// (column, value) pairs; a column not in `T::FILTERS` is refused.
+    pub async fn list<T: Resource>(
+        &self,
+        scope: &Scope,
+        filters: &[(&str, String)],
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<T>, StoreError> {
+        let mut sql = Sql::new(format!("SELECT id, doc FROM {} WHERE 1=1", T::TABLE));
+        scope_filter::<T>(&mut sql, scope);
+        for (col, v) in filters {
+            let Some(col) = T::FILTERS.iter().find(|c| *c == col) else {
+                return Err(StoreError::Refused {
+                    status: 400,
+                    code: "invalid_filter",
+                    detail: format!("{} cannot be filtered by {col}", T::KIND),
+                });
+            };
+            sql.cond(&format!("{col} ="), Val::text(v));
+        }
+        if let Some(c) = cursor {
+            sql.cond("id >", Val::text(c));
+        }
+        let p = sql.arg(Val::Int(Some(limit as i64 + 1)));
+        sql.push(&format!(" ORDER BY id LIMIT {p}"));
+        let rows = sql.query().fetch_all(&self.read).await?;
+        let more = rows.len() > limit as usize;
+        let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+        for r in rows.iter().take(limit as usize) {
+            items.push(decode::<T>(&r.try_get::<String, _>("doc")?)?);
+        }
+        let next_cursor = if more { items.last().map(|i| i.id().to_string()) } else { None };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Read-modify-write of one object in one transaction. `if_match` refuses the change
+    /// unless the object is at that generation; `change` may refuse too. The new generation
+    /// is the old one plus one. `change` returns extra private columns to set.
+    pub async fn update<T: Resource, F>(
+        &self,
+        scope: &Scope,
+        id: &str,
+        if_match: Option<i64>,
+        audit: &AuditEntry,
+        change: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut T) -> Result<Vec<(&'static str, Val)>, StoreError> + Send,
+    {
+        let mut tx = self.write.begin().await?;
+        let mut item: T = get_tx(&mut tx, scope, id, self.for_update()).await?;
+        if let Some(expected) = if_match {
+            if expected != item.generation() {
+                return Err(StoreError::GenerationMismatch {
+                    kind: T::KIND,
+                    id: id.to_string(),
+                    expected,
+                    current: item.generation(),
+                });
+            }
+        }
+        let extra = change(&mut item)?;
+        save_tx(&mut tx, &mut item, &extra).await?;
+        let tenant = item.tenant();
+        audit::write(&mut tx, audit, Outcome { target: Some(id), tenant: tenant.as_deref(), status: 200, error_code: None })
+            .await?;
+        tx.commit().await?;
+        Ok(item)
+    }
+
+    /// Deletes one object visible in `scope`, refusing while anything refers to it.
+    pub async fn delete<T: Resource>(
+        &self,
+        scope: &Scope,
+        id: &str,
+        if_match: Option<i64>,
+        audit: &AuditEntry,
+    ) -> Result<T, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let item: T = get_tx(&mut tx, scope, id, self.for_update()).await?;
+        if let Some(expected) = if_match {
+            if expected != item.generation() {
+                return Err(StoreError::GenerationMismatch {
+                    kind: T::KIND,
+                    id: id.to_string(),
+                    expected,
+                    current: item.generation(),
+                });
+            }
+        }
+        for (table, col) in T::DEPENDENTS {
+            let mut sql = Sql::new(format!("SELECT 1 AS x FROM {table} WHERE 1=1"));
+            sql.cond(&format!("{col} ="), Val::text(id));
+            sql.push(" LIMIT 1");
+            if sql.query().fetch_optional(&mut *tx).await?.is_some() {
+                return Err(StoreError::HasDependents { kind: T::KIND, id: id.to_string(), dependent: table });
+            }
+        }
+        let mut sql = Sql::new(format!("DELETE FROM {} WHERE 1=1", T::TABLE));
+        sql.cond("id =", Val::text(id));
+        sql.query().execute(&mut *tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
+        let tenant = item.tenant();
+        audit::write(&mut tx, audit, Outcome { target: Some(id), tenant: tenant.as_deref(), status: 204, error_code: None })
+            .await?;
+        tx.commit().await?;
+        Ok(item)
+    }
+}

@@ -1,0 +1,27 @@
+//! Plinth persistence: one store API over two backends, SQLite (embedded default, WAL) and
+//! PostgreSQL (the HA form, several server replicas).
+//!
+//! Every query is written once in portable SQL (TEXT and BIGINT columns, `$n` placeholders)
+//! and runs through sqlx's `Any` driver, so one conformance suite proves both backends.
+//! Tenancy is enforced here: every read or write of a tenant-scoped table takes a
+//! [`Scope`](plinth_domain::authz::Scope) and filters by it. This crate owns transactions,
+//! migrations and optimistic concurrency (the `generation` column); it does not decide who
+//! may do what — that is the server's job with `plinth-domain`'s rules.
+
+mod audit;
+mod auth;
+mod crud;
+mod enroll;
+mod error;
+mod idempotency;
+mod migrate;
+mod resource;
+mod sql;
+mod store;
+
+pub use audit::AuditEntry;
+pub use auth::TokenRow;
+pub use error::StoreError;
+pub use idempotency::IdempotencyState;
+pub use resource::{Resource, Val};
+pub use store::{Backend, Store, now_micros};

@@ -1,0 +1,239 @@
+//! The [`Resource`] trait: how a wire type maps onto its table — table name, the indexed
+//! columns beside the JSON document, which column carries the tenant, and who refers to it.
+
+use chrono::{DateTime, Utc};
+use plinth_api::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A value bound into a query.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl Val {
+    pub fn text(s: impl Into<String>) -> Val {
+        Val::Text(Some(s.into()))
+    }
+    pub fn opt_text<S: ToString>(s: Option<S>) -> Val {
+        Val::Text(s.map(|s| s.to_string()))
+    }
+}
+
+/// A stored resource: a JSON document plus indexed columns.
+pub trait Resource: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
+    /// Table name.
+    const TABLE: &'static str;
+    /// Kind, for errors (`project`).
+    const KIND: &'static str;
+    /// The column holding the owning tenant; None for platform resources (sites, shapes).
+    const TENANT_COL: Option<&'static str>;
+    /// The column holding the owning project, for project-narrowed scopes.
+    const PROJECT_COL: Option<&'static str> = None;
+    /// Columns a list may filter on (exact match).
+    const FILTERS: &'static [&'static str] = &[];
+    /// (table, column) pairs that refer to this resource and block its deletion.
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[];
+
+    fn id(&self) -> &str;
+    fn generation(&self) -> i64;
+    fn set_meta(&mut self, generation: i64, updated_at: DateTime<Utc>);
+    fn created_at(&self) -> DateTime<Utc>;
+    /// Indexed columns other than id, generation, created_at, updated_at and doc.
+    fn columns(&self) -> Vec<(&'static str, Val)>;
+    /// The tenant the object belongs to, for audit records.
+    fn tenant(&self) -> Option<String> {
+        None
+    }
+}
+
+macro_rules! meta {
+    () => {
+        fn id(&self) -> &str {
+            self.id.as_str()
+        }
+        fn generation(&self) -> i64 {
+            self.generation
+        }
+        fn set_meta(&mut self, generation: i64, updated_at: DateTime<Utc>) {
+            self.generation = generation;
+            self.updated_at = updated_at;
+        }
+        fn created_at(&self) -> DateTime<Utc> {
+            self.created_at
+        }
+    };
+}
+
+impl Resource for Tenant {
+    const TABLE: &'static str = "tenants";
+    const KIND: &'static str = "tenant";
+    const TENANT_COL: Option<&'static str> = Some("id");
+    const DEPENDENTS: &'static [(&'static str, &'static str)] =
+        &[("projects", "tenant_id"), ("users", "tenant_id"), ("hosts", "owner_tenant_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("name", Val::text(&self.name))]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.id.to_string())
+    }
+}
+
+impl Resource for Project {
+    const TABLE: &'static str = "projects";
+    const KIND: &'static str = "project";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("id");
+    const FILTERS: &'static [&'static str] = &["tenant_id", "name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("role_bindings", "project_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("tenant_id", Val::text(&self.tenant_id.0)), ("name", Val::text(&self.name))]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Resource for User {
+    const TABLE: &'static str = "users";
+    const KIND: &'static str = "user";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const FILTERS: &'static [&'static str] = &["tenant_id", "name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] =
+        &[("role_bindings", "user_id"), ("api_tokens", "user_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::opt_text(self.tenant_id.as_ref())),
+            ("tenant_key", Val::text(self.tenant_id.as_ref().map(|t| t.0.clone()).unwrap_or_default())),
+            ("name", Val::text(&self.name)),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        self.tenant_id.as_ref().map(|t| t.to_string())
+    }
+}
+
+impl Resource for RoleBinding {
+    const TABLE: &'static str = "role_bindings";
+    const KIND: &'static str = "role binding";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const FILTERS: &'static [&'static str] = &["user_id", "tenant_id", "project_id", "role"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        let grant_key = format!(
+            "{}|{}|{}|{}",
+            self.user_id,
+            self.role.as_str(),
+            self.tenant_id.as_ref().map(|t| t.as_str()).unwrap_or(""),
+            self.project_id.as_ref().map(|p| p.as_str()).unwrap_or("")
+        );
+        vec![
+            ("user_id", Val::text(&self.user_id.0)),
+            ("tenant_id", Val::opt_text(self.tenant_id.as_ref())),
+            ("project_id", Val::opt_text(self.project_id.as_ref())),
+            ("role", Val::text(self.role.as_str())),
+            ("grant_key", Val::Text(Some(grant_key))),
+            ("name", Val::text(self.role.as_str())),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        self.tenant_id.as_ref().map(|t| t.to_string())
+    }
+}
+
+impl Resource for ApiToken {
+    const TABLE: &'static str = "api_tokens";
+    const KIND: &'static str = "token";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const FILTERS: &'static [&'static str] = &["user_id", "tenant_id"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("user_id", Val::text(&self.user_id.0)),
+            ("tenant_id", Val::opt_text(self.tenant_id.as_ref())),
+            ("name", Val::text(&self.name)),
+            ("expires_at", Val::Int(self.expires_at.map(|t| t.timestamp_micros()))),
+            ("revoked_at", Val::Int(self.revoked_at.map(|t| t.timestamp_micros()))),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        self.tenant_id.as_ref().map(|t| t.to_string())
+    }
+}
+
+impl Resource for Site {
+    const TABLE: &'static str = "sites";
+    const KIND: &'static str = "site";
+    const TENANT_COL: Option<&'static str> = None;
+    const FILTERS: &'static [&'static str] = &["name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("racks", "site_id"), ("hosts", "site_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("name", Val::text(&self.name))]
+    }
+}
+
+impl Resource for Rack {
+    const TABLE: &'static str = "racks";
+    const KIND: &'static str = "rack";
+    const TENANT_COL: Option<&'static str> = None;
+    const FILTERS: &'static [&'static str] = &["site_id", "name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] =
+        &[("hosts", "rack_id"), ("host_join_tokens", "rack_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("site_id", Val::text(&self.site_id.0)), ("name", Val::text(&self.name))]
+    }
+}
+
+impl Resource for Host {
+    const TABLE: &'static str = "hosts";
+    const KIND: &'static str = "host";
+    const TENANT_COL: Option<&'static str> = None;
+    const FILTERS: &'static [&'static str] = &["state", "rack_id", "site_id", "name"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        let owner = match &self.ownership {
+            Ownership::Shared => None,
+            Ownership::Dedicated { tenant_id } => Some(tenant_id.0.clone()),
+        };
+        vec![
+            ("name", Val::text(&self.name)),
+            ("site_id", Val::opt_text(self.site_id.as_ref())),
+            ("rack_id", Val::opt_text(self.rack_id.as_ref())),
+            ("state", Val::text(self.state.as_str())),
+            ("owner_tenant_id", Val::Text(owner)),
+        ]
+    }
+}
+
+impl Resource for HostJoinToken {
+    const TABLE: &'static str = "host_join_tokens";
+    const KIND: &'static str = "host join token";
+    const TENANT_COL: Option<&'static str> = None;
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("name", Val::text(&self.description)),
+            ("rack_id", Val::opt_text(self.rack_id.as_ref())),
+            ("expires_at", Val::Int(Some(self.expires_at.timestamp_micros()))),
+            ("used_at", Val::Int(self.used_at.map(|t| t.timestamp_micros()))),
+        ]
+    }
+}
+
+impl Resource for Shape {
+    const TABLE: &'static str = "shapes";
+    const KIND: &'static str = "shape";
+    const TENANT_COL: Option<&'static str> = None;
+    const FILTERS: &'static [&'static str] = &["name"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("name", Val::text(&self.name))]
+    }
+}

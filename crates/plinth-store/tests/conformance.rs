@@ -1,0 +1,482 @@
+//! The store conformance suite: every test runs against SQLite and against PostgreSQL.
+//!
+//! PostgreSQL comes from `PLINTH_TEST_DATABASE_URL` (the README's test command starts one
+//! with `scripts/test-postgres`); each test gets its own fresh database.
+
+use chrono::{Duration, Utc};
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use plinth_store::{AuditEntry, IdempotencyState, Store, StoreError, Val};
+use std::collections::BTreeMap;
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/plinth.db", dir.path().display());
+    (Store::open(&url).await.expect("open sqlite"), dir)
+}
+
+async fn postgres() -> Store {
+    let admin = std::env::var("PLINTH_TEST_DATABASE_URL").expect(
+        "PLINTH_TEST_DATABASE_URL is not set: run the README's test command, or eval \"$(scripts/test-postgres)\"",
+    );
+    let name = format!("plinth_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let url = Store::create_postgres_database(&admin, &name).await.expect("create database");
+    Store::open(&url).await.expect("open postgres")
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let (store, _dir) = super::sqlite().await;
+                super::$name(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let store = super::postgres().await;
+                super::$name(store).await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    migrations_are_recorded_and_repeatable,
+    create_read_list_paginate,
+    names_are_unique_and_a_refusal_writes_nothing,
+    if_match_detects_a_stale_generation,
+    concurrent_updates_are_never_lost,
+    concurrent_if_match_updates_let_exactly_one_win,
+    tenant_scope_hides_other_tenants,
+    project_scope_narrows_to_bound_projects,
+    delete_refuses_while_referenced,
+    audit_is_written_with_the_change,
+    idempotency_keys_replay_and_refuse_reuse,
+    join_tokens_enrol_exactly_once,
+    bootstrap_happens_once,
+    tokens_carry_their_grants,
+);
+
+fn audit(action: &str) -> AuditEntry {
+    AuditEntry {
+        actor_user_id: Some("usr_test".into()),
+        actor_token_id: None,
+        action: action.into(),
+        request_id: RequestId::generate().0,
+    }
+}
+
+fn tenant(name: &str) -> Tenant {
+    let now = Utc::now();
+    Tenant {
+        id: TenantId::generate(),
+        name: name.into(),
+        display_name: name.into(),
+        labels: BTreeMap::new(),
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn project(t: &Tenant, name: &str) -> Project {
+    let now = Utc::now();
+    Project {
+        id: ProjectId::generate(),
+        tenant_id: t.id.clone(),
+        name: name.into(),
+        description: String::new(),
+        labels: BTreeMap::new(),
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn user(t: Option<&Tenant>, name: &str) -> User {
+    let now = Utc::now();
+    User {
+        id: UserId::generate(),
+        tenant_id: t.map(|t| t.id.clone()),
+        name: name.into(),
+        email: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn scope_of(t: &Tenant) -> Scope {
+    Scope::Tenant { tenant_id: t.id.clone(), projects: None }
+}
+
+async fn migrations_are_recorded_and_repeatable(store: Store) {
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    store.migrate().await.expect("second run is harmless");
+    store.migrate().await.expect("third run is harmless");
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    store.ping().await.unwrap();
+}
+
+async fn create_read_list_paginate(store: Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let t = tenant(&format!("t{i}"));
+        store.insert(&t, &audit("tenants.create")).await.unwrap();
+        ids.push(t.id.0.clone());
+    }
+    let got: Tenant = store.get(&Scope::Platform, &ids[2]).await.unwrap();
+    assert_eq!(got.name, "t2");
+    assert_eq!(got.generation, 1);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store.list::<Tenant>(&Scope::Platform, &[], 2, cursor.as_deref()).await.unwrap();
+        pages += 1;
+        seen.extend(page.items.iter().map(|t| t.id.0.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ids, "every item once, in creation order");
+
+    let filtered = store.list::<Tenant>(&Scope::Platform, &[("name", "t3".into())], 10, None).await;
+    assert!(matches!(filtered, Err(StoreError::Refused { code: "invalid_filter", .. })), "name is not a tenant filter");
+    let t = tenant("solo");
+    store.insert(&t, &audit("tenants.create")).await.unwrap();
+    let p = project(&t, "web");
+    store.insert(&p, &audit("projects.create")).await.unwrap();
+    let by_name = store.list::<Project>(&Scope::Platform, &[("name", "web".into())], 10, None).await.unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    assert_eq!(by_name.items[0].id, p.id);
+}
+
+async fn names_are_unique_and_a_refusal_writes_nothing(store: Store) {
+    let a = tenant("acme");
+    store.insert(&a, &audit("tenants.create")).await.unwrap();
+    let b = tenant("acme");
+    let err = store.insert(&b, &audit("tenants.create")).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert!(matches!(store.get::<Tenant>(&Scope::Platform, &b.id.0).await, Err(StoreError::NotFound { .. })));
+    let filter = AuditFilter { target: Some(b.id.0.clone()), ..Default::default() };
+    let audit = store.list_audit(None, &filter, 10, None).await;
+    assert!(audit.unwrap().items.is_empty(), "no audit record for a write that did not happen");
+
+    // Same project name in two tenants is fine; twice in one is not.
+    let other = tenant("other");
+    store.insert(&other, &audit_entry()).await.unwrap();
+    store.insert(&project(&a, "web"), &audit_entry()).await.unwrap();
+    store.insert(&project(&other, "web"), &audit_entry()).await.unwrap();
+    assert!(matches!(
+        store.insert(&project(&a, "web"), &audit_entry()).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // A project in a tenant that does not exist is refused by the reference.
+    let ghost = tenant("ghost");
+    assert!(matches!(
+        store.insert(&project(&ghost, "x"), &audit_entry()).await,
+        Err(StoreError::DanglingReference(_))
+    ));
+}
+
+fn audit_entry() -> AuditEntry {
+    audit("test.write")
+}
+
+async fn if_match_detects_a_stale_generation(store: Store) {
+    let t = tenant("gen");
+    store.insert(&t, &audit_entry()).await.unwrap();
+    let updated: Tenant = store
+        .update(&Scope::Platform, &t.id.0, Some(1), &audit_entry(), |t: &mut Tenant| {
+            t.display_name = "Gen One".into();
+            Ok(vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.generation, 2);
+    let stale = store
+        .update(&Scope::Platform, &t.id.0, Some(1), &audit_entry(), |t: &mut Tenant| {
+            t.display_name = "lost".into();
+            Ok(vec![])
+        })
+        .await;
+    match stale {
+        Err(StoreError::GenerationMismatch { expected: 1, current: 2, .. }) => {}
+        other => panic!("expected a generation mismatch, got {other:?}"),
+    }
+    let now: Tenant = store.get(&Scope::Platform, &t.id.0).await.unwrap();
+    assert_eq!(now.display_name, "Gen One");
+    assert_eq!(now.generation, 2);
+}
+
+async fn concurrent_updates_are_never_lost(store: Store) {
+    let t = tenant("busy");
+    store.insert(&t, &audit_entry()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        let id = t.id.0.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .update(&Scope::Platform, &id, None, &audit_entry(), move |t: &mut Tenant| {
+                    t.labels.insert(format!("k{i}"), "v".into());
+                    Ok(vec![])
+                })
+                .await
+                .map(|_: Tenant| ())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let now: Tenant = store.get(&Scope::Platform, &t.id.0).await.unwrap();
+    assert_eq!(now.labels.len(), 24, "every concurrent change is kept");
+    assert_eq!(now.generation, 25);
+}
+
+async fn concurrent_if_match_updates_let_exactly_one_win(store: Store) {
+    let t = tenant("race");
+    store.insert(&t, &audit_entry()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let id = t.id.0.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .update(&Scope::Platform, &id, Some(1), &audit_entry(), move |t: &mut Tenant| {
+                    t.display_name = format!("writer {i}");
+                    Ok(vec![])
+                })
+                .await
+                .map(|_: Tenant| ())
+        }));
+    }
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::GenerationMismatch { .. }) => conflicts += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 15));
+}
+
+async fn tenant_scope_hides_other_tenants(store: Store) {
+    let a = tenant("alpha");
+    let b = tenant("beta");
+    store.insert(&a, &audit_entry()).await.unwrap();
+    store.insert(&b, &audit_entry()).await.unwrap();
+    let pa = project(&a, "secret");
+    store.insert(&pa, &audit_entry()).await.unwrap();
+
+    let as_b = scope_of(&b);
+    assert!(matches!(store.get::<Project>(&as_b, &pa.id.0).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.get::<Tenant>(&as_b, &a.id.0).await, Err(StoreError::NotFound { .. })));
+    assert!(store.list::<Project>(&as_b, &[], 100, None).await.unwrap().items.is_empty());
+    let tenants = store.list::<Tenant>(&as_b, &[], 100, None).await.unwrap();
+    assert_eq!(tenants.items.len(), 1);
+    assert_eq!(tenants.items[0].id, b.id);
+    let upd = store
+        .update(&as_b, &pa.id.0, None, &audit_entry(), |p: &mut Project| {
+            p.description = "pwned".into();
+            Ok(vec![])
+        })
+        .await;
+    assert!(matches!(upd, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.delete::<Project>(&as_b, &pa.id.0, None, &audit_entry()).await, Err(StoreError::NotFound { .. })));
+    assert!(store.list::<Project>(&Scope::Nothing, &[], 100, None).await.unwrap().items.is_empty());
+    let still: Project = store.get(&scope_of(&a), &pa.id.0).await.unwrap();
+    assert_eq!(still.description, "");
+}
+
+async fn project_scope_narrows_to_bound_projects(store: Store) {
+    let a = tenant("narrow");
+    store.insert(&a, &audit_entry()).await.unwrap();
+    let p1 = project(&a, "one");
+    let p2 = project(&a, "two");
+    store.insert(&p1, &audit_entry()).await.unwrap();
+    store.insert(&p2, &audit_entry()).await.unwrap();
+    let scope = Scope::Tenant { tenant_id: a.id.clone(), projects: Some(vec![p2.id.clone()]) };
+    let seen = store.list::<Project>(&scope, &[], 100, None).await.unwrap();
+    assert_eq!(seen.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![p2.id.clone()]);
+    assert!(store.get::<Project>(&scope, &p1.id.0).await.is_err());
+}
+
+async fn delete_refuses_while_referenced(store: Store) {
+    let a = tenant("parent");
+    store.insert(&a, &audit_entry()).await.unwrap();
+    let p = project(&a, "child");
+    store.insert(&p, &audit_entry()).await.unwrap();
+    match store.delete::<Tenant>(&Scope::Platform, &a.id.0, None, &audit_entry()).await {
+        Err(StoreError::HasDependents { dependent: "projects", .. }) => {}
+        other => panic!("expected has-dependents, got {other:?}"),
+    }
+    store.delete::<Project>(&Scope::Platform, &p.id.0, None, &audit_entry()).await.unwrap();
+    store.delete::<Tenant>(&Scope::Platform, &a.id.0, Some(1), &audit_entry()).await.unwrap();
+    assert!(matches!(store.get::<Tenant>(&Scope::Platform, &a.id.0).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn audit_is_written_with_the_change(store: Store) {
+    let a = tenant("audited");
+    let b = tenant("unseen");
+    store.insert(&a, &audit("tenants.create")).await.unwrap();
+    store.insert(&b, &audit("tenants.create")).await.unwrap();
+    let p = project(&a, "app");
+    store.insert(&p, &audit("projects.create")).await.unwrap();
+    store.record_audit(&audit("projects.delete"), Some("prj_x"), Some(a.id.as_str()), 403, Some("forbidden")).await.unwrap();
+
+    let mine = store.list_audit(Some(&a.id), &AuditFilter::default(), 100, None).await.unwrap();
+    let actions: Vec<_> = mine.items.iter().map(|r| (r.action.as_str(), r.status, r.result.as_str())).collect();
+    assert_eq!(
+        actions,
+        vec![("tenants.create", 201, "success"), ("projects.create", 201, "success"), ("projects.delete", 403, "failure")]
+    );
+    assert!(mine.items.iter().all(|r| r.tenant_id.as_ref() == Some(&a.id)));
+    let filter = AuditFilter { target: Some(p.id.0.clone()), ..Default::default() };
+    let by_target = store.list_audit(None, &filter, 100, None).await;
+    assert_eq!(by_target.unwrap().items.len(), 1);
+    let all = store.list_audit(None, &AuditFilter::default(), 2, None).await.unwrap();
+    assert_eq!(all.items.len(), 2);
+    assert!(all.next_cursor.is_some());
+    let future = AuditFilter { since: Some(Utc::now() + Duration::hours(1)), ..Default::default() };
+    assert!(store.list_audit(None, &future, 100, None).await.unwrap().items.is_empty());
+}
+
+async fn idempotency_keys_replay_and_refuse_reuse(store: Store) {
+    assert_eq!(store.idempotency_begin("usr_a", "k1", "h1").await.unwrap(), IdempotencyState::Proceed);
+    assert_eq!(store.idempotency_begin("usr_a", "k1", "h1").await.unwrap(), IdempotencyState::InProgress);
+    store.idempotency_finish("usr_a", "k1", 201, Some("application/json"), "{\"id\":1}").await.unwrap();
+    assert_eq!(
+        store.idempotency_begin("usr_a", "k1", "h1").await.unwrap(),
+        IdempotencyState::Replay { status: 201, content_type: Some("application/json".into()), body: "{\"id\":1}".into() }
+    );
+    assert_eq!(store.idempotency_begin("usr_a", "k1", "h2").await.unwrap(), IdempotencyState::Mismatch);
+    assert_eq!(store.idempotency_begin("usr_b", "k1", "h2").await.unwrap(), IdempotencyState::Proceed, "keys are per caller");
+    store.idempotency_finish("usr_b", "k1", 503, None, "").await.unwrap();
+    assert_eq!(store.idempotency_begin("usr_b", "k1", "h2").await.unwrap(), IdempotencyState::Proceed, "server errors release the key");
+}
+
+fn join_token(expires_in: Duration) -> HostJoinToken {
+    let now = Utc::now();
+    HostJoinToken {
+        id: JoinTokenId::generate(),
+        description: String::new(),
+        rack_id: None,
+        expires_at: now + expires_in,
+        used_at: None,
+        used_by_host_id: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn host(name: &str) -> Host {
+    let now = Utc::now();
+    Host {
+        id: HostId::generate(),
+        name: name.into(),
+        site_id: None,
+        rack_id: None,
+        state: HostState::Enrolling,
+        health: HostHealth::Unknown,
+        ownership: Ownership::Shared,
+        labels: BTreeMap::new(),
+        traits: vec![],
+        inventory: HostInventory::default(),
+        bmc: None,
+        last_seen_at: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn join_tokens_enrol_exactly_once(store: Store) {
+    let tok = join_token(Duration::hours(1));
+    store.insert_with(&tok, &[("secret_hash", Val::text("h"))], &audit_entry()).await.unwrap();
+    let h = store.enroll_host(&tok.id.0, |hash| hash == "h", host("node-1"), "c1", &audit_entry()).await.unwrap();
+    assert_eq!(store.host_credential_hash(&h.id.0).await.unwrap().as_deref(), Some("c1"));
+    let again = store.enroll_host(&tok.id.0, |hash| hash == "h", host("node-2"), "c2", &audit_entry()).await;
+    assert!(matches!(again, Err(StoreError::Refused { code: "join_token_used", .. })), "{again:?}");
+    let used: HostJoinToken = store.get(&Scope::Platform, &tok.id.0).await.unwrap();
+    assert_eq!(used.used_by_host_id, Some(h.id.clone()));
+
+    let wrong = join_token(Duration::hours(1));
+    store.insert_with(&wrong, &[("secret_hash", Val::text("h"))], &audit_entry()).await.unwrap();
+    let bad = store.enroll_host(&wrong.id.0, |hash| hash == "nope", host("node-3"), "c3", &audit_entry()).await;
+    assert!(matches!(bad, Err(StoreError::Refused { code: "invalid_join_token", .. })));
+
+    let old = join_token(Duration::seconds(-1));
+    store.insert_with(&old, &[("secret_hash", Val::text("h"))], &audit_entry()).await.unwrap();
+    let late = store.enroll_host(&old.id.0, |hash| hash == "h", host("node-4"), "c4", &audit_entry()).await;
+    assert!(matches!(late, Err(StoreError::Refused { code: "join_token_expired", .. })));
+    let hosts = store.list::<Host>(&Scope::Platform, &[], 100, None).await.unwrap();
+    assert_eq!(hosts.items.len(), 1, "refused enrolments create no host");
+}
+
+fn operator_bundle() -> (User, RoleBinding, ApiToken) {
+    let now = Utc::now();
+    let u = user(None, "operator");
+    let b = RoleBinding {
+        id: RoleBindingId::generate(),
+        user_id: u.id.clone(),
+        role: Role::Operator,
+        tenant_id: None,
+        project_id: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let t = ApiToken {
+        id: TokenId::generate(),
+        user_id: u.id.clone(),
+        tenant_id: None,
+        name: "bootstrap".into(),
+        expires_at: None,
+        revoked_at: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    (u, b, t)
+}
+
+async fn bootstrap_happens_once(store: Store) {
+    assert!(!store.is_bootstrapped().await.unwrap());
+    let (u, b, t) = operator_bundle();
+    assert!(store.bootstrap_operator(&u, &b, &t, "hash").await.unwrap());
+    let (u2, b2, t2) = operator_bundle();
+    assert!(!store.bootstrap_operator(&u2, &b2, &t2, "hash2").await.unwrap());
+    assert!(store.is_bootstrapped().await.unwrap());
+    assert!(store.token_for_auth(&t2.id.0).await.unwrap().is_none());
+}
+
+async fn tokens_carry_their_grants(store: Store) {
+    let (u, b, t) = operator_bundle();
+    store.bootstrap_operator(&u, &b, &t, "hash").await.unwrap();
+    let (row, grants) = store.token_for_auth(&t.id.0).await.unwrap().expect("token exists");
+    assert_eq!(row.secret_hash, "hash");
+    assert_eq!(row.user_id, u.id.0);
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].role, Role::Operator);
+    // Revocation is a column the auth path sees at once.
+    let revoked: ApiToken = store
+        .update(&Scope::Platform, &t.id.0, None, &audit_entry(), |t: &mut ApiToken| {
+            t.revoked_at = Some(Utc::now());
+            Ok(vec![])
+        })
+        .await
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let (row, _) = store.token_for_auth(&t.id.0).await.unwrap().unwrap();
+    assert!(row.revoked_at.is_some());
+    assert!(store.token_for_auth("tok_missing").await.unwrap().is_none());
+}
