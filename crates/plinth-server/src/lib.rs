@@ -1,1 +1,176 @@
-//! placeholder
+//! The Plinth control-plane server: the `/v1` HTTP API and the agent protocol, with
+//! authentication, authorisation, audit, idempotency and metrics around every handler.
+//!
+//! Handlers are thin: they check input with `plinth-domain`'s rules, decide permission
+//! from the caller's [`Principal`](plinth_domain::authz::Principal), and call the store with
+//! the caller's scope. State lives only in the database, so replicas are interchangeable.
+
+pub mod api;
+pub mod context;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod metrics;
+pub mod observe;
+pub mod openapi;
+pub mod secrets;
+pub mod state;
+
+use crate::api::{agent, audit, health, hosts, join_tokens, projects, racks, role_bindings, shapes, sites, tenants, tokens, users};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use chrono::Utc;
+use plinth_api::{ApiToken, Role, RoleBinding, RoleBindingId, TokenId, User, UserId};
+use plinth_store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes and their documents, before state and middleware.
+struct Parts {
+    /// `/v1/*`: authenticated.
+    v1: Router<AppState>,
+    /// Health, metrics, enrolment: unauthenticated.
+    open: Router<AppState>,
+    public_doc: OpenApi,
+    agent_doc: OpenApi,
+}
+
+fn parts() -> Parts {
+    let (v1, v1_doc) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::get, tenants::update, tenants::delete))
+        .routes(routes!(projects::list, projects::create))
+        .routes(routes!(projects::get, projects::update, projects::delete))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::get, tokens::update, tokens::delete))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(role_bindings::list, role_bindings::create))
+        .routes(routes!(role_bindings::get, role_bindings::update, role_bindings::delete))
+        .routes(routes!(audit::list))
+        .routes(routes!(sites::list, sites::create))
+        .routes(routes!(sites::get, sites::update, sites::delete))
+        .routes(routes!(racks::list, racks::create))
+        .routes(routes!(racks::get, racks::update, racks::delete))
+        .routes(routes!(hosts::list, hosts::create))
+        .routes(routes!(hosts::get, hosts::update, hosts::delete))
+        .routes(routes!(join_tokens::list, join_tokens::create))
+        .routes(routes!(join_tokens::get, join_tokens::update, join_tokens::delete))
+        .routes(routes!(shapes::list, shapes::create))
+        .routes(routes!(shapes::get, shapes::update, shapes::delete))
+        .split_for_parts();
+    let (health, health_doc) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .split_for_parts();
+    let (agent, agent_doc) = OpenApiRouter::<AppState>::new().routes(routes!(agent::enroll)).split_for_parts();
+
+    let mut public_doc = openapi::public_base();
+    public_doc.merge(v1_doc);
+    public_doc.merge(health_doc);
+    let mut agent_base = openapi::agent_base();
+    agent_base.merge(agent_doc);
+    Parts {
+        v1,
+        open: health.merge(agent),
+        public_doc: openapi::finish(public_doc),
+        agent_doc: openapi::finish(agent_base),
+    }
+}
+
+/// The public API's OpenAPI document.
+pub fn public_openapi() -> OpenApi {
+    parts().public_doc
+}
+
+/// The agent protocol's OpenAPI document.
+pub fn agent_openapi() -> OpenApi {
+    parts().agent_doc
+}
+
+/// The whole HTTP application over `store`.
+pub fn app(store: Store) -> Router {
+    let state = AppState { store, metrics: Arc::new(metrics::Metrics::default()) };
+    let p = parts();
+    let public_json = p.public_doc.to_pretty_json().unwrap_or_default();
+    let agent_json = p.agent_doc.to_pretty_json().unwrap_or_default();
+    let v1 = p
+        .v1
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
+        .route_layer(from_fn_with_state(state.clone(), context::authenticate));
+    let docs = Router::new()
+        .route("/openapi.json", axum::routing::get(move || async move { json_doc(public_json) }))
+        .route("/agent/openapi.json", axum::routing::get(move || async move { json_doc(agent_json) }));
+    v1.merge(p.open)
+        .merge(docs)
+        .route_layer(from_fn_with_state(state.clone(), observe::observe))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no API route has this path") })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .with_state(state)
+}
+
+fn json_doc(s: String) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], s)
+}
+
+/// Serves `app(store)` on `listener` until `shutdown` resolves, then drains in-flight
+/// requests.
+pub async fn serve(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(store)).with_graceful_shutdown(shutdown).await
+}
+
+/// Creates the first operator (user `operator`, the operator role, a token) on an empty
+/// platform and returns the token's secret; None when the platform already has one.
+pub async fn bootstrap(store: &Store) -> Result<Option<String>, plinth_store::StoreError> {
+    if store.is_bootstrapped().await? {
+        return Ok(None);
+    }
+    let now = Utc::now();
+    let user = User {
+        id: UserId::generate(),
+        tenant_id: None,
+        name: "operator".into(),
+        email: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let binding = RoleBinding {
+        id: RoleBindingId::generate(),
+        user_id: user.id.clone(),
+        role: Role::Operator,
+        tenant_id: None,
+        project_id: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let token = ApiToken {
+        id: TokenId::generate(),
+        user_id: user.id.clone(),
+        tenant_id: None,
+        name: "bootstrap".into(),
+        expires_at: None,
+        revoked_at: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let secret = secrets::mint(secrets::API_TOKEN, token.id.as_str());
+    let made = store.bootstrap_operator(&user, &binding, &token, &secrets::hash(&secret)).await?;
+    Ok(made.then_some(secret))
+}

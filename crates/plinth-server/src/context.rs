@@ -1,0 +1,134 @@
+//! Per-request context: the request id, the audit action name, and the authenticated
+//! caller. The `authenticate` middleware resolves `Authorization: Bearer plt_…` into a
+//! [`Caller`]; handlers take the caller as an extractor.
+
+use crate::error::ApiError;
+use crate::secrets;
+use crate::state::AppState;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use plinth_api::{TenantId, TokenId, UserId};
+use plinth_domain::authz::{Principal, Scope};
+use plinth_store::{AuditEntry, now_micros};
+use std::sync::{Arc, Mutex};
+
+/// Who acted, filled in by authentication, read by the failure audit.
+#[derive(Clone, Debug, Default)]
+pub struct Actor {
+    pub user_id: Option<String>,
+    pub token_id: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// Set by the `observe` middleware on every request.
+#[derive(Clone, Debug)]
+pub struct RequestCtx {
+    pub request_id: String,
+    /// e.g. `projects.create`.
+    pub action: String,
+    pub actor: Arc<Mutex<Actor>>,
+}
+
+/// The authenticated caller of a `/v1` request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub principal: Principal,
+    pub request_id: String,
+    pub action: String,
+}
+
+impl Caller {
+    /// The caller's visibility, for every tenant-scoped query.
+    pub fn scope(&self) -> Scope {
+        self.principal.scope()
+    }
+
+    /// The audit entry for a change made by this request.
+    pub fn audit(&self) -> AuditEntry {
+        AuditEntry {
+            actor_user_id: Some(self.principal.user_id.0.clone()),
+            actor_token_id: Some(self.principal.token_id.0.clone()),
+            action: self.action.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    /// Refuses with 403 unless the caller is an operator.
+    pub fn require_operator(&self, what: &str) -> Result<(), ApiError> {
+        if self.principal.is_operator() { Ok(()) } else { Err(ApiError::forbidden(what)) }
+    }
+
+    /// The caller's tenant, or a 422 telling an operator to name one.
+    pub fn default_tenant(&self, given: Option<TenantId>) -> Result<TenantId, ApiError> {
+        given.or_else(|| self.principal.tenant_id.clone()).ok_or_else(|| {
+            ApiError::invalid("tenant_required", "platform users must name tenant_id")
+                .with_constraint(serde_json::json!({ "field": "tenant_id", "rule": "required" }))
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer plt_…"))
+    }
+}
+
+fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
+    let v = parts.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// Resolves the bearer token into a [`Caller`], or answers 401.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match resolve(&state, req.headers()).await {
+        Ok(principal) => {
+            let ctx = req.extensions().get::<RequestCtx>().cloned();
+            let (request_id, action) = match &ctx {
+                Some(c) => (c.request_id.clone(), c.action.clone()),
+                None => ("-".into(), "-".into()),
+            };
+            if let Some(c) = ctx {
+                let mut actor = c.actor.lock().unwrap_or_else(|e| e.into_inner());
+                actor.user_id = Some(principal.user_id.0.clone());
+                actor.token_id = Some(principal.token_id.0.clone());
+                actor.tenant_id = principal.tenant_id.as_ref().map(|t| t.0.clone());
+            }
+            req.extensions_mut().insert(Caller { principal, request_id, action });
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::unauthenticated("send Authorization: Bearer plt_…"));
+    };
+    let invalid = || ApiError::unauthenticated("the token is not valid");
+    let token_id = secrets::record_id(token, secrets::API_TOKEN, TokenId::PREFIX).ok_or_else(invalid)?;
+    let (row, grants) = state.store.token_for_auth(&token_id).await?.ok_or_else(invalid)?;
+    if !secrets::verify(token, &row.secret_hash) {
+        return Err(invalid());
+    }
+    if row.revoked_at.is_some() {
+        return Err(ApiError::unauthenticated("the token was revoked"));
+    }
+    if row.expires_at.is_some_and(|t| t <= now_micros()) {
+        return Err(ApiError::unauthenticated("the token has expired"));
+    }
+    Ok(Principal {
+        user_id: UserId(row.user_id),
+        token_id: TokenId(token_id),
+        tenant_id: row.tenant_id.map(TenantId),
+        grants,
+    })
+}

@@ -1,0 +1,129 @@
+//! API errors as `application/problem+json`: a stable `code`, a human `detail`, the request
+//! id, and for refusals the constraint that refused.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use plinth_api::{PROBLEM_JSON, Problem};
+use plinth_domain::validate::Invalid;
+use plinth_store::StoreError;
+use serde_json::json;
+
+tokio::task_local! {
+    /// The id of the request being served, for error bodies.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or `-` outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_else(|_| "-".into())
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub constraint: Option<serde_json::Value>,
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError { status, code, detail: detail.into(), constraint: None }
+    }
+    pub fn with_constraint(mut self, c: serde_json::Value) -> ApiError {
+        self.constraint = Some(c);
+        self
+    }
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = code;
+        self
+    }
+    pub fn unauthenticated(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
+    }
+    pub fn forbidden(what: &str) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("your roles do not allow {what}"))
+            .with_constraint(json!({ "rule": "role", "action": what }))
+    }
+    pub fn not_found(kind: &str, id: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{kind} {id} not found"))
+    }
+    pub fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!(request_id = %current_request_id(), "internal error: {detail}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; the request id identifies it in the logs")
+    }
+
+    /// The problem body.
+    pub fn problem(&self) -> Problem {
+        Problem {
+            type_: format!("urn:plinth:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("error").to_string(),
+            status: self.status.as_u16(),
+            code: self.code.to_string(),
+            detail: self.detail.clone(),
+            request_id: current_request_id(),
+            constraint: self.constraint.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut resp = (self.status, body).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp
+    }
+}
+
+/// The problem code of an error response, for the audit log.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        ApiError::invalid(e.code, e.to_string()).with_constraint(json!({ "field": e.field, "rule": e.rule }))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound { kind, id } => ApiError::not_found(kind, &id),
+            StoreError::GenerationMismatch { kind, id, expected, current } => {
+                let detail = if current < 0 {
+                    format!("{kind} {id} changed while this request was updating it; read it again and retry")
+                } else {
+                    format!("{kind} {id} is at generation {current}, not {expected}; read it again and retry")
+                };
+                ApiError::new(StatusCode::CONFLICT, "generation_mismatch", detail)
+                    .with_constraint(json!({ "rule": "if-match", "expected": expected, "current": current }))
+            }
+            StoreError::AlreadyExists { kind, detail } => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", format!("{kind}: {detail}"))
+                    .with_constraint(json!({ "rule": "unique-name" }))
+            }
+            StoreError::HasDependents { kind, id, dependent } => ApiError::new(
+                StatusCode::CONFLICT,
+                "has_dependents",
+                format!("{kind} {id} is still referenced by {dependent}; delete those first"),
+            )
+            .with_constraint(json!({ "rule": "no-dependents", "dependent": dependent })),
+            StoreError::DanglingReference(d) => {
+                ApiError::invalid("invalid_reference", format!("a referenced object does not exist ({d})"))
+            }
+            StoreError::Refused { status, code, detail } => {
+                ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, detail)
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Request extractors that refuse bad input as problem+json: JSON bodies (unknown fields,
+//! wrong types, overflow, size), query strings, `If-Match`, list paging.
+
+use crate::error::ApiError;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use plinth_api::{DEFAULT_LIMIT, MAX_LIMIT, PageParams};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// Largest request body accepted (1 MiB).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A JSON body, refused with `invalid_body` (400), `invalid_field` (422) or
+/// `body_too_large` (413).
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    let status = r.status();
+    let text = r.body_text();
+    match r {
+        JsonRejection::JsonDataError(_) => {
+            // serde says what it refused: "unknown field `x`", "invalid value: integer `-1`, expected u32".
+            let detail = text.trim_start_matches("Failed to deserialize the JSON body into the target type: ").to_string();
+            let field = detail.split(':').next().unwrap_or("").trim().to_string();
+            ApiError::invalid("invalid_field", detail).with_constraint(json!({ "rule": "schema", "at": field }))
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json")
+        }
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        )
+        .with_constraint(json!({ "rule": "max-body-bytes", "limit": BODY_LIMIT })),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", text),
+    }
+}
+
+/// Query parameters, refused with `invalid_query` (400).
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(r @ QueryRejection::FailedToDeserializeQueryString(_)) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text()))
+            }
+            Err(r) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())),
+        }
+    }
+}
+
+/// The `If-Match` header as a generation (`"3"` or `3`).
+pub struct IfMatch(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(v) = parts.headers.get(axum::http::header::IF_MATCH) else { return Ok(IfMatch(None)) };
+        let s = v.to_str().unwrap_or("").trim().trim_start_matches("W/").trim_matches('"');
+        match s.parse::<i64>() {
+            Ok(g) if g > 0 => Ok(IfMatch(Some(g))),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_if_match",
+                "If-Match must be the resource's generation, a positive integer",
+            )),
+        }
+    }
+}
+
+/// Checked paging: a limit in 1..=1000 and an opaque cursor.
+pub struct Paging {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    pub fn from(p: &PageParams) -> Result<Paging, ApiError> {
+        let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_limit",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            )
+            .with_constraint(json!({ "rule": "range", "min": 1, "max": MAX_LIMIT })));
+        }
+        if let Some(c) = &p.cursor {
+            // Cursors are ids; anything else cannot have come from us.
+            let ok = c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this server issued"));
+            }
+        }
+        Ok(Paging { limit, cursor: p.cursor.clone() })
+    }
+}
