@@ -1,1 +1,150 @@
-fn main() {}
+//! `plinth`: one binary for the server (`plinth server`), the single-host bundle
+//! (`plinth up`) and the CLI (`plinth tenant list`, …).
+
+mod cli;
+mod client;
+mod output;
+mod profile;
+mod run;
+
+use anyhow::{Result, anyhow};
+use clap::{CommandFactory, Parser, Subcommand};
+use cli::*;
+use output::Format;
+use std::path::PathBuf;
+
+/// Plinth: turn hosts and bare-metal servers into a cloud.
+#[derive(Parser, Debug)]
+#[command(name = "plinth", version, about)]
+struct Cli {
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// Server URL (overrides the profile).
+    #[arg(long, global = true, env = "PLINTH_SERVER")]
+    server: Option<String>,
+    /// API token (overrides the profile).
+    #[arg(long, global = true, env = "PLINTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server alone (several replicas may share one PostgreSQL).
+    Server {
+        /// sqlite:///path/plinth.db or postgres://user@host/db.
+        #[arg(long, env = "PLINTH_DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        listen: String,
+        /// On first start, also write the operator token here (0600).
+        #[arg(long)]
+        operator_token_file: Option<PathBuf>,
+    },
+    /// Run Plinth on this machine: embedded database and server.
+    Up {
+        /// Where Plinth keeps its data (default ~/.local/share/plinth).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        listen: String,
+    },
+    /// Save the server URL and token in the CLI profile (0600).
+    Login {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        token: String,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    #[command(subcommand)]
+    User(UserCmd),
+    #[command(subcommand)]
+    Token(TokenCmd),
+    #[command(subcommand)]
+    RoleBinding(RoleBindingCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    #[command(subcommand)]
+    Site(SiteCmd),
+    #[command(subcommand)]
+    Rack(RackCmd),
+    #[command(subcommand)]
+    Host(HostCmd),
+    #[command(subcommand)]
+    JoinToken(JoinTokenCmd),
+    #[command(subcommand)]
+    Shape(ShapeCmd),
+}
+
+fn client(cli: &Cli) -> Result<client::Client> {
+    let saved = profile::load(&profile::path())?;
+    let server = cli.server.clone().or_else(|| saved.as_ref().map(|p| p.server.clone()));
+    let token = cli.token.clone().or_else(|| saved.as_ref().map(|p| p.token.clone()));
+    match (server, token) {
+        (Some(s), Some(t)) => Ok(client::Client::new(&s, &t)),
+        _ => Err(anyhow!(
+            "no server or token: run `plinth up`, or `plinth login --server URL --token plt_…`, or set PLINTH_SERVER and PLINTH_TOKEN"
+        )),
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let o = cli.output;
+    match &cli.command {
+        Command::Server { database_url, listen, operator_token_file } => {
+            run::server(database_url, listen, operator_token_file.as_deref()).await
+        }
+        Command::Up { data_dir, listen } => {
+            let dir = data_dir.clone().unwrap_or_else(run::default_data_dir);
+            run::up(&dir, listen).await
+        }
+        Command::Login { server, token } => {
+            let path = profile::path();
+            profile::save(&path, &profile::Profile { server: server.clone(), token: token.clone() })?;
+            eprintln!("saved {}", path.display());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "plinth", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Tenant(c) => c.run(&client(&cli)?, o, &TENANTS).await,
+        Command::Project(c) => c.run(&client(&cli)?, o, &PROJECTS).await,
+        Command::User(c) => c.run(&client(&cli)?, o, &USERS).await,
+        Command::Token(c) => c.run(&client(&cli)?, o, &TOKENS).await,
+        Command::RoleBinding(c) => c.run(&client(&cli)?, o, &ROLE_BINDINGS).await,
+        Command::Audit(c) => c.run(&client(&cli)?, o).await,
+        Command::Site(c) => c.run(&client(&cli)?, o, &SITES).await,
+        Command::Rack(c) => c.run(&client(&cli)?, o, &RACKS).await,
+        Command::Host(c) => c.run(&client(&cli)?, o, &HOSTS).await,
+        Command::JoinToken(c) => c.run(&client(&cli)?, o, &JOIN_TOKENS).await,
+        Command::Shape(c) => c.run(&client(&cli)?, o, &SHAPES).await,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG").unwrap_or_else(|_| "warn,plinth=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli).await {
+        match e.downcast_ref::<client::Refused>() {
+            Some(r) => eprintln!("error: {} ({}): {}", r.code, r.status.as_u16(), r.detail),
+            None => eprintln!("error: {e:#}"),
+        }
+        std::process::exit(1);
+    }
+}

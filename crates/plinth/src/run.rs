@@ -1,0 +1,70 @@
+//! `plinth server` and `plinth up`: start the control plane, bootstrap the first operator,
+//! and stop cleanly on Ctrl-C or SIGTERM.
+
+use crate::profile::{self, Profile};
+use anyhow::{Context, Result};
+use plinth_store::Store;
+use std::path::{Path, PathBuf};
+
+/// The default data directory: `~/.local/share/plinth`.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("plinth")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    eprintln!("plinth: stopping (finishing requests in flight)");
+}
+
+async fn listen(addr: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// `plinth server`: the server alone, on any database (the HA form).
+pub async fn server(database_url: &str, listen_addr: &str, token_file: Option<&Path>) -> Result<()> {
+    let store = Store::open(database_url).await.context("opening the database")?;
+    if let Some(token) = plinth_server::bootstrap(&store).await? {
+        println!("Created the first operator. Its token, shown once:\n\n  {token}\n");
+        if let Some(f) = token_file {
+            profile::write_private(f, &format!("{token}\n"))?;
+            println!("(also written to {})", f.display());
+        }
+    }
+    let listener = listen(listen_addr).await?;
+    eprintln!("plinth server listening on http://{}", listener.local_addr()?);
+    plinth_server::serve(store, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `plinth up`: embedded SQLite in `data_dir`, server on `listen_addr`, CLI profile set up
+/// on first start.
+pub async fn up(data_dir: &Path, listen_addr: &str) -> Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let db = data_dir.join("plinth.db");
+    let store = Store::open(&format!("sqlite://{}", db.display())).await.context("opening the embedded database")?;
+    let listener = listen(listen_addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    if let Some(token) = plinth_server::bootstrap(&store).await? {
+        let token_path = data_dir.join("operator-token");
+        profile::write_private(&token_path, &format!("{token}\n"))?;
+        let profile_path = profile::path();
+        profile::save(&profile_path, &Profile { server: url.clone(), token: token.clone() })?;
+        println!("First start: created the operator. Its token, shown once:\n\n  {token}\n");
+        println!("Written to {} (0600); the CLI profile {} now points here.", token_path.display(), profile_path.display());
+    }
+    println!("Plinth is up at {url} (data in {}). Ctrl-C stops it.", data_dir.display());
+    println!("Try: plinth tenant list");
+    plinth_server::serve(store, listener, shutdown_signal()).await?;
+    Ok(())
+}
