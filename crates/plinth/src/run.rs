@@ -4,6 +4,7 @@
 use crate::profile::{self, Profile};
 use anyhow::{Context, Result};
 use plinth_store::Store;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The default data directory: `~/.local/share/plinth`.
@@ -51,6 +52,8 @@ pub async fn server(database_url: &str, listen_addr: &str, token_file: Option<&P
 /// on first start.
 pub async fn up(data_dir: &Path, listen_addr: &str) -> Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    // The database holds hashed secrets and BMC credentials: keep the directory private.
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
     let db = data_dir.join("plinth.db");
     let store = Store::open(&format!("sqlite://{}", db.display())).await.context("opening the embedded database")?;
     let listener = listen(listen_addr).await?;
