@@ -1,0 +1,754 @@
+//! The tenancy matrix: every operation of the public API, classified, run as another
+//! tenant's admin (and member) against tenant A's objects, as a tenant against operator-only
+//! endpoints, and without valid credentials.
+//!
+//! The classification is checked against `plinth_server::public_openapi()`: an operation
+//! in the document that is not in [`MATRIX`] fails the test, so a new endpoint cannot
+//! escape the matrix.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What kind of object an operation's `{id}` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Obj {
+    Tenant,
+    Project,
+    User,
+    Token,
+    RoleBinding,
+    Site,
+    Rack,
+    Host,
+    JoinToken,
+    Shape,
+}
+
+/// How an operation must behave for a tenant's caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Unauthenticated system endpoint: 200 without a token.
+    Public,
+    /// A list of tenant-scoped objects: another tenant's objects never appear. The `Obj`
+    /// is the kind listed, for a positive control (the caller's own objects do appear).
+    TenantList(Obj),
+    /// Readable by tenants (platform catalogue, own audit log): 200 for a tenant-admin.
+    TenantReadable(Option<Obj>),
+    /// The path names one tenant-scoped object: another tenant gets 404 not_found, exactly
+    /// as for an id that never existed.
+    OtherTenant(Obj),
+    /// A create whose body may name tenant-scoped objects (tenant_id, user_id,
+    /// project_id): naming another tenant's object is answered exactly as naming one
+    /// that never existed, and writes nothing.
+    OtherTenantRef,
+    /// Operators only: a tenant's caller gets 403 forbidden, whatever it names.
+    OperatorOnly(Option<Obj>),
+}
+
+use Class::*;
+
+/// (method, path, operation_id, class) for every operation of the public document.
+const MATRIX: &[(&str, &str, &str, Class)] = &[
+    ("GET", "/v1/tenants", "tenant_list", TenantList(Obj::Tenant)),
+    ("POST", "/v1/tenants", "tenant_create", OperatorOnly(None)),
+    ("GET", "/v1/tenants/{id}", "tenant_view", OtherTenant(Obj::Tenant)),
+    ("PATCH", "/v1/tenants/{id}", "tenant_update", OtherTenant(Obj::Tenant)),
+    ("DELETE", "/v1/tenants/{id}", "tenant_delete", OtherTenant(Obj::Tenant)),
+    ("GET", "/v1/projects", "project_list", TenantList(Obj::Project)),
+    ("POST", "/v1/projects", "project_create", OtherTenantRef),
+    ("GET", "/v1/projects/{id}", "project_view", OtherTenant(Obj::Project)),
+    ("PATCH", "/v1/projects/{id}", "project_update", OtherTenant(Obj::Project)),
+    ("DELETE", "/v1/projects/{id}", "project_delete", OtherTenant(Obj::Project)),
+    ("GET", "/v1/users", "user_list", TenantList(Obj::User)),
+    ("POST", "/v1/users", "user_create", OtherTenantRef),
+    ("GET", "/v1/users/{id}", "user_view", OtherTenant(Obj::User)),
+    ("PATCH", "/v1/users/{id}", "user_update", OtherTenant(Obj::User)),
+    ("DELETE", "/v1/users/{id}", "user_delete", OtherTenant(Obj::User)),
+    ("GET", "/v1/tokens", "token_list", TenantList(Obj::Token)),
+    ("POST", "/v1/tokens", "token_create", OtherTenantRef),
+    ("GET", "/v1/tokens/{id}", "token_view", OtherTenant(Obj::Token)),
+    ("PATCH", "/v1/tokens/{id}", "token_update", OtherTenant(Obj::Token)),
+    ("DELETE", "/v1/tokens/{id}", "token_delete", OtherTenant(Obj::Token)),
+    ("POST", "/v1/tokens/{id}/revoke", "token_revoke", OtherTenant(Obj::Token)),
+    ("GET", "/v1/role-bindings", "role_binding_list", TenantList(Obj::RoleBinding)),
+    ("POST", "/v1/role-bindings", "role_binding_create", OtherTenantRef),
+    ("GET", "/v1/role-bindings/{id}", "role_binding_view", OtherTenant(Obj::RoleBinding)),
+    ("PATCH", "/v1/role-bindings/{id}", "role_binding_update", OtherTenant(Obj::RoleBinding)),
+    ("DELETE", "/v1/role-bindings/{id}", "role_binding_delete", OtherTenant(Obj::RoleBinding)),
+    ("GET", "/v1/audit-log", "audit_list", TenantReadable(None)),
+    ("GET", "/v1/sites", "site_list", OperatorOnly(None)),
+    ("POST", "/v1/sites", "site_create", OperatorOnly(None)),
+    ("GET", "/v1/sites/{id}", "site_view", OperatorOnly(Some(Obj::Site))),
+    ("PATCH", "/v1/sites/{id}", "site_update", OperatorOnly(Some(Obj::Site))),
+    ("DELETE", "/v1/sites/{id}", "site_delete", OperatorOnly(Some(Obj::Site))),
+    ("GET", "/v1/racks", "rack_list", OperatorOnly(None)),
+    ("POST", "/v1/racks", "rack_create", OperatorOnly(None)),
+    ("GET", "/v1/racks/{id}", "rack_view", OperatorOnly(Some(Obj::Rack))),
+    ("PATCH", "/v1/racks/{id}", "rack_update", OperatorOnly(Some(Obj::Rack))),
+    ("DELETE", "/v1/racks/{id}", "rack_delete", OperatorOnly(Some(Obj::Rack))),
+    ("GET", "/v1/hosts", "host_list", OperatorOnly(None)),
+    ("POST", "/v1/hosts", "host_create", OperatorOnly(None)),
+    ("GET", "/v1/hosts/{id}", "host_view", OperatorOnly(Some(Obj::Host))),
+    ("PATCH", "/v1/hosts/{id}", "host_update", OperatorOnly(Some(Obj::Host))),
+    ("DELETE", "/v1/hosts/{id}", "host_delete", OperatorOnly(Some(Obj::Host))),
+    ("GET", "/v1/host-join-tokens", "host_join_token_list", OperatorOnly(None)),
+    ("POST", "/v1/host-join-tokens", "host_join_token_create", OperatorOnly(None)),
+    ("GET", "/v1/host-join-tokens/{id}", "host_join_token_view", OperatorOnly(Some(Obj::JoinToken))),
+    ("PATCH", "/v1/host-join-tokens/{id}", "host_join_token_update", OperatorOnly(Some(Obj::JoinToken))),
+    ("DELETE", "/v1/host-join-tokens/{id}", "host_join_token_delete", OperatorOnly(Some(Obj::JoinToken))),
+    ("GET", "/v1/shapes", "shape_list", TenantReadable(None)),
+    ("POST", "/v1/shapes", "shape_create", OperatorOnly(None)),
+    ("GET", "/v1/shapes/{id}", "shape_view", TenantReadable(Some(Obj::Shape))),
+    ("PATCH", "/v1/shapes/{id}", "shape_update", OperatorOnly(Some(Obj::Shape))),
+    ("DELETE", "/v1/shapes/{id}", "shape_delete", OperatorOnly(Some(Obj::Shape))),
+    ("GET", "/healthz", "system_health", Public),
+    ("GET", "/readyz", "system_ready", Public),
+    ("GET", "/metrics", "system_metrics", Public),
+];
+
+/// One operation of the document.
+#[derive(Clone, Debug)]
+struct Op {
+    method: String,
+    path: String,
+    class: Class,
+}
+
+/// Every operation of the public OpenAPI document as (METHOD, path, operation_id).
+fn documented_operations() -> Vec<(String, String, Option<String>)> {
+    let doc = plinth_server::public_openapi();
+    let mut out = Vec::new();
+    for (path, item) in doc.paths.paths.iter() {
+        let fixed = [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("OPTIONS", &item.options),
+            ("HEAD", &item.head),
+            ("PATCH", &item.patch),
+            ("TRACE", &item.trace),
+            ("QUERY", &item.query),
+        ];
+        for (method, op) in fixed {
+            if let Some(op) = op {
+                out.push((method.to_string(), path.clone(), op.operation_id.clone()));
+            }
+        }
+        for (method, op) in &item.additional_operations {
+            out.push((method.to_uppercase(), path.clone(), op.operation_id.clone()));
+        }
+    }
+    out
+}
+
+/// Classifies every documented operation, failing on any the matrix does not know, on
+/// operation ids that moved, and on matrix rows the document no longer has.
+fn classified_operations() -> Vec<Op> {
+    let table: BTreeMap<(&str, &str), (&str, Class)> =
+        MATRIX.iter().map(|(m, p, id, c)| ((*m, *p), (*id, *c))).collect();
+    assert_eq!(table.len(), MATRIX.len(), "duplicate rows in MATRIX");
+    let mut unclassified = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut ops = Vec::new();
+    for (method, path, op_id) in documented_operations() {
+        match table.get(&(method.as_str(), path.as_str())) {
+            Some((want_id, class)) => {
+                assert_eq!(
+                    op_id.as_deref(),
+                    Some(*want_id),
+                    "{method} {path}: operation id changed; re-check its row in MATRIX"
+                );
+                seen.insert((method.clone(), path.clone()));
+                ops.push(Op { method, path, class: *class });
+            }
+            None => unclassified.push(format!("{method} {path} ({})", op_id.unwrap_or_default())),
+        }
+    }
+    assert!(
+        unclassified.is_empty(),
+        "operations missing from the tenancy MATRIX (classify each as tenant-scoped, operator-only, \
+         tenant-readable or public): {unclassified:#?}"
+    );
+    let stale: Vec<String> = MATRIX
+        .iter()
+        .filter(|(m, p, _, _)| !seen.contains(&(m.to_string(), p.to_string())))
+        .map(|(m, p, _, _)| format!("{m} {p}"))
+        .collect();
+    assert!(stale.is_empty(), "MATRIX rows for operations the document no longer has: {stale:?}");
+    let v1 = ops.iter().filter(|o| o.path.starts_with("/v1/")).count();
+    assert!(v1 >= 50, "the document lists only {v1} /v1 operations; is it being read right?");
+    ops
+}
+
+#[test]
+fn every_documented_operation_is_in_the_tenancy_matrix() {
+    classified_operations();
+}
+
+/// One tenant's objects, built by the operator (tenant, first admin) and by that admin
+/// (project, second user with a tenant-wide member binding and a token).
+#[derive(Clone, Debug)]
+struct World {
+    /// Every name in this tenant starts with it, so a response can be searched for it.
+    label: &'static str,
+    admin: TenantAdmin,
+    project: String,
+    dev_user: String,
+    dev_binding: String,
+    dev_token: String,
+    dev_secret: String,
+}
+
+impl World {
+    async fn build(srv: &TestServer, label: &'static str) -> World {
+        let admin = srv.tenant_with_admin(&format!("{label}-corp")).await;
+        let project = srv.create_project(&admin.secret, None, &format!("{label}-web")).await;
+        assert_eq!(project["tenant_id"], admin.tenant_id.as_str(), "a tenant-admin's project lands in its tenant");
+        let dev = srv.create_user(&admin.secret, &admin.tenant_id, &format!("{label}-dev")).await;
+        let binding = srv.bind(&admin.secret, &id(&dev), "member", None).await;
+        let (tok, secret) = srv.mint_token(&admin.secret, &id(&dev), &format!("{label}-dev-key")).await;
+        World {
+            label,
+            admin,
+            project: id(&project),
+            dev_user: id(&dev),
+            dev_binding: id(&binding),
+            dev_token: id(&tok),
+            dev_secret: secret,
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        vec![
+            self.admin.tenant_id.clone(),
+            self.admin.user_id.clone(),
+            self.admin.binding_id.clone(),
+            self.admin.token_id.clone(),
+            self.project.clone(),
+            self.dev_user.clone(),
+            self.dev_binding.clone(),
+            self.dev_token.clone(),
+        ]
+    }
+
+    /// What must never appear in another tenant's view: every id, and the label every
+    /// name here starts with (ULIDs cannot contain it: they have no `l` or `o`).
+    fn marks(&self) -> Vec<String> {
+        let mut m = self.ids();
+        m.push(self.label.to_string());
+        m
+    }
+
+    /// This tenant's objects of a kind.
+    fn objects(&self, obj: Obj) -> Vec<String> {
+        match obj {
+            Obj::Tenant => vec![self.admin.tenant_id.clone()],
+            Obj::Project => vec![self.project.clone()],
+            Obj::User => vec![self.admin.user_id.clone(), self.dev_user.clone()],
+            Obj::Token => vec![self.admin.token_id.clone(), self.dev_token.clone()],
+            Obj::RoleBinding => vec![self.admin.binding_id.clone(), self.dev_binding.clone()],
+            other => panic!("{other:?} is not tenant-scoped"),
+        }
+    }
+}
+
+/// A well-formed id of the kind that names nothing.
+fn fresh(obj: Obj) -> String {
+    match obj {
+        Obj::Tenant => plinth_api::TenantId::generate().0,
+        Obj::Project => plinth_api::ProjectId::generate().0,
+        Obj::User => plinth_api::UserId::generate().0,
+        Obj::Token => plinth_api::TokenId::generate().0,
+        Obj::RoleBinding => plinth_api::RoleBindingId::generate().0,
+        Obj::Site => plinth_api::SiteId::generate().0,
+        Obj::Rack => plinth_api::RackId::generate().0,
+        Obj::Host => plinth_api::HostId::generate().0,
+        Obj::JoinToken => plinth_api::JoinTokenId::generate().0,
+        Obj::Shape => plinth_api::ShapeId::generate().0,
+    }
+}
+
+/// Platform objects made by the operator.
+#[derive(Clone, Debug)]
+struct Platform {
+    site: String,
+    rack: String,
+    host: String,
+    join_token: String,
+    shape: String,
+}
+
+impl Platform {
+    async fn build(srv: &TestServer) -> Platform {
+        let op = &srv.operator;
+        let site = srv.post("/v1/sites").token(op).json(&json!({ "name": "dc-one" })).send().await.ok(201);
+        let rack = srv
+            .post("/v1/racks")
+            .token(op)
+            .json(&json!({ "site_id": id(&site), "name": "r01" }))
+            .send()
+            .await
+            .ok(201);
+        let host = srv
+            .post("/v1/hosts")
+            .token(op)
+            .json(&json!({ "name": "node-1", "rack_id": id(&rack) }))
+            .send()
+            .await
+            .ok(201);
+        let jt = srv.post("/v1/host-join-tokens").token(op).json(&json!({})).send().await.ok(201);
+        let shape = srv
+            .post("/v1/shapes")
+            .token(op)
+            .json(&json!({ "name": "c1.small", "vcpus": 2, "memory_mib": 2048 }))
+            .send()
+            .await
+            .ok(201);
+        Platform { site: id(&site), rack: id(&rack), host: id(&host), join_token: id(&jt), shape: id(&shape) }
+    }
+
+    fn object(&self, obj: Obj) -> String {
+        match obj {
+            Obj::Site => self.site.clone(),
+            Obj::Rack => self.rack.clone(),
+            Obj::Host => self.host.clone(),
+            Obj::JoinToken => self.join_token.clone(),
+            Obj::Shape => self.shape.clone(),
+            other => panic!("{other:?} is not a platform object"),
+        }
+    }
+}
+
+/// A valid body for an operation (None for operations without one). Every POST and
+/// PATCH in the matrix must have one here, so a refusal is never just a bad body.
+fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
+    let v = match (method, path) {
+        ("GET" | "DELETE", _) => return None,
+        ("POST", "/v1/tokens/{id}/revoke") => return None,
+        ("PATCH", "/v1/tenants/{id}") => json!({ "display_name": "taken over" }),
+        ("PATCH", "/v1/projects/{id}") => json!({ "description": "taken over" }),
+        ("PATCH", "/v1/users/{id}") => json!({ "email": "mallory@example.com" }),
+        ("PATCH", "/v1/tokens/{id}") => json!({ "name": "taken-over" }),
+        ("PATCH", "/v1/role-bindings/{id}") => json!({ "role": "viewer" }),
+        ("PATCH", "/v1/sites/{id}") => json!({ "description": "taken over" }),
+        ("PATCH", "/v1/racks/{id}") => json!({ "description": "taken over" }),
+        ("PATCH", "/v1/hosts/{id}") => json!({ "labels": { "owner": "mallory" } }),
+        ("PATCH", "/v1/host-join-tokens/{id}") => json!({ "description": "taken over" }),
+        ("PATCH", "/v1/shapes/{id}") => json!({ "description": "taken over" }),
+        ("POST", "/v1/tenants") => json!({ "name": "mallory-corp" }),
+        ("POST", "/v1/projects") => json!({ "name": "mallory-project" }),
+        ("POST", "/v1/users") => json!({ "name": "mallory" }),
+        ("POST", "/v1/tokens") => json!({ "name": "mallory-key" }),
+        ("POST", "/v1/role-bindings") => json!({ "user_id": fresh(Obj::User), "role": "member" }),
+        ("POST", "/v1/sites") => json!({ "name": "mallory-site" }),
+        ("POST", "/v1/racks") => json!({ "site_id": p.site, "name": "mallory-rack" }),
+        ("POST", "/v1/hosts") => json!({ "name": "mallory-host" }),
+        ("POST", "/v1/host-join-tokens") => json!({ "description": "mallory" }),
+        ("POST", "/v1/shapes") => json!({ "name": "m1.evil", "vcpus": 1, "memory_mib": 1024 }),
+        (m, p) => panic!("body_for has no body for {m} {p}: add one"),
+    };
+    Some(v)
+}
+
+/// For a create that names tenant-scoped objects in its body: pairs of (a body naming
+/// A's object, the same body naming a fresh id, A's id, the fresh id).
+fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, String, String)> {
+    let mut out = Vec::new();
+    match path {
+        "/v1/projects" => {
+            let f = fresh(Obj::Tenant);
+            out.push((
+                json!({ "tenant_id": a.admin.tenant_id, "name": "sneaky" }),
+                json!({ "tenant_id": f, "name": "sneaky" }),
+                a.admin.tenant_id.clone(),
+                f,
+            ));
+        }
+        "/v1/users" => {
+            let f = fresh(Obj::Tenant);
+            out.push((
+                json!({ "tenant_id": a.admin.tenant_id, "name": "sneaky" }),
+                json!({ "tenant_id": f, "name": "sneaky" }),
+                a.admin.tenant_id.clone(),
+                f,
+            ));
+        }
+        "/v1/tokens" => {
+            for user in [&a.admin.user_id, &a.dev_user] {
+                let f = fresh(Obj::User);
+                out.push((
+                    json!({ "user_id": user, "name": "sneaky" }),
+                    json!({ "user_id": f, "name": "sneaky" }),
+                    user.clone(),
+                    f,
+                ));
+            }
+        }
+        "/v1/role-bindings" => {
+            for (user, role) in [(&a.dev_user, "tenant-admin"), (&a.admin.user_id, "member")] {
+                let f = fresh(Obj::User);
+                out.push((
+                    json!({ "user_id": user, "role": role }),
+                    json!({ "user_id": f, "role": role }),
+                    user.clone(),
+                    f,
+                ));
+            }
+            // B's own user narrowed to A's project.
+            let f = fresh(Obj::Project);
+            out.push((
+                json!({ "user_id": b.dev_user, "role": "viewer", "project_id": a.project }),
+                json!({ "user_id": b.dev_user, "role": "viewer", "project_id": f }),
+                a.project.clone(),
+                f,
+            ));
+        }
+        other => panic!("reference_bodies has nothing for POST {other}: add the references it takes"),
+    }
+    out
+}
+
+/// The problem body with the request id dropped and `id` replaced, for comparing the
+/// answer about A's object with the answer about an id that never existed.
+fn normalized(r: &Resp, id: &str) -> Value {
+    fn replace(v: &mut Value, id: &str) {
+        match v {
+            Value::String(s) => *s = s.replace(id, "<id>"),
+            Value::Array(a) => a.iter_mut().for_each(|x| replace(x, id)),
+            Value::Object(o) => o.values_mut().for_each(|x| replace(x, id)),
+            _ => {}
+        }
+    }
+    let mut v = r.json();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("request_id");
+    }
+    replace(&mut v, id);
+    v
+}
+
+async fn send(srv: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
+    let mut c = srv.call(Method::from_bytes(method.as_bytes()).expect("method"), path);
+    if let Some(t) = token {
+        c = c.token(t);
+    }
+    if let Some(b) = body {
+        c = c.json(b);
+    }
+    c.send().await
+}
+
+/// Everything the operator can list, to prove refusals wrote nothing.
+async fn snapshot(srv: &TestServer) -> BTreeMap<&'static str, Vec<Value>> {
+    let mut m = BTreeMap::new();
+    for path in [
+        "/v1/tenants",
+        "/v1/projects",
+        "/v1/users",
+        "/v1/tokens",
+        "/v1/role-bindings",
+        "/v1/sites",
+        "/v1/racks",
+        "/v1/hosts",
+        "/v1/host-join-tokens",
+        "/v1/shapes",
+    ] {
+        m.insert(path, srv.list_all(&srv.operator, path).await);
+    }
+    m
+}
+
+fn assert_same_snapshot(before: &BTreeMap<&'static str, Vec<Value>>, after: &BTreeMap<&'static str, Vec<Value>>, when: &str) {
+    for (path, items) in before {
+        assert_eq!(Some(items), after.get(path), "{when}: {path} changed although every request was refused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenancy_matrix() {
+    let ops = classified_operations();
+    let srv = TestServer::start().await;
+    let a = World::build(&srv, "alpha").await;
+    let b = World::build(&srv, "bravo").await;
+    let platform = Platform::build(&srv).await;
+    let b_callers = [("B tenant-admin", b.admin.secret.as_str()), ("B member", b.dev_secret.as_str())];
+
+    // Both tenants' tokens work before anything else.
+    for (who, t, tenant) in [("A admin", &a.admin.secret, &a), ("B admin", &b.admin.secret, &b)] {
+        srv.get(&format!("/v1/tenants/{}", tenant.admin.tenant_id)).token(t).send().await.ok(200);
+        let _ = who;
+    }
+
+    let before = snapshot(&srv).await;
+    let mut checked = BTreeSet::new();
+
+    // ---- reads that must not show A -------------------------------------------------
+    for op in &ops {
+        match op.class {
+            Public => {
+                let r = send(&srv, &op.method, &op.path, None, None).await;
+                r.ok(200);
+            }
+            TenantList(kind) => {
+                for (who, token) in b_callers {
+                    let items = srv.list_all(token, &op.path).await;
+                    let text = serde_json::to_string(&items).unwrap();
+                    assert_mentions_none(&format!("{} as {who}", op.path), &text, &a.marks());
+                    // Positive control: the caller's own tenant's objects are listed.
+                    let own = b.objects(kind);
+                    let listed: BTreeSet<String> = items.iter().map(id).collect();
+                    let expected_own: Vec<&String> = match (kind, who) {
+                        // A member lists only its own tokens.
+                        (Obj::Token, "B member") => vec![&b.dev_token],
+                        _ => own.iter().collect(),
+                    };
+                    for o in expected_own {
+                        assert!(listed.contains(o), "{} as {who}: own object {o} is missing from {listed:?}", op.path);
+                    }
+                }
+            }
+            TenantReadable(obj) => {
+                let path = match obj {
+                    Some(o) => op.path.replace("{id}", &platform.object(o)),
+                    None => op.path.clone(),
+                };
+                let r = send(&srv, &op.method, &path, Some(&b.admin.secret), None).await;
+                let v = r.ok(200);
+                assert_mentions_none(&path, &r.text, &a.marks());
+                if op.path == "/v1/audit-log" {
+                    let items = v["items"].as_array().expect("items");
+                    assert!(!items.is_empty(), "B's admin sees the records of its own tenant's changes");
+                    for rec in items {
+                        assert_eq!(rec["tenant_id"], b.admin.tenant_id.as_str(), "B's admin sees only B's audit records: {rec}");
+                    }
+                }
+            }
+            _ => continue,
+        }
+        checked.insert((op.method.clone(), op.path.clone()));
+    }
+
+    // Lists filtered to A's objects are empty, not a way around the scope.
+    for path in [
+        format!("/v1/projects?tenant_id={}", a.admin.tenant_id),
+        format!("/v1/projects?name={}-web", a.label),
+        format!("/v1/role-bindings?user_id={}", a.dev_user),
+        format!("/v1/audit-log?target={}", a.project),
+        format!("/v1/audit-log?actor={}", a.admin.user_id),
+    ] {
+        let v = srv.get(&path).token(&b.admin.secret).send().await.ok(200);
+        assert_eq!(v["items"], json!([]), "{path} as B's admin must list nothing of A");
+    }
+
+    // ---- A's objects named in the path: 404, as if they did not exist --------------
+    for op in &ops {
+        let OtherTenant(kind) = op.class else { continue };
+        let body = body_for(&op.method, &op.path, &platform);
+        for target in a.objects(kind) {
+            for (who, token) in b_callers {
+                let path = op.path.replace("{id}", &target);
+                let what = format!("{} {path} as {who}", op.method);
+                let r = send(&srv, &op.method, &path, Some(token), body.as_ref()).await;
+                r.problem(404, "not_found");
+                let none = fresh(kind);
+                let r_none = send(&srv, &op.method, &op.path.replace("{id}", &none), Some(token), body.as_ref()).await;
+                r_none.problem(404, "not_found");
+                assert_eq!(
+                    normalized(&r, &target),
+                    normalized(&r_none, &none),
+                    "{what}: the answer about A's object must be the answer about an id that never existed"
+                );
+                // Beyond the id the caller sent, nothing of A is in the answer.
+                let rest = r.text.replace(&target, "");
+                assert_mentions_none(&what, &rest, &a.marks());
+            }
+        }
+        checked.insert((op.method.clone(), op.path.clone()));
+    }
+
+    // ---- creates naming A's objects in the body ------------------------------------
+    for op in &ops {
+        if op.class != OtherTenantRef {
+            continue;
+        }
+        for (body_a, body_none, a_id, none_id) in reference_bodies(&op.path, &a, &b) {
+            for (who, token) in b_callers {
+                let what = format!("{} {} {body_a} as {who}", op.method, op.path);
+                let r = send(&srv, &op.method, &op.path, Some(token), Some(&body_a)).await;
+                let r_none = send(&srv, &op.method, &op.path, Some(token), Some(&body_none)).await;
+                assert!(
+                    matches!(r.status, 403 | 404 | 422),
+                    "{what}: expected a refusal, got {} {}",
+                    r.status,
+                    r.text
+                );
+                assert_problem_shape(&r);
+                assert_problem_shape(&r_none);
+                assert_eq!(
+                    (r.status, normalized(&r, &a_id)),
+                    (r_none.status, normalized(&r_none, &none_id)),
+                    "{what}: naming A's object must be answered as naming one that never existed"
+                );
+                let rest = r.text.replace(&a_id, "");
+                assert_mentions_none(&what, &rest, &a.marks());
+            }
+        }
+        checked.insert((op.method.clone(), op.path.clone()));
+    }
+
+    // ---- operator-only: 403 for tenants, whatever they name ------------------------
+    for op in &ops {
+        let OperatorOnly(obj) = op.class else { continue };
+        let path = match obj {
+            Some(o) => op.path.replace("{id}", &platform.object(o)),
+            None => op.path.clone(),
+        };
+        let body = body_for(&op.method, &op.path, &platform);
+        for (who, token) in b_callers {
+            let r = send(&srv, &op.method, &path, Some(token), body.as_ref()).await;
+            let v = r.problem(403, "forbidden");
+            assert_eq!(v["constraint"]["rule"], "role", "{} {path} as {who}: the refusing rule is named", op.method);
+        }
+        checked.insert((op.method.clone(), op.path.clone()));
+    }
+
+    let all: BTreeSet<(String, String)> = ops.iter().map(|o| (o.method.clone(), o.path.clone())).collect();
+    let missed: Vec<_> = all.difference(&checked).collect();
+    assert!(missed.is_empty(), "operations the matrix classified but never exercised: {missed:?}");
+
+    // ---- nothing was written, A is intact --------------------------------------------
+    let after = snapshot(&srv).await;
+    assert_same_snapshot(&before, &after, "after the cross-tenant and operator-only requests");
+    for (who, t) in [("A admin", &a.admin.secret), ("A member", &a.dev_secret)] {
+        let v = srv.get(&format!("/v1/tenants/{}", a.admin.tenant_id)).token(t).send().await.ok(200);
+        assert_eq!(v["generation"], 1, "{who}: tenant A unchanged");
+    }
+    let v = srv.get(&format!("/v1/projects/{}", a.project)).token(&a.admin.secret).send().await.ok(200);
+    assert_eq!((v["generation"].clone(), v["description"].clone()), (json!(1), json!("")));
+
+    // ---- B is not simply locked out: its own objects answer -------------------------
+    for path in [
+        format!("/v1/tenants/{}", b.admin.tenant_id),
+        format!("/v1/projects/{}", b.project),
+        format!("/v1/users/{}", b.dev_user),
+        format!("/v1/tokens/{}", b.dev_token),
+        format!("/v1/role-bindings/{}", b.dev_binding),
+    ] {
+        srv.get(&path).token(&b.admin.secret).send().await.ok(200);
+    }
+    // A tenant-admin may not delete its own tenant either: that is for operators.
+    srv.delete(&format!("/v1/tenants/{}", b.admin.tenant_id))
+        .token(&b.admin.secret)
+        .send()
+        .await
+        .problem(403, "forbidden");
+    // And a member may not change its tenant.
+    srv.patch(&format!("/v1/tenants/{}", b.admin.tenant_id))
+        .token(&b.dev_secret)
+        .json(&json!({ "display_name": "member was here" }))
+        .send()
+        .await
+        .problem(403, "forbidden");
+    assert_same_snapshot(&before, &snapshot(&srv).await, "after B's refused changes to its own tenant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v1_operation_refuses_missing_bad_and_revoked_credentials() {
+    let ops = classified_operations();
+    let srv = TestServer::start().await;
+    let b = World::build(&srv, "bravo").await;
+    let platform = Platform::build(&srv).await;
+
+    // A token of B's admin, revoked.
+    let (revoked, revoked_secret) = srv.mint_token(&b.admin.secret, &b.admin.user_id, "soon-revoked").await;
+    srv.get("/v1/projects").token(&revoked_secret).send().await.ok(200);
+    srv.post(&format!("/v1/tokens/{}/revoke", id(&revoked))).token(&b.admin.secret).send().await.ok(200);
+
+    // A well-formed secret naming a real token, with the wrong random part.
+    let ulid = b.admin.token_id.strip_prefix("tok_").unwrap();
+    let forged = format!("plt_{ulid}_{}", "0".repeat(64));
+
+    let before = snapshot(&srv).await;
+    for op in ops.iter().filter(|o| o.path.starts_with("/v1/")) {
+        let obj = match op.class {
+            OtherTenant(o) => Some(b.objects(o)[0].clone()),
+            OperatorOnly(Some(o)) | TenantReadable(Some(o)) => Some(platform.object(o)),
+            _ => None,
+        };
+        let path = match obj {
+            Some(o) => op.path.replace("{id}", &o),
+            None => op.path.clone(),
+        };
+        let body = body_for(&op.method, &op.path, &platform);
+        for (what, token) in [
+            ("no token", None),
+            ("garbage token", Some("not-a-token")),
+            ("forged secret", Some(forged.as_str())),
+            ("revoked token", Some(revoked_secret.as_str())),
+        ] {
+            let r = send(&srv, &op.method, &path, token, body.as_ref()).await;
+            assert_eq!(r.status, 401, "{} {path} with {what}: {}", op.method, r.text);
+            r.problem(401, "unauthenticated");
+        }
+        // Another scheme than Bearer is no credential either.
+        let r = srv
+            .call(Method::from_bytes(op.method.as_bytes()).unwrap(), &path)
+            .header("authorization", &format!("Basic {}", b.admin.secret))
+            .send()
+            .await;
+        r.problem(401, "unauthenticated");
+    }
+    assert_same_snapshot(&before, &snapshot(&srv).await, "after unauthenticated requests");
+}
+
+#[tokio::test]
+async fn a_revoked_token_stops_working_at_once() {
+    let srv = TestServer::start().await;
+    let b = World::build(&srv, "bravo").await;
+    let (tok, secret) = srv.mint_token(&b.admin.secret, &b.dev_user, "short-lived").await;
+    srv.get("/v1/projects").token(&secret).send().await.ok(200);
+
+    let v = srv.post(&format!("/v1/tokens/{}/revoke", id(&tok))).token(&b.admin.secret).send().await.ok(200);
+    assert!(v["revoked_at"].is_string(), "the revoked token shows when: {v}");
+    assert!(v.get("secret").is_none(), "a revoked token's answer carries no secret: {v}");
+
+    let r = srv.get("/v1/projects").token(&secret).send().await;
+    let p = r.problem(401, "unauthenticated");
+    assert!(!r.text.contains(&secret), "the refusal does not echo the secret: {p}");
+
+    // It stays listed, as revoked; the user's other token still works.
+    let listed = srv.list_all(&b.admin.secret, "/v1/tokens").await;
+    let rec = listed.iter().find(|t| t["id"] == id(&tok).as_str()).expect("revoked token still listed");
+    assert!(rec["revoked_at"].is_string());
+    srv.get("/v1/projects").token(&b.dev_secret).send().await.ok(200);
+
+    // Revoking again keeps it revoked and does not revive it.
+    srv.post(&format!("/v1/tokens/{}/revoke", id(&tok))).token(&b.admin.secret).send().await.ok(200);
+    srv.get("/v1/projects").token(&secret).send().await.problem(401, "unauthenticated");
+
+    // A deleted token stops working too.
+    let (tok2, secret2) = srv.mint_token(&b.admin.secret, &b.dev_user, "deleted-one").await;
+    srv.get("/v1/projects").token(&secret2).send().await.ok(200);
+    srv.delete(&format!("/v1/tokens/{}", id(&tok2))).token(&b.admin.secret).send().await.ok(204);
+    srv.get("/v1/projects").token(&secret2).send().await.problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn no_list_or_read_shows_token_secrets() {
+    let srv = TestServer::start().await;
+    let b = World::build(&srv, "bravo").await;
+    for path in ["/v1/tokens".to_string(), format!("/v1/tokens/{}", b.dev_token), "/v1/audit-log".to_string()] {
+        for t in [&srv.operator, &b.admin.secret] {
+            let r = srv.get(&path).token(t).send().await;
+            r.ok(200);
+            for secret in [&b.admin.secret, &b.dev_secret, &srv.operator] {
+                assert!(!r.text.contains(secret.as_str()), "{path} shows a token secret: {}", r.text);
+            }
+        }
+    }
+}
