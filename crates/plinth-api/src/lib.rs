@@ -12,10 +12,10 @@ pub mod page;
 pub mod problem;
 pub mod shapes;
 
-pub use ids::*;
-pub use page::*;
-pub use problem::*;
 pub use agent::*;
 pub use identity::*;
+pub use ids::*;
 pub use inventory::*;
+pub use page::*;
+pub use problem::*;
 pub use shapes::*;

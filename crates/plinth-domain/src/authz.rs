@@ -43,16 +43,14 @@ impl Principal {
     }
 
     fn tenant_grant(&self, tenant: &TenantId, roles: &[Role]) -> bool {
-        self.grants.iter().any(|g| {
-            roles.contains(&g.role) && g.tenant_id.as_ref() == Some(tenant) && g.project_id.is_none()
-        })
+        self.grants
+            .iter()
+            .any(|g| roles.contains(&g.role) && g.tenant_id.as_ref() == Some(tenant) && g.project_id.is_none())
     }
 
     fn project_grant(&self, tenant: &TenantId, project: &ProjectId, roles: &[Role]) -> bool {
         self.grants.iter().any(|g| {
-            roles.contains(&g.role)
-                && g.tenant_id.as_ref() == Some(tenant)
-                && g.project_id.as_ref() == Some(project)
+            roles.contains(&g.role) && g.tenant_id.as_ref() == Some(tenant) && g.project_id.as_ref() == Some(project)
         })
     }
 
@@ -88,10 +86,7 @@ impl Principal {
         }
         match project {
             None => false,
-            Some(p) => {
-                self.tenant_grant(tenant, &[Role::Member])
-                    || self.project_grant(tenant, p, &[Role::Member])
-            }
+            Some(p) => self.tenant_grant(tenant, &[Role::Member]) || self.project_grant(tenant, p, &[Role::Member]),
         }
     }
 }
@@ -101,12 +96,7 @@ mod tests {
     use super::*;
 
     fn principal(grants: Vec<Grant>, tenant: Option<&TenantId>) -> Principal {
-        Principal {
-            user_id: UserId::generate(),
-            token_id: TokenId::generate(),
-            tenant_id: tenant.cloned(),
-            grants,
-        }
+        Principal { user_id: UserId::generate(), token_id: TokenId::generate(), tenant_id: tenant.cloned(), grants }
     }
 
     #[test]
@@ -120,10 +110,8 @@ mod tests {
     fn tenant_roles_stay_in_their_tenant() {
         let t = TenantId::generate();
         let other = TenantId::generate();
-        let admin = principal(
-            vec![Grant { role: Role::TenantAdmin, tenant_id: Some(t.clone()), project_id: None }],
-            Some(&t),
-        );
+        let admin =
+            principal(vec![Grant { role: Role::TenantAdmin, tenant_id: Some(t.clone()), project_id: None }], Some(&t));
         assert!(admin.can_admin_tenant(&t));
         assert!(!admin.can_admin_tenant(&other));
         assert!(!admin.is_operator());
@@ -140,10 +128,8 @@ mod tests {
         assert!(!member.can_admin_tenant(&t));
         assert_eq!(member.scope(), Scope::Tenant { tenant_id: t.clone(), projects: Some(vec![p]) });
 
-        let viewer = principal(
-            vec![Grant { role: Role::Viewer, tenant_id: Some(t.clone()), project_id: None }],
-            Some(&t),
-        );
+        let viewer =
+            principal(vec![Grant { role: Role::Viewer, tenant_id: Some(t.clone()), project_id: None }], Some(&t));
         assert!(!viewer.can_write_in(&t, Some(&ProjectId::generate())));
     }
 

@@ -47,9 +47,7 @@ pub fn dns_label(field: &str, value: &str) -> Result<(), Invalid> {
 pub fn shape_name(field: &str, value: &str) -> Result<(), Invalid> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && value.as_bytes()[0].is_ascii_alphanumeric()
         && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
     if ok {
@@ -83,7 +81,11 @@ pub fn email(field: &str, value: &str) -> Result<(), Invalid> {
     let ok = value.len() <= 254
         && !value.contains(char::is_whitespace)
         && matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if !a.is_empty() && b.contains('.'));
-    if ok { Ok(()) } else { Err(invalid(field, "email", "invalid_field", format!("{value:?} is not an email address"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(field, "email", "invalid_field", format!("{value:?} is not an email address")))
+    }
 }
 
 /// Labels: at most 64; keys are `[prefix/]name` of `a-z0-9-_.` up to 63; values up to 255.
@@ -92,9 +94,8 @@ pub fn labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), Inva
         return Err(invalid(field, "max-items", "invalid_field", "more than 64 labels".into()));
     }
     for (k, v) in labels {
-        let key_ok = !k.is_empty()
-            && k.len() <= 63
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        let key_ok =
+            !k.is_empty() && k.len() <= 63 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
         if !key_ok {
             return Err(invalid(
                 &format!("{field}.{k}"),
@@ -163,15 +164,15 @@ pub fn shape(s: &ShapeCreate) -> Result<(), Invalid> {
         dns_label("gpu.class", &gpu.class)?;
         quantity("gpu.count", gpu.count as u64, 1, MAX_GPUS)?;
     }
-    if let Some(page) = s.hugepages.size_mib() {
-        if s.memory_mib % page != 0 {
-            return Err(invalid(
-                "memory_mib",
-                "hugepage-multiple",
-                "invalid_quantity",
-                format!("{} MiB is not a multiple of the {page} MiB hugepage size", s.memory_mib),
-            ));
-        }
+    if let Some(page) = s.hugepages.size_mib()
+        && !s.memory_mib.is_multiple_of(page)
+    {
+        return Err(invalid(
+            "memory_mib",
+            "hugepage-multiple",
+            "invalid_quantity",
+            format!("{} MiB is not a multiple of the {page} MiB hugepage size", s.memory_mib),
+        ));
     }
     if s.runtime_class == RuntimeClass::Microvm && s.gpu.is_some() {
         return Err(invalid(

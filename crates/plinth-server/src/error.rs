@@ -57,7 +57,11 @@ impl ApiError {
     }
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(request_id = %current_request_id(), "internal error: {detail}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; the request id identifies it in the logs")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed; the request id identifies it in the logs",
+        )
     }
 
     /// The problem body.

@@ -34,13 +34,16 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
         JsonRejection::JsonDataError(_) => {
             // serde says what it refused: "unknown field `x`", "invalid value: integer `-1`, expected u32".
-            let detail = text.trim_start_matches("Failed to deserialize the JSON body into the target type: ").to_string();
+            let detail =
+                text.trim_start_matches("Failed to deserialize the JSON body into the target type: ").to_string();
             let field = detail.split(':').next().unwrap_or("").trim().to_string();
             ApiError::invalid("invalid_field", detail).with_constraint(json!({ "rule": "schema", "at": field }))
         }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -109,7 +112,11 @@ impl Paging {
             // Cursors are ids; anything else cannot have come from us.
             let ok = c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !ok {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this server issued"));
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_cursor",
+                    "the cursor is not one this server issued",
+                ));
             }
         }
         Ok(Paging { limit, cursor: p.cursor.clone() })

@@ -41,8 +41,12 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let bytes = match to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than {BODY_LIMIT} bytes"))
-                .into_response();
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is larger than {BODY_LIMIT} bytes"),
+            )
+            .into_response();
         }
     };
     let mut h = Sha256::new();

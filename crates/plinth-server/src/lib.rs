@@ -16,7 +16,9 @@ pub mod openapi;
 pub mod secrets;
 pub mod state;
 
-use crate::api::{agent, audit, health, hosts, join_tokens, projects, racks, role_bindings, shapes, sites, tenants, tokens, users};
+use crate::api::{
+    agent, audit, health, hosts, join_tokens, projects, racks, role_bindings, shapes, sites, tenants, tokens, users,
+};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Router;
@@ -104,10 +106,9 @@ pub fn app(store: Store) -> Router {
     let p = parts();
     let public_json = p.public_doc.to_pretty_json().unwrap_or_default();
     let agent_json = p.agent_doc.to_pretty_json().unwrap_or_default();
-    let v1 = p
-        .v1
-        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
-        .route_layer(from_fn_with_state(state.clone(), context::authenticate));
+    let v1 =
+        p.v1.route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
+            .route_layer(from_fn_with_state(state.clone(), context::authenticate));
     let docs = Router::new()
         .route("/openapi.json", axum::routing::get(move || async move { json_doc(public_json) }))
         .route("/agent/openapi.json", axum::routing::get(move || async move { json_doc(agent_json) }));

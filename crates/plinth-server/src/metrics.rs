@@ -41,7 +41,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        out.push_str("# HELP plinth_http_requests_total HTTP requests served.\n# TYPE plinth_http_requests_total counter\n");
+        out.push_str(
+            "# HELP plinth_http_requests_total HTTP requests served.\n# TYPE plinth_http_requests_total counter\n",
+        );
         for ((route, method, status), s) in map.iter() {
             let _ = writeln!(
                 out,
@@ -55,7 +57,11 @@ impl Metrics {
         for ((route, method, status), s) in map.iter() {
             let labels = format!("route=\"{route}\",method=\"{method}\",status=\"{status}\"");
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "plinth_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", s.buckets[i]);
+                let _ = writeln!(
+                    out,
+                    "plinth_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    s.buckets[i]
+                );
             }
             let _ = writeln!(out, "plinth_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
             let _ = writeln!(out, "plinth_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);

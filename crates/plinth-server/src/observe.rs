@@ -50,11 +50,16 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let start = Instant::now();
     let request_id = RequestId::generate().0;
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let path = req.uri().path().to_string();
     let action = action_name(&method, &route);
     let actor = Arc::new(Mutex::new(Actor::default()));
-    req.extensions_mut().insert(RequestCtx { request_id: request_id.clone(), action: action.clone(), actor: actor.clone() });
+    req.extensions_mut().insert(RequestCtx {
+        request_id: request_id.clone(),
+        action: action.clone(),
+        actor: actor.clone(),
+    });
 
     let mut resp = REQUEST_ID.scope(request_id.clone(), next.run(req)).await;
 

@@ -51,9 +51,13 @@ struct Conventions;
 impl Modify for Conventions {
     fn modify(&self, api: &mut OpenApi) {
         let components = api.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
         components.schemas.insert(Problem::name().to_string(), Problem::schema());
-        api.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new::<&str, [&str; 0], &str>("bearer", [])]);
+        api.security =
+            Some(vec![utoipa::openapi::security::SecurityRequirement::new::<&str, [&str; 0], &str>("bearer", [])]);
     }
 }
 
@@ -61,7 +65,10 @@ fn problem_response() -> RefOr<utoipa::openapi::Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description("A refusal or failure, as application/problem+json with a stable `code`")
-            .content(plinth_api::PROBLEM_JSON, Content::new(Some(RefOr::<Schema>::Ref(Ref::from_schema_name("Problem")))))
+            .content(
+                plinth_api::PROBLEM_JSON,
+                Content::new(Some(RefOr::<Schema>::Ref(Ref::from_schema_name("Problem")))),
+            )
             .build(),
     )
 }

@@ -32,7 +32,10 @@ fn lint(doc: &OpenApi) {
             assert_eq!(op["tags"].as_array().map(Vec::len), Some(1), "{where_} needs exactly one tag");
             assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{where_} has no summary");
             for (status, resp) in op["responses"].as_object().unwrap() {
-                assert!(resp["description"].as_str().is_some_and(|d| !d.is_empty()), "{where_} {status} has no description");
+                assert!(
+                    resp["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{where_} {status} has no description"
+                );
             }
             assert!(op["responses"].get("default").is_some(), "{where_} lacks the problem+json default response");
         }
@@ -60,8 +63,19 @@ fn documents_are_separate() {
     assert!(public["paths"].as_object().unwrap().keys().all(|p| !p.starts_with("/agent/")));
     assert!(agent["paths"].as_object().unwrap().keys().all(|p| p.starts_with("/agent/")));
     for p in [
-        "/v1/tenants", "/v1/projects", "/v1/users", "/v1/tokens", "/v1/audit-log", "/v1/sites", "/v1/racks",
-        "/v1/hosts", "/v1/host-join-tokens", "/v1/shapes", "/healthz", "/readyz", "/metrics",
+        "/v1/tenants",
+        "/v1/projects",
+        "/v1/users",
+        "/v1/tokens",
+        "/v1/audit-log",
+        "/v1/sites",
+        "/v1/racks",
+        "/v1/hosts",
+        "/v1/host-join-tokens",
+        "/v1/shapes",
+        "/healthz",
+        "/readyz",
+        "/metrics",
     ] {
         assert!(public["paths"].get(p).is_some(), "{p} is missing from the public document");
     }

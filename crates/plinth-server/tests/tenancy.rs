@@ -156,15 +156,15 @@ fn classified_operations() -> Vec<Op> {
     let mut seen = BTreeSet::new();
     let mut ops = Vec::new();
     for (method, path, op_id) in documented_operations() {
-        match table.get(&(method.as_str(), path.as_str())) {
+        match table.get(&(method.as_str(), path.as_str())).copied() {
             Some((want_id, class)) => {
                 assert_eq!(
                     op_id.as_deref(),
-                    Some(*want_id),
+                    Some(want_id),
                     "{method} {path}: operation id changed; re-check its row in MATRIX"
                 );
                 seen.insert((method.clone(), path.clone()));
-                ops.push(Op { method, path, class: *class });
+                ops.push(Op { method, path, class });
             }
             None => unclassified.push(format!("{method} {path} ({})", op_id.unwrap_or_default())),
         }
@@ -287,13 +287,8 @@ impl Platform {
     async fn build(srv: &TestServer) -> Platform {
         let op = &srv.operator;
         let site = srv.post("/v1/sites").token(op).json(&json!({ "name": "dc-one" })).send().await.ok(201);
-        let rack = srv
-            .post("/v1/racks")
-            .token(op)
-            .json(&json!({ "site_id": id(&site), "name": "r01" }))
-            .send()
-            .await
-            .ok(201);
+        let rack =
+            srv.post("/v1/racks").token(op).json(&json!({ "site_id": id(&site), "name": "r01" })).send().await.ok(201);
         let host = srv
             .post("/v1/hosts")
             .token(op)
@@ -463,7 +458,11 @@ async fn snapshot(srv: &TestServer) -> BTreeMap<&'static str, Vec<Value>> {
     m
 }
 
-fn assert_same_snapshot(before: &BTreeMap<&'static str, Vec<Value>>, after: &BTreeMap<&'static str, Vec<Value>>, when: &str) {
+fn assert_same_snapshot(
+    before: &BTreeMap<&'static str, Vec<Value>>,
+    after: &BTreeMap<&'static str, Vec<Value>>,
+    when: &str,
+) {
     for (path, items) in before {
         assert_eq!(Some(items), after.get(path), "{when}: {path} changed although every request was refused");
     }
@@ -479,9 +478,10 @@ async fn tenancy_matrix() {
     let b_callers = [("B tenant-admin", b.admin.secret.as_str()), ("B member", b.dev_secret.as_str())];
 
     // Both tenants' tokens work before anything else.
-    for (who, t, tenant) in [("A admin", &a.admin.secret, &a), ("B admin", &b.admin.secret, &b)] {
-        srv.get(&format!("/v1/tenants/{}", tenant.admin.tenant_id)).token(t).send().await.ok(200);
-        let _ = who;
+    for w in [&a, &b] {
+        for t in [&w.admin.secret, &w.dev_secret] {
+            srv.get(&format!("/v1/tenants/{}", w.admin.tenant_id)).token(t).send().await.ok(200);
+        }
     }
 
     let before = snapshot(&srv).await;
@@ -524,7 +524,11 @@ async fn tenancy_matrix() {
                     let items = v["items"].as_array().expect("items");
                     assert!(!items.is_empty(), "B's admin sees the records of its own tenant's changes");
                     for rec in items {
-                        assert_eq!(rec["tenant_id"], b.admin.tenant_id.as_str(), "B's admin sees only B's audit records: {rec}");
+                        assert_eq!(
+                            rec["tenant_id"],
+                            b.admin.tenant_id.as_str(),
+                            "B's admin sees only B's audit records: {rec}"
+                        );
                     }
                 }
             }
@@ -581,12 +585,7 @@ async fn tenancy_matrix() {
                 let what = format!("{} {} {body_a} as {who}", op.method, op.path);
                 let r = send(&srv, &op.method, &op.path, Some(token), Some(&body_a)).await;
                 let r_none = send(&srv, &op.method, &op.path, Some(token), Some(&body_none)).await;
-                assert!(
-                    matches!(r.status, 403 | 404 | 422),
-                    "{what}: expected a refusal, got {} {}",
-                    r.status,
-                    r.text
-                );
+                assert!(matches!(r.status, 403 | 404 | 422), "{what}: expected a refusal, got {} {}", r.status, r.text);
                 assert_problem_shape(&r);
                 assert_problem_shape(&r_none);
                 assert_eq!(

@@ -78,7 +78,8 @@ impl Store {
         if let Some(t) = tenant {
             sql.cond("tenant_id =", Val::text(t.as_str()));
         }
-        for (col, v) in [("actor_user_id =", &filter.actor), ("target =", &filter.target), ("action =", &filter.action)] {
+        for (col, v) in [("actor_user_id =", &filter.actor), ("target =", &filter.target), ("action =", &filter.action)]
+        {
             if let Some(v) = v {
                 sql.cond(col, Val::text(v));
             }

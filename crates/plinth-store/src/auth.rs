@@ -34,12 +34,11 @@ fn parse_role(s: &str) -> Option<Role> {
 impl Store {
     /// The token row and its user's grants, for authenticating a request.
     pub async fn token_for_auth(&self, token_id: &str) -> Result<Option<(TokenRow, Vec<Grant>)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT user_id, tenant_id, secret_hash, expires_at, revoked_at FROM api_tokens WHERE id = $1",
-        )
-        .bind(token_id.to_string())
-        .fetch_optional(&self.read)
-        .await?;
+        let row =
+            sqlx::query("SELECT user_id, tenant_id, secret_hash, expires_at, revoked_at FROM api_tokens WHERE id = $1")
+                .bind(token_id.to_string())
+                .fetch_optional(&self.read)
+                .await?;
         let Some(r) = row else { return Ok(None) };
         let token = TokenRow {
             user_id: r.try_get("user_id")?,
@@ -101,9 +100,14 @@ impl Store {
         insert_tx(&mut tx, user, &[]).await?;
         insert_tx(&mut tx, binding, &[]).await?;
         insert_tx(&mut tx, token, &[("secret_hash", Val::text(secret_hash))]).await?;
-        let entry = AuditEntry { action: "platform.bootstrap".into(), request_id: "bootstrap".into(), ..Default::default() };
-        audit::write(&mut tx, &entry, Outcome { target: Some(user.id.as_str()), tenant: None, status: 201, error_code: None })
-            .await?;
+        let entry =
+            AuditEntry { action: "platform.bootstrap".into(), request_id: "bootstrap".into(), ..Default::default() };
+        audit::write(
+            &mut tx,
+            &entry,
+            Outcome { target: Some(user.id.as_str()), tenant: None, status: 201, error_code: None },
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -105,7 +105,12 @@ pub(crate) async fn save_tx<T: Resource>(
     sql.cond("generation =", Val::Int(Some(old)));
     let done = sql.query().execute(&mut **tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
     if done.rows_affected() != 1 {
-        return Err(StoreError::GenerationMismatch { kind: T::KIND, id: item.id().to_string(), expected: old, current: -1 });
+        return Err(StoreError::GenerationMismatch {
+            kind: T::KIND,
+            id: item.id().to_string(),
+            expected: old,
+            current: -1,
+        });
     }
     Ok(())
 }
@@ -199,8 +204,8 @@ impl Store {
     {
         let mut tx = self.write.begin().await?;
         let mut item: T = get_tx(&mut tx, scope, id, self.for_update()).await?;
-        if let Some(expected) = if_match {
-            if expected != item.generation() {
+        if let Some(expected) = if_match
+            && expected != item.generation() {
                 return Err(StoreError::GenerationMismatch {
                     kind: T::KIND,
                     id: id.to_string(),
@@ -208,12 +213,15 @@ impl Store {
                     current: item.generation(),
                 });
             }
-        }
         let extra = change(&mut item)?;
         save_tx(&mut tx, &mut item, &extra).await?;
         let tenant = item.tenant();
-        audit::write(&mut tx, audit, Outcome { target: Some(id), tenant: tenant.as_deref(), status: 200, error_code: None })
-            .await?;
+        audit::write(
+            &mut tx,
+            audit,
+            Outcome { target: Some(id), tenant: tenant.as_deref(), status: 200, error_code: None },
+        )
+        .await?;
         tx.commit().await?;
         Ok(item)
     }
@@ -228,8 +236,8 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut tx = self.write.begin().await?;
         let item: T = get_tx(&mut tx, scope, id, self.for_update()).await?;
-        if let Some(expected) = if_match {
-            if expected != item.generation() {
+        if let Some(expected) = if_match
+            && expected != item.generation() {
                 return Err(StoreError::GenerationMismatch {
                     kind: T::KIND,
                     id: id.to_string(),
@@ -237,7 +245,6 @@ impl Store {
                     current: item.generation(),
                 });
             }
-        }
         for (table, col) in T::DEPENDENTS {
             let mut sql = Sql::new(format!("SELECT 1 AS x FROM {table} WHERE 1=1"));
             sql.cond(&format!("{col} ="), Val::text(id));
@@ -250,8 +257,12 @@ impl Store {
         sql.cond("id =", Val::text(id));
         sql.query().execute(&mut *tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
         let tenant = item.tenant();
-        audit::write(&mut tx, audit, Outcome { target: Some(id), tenant: tenant.as_deref(), status: 204, error_code: None })
-            .await?;
+        audit::write(
+            &mut tx,
+            audit,
+            Outcome { target: Some(id), tenant: tenant.as_deref(), status: 204, error_code: None },
+        )
+        .await?;
         tx.commit().await?;
         Ok(item)
     }

@@ -23,7 +23,8 @@ impl Store {
         credential_hash: &str,
         audit_entry: &AuditEntry,
     ) -> Result<Host, StoreError> {
-        let refused = |code: &'static str, detail: &str| StoreError::Refused { status: 401, code, detail: detail.into() };
+        let refused =
+            |code: &'static str, detail: &str| StoreError::Refused { status: 401, code, detail: detail.into() };
         let mut tx = self.write.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT secret_hash, expires_at, used_at FROM host_join_tokens WHERE id = $1{}",

@@ -109,14 +109,16 @@ impl Store {
                 .await?;
             return Ok(());
         }
-        sqlx::query("UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3 WHERE principal = $4 AND key = $5")
-            .bind(status as i64)
-            .bind(content_type.map(str::to_string))
-            .bind(body.to_string())
-            .bind(principal.to_string())
-            .bind(key.to_string())
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3 WHERE principal = $4 AND key = $5",
+        )
+        .bind(status as i64)
+        .bind(content_type.map(str::to_string))
+        .bind(body.to_string())
+        .bind(principal.to_string())
+        .bind(key.to_string())
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 }

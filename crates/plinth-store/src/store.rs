@@ -1,8 +1,8 @@
 //! The [`Store`] handle: connection pools per backend, opening and readiness.
 
 use crate::error::StoreError;
-use sqlx::any::AnyPoolOptions;
 use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, Executor};
 use std::time::Duration;
 
@@ -52,11 +52,8 @@ impl Store {
             let read = opts().max_connections(4).connect(&url).await?;
             Store { backend: Backend::Sqlite, write, read }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = AnyPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect(url)
-                .await?;
+            let pool =
+                AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
             Store { backend: Backend::Postgres, write: pool.clone(), read: pool }
         } else {
             return Err(StoreError::Refused {

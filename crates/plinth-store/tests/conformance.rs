@@ -172,16 +172,10 @@ async fn names_are_unique_and_a_refusal_writes_nothing(store: Store) {
     store.insert(&other, &audit_entry()).await.unwrap();
     store.insert(&project(&a, "web"), &audit_entry()).await.unwrap();
     store.insert(&project(&other, "web"), &audit_entry()).await.unwrap();
-    assert!(matches!(
-        store.insert(&project(&a, "web"), &audit_entry()).await,
-        Err(StoreError::AlreadyExists { .. })
-    ));
+    assert!(matches!(store.insert(&project(&a, "web"), &audit_entry()).await, Err(StoreError::AlreadyExists { .. })));
     // A project in a tenant that does not exist is refused by the reference.
     let ghost = tenant("ghost");
-    assert!(matches!(
-        store.insert(&project(&ghost, "x"), &audit_entry()).await,
-        Err(StoreError::DanglingReference(_))
-    ));
+    assert!(matches!(store.insert(&project(&ghost, "x"), &audit_entry()).await, Err(StoreError::DanglingReference(_))));
 }
 
 fn audit_entry() -> AuditEntry {
@@ -290,7 +284,10 @@ async fn tenant_scope_hides_other_tenants(store: Store) {
         })
         .await;
     assert!(matches!(upd, Err(StoreError::NotFound { .. })));
-    assert!(matches!(store.delete::<Project>(&as_b, &pa.id.0, None, &audit_entry()).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.delete::<Project>(&as_b, &pa.id.0, None, &audit_entry()).await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(store.list::<Project>(&Scope::Nothing, &[], 100, None).await.unwrap().items.is_empty());
     let still: Project = store.get(&scope_of(&a), &pa.id.0).await.unwrap();
     assert_eq!(still.description, "");
@@ -330,13 +327,20 @@ async fn audit_is_written_with_the_change(store: Store) {
     store.insert(&b, &audit("tenants.create")).await.unwrap();
     let p = project(&a, "app");
     store.insert(&p, &audit("projects.create")).await.unwrap();
-    store.record_audit(&audit("projects.delete"), Some("prj_x"), Some(a.id.as_str()), 403, Some("forbidden")).await.unwrap();
+    store
+        .record_audit(&audit("projects.delete"), Some("prj_x"), Some(a.id.as_str()), 403, Some("forbidden"))
+        .await
+        .unwrap();
 
     let mine = store.list_audit(Some(&a.id), &AuditFilter::default(), 100, None).await.unwrap();
     let actions: Vec<_> = mine.items.iter().map(|r| (r.action.as_str(), r.status, r.result.as_str())).collect();
     assert_eq!(
         actions,
-        vec![("tenants.create", 201, "success"), ("projects.create", 201, "success"), ("projects.delete", 403, "failure")]
+        vec![
+            ("tenants.create", 201, "success"),
+            ("projects.create", 201, "success"),
+            ("projects.delete", 403, "failure")
+        ]
     );
     assert!(mine.items.iter().all(|r| r.tenant_id.as_ref() == Some(&a.id)));
     let filter = AuditFilter { target: Some(p.id.0.clone()), ..Default::default() };
@@ -355,12 +359,24 @@ async fn idempotency_keys_replay_and_refuse_reuse(store: Store) {
     store.idempotency_finish("usr_a", "k1", 201, Some("application/json"), "{\"id\":1}").await.unwrap();
     assert_eq!(
         store.idempotency_begin("usr_a", "k1", "h1").await.unwrap(),
-        IdempotencyState::Replay { status: 201, content_type: Some("application/json".into()), body: "{\"id\":1}".into() }
+        IdempotencyState::Replay {
+            status: 201,
+            content_type: Some("application/json".into()),
+            body: "{\"id\":1}".into()
+        }
     );
     assert_eq!(store.idempotency_begin("usr_a", "k1", "h2").await.unwrap(), IdempotencyState::Mismatch);
-    assert_eq!(store.idempotency_begin("usr_b", "k1", "h2").await.unwrap(), IdempotencyState::Proceed, "keys are per caller");
+    assert_eq!(
+        store.idempotency_begin("usr_b", "k1", "h2").await.unwrap(),
+        IdempotencyState::Proceed,
+        "keys are per caller"
+    );
     store.idempotency_finish("usr_b", "k1", 503, None, "").await.unwrap();
-    assert_eq!(store.idempotency_begin("usr_b", "k1", "h2").await.unwrap(), IdempotencyState::Proceed, "server errors release the key");
+    assert_eq!(
+        store.idempotency_begin("usr_b", "k1", "h2").await.unwrap(),
+        IdempotencyState::Proceed,
+        "server errors release the key"
+    );
 }
 
 fn join_token(expires_in: Duration) -> HostJoinToken {

@@ -42,12 +42,24 @@ impl Client {
     }
 
     /// Sends a request; answers the JSON body (Null for 204) or a [`Refused`] error.
-    pub async fn call(&self, method: Method, path: &str, query: &[(String, String)], body: Option<&Value>) -> Result<Value> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Value> {
         self.finish(self.request(method, path, body).query(query)).await
     }
 
     /// Like [`Client::call`], with an optional `If-Match` generation.
-    pub async fn call_with_if_match(&self, method: Method, path: &str, if_match: Option<i64>, body: Option<&Value>) -> Result<Value> {
+    pub async fn call_with_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<i64>,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         let mut req = self.request(method, path, body);
         if let Some(g) = if_match {
             req = req.header("if-match", g.to_string());

@@ -66,7 +66,9 @@ pub fn object(format: Format, v: &Value) {
     if let Some(o) = v.as_object() {
         for (k, val) in o {
             let shown = match val {
-                Value::Object(_) | Value::Array(_) if cell(val).len() > 100 => serde_json::to_string_pretty(val).unwrap_or_default(),
+                Value::Object(_) | Value::Array(_) if cell(val).len() > 100 => {
+                    serde_json::to_string_pretty(val).unwrap_or_default()
+                }
                 _ => cell(val),
             };
             t.add_row(vec![k.clone(), shown]);

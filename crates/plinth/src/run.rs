@@ -64,7 +64,11 @@ pub async fn up(data_dir: &Path, listen_addr: &str) -> Result<()> {
         let profile_path = profile::path();
         profile::save(&profile_path, &Profile { server: url.clone(), token: token.clone() })?;
         println!("First start: created the operator. Its token, shown once:\n\n  {token}\n");
-        println!("Written to {} (0600); the CLI profile {} now points here.", token_path.display(), profile_path.display());
+        println!(
+            "Written to {} (0600); the CLI profile {} now points here.",
+            token_path.display(),
+            profile_path.display()
+        );
     }
     println!("Plinth is up at {url} (data in {}). Ctrl-C stops it.", data_dir.display());
     println!("Try: plinth tenant list");

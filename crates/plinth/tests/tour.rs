@@ -101,7 +101,8 @@ fn tour_from_an_empty_data_dir() {
     let alice_token = tok["secret"].as_str().unwrap().to_string();
     assert!(alice_token.starts_with("plt_"));
     let other = json(&profile, None, &["tenant", "create", "globex"]);
-    let secret_project = json(&profile, None, &["project", "create", "secret", "--tenant", other["id"].as_str().unwrap()]);
+    let secret_project =
+        json(&profile, None, &["project", "create", "secret", "--tenant", other["id"].as_str().unwrap()]);
 
     // As the tenant-admin: only its own objects.
     let t = Some(alice_token.as_str());
@@ -144,11 +145,8 @@ fn tour_from_an_empty_data_dir() {
     // The listen port changed (port 0): point the profile's server at the new address.
     let url = second.split("Plinth is up at ").nth(1).unwrap().split_whitespace().next().unwrap();
     let mut c = Command::new(BIN);
-    let out = c
-        .env("PLINTH_CONFIG", &profile)
-        .args(["login", "--server", url, "--token", &operator_token])
-        .output()
-        .unwrap();
+    let out =
+        c.env("PLINTH_CONFIG", &profile).args(["login", "--server", url, "--token", &operator_token]).output().unwrap();
     assert!(out.status.success());
     let tenants = json(&profile, None, &["tenant", "list"]);
     assert_eq!(tenants["items"].as_array().unwrap().len(), 2);

@@ -117,7 +117,12 @@ impl Conn {
         }
     }
 
-    async fn call_inner(&mut self, method: Method, path: &str, body: Option<String>) -> Result<(StatusCode, Bytes), String> {
+    async fn call_inner(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(StatusCode, Bytes), String> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect().await?;
         }
@@ -356,10 +361,9 @@ async fn run(a: Args) -> Result<bool, String> {
         );
         let deadline = Instant::now() + a.phase_timeout;
         let p = paths.clone();
-        let (_conns, mut r) = phase(conns, a.reads, deadline, move |i| {
-            (Method::GET, p[i % p.len()].clone(), None, StatusCode::OK, None)
-        })
-        .await;
+        let (_conns, mut r) =
+            phase(conns, a.reads, deadline, move |i| (Method::GET, p[i % p.len()].clone(), None, StatusCode::OK, None))
+                .await;
         let what = format!("GETs of {} created projects and hosts", paths.len());
         good &= report(&a.backend, "read", &what, &mut r);
     }

@@ -46,7 +46,8 @@ pub async fn enroll(
         updated_at: now,
     };
     let credential = secrets::mint(secrets::HOST_CREDENTIAL, host.id.as_str());
-    let audit = AuditEntry { actor_user_id: None, actor_token_id: None, action: ctx.action, request_id: ctx.request_id };
+    let audit =
+        AuditEntry { actor_user_id: None, actor_token_id: None, action: ctx.action, request_id: ctx.request_id };
     let token = b.join_token.clone();
     let host = st
         .store

@@ -28,12 +28,21 @@ fn check_bmc(b: &BmcSpec) -> ApiResult<()> {
 }
 
 fn bmc_info(b: &BmcSpec) -> BmcInfo {
-    BmcInfo { address: b.address.clone(), protocol: b.protocol, username: b.username.clone(), has_password: b.password.is_some() }
+    BmcInfo {
+        address: b.address.clone(),
+        protocol: b.protocol,
+        username: b.username.clone(),
+        has_password: b.password.is_some(),
+    }
 }
 
 async fn check_ownership(st: &AppState, o: &Ownership) -> ApiResult<()> {
     if let Ownership::Dedicated { tenant_id } = o {
-        let _: Tenant = st.store.get(&Scope::Platform, tenant_id.as_str()).await.map_err(|e| reference(e, "ownership.tenant_id"))?;
+        let _: Tenant = st
+            .store
+            .get(&Scope::Platform, tenant_id.as_str())
+            .await
+            .map_err(|e| reference(e, "ownership.tenant_id"))?;
     }
     Ok(())
 }

@@ -22,7 +22,11 @@ pub const DEFAULT_SECONDS: u64 = 3600;
 /// List join tokens (never their secrets).
 #[utoipa::path(get, path = "/v1/host-join-tokens", tag = "inventory", operation_id = "host_join_token_list", params(PageParams),
     responses((status = 200, description = "Join tokens", body = Page<HostJoinToken>)))]
-pub async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<PageParams>) -> ApiResult<Out<Page<HostJoinToken>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Out<Page<HostJoinToken>>> {
     caller.require_operator("reading inventory")?;
     let pg = Paging::from(&p)?;
     Ok(Out(st.store.list::<HostJoinToken>(&Scope::Platform, &[], pg.limit, pg.cursor.as_deref()).await?))
@@ -32,7 +36,11 @@ pub async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Pa
 #[utoipa::path(post, path = "/v1/host-join-tokens", tag = "inventory", operation_id = "host_join_token_create",
     request_body = HostJoinTokenCreate,
     responses((status = 201, description = "The token and its secret, shown this once", body = HostJoinTokenCreated)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<HostJoinTokenCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    Json(b): Json<HostJoinTokenCreate>,
+) -> ApiResult<Response> {
     caller.require_operator("enrolling hosts")?;
     opt_text("description", &b.description, 255)?;
     let expires_at = expiry("expires_in_seconds", b.expires_in_seconds.unwrap_or(DEFAULT_SECONDS), 60, 7 * 24 * 3600)?;

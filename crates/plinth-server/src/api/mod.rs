@@ -43,12 +43,7 @@ pub fn opt_labels(field: &str, v: &Option<BTreeMap<String, String>>) -> Result<(
 }
 
 /// A lifetime in seconds within bounds, as an expiry time from now.
-pub fn expiry(
-    field: &str,
-    secs: u64,
-    min: u64,
-    max: u64,
-) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+pub fn expiry(field: &str, secs: u64, min: u64, max: u64) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     validate::quantity(field, secs, min, max)?;
     Ok(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))
 }
@@ -56,11 +51,10 @@ pub fn expiry(
 /// A referenced object that is missing is an input error (422), not a missing target (404).
 pub fn reference(e: plinth_store::StoreError, field: &str) -> ApiError {
     match e {
-        plinth_store::StoreError::NotFound { kind, id } => ApiError::invalid(
-            "invalid_reference",
-            format!("{field}: {kind} {id} does not exist"),
-        )
-        .with_constraint(serde_json::json!({ "field": field, "rule": "exists" })),
+        plinth_store::StoreError::NotFound { kind, id } => {
+            ApiError::invalid("invalid_reference", format!("{field}: {kind} {id} does not exist"))
+                .with_constraint(serde_json::json!({ "field": field, "rule": "exists" }))
+        }
         other => other.into(),
     }
 }

@@ -27,7 +27,8 @@ pub struct RoleBindingFilter {
 }
 
 fn scope_error(detail: &str) -> ApiError {
-    ApiError::invalid("invalid_role_scope", detail.to_string()).with_constraint(json!({ "field": "role", "rule": "role-scope" }))
+    ApiError::invalid("invalid_role_scope", detail.to_string())
+        .with_constraint(json!({ "field": "role", "rule": "role-scope" }))
 }
 
 /// Checks that `role` fits `user` (and `project`) and that the caller may grant it.
@@ -72,7 +73,11 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/role-bindings", tag = "role-bindings", operation_id = "role_binding_create",
     request_body = RoleBindingCreate,
     responses((status = 201, description = "The new binding", body = RoleBinding)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<RoleBindingCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    Json(b): Json<RoleBindingCreate>,
+) -> ApiResult<Response> {
     let user: User = st.store.get(&caller.scope(), b.user_id.as_str()).await.map_err(|e| reference(e, "user_id"))?;
     let project: Option<Project> = match &b.project_id {
         Some(p) => Some(st.store.get(&caller.scope(), p.as_str()).await.map_err(|e| reference(e, "project_id"))?),

@@ -17,7 +17,11 @@ use plinth_domain::validate;
 /// List shapes.
 #[utoipa::path(get, path = "/v1/shapes", tag = "shapes", operation_id = "shape_list", params(PageParams),
     responses((status = 200, description = "Shapes", body = Page<Shape>)))]
-pub async fn list(State(st): State<AppState>, _caller: Caller, Query(p): Query<PageParams>) -> ApiResult<Out<Page<Shape>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Out<Page<Shape>>> {
     let pg = Paging::from(&p)?;
     Ok(Out(st.store.list::<Shape>(&Scope::Platform, &[], pg.limit, pg.cursor.as_deref()).await?))
 }

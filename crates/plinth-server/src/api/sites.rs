@@ -17,7 +17,11 @@ use plinth_domain::validate;
 /// List sites.
 #[utoipa::path(get, path = "/v1/sites", tag = "inventory", operation_id = "site_list", params(PageParams),
     responses((status = 200, description = "Sites", body = Page<Site>)))]
-pub async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<PageParams>) -> ApiResult<Out<Page<Site>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Out<Page<Site>>> {
     caller.require_operator("reading inventory")?;
     let pg = Paging::from(&p)?;
     Ok(Out(st.store.list::<Site>(&Scope::Platform, &[], pg.limit, pg.cursor.as_deref()).await?))

@@ -17,7 +17,11 @@ use plinth_domain::validate;
 /// List the tenants the caller can see.
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", operation_id = "tenant_list", params(PageParams),
     responses((status = 200, description = "Tenants visible to the caller", body = Page<Tenant>)))]
-pub async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<PageParams>) -> ApiResult<Out<Page<Tenant>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Out<Page<Tenant>>> {
     let pg = Paging::from(&p)?;
     Ok(Out(st.store.list::<Tenant>(&caller.scope(), &[], pg.limit, pg.cursor.as_deref()).await?))
 }

@@ -66,7 +66,11 @@ pub async fn mint_for(
 /// List tokens: your own, or all of the tenants you administer.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", operation_id = "token_list", params(PageParams),
     responses((status = 200, description = "Tokens the caller may manage (never their secrets)", body = Page<ApiToken>)))]
-pub async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<PageParams>) -> ApiResult<Out<Page<ApiToken>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Out<Page<ApiToken>>> {
     let pg = Paging::from(&p)?;
     let admin = match &caller.principal.tenant_id {
         Some(t) => caller.principal.can_admin_tenant(t),
@@ -82,7 +86,8 @@ pub async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<Pa
 pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<TokenCreate>) -> ApiResult<Response> {
     let user_id = b.user_id.unwrap_or_else(|| caller.principal.user_id.clone());
     // Your own user is always yours, even a platform user outside every tenant scope.
-    let scope = if user_id == caller.principal.user_id { plinth_domain::authz::Scope::Platform } else { caller.scope() };
+    let scope =
+        if user_id == caller.principal.user_id { plinth_domain::authz::Scope::Platform } else { caller.scope() };
     let user: User = st.store.get(&scope, user_id.as_str()).await.map_err(|e| super::reference(e, "user_id"))?;
     if user.id != caller.principal.user_id && !can_admin_user(&caller, &user) {
         return Err(ApiError::forbidden("creating tokens for other users"));

@@ -25,7 +25,11 @@ pub fn can_admin_user(caller: &Caller, user: &User) -> bool {
 /// List the users the caller can see.
 #[utoipa::path(get, path = "/v1/users", tag = "users", operation_id = "user_list", params(PageParams),
     responses((status = 200, description = "Users visible to the caller", body = Page<User>)))]
-pub async fn list(State(st): State<AppState>, caller: Caller, Query(p): Query<PageParams>) -> ApiResult<Out<Page<User>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Out<Page<User>>> {
     let pg = Paging::from(&p)?;
     Ok(Out(st.store.list::<User>(&caller.scope(), &[], pg.limit, pg.cursor.as_deref()).await?))
 }

@@ -35,7 +35,8 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/plinth.db", dir.path().display());
         let store = plinth_store::Store::open(&url).await.expect("open store");
-        let operator = plinth_server::bootstrap(&store).await.expect("bootstrap").expect("an empty platform bootstraps");
+        let operator =
+            plinth_server::bootstrap(&store).await.expect("bootstrap").expect("an empty platform bootstraps");
         assert!(plinth_server::bootstrap(&store).await.expect("bootstrap again").is_none(), "bootstrap runs once");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -47,13 +48,7 @@ impl TestServer {
             .await
             .expect("serve");
         });
-        TestServer {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
-            operator,
-            dir,
-            shutdown: Some(tx),
-        }
+        TestServer { base: format!("http://{addr}"), client: reqwest::Client::new(), operator, dir, shutdown: Some(tx) }
     }
 
     pub fn call(&self, method: Method, path: &str) -> Call<'_> {
@@ -224,10 +219,21 @@ impl Resp {
             .unwrap_or_else(|e| panic!("{}: body is not JSON ({e}): {:?}", self.what, self.text))
     }
 
-    /// Asserts the status and returns the JSON body (Null for an empty body).
+    /// Asserts the status and returns the body: JSON, Null when empty, a string otherwise.
     pub fn ok(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}: expected {status}, got {} with body {}", self.what, self.status, self.text);
-        if self.text.is_empty() { Value::Null } else { self.json() }
+        assert_eq!(
+            self.status, status,
+            "{}: expected {status}, got {} with body {}",
+            self.what, self.status, self.text
+        );
+        let is_json = self.header("content-type").is_some_and(|c| c.contains("json"));
+        if self.text.is_empty() {
+            Value::Null
+        } else if is_json {
+            self.json()
+        } else {
+            Value::String(self.text.clone())
+        }
     }
 
     /// Asserts a well-formed problem+json answer with this status and code, and returns it.

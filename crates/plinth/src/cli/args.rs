@@ -67,7 +67,9 @@ pub struct ProjectCreateArgs {
 }
 impl Body for ProjectCreateArgs {
     fn body(&self) -> Value {
-        compact(json!({ "name": self.name, "tenant_id": self.tenant, "description": self.description, "labels": labels(&self.labels) }))
+        compact(
+            json!({ "name": self.name, "tenant_id": self.tenant, "description": self.description, "labels": labels(&self.labels) }),
+        )
     }
 }
 

@@ -134,7 +134,14 @@ impl TokenCmd {
             TokenCmd::Create(b) => spec.create(c, o, b.body()).await,
             TokenCmd::Update { id, if_match, set } => spec.update(c, o, id, *if_match, set.body()).await,
             TokenCmd::Revoke { id } => {
-                let v = c.call(Method::POST, &format!("{}/{id}/revoke", spec.path), &[], Some(&Value::Object(Default::default()))).await?;
+                let v = c
+                    .call(
+                        Method::POST,
+                        &format!("{}/{id}/revoke", spec.path),
+                        &[],
+                        Some(&Value::Object(Default::default())),
+                    )
+                    .await?;
                 output::object(o, &v);
                 Ok(())
             }
@@ -178,7 +185,11 @@ impl AuditCmd {
             }
         }
         let v = c.get("/v1/audit-log", &q).await?;
-        output::list(o, &v, &["time", "actor_user_id", "action", "target", "status", "result", "error_code", "request_id"]);
+        output::list(
+            o,
+            &v,
+            &["time", "actor_user_id", "action", "target", "status", "result", "error_code", "request_id"],
+        );
         Ok(())
     }
 }
@@ -229,7 +240,16 @@ pub const SITES: Spec = Spec { path: "/v1/sites", columns: &["id", "name", "loca
 pub const RACKS: Spec = Spec { path: "/v1/racks", columns: &["id", "site_id", "name"] };
 pub const HOSTS: Spec = Spec {
     path: "/v1/hosts",
-    columns: &["id", "name", "state", "rack_id", "ownership", "inventory.cpu.threads", "inventory.memory_mib", "inventory.virtualization.kvm"],
+    columns: &[
+        "id",
+        "name",
+        "state",
+        "rack_id",
+        "ownership",
+        "inventory.cpu.threads",
+        "inventory.memory_mib",
+        "inventory.virtualization.kvm",
+    ],
 };
 pub const JOIN_TOKENS: Spec =
     Spec { path: "/v1/host-join-tokens", columns: &["id", "description", "expires_at", "used_at", "used_by_host_id"] };
