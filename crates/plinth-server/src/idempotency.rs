@@ -1,5 +1,10 @@
 //! `Idempotency-Key` on every POST: the first response to (caller, key) is replayed to a
 //! retry with the same body; the same key with another body is `422 idempotency_key_reused`.
+//!
+//! Stored responses can carry secrets shown once (new tokens, join tokens), so they are kept
+//! encrypted (ChaCha20-Poly1305) under a key derived from the caller's bearer secret and the
+//! idempotency key. The server keeps only the bearer's hash, so a database copy cannot
+//! decrypt them; only a retry with the same token can.
 
 use crate::context::Caller;
 use crate::error::ApiError;
@@ -10,8 +15,47 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use plinth_store::IdempotencyState;
 use sha2::{Digest, Sha256};
+
+fn cipher(bearer: &str, key: &str) -> ChaCha20Poly1305 {
+    let mut h = Sha256::new();
+    h.update(b"plinth-idempotency\0");
+    h.update(bearer.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    let digest: [u8; 32] = h.finalize().into();
+    ChaCha20Poly1305::new(&Key::from(digest))
+}
+
+/// Encrypts a response body for storage: hex(nonce ‖ ciphertext).
+fn seal(bearer: &str, key: &str, body: &[u8]) -> Option<String> {
+    let mut nonce = [0u8; 12];
+    rand::fill(&mut nonce);
+    let sealed = cipher(bearer, key).encrypt(&Nonce::from(nonce), body).ok()?;
+    Some(hex::encode([nonce.as_slice(), &sealed].concat()))
+}
+
+/// Decrypts a stored body; None when another token sealed it.
+fn open(bearer: &str, key: &str, stored: &str) -> Option<Vec<u8>> {
+    let raw = hex::decode(stored).ok()?;
+    if raw.len() < 12 {
+        return None;
+    }
+    let (nonce, sealed) = raw.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    cipher(bearer, key).decrypt(&Nonce::from(nonce), sealed).ok()
+}
+
+fn bearer(req: &Request) -> String {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
+        .unwrap_or_default()
+}
 
 /// The header.
 pub const HEADER: &str = "idempotency-key";
@@ -37,6 +81,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         Some(c) => c.principal.user_id.0.clone(),
         None => return next.run(req).await,
     };
+    let bearer = bearer(&req);
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
@@ -72,6 +117,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         )
         .into_response(),
         Ok(IdempotencyState::Replay { status, content_type, body }) => {
+            let Some(body) = open(&bearer, &key, &body) else {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_use",
+                    "this Idempotency-Key was used with another token of the same user; use a new key",
+                )
+                .into_response();
+            };
             let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
@@ -87,9 +140,9 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                 Err(e) => return ApiError::internal(e).into_response(),
             };
             let ct = rparts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let text = String::from_utf8_lossy(&rbytes).to_string();
+            let sealed = seal(&bearer, &key, &rbytes).unwrap_or_default();
             if let Err(e) =
-                state.store.idempotency_finish(&principal, &key, rparts.status.as_u16(), ct.as_deref(), &text).await
+                state.store.idempotency_finish(&principal, &key, rparts.status.as_u16(), ct.as_deref(), &sealed).await
             {
                 tracing::error!("could not store the idempotent response: {e}");
             }

@@ -205,14 +205,15 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let mut item: T = get_tx(&mut tx, scope, id, self.for_update()).await?;
         if let Some(expected) = if_match
-            && expected != item.generation() {
-                return Err(StoreError::GenerationMismatch {
-                    kind: T::KIND,
-                    id: id.to_string(),
-                    expected,
-                    current: item.generation(),
-                });
-            }
+            && expected != item.generation()
+        {
+            return Err(StoreError::GenerationMismatch {
+                kind: T::KIND,
+                id: id.to_string(),
+                expected,
+                current: item.generation(),
+            });
+        }
         let extra = change(&mut item)?;
         save_tx(&mut tx, &mut item, &extra).await?;
         let tenant = item.tenant();
@@ -237,14 +238,15 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let item: T = get_tx(&mut tx, scope, id, self.for_update()).await?;
         if let Some(expected) = if_match
-            && expected != item.generation() {
-                return Err(StoreError::GenerationMismatch {
-                    kind: T::KIND,
-                    id: id.to_string(),
-                    expected,
-                    current: item.generation(),
-                });
-            }
+            && expected != item.generation()
+        {
+            return Err(StoreError::GenerationMismatch {
+                kind: T::KIND,
+                id: id.to_string(),
+                expected,
+                current: item.generation(),
+            });
+        }
         for (table, col) in T::DEPENDENTS {
             let mut sql = Sql::new(format!("SELECT 1 AS x FROM {table} WHERE 1=1"));
             sql.cond(&format!("{col} ="), Val::text(id));

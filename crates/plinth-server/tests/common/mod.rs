@@ -186,6 +186,11 @@ impl Call<'_> {
         self.rb = self.rb.header(name, value);
         self
     }
+    /// A body sent without a content type.
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.rb = self.rb.body(body);
+        self
+    }
     pub fn raw_json(mut self, body: impl Into<reqwest::Body>) -> Self {
         self.rb = self.rb.header("content-type", "application/json").body(body);
         self
