@@ -23,6 +23,6 @@ pub struct PageParams {
 pub struct Page<T> {
     /// The items on this page, in id (creation) order.
     pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }

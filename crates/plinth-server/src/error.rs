@@ -83,14 +83,14 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = (self.status, body).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp.extensions_mut().insert(ErrorCode(self.code.to_string()));
         resp
     }
 }
 
 /// The problem code of an error response, for the audit log.
-#[derive(Clone, Copy, Debug)]
-pub struct ErrorCode(pub &'static str);
+#[derive(Clone, Debug)]
+pub struct ErrorCode(pub String);
 
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> ApiError {

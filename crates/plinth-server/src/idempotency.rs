@@ -125,11 +125,19 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                 )
                 .into_response();
             };
+            let code = (status >= 400)
+                .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                .flatten()
+                .and_then(|v| v["code"].as_str().map(str::to_string));
             let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            if let Some(c) = code {
+                // The audit of the replayed refusal names the same code as the first.
+                resp.extensions_mut().insert(crate::error::ErrorCode(c));
+            }
             resp
         }
         Ok(IdempotencyState::Proceed) => {

@@ -19,11 +19,11 @@ pub mod state;
 use crate::api::{
     agent, audit, health, hosts, join_tokens, projects, racks, role_bindings, shapes, sites, tenants, tokens, users,
 };
-use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use chrono::Utc;
@@ -115,7 +115,12 @@ pub fn app(store: Store) -> Router {
     v1.merge(p.open)
         .merge(docs)
         .route_layer(from_fn_with_state(state.clone(), observe::observe))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no API route has this path") })
+        .fallback(|State(st): State<AppState>, method: Method| async move {
+            observe::unrouted(&st, &method, StatusCode::NOT_FOUND).await
+        })
+        .method_not_allowed_fallback(|State(st): State<AppState>, method: Method| async move {
+            observe::unrouted(&st, &method, StatusCode::METHOD_NOT_ALLOWED).await
+        })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
 }

@@ -72,10 +72,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     if mutating && status >= 400 && route != "unmatched" {
         let who = actor.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let entry = AuditEntry { actor_user_id: who.user_id, actor_token_id: who.token_id, action, request_id };
-        let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
+        let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.clone());
         let target = target(&route, &path);
         if let Err(e) =
-            state.store.record_audit(&entry, target.as_deref(), who.tenant_id.as_deref(), status, code).await
+            state.store.record_audit(&entry, target.as_deref(), who.tenant_id.as_deref(), status, code.as_deref()).await
         {
             tracing::error!("could not write the audit record of a refused request: {e}");
         }
@@ -97,4 +97,24 @@ mod tests {
         assert_eq!(target("/v1/projects/{id}", "/v1/projects/prj_1").as_deref(), Some("prj_1"));
         assert_eq!(target("/v1/projects", "/v1/projects"), None);
     }
+}
+
+/// The answer to a request no route matched (404) or whose method a route lacks (405): a
+/// problem with its own request id, counted in metrics under the route `unmatched`.
+pub async fn unrouted(state: &AppState, method: &Method, status: axum::http::StatusCode) -> Response {
+    use axum::response::IntoResponse;
+    let start = Instant::now();
+    let request_id = RequestId::generate().0;
+    let (code, detail) = if status == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        ("method_not_allowed", format!("this path does not accept {method}"))
+    } else {
+        ("no_such_route", "no API route has this path".to_string())
+    };
+    let err = crate::error::ApiError::new(status, code, detail);
+    let mut resp = REQUEST_ID.scope(request_id.clone(), async move { err.into_response() }).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    state.metrics.observe(method.as_str(), "unmatched", status.as_u16(), start.elapsed());
+    resp
 }

@@ -13,7 +13,7 @@ async fn errors_are_problem_json_carrying_the_request_id() {
     let srv = TestServer::start().await;
     let op = &srv.operator;
 
-    let answers = vec![
+    let answers = [
         srv.get("/v1/projects").send().await,
         srv.get("/v1/projects").token("plt_nonsense").send().await,
         srv.get(&format!("/v1/projects/{}", plinth_api::ProjectId::generate())).token(op).send().await,

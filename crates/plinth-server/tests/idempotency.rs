@@ -228,3 +228,55 @@ fn database_contains(srv: &TestServer, needle: &str) -> bool {
     }
     found
 }
+
+/// A replayed refusal is still a refusal: when it is audited, the record carries the
+/// problem code like the original's did.
+#[tokio::test]
+async fn a_replayed_refusal_is_audited_with_its_code() {
+    let srv = TestServer::start().await;
+    let admin = srv.tenant_with_admin("acme").await;
+    let body = json!({ "name": "Not_A_Label" });
+    let first = post_project(&srv, &admin.secret, "bad-1", &body).await;
+    first.problem(422, "invalid_name");
+    let second = post_project(&srv, &admin.secret, "bad-1", &body).await;
+    assert_eq!((second.status, second.text.clone()), (422, first.text.clone()), "the refusal is replayed as it was");
+    assert_eq!(second.header("idempotent-replayed").as_deref(), Some("true"));
+
+    let records = srv.list_all(&srv.operator, "/v1/audit-log?action=projects.create").await;
+    assert!(!records.is_empty());
+    for rec in &records {
+        assert_eq!(rec["result"], "failure", "{rec}");
+        assert_eq!(
+            rec["error_code"], "invalid_name",
+            "every audited refusal names its code, replays included: {records:#?}"
+        );
+    }
+}
+
+/// A stored answer replays only to the token that made the request: another token of the
+/// same user cannot read it (it may hold a secret shown once), and gets no second object.
+#[tokio::test]
+async fn a_key_replays_only_to_the_token_that_used_it() {
+    let srv = TestServer::start().await;
+    let admin = srv.tenant_with_admin("acme").await;
+    let (_, other_token) = srv.mint_token(&admin.secret, &admin.user_id, "second-key").await;
+    let body = json!({ "name": "minted" });
+    let mint = |token: String| {
+        let body = body.clone();
+        let srv = &srv;
+        async move { srv.post("/v1/tokens").token(&token).header("Idempotency-Key", "mint-x").json(&body).send().await }
+    };
+    let first = mint(admin.secret.clone()).await;
+    let secret = first.ok(201)["secret"].as_str().unwrap().to_string();
+    let tokens_before = srv.list_all(&admin.secret, "/v1/tokens").await;
+
+    let r = mint(other_token.clone()).await;
+    assert!(!r.text.contains(&secret), "another token must not see the stored secret: {}", r.text);
+    r.problem(409, "idempotency_key_in_use");
+    assert_eq!(srv.list_all(&admin.secret, "/v1/tokens").await, tokens_before, "nothing new was minted");
+
+    // The token that made it still gets its replay.
+    let again = mint(admin.secret.clone()).await;
+    assert_eq!((again.status, again.text.clone()), (201, first.text.clone()));
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+}

@@ -751,3 +751,33 @@ async fn no_list_or_read_shows_token_secrets() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_member_narrowed_to_one_project_sees_only_that_project() {
+    let srv = TestServer::start().await;
+    let b = World::build(&srv, "bravo").await;
+    let other = srv.create_project(&b.admin.secret, None, "bravo-other").await;
+    let u = srv.create_user(&b.admin.secret, &b.admin.tenant_id, "bravo-narrow").await;
+    srv.bind(&b.admin.secret, &id(&u), "member", Some(&b.project)).await;
+    let (_, secret) = srv.mint_token(&b.admin.secret, &id(&u), "bravo-narrow-key").await;
+
+    let listed = srv.list_ids(&secret, "/v1/projects").await;
+    assert_eq!(listed, vec![b.project.clone()], "only the bound project is listed");
+    srv.get(&format!("/v1/projects/{}", b.project)).token(&secret).send().await.ok(200);
+    let r = srv.get(&format!("/v1/projects/{}", id(&other))).token(&secret).send().await;
+    r.problem(404, "not_found");
+    // A member cannot change the project it may see, nor make projects.
+    srv.patch(&format!("/v1/projects/{}", b.project))
+        .token(&secret)
+        .json(&json!({ "description": "member edit" }))
+        .send()
+        .await
+        .problem(403, "forbidden");
+    srv.post("/v1/projects")
+        .token(&secret)
+        .json(&json!({ "name": "bravo-new" }))
+        .send()
+        .await
+        .problem(403, "forbidden");
+    assert_eq!(srv.list_all(&srv.operator, "/v1/projects").await.len(), 2);
+}
