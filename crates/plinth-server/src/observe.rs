@@ -83,22 +83,6 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     resp
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_are_named_for_resource_and_verb() {
-        assert_eq!(action_name(&Method::POST, "/v1/projects"), "projects.create");
-        assert_eq!(action_name(&Method::PATCH, "/v1/projects/{id}"), "projects.update");
-        assert_eq!(action_name(&Method::DELETE, "/v1/host-join-tokens/{id}"), "host-join-tokens.delete");
-        assert_eq!(action_name(&Method::POST, "/v1/hosts/{id}/cordon"), "hosts.cordon");
-        assert_eq!(action_name(&Method::POST, "/agent/v1/enroll"), "agent.enroll");
-        assert_eq!(target("/v1/projects/{id}", "/v1/projects/prj_1").as_deref(), Some("prj_1"));
-        assert_eq!(target("/v1/projects", "/v1/projects"), None);
-    }
-}
-
 /// The answer to a request no route matched (404) or whose method a route lacks (405): a
 /// problem with its own request id, counted in metrics under the route `unmatched`.
 pub async fn unrouted(state: &AppState, method: &Method, status: axum::http::StatusCode) -> Response {
@@ -117,4 +101,20 @@ pub async fn unrouted(state: &AppState, method: &Method, status: axum::http::Sta
     }
     state.metrics.observe(method.as_str(), "unmatched", status.as_u16(), start.elapsed());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_named_for_resource_and_verb() {
+        assert_eq!(action_name(&Method::POST, "/v1/projects"), "projects.create");
+        assert_eq!(action_name(&Method::PATCH, "/v1/projects/{id}"), "projects.update");
+        assert_eq!(action_name(&Method::DELETE, "/v1/host-join-tokens/{id}"), "host-join-tokens.delete");
+        assert_eq!(action_name(&Method::POST, "/v1/hosts/{id}/cordon"), "hosts.cordon");
+        assert_eq!(action_name(&Method::POST, "/agent/v1/enroll"), "agent.enroll");
+        assert_eq!(target("/v1/projects/{id}", "/v1/projects/prj_1").as_deref(), Some("prj_1"));
+        assert_eq!(target("/v1/projects", "/v1/projects"), None);
+    }
 }
