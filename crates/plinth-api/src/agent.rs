@@ -1,9 +1,12 @@
-//! Agent protocol wire types (the separate `/agent/v1` surface).
+//! Agent protocol wire types (the separate `/agent/v1` surface): enrolment, desired state
+//! (long-polled), observed state, inventory and heartbeats.
 
+use crate::compute::{Claim, ObservedState, PowerState};
 use crate::ids::*;
-use crate::inventory::HostInventory;
+use crate::inventory::{HostInventory, HostState};
+use crate::shapes::RuntimeClass;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Body of `POST /agent/v1/enroll`.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
@@ -23,4 +26,89 @@ pub struct EnrollResponse {
     pub host_id: HostId,
     /// The per-host credential (`phc_…`), shown once; the agent keeps it 0600.
     pub credential: String,
+}
+
+/// What one guest on the host should be.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
+pub struct InstanceSpec {
+    pub instance_id: InstanceId,
+    pub name: String,
+    /// The generation of this spec; observations name the generation they reflect.
+    pub generation: i64,
+    pub power: PowerState,
+    /// The spec generation at which the current boot was asked for: when this is above the
+    /// generation of the guest's current boot, the agent (re)boots it (start, reboot).
+    pub boot_generation: i64,
+    pub runtime_class: RuntimeClass,
+    pub image: String,
+    /// The resources claimed for it on this host: sizes, pinned CPUs, NUMA nodes,
+    /// hugepages, GPUs.
+    pub claim: Claim,
+    pub ssh_keys: Vec<String>,
+    pub user_data: Option<String>,
+}
+
+/// Answer of `GET /agent/v1/desired`: every guest this host should have.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
+pub struct DesiredState {
+    pub host_id: HostId,
+    /// Bumped whenever any spec on the host changes.
+    pub generation: i64,
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// Query of `GET /agent/v1/desired`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DesiredQuery {
+    /// Long-poll: answer when the host's desired generation is above this one, or after
+    /// `wait` seconds (default 30, at most 60) with the current state.
+    pub after: Option<i64>,
+    pub wait: Option<u64>,
+}
+
+/// One guest as the agent sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedInstance {
+    pub instance_id: InstanceId,
+    /// The spec generation the agent was acting on.
+    pub generation: i64,
+    pub state: ObservedState,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// Body of `POST /agent/v1/observed`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedReport {
+    pub instances: Vec<ObservedInstance>,
+}
+
+/// Answer of `POST /agent/v1/observed`: which reports were applied.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct ObservedAck {
+    /// Applied (newer than what was known).
+    pub applied: u32,
+    /// Ignored as stale (older than what was known).
+    pub stale: u32,
+}
+
+/// Body of `POST /agent/v1/heartbeat`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The agent's version.
+    #[serde(default)]
+    pub agent_version: Option<String>,
+}
+
+/// Answer of `POST /agent/v1/heartbeat`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct HeartbeatAck {
+    pub host_id: HostId,
+    pub state: HostState,
+    /// Seconds until the next heartbeat is due.
+    pub interval_seconds: u64,
 }

@@ -80,6 +80,16 @@ typed_id!(/// A single-use host join token.
     JoinTokenId, "hjt");
 typed_id!(/// A shape.
     ShapeId, "shp");
+typed_id!(/// An instance (a VM, a microVM or a bare-metal node as a tenant sees it).
+    InstanceId, "ins");
+typed_id!(/// A long-running operation.
+    OperationId, "op");
+typed_id!(/// A host's resources held for one instance.
+    AllocationId, "alc");
+typed_id!(/// A placement group (affinity, anti-affinity, spread).
+    PlacementGroupId, "pg");
+typed_id!(/// One entry of a resource's event history.
+    EventId, "evt");
 typed_id!(/// A request, as echoed in errors and audit records.
     RequestId, "req");
 

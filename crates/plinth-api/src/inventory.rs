@@ -184,6 +184,10 @@ pub struct NumaNode {
     pub memory_mib: u64,
     #[serde(default)]
     pub hugepages: Vec<HugepagePool>,
+    /// Hyperthread sibling groups among `cpus` (each group shares one core). Empty means
+    /// every CPU is a core of its own.
+    #[serde(default)]
+    pub siblings: Vec<Vec<u32>>,
 }
 
 /// One PCI function.
@@ -299,6 +303,54 @@ pub struct HostInventory {
     pub firmware: Firmware,
     #[serde(default)]
     pub virtualization: Virtualization,
+    /// The agent's guest runtime: `qemu`, or `sim` for a simulated host (scale tests only).
+    #[serde(default)]
+    pub runtime: Option<String>,
+}
+
+/// How the scheduler may use a host: allocation ratios, reservations and the CPUs set
+/// aside for pinned (dedicated) shapes. Operator-set.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostScheduling {
+    /// Overcommit of shared vCPUs over the host CPUs outside `dedicated_cpus` (default 4.0).
+    #[serde(default = "default_cpu_ratio")]
+    pub cpu_allocation_ratio: f64,
+    /// Overcommit of ordinary guest memory (default 1.0).
+    #[serde(default = "default_memory_ratio")]
+    pub memory_allocation_ratio: f64,
+    /// Memory held back for the host itself, in MiB (default 0).
+    #[serde(default)]
+    pub reserved_memory_mib: u64,
+    /// Local disk held back for the host itself, in GiB (default 0).
+    #[serde(default)]
+    pub reserved_disk_gib: u64,
+    /// Host CPUs set aside for pinning `dedicated` shapes; never used by shared vCPUs.
+    #[serde(default)]
+    pub dedicated_cpus: Vec<u32>,
+    /// Let `dedicated` shapes run on this host even when KVM is not usable (TCG).
+    #[serde(default)]
+    pub allow_dedicated_without_kvm: bool,
+}
+
+fn default_cpu_ratio() -> f64 {
+    4.0
+}
+fn default_memory_ratio() -> f64 {
+    1.0
+}
+
+impl Default for HostScheduling {
+    fn default() -> Self {
+        HostScheduling {
+            cpu_allocation_ratio: default_cpu_ratio(),
+            memory_allocation_ratio: default_memory_ratio(),
+            reserved_memory_mib: 0,
+            reserved_disk_gib: 0,
+            dedicated_cpus: Vec::new(),
+            allow_dedicated_without_kvm: false,
+        }
+    }
 }
 
 /// A host: a machine that runs guests under a Plinth agent.
@@ -315,9 +367,17 @@ pub struct Host {
     /// Qualitative capabilities for placement (`CUSTOM_FAST_NVME`, `HW_CPU_X86_AVX2`).
     pub traits: Vec<String>,
     pub inventory: HostInventory,
+    #[serde(default)]
+    pub scheduling: HostScheduling,
     pub bmc: Option<BmcInfo>,
     /// When the host's agent last reported, if it ever did.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The operator who confirmed the host is fenced (powered off or isolated), so its
+    /// guests may be recovered elsewhere.
+    #[serde(default)]
+    pub fenced_by: Option<UserId>,
+    #[serde(default)]
+    pub fenced_at: Option<DateTime<Utc>>,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -340,6 +400,8 @@ pub struct HostCreate {
     pub bmc: Option<BmcSpec>,
     #[serde(default)]
     pub inventory: Option<HostInventory>,
+    #[serde(default)]
+    pub scheduling: Option<HostScheduling>,
 }
 
 /// Body of `PATCH /v1/hosts/{id}`.
@@ -351,6 +413,7 @@ pub struct HostUpdate {
     pub labels: Option<BTreeMap<String, String>>,
     pub traits: Option<Vec<String>>,
     pub bmc: Option<BmcSpec>,
+    pub scheduling: Option<HostScheduling>,
 }
 
 /// Filters of `GET /v1/hosts`.
@@ -370,7 +433,15 @@ pub struct HostJoinToken {
     /// Rack the enrolled host is placed in, if chosen ahead.
     pub rack_id: Option<RackId>,
     pub expires_at: DateTime<Utc>,
+    /// How many hosts may enrol with it (default 1).
+    #[serde(default = "one")]
+    pub max_uses: u32,
+    /// How many have.
+    #[serde(default)]
+    pub uses: u32,
+    /// When the last use was taken.
     pub used_at: Option<DateTime<Utc>>,
+    /// The host that took the last use.
     pub used_by_host_id: Option<HostId>,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
@@ -388,6 +459,14 @@ pub struct HostJoinTokenCreate {
     /// Lifetime in seconds (60 s to 7 days, default 1 hour).
     #[serde(default)]
     pub expires_in_seconds: Option<u64>,
+    /// How many hosts may enrol with it (1 to 10000, default 1): a simulated agent with N
+    /// hosts, or a batch of racked machines.
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Body of `PATCH /v1/host-join-tokens/{id}`.

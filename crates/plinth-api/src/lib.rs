@@ -5,17 +5,21 @@
 //! beyond construction and parsing; validation lives in `plinth-domain`.
 
 pub mod agent;
+pub mod compute;
 pub mod identity;
 pub mod ids;
 pub mod inventory;
+pub mod operations;
 pub mod page;
 pub mod problem;
 pub mod shapes;
 
 pub use agent::*;
+pub use compute::*;
 pub use identity::*;
 pub use ids::*;
 pub use inventory::*;
+pub use operations::*;
 pub use page::*;
 pub use problem::*;
 pub use shapes::*;

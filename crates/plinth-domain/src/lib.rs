@@ -5,4 +5,6 @@
 
 pub mod authz;
 pub mod host_state;
+pub mod instance_state;
+pub mod placement;
 pub mod validate;

@@ -81,7 +81,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
     let v = parts.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())

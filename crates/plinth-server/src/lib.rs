@@ -6,19 +6,27 @@
 //! the caller's scope. State lives only in the database, so replicas are interchangeable.
 
 pub mod api;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod lifecycle;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod reconcilers;
+pub mod saga;
+pub mod scheduler;
 pub mod secrets;
+pub mod signals;
 pub mod state;
 
 use crate::api::{
-    agent, audit, health, hosts, join_tokens, projects, racks, role_bindings, shapes, sites, tenants, tokens, users,
+    agent, audit, capacity, health, host_ops, hosts, instances, join_tokens, operations, placement_groups, projects,
+    racks, role_bindings, shapes, sites, system, tenants, tokens, users,
 };
+pub use crate::config::ServerConfig;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -30,7 +38,6 @@ use chrono::Utc;
 use plinth_api::{ApiToken, Role, RoleBinding, RoleBindingId, TokenId, User, UserId};
 use plinth_store::Store;
 use std::future::Future;
-use std::sync::Arc;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -69,13 +76,43 @@ fn parts() -> Parts {
         .routes(routes!(join_tokens::get, join_tokens::update, join_tokens::delete))
         .routes(routes!(shapes::list, shapes::create))
         .routes(routes!(shapes::get, shapes::update, shapes::delete))
+        .routes(routes!(host_ops::cordon))
+        .routes(routes!(host_ops::uncordon))
+        .routes(routes!(host_ops::drain))
+        .routes(routes!(host_ops::maintenance))
+        .routes(routes!(host_ops::retire))
+        .routes(routes!(host_ops::fence))
+        .routes(routes!(host_ops::fail))
+        .routes(routes!(capacity::host_allocations))
+        .routes(routes!(capacity::summary))
+        .routes(routes!(instances::list, instances::create))
+        .routes(routes!(instances::get, instances::update, instances::delete))
+        .routes(routes!(instances::start))
+        .routes(routes!(instances::stop))
+        .routes(routes!(instances::reboot))
+        .routes(routes!(instances::resize))
+        .routes(routes!(instances::rebuild))
+        .routes(routes!(instances::events))
+        .routes(routes!(placement_groups::list, placement_groups::create))
+        .routes(routes!(placement_groups::get, placement_groups::delete))
+        .routes(routes!(operations::list))
+        .routes(routes!(operations::get))
+        .routes(routes!(operations::cancel))
+        .routes(routes!(system::list))
+        .routes(routes!(system::run))
         .split_for_parts();
     let (health, health_doc) = OpenApiRouter::<AppState>::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .split_for_parts();
-    let (agent, agent_doc) = OpenApiRouter::<AppState>::new().routes(routes!(agent::enroll)).split_for_parts();
+    let (agent, agent_doc) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(agent::enroll))
+        .routes(routes!(agent::desired))
+        .routes(routes!(agent::inventory))
+        .routes(routes!(agent::heartbeat))
+        .routes(routes!(agent::observed))
+        .split_for_parts();
 
     let mut public_doc = openapi::public_base();
     public_doc.merge(v1_doc);
@@ -100,9 +137,14 @@ pub fn agent_openapi() -> OpenApi {
     parts().agent_doc
 }
 
-/// The whole HTTP application over `store`.
+/// The whole HTTP application over `store`, with default settings and no background
+/// work (see [`serve`] for the running server).
 pub fn app(store: Store) -> Router {
-    let state = AppState { store, metrics: Arc::new(metrics::Metrics::default()) };
+    app_with(AppState::new(store, ServerConfig::default()))
+}
+
+/// The whole HTTP application over `state`.
+pub fn app_with(state: AppState) -> Router {
     let p = parts();
     let public_json = p.public_doc.to_pretty_json().unwrap_or_default();
     let agent_json = p.agent_doc.to_pretty_json().unwrap_or_default();
@@ -129,14 +171,39 @@ fn json_doc(s: String) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], s)
 }
 
-/// Serves `app(store)` on `listener` until `shutdown` resolves, then drains in-flight
-/// requests.
+/// Serves the API on `listener` with settings from the environment
+/// ([`ServerConfig::from_env`]) until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     store: Store,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(store)).with_graceful_shutdown(shutdown).await
+    serve_with(store, ServerConfig::from_env(), listener, shutdown).await
+}
+
+/// Serves the API with `config`, running the background work beside it: the scheduler
+/// cache refresh, the reconcilers and the sagas left running by a previous process.
+pub async fn serve_with(
+    store: Store,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(store, config);
+    let background = start_background(&state);
+    let out = axum::serve(listener, app_with(state.clone())).with_graceful_shutdown(shutdown).await;
+    for h in background {
+        h.abort();
+    }
+    state.tasks.abort_sagas();
+    out
+}
+
+/// Starts the background work of a running server; the handles stop it.
+pub fn start_background(st: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = vec![tokio::spawn(scheduler::refresh_loop(st.clone()))];
+    handles.extend(reconcilers::start(st));
+    handles
 }
 
 /// Creates the first operator (user `operator`, the operator role, a token) on an empty

@@ -1,12 +1,38 @@
-//! Shared server state handed to every handler.
+//! Shared server state handed to every handler and background task.
 
+use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::reconcilers::Tasks;
+use crate::scheduler::Scheduler;
+use crate::signals::Signals;
 use plinth_store::Store;
 use std::sync::Arc;
 
-/// What every handler can reach: the store and the metrics registry.
+/// What every handler can reach: the store, metrics, settings, the scheduler's cache,
+/// in-process wake-ups and the background task registry.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub config: Arc<ServerConfig>,
+    pub sched: Arc<Scheduler>,
+    pub signals: Arc<Signals>,
+    pub tasks: Arc<Tasks>,
+    /// This process's name in leases (`srv_<ulid>`).
+    pub owner: Arc<str>,
+}
+
+impl AppState {
+    /// State over `store` with `config`.
+    pub fn new(store: Store, config: ServerConfig) -> AppState {
+        AppState {
+            store,
+            metrics: Arc::new(Metrics::default()),
+            sched: Arc::new(Scheduler::new(&config)),
+            config: Arc::new(config),
+            signals: Arc::new(Signals::default()),
+            tasks: Arc::new(Tasks::default()),
+            owner: plinth_api::new_id("srv").into(),
+        }
+    }
 }

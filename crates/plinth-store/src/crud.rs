@@ -171,7 +171,17 @@ impl Store {
                     detail: format!("{} cannot be filtered by {col}", T::KIND),
                 });
             };
-            sql.cond(&format!("{col} ="), Val::text(v));
+            if *col == "labels" {
+                // `key=value` matches one entry of the `,k=v,` label column.
+                let escaped: String = v
+                    .chars()
+                    .flat_map(|c| if matches!(c, '%' | '_' | '\\') { vec!['\\', c] } else { vec![c] })
+                    .collect();
+                let p = sql.arg(Val::Text(Some(format!("%,{escaped},%"))));
+                sql.push(&format!(" AND labels LIKE {p} ESCAPE '\\'"));
+            } else {
+                sql.cond(&format!("{col} ="), Val::text(v));
+            }
         }
         if let Some(c) = cursor {
             sql.cond("id >", Val::text(c));

@@ -1,5 +1,5 @@
-//! Host enrolment: a single-use join token is exchanged for a host record and a per-host
-//! credential, all in one transaction, so a token can never enrol two hosts.
+//! Host enrolment: a join token (single-use unless made with `max_uses`) is exchanged for a host record and a per-host
+//! credential, all in one transaction, so a token can never enrol more hosts than it allows.
 
 use crate::audit::{self, AuditEntry, Outcome};
 use crate::crud::{get_tx, insert_tx, save_tx};
@@ -27,7 +27,7 @@ impl Store {
             |code: &'static str, detail: &str| StoreError::Refused { status: 401, code, detail: detail.into() };
         let mut tx = self.write.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT secret_hash, expires_at, used_at FROM host_join_tokens WHERE id = $1{}",
+            "SELECT secret_hash, expires_at FROM host_join_tokens WHERE id = $1{}",
             self.for_update()
         )))
         .bind(join_id.to_string())
@@ -38,13 +38,13 @@ impl Store {
         if !verify(&hash) {
             return Err(refused("invalid_join_token", "the join token is not valid"));
         }
-        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+        let mut token: HostJoinToken = get_tx(&mut tx, &Scope::Platform, join_id, "").await?;
+        if token.uses >= token.max_uses {
             return Err(refused("join_token_used", "the join token was already used; make a new one"));
         }
         if row.try_get::<i64, _>("expires_at")? <= now_micros() {
             return Err(refused("join_token_expired", "the join token has expired; make a new one"));
         }
-        let mut token: HostJoinToken = get_tx(&mut tx, &Scope::Platform, join_id, "").await?;
         if host.rack_id.is_none() {
             host.rack_id = token.rack_id.clone();
         }
@@ -59,6 +59,7 @@ impl Store {
             };
         }
         insert_tx(&mut tx, &host, &[("credential_hash", Val::text(credential_hash))]).await?;
+        token.uses += 1;
         token.used_at = Some(Utc::now());
         token.used_by_host_id = Some(host.id.clone());
         save_tx(&mut tx, &mut token, &[]).await?;

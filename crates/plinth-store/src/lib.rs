@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod compute;
 mod crud;
 mod enroll;
 mod error;
@@ -18,10 +19,13 @@ mod migrate;
 mod resource;
 mod sql;
 mod store;
+mod tx;
 
 pub use audit::AuditEntry;
 pub use auth::TokenRow;
+pub use compute::SagaLogEntry;
 pub use error::StoreError;
 pub use idempotency::IdempotencyState;
-pub use resource::{Resource, Val};
+pub use resource::{Resource, Val, lifecycle_str};
 pub use store::{Backend, Store, now_micros};
+pub use tx::Tx;

@@ -88,7 +88,8 @@ impl Resource for Project {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("id");
     const FILTERS: &'static [&'static str] = &["tenant_id", "name"];
-    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("role_bindings", "project_id")];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] =
+        &[("role_bindings", "project_id"), ("instances", "project_id"), ("placement_groups", "project_id")];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![("tenant_id", Val::text(&self.tenant_id.0)), ("name", Val::text(&self.name))]
@@ -196,6 +197,7 @@ impl Resource for Host {
     const KIND: &'static str = "host";
     const TENANT_COL: Option<&'static str> = None;
     const FILTERS: &'static [&'static str] = &["state", "rack_id", "site_id", "name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("instances", "host_id"), ("allocations", "host_id")];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         let owner = match &self.ownership {
@@ -232,8 +234,141 @@ impl Resource for Shape {
     const KIND: &'static str = "shape";
     const TENANT_COL: Option<&'static str> = None;
     const FILTERS: &'static [&'static str] = &["name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("instances", "shape_id")];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![("name", Val::text(&self.name))]
+    }
+}
+
+/// `,k=v,k2=v2,`: labels as one column a `LIKE '%,k=v,%'` filter can search.
+pub(crate) fn label_column(labels: &std::collections::BTreeMap<String, String>) -> String {
+    let mut s = String::from(",");
+    for (k, v) in labels {
+        s.push_str(k);
+        s.push('=');
+        s.push_str(v);
+        s.push(',');
+    }
+    s
+}
+
+impl Resource for Instance {
+    const TABLE: &'static str = "instances";
+    const KIND: &'static str = "instance";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["project_id", "state", "host_id", "name", "labels", "lifecycle"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("allocations", "instance_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        let live = self.lifecycle != Lifecycle::Deleted;
+        vec![
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+            ("name", Val::text(&self.name)),
+            ("name_key", Val::Text(live.then(|| self.name.clone()))),
+            ("state", Val::text(self.state.as_str())),
+            ("lifecycle", Val::text(lifecycle_str(self.lifecycle))),
+            ("host_id", Val::opt_text(self.host_id.as_ref())),
+            ("shape_id", Val::text(&self.shape_id.0)),
+            ("placement_group_id", Val::opt_text(self.placement_group_id.as_ref())),
+            ("labels", Val::text(label_column(&self.labels))),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+/// The stored name of a lifecycle.
+pub fn lifecycle_str(l: Lifecycle) -> &'static str {
+    match l {
+        Lifecycle::Creating => "creating",
+        Lifecycle::Active => "active",
+        Lifecycle::Busy => "busy",
+        Lifecycle::Failed => "failed",
+        Lifecycle::Deleting => "deleting",
+        Lifecycle::Deleted => "deleted",
+    }
+}
+
+impl Resource for PlacementGroup {
+    const TABLE: &'static str = "placement_groups";
+    const KIND: &'static str = "placement group";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["project_id", "name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("instances", "placement_group_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+            ("name", Val::text(&self.name)),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Resource for Allocation {
+    const TABLE: &'static str = "allocations";
+    const KIND: &'static str = "allocation";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["host_id", "instance_id"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("host_id", Val::text(&self.host_id.0)),
+            ("instance_id", Val::text(&self.instance_id.0)),
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Resource for InstanceEvent {
+    const TABLE: &'static str = "instance_events";
+    const KIND: &'static str = "instance event";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["instance_id"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("instance_id", Val::text(&self.instance_id.0)),
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Resource for Operation {
+    const TABLE: &'static str = "operations";
+    const KIND: &'static str = "operation";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["target", "status", "kind"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::opt_text(self.tenant_id.as_ref())),
+            ("project_id", Val::opt_text(self.project_id.as_ref())),
+            ("kind", Val::text(&self.kind)),
+            ("target", Val::text(&self.target)),
+            ("status", Val::text(self.status.as_str())),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        self.tenant_id.as_ref().map(|t| t.to_string())
     }
 }

@@ -1,6 +1,7 @@
 //! `plinth`: one binary for the server (`plinth server`), the single-host bundle
 //! (`plinth up`) and the CLI (`plinth tenant list`, …).
 
+mod agent_cmd;
 mod cli;
 mod client;
 mod output;
@@ -51,6 +52,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7480")]
         listen: String,
     },
+    /// Run the host agent (`--runtime sim --sim-hosts N`: simulated hosts, no guests run).
+    Agent(agent_cmd::AgentArgs),
     /// Save the server URL and token in the CLI profile (0600).
     Login {
         #[arg(long)]
@@ -107,6 +110,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let dir = data_dir.clone().unwrap_or_else(run::default_data_dir);
             run::up(&dir, listen).await
         }
+        Command::Agent(a) => agent_cmd::run(a, cli.server.as_deref(), cli.token.as_deref()).await,
         Command::Login { server, token } => {
             let path = profile::path();
             profile::save(&path, &profile::Profile { server: server.clone(), token: token.clone() })?;

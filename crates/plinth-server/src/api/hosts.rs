@@ -82,6 +82,9 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Ho
     if let Some(bmc) = &b.bmc {
         check_bmc(bmc)?;
     }
+    if let Some(sch) = &b.scheduling {
+        check_scheduling(sch)?;
+    }
     let ownership = b.ownership.unwrap_or(Ownership::Shared);
     check_ownership(&st, &ownership).await?;
     let site_id = match &b.rack_id {
@@ -103,8 +106,11 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Ho
         labels: b.labels,
         traits: b.traits,
         inventory: b.inventory.unwrap_or_default(),
+        scheduling: b.scheduling.unwrap_or_default(),
         bmc: b.bmc.as_ref().map(bmc_info),
         last_seen_at: None,
+        fenced_by: None,
+        fenced_at: None,
         generation: 1,
         created_at: now,
         updated_at: now,
@@ -142,6 +148,9 @@ pub async fn update(
     if let Some(bmc) = &b.bmc {
         check_bmc(bmc)?;
     }
+    if let Some(sch) = &b.scheduling {
+        check_scheduling(sch)?;
+    }
     if let Some(o) = &b.ownership {
         check_ownership(&st, o).await?;
     }
@@ -167,6 +176,9 @@ pub async fn update(
             }
             if let Some(t) = b.traits {
                 h.traits = t;
+            }
+            if let Some(sch) = b.scheduling {
+                h.scheduling = sch;
             }
             let mut extra = vec![];
             if let Some(bmc) = b.bmc {
@@ -202,4 +214,25 @@ pub async fn delete(
     }
     st.store.delete::<Host>(&Scope::Platform, &id, if_match, &caller.audit()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Allocation ratios are finite and between 0.1 and 64; dedicated CPUs are listed once.
+fn check_scheduling(s: &HostScheduling) -> ApiResult<()> {
+    for (field, r) in [
+        ("scheduling.cpu_allocation_ratio", s.cpu_allocation_ratio),
+        ("scheduling.memory_allocation_ratio", s.memory_allocation_ratio),
+    ] {
+        if !r.is_finite() || !(0.1..=64.0).contains(&r) {
+            return Err(ApiError::invalid("invalid_quantity", format!("{field}: {r} is not between 0.1 and 64"))
+                .with_constraint(serde_json::json!({ "field": field, "min": 0.1, "max": 64.0 })));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &s.dedicated_cpus {
+        if !seen.insert(*c) {
+            return Err(ApiError::invalid("invalid_value", format!("scheduling.dedicated_cpus: CPU {c} is listed twice"))
+                .with_constraint(serde_json::json!({ "field": "scheduling.dedicated_cpus", "rule": "unique" })));
+        }
+    }
+    Ok(())
 }

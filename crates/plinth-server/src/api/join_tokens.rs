@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use plinth_api::*;
+use plinth_domain::validate;
 use plinth_domain::authz::Scope;
 use plinth_store::Val;
 
@@ -44,6 +45,8 @@ pub async fn create(
     caller.require_operator("enrolling hosts")?;
     opt_text("description", &b.description, 255)?;
     let expires_at = expiry("expires_in_seconds", b.expires_in_seconds.unwrap_or(DEFAULT_SECONDS), 60, 7 * 24 * 3600)?;
+    let max_uses = b.max_uses.unwrap_or(1);
+    validate::quantity("max_uses", max_uses as u64, 1, 10_000)?;
     if let Some(r) = &b.rack_id {
         let _: Rack = st.store.get(&Scope::Platform, r.as_str()).await.map_err(|e| reference(e, "rack_id"))?;
     }
@@ -53,6 +56,8 @@ pub async fn create(
         description: b.description.unwrap_or_default(),
         rack_id: b.rack_id,
         expires_at,
+        max_uses,
+        uses: 0,
         used_at: None,
         used_by_host_id: None,
         generation: 1,

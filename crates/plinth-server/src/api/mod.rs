@@ -2,14 +2,20 @@
 
 pub mod agent;
 pub mod audit;
+pub mod capacity;
 pub mod health;
+pub mod host_ops;
 pub mod hosts;
+pub mod instances;
 pub mod join_tokens;
+pub mod operations;
+pub mod placement_groups;
 pub mod projects;
 pub mod racks;
 pub mod role_bindings;
 pub mod shapes;
 pub mod sites;
+pub mod system;
 pub mod tenants;
 pub mod tokens;
 pub mod users;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -32,23 +34,47 @@ impl TestServer {
     /// serves the API on an ephemeral port. The listener is bound before this returns, so
     /// requests made right away queue on it: no waiting is needed.
     pub async fn start() -> TestServer {
+        Self::start_with(plinth_server::ServerConfig::default()).await
+    }
+
+    /// Like [`TestServer::start`], with server settings (fail points, short timers).
+    pub async fn start_with(config: plinth_server::ServerConfig) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/plinth.db", dir.path().display());
         let store = plinth_store::Store::open(&url).await.expect("open store");
         let operator =
             plinth_server::bootstrap(&store).await.expect("bootstrap").expect("an empty platform bootstraps");
         assert!(plinth_server::bootstrap(&store).await.expect("bootstrap again").is_none(), "bootstrap runs once");
+        Self::serve_on(store, config, operator, dir).await
+    }
+
+    /// A server over an existing store (a restart on the same database).
+    pub async fn serve_on(
+        store: plinth_store::Store,
+        config: plinth_server::ServerConfig,
+        operator: String,
+        dir: tempfile::TempDir,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            plinth_server::serve(store, listener, async {
+            plinth_server::serve_with(store, config, listener, async {
                 let _ = rx.await;
             })
             .await
             .expect("serve");
         });
         TestServer { base: format!("http://{addr}"), client: reqwest::Client::new(), operator, dir, shutdown: Some(tx) }
+    }
+
+    /// Stops serving and hands back the data directory (for a restart).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        dir
     }
 
     pub fn call(&self, method: Method, path: &str) -> Call<'_> {

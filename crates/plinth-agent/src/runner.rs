@@ -1,0 +1,494 @@
+//! One host's loop: enrol (or reuse the stored credential), send the inventory, then
+//! heartbeat, long-poll the desired state, converge the guests through the runtime and
+//! report what is observed, until told to stop.
+//!
+//! Owns the order of the protocol calls and their retries: every failed call waits on a
+//! capped exponential [`Backoff`] (never a hot loop), so the agent rides out server
+//! restarts; a 401 stops the host (its credential is no longer valid). All of a host's
+//! work runs in one task: the long-poll, the heartbeat, the report in flight and the
+//! runtime steps are futures polled side by side, so a slow call never blocks the others.
+//!
+//! Holds no guest policy: what to do with a guest is [`crate::converge`]'s, how to do it
+//! is the [`Runtime`]'s.
+
+use crate::backoff::Backoff;
+use crate::client::{AgentClient, ClientError, HostClient};
+use crate::converge::{Census, GuestTable, Step};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::state::{StateDir, StateError, StoredCredential};
+use futures::stream::{FuturesUnordered, StreamExt};
+use plinth_api::{
+    DesiredState, EnrollRequest, Heartbeat, HeartbeatAck, HostId, HostInventory, HostState, InstanceId, ObservedAck,
+    ObservedInstance, ObservedReport,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Heartbeat interval until the server says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// A long-poll answered at once without a newer generation is not repeated sooner than
+/// this (protection against a server that does not hold the poll).
+const MIN_POLL_SPACING: Duration = Duration::from_secs(1);
+
+/// One host to run.
+#[derive(Clone, Debug)]
+pub struct HostSetup {
+    /// The host's index in this process (0 for a real host).
+    pub index: u32,
+    /// The host name (a DNS label); also the key of its credential in the state directory.
+    pub hostname: String,
+    pub inventory: HostInventory,
+}
+
+/// Settings shared by every host of the process.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Join token for hosts that have not enrolled yet.
+    pub join_token: Option<String>,
+    /// Long-poll wait, in seconds (at most 60).
+    pub poll_wait_seconds: u64,
+    /// Sent in heartbeats.
+    pub agent_version: String,
+    pub state: StateDir,
+}
+
+/// Why a host's loop ended.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// 401: the credential is no longer valid.
+    #[error(
+        "{hostname}: credential refused ({detail}); the host was removed or the server's database is new: delete {path} to enrol it again"
+    )]
+    CredentialRefused { hostname: String, detail: String, path: String },
+    /// The server refused the enrolment (bad, expired or used-up join token, name taken…).
+    #[error("{hostname}: enrolment refused: {source}")]
+    EnrollRefused { hostname: String, source: ClientError },
+    /// The host has no stored credential and no join token was given.
+    #[error("{hostname}: not enrolled, and no join token was given")]
+    NoJoinToken { hostname: String },
+    /// A call the host cannot do without was refused.
+    #[error("{hostname}: {what} refused: {source}")]
+    Refused { hostname: String, what: &'static str, source: ClientError },
+    #[error("{hostname}: {source}")]
+    Client { hostname: String, source: ClientError },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{hostname}: runtime: {source}")]
+    Runtime { hostname: String, source: RuntimeError },
+}
+
+/// Counters shared by every host of the process, for progress lines.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Hosts enrolled by this process.
+    pub enrolled: AtomicU64,
+    /// Hosts that reused a stored credential.
+    pub reused: AtomicU64,
+    /// Hosts whose heartbeat was answered at least once.
+    pub ready: AtomicU64,
+    /// Guests by last reported state, over all hosts.
+    pub starting: AtomicI64,
+    pub running: AtomicI64,
+    pub stopping: AtomicI64,
+    pub stopped: AtomicI64,
+    pub failed: AtomicI64,
+    /// Whether the server is failing (so that only the first host says so).
+    server_trouble: AtomicBool,
+}
+
+impl Progress {
+    /// Notes a failed call; logs once for all hosts while the server stays unreachable.
+    fn trouble(&self, server: &str, e: &ClientError) {
+        if e.is_retryable() && !self.server_trouble.swap(true, Ordering::Relaxed) {
+            tracing::warn!(server, "server unavailable ({e}); every host retries with backoff");
+        }
+    }
+
+    /// Notes a successful call.
+    fn ok(&self, server: &str) {
+        if self.server_trouble.swap(false, Ordering::Relaxed) {
+            tracing::info!(server, "server reachable again");
+        }
+    }
+
+    fn add_census(&self, c: Census, sign: i64) {
+        let add = |a: &AtomicI64, n: u64| {
+            a.fetch_add(sign * n as i64, Ordering::Relaxed);
+        };
+        add(&self.starting, c.starting);
+        add(&self.running, c.running);
+        add(&self.stopping, c.stopping);
+        add(&self.stopped, c.stopped);
+        add(&self.failed, c.failed);
+    }
+}
+
+/// A host's share of the guest counters; taken back when the host's loop ends.
+struct CensusShare {
+    last: Census,
+    progress: Arc<Progress>,
+}
+
+impl CensusShare {
+    fn update(&mut self, now: Census) {
+        if now != self.last {
+            self.progress.add_census(self.last, -1);
+            self.progress.add_census(now, 1);
+            self.last = now;
+        }
+    }
+}
+
+impl Drop for CensusShare {
+    fn drop(&mut self) {
+        self.progress.add_census(self.last, -1);
+    }
+}
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Ops = FuturesUnordered<BoxFut<(InstanceId, Result<(), RuntimeError>)>>;
+
+/// Awaits the future in `slot`, or forever when there is none.
+async fn next_of<T>(slot: &mut Option<BoxFut<T>>) -> T {
+    match slot {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the stop flag is raised (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// One host's context for its loop.
+struct Host<R> {
+    cfg: Arc<RunnerConfig>,
+    client: AgentClient,
+    setup: HostSetup,
+    runtime: Arc<R>,
+    progress: Arc<Progress>,
+}
+
+impl<R: Runtime> Host<R> {
+    fn name(&self) -> &str {
+        &self.setup.hostname
+    }
+
+    /// Calls `call` until it succeeds, retrying with backoff while it fails in a way that
+    /// may pass. `Ok(None)`: stopped meanwhile.
+    async fn until_ok<T, F, Fut>(&self, stop: &mut watch::Receiver<bool>, mut call: F) -> Result<Option<T>, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut backoff = Backoff::for_server(u64::from(self.setup.index));
+        loop {
+            let result = tokio::select! {
+                r = call() => r,
+                _ = stopped(stop) => return Ok(None),
+            };
+            match result {
+                Ok(v) => {
+                    self.progress.ok(self.client.base());
+                    return Ok(Some(v));
+                }
+                Err(e) if e.is_retryable() => {
+                    self.progress.trouble(self.client.base(), &e);
+                    let wait = backoff.next_delay();
+                    tracing::debug!(error = %e, ?wait, "retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stopped(stop) => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The stored credential, or a new one from enrolling. `Ok(None)`: stopped meanwhile.
+    async fn credential(&self, stop: &mut watch::Receiver<bool>) -> Result<Option<StoredCredential>, HostError> {
+        let hostname = self.name().to_string();
+        if let Some(c) = self.cfg.state.load_credential(&hostname)? {
+            if c.server != self.client.base() {
+                tracing::warn!(
+                    enrolled_with = %c.server,
+                    "this host enrolled with another server URL; using its credential anyway"
+                );
+            }
+            self.progress.reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(c));
+        }
+        let Some(token) = self.cfg.join_token.clone() else { return Err(HostError::NoJoinToken { hostname }) };
+        let req = EnrollRequest {
+            join_token: token,
+            hostname: hostname.clone(),
+            inventory: Some(self.setup.inventory.clone()),
+        };
+        let answer = self
+            .until_ok(stop, || self.client.enroll(&req))
+            .await
+            .map_err(|source| HostError::EnrollRefused { hostname: hostname.clone(), source })?;
+        let Some(answer) = answer else { return Ok(None) };
+        let cred = StoredCredential {
+            hostname: hostname.clone(),
+            host_id: answer.host_id,
+            credential: answer.credential,
+            server: self.client.base().to_string(),
+            enrolled_at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.cfg.state.save_credential(&cred) {
+            tracing::error!(host_id = %cred.host_id, "enrolled, but the credential could not be kept: {e}; retire this host id");
+            return Err(e.into());
+        }
+        self.progress.enrolled.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(host_id = %cred.host_id, "enrolled");
+        Ok(Some(cred))
+    }
+
+    fn refused(&self, detail: String) -> HostError {
+        let path = self.cfg.state.credential_path(self.name()).map(|p| p.display().to_string()).unwrap_or_default();
+        HostError::CredentialRefused { hostname: self.name().to_string(), detail, path }
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), HostError> {
+        let hostname = self.name().to_string();
+        let Some(cred) = self.credential(&mut stop).await? else { return Ok(()) };
+        let host = self
+            .client
+            .host(&cred.credential)
+            .map_err(|source| HostError::Client { hostname: hostname.clone(), source })?;
+        let found = self
+            .runtime
+            .discover()
+            .await
+            .map_err(|source| HostError::Runtime { hostname: hostname.clone(), source })?;
+        let table = GuestTable::from_discovered(found);
+        let sent = self.until_ok(&mut stop, || host.put_inventory(&self.setup.inventory)).await;
+        match sent {
+            Ok(Some(())) => {}
+            Ok(None) => return Ok(()),
+            Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
+            Err(source) => return Err(HostError::Refused { hostname, what: "inventory", source }),
+        }
+        self.converge_loop(host, cred.host_id, table, stop).await
+    }
+
+    /// Heartbeats, long-polls, converges and reports until stopped.
+    async fn converge_loop(
+        &self,
+        host: HostClient,
+        host_id: HostId,
+        mut table: GuestTable,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), HostError> {
+        let salt = u64::from(self.setup.index);
+        let server = self.client.base().to_string();
+        let wait = self.cfg.poll_wait_seconds;
+        let beat = Heartbeat { agent_version: Some(self.cfg.agent_version.clone()) };
+
+        let mut poll: Option<BoxFut<Result<DesiredState, ClientError>>> = None;
+        let mut poll_at = Instant::now();
+        let mut poll_started = Instant::now();
+        let mut poll_backoff = Backoff::for_server(salt);
+        let mut after: Option<i64> = None;
+
+        let mut hb: Option<BoxFut<Result<HeartbeatAck, ClientError>>> = None;
+        let mut hb_at = Instant::now();
+        let mut hb_interval = DEFAULT_HEARTBEAT;
+        let mut hb_backoff = Backoff::for_server(salt);
+        let mut host_state: Option<HostState> = None;
+
+        let mut report: Option<BoxFut<Result<ObservedAck, ClientError>>> = None;
+        let mut in_report: Vec<ObservedInstance> = Vec::new();
+        let mut pending: BTreeMap<InstanceId, ObservedInstance> = BTreeMap::new();
+        let mut report_at = Instant::now();
+        let mut report_backoff = Backoff::for_server(salt);
+        // After a batch was refused: send the queued reports one per request, so that one
+        // the server will not take (say, of an instance no longer on this host) does not
+        // sink the others.
+        let mut one_by_one = false;
+
+        let mut ops: Ops = FuturesUnordered::new();
+        let mut share = CensusShare { last: Census::default(), progress: self.progress.clone() };
+        let mut warned_host_id = false;
+
+        loop {
+            let now = Instant::now();
+            if poll.is_none() && poll_at <= now {
+                let h = host.clone();
+                poll_started = now;
+                poll = Some(Box::pin(async move { h.desired(after, wait).await }));
+            }
+            if hb.is_none() && hb_at <= now {
+                let (h, b) = (host.clone(), beat.clone());
+                hb = Some(Box::pin(async move { h.heartbeat(&b).await }));
+            }
+            if report.is_none() && !pending.is_empty() && report_at <= now {
+                in_report = if one_by_one {
+                    pending.pop_first().map(|(_, r)| r).into_iter().collect()
+                } else {
+                    std::mem::take(&mut pending).into_values().collect()
+                };
+                one_by_one &= !pending.is_empty();
+                let body = ObservedReport { instances: in_report.clone() };
+                let h = host.clone();
+                report = Some(Box::pin(async move { h.observed(&body).await }));
+            }
+            let mut wake = now + Duration::from_secs(3600);
+            if poll.is_none() {
+                wake = wake.min(poll_at);
+            }
+            if hb.is_none() {
+                wake = wake.min(hb_at);
+            }
+            if report.is_none() && !pending.is_empty() {
+                wake = wake.min(report_at);
+            }
+
+            tokio::select! {
+                _ = stopped(&mut stop) => return Ok(()),
+                r = next_of(&mut poll) => {
+                    poll = None;
+                    let now = Instant::now();
+                    match r {
+                        Ok(desired) => {
+                            self.progress.ok(&server);
+                            poll_backoff.reset();
+                            if desired.host_id != host_id && !warned_host_id {
+                                warned_host_id = true;
+                                tracing::warn!(expected = %host_id, got = %desired.host_id, "desired state names another host");
+                            }
+                            let advanced = after.is_none_or(|a| desired.generation > a);
+                            after = Some(desired.generation);
+                            self.absorb(table.apply_desired(&desired.instances), &mut ops, &mut pending);
+                            poll_at = if advanced || now - poll_started >= MIN_POLL_SPACING {
+                                now
+                            } else {
+                                poll_started + MIN_POLL_SPACING
+                            };
+                        }
+                        Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
+                        Err(e) => {
+                            self.note_failure("desired state", &server, &e);
+                            poll_at = now + poll_backoff.next_delay();
+                        }
+                    }
+                }
+                r = next_of(&mut hb) => {
+                    hb = None;
+                    let now = Instant::now();
+                    match r {
+                        Ok(ack) => {
+                            self.progress.ok(&server);
+                            hb_backoff.reset();
+                            hb_interval = Duration::from_secs(ack.interval_seconds.clamp(1, 3600));
+                            hb_at = now + hb_interval;
+                            if host_state.is_none() {
+                                self.progress.ready.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if host_state != Some(ack.state) {
+                                tracing::debug!(state = ack.state.as_str(), "host state");
+                                host_state = Some(ack.state);
+                            }
+                        }
+                        Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
+                        Err(e) => {
+                            self.note_failure("heartbeat", &server, &e);
+                            hb_at = now + hb_backoff.next_delay().min(hb_interval);
+                        }
+                    }
+                }
+                r = next_of(&mut report) => {
+                    report = None;
+                    let now = Instant::now();
+                    match r {
+                        Ok(ack) => {
+                            self.progress.ok(&server);
+                            report_backoff.reset();
+                            if ack.stale > 0 {
+                                tracing::debug!(applied = ack.applied, stale = ack.stale, "some observations were stale");
+                            }
+                            in_report.clear();
+                        }
+                        Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
+                        Err(e) if e.is_retryable() => {
+                            self.note_failure("observed report", &server, &e);
+                            // Keep them for the next try, unless something newer came meanwhile.
+                            for r in in_report.drain(..) {
+                                pending.entry(r.instance_id.clone()).or_insert(r);
+                            }
+                            report_at = now + report_backoff.next_delay();
+                        }
+                        Err(e) if in_report.len() > 1 => {
+                            tracing::debug!(count = in_report.len(), "observed report refused ({e}); sending them one by one");
+                            for r in in_report.drain(..) {
+                                pending.entry(r.instance_id.clone()).or_insert(r);
+                            }
+                            one_by_one = true;
+                        }
+                        Err(e) => {
+                            for r in in_report.drain(..) {
+                                tracing::warn!(instance = %r.instance_id, state = ?r.state, generation = r.generation, "observation refused, dropped: {e}");
+                            }
+                        }
+                    }
+                }
+                Some((id, result)) = ops.next(), if !ops.is_empty() => {
+                    let result = result.map_err(|e| e.to_string());
+                    self.absorb(table.complete(&id, result), &mut ops, &mut pending);
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            share.update(table.census());
+        }
+    }
+
+    /// Starts the steps `step` asks for and queues its reports (a newer report of a guest
+    /// replaces an older one not yet sent).
+    fn absorb(&self, step: Step, ops: &mut Ops, pending: &mut BTreeMap<InstanceId, ObservedInstance>) {
+        for op in step.ops {
+            tracing::debug!(instance = %op.instance_id, generation = op.generation, step = op.kind.name(), "starting step");
+            let rt = self.runtime.clone();
+            ops.push(Box::pin(async move {
+                let id = op.instance_id.clone();
+                let result = rt.execute(op).await;
+                (id, result)
+            }));
+        }
+        for r in step.reports {
+            pending.insert(r.instance_id.clone(), r);
+        }
+    }
+
+    fn note_failure(&self, what: &str, server: &str, e: &ClientError) {
+        if e.is_retryable() {
+            self.progress.trouble(server, e);
+            tracing::debug!(error = %e, "{what} failed; retrying with backoff");
+        } else {
+            tracing::warn!("{what} refused: {e}");
+        }
+    }
+}
+
+/// Runs one host until `stop` is raised: enrols it (or reuses its stored credential),
+/// sends its inventory, then heartbeats, long-polls its desired state, converges its
+/// guests through `runtime` and reports them. Ends with an error when the host cannot go
+/// on (credential refused, enrolment refused, state directory unusable).
+pub async fn run_host<R: Runtime>(
+    client: AgentClient,
+    cfg: Arc<RunnerConfig>,
+    setup: HostSetup,
+    runtime: Arc<R>,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), HostError> {
+    Host { cfg, client, setup, runtime, progress }.run(stop).await
+}

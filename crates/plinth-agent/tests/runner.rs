@@ -1,0 +1,310 @@
+//! One host's loop against a fake `/agent/v1` server (in-process axum, no database):
+//! enrolment and credential reuse across restarts, inventory and heartbeats, long-poll
+//! convergence and reports through the sim runtime, riding out a server outage, and
+//! stopping on a refused credential. The real server's own test suite covers the server
+//! side of the protocol.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use plinth_agent::runtime::sim::{SimConfig, SimRuntime};
+use plinth_agent::sim::inventory::profile_for;
+use plinth_agent::{AgentClient, HostError, HostSetup, Progress, RunnerConfig, StateDir, run_host};
+use plinth_api::*;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+const JOIN: &str = "pjt_test";
+
+#[derive(Default)]
+struct Fake {
+    enrolls: u32,
+    credential: String,
+    host_id: Option<HostId>,
+    inventory_puts: u32,
+    heartbeats: u32,
+    generation: i64,
+    specs: Vec<InstanceSpec>,
+    observed: Vec<ObservedInstance>,
+    /// Answer every call with this status (an outage).
+    fail_with: Option<StatusCode>,
+    revoked: bool,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    fake: Arc<Mutex<Fake>>,
+    changed: Arc<Notify>,
+}
+
+impl Shared {
+    fn with<T>(&self, f: impl FnOnce(&mut Fake) -> T) -> T {
+        f(&mut self.fake.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn problem(status: StatusCode, code: &str) -> Response {
+    let body = serde_json::json!({"type": "about:blank", "title": code, "status": status.as_u16(), "code": code, "detail": code, "request_id": "r"});
+    (status, Json(body)).into_response()
+}
+
+/// The outage or credential check every authenticated call goes through.
+fn gate(s: &Shared, headers: &HeaderMap) -> Result<HostId, Response> {
+    s.with(|f| {
+        if let Some(status) = f.fail_with {
+            return Err(problem(status, "unavailable"));
+        }
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        match &f.host_id {
+            Some(id) if !f.revoked && auth == format!("Bearer {}", f.credential) => Ok(id.clone()),
+            _ => Err(problem(StatusCode::UNAUTHORIZED, "unauthenticated")),
+        }
+    })
+}
+
+async fn enroll(State(s): State<Shared>, Json(b): Json<EnrollRequest>) -> Response {
+    s.with(|f| {
+        if let Some(status) = f.fail_with {
+            return problem(status, "unavailable");
+        }
+        if b.join_token != JOIN || b.inventory.as_ref().and_then(|i| i.runtime.as_deref()) != Some("sim") {
+            return problem(StatusCode::UNAUTHORIZED, "invalid_join_token");
+        }
+        f.enrolls += 1;
+        let id = HostId::generate();
+        f.credential = format!("phc_test_{}", f.enrolls);
+        f.host_id = Some(id.clone());
+        (StatusCode::CREATED, Json(EnrollResponse { host_id: id, credential: f.credential.clone() })).into_response()
+    })
+}
+
+async fn inventory(State(s): State<Shared>, headers: HeaderMap, Json(_): Json<HostInventory>) -> Response {
+    match gate(&s, &headers) {
+        Ok(_) => {
+            s.with(|f| f.inventory_puts += 1);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn heartbeat(State(s): State<Shared>, headers: HeaderMap, Json(_): Json<Heartbeat>) -> Response {
+    match gate(&s, &headers) {
+        Ok(host_id) => {
+            s.with(|f| f.heartbeats += 1);
+            Json(HeartbeatAck { host_id, state: HostState::Available, interval_seconds: 1 }).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn desired(State(s): State<Shared>, headers: HeaderMap, Query(q): Query<DesiredQuery>) -> Response {
+    let host_id = match gate(&s, &headers) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let after = q.after.unwrap_or(-1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(30).min(60));
+    loop {
+        let notified = s.changed.notified();
+        let (generation, instances) = s.with(|f| (f.generation, f.specs.clone()));
+        if generation > after || tokio::time::Instant::now() >= deadline {
+            return Json(DesiredState { host_id, generation, instances }).into_response();
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+async fn observed(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<ObservedReport>) -> Response {
+    match gate(&s, &headers) {
+        Ok(_) => {
+            let n = b.instances.len() as u32;
+            s.with(|f| f.observed.extend(b.instances));
+            Json(ObservedAck { applied: n, stale: 0 }).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn start_fake() -> (Shared, String) {
+    let shared = Shared::default();
+    let app = Router::new()
+        .route("/agent/v1/enroll", post(enroll))
+        .route("/agent/v1/inventory", put(inventory))
+        .route("/agent/v1/heartbeat", post(heartbeat))
+        .route("/agent/v1/desired", get(desired))
+        .route("/agent/v1/observed", post(observed))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (shared, url)
+}
+
+fn spec(id: &InstanceId, generation: i64, power: PowerState, boot_generation: i64) -> InstanceSpec {
+    InstanceSpec {
+        instance_id: id.clone(),
+        name: "web-1".into(),
+        generation,
+        power,
+        boot_generation,
+        runtime_class: RuntimeClass::Vm,
+        image: "debian-12".into(),
+        claim: Claim {
+            vcpus: 2,
+            cpu_policy: CpuPolicy::Shared,
+            memory_mib: 2048,
+            disk_gib: 20,
+            numa_nodes: vec![],
+            cpus: vec![],
+            hugepages: vec![],
+            gpus: vec![],
+            tcg: false,
+        },
+        ssh_keys: vec![],
+        user_data: None,
+    }
+}
+
+/// Waits (up to 20 s) until `cond` holds on the fake.
+async fn until(s: &Shared, what: &str, cond: impl Fn(&Fake) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !s.with(|f| cond(f)) {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn saw(f: &Fake, id: &InstanceId, state: ObservedState, generation: i64) -> usize {
+    f.observed.iter().filter(|o| &o.instance_id == id && o.state == state && o.generation == generation).count()
+}
+
+type Running = (tokio::task::JoinHandle<Result<(), HostError>>, watch::Sender<bool>);
+
+fn start_host(url: &str, state: &StateDir) -> Running {
+    let client = AgentClient::new(url, "plinth-agent-test").expect("client");
+    let cfg = Arc::new(RunnerConfig {
+        join_token: Some(JOIN.into()),
+        poll_wait_seconds: 2,
+        agent_version: "test".into(),
+        state: state.clone(),
+    });
+    let inventory = profile_for(0);
+    let file = state.host_dir("sim-0000").expect("host dir").join("sim-guests.json");
+    let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
+    let runtime = Arc::new(SimRuntime::new(sim, &inventory, Some(file)).expect("runtime"));
+    let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory };
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), rx));
+    (handle, tx)
+}
+
+#[tokio::test]
+async fn a_host_enrols_converges_survives_an_outage_and_restarts_without_enrolling_again() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(dir.path().join("agent")).expect("state");
+
+    let (handle, stop) = start_host(&url, &state);
+    until(&fake, "enrolment, inventory and a heartbeat", |f| f.enrolls == 1 && f.inventory_puts == 1 && f.heartbeats >= 1)
+        .await;
+    let cred_path = state.credential_path("sim-0000").expect("path");
+    let mode = std::fs::metadata(&cred_path).expect("credential file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // A new running instance: reported starting, then running, at generation 1.
+    let id = InstanceId::generate();
+    fake.with(|f| {
+        f.generation = 1;
+        f.specs = vec![spec(&id, 1, PowerState::Running, 1)];
+    });
+    fake.changed.notify_waiters();
+    until(&fake, "running@1", |f| saw(f, &id, ObservedState::Running, 1) == 1).await;
+    fake.with(|f| {
+        assert!(f.observed.iter().all(|o| o.generation == 1
+            && matches!(o.state, ObservedState::Starting | ObservedState::Running)));
+    });
+
+    // An outage: the server answers 503 for a while; meanwhile the instance is stopped.
+    fake.with(|f| {
+        f.fail_with = Some(StatusCode::SERVICE_UNAVAILABLE);
+        f.generation = 2;
+        f.specs = vec![spec(&id, 2, PowerState::Stopped, 1)];
+    });
+    fake.changed.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!handle.is_finished(), "the host rides out the outage");
+    fake.with(|f| f.fail_with = None);
+    until(&fake, "stopped@2 after the outage", |f| saw(f, &id, ObservedState::Stopped, 2) == 1).await;
+
+    // Restart the agent: the credential is reused (no second enrolment), the inventory is
+    // sent again and every guest is reported again, without a reboot.
+    stop.send(true).expect("stop");
+    assert!(handle.await.expect("join").is_ok());
+    let starts_before = fake.with(|f| saw(f, &id, ObservedState::Starting, 2));
+    let (handle, stop) = start_host(&url, &state);
+    until(&fake, "re-report after restart", |f| saw(f, &id, ObservedState::Stopped, 2) == 2).await;
+    fake.with(|f| {
+        assert_eq!(f.enrolls, 1, "never enrols twice");
+        assert_eq!(f.inventory_puts, 2);
+        assert_eq!(saw(f, &id, ObservedState::Starting, 2), starts_before);
+    });
+
+    // Deleting: absent is reported once, then the guest is forgotten.
+    fake.with(|f| {
+        f.generation = 3;
+        f.specs = vec![spec(&id, 3, PowerState::Absent, 1)];
+    });
+    fake.changed.notify_waiters();
+    until(&fake, "absent@3", |f| saw(f, &id, ObservedState::Absent, 3) == 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await; // a long-poll round with the same state
+    fake.with(|f| assert_eq!(saw(f, &id, ObservedState::Absent, 3), 1, "absent is reported once"));
+    drop(stop);
+    let _ = handle.await;
+}
+
+#[tokio::test]
+async fn a_refused_credential_stops_the_host() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(dir.path().join("agent")).expect("state");
+    let (handle, _stop) = start_host(&url, &state);
+    until(&fake, "a heartbeat", |f| f.heartbeats >= 1).await;
+    fake.with(|f| f.revoked = true);
+    let ended = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("the host stops").expect("join");
+    match ended {
+        Err(HostError::CredentialRefused { hostname, .. }) => assert_eq!(hostname, "sim-0000"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_join_token_is_refused_without_retrying() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(dir.path().join("agent")).expect("state");
+    let client = AgentClient::new(&url, "t").expect("client");
+    let cfg = Arc::new(RunnerConfig {
+        join_token: Some("pjt_wrong".into()),
+        poll_wait_seconds: 2,
+        agent_version: "test".into(),
+        state: state.clone(),
+    });
+    let inventory = profile_for(1);
+    let runtime = Arc::new(SimRuntime::new(SimConfig::default(), &inventory, None).expect("runtime"));
+    let setup = HostSetup { index: 1, hostname: "sim-0001".into(), inventory };
+    let (_tx, rx) = watch::channel(false);
+    let ended = tokio::time::timeout(
+        Duration::from_secs(5),
+        run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), rx),
+    )
+    .await
+    .expect("ends at once");
+    assert!(matches!(ended, Err(HostError::EnrollRefused { .. })), "{ended:?}");
+    assert_eq!(fake.with(|f| f.enrolls), 0);
+    assert_eq!(state.load_credential("sim-0001").expect("load"), None);
+}

@@ -1,0 +1,84 @@
+//! Server settings: timers of the agent protocol and the background tasks, the placement
+//! policy, and fail points for tests. Read from `PLINTH_*` environment variables.
+
+use plinth_domain::placement::Weigh;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Tunables of one server process.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How often agents heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a host is `unreachable`.
+    pub heartbeat_window: Duration,
+    /// How long a saga's lease lasts without renewal (a dead server's sagas are taken
+    /// over after this).
+    pub lease_ttl: Duration,
+    /// How long a saga step waits for a host to act.
+    pub step_timeout: Duration,
+    /// Placement weighing: `pack` or `spread`.
+    pub weigh: Weigh,
+    /// Choose randomly among the best N hosts (1: deterministic).
+    pub randomize_top: u32,
+    /// Period of the reconcilers.
+    pub reconcile_period: Duration,
+    /// `kind:step` names (`instance.create:prepare`) whose step fails on purpose (tests).
+    pub failpoints: BTreeSet<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_window: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(10),
+            step_timeout: Duration::from_secs(120),
+            weigh: Weigh::Pack,
+            randomize_top: 1,
+            reconcile_period: Duration::from_secs(5),
+            failpoints: BTreeSet::new(),
+        }
+    }
+}
+
+fn secs(var: &str) -> Option<Duration> {
+    let v = std::env::var(var).ok()?;
+    let f: f64 = v.trim().parse().ok()?;
+    (f.is_finite() && f > 0.0).then(|| Duration::from_secs_f64(f))
+}
+
+impl ServerConfig {
+    /// Defaults overridden by `PLINTH_HEARTBEAT_INTERVAL_S`, `PLINTH_HEARTBEAT_WINDOW_S`,
+    /// `PLINTH_LEASE_TTL_S`, `PLINTH_STEP_TIMEOUT_S`, `PLINTH_RECONCILE_PERIOD_S`,
+    /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP` and
+    /// `PLINTH_FAILPOINTS` (comma-separated `kind:step`).
+    pub fn from_env() -> ServerConfig {
+        let mut c = ServerConfig::default();
+        if let Some(d) = secs("PLINTH_HEARTBEAT_INTERVAL_S") {
+            c.heartbeat_interval = d;
+        }
+        if let Some(d) = secs("PLINTH_HEARTBEAT_WINDOW_S") {
+            c.heartbeat_window = d;
+        }
+        if let Some(d) = secs("PLINTH_LEASE_TTL_S") {
+            c.lease_ttl = d;
+        }
+        if let Some(d) = secs("PLINTH_STEP_TIMEOUT_S") {
+            c.step_timeout = d;
+        }
+        if let Some(d) = secs("PLINTH_RECONCILE_PERIOD_S") {
+            c.reconcile_period = d;
+        }
+        if let Ok(w) = std::env::var("PLINTH_PLACEMENT_WEIGH") {
+            c.weigh = if w.trim() == "spread" { Weigh::Spread } else { Weigh::Pack };
+        }
+        if let Some(n) = std::env::var("PLINTH_PLACEMENT_RANDOMIZE_TOP").ok().and_then(|v| v.trim().parse().ok()) {
+            c.randomize_top = n;
+        }
+        if let Ok(f) = std::env::var("PLINTH_FAILPOINTS") {
+            c.failpoints = f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        c
+    }
+}

@@ -1,0 +1,131 @@
+//! Instance bookkeeping shared by the API handlers, the sagas, the agent protocol and the
+//! reconcilers: publishing a new spec to the host, recomputing the derived state, and the
+//! events every change leaves in the instance's history. All of it inside the caller's
+//! transaction; the wake-ups to send after commit are collected in [`Pokes`].
+
+use crate::signals::{self, Signals};
+use chrono::Utc;
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use plinth_domain::instance_state::{self, Facts};
+use plinth_store::{StoreError, Tx};
+
+/// Wake-ups to deliver once the transaction has committed.
+#[derive(Default, Debug)]
+pub struct Pokes(Vec<String>);
+
+impl Pokes {
+    /// The host's agent must re-read its desired state.
+    pub fn host(&mut self, host_id: &HostId) {
+        self.0.push(signals::host_key(host_id.as_str()));
+    }
+    /// Waiters on the instance must re-read it.
+    pub fn instance(&mut self, id: &InstanceId) {
+        self.0.push(signals::instance_key(id.as_str()));
+    }
+    /// Waiters on the operation must re-read it.
+    pub fn operation(&mut self, id: &OperationId) {
+        self.0.push(signals::operation_key(id.as_str()));
+    }
+    /// Delivers them.
+    pub fn send(self, s: &Signals) {
+        for k in self.0 {
+            s.poke(&k);
+        }
+    }
+}
+
+/// A new history entry for `inst`.
+pub fn event(inst: &Instance, kind: &str, detail: impl Into<String>, op: Option<&OperationId>) -> InstanceEvent {
+    let now = Utc::now();
+    InstanceEvent {
+        id: EventId::generate(),
+        instance_id: inst.id.clone(),
+        tenant_id: inst.tenant_id.clone(),
+        project_id: inst.project_id.clone(),
+        kind: kind.to_string(),
+        state: Some(inst.state),
+        detail: detail.into(),
+        operation_id: op.cloned(),
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Whether the instance's host has stopped reporting (unreachable or failed).
+pub async fn host_lost(tx: &mut Tx, host_id: Option<&HostId>) -> Result<bool, StoreError> {
+    let Some(h) = host_id else { return Ok(false) };
+    Ok(match tx.find::<Host>(&Scope::Platform, h.as_str()).await? {
+        Some(h) => matches!(h.state, HostState::Unreachable | HostState::Failed),
+        None => true,
+    })
+}
+
+/// The derived state for the instance as it stands.
+pub fn derive(inst: &Instance, lost: bool) -> InstanceState {
+    instance_state::derive(Facts {
+        lifecycle: inst.lifecycle,
+        action: inst.action.as_deref(),
+        power: inst.power,
+        spec_generation: inst.spec_generation,
+        observed: inst.observed.as_ref(),
+        host_lost: lost,
+    })
+}
+
+/// A new spec for the host: the power state to reach, and whether to (re)boot.
+pub fn publish(inst: &mut Instance, power: PowerState, boot: bool) {
+    inst.power = power;
+    inst.spec_generation += 1;
+    if boot {
+        inst.boot_generation = inst.spec_generation;
+    }
+}
+
+/// Recomputes the derived state, records a `state_changed` event when it moved, writes
+/// the instance and `events`, and collects the wake-ups. A spec change (the caller bumped
+/// `spec_generation`) also bumps the host's desired generation.
+pub async fn save(
+    tx: &mut Tx,
+    inst: &mut Instance,
+    spec_changed: bool,
+    mut events: Vec<InstanceEvent>,
+    op: Option<&OperationId>,
+    pokes: &mut Pokes,
+) -> Result<(), StoreError> {
+    let lost = host_lost(tx, inst.host_id.as_ref()).await?;
+    let before = inst.state;
+    inst.state = derive(inst, lost);
+    if inst.state != before {
+        events.push(event(inst, "state_changed", format!("{} → {}", before.as_str(), inst.state.as_str()), op));
+    }
+    tx.save(inst).await?;
+    for e in &events {
+        tx.insert(e, &[]).await?;
+    }
+    if spec_changed && let Some(h) = &inst.host_id {
+        tx.bump_desired(h.as_str()).await?;
+        pokes.host(h);
+    }
+    pokes.instance(&inst.id);
+    Ok(())
+}
+
+/// Recomputes the state of every live instance on a host after the host's state changed
+/// (unreachable instances show `unknown`).
+pub async fn refresh_host_instances(tx: &mut Tx, host_id: &HostId, pokes: &mut Pokes) -> Result<u32, StoreError> {
+    let list: Vec<Instance> = tx.list_by(&Scope::Platform, "host_id", host_id.as_str()).await?;
+    let mut n = 0;
+    for mut inst in list {
+        if inst.lifecycle == Lifecycle::Deleted {
+            continue;
+        }
+        let lost = host_lost(tx, inst.host_id.as_ref()).await?;
+        if derive(&inst, lost) != inst.state {
+            save(tx, &mut inst, false, vec![], None, pokes).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

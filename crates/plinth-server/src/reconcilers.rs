@@ -1,0 +1,289 @@
+//! Background tasks (Omicron's rules: no input, idempotent, run on a timer and on demand,
+//! status visible at `GET /v1/system/background-tasks`):
+//!
+//! - `host_liveness`: a host whose agent is silent past the heartbeat window becomes
+//!   `unreachable`, and its instances show `unknown`.
+//! - `instance_watcher`: compares observed with desired state: restarts failed guests whose
+//!   restart policy allows it; accepts a guest that powered itself off (or restarts it
+//!   under `always`).
+//! - `orphan_sweeper`: removes allocations whose instance is gone; fails instances left on
+//!   retired hosts.
+//! - `stuck_operations`: resumes sagas whose lease expired (their server died).
+//!
+//! Each task re-reads the database every run and writes only through transactions that
+//! re-check what they change, so two replicas running the same task do no harm.
+
+use crate::lifecycle::{self, Pokes};
+use crate::saga;
+use crate::state::AppState;
+use chrono::Utc;
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use plinth_domain::host_state::{self, HostEvent};
+use plinth_store::StoreError;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The task names and what they do.
+pub const TASKS: &[(&str, &str)] = &[
+    ("host_liveness", "marks hosts whose agent stopped heartbeating unreachable"),
+    ("instance_watcher", "restarts failed guests per their restart policy; follows guests that powered off"),
+    ("orphan_sweeper", "removes allocations without a live instance; fails instances on retired hosts"),
+    ("stuck_operations", "resumes sagas whose server died (lease expired)"),
+];
+
+/// Registry of background task status, their on-demand triggers, and the sagas this
+/// process is driving.
+#[derive(Default)]
+pub struct Tasks {
+    status: Mutex<BTreeMap<String, BackgroundTask>>,
+    triggers: Mutex<BTreeMap<String, std::sync::Arc<Notify>>>,
+    sagas: Mutex<HashSet<String>>,
+    spawned: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Tasks {
+    /// Marks a saga as driven here; false if it already is.
+    pub fn begin_saga(&self, op: &str) -> bool {
+        self.sagas.lock().unwrap_or_else(|e| e.into_inner()).insert(op.to_string())
+    }
+    /// The saga is no longer driven here.
+    pub fn end_saga(&self, op: &str) {
+        self.sagas.lock().unwrap_or_else(|e| e.into_inner()).remove(op);
+    }
+    /// Remembers a saga task so a stopping server can stop it (as a crash would).
+    pub fn track(&self, h: tokio::task::AbortHandle) {
+        let mut v = self.spawned.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|h| !h.is_finished());
+        v.push(h);
+    }
+
+    /// Stops every saga task of this process; their leases expire and another server (or
+    /// the next start) resumes them.
+    pub fn abort_sagas(&self) {
+        for h in self.spawned.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            h.abort();
+        }
+    }
+
+    fn driving(&self, op: &str) -> bool {
+        self.sagas.lock().unwrap_or_else(|e| e.into_inner()).contains(op)
+    }
+
+    fn trigger_of(&self, name: &str) -> std::sync::Arc<Notify> {
+        self.triggers.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone()
+    }
+
+    /// Asks task `name` to run now; false if there is no such task.
+    pub fn trigger(&self, name: &str) -> bool {
+        if !TASKS.iter().any(|(n, _)| *n == name) {
+            return false;
+        }
+        self.trigger_of(name).notify_one();
+        true
+    }
+
+    /// Every task's status.
+    pub fn list(&self, period: Duration) -> Vec<BackgroundTask> {
+        let s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        TASKS
+            .iter()
+            .map(|(name, desc)| {
+                s.get(*name).cloned().unwrap_or(BackgroundTask {
+                    name: name.to_string(),
+                    description: desc.to_string(),
+                    period_seconds: period.as_secs_f64(),
+                    runs: 0,
+                    last_started_at: None,
+                    last_finished_at: None,
+                    last_result: Value::Null,
+                    last_error: None,
+                })
+            })
+            .collect()
+    }
+
+    fn record(&self, name: &str, period: Duration, started: chrono::DateTime<Utc>, out: Result<Value, String>) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let desc = TASKS.iter().find(|(n, _)| *n == name).map(|(_, d)| d.to_string()).unwrap_or_default();
+        let e = s.entry(name.to_string()).or_insert_with(|| BackgroundTask {
+            name: name.to_string(),
+            description: desc,
+            period_seconds: period.as_secs_f64(),
+            runs: 0,
+            last_started_at: None,
+            last_finished_at: None,
+            last_result: Value::Null,
+            last_error: None,
+        });
+        e.runs += 1;
+        e.last_started_at = Some(started);
+        e.last_finished_at = Some(Utc::now());
+        match out {
+            Ok(v) => {
+                e.last_result = v;
+                e.last_error = None;
+            }
+            Err(err) => e.last_error = Some(err),
+        }
+    }
+}
+
+/// Runs one task once.
+pub async fn run_once(st: &AppState, name: &str) -> Result<Value, StoreError> {
+    match name {
+        "host_liveness" => host_liveness(st).await,
+        "instance_watcher" => instance_watcher(st).await,
+        "orphan_sweeper" => orphan_sweeper(st).await,
+        "stuck_operations" => stuck_operations(st).await,
+        _ => Ok(Value::Null),
+    }
+}
+
+/// Starts every task's loop.
+pub fn start(st: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = vec![];
+    for (name, _) in TASKS {
+        let st = st.clone();
+        handles.push(tokio::spawn(async move {
+            let trigger = st.tasks.trigger_of(name);
+            loop {
+                let started = Utc::now();
+                let out = run_once(&st, name).await.map_err(|e| e.to_string());
+                if let Err(e) = &out {
+                    tracing::warn!(task = name, "background task failed: {e}");
+                }
+                st.tasks.record(name, st.config.reconcile_period, started, out);
+                tokio::select! {
+                    _ = tokio::time::sleep(st.config.reconcile_period) => {}
+                    _ = trigger.notified() => {}
+                }
+            }
+        }));
+    }
+    handles
+}
+
+async fn host_liveness(st: &AppState) -> Result<Value, StoreError> {
+    let cutoff = Utc::now().timestamp_micros() - st.config.heartbeat_window.as_micros() as i64;
+    let silent = st.store.silent_hosts(&["available", "cordoned", "draining", "maintenance"], cutoff).await?;
+    let mut marked = 0;
+    for id in silent {
+        let mut tx = st.store.begin().await?;
+        let mut host: Host = tx.get(&Scope::Platform, &id).await?;
+        let Ok(next) = host_state::next(host.state, HostEvent::HeartbeatLost) else { continue };
+        if next == host.state {
+            continue;
+        }
+        host.state = next;
+        tx.save(&mut host).await?;
+        let mut pokes = Pokes::default();
+        lifecycle::refresh_host_instances(&mut tx, &host.id, &mut pokes).await?;
+        tx.commit().await?;
+        pokes.send(&st.signals);
+        st.sched.refresh_host(&st.store, &id).await?;
+        tracing::warn!(host = %id, "host stopped heartbeating: unreachable");
+        marked += 1;
+    }
+    Ok(json!({ "marked_unreachable": marked }))
+}
+
+async fn instance_watcher(st: &AppState) -> Result<Value, StoreError> {
+    let mut restarted = 0;
+    let mut followed = 0;
+    for inst in st.store.instances_in(&["active"]).await? {
+        let Some(obs) = &inst.observed else { continue };
+        if obs.generation < inst.spec_generation || inst.power != PowerState::Running {
+            continue;
+        }
+        let self_stopped = obs.state == ObservedState::Stopped && obs.generation >= inst.boot_generation;
+        let failed = obs.state == ObservedState::Failed;
+        if !self_stopped && !failed {
+            continue;
+        }
+        let restart = match inst.restart_policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Never => false,
+        };
+        if failed && !restart {
+            continue; // stays failed, as the user asked
+        }
+        let mut tx = st.store.begin().await?;
+        let mut cur: Instance = tx.get(&Scope::Platform, inst.id.as_str()).await?;
+        if cur.spec_generation != inst.spec_generation || cur.lifecycle != Lifecycle::Active {
+            continue; // moved on since we looked
+        }
+        if let Some(h) = &cur.host_id {
+            let host: Host = tx.get(&Scope::Platform, h.as_str()).await?;
+            if !matches!(host.state, HostState::Available | HostState::Cordoned | HostState::Draining) {
+                continue;
+            }
+        }
+        let mut pokes = Pokes::default();
+        let ev = if restart {
+            lifecycle::publish(&mut cur, PowerState::Running, true);
+            restarted += 1;
+            let why = if failed { "the guest failed" } else { "the guest powered off" };
+            lifecycle::event(&cur, "restarted", format!("{why}; restart policy restarts it"), None)
+        } else {
+            lifecycle::publish(&mut cur, PowerState::Stopped, false);
+            followed += 1;
+            lifecycle::event(&cur, "stopped_by_guest", "the guest powered itself off", None)
+        };
+        lifecycle::save(&mut tx, &mut cur, true, vec![ev], None, &mut pokes).await?;
+        tx.commit().await?;
+        pokes.send(&st.signals);
+    }
+    Ok(json!({ "restarted": restarted, "stopped_by_guest": followed }))
+}
+
+async fn orphan_sweeper(st: &AppState) -> Result<Value, StoreError> {
+    let mut removed = 0;
+    for a in st.store.orphan_allocations().await? {
+        let mut tx = st.store.begin().await?;
+        if tx.remove::<Allocation>(a.id.as_str()).await? {
+            tx.commit().await?;
+            st.sched.note_release(a.host_id.as_str(), &a.claim);
+            removed += 1;
+        }
+    }
+    let mut failed = 0;
+    let live = st.store.instances_in(&["active", "busy", "creating"]).await?;
+    let (hosts, _) = st.store.scheduler_snapshot().await?;
+    let retired: HashSet<&str> =
+        hosts.iter().filter(|h| h.state == HostState::Retired).map(|h| h.id.as_str()).collect();
+    for inst in live.iter().filter(|i| i.host_id.as_ref().is_some_and(|h| retired.contains(h.as_str()))) {
+        let mut tx = st.store.begin().await?;
+        let mut cur: Instance = tx.get(&Scope::Platform, inst.id.as_str()).await?;
+        let allocs: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", inst.id.as_str()).await?;
+        for a in &allocs {
+            tx.remove::<Allocation>(a.id.as_str()).await?;
+        }
+        cur.lifecycle = Lifecycle::Failed;
+        cur.claim = None;
+        cur.warning = Some("its host was retired with the instance still on it".into());
+        let mut pokes = Pokes::default();
+        let ev = lifecycle::event(&cur, "failed", "host retired", None);
+        lifecycle::save(&mut tx, &mut cur, false, vec![ev], None, &mut pokes).await?;
+        tx.commit().await?;
+        pokes.send(&st.signals);
+        failed += 1;
+    }
+    Ok(json!({ "allocations_removed": removed, "instances_failed_on_retired_hosts": failed }))
+}
+
+async fn stuck_operations(st: &AppState) -> Result<Value, StoreError> {
+    let mut resumed = 0;
+    for id in st.store.resumable_operations().await? {
+        if st.tasks.driving(&id) {
+            continue;
+        }
+        saga::spawn(st, OperationId(id));
+        resumed += 1;
+    }
+    Ok(json!({ "resumed": resumed }))
+}

@@ -1,0 +1,278 @@
+//! Instance sagas: create (quota → claim → prepare on the host → start), delete
+//! (stop and remove from the host → release the claim) and converge (wait for the host to
+//! reach a published spec: start, stop, reboot, resize, rebuild).
+//!
+//! The create saga's first two steps run inside the API request (so a full cloud answers
+//! `409` at once); the executor resumes it at `prepare`. Undoing `claim` releases the
+//! allocation and ends the instance as `deleted`, so a failed create leaves nothing.
+
+use super::{SagaDef, Step, StepError, StepFuture};
+use crate::lifecycle::{self, Pokes};
+use crate::signals;
+use crate::state::AppState;
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Parameters of the create and delete sagas.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceParams {
+    pub instance_id: InstanceId,
+    /// Create: start once prepared.
+    #[serde(default)]
+    pub start: bool,
+}
+
+/// Parameters of the converge saga.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConvergeParams {
+    pub instance_id: InstanceId,
+    /// The spec generation the host must reach.
+    pub generation: i64,
+    pub want: ObservedState,
+    /// End a `busy` lifecycle (reboot, resize, rebuild) when done, or when it fails.
+    pub clear_busy: bool,
+}
+
+/// `instance.create`.
+pub static CREATE: SagaDef = SagaDef {
+    kind: "instance.create",
+    steps: &[
+        Step { name: "quota", run: quota, undo: None },
+        Step { name: "claim", run: claim, undo: Some(release_claim) },
+        Step { name: "prepare", run: prepare, undo: Some(unprepare) },
+        Step { name: "start", run: start, undo: None },
+    ],
+};
+
+/// `instance.delete`.
+pub static DELETE: SagaDef = SagaDef {
+    kind: "instance.delete",
+    steps: &[Step { name: "stop", run: delete_stop, undo: None }, Step { name: "release", run: release, undo: None }],
+};
+
+/// `instance.converge`.
+pub static CONVERGE: SagaDef =
+    SagaDef { kind: "instance.converge", steps: &[Step { name: "converge", run: converge, undo: None }] };
+
+fn params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, StepError> {
+    serde_json::from_value(v.clone()).map_err(|e| StepError::new("bad_saga_params", e.to_string()))
+}
+
+/// Waits until the agent reports `want` for at least `generation`. A `failed` report, a
+/// lost host or the step timeout fail the wait; with `lenient`, a lost host or a timeout
+/// count as done (removing a guest from a host that is gone).
+pub async fn wait_observed(
+    st: &AppState,
+    id: &InstanceId,
+    generation: i64,
+    want: ObservedState,
+    lenient: bool,
+) -> Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + st.config.step_timeout;
+    let key = signals::instance_key(id.as_str());
+    let out = st
+        .signals
+        .wait_for(&key, deadline, Duration::from_millis(500), || async {
+            let inst: Instance = st.store.get(&Scope::Platform, id.as_str()).await?;
+            if let Some(o) = &inst.observed
+                && o.generation >= generation
+            {
+                if o.state == want {
+                    return Ok(Some(()));
+                }
+                if o.state == ObservedState::Failed && want != ObservedState::Absent {
+                    return Err(StepError::new(
+                        "guest_failed",
+                        format!("the guest failed on its host: {}", o.detail.clone().unwrap_or_default()),
+                    ));
+                }
+            }
+            if let Some(h) = &inst.host_id {
+                let host: Host = st.store.get(&Scope::Platform, h.as_str()).await?;
+                if matches!(host.state, HostState::Unreachable | HostState::Failed | HostState::Retired) {
+                    if lenient {
+                        return Ok(Some(()));
+                    }
+                    return Err(StepError::new("host_unreachable", format!("host {h} stopped reporting")));
+                }
+            }
+            Ok::<_, StepError>(None)
+        })
+        .await?;
+    match out {
+        Some(()) => Ok(()),
+        None if lenient => Ok(()),
+        None => Err(StepError::new(
+            "timeout",
+            format!(
+                "the host did not report {} within {} s",
+                serde_json::to_value(want).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                st.config.step_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Read-modify-write of one instance in its own transaction; `f` returns whether the spec
+/// changed and the events to record.
+pub async fn change(
+    st: &AppState,
+    id: &InstanceId,
+    op: Option<&OperationId>,
+    f: impl FnOnce(&mut Instance) -> (bool, Vec<InstanceEvent>),
+) -> Result<Instance, StepError> {
+    let mut tx = st.store.begin().await?;
+    let mut inst: Instance = tx.get(&Scope::Platform, id.as_str()).await?;
+    let (spec_changed, events) = f(&mut inst);
+    let mut pokes = Pokes::default();
+    lifecycle::save(&mut tx, &mut inst, spec_changed, events, op, &mut pokes).await?;
+    tx.commit().await?;
+    pokes.send(&st.signals);
+    Ok(inst)
+}
+
+fn quota<'a>(_st: &'a AppState, _op: &'a OperationId, _p: &'a Value) -> StepFuture<'a> {
+    // Quotas arrive with metering; the step exists so the saga's shape does not change.
+    Box::pin(async { Ok(()) })
+}
+
+fn claim<'a>(st: &'a AppState, _op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: InstanceParams = params(p)?;
+        let inst: Instance = st.store.get(&Scope::Platform, p.instance_id.as_str()).await?;
+        if inst.claim.is_none() {
+            return Err(StepError::new("no_claim", "the instance holds no claim"));
+        }
+        Ok(())
+    })
+}
+
+/// Releases every allocation of an instance and ends it as `deleted`.
+pub async fn release_all(st: &AppState, id: &InstanceId, op: Option<&OperationId>, why: &str) -> Result<(), StepError> {
+    let mut tx = st.store.begin().await?;
+    let mut inst: Instance = tx.get(&Scope::Platform, id.as_str()).await?;
+    let allocs: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", id.as_str()).await?;
+    for a in &allocs {
+        tx.remove::<Allocation>(a.id.as_str()).await?;
+    }
+    let was_live = inst.lifecycle != Lifecycle::Deleted;
+    inst.lifecycle = Lifecycle::Deleted;
+    inst.action = None;
+    inst.power = PowerState::Absent;
+    inst.claim = None;
+    let mut pokes = Pokes::default();
+    let events = if was_live { vec![lifecycle::event(&inst, "released", why, op)] } else { vec![] };
+    lifecycle::save(&mut tx, &mut inst, false, events, op, &mut pokes).await?;
+    if let Some(h) = &inst.host_id {
+        // The host drops it from its desired state.
+        tx.bump_desired(h.as_str()).await?;
+        pokes.host(h);
+    }
+    tx.commit().await?;
+    for a in &allocs {
+        st.sched.note_release(a.host_id.as_str(), &a.claim);
+    }
+    pokes.send(&st.signals);
+    Ok(())
+}
+
+fn release_claim<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: InstanceParams = params(p)?;
+        release_all(st, &p.instance_id, Some(op), "create failed; claim released").await
+    })
+}
+
+fn prepare<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: InstanceParams = params(p)?;
+        let inst = change(st, &p.instance_id, Some(op), |i| {
+            if i.spec_generation == 0 {
+                lifecycle::publish(i, PowerState::Stopped, false);
+                (true, vec![lifecycle::event(i, "prepare_requested", "sent to the host", Some(op))])
+            } else {
+                (false, vec![])
+            }
+        })
+        .await?;
+        wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Stopped, false).await
+    })
+}
+
+fn unprepare<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: InstanceParams = params(p)?;
+        let inst = change(st, &p.instance_id, Some(op), |i| {
+            if i.power == PowerState::Absent {
+                return (false, vec![]);
+            }
+            lifecycle::publish(i, PowerState::Absent, false);
+            (true, vec![lifecycle::event(i, "remove_requested", "create failed; removing from the host", Some(op))])
+        })
+        .await?;
+        wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Absent, true).await
+    })
+}
+
+fn start<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: InstanceParams = params(p)?;
+        if p.start {
+            let inst = change(st, &p.instance_id, Some(op), |i| {
+                if i.power == PowerState::Running {
+                    return (false, vec![]);
+                }
+                lifecycle::publish(i, PowerState::Running, true);
+                (true, vec![lifecycle::event(i, "start_requested", "first boot", Some(op))])
+            })
+            .await?;
+            wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Running, false).await?;
+        }
+        change(st, &p.instance_id, Some(op), |i| {
+            i.lifecycle = Lifecycle::Active;
+            (false, vec![lifecycle::event(i, "created", "ready", Some(op))])
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+fn delete_stop<'a>(st: &'a AppState, _op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: InstanceParams = params(p)?;
+        let inst: Instance = st.store.get(&Scope::Platform, p.instance_id.as_str()).await?;
+        if inst.host_id.is_none() || inst.spec_generation == 0 {
+            return Ok(());
+        }
+        wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Absent, true).await
+    })
+}
+
+fn release<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: InstanceParams = params(p)?;
+        release_all(st, &p.instance_id, Some(op), "deleted").await
+    })
+}
+
+fn converge<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: ConvergeParams = params(p)?;
+        let reached = wait_observed(st, &p.instance_id, p.generation, p.want, false).await;
+        if p.clear_busy {
+            // Success or not, the action is over: the state shows what the host reports.
+            change(st, &p.instance_id, Some(op), |i| {
+                if i.lifecycle == Lifecycle::Busy {
+                    i.lifecycle = Lifecycle::Active;
+                    i.action = None;
+                }
+                (false, vec![])
+            })
+            .await?;
+        }
+        reached
+    })
+}

@@ -1,0 +1,344 @@
+//! Operations and sagas. A long action is an [`Operation`] row; a multi-step one is a saga:
+//! a fixed list of steps, each with an undo, whose progress is a durable log
+//! (`saga_log`) written in the same transaction as the step's completion.
+//!
+//! The executor runs a saga under a lease on its operation row, so exactly one server
+//! drives it; a server that dies leaves its lease to expire and the stuck-operation
+//! detector (or the next start) resumes the saga from its log. A step failure unwinds:
+//! the undo of every completed step runs, newest first. Steps must be idempotent — a crash
+//! between a step's effect and its log entry runs the step again.
+//!
+//! Fail points (`ServerConfig::failpoints`, `kind:step`) make a step fail on purpose so
+//! tests can prove that unwinding leaves nothing behind.
+
+pub mod host;
+pub mod instance;
+
+use crate::lifecycle::Pokes;
+use crate::signals;
+use crate::state::AppState;
+use chrono::Utc;
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use plinth_store::{StoreError, Tx};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Why a step failed: a stable code and a sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepError {
+    pub code: String,
+    pub detail: String,
+}
+
+impl StepError {
+    pub fn new(code: &str, detail: impl Into<String>) -> StepError {
+        StepError { code: code.to_string(), detail: detail.into() }
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        StepError::new("store_error", e.to_string())
+    }
+}
+
+/// A step's future.
+pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StepError>> + Send + 'a>>;
+/// A step's action or undo.
+pub type StepFn = for<'a> fn(&'a AppState, &'a OperationId, &'a Value) -> StepFuture<'a>;
+
+/// One step and its undo (None: nothing to undo).
+pub struct Step {
+    pub name: &'static str,
+    pub run: StepFn,
+    pub undo: Option<StepFn>,
+}
+
+/// A saga kind: its steps in order.
+pub struct SagaDef {
+    pub kind: &'static str,
+    pub steps: &'static [Step],
+}
+
+/// Every saga this server knows.
+fn registry() -> [&'static SagaDef; 5] {
+    [&instance::CREATE, &instance::DELETE, &instance::CONVERGE, &host::DRAIN, &host::RECOVER]
+}
+
+fn find(kind: &str) -> Option<&'static SagaDef> {
+    registry().into_iter().find(|d| d.kind == kind)
+}
+
+/// A saga's durable state (the `saga` column of its operation).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SagaState {
+    pub kind: String,
+    pub params: Value,
+    /// Steps completed, in order.
+    pub done: Vec<String>,
+    /// Steps undone while unwinding.
+    pub undone: Vec<String>,
+    pub unwinding: bool,
+    pub error: Option<OperationError>,
+}
+
+/// A new operation (not yet written).
+pub fn new_operation(
+    kind: &str,
+    target: &str,
+    tenant: Option<&TenantId>,
+    project: Option<&ProjectId>,
+    by: Option<&UserId>,
+    total: u32,
+) -> Operation {
+    let now = Utc::now();
+    Operation {
+        id: OperationId::generate(),
+        kind: kind.to_string(),
+        target: target.to_string(),
+        tenant_id: tenant.cloned(),
+        project_id: project.cloned(),
+        status: OperationStatus::Running,
+        done: 0,
+        total,
+        message: "started".into(),
+        items: vec![],
+        error: None,
+        requested_by: by.cloned(),
+        started_at: Some(now),
+        finished_at: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Writes `op` as a saga of `kind` with `params`, recording `done_inline` as steps the
+/// request already completed inside this same transaction.
+pub async fn begin(
+    tx: &mut Tx,
+    op: &mut Operation,
+    kind: &str,
+    params: Value,
+    done_inline: &[&str],
+) -> Result<(), StoreError> {
+    let total = find(kind).map(|d| d.steps.len() as u32).unwrap_or(0);
+    op.total = op.total.max(total);
+    op.done = done_inline.len() as u32;
+    if let Some(last) = done_inline.last() {
+        op.message = format!("{last} done");
+    }
+    tx.insert(op, &[]).await?;
+    for s in done_inline {
+        tx.saga_append(op.id.as_str(), s, "do", None).await?;
+    }
+    let state = SagaState {
+        kind: kind.to_string(),
+        params,
+        done: done_inline.iter().map(|s| s.to_string()).collect(),
+        undone: vec![],
+        unwinding: false,
+        error: None,
+    };
+    tx.set_saga(op.id.as_str(), Some(serde_json::to_string(&state).unwrap_or_default())).await
+}
+
+/// Runs the saga of `op_id` in the background.
+pub fn spawn(st: &AppState, op_id: OperationId) {
+    let st2 = st.clone();
+    let h = tokio::spawn(async move { run(st2, op_id).await });
+    st.tasks.track(h.abort_handle());
+}
+
+async fn update_op(tx: &mut Tx, op_id: &OperationId, f: impl FnOnce(&mut Operation)) -> Result<(), StoreError> {
+    let mut op: Operation = tx.get(&Scope::Platform, op_id.as_str()).await?;
+    f(&mut op);
+    tx.save(&mut op).await
+}
+
+/// Changes an operation's progress (message, items) outside any step transaction.
+pub async fn progress(st: &AppState, op_id: &OperationId, f: impl FnOnce(&mut Operation)) -> Result<(), StoreError> {
+    let mut tx = st.store.begin().await?;
+    update_op(&mut tx, op_id, f).await?;
+    tx.commit().await?;
+    st.signals.poke(&signals::operation_key(op_id.as_str()));
+    Ok(())
+}
+
+async fn save_state(tx: &mut Tx, op_id: &OperationId, s: &SagaState) -> Result<(), StoreError> {
+    tx.set_saga(op_id.as_str(), Some(serde_json::to_string(s).unwrap_or_default())).await
+}
+
+/// Drives a saga to its end. Returns at once when another live server holds its lease or
+/// this process already runs it.
+pub async fn run(st: AppState, op_id: OperationId) {
+    if !st.tasks.begin_saga(op_id.as_str()) {
+        return;
+    }
+    let result = drive(&st, &op_id).await;
+    st.tasks.end_saga(op_id.as_str());
+    if let Err(e) = result {
+        tracing::warn!(operation = %op_id, "saga stopped early: {e}; it resumes when its lease expires");
+    }
+}
+
+async fn drive(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
+    let ttl = st.config.lease_ttl.as_millis() as i64;
+    if !st.store.lease_operation(op_id.as_str(), &st.owner, ttl).await? {
+        return Ok(());
+    }
+    // Keep the lease while the saga runs, in the same task: when the task dies (or is
+    // aborted, as in a crash) the renewals stop with it.
+    let renew = async {
+        loop {
+            tokio::time::sleep(st.config.lease_ttl / 3).await;
+            if !matches!(st.store.lease_operation(op_id.as_str(), &st.owner, ttl).await, Ok(true)) {
+                tracing::warn!(operation = %op_id, "lost the lease on a running saga");
+            }
+        }
+    };
+    tokio::select! {
+        out = steps(st, op_id) => out,
+        never = renew => never,
+    }
+}
+
+async fn steps(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
+    loop {
+        let Some((raw, _cancel)) = st.store.operation_saga(op_id.as_str()).await? else { return Ok(()) };
+        let op: Operation = st.store.get(&Scope::Platform, op_id.as_str()).await?;
+        if op.status.is_final() {
+            return Ok(());
+        }
+        let mut state: SagaState = serde_json::from_str(&raw).map_err(|source| StoreError::Corrupt {
+            table: "operations",
+            source,
+        })?;
+        let Some(def) = find(&state.kind) else {
+            return finish(st, op_id, OperationStatus::Failed, Some(err("unknown_saga", &state.kind))).await;
+        };
+        if state.unwinding {
+            return unwind(st, op_id, def, &mut state).await;
+        }
+        let Some(step) = def.steps.get(state.done.len()) else {
+            return finish(st, op_id, OperationStatus::Succeeded, None).await;
+        };
+        let point = format!("{}:{}", def.kind, step.name);
+        let outcome = if st.config.failpoints.contains(&point) {
+            Err(StepError::new("injected_failure", format!("fail point {point}")))
+        } else {
+            (step.run)(st, op_id, &state.params).await
+        };
+        let mut tx = st.store.begin().await?;
+        match outcome {
+            Ok(()) => {
+                tx.saga_append(op_id.as_str(), step.name, "do", None).await?;
+                state.done.push(step.name.to_string());
+                let n = state.done.len() as u32;
+                update_op(&mut tx, op_id, |o| {
+                    o.done = o.done.max(n);
+                    o.message = format!("{} done", step.name);
+                })
+                .await?;
+            }
+            Err(e) => {
+                tracing::info!(operation = %op_id, step = step.name, "saga step failed: {}: {}", e.code, e.detail);
+                let cancelled = e.code == "cancelled";
+                tx.saga_append(op_id.as_str(), step.name, "fail", Some(format!("{}: {}", e.code, e.detail))).await?;
+                state.unwinding = true;
+                state.error = Some(OperationError { code: e.code.clone(), detail: e.detail.clone() });
+                update_op(&mut tx, op_id, |o| {
+                    o.message = if cancelled {
+                        "cancelled; undoing".to_string()
+                    } else {
+                        format!("{} failed: {}; undoing", step.name, e.detail)
+                    };
+                })
+                .await?;
+            }
+        }
+        save_state(&mut tx, op_id, &state).await?;
+        tx.commit().await?;
+        st.signals.poke(&signals::operation_key(op_id.as_str()));
+    }
+}
+
+fn err(code: &str, detail: &str) -> OperationError {
+    OperationError { code: code.to_string(), detail: detail.to_string() }
+}
+
+async fn unwind(st: &AppState, op_id: &OperationId, def: &SagaDef, state: &mut SagaState) -> Result<(), StoreError> {
+    let done: Vec<String> = state.done.iter().rev().filter(|s| !state.undone.contains(s)).cloned().collect();
+    let mut incomplete = None;
+    for name in done {
+        let Some(step) = def.steps.iter().find(|s| s.name == name) else { continue };
+        if let Some(undo) = step.undo {
+            let mut attempt = 0;
+            loop {
+                match undo(st, op_id, &state.params).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 3 => {
+                        attempt += 1;
+                        tracing::warn!(operation = %op_id, step = step.name, "undo failed ({}), retrying", e.detail);
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    }
+                    Err(e) => {
+                        incomplete = Some(e);
+                        break;
+                    }
+                }
+            }
+            if incomplete.is_some() {
+                break;
+            }
+        }
+        let mut tx = st.store.begin().await?;
+        tx.saga_append(op_id.as_str(), step.name, "undo", None).await?;
+        state.undone.push(name.clone());
+        save_state(&mut tx, op_id, state).await?;
+        tx.commit().await?;
+    }
+    if let Some(e) = incomplete {
+        // Leave the saga unwinding: the stuck-operation detector retries it later.
+        progress(st, op_id, |o| o.message = format!("undo incomplete, will retry: {}", e.detail)).await?;
+        return Err(StoreError::Refused { status: 500, code: "undo_incomplete", detail: e.detail });
+    }
+    let e = state.error.clone();
+    let status = match &e {
+        Some(e) if e.code == "cancelled" => OperationStatus::Cancelled,
+        _ => OperationStatus::Failed,
+    };
+    finish(st, op_id, status, e).await
+}
+
+async fn finish(
+    st: &AppState,
+    op_id: &OperationId,
+    status: OperationStatus,
+    error: Option<OperationError>,
+) -> Result<(), StoreError> {
+    let mut tx = st.store.begin().await?;
+    update_op(&mut tx, op_id, |o| {
+        o.status = status;
+        o.finished_at = Some(Utc::now());
+        o.message = match status {
+            OperationStatus::Succeeded => "done".into(),
+            OperationStatus::Cancelled => "cancelled".into(),
+            _ => format!("failed: {}", error.as_ref().map(|e| e.detail.as_str()).unwrap_or("")),
+        };
+        if status == OperationStatus::Succeeded {
+            o.done = o.total;
+        }
+        o.error = error;
+    })
+    .await?;
+    tx.commit().await?;
+    let mut pokes = Pokes::default();
+    pokes.operation(op_id);
+    pokes.send(&st.signals);
+    Ok(())
+}

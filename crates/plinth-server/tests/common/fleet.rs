@@ -1,0 +1,183 @@
+//! Compute fixtures: enrolled hosts with synthetic inventories, shapes, a tenant project,
+//! and a scripted test agent that speaks the real agent protocol (long-poll desired state,
+//! report observed state, heartbeat) and converges at once.
+
+use super::{TestServer, id};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// An enrolled host and its agent credential.
+#[derive(Clone, Debug)]
+pub struct TestHost {
+    pub id: String,
+    pub credential: String,
+}
+
+/// A one-NUMA-node inventory with `cpus` CPUs, `memory_mib` and a 1 TiB disk.
+pub fn inventory(cpus: u32, memory_mib: u64) -> Value {
+    json!({
+        "cpu": { "model": "Test CPU", "vendor": "test", "sockets": 1, "cores": cpus, "threads": 1, "flags": ["avx2"] },
+        "numa_nodes": [{ "id": 0, "cpus": (0..cpus).collect::<Vec<_>>(), "memory_mib": memory_mib }],
+        "memory_mib": memory_mib,
+        "disks": [{ "name": "vda", "size_bytes": 1u64 << 40, "rotational": false }],
+        "virtualization": { "kvm": { "status": "usable" } },
+        "runtime": "test"
+    })
+}
+
+impl TestServer {
+    /// Enrols a host through a join token, reports `inventory`, and sets its scheduling
+    /// (allocation ratio 1.0 so capacity is exact) and `traits` as the operator.
+    pub async fn enroll_host(&self, name: &str, inv: Value, traits: &[&str]) -> TestHost {
+        let jt = self.post("/v1/host-join-tokens").token(&self.operator).json(&json!({})).send().await.ok(201);
+        let secret = jt["secret"].as_str().expect("join secret").to_string();
+        let e = self
+            .post("/agent/v1/enroll")
+            .json(&json!({ "join_token": secret, "hostname": name }))
+            .send()
+            .await
+            .ok(201);
+        let host = TestHost {
+            id: e["host_id"].as_str().expect("host id").to_string(),
+            credential: e["credential"].as_str().expect("credential").to_string(),
+        };
+        self.call(reqwest::Method::PUT, "/agent/v1/inventory").token(&host.credential).json(&inv).send().await.ok(204);
+        self.patch(&format!("/v1/hosts/{}", host.id))
+            .token(&self.operator)
+            .json(&json!({ "traits": traits, "scheduling": { "cpu_allocation_ratio": 1.0 } }))
+            .send()
+            .await
+            .ok(200);
+        let h = self.get(&format!("/v1/hosts/{}", host.id)).token(&self.operator).send().await.ok(200);
+        assert_eq!(h["state"], "available", "a host is available after its first inventory report");
+        host
+    }
+
+    /// A shared-CPU VM shape.
+    pub async fn shape(&self, name: &str, vcpus: u32, memory_mib: u64) -> Value {
+        self.post("/v1/shapes")
+            .token(&self.operator)
+            .json(&json!({ "name": name, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": 10 }))
+            .send()
+            .await
+            .ok(201)
+    }
+
+    /// A tenant with an admin and one project: (admin token, project id).
+    pub async fn tenant_project(&self, name: &str) -> (String, String) {
+        let admin = self.tenant_with_admin(name).await;
+        let p = self.create_project(&admin.secret, None, "web").await;
+        (admin.secret, id(&p))
+    }
+
+    /// `POST /v1/instances` and its raw answer.
+    pub async fn create_instance(&self, token: &str, project: &str, name: &str, shape: &str) -> super::Resp {
+        self.post("/v1/instances")
+            .token(token)
+            .json(&json!({ "project_id": project, "name": name, "shape": shape, "image": "debian-12" }))
+            .send()
+            .await
+    }
+
+    /// Waits (long-polling) until the operation is final and returns it.
+    pub async fn wait_op(&self, token: &str, op_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let op = self.get(&format!("/v1/operations/{op_id}?wait=10s")).token(token).send().await.ok(200);
+            let s = op["status"].as_str().unwrap_or("");
+            if matches!(s, "succeeded" | "failed" | "cancelled") {
+                return op;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "operation {op_id} not final after 60 s: {op}");
+        }
+    }
+
+    /// Polls `path` until `pred` holds on the body, or panics after 60 s.
+    pub async fn wait_until(&self, token: &str, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.get(path).token(token).send().await.ok(200);
+            if pred(&v) {
+                return v;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: not reached after 60 s; last {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// How the scripted agent treats boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boots {
+    Succeed,
+    Fail,
+}
+
+/// A scripted agent for one host: heartbeats, long-polls the desired state and reports
+/// each spec as reached at once. Dropping it (or `stop`) silences the host.
+pub struct TestAgent {
+    alive: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.task.abort();
+    }
+}
+
+impl TestAgent {
+    pub fn start(base: &str, host: &TestHost, boots: Boots) -> TestAgent {
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = alive.clone();
+        let base = base.to_string();
+        let cred = host.credential.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut after = -1i64;
+            let mut reported: BTreeMap<String, (i64, String)> = BTreeMap::new();
+            while flag.load(Ordering::SeqCst) {
+                let _ = http.post(format!("{base}/agent/v1/heartbeat")).bearer_auth(&cred).json(&json!({})).send().await;
+                let Ok(r) = http
+                    .get(format!("{base}/agent/v1/desired?after={after}&wait=1"))
+                    .bearer_auth(&cred)
+                    .send()
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let Ok(d) = r.json::<Value>().await else { continue };
+                after = d["generation"].as_i64().unwrap_or(after);
+                let mut out = vec![];
+                for spec in d["instances"].as_array().cloned().unwrap_or_default() {
+                    let g = spec["generation"].as_i64().unwrap_or(0);
+                    let state = match (spec["power"].as_str().unwrap_or(""), boots) {
+                        ("running", Boots::Fail) => "failed",
+                        ("running", _) => "running",
+                        ("stopped", _) => "stopped",
+                        _ => "absent",
+                    };
+                    let iid = spec["instance_id"].as_str().unwrap_or("").to_string();
+                    if reported.get(&iid) != Some(&(g, state.to_string())) {
+                        reported.insert(iid.clone(), (g, state.to_string()));
+                        out.push(json!({ "instance_id": iid, "generation": g, "state": state, "detail": "test agent" }));
+                    }
+                }
+                if !out.is_empty() {
+                    let _ = http
+                        .post(format!("{base}/agent/v1/observed"))
+                        .bearer_auth(&cred)
+                        .json(&json!({ "instances": out }))
+                        .send()
+                        .await;
+                }
+            }
+        });
+        TestAgent { alive, task }
+    }
+}

@@ -1,0 +1,323 @@
+//! Compute queries that are not plain CRUD: the scheduler's snapshot of hosts and their
+//! claims, a host's desired state for its agent, heartbeats, saga logs, operation leases
+//! and named leases for singleton background work.
+
+use crate::error::StoreError;
+use crate::resource::Val;
+use crate::store::{Store, now_micros};
+use crate::tx::Tx;
+use plinth_api::{Allocation, Host, Instance};
+use sqlx::Row;
+
+fn decode<T: serde::de::DeserializeOwned>(table: &'static str, doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { table, source })
+}
+
+/// One entry of a saga's durable step log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SagaLogEntry {
+    pub seq: i64,
+    pub step: String,
+    /// `do` or `undo`.
+    pub direction: String,
+    pub output: Option<String>,
+}
+
+impl Store {
+    /// Every host and every allocation: what the scheduler's cache is built from.
+    pub async fn scheduler_snapshot(&self) -> Result<(Vec<Host>, Vec<Allocation>), StoreError> {
+        let mut hosts = Vec::new();
+        for r in sqlx::query("SELECT doc FROM hosts ORDER BY id").fetch_all(&self.read).await? {
+            hosts.push(decode("hosts", &r.try_get::<String, _>("doc")?)?);
+        }
+        let mut allocs = Vec::new();
+        for r in sqlx::query("SELECT doc FROM allocations ORDER BY id").fetch_all(&self.read).await? {
+            allocs.push(decode("allocations", &r.try_get::<String, _>("doc")?)?);
+        }
+        Ok((hosts, allocs))
+    }
+
+    /// One host and its allocations (outside any transaction).
+    pub async fn host_with_allocations(&self, host_id: &str) -> Result<Option<(Host, Vec<Allocation>)>, StoreError> {
+        let Some(row) =
+            sqlx::query("SELECT doc FROM hosts WHERE id = $1").bind(host_id.to_string()).fetch_optional(&self.read).await?
+        else {
+            return Ok(None);
+        };
+        let host: Host = decode("hosts", &row.try_get::<String, _>("doc")?)?;
+        let mut allocs = Vec::new();
+        for r in sqlx::query("SELECT doc FROM allocations WHERE host_id = $1 ORDER BY id")
+            .bind(host_id.to_string())
+            .fetch_all(&self.read)
+            .await?
+        {
+            allocs.push(decode("allocations", &r.try_get::<String, _>("doc")?)?);
+        }
+        Ok(Some((host, allocs)))
+    }
+
+    /// Allocations whose instance is gone or deleted: (allocation id, host id).
+    pub async fn orphan_allocations(&self) -> Result<Vec<Allocation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.doc AS doc FROM allocations a LEFT JOIN instances i ON i.id = a.instance_id \
+             WHERE i.id IS NULL OR i.lifecycle = 'deleted' ORDER BY a.id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| decode("allocations", &r.try_get::<String, _>("doc")?)).collect()
+    }
+
+    /// Live instances (not deleted) in the given lifecycles: what reconcilers look at.
+    pub async fn instances_in(&self, lifecycles: &[&str]) -> Result<Vec<Instance>, StoreError> {
+        let mut out = Vec::new();
+        for l in lifecycles {
+            for r in sqlx::query("SELECT doc FROM instances WHERE lifecycle = $1 ORDER BY id")
+                .bind(l.to_string())
+                .fetch_all(&self.read)
+                .await?
+            {
+                out.push(decode("instances", &r.try_get::<String, _>("doc")?)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A host's desired-state generation.
+    pub async fn desired_generation(&self, host_id: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT desired_generation FROM hosts WHERE id = $1")
+            .bind(host_id.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("desired_generation")?),
+            None => None,
+        })
+    }
+
+    /// The instances placed on a host that its agent must know of (every lifecycle but
+    /// `deleted`), with their user data, and the host's desired generation.
+    pub async fn host_instances(&self, host_id: &str) -> Result<(i64, Vec<(Instance, Option<String>)>), StoreError> {
+        // One read transaction so the generation and the list agree.
+        let mut conn = self.read.begin().await?;
+        let g: i64 = sqlx::query("SELECT desired_generation FROM hosts WHERE id = $1")
+            .bind(host_id.to_string())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("desired_generation")?;
+        let rows = sqlx::query(
+            "SELECT doc, user_data FROM instances WHERE host_id = $1 AND lifecycle <> 'deleted' ORDER BY id",
+        )
+        .bind(host_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        conn.commit().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((decode("instances", &r.try_get::<String, _>("doc")?)?, r.try_get("user_data")?));
+        }
+        Ok((g, out))
+    }
+
+    /// Ids of hosts in one of `states` whose last heartbeat (or, never having beaten, whose
+    /// creation) is older than `cutoff_micros`.
+    pub async fn silent_hosts(&self, states: &[&str], cutoff_micros: i64) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT id, state, heartbeat_at, created_at FROM hosts").fetch_all(&self.read).await? {
+            let state: String = r.try_get("state")?;
+            let last: Option<i64> = r.try_get("heartbeat_at")?;
+            let created: i64 = r.try_get("created_at")?;
+            if states.contains(&state.as_str()) && last.unwrap_or(created) < cutoff_micros {
+                out.push(r.try_get("id")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Operations not yet final whose lease is free or expired: work to resume.
+    pub async fn resumable_operations(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM operations WHERE status IN ('pending', 'running') AND saga IS NOT NULL \
+             AND (lease_expires IS NULL OR lease_expires < $1) ORDER BY id",
+        )
+        .bind(now_micros())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Takes or renews the lease on an operation for `owner` for `ttl_ms`; false when
+    /// another live owner holds it.
+    pub async fn lease_operation(&self, op_id: &str, owner: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let now = now_micros();
+        let done = sqlx::query(
+            "UPDATE operations SET lease_owner = $1, lease_expires = $2 \
+             WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_expires < $4)",
+        )
+        .bind(owner.to_string())
+        .bind(now + ttl_ms * 1000)
+        .bind(op_id.to_string())
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The saga parameters and whether cancellation was asked for.
+    pub async fn operation_saga(&self, op_id: &str) -> Result<Option<(String, bool)>, StoreError> {
+        let row = sqlx::query("SELECT saga, cancel_requested FROM operations WHERE id = $1")
+            .bind(op_id.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(match row {
+            Some(r) => {
+                let saga: Option<String> = r.try_get("saga")?;
+                let cancel: i64 = r.try_get("cancel_requested")?;
+                saga.map(|s| (s, cancel != 0))
+            }
+            None => None,
+        })
+    }
+
+    /// Asks a running operation to stop at its next safe point.
+    pub async fn request_cancel(&self, op_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE operations SET cancel_requested = 1 WHERE id = $1")
+            .bind(op_id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// A saga's step log, in order.
+    pub async fn saga_log(&self, op_id: &str) -> Result<Vec<SagaLogEntry>, StoreError> {
+        let rows = sqlx::query("SELECT seq, step, direction, output FROM saga_log WHERE operation_id = $1 ORDER BY seq")
+            .bind(op_id.to_string())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SagaLogEntry {
+                    seq: r.try_get("seq")?,
+                    step: r.try_get("step")?,
+                    direction: r.try_get("direction")?,
+                    output: r.try_get("output")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes or renews the named lease (singleton background work across replicas).
+    pub async fn take_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let now = now_micros();
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT owner, expires_at FROM leases WHERE name = $1{}",
+            self.for_update()
+        )))
+        .bind(name.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let ok = match row {
+            None => {
+                sqlx::query("INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3)")
+                    .bind(name.to_string())
+                    .bind(owner.to_string())
+                    .bind(now + ttl_ms * 1000)
+                    .execute(&mut *tx)
+                    .await
+                    .is_ok()
+            }
+            Some(r) => {
+                let held_by: String = r.try_get("owner")?;
+                let expires: i64 = r.try_get("expires_at")?;
+                if held_by == owner || expires < now {
+                    sqlx::query("UPDATE leases SET owner = $1, expires_at = $2 WHERE name = $3")
+                        .bind(owner.to_string())
+                        .bind(now + ttl_ms * 1000)
+                        .bind(name.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(ok)
+    }
+}
+
+impl Tx {
+    /// Appends one entry to a saga's step log and returns its sequence number.
+    pub async fn saga_append(
+        &mut self,
+        op_id: &str,
+        step: &str,
+        direction: &str,
+        output: Option<String>,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM saga_log WHERE operation_id = $1")
+            .bind(op_id.to_string())
+            .fetch_one(&mut *self.inner)
+            .await?;
+        let seq: i64 = row.try_get::<i64, _>("m")? + 1;
+        sqlx::query("INSERT INTO saga_log (operation_id, seq, step, direction, output, at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(op_id.to_string())
+            .bind(seq)
+            .bind(step.to_string())
+            .bind(direction.to_string())
+            .bind(output)
+            .bind(now_micros())
+            .execute(&mut *self.inner)
+            .await?;
+        Ok(seq)
+    }
+
+    /// The allocations held on a host (locks the host row first on PostgreSQL so two
+    /// claims on one host serialise).
+    pub async fn host_for_claim(&mut self, host_id: &str) -> Result<Option<(Host, Vec<Allocation>)>, StoreError> {
+        let lock = self.lock();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT doc FROM hosts WHERE id = $1{lock}")))
+            .bind(host_id.to_string())
+            .fetch_optional(&mut *self.inner)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let host: Host = decode("hosts", &row.try_get::<String, _>("doc")?)?;
+        let mut allocs = Vec::new();
+        for r in sqlx::query("SELECT doc FROM allocations WHERE host_id = $1 ORDER BY id")
+            .bind(host_id.to_string())
+            .fetch_all(&mut *self.inner)
+            .await?
+        {
+            allocs.push(decode("allocations", &r.try_get::<String, _>("doc")?)?);
+        }
+        Ok(Some((host, allocs)))
+    }
+
+    /// Where the live members of a placement group run: (instance, host, rack). Locks the
+    /// group row first so two claims into one group serialise.
+    pub async fn group_members(
+        &mut self,
+        group_id: &str,
+    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let lock = self.lock();
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM placement_groups WHERE id = $1{lock}")))
+            .bind(group_id.to_string())
+            .fetch_optional(&mut *self.inner)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT i.id AS instance_id, i.host_id AS host_id, h.rack_id AS rack_id FROM instances i \
+             JOIN hosts h ON h.id = i.host_id \
+             WHERE i.placement_group_id = $1 AND i.lifecycle <> 'deleted' ORDER BY i.id",
+        )
+        .bind(group_id.to_string())
+        .fetch_all(&mut *self.inner)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("instance_id")?, r.try_get("host_id")?, r.try_get("rack_id")?))).collect()
+    }
+
+    /// Sets the cancel flag's and saga's columns of an operation.
+    pub async fn set_saga(&mut self, op_id: &str, saga: Option<String>) -> Result<(), StoreError> {
+        self.set_column("operations", op_id, "saga", Val::Text(saga)).await
+    }
+}

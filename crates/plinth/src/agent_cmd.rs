@@ -1,0 +1,262 @@
+//! `plinth agent`: the host agent's arguments and entry point.
+//!
+//! Owns the edge of the agent: reading flags and the CLI profile, creating a join token
+//! when none is given, printing the startup banner and progress, starting one task per
+//! host (all over one HTTP client) and stopping them on Ctrl-C or SIGTERM. Everything the
+//! hosts do is in the `plinth-agent` crate. The agent opens no listening port.
+//!
+//! Runtimes: only `sim` exists so far (N simulated hosts for scale tests; no guest runs).
+
+use crate::profile;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use plinth_agent::runtime::sim::{SimConfig, SimRuntime};
+use plinth_agent::sim::inventory::{cpu_list, dedicated_cpus_for, profile_counts, profile_for};
+use plinth_agent::state::is_dns_label;
+use plinth_agent::{AGENT_VERSION, AgentClient, HostSetup, Progress, RunnerConfig, StateDir, run_host};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// The guest runtime an agent drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    /// Simulated hosts for scale tests: synthetic inventories, guests that only change
+    /// state on a timer. No guest runs.
+    Sim,
+}
+
+/// Run the host agent (dials the server; opens no port).
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Guest runtime (only `sim` so far: simulated hosts, no guests run).
+    #[arg(long, value_enum)]
+    runtime: RuntimeArg,
+    /// Join token (`pjt_…`) for hosts not enrolled yet. Without it, one is created with
+    /// the CLI profile's (or --token's) operator token, for as many hosts as need it.
+    #[arg(long, env = "PLINTH_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Where credentials (0600) and runtime state are kept (default
+    /// ~/.local/share/plinth/agent).
+    #[arg(long, env = "PLINTH_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Long-poll wait for the desired state, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=60))]
+    poll_wait: u64,
+    /// sim: how many simulated hosts to run in this process (at most 10000, the most one
+    /// join token enrols).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    sim_hosts: Option<u32>,
+    /// sim: host name prefix; hosts are named `{prefix}-0000`, `{prefix}-0001`, …
+    #[arg(long, default_value = "sim")]
+    sim_prefix: String,
+    /// sim: time each guest step takes (prepare, boot, shutdown, destroy), jittered ±20 %.
+    #[arg(long, default_value_t = 300)]
+    sim_delay_ms: u64,
+    /// sim: every K-th boot on a host fails (reported `failed`), to exercise restart
+    /// policies.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    sim_fail_every: Option<u32>,
+}
+
+/// The default state directory: `~/.local/share/plinth/agent`.
+fn default_state_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("plinth").join("agent")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `plinth agent`. `server` and `token` are the global `--server` / `--token` flags.
+pub async fn run(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
+    match args.runtime {
+        RuntimeArg::Sim => run_sim(args, server, token).await,
+    }
+}
+
+/// Creates a join token good for `uses` enrolments, as the operator.
+async fn create_join_token(server: &str, operator_token: &str, uses: u32, n: u32) -> Result<String> {
+    let client = crate::client::Client::new(server, operator_token);
+    let body = serde_json::json!({
+        "description": format!("plinth agent --runtime sim ({n} simulated hosts)"),
+        "max_uses": uses,
+        "expires_in_seconds": 3600,
+    });
+    let created = client
+        .call(reqwest::Method::POST, "/v1/host-join-tokens", &[], Some(&body))
+        .await
+        .context("creating a join token for the simulated hosts")?;
+    created["secret"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("the server's join token answer has no secret"))
+}
+
+fn status_line(p: &Progress, n: u32) -> String {
+    let g = |a: &std::sync::atomic::AtomicI64| a.load(Ordering::Relaxed);
+    format!(
+        "sim: {}/{n} hosts ready ({} enrolled now, {} reused); guests: {} running, {} starting, {} stopping, {} stopped, {} failed (simulated, no guests run)",
+        p.ready.load(Ordering::Relaxed),
+        p.enrolled.load(Ordering::Relaxed),
+        p.reused.load(Ordering::Relaxed),
+        g(&p.running),
+        g(&p.starting),
+        g(&p.stopping),
+        g(&p.stopped),
+        g(&p.failed),
+    )
+}
+
+async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
+    let n = args.sim_hosts.ok_or_else(|| anyhow!("--runtime sim needs --sim-hosts N"))?;
+    let hostname = |i: u32| format!("{}-{i:04}", args.sim_prefix);
+    for name in [hostname(0), hostname(n - 1)] {
+        if !is_dns_label(&name) {
+            bail!(
+                "--sim-prefix {:?} gives host name {name:?}, which is not a DNS label (a-z, 0-9, '-', at most 63)",
+                args.sim_prefix
+            );
+        }
+    }
+    let saved = profile::load(&profile::path())?;
+    let server_url = server
+        .map(str::to_string)
+        .or_else(|| saved.as_ref().map(|p| p.server.clone()))
+        .ok_or_else(|| anyhow!("no server: pass --server URL (or run `plinth up`, or `plinth login`)"))?;
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let state =
+        StateDir::open(&state_dir).with_context(|| format!("opening the state directory {}", state_dir.display()))?;
+
+    println!("plinth agent {AGENT_VERSION}: sim runtime: simulated hosts, no guests run");
+    println!("  {n} simulated hosts {} … {} → {server_url}", hostname(0), hostname(n - 1));
+    let counts: Vec<String> = profile_counts(n).iter().map(|(p, c)| format!("{p} {c}")).collect();
+    println!("  profiles (host i gets profile i % 10): {}", counts.join(", "));
+    if let Some(i) = (0..n).find(|i| !dedicated_cpus_for(*i).is_empty()) {
+        println!(
+            "  `pinned` hosts expect dedicated CPUs {}: an operator setting (scheduling.dedicated_cpus, PATCH /v1/hosts/{{id}}); the agent sets no scheduling or traits",
+            cpu_list(&dedicated_cpus_for(i))
+        );
+    }
+    let fail = args.sim_fail_every.map(|k| format!(", one boot in {k} fails")).unwrap_or_default();
+    println!("  guest steps take {} ms ±20 %{fail}; state in {}", args.sim_delay_ms, state_dir.display());
+    tracing::info!(hosts = n, server = %server_url, "sim runtime: simulated hosts, no guests run");
+
+    let mut missing = 0u32;
+    for i in 0..n {
+        if state.load_credential(&hostname(i))?.is_none() {
+            missing += 1;
+        }
+    }
+    let join_token = match (&args.join_token, missing) {
+        (_, 0) => None,
+        (Some(t), _) => Some(t.clone()),
+        (None, _) => {
+            let operator = token.map(str::to_string).or_else(|| saved.as_ref().map(|p| p.token.clone())).ok_or_else(|| {
+                anyhow!(
+                    "{missing} hosts need enrolling and there is no join token: pass --join-token pjt_…, or have an operator token (plinth up / plinth login / PLINTH_TOKEN)"
+                )
+            })?;
+            let secret = create_join_token(&server_url, &operator, missing, n).await?;
+            println!("  created a join token for {missing} enrolments (expires in 1 h)");
+            Some(secret)
+        }
+    };
+    if missing < n {
+        println!("  {} hosts already enrolled (credentials in the state directory)", n - missing);
+    }
+
+    let client = AgentClient::new(&server_url, &format!("plinth-agent/{AGENT_VERSION} (sim runtime)"))?;
+    let cfg = Arc::new(RunnerConfig {
+        join_token,
+        poll_wait_seconds: args.poll_wait,
+        agent_version: format!("{AGENT_VERSION} (sim)"),
+        state: state.clone(),
+    });
+    let progress = Arc::new(Progress::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut hosts = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let name = hostname(i);
+        let inventory = profile_for(i);
+        let sim = SimConfig {
+            delay: Duration::from_millis(args.sim_delay_ms),
+            fail_every: args.sim_fail_every,
+            seed: u64::from(i).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ std::process::id() as u64,
+        };
+        let file = state.host_dir(&name)?.join("sim-guests.json");
+        let runtime =
+            Arc::new(SimRuntime::new(sim, &inventory, Some(file)).with_context(|| format!("{name}: sim runtime"))?);
+        let setup = HostSetup { index: i, hostname: name.clone(), inventory };
+        let (client, cfg, progress, mut stop) = (client.clone(), cfg.clone(), progress.clone(), stop_rx.clone());
+        let span = tracing::info_span!("host", name = %name, runtime = "sim");
+        hosts.spawn(
+            async move {
+                // Spread the start of many hosts a little (5 ms apart).
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(5) * i) => {}
+                    _ = stop.wait_for(|s| *s) => return (name, Ok(())),
+                }
+                (name, run_host(client, cfg, setup, runtime, progress, stop).await)
+            }
+            .instrument(span),
+        );
+    }
+
+    let mut failed = 0u32;
+    let mut last_line = String::new();
+    let every = Duration::from_secs(5);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => {
+                eprintln!("plinth agent: stopping {n} simulated hosts");
+                break;
+            }
+            done = hosts.join_next() => match done {
+                None => break,
+                Some(Ok((_, Ok(())))) => {}
+                Some(Ok((name, Err(e)))) => {
+                    failed += 1;
+                    tracing::error!(host = %name, "host stopped: {e}");
+                }
+                Some(Err(e)) => {
+                    failed += 1;
+                    tracing::error!("a host task ended abnormally: {e}");
+                }
+            },
+            _ = ticker.tick() => {
+                let line = status_line(&progress, n);
+                if line != last_line {
+                    println!("{line}");
+                    last_line = line;
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drained =
+        tokio::time::timeout(Duration::from_secs(5), async { while hosts.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        hosts.abort_all();
+    }
+    if failed == n {
+        bail!("all {n} simulated hosts stopped with errors (see above)");
+    }
+    Ok(())
+}
