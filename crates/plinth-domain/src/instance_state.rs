@@ -6,7 +6,7 @@
 //! and `spec_generation`; the agent owns observations, each naming the spec generation it
 //! reflects. An observation older than the current spec never counts as the truth.
 
-use plinth_api::{InstanceState, Lifecycle, ObservedState, Observation, PowerState};
+use plinth_api::{InstanceState, Lifecycle, Observation, ObservedState, PowerState};
 use thiserror::Error;
 
 /// What `derive` reads.
@@ -134,7 +134,14 @@ mod tests {
     }
 
     fn facts(power: PowerState, spec: i64, o: Option<&Observation>) -> Facts<'_> {
-        Facts { lifecycle: Lifecycle::Active, action: None, power, spec_generation: spec, observed: o, host_lost: false }
+        Facts {
+            lifecycle: Lifecycle::Active,
+            action: None,
+            power,
+            spec_generation: spec,
+            observed: o,
+            host_lost: false,
+        }
     }
 
     #[test]

@@ -284,7 +284,9 @@ impl Scheduler {
             let c = self.read();
             match placement::place(req, &c.views, &self.policy()) {
                 Err(nv) => nv,
-                Ok(_) => NoValidHost { removed: [("contention", 1)].into_iter().collect(), hosts: c.views.len() as u32 },
+                Ok(_) => {
+                    NoValidHost { removed: [("contention", 1)].into_iter().collect(), hosts: c.views.len() as u32 }
+                }
             }
         };
         Err(ClaimError::NoHost(nv))

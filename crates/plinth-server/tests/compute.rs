@@ -43,12 +43,19 @@ async fn an_instance_lives_through_its_lifecycle() {
     assert_eq!(srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200)["state"], "stopped");
 
     // Reboot needs a running instance.
-    let p = srv.post(&format!("/v1/instances/{iid}/reboot")).token(&tok).send().await.problem(409, "invalid_transition");
+    let p =
+        srv.post(&format!("/v1/instances/{iid}/reboot")).token(&tok).send().await.problem(409, "invalid_transition");
     assert_eq!(p["constraint"]["state"], "stopped");
 
     // Resize while stopped (fits on the same host), then start.
     srv.shape("large", 4, 4096).await;
-    let r = srv.post(&format!("/v1/instances/{iid}/resize")).token(&tok).json(&json!({"shape": "large"})).send().await.ok(202);
+    let r = srv
+        .post(&format!("/v1/instances/{iid}/resize"))
+        .token(&tok)
+        .json(&json!({"shape": "large"}))
+        .send()
+        .await
+        .ok(202);
     assert_eq!(srv.wait_op(&tok, &op_of(&r)).await["status"], "succeeded");
     let inst = srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200);
     assert_eq!((inst["vcpus"].as_u64(), inst["state"].as_str()), (Some(4), Some("stopped")));
@@ -79,7 +86,9 @@ async fn an_instance_lives_through_its_lifecycle() {
     // The history tells the story.
     let events = srv.list_all(&tok, &format!("/v1/instances/{iid}/events")).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for k in ["created", "placed", "start_requested", "stop_requested", "resize_requested", "reboot_requested", "released"] {
+    for k in
+        ["created", "placed", "start_requested", "stop_requested", "resize_requested", "reboot_requested", "released"]
+    {
         assert!(kinds.contains(&k), "event {k} in {kinds:?}");
     }
     // The name is free again.
@@ -241,7 +250,10 @@ async fn a_saga_resumes_after_the_server_restarts() {
     let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
     let done = srv.wait_op(&tok, &op).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(srv.get(&format!("/v1/instances/{}", id(&v["instance"]))).token(&tok).send().await.ok(200)["state"], "running");
+    assert_eq!(
+        srv.get(&format!("/v1/instances/{}", id(&v["instance"]))).token(&tok).send().await.ok(200)["state"],
+        "running"
+    );
 }
 
 #[tokio::test]
@@ -281,7 +293,8 @@ async fn a_stale_observation_does_not_override_a_newer_intent() {
     let (tok, project) = srv.tenant_project("acme").await;
     let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
     let iid = id(&v["instance"]);
-    let report = |g: i64, state: &str| json!({ "instances": [{ "instance_id": iid, "generation": g, "state": state }] });
+    let report =
+        |g: i64, state: &str| json!({ "instances": [{ "instance_id": iid, "generation": g, "state": state }] });
     // Prepare (spec 1) and start (spec 2) by hand.
     srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "spec 1", |i| i["spec_generation"] == 1).await;
     srv.post("/agent/v1/observed").token(&host.credential).json(&report(1, "stopped")).send().await.ok(200);

@@ -26,6 +26,9 @@ enum Obj {
     Host,
     JoinToken,
     Shape,
+    Instance,
+    Group,
+    Operation,
 }
 
 /// How an operation must behave for a tenant's caller.
@@ -105,6 +108,35 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("GET", "/v1/shapes/{id}", "shape_view", TenantReadable(Some(Obj::Shape))),
     ("PATCH", "/v1/shapes/{id}", "shape_update", OperatorOnly(Some(Obj::Shape))),
     ("DELETE", "/v1/shapes/{id}", "shape_delete", OperatorOnly(Some(Obj::Shape))),
+    ("POST", "/v1/hosts/{id}/cordon", "host_cordon", OperatorOnly(Some(Obj::Host))),
+    ("POST", "/v1/hosts/{id}/uncordon", "host_uncordon", OperatorOnly(Some(Obj::Host))),
+    ("POST", "/v1/hosts/{id}/drain", "host_drain", OperatorOnly(Some(Obj::Host))),
+    ("POST", "/v1/hosts/{id}/maintenance", "host_maintenance", OperatorOnly(Some(Obj::Host))),
+    ("POST", "/v1/hosts/{id}/retire", "host_retire", OperatorOnly(Some(Obj::Host))),
+    ("POST", "/v1/hosts/{id}/fence", "host_fence", OperatorOnly(Some(Obj::Host))),
+    ("POST", "/v1/hosts/{id}/fail", "host_fail", OperatorOnly(Some(Obj::Host))),
+    ("GET", "/v1/hosts/{id}/allocations", "host_allocations", OperatorOnly(Some(Obj::Host))),
+    ("GET", "/v1/capacity", "capacity_summary", OperatorOnly(None)),
+    ("GET", "/v1/system/background-tasks", "background_task_list", OperatorOnly(None)),
+    ("POST", "/v1/system/background-tasks/{name}/run", "background_task_run", OperatorOnly(None)),
+    ("GET", "/v1/instances", "instance_list", TenantList(Obj::Instance)),
+    ("POST", "/v1/instances", "instance_create", OtherTenantRef),
+    ("GET", "/v1/instances/{id}", "instance_view", OtherTenant(Obj::Instance)),
+    ("PATCH", "/v1/instances/{id}", "instance_update", OtherTenant(Obj::Instance)),
+    ("DELETE", "/v1/instances/{id}", "instance_delete", OtherTenant(Obj::Instance)),
+    ("POST", "/v1/instances/{id}/start", "instance_start", OtherTenant(Obj::Instance)),
+    ("POST", "/v1/instances/{id}/stop", "instance_stop", OtherTenant(Obj::Instance)),
+    ("POST", "/v1/instances/{id}/reboot", "instance_reboot", OtherTenant(Obj::Instance)),
+    ("POST", "/v1/instances/{id}/resize", "instance_resize", OtherTenant(Obj::Instance)),
+    ("POST", "/v1/instances/{id}/rebuild", "instance_rebuild", OtherTenant(Obj::Instance)),
+    ("GET", "/v1/instances/{id}/events", "instance_events", OtherTenant(Obj::Instance)),
+    ("GET", "/v1/placement-groups", "placement_group_list", TenantList(Obj::Group)),
+    ("POST", "/v1/placement-groups", "placement_group_create", OtherTenantRef),
+    ("GET", "/v1/placement-groups/{id}", "placement_group_view", OtherTenant(Obj::Group)),
+    ("DELETE", "/v1/placement-groups/{id}", "placement_group_delete", OtherTenant(Obj::Group)),
+    ("GET", "/v1/operations", "operation_list", TenantList(Obj::Operation)),
+    ("GET", "/v1/operations/{id}", "operation_view", OtherTenant(Obj::Operation)),
+    ("POST", "/v1/operations/{id}/cancel", "operation_cancel", OtherTenant(Obj::Operation)),
     ("GET", "/healthz", "system_health", Public),
     ("GET", "/readyz", "system_ready", Public),
     ("GET", "/metrics", "system_metrics", Public),
@@ -202,16 +234,57 @@ struct World {
     dev_binding: String,
     dev_token: String,
     dev_secret: String,
+    group: String,
+    instance: String,
+    operation: String,
+}
+
+/// The shape `c1.small` and an enrolled, available host for tenants' instances, made once.
+async fn ensure_compute(srv: &TestServer) -> Value {
+    let op = &srv.operator;
+    let found = srv.get("/v1/shapes?name=c1.small").token(op).send().await.ok(200);
+    if let Some(s) = found["items"].as_array().and_then(|a| a.first()) {
+        return s.clone();
+    }
+    let shape = srv
+        .post("/v1/shapes")
+        .token(op)
+        .json(&json!({ "name": "c1.small", "vcpus": 2, "memory_mib": 2048 }))
+        .send()
+        .await
+        .ok(201);
+    srv.enroll_host("node-2", common::fleet::inventory(64, 1 << 20), &[]).await;
+    shape
 }
 
 impl World {
     async fn build(srv: &TestServer, label: &'static str) -> World {
+        ensure_compute(srv).await;
         let admin = srv.tenant_with_admin(&format!("{label}-corp")).await;
         let project = srv.create_project(&admin.secret, None, &format!("{label}-web")).await;
         assert_eq!(project["tenant_id"], admin.tenant_id.as_str(), "a tenant-admin's project lands in its tenant");
         let dev = srv.create_user(&admin.secret, &admin.tenant_id, &format!("{label}-dev")).await;
         let binding = srv.bind(&admin.secret, &id(&dev), "member", None).await;
         let (tok, secret) = srv.mint_token(&admin.secret, &id(&dev), &format!("{label}-dev-key")).await;
+        let group = srv
+            .post("/v1/placement-groups")
+            .token(&admin.secret)
+            .json(&json!({ "project_id": id(&project), "name": format!("{label}-ha"), "policy": "anti-affinity" }))
+            .send()
+            .await
+            .ok(201);
+        let made = srv
+            .post("/v1/instances")
+            .token(&admin.secret)
+            .json(&json!({ "project_id": id(&project), "name": format!("{label}-vm"), "shape": "c1.small",
+                "image": "debian-12", "placement_group_id": id(&group) }))
+            .send()
+            .await
+            .ok(202);
+        // No agent runs: the create waits for the host once its spec is published, and
+        // nothing changes after that while the matrix runs.
+        let path = format!("/v1/instances/{}", id(&made["instance"]));
+        srv.wait_until(&admin.secret, &path, "spec published", |i| i["spec_generation"] == 1).await;
         World {
             label,
             admin,
@@ -220,6 +293,9 @@ impl World {
             dev_binding: id(&binding),
             dev_token: id(&tok),
             dev_secret: secret,
+            group: id(&group),
+            instance: id(&made["instance"]),
+            operation: id(&made["operation"]),
         }
     }
 
@@ -233,6 +309,9 @@ impl World {
             self.dev_user.clone(),
             self.dev_binding.clone(),
             self.dev_token.clone(),
+            self.group.clone(),
+            self.instance.clone(),
+            self.operation.clone(),
         ]
     }
 
@@ -252,6 +331,9 @@ impl World {
             Obj::User => vec![self.admin.user_id.clone(), self.dev_user.clone()],
             Obj::Token => vec![self.admin.token_id.clone(), self.dev_token.clone()],
             Obj::RoleBinding => vec![self.admin.binding_id.clone(), self.dev_binding.clone()],
+            Obj::Instance => vec![self.instance.clone()],
+            Obj::Group => vec![self.group.clone()],
+            Obj::Operation => vec![self.operation.clone()],
             other => panic!("{other:?} is not tenant-scoped"),
         }
     }
@@ -270,6 +352,9 @@ fn fresh(obj: Obj) -> String {
         Obj::Host => plinth_api::HostId::generate().0,
         Obj::JoinToken => plinth_api::JoinTokenId::generate().0,
         Obj::Shape => plinth_api::ShapeId::generate().0,
+        Obj::Instance => plinth_api::InstanceId::generate().0,
+        Obj::Group => plinth_api::PlacementGroupId::generate().0,
+        Obj::Operation => plinth_api::OperationId::generate().0,
     }
 }
 
@@ -297,13 +382,7 @@ impl Platform {
             .await
             .ok(201);
         let jt = srv.post("/v1/host-join-tokens").token(op).json(&json!({})).send().await.ok(201);
-        let shape = srv
-            .post("/v1/shapes")
-            .token(op)
-            .json(&json!({ "name": "c1.small", "vcpus": 2, "memory_mib": 2048 }))
-            .send()
-            .await
-            .ok(201);
+        let shape = ensure_compute(srv).await;
         Platform { site: id(&site), rack: id(&rack), host: id(&host), join_token: id(&jt), shape: id(&shape) }
     }
 
@@ -325,6 +404,18 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
     let v = match (method, path) {
         ("GET" | "DELETE", _) => return None,
         ("POST", "/v1/tokens/{id}/revoke") => return None,
+        ("POST", p) if p.starts_with("/v1/hosts/{id}/") => return None,
+        ("POST", "/v1/instances/{id}/start" | "/v1/instances/{id}/stop" | "/v1/instances/{id}/reboot") => return None,
+        ("POST", "/v1/operations/{id}/cancel" | "/v1/system/background-tasks/{name}/run") => return None,
+        ("POST", "/v1/instances/{id}/resize") => json!({ "shape": "c1.small" }),
+        ("POST", "/v1/instances") => {
+            json!({ "project_id": fresh(Obj::Project), "name": "mallory-vm", "shape": "c1.small", "image": "debian-12" })
+        }
+        ("POST", "/v1/placement-groups") => {
+            json!({ "project_id": fresh(Obj::Project), "name": "mallory-group", "policy": "spread" })
+        }
+        ("POST", "/v1/instances/{id}/rebuild") => json!({ "image": "debian-12" }),
+        ("PATCH", "/v1/instances/{id}") => json!({ "labels": { "owner": "mallory" } }),
         ("PATCH", "/v1/tenants/{id}") => json!({ "display_name": "taken over" }),
         ("PATCH", "/v1/projects/{id}") => json!({ "description": "taken over" }),
         ("PATCH", "/v1/users/{id}") => json!({ "email": "mallory@example.com" }),
@@ -403,6 +494,23 @@ fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, Stri
                 f,
             ));
         }
+        "/v1/instances" => {
+            let f = fresh(Obj::Project);
+            let vm = |p: &str| json!({ "project_id": p, "name": "sneaky", "shape": "c1.small", "image": "debian-12" });
+            out.push((vm(&a.project), vm(&f), a.project.clone(), f));
+            // B's own project with A's placement group.
+            let f = fresh(Obj::Group);
+            let mut with_a = vm(&b.project);
+            with_a["placement_group_id"] = json!(a.group);
+            let mut with_none = vm(&b.project);
+            with_none["placement_group_id"] = json!(f);
+            out.push((with_a, with_none, a.group.clone(), f));
+        }
+        "/v1/placement-groups" => {
+            let f = fresh(Obj::Project);
+            let g = |p: &str| json!({ "project_id": p, "name": "sneaky", "policy": "spread" });
+            out.push((g(&a.project), g(&f), a.project.clone(), f));
+        }
         other => panic!("reference_bodies has nothing for POST {other}: add the references it takes"),
     }
     out
@@ -452,6 +560,9 @@ async fn snapshot(srv: &TestServer) -> BTreeMap<&'static str, Vec<Value>> {
         "/v1/hosts",
         "/v1/host-join-tokens",
         "/v1/shapes",
+        "/v1/instances",
+        "/v1/placement-groups",
+        "/v1/operations",
     ] {
         m.insert(path, srv.list_all(&srv.operator, path).await);
     }
@@ -472,9 +583,9 @@ fn assert_same_snapshot(
 async fn tenancy_matrix() {
     let ops = classified_operations();
     let srv = TestServer::start().await;
+    let platform = Platform::build(&srv).await;
     let a = World::build(&srv, "alpha").await;
     let b = World::build(&srv, "bravo").await;
-    let platform = Platform::build(&srv).await;
     let b_callers = [("B tenant-admin", b.admin.secret.as_str()), ("B member", b.dev_secret.as_str())];
 
     // Both tenants' tokens work before anything else.

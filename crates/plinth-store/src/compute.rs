@@ -39,8 +39,10 @@ impl Store {
 
     /// One host and its allocations (outside any transaction).
     pub async fn host_with_allocations(&self, host_id: &str) -> Result<Option<(Host, Vec<Allocation>)>, StoreError> {
-        let Some(row) =
-            sqlx::query("SELECT doc FROM hosts WHERE id = $1").bind(host_id.to_string()).fetch_optional(&self.read).await?
+        let Some(row) = sqlx::query("SELECT doc FROM hosts WHERE id = $1")
+            .bind(host_id.to_string())
+            .fetch_optional(&self.read)
+            .await?
         else {
             return Ok(None);
         };
@@ -189,10 +191,11 @@ impl Store {
 
     /// A saga's step log, in order.
     pub async fn saga_log(&self, op_id: &str) -> Result<Vec<SagaLogEntry>, StoreError> {
-        let rows = sqlx::query("SELECT seq, step, direction, output FROM saga_log WHERE operation_id = $1 ORDER BY seq")
-            .bind(op_id.to_string())
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT seq, step, direction, output FROM saga_log WHERE operation_id = $1 ORDER BY seq")
+                .bind(op_id.to_string())
+                .fetch_all(&self.read)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(SagaLogEntry {
@@ -217,15 +220,13 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let ok = match row {
-            None => {
-                sqlx::query("INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3)")
-                    .bind(name.to_string())
-                    .bind(owner.to_string())
-                    .bind(now + ttl_ms * 1000)
-                    .execute(&mut *tx)
-                    .await
-                    .is_ok()
-            }
+            None => sqlx::query("INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3)")
+                .bind(name.to_string())
+                .bind(owner.to_string())
+                .bind(now + ttl_ms * 1000)
+                .execute(&mut *tx)
+                .await
+                .is_ok(),
             Some(r) => {
                 let held_by: String = r.try_get("owner")?;
                 let expires: i64 = r.try_get("expires_at")?;
@@ -261,15 +262,17 @@ impl Tx {
             .fetch_one(&mut *self.inner)
             .await?;
         let seq: i64 = row.try_get::<i64, _>("m")? + 1;
-        sqlx::query("INSERT INTO saga_log (operation_id, seq, step, direction, output, at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(op_id.to_string())
-            .bind(seq)
-            .bind(step.to_string())
-            .bind(direction.to_string())
-            .bind(output)
-            .bind(now_micros())
-            .execute(&mut *self.inner)
-            .await?;
+        sqlx::query(
+            "INSERT INTO saga_log (operation_id, seq, step, direction, output, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(op_id.to_string())
+        .bind(seq)
+        .bind(step.to_string())
+        .bind(direction.to_string())
+        .bind(output)
+        .bind(now_micros())
+        .execute(&mut *self.inner)
+        .await?;
         Ok(seq)
     }
 
@@ -296,10 +299,7 @@ impl Tx {
 
     /// Where the live members of a placement group run: (instance, host, rack). Locks the
     /// group row first so two claims into one group serialise.
-    pub async fn group_members(
-        &mut self,
-        group_id: &str,
-    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+    pub async fn group_members(&mut self, group_id: &str) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
         let lock = self.lock();
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM placement_groups WHERE id = $1{lock}")))
             .bind(group_id.to_string())

@@ -6,11 +6,10 @@ use crate::store::{Backend, Store, now_micros};
 use sqlx::Row;
 
 /// (version, name, SQL) of every migration, in order.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[
-        (1, "foundation", include_str!("../migrations/0001_foundation.sql")),
-        (2, "compute", include_str!("../migrations/0002_compute.sql")),
-    ];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../migrations/0001_foundation.sql")),
+    (2, "compute", include_str!("../migrations/0002_compute.sql")),
+];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.
 fn statements(sql: &str) -> Vec<String> {

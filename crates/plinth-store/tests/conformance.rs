@@ -56,6 +56,9 @@ on_both!(
     join_tokens_enrol_exactly_once,
     bootstrap_happens_once,
     tokens_carry_their_grants,
+    named_leases_have_one_holder,
+    operation_leases_and_saga_logs,
+    composed_transactions_roll_back_whole,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -112,10 +115,10 @@ fn scope_of(t: &Tenant) -> Scope {
 }
 
 async fn migrations_are_recorded_and_repeatable(store: Store) {
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
     store.migrate().await.expect("second run is harmless");
     store.migrate().await.expect("third run is harmless");
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
     store.ping().await.unwrap();
 }
 
@@ -500,4 +503,97 @@ async fn tokens_carry_their_grants(store: Store) {
     let (row, _) = store.token_for_auth(&t.id.0).await.unwrap().unwrap();
     assert!(row.revoked_at.is_some());
     assert!(store.token_for_auth("tok_missing").await.unwrap().is_none());
+}
+
+async fn named_leases_have_one_holder(store: Store) {
+    assert!(store.take_lease("billing", "srv_a", 60_000).await.unwrap());
+    assert!(!store.take_lease("billing", "srv_b", 60_000).await.unwrap(), "a live lease has one holder");
+    assert!(store.take_lease("billing", "srv_a", 60_000).await.unwrap(), "the holder renews");
+    // An expired lease is taken over.
+    assert!(store.take_lease("sweep", "srv_a", -1).await.unwrap());
+    assert!(store.take_lease("sweep", "srv_b", 60_000).await.unwrap());
+    // Racing takers of a free lease: exactly one wins.
+    let mut tasks = vec![];
+    for i in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(
+            async move { s.take_lease("race", &format!("srv_{i}"), 60_000).await.unwrap_or(false) },
+        ));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += t.await.unwrap() as u32;
+    }
+    assert_eq!(won, 1);
+}
+
+fn operation(kind: &str) -> Operation {
+    let now = Utc::now();
+    Operation {
+        id: OperationId::generate(),
+        kind: kind.into(),
+        target: "ins_test".into(),
+        tenant_id: None,
+        project_id: None,
+        status: OperationStatus::Running,
+        done: 0,
+        total: 2,
+        message: String::new(),
+        items: vec![],
+        error: None,
+        requested_by: None,
+        started_at: Some(now),
+        finished_at: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn operation_leases_and_saga_logs(store: Store) {
+    let op = operation("instance.create");
+    let mut tx = store.begin().await.unwrap();
+    tx.insert(&op, &[]).await.unwrap();
+    tx.set_saga(op.id.as_str(), Some("{}".into())).await.unwrap();
+    assert_eq!(tx.saga_append(op.id.as_str(), "quota", "do", None).await.unwrap(), 1);
+    assert_eq!(tx.saga_append(op.id.as_str(), "claim", "do", Some("x".into())).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let log = store.saga_log(op.id.as_str()).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.step.as_str()).collect::<Vec<_>>(), ["quota", "claim"]);
+    assert_eq!(store.resumable_operations().await.unwrap(), vec![op.id.0.clone()], "never leased: resumable");
+    assert!(store.lease_operation(op.id.as_str(), "srv_a", 60_000).await.unwrap());
+    assert!(!store.lease_operation(op.id.as_str(), "srv_b", 60_000).await.unwrap(), "held by srv_a");
+    assert!(store.resumable_operations().await.unwrap().is_empty(), "a live lease is not resumable");
+    assert!(store.lease_operation(op.id.as_str(), "srv_a", -1).await.unwrap());
+    assert_eq!(store.resumable_operations().await.unwrap().len(), 1, "an expired lease is resumable");
+    assert!(store.lease_operation(op.id.as_str(), "srv_b", 60_000).await.unwrap(), "and taken over");
+    store.request_cancel(op.id.as_str()).await.unwrap();
+    assert_eq!(store.operation_saga(op.id.as_str()).await.unwrap(), Some(("{}".to_string(), true)));
+}
+
+async fn composed_transactions_roll_back_whole(store: Store) {
+    let t = tenant("acme");
+    store.insert(&t, &audit("tenants.create")).await.unwrap();
+    let p = project(&t, "web");
+    {
+        let mut tx = store.begin().await.unwrap();
+        tx.insert(&p, &[]).await.unwrap();
+        let op = operation("instance.create");
+        tx.insert(&op, &[]).await.unwrap();
+        // Dropped without commit.
+    }
+    assert!(store.get::<Project>(&Scope::Platform, p.id.as_str()).await.is_err(), "nothing of it was written");
+    let mut tx = store.begin().await.unwrap();
+    tx.insert(&p, &[]).await.unwrap();
+    let mut got: Project = tx.get(&scope_of(&t), p.id.as_str()).await.unwrap();
+    got.description = "changed".into();
+    tx.save(&mut got).await.unwrap();
+    tx.audit(&audit("projects.update"), p.id.as_str(), Some(t.id.as_str()), 200).await.unwrap();
+    tx.commit().await.unwrap();
+    let got: Project = store.get(&Scope::Platform, p.id.as_str()).await.unwrap();
+    assert_eq!((got.generation, got.description.as_str()), (2, "changed"));
+    // Another tenant's scope cannot read it inside a transaction either.
+    let other = tenant("other");
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(tx.get::<Project>(&scope_of(&other), p.id.as_str()).await, Err(StoreError::NotFound { .. })));
 }

@@ -232,7 +232,8 @@ pub async fn observed(
             stale += 1;
             continue;
         }
-        inst.observed = Some(Observation { state: o.state, generation: o.generation, detail: o.detail.clone(), at: Utc::now() });
+        inst.observed =
+            Some(Observation { state: o.state, generation: o.generation, detail: o.detail.clone(), at: Utc::now() });
         let mut events = vec![];
         if o.state == ObservedState::Failed {
             let detail = o.detail.clone().unwrap_or_else(|| "no detail".into());

@@ -162,7 +162,9 @@ pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<St
                 "invalid_transition",
                 format!("host {} is {}: only an unreachable or failed host is fenced", host.id, host.state.as_str()),
             )
-            .with_constraint(json!({ "rule": "host-state", "state": host.state.as_str(), "allowed": ["unreachable", "failed"] })));
+            .with_constraint(
+                json!({ "rule": "host-state", "state": host.state.as_str(), "allowed": ["unreachable", "failed"] }),
+            ));
         }
         let first = host.fenced_at.is_none();
         host.fenced_by = Some(c.principal.user_id.clone());

@@ -230,8 +230,11 @@ fn check_scheduling(s: &HostScheduling) -> ApiResult<()> {
     let mut seen = std::collections::BTreeSet::new();
     for c in &s.dedicated_cpus {
         if !seen.insert(*c) {
-            return Err(ApiError::invalid("invalid_value", format!("scheduling.dedicated_cpus: CPU {c} is listed twice"))
-                .with_constraint(serde_json::json!({ "field": "scheduling.dedicated_cpus", "rule": "unique" })));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                format!("scheduling.dedicated_cpus: CPU {c} is listed twice"),
+            )
+            .with_constraint(serde_json::json!({ "field": "scheduling.dedicated_cpus", "rule": "unique" })));
         }
     }
     Ok(())

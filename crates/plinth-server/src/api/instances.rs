@@ -86,8 +86,11 @@ fn check_create(b: &InstanceCreate) -> ApiResult<()> {
             && ["ssh-", "ecdsa-", "sk-"].iter().any(|p| k.starts_with(p))
             && k.split_whitespace().count() >= 2;
         if !ok {
-            return Err(ApiError::invalid("invalid_value", "ssh_keys must be OpenSSH public keys (`ssh-ed25519 AAAA… comment`)")
-                .with_constraint(json!({ "field": "ssh_keys", "rule": "openssh-public-key" })));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                "ssh_keys must be OpenSSH public keys (`ssh-ed25519 AAAA… comment`)",
+            )
+            .with_constraint(json!({ "field": "ssh_keys", "rule": "openssh-public-key" })));
         }
     }
     Ok(())
@@ -148,11 +151,17 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     }
     let group = match &b.placement_group_id {
         Some(g) => {
-            let g: PlacementGroup =
-                st.store.get(&caller.scope(), g.as_str()).await.map_err(|e| super::reference(e, "placement_group_id"))?;
+            let g: PlacementGroup = st
+                .store
+                .get(&caller.scope(), g.as_str())
+                .await
+                .map_err(|e| super::reference(e, "placement_group_id"))?;
             if g.project_id != project.id {
-                return Err(ApiError::invalid("invalid_reference", "placement_group_id: the group is in another project")
-                    .with_constraint(json!({ "field": "placement_group_id", "rule": "same-project" })));
+                return Err(ApiError::invalid(
+                    "invalid_reference",
+                    "placement_group_id: the group is in another project",
+                )
+                .with_constraint(json!({ "field": "placement_group_id", "rule": "same-project" })));
             }
             Some(g)
         }
@@ -200,8 +209,11 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     injected(&st, "instance.create:quota")?;
     injected(&st, "instance.create:claim")?;
     let mut req = request_for(&inst);
-    let consumer =
-        Consumer { instance_id: inst.id.clone(), tenant_id: inst.tenant_id.clone(), project_id: inst.project_id.clone() };
+    let consumer = Consumer {
+        instance_id: inst.id.clone(),
+        tenant_id: inst.tenant_id.clone(),
+        project_id: inst.project_id.clone(),
+    };
     // The instance row is written first in the claim's transaction (its allocation refers
     // to it), then placed.
     let first = (&inst, user_data_column(b.user_data.clone()));
@@ -326,13 +338,8 @@ async fn act(
 }
 
 fn converge(i: &Instance, want: ObservedState, clear_busy: bool) -> serde_json::Value {
-    serde_json::to_value(ConvergeParams {
-        instance_id: i.id.clone(),
-        generation: i.spec_generation,
-        want,
-        clear_busy,
-    })
-    .unwrap_or_default()
+    serde_json::to_value(ConvergeParams { instance_id: i.id.clone(), generation: i.spec_generation, want, clear_busy })
+        .unwrap_or_default()
 }
 
 fn need_host(i: &Instance) -> ApiResult<()> {
@@ -463,7 +470,8 @@ pub async fn resize(
     let consumer =
         Consumer { instance_id: cur.id.clone(), tenant_id: cur.tenant_id.clone(), project_id: cur.project_id.clone() };
     let prefer = cur.host_id.as_ref().map(|h| h.0.clone());
-    let (mut tx, alloc) = st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, prefer.as_deref(), None).await?;
+    let (mut tx, alloc) =
+        st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, prefer.as_deref(), None).await?;
     let mut inst: Instance = tx.get(&caller.scope(), &id).await?;
     if inst.generation != cur.generation {
         return Err(ApiError::new(StatusCode::CONFLICT, "generation_mismatch", "the instance changed; retry"));
@@ -541,7 +549,8 @@ pub async fn delete(State(st): State<AppState>, caller: Caller, Path(id): Path<S
         Ok(Plan {
             kind: "instance.delete",
             saga: "instance.delete",
-            params: serde_json::to_value(InstanceParams { instance_id: i.id.clone(), start: false }).unwrap_or_default(),
+            params: serde_json::to_value(InstanceParams { instance_id: i.id.clone(), start: false })
+                .unwrap_or_default(),
             event: ("delete_requested", "delete".into()),
         })
     })
@@ -560,11 +569,10 @@ pub async fn events(
 ) -> ApiResult<Out<Page<InstanceEvent>>> {
     let pg = Paging::from(&p)?;
     let _: Instance = st.store.get(&caller.scope(), &id).await?;
-    Ok(Out(
-        st.store
-            .list::<InstanceEvent>(&caller.scope(), &[("instance_id", id)], pg.limit, pg.cursor.as_deref())
-            .await?,
-    ))
+    Ok(Out(st
+        .store
+        .list::<InstanceEvent>(&caller.scope(), &[("instance_id", id)], pg.limit, pg.cursor.as_deref())
+        .await?))
 }
 
 /// The user data column, written beside the document (never returned).

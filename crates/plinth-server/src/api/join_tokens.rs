@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use plinth_api::*;
-use plinth_domain::validate;
 use plinth_domain::authz::Scope;
+use plinth_domain::validate;
 use plinth_store::Val;
 
 /// Default lifetime of a join token: one hour.

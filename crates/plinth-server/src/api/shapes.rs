@@ -14,16 +14,26 @@ use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::validate;
 
+/// Filters of `GET /v1/shapes`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShapeFilter {
+    /// Only the shape with this name.
+    pub name: Option<String>,
+}
+
 /// List shapes.
-#[utoipa::path(get, path = "/v1/shapes", tag = "shapes", operation_id = "shape_list", params(PageParams),
+#[utoipa::path(get, path = "/v1/shapes", tag = "shapes", operation_id = "shape_list", params(PageParams, ShapeFilter),
     responses((status = 200, description = "Shapes", body = Page<Shape>)))]
 pub async fn list(
     State(st): State<AppState>,
     _caller: Caller,
     Query(p): Query<PageParams>,
+    Query(f): Query<ShapeFilter>,
 ) -> ApiResult<Out<Page<Shape>>> {
     let pg = Paging::from(&p)?;
-    Ok(Out(st.store.list::<Shape>(&Scope::Platform, &[], pg.limit, pg.cursor.as_deref()).await?))
+    let filters: Vec<(&str, String)> = f.name.into_iter().map(|n| ("name", n)).collect();
+    Ok(Out(st.store.list::<Shape>(&Scope::Platform, &filters, pg.limit, pg.cursor.as_deref()).await?))
 }
 
 /// Define a shape (operators).

@@ -72,8 +72,11 @@ pub async fn relocate(
         Some(g) => Some(st.store.get::<PlacementGroup>(&Scope::Platform, g.as_str()).await?),
         None => None,
     };
-    let consumer =
-        Consumer { instance_id: inst.id.clone(), tenant_id: inst.tenant_id.clone(), project_id: inst.project_id.clone() };
+    let consumer = Consumer {
+        instance_id: inst.id.clone(),
+        tenant_id: inst.tenant_id.clone(),
+        project_id: inst.project_id.clone(),
+    };
     let (mut tx, alloc) = match st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, None, None).await {
         Ok(x) => x,
         Err(crate::scheduler::ClaimError::NoHost(nv)) => return Ok(Err(no_valid_host(&nv).detail)),
@@ -187,7 +190,8 @@ async fn drain_one(st: &AppState, op: &OperationId, inst: &Instance, from: &Host
 
 fn drain<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
     Box::pin(async move {
-        let p: HostParams = serde_json::from_value(p.clone()).map_err(|e| StepError::new("bad_saga_params", e.to_string()))?;
+        let p: HostParams =
+            serde_json::from_value(p.clone()).map_err(|e| StepError::new("bad_saga_params", e.to_string()))?;
         let list = residents(st, &p.host_id).await?;
         let current: Operation = st.store.get(&Scope::Platform, op.as_str()).await?;
         for inst in &list {
@@ -231,7 +235,8 @@ fn drain<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<
 
 fn recover<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
     Box::pin(async move {
-        let p: HostParams = serde_json::from_value(p.clone()).map_err(|e| StepError::new("bad_saga_params", e.to_string()))?;
+        let p: HostParams =
+            serde_json::from_value(p.clone()).map_err(|e| StepError::new("bad_saga_params", e.to_string()))?;
         let list = residents(st, &p.host_id).await?;
         for inst in &list {
             set_item(st, op, inst.id.as_str(), "pending", None).await;
@@ -240,8 +245,7 @@ fn recover<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFutur
         for inst in &list {
             if inst.restart_policy == RestartPolicy::Never {
                 fail_instance(st, op, inst, "its host failed and its restart policy is never").await?;
-                set_item(st, op, inst.id.as_str(), "skipped", Some("restart policy never: marked failed".into()))
-                    .await;
+                set_item(st, op, inst.id.as_str(), "skipped", Some("restart policy never: marked failed".into())).await;
                 continue;
             }
             set_item(st, op, inst.id.as_str(), "moving", None).await;
@@ -268,7 +272,10 @@ fn recover<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFutur
             }
         }
         if failed > 0 {
-            return Err(StepError::new("could_not_recover", format!("{failed} of {} instances were not recovered", list.len())));
+            return Err(StepError::new(
+                "could_not_recover",
+                format!("{failed} of {} instances were not recovered", list.len()),
+            ));
         }
         Ok(())
     })

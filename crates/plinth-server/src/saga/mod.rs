@@ -214,10 +214,8 @@ async fn steps(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
         if op.status.is_final() {
             return Ok(());
         }
-        let mut state: SagaState = serde_json::from_str(&raw).map_err(|source| StoreError::Corrupt {
-            table: "operations",
-            source,
-        })?;
+        let mut state: SagaState =
+            serde_json::from_str(&raw).map_err(|source| StoreError::Corrupt { table: "operations", source })?;
         let Some(def) = find(&state.kind) else {
             return finish(st, op_id, OperationStatus::Failed, Some(err("unknown_saga", &state.kind))).await;
         };

@@ -34,12 +34,8 @@ impl TestServer {
     pub async fn enroll_host(&self, name: &str, inv: Value, traits: &[&str]) -> TestHost {
         let jt = self.post("/v1/host-join-tokens").token(&self.operator).json(&json!({})).send().await.ok(201);
         let secret = jt["secret"].as_str().expect("join secret").to_string();
-        let e = self
-            .post("/agent/v1/enroll")
-            .json(&json!({ "join_token": secret, "hostname": name }))
-            .send()
-            .await
-            .ok(201);
+        let e =
+            self.post("/agent/v1/enroll").json(&json!({ "join_token": secret, "hostname": name })).send().await.ok(201);
         let host = TestHost {
             id: e["host_id"].as_str().expect("host id").to_string(),
             credential: e["credential"].as_str().expect("credential").to_string(),
@@ -141,12 +137,10 @@ impl TestAgent {
             let mut after = -1i64;
             let mut reported: BTreeMap<String, (i64, String)> = BTreeMap::new();
             while flag.load(Ordering::SeqCst) {
-                let _ = http.post(format!("{base}/agent/v1/heartbeat")).bearer_auth(&cred).json(&json!({})).send().await;
-                let Ok(r) = http
-                    .get(format!("{base}/agent/v1/desired?after={after}&wait=1"))
-                    .bearer_auth(&cred)
-                    .send()
-                    .await
+                let _ =
+                    http.post(format!("{base}/agent/v1/heartbeat")).bearer_auth(&cred).json(&json!({})).send().await;
+                let Ok(r) =
+                    http.get(format!("{base}/agent/v1/desired?after={after}&wait=1")).bearer_auth(&cred).send().await
                 else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -165,7 +159,9 @@ impl TestAgent {
                     let iid = spec["instance_id"].as_str().unwrap_or("").to_string();
                     if reported.get(&iid) != Some(&(g, state.to_string())) {
                         reported.insert(iid.clone(), (g, state.to_string()));
-                        out.push(json!({ "instance_id": iid, "generation": g, "state": state, "detail": "test agent" }));
+                        out.push(
+                            json!({ "instance_id": iid, "generation": g, "state": state, "detail": "test agent" }),
+                        );
                     }
                 }
                 if !out.is_empty() {
