@@ -27,26 +27,55 @@ pub const MAX_POLL_WAIT_SECONDS: u64 = 60;
 pub enum ClientError {
     /// The server URL cannot be used.
     #[error("invalid server URL {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The credential cannot be put in a header.
     #[error("the stored credential is not a valid header value")]
     BadCredential,
     /// 401: the credential (or join token) was refused. Retrying cannot help.
     #[error("credential refused (401 {code}): {detail}")]
-    Unauthorized { code: String, detail: String },
+    Unauthorized {
+        /// The problem's code.
+        code: String,
+        /// The problem's detail.
+        detail: String,
+    },
     /// Another 4xx: the request was refused. Retrying the same request cannot help
     /// (except 408 and 429, see [`ClientError::is_retryable`]).
     #[error("refused ({status} {code}): {detail}")]
-    Refused { status: u16, code: String, detail: String },
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The problem's code.
+        code: String,
+        /// The problem's detail.
+        detail: String,
+    },
     /// 5xx: the server failed; worth retrying later.
     #[error("server error ({status} {code}): {detail}")]
-    Server { status: u16, code: String, detail: String },
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The problem's code.
+        code: String,
+        /// The problem's detail.
+        detail: String,
+    },
     /// The server could not be reached or the connection broke; worth retrying later.
     #[error("cannot reach the server: {0}")]
     Transport(String),
     /// The server answered something this agent does not understand.
     #[error("unexpected answer ({status}): {reason}")]
-    Decode { status: u16, reason: String },
+    Decode {
+        /// The HTTP status.
+        status: u16,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 impl ClientError {

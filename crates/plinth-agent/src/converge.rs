@@ -28,7 +28,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// What the table answers after an event: steps to start and observations to report.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Step {
+    /// Runtime steps to start now (at most one per guest).
     pub ops: Vec<Op>,
+    /// Observations to send to the server (at most one per guest).
     pub reports: Vec<ObservedInstance>,
 }
 
@@ -226,10 +228,15 @@ impl Guest {
 /// Counts of guests by the state last reported for them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Census {
+    /// Guests last reported `starting`.
     pub starting: u64,
+    /// Guests last reported `running`.
     pub running: u64,
+    /// Guests last reported `stopping`.
     pub stopping: u64,
+    /// Guests last reported `stopped`.
     pub stopped: u64,
+    /// Guests last reported `failed`.
     pub failed: u64,
 }
 

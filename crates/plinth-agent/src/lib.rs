@@ -15,6 +15,8 @@
 //! - [`sim`]: synthetic hosts for the `sim` runtime (inventories);
 //! - [`backoff`]: capped exponential backoff with jitter.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod client;
 pub mod converge;

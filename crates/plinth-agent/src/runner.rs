@@ -43,6 +43,7 @@ pub struct HostSetup {
     pub index: u32,
     /// The host name (a DNS label); also the key of its credential in the state directory.
     pub hostname: String,
+    /// The inventory sent at enrolment and at every start.
     pub inventory: HostInventory,
 }
 
@@ -55,6 +56,7 @@ pub struct RunnerConfig {
     pub poll_wait_seconds: u64,
     /// Sent in heartbeats.
     pub agent_version: String,
+    /// Where credentials are kept.
     pub state: StateDir,
 }
 
@@ -65,22 +67,57 @@ pub enum HostError {
     #[error(
         "{hostname}: credential refused ({detail}); the host was removed or the server's database is new: delete {path} to enrol it again"
     )]
-    CredentialRefused { hostname: String, detail: String, path: String },
+    CredentialRefused {
+        /// The host.
+        hostname: String,
+        /// The server's detail.
+        detail: String,
+        /// The credential file.
+        path: String,
+    },
     /// The server refused the enrolment (bad, expired or used-up join token, name taken…).
     #[error("{hostname}: enrolment refused: {source}")]
-    EnrollRefused { hostname: String, source: ClientError },
+    EnrollRefused {
+        /// The host.
+        hostname: String,
+        /// The refusal.
+        source: ClientError,
+    },
     /// The host has no stored credential and no join token was given.
     #[error("{hostname}: not enrolled, and no join token was given")]
-    NoJoinToken { hostname: String },
+    NoJoinToken {
+        /// The host.
+        hostname: String,
+    },
     /// A call the host cannot do without was refused.
     #[error("{hostname}: {what} refused: {source}")]
-    Refused { hostname: String, what: &'static str, source: ClientError },
+    Refused {
+        /// The host.
+        hostname: String,
+        /// The call.
+        what: &'static str,
+        /// The refusal.
+        source: ClientError,
+    },
+    /// The protocol client could not be set up for the host.
     #[error("{hostname}: {source}")]
-    Client { hostname: String, source: ClientError },
+    Client {
+        /// The host.
+        hostname: String,
+        /// The error.
+        source: ClientError,
+    },
+    /// The state directory could not be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The runtime could not discover the host's guests.
     #[error("{hostname}: runtime: {source}")]
-    Runtime { hostname: String, source: RuntimeError },
+    Runtime {
+        /// The host.
+        hostname: String,
+        /// The error.
+        source: RuntimeError,
+    },
 }
 
 /// Counters shared by every host of the process, for progress lines.
@@ -92,11 +129,15 @@ pub struct Progress {
     pub reused: AtomicU64,
     /// Hosts whose heartbeat was answered at least once.
     pub ready: AtomicU64,
-    /// Guests by last reported state, over all hosts.
+    /// Guests last reported `starting`, over all hosts.
     pub starting: AtomicI64,
+    /// Guests last reported `running`, over all hosts.
     pub running: AtomicI64,
+    /// Guests last reported `stopping`, over all hosts.
     pub stopping: AtomicI64,
+    /// Guests last reported `stopped`, over all hosts.
     pub stopped: AtomicI64,
+    /// Guests last reported `failed`, over all hosts.
     pub failed: AtomicI64,
     /// Whether the server is failing (so that only the first host says so).
     server_trouble: AtomicBool,

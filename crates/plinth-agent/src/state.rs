@@ -23,10 +23,23 @@ use std::path::{Path, PathBuf};
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A file or directory could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file holds something unexpected.
     #[error("{}: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A host name that cannot be used (it names a directory).
     #[error("{0:?} is not a valid host name (a DNS label: a-z, 0-9 and '-', at most 63)")]
     BadHostname(String),
 }
@@ -48,12 +61,15 @@ pub fn is_dns_label(s: &str) -> bool {
 /// A host's enrolment, as kept on disk.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct StoredCredential {
+    /// The host's name (the key of its directory).
     pub hostname: String,
+    /// The host id the server gave at enrolment.
     pub host_id: HostId,
     /// The `phc_…` secret.
     pub credential: String,
     /// The server the host enrolled with.
     pub server: String,
+    /// When it enrolled.
     pub enrolled_at: DateTime<Utc>,
 }
 

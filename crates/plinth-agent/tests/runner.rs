@@ -53,15 +53,15 @@ fn problem(status: StatusCode, code: &str) -> Response {
 }
 
 /// The outage or credential check every authenticated call goes through.
-fn gate(s: &Shared, headers: &HeaderMap) -> Result<HostId, Response> {
+fn gate(s: &Shared, headers: &HeaderMap) -> Result<HostId, (StatusCode, &'static str)> {
     s.with(|f| {
         if let Some(status) = f.fail_with {
-            return Err(problem(status, "unavailable"));
+            return Err((status, "unavailable"));
         }
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
         match &f.host_id {
             Some(id) if !f.revoked && auth == format!("Bearer {}", f.credential) => Ok(id.clone()),
-            _ => Err(problem(StatusCode::UNAUTHORIZED, "unauthenticated")),
+            _ => Err((StatusCode::UNAUTHORIZED, "unauthenticated")),
         }
     })
 }
@@ -88,7 +88,7 @@ async fn inventory(State(s): State<Shared>, headers: HeaderMap, Json(_): Json<Ho
             s.with(|f| f.inventory_puts += 1);
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(r) => r,
+        Err((status, code)) => problem(status, code),
     }
 }
 
@@ -98,14 +98,14 @@ async fn heartbeat(State(s): State<Shared>, headers: HeaderMap, Json(_): Json<He
             s.with(|f| f.heartbeats += 1);
             Json(HeartbeatAck { host_id, state: HostState::Available, interval_seconds: 1 }).into_response()
         }
-        Err(r) => r,
+        Err((status, code)) => problem(status, code),
     }
 }
 
 async fn desired(State(s): State<Shared>, headers: HeaderMap, Query(q): Query<DesiredQuery>) -> Response {
     let host_id = match gate(&s, &headers) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err((status, code)) => return problem(status, code),
     };
     let after = q.after.unwrap_or(-1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(30).min(60));
@@ -124,9 +124,9 @@ async fn observed(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Obs
         Ok(_) => {
             let n = b.instances.len() as u32;
             s.with(|f| f.observed.extend(b.instances));
-            Json(ObservedAck { applied: n, stale: 0 }).into_response()
+            Json(ObservedAck { applied: n, stale: 0, rejected: 0 }).into_response()
         }
-        Err(r) => r,
+        Err((status, code)) => problem(status, code),
     }
 }
 
@@ -210,8 +210,10 @@ async fn a_host_enrols_converges_survives_an_outage_and_restarts_without_enrolli
     let state = StateDir::open(dir.path().join("agent")).expect("state");
 
     let (handle, stop) = start_host(&url, &state);
-    until(&fake, "enrolment, inventory and a heartbeat", |f| f.enrolls == 1 && f.inventory_puts == 1 && f.heartbeats >= 1)
-        .await;
+    until(&fake, "enrolment, inventory and a heartbeat", |f| {
+        f.enrolls == 1 && f.inventory_puts == 1 && f.heartbeats >= 1
+    })
+    .await;
     let cred_path = state.credential_path("sim-0000").expect("path");
     let mode = std::fs::metadata(&cred_path).expect("credential file").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -225,8 +227,11 @@ async fn a_host_enrols_converges_survives_an_outage_and_restarts_without_enrolli
     fake.changed.notify_waiters();
     until(&fake, "running@1", |f| saw(f, &id, ObservedState::Running, 1) == 1).await;
     fake.with(|f| {
-        assert!(f.observed.iter().all(|o| o.generation == 1
-            && matches!(o.state, ObservedState::Starting | ObservedState::Running)));
+        assert!(
+            f.observed
+                .iter()
+                .all(|o| o.generation == 1 && matches!(o.state, ObservedState::Starting | ObservedState::Running))
+        );
     });
 
     // An outage: the server answers 503 for a while; meanwhile the instance is stopped.

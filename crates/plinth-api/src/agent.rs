@@ -93,6 +93,9 @@ pub struct ObservedAck {
     pub applied: u32,
     /// Ignored as stale (older than what was known).
     pub stale: u32,
+    /// Refused: the instance is not on this host (moved away, or never was).
+    #[serde(default)]
+    pub rejected: u32,
 }
 
 /// Body of `POST /agent/v1/heartbeat`.

@@ -79,6 +79,15 @@ impl ServerConfig {
         if let Ok(f) = std::env::var("PLINTH_FAILPOINTS") {
             c.failpoints = f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
-        c
+        c.settle()
+    }
+
+    /// Keeps the timers coherent: agents beat at least three times per heartbeat window,
+    /// so one late beat never marks a healthy host unreachable.
+    pub fn settle(mut self) -> ServerConfig {
+        if self.heartbeat_interval * 3 > self.heartbeat_window {
+            self.heartbeat_interval = (self.heartbeat_window / 3).max(Duration::from_millis(100));
+        }
+        self
     }
 }

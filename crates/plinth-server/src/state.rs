@@ -25,6 +25,7 @@ pub struct AppState {
 impl AppState {
     /// State over `store` with `config`.
     pub fn new(store: Store, config: ServerConfig) -> AppState {
+        let config = config.settle();
         AppState {
             store,
             metrics: Arc::new(Metrics::default()),

@@ -132,7 +132,8 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
             );
         }
     }
-    let saved = profile::load(&profile::path())?;
+    // The CLI profile is read only when a flag it would stand in for is missing.
+    let saved = if server.is_some() && args.join_token.is_some() { None } else { profile::load(&profile::path())? };
     let server_url = server
         .map(str::to_string)
         .or_else(|| saved.as_ref().map(|p| p.server.clone()))

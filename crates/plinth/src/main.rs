@@ -86,6 +86,17 @@ enum Command {
     JoinToken(JoinTokenCmd),
     #[command(subcommand)]
     Shape(ShapeCmd),
+    #[command(subcommand)]
+    Instance(compute::InstanceCmd),
+    #[command(subcommand)]
+    PlacementGroup(compute::PlacementGroupCmd),
+    #[command(subcommand)]
+    Operation(compute::OperationCmd),
+    /// How many more of each shape fit, per rack (operators).
+    Capacity,
+    /// Background tasks (reconcilers) of the server (operators).
+    #[command(subcommand)]
+    Task(compute::TaskCmd),
 }
 
 fn client(cli: &Cli) -> Result<client::Client> {
@@ -132,6 +143,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Host(c) => c.run(&client(&cli)?, o, &HOSTS).await,
         Command::JoinToken(c) => c.run(&client(&cli)?, o, &JOIN_TOKENS).await,
         Command::Shape(c) => c.run(&client(&cli)?, o, &SHAPES).await,
+        Command::Instance(c) => c.run(&client(&cli)?, o).await,
+        Command::PlacementGroup(c) => c.run(&client(&cli)?, o).await,
+        Command::Operation(c) => c.run(&client(&cli)?, o).await,
+        Command::Capacity => compute::capacity(&client(&cli)?, o).await,
+        Command::Task(c) => c.run(&client(&cli)?, o).await,
     }
 }
 

@@ -25,6 +25,7 @@ pub enum Actual {
     Absent,
     /// Prepared (disk, network) and not running.
     Stopped,
+    /// Booted and running.
     Running,
     /// Prepared and not running because its last boot failed or it crashed.
     Failed,
@@ -33,9 +34,11 @@ pub enum Actual {
 /// One guest a runtime found on the host, e.g. after an agent restart.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Discovered {
+    /// The guest's instance.
     pub instance_id: InstanceId,
     /// The spec generation of the last step carried out on it.
     pub generation: i64,
+    /// What it is.
     pub actual: Actual,
     /// The `boot_generation` of its current (or last attempted) boot; `None` if it was
     /// never booted.
@@ -72,8 +75,11 @@ impl OpKind {
 /// A step to carry out, for the spec generation it was decided on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Op {
+    /// The guest's instance.
     pub instance_id: InstanceId,
+    /// The spec generation the step was decided on.
     pub generation: i64,
+    /// What to do.
     pub kind: OpKind,
 }
 
@@ -85,7 +91,12 @@ pub enum RuntimeError {
     Failed(String),
     /// The runtime's own records could not be read or written.
     #[error("runtime state {path}: {reason}")]
-    State { path: String, reason: String },
+    State {
+        /// Where the records are.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// A guest runtime. Steps on different guests may run concurrently; the runner never runs

@@ -205,8 +205,8 @@ pub async fn heartbeat(
     }))
 }
 
-/// Report what the host's guests are doing. Every instance named must be on this host;
-/// an observation older than the one stored is ignored as stale.
+/// Report what the host's guests are doing. Reports about instances not on this host are
+/// rejected (and change nothing); an observation older than the one stored is stale.
 #[utoipa::path(post, path = "/agent/v1/observed", tag = "agent", operation_id = "agent_observed",
     request_body = ObservedReport,
     responses((status = 200, description = "How many reports were applied", body = ObservedAck)))]
@@ -220,11 +220,15 @@ pub async fn observed(
     }
     let mut tx = st.store.begin().await?;
     let mut pokes = Pokes::default();
-    let (mut applied, mut stale) = (0, 0);
+    let (mut applied, mut stale, mut rejected) = (0, 0, 0);
     for o in &b.instances {
         let mut inst: Instance = match tx.find::<Instance>(&Scope::Platform, o.instance_id.as_str()).await? {
             Some(i) if i.host_id.as_ref() == Some(&caller.host_id) => i,
-            _ => return Err(ApiError::not_found("instance on this host", o.instance_id.as_str())),
+            // Not this host's: nothing is applied, and the answer says no more than that.
+            _ => {
+                rejected += 1;
+                continue;
+            }
         };
         let known = inst.observed.as_ref().map(|x| x.generation).unwrap_or(i64::MIN);
         let same = inst.observed.as_ref().is_some_and(|x| x.generation == o.generation && x.state == o.state);
@@ -244,5 +248,5 @@ pub async fn observed(
     }
     tx.commit().await?;
     pokes.send(&st.signals);
-    Ok(Out(ObservedAck { applied, stale }))
+    Ok(Out(ObservedAck { applied, stale, rejected }))
 }

@@ -5,7 +5,7 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 
 /// `k=v` label flags into a JSON object.
-fn labels(kv: &[String]) -> Value {
+pub fn labels(kv: &[String]) -> Value {
     let mut m = Map::new();
     for s in kv {
         let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
@@ -16,7 +16,7 @@ fn labels(kv: &[String]) -> Value {
 
 /// Drops null fields, so unset flags leave the server's defaults (and, on update, the
 /// current values) alone.
-fn compact(v: Value) -> Value {
+pub fn compact(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
         other => other,
@@ -285,6 +285,61 @@ pub struct HostUpdateArgs {
     pub traits: Option<Vec<String>>,
     #[command(flatten)]
     pub bmc: BmcArgs,
+    /// Shared vCPU overcommit (scheduling; default 4.0).
+    #[arg(long)]
+    pub cpu_ratio: Option<f64>,
+    /// Memory overcommit (scheduling; default 1.0).
+    #[arg(long)]
+    pub memory_ratio: Option<f64>,
+    /// Host CPUs set aside for pinned shapes, e.g. 16-31,48-63 (scheduling).
+    #[arg(long)]
+    pub dedicated_cpus: Option<String>,
+    /// Let dedicated shapes run without usable KVM (scheduling).
+    #[arg(long)]
+    pub allow_dedicated_without_kvm: Option<bool>,
+}
+impl HostUpdateArgs {
+    /// Whether any scheduling flag was given (the CLI then merges them into the host's
+    /// current scheduling settings).
+    pub fn scheduling_given(&self) -> bool {
+        self.cpu_ratio.is_some()
+            || self.memory_ratio.is_some()
+            || self.dedicated_cpus.is_some()
+            || self.allow_dedicated_without_kvm.is_some()
+    }
+
+    /// Merges the scheduling flags into `current`.
+    pub fn scheduling(&self, mut current: Value) -> anyhow::Result<Value> {
+        if let Some(r) = self.cpu_ratio {
+            current["cpu_allocation_ratio"] = json!(r);
+        }
+        if let Some(r) = self.memory_ratio {
+            current["memory_allocation_ratio"] = json!(r);
+        }
+        if let Some(c) = &self.dedicated_cpus {
+            current["dedicated_cpus"] = json!(cpu_list(c)?);
+        }
+        if let Some(b) = self.allow_dedicated_without_kvm {
+            current["allow_dedicated_without_kvm"] = json!(b);
+        }
+        Ok(current)
+    }
+}
+
+/// Parses `0-3,8,10-11` into CPU numbers.
+pub fn cpu_list(s: &str) -> anyhow::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.trim().parse()?, b.trim().parse()?);
+                anyhow::ensure!(a <= b && b - a < 4096, "bad CPU range {part}");
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse()?),
+        }
+    }
+    Ok(out)
 }
 impl Body for HostUpdateArgs {
     fn body(&self) -> Value {
@@ -305,10 +360,14 @@ pub struct JoinTokenCreateArgs {
     /// Lifetime in seconds (default 3600).
     #[arg(long)]
     pub expires_in: Option<u64>,
+    /// How many hosts may enrol with it (default 1).
+    #[arg(long)]
+    pub max_uses: Option<u32>,
 }
 impl Body for JoinTokenCreateArgs {
     fn body(&self) -> Value {
-        compact(json!({ "description": self.description, "rack_id": self.rack, "expires_in_seconds": self.expires_in }))
+        compact(json!({ "description": self.description, "rack_id": self.rack, "expires_in_seconds": self.expires_in,
+            "max_uses": self.max_uses }))
     }
 }
 

@@ -2,6 +2,8 @@
 //! mapping from flags to the `/v1` API and from answers to tables or JSON.
 
 pub mod args;
+pub mod compute;
+pub mod wait;
 
 use crate::client::Client;
 use crate::output::{self, Format};
@@ -23,7 +25,7 @@ pub struct ListArgs {
 }
 
 impl ListArgs {
-    fn query(&self) -> Vec<(String, String)> {
+    pub fn query(&self) -> Vec<(String, String)> {
         let mut q = vec![("limit".to_string(), self.limit.to_string())];
         if let Some(c) = &self.cursor {
             q.push(("cursor".into(), c.clone()));
@@ -92,8 +94,6 @@ crud!(/// Sites (operators).
     SiteCmd, SiteCreateArgs, DescriptionArgs);
 crud!(/// Racks (operators).
     RackCmd, RackCreateArgs, DescriptionArgs);
-crud!(/// Hosts (operators).
-    HostCmd, HostCreateArgs, HostUpdateArgs);
 crud!(/// Host join tokens (operators).
     JoinTokenCmd, JoinTokenCreateArgs, DescriptionArgs);
 crud!(/// Shapes.
@@ -150,6 +150,107 @@ impl TokenCmd {
     }
 }
 
+/// Hosts (operators): records, scheduling settings and host operations.
+#[derive(Subcommand, Debug)]
+pub enum HostCmd {
+    /// List them.
+    List(ListArgs),
+    /// Show one.
+    Get { id: String },
+    /// Declare one ahead of its agent.
+    Create(#[command(flatten)] HostCreateArgs),
+    /// Change one (rack, ownership, labels, traits, BMC, scheduling settings).
+    Update {
+        id: String,
+        #[arg(long)]
+        if_match: Option<i64>,
+        #[command(flatten)]
+        set: HostUpdateArgs,
+    },
+    /// Delete one (enrolling, retired or failed hosts only).
+    Delete {
+        id: String,
+        #[arg(long)]
+        if_match: Option<i64>,
+    },
+    /// Stop placing new instances on it.
+    Cordon { id: String },
+    /// Let placement use it again.
+    Uncordon { id: String },
+    /// Move every instance off it (abort with `plinth operation cancel`).
+    Drain {
+        id: String,
+        #[command(flatten)]
+        wait: compute::WaitArgs,
+    },
+    /// Put a drained host into maintenance.
+    Maintenance { id: String },
+    /// Retire it for good.
+    Retire { id: String },
+    /// Confirm it is powered off or cut off, so its instances may be recovered elsewhere.
+    Fence {
+        id: String,
+        #[command(flatten)]
+        wait: compute::WaitArgs,
+    },
+    /// Declare an unreachable host failed (recovery starts once it is fenced).
+    Fail {
+        id: String,
+        #[command(flatten)]
+        wait: compute::WaitArgs,
+    },
+    /// What it holds, down to pinned CPUs, hugepages and GPUs.
+    Allocations {
+        id: String,
+        #[command(flatten)]
+        page: ListArgs,
+    },
+}
+
+impl HostCmd {
+    pub async fn run(&self, c: &Client, o: Format, spec: &Spec) -> Result<()> {
+        let no_wait = compute::WaitArgs { wait: false, timeout: 0 };
+        match self {
+            HostCmd::List(l) => spec.list(c, o, l.query()).await,
+            HostCmd::Get { id } => spec.get(c, o, id).await,
+            HostCmd::Create(b) => spec.create(c, o, b.body()).await,
+            HostCmd::Update { id, if_match, set } => {
+                let mut body = set.body();
+                if set.scheduling_given() {
+                    let cur = c.get(&format!("{}/{id}", spec.path), &[]).await?;
+                    body["scheduling"] = set.scheduling(cur["scheduling"].clone())?;
+                }
+                spec.update(c, o, id, *if_match, body).await
+            }
+            HostCmd::Delete { id, if_match } => spec.delete(c, id, *if_match).await,
+            HostCmd::Cordon { id } => compute::host_action(c, o, id, "cordon", &no_wait).await,
+            HostCmd::Uncordon { id } => compute::host_action(c, o, id, "uncordon", &no_wait).await,
+            HostCmd::Drain { id, wait } => compute::host_action(c, o, id, "drain", wait).await,
+            HostCmd::Maintenance { id } => compute::host_action(c, o, id, "maintenance", &no_wait).await,
+            HostCmd::Retire { id } => compute::host_action(c, o, id, "retire", &no_wait).await,
+            HostCmd::Fence { id, wait } => compute::host_action(c, o, id, "fence", wait).await,
+            HostCmd::Fail { id, wait } => compute::host_action(c, o, id, "fail", wait).await,
+            HostCmd::Allocations { id, page } => {
+                let v = c.get(&format!("{}/{id}/allocations", spec.path), &page.query()).await?;
+                output::list(
+                    o,
+                    &v,
+                    &[
+                        "instance_id",
+                        "claim.vcpus",
+                        "claim.cpu_policy",
+                        "claim.memory_mib",
+                        "claim.cpus",
+                        "claim.numa_nodes",
+                        "claim.gpus",
+                    ],
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The audit log.
 #[derive(Subcommand, Debug)]
 pub enum AuditCmd {
@@ -201,16 +302,16 @@ pub struct Spec {
 }
 
 impl Spec {
-    async fn list(&self, c: &Client, o: Format, q: Vec<(String, String)>) -> Result<()> {
+    pub async fn list(&self, c: &Client, o: Format, q: Vec<(String, String)>) -> Result<()> {
         let v = c.get(self.path, &q).await?;
         output::list(o, &v, self.columns);
         Ok(())
     }
-    async fn get(&self, c: &Client, o: Format, id: &str) -> Result<()> {
+    pub async fn get(&self, c: &Client, o: Format, id: &str) -> Result<()> {
         output::object(o, &c.get(&format!("{}/{id}", self.path), &[]).await?);
         Ok(())
     }
-    async fn create(&self, c: &Client, o: Format, body: Value) -> Result<()> {
+    pub async fn create(&self, c: &Client, o: Format, body: Value) -> Result<()> {
         let v = c.call(Method::POST, self.path, &[], Some(&body)).await?;
         output::object(o, &v);
         if o == Format::Table && v.get("secret").is_some() {
@@ -218,12 +319,12 @@ impl Spec {
         }
         Ok(())
     }
-    async fn update(&self, c: &Client, o: Format, id: &str, if_match: Option<i64>, body: Value) -> Result<()> {
+    pub async fn update(&self, c: &Client, o: Format, id: &str, if_match: Option<i64>, body: Value) -> Result<()> {
         let v = c.call_with_if_match(Method::PATCH, &format!("{}/{id}", self.path), if_match, Some(&body)).await?;
         output::object(o, &v);
         Ok(())
     }
-    async fn delete(&self, c: &Client, id: &str, if_match: Option<i64>) -> Result<()> {
+    pub async fn delete(&self, c: &Client, id: &str, if_match: Option<i64>) -> Result<()> {
         c.call_with_if_match(Method::DELETE, &format!("{}/{id}", self.path), if_match, None).await?;
         eprintln!("deleted {id}");
         Ok(())
@@ -244,6 +345,7 @@ pub const HOSTS: Spec = Spec {
         "id",
         "name",
         "state",
+        "inventory.runtime",
         "rack_id",
         "ownership",
         "inventory.cpu.threads",
