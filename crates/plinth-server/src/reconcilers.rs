@@ -42,7 +42,7 @@ pub struct Tasks {
     status: Mutex<BTreeMap<String, BackgroundTask>>,
     triggers: Mutex<BTreeMap<String, std::sync::Arc<Notify>>>,
     sagas: Mutex<HashSet<String>>,
-    spawned: Mutex<Vec<tokio::task::AbortHandle>>,
+    spawned: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
 }
 
 impl Tasks {
@@ -53,18 +53,21 @@ impl Tasks {
     /// The saga is no longer driven here.
     pub fn end_saga(&self, op: &str) {
         self.sagas.lock().unwrap_or_else(|e| e.into_inner()).remove(op);
+        self.spawned.lock().unwrap_or_else(|e| e.into_inner()).remove(op);
     }
     /// Remembers a saga task so a stopping server can stop it (as a crash would).
-    pub fn track(&self, h: tokio::task::AbortHandle) {
-        let mut v = self.spawned.lock().unwrap_or_else(|e| e.into_inner());
-        v.retain(|h| !h.is_finished());
-        v.push(h);
+    pub fn track(&self, op: &str, h: tokio::task::AbortHandle) {
+        let mut m = self.spawned.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 10_000 {
+            m.retain(|_, h| !h.is_finished());
+        }
+        m.insert(op.to_string(), h);
     }
 
     /// Stops every saga task of this process; their leases expire and another server (or
     /// the next start) resumes them.
     pub fn abort_sagas(&self) {
-        for h in self.spawned.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for (_, h) in self.spawned.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             h.abort();
         }
     }

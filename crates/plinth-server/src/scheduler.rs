@@ -13,9 +13,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::http::StatusCode;
 use chrono::Utc;
-use plinth_api::{Allocation, AllocationId, Claim, Host, Instance, InstanceId, PlacementGroup, ProjectId, TenantId};
+use plinth_api::{Allocation, AllocationId, Claim, Host, InstanceId, PlacementGroup, ProjectId, TenantId};
 use plinth_domain::placement::{self, GroupRule, HostView, Member, NoValidHost, Policy, Request};
-use plinth_store::{Store, StoreError, Tx, Val};
+use plinth_store::{Store, StoreError, Tx};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -189,9 +189,8 @@ impl Scheduler {
     /// its own writes (the instance, the operation) and commits.
     ///
     /// The consumer's own existing allocations do not count (a resize re-placing itself).
-    /// With `prefer`, that host is tried first. With `first`, that new instance (and its
-    /// private columns) is inserted at the start of the transaction, before the allocation
-    /// that refers to it.
+    /// With `prefer`, that host is tried first. The allocation's instance is checked at
+    /// commit, so a new instance may be written after its claim.
     pub async fn claim(
         &self,
         store: &Store,
@@ -199,7 +198,6 @@ impl Scheduler {
         group: Option<&PlacementGroup>,
         consumer: &Consumer,
         prefer: Option<&str>,
-        first: Option<(&Instance, [(&'static str, Val); 1])>,
     ) -> Result<(Tx, Allocation), ClaimError> {
         if self.read().loaded_at.is_none() {
             self.reload(store, None).await?;
@@ -209,9 +207,6 @@ impl Scheduler {
         let mut preferred = prefer.map(str::to_string);
         for _ in 0..ATTEMPTS {
             let mut tx = store.begin().await?;
-            if let Some((inst, cols)) = &first {
-                tx.insert(*inst, cols).await?;
-            }
             if let Some(g) = group {
                 let members = tx.group_members(g.id.as_str()).await?;
                 req.group = Some(GroupRule {
@@ -293,12 +288,13 @@ impl Scheduler {
     }
 }
 
-/// Keeps the cache close to the database: reloads it every few seconds.
+/// Keeps the cache close to the database: reloads it every half minute. (Changes made in
+/// this process update it at once; a wrong guess is corrected by the claim itself.)
 pub async fn refresh_loop(st: AppState) {
     loop {
         if let Err(e) = st.sched.reload(&st.store, None).await {
             tracing::warn!("scheduler cache reload failed: {e}");
         }
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     }
 }

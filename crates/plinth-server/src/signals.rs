@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// The longest a waiter sleeps between checks when nobody pokes it (a change written by
+/// another replica is seen within this).
+pub const MAX_POLL: Duration = Duration::from_secs(15);
+
 /// Notifiers by key.
 #[derive(Default)]
 pub struct Signals {
@@ -33,8 +37,10 @@ impl Signals {
     }
 
     /// Calls `check` until it yields a value or `deadline` passes (None), sleeping between
-    /// calls until `key` is poked or `tick` passes. The wake-up is armed before each check,
-    /// so a poke that lands during the check is not missed.
+    /// calls until `key` is poked or the poll interval passes. The interval starts at
+    /// `tick` and doubles after every unpoked wait up to [`MAX_POLL`], so thousands of
+    /// idle waiters cost the database little; a poke resets it. The wake-up is armed
+    /// before each check, so a poke that lands during the check is not missed.
     pub async fn wait_for<T, E, F, Fut>(
         &self,
         key: &str,
@@ -47,6 +53,7 @@ impl Signals {
         Fut: std::future::Future<Output = Result<Option<T>, E>>,
     {
         let n = self.get(key);
+        let mut interval = tick;
         loop {
             let notified = n.notified();
             tokio::pin!(notified);
@@ -58,7 +65,10 @@ impl Signals {
             if now >= deadline {
                 return Ok(None);
             }
-            let _ = tokio::time::timeout(tick.min(deadline - now), notified).await;
+            match tokio::time::timeout(interval.min(deadline - now), notified).await {
+                Ok(()) => interval = tick,
+                Err(_) => interval = (interval * 2).min(MAX_POLL.max(tick)),
+            }
         }
     }
 

@@ -87,7 +87,7 @@ async fn an_instance_lives_through_its_lifecycle() {
     let events = srv.list_all(&tok, &format!("/v1/instances/{iid}/events")).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     for k in
-        ["created", "placed", "start_requested", "stop_requested", "resize_requested", "reboot_requested", "released"]
+        ["created", "ready", "start_requested", "stop_requested", "resize_requested", "reboot_requested", "released"]
     {
         assert!(kinds.contains(&k), "event {k} in {kinds:?}");
     }

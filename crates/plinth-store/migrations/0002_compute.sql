@@ -1,5 +1,7 @@
 -- Compute: instances, placement groups, allocations (claims on hosts), instance events,
 -- operations with their saga logs, and leases for singleton background work.
+-- An allocation's instance is checked at commit, so a create can claim first and write
+-- the placed instance once.
 ALTER TABLE hosts ADD COLUMN desired_generation BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE hosts ADD COLUMN heartbeat_at BIGINT;
 CREATE TABLE placement_groups (
@@ -39,7 +41,7 @@ CREATE INDEX instances_lifecycle ON instances (lifecycle);
 CREATE TABLE allocations (
     id TEXT PRIMARY KEY,
     host_id TEXT NOT NULL REFERENCES hosts(id),
-    instance_id TEXT NOT NULL REFERENCES instances(id),
+    instance_id TEXT NOT NULL REFERENCES instances(id) DEFERRABLE INITIALLY DEFERRED,
     tenant_id TEXT NOT NULL REFERENCES tenants(id),
     project_id TEXT NOT NULL,
     generation BIGINT NOT NULL,

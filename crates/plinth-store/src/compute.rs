@@ -249,31 +249,27 @@ impl Store {
 }
 
 impl Tx {
-    /// Appends one entry to a saga's step log and returns its sequence number.
+    /// Appends one entry to a saga's step log (one statement: the next sequence number is
+    /// computed by the insert itself).
     pub async fn saga_append(
         &mut self,
         op_id: &str,
         step: &str,
         direction: &str,
         output: Option<String>,
-    ) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM saga_log WHERE operation_id = $1")
-            .bind(op_id.to_string())
-            .fetch_one(&mut *self.inner)
-            .await?;
-        let seq: i64 = row.try_get::<i64, _>("m")? + 1;
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO saga_log (operation_id, seq, step, direction, output, at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO saga_log (operation_id, seq, step, direction, output, at) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM saga_log WHERE operation_id = $1",
         )
         .bind(op_id.to_string())
-        .bind(seq)
         .bind(step.to_string())
         .bind(direction.to_string())
         .bind(output)
         .bind(now_micros())
         .execute(&mut *self.inner)
         .await?;
-        Ok(seq)
+        Ok(())
     }
 
     /// The allocations held on a host (locks the host row first on PostgreSQL so two
@@ -286,13 +282,21 @@ impl Tx {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let host: Host = decode("hosts", &row.try_get::<String, _>("doc")?)?;
+        // One row, not one per allocation: this runs inside every claim, and on SQLite each
+        // row is a hand-off between threads.
+        let agg = match self.backend {
+            crate::store::Backend::Sqlite => {
+                "SELECT group_concat(doc, char(30)) AS docs FROM allocations WHERE host_id = $1"
+            }
+            crate::store::Backend::Postgres => {
+                "SELECT string_agg(doc, chr(30)) AS docs FROM allocations WHERE host_id = $1"
+            }
+        };
+        let row = sqlx::query(agg).bind(host_id.to_string()).fetch_one(&mut *self.inner).await?;
+        let docs: Option<String> = row.try_get("docs")?;
         let mut allocs = Vec::new();
-        for r in sqlx::query("SELECT doc FROM allocations WHERE host_id = $1 ORDER BY id")
-            .bind(host_id.to_string())
-            .fetch_all(&mut *self.inner)
-            .await?
-        {
-            allocs.push(decode("allocations", &r.try_get::<String, _>("doc")?)?);
+        for d in docs.as_deref().unwrap_or("").split('\u{1e}').filter(|d| !d.is_empty()) {
+            allocs.push(decode("allocations", d)?);
         }
         Ok(Some((host, allocs)))
     }

@@ -129,18 +129,13 @@ impl Tx {
         Ok(())
     }
 
-    /// Bumps a host's desired-state generation (the agent's long-poll wakes on it) and
-    /// returns the new value.
-    pub async fn bump_desired(&mut self, host_id: &str) -> Result<i64, StoreError> {
+    /// Bumps a host's desired-state generation (the agent's long-poll wakes on it).
+    pub async fn bump_desired(&mut self, host_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE hosts SET desired_generation = desired_generation + 1 WHERE id = $1")
             .bind(host_id.to_string())
             .execute(&mut *self.inner)
             .await?;
-        let row = sqlx::query("SELECT desired_generation FROM hosts WHERE id = $1")
-            .bind(host_id.to_string())
-            .fetch_one(&mut *self.inner)
-            .await?;
-        Ok(row.try_get("desired_generation")?)
+        Ok(())
     }
 
     /// Commits.

@@ -555,11 +555,12 @@ async fn operation_leases_and_saga_logs(store: Store) {
     let mut tx = store.begin().await.unwrap();
     tx.insert(&op, &[]).await.unwrap();
     tx.set_saga(op.id.as_str(), Some("{}".into())).await.unwrap();
-    assert_eq!(tx.saga_append(op.id.as_str(), "quota", "do", None).await.unwrap(), 1);
-    assert_eq!(tx.saga_append(op.id.as_str(), "claim", "do", Some("x".into())).await.unwrap(), 2);
+    tx.saga_append(op.id.as_str(), "quota", "do", None).await.unwrap();
+    tx.saga_append(op.id.as_str(), "claim", "do", Some("x".into())).await.unwrap();
     tx.commit().await.unwrap();
     let log = store.saga_log(op.id.as_str()).await.unwrap();
     assert_eq!(log.iter().map(|e| e.step.as_str()).collect::<Vec<_>>(), ["quota", "claim"]);
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(store.resumable_operations().await.unwrap(), vec![op.id.0.clone()], "never leased: resumable");
     assert!(store.lease_operation(op.id.as_str(), "srv_a", 60_000).await.unwrap());
     assert!(!store.lease_operation(op.id.as_str(), "srv_b", 60_000).await.unwrap(), "held by srv_a");

@@ -214,13 +214,14 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         tenant_id: inst.tenant_id.clone(),
         project_id: inst.project_id.clone(),
     };
-    // The instance row is written first in the claim's transaction (its allocation refers
-    // to it), then placed.
-    let first = (&inst, user_data_column(b.user_data.clone()));
-    let (mut tx, alloc) = st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, None, Some(first)).await?;
+    let (mut tx, alloc) = st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, None).await?;
     inst.host_id = Some(alloc.host_id.clone());
     inst.claim = Some(alloc.claim.clone());
-    tx.save(&mut inst).await?;
+    // The spec goes to the host in this same transaction: the saga's `prepare` step then
+    // only waits for the host to report it prepared.
+    lifecycle::publish(&mut inst, PowerState::Stopped, false);
+    tx.insert(&inst, &user_data_column(b.user_data.clone())).await?;
+    tx.bump_desired(alloc.host_id.as_str()).await?;
     let mut op = saga::new_operation(
         "instance.create",
         inst.id.as_str(),
@@ -233,18 +234,16 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         .unwrap_or_default();
     saga::begin(&mut tx, &mut op, "instance.create", params, &["quota", "claim"]).await?;
     let placed = format!(
-        "placed on host {}{}",
+        "shape {}, image {}, placed on host {}{}",
+        inst.shape_name,
+        inst.image,
         alloc.host_id,
         if alloc.claim.tcg { " (TCG: the host has no usable KVM)" } else { "" }
     );
-    for e in [
-        lifecycle::event(&inst, "created", format!("shape {}, image {}", inst.shape_name, inst.image), Some(&op.id)),
-        lifecycle::event(&inst, "placed", placed, Some(&op.id)),
-    ] {
-        tx.insert(&e, &[]).await?;
-    }
+    tx.insert(&lifecycle::event(&inst, "created", placed, Some(&op.id)), &[]).await?;
     tx.audit(&caller.audit(), inst.id.as_str(), Some(inst.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
+    st.signals.poke(&crate::signals::host_key(alloc.host_id.as_str()));
     saga::spawn(&st, op.id.clone());
     Ok(accepted(inst, op))
 }
@@ -470,8 +469,7 @@ pub async fn resize(
     let consumer =
         Consumer { instance_id: cur.id.clone(), tenant_id: cur.tenant_id.clone(), project_id: cur.project_id.clone() };
     let prefer = cur.host_id.as_ref().map(|h| h.0.clone());
-    let (mut tx, alloc) =
-        st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, prefer.as_deref(), None).await?;
+    let (mut tx, alloc) = st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, prefer.as_deref()).await?;
     let mut inst: Instance = tx.get(&caller.scope(), &id).await?;
     if inst.generation != cur.generation {
         return Err(ApiError::new(StatusCode::CONFLICT, "generation_mismatch", "the instance changed; retry"));

@@ -77,7 +77,7 @@ pub async fn relocate(
         tenant_id: inst.tenant_id.clone(),
         project_id: inst.project_id.clone(),
     };
-    let (mut tx, alloc) = match st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, None, None).await {
+    let (mut tx, alloc) = match st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, None).await {
         Ok(x) => x,
         Err(crate::scheduler::ClaimError::NoHost(nv)) => return Ok(Err(no_valid_host(&nv).detail)),
         Err(crate::scheduler::ClaimError::Store(e)) => return Err(e.into()),

@@ -233,7 +233,7 @@ fn start<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<
         }
         change(st, &p.instance_id, Some(op), |i| {
             i.lifecycle = Lifecycle::Active;
-            (false, vec![lifecycle::event(i, "created", "ready", Some(op))])
+            (false, vec![lifecycle::event(i, "ready", "created and prepared on its host", Some(op))])
         })
         .await?;
         Ok(())

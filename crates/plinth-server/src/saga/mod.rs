@@ -20,7 +20,7 @@ use crate::state::AppState;
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
-use plinth_store::{StoreError, Tx};
+use plinth_store::{StoreError, Tx, Val};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::future::Future;
@@ -132,10 +132,6 @@ pub async fn begin(
     if let Some(last) = done_inline.last() {
         op.message = format!("{last} done");
     }
-    tx.insert(op, &[]).await?;
-    for s in done_inline {
-        tx.saga_append(op.id.as_str(), s, "do", None).await?;
-    }
     let state = SagaState {
         kind: kind.to_string(),
         params,
@@ -144,14 +140,19 @@ pub async fn begin(
         unwinding: false,
         error: None,
     };
-    tx.set_saga(op.id.as_str(), Some(serde_json::to_string(&state).unwrap_or_default())).await
+    tx.insert(op, &[("saga", Val::Text(Some(serde_json::to_string(&state).unwrap_or_default())))]).await?;
+    for s in done_inline {
+        tx.saga_append(op.id.as_str(), s, "do", None).await?;
+    }
+    Ok(())
 }
 
 /// Runs the saga of `op_id` in the background.
 pub fn spawn(st: &AppState, op_id: OperationId) {
     let st2 = st.clone();
+    let key = op_id.0.clone();
     let h = tokio::spawn(async move { run(st2, op_id).await });
-    st.tasks.track(h.abort_handle());
+    st.tasks.track(&key, h.abort_handle());
 }
 
 async fn update_op(tx: &mut Tx, op_id: &OperationId, f: impl FnOnce(&mut Operation)) -> Result<(), StoreError> {
