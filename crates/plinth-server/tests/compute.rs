@@ -383,3 +383,78 @@ async fn a_failed_host_is_recovered_only_once_fenced() {
     assert_eq!((i["host_id"].as_str(), i["state"].as_str()), (Some(b.id.as_str()), Some("running")), "{i}");
     assert!(i["warning"].as_str().unwrap().contains("local disk was lost"), "{i}");
 }
+
+#[tokio::test]
+async fn the_watcher_restarts_a_crashed_guest_per_its_restart_policy() {
+    let config = ServerConfig { reconcile_period: Duration::from_millis(200), ..ServerConfig::default() };
+    let srv = TestServer::start_with(config).await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let mut ids = vec![];
+    for (name, policy) in [("keeps", "on-failure"), ("stays", "never")] {
+        let body = json!({ "project_id": project, "name": name, "shape": "small", "image": "debian-12",
+            "restart_policy": policy });
+        let v = srv.post("/v1/instances").token(&tok).json(&body).send().await.ok(202);
+        assert_eq!(srv.wait_op(&tok, &op_of(&v)).await["status"], "succeeded");
+        ids.push(id(&v["instance"]));
+    }
+    // Both guests crash: the agent reports them failed at their current spec.
+    for iid in &ids {
+        let i = srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200);
+        let g = i["spec_generation"].as_i64().unwrap();
+        let report = json!({ "instances": [{ "instance_id": iid, "generation": g, "state": "failed", "detail": "guest panic" }] });
+        srv.post("/agent/v1/observed").token(&host.credential).json(&report).send().await.ok(200);
+    }
+    let keeps = srv
+        .wait_until(&tok, &format!("/v1/instances/{}", ids[0]), "restarted and running", |i| {
+            i["state"] == "running" && i["boot_generation"].as_i64() > Some(2)
+        })
+        .await;
+    assert!(keeps["spec_generation"].as_i64().unwrap() > 2, "a new spec asked for the restart: {keeps}");
+    let events = srv.list_all(&tok, &format!("/v1/instances/{}/events", ids[0])).await;
+    assert!(events.iter().any(|e| e["kind"] == "restarted"), "{events:?}");
+    assert!(events.iter().any(|e| e["kind"] == "guest_failed"), "{events:?}");
+    // `never` stays failed, and the watcher says what it did.
+    let tasks = srv
+        .wait_until(&srv.operator, "/v1/system/background-tasks", "a few watcher runs", |t| {
+            t.as_array().unwrap().iter().all(|t| t["runs"].as_u64() >= Some(2))
+        })
+        .await;
+    let names: Vec<&str> = tasks.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["host_liveness", "instance_watcher", "orphan_sweeper", "stuck_operations"]);
+    assert_eq!(srv.get(&format!("/v1/instances/{}", ids[1])).token(&tok).send().await.ok(200)["state"], "failed");
+    let run = srv.post("/v1/system/background-tasks/instance_watcher/run").token(&srv.operator).send().await.ok(200);
+    assert_eq!(run["restarted"], 0, "idempotent: nothing left to restart: {run}");
+    srv.post("/v1/system/background-tasks/nope/run").token(&srv.operator).send().await.problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_drain_names_what_could_not_move_and_only_drains_are_cancellable() {
+    let srv = TestServer::start().await;
+    let a = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let _aa = TestAgent::start(&srv.base, &a, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    srv.wait_op(&tok, &op_of(&v)).await;
+    // No other host: the instance cannot move, and the drain says why.
+    let d = srv.post(&format!("/v1/hosts/{}/drain", a.id)).token(&srv.operator).send().await.ok(202);
+    let op = srv.wait_op(&srv.operator, d["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!((op["status"].as_str(), op["error"]["code"].as_str()), (Some("failed"), Some("could_not_move")), "{op}");
+    let item = &op["items"][0];
+    assert_eq!(item["status"], "failed");
+    assert!(item["detail"].as_str().unwrap().contains("avoided: 1"), "{item}");
+    let i = srv.get(&format!("/v1/instances/{}", id(&v["instance"]))).token(&tok).send().await.ok(200);
+    assert_eq!((i["state"].as_str(), i["host_id"].as_str()), (Some("running"), Some(a.id.as_str())), "put back: {i}");
+    // Only drains can be cancelled; a finished one stays as it ended.
+    srv.post(&format!("/v1/operations/{}/cancel", op_of(&v))).token(&tok).send().await.problem(409, "not_cancellable");
+    let c = srv
+        .post(&format!("/v1/operations/{}/cancel", op["id"].as_str().unwrap()))
+        .token(&srv.operator)
+        .send()
+        .await
+        .ok(202);
+    assert_eq!(c["status"], "failed");
+}
