@@ -11,7 +11,7 @@ use crate::profile;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use plinth_agent::runtime::sim::{SimConfig, SimRuntime};
-use plinth_agent::sim::inventory::{cpu_list, dedicated_cpus_for, profile_counts, profile_for};
+use plinth_agent::sim::inventory::{PROFILES, cpu_list, dedicated_cpus_for, inventory_of, profile_counts, profile_for};
 use plinth_agent::state::is_dns_label;
 use plinth_agent::{AGENT_VERSION, AgentClient, HostSetup, Progress, RunnerConfig, StateDir, run_host};
 use std::path::PathBuf;
@@ -55,6 +55,11 @@ pub struct AgentArgs {
     /// sim: time each guest step takes (prepare, boot, shutdown, destroy), jittered ±20 %.
     #[arg(long, default_value_t = 300)]
     sim_delay_ms: u64,
+    /// sim: the host profiles to cycle through, host i taking the (i mod len)-th, e.g.
+    /// `general,gpu-h100` (profiles: general, pinned, gpu-a100, gpu-h100). Default: the
+    /// benchmark's mix (6 general, 2 pinned, 1 gpu-a100, 1 gpu-h100 in every 10).
+    #[arg(long, value_delimiter = ',')]
+    sim_mix: Vec<String>,
     /// sim: every K-th boot on a host fails (reported `failed`), to exercise restart
     /// policies.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -142,11 +147,20 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
     let state =
         StateDir::open(&state_dir).with_context(|| format!("opening the state directory {}", state_dir.display()))?;
 
+    if let Some(bad) = args.sim_mix.iter().find(|p| !PROFILES.contains(&p.as_str())) {
+        bail!("--sim-mix: unknown profile {bad:?}; the profiles are {}", PROFILES.join(", "));
+    }
     println!("plinth agent {AGENT_VERSION}: sim runtime: simulated hosts, no guests run");
     println!("  {n} simulated hosts {} … {} → {server_url}", hostname(0), hostname(n - 1));
-    let counts: Vec<String> = profile_counts(n).iter().map(|(p, c)| format!("{p} {c}")).collect();
-    println!("  profiles (host i gets profile i % 10): {}", counts.join(", "));
-    if let Some(i) = (0..n).find(|i| !dedicated_cpus_for(*i).is_empty()) {
+    if args.sim_mix.is_empty() {
+        let counts: Vec<String> = profile_counts(n).iter().map(|(p, c)| format!("{p} {c}")).collect();
+        println!("  profiles (host i gets profile i % 10): {}", counts.join(", "));
+    } else {
+        println!("  profiles (host i gets the (i mod {})-th): {}", args.sim_mix.len(), args.sim_mix.join(", "));
+    }
+    if args.sim_mix.is_empty()
+        && let Some(i) = (0..n).find(|i| !dedicated_cpus_for(*i).is_empty())
+    {
         println!(
             "  `pinned` hosts expect dedicated CPUs {}: an operator setting (scheduling.dedicated_cpus, PATCH /v1/hosts/{{id}}); the agent sets no scheduling or traits",
             cpu_list(&dedicated_cpus_for(i))
@@ -192,7 +206,10 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
     let mut hosts = tokio::task::JoinSet::new();
     for i in 0..n {
         let name = hostname(i);
-        let inventory = profile_for(i);
+        let inventory = match args.sim_mix.len() {
+            0 => profile_for(i),
+            len => inventory_of(&args.sim_mix[i as usize % len], i),
+        };
         let sim = SimConfig {
             delay: Duration::from_millis(args.sim_delay_ms),
             fail_every: args.sim_fail_every,

@@ -230,8 +230,9 @@ async fn http_mode(url: &str, token: &str, hosts: u32, c: usize, max: u64, secon
         let (s, v) = call(&http, M::POST, format!("{url}/v1/shapes"), token, Some(b)).await;
         assert!(s == 201 || s == 409, "{v}");
     }
-    let (_, t) = call(&http, M::POST, format!("{url}/v1/tenants"), token, Some(json!({ "name": "bench" }))).await;
+    let (_, t) = call(&http, M::POST, format!("{url}/v1/tenants"), token, Some(json!({ "name": format!("bench-{}", std::process::id()) }))).await;
     let (_, p) = call(&http, M::POST, format!("{url}/v1/projects"), token, Some(json!({ "name": "bench", "tenant_id": t["id"] }))).await;
+    assert!(p["id"].is_string(), "could not make the bench project: {p}");
     let project = p["id"].as_str().unwrap_or("").to_string();
     let next = Arc::new(AtomicU64::new(0));
     let refused_flavors = Arc::new(Mutex::new(BTreeSet::<&'static str>::new()));

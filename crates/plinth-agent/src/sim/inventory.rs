@@ -43,7 +43,12 @@ pub fn profile_name(i: u32) -> &'static str {
 /// The CPUs the operator is expected to set aside for pinning on host `i` (empty unless
 /// the profile is `pinned`): node 1's CPUs, 16..=31 and 48..=63.
 pub fn dedicated_cpus_for(i: u32) -> Vec<u32> {
-    if profile_name(i) == "pinned" { (16..=31).chain(48..=63).collect() } else { Vec::new() }
+    dedicated_cpus_of(profile_name(i))
+}
+
+/// The CPUs set aside for pinning on a host of `profile`.
+pub fn dedicated_cpus_of(profile: &str) -> Vec<u32> {
+    if profile == "pinned" { (16..=31).chain(48..=63).collect() } else { Vec::new() }
 }
 
 /// The CPUs of NUMA node `node` (0 or 1): one core of 16 per socket, with its sibling 32
@@ -60,8 +65,8 @@ struct GpuModel {
     per_node: u32,
 }
 
-fn gpu_model(i: u32) -> Option<GpuModel> {
-    match profile_name(i) {
+fn gpu_model(profile: &str) -> Option<GpuModel> {
+    match profile {
         "gpu-a100" => Some(GpuModel {
             class: "nvidia-a100-80gb",
             device_id: "20b5",
@@ -80,7 +85,13 @@ fn gpu_model(i: u32) -> Option<GpuModel> {
 
 /// The synthetic inventory of simulated host `i` (see the module's table).
 pub fn profile_for(i: u32) -> HostInventory {
-    let gpu_host = gpu_model(i).is_some();
+    inventory_of(profile_name(i), i)
+}
+
+/// The synthetic inventory of simulated host `i` when it has `profile` (one of
+/// [`PROFILES`]; anything else is `general`).
+pub fn inventory_of(profile: &str, i: u32) -> HostInventory {
+    let gpu_host = gpu_model(profile).is_some();
     let memory_mib: u64 = if gpu_host { 1_048_576 } else { 524_288 };
     let disk_gib: u64 = if gpu_host { 4000 } else { 2000 };
 
@@ -94,7 +105,7 @@ pub fn profile_for(i: u32) -> HostInventory {
 
     let mut pci_devices = Vec::new();
     let mut gpus = Vec::new();
-    if let Some(m) = gpu_model(i) {
+    if let Some(m) = gpu_model(profile) {
         for node in 0..2u32 {
             for k in 0..m.per_node {
                 let bus = if node == 0 { 0x1a } else { 0x9a } + k;
@@ -306,5 +317,18 @@ mod tests {
         assert_ne!(a.nics[0].mac, b.nics[0].mac);
         assert_ne!(a.firmware.serial, b.firmware.serial);
         assert_eq!(a.numa_nodes, b.numa_nodes);
+    }
+
+    #[test]
+    fn a_chosen_profile_overrides_the_index_mix() {
+        // Host 0 is `general` in the default mix; asked for as an H100 host it has 8 GPUs.
+        assert!(profile_for(0).gpus.is_empty());
+        let h = inventory_of("gpu-h100", 0);
+        assert_eq!(h.gpus.len(), 8);
+        assert!(h.gpus.iter().all(|g| g.class == "nvidia-h100-80gb"));
+        assert_eq!(h.memory_mib, 1_048_576);
+        assert_eq!(inventory_of("gpu-h100", 9), profile_for(9), "the same host as the default mix gives");
+        assert_eq!(dedicated_cpus_of("pinned").len(), 32);
+        assert!(dedicated_cpus_of("general").is_empty());
     }
 }
