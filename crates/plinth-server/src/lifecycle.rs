@@ -56,8 +56,8 @@ pub fn event(inst: &Instance, kind: &str, detail: impl Into<String>, op: Option<
 /// Whether the instance's host has stopped reporting (unreachable or failed).
 pub async fn host_lost(tx: &mut Tx, host_id: Option<&HostId>) -> Result<bool, StoreError> {
     let Some(h) = host_id else { return Ok(false) };
-    Ok(match tx.find::<Host>(&Scope::Platform, h.as_str()).await? {
-        Some(h) => matches!(h.state, HostState::Unreachable | HostState::Failed),
+    Ok(match tx.host_state(h.as_str()).await?.as_deref() {
+        Some(s) => s == HostState::Unreachable.as_str() || s == HostState::Failed.as_str(),
         None => true,
     })
 }

@@ -458,3 +458,43 @@ async fn a_drain_names_what_could_not_move_and_only_drains_are_cancellable() {
         .ok(202);
     assert_eq!(c["status"], "failed");
 }
+
+#[tokio::test]
+async fn a_resize_moves_when_its_host_cannot_hold_the_new_shape() {
+    let srv = TestServer::start().await;
+    let a = srv.enroll_host("h1", inventory(4, 16384), &[]).await;
+    let _aa = TestAgent::start(&srv.base, &a, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    srv.shape("big", 12, 4096).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    srv.wait_op(&tok, &op_of(&v)).await;
+    let iid = id(&v["instance"]);
+    let b = srv.enroll_host("h2", inventory(16, 16384), &[]).await;
+    let _ab = TestAgent::start(&srv.base, &b, Boots::Succeed);
+    let r = srv.post(&format!("/v1/instances/{iid}/resize")).token(&tok).json(&json!({"shape": "big"})).send().await;
+    r.problem(409, "invalid_transition"); // running: stop it first
+    let s = srv.post(&format!("/v1/instances/{iid}/stop")).token(&tok).send().await.ok(202);
+    srv.wait_op(&tok, &op_of(&s)).await;
+    let r = srv
+        .post(&format!("/v1/instances/{iid}/resize"))
+        .token(&tok)
+        .json(&json!({"shape": "big"}))
+        .send()
+        .await
+        .ok(202);
+    assert_eq!(r["instance"]["host_id"], b.id.as_str(), "re-placed on the host that holds 12 vCPUs");
+    assert_eq!(srv.wait_op(&tok, &op_of(&r)).await["status"], "succeeded");
+    assert!(srv.list_all(&srv.operator, &format!("/v1/hosts/{}/allocations", a.id)).await.is_empty());
+    let on_b = srv.list_all(&srv.operator, &format!("/v1/hosts/{}/allocations", b.id)).await;
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(on_b[0]["claim"]["vcpus"], 12);
+    let i = srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200);
+    assert_eq!((i["state"].as_str(), i["shape_name"].as_str()), (Some("stopped"), Some("big")), "{i}");
+    // Too big for any host: refused with the reason, nothing changes.
+    srv.shape("huge", 64, 4096).await;
+    let p = srv.post(&format!("/v1/instances/{iid}/resize")).token(&tok).json(&json!({"shape": "huge"})).send().await;
+    let p = p.problem(409, "no_capacity");
+    assert_eq!(p["constraint"]["removed"]["vcpu"], 2, "{p}");
+    assert_eq!(srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200)["shape_name"], "big");
+}

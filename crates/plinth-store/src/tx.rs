@@ -138,6 +138,18 @@ impl Tx {
         Ok(())
     }
 
+    /// A host's lifecycle state (the column, without reading its document).
+    pub async fn host_state(&mut self, host_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT state FROM hosts WHERE id = $1")
+            .bind(host_id.to_string())
+            .fetch_optional(&mut *self.inner)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("state")?),
+            None => None,
+        })
+    }
+
     /// Commits.
     pub async fn commit(self) -> Result<(), StoreError> {
         self.inner.commit().await?;
