@@ -197,7 +197,9 @@ async fn host_liveness(st: &AppState) -> Result<Value, StoreError> {
 async fn instance_watcher(st: &AppState) -> Result<Value, StoreError> {
     let mut restarted = 0;
     let mut followed = 0;
-    for inst in st.store.instances_in(&["active"]).await? {
+    // Failed guests derive `failed`; a guest that powered itself off while meant to run
+    // derives `starting`.
+    for inst in st.store.instances_where("active", &["failed", "starting"]).await? {
         let Some(obs) = &inst.observed else { continue };
         if obs.generation < inst.spec_generation || inst.power != PowerState::Running {
             continue;
@@ -255,11 +257,8 @@ async fn orphan_sweeper(st: &AppState) -> Result<Value, StoreError> {
         }
     }
     let mut failed = 0;
-    let live = st.store.instances_in(&["active", "busy", "creating"]).await?;
-    let (hosts, _) = st.store.scheduler_snapshot().await?;
-    let retired: HashSet<&str> =
-        hosts.iter().filter(|h| h.state == HostState::Retired).map(|h| h.id.as_str()).collect();
-    for inst in live.iter().filter(|i| i.host_id.as_ref().is_some_and(|h| retired.contains(h.as_str()))) {
+    let live = st.store.instances_on_retired_hosts().await?;
+    for inst in &live {
         let mut tx = st.store.begin().await?;
         let mut cur: Instance = tx.get(&Scope::Platform, inst.id.as_str()).await?;
         let allocs: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", inst.id.as_str()).await?;

@@ -184,6 +184,15 @@ impl Scheduler {
         Ok(self.read().views.clone())
     }
 
+    /// The host to try next: the preferred one once, then the cache's best.
+    fn propose(&self, req: &Request, preferred: &mut Option<String>) -> Result<String, NoValidHost> {
+        if let Some(h) = preferred.take() {
+            return Ok(h);
+        }
+        let c = self.read();
+        placement::place(req, &c.views, &self.policy()).map(|(i, _)| c.views[i].id.clone())
+    }
+
     /// Places `req` and claims the chosen host's resources for `consumer` inside a new
     /// transaction, which is returned open with the allocation written: the caller adds
     /// its own writes (the instance, the operation) and commits.
@@ -206,6 +215,9 @@ impl Scheduler {
         let mut reloaded = false;
         let mut preferred = prefer.map(str::to_string);
         for _ in 0..ATTEMPTS {
+            // Without a group the proposal needs nothing from the transaction: make it
+            // before taking the writer (on SQLite, the only one).
+            let early = if group.is_none() { Some(self.propose(req, &mut preferred)) } else { None };
             let mut tx = store.begin().await?;
             if let Some(g) = group {
                 let members = tx.group_members(g.id.as_str()).await?;
@@ -219,25 +231,20 @@ impl Scheduler {
                         .collect(),
                 });
             }
-            let host_id = match preferred.take() {
-                Some(h) => h,
-                None => {
-                    let choice = {
-                        let c = self.read();
-                        placement::place(req, &c.views, &self.policy()).map(|(i, _)| c.views[i].id.clone())
-                    };
-                    match choice {
-                        Ok(h) => h,
-                        Err(nv) => {
-                            drop(tx);
-                            if reloaded {
-                                return Err(ClaimError::NoHost(nv));
-                            }
-                            self.reload(store, Some(started)).await?;
-                            reloaded = true;
-                            continue;
-                        }
+            let proposal = match early {
+                Some(p) => p,
+                None => self.propose(req, &mut preferred),
+            };
+            let host_id = match proposal {
+                Ok(h) => h,
+                Err(nv) => {
+                    drop(tx);
+                    if reloaded {
+                        return Err(ClaimError::NoHost(nv));
                     }
+                    self.reload(store, Some(started)).await?;
+                    reloaded = true;
+                    continue;
                 }
             };
             let Some((host, allocs)) = tx.host_for_claim(&host_id).await? else {

@@ -498,3 +498,36 @@ async fn a_resize_moves_when_its_host_cannot_hold_the_new_shape() {
     assert_eq!(p["constraint"]["removed"]["vcpu"], 2, "{p}");
     assert_eq!(srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200)["shape_name"], "big");
 }
+
+#[tokio::test]
+async fn capacity_says_how_many_more_of_each_shape_fit() {
+    let srv = TestServer::start().await;
+    let site = srv.post("/v1/sites").token(&srv.operator).json(&json!({"name": "dc1"})).send().await.ok(201);
+    let rack = srv
+        .post("/v1/racks")
+        .token(&srv.operator)
+        .json(&json!({"site_id": id(&site), "name": "r1"}))
+        .send()
+        .await
+        .ok(201);
+    let a = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    srv.patch(&format!("/v1/hosts/{}", a.id))
+        .token(&srv.operator)
+        .json(&json!({"rack_id": id(&rack)}))
+        .send()
+        .await
+        .ok(200);
+    srv.enroll_host("h2", inventory(4, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    let c = srv.get("/v1/capacity").token(&srv.operator).send().await.ok(200);
+    // 8/2 + 4/2 vCPU-bound (memory allows 8 each): 4 + 2.
+    assert_eq!(c["totals"]["small"], 6, "{c}");
+    let in_rack = c["rows"].as_array().unwrap().iter().find(|r| r["rack_id"] == id(&rack).as_str()).unwrap();
+    assert_eq!((in_rack["fits"].as_u64(), in_rack["hosts"].as_u64()), (Some(4), Some(1)), "{c}");
+    assert_eq!(in_rack["site_id"], id(&site).as_str());
+    let (tok, project) = srv.tenant_project("acme").await;
+    srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let c = srv.get("/v1/capacity").token(&srv.operator).send().await.ok(200);
+    assert_eq!(c["totals"]["small"], 5, "one fewer after a claim: {c}");
+    srv.get("/v1/capacity").token(&tok).send().await.problem(403, "forbidden");
+}

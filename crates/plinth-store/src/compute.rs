@@ -4,6 +4,7 @@
 
 use crate::error::StoreError;
 use crate::resource::Val;
+use crate::sql::Sql;
 use crate::store::{Store, now_micros};
 use crate::tx::Tx;
 use plinth_api::{Allocation, Host, Instance};
@@ -69,19 +70,39 @@ impl Store {
         rows.iter().map(|r| decode("allocations", &r.try_get::<String, _>("doc")?)).collect()
     }
 
-    /// Live instances (not deleted) in the given lifecycles: what reconcilers look at.
-    pub async fn instances_in(&self, lifecycles: &[&str]) -> Result<Vec<Instance>, StoreError> {
-        let mut out = Vec::new();
-        for l in lifecycles {
-            for r in sqlx::query("SELECT doc FROM instances WHERE lifecycle = $1 ORDER BY id")
-                .bind(l.to_string())
-                .fetch_all(&self.read)
-                .await?
-            {
-                out.push(decode("instances", &r.try_get::<String, _>("doc")?)?);
-            }
-        }
-        Ok(out)
+    /// Instances in `lifecycle` whose derived state is one of `states`: what reconcilers
+    /// look at (filtered in SQL, as they run every few seconds).
+    pub async fn instances_where(&self, lifecycle: &str, states: &[&str]) -> Result<Vec<Instance>, StoreError> {
+        let mut sql = Sql::new("SELECT doc FROM instances WHERE lifecycle = ");
+        let p = sql.arg(Val::text(lifecycle));
+        sql.push(&p);
+        let ps: Vec<String> = states.iter().map(|s| sql.arg(Val::text(*s))).collect();
+        sql.push(&format!(" AND state IN ({}) ORDER BY id", ps.join(", ")));
+        let rows = sql.query().fetch_all(&self.read).await?;
+        rows.iter().map(|r| decode("instances", &r.try_get::<String, _>("doc")?)).collect()
+    }
+
+    /// Live instances (not deleted, deleting or failed) placed on retired hosts.
+    pub async fn instances_on_retired_hosts(&self) -> Result<Vec<Instance>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.doc AS doc FROM instances i JOIN hosts h ON h.id = i.host_id \
+             WHERE h.state = 'retired' AND i.lifecycle IN ('active', 'busy', 'creating') ORDER BY i.id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| decode("instances", &r.try_get::<String, _>("doc")?)).collect()
+    }
+
+    /// A host's lifecycle state (the column only), if the host exists.
+    pub async fn host_state(&self, host_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT state FROM hosts WHERE id = $1")
+            .bind(host_id.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("state")?),
+            None => None,
+        })
     }
 
     /// A host's desired-state generation.
@@ -121,18 +142,15 @@ impl Store {
     }
 
     /// Ids of hosts in one of `states` whose last heartbeat (or, never having beaten, whose
-    /// creation) is older than `cutoff_micros`.
+    /// creation) is older than `cutoff_micros`. Filtered in SQL: it runs every few seconds.
     pub async fn silent_hosts(&self, states: &[&str], cutoff_micros: i64) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        for r in sqlx::query("SELECT id, state, heartbeat_at, created_at FROM hosts").fetch_all(&self.read).await? {
-            let state: String = r.try_get("state")?;
-            let last: Option<i64> = r.try_get("heartbeat_at")?;
-            let created: i64 = r.try_get("created_at")?;
-            if states.contains(&state.as_str()) && last.unwrap_or(created) < cutoff_micros {
-                out.push(r.try_get("id")?);
-            }
-        }
-        Ok(out)
+        let mut sql = Sql::new("SELECT id FROM hosts WHERE COALESCE(heartbeat_at, created_at) < ");
+        let p = sql.arg(Val::Int(Some(cutoff_micros)));
+        sql.push(&p);
+        let ps: Vec<String> = states.iter().map(|s| sql.arg(Val::text(*s))).collect();
+        sql.push(&format!(" AND state IN ({}) ORDER BY id", ps.join(", ")));
+        let rows = sql.query().fetch_all(&self.read).await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
     /// Operations not yet final whose lease is free or expired: work to resume.

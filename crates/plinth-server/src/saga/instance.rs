@@ -75,7 +75,7 @@ pub async fn wait_observed(
     let key = signals::instance_key(id.as_str());
     let out = st
         .signals
-        .wait_for(&key, deadline, Duration::from_millis(500), || async {
+        .wait_for(&key, deadline, Duration::from_secs(1), || async {
             let inst: Instance = st.store.get(&Scope::Platform, id.as_str()).await?;
             if let Some(o) = &inst.observed
                 && o.generation >= generation
@@ -91,8 +91,9 @@ pub async fn wait_observed(
                 }
             }
             if let Some(h) = &inst.host_id {
-                let host: Host = st.store.get(&Scope::Platform, h.as_str()).await?;
-                if matches!(host.state, HostState::Unreachable | HostState::Failed | HostState::Retired) {
+                let state = st.store.host_state(h.as_str()).await?;
+                let lost = [HostState::Unreachable, HostState::Failed, HostState::Retired];
+                if state.as_deref().is_none_or(|s| lost.iter().any(|l| l.as_str() == s)) {
                     if lenient {
                         return Ok(Some(()));
                     }
@@ -189,15 +190,18 @@ fn release_claim<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> Ste
 fn prepare<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
     Box::pin(async move {
         let p: InstanceParams = params(p)?;
-        let inst = change(st, &p.instance_id, Some(op), |i| {
-            if i.spec_generation == 0 {
-                lifecycle::publish(i, PowerState::Stopped, false);
-                (true, vec![lifecycle::event(i, "prepare_requested", "sent to the host", Some(op))])
-            } else {
+        let mut inst: Instance = st.store.get(&Scope::Platform, p.instance_id.as_str()).await?;
+        if inst.spec_generation == 0 {
+            // Creates publish the first spec with the claim; this is for older sagas.
+            inst = change(st, &p.instance_id, Some(op), |i| {
+                if i.spec_generation == 0 {
+                    lifecycle::publish(i, PowerState::Stopped, false);
+                    return (true, vec![lifecycle::event(i, "prepare_requested", "sent to the host", Some(op))]);
+                }
                 (false, vec![])
-            }
-        })
-        .await?;
+            })
+            .await?;
+        }
         wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Stopped, false).await
     })
 }
