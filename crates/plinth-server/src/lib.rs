@@ -201,7 +201,10 @@ pub async fn serve_with(
 
 /// Starts the background work of a running server; the handles stop it.
 pub fn start_background(st: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut handles = vec![tokio::spawn(scheduler::refresh_loop(st.clone()))];
+    let mut handles = vec![
+        tokio::spawn(scheduler::refresh_loop(st.clone())),
+        tokio::spawn(signals::change_feed(st.clone(), std::time::Duration::from_millis(500))),
+    ];
     handles.extend(reconcilers::start(st));
     handles
 }

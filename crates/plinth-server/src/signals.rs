@@ -1,16 +1,18 @@
-//! In-process wake-ups: a long-poll or a waiting saga step sleeps on a key (a host's
-//! desired state, an instance's observation, an operation) until a writer in this process
-//! pokes it. Only a hint: every waiter re-reads the database and also wakes on a short
-//! timer, so changes written by another replica are seen too.
+//! Wake-ups: a long-poll or a waiting saga step sleeps on a key (a host's desired state,
+//! an instance's observation, an operation) until it is poked. Writers in this process poke
+//! after they commit; the change feed ([`change_feed`]) pokes for every instance and
+//! operation row that changed, whoever wrote it, so changes made by another replica wake
+//! waiters here too. A poke is only a hint: every waiter re-reads the database, and also
+//! wakes on a slow timer as a last resort.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// The longest a waiter sleeps between checks when nobody pokes it (a change written by
-/// another replica is seen within this).
-pub const MAX_POLL: Duration = Duration::from_secs(15);
+/// The longest a waiter sleeps between checks when nobody pokes it (a safety net: the
+/// change feed pokes within about a second of any change).
+pub const MAX_POLL: Duration = Duration::from_secs(30);
 
 /// Notifiers by key.
 #[derive(Default)]
@@ -92,4 +94,41 @@ pub fn instance_key(instance_id: &str) -> String {
 /// The key for an operation's status.
 pub fn operation_key(op_id: &str) -> String {
     format!("op/{op_id}")
+}
+
+/// Pokes the keys of every instance (and its host's desired state) and operation that
+/// changed in the database, every `period`, whoever changed it. Reads trail by a short
+/// window so rows committed late with an earlier timestamp are not missed; a key is poked
+/// once per change.
+pub async fn change_feed(st: crate::state::AppState, period: Duration) {
+    const WINDOW: i64 = 2_000_000; // µs
+    let mut seen: HashMap<String, i64> = HashMap::new();
+    let mut high = plinth_store::now_micros();
+    loop {
+        tokio::time::sleep(period).await;
+        let since = high - WINDOW;
+        let (instances, ops) = match st.store.changes_since(since, 10_000).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("change feed: {e}");
+                continue;
+            }
+        };
+        for (id, host, at) in instances {
+            high = high.max(at);
+            if seen.insert(id.clone(), at) != Some(at) {
+                st.signals.poke(&instance_key(&id));
+                if let Some(h) = host {
+                    st.signals.poke(&host_key(&h));
+                }
+            }
+        }
+        for (id, at) in ops {
+            high = high.max(at);
+            if seen.insert(id.clone(), at) != Some(at) {
+                st.signals.poke(&operation_key(&id));
+            }
+        }
+        seen.retain(|_, at| *at >= high - 2 * WINDOW);
+    }
 }

@@ -38,6 +38,7 @@ CREATE INDEX instances_tenant ON instances (tenant_id, id);
 CREATE INDEX instances_host ON instances (host_id);
 CREATE INDEX instances_group ON instances (placement_group_id);
 CREATE INDEX instances_lifecycle ON instances (lifecycle);
+CREATE INDEX instances_updated ON instances (updated_at);
 CREATE TABLE allocations (
     id TEXT PRIMARY KEY,
     host_id TEXT NOT NULL REFERENCES hosts(id),
@@ -80,6 +81,7 @@ CREATE TABLE operations (
 );
 CREATE INDEX operations_target ON operations (target, id);
 CREATE INDEX operations_status ON operations (status);
+CREATE INDEX operations_updated ON operations (updated_at);
 CREATE TABLE saga_log (
     operation_id TEXT NOT NULL REFERENCES operations(id),
     seq BIGINT NOT NULL,

@@ -93,6 +93,39 @@ impl Store {
         rows.iter().map(|r| decode("instances", &r.try_get::<String, _>("doc")?)).collect()
     }
 
+    /// What changed after `since` (microseconds): instances as (id, host id, updated at)
+    /// and operations as (id, updated at), oldest first, at most `limit` of each. The
+    /// server's change feed turns these into wake-ups, so waiters need not poll.
+    #[allow(clippy::type_complexity)]
+    pub async fn changes_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<(Vec<(String, Option<String>, i64)>, Vec<(String, i64)>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, host_id, updated_at FROM instances WHERE updated_at > $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let mut inst = Vec::with_capacity(rows.len());
+        for r in rows {
+            inst.push((r.try_get("id")?, r.try_get("host_id")?, r.try_get("updated_at")?));
+        }
+        let rows =
+            sqlx::query("SELECT id, updated_at FROM operations WHERE updated_at > $1 ORDER BY updated_at LIMIT $2")
+                .bind(since)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+        let mut ops = Vec::with_capacity(rows.len());
+        for r in rows {
+            ops.push((r.try_get("id")?, r.try_get("updated_at")?));
+        }
+        Ok((inst, ops))
+    }
+
     /// A host's lifecycle state (the column only), if the host exists.
     pub async fn host_state(&self, host_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT state FROM hosts WHERE id = $1")

@@ -133,7 +133,7 @@ pub async fn desired(
     let key = signals::host_key(caller.host_id.as_str());
     let host = caller.host_id.0.clone();
     st.signals
-        .wait_for(&key, deadline, Duration::from_secs(1), || async {
+        .wait_for(&key, deadline, signals::MAX_POLL, || async {
             let g = st.store.desired_generation(&host).await?.unwrap_or(0);
             Ok::<_, ApiError>((g > after).then_some(()))
         })

@@ -72,7 +72,7 @@ pub async fn get(
     let key = signals::operation_key(&id);
     let found = st
         .signals
-        .wait_for(&key, deadline, Duration::from_millis(500), || async {
+        .wait_for(&key, deadline, signals::MAX_POLL, || async {
             let op: Operation = st.store.get(&scope, &id).await?;
             Ok::<_, ApiError>(op.status.is_final().then_some(op))
         })

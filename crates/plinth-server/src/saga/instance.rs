@@ -14,7 +14,6 @@ use plinth_api::*;
 use plinth_domain::authz::Scope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::time::Duration;
 
 /// Parameters of the create and delete sagas.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,7 +74,7 @@ pub async fn wait_observed(
     let key = signals::instance_key(id.as_str());
     let out = st
         .signals
-        .wait_for(&key, deadline, Duration::from_secs(1), || async {
+        .wait_for(&key, deadline, signals::MAX_POLL, || async {
             let inst: Instance = st.store.get(&Scope::Platform, id.as_str()).await?;
             if let Some(o) = &inst.observed
                 && o.generation >= generation
