@@ -32,6 +32,10 @@ struct Fake {
     observed: Vec<ObservedInstance>,
     /// Answer every call with this status (an outage).
     fail_with: Option<StatusCode>,
+    /// Calls refused by the outage.
+    refused: u32,
+    /// Desired-state answers served.
+    polls: u32,
     revoked: bool,
 }
 
@@ -56,6 +60,7 @@ fn problem(status: StatusCode, code: &str) -> Response {
 fn gate(s: &Shared, headers: &HeaderMap) -> Result<HostId, (StatusCode, &'static str)> {
     s.with(|f| {
         if let Some(status) = f.fail_with {
+            f.refused += 1;
             return Err((status, "unavailable"));
         }
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -113,6 +118,7 @@ async fn desired(State(s): State<Shared>, headers: HeaderMap, Query(q): Query<De
         let notified = s.changed.notified();
         let (generation, instances) = s.with(|f| (f.generation, f.specs.clone()));
         if generation > after || tokio::time::Instant::now() >= deadline {
+            s.with(|f| f.polls += 1);
             return Json(DesiredState { host_id, generation, instances }).into_response();
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -241,7 +247,8 @@ async fn a_host_enrols_converges_survives_an_outage_and_restarts_without_enrolli
         f.specs = vec![spec(&id, 2, PowerState::Stopped, 1)];
     });
     fake.changed.notify_waiters();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Several refused calls (the agent backs off between them) and it is still running.
+    until(&fake, "three refused calls in the outage", |f| f.refused >= 3).await;
     assert!(!handle.is_finished(), "the host rides out the outage");
     fake.with(|f| f.fail_with = None);
     until(&fake, "stopped@2 after the outage", |f| saw(f, &id, ObservedState::Stopped, 2) == 1).await;
@@ -266,7 +273,9 @@ async fn a_host_enrols_converges_survives_an_outage_and_restarts_without_enrolli
     });
     fake.changed.notify_waiters();
     until(&fake, "absent@3", |f| saw(f, &id, ObservedState::Absent, 3) == 1).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await; // a long-poll round with the same state
+    // Two more long-poll rounds answered with the same state.
+    let polls = fake.with(|f| f.polls);
+    until(&fake, "two more desired-state rounds", |f| f.polls >= polls + 2).await;
     fake.with(|f| assert_eq!(saw(f, &id, ObservedState::Absent, 3), 1, "absent is reported once"));
     drop(stop);
     let _ = handle.await;

@@ -129,3 +129,19 @@ pub async fn refresh_host_instances(tx: &mut Tx, host_id: &HostId, pokes: &mut P
     }
     Ok(n)
 }
+
+/// Removes an instance's allocations (all but `keep`) inside the caller's transaction and
+/// returns them, so the caller can forget them in the scheduler's cache once committed.
+pub async fn drop_allocations(
+    tx: &mut Tx,
+    id: &InstanceId,
+    keep: Option<&AllocationId>,
+) -> Result<Vec<Allocation>, StoreError> {
+    let all: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", id.as_str()).await?;
+    let mut dropped = Vec::with_capacity(all.len());
+    for a in all.into_iter().filter(|a| Some(&a.id) != keep) {
+        tx.remove::<Allocation>(a.id.as_str()).await?;
+        dropped.push(a);
+    }
+    Ok(dropped)
+}

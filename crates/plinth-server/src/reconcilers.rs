@@ -261,10 +261,7 @@ async fn orphan_sweeper(st: &AppState) -> Result<Value, StoreError> {
     for inst in &live {
         let mut tx = st.store.begin().await?;
         let mut cur: Instance = tx.get(&Scope::Platform, inst.id.as_str()).await?;
-        let allocs: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", inst.id.as_str()).await?;
-        for a in &allocs {
-            tx.remove::<Allocation>(a.id.as_str()).await?;
-        }
+        let allocs = lifecycle::drop_allocations(&mut tx, &inst.id, None).await?;
         cur.lifecycle = Lifecycle::Failed;
         cur.claim = None;
         cur.warning = Some("its host was retired with the instance still on it".into());
@@ -272,6 +269,9 @@ async fn orphan_sweeper(st: &AppState) -> Result<Value, StoreError> {
         let ev = lifecycle::event(&cur, "failed", "host retired", None);
         lifecycle::save(&mut tx, &mut cur, false, vec![ev], None, &mut pokes).await?;
         tx.commit().await?;
+        for a in &allocs {
+            st.sched.note_release(a.host_id.as_str(), &a.claim);
+        }
         pokes.send(&st.signals);
         failed += 1;
     }

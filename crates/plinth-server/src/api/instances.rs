@@ -474,16 +474,11 @@ pub async fn resize(
     if inst.generation != cur.generation {
         return Err(ApiError::new(StatusCode::CONFLICT, "generation_mismatch", "the instance changed; retry"));
     }
-    let old: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", inst.id.as_str()).await?;
-    let mut released = vec![];
+    let released = lifecycle::drop_allocations(&mut tx, &inst.id, Some(&alloc.id)).await?;
     let mut pokes = Pokes::default();
-    for a in old.into_iter().filter(|a| a.id != alloc.id) {
-        tx.remove::<Allocation>(a.id.as_str()).await?;
-        if a.host_id != alloc.host_id {
-            tx.bump_desired(a.host_id.as_str()).await?;
-            pokes.host(&a.host_id);
-        }
-        released.push(a);
+    for a in released.iter().filter(|a| a.host_id != alloc.host_id) {
+        tx.bump_desired(a.host_id.as_str()).await?;
+        pokes.host(&a.host_id);
     }
     let from = inst.shape_name.clone();
     let moved = inst.host_id.as_ref() != Some(&alloc.host_id);

@@ -83,12 +83,7 @@ pub async fn relocate(
         Err(crate::scheduler::ClaimError::Store(e)) => return Err(e.into()),
     };
     let mut cur: Instance = tx.get(&Scope::Platform, inst.id.as_str()).await?;
-    let old: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", inst.id.as_str()).await?;
-    let mut released = vec![];
-    for a in old.into_iter().filter(|a| a.id != alloc.id) {
-        tx.remove::<Allocation>(a.id.as_str()).await?;
-        released.push(a);
-    }
+    let released = lifecycle::drop_allocations(&mut tx, &inst.id, Some(&alloc.id)).await?;
     let mut pokes = Pokes::default();
     tx.bump_desired(from.as_str()).await?;
     pokes.host(from);
@@ -285,10 +280,7 @@ fn recover<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFutur
 async fn fail_instance(st: &AppState, op: &OperationId, inst: &Instance, why: &str) -> Result<(), StepError> {
     let mut tx = st.store.begin().await?;
     let mut cur: Instance = tx.get(&Scope::Platform, inst.id.as_str()).await?;
-    let allocs: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", inst.id.as_str()).await?;
-    for a in &allocs {
-        tx.remove::<Allocation>(a.id.as_str()).await?;
-    }
+    let allocs = lifecycle::drop_allocations(&mut tx, &inst.id, None).await?;
     cur.lifecycle = Lifecycle::Failed;
     cur.action = None;
     cur.claim = None;

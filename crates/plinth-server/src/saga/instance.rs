@@ -154,10 +154,7 @@ fn claim<'a>(st: &'a AppState, _op: &'a OperationId, p: &'a Value) -> StepFuture
 pub async fn release_all(st: &AppState, id: &InstanceId, op: Option<&OperationId>, why: &str) -> Result<(), StepError> {
     let mut tx = st.store.begin().await?;
     let mut inst: Instance = tx.get(&Scope::Platform, id.as_str()).await?;
-    let allocs: Vec<Allocation> = tx.list_by(&Scope::Platform, "instance_id", id.as_str()).await?;
-    for a in &allocs {
-        tx.remove::<Allocation>(a.id.as_str()).await?;
-    }
+    let allocs = lifecycle::drop_allocations(&mut tx, id, None).await?;
     let was_live = inst.lifecycle != Lifecycle::Deleted;
     inst.lifecycle = Lifecycle::Deleted;
     inst.action = None;
