@@ -84,7 +84,7 @@ pub struct Guest {
 }
 
 fn observed(id: &InstanceId, state: ObservedState, generation: i64, detail: Option<String>) -> ObservedInstance {
-    ObservedInstance { instance_id: id.clone(), generation, state, detail }
+    ObservedInstance { instance_id: id.clone(), generation, state, detail, evidence: None }
 }
 
 impl Guest {
@@ -434,6 +434,7 @@ pub(crate) mod tests {
             },
             ssh_keys: vec![],
             user_data: None,
+            boot: None,
         }
     }
 

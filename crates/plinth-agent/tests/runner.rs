@@ -173,6 +173,7 @@ fn spec(id: &InstanceId, generation: i64, power: PowerState, boot_generation: i6
         },
         ssh_keys: vec![],
         user_data: None,
+        boot: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::compute::{Claim, ObservedState, PowerState};
 use crate::ids::*;
+use crate::images::BootSource;
 use crate::inventory::{HostInventory, HostState};
 use crate::shapes::RuntimeClass;
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,10 @@ pub struct InstanceSpec {
     pub claim: Claim,
     pub ssh_keys: Vec<String>,
     pub user_data: Option<String>,
+    /// What it boots, resolved from its image (`None` for runtimes that boot nothing, and
+    /// for instances whose image is not registered).
+    #[serde(default)]
+    pub boot: Option<BootSource>,
 }
 
 /// Answer of `GET /agent/v1/desired`: every guest this host should have.
@@ -77,6 +82,37 @@ pub struct ObservedInstance {
     pub state: ObservedState,
     #[serde(default)]
     pub detail: Option<String>,
+    /// How the guest runs, when it runs (or last ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<RuntimeEvidence>,
+}
+
+/// How a guest actually runs on its host: recorded from the agent's reports and shown to
+/// operators on `GET /v1/instances/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEvidence {
+    /// The runtime (`qemu`, `sim`).
+    pub runtime: String,
+    /// `kvm` or `tcg` (QEMU); `none` for runtimes that run nothing.
+    pub accelerator: String,
+    /// The machine type (`q35`, `microvm`).
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// The exact command line, one argument per element.
+    #[serde(default)]
+    pub command_line: Vec<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The QMP socket path on the host (private to the agent).
+    #[serde(default)]
+    pub qmp_socket: Option<String>,
+    /// The serial console log on the host.
+    #[serde(default)]
+    pub serial_log: Option<String>,
+    /// Host CPUs the vCPU threads are pinned to, in vCPU order.
+    #[serde(default)]
+    pub pinned_cpus: Vec<u32>,
 }
 
 /// Body of `POST /agent/v1/observed`.

@@ -182,6 +182,9 @@ pub struct Instance {
     pub runtime_class: RuntimeClass,
     /// Image reference the root disk is built from.
     pub image: String,
+    /// What the image resolved to when the instance was created or rebuilt.
+    #[serde(default)]
+    pub boot: Option<crate::images::BootSource>,
     pub placement_group_id: Option<PlacementGroupId>,
     /// Placement traits the host must have.
     pub required_traits: Vec<String>,
@@ -207,6 +210,9 @@ pub struct Instance {
     pub host_id: Option<HostId>,
     pub claim: Option<Claim>,
     pub observed: Option<Observation>,
+    /// How the guest runs on its host (operators only; `None` for tenants).
+    #[serde(default)]
+    pub runtime: Option<crate::agent::RuntimeEvidence>,
     /// Set when the instance was recovered on another host and its local disk was lost.
     pub warning: Option<String>,
     pub generation: i64,

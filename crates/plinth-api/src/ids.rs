@@ -90,6 +90,8 @@ typed_id!(/// A placement group (affinity, anti-affinity, spread).
     PlacementGroupId, "pg");
 typed_id!(/// One entry of a resource's event history.
     EventId, "evt");
+typed_id!(/// An image (a boot disk, or a kernel + initrd to boot directly).
+    ImageId, "img");
 typed_id!(/// A request, as echoed in errors and audit records.
     RequestId, "req");
 

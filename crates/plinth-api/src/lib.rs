@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod compute;
 pub mod identity;
+pub mod images;
 pub mod ids;
 pub mod inventory;
 pub mod operations;
@@ -17,6 +18,7 @@ pub mod shapes;
 pub use agent::*;
 pub use compute::*;
 pub use identity::*;
+pub use images::*;
 pub use ids::*;
 pub use inventory::*;
 pub use operations::*;

@@ -115,6 +115,7 @@ fn spec_of(inst: &Instance, user_data: Option<String>) -> Option<InstanceSpec> {
         claim: inst.claim.clone()?,
         ssh_keys: inst.ssh_keys.clone(),
         user_data,
+        boot: inst.boot.clone(),
     })
 }
 

@@ -183,6 +183,8 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         hugepages: shape.hugepages,
         runtime_class: shape.runtime_class,
         image: b.image.clone(),
+        boot: None,
+        runtime: None,
         placement_group_id: group.as_ref().map(|g| g.id.clone()),
         required_traits: b.required_traits.clone(),
         forbidden_traits: b.forbidden_traits.clone(),
