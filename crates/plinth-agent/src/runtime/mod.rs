@@ -13,9 +13,13 @@
 
 pub mod sim;
 
-use plinth_api::{InstanceId, InstanceSpec};
+use plinth_api::{InstanceId, InstanceSpec, RuntimeEvidence};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// What a guest actually is on the host (as opposed to what it should be).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -99,6 +103,39 @@ pub enum RuntimeError {
     },
 }
 
+/// Something that happened to a guest that no step asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happened {
+    /// The guest powered itself off (from inside, or ACPI): it is stopped, not crashed.
+    PoweredOff,
+    /// The guest's process ended unasked, or the guest panicked: it crashed. The text says
+    /// how (`qemu exited (killed by signal 9)`, `guest panicked`).
+    Crashed(String),
+    /// The guest reset itself (a reboot from inside); it keeps running.
+    Reset,
+}
+
+/// An unasked change of a guest, sent by a runtime to the runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestEvent {
+    /// The guest's instance.
+    pub instance_id: InstanceId,
+    /// What happened.
+    pub happened: Happened,
+}
+
+/// A boxed future, for object-safe traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a runtime fetches image files from: the server's `GET
+/// /agent/v1/blobs/sha256/{hex}` (the agent's [`crate::HostClient`]), or a local directory
+/// in tests.
+pub trait BlobSource: Send + Sync + 'static {
+    /// Writes the blob with this lowercase hex SHA-256 to `dest` (a temporary file the
+    /// caller verifies and renames). Answers with why it could not.
+    fn fetch<'a>(&'a self, sha256: &'a str, dest: &'a Path) -> BoxFuture<'a, Result<(), String>>;
+}
+
 /// A guest runtime. Steps on different guests may run concurrently; the runner never runs
 /// two steps on the same guest at once.
 pub trait Runtime: Send + Sync + 'static {
@@ -111,4 +148,24 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Carries out one step; answers when it is done or has failed.
     fn execute(&self, op: Op) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Gives the runtime where to fetch image files from; called once the host has its
+    /// credential, before any step.
+    fn attach(&self, _blobs: Arc<dyn BlobSource>) {}
+
+    /// The receiver of unasked guest changes (crashes, power-offs from inside). Taken once,
+    /// by the runner; `None` for runtimes whose guests never change on their own.
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<GuestEvent>> {
+        None
+    }
+
+    /// How the guest runs (or last ran), attached to its reports.
+    fn evidence(&self, _instance_id: &InstanceId) -> Option<RuntimeEvidence> {
+        None
+    }
+
+    /// The guest's serial console log on the host, which the runner ships to the server.
+    fn console_log(&self, _instance_id: &InstanceId) -> Option<PathBuf> {
+        None
+    }
 }
