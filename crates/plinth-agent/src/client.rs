@@ -6,15 +6,21 @@
 //! that says whether retrying can help. It does not retry, back off or log: the runner
 //! decides that.
 
+use crate::runtime::{BlobSource, BoxFuture};
 use plinth_api::{
-    DesiredState, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, HostInventory, ObservedAck, ObservedReport,
+    ConsoleAck, ConsoleChunkQuery, DesiredState, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, HostInventory,
+    InstanceId, ObservedAck, ObservedReport,
 };
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Time allowed for a blob download to make progress (each chunk).
+const BLOB_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for an ordinary call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time allowed beyond the long-poll's own wait.
@@ -260,6 +266,56 @@ impl HostClient {
         json(resp).await
     }
 
+    /// `POST /agent/v1/instances/{id}/console?stream=&offset=&reset=` with the console
+    /// bytes that follow `offset` (empty: asks how far the server has the stream).
+    pub async fn console(
+        &self,
+        id: &InstanceId,
+        q: &ConsoleChunkQuery,
+        data: Vec<u8>,
+    ) -> Result<ConsoleAck, ClientError> {
+        let resp = self
+            .request(reqwest::Method::POST, &format!("/agent/v1/instances/{id}/console"), CALL_TIMEOUT)
+            .query(q)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(data)
+            .send()
+            .await
+            .map_err(transport)?;
+        json(resp).await
+    }
+
+    /// `GET /agent/v1/blobs/sha256/{hex}`, written to `dest` as it arrives. The caller
+    /// checks the digest.
+    pub async fn fetch_blob(&self, sha256: &str, dest: &Path) -> Result<u64, ClientError> {
+        let io = |e: std::io::Error| ClientError::Transport(format!("writing {}: {e}", dest.display()));
+        let mut resp = self
+            .client
+            .http
+            .get(self.client.url(&format!("/agent/v1/blobs/sha256/{sha256}")))
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            let (status, bytes) = body(resp).await?;
+            return Err(problem(status, &bytes));
+        }
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut written = 0u64;
+        loop {
+            let chunk = tokio::time::timeout(BLOB_CHUNK_TIMEOUT, resp.chunk())
+                .await
+                .map_err(|_| ClientError::Transport(format!("blob {sha256}: no data for 60 s")))?
+                .map_err(transport)?;
+            let Some(chunk) = chunk else { break };
+            written += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(written)
+    }
+
     /// `POST /agent/v1/observed`.
     pub async fn observed(&self, report: &ObservedReport) -> Result<ObservedAck, ClientError> {
         let resp = self
@@ -269,6 +325,12 @@ impl HostClient {
             .await
             .map_err(transport)?;
         json(resp).await
+    }
+}
+
+impl BlobSource for HostClient {
+    fn fetch<'a>(&'a self, sha256: &'a str, dest: &'a Path) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.fetch_blob(sha256, dest).await.map(|_| ()).map_err(|e| e.to_string()) })
     }
 }
 

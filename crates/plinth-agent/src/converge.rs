@@ -8,12 +8,17 @@
 //!   guest asked to stop reports `stopping` → `stopped`; `absent` (or a guest missing from
 //!   the desired list) is destroyed, reported `absent` once, then forgotten.
 //! - `boot_generation`: when above the `boot_generation` of the guest's current (or last
-//!   attempted) boot, the guest is (re)booted; a reboot reports `starting` → `running`.
+//!   attempted) boot, the guest is (re)booted: a `Boot` step on a stopped guest starts it,
+//!   on a running one reboots it in place; either reports `starting` → `running`.
 //!   A failed boot stays `failed` until the server asks for another boot this way (its
 //!   restart policy), so the agent never retries a boot on its own.
 //! - `generation`: a higher generation supersedes a lower one at any point; a step in
 //!   flight is let finish, then the guest converges to the newest spec. Every report
 //!   names the generation the agent acted on, and a report is sent only when it changes.
+//!
+//! - Unasked changes from the runtime ([`GuestTable::happened`]): a guest that powered
+//!   itself off is `stopped`; one that died is `crashed` (the server applies its restart
+//!   policy by asking for a new boot).
 //!
 //! At most one step runs per guest. A failed prepare, shutdown or destroy is not retried
 //! for the same spec generation (a destroy is retried at the next desired state), so a
@@ -21,7 +26,7 @@
 //! carries out a step, nor how reports travel: the runner feeds it events and carries
 //! out what it answers.
 
-use crate::runtime::{Actual, Discovered, Op, OpKind};
+use crate::runtime::{Actual, Discovered, Happened, Op, OpKind};
 use plinth_api::{InstanceId, InstanceSpec, ObservedInstance, ObservedState, PowerState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -77,6 +82,9 @@ pub struct Guest {
     booted_generation: Option<i64>,
     /// Why it is `failed`.
     detail: Option<String>,
+    /// It is `failed` because it died unasked (reported `crashed`), not because a boot
+    /// failed.
+    crashed: bool,
     /// A step other than boot failed at this generation: wait for a newer spec.
     blocked: Option<(i64, String)>,
     in_flight: Option<InFlight>,
@@ -96,6 +104,7 @@ impl Guest {
             actual: Actual::Absent,
             booted_generation: None,
             detail: None,
+            crashed: false,
             blocked: None,
             in_flight: None,
             reported: None,
@@ -157,6 +166,7 @@ impl Guest {
         if wants == PowerState::Stopped && self.actual == Actual::Failed {
             self.actual = Actual::Stopped;
             self.detail = None;
+            self.crashed = false;
         }
         if let Some((at, _)) = &self.blocked {
             if *at >= generation {
@@ -177,8 +187,11 @@ impl Guest {
                 (Tag::Boot { boot_generation }, Some(S::Starting))
             }
             (P::Running, Actual::Stopped | Actual::Failed) => return None,
-            // A reboot: shut down now, boot next; `starting` throughout.
-            (P::Running, Actual::Running) if self.boot_due() => (Tag::Shutdown, Some(S::Starting)),
+            // A reboot: a boot of a running guest (the runtime resets it in place).
+            (P::Running, Actual::Running) if self.boot_due() => {
+                let boot_generation = self.spec.as_ref().map_or(0, |s| s.boot_generation);
+                (Tag::Boot { boot_generation }, Some(S::Starting))
+            }
             (P::Running, Actual::Running) => return None,
         };
         let kind = match tag {
@@ -204,6 +217,7 @@ impl Guest {
             Actual::Absent => ObservedState::Absent,
             Actual::Stopped => ObservedState::Stopped,
             Actual::Running => ObservedState::Running,
+            Actual::Failed if self.crashed => ObservedState::Crashed,
             Actual::Failed => ObservedState::Failed,
         };
         let detail = match (&self.blocked, self.actual) {
@@ -302,7 +316,7 @@ impl GuestTable {
                 Some(ObservedState::Running) => c.running += 1,
                 Some(ObservedState::Stopping) => c.stopping += 1,
                 Some(ObservedState::Stopped) => c.stopped += 1,
-                Some(ObservedState::Failed) => c.failed += 1,
+                Some(ObservedState::Failed | ObservedState::Crashed) => c.failed += 1,
                 Some(ObservedState::Absent) | None => {}
             }
         }
@@ -349,6 +363,7 @@ impl GuestTable {
     pub fn complete(&mut self, id: &InstanceId, result: Result<(), String>) -> Step {
         let Some(g) = self.guests.get_mut(id) else { return Step::default() };
         let Some(f) = g.in_flight.take() else { return Step::default() };
+        g.crashed = false;
         match (f.tag, result) {
             (Tag::Prepare, Ok(())) => g.actual = Actual::Stopped,
             (Tag::Boot { boot_generation }, Ok(())) => {
@@ -379,6 +394,34 @@ impl GuestTable {
         if forget {
             self.forget(id);
         }
+        step
+    }
+
+    /// Records something that happened to guest `id` unasked (from its runtime) and
+    /// answers what follows. While a step runs on the guest the event is left to that
+    /// step's result; a guest not held (or not running) is not affected.
+    pub fn happened(&mut self, id: &InstanceId, what: Happened) -> Step {
+        let Some(g) = self.guests.get_mut(id) else { return Step::default() };
+        if g.in_flight.is_some() || g.actual != Actual::Running {
+            return Step::default();
+        }
+        match what {
+            Happened::PoweredOff => {
+                g.actual = Actual::Stopped;
+                g.detail = None;
+            }
+            Happened::Crashed(detail) => {
+                g.actual = Actual::Failed;
+                g.detail = Some(detail);
+                g.crashed = true;
+            }
+            Happened::Reset => return Step::default(),
+        }
+        if !self.synced {
+            return Step::default();
+        }
+        let mut step = Step::default();
+        step.absorb(g.step());
         step
     }
 
@@ -501,13 +544,12 @@ pub(crate) mod tests {
         let mut t = GuestTable::new();
         let s = t.apply_desired(&[spec(&id, 1, P::Running, 1)]);
         settle(&mut t, s);
+        // A reboot is one boot step on the running guest (the runtime resets it in place).
         let s = t.apply_desired(&[spec(&id, 2, P::Running, 2)]);
-        assert_eq!(kinds(&s), ["shutdown"]);
+        assert_eq!(kinds(&s), ["boot"]);
         assert_eq!(states(&s), [(S::Starting, 2)]);
         let s = t.complete(&id, Ok(()));
-        assert_eq!(kinds(&s), ["boot"]);
-        assert!(s.reports.is_empty());
-        let s = t.complete(&id, Ok(()));
+        assert!(s.ops.is_empty());
         assert_eq!(states(&s), [(S::Running, 2)]);
         // A newer spec with the same boot_generation is acknowledged without a reboot.
         let s = t.apply_desired(&[spec(&id, 3, P::Running, 2)]);
@@ -669,6 +711,40 @@ pub(crate) mod tests {
         assert_eq!(s.ops[0].kind, OpKind::Destroy);
         assert_eq!(states(&s), [(S::Running, 3)]);
         assert_eq!(states(&t.complete(&extra, Ok(()))), [(S::Absent, 1)]);
+    }
+
+    #[test]
+    fn a_guest_that_dies_unasked_is_crashed_until_a_new_boot() {
+        let id = InstanceId::generate();
+        let mut t = GuestTable::new();
+        let s = t.apply_desired(&[spec(&id, 1, P::Running, 1)]);
+        settle(&mut t, s);
+        let s = t.happened(&id, Happened::Crashed("qemu exited (killed by signal 9)".into()));
+        assert!(s.ops.is_empty(), "the agent never restarts a guest on its own");
+        assert_eq!(states(&s), [(S::Crashed, 1)]);
+        assert_eq!(s.reports[0].detail.as_deref(), Some("qemu exited (killed by signal 9)"));
+        // The server's restart policy asks for a new boot.
+        let s = t.apply_desired(&[spec(&id, 2, P::Running, 2)]);
+        assert_eq!(kinds(&s), ["boot"]);
+        assert_eq!(settle(&mut t, s), [(S::Starting, 2), (S::Running, 2)]);
+    }
+
+    #[test]
+    fn a_guest_that_powers_itself_off_is_stopped_and_not_booted_again() {
+        let id = InstanceId::generate();
+        let mut t = GuestTable::new();
+        let s = t.apply_desired(&[spec(&id, 1, P::Running, 1)]);
+        settle(&mut t, s);
+        let s = t.happened(&id, Happened::PoweredOff);
+        assert!(s.ops.is_empty());
+        assert_eq!(states(&s), [(S::Stopped, 1)]);
+        // The same desired state again changes nothing.
+        let s = t.apply_desired(&[spec(&id, 1, P::Running, 1)]);
+        assert!(s.ops.is_empty() && s.reports.is_empty());
+        // Events about a guest with a step in flight are left to the step.
+        let s = t.apply_desired(&[spec(&id, 2, P::Running, 2)]);
+        assert_eq!(kinds(&s), ["boot"]);
+        assert!(t.happened(&id, Happened::Crashed("x".into())).reports.is_empty());
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //! - [`runner`]: one host's loop (enrol, inventory, heartbeat, long-poll, converge, report);
 //! - [`runtime`]: the [`Runtime`] trait and its implementations (`sim`);
 //! - [`sim`]: synthetic hosts for the `sim` runtime (inventories);
+//! - [`console_ship`]: sending guests' serial console logs to the server;
 //! - [`backoff`]: capped exponential backoff with jitter.
 
 #![warn(missing_docs)]
 
 pub mod backoff;
 pub mod client;
+pub mod console_ship;
 pub mod converge;
 pub mod runner;
 pub mod runtime;
@@ -28,7 +30,7 @@ pub mod state;
 pub use client::{AgentClient, ClientError, HostClient};
 pub use converge::{GuestTable, Step};
 pub use runner::{HostError, HostSetup, Progress, RunnerConfig, run_host};
-pub use runtime::{Actual, Discovered, Op, OpKind, Runtime, RuntimeError};
+pub use runtime::{Actual, BlobSource, Discovered, GuestEvent, Happened, Op, OpKind, Runtime, RuntimeError};
 pub use state::{StateDir, StateError, StoredCredential};
 
 /// The agent's version, sent in heartbeats.

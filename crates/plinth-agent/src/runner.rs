@@ -13,8 +13,9 @@
 
 use crate::backoff::Backoff;
 use crate::client::{AgentClient, ClientError, HostClient};
+use crate::console_ship::ConsoleShipper;
 use crate::converge::{Census, GuestTable, Step};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{BlobSource, GuestEvent, Runtime, RuntimeError};
 use crate::state::{StateDir, StateError, StoredCredential};
 use futures::stream::{FuturesUnordered, StreamExt};
 use plinth_api::{
@@ -35,6 +36,21 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// A long-poll answered at once without a newer generation is not repeated sooner than
 /// this (protection against a server that does not hold the poll).
 const MIN_POLL_SPACING: Duration = Duration::from_secs(1);
+/// How often guests' console logs are shipped to the server.
+const CONSOLE_PERIOD: Duration = Duration::from_millis(250);
+/// How often the host's inventory is discovered again (and sent when it changed).
+const REDISCOVER_PERIOD: Duration = Duration::from_secs(60);
+
+/// Discovers the host's inventory again (blocking I/O; run off the async threads).
+/// `None`: discovery failed this time (the last inventory stands).
+#[derive(Clone)]
+pub struct Rediscover(pub Arc<dyn Fn() -> Option<HostInventory> + Send + Sync>);
+
+impl std::fmt::Debug for Rediscover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rediscover(..)")
+    }
+}
 
 /// One host to run.
 #[derive(Clone, Debug)]
@@ -45,6 +61,8 @@ pub struct HostSetup {
     pub hostname: String,
     /// The inventory sent at enrolment and at every start.
     pub inventory: HostInventory,
+    /// Rediscovers the inventory periodically (real hosts); `None`: it never changes.
+    pub rediscover: Option<Rediscover>,
 }
 
 /// Settings shared by every host of the process.
@@ -203,6 +221,20 @@ async fn next_of<T>(slot: &mut Option<BoxFut<T>>) -> T {
     }
 }
 
+/// The next unasked guest change, or never when the runtime has none.
+async fn next_event(events: &mut Option<tokio::sync::mpsc::UnboundedReceiver<GuestEvent>>) -> Option<GuestEvent> {
+    match events {
+        Some(rx) => match rx.recv().await {
+            Some(e) => Some(e),
+            None => {
+                *events = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when the stop flag is raised (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -312,6 +344,7 @@ impl<R: Runtime> Host<R> {
             .await
             .map_err(|source| HostError::Runtime { hostname: hostname.clone(), source })?;
         let table = GuestTable::from_discovered(found);
+        self.runtime.attach(Arc::new(host.clone()) as Arc<dyn BlobSource>);
         let sent = self.until_ok(&mut stop, || host.put_inventory(&self.setup.inventory)).await;
         match sent {
             Ok(Some(())) => {}
@@ -357,6 +390,15 @@ impl<R: Runtime> Host<R> {
         // sink the others.
         let mut one_by_one = false;
 
+        let mut events = self.runtime.take_events();
+        let mut inventory = self.setup.inventory.clone();
+        let mut rediscover: Option<BoxFut<Option<HostInventory>>> = None;
+        let mut rediscover_at = Instant::now() + REDISCOVER_PERIOD;
+        let mut inv_put: Option<BoxFut<Result<(), ClientError>>> = None;
+        let mut console: Option<BoxFut<(ConsoleShipper, Result<u64, ClientError>)>> = None;
+        let mut shipper = Some(ConsoleShipper::new());
+        let mut console_at = Instant::now();
+
         let mut ops: Ops = FuturesUnordered::new();
         let mut share = CensusShare { last: Census::default(), progress: self.progress.clone() };
         let mut warned_host_id = false;
@@ -383,7 +425,35 @@ impl<R: Runtime> Host<R> {
                 let h = host.clone();
                 report = Some(Box::pin(async move { h.observed(&body).await }));
             }
+            if console.is_none()
+                && console_at <= now
+                && self.runtime.has_consoles()
+                && let Some(mut sh) = shipper.take()
+            {
+                let logs: Vec<_> = table
+                    .guests()
+                    .filter_map(|g| self.runtime.console_log(g.instance_id()).map(|p| (g.instance_id().clone(), p)))
+                    .collect();
+                let h = host.clone();
+                console = Some(Box::pin(async move {
+                    let r = sh.ship(&h, &logs).await;
+                    (sh, r)
+                }));
+            }
+            if rediscover.is_none()
+                && inv_put.is_none()
+                && rediscover_at <= now
+                && let Some(f) = self.setup.rediscover.clone()
+            {
+                rediscover = Some(Box::pin(async move { tokio::task::spawn_blocking(move || (f.0)()).await.ok().flatten() }));
+            }
             let mut wake = now + Duration::from_secs(3600);
+            if console.is_none() && self.runtime.has_consoles() {
+                wake = wake.min(console_at);
+            }
+            if rediscover.is_none() && inv_put.is_none() && self.setup.rediscover.is_some() {
+                wake = wake.min(rediscover_at);
+            }
             if poll.is_none() {
                 wake = wake.min(poll_at);
             }
@@ -482,6 +552,45 @@ impl<R: Runtime> Host<R> {
                         }
                     }
                 }
+                Some(GuestEvent { instance_id, happened }) = next_event(&mut events) => {
+                    tracing::info!(instance = %instance_id, ?happened, "guest changed unasked");
+                    self.absorb(table.happened(&instance_id, happened), &mut ops, &mut pending);
+                }
+                (sh, r) = next_of(&mut console) => {
+                    console = None;
+                    shipper = Some(sh);
+                    let now = Instant::now();
+                    match r {
+                        Ok(_) => console_at = now + CONSOLE_PERIOD,
+                        Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "console shipping failed; retrying later");
+                            console_at = now + CONSOLE_PERIOD.max(Duration::from_secs(2));
+                        }
+                    }
+                }
+                found = next_of(&mut rediscover) => {
+                    rediscover = None;
+                    rediscover_at = Instant::now() + REDISCOVER_PERIOD;
+                    if let Some(found) = found.filter(|f| *f != inventory) {
+                        tracing::info!("the host's inventory changed; sending it");
+                        inventory = found;
+                        let (h, inv) = (host.clone(), inventory.clone());
+                        inv_put = Some(Box::pin(async move { h.put_inventory(&inv).await }));
+                    }
+                }
+                r = next_of(&mut inv_put) => {
+                    inv_put = None;
+                    match r {
+                        Ok(()) => {}
+                        Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
+                        // Sent again at the next rediscovery (it will differ from the last sent).
+                        Err(e) => {
+                            self.note_failure("inventory", &server, &e);
+                            inventory = HostInventory::default();
+                        }
+                    }
+                }
                 Some((id, result)) = ops.next(), if !ops.is_empty() => {
                     let result = result.map_err(|e| e.to_string());
                     self.absorb(table.complete(&id, result), &mut ops, &mut pending);
@@ -504,7 +613,10 @@ impl<R: Runtime> Host<R> {
                 (id, result)
             }));
         }
-        for r in step.reports {
+        for mut r in step.reports {
+            if r.state != plinth_api::ObservedState::Absent {
+                r.evidence = self.runtime.evidence(&r.instance_id);
+            }
             pending.insert(r.instance_id.clone(), r);
         }
     }

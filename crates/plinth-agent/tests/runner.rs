@@ -204,7 +204,7 @@ fn start_host(url: &str, state: &StateDir) -> Running {
     let file = state.host_dir("sim-0000").expect("host dir").join("sim-guests.json");
     let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
     let runtime = Arc::new(SimRuntime::new(sim, &inventory, Some(file)).expect("runtime"));
-    let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory };
+    let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory, rediscover: None };
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), rx));
     (handle, tx)
@@ -311,7 +311,7 @@ async fn a_bad_join_token_is_refused_without_retrying() {
     });
     let inventory = profile_for(1);
     let runtime = Arc::new(SimRuntime::new(SimConfig::default(), &inventory, None).expect("runtime"));
-    let setup = HostSetup { index: 1, hostname: "sim-0001".into(), inventory };
+    let setup = HostSetup { index: 1, hostname: "sim-0001".into(), inventory, rediscover: None };
     let (_tx, rx) = watch::channel(false);
     let ended = tokio::time::timeout(
         Duration::from_secs(5),

@@ -151,3 +151,27 @@ pub struct HeartbeatAck {
     /// Seconds until the next heartbeat is due.
     pub interval_seconds: u64,
 }
+
+/// Query of `POST /agent/v1/instances/{id}/console` (the body is the console bytes that
+/// follow `offset` in `stream`; an empty body asks where the server is).
+#[derive(Clone, Debug, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsoleChunkQuery {
+    /// Names the log file the bytes come from (the agent uses its inode); offsets count
+    /// from the start of that stream.
+    pub stream: String,
+    /// Offset in the stream of the body's first byte.
+    pub offset: u64,
+    /// The stream restarted from 0 (the log was rotated): the server appends it rather
+    /// than treat it as already seen.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// Answer of `POST /agent/v1/instances/{id}/console`: how far the server has the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct ConsoleAck {
+    pub stream: String,
+    /// The server holds the stream up to this offset; the agent sends from here.
+    pub acked: u64,
+}

@@ -74,6 +74,8 @@ pub enum InstanceState {
     Migrating,
     Repairing,
     Failed,
+    /// The guest died without being asked; its restart policy decides what follows.
+    Crashed,
     /// The host stopped reporting: what the guest does is not known.
     Unknown,
     Deleting,
@@ -93,6 +95,7 @@ impl InstanceState {
             InstanceState::Resizing => "resizing",
             InstanceState::Rebuilding => "rebuilding",
             InstanceState::Migrating => "migrating",
+            InstanceState::Crashed => "crashed",
             InstanceState::Repairing => "repairing",
             InstanceState::Failed => "failed",
             InstanceState::Unknown => "unknown",
@@ -138,8 +141,10 @@ pub enum ObservedState {
     Stopping,
     /// Prepared and not running.
     Stopped,
-    /// Crashed or could not start.
+    /// Could not start (a failed boot, a missing image file, a refused claim).
     Failed,
+    /// Was running and died without being asked (its process was killed, it panicked).
+    Crashed,
     /// Nothing of it is on the host.
     Absent,
 }
@@ -379,4 +384,33 @@ pub struct CapacitySummary {
 pub struct InstanceAccepted {
     pub instance: Instance,
     pub operation: crate::operations::Operation,
+}
+
+/// Answer of `GET /v1/instances/{id}/console`: a window of the instance's serial console
+/// as shipped by its host's agent. Offsets count bytes of the log as the server keeps it
+/// (the last 1 MiB of it).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct ConsoleLog {
+    pub instance_id: InstanceId,
+    /// Offset of `data`'s first byte.
+    pub offset: u64,
+    /// Offset after `data`: ask from here to follow.
+    pub next_offset: u64,
+    /// Older output than was asked for is gone (only the last 1 MiB is kept).
+    pub truncated: bool,
+    /// The console output (invalid UTF-8 replaced).
+    pub data: String,
+}
+
+/// Query of `GET /v1/instances/{id}/console`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsoleQuery {
+    /// Start here (default: the last `limit` bytes).
+    pub offset: Option<u64>,
+    /// At most this many bytes (default 65536, at most 1 MiB).
+    pub limit: Option<u64>,
+    /// Long-poll: when nothing is past `offset`, wait up to this many seconds (at most 60)
+    /// for more.
+    pub wait: Option<u64>,
 }

@@ -48,6 +48,7 @@ pub fn derive(f: Facts<'_>) -> InstanceState {
     let seen = f.observed.filter(|o| o.generation >= f.spec_generation).map(|o| o.state);
     match (f.power, seen) {
         (_, Some(ObservedState::Failed)) => S::Failed,
+        (_, Some(ObservedState::Crashed)) => S::Crashed,
         (PowerState::Running, Some(ObservedState::Running)) => S::Running,
         (PowerState::Running, _) => S::Starting,
         (PowerState::Stopped | PowerState::Absent, Some(ObservedState::Stopped | ObservedState::Absent)) => S::Stopped,
@@ -112,14 +113,14 @@ pub fn check(state: InstanceState, action: Action) -> Result<Verdict, InvalidTra
     let refuse = Err(InvalidTransition { state, action });
     match (action, state) {
         (A::Start, S::Running | S::Starting) => Ok(Verdict::NoOp),
-        (A::Start, S::Stopped | S::Stopping | S::Failed) => Ok(Verdict::Proceed),
+        (A::Start, S::Stopped | S::Stopping | S::Failed | S::Crashed) => Ok(Verdict::Proceed),
         (A::Stop, S::Stopped | S::Stopping) => Ok(Verdict::NoOp),
-        (A::Stop, S::Running | S::Starting | S::Failed) => Ok(Verdict::Proceed),
+        (A::Stop, S::Running | S::Starting | S::Failed | S::Crashed) => Ok(Verdict::Proceed),
         (A::Reboot, S::Running) => Ok(Verdict::Proceed),
         (A::Reboot, S::Rebooting) => Ok(Verdict::NoOp),
         (A::Resize | A::Rebuild, S::Stopped) => Ok(Verdict::Proceed),
         (A::Delete, S::Deleting | S::Deleted) => Ok(Verdict::NoOp),
-        (A::Delete, S::Running | S::Starting | S::Stopping | S::Stopped | S::Failed) => Ok(Verdict::Proceed),
+        (A::Delete, S::Running | S::Starting | S::Stopping | S::Stopped | S::Failed | S::Crashed) => Ok(Verdict::Proceed),
         _ => refuse,
     }
 }

@@ -23,7 +23,7 @@ pub mod signals;
 pub mod state;
 
 use crate::api::{
-    agent, audit, capacity, health, host_ops, hosts, instances, join_tokens, operations, placement_groups, projects,
+    agent, audit, capacity, console, health, host_ops, hosts, instances, join_tokens, operations, placement_groups, projects,
     racks, role_bindings, shapes, sites, system, tenants, tokens, users,
 };
 pub use crate::config::ServerConfig;
@@ -93,6 +93,7 @@ fn parts() -> Parts {
         .routes(routes!(instances::resize))
         .routes(routes!(instances::rebuild))
         .routes(routes!(instances::events))
+        .routes(routes!(console::read))
         .routes(routes!(placement_groups::list, placement_groups::create))
         .routes(routes!(placement_groups::get, placement_groups::delete))
         .routes(routes!(operations::list))
@@ -112,6 +113,7 @@ fn parts() -> Parts {
         .routes(routes!(agent::inventory))
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::observed))
+        .routes(routes!(console::ship))
         .split_for_parts();
 
     let mut public_doc = openapi::public_base();

@@ -199,13 +199,13 @@ async fn instance_watcher(st: &AppState) -> Result<Value, StoreError> {
     let mut followed = 0;
     // Failed guests derive `failed`; a guest that powered itself off while meant to run
     // derives `starting`.
-    for inst in st.store.instances_where("active", &["failed", "starting"]).await? {
+    for inst in st.store.instances_where("active", &["failed", "crashed", "starting"]).await? {
         let Some(obs) = &inst.observed else { continue };
         if obs.generation < inst.spec_generation || inst.power != PowerState::Running {
             continue;
         }
         let self_stopped = obs.state == ObservedState::Stopped && obs.generation >= inst.boot_generation;
-        let failed = obs.state == ObservedState::Failed;
+        let failed = matches!(obs.state, ObservedState::Failed | ObservedState::Crashed);
         if !self_stopped && !failed {
             continue;
         }
@@ -232,7 +232,11 @@ async fn instance_watcher(st: &AppState) -> Result<Value, StoreError> {
         let ev = if restart {
             lifecycle::publish(&mut cur, PowerState::Running, true);
             restarted += 1;
-            let why = if failed { "the guest failed" } else { "the guest powered off" };
+            let why = match obs.state {
+                ObservedState::Crashed => "the guest crashed",
+                ObservedState::Failed => "the guest failed",
+                _ => "the guest powered off",
+            };
             lifecycle::event(&cur, "restarted", format!("{why}; restart policy restarts it"), None)
         } else {
             lifecycle::publish(&mut cur, PowerState::Stopped, false);

@@ -130,6 +130,7 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("POST", "/v1/instances/{id}/resize", "instance_resize", OtherTenant(Obj::Instance)),
     ("POST", "/v1/instances/{id}/rebuild", "instance_rebuild", OtherTenant(Obj::Instance)),
     ("GET", "/v1/instances/{id}/events", "instance_events", OtherTenant(Obj::Instance)),
+    ("GET", "/v1/instances/{id}/console", "instance_console", OtherTenant(Obj::Instance)),
     ("GET", "/v1/placement-groups", "placement_group_list", TenantList(Obj::Group)),
     ("POST", "/v1/placement-groups", "placement_group_create", OtherTenantRef),
     ("GET", "/v1/placement-groups/{id}", "placement_group_view", OtherTenant(Obj::Group)),

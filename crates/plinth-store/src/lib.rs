@@ -11,6 +11,7 @@
 mod audit;
 mod auth;
 mod compute;
+mod console;
 mod crud;
 mod enroll;
 mod error;
@@ -24,6 +25,7 @@ mod tx;
 pub use audit::AuditEntry;
 pub use auth::TokenRow;
 pub use compute::SagaLogEntry;
+pub use console::{CONSOLE_KEEP, ConsoleWindow};
 pub use error::StoreError;
 pub use idempotency::IdempotencyState;
 pub use resource::{Resource, Val, lifecycle_str};

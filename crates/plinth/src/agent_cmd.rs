@@ -218,7 +218,7 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
         let file = state.host_dir(&name)?.join("sim-guests.json");
         let runtime =
             Arc::new(SimRuntime::new(sim, &inventory, Some(file)).with_context(|| format!("{name}: sim runtime"))?);
-        let setup = HostSetup { index: i, hostname: name.clone(), inventory };
+        let setup = HostSetup { index: i, hostname: name.clone(), inventory, rediscover: None };
         let (client, cfg, progress, mut stop) = (client.clone(), cfg.clone(), progress.clone(), stop_rx.clone());
         let span = tracing::info_span!("host", name = %name, runtime = "sim");
         hosts.spawn(

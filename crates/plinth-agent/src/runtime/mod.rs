@@ -164,6 +164,11 @@ pub trait Runtime: Send + Sync + 'static {
         None
     }
 
+    /// Whether guests have console logs to ship (the runner skips shipping otherwise).
+    fn has_consoles(&self) -> bool {
+        false
+    }
+
     /// The guest's serial console log on the host, which the runner ships to the server.
     fn console_log(&self, _instance_id: &InstanceId) -> Option<PathBuf> {
         None

@@ -222,6 +222,7 @@ pub async fn observed(
     let mut tx = st.store.begin().await?;
     let mut pokes = Pokes::default();
     let (mut applied, mut stale, mut rejected) = (0, 0, 0);
+    let mut watch = false;
     for o in &b.instances {
         let mut inst: Instance = match tx.find::<Instance>(&Scope::Platform, o.instance_id.as_str()).await? {
             Some(i) if i.host_id.as_ref() == Some(&caller.host_id) => i,
@@ -233,21 +234,35 @@ pub async fn observed(
         };
         let known = inst.observed.as_ref().map(|x| x.generation).unwrap_or(i64::MIN);
         let same = inst.observed.as_ref().is_some_and(|x| x.generation == o.generation && x.state == o.state);
-        if o.generation < known || o.generation > inst.spec_generation || same {
+        let new_evidence = o.evidence.is_some() && o.evidence != inst.runtime;
+        if o.generation < known || o.generation > inst.spec_generation || (same && !new_evidence) {
             stale += 1;
             continue;
         }
-        inst.observed =
-            Some(Observation { state: o.state, generation: o.generation, detail: o.detail.clone(), at: Utc::now() });
+        if o.evidence.is_some() {
+            inst.runtime = o.evidence.clone();
+        }
         let mut events = vec![];
-        if o.state == ObservedState::Failed {
-            let detail = o.detail.clone().unwrap_or_else(|| "no detail".into());
-            events.push(lifecycle::event(&inst, "guest_failed", detail, None));
+        if !same {
+            inst.observed =
+                Some(Observation { state: o.state, generation: o.generation, detail: o.detail.clone(), at: Utc::now() });
+            let detail = || o.detail.clone().unwrap_or_else(|| "no detail".into());
+            match o.state {
+                ObservedState::Failed => events.push(lifecycle::event(&inst, "guest_failed", detail(), None)),
+                ObservedState::Crashed => events.push(lifecycle::event(&inst, "guest_crashed", detail(), None)),
+                _ => {}
+            }
+            watch |= matches!(o.state, ObservedState::Failed | ObservedState::Crashed | ObservedState::Stopped)
+                && inst.power == PowerState::Running;
         }
         lifecycle::save(&mut tx, &mut inst, false, events, None, &mut pokes).await?;
         applied += 1;
     }
     tx.commit().await?;
     pokes.send(&st.signals);
+    if watch {
+        // A guest died or powered off: its restart policy applies now, not at the next tick.
+        st.tasks.trigger("instance_watcher");
+    }
     Ok(Out(ObservedAck { applied, stale, rejected }))
 }

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod audit;
 pub mod capacity;
+pub mod console;
 pub mod health;
 pub mod host_ops;
 pub mod hosts;

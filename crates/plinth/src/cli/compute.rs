@@ -142,6 +142,16 @@ pub enum InstanceCmd {
         #[command(flatten)]
         page: ListArgs,
     },
+    /// Its serial console output (the last part; --follow keeps printing).
+    ConsoleLog {
+        id: String,
+        /// How many bytes of the end to print first.
+        #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+        bytes: u64,
+        /// Keep printing new output until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
 }
 
 /// Flags of `plinth instance create`.
@@ -245,12 +255,43 @@ impl InstanceCmd {
                 output::list(o, &v, &["created_at", "kind", "state", "detail", "operation_id"]);
                 Ok(())
             }
+            InstanceCmd::ConsoleLog { id, bytes, follow } => console_log(c, id, *bytes, *follow).await,
         }
     }
 
     async fn action(&self, c: &Client, o: Format, id: &str, verb: &str, body: Value, w: &WaitArgs) -> Result<()> {
         let v = c.call(Method::POST, &format!("/v1/instances/{id}/{verb}"), &[], Some(&body)).await?;
         accepted(c, o, &v, w, Some(&format!("/v1/instances/{id}"))).await
+    }
+}
+
+/// Prints an instance's console: the last `bytes`, then (with `follow`) what follows as
+/// it arrives, long-polling the server.
+async fn console_log(c: &Client, id: &str, bytes: u64, follow: bool) -> Result<()> {
+    use std::io::Write;
+    let path = format!("/v1/instances/{id}/console");
+    let mut q = vec![("limit".to_string(), bytes.to_string())];
+    loop {
+        let v = c.get(&path, &q).await?;
+        if v["truncated"].as_bool() == Some(true) && q.iter().any(|(k, _)| k == "offset") {
+            eprintln!("[some console output was overwritten before it could be read]");
+        }
+        let data = v["data"].as_str().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        out.write_all(data.as_bytes())?;
+        out.flush()?;
+        if !follow {
+            if !data.is_empty() && !data.ends_with('\n') {
+                writeln!(out)?;
+            }
+            return Ok(());
+        }
+        let next = v["next_offset"].as_u64().unwrap_or(0);
+        q = vec![
+            ("offset".to_string(), next.to_string()),
+            ("limit".to_string(), "1048576".to_string()),
+            ("wait".to_string(), "30".to_string()),
+        ];
     }
 }
 
