@@ -11,13 +11,13 @@ use plinth_api::{
     ConsoleAck, ConsoleChunkQuery, DesiredState, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, HostInventory,
     InstanceId, ObservedAck, ObservedReport,
 };
-use std::path::Path;
-use tokio::io::AsyncWriteExt;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::de::DeserializeOwned;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 /// Time allowed for a blob download to make progress (each chunk).
 const BLOB_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);

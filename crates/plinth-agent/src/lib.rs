@@ -13,6 +13,8 @@
 //! - [`runner`]: one host's loop (enrol, inventory, heartbeat, long-poll, converge, report);
 //! - [`runtime`]: the [`Runtime`] trait and its implementations (`sim`);
 //! - [`sim`]: synthetic hosts for the `sim` runtime (inventories);
+//! - [`discovery`]: the host's hardware inventory from `/proc` and `/sys`;
+//! - [`kvm_probe`]: whether `/dev/kvm` works, by booting a tiny probe guest under it;
 //! - [`console_ship`]: sending guests' serial console logs to the server;
 //! - [`backoff`]: capped exponential backoff with jitter.
 
@@ -22,6 +24,8 @@ pub mod backoff;
 pub mod client;
 pub mod console_ship;
 pub mod converge;
+pub mod discovery;
+pub mod kvm_probe;
 pub mod runner;
 pub mod runtime;
 pub mod sim;

@@ -445,7 +445,8 @@ impl<R: Runtime> Host<R> {
                 && rediscover_at <= now
                 && let Some(f) = self.setup.rediscover.clone()
             {
-                rediscover = Some(Box::pin(async move { tokio::task::spawn_blocking(move || (f.0)()).await.ok().flatten() }));
+                rediscover =
+                    Some(Box::pin(async move { tokio::task::spawn_blocking(move || (f.0)()).await.ok().flatten() }));
             }
             let mut wake = now + Duration::from_secs(3600);
             if console.is_none() && self.runtime.has_consoles() {

@@ -233,7 +233,8 @@ pub struct InstanceCreate {
     pub name: String,
     /// Shape id or name.
     pub shape: String,
-    /// Image reference.
+    /// An available image: its id, or its name (the project's own image of that name
+    /// first, then a public one).
     pub image: String,
     /// Defaults to the shape's runtime class; must match it when given.
     #[serde(default)]
@@ -282,6 +283,8 @@ pub struct InstanceResize {
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceRebuild {
+    /// An available image: its id, or its name (the project's own image first, then a
+    /// public one).
     pub image: String,
 }
 

@@ -120,7 +120,9 @@ pub fn check(state: InstanceState, action: Action) -> Result<Verdict, InvalidTra
         (A::Reboot, S::Rebooting) => Ok(Verdict::NoOp),
         (A::Resize | A::Rebuild, S::Stopped) => Ok(Verdict::Proceed),
         (A::Delete, S::Deleting | S::Deleted) => Ok(Verdict::NoOp),
-        (A::Delete, S::Running | S::Starting | S::Stopping | S::Stopped | S::Failed | S::Crashed) => Ok(Verdict::Proceed),
+        (A::Delete, S::Running | S::Starting | S::Stopping | S::Stopped | S::Failed | S::Crashed) => {
+            Ok(Verdict::Proceed)
+        }
         _ => refuse,
     }
 }

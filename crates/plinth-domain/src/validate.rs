@@ -1,6 +1,7 @@
-//! Input validation: names, labels, traits, quantities and shapes. Each refusal names the
-//! field and the rule that refused it, so the API can say exactly why.
+//! Input validation: names, labels, traits, quantities, shapes and images. Each refusal
+//! names the field and the rule that refused it, so the API can say exactly why.
 
+use plinth_api::images::{ImageBoot, ImageCreate, ImageFileRole, ImageFileSource};
 use plinth_api::shapes::{CpuPolicy, Hugepages, RuntimeClass, ShapeCreate};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -195,10 +196,190 @@ pub fn shape(s: &ShapeCreate) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Longest kernel command line an image may carry.
+pub const MAX_CMDLINE: usize = 2048;
+
+/// A lowercase hex SHA-256 digest: exactly 64 of `0-9a-f`.
+pub fn sha256_hex(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(())
+    } else {
+        Err(invalid(field, "sha256-hex", "invalid_field", "must be 64 lowercase hex digits (a SHA-256)".into()))
+    }
+}
+
+/// A kernel command line: at most [`MAX_CMDLINE`] printable ASCII characters.
+pub fn cmdline(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.len() > MAX_CMDLINE {
+        return Err(invalid(field, "max-length", "invalid_field", format!("longer than {MAX_CMDLINE} characters")));
+    }
+    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(invalid(
+            field,
+            "printable",
+            "invalid_field",
+            "only printable ASCII characters (no newlines or control characters)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An import URL: `http://` or `https://` with a host, no spaces or control characters.
+pub fn import_url(field: &str, value: &str) -> Result<(), Invalid> {
+    let lower = value.to_ascii_lowercase();
+    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or("")).unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or("");
+    let ok = rest.is_some()
+        && !host.is_empty()
+        && !host.starts_with(':')
+        && value.len() <= 2048
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(field, "http-url", "invalid_field", "must be an http:// or https:// URL with a host".into()))
+    }
+}
+
+fn file_source(role: ImageFileRole, s: &ImageFileSource) -> Result<(), Invalid> {
+    let field = |f: &str| format!("files.{}.{f}", role.as_str());
+    if s.url.is_some() && s.path.is_some() {
+        return Err(invalid(
+            &format!("files.{}", role.as_str()),
+            "one-source",
+            "invalid_field",
+            "give url or path (or neither, to upload), not both".into(),
+        ));
+    }
+    if let Some(u) = &s.url {
+        import_url(&field("url"), u)?;
+    }
+    if let Some(p) = &s.path {
+        let ok = p.starts_with('/') && p.len() <= 4096 && !p.chars().any(char::is_control);
+        if !ok {
+            return Err(invalid(&field("path"), "absolute-path", "invalid_field", "must be an absolute path".into()));
+        }
+    }
+    if let Some(h) = &s.sha256 {
+        sha256_hex(&field("sha256"), h)?;
+    }
+    Ok(())
+}
+
+/// Checks an image registration: its name, description, labels, each file's source, and
+/// that the files and command line fit how it boots (`disk`: exactly a disk; `direct`: a
+/// kernel, optionally an initrd and a disk, and a command line).
+pub fn image(b: &ImageCreate) -> Result<(), Invalid> {
+    dns_label("name", &b.name)?;
+    if let Some(d) = &b.description {
+        text("description", d, 1024)?;
+    }
+    labels("labels", &b.labels)?;
+    for (role, s) in &b.files {
+        file_source(*role, s)?;
+    }
+    let has = |r: ImageFileRole| b.files.contains_key(&r);
+    match b.boot {
+        ImageBoot::Disk => {
+            if !has(ImageFileRole::Disk) || b.files.len() != 1 {
+                return Err(invalid(
+                    "files",
+                    "disk-image-files",
+                    "invalid_field",
+                    "a disk image has exactly one file, `disk`".into(),
+                ));
+            }
+            if b.cmdline.is_some() {
+                return Err(invalid(
+                    "cmdline",
+                    "direct-boot-only",
+                    "invalid_field",
+                    "only direct-boot images have a kernel command line".into(),
+                ));
+            }
+        }
+        ImageBoot::Direct => {
+            if !has(ImageFileRole::Kernel) {
+                return Err(invalid(
+                    "files.kernel",
+                    "required",
+                    "invalid_field",
+                    "a direct-boot image needs a `kernel` file".into(),
+                ));
+            }
+            match &b.cmdline {
+                Some(c) if !c.trim().is_empty() => cmdline("cmdline", c)?,
+                _ => {
+                    return Err(invalid(
+                        "cmdline",
+                        "required",
+                        "invalid_field",
+                        "a direct-boot image needs a kernel command line".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn image_create(boot: ImageBoot, roles: &[ImageFileRole], cmdline: Option<&str>) -> ImageCreate {
+        ImageCreate {
+            project_id: None,
+            name: "debian-12".into(),
+            description: None,
+            boot,
+            cmdline: cmdline.map(str::to_string),
+            files: roles.iter().map(|r| (*r, ImageFileSource::default())).collect(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn images_need_the_files_their_boot_takes() {
+        use ImageFileRole::*;
+        assert!(image(&image_create(ImageBoot::Disk, &[Disk], None)).is_ok());
+        assert!(image(&image_create(ImageBoot::Disk, &[], None)).is_err());
+        assert!(image(&image_create(ImageBoot::Disk, &[Disk, Kernel], None)).is_err());
+        assert!(image(&image_create(ImageBoot::Disk, &[Disk], Some("console=ttyS0"))).is_err());
+        assert!(image(&image_create(ImageBoot::Direct, &[Kernel], Some("console=ttyS0"))).is_ok());
+        assert!(image(&image_create(ImageBoot::Direct, &[Kernel, Initrd, Disk], Some("root=/dev/vda"))).is_ok());
+        assert!(image(&image_create(ImageBoot::Direct, &[Kernel], None)).is_err());
+        assert!(image(&image_create(ImageBoot::Direct, &[Initrd], Some("x"))).is_err());
+        assert_eq!(image(&image_create(ImageBoot::Direct, &[Kernel], Some("a\nb"))).unwrap_err().rule, "printable");
+        let long = "x".repeat(MAX_CMDLINE + 1);
+        assert_eq!(image(&image_create(ImageBoot::Direct, &[Kernel], Some(&long))).unwrap_err().rule, "max-length");
+    }
+
+    #[test]
+    fn image_sources_are_checked() {
+        let mut b = image_create(ImageBoot::Disk, &[ImageFileRole::Disk], None);
+        let set = |b: &mut ImageCreate, s: ImageFileSource| {
+            b.files.insert(ImageFileRole::Disk, s);
+        };
+        for ok in ["http://mirror.example/debian.qcow2", "https://user@host:8443/x?y=1"] {
+            set(&mut b, ImageFileSource { url: Some(ok.into()), ..Default::default() });
+            assert!(image(&b).is_ok(), "{ok}");
+        }
+        for bad in ["file:///etc/passwd", "ftp://x/y", "http://", "https:///path", "http://a b/"] {
+            set(&mut b, ImageFileSource { url: Some(bad.into()), ..Default::default() });
+            assert_eq!(image(&b).unwrap_err().rule, "http-url", "{bad}");
+        }
+        set(&mut b, ImageFileSource { path: Some("relative/x.img".into()), ..Default::default() });
+        assert_eq!(image(&b).unwrap_err().rule, "absolute-path");
+        set(&mut b, ImageFileSource { path: Some("/x".into()), url: Some("http://h/x".into()), sha256: None });
+        assert_eq!(image(&b).unwrap_err().rule, "one-source");
+        set(&mut b, ImageFileSource { sha256: Some("AB".repeat(32)), ..Default::default() });
+        assert_eq!(image(&b).unwrap_err().rule, "sha256-hex");
+        set(&mut b, ImageFileSource { sha256: Some("ab".repeat(32)), ..Default::default() });
+        assert!(image(&b).is_ok());
+    }
 
     #[test]
     fn dns_labels() {

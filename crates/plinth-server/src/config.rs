@@ -1,9 +1,14 @@
 //! Server settings: timers of the agent protocol and the background tasks, the placement
-//! policy, and fail points for tests. Read from `PLINTH_*` environment variables.
+//! policy, where image blobs live, and fail points for tests. Read from `PLINTH_*`
+//! environment variables.
 
 use plinth_domain::placement::Weigh;
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Default largest image file (16 GiB).
+pub const DEFAULT_IMAGE_MAX_BYTES: u64 = 16 << 30;
 
 /// Tunables of one server process.
 #[derive(Clone, Debug)]
@@ -25,6 +30,11 @@ pub struct ServerConfig {
     pub reconcile_period: Duration,
     /// `kind:step` names (`instance.create:prepare`) whose step fails on purpose (tests).
     pub failpoints: BTreeSet<String>,
+    /// Where image files are kept (`{blob_dir}/sha256/<hex>`). Replicas must share it.
+    /// None: the image endpoints answer `503 images_unavailable`.
+    pub blob_dir: Option<PathBuf>,
+    /// Largest image file accepted, in bytes.
+    pub image_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +48,8 @@ impl Default for ServerConfig {
             randomize_top: 1,
             reconcile_period: Duration::from_secs(5),
             failpoints: BTreeSet::new(),
+            blob_dir: None,
+            image_max_bytes: DEFAULT_IMAGE_MAX_BYTES,
         }
     }
 }
@@ -51,8 +63,9 @@ fn secs(var: &str) -> Option<Duration> {
 impl ServerConfig {
     /// Defaults overridden by `PLINTH_HEARTBEAT_INTERVAL_S`, `PLINTH_HEARTBEAT_WINDOW_S`,
     /// `PLINTH_LEASE_TTL_S`, `PLINTH_STEP_TIMEOUT_S`, `PLINTH_RECONCILE_PERIOD_S`,
-    /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP` and
-    /// `PLINTH_FAILPOINTS` (comma-separated `kind:step`).
+    /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP`,
+    /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES` and `PLINTH_FAILPOINTS`
+    /// (comma-separated `kind:step`).
     pub fn from_env() -> ServerConfig {
         let mut c = ServerConfig::default();
         if let Some(d) = secs("PLINTH_HEARTBEAT_INTERVAL_S") {
@@ -75,6 +88,12 @@ impl ServerConfig {
         }
         if let Some(n) = std::env::var("PLINTH_PLACEMENT_RANDOMIZE_TOP").ok().and_then(|v| v.trim().parse().ok()) {
             c.randomize_top = n;
+        }
+        if let Some(d) = std::env::var_os("PLINTH_BLOB_DIR").filter(|d| !d.is_empty()) {
+            c.blob_dir = Some(PathBuf::from(d));
+        }
+        if let Some(n) = std::env::var("PLINTH_IMAGE_MAX_BYTES").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            c.image_max_bytes = n.max(1);
         }
         if let Ok(f) = std::env::var("PLINTH_FAILPOINTS") {
             c.failpoints = f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();

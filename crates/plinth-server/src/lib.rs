@@ -6,11 +6,14 @@
 //! the caller's scope. State lives only in the database, so replicas are interchangeable.
 
 pub mod api;
+pub mod blobs;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod image_checks;
+pub mod image_files;
 pub mod lifecycle;
 pub mod metrics;
 pub mod observe;
@@ -23,8 +26,8 @@ pub mod signals;
 pub mod state;
 
 use crate::api::{
-    agent, audit, capacity, console, health, host_ops, hosts, instances, join_tokens, operations, placement_groups, projects,
-    racks, role_bindings, shapes, sites, system, tenants, tokens, users,
+    agent, audit, capacity, console, health, host_ops, hosts, images, instances, join_tokens, operations,
+    placement_groups, projects, racks, role_bindings, shapes, sites, system, tenants, tokens, users,
 };
 pub use crate::config::ServerConfig;
 use crate::state::AppState;
@@ -94,6 +97,9 @@ fn parts() -> Parts {
         .routes(routes!(instances::rebuild))
         .routes(routes!(instances::events))
         .routes(routes!(console::read))
+        .routes(routes!(images::list, images::create))
+        .routes(routes!(images::get, images::update, images::delete))
+        .routes(routes!(images::upload))
         .routes(routes!(placement_groups::list, placement_groups::create))
         .routes(routes!(placement_groups::get, placement_groups::delete))
         .routes(routes!(operations::list))
@@ -114,6 +120,7 @@ fn parts() -> Parts {
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::observed))
         .routes(routes!(console::ship))
+        .routes(routes!(images::blob))
         .split_for_parts();
 
     let mut public_doc = openapi::public_base();

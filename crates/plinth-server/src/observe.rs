@@ -27,6 +27,8 @@ pub fn action_name(method: &Method, route: &str) -> String {
     if rest.len() > 2 && !last.starts_with('{') {
         return format!("{resource}.{last}");
     }
+    // A member of a sub-collection (`PUT /v1/images/{id}/files/{role}` → `images.files.replace`).
+    let sub = (rest.len() > 3).then(|| rest[rest.len() - 2]).filter(|s| !s.starts_with('{'));
     let verb = match *method {
         Method::POST if rest.len() == 1 => "create",
         Method::POST => "action",
@@ -35,7 +37,10 @@ pub fn action_name(method: &Method, route: &str) -> String {
         Method::DELETE => "delete",
         _ => "read",
     };
-    format!("{resource}.{verb}")
+    match sub {
+        Some(sub) => format!("{resource}.{sub}.{verb}"),
+        None => format!("{resource}.{verb}"),
+    }
 }
 
 /// The `{id}` path parameter's value, if the route has one.
@@ -114,6 +119,7 @@ mod tests {
         assert_eq!(action_name(&Method::DELETE, "/v1/host-join-tokens/{id}"), "host-join-tokens.delete");
         assert_eq!(action_name(&Method::POST, "/v1/hosts/{id}/cordon"), "hosts.cordon");
         assert_eq!(action_name(&Method::POST, "/agent/v1/enroll"), "agent.enroll");
+        assert_eq!(action_name(&Method::PUT, "/v1/images/{id}/files/{role}"), "images.files.replace");
         assert_eq!(target("/v1/projects/{id}", "/v1/projects/prj_1").as_deref(), Some("prj_1"));
         assert_eq!(target("/v1/projects", "/v1/projects"), None);
     }

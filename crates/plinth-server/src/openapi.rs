@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi as _, PartialSchema, ToSchema};
         (name = "audit", description = "The record of every change"),
         (name = "inventory", description = "Sites, racks, hosts and join tokens (operators)"),
         (name = "shapes", description = "Sizes tenants consume"),
+        (name = "images", description = "Boot images: disks, kernels and initrds"),
         (name = "system", description = "Health and metrics"),
     ),
     modifiers(&Conventions)

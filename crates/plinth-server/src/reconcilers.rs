@@ -9,6 +9,8 @@
 //! - `orphan_sweeper`: removes allocations whose instance is gone; fails instances left on
 //!   retired hosts.
 //! - `stuck_operations`: resumes sagas whose lease expired (their server died).
+//! - `image_gc`: deletes image blobs that no image and no live instance references, and
+//!   fails image imports that stopped moving (`image_files::gc`).
 //!
 //! Each task re-reads the database every run and writes only through transactions that
 //! re-check what they change, so two replicas running the same task do no harm.
@@ -33,6 +35,7 @@ pub const TASKS: &[(&str, &str)] = &[
     ("instance_watcher", "restarts failed guests per their restart policy; follows guests that powered off"),
     ("orphan_sweeper", "removes allocations without a live instance; fails instances on retired hosts"),
     ("stuck_operations", "resumes sagas whose server died (lease expired)"),
+    ("image_gc", "deletes image blobs no image or live instance uses; fails imports stuck for a day"),
 ];
 
 /// Registry of background task status, their on-demand triggers, and the sagas this
@@ -142,6 +145,7 @@ pub async fn run_once(st: &AppState, name: &str) -> Result<Value, StoreError> {
         "instance_watcher" => instance_watcher(st).await,
         "orphan_sweeper" => orphan_sweeper(st).await,
         "stuck_operations" => stuck_operations(st).await,
+        "image_gc" => crate::image_files::gc(st).await,
         _ => Ok(Value::Null),
     }
 }

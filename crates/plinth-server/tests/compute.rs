@@ -119,6 +119,7 @@ async fn a_refusal_says_how_many_hosts_each_constraint_removed() {
 
     // Required traits.
     srv.shape("small", 1, 512).await;
+    srv.public_image("debian-12").await;
     let body = json!({ "project_id": project, "name": "fast", "shape": "small", "image": "debian-12",
         "required_traits": ["CUSTOM_NVME"] });
     let p = srv.post("/v1/instances").token(&tok).json(&body).send().await.problem(409, "no_valid_host");
@@ -132,6 +133,7 @@ async fn concurrent_creates_never_overcommit() {
     let a = srv.enroll_host("h1", inventory(50, 1 << 20), &[]).await;
     let b = srv.enroll_host("h2", inventory(50, 1 << 20), &[]).await;
     srv.shape("one", 1, 256).await;
+    srv.public_image("debian-12").await;
     let (tok, project) = srv.tenant_project("acme").await;
     let mut tasks = vec![];
     for i in 0..200 {
@@ -391,6 +393,7 @@ async fn the_watcher_restarts_a_crashed_guest_per_its_restart_policy() {
     let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
     let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
     srv.shape("small", 2, 2048).await;
+    srv.public_image("debian-12").await;
     let (tok, project) = srv.tenant_project("acme").await;
     let mut ids = vec![];
     for (name, policy) in [("keeps", "on-failure"), ("stays", "never")] {
@@ -423,7 +426,7 @@ async fn the_watcher_restarts_a_crashed_guest_per_its_restart_policy() {
         })
         .await;
     let names: Vec<&str> = tasks.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["host_liveness", "instance_watcher", "orphan_sweeper", "stuck_operations"]);
+    assert_eq!(names, ["host_liveness", "instance_watcher", "orphan_sweeper", "stuck_operations", "image_gc"]);
     assert_eq!(srv.get(&format!("/v1/instances/{}", ids[1])).token(&tok).send().await.ok(200)["state"], "failed");
     let run = srv.post("/v1/system/background-tasks/instance_watcher/run").token(&srv.operator).send().await.ok(200);
     assert_eq!(run["restarted"], 0, "idempotent: nothing left to restart: {run}");

@@ -73,6 +73,8 @@ fn documents_are_separate() {
         "/v1/hosts",
         "/v1/host-join-tokens",
         "/v1/shapes",
+        "/v1/images",
+        "/v1/images/{id}/files/{role}",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -80,4 +82,5 @@ fn documents_are_separate() {
         assert!(public["paths"].get(p).is_some(), "{p} is missing from the public document");
     }
     assert!(agent["paths"].get("/agent/v1/enroll").is_some());
+    assert!(agent["paths"].get("/agent/v1/blobs/sha256/{sha256}").is_some());
 }

@@ -29,6 +29,7 @@ enum Obj {
     Instance,
     Group,
     Operation,
+    Image,
 }
 
 /// How an operation must behave for a tenant's caller.
@@ -138,6 +139,12 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("GET", "/v1/operations", "operation_list", TenantList(Obj::Operation)),
     ("GET", "/v1/operations/{id}", "operation_view", OtherTenant(Obj::Operation)),
     ("POST", "/v1/operations/{id}/cancel", "operation_cancel", OtherTenant(Obj::Operation)),
+    ("GET", "/v1/images", "image_list", TenantList(Obj::Image)),
+    ("POST", "/v1/images", "image_create", OtherTenantRef),
+    ("GET", "/v1/images/{id}", "image_view", OtherTenant(Obj::Image)),
+    ("PATCH", "/v1/images/{id}", "image_update", OtherTenant(Obj::Image)),
+    ("DELETE", "/v1/images/{id}", "image_delete", OtherTenant(Obj::Image)),
+    ("PUT", "/v1/images/{id}/files/{role}", "image_upload", OtherTenant(Obj::Image)),
     ("GET", "/healthz", "system_health", Public),
     ("GET", "/readyz", "system_ready", Public),
     ("GET", "/metrics", "system_metrics", Public),
@@ -238,6 +245,8 @@ struct World {
     group: String,
     instance: String,
     operation: String,
+    /// A private image of the project (its instance boots from it).
+    image: String,
 }
 
 /// The shape `c1.small` and an enrolled, available host for tenants' instances, made once.
@@ -255,6 +264,7 @@ async fn ensure_compute(srv: &TestServer) -> Value {
         .await
         .ok(201);
     srv.enroll_host("node-2", common::fleet::inventory(64, 1 << 20), &[]).await;
+    srv.public_image("debian-12").await;
     shape
 }
 
@@ -274,11 +284,14 @@ impl World {
             .send()
             .await
             .ok(201);
+        let mut disk = common::images::raw_disk(64 * 1024);
+        disk[..label.len()].copy_from_slice(label.as_bytes());
+        let image = srv.disk_image(&admin.secret, Some(&id(&project)), &format!("{label}-img"), disk).await;
         let made = srv
             .post("/v1/instances")
             .token(&admin.secret)
             .json(&json!({ "project_id": id(&project), "name": format!("{label}-vm"), "shape": "c1.small",
-                "image": "debian-12", "placement_group_id": id(&group) }))
+                "image": format!("{label}-img"), "placement_group_id": id(&group) }))
             .send()
             .await
             .ok(202);
@@ -297,6 +310,7 @@ impl World {
             group: id(&group),
             instance: id(&made["instance"]),
             operation: id(&made["operation"]),
+            image: id(&image),
         }
     }
 
@@ -313,6 +327,7 @@ impl World {
             self.group.clone(),
             self.instance.clone(),
             self.operation.clone(),
+            self.image.clone(),
         ]
     }
 
@@ -335,6 +350,7 @@ impl World {
             Obj::Instance => vec![self.instance.clone()],
             Obj::Group => vec![self.group.clone()],
             Obj::Operation => vec![self.operation.clone()],
+            Obj::Image => vec![self.image.clone()],
             other => panic!("{other:?} is not tenant-scoped"),
         }
     }
@@ -356,6 +372,7 @@ fn fresh(obj: Obj) -> String {
         Obj::Instance => plinth_api::InstanceId::generate().0,
         Obj::Group => plinth_api::PlacementGroupId::generate().0,
         Obj::Operation => plinth_api::OperationId::generate().0,
+        Obj::Image => plinth_api::ImageId::generate().0,
     }
 }
 
@@ -416,6 +433,11 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
             json!({ "project_id": fresh(Obj::Project), "name": "mallory-group", "policy": "spread" })
         }
         ("POST", "/v1/instances/{id}/rebuild") => json!({ "image": "debian-12" }),
+        ("POST", "/v1/images") => {
+            json!({ "project_id": fresh(Obj::Project), "name": "mallory-img", "boot": "disk", "files": { "disk": {} } })
+        }
+        ("PATCH", "/v1/images/{id}") => json!({ "description": "taken over" }),
+        ("PUT", "/v1/images/{id}/files/{role}") => json!("not really a disk"),
         ("PATCH", "/v1/instances/{id}") => json!({ "labels": { "owner": "mallory" } }),
         ("PATCH", "/v1/tenants/{id}") => json!({ "display_name": "taken over" }),
         ("PATCH", "/v1/projects/{id}") => json!({ "description": "taken over" }),
@@ -506,6 +528,18 @@ fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, Stri
             let mut with_none = vm(&b.project);
             with_none["placement_group_id"] = json!(f);
             out.push((with_a, with_none, a.group.clone(), f));
+            // B's own project with A's image, by id.
+            let f = fresh(Obj::Image);
+            let mut with_a = vm(&b.project);
+            with_a["image"] = json!(a.image);
+            let mut with_none = vm(&b.project);
+            with_none["image"] = json!(f);
+            out.push((with_a, with_none, a.image.clone(), f));
+        }
+        "/v1/images" => {
+            let f = fresh(Obj::Project);
+            let img = |p: &str| json!({ "project_id": p, "name": "sneaky", "boot": "disk", "files": { "disk": {} } });
+            out.push((img(&a.project), img(&f), a.project.clone(), f));
         }
         "/v1/placement-groups" => {
             let f = fresh(Obj::Project);
@@ -564,6 +598,7 @@ async fn snapshot(srv: &TestServer) -> BTreeMap<&'static str, Vec<Value>> {
         "/v1/instances",
         "/v1/placement-groups",
         "/v1/operations",
+        "/v1/images",
     ] {
         m.insert(path, srv.list_all(&srv.operator, path).await);
     }
@@ -667,12 +702,13 @@ async fn tenancy_matrix() {
         let body = body_for(&op.method, &op.path, &platform);
         for target in a.objects(kind) {
             for (who, token) in b_callers {
-                let path = op.path.replace("{id}", &target);
+                let path = op.path.replace("{id}", &target).replace("{role}", "disk");
                 let what = format!("{} {path} as {who}", op.method);
                 let r = send(&srv, &op.method, &path, Some(token), body.as_ref()).await;
                 r.problem(404, "not_found");
                 let none = fresh(kind);
-                let r_none = send(&srv, &op.method, &op.path.replace("{id}", &none), Some(token), body.as_ref()).await;
+                let none_path = op.path.replace("{id}", &none).replace("{role}", "disk");
+                let r_none = send(&srv, &op.method, &none_path, Some(token), body.as_ref()).await;
                 r_none.problem(404, "not_found");
                 assert_eq!(
                     normalized(&r, &target),
@@ -726,6 +762,36 @@ async fn tenancy_matrix() {
             assert_eq!(v["constraint"]["rule"], "role", "{} {path} as {who}: the refusing rule is named", op.method);
         }
         checked.insert((op.method.clone(), op.path.clone()));
+    }
+
+    // ---- operator-only image actions: public images and server-side imports ------------
+    let public = srv.public_image("debian-12").await;
+    let disk_from = |project: Option<&str>, source: Value| {
+        let mut v = json!({ "name": "mallory-img", "boot": "disk", "files": { "disk": source } });
+        if let Some(p) = project {
+            v["project_id"] = json!(p);
+        }
+        v
+    };
+    for (who, token) in b_callers {
+        let r = srv.post("/v1/images").token(token).json(&disk_from(None, json!({}))).send().await;
+        let v = r.problem(403, "forbidden");
+        assert_eq!(v["constraint"]["rule"], "role", "public image create as {who}: {v}");
+        for (source, value) in [("url", "http://169.254.169.254/latest/meta-data"), ("path", "/etc/shadow")] {
+            let body = disk_from(Some(&b.project), json!({ source: value }));
+            let r = srv.post("/v1/images").token(token).json(&body).send().await;
+            let v = r.problem(403, "import_forbidden");
+            assert_eq!(v["constraint"]["rule"], "role", "{source} import as {who}: {v}");
+            assert_eq!(v["constraint"]["source"], source);
+        }
+        let path = format!("/v1/images/{}", id(&public));
+        let r = srv.patch(&path).token(token).json(&json!({ "description": "taken over" })).send().await;
+        assert_eq!(r.problem(403, "forbidden")["constraint"]["rule"], "role");
+        srv.delete(&path).token(token).send().await.problem(403, "forbidden");
+        let r = srv.upload(token, &id(&public), "disk", vec![0; 512]).await;
+        r.problem(403, "forbidden");
+        // Every tenant sees the public image.
+        srv.get(&path).token(token).send().await.ok(200);
     }
 
     let all: BTreeSet<(String, String)> = ops.iter().map(|o| (o.method.clone(), o.path.clone())).collect();

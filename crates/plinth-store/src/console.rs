@@ -66,7 +66,12 @@ impl Store {
         .fetch_optional(&mut *tx.inner)
         .await?
         .map(|r| -> Result<Row0, StoreError> {
-            Ok(Row0 { stream: r.try_get("stream")?, acked: r.try_get("acked")?, base: r.try_get("base")?, data: r.try_get("data")? })
+            Ok(Row0 {
+                stream: r.try_get("stream")?,
+                acked: r.try_get("acked")?,
+                base: r.try_get("base")?,
+                data: r.try_get("data")?,
+            })
         })
         .transpose()?;
         let exists = row.is_some();

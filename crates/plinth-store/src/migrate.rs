@@ -9,6 +9,7 @@ use sqlx::Row;
 pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../migrations/0001_foundation.sql")),
     (2, "compute", include_str!("../migrations/0002_compute.sql")),
+    (3, "images", include_str!("../migrations/0003_images.sql")),
     (4, "console", include_str!("../migrations/0004_console.sql")),
 ];
 

@@ -88,8 +88,12 @@ impl Resource for Project {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("id");
     const FILTERS: &'static [&'static str] = &["tenant_id", "name"];
-    const DEPENDENTS: &'static [(&'static str, &'static str)] =
-        &[("role_bindings", "project_id"), ("instances", "project_id"), ("placement_groups", "project_id")];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[
+        ("role_bindings", "project_id"),
+        ("instances", "project_id"),
+        ("placement_groups", "project_id"),
+        ("images", "project_id"),
+    ];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![("tenant_id", Val::text(&self.tenant_id.0)), ("name", Val::text(&self.name))]
@@ -263,6 +267,8 @@ impl Resource for Instance {
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         let live = self.lifecycle != Lifecycle::Deleted;
+        // The blobs it boots from, kept while it lives (blob GC reads these columns).
+        let boot = self.boot.as_ref().filter(|_| live);
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),
             ("project_id", Val::text(&self.project_id.0)),
@@ -274,6 +280,9 @@ impl Resource for Instance {
             ("shape_id", Val::text(&self.shape_id.0)),
             ("placement_group_id", Val::opt_text(self.placement_group_id.as_ref())),
             ("labels", Val::text(label_column(&self.labels))),
+            ("boot_disk", Val::opt_text(boot.and_then(|b| b.disk.as_ref()).map(|f| &f.sha256))),
+            ("boot_kernel", Val::opt_text(boot.and_then(|b| b.kernel.as_ref()).map(|f| &f.sha256))),
+            ("boot_initrd", Val::opt_text(boot.and_then(|b| b.initrd.as_ref()).map(|f| &f.sha256))),
         ]
     }
     fn tenant(&self) -> Option<String> {
@@ -366,6 +375,49 @@ impl Resource for Operation {
             ("kind", Val::text(&self.kind)),
             ("target", Val::text(&self.target)),
             ("status", Val::text(self.status.as_str())),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        self.tenant_id.as_ref().map(|t| t.to_string())
+    }
+}
+
+/// The owner key of an image: its project, or `public` (one UNIQUE rule over both).
+pub fn image_owner_key(project: Option<&ProjectId>) -> String {
+    project.map(|p| p.0.clone()).unwrap_or_else(|| "public".into())
+}
+
+/// The stored name of an image status.
+pub fn image_status_str(s: ImageStatus) -> &'static str {
+    match s {
+        ImageStatus::Importing => "importing",
+        ImageStatus::Available => "available",
+        ImageStatus::Failed => "failed",
+    }
+}
+
+impl Resource for Image {
+    const TABLE: &'static str = "images";
+    const KIND: &'static str = "image";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["project_id", "owner_key", "name", "status"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        // A failed image holds no blobs: GC may take its files unless another uses them.
+        let blob = |role: ImageFileRole| {
+            let f = self.files.iter().find(|f| f.role == role).filter(|_| self.status != ImageStatus::Failed);
+            Val::opt_text(f.map(|f| &f.sha256))
+        };
+        vec![
+            ("tenant_id", Val::opt_text(self.tenant_id.as_ref())),
+            ("project_id", Val::opt_text(self.project_id.as_ref())),
+            ("owner_key", Val::text(image_owner_key(self.project_id.as_ref()))),
+            ("name", Val::text(&self.name)),
+            ("status", Val::text(image_status_str(self.status))),
+            ("disk_sha256", blob(ImageFileRole::Disk)),
+            ("kernel_sha256", blob(ImageFileRole::Kernel)),
+            ("initrd_sha256", blob(ImageFileRole::Initrd)),
         ]
     }
     fn tenant(&self) -> Option<String> {

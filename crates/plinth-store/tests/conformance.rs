@@ -6,7 +6,7 @@
 use chrono::{Duration, Utc};
 use plinth_api::*;
 use plinth_domain::authz::Scope;
-use plinth_store::{AuditEntry, IdempotencyState, Store, StoreError, Val};
+use plinth_store::{AuditEntry, IdempotencyState, Store, StoreError, Val, now_micros};
 use std::collections::BTreeMap;
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -59,6 +59,8 @@ on_both!(
     named_leases_have_one_holder,
     operation_leases_and_saga_logs,
     composed_transactions_roll_back_whole,
+    images_are_seen_by_their_tenant_and_public_ones_by_all,
+    blobs_are_collected_only_when_nothing_references_them,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -115,10 +117,10 @@ fn scope_of(t: &Tenant) -> Scope {
 }
 
 async fn migrations_are_recorded_and_repeatable(store: Store) {
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
     store.migrate().await.expect("second run is harmless");
     store.migrate().await.expect("third run is harmless");
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
     store.ping().await.unwrap();
 }
 
@@ -597,4 +599,257 @@ async fn composed_transactions_roll_back_whole(store: Store) {
     let other = tenant("other");
     let mut tx = store.begin().await.unwrap();
     assert!(matches!(tx.get::<Project>(&scope_of(&other), p.id.as_str()).await, Err(StoreError::NotFound { .. })));
+}
+
+fn image(p: Option<&Project>, name: &str, status: ImageStatus, disk: Option<&str>) -> Image {
+    let now = Utc::now();
+    Image {
+        id: ImageId::generate(),
+        project_id: p.map(|p| p.id.clone()),
+        tenant_id: p.map(|p| p.tenant_id.clone()),
+        name: name.into(),
+        description: String::new(),
+        boot: ImageBoot::Disk,
+        cmdline: None,
+        status,
+        failure: None,
+        files: disk
+            .map(|h| ImageFile {
+                role: ImageFileRole::Disk,
+                format: ImageFormat::Raw,
+                sha256: h.into(),
+                size_bytes: 512,
+                virtual_size_bytes: Some(512),
+            })
+            .into_iter()
+            .collect(),
+        pending: if disk.is_some() { vec![] } else { vec![ImageFileRole::Disk] },
+        labels: BTreeMap::new(),
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn sources() -> [(&'static str, Val); 1] {
+    [("sources", Val::text("{}"))]
+}
+
+async fn images_are_seen_by_their_tenant_and_public_ones_by_all(store: Store) {
+    let a = tenant("alpha");
+    let b = tenant("beta");
+    store.insert(&a, &audit_entry()).await.unwrap();
+    store.insert(&b, &audit_entry()).await.unwrap();
+    let (pa, pa2, pb) = (project(&a, "web"), project(&a, "db"), project(&b, "web"));
+    for p in [&pa, &pa2, &pb] {
+        store.insert(p, &audit_entry()).await.unwrap();
+    }
+    let public = image(None, "debian-12", ImageStatus::Available, Some(&"1".repeat(64)));
+    let mine = image(Some(&pa), "debian-12", ImageStatus::Available, Some(&"2".repeat(64)));
+    let other_project = image(Some(&pa2), "tools", ImageStatus::Importing, None);
+    let theirs = image(Some(&pb), "secret", ImageStatus::Available, Some(&"3".repeat(64)));
+    for i in [&public, &mine, &other_project, &theirs] {
+        store.insert_with(i, &sources(), &audit_entry()).await.unwrap();
+    }
+    // Names are unique per project and among public images, not across them.
+    for dup in [
+        image(None, "debian-12", ImageStatus::Importing, None),
+        image(Some(&pa), "debian-12", ImageStatus::Importing, None),
+    ] {
+        let e = store.insert_with(&dup, &sources(), &audit_entry()).await.unwrap_err();
+        assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e:?}");
+    }
+    store
+        .insert_with(&image(Some(&pb), "debian-12", ImageStatus::Importing, None), &sources(), &audit_entry())
+        .await
+        .unwrap();
+
+    let ids = |p: &Page<Image>| p.items.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    let as_a = store.list_images(&scope_of(&a), &[], 100, None).await.unwrap();
+    assert_eq!(ids(&as_a), vec![public.id.clone(), mine.id.clone(), other_project.id.clone()]);
+    let narrowed = Scope::Tenant { tenant_id: a.id.clone(), projects: Some(vec![pa.id.clone()]) };
+    assert_eq!(
+        ids(&store.list_images(&narrowed, &[], 100, None).await.unwrap()),
+        vec![public.id.clone(), mine.id.clone()]
+    );
+    let unbound = Scope::Tenant { tenant_id: a.id.clone(), projects: Some(vec![]) };
+    assert_eq!(ids(&store.list_images(&unbound, &[], 100, None).await.unwrap()), vec![public.id.clone()]);
+    assert!(store.list_images(&Scope::Nothing, &[], 100, None).await.unwrap().items.is_empty());
+    let only_public = store.list_images(&scope_of(&a), &[("public", "true".into())], 100, None).await.unwrap();
+    assert_eq!(ids(&only_public), vec![public.id.clone()]);
+    let by_name = store.list_images(&scope_of(&a), &[("name", "debian-12".into())], 100, None).await.unwrap();
+    assert_eq!(ids(&by_name), vec![public.id.clone(), mine.id.clone()]);
+    let importing = store.list_images(&scope_of(&a), &[("status", "importing".into())], 100, None).await.unwrap();
+    assert_eq!(ids(&importing), vec![other_project.id.clone()]);
+    let page = store.list_images(&Scope::Platform, &[], 2, None).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    let rest = store.list_images(&Scope::Platform, &[], 100, page.next_cursor.as_deref()).await.unwrap();
+    assert_eq!(rest.items.len(), 3, "five images in two pages");
+    assert!(store.list_images(&scope_of(&a), &[("tenant_id", "x".into())], 10, None).await.is_err());
+
+    // Reads: B never sees A's project images; everybody sees the public one.
+    assert!(store.get_image(&scope_of(&b), theirs.id.as_str()).await.is_ok());
+    assert!(matches!(store.get_image(&scope_of(&b), mine.id.as_str()).await, Err(StoreError::NotFound { .. })));
+    assert!(store.get_image(&scope_of(&b), public.id.as_str()).await.is_ok());
+    // Writes go through the generic scope: a tenant cannot touch a public image or another
+    // tenant's.
+    for (scope, id) in [(scope_of(&a), &public.id), (scope_of(&b), &mine.id)] {
+        let r = store
+            .update(&scope, id.as_str(), None, &audit_entry(), |i: &mut Image| {
+                i.description = "pwned".into();
+                Ok(vec![])
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::NotFound { .. })), "{r:?}");
+    }
+
+    // An instance's reference: the project's own image by name first, then a public one;
+    // by id only its own project's or public images.
+    let found = |p: &Project, r: &str| {
+        let store = store.clone();
+        let (p, r) = (p.id.clone(), r.to_string());
+        async move { store.image_for_project(&p, &r).await.unwrap().map(|i| i.id) }
+    };
+    assert_eq!(found(&pa, "debian-12").await, Some(mine.id.clone()));
+    assert_eq!(found(&pa2, "debian-12").await, Some(public.id.clone()));
+    assert_eq!(found(&pb, "tools").await, None);
+    assert_eq!(found(&pb, other_project.id.as_str()).await, None, "another tenant's image by id");
+    assert_eq!(found(&pa2, mine.id.as_str()).await, None, "another project's image by id");
+    assert_eq!(found(&pb, public.id.as_str()).await, Some(public.id.clone()));
+    assert_eq!(store.image_sources(mine.id.as_str()).await.unwrap().as_deref(), Some("{}"));
+
+    // A project holding images cannot be deleted.
+    match store.delete::<Project>(&Scope::Platform, pa2.id.as_str(), None, &audit_entry()).await {
+        Err(StoreError::HasDependents { dependent: "images", .. }) => {}
+        other => panic!("expected has-dependents, got {other:?}"),
+    }
+}
+
+async fn blobs_are_collected_only_when_nothing_references_them(store: Store) {
+    let t = tenant("acme");
+    store.insert(&t, &audit_entry()).await.unwrap();
+    let p = project(&t, "web");
+    store.insert(&p, &audit_entry()).await.unwrap();
+    let now = Utc::now();
+    let shape = Shape {
+        id: ShapeId::generate(),
+        name: "small".into(),
+        description: String::new(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_gib: 1,
+        gpu: None,
+        cpu_policy: CpuPolicy::Shared,
+        hugepages: Hugepages::None,
+        runtime_class: RuntimeClass::Vm,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert(&shape, &audit_entry()).await.unwrap();
+    let (held, booted, loose) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let mut tx = store.begin().await.unwrap();
+    for h in [&held, &booted, &loose] {
+        tx.upsert_blob(h, 512, "raw").await.unwrap();
+        tx.upsert_blob(h, 512, "raw").await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(store.blob(&held).await.unwrap(), Some((512, "raw".to_string())));
+    let img = image(Some(&p), "held", ImageStatus::Available, Some(&held));
+    store.insert_with(&img, &sources(), &audit_entry()).await.unwrap();
+    let gone = image(Some(&p), "gone", ImageStatus::Available, Some(&booted));
+    store.insert_with(&gone, &sources(), &audit_entry()).await.unwrap();
+    let inst = Instance {
+        id: InstanceId::generate(),
+        tenant_id: t.id.clone(),
+        project_id: p.id.clone(),
+        name: "web-1".into(),
+        shape_id: shape.id.clone(),
+        shape_name: shape.name.clone(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_gib: 1,
+        gpu: None,
+        cpu_policy: CpuPolicy::Shared,
+        hugepages: Hugepages::None,
+        runtime_class: RuntimeClass::Vm,
+        image: "gone".into(),
+        boot: Some(BootSource {
+            image_id: gone.id.clone(),
+            boot: ImageBoot::Disk,
+            disk: Some(BlobRef { sha256: booted.clone(), size_bytes: 512, format: ImageFormat::Raw }),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        }),
+        placement_group_id: None,
+        required_traits: vec![],
+        forbidden_traits: vec![],
+        dedicated_host: false,
+        restart_policy: RestartPolicy::OnFailure,
+        ssh_keys: vec![],
+        has_user_data: false,
+        labels: BTreeMap::new(),
+        state: InstanceState::Stopped,
+        lifecycle: Lifecycle::Active,
+        action: None,
+        power: PowerState::Stopped,
+        spec_generation: 1,
+        boot_generation: 0,
+        host_id: None,
+        claim: None,
+        observed: None,
+        runtime: None,
+        warning: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert(&inst, &audit_entry()).await.unwrap();
+    store.delete::<Image>(&Scope::Platform, gone.id.as_str(), None, &audit_entry()).await.unwrap();
+
+    let later = now_micros() + 1_000_000;
+    assert_eq!(store.unreferenced_blobs(later).await.unwrap(), vec![loose.clone()], "only the loose blob");
+    assert!(store.unreferenced_blobs(0).await.unwrap().is_empty(), "young blobs are left alone");
+
+    // The instance keeps its boot blob while it lives; deleted, it lets it go.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.lock_blob(&booted).await.unwrap());
+    assert!(tx.blob_referenced(&booted).await.unwrap());
+    assert!(tx.blob_referenced(&held).await.unwrap());
+    assert!(!tx.blob_referenced(&loose).await.unwrap());
+    tx.forget_blob(&loose).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.blob(&loose).await.unwrap(), None);
+    store
+        .update(&Scope::Platform, inst.id.as_str(), None, &audit_entry(), |i: &mut Instance| {
+            i.lifecycle = Lifecycle::Deleted;
+            Ok(vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.unreferenced_blobs(later).await.unwrap(), vec![booted.clone()]);
+    // A failed image holds none of its files.
+    store
+        .update(&Scope::Platform, img.id.as_str(), None, &audit_entry(), |i: &mut Image| {
+            i.status = ImageStatus::Failed;
+            Ok(vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.unreferenced_blobs(later).await.unwrap(), vec![held.clone(), booted.clone()]);
+    assert_eq!(store.stale_imports(later).await.unwrap(), Vec::<String>::new());
+
+    // Hosts fetch the blobs of public images, and of instances placed on them.
+    let public_disk = "d".repeat(64);
+    store
+        .insert_with(&image(None, "pub", ImageStatus::Available, Some(&public_disk)), &sources(), &audit_entry())
+        .await
+        .unwrap();
+    let pending = image(None, "later", ImageStatus::Importing, None);
+    store.insert_with(&pending, &sources(), &audit_entry()).await.unwrap();
+    assert!(store.host_may_fetch_blob("hst_any", &public_disk).await.unwrap());
+    assert!(!store.host_may_fetch_blob("hst_any", &held).await.unwrap(), "a failed project image's file");
+    assert!(!store.host_may_fetch_blob("hst_any", &booted).await.unwrap(), "no live instance on that host");
+    assert_eq!(store.stale_imports(later).await.unwrap(), vec![pending.id.0.clone()]);
 }

@@ -5,7 +5,8 @@
 //! host (all over one HTTP client) and stopping them on Ctrl-C or SIGTERM. Everything the
 //! hosts do is in the `plinth-agent` crate. The agent opens no listening port.
 //!
-//! Runtimes: only `sim` exists so far (N simulated hosts for scale tests; no guest runs).
+//! Runtimes: `qemu` (this machine: discovery, KVM probe, real guests; see
+//! [`crate::agent_host`]) and `sim` (N simulated hosts for scale tests; no guest runs).
 
 use crate::profile;
 use anyhow::{Context, Result, anyhow, bail};
@@ -23,6 +24,8 @@ use tracing::Instrument;
 /// The guest runtime an agent drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeArg {
+    /// This machine: hardware discovery, a KVM probe, real QEMU guests over QMP.
+    Qemu,
     /// Simulated hosts for scale tests: synthetic inventories, guests that only change
     /// state on a timer. No guest runs.
     Sim,
@@ -31,8 +34,9 @@ pub enum RuntimeArg {
 /// Run the host agent (dials the server; opens no port).
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Guest runtime (only `sim` so far: simulated hosts, no guests run).
-    #[arg(long, value_enum)]
+    /// Guest runtime: `qemu` (this machine, real guests) or `sim` (simulated hosts for
+    /// scale tests; no guests run).
+    #[arg(long, value_enum, default_value = "qemu")]
     runtime: RuntimeArg,
     /// Join token (`pjt_…`) for hosts not enrolled yet. Without it, one is created with
     /// the CLI profile's (or --token's) operator token, for as many hosts as need it.
@@ -40,8 +44,17 @@ pub struct AgentArgs {
     join_token: Option<String>,
     /// Where credentials (0600) and runtime state are kept (default
     /// ~/.local/share/plinth/agent).
-    #[arg(long, env = "PLINTH_AGENT_STATE_DIR")]
+    #[arg(long, env = "PLINTH_AGENT_STATE_DIR", alias = "data-dir")]
     state_dir: Option<PathBuf>,
+    /// qemu: the host's name (default: this machine's host name as a DNS label).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// qemu: where /proc and /sys are read from (a recorded tree, for tests).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// qemu: seconds a guest gets to power off (ACPI button) before it is quit.
+    #[arg(long, default_value_t = 30)]
+    graceful_timeout: u64,
     /// Long-poll wait for the desired state, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=60))]
     poll_wait: u64,
@@ -90,6 +103,7 @@ async fn shutdown_signal() {
 pub async fn run(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
     match args.runtime {
         RuntimeArg::Sim => run_sim(args, server, token).await,
+        RuntimeArg::Qemu => run_qemu(args, server, token).await,
     }
 }
 
@@ -97,7 +111,7 @@ pub async fn run(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
 async fn create_join_token(server: &str, operator_token: &str, uses: u32, n: u32) -> Result<String> {
     let client = crate::client::Client::new(server, operator_token);
     let body = serde_json::json!({
-        "description": format!("plinth agent --runtime sim ({n} simulated hosts)"),
+        "description": if n > 1 { format!("plinth agent --runtime sim ({n} simulated hosts)") } else { "plinth agent".to_string() },
         "max_uses": uses,
         "expires_in_seconds": 3600,
     });
@@ -124,6 +138,60 @@ fn status_line(p: &Progress, n: u32) -> String {
         g(&p.stopped),
         g(&p.failed),
     )
+}
+
+async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
+    let hostname = args.hostname.clone().unwrap_or_else(crate::agent_host::local_hostname);
+    if !is_dns_label(&hostname) {
+        bail!("--hostname {hostname:?} is not a DNS label (a-z, 0-9, '-', at most 63)");
+    }
+    let saved = if server.is_some() && args.join_token.is_some() { None } else { profile::load(&profile::path())? };
+    let server_url = server
+        .map(str::to_string)
+        .or_else(|| saved.as_ref().map(|p| p.server.clone()))
+        .ok_or_else(|| anyhow!("no server: pass --server URL (or run `plinth up`, or `plinth login`)"))?;
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let enrolled = StateDir::open(&state_dir)
+        .with_context(|| format!("opening the state directory {}", state_dir.display()))?
+        .load_credential(&hostname)?
+        .is_some();
+    let join_token = match (&args.join_token, enrolled) {
+        (_, true) => None,
+        (Some(t), false) => Some(t.clone()),
+        (None, false) => {
+            let operator =
+                token.map(str::to_string).or_else(|| saved.as_ref().map(|p| p.token.clone())).ok_or_else(|| {
+                    anyhow!("this host is not enrolled and there is no join token: pass --join-token pjt_…")
+                })?;
+            Some(create_join_token(&server_url, &operator, 1, 1).await?)
+        }
+    };
+    let host = crate::agent_host::RealHost {
+        server: server_url,
+        join_token,
+        state_dir,
+        hostname,
+        root: args.root.clone(),
+        poll_wait: args.poll_wait,
+        graceful_timeout: Duration::from_secs(args.graceful_timeout),
+        verbose: true,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut task = tokio::spawn(crate::agent_host::run(host, stop_rx));
+    tokio::select! {
+        r = &mut task => return r?,
+        _ = shutdown_signal() => {
+            eprintln!("plinth agent: stopping (guests keep running)");
+        }
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
+        Ok(r) => r?,
+        Err(_) => {
+            task.abort();
+            Ok(())
+        }
+    }
 }
 
 async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {

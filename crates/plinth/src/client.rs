@@ -67,6 +67,18 @@ impl Client {
         self.finish(req).await
     }
 
+    /// `PUT` of a file's `len` bytes, streamed from `file` as the body.
+    pub async fn put_file(&self, path: &str, file: tokio::fs::File, len: u64) -> Result<Value> {
+        let req = self
+            .http
+            .put(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::from(file));
+        self.finish(req).await
+    }
+
     pub async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Value> {
         self.call(Method::GET, path, query, None).await
     }

@@ -2,11 +2,13 @@
 //! (`plinth up`) and the CLI (`plinth tenant list`, …).
 
 mod agent_cmd;
+mod agent_host;
 mod cli;
 mod client;
 mod output;
 mod profile;
 mod run;
+mod up_local;
 
 use anyhow::{Result, anyhow};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -43,6 +45,10 @@ enum Command {
         /// On first start, also write the operator token here (0600).
         #[arg(long)]
         operator_token_file: Option<PathBuf>,
+        /// Where image files are kept (replicas must share it). Default: beside an SQLite
+        /// database; none for PostgreSQL (images are then unavailable).
+        #[arg(long, env = "PLINTH_BLOB_DIR")]
+        blob_dir: Option<PathBuf>,
     },
     /// Run Plinth on this machine: embedded database and server.
     Up {
@@ -86,6 +92,9 @@ enum Command {
     JoinToken(JoinTokenCmd),
     #[command(subcommand)]
     Shape(ShapeCmd),
+    /// Boot images: disks, kernels and initrds.
+    #[command(subcommand)]
+    Image(images::ImageCmd),
     #[command(subcommand)]
     Instance(compute::InstanceCmd),
     #[command(subcommand)]
@@ -114,8 +123,8 @@ fn client(cli: &Cli) -> Result<client::Client> {
 async fn dispatch(cli: Cli) -> Result<()> {
     let o = cli.output;
     match &cli.command {
-        Command::Server { database_url, listen, operator_token_file } => {
-            run::server(database_url, listen, operator_token_file.as_deref()).await
+        Command::Server { database_url, listen, operator_token_file, blob_dir } => {
+            run::server(database_url, listen, operator_token_file.as_deref(), blob_dir.as_deref()).await
         }
         Command::Up { data_dir, listen } => {
             let dir = data_dir.clone().unwrap_or_else(run::default_data_dir);
@@ -143,6 +152,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Host(c) => c.run(&client(&cli)?, o, &HOSTS).await,
         Command::JoinToken(c) => c.run(&client(&cli)?, o, &JOIN_TOKENS).await,
         Command::Shape(c) => c.run(&client(&cli)?, o, &SHAPES).await,
+        Command::Image(c) => c.run(&client(&cli)?, o).await,
         Command::Instance(c) => c.run(&client(&cli)?, o).await,
         Command::PlacementGroup(c) => c.run(&client(&cli)?, o).await,
         Command::Operation(c) => c.run(&client(&cli)?, o).await,

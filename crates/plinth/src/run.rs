@@ -1,5 +1,6 @@
 //! `plinth server` and `plinth up`: start the control plane, bootstrap the first operator,
-//! and stop cleanly on Ctrl-C or SIGTERM.
+//! choose where image files live (`{data_dir}/blobs` for `plinth up`), and stop cleanly
+//! on Ctrl-C or SIGTERM.
 
 use crate::profile::{self, Profile};
 use anyhow::{Context, Result};
@@ -32,8 +33,23 @@ async fn listen(addr: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// The blob directory of `plinth server`: as given, else beside an SQLite database file.
+fn blob_dir_for(database_url: &str, given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(d) = given {
+        return Some(d.to_path_buf());
+    }
+    let file = database_url.strip_prefix("sqlite://")?.split('?').next()?;
+    let dir = Path::new(file).parent()?;
+    (!file.is_empty() && !file.contains(":memory:")).then(|| dir.join("blobs"))
+}
+
 /// `plinth server`: the server alone, on any database (the HA form).
-pub async fn server(database_url: &str, listen_addr: &str, token_file: Option<&Path>) -> Result<()> {
+pub async fn server(
+    database_url: &str,
+    listen_addr: &str,
+    token_file: Option<&Path>,
+    blob_dir: Option<&Path>,
+) -> Result<()> {
     let store = Store::open(database_url).await.context("opening the database")?;
     if let Some(token) = plinth_server::bootstrap(&store).await? {
         println!("Created the first operator. Its token, shown once:\n\n  {token}\n");
@@ -42,9 +58,14 @@ pub async fn server(database_url: &str, listen_addr: &str, token_file: Option<&P
             println!("(also written to {})", f.display());
         }
     }
+    let mut config = plinth_server::ServerConfig::from_env();
+    config.blob_dir = blob_dir_for(database_url, blob_dir);
+    if config.blob_dir.is_none() {
+        eprintln!("plinth server: no blob directory (--blob-dir): images are unavailable");
+    }
     let listener = listen(listen_addr).await?;
     eprintln!("plinth server listening on http://{}", listener.local_addr()?);
-    plinth_server::serve(store, listener, shutdown_signal()).await?;
+    plinth_server::serve_with(store, config, listener, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -70,8 +91,34 @@ pub async fn up(data_dir: &Path, listen_addr: &str) -> Result<()> {
             profile_path.display()
         );
     }
-    println!("Plinth is up at {url} (data in {}). Ctrl-C stops it.", data_dir.display());
-    println!("Try: plinth tenant list");
-    plinth_server::serve(store, listener, shutdown_signal()).await?;
-    Ok(())
+    println!("Plinth is up at {url} (data in {}). Ctrl-C stops it (VMs keep running).", data_dir.display());
+    let mut config = plinth_server::ServerConfig::from_env();
+    // Image files live with the rest of the data.
+    config.blob_dir = Some(data_dir.join("blobs"));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let mut server = tokio::spawn(plinth_server::serve_with(store, config, listener, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+    // The local agent and the demo, through the API as the operator.
+    let token_path = data_dir.join("operator-token");
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("reading the operator token from {}", token_path.display()))?;
+    let mut agent = crate::up_local::start(data_dir, &url, token.trim(), stop_rx).await?;
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        r = &mut server => r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
+        r = &mut agent => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.context("the local agent stopped")),
+            Err(e) => Err(e.into()),
+        },
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = (&mut agent).await;
+        let _ = (&mut server).await;
+    })
+    .await;
+    outcome
 }

@@ -1,6 +1,7 @@
 //! Compute through the real binary: two `plinth server` processes on one PostgreSQL
 //! racing for the same capacity, and `plinth up` with a `plinth agent --runtime sim`
-//! driven by the CLI alone (create with an anti-affinity group, drain, fail and fence).
+//! driven by the CLI alone (an image uploaded by `plinth image create`, create with an
+//! anti-affinity group, drain, fail and fence).
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ fn server(dir: &Path, name: &str, db: &str) -> (Proc, String) {
     let child = Command::new(BIN)
         .args(["server", "--database-url", db, "--listen", "127.0.0.1:0", "--operator-token-file"])
         .arg(dir.join("operator-token"))
+        // Replicas share one blob directory.
+        .arg("--blob-dir")
+        .arg(dir.join("blobs"))
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
@@ -120,6 +124,24 @@ async fn two_servers_on_postgres_never_overcommit() {
     )
     .await;
     assert!(shape["id"].is_string(), "{shape}");
+    // A public image, uploaded through one server, usable through both.
+    let (s, img) = call(
+        &http,
+        M::POST,
+        format!("{url_a}/v1/images"),
+        &op,
+        Some(json!({ "name": "debian-12", "boot": "disk", "files": { "disk": {} } })),
+    )
+    .await;
+    assert_eq!(s, 201, "{img}");
+    let r = http
+        .put(format!("{url_b}/v1/images/{}/files/disk", img["id"].as_str().unwrap()))
+        .bearer_auth(&op)
+        .body(vec![0u8; 64 * 1024])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
     let (_, t) = call(&http, M::POST, format!("{url_a}/v1/tenants"), &op, Some(json!({ "name": "acme" }))).await;
     let (_, p) =
         call(&http, M::POST, format!("{url_a}/v1/projects"), &op, Some(json!({ "name": "web", "tenant_id": t["id"] })))
@@ -243,6 +265,22 @@ fn the_cli_drives_a_simulated_fleet() {
     let p = ok(&profile, &["project", "create", "web", "--tenant", t["id"].as_str().unwrap()]);
     let project = p["id"].as_str().unwrap();
     ok(&profile, &["shape", "create", "small", "--vcpus", "2", "--memory-mib", "2048"]);
+    // A public image from a local file: streamed up, checked, available.
+    let disk = d.join("tiny.raw");
+    std::fs::write(&disk, vec![0u8; 256 * 1024]).unwrap();
+    let img = ok(&profile, &["image", "create", "tiny", "--public", "--disk", disk.to_str().unwrap()]);
+    assert_eq!(img["status"], "available", "{img}");
+    assert_eq!(img["files"][0]["format"], "raw");
+    let listed = ok(&profile, &["image", "list", "--public"]);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    // A kernel that is not one: the command fails with the reason.
+    let not_kernel = d.join("not-a-kernel");
+    std::fs::write(&not_kernel, b"#!/bin/sh\n").unwrap();
+    let out = cli(&profile, &["image", "create", "bad", "--public", "--kernel", not_kernel.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("image_check_failed") && err.contains("not a bzImage"), "{err}");
+    assert_eq!(ok(&profile, &["image", "list", "--status", "failed"])["items"][0]["name"], "bad");
     let g = ok(&profile, &["placement-group", "create", "ha", "--project", project, "--policy", "anti-affinity"]);
     let mut placed = vec![];
     for i in 0..4 {
@@ -257,6 +295,8 @@ fn the_cli_drives_a_simulated_fleet() {
                 project,
                 "--shape",
                 "small",
+                "--image",
+                "tiny",
                 "--placement-group",
                 g["id"].as_str().unwrap(),
                 "--wait",
@@ -278,6 +318,8 @@ fn the_cli_drives_a_simulated_fleet() {
             project,
             "--shape",
             "small",
+            "--image",
+            "tiny",
             "--placement-group",
             g["id"].as_str().unwrap(),
         ],

@@ -234,6 +234,17 @@ async fn http_mode(url: &str, token: &str, hosts: u32, c: usize, max: u64, secon
     let (_, p) = call(&http, M::POST, format!("{url}/v1/projects"), token, Some(json!({ "name": "bench", "tenant_id": t["id"] }))).await;
     assert!(p["id"].is_string(), "could not make the bench project: {p}");
     let project = p["id"].as_str().unwrap_or("").to_string();
+    // Instances name an available image: a tiny public raw disk, uploaded once.
+    let (s, img) = call(&http, M::POST, format!("{url}/v1/images"), token,
+        Some(json!({ "name": "bench", "boot": "disk", "files": { "disk": {} } }))).await;
+    if s == 201 {
+        let id = img["id"].as_str().unwrap_or("");
+        let r = http.put(format!("{url}/v1/images/{id}/files/disk")).bearer_auth(token).body(vec![0u8; 64 * 1024]).send().await;
+        let status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+        assert_eq!(status, 200, "could not upload the bench image: {r:?}");
+    } else {
+        assert_eq!(s, 409, "could not register the bench image: {img}");
+    }
     let next = Arc::new(AtomicU64::new(0));
     let refused_flavors = Arc::new(Mutex::new(BTreeSet::<&'static str>::new()));
     let stats = Arc::new(Mutex::new((0u64, 0u64, 0u64, Vec::<f64>::new())));

@@ -10,7 +10,9 @@
 //! A runtime is one module under `runtime/` implementing this trait; adding one touches
 //! no other module of this crate. Runtimes here:
 //! - [`sim`]: simulated guests for scale tests. No guest runs; it says so everywhere.
+//! - [`qemu`]: real QEMU guests (q35 for `vm`, microvm for `microvm`), KVM or TCG.
 
+pub mod qemu;
 pub mod sim;
 
 use plinth_api::{InstanceId, InstanceSpec, RuntimeEvidence};

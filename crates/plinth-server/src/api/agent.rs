@@ -244,8 +244,12 @@ pub async fn observed(
         }
         let mut events = vec![];
         if !same {
-            inst.observed =
-                Some(Observation { state: o.state, generation: o.generation, detail: o.detail.clone(), at: Utc::now() });
+            inst.observed = Some(Observation {
+                state: o.state,
+                generation: o.generation,
+                detail: o.detail.clone(),
+                at: Utc::now(),
+            });
             let detail = || o.detail.clone().unwrap_or_else(|| "no detail".into());
             match o.state {
                 ObservedState::Failed => events.push(lifecycle::event(&inst, "guest_failed", detail(), None)),

@@ -65,6 +65,41 @@ fn check_image(image: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Resolves an instance's image reference for `project` — an image id, or a name (the
+/// project's own image first, then a public one) — to what the instance boots. An image
+/// the project may not use is answered as one that does not exist.
+async fn boot_source(st: &AppState, project: &ProjectId, reference: &str, disk_gib: u64) -> ApiResult<BootSource> {
+    let image = st.store.image_for_project(project, reference).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "image_not_found",
+            format!("no image {reference:?} is available to this project"),
+        )
+        .with_constraint(json!({ "field": "image", "rule": "exists" }))
+    })?;
+    if image.status != ImageStatus::Available {
+        let status = plinth_store::image_status_str(image.status);
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "image_not_available",
+            format!("image {} ({}) is {status}, not available", image.name, image.id),
+        )
+        .with_constraint(json!({ "field": "image", "rule": "available", "status": status })));
+    }
+    let disk = image.files.iter().find(|f| f.role == ImageFileRole::Disk).and_then(|f| f.virtual_size_bytes);
+    if let Some(size) = disk
+        && disk_gib > 0
+        && size > disk_gib << 30
+    {
+        return Err(ApiError::invalid(
+            "image_too_large",
+            format!("image {}'s disk is {size} bytes; the shape's disk is {disk_gib} GiB", image.name),
+        )
+        .with_constraint(json!({ "field": "image", "rule": "fits-shape-disk", "disk_gib": disk_gib })));
+    }
+    Ok(crate::image_files::boot_source(&image))
+}
+
 fn check_create(b: &InstanceCreate) -> ApiResult<()> {
     validate::dns_label("name", &b.name)?;
     check_image(&b.image)?;
@@ -167,6 +202,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         }
         None => None,
     };
+    let boot = boot_source(&st, &project.id, &b.image, shape.disk_gib).await?;
     let now = Utc::now();
     let mut inst = Instance {
         id: InstanceId::generate(),
@@ -183,7 +219,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         hugepages: shape.hugepages,
         runtime_class: shape.runtime_class,
         image: b.image.clone(),
-        boot: None,
+        boot: Some(boot),
         runtime: None,
         placement_group_id: group.as_ref().map(|g| g.id.clone()),
         required_traits: b.required_traits.clone(),
@@ -423,9 +459,15 @@ pub async fn rebuild(
     Json(b): Json<InstanceRebuild>,
 ) -> ApiResult<Response> {
     check_image(&b.image)?;
+    let cur: Instance = st.store.get(&caller.scope(), &id).await?;
+    if !caller.principal.can_write_in(&cur.tenant_id, Some(&cur.project_id)) {
+        return Err(ApiError::forbidden("acting on instances in this project"));
+    }
+    let boot = boot_source(&st, &cur.project_id, &b.image, cur.disk_gib).await?;
     act(&st, &caller, &id, Action::Rebuild, |i| {
         need_host(i)?;
         let from = std::mem::replace(&mut i.image, b.image.clone());
+        i.boot = Some(boot);
         i.lifecycle = Lifecycle::Busy;
         i.action = Some("rebuild".into());
         lifecycle::publish(i, PowerState::Stopped, false);

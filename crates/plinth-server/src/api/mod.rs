@@ -7,6 +7,7 @@ pub mod console;
 pub mod health;
 pub mod host_ops;
 pub mod hosts;
+pub mod images;
 pub mod instances;
 pub mod join_tokens;
 pub mod operations;

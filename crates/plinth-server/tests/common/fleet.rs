@@ -69,8 +69,10 @@ impl TestServer {
         (admin.secret, id(&p))
     }
 
-    /// `POST /v1/instances` and its raw answer.
+    /// `POST /v1/instances` of the public image `debian-12` (registered on first use) and
+    /// its raw answer.
     pub async fn create_instance(&self, token: &str, project: &str, name: &str, shape: &str) -> super::Resp {
+        self.public_image("debian-12").await;
         self.post("/v1/instances")
             .token(token)
             .json(&json!({ "project_id": project, "name": name, "shape": shape, "image": "debian-12" }))

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod images;
 
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -51,10 +52,12 @@ impl TestServer {
     /// A server over an existing store (a restart on the same database).
     pub async fn serve_on(
         store: plinth_store::Store,
-        config: plinth_server::ServerConfig,
+        mut config: plinth_server::ServerConfig,
         operator: String,
         dir: tempfile::TempDir,
     ) -> TestServer {
+        // Image files live beside the database unless the test says otherwise.
+        config.blob_dir.get_or_insert_with(|| dir.path().join("blobs"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -94,6 +97,9 @@ impl TestServer {
     }
     pub fn delete(&self, path: &str) -> Call<'_> {
         self.call(Method::DELETE, path)
+    }
+    pub fn put(&self, path: &str) -> Call<'_> {
+        self.call(Method::PUT, path)
     }
 
     // ---- fixtures -------------------------------------------------------------------

@@ -163,7 +163,8 @@ pub struct InstanceCreateArgs {
     /// Shape name or id.
     #[arg(long)]
     pub shape: String,
-    #[arg(long, default_value = "debian-12")]
+    /// Image name or id (your project's image of that name first, then a public one).
+    #[arg(long)]
     pub image: String,
     #[arg(long)]
     pub placement_group: Option<String>,
@@ -265,10 +266,31 @@ impl InstanceCmd {
     }
 }
 
+/// An instance id, or the id of the one live instance with this name.
+async fn resolve_instance(c: &Client, id_or_name: &str) -> Result<String> {
+    if id_or_name.starts_with("ins_") {
+        return Ok(id_or_name.to_string());
+    }
+    let v = c.get("/v1/instances", &[("name".to_string(), id_or_name.to_string())]).await?;
+    let live: Vec<&str> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["state"] != "deleted")
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    match live.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => anyhow::bail!("no instance named {id_or_name:?}"),
+        many => anyhow::bail!("{} instances are named {id_or_name:?} (in different projects): use an id", many.len()),
+    }
+}
+
 /// Prints an instance's console: the last `bytes`, then (with `follow`) what follows as
 /// it arrives, long-polling the server.
 async fn console_log(c: &Client, id: &str, bytes: u64, follow: bool) -> Result<()> {
     use std::io::Write;
+    let id = resolve_instance(c, id).await?;
     let path = format!("/v1/instances/{id}/console");
     let mut q = vec![("limit".to_string(), bytes.to_string())];
     loop {

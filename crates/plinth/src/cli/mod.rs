@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod compute;
+pub mod images;
 pub mod wait;
 
 use crate::client::Client;

@@ -1,0 +1,281 @@
+//! The exact QEMU command line of a guest, built from a plain struct ([`QemuArgs`]).
+//!
+//! No I/O here: every host fact (paths, accelerator, TSC rate, hugetlbfs mount) is in
+//! the struct, so the argv is a pure function of it and unit-tested. What the flags are
+//! for:
+//! - `-nodefaults -no-user-config -display none`: only the devices we name;
+//! - `-no-shutdown`: a guest power-off leaves QEMU alive in run state `shutdown`, so a
+//!   power-off can be told from a crash, even by an agent that was away when it happened;
+//! - `-daemonize -pidfile`: QEMU is not the agent's child and outlives it;
+//! - `-qmp unix:…,server=on,wait=off`: the agent's (one) monitor connection;
+//! - the serial console to a file chardev opened with `append=on`, so earlier boots are
+//!   kept and the runtime may truncate the file under QEMU;
+//! - machine `q35` (runtime class `vm`, virtio-pci disk) or `microvm` (virtio-mmio disk,
+//!   direct boot only; under TCG it needs `tsc_early_khz` on the kernel command line, see
+//!   `scripts/README-test-guest.md`);
+//! - hugepage-backed memory as a `memory-backend-file` on the hugetlbfs mount, preallocated.
+//!
+//! No network device yet.
+
+use std::path::PathBuf;
+
+/// The machine type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Machine {
+    /// `q35` (runtime class `vm`).
+    Q35,
+    /// `microvm` (runtime class `microvm`).
+    Microvm,
+}
+
+impl Machine {
+    /// The name QEMU and the evidence use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Q35 => "q35",
+            Machine::Microvm => "microvm",
+        }
+    }
+}
+
+/// The accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Emulation (no usable KVM, or the claim asks for it).
+    Tcg,
+}
+
+impl Accel {
+    /// The name QEMU and the evidence use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Guest memory on hugepages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hugepages {
+    /// The hugetlbfs mount of this page size.
+    pub mount: PathBuf,
+    /// Host NUMA nodes to bind the memory to (empty: no binding).
+    pub host_nodes: Vec<u32>,
+}
+
+/// What the guest boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// Firmware boots the root disk.
+    Disk,
+    /// QEMU loads a kernel (and initrd) with a command line.
+    Direct {
+        /// The kernel file.
+        kernel: PathBuf,
+        /// The initrd file.
+        initrd: Option<PathBuf>,
+        /// The image's kernel command line (before what the runtime appends).
+        cmdline: String,
+    },
+}
+
+/// Everything the command line is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuArgs {
+    /// The QEMU binary (`argv[0]`).
+    pub qemu: PathBuf,
+    /// The instance id: the `-name` and the `plinth.instance=` of the kernel command line.
+    pub instance_id: String,
+    /// The machine type.
+    pub machine: Machine,
+    /// The accelerator.
+    pub accel: Accel,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Back the memory with hugepages.
+    pub hugepages: Option<Hugepages>,
+    /// What it boots.
+    pub boot: Boot,
+    /// The root disk (a qcow2 overlay).
+    pub disk: PathBuf,
+    /// The disk's `cache=` mode (`none` where the file system supports O_DIRECT).
+    pub disk_cache: String,
+    /// The QMP socket.
+    pub qmp_socket: PathBuf,
+    /// The pidfile.
+    pub pidfile: PathBuf,
+    /// The serial console log.
+    pub console_log: PathBuf,
+    /// The host's TSC rate in kHz: given to a microvm guest under TCG as `tsc_early_khz`.
+    pub tsc_khz: Option<u64>,
+}
+
+fn p(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+impl QemuArgs {
+    /// The kernel command line of a direct boot (`None` for a disk boot): the image's,
+    /// then `tsc_early_khz=` (microvm under TCG), then `plinth.instance=<id>`.
+    pub fn kernel_cmdline(&self) -> Option<String> {
+        let Boot::Direct { cmdline, .. } = &self.boot else { return None };
+        let mut words: Vec<String> = cmdline.split_whitespace().map(str::to_string).collect();
+        if self.machine == Machine::Microvm
+            && self.accel == Accel::Tcg
+            && let Some(khz) = self.tsc_khz
+            && !words.iter().any(|w| w.starts_with("tsc_early_khz="))
+        {
+            words.push(format!("tsc_early_khz={khz}"));
+        }
+        words.push(format!("plinth.instance={}", self.instance_id));
+        Some(words.join(" "))
+    }
+
+    /// The exact argv, `argv[0]` included.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![p(&self.qemu)];
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        let mut machine = match self.machine {
+            Machine::Q35 => "q35".to_string(),
+            Machine::Microvm => "microvm,x-option-roms=off,rtc=on".to_string(),
+        };
+        if self.hugepages.is_some() {
+            machine.push_str(",memory-backend=mem0");
+        }
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        };
+        push(&["-name", &format!("guest={},debug-threads=on", self.instance_id)]);
+        push(&["-machine", &machine, "-accel", self.accel.as_str(), "-cpu", cpu]);
+        push(&["-smp", &self.vcpus.to_string(), "-m", &format!("{}M", self.memory_mib)]);
+        if let Some(h) = &self.hugepages {
+            let mut obj =
+                format!("memory-backend-file,id=mem0,size={}M,mem-path={},prealloc=on", self.memory_mib, p(&h.mount));
+            if !h.host_nodes.is_empty() {
+                let nodes: Vec<String> = h.host_nodes.iter().map(u32::to_string).collect();
+                obj.push_str(&format!(",host-nodes={},policy=bind", nodes.join(",host-nodes=")));
+            }
+            push(&["-object", &obj]);
+        }
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown"]);
+        push(&["-daemonize", "-pidfile", &p(&self.pidfile)]);
+        push(&["-qmp", &format!("unix:{},server=on,wait=off", p(&self.qmp_socket))]);
+        push(&["-chardev", &format!("file,id=serial0,path={},append=on", p(&self.console_log))]);
+        push(&["-serial", "chardev:serial0"]);
+        if let Boot::Direct { kernel, initrd, .. } = &self.boot {
+            push(&["-kernel", &p(kernel)]);
+            if let Some(initrd) = initrd {
+                push(&["-initrd", &p(initrd)]);
+            }
+        }
+        if let Some(cmdline) = self.kernel_cmdline() {
+            push(&["-append", &cmdline]);
+        }
+        let drive =
+            format!("file={},if=none,id=disk0,format=qcow2,cache={},aio=threads", p(&self.disk), self.disk_cache);
+        push(&["-drive", &drive]);
+        let device = match (self.machine, &self.boot) {
+            (Machine::Microvm, _) => "virtio-blk-device,drive=disk0".to_string(),
+            (Machine::Q35, Boot::Disk) => "virtio-blk-pci,drive=disk0,bootindex=0".to_string(),
+            (Machine::Q35, Boot::Direct { .. }) => "virtio-blk-pci,drive=disk0".to_string(),
+        };
+        push(&["-device", &device]);
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(machine: Machine) -> QemuArgs {
+        let d = PathBuf::from("/var/lib/plinth/qemu/ins_x");
+        QemuArgs {
+            qemu: "qemu-system-x86_64".into(),
+            instance_id: "ins_x".into(),
+            machine,
+            accel: Accel::Tcg,
+            vcpus: 2,
+            memory_mib: 256,
+            hugepages: None,
+            boot: Boot::Direct {
+                kernel: "/img/k".into(),
+                initrd: Some("/img/i".into()),
+                cmdline: "console=ttyS0 panic=-1 quiet".into(),
+            },
+            disk: d.join("disk.qcow2"),
+            disk_cache: "none".into(),
+            qmp_socket: d.join("qmp.sock"),
+            pidfile: d.join("qemu.pid"),
+            console_log: d.join("console.log"),
+            tsc_khz: Some(2596130),
+        }
+    }
+
+    fn joined(a: &QemuArgs) -> String {
+        a.argv().join(" ")
+    }
+
+    #[test]
+    fn q35_direct_boot_under_tcg() {
+        let a = args(Machine::Q35);
+        assert_eq!(
+            joined(&a),
+            "qemu-system-x86_64 -name guest=ins_x,debug-threads=on -machine q35 -accel tcg -cpu max -smp 2 -m 256M \
+             -nodefaults -no-user-config -display none -no-shutdown \
+             -daemonize -pidfile /var/lib/plinth/qemu/ins_x/qemu.pid \
+             -qmp unix:/var/lib/plinth/qemu/ins_x/qmp.sock,server=on,wait=off \
+             -chardev file,id=serial0,path=/var/lib/plinth/qemu/ins_x/console.log,append=on -serial chardev:serial0 \
+             -kernel /img/k -initrd /img/i -append console=ttyS0 panic=-1 quiet plinth.instance=ins_x \
+             -drive file=/var/lib/plinth/qemu/ins_x/disk.qcow2,if=none,id=disk0,format=qcow2,cache=none,aio=threads \
+             -device virtio-blk-pci,drive=disk0"
+        );
+        // The kernel command line is one argument.
+        let argv = a.argv();
+        let i = argv.iter().position(|s| s == "-append").expect("-append");
+        assert_eq!(argv[i + 1], "console=ttyS0 panic=-1 quiet plinth.instance=ins_x");
+    }
+
+    #[test]
+    fn microvm_gets_mmio_and_the_tsc_rate_under_tcg_only() {
+        let mut a = args(Machine::Microvm);
+        let s = joined(&a);
+        assert!(s.contains("-machine microvm,x-option-roms=off,rtc=on -accel tcg -cpu max"), "{s}");
+        assert!(s.contains("-device virtio-blk-device,drive=disk0"), "{s}");
+        assert_eq!(
+            a.kernel_cmdline().as_deref(),
+            Some("console=ttyS0 panic=-1 quiet tsc_early_khz=2596130 plinth.instance=ins_x")
+        );
+        a.accel = Accel::Kvm;
+        let s = joined(&a);
+        assert!(s.contains("-accel kvm -cpu host"), "{s}");
+        assert!(!s.contains("tsc_early_khz"), "{s}");
+    }
+
+    #[test]
+    fn disk_boot_and_hugepages() {
+        let mut a = args(Machine::Q35);
+        a.boot = Boot::Disk;
+        a.hugepages = Some(Hugepages { mount: "/dev/hugepages1G".into(), host_nodes: vec![1] });
+        a.memory_mib = 2048;
+        let s = joined(&a);
+        assert!(!s.contains("-kernel") && !s.contains("-append"), "{s}");
+        assert!(s.contains("-device virtio-blk-pci,drive=disk0,bootindex=0"), "{s}");
+        assert!(s.contains("-machine q35,memory-backend=mem0"), "{s}");
+        assert!(
+            s.contains(
+                "-object memory-backend-file,id=mem0,size=2048M,mem-path=/dev/hugepages1G,prealloc=on,host-nodes=1,policy=bind"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("-m 2048M"), "{s}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The agent of a real host (`plinth agent`, runtime `qemu`): discovers the hardware,
+//! probes KVM, and runs the host's loop with the QEMU runtime. Used by `plinth agent` and
+//! by `plinth up` (which runs one in-process against its embedded server).
+//!
+//! Owns the order of startup (discover → probe → runtime → loop) and what it prints; the
+//! pieces are the `plinth-agent` crate's.
+
+use anyhow::{Context, Result};
+use plinth_agent::discovery;
+use plinth_agent::kvm_probe::{KvmProbe, probe_kvm};
+use plinth_agent::runner::Rediscover;
+use plinth_agent::runtime::qemu::{Accel, QemuRuntime, RuntimeConfig};
+use plinth_agent::{AGENT_VERSION, AgentClient, HostSetup, Progress, RunnerConfig, StateDir, run_host};
+use plinth_api::{HostInventory, Kvm};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a real host's agent needs.
+#[derive(Clone, Debug)]
+pub struct RealHost {
+    pub server: String,
+    pub join_token: Option<String>,
+    pub state_dir: PathBuf,
+    pub hostname: String,
+    /// Where `/proc` and `/sys` are read from (`/` on a real host).
+    pub root: PathBuf,
+    pub poll_wait: u64,
+    /// How long a guest gets to power off after the ACPI button before it is quit.
+    pub graceful_timeout: Duration,
+    /// Print what was found.
+    pub verbose: bool,
+}
+
+/// This machine's host name as a DNS label (lowercase; other characters become `-`).
+pub fn local_hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    let mut s: String = raw
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("localhost")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    s.truncate(63);
+    let s = s.trim_matches('-').to_string();
+    if s.is_empty() { "localhost".into() } else { s }
+}
+
+fn kvm_line(k: &Kvm) -> String {
+    match k {
+        Kvm::Usable => "KVM usable: guests run hardware-accelerated".into(),
+        Kvm::Unusable { reason } => format!("KVM unusable ({reason}): guests run under TCG (emulated, slower)"),
+        Kvm::Absent => "no /dev/kvm: guests run under TCG (emulated, slower)".into(),
+    }
+}
+
+/// Discovers the inventory under `root`, with the KVM verdict and runtime filled in.
+fn inventory_at(root: &Path, kvm: &Kvm) -> Result<HostInventory> {
+    let mut inv =
+        discovery::discover(root).with_context(|| format!("discovering the hardware under {}", root.display()))?;
+    inv.virtualization.kvm = kvm.clone();
+    inv.runtime = Some("qemu".into());
+    Ok(inv)
+}
+
+/// Runs the host until `stop` is raised.
+pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
+    let state = StateDir::open(&h.state_dir).with_context(|| format!("opening {}", h.state_dir.display()))?;
+    let host_dir = state.host_dir(&h.hostname)?;
+    let probe = KvmProbe::new(host_dir.join("kvm-probe"));
+    std::fs::create_dir_all(&probe.work_dir).with_context(|| format!("creating {}", probe.work_dir.display()))?;
+    let kvm = probe_kvm(&probe).await;
+    let root = h.root.clone();
+    let inventory = {
+        let (root, kvm) = (root.clone(), kvm.clone());
+        tokio::task::spawn_blocking(move || inventory_at(&root, &kvm)).await??
+    };
+    if h.verbose {
+        println!("plinth agent {AGENT_VERSION}: host {} → {}", h.hostname, h.server);
+        println!(
+            "  {} ({} socket(s), {} cores, {} threads), {} MiB, {} NUMA node(s), {} disk(s), {} NIC(s), {} GPU(s)",
+            inventory.cpu.model,
+            inventory.cpu.sockets,
+            inventory.cpu.cores,
+            inventory.cpu.threads,
+            inventory.memory_mib,
+            inventory.numa_nodes.len(),
+            inventory.disks.len(),
+            inventory.nics.len(),
+            inventory.gpus.len()
+        );
+        println!("  {}", kvm_line(&kvm));
+        println!("  guests and images in {}", host_dir.display());
+    }
+    tracing::info!(host = %h.hostname, kvm = ?kvm, "real host: qemu runtime");
+    let accel = if kvm == Kvm::Usable { Accel::Kvm } else { Accel::Tcg };
+    let config = RuntimeConfig { graceful_timeout: h.graceful_timeout, ..RuntimeConfig::new(host_dir.clone(), accel) };
+    let runtime = Arc::new(QemuRuntime::new(config).context("the qemu runtime")?);
+    let rediscover = {
+        let (root, kvm) = (root.clone(), kvm.clone());
+        Rediscover(Arc::new(move || match inventory_at(&root, &kvm) {
+            Ok(inv) => Some(inv),
+            Err(e) => {
+                tracing::warn!("rediscovery failed: {e:#}");
+                None
+            }
+        }))
+    };
+    let setup = HostSetup { index: 0, hostname: h.hostname.clone(), inventory, rediscover: Some(rediscover) };
+    let client = AgentClient::new(&h.server, &format!("plinth-agent/{AGENT_VERSION} (qemu runtime)"))?;
+    let cfg = Arc::new(RunnerConfig {
+        join_token: h.join_token.clone(),
+        poll_wait_seconds: h.poll_wait,
+        agent_version: format!("{AGENT_VERSION} (qemu)"),
+        state,
+    });
+    run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), stop).await?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! What `plinth up` adds around its embedded server so a newcomer can boot a VM at once:
+//! a local agent for this machine (enrolled on first start), the test guest registered as
+//! the public image `test-guest`, and a demo tenant, project and shape.
+//!
+//! Everything goes through the public API with the operator token, as an operator would
+//! do it by hand; nothing here reaches into the store.
+
+use crate::agent_host::{RealHost, local_hostname};
+use crate::client::Client;
+use anyhow::{Context, Result, anyhow};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The demo's names.
+pub const IMAGE: &str = "test-guest";
+const TENANT: &str = "demo";
+const PROJECT: &str = "demo";
+const SHAPE: &str = "vm-tiny";
+
+/// Where the test guest is: `$PLINTH_GUEST_DIR` or `~/.cache/plinth/test-guest`, if built.
+pub fn test_guest_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PLINTH_GUEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|c| c.join("plinth").join("test-guest")))?;
+    dir.join("manifest.json").exists().then_some(dir)
+}
+
+async fn first_named(c: &Client, path: &str, name: &str) -> Result<Option<Value>> {
+    let v = c.get(path, &[("name".to_string(), name.to_string())]).await?;
+    Ok(v["items"].as_array().and_then(|a| a.iter().find(|i| i["name"] == name).cloned()))
+}
+
+async fn ensure(c: &Client, path: &str, name: &str, body: Value) -> Result<Value> {
+    if let Some(v) = first_named(c, path, name).await? {
+        return Ok(v);
+    }
+    c.call(Method::POST, path, &[], Some(&body)).await
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Registers the test guest as the public image `test-guest` unless it exists.
+async fn register_test_guest(c: &Client, server: &str, token: &str, dir: &Path) -> Result<()> {
+    if let Some(img) = first_named(c, "/v1/images", IMAGE).await?
+        && img["status"] != "failed"
+    {
+        return Ok(());
+    }
+    let kernel = dir.join("vmlinux");
+    let initrd = dir.join("initramfs.cpio.gz");
+    let cmdline = std::fs::read_to_string(dir.join("cmdline"))?.trim().to_string();
+    let body = json!({ "name": IMAGE, "boot": "direct", "cmdline": cmdline,
+        "description": "Plinth's test guest: a Debian kernel and a busybox initramfs (scripts/test-guest)",
+        "files": { "kernel": { "sha256": sha256_file(&kernel)? }, "initrd": { "sha256": sha256_file(&initrd)? } } });
+    let img = c.call(Method::POST, "/v1/images", &[], Some(&body)).await?;
+    let id = img["id"].as_str().ok_or_else(|| anyhow!("no image id in {img}"))?.to_string();
+    let http = reqwest::Client::new();
+    for (role, path) in [("kernel", &kernel), ("initrd", &initrd)] {
+        let bytes = tokio::fs::read(path).await?;
+        let r = http
+            .put(format!("{server}/v1/images/{id}/files/{role}"))
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Err(anyhow!(
+                "uploading the test guest's {role}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ));
+        }
+    }
+    for _ in 0..600 {
+        let v = c.get(&format!("/v1/images/{id}"), &[]).await?;
+        match v["status"].as_str() {
+            Some("available") => return Ok(()),
+            Some("failed") => return Err(anyhow!("the test guest image failed: {}", v["failure"])),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Err(anyhow!("the test guest image did not become available within 60 s"))
+}
+
+/// Sets up the demo and starts the local agent; answers the agent's task. Prints the two
+/// lines that boot a VM and read its console.
+pub async fn start(
+    data_dir: &Path,
+    server: &str,
+    token: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let c = Client::new(server, token);
+    let hostname = local_hostname();
+    let state_dir = data_dir.join("agent");
+    let enrolled = state_dir.join("hosts").join(&hostname).join("credential.json").exists();
+    let join_token = if enrolled {
+        None
+    } else {
+        let jt = c
+            .call(Method::POST, "/v1/host-join-tokens", &[], Some(&json!({ "description": "plinth up: local agent" })))
+            .await?;
+        Some(jt["secret"].as_str().ok_or_else(|| anyhow!("no join token secret"))?.to_string())
+    };
+    let host = RealHost {
+        server: server.to_string(),
+        join_token,
+        state_dir,
+        hostname: hostname.clone(),
+        root: PathBuf::from("/"),
+        poll_wait: 30,
+        graceful_timeout: Duration::from_secs(30),
+        verbose: true,
+    };
+    let agent = tokio::spawn(crate::agent_host::run(host, stop));
+
+    let tenant = ensure(&c, "/v1/tenants", TENANT, json!({ "name": TENANT, "display_name": "Demo" })).await?;
+    let project = ensure(&c, "/v1/projects", PROJECT, json!({ "name": PROJECT, "tenant_id": tenant["id"] })).await?;
+    ensure(&c, "/v1/shapes", SHAPE, json!({ "name": SHAPE, "vcpus": 1, "memory_mib": 256, "disk_gib": 1 })).await?;
+    match test_guest_dir() {
+        Some(dir) => register_test_guest(&c, server, token, &dir).await.context("registering the test guest")?,
+        None => println!("No test guest built (scripts/test-guest builds it): no `{IMAGE}` image registered."),
+    }
+    let prj = project["id"].as_str().unwrap_or(PROJECT);
+    println!("A local agent runs this machine as host {hostname}. Boot a VM and read its console:\n");
+    println!("  plinth instance create demo-vm --project {prj} --shape {SHAPE} --image {IMAGE} --wait");
+    println!("  plinth instance console-log demo-vm --follow\n");
+    Ok(agent)
+}

@@ -1,0 +1,356 @@
+//! End to end with real QEMU (TCG where KVM is unusable): `plinth server` and
+//! `plinth agent` as real processes, the test guest registered as an image, one instance
+//! driven through its whole life — boot, graceful stop, start, reboot, an agent killed
+//! with SIGKILL and restarted (the guest keeps running, same qemu pid), qemu killed with
+//! SIGKILL (crashed, then restarted by its on-failure policy), delete (nothing left on the
+//! host).
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plinth");
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn kill9(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The test guest (built by scripts/test-guest when missing).
+fn test_guest() -> PathBuf {
+    let dir = std::env::var_os("PLINTH_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/plinth/test-guest")
+    });
+    if !dir.join("manifest.json").exists() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-guest");
+        let st = Command::new(script).status().expect("run scripts/test-guest");
+        assert!(st.success(), "scripts/test-guest failed");
+    }
+    dir
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut rb = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("send");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method.clone(), path, body).await;
+        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+        v
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.ok(reqwest::Method::GET, path, None).await
+    }
+
+    async fn instance(&self, id: &str) -> Value {
+        self.get(&format!("/v1/instances/{id}")).await
+    }
+
+    /// The whole console log the server holds.
+    async fn console(&self, id: &str) -> String {
+        self.get(&format!("/v1/instances/{id}/console?limit=1048576")).await["data"].as_str().unwrap_or("").to_string()
+    }
+
+    async fn wait_state(&self, id: &str, state: &str, deadline: Duration) -> Value {
+        wait_for(&format!("instance {id} to be {state}"), deadline, || async {
+            let v = self.instance(id).await;
+            (v["state"] == state).then_some(v)
+        })
+        .await
+    }
+
+    /// Waits until the console holds `n` READY markers of this instance.
+    async fn wait_marker(&self, id: &str, n: usize) {
+        let marker = format!("PLINTH-GUEST-READY {id}");
+        wait_for(&format!("{n} × {marker} on the console"), Duration::from_secs(120), || async {
+            (self.console(id).await.matches(&marker).count() >= n).then_some(())
+        })
+        .await;
+    }
+
+    async fn upload(&self, image: &str, role: &str, path: &Path) {
+        let bytes = std::fs::read(path).unwrap();
+        let r = self
+            .http
+            .put(format!("{}/v1/images/{image}/files/{role}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        assert!((200..300).contains(&s), "upload {role}: {s} {}", r.text().await.unwrap_or_default());
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn pid_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn qemu_pid(inst: &Value) -> u64 {
+    inst["runtime"]["pid"].as_u64().unwrap_or_else(|| panic!("no qemu pid in the runtime evidence: {inst}"))
+}
+
+fn start_agent(dir: &Path, url: &str, join_token: &str) -> Proc {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
+    Proc(
+        Command::new(BIN)
+            .args(["agent", "--server", url, "--join-token", join_token, "--hostname", "e2e-host"])
+            .arg("--data-dir")
+            .arg(dir.join("agent"))
+            .args(["--graceful-timeout", "30", "--poll-wait", "5"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn plinth agent"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_vm_lives_through_its_whole_life() {
+    let guest = test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The server, on embedded SQLite, as a real process.
+    let log = d.join("server.log");
+    let _server = Proc(
+        Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--operator-token-file"])
+            .arg(d.join("operator-token"))
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", d.join("plinth.db").display()))
+            .env("PLINTH_BLOB_DIR", d.join("blobs"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn plinth server"),
+    );
+    let url = wait_for("the server to listen", Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).map(str::to_string)
+    })
+    .await;
+    let token = wait_for("the operator token", Duration::from_secs(30), || async {
+        std::fs::read_to_string(d.join("operator-token")).ok().map(|s| s.trim().to_string())
+    })
+    .await;
+    let api = Api { http: reqwest::Client::new(), url: url.clone(), token };
+    use reqwest::Method as M;
+
+    // Join token → the agent enrols → the host is available with this machine's inventory.
+    let jt = api.ok(M::POST, "/v1/host-join-tokens", Some(json!({}))).await;
+    let mut agent = start_agent(d, &url, jt["secret"].as_str().unwrap());
+    let host = wait_for("the host to be available", Duration::from_secs(60), || async {
+        let hosts = api.get("/v1/hosts?limit=10").await;
+        hosts["items"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["name"] == "e2e-host" && h["state"] == "available").cloned())
+    })
+    .await;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap().trim();
+    assert_eq!(host["inventory"]["cpu"]["model"], model, "the host reports this machine's CPU");
+    assert_eq!(host["inventory"]["runtime"], "qemu");
+    let kvm = host["inventory"]["virtualization"]["kvm"]["status"].as_str().unwrap().to_string();
+    if Path::new("/dev/kvm").exists() {
+        assert!(kvm == "usable" || kvm == "unusable", "kvm: {kvm}");
+    } else {
+        assert_eq!(kvm, "absent");
+    }
+    let host_id = host["id"].as_str().unwrap().to_string();
+    // Persisted 0600 in the data dir.
+    let cred = d.join("agent/hosts/e2e-host/credential.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&cred).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The test guest as a public direct-boot image.
+    let kernel = guest.join("vmlinux");
+    let initrd = guest.join("initramfs.cpio.gz");
+    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap().trim().to_string();
+    let img = api
+        .ok(
+            M::POST,
+            "/v1/images",
+            Some(json!({ "name": "test-guest", "boot": "direct", "cmdline": cmdline,
+                "files": { "kernel": { "sha256": sha256_of(&kernel) }, "initrd": { "sha256": sha256_of(&initrd) } } })),
+        )
+        .await;
+    let img_id = img["id"].as_str().unwrap().to_string();
+    api.upload(&img_id, "kernel", &kernel).await;
+    api.upload(&img_id, "initrd", &initrd).await;
+    wait_for("the image to be available", Duration::from_secs(60), || async {
+        let v = api.get(&format!("/v1/images/{img_id}")).await;
+        assert_ne!(v["status"], "failed", "{v}");
+        (v["status"] == "available").then_some(())
+    })
+    .await;
+
+    let tenant = api.ok(M::POST, "/v1/tenants", Some(json!({ "name": "acme" }))).await;
+    let project = api.ok(M::POST, "/v1/projects", Some(json!({ "name": "web", "tenant_id": tenant["id"] }))).await;
+    api.ok(M::POST, "/v1/shapes", Some(json!({ "name": "tiny", "vcpus": 1, "memory_mib": 256, "disk_gib": 1 }))).await;
+
+    // Create → the serial log shows the marker.
+    let created = api
+        .ok(
+            M::POST,
+            "/v1/instances",
+            Some(json!({ "project_id": project["id"], "name": "vm-1", "shape": "tiny", "image": "test-guest",
+                "restart_policy": "on-failure" })),
+        )
+        .await;
+    let id = created["instance"]["id"].as_str().or(created["id"].as_str()).unwrap().to_string();
+    api.wait_marker(&id, 1).await;
+    let inst = api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    // The guest wrote a file to its disk and read it back (printed after READY).
+    wait_for("PLINTH-DISK-OK", Duration::from_secs(60), || async {
+        let log = api.console(&id).await;
+        assert!(!log.contains("PLINTH-DISK-FAIL"), "disk check failed: {log}");
+        log.contains("PLINTH-DISK-OK").then_some(())
+    })
+    .await;
+    let ev = &inst["runtime"];
+    assert_eq!(ev["runtime"], "qemu");
+    assert_eq!(ev["accelerator"], if kvm == "usable" { "kvm" } else { "tcg" });
+    assert_eq!(ev["machine"], "q35");
+    assert!(ev["command_line"].as_array().unwrap().iter().any(|a| a.as_str().is_some_and(|a| a.contains("qmp"))));
+    let pid = qemu_pid(&inst);
+    assert!(pid_alive(pid));
+    let guest_dir = d.join("agent/hosts/e2e-host/qemu").join(&id);
+    assert!(guest_dir.exists(), "{} exists", guest_dir.display());
+
+    // Graceful stop: the guest sees the power button; no qemu process is left.
+    api.ok(M::POST, &format!("/v1/instances/{id}/stop"), Some(json!({}))).await;
+    api.wait_state(&id, "stopped", Duration::from_secs(90)).await;
+    assert!(!pid_alive(pid), "qemu {pid} is gone after stop");
+    wait_for("the guest to power off gracefully (PLINTH-GUEST-POWEROFF)", Duration::from_secs(30), || async {
+        api.console(&id).await.contains("PLINTH-GUEST-POWEROFF").then_some(())
+    })
+    .await;
+
+    // Start → marker again (the disk kept its data: boot=2).
+    api.ok(M::POST, &format!("/v1/instances/{id}/start"), Some(json!({}))).await;
+    api.wait_marker(&id, 2).await;
+    let inst = api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    wait_for("boot=2 on the console", Duration::from_secs(60), || async {
+        api.console(&id).await.contains("boot=2").then_some(())
+    })
+    .await;
+    let pid = qemu_pid(&inst);
+
+    // Reboot → marker again, same qemu process.
+    api.ok(M::POST, &format!("/v1/instances/{id}/reboot"), Some(json!({}))).await;
+    api.wait_marker(&id, 3).await;
+    let inst = api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    assert_eq!(qemu_pid(&inst), pid, "a reboot resets the guest in place");
+
+    // SIGKILL the agent, start it again: the guest was never touched.
+    agent.kill9();
+    assert!(pid_alive(pid), "the guest outlives its agent");
+    let mut agent = start_agent(d, &url, "unused-once-enrolled");
+    wait_for("the restarted agent to reconnect", Duration::from_secs(60), || async {
+        let log = std::fs::read_to_string(d.join("agent.log")).unwrap_or_default();
+        (log.matches("plinth agent").count() >= 2).then_some(())
+    })
+    .await;
+    // Control is back: a reboot through the restarted agent works, in the same process.
+    api.ok(M::POST, &format!("/v1/instances/{id}/reboot"), Some(json!({}))).await;
+    api.wait_marker(&id, 4).await;
+    let inst = api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    assert_eq!(qemu_pid(&inst), pid, "still the same qemu process after the agent restart");
+
+    // SIGKILL qemu: crashed, then restarted by the on-failure policy.
+    let st = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(st.success());
+    wait_for("a guest_crashed event", Duration::from_secs(60), || async {
+        let evs = api.get(&format!("/v1/instances/{id}/events?limit=200")).await;
+        evs["items"].as_array().unwrap().iter().any(|e| e["kind"] == "guest_crashed").then_some(())
+    })
+    .await;
+    api.wait_marker(&id, 5).await;
+    let inst = api.wait_state(&id, "running", Duration::from_secs(60)).await;
+    let new_pid = qemu_pid(&inst);
+    assert_ne!(new_pid, pid, "restarted in a new qemu process");
+    let evs = api.get(&format!("/v1/instances/{id}/events?limit=200")).await;
+    assert!(evs["items"].as_array().unwrap().iter().any(|e| e["kind"] == "restarted"), "{evs}");
+
+    // Delete → nothing is left on the host.
+    api.ok(M::DELETE, &format!("/v1/instances/{id}"), None).await;
+    api.wait_state(&id, "deleted", Duration::from_secs(90)).await;
+    wait_for("qemu to be gone", Duration::from_secs(30), || async { (!pid_alive(new_pid)).then_some(()) }).await;
+    assert!(!guest_dir.exists(), "{} (overlay, QMP socket, pidfile) is removed", guest_dir.display());
+    let leftovers: Vec<_> = walk(&d.join("agent/hosts/e2e-host"))
+        .into_iter()
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            s.contains(&id) || s.ends_with(".sock") || s.ends_with(".pid") || s.ends_with(".qcow2")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "left on the host: {leftovers:?}");
+    let _ = host_id;
+    agent.kill9();
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
