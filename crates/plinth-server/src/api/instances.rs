@@ -26,9 +26,19 @@ use plinth_domain::validate;
 use plinth_store::Val;
 use serde_json::json;
 
-/// 202 with the instance and its operation.
-fn accepted(instance: Instance, operation: Operation) -> Response {
+/// 202 with the instance (as `caller` may see it) and its operation.
+fn accepted(caller: &Caller, instance: Instance, operation: Operation) -> Response {
+    let instance = shown(caller, instance);
     (StatusCode::ACCEPTED, axum::Json(InstanceAccepted { instance, operation })).into_response()
+}
+
+/// The instance as `caller` may see it: how it runs on its host (command line, pid,
+/// socket paths) is for operators only.
+pub fn shown(caller: &Caller, mut inst: Instance) -> Instance {
+    if !caller.principal.is_operator() {
+        inst.runtime = None;
+    }
+    inst
 }
 
 fn injected(st: &AppState, point: &str) -> ApiResult<()> {
@@ -161,7 +171,9 @@ pub async fn list(
         }
         filters.push(("labels", v));
     }
-    Ok(Out(st.store.list::<Instance>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?))
+    let mut page = st.store.list::<Instance>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?;
+    page.items = page.items.into_iter().map(|i| shown(&caller, i)).collect();
+    Ok(Out(page))
 }
 
 /// Create an instance: placed and claimed now, prepared and started in the background.
@@ -283,7 +295,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     tx.commit().await?;
     st.signals.poke(&crate::signals::host_key(alloc.host_id.as_str()));
     saga::spawn(&st, op.id.clone());
-    Ok(accepted(inst, op))
+    Ok(accepted(&caller, inst, op))
 }
 
 /// Get an instance.
@@ -291,7 +303,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     params(("id" = String, Path, description = "Instance id")),
     responses((status = 200, description = "The instance", body = Instance)))]
 pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Instance>> {
-    Ok(Out(st.store.get(&caller.scope(), &id).await?))
+    Ok(Out(shown(&caller, st.store.get(&caller.scope(), &id).await?)))
 }
 
 /// Change an instance's labels or restart policy.
@@ -322,7 +334,7 @@ pub async fn update(
             Ok(vec![])
         })
         .await?;
-    Ok(Out(inst))
+    Ok(Out(shown(&caller, inst)))
 }
 
 /// What an action does to the instance inside its transaction, and what the operation
@@ -359,7 +371,7 @@ async fn act(
         tx.insert(&op, &[]).await?;
         tx.audit(&caller.audit(), id, Some(inst.tenant_id.as_str()), 202).await?;
         tx.commit().await?;
-        return Ok(accepted(inst, op));
+        return Ok(accepted(&caller, inst, op));
     }
     let plan = apply(&mut inst)?;
     let mut op = saga::new_operation(plan.kind, id, Some(&inst.tenant_id), Some(&inst.project_id), user, 1);
@@ -371,7 +383,7 @@ async fn act(
     tx.commit().await?;
     pokes.send(&st.signals);
     saga::spawn(st, op.id.clone());
-    Ok(accepted(inst, op))
+    Ok(accepted(&caller, inst, op))
 }
 
 fn converge(i: &Instance, want: ObservedState, clear_busy: bool) -> serde_json::Value {
@@ -558,7 +570,7 @@ pub async fn resize(
     }
     pokes.send(&st.signals);
     saga::spawn(&st, op.id.clone());
-    Ok(accepted(inst, op))
+    Ok(accepted(&caller, inst, op))
 }
 
 fn apply_shape(i: &mut Instance, s: &Shape) {
