@@ -111,7 +111,8 @@ async fn runtime_evidence_is_for_operators_only() {
     srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "spec 1", |i| i["spec_generation"] == 1).await;
     let evidence = json!({ "runtime": "qemu", "accelerator": "tcg", "machine": "q35", "pid": 4242,
         "command_line": ["qemu-system-x86_64", "-machine", "q35"], "qmp_socket": "/var/lib/x/qmp.sock" });
-    let report = json!({ "instances": [{ "instance_id": iid, "generation": 1, "state": "stopped", "evidence": evidence }] });
+    let report =
+        json!({ "instances": [{ "instance_id": iid, "generation": 1, "state": "stopped", "evidence": evidence }] });
     srv.post("/agent/v1/observed").token(&host.credential).json(&report).send().await.ok(200);
 
     let seen = srv.get(&format!("/v1/instances/{iid}")).token(&srv.operator).send().await.ok(200);

@@ -29,6 +29,23 @@ impl Drop for Proc {
     }
 }
 
+/// Kills (SIGKILL) every qemu whose command line names `dir`, when dropped: guests are
+/// detached from their agent on purpose, so a failing test must not leave them running.
+struct QemuReaper(PathBuf);
+
+impl Drop for QemuReaper {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
+                let _ = Command::new("kill").arg("-9").arg(e.file_name()).status();
+            }
+        }
+    }
+}
+
 async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -161,6 +178,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     let guest = test_guest();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _reaper = QemuReaper(d.to_path_buf());
 
     // The server, on embedded SQLite, as a real process.
     let log = d.join("server.log");

@@ -213,7 +213,7 @@ impl InstanceCmd {
                 }
                 s.list(c, o, q).await
             }
-            InstanceCmd::Get { id } => s.get(c, o, id).await,
+            InstanceCmd::Get { id } => s.get(c, o, &resolve_instance(c, id).await?).await,
             InstanceCmd::Create(a) => {
                 let user_data = match &a.user_data_file {
                     Some(p) => Some(std::fs::read_to_string(p)?),
@@ -248,6 +248,7 @@ impl InstanceCmd {
                 self.action(c, o, id, "rebuild", json!({ "image": image }), wait).await
             }
             InstanceCmd::Delete { id, wait } => {
+                let id = &resolve_instance(c, id).await?;
                 let v = c.call(Method::DELETE, &one(id), &[], None).await?;
                 accepted(c, o, &v, wait, Some(&one(id))).await
             }
@@ -261,6 +262,7 @@ impl InstanceCmd {
     }
 
     async fn action(&self, c: &Client, o: Format, id: &str, verb: &str, body: Value, w: &WaitArgs) -> Result<()> {
+        let id = &resolve_instance(c, id).await?;
         let v = c.call(Method::POST, &format!("/v1/instances/{id}/{verb}"), &[], Some(&body)).await?;
         accepted(c, o, &v, w, Some(&format!("/v1/instances/{id}"))).await
     }

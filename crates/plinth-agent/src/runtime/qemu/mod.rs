@@ -998,7 +998,7 @@ impl Watcher {
                     let (log, cap) = (self.console.clone(), self.cap);
                     match tokio::task::spawn_blocking(move || console::rotate_if_over(&log, cap)).await {
                         Ok(Ok(true)) => tracing::debug!(instance = %self.id, "qemu: console log rotated"),
-                        Ok(Ok(false)) => { eprintln!("DEBUG tick no rotate {}", self.console.display()); }
+                        Ok(Ok(false)) => { eprintln!("DEBUG tick no rotate {} cap {} len {:?}", self.console.display(), self.cap, std::fs::metadata(&self.console).map(|m| m.len())); }
                         Ok(Err(e)) => eprintln!("DEBUG rotate err {e}"),
                         Err(e) => tracing::warn!(instance = %self.id, "qemu: rotating the console log: {e}"),
                     }
