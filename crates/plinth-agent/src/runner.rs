@@ -37,7 +37,7 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// this (protection against a server that does not hold the poll).
 const MIN_POLL_SPACING: Duration = Duration::from_secs(1);
 /// How often guests' console logs are shipped to the server.
-const CONSOLE_PERIOD: Duration = Duration::from_millis(250);
+const CONSOLE_PERIOD: Duration = Duration::from_millis(50);
 /// How often the host's inventory is discovered again (and sent when it changed).
 const REDISCOVER_PERIOD: Duration = Duration::from_secs(60);
 

@@ -16,15 +16,15 @@
 //! - **destroy**: end the process, remove the guest's directory (disk included), gc the
 //!   image cache → absent.
 //!
-//! The watcher (one task per running guest) holds the QMP connection and turns what the
-//! guest does unasked into [`GuestEvent`]s: a guest power-off (`SHUTDOWN` from the guest;
-//! QEMU stays alive thanks to `-no-shutdown`, the watcher quits it) → `PoweredOff`; a
-//! panic → `Crashed`; a guest reset → `Reset`; QMP closing while no step asked →
-//! `Crashed("qemu exited unexpectedly …")`. It also keeps the console log bounded
+//! The watcher (`watcher.rs`, one task per running guest) holds the QMP connection and
+//! turns what the guest does unasked into [`GuestEvent`]s: a guest power-off (`SHUTDOWN`
+//! from the guest; QEMU stays alive thanks to `-no-shutdown`, the watcher quits it) →
+//! `PoweredOff`; a panic → `Crashed`; a guest reset → `Reset`; QMP closing while no step
+//! asked → `Crashed("qemu exited unexpectedly …")`. It also keeps the console log bounded
 //! ([`console`]).
 //!
 //! Guests survive agent restarts: QEMU is not the agent's child, and
-//! [`Runtime::discover`] reads each `guest.json`, finds the process again (pid, cmdline
+//! [`Runtime::discover`] (`discover.rs`) reads each `guest.json`, finds the process again (pid, cmdline
 //! and start time must match), reconnects QMP and asks `query-status`. It never restarts a
 //! guest: running → running (watcher restarted); powered off or panicked while the agent
 //! was away → stopped / failed; process gone → failed.
@@ -34,13 +34,15 @@
 
 pub mod cmdline;
 pub mod console;
+mod discover;
 pub mod guest;
 pub mod host;
 pub mod images;
 pub mod process;
 pub mod qmp;
+mod watcher;
 
-use crate::runtime::{Actual, BlobSource, Discovered, GuestEvent, Happened, Op, OpKind, Runtime, RuntimeError};
+use crate::runtime::{Actual, BlobSource, Discovered, GuestEvent, Op, OpKind, Runtime, RuntimeError};
 pub use cmdline::{Accel, Machine};
 use cmdline::{Boot, Hugepages, QemuArgs};
 use guest::{GuestPaths, GuestRecord, MAX_SOCKET_PATH};
@@ -50,7 +52,7 @@ use qmp::{EventStream, Qmp};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -227,9 +229,10 @@ impl QemuRuntime {
 
     /// Presses guest `id`'s ACPI power button (`system_powerdown`) without any step
     /// asking: what the guest does next is its own doing, so a power-off that follows
-    /// is reported as [`Happened::PoweredOff`], as if pressed on the machine.
+    /// is reported as [`crate::runtime::Happened::PoweredOff`], as if pressed on the
+    /// machine.
     pub async fn press_power_button(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let g = self.inner.guest(id);
+        let g = lock(&self.inner.guests).get(id).cloned().ok_or_else(|| failed(format!("{id} is not here")))?;
         let qmp = {
             let st = g.state.lock().await;
             st.live.as_ref().map(|l| l.qmp.clone())
@@ -481,57 +484,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Finds the guest's QEMU again when this runtime does not hold it yet (after an agent
-    /// restart): reconnects QMP and starts the watcher. Answers its run state, or `None`
-    /// when no process of it lives.
-    async fn reattach(self: &Arc<Self>, g: &Guest, st: &mut GuestState) -> Result<Option<String>, String> {
-        if let Some(l) = &st.live {
-            if process::is_ours(l.pid, &g.paths.pidfile, l.started) && !l.qmp.is_closed() {
-                let s = l.qmp.query_status().await.map_err(|e| e.to_string())?;
-                return Ok(Some(s.status));
-            }
-            st.live = None;
-        }
-        let Some(r) = &st.record else { return Ok(None) };
-        let pid = r.pid.or_else(|| process::read_pidfile(&g.paths.pidfile));
-        let Some(pid) = pid.filter(|p| process::is_ours(*p, &g.paths.pidfile, r.pid_start)) else {
-            return Ok(None);
-        };
-        let started = process::start_time(pid);
-        let (qmp, events) = Qmp::connect(&g.paths.qmp_socket, QMP_TIMEOUT)
-            .await
-            .map_err(|e| format!("qemu (pid {pid}) runs but its monitor cannot be reached: {e}"))?;
-        let qmp = Arc::new(qmp);
-        let status = qmp.query_status().await.map_err(|e| e.to_string())?;
-        let live = self.spawn_watcher(g, pid, started, qmp, events);
-        st.live = Some(live);
-        Ok(Some(status.status))
-    }
-
-    fn spawn_watcher(
-        self: &Arc<Self>,
-        g: &Guest,
-        pid: u32,
-        started: Option<u64>,
-        qmp: Arc<Qmp>,
-        events: EventStream,
-    ) -> Live {
-        let epoch = self.next_epoch();
-        let stopping = Arc::new(AtomicBool::new(false));
-        let w = Watcher {
-            inner: Arc::downgrade(self),
-            id: g.id.clone(),
-            epoch,
-            qmp: qmp.clone(),
-            stopping: stopping.clone(),
-            console: g.paths.console_log.clone(),
-            cap: self.cfg.console_cap,
-            every: self.cfg.console_check_every,
-        };
-        let task = tokio::spawn(w.run(events));
-        Live { epoch, pid, started, qmp, stopping, watcher: Some(task.abort_handle()) }
-    }
-
     async fn boot(
         self: &Arc<Self>,
         g: &Guest,
@@ -547,21 +499,24 @@ impl Inner {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(instance = %g.id, "qemu: {e}; it is ended and started again");
+                if let Some(l) = st.live.take() {
+                    l.stopping.store(true, Ordering::SeqCst);
+                }
                 None
             }
         };
-        let _pin = self.images.pin(st.record.as_ref().map(|r| r.images()).unwrap_or_default());
+        let record = st.record.as_mut().ok_or("no record")?;
+        let same_boot = record.booted_generation.is_some_and(|b| b >= spec.boot_generation);
+        if same_boot && status.as_deref() == Some("running") {
+            // Already booted: never restart a healthy guest.
+            record.generation = generation;
+            record.actual = Actual::Running;
+            return guest::save(&g.paths.record, record).await.map_err(|e| e.to_string());
+        }
+        let _pin = self.images.pin(record.images());
         let (boot, boot_files) = self.boot_files(&spec).await?;
         let record = st.record.as_mut().ok_or("no record")?;
         if let (Some(status), Some(live)) = (status, st.live.as_ref()) {
-            let same_boot = record.booted_generation.is_some_and(|b| b >= spec.boot_generation);
-            if same_boot && status == "running" {
-                // Already booted: never restart a healthy guest.
-                record.generation = generation;
-                record.actual = Actual::Running;
-                guest::save(&g.paths.record, record).await.map_err(|e| e.to_string())?;
-                return Ok(());
-            }
             // The running process holds its hugepages: do not count them as missing.
             let argv = self.qemu_args(g, &spec, boot.clone(), false)?.argv();
             if !same_boot && status == "running" && record.argv == argv {
@@ -786,131 +741,6 @@ impl Inner {
         }
         result.map_err(RuntimeError::Failed)
     }
-
-    async fn discover(self: &Arc<Self>) -> Result<Vec<Discovered>, RuntimeError> {
-        let mut found = Vec::new();
-        let mut dirs = match tokio::fs::read_dir(&self.root).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-            Err(e) => return Err(RuntimeError::State { path: self.root.display().to_string(), reason: e.to_string() }),
-        };
-        while let Ok(Some(d)) = dirs.next_entry().await {
-            let name = d.file_name().to_string_lossy().into_owned();
-            let Some(id) = InstanceId::parse(&name) else {
-                if d.path().is_dir() {
-                    tracing::warn!(dir = %d.path().display(), "qemu: not a guest directory; left alone");
-                }
-                continue;
-            };
-            let g = self.guest(&id);
-            let mut st = g.state.lock().await;
-            if let Err(e) = self.load(&g, &mut st).await {
-                tracing::error!("qemu: guest left alone: {e}");
-                lock(&self.guests).remove(&id);
-                continue;
-            }
-            let Some(disc) = self.rediscover(&g, &mut st).await else {
-                drop(st);
-                lock(&self.guests).remove(&id);
-                continue;
-            };
-            self.publish(&g, &st);
-            found.push(disc);
-        }
-        found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-        Ok(found)
-    }
-
-    /// What one guest on disk is; `None` when it is debris of a prepare that never
-    /// finished (removed).
-    async fn rediscover(self: &Arc<Self>, g: &Guest, st: &mut GuestState) -> Option<Discovered> {
-        if st.record.is_none() {
-            // A prepare that never wrote its record: nothing ever booted from this disk.
-            if let Some(pid) = process::read_pidfile(&g.paths.pidfile) {
-                let _ = process::kill(pid, &g.paths.pidfile, None).await;
-            }
-            tracing::warn!(dir = %g.paths.dir.display(), "qemu: removing an unfinished guest directory (no guest.json)");
-            let _ = tokio::fs::remove_dir_all(&g.paths.dir).await;
-            return None;
-        }
-        let outcome = match self.reattach(g, st).await {
-            Ok(Some(status)) => match status.as_str() {
-                "shutdown" => Some((Actual::Stopped, None, "powered off while the agent was away")),
-                "guest-panicked" => {
-                    Some((Actual::Failed, Some("guest panicked while the agent was away".to_string()), "panicked"))
-                }
-                "internal-error" | "io-error" => Some((
-                    Actual::Failed,
-                    Some(format!("qemu stopped the guest ({status}) while the agent was away")),
-                    "error",
-                )),
-                _ => {
-                    if status != "running" {
-                        tracing::warn!(instance = %g.id, %status, "qemu: the guest's vCPUs are not running; left as is");
-                    }
-                    // Pinning is kept by the threads; apply it again in case it was changed.
-                    if let (Some(l), Some(r)) = (&st.live, &st.record)
-                        && !r.spec.claim.cpus.is_empty()
-                        && let Err(e) = pin_vcpus(&l.qmp, &r.spec.claim.cpus).await
-                    {
-                        tracing::warn!(instance = %g.id, "qemu: re-pinning vCPUs: {e}");
-                    }
-                    if let (Some(l), Some(r)) = (&st.live, st.record.as_mut()) {
-                        r.pid = Some(l.pid);
-                        r.pid_start = l.started;
-                        r.actual = Actual::Running;
-                        r.detail = None;
-                    }
-                    None
-                }
-            },
-            Ok(None) => {
-                clear_leftovers(&g.paths).await;
-                let r = st.record.as_mut()?;
-                if r.actual == Actual::Running {
-                    r.actual = Actual::Failed;
-                    r.detail = Some("qemu exited while the agent was away".into());
-                }
-                r.pid = None;
-                r.pid_start = None;
-                None
-            }
-            Err(e) => {
-                // Alive but unreachable: not known healthy, so failed; it is not killed
-                // here (a later boot or destroy ends it).
-                let r = st.record.as_mut()?;
-                r.actual = Actual::Failed;
-                r.detail = Some(e);
-                None
-            }
-        };
-        if let Some((actual, detail, what)) = outcome {
-            tracing::info!(instance = %g.id, "qemu: the guest {what}; ending its process");
-            if let Some(live) = st.live.take() {
-                live.stopping.store(true, Ordering::SeqCst);
-                if let Err(e) = end_process(Some(&live.qmp), live.pid, &g.paths.pidfile, live.started).await {
-                    tracing::error!(instance = %g.id, "qemu: {e}");
-                }
-            }
-            clear_leftovers(&g.paths).await;
-            let r = st.record.as_mut()?;
-            r.actual = actual;
-            r.detail = detail;
-            r.pid = None;
-            r.pid_start = None;
-        }
-        let r = st.record.as_ref()?;
-        if let Err(e) = guest::save(&g.paths.record, r).await {
-            tracing::warn!(instance = %g.id, "qemu: {e}");
-        }
-        Some(Discovered {
-            instance_id: g.id.clone(),
-            generation: r.generation,
-            actual: r.actual,
-            booted_generation: r.booted_generation,
-            detail: r.detail.clone(),
-        })
-    }
 }
 
 /// Pins vCPU `i`'s thread to `cpus[i]`; answers the CPUs pinned (empty: no pinning).
@@ -933,138 +763,6 @@ async fn pin_vcpus(qmp: &Qmp, cpus: &[u32]) -> Result<Vec<u32>, String> {
         process::pin_thread(v.thread_id, *cpu).map_err(|e| format!("pinning vCPU {}: {e}", v.cpu_index))?;
     }
     Ok(cpus.to_vec())
-}
-
-/// What ended a watcher.
-enum Outcome {
-    /// The guest shut down or panicked; QEMU (kept alive by `-no-shutdown`) must be quit.
-    Ended(Happened),
-    /// The QMP connection closed while no step asked.
-    Lost,
-}
-
-/// One running guest's watcher task.
-struct Watcher {
-    inner: Weak<Inner>,
-    id: InstanceId,
-    epoch: u64,
-    qmp: Arc<Qmp>,
-    stopping: Arc<AtomicBool>,
-    console: PathBuf,
-    cap: u64,
-    every: Duration,
-}
-
-impl Watcher {
-    async fn run(self, mut events: EventStream) {
-        let mut tick = tokio::time::interval(self.every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let outcome = loop {
-            tokio::select! {
-                ev = events.recv() => {
-                    let Some(ev) = ev else {
-                        if self.stopping.load(Ordering::SeqCst) { return; }
-                        break Outcome::Lost;
-                    };
-                    if self.stopping.load(Ordering::SeqCst) {
-                        continue;
-                    }
-                    match ev.name.as_str() {
-                        "SHUTDOWN" => {
-                            let reason = ev.reason().unwrap_or("unknown").to_string();
-                            tracing::info!(instance = %self.id, %reason, guest = ?ev.guest(), "qemu: guest shut down");
-                            break Outcome::Ended(if reason == "guest-panic" {
-                                Happened::Crashed("guest panicked".into())
-                            } else if ev.guest() == Some(true) {
-                                Happened::PoweredOff
-                            } else {
-                                Happened::Crashed(format!("qemu was shut down on the host ({reason})"))
-                            });
-                        }
-                        "GUEST_PANICKED" => break Outcome::Ended(Happened::Crashed("guest panicked".into())),
-                        "RESET" => {
-                            if ev.guest() == Some(true) {
-                                self.send(Happened::Reset);
-                            } else {
-                                tracing::debug!(instance = %self.id, reason = ?ev.reason(), "qemu: reset by the host");
-                            }
-                        }
-                        "STOP" => tracing::info!(instance = %self.id, "qemu: the guest's vCPUs stopped"),
-                        "RESUME" => tracing::info!(instance = %self.id, "qemu: the guest's vCPUs resumed"),
-                        other => tracing::debug!(instance = %self.id, event = other, "qemu: event"),
-                    }
-                }
-                _ = tick.tick() => {
-                    let (log, cap) = (self.console.clone(), self.cap);
-                    match tokio::task::spawn_blocking(move || console::rotate_if_over(&log, cap)).await {
-                        Ok(Ok(true)) => tracing::debug!(instance = %self.id, "qemu: console log rotated"),
-                        Ok(Ok(false)) => { eprintln!("DEBUG tick no rotate {} cap {} len {:?}", self.console.display(), self.cap, std::fs::metadata(&self.console).map(|m| m.len())); }
-                        Ok(Err(e)) => eprintln!("DEBUG rotate err {e}"),
-                        Err(e) => tracing::warn!(instance = %self.id, "qemu: rotating the console log: {e}"),
-                    }
-                }
-            }
-        };
-        self.finish(outcome).await;
-    }
-
-    fn send(&self, happened: Happened) {
-        if let Some(inner) = self.inner.upgrade() {
-            let _ = inner.events.send(GuestEvent { instance_id: self.id.clone(), happened });
-        }
-    }
-
-    async fn finish(self, outcome: Outcome) {
-        let Some(inner) = self.inner.upgrade() else { return };
-        let Some(g) = lock(&inner.guests).get(&self.id).cloned() else { return };
-        let mut st = g.state.lock().await;
-        if st.live.as_ref().map(|l| l.epoch) != Some(self.epoch) || self.stopping.load(Ordering::SeqCst) {
-            return; // a step has dealt with this run
-        }
-        let Some(mut live) = st.live.take() else { return };
-        live.watcher = None; // this task: it must not abort itself
-        live.stopping.store(true, Ordering::SeqCst);
-        let paths = &g.paths;
-        let happened = match outcome {
-            Outcome::Ended(h) => {
-                if let Err(e) = end_process(Some(&self.qmp), live.pid, &paths.pidfile, live.started).await {
-                    tracing::error!(instance = %self.id, "qemu: {e}");
-                }
-                h
-            }
-            Outcome::Lost => {
-                let gone = process::wait_gone(live.pid, &paths.pidfile, live.started, Duration::from_secs(2)).await;
-                if !gone {
-                    tracing::error!(instance = %self.id, pid = live.pid, "qemu: its monitor closed but the process lives; killing it");
-                    let _ = process::kill(live.pid, &paths.pidfile, live.started).await;
-                }
-                Happened::Crashed(format!("qemu exited unexpectedly (pid {}; its monitor connection closed)", live.pid))
-            }
-        };
-        clear_leftovers(paths).await;
-        if let Some(r) = st.record.as_mut() {
-            match &happened {
-                Happened::PoweredOff => {
-                    r.actual = Actual::Stopped;
-                    r.detail = None;
-                }
-                Happened::Crashed(d) => {
-                    r.actual = Actual::Failed;
-                    r.detail = Some(d.clone());
-                }
-                Happened::Reset => {}
-            }
-            r.pid = None;
-            r.pid_start = None;
-            if let Err(e) = guest::save(&paths.record, r).await {
-                tracing::warn!(instance = %self.id, "qemu: {e}");
-            }
-        }
-        inner.publish(&g, &st);
-        drop(st);
-        tracing::info!(instance = %self.id, ?happened, "qemu: unasked guest change");
-        let _ = inner.events.send(GuestEvent { instance_id: self.id.clone(), happened });
-    }
 }
 
 impl Runtime for QemuRuntime {
