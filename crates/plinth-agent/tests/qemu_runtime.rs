@@ -76,6 +76,8 @@ struct Fixture {
     data: tempfile::TempDir,
     rt: QemuRuntime,
     events: mpsc::UnboundedReceiver<GuestEvent>,
+    /// The image every spec of this fixture boots (a rebuild names another).
+    image_id: ImageId,
 }
 
 /// Kills every QEMU of a data directory when a test ends (passed or not).
@@ -135,6 +137,8 @@ fn config(data: &Path) -> RuntimeConfig {
     let mut cfg = RuntimeConfig::new(data, Accel::Tcg);
     cfg.graceful_timeout = Duration::from_secs(60);
     cfg.console_check_every = Duration::from_millis(500);
+    // Collected as soon as unused, so the tests see the collection.
+    cfg.image_keep = Duration::ZERO;
     cfg
 }
 
@@ -153,7 +157,7 @@ impl Fixture {
         rt.attach(Arc::new(DirBlobs { by_sha }));
         let events = rt.take_events().expect("events");
         let guard = KillGuard(data.path().to_path_buf());
-        Fixture { _guard: guard, tg, data, rt, events }
+        Fixture { _guard: guard, tg, data, rt, events, image_id: ImageId::generate() }
     }
 
     fn blob(&self, name: &str) -> BlobRef {
@@ -184,7 +188,7 @@ impl Fixture {
             ssh_keys: vec![],
             user_data: None,
             boot: Some(BootSource {
-                image_id: ImageId::generate(),
+                image_id: self.image_id.clone(),
                 boot: ImageBoot::Direct,
                 disk: None,
                 kernel: Some(self.blob("vmlinux")),
@@ -313,6 +317,41 @@ async fn q35_direct_boot_stop_start_and_destroy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resize_grows_the_disk_and_a_rebuild_makes_it_anew() {
+    let f = Fixture::new();
+    let id = InstanceId::generate();
+    f.prepare(&f.spec(&id, RuntimeClass::Vm, 1, 0)).await.expect("prepare");
+    f.boot(&f.spec(&id, RuntimeClass::Vm, 2, 2)).await.expect("boot");
+    f.wait_console(&id, "PLINTH-DISK-OK /dev/vda boot=1", 1).await;
+    f.run(&id, 3, OpKind::Shutdown).await.expect("shutdown");
+    let disk = f.rt.guest_dir(&id).join("disk.qcow2");
+    let size = |p: &Path| {
+        let out = std::process::Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(p).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["virtual-size"].as_u64().unwrap()
+    };
+    assert_eq!(size(&disk), 1 << 30);
+
+    // Resized (stopped) to a 2 GiB disk, then started: the disk grew and kept its data.
+    let mut resized = f.spec(&id, RuntimeClass::Vm, 4, 4);
+    resized.claim.disk_gib = 2;
+    f.boot(&resized).await.expect("boot after resize");
+    f.wait_console(&id, "PLINTH-DISK-OK /dev/vda boot=2", 1).await;
+    assert_eq!(size(&disk), 2 << 30);
+    f.run(&id, 5, OpKind::Shutdown).await.expect("shutdown");
+
+    // Rebuilt from another image: a new root disk (the boot counter starts again).
+    let mut rebuilt = f.spec(&id, RuntimeClass::Vm, 6, 6);
+    rebuilt.claim.disk_gib = 2;
+    if let Some(b) = rebuilt.boot.as_mut() {
+        b.image_id = ImageId::generate();
+    }
+    let before = f.console(&id).matches("boot=1").count();
+    f.boot(&rebuilt).await.expect("boot after rebuild");
+    f.wait_console(&id, "PLINTH-DISK-OK /dev/vda boot=1", before + 1).await;
+    f.run(&id, 7, OpKind::Destroy).await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microvm_direct_boot() {
     let f = Fixture::new();
     let id = InstanceId::generate();
@@ -371,14 +410,14 @@ async fn guests_survive_an_agent_restart_and_a_kill_is_a_crash() {
     let pid = f.pid(&id);
 
     // The agent dies: the runtime goes, the guest stays.
-    let Fixture { tg, data, rt, events, _guard } = f;
+    let Fixture { tg, data, rt, events, _guard, image_id } = f;
     drop(rt);
     drop(events);
     assert!(qemu_alive(pid, &id));
     let rt = QemuRuntime::new(config(data.path())).expect("runtime");
     let by_sha = tg.files.iter().map(|(name, (sha, _))| (sha.clone(), tg.dir.join(name))).collect();
     rt.attach(Arc::new(DirBlobs { by_sha }));
-    let mut f = Fixture { events: rt.take_events().expect("events"), tg, data, rt, _guard };
+    let mut f = Fixture { events: rt.take_events().expect("events"), tg, data, rt, _guard, image_id };
     let found = f.rt.discover().await.expect("discover");
     assert_eq!(found.len(), 1);
     assert_eq!((found[0].actual, found[0].booted_generation, found[0].generation), (Actual::Running, Some(1), 1));
@@ -509,7 +548,7 @@ async fn a_guest_that_powered_off_while_the_agent_was_away_is_found_stopped() {
     f.wait_console(&id, "PLINTH-DISK-OK /dev/vda boot=1", 1).await;
     let pid = f.pid(&id);
     let socket = PathBuf::from(f.rt.evidence(&id).and_then(|e| e.qmp_socket).expect("socket"));
-    let Fixture { tg, data, rt, events, _guard } = f;
+    let Fixture { tg, data, rt, events, _guard, image_id } = f;
     drop(rt);
     drop(events);
 
@@ -532,7 +571,7 @@ async fn a_guest_that_powered_off_while_the_agent_was_away_is_found_stopped() {
     let found = rt.discover().await.expect("discover");
     assert_eq!((found[0].actual, found[0].detail.clone()), (Actual::Stopped, None), "powered off, not crashed");
     wait_gone(pid, &id).await;
-    let mut f = Fixture { events: rt.take_events().expect("events"), tg, data, rt, _guard };
+    let mut f = Fixture { events: rt.take_events().expect("events"), tg, data, rt, _guard, image_id };
     assert!(f.events.try_recv().is_err());
     // Booted again from stopped: the same disk, second boot.
     f.rt.attach(Arc::new(DirBlobs {

@@ -38,6 +38,9 @@ pub struct ImageCache {
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Digests steps are working with, with how many hold each.
     pins: Arc<Mutex<HashMap<String, usize>>>,
+    /// An unused file is kept this long after its last use (a guest created again soon
+    /// after one was deleted does not fetch and check the image again).
+    keep: std::time::Duration,
 }
 
 /// Digests kept from gc while this lives.
@@ -63,10 +66,16 @@ impl Drop for Pin {
 impl ImageCache {
     /// The cache under `{data_dir}/images/sha256` (created on first fetch).
     pub fn new(data_dir: &Path) -> ImageCache {
+        ImageCache::keeping(data_dir, std::time::Duration::ZERO)
+    }
+
+    /// A cache whose unused files are kept `keep` after their last use.
+    pub fn keeping(data_dir: &Path, keep: std::time::Duration) -> ImageCache {
         ImageCache {
             dir: data_dir.join("images").join("sha256"),
             fetching: Mutex::new(HashMap::new()),
             pins: Arc::new(Mutex::new(HashMap::new())),
+            keep,
         }
     }
 
@@ -114,6 +123,12 @@ impl ImageCache {
 
     async fn fetch_locked(&self, blobs: Option<&dyn BlobSource>, blob: &BlobRef, path: &Path) -> Result<(), String> {
         if tokio::fs::try_exists(path).await.unwrap_or(false) {
+            // Used now: its keep period starts again.
+            let p = path.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || {
+                std::fs::File::options().write(true).open(&p)?.set_modified(std::time::SystemTime::now())
+            })
+            .await;
             return Ok(());
         }
         let Some(blobs) = blobs else {
@@ -142,8 +157,8 @@ impl ImageCache {
         Ok(())
     }
 
-    /// Removes cached files whose digest is not in `in_use` and not pinned (and stale
-    /// temporaries of fetches no longer running). Answers the digests removed.
+    /// Removes cached files whose digest is not in `in_use`, not pinned and not used within
+    /// the keep period (and stale temporaries of fetches no longer running). Answers the digests removed.
     pub async fn gc(&self, in_use: &BTreeSet<String>) -> Vec<String> {
         let mut removed = Vec::new();
         let Ok(mut entries) = tokio::fs::read_dir(&self.dir).await else { return removed };
@@ -152,6 +167,16 @@ impl ImageCache {
             let busy = || lock(&self.pins).contains_key(&name) || lock(&self.fetching).contains_key(&name);
             if is_sha256_hex(&name) {
                 if in_use.contains(&name) || busy() {
+                    continue;
+                }
+                let recent = e
+                    .metadata()
+                    .await
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < self.keep);
+                if recent {
                     continue;
                 }
             } else if let Some(digest) = name.strip_prefix('.').and_then(|n| n.split('.').next()) {
@@ -265,6 +290,16 @@ pub async fn create_disk(
     tokio::fs::rename(&tmp, overlay).await.map_err(|e| format!("{}: {e}", overlay.display()))
 }
 
+/// Grows the guest's root disk (a qcow2) to `disk_gib` GiB; never shrinks it.
+pub async fn grow_disk(bin: &Path, disk: &Path, disk_gib: u64) -> Result<(), String> {
+    let size = disk_gib.checked_mul(GIB).ok_or_else(|| format!("disk size {disk_gib} GiB is too big"))?;
+    if virtual_size(bin, disk, ImageFormat::Qcow2).await? >= size {
+        return Ok(());
+    }
+    let d = disk.display().to_string();
+    qemu_img(bin, &["resize", "-q", "-f", "qcow2", &d, &format!("{disk_gib}G")]).await.map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +319,24 @@ mod tests {
                 tokio::fs::write(dest, &self.data).await.map_err(|e| e.to_string())
             })
         }
+    }
+
+    #[tokio::test]
+    async fn unused_files_are_kept_for_the_keep_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = ImageCache::keeping(dir.path(), std::time::Duration::from_secs(3600));
+        let data = b"initrd bytes".to_vec();
+        let sha = hex::encode(Sha256::digest(&data));
+        let src = Mem { data: data.clone(), calls: AtomicU32::new(0) };
+        let blob = BlobRef { sha256: sha.clone(), size_bytes: data.len() as u64, format: ImageFormat::Raw };
+        cache.ensure(Some(&src), &blob).await.expect("fetched");
+        assert!(cache.gc(&BTreeSet::new()).await.is_empty(), "used a moment ago: kept");
+        cache.ensure(Some(&src), &blob).await.expect("cached");
+        assert_eq!(src.calls.load(Ordering::SeqCst), 1, "a kept file is not fetched again");
+        // Last used two hours ago: collected.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options().write(true).open(cache.path(&sha)).unwrap().set_modified(old).unwrap();
+        assert_eq!(cache.gc(&BTreeSet::new()).await, vec![sha]);
     }
 
     #[tokio::test]

@@ -80,11 +80,13 @@ pub struct RuntimeConfig {
     pub tsc_khz: Option<u64>,
     /// Where hugepage facts are read.
     pub hugepages: host::HugepageHost,
+    /// A cached image file no guest uses is removed once unused this long (10 min).
+    pub image_keep: Duration,
 }
 
 impl RuntimeConfig {
     /// Defaults: `qemu-system-x86_64` and `qemu-img` from `PATH`, 30 s graceful timeout,
-    /// 1 MiB console cap checked every 5 s, 60 s to start.
+    /// 1 MiB console cap checked every 5 s, 60 s to start, unused images kept 10 min.
     pub fn new(data_dir: impl Into<PathBuf>, accel: Accel) -> RuntimeConfig {
         RuntimeConfig {
             data_dir: data_dir.into(),
@@ -97,6 +99,7 @@ impl RuntimeConfig {
             start_timeout: Duration::from_secs(60),
             tsc_khz: None,
             hugepages: host::HugepageHost::default(),
+            image_keep: Duration::from_secs(600),
         }
     }
 }
@@ -197,7 +200,7 @@ impl QemuRuntime {
         cfg.data_dir = data_dir.clone();
         Ok(QemuRuntime {
             inner: Arc::new(Inner {
-                images: ImageCache::new(&data_dir),
+                images: ImageCache::keeping(&data_dir, cfg.image_keep),
                 cfg,
                 root,
                 disk_cache,
@@ -539,10 +542,37 @@ impl Inner {
             end_process(Some(&live.qmp), live.pid, &g.paths.pidfile, live.started).await?;
             drop(live);
         }
+        self.refresh_disk(g, st, &spec).await?;
         // Refused here, before anything starts, when the host lacks the hugepages.
         let args = self.qemu_args(g, &spec, boot, true)?;
         let argv = args.argv();
         self.start(g, st, generation, spec, argv, &args, boot_files).await
+    }
+
+    /// Between two processes of a guest: a rebuild (its spec names another image) gets a
+    /// new root disk from that image, the old one is discarded; a resize grows the disk to
+    /// the shape's size.
+    async fn refresh_disk(&self, g: &Guest, st: &mut GuestState, spec: &InstanceSpec) -> Result<(), String> {
+        let record = st.record.as_mut().ok_or("no record")?;
+        let was = record.spec.boot.as_ref().map(|b| b.image_id.clone());
+        let src = spec.boot.clone().ok_or("no boot source")?;
+        if was.as_ref() != Some(&src.image_id) {
+            let base = match &src.disk {
+                Some(b) => Some((self.images.ensure(self.blobs().as_deref(), b).await?, b.format, b.sha256.clone())),
+                None => None,
+            };
+            let _ = tokio::fs::remove_file(&g.paths.disk).await;
+            let b = base.as_ref().map(|(p, f, _)| (p.as_path(), *f));
+            images::create_disk(&self.cfg.qemu_img, b, &g.paths.disk, spec.claim.disk_gib).await?;
+            record.disk_base = base.map(|(_, _, d)| d);
+            record.spec.boot = Some(src.clone());
+            guest::save(&g.paths.record, record).await.map_err(|e| e.to_string())?;
+            tracing::info!(instance = %g.id, image = %src.image_id, "qemu: root disk made anew from the rebuilt image");
+        } else if spec.claim.disk_gib > record.spec.claim.disk_gib {
+            images::grow_disk(&self.cfg.qemu_img, &g.paths.disk, spec.claim.disk_gib).await?;
+            tracing::info!(instance = %g.id, disk_gib = spec.claim.disk_gib, "qemu: root disk grown for a resize");
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
