@@ -75,8 +75,8 @@ fn gpu_model(profile: &str) -> Option<GpuModel> {
         }),
         "gpu-h100" => Some(GpuModel {
             class: "nvidia-h100-80gb",
-            device_id: "2331",
-            name: "NVIDIA H100 80GB PCIe (simulated)",
+            device_id: "2330",
+            name: "NVIDIA H100 80GB HBM3 SXM5 (simulated)",
             per_node: 4,
         }),
         _ => None,

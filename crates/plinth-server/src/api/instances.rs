@@ -371,7 +371,7 @@ async fn act(
         tx.insert(&op, &[]).await?;
         tx.audit(&caller.audit(), id, Some(inst.tenant_id.as_str()), 202).await?;
         tx.commit().await?;
-        return Ok(accepted(&caller, inst, op));
+        return Ok(accepted(caller, inst, op));
     }
     let plan = apply(&mut inst)?;
     let mut op = saga::new_operation(plan.kind, id, Some(&inst.tenant_id), Some(&inst.project_id), user, 1);
@@ -383,7 +383,7 @@ async fn act(
     tx.commit().await?;
     pokes.send(&st.signals);
     saga::spawn(st, op.id.clone());
-    Ok(accepted(&caller, inst, op))
+    Ok(accepted(caller, inst, op))
 }
 
 fn converge(i: &Instance, want: ObservedState, clear_busy: bool) -> serde_json::Value {
