@@ -449,8 +449,10 @@ async fn a_drain_names_what_could_not_move_and_only_drains_are_cancellable() {
     let item = &op["items"][0];
     assert_eq!(item["status"], "failed");
     assert!(item["detail"].as_str().unwrap().contains("avoided: 1"), "{item}");
-    let i = srv.get(&format!("/v1/instances/{}", id(&v["instance"]))).token(&tok).send().await.ok(200);
-    assert_eq!((i["state"].as_str(), i["host_id"].as_str()), (Some("running"), Some(a.id.as_str())), "put back: {i}");
+    // Put back where it was, and started again there (the agent reports it running).
+    let iid = id(&v["instance"]);
+    let i = srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "running again", |i| i["state"] == "running").await;
+    assert_eq!(i["host_id"].as_str(), Some(a.id.as_str()), "put back: {i}");
     // Only drains can be cancelled; a finished one stays as it ended.
     srv.post(&format!("/v1/operations/{}/cancel", op_of(&v))).token(&tok).send().await.problem(409, "not_cancellable");
     let c = srv

@@ -57,8 +57,13 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:7480")]
         listen: String,
+        /// Only the server: no local agent, no demo tenant, project, shape or test-guest
+        /// image.
+        #[arg(long)]
+        no_demo: bool,
     },
-    /// Run the host agent (`--runtime sim --sim-hosts N`: simulated hosts, no guests run).
+    /// Run the host agent of this machine (real QEMU guests), or `--runtime sim
+    /// --sim-hosts N` simulated hosts (no guests run).
     Agent(agent_cmd::AgentArgs),
     /// Save the server URL and token in the CLI profile (0600).
     Login {
@@ -126,9 +131,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Server { database_url, listen, operator_token_file, blob_dir } => {
             run::server(database_url, listen, operator_token_file.as_deref(), blob_dir.as_deref()).await
         }
-        Command::Up { data_dir, listen } => {
+        Command::Up { data_dir, listen, no_demo } => {
             let dir = data_dir.clone().unwrap_or_else(run::default_data_dir);
-            run::up(&dir, listen).await
+            run::up(&dir, listen, !no_demo).await
         }
         Command::Agent(a) => agent_cmd::run(a, cli.server.as_deref(), cli.token.as_deref()).await,
         Command::Login { server, token } => {

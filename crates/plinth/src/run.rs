@@ -70,8 +70,8 @@ pub async fn server(
 }
 
 /// `plinth up`: embedded SQLite in `data_dir`, server on `listen_addr`, CLI profile set up
-/// on first start.
-pub async fn up(data_dir: &Path, listen_addr: &str) -> Result<()> {
+/// on first start; with `demo`, a local agent, the test-guest image and a demo project.
+pub async fn up(data_dir: &Path, listen_addr: &str, demo: bool) -> Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     // The database holds hashed secrets and BMC credentials: keep the directory private.
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -104,7 +104,16 @@ pub async fn up(data_dir: &Path, listen_addr: &str) -> Result<()> {
     let token_path = data_dir.join("operator-token");
     let token = std::fs::read_to_string(&token_path)
         .with_context(|| format!("reading the operator token from {}", token_path.display()))?;
-    let mut agent = crate::up_local::start(data_dir, &url, token.trim(), stop_rx).await?;
+    let mut agent = if demo {
+        crate::up_local::start(data_dir, &url, token.trim(), stop_rx).await?
+    } else {
+        println!("Try: plinth tenant list");
+        tokio::spawn(async move {
+            let mut stop = stop_rx;
+            let _ = stop.wait_for(|s| *s).await;
+            Ok(())
+        })
+    };
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),
         r = &mut server => r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),

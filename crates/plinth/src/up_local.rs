@@ -138,6 +138,22 @@ pub async fn start(
         Some(dir) => register_test_guest(&c, server, token, &dir).await.context("registering the test guest")?,
         None => println!("No test guest built (scripts/test-guest builds it): no `{IMAGE}` image registered."),
     }
+    // The lines are printed once the host can take the VM (after its KVM probe).
+    let mut host_ready = false;
+    for _ in 0..1200 {
+        if agent.is_finished() {
+            break;
+        }
+        let host = first_named(&c, "/v1/hosts", &hostname).await?;
+        if host.is_some_and(|h| h["state"] == "available") {
+            host_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !host_ready {
+        println!("The local agent has not made host {hostname} available (see its messages above).");
+    }
     let prj = project["id"].as_str().unwrap_or(PROJECT);
     println!("A local agent runs this machine as host {hostname}. Boot a VM and read its console:\n");
     println!("  plinth instance create demo-vm --project {prj} --shape {SHAPE} --image {IMAGE} --wait");

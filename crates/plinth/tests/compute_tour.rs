@@ -208,7 +208,7 @@ fn the_cli_drives_a_simulated_fleet() {
     let profile = d.join("profile.toml");
     let data = d.join("data");
     let _up = spawn(
-        &["up", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
         &profile,
         d.join("up.log"),
         &[("PLINTH_HEARTBEAT_WINDOW_S", "3"), ("PLINTH_RECONCILE_PERIOD_S", "0.5")],

@@ -372,3 +372,85 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The newcomer's path: `plinth up` prints two CLI lines; run as printed, they boot a real
+/// VM and show its console. Ctrl-C stops Plinth and leaves the VM running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plinth_up_prints_two_lines_that_boot_a_vm_and_read_its_console() {
+    let guest = test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _reaper = QemuReaper(d.to_path_buf());
+    let profile = d.join("profile.toml");
+    let log = d.join("up.log");
+    let mut up = Proc(
+        Command::new(BIN)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(d.join("data"))
+            .env("PLINTH_CONFIG", &profile)
+            .env("PLINTH_GUEST_DIR", &guest)
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn plinth up"),
+    );
+    let lines: Vec<String> = wait_for("plinth up to print the two lines", Duration::from_secs(120), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> =
+            text.lines().map(str::trim).filter(|l| l.starts_with("plinth instance ")).map(str::to_string).collect();
+        (lines.len() == 2).then_some(lines)
+    })
+    .await;
+    let run = |line: &str, timeout: Option<Duration>| {
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let mut c = Command::new(BIN);
+        c.args(&args).env("PLINTH_CONFIG", &profile).env_remove("PLINTH_SERVER").env_remove("PLINTH_TOKEN");
+        match timeout {
+            None => c.output().expect("run the CLI"),
+            Some(t) => {
+                // `console-log --follow` runs until interrupted: read what it printed.
+                let out = d.join("follow.out");
+                let mut child = c.stdout(Stdio::from(std::fs::File::create(&out).unwrap())).spawn().unwrap();
+                let start = Instant::now();
+                while start.elapsed() < t
+                    && !std::fs::read_to_string(&out).unwrap_or_default().contains("PLINTH-GUEST-READY")
+                {
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                std::process::Output {
+                    status: std::process::ExitStatus::default(),
+                    stdout: std::fs::read(&out).unwrap_or_default(),
+                    stderr: vec![],
+                }
+            }
+        }
+    };
+    let created = run(&lines[0], None);
+    assert!(created.status.success(), "{}: {}", lines[0], String::from_utf8_lossy(&created.stderr));
+    let out = format!("{}{}", String::from_utf8_lossy(&created.stdout), String::from_utf8_lossy(&created.stderr));
+    let id = out.split_whitespace().find(|w| w.starts_with("ins_")).map(|w| w.trim_end_matches(':').to_string());
+    let id = id.unwrap_or_else(|| panic!("no instance id in {out}"));
+    let console = run(&lines[1], Some(Duration::from_secs(120)));
+    let text = String::from_utf8_lossy(&console.stdout);
+    assert!(text.contains(&format!("PLINTH-GUEST-READY {id}")), "the console shows the guest's marker: {text}");
+
+    // Ctrl-C stops Plinth; the VM keeps running (a later `plinth up` finds it again).
+    let st = Command::new("kill").arg("-INT").arg(up.0.id().to_string()).status().unwrap();
+    assert!(st.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = up.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "plinth up did not stop on Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "plinth up exits cleanly: {status}");
+    let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!("guest={id}")))
+    });
+    assert!(alive, "the VM outlives plinth up");
+}

@@ -27,7 +27,7 @@ fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
 fn start(dir: &Path, profile: &Path, run: u32) -> Up {
     let log = dir.join(format!("up-{run}.log"));
     let child = Command::new(BIN)
-        .args(["up", "--data-dir"])
+        .args(["up", "--no-demo", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--listen", "127.0.0.1:0"])
         .env("PLINTH_CONFIG", profile)
