@@ -253,15 +253,25 @@ async fn boot(opts: &KvmProbe, accel: &str, image: &Path) -> Result<Duration, Pr
     // Commas in a QEMU option value are escaped by doubling them.
     let drive = format!("file={},format=raw,if=ide", image.display().to_string().replace(',', ",,"));
     let started = Instant::now();
-    let mut child = Command::new(&opts.qemu)
+    let mut child = Command::new(&opts.qemu);
+    child
         .args(["-machine", "pc", "-accel", accel, "-m", "16", "-nodefaults", "-display", "none"])
         .args(["-serial", "stdio", "-no-reboot", "-drive", &drive])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ProbeError::Spawn { qemu: opts.qemu.clone(), source })?;
+        .kill_on_drop(true);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it makes the kernel kill the
+    // probe if the agent dies before it (a SIGKILLed agent runs no destructor).
+    unsafe {
+        child.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = child.spawn().map_err(|source| ProbeError::Spawn { qemu: opts.qemu.clone(), source })?;
 
     // Stderr is drained alongside so that QEMU never blocks on it; its last line explains
     // an early exit.
