@@ -7,7 +7,7 @@ use crate::sql::Sql;
 use crate::store::{Store, now_micros};
 use chrono::{TimeZone, Utc};
 use plinth_api::{AuditFilter, AuditId, AuditRecord, Page, TenantId, TokenId, UserId};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 /// Who is acting and as part of which request: passed to every mutating store call.
 #[derive(Clone, Debug, Default)]
@@ -27,24 +27,34 @@ pub(crate) struct Outcome<'a> {
     pub error_code: Option<&'a str>,
 }
 
-pub(crate) async fn write(tx: &mut Transaction<'_, Any>, e: &AuditEntry, o: Outcome<'_>) -> Result<(), StoreError> {
-    sqlx::query(
+/// Appends the `INSERT` of one audit record to `sql`'s values and returns its text, so it
+/// can run on its own or in one batch with the change it records.
+pub(crate) fn insert_sql(sql: &mut Sql, e: &AuditEntry, o: Outcome<'_>) -> String {
+    let vals = [
+        Val::text(AuditId::generate().0),
+        Val::Int(Some(now_micros())),
+        Val::opt_text(e.actor_user_id.as_deref()),
+        Val::opt_text(e.actor_token_id.as_deref()),
+        Val::text(e.action.as_str()),
+        Val::opt_text(o.target),
+        Val::opt_text(o.tenant),
+        Val::Int(Some(o.status as i64)),
+        Val::text(if o.status < 400 { "success" } else { "failure" }),
+        Val::opt_text(o.error_code),
+        Val::text(e.request_id.as_str()),
+    ];
+    let params: Vec<String> = vals.into_iter().map(|v| sql.arg(v)).collect();
+    format!(
         "INSERT INTO audit_log (id, time, actor_user_id, actor_token_id, action, target, tenant_id, status, result, error_code, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         VALUES ({})",
+        params.join(", ")
     )
-    .bind(AuditId::generate().0)
-    .bind(now_micros())
-    .bind(e.actor_user_id.clone())
-    .bind(e.actor_token_id.clone())
-    .bind(e.action.clone())
-    .bind(o.target.map(str::to_string))
-    .bind(o.tenant.map(str::to_string))
-    .bind(o.status as i64)
-    .bind(if o.status < 400 { "success" } else { "failure" })
-    .bind(o.error_code.map(str::to_string))
-    .bind(e.request_id.clone())
-    .execute(&mut **tx)
-    .await?;
+}
+
+pub(crate) async fn write(tx: &mut AnyConnection, e: &AuditEntry, o: Outcome<'_>) -> Result<(), StoreError> {
+    let mut sql = Sql::new("");
+    sql.text = insert_sql(&mut sql, e, o);
+    sql.query().execute(&mut *tx).await?;
     Ok(())
 }
 
@@ -58,10 +68,8 @@ impl Store {
         status: u16,
         error_code: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        write(&mut tx, entry, Outcome { target, tenant, status, error_code }).await?;
-        tx.commit().await?;
-        Ok(())
+        // One statement: atomic on its own, no transaction around it needed.
+        write(&mut *self.write.conn().await?, entry, Outcome { target, tenant, status, error_code }).await
     }
 
     /// Lists audit records, newest last. `tenant` None lists every tenant's (operators).

@@ -210,7 +210,7 @@ impl Store {
         .bind(now + ttl_ms * 1000)
         .bind(op_id.to_string())
         .bind(now)
-        .execute(&self.write)
+        .execute(&mut *self.write.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -235,7 +235,7 @@ impl Store {
     pub async fn request_cancel(&self, op_id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE operations SET cancel_requested = 1 WHERE id = $1")
             .bind(op_id.to_string())
-            .execute(&self.write)
+            .execute(&mut *self.write.conn().await?)
             .await?;
         Ok(())
     }

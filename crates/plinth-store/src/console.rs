@@ -155,7 +155,7 @@ impl Store {
     pub async fn console_forget(&self, instance_id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM console_logs WHERE instance_id = $1")
             .bind(instance_id.to_string())
-            .execute(&self.write)
+            .execute(&mut *self.write.conn().await?)
             .await?;
         Ok(())
     }

@@ -7,10 +7,11 @@ use crate::error::StoreError;
 use crate::resource::{Resource, Val};
 use crate::sql::Sql;
 use crate::store::Store;
+use crate::writer::Writer;
 use chrono::Utc;
 use plinth_api::Page;
 use plinth_domain::authz::Scope;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 /// Appends the scope's tenant (and project) filter for `T`'s table.
 pub(crate) fn scope_filter<T: Resource>(sql: &mut Sql, scope: &Scope) {
@@ -43,11 +44,8 @@ fn encode<T: Resource>(item: &T) -> String {
     serde_json::to_string(item).unwrap_or_default()
 }
 
-pub(crate) async fn insert_tx<T: Resource>(
-    tx: &mut Transaction<'_, Any>,
-    item: &T,
-    extra: &[(&'static str, Val)],
-) -> Result<(), StoreError> {
+/// The `INSERT` of a new object (with extra private columns) and its values.
+fn insert_sql<T: Resource>(item: &T, extra: &[(&'static str, Val)]) -> Sql {
     let mut cols = vec![
         ("id", Val::text(item.id())),
         ("generation", Val::Int(Some(item.generation()))),
@@ -61,12 +59,20 @@ pub(crate) async fn insert_tx<T: Resource>(
     let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
     let params: Vec<String> = cols.into_iter().map(|(_, v)| sql.arg(v)).collect();
     sql.text = format!("INSERT INTO {} ({}) VALUES ({})", T::TABLE, names.join(", "), params.join(", "));
-    sql.query().execute(&mut **tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
+    sql
+}
+
+pub(crate) async fn insert_tx<T: Resource>(
+    tx: &mut AnyConnection,
+    item: &T,
+    extra: &[(&'static str, Val)],
+) -> Result<(), StoreError> {
+    insert_sql(item, extra).query().execute(&mut *tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
     Ok(())
 }
 
 pub(crate) async fn get_tx<T: Resource>(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     scope: &Scope,
     id: &str,
     lock: &str,
@@ -75,7 +81,7 @@ pub(crate) async fn get_tx<T: Resource>(
     sql.cond("id =", Val::text(id));
     scope_filter::<T>(&mut sql, scope);
     sql.push(lock);
-    let row = sql.query().fetch_optional(&mut **tx).await?;
+    let row = sql.query().fetch_optional(&mut *tx).await?;
     match row {
         Some(r) => decode(&r.try_get::<String, _>("doc")?),
         None => Err(StoreError::NotFound { kind: T::KIND, id: id.to_string() }),
@@ -84,7 +90,7 @@ pub(crate) async fn get_tx<T: Resource>(
 
 /// Writes `item` back with generation+1, checking nobody else moved it.
 pub(crate) async fn save_tx<T: Resource>(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     item: &mut T,
     extra: &[(&'static str, Val)],
 ) -> Result<(), StoreError> {
@@ -103,7 +109,7 @@ pub(crate) async fn save_tx<T: Resource>(
     sql.push(" WHERE 1=1");
     sql.cond("id =", Val::text(item.id()));
     sql.cond("generation =", Val::Int(Some(old)));
-    let done = sql.query().execute(&mut **tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
+    let done = sql.query().execute(&mut *tx).await.map_err(|e| StoreError::from_write(T::KIND, e))?;
     if done.rows_affected() != 1 {
         return Err(StoreError::GenerationMismatch {
             kind: T::KIND,
@@ -128,15 +134,30 @@ impl Store {
         extra: &[(&'static str, Val)],
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
+        let tenant = item.tenant();
+        let outcome = Outcome { target: Some(item.id()), tenant: tenant.as_deref(), status: 201, error_code: None };
+        if let Writer::Sqlite(w) = &self.write {
+            // The whole transaction in one batch: one hand-off to the writer's thread
+            // instead of one per statement, on the connection every writer waits for.
+            let mut sql = insert_sql(item, extra);
+            let audit = audit::insert_sql(&mut sql, audit, outcome);
+            sql.text = format!("BEGIN IMMEDIATE; {}; {audit}; COMMIT", sql.text);
+            let mut g = Writer::lock_sqlite(w).await?;
+            g.set_open(true);
+            return match sql.query().execute(&mut *g).await {
+                Ok(_) => {
+                    g.set_open(false);
+                    Ok(())
+                }
+                Err(e) => {
+                    g.rollback().await;
+                    Err(StoreError::from_write(T::KIND, e))
+                }
+            };
+        }
         let mut tx = self.write.begin().await?;
         insert_tx(&mut tx, item, extra).await?;
-        let tenant = item.tenant();
-        audit::write(
-            &mut tx,
-            audit,
-            Outcome { target: Some(item.id()), tenant: tenant.as_deref(), status: 201, error_code: None },
-        )
-        .await?;
+        audit::write(&mut tx, audit, outcome).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -105,7 +105,7 @@ impl Store {
             sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2")
                 .bind(principal.to_string())
                 .bind(key.to_string())
-                .execute(&self.write)
+                .execute(&mut *self.write.conn().await?)
                 .await?;
             return Ok(());
         }
@@ -117,7 +117,7 @@ impl Store {
         .bind(body.to_string())
         .bind(principal.to_string())
         .bind(key.to_string())
-        .execute(&self.write)
+        .execute(&mut *self.write.conn().await?)
         .await?;
         Ok(())
     }

@@ -22,6 +22,7 @@ mod resource;
 mod sql;
 mod store;
 mod tx;
+mod writer;
 
 pub use audit::AuditEntry;
 pub use auth::TokenRow;

@@ -41,7 +41,7 @@ impl Store {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.write)
+        .execute(&mut *self.write.conn().await?)
         .await
         .or_else(|e| match &e {
             // Two replicas racing to create the table: the loser's CREATE fails on PG's catalog.

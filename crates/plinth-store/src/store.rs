@@ -1,6 +1,7 @@
 //! The [`Store`] handle: connection pools per backend, opening and readiness.
 
 use crate::error::StoreError;
+use crate::writer::Writer;
 use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, Executor};
@@ -17,9 +18,9 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) backend: Backend,
-    /// Write transactions. On SQLite this pool has one connection, so writers queue in
-    /// process instead of failing with `SQLITE_BUSY`.
-    pub(crate) write: AnyPool,
+    /// Write transactions. On SQLite this is one connection, so writers queue in process
+    /// instead of failing with `SQLITE_BUSY`.
+    pub(crate) write: Writer,
     /// Reads. On SQLite, WAL lets these run beside the writer.
     pub(crate) read: AnyPool,
 }
@@ -46,15 +47,20 @@ impl Store {
             let opts = || {
                 AnyPoolOptions::new()
                     .acquire_timeout(Duration::from_secs(30))
+                    // An in-process SQLite connection cannot have been dropped by a peer: the
+                    // ping before each acquire would only cost a hand-off to its worker thread.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
             };
-            let write = opts().max_connections(1).connect(&url).await?;
+            let mut conn = AnyConnection::connect(&url).await?;
+            sqlite_pragmas(&mut conn).await?;
+            let write = Writer::sqlite(conn);
             let read = opts().max_connections(4).connect(&url).await?;
             Store { backend: Backend::Sqlite, write, read }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool =
                 AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
-            Store { backend: Backend::Postgres, write: pool.clone(), read: pool }
+            Store { backend: Backend::Postgres, write: Writer::Pool(pool.clone()), read: pool }
         } else {
             return Err(StoreError::Refused {
                 status: 400,

@@ -11,12 +11,13 @@ use crate::error::StoreError;
 use crate::resource::{Resource, Val};
 use crate::sql::Sql;
 use crate::store::{Backend, Store};
+use crate::writer::WriteTx;
 use plinth_domain::authz::Scope;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 /// A write transaction. Dropped without [`Tx::commit`], it rolls back.
 pub struct Tx {
-    pub(crate) inner: Transaction<'static, Any>,
+    pub(crate) inner: WriteTx,
     pub(crate) backend: Backend,
 }
 
