@@ -73,6 +73,7 @@ def qemu_argv(instance_id, kernel, initrd, image_cmdline, disk, qmp_socket, pidf
         "-append", kernel_cmdline(image_cmdline, instance_id),
         "-drive", f"file={disk},if=none,id=disk0,format=qcow2,cache={disk_cache},aio=threads",
         "-device", "virtio-blk-pci,drive=disk0",
+        "-device", "pvpanic",
     ]
 
 
@@ -130,6 +131,7 @@ def domain_xml(name, instance_id, kernel, initrd, image_cmdline, disk, console_l
       <target type='serial' port='0'/>
     </console>
     <memballoon model='none'/>
+    <panic model='isa'/>
   </devices>
 </domain>
 """

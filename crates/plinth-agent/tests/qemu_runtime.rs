@@ -352,6 +352,26 @@ async fn a_resize_grows_the_disk_and_a_rebuild_makes_it_anew() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_kernel_panic_is_a_crash() {
+    for class in [RuntimeClass::Vm, RuntimeClass::Microvm] {
+        let mut f = Fixture::new();
+        let id = InstanceId::generate();
+        let mut spec = f.spec(&id, class, 1, 1);
+        if let Some(b) = spec.boot.as_mut() {
+            b.cmdline = Some(format!("{} plinth.panic=1", f.tg.cmdline));
+        }
+        f.prepare(&spec).await.expect("prepare");
+        f.boot(&spec).await.expect("boot");
+        let pid = f.pid(&id);
+        f.wait_console(&id, "PLINTH-GUEST-PANIC", 1).await;
+        let ev = f.next_event(&id).await;
+        assert_eq!(ev.instance_id, id);
+        assert_eq!(ev.happened, Happened::Crashed("guest panicked".into()), "{class:?}: {}", f.console(&id));
+        wait_gone(pid, &id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microvm_direct_boot() {
     let f = Fixture::new();
     let id = InstanceId::generate();

@@ -3,7 +3,9 @@
 //! No I/O here: every host fact (paths, accelerator, TSC rate, hugetlbfs mount) is in
 //! the struct, so the argv is a pure function of it and unit-tested. What the flags are
 //! for:
-//! - `-nodefaults -no-user-config -display none`: only the devices we name;
+//! - `-nodefaults -no-user-config -display none`: only the devices we name (the root disk,
+//!   the serial console and `pvpanic`, through which a guest kernel panic becomes QEMU's
+//!   `GUEST_PANICKED` event);
 //! - `-no-shutdown`: a guest power-off leaves QEMU alive in run state `shutdown`, so a
 //!   power-off can be told from a crash, even by an agent that was away when it happened;
 //! - `-daemonize -pidfile`: QEMU is not the agent's child and outlives it;
@@ -188,6 +190,8 @@ impl QemuArgs {
             (Machine::Q35, Boot::Direct { .. }) => "virtio-blk-pci,drive=disk0".to_string(),
         };
         push(&["-device", &device]);
+        // A guest kernel panic reaches QEMU (and its `GUEST_PANICKED` event) through pvpanic.
+        push(&["-device", "pvpanic"]);
         a
     }
 }
@@ -236,7 +240,7 @@ mod tests {
              -chardev file,id=serial0,path=/var/lib/plinth/qemu/ins_x/console.log,append=on -serial chardev:serial0 \
              -kernel /img/k -initrd /img/i -append console=ttyS0 panic=-1 quiet plinth.instance=ins_x \
              -drive file=/var/lib/plinth/qemu/ins_x/disk.qcow2,if=none,id=disk0,format=qcow2,cache=none,aio=threads \
-             -device virtio-blk-pci,drive=disk0"
+             -device virtio-blk-pci,drive=disk0 -device pvpanic"
         );
         // The kernel command line is one argument.
         let argv = a.argv();
