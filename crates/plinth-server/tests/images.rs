@@ -14,7 +14,6 @@ use common::{TestServer, id};
 use plinth_server::ServerConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Makes a disk with `qemu-img create -q <opts> <dir/name> [size]` and returns its bytes.
 fn qemu_img_create(dir: &Path, name: &str, opts: &[&str], size: Option<&str>) -> Vec<u8> {
@@ -313,14 +312,21 @@ async fn operators_import_from_a_server_path_or_url_and_tenants_may_not() {
 
     // A tiny HTTP server to import from.
     let served = disk.clone();
+    // `/slow.raw` answers only once the test opens this gate, so its import is in flight
+    // for as long as the test needs.
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let held = gate.clone();
     let app = axum::Router::new()
         .route("/disk.raw", axum::routing::get(move || async move { served.clone() }))
         .route("/kernel", axum::routing::get(|| async { fake_bzimage() }))
         .route(
             "/slow.raw",
-            axum::routing::get(|| async {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                raw_disk(4096)
+            axum::routing::get(move || {
+                let held = held.clone();
+                async move {
+                    held.notified().await;
+                    raw_disk(4096)
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -363,6 +369,7 @@ async fn operators_import_from_a_server_path_or_url_and_tenants_may_not() {
     let d = srv.post("/v1/images").token(&op).json(&body).send().await.ok(201);
     let p = srv.upload(&op, &id(&d), "disk", raw_disk(4096)).await.problem(409, "file_not_pending");
     assert_eq!(p["constraint"]["rule"], "file-uploadable", "{p}");
+    gate.notify_one();
     assert_eq!(wait(id(&d)).await["status"], "available");
 
     // Import failures carry their reason.

@@ -99,6 +99,17 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// The CLI profile (read only when a flag it would stand in for is missing) and the
+/// server URL: `--server`, else the profile's.
+fn server_of(args: &AgentArgs, server: Option<&str>) -> Result<(Option<profile::Profile>, String)> {
+    let saved = if server.is_some() && args.join_token.is_some() { None } else { profile::load(&profile::path())? };
+    let url = server
+        .map(str::to_string)
+        .or_else(|| saved.as_ref().map(|p| p.server.clone()))
+        .ok_or_else(|| anyhow!("no server: pass --server URL (or run `plinth up`, or `plinth login`)"))?;
+    Ok((saved, url))
+}
+
 /// `plinth agent`. `server` and `token` are the global `--server` / `--token` flags.
 pub async fn run(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
     match args.runtime {
@@ -145,11 +156,7 @@ async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -
     if !is_dns_label(&hostname) {
         bail!("--hostname {hostname:?} is not a DNS label (a-z, 0-9, '-', at most 63)");
     }
-    let saved = if server.is_some() && args.join_token.is_some() { None } else { profile::load(&profile::path())? };
-    let server_url = server
-        .map(str::to_string)
-        .or_else(|| saved.as_ref().map(|p| p.server.clone()))
-        .ok_or_else(|| anyhow!("no server: pass --server URL (or run `plinth up`, or `plinth login`)"))?;
+    let (saved, server_url) = server_of(args, server)?;
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let enrolled = StateDir::open(&state_dir)
         .with_context(|| format!("opening the state directory {}", state_dir.display()))?
@@ -205,12 +212,7 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
             );
         }
     }
-    // The CLI profile is read only when a flag it would stand in for is missing.
-    let saved = if server.is_some() && args.join_token.is_some() { None } else { profile::load(&profile::path())? };
-    let server_url = server
-        .map(str::to_string)
-        .or_else(|| saved.as_ref().map(|p| p.server.clone()))
-        .ok_or_else(|| anyhow!("no server: pass --server URL (or run `plinth up`, or `plinth login`)"))?;
+    let (saved, server_url) = server_of(args, server)?;
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let state =
         StateDir::open(&state_dir).with_context(|| format!("opening the state directory {}", state_dir.display()))?;

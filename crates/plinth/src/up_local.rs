@@ -6,11 +6,11 @@
 //! do it by hand; nothing here reaches into the store.
 
 use crate::agent_host::{RealHost, local_hostname};
+use crate::cli::images::digest;
 use crate::client::Client;
 use anyhow::{Context, Result, anyhow};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,23 +40,8 @@ async fn ensure(c: &Client, path: &str, name: &str, body: Value) -> Result<Value
     c.call(Method::POST, path, &[], Some(&body)).await
 }
 
-fn sha256_file(p: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Registers the test guest as the public image `test-guest` unless it exists.
-async fn register_test_guest(c: &Client, server: &str, token: &str, dir: &Path) -> Result<()> {
+async fn register_test_guest(c: &Client, dir: &Path) -> Result<()> {
     if let Some(img) = first_named(c, "/v1/images", IMAGE).await?
         && img["status"] != "failed"
     {
@@ -67,26 +52,15 @@ async fn register_test_guest(c: &Client, server: &str, token: &str, dir: &Path) 
     let cmdline = std::fs::read_to_string(dir.join("cmdline"))?.trim().to_string();
     let body = json!({ "name": IMAGE, "boot": "direct", "cmdline": cmdline,
         "description": "Plinth's test guest: a Debian kernel and a busybox initramfs (scripts/test-guest)",
-        "files": { "kernel": { "sha256": sha256_file(&kernel)? }, "initrd": { "sha256": sha256_file(&initrd)? } } });
+        "files": { "kernel": { "sha256": digest(&kernel).await?.0 }, "initrd": { "sha256": digest(&initrd).await?.0 } } });
     let img = c.call(Method::POST, "/v1/images", &[], Some(&body)).await?;
     let id = img["id"].as_str().ok_or_else(|| anyhow!("no image id in {img}"))?.to_string();
-    let http = reqwest::Client::new();
     for (role, path) in [("kernel", &kernel), ("initrd", &initrd)] {
-        let bytes = tokio::fs::read(path).await?;
-        let r = http
-            .put(format!("{server}/v1/images/{id}/files/{role}"))
-            .bearer_auth(token)
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            return Err(anyhow!(
-                "uploading the test guest's {role}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ));
-        }
+        let f = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+        let len = f.metadata().await?.len();
+        c.put_file(&format!("/v1/images/{id}/files/{role}"), f, len)
+            .await
+            .with_context(|| format!("uploading the test guest's {role}"))?;
     }
     for _ in 0..600 {
         let v = c.get(&format!("/v1/images/{id}"), &[]).await?;
@@ -135,7 +109,7 @@ pub async fn start(
     let project = ensure(&c, "/v1/projects", PROJECT, json!({ "name": PROJECT, "tenant_id": tenant["id"] })).await?;
     ensure(&c, "/v1/shapes", SHAPE, json!({ "name": SHAPE, "vcpus": 1, "memory_mib": 256, "disk_gib": 1 })).await?;
     match test_guest_dir() {
-        Some(dir) => register_test_guest(&c, server, token, &dir).await.context("registering the test guest")?,
+        Some(dir) => register_test_guest(&c, &dir).await.context("registering the test guest")?,
         None => println!("No test guest built (scripts/test-guest builds it): no `{IMAGE}` image registered."),
     }
     // The lines are printed once the host can take the VM (after its KVM probe).

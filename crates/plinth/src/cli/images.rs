@@ -137,7 +137,7 @@ impl ImageCreateArgs {
 }
 
 /// SHA-256 (lowercase hex) and length of a local file, read in 1 MiB pieces.
-async fn digest(path: &Path) -> Result<(String, u64)> {
+pub async fn digest(path: &Path) -> Result<(String, u64)> {
     let mut f = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
