@@ -57,6 +57,19 @@ impl Store {
         reset: bool,
         bytes: &[u8],
     ) -> Result<u64, StoreError> {
+        if bytes.is_empty() {
+            // Only asking: a read, without taking the writer.
+            let row = sqlx::query("SELECT stream, acked FROM console_logs WHERE instance_id = $1")
+                .bind(instance_id.to_string())
+                .fetch_optional(&self.read)
+                .await?;
+            return Ok(match row {
+                Some(r) if !reset && r.try_get::<String, _>("stream")? == stream => {
+                    r.try_get::<i64, _>("acked")?.max(0) as u64
+                }
+                _ => 0,
+            });
+        }
         let mut tx = self.begin().await?;
         let lock = tx.lock();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -78,9 +91,6 @@ impl Store {
         let mut cur = row.unwrap_or(Row0 { stream: stream.to_string(), acked: 0, base: 0, data: String::new() });
         let same_stream = cur.stream == stream;
         let acked = if same_stream && !reset { cur.acked.max(0) as u64 } else { 0 };
-        if bytes.is_empty() {
-            return Ok(acked);
-        }
         let end = offset + bytes.len() as u64;
         if end <= acked {
             return Ok(acked);
@@ -149,15 +159,6 @@ impl Store {
         }
         let window = ConsoleWindow { offset: base + from as u64, truncated, data: data[from..to].to_string() };
         Ok((window, end))
-    }
-
-    /// Forgets an instance's console log (when the instance is deleted).
-    pub async fn console_forget(&self, instance_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM console_logs WHERE instance_id = $1")
-            .bind(instance_id.to_string())
-            .execute(&mut *self.write.conn().await?)
-            .await?;
-        Ok(())
     }
 }
 
