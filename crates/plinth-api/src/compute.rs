@@ -353,6 +353,13 @@ pub struct InstanceEvent {
     /// `created`, `state_changed`, `placed`, `start_requested`, …
     pub kind: String,
     pub state: Option<InstanceState>,
+    /// Whether the instance held a claim on a host after this event (metering's
+    /// `allocated`); null on events older than metering.
+    #[serde(default)]
+    pub placed: Option<bool>,
+    /// The instance's shape after this event.
+    #[serde(default)]
+    pub shape: Option<String>,
     pub detail: String,
     pub operation_id: Option<OperationId>,
     pub generation: i64,

@@ -94,6 +94,18 @@ typed_id!(/// An image (a boot disk, or a kernel + initrd to boot directly).
     ImageId, "img");
 typed_id!(/// A request, as echoed in errors and audit records.
     RequestId, "req");
+typed_id!(/// One usage ledger record (an interval or a counter sample).
+    UsageRecordId, "use");
+typed_id!(/// A price book version.
+    PriceBookId, "pb");
+typed_id!(/// An invoice (or a credit note).
+    InvoiceId, "inv");
+typed_id!(/// A credit grant.
+    CreditId, "cr");
+typed_id!(/// A capacity commitment.
+    CommitmentId, "cmt");
+typed_id!(/// A tenant's monthly budget.
+    BudgetId, "bud");
 
 #[cfg(test)]
 mod tests {

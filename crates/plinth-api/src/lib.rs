@@ -5,6 +5,7 @@
 //! beyond construction and parsing; validation lives in `plinth-domain`.
 
 pub mod agent;
+pub mod billing;
 pub mod compute;
 pub mod identity;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod problem;
 pub mod shapes;
 
 pub use agent::*;
+pub use billing::*;
 pub use compute::*;
 pub use identity::*;
 pub use ids::*;

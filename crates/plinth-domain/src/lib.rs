@@ -6,5 +6,8 @@
 pub mod authz;
 pub mod host_state;
 pub mod instance_state;
+pub mod metering;
 pub mod placement;
+pub mod quota;
+pub mod rating;
 pub mod validate;

@@ -35,6 +35,14 @@ pub struct ServerConfig {
     pub blob_dir: Option<PathBuf>,
     /// Largest image file accepted, in bytes.
     pub image_max_bytes: u64,
+    /// Day of the month (1–28) billing periods start on, 00:00 UTC.
+    pub billing_anchor_day: u32,
+    /// How long after a period ends its draft invoices still take late counters; the
+    /// invoice reconciler finalizes them after it.
+    pub invoice_grace: Duration,
+    /// `POST /v1/system/clock` may move the lifecycle and metering clock on (tests and
+    /// demos only).
+    pub test_clock: bool,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +58,9 @@ impl Default for ServerConfig {
             failpoints: BTreeSet::new(),
             blob_dir: None,
             image_max_bytes: DEFAULT_IMAGE_MAX_BYTES,
+            billing_anchor_day: 1,
+            invoice_grace: Duration::from_secs(3 * 86_400),
+            test_clock: false,
         }
     }
 }
@@ -64,7 +75,8 @@ impl ServerConfig {
     /// Defaults overridden by `PLINTH_HEARTBEAT_INTERVAL_S`, `PLINTH_HEARTBEAT_WINDOW_S`,
     /// `PLINTH_LEASE_TTL_S`, `PLINTH_STEP_TIMEOUT_S`, `PLINTH_RECONCILE_PERIOD_S`,
     /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP`,
-    /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES` and `PLINTH_FAILPOINTS`
+    /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES`, `PLINTH_BILLING_ANCHOR_DAY` (1–28),
+    /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
     /// (comma-separated `kind:step`).
     pub fn from_env() -> ServerConfig {
         let mut c = ServerConfig::default();
@@ -95,6 +107,13 @@ impl ServerConfig {
         if let Some(n) = std::env::var("PLINTH_IMAGE_MAX_BYTES").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
             c.image_max_bytes = n.max(1);
         }
+        if let Some(d) = std::env::var("PLINTH_BILLING_ANCHOR_DAY").ok().and_then(|v| v.trim().parse::<u32>().ok()) {
+            c.billing_anchor_day = d.clamp(1, 28);
+        }
+        if let Some(d) = secs("PLINTH_INVOICE_GRACE_S") {
+            c.invoice_grace = d;
+        }
+        c.test_clock = std::env::var("PLINTH_TEST_CLOCK").is_ok_and(|v| v.trim() == "1");
         if let Ok(f) = std::env::var("PLINTH_FAILPOINTS") {
             c.failpoints = f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }

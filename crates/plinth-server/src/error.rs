@@ -121,6 +121,15 @@ impl From<StoreError> for ApiError {
                 format!("{kind} {id} is still referenced by {dependent}; delete those first"),
             )
             .with_constraint(json!({ "rule": "no-dependents", "dependent": dependent })),
+            StoreError::QuotaExceeded { scope, resource, limit, used, requested } => ApiError::new(
+                StatusCode::CONFLICT,
+                "quota_exceeded",
+                format!(
+                    "{resource} of {scope} is limited to {limit}: {used} are used and {requested} more were asked for"
+                ),
+            )
+            .with_constraint(json!({ "rule": "quota", "scope": scope, "resource": resource, "limit": limit,
+                "used": used, "requested": requested })),
             StoreError::DanglingReference(d) => {
                 ApiError::invalid("invalid_reference", format!("a referenced object does not exist ({d})"))
             }

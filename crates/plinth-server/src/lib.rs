@@ -6,6 +6,7 @@
 //! the caller's scope. State lives only in the database, so replicas are interchangeable.
 
 pub mod api;
+pub mod billing;
 pub mod blobs;
 pub mod config;
 pub mod context;
@@ -26,8 +27,8 @@ pub mod signals;
 pub mod state;
 
 use crate::api::{
-    agent, audit, capacity, console, health, host_ops, hosts, images, instances, join_tokens, operations,
-    placement_groups, projects, racks, role_bindings, shapes, sites, system, tenants, tokens, users,
+    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens, operations,
+    placement_groups, projects, quotas, racks, role_bindings, shapes, sites, system, tenants, tokens, usage, users,
 };
 pub use crate::config::ServerConfig;
 use crate::state::AppState;
@@ -105,8 +106,28 @@ fn parts() -> Parts {
         .routes(routes!(operations::list))
         .routes(routes!(operations::get))
         .routes(routes!(operations::cancel))
+        .routes(routes!(usage::list))
+        .routes(routes!(invoices::list))
+        .routes(routes!(invoices::current))
+        .routes(routes!(invoices::get))
+        .routes(routes!(invoices::lines))
+        .routes(routes!(invoices::finalize))
+        .routes(routes!(invoices::void))
+        .routes(routes!(invoices::credit_note))
+        .routes(routes!(invoices::reconciliation))
+        .routes(routes!(invoices::export))
+        .routes(routes!(invoices::revenue))
+        .routes(routes!(invoices::price_books, invoices::create_price_book))
+        .routes(routes!(invoices::price_book))
+        .routes(routes!(invoices::account, invoices::set_account))
+        .routes(routes!(quotas::list, quotas::set))
+        .routes(routes!(quotas::budgets, quotas::create_budget))
+        .routes(routes!(quotas::delete_budget))
+        .routes(routes!(quotas::credits, quotas::create_credit))
+        .routes(routes!(quotas::commitments, quotas::create_commitment))
         .routes(routes!(system::list))
         .routes(routes!(system::run))
+        .routes(routes!(system::clock))
         .split_for_parts();
     let (health, health_doc) = OpenApiRouter::<AppState>::new()
         .routes(routes!(health::healthz))
@@ -120,6 +141,7 @@ fn parts() -> Parts {
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::observed))
         .routes(routes!(console::ship))
+        .routes(routes!(usage::counters))
         .routes(routes!(images::blob))
         .split_for_parts();
 

@@ -1,14 +1,16 @@
 //! Instance bookkeeping shared by the API handlers, the sagas, the agent protocol and the
 //! reconcilers: publishing a new spec to the host, recomputing the derived state, and the
-//! events every change leaves in the instance's history. All of it inside the caller's
-//! transaction; the wake-ups to send after commit are collected in [`Pokes`].
+//! events every change leaves in the instance's history, and the usage intervals those
+//! changes open and close. All of it inside the caller's transaction, so the ledger moves
+//! with the lifecycle; the wake-ups to send after commit are collected in [`Pokes`].
 
 use crate::signals::{self, Signals};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::instance_state::{self, Facts};
-use plinth_store::{StoreError, Tx};
+use plinth_domain::metering;
+use plinth_store::{LedgerOwner, StoreError, Tx};
 
 /// Wake-ups to deliver once the transaction has committed.
 #[derive(Default, Debug)]
@@ -37,7 +39,7 @@ impl Pokes {
 
 /// A new history entry for `inst`.
 pub fn event(inst: &Instance, kind: &str, detail: impl Into<String>, op: Option<&OperationId>) -> InstanceEvent {
-    let now = Utc::now();
+    let now = metering::truncate(Utc::now());
     InstanceEvent {
         id: EventId::generate(),
         instance_id: inst.id.clone(),
@@ -45,11 +47,58 @@ pub fn event(inst: &Instance, kind: &str, detail: impl Into<String>, op: Option<
         project_id: inst.project_id.clone(),
         kind: kind.to_string(),
         state: Some(inst.state),
+        placed: Some(metering::is_allocated(inst)),
+        shape: Some(inst.shape_name.clone()),
         detail: detail.into(),
         operation_id: op.cloned(),
         generation: 1,
         created_at: now,
         updated_at: now,
+    }
+}
+
+/// Stamps the events of one transition with its time and the instance's facts after it,
+/// so the history alone tells when it was placed and running (what reconciliation replays).
+fn stamp(inst: &Instance, events: &mut [InstanceEvent], at: DateTime<Utc>) {
+    for e in events {
+        e.state = Some(inst.state);
+        e.placed = Some(metering::is_allocated(inst));
+        e.shape = Some(inst.shape_name.clone());
+        e.created_at = at;
+        e.updated_at = at;
+    }
+}
+
+/// Writes a new instance with its first events, and opens its usage intervals, in `tx`.
+pub async fn insert_new(
+    tx: &mut Tx,
+    inst: &Instance,
+    extra: &[(&'static str, plinth_store::Val)],
+    mut events: Vec<InstanceEvent>,
+) -> Result<(), StoreError> {
+    let at = metering::truncate(tx.now());
+    stamp(inst, &mut events, at);
+    tx.insert(inst, extra).await?;
+    for e in &events {
+        tx.insert(e, &[]).await?;
+    }
+    let plan = usage_plan(tx, inst, at).await?;
+    let cause = events.last().map(|e| e.id.to_string()).unwrap_or_default();
+    tx.apply_ledger(&owner(inst), &plan, &cause).await
+}
+
+async fn usage_plan(tx: &mut Tx, inst: &Instance, at: DateTime<Utc>) -> Result<metering::LedgerPlan, StoreError> {
+    let open = tx.open_intervals(inst.id.as_str()).await?;
+    Ok(metering::plan(&open, &metering::instance_wants(inst), metering::micros(at), tx.billing_anchor()))
+}
+
+/// Whose usage an instance's intervals are.
+pub fn owner(inst: &Instance) -> LedgerOwner<'_> {
+    LedgerOwner {
+        tenant_id: inst.tenant_id.as_str(),
+        project_id: inst.project_id.as_str(),
+        resource_id: inst.id.as_str(),
+        resource_kind: "instance",
     }
 }
 
@@ -94,15 +143,26 @@ pub async fn save(
     op: Option<&OperationId>,
     pokes: &mut Pokes,
 ) -> Result<(), StoreError> {
+    let at = metering::truncate(tx.now());
     let lost = host_lost(tx, inst.host_id.as_ref()).await?;
     let before = inst.state;
     inst.state = derive(inst, lost);
     if inst.state != before {
         events.push(event(inst, "state_changed", format!("{} → {}", before.as_str(), inst.state.as_str()), op));
     }
+    let usage = usage_plan(tx, inst, at).await?;
+    if !usage.is_empty() && events.is_empty() {
+        // Every ledger change has its transition in the history.
+        events.push(event(inst, "usage_changed", "what is metered changed", op));
+    }
+    stamp(inst, &mut events, at);
     tx.save(inst).await?;
     for e in &events {
         tx.insert(e, &[]).await?;
+    }
+    if !usage.is_empty() {
+        let cause = events.last().map(|e| e.id.to_string()).unwrap_or_default();
+        tx.apply_ledger(&owner(inst), &usage, &cause).await?;
     }
     if spec_changed && let Some(h) = &inst.host_id {
         tx.bump_desired(h.as_str()).await?;

@@ -11,6 +11,8 @@
 //! - `stuck_operations`: resumes sagas whose lease expired (their server died).
 //! - `image_gc`: deletes image blobs that no image and no live instance references, and
 //!   fails image imports that stopped moving (`image_files::gc`).
+//! - `billing`: splits usage intervals at billing-period cut-offs, checks budgets, and
+//!   finalizes draft invoices whose grace period is over (`billing::billing_pass`).
 //!
 //! Each task re-reads the database every run and writes only through transactions that
 //! re-check what they change, so two replicas running the same task do no harm.
@@ -36,6 +38,7 @@ pub const TASKS: &[(&str, &str)] = &[
     ("orphan_sweeper", "removes allocations without a live instance; fails instances on retired hosts"),
     ("stuck_operations", "resumes sagas whose server died (lease expired)"),
     ("image_gc", "deletes image blobs no image or live instance uses; fails imports stuck for a day"),
+    ("billing", "splits usage at period cut-offs; checks budgets; finalizes drafts past their grace period"),
 ];
 
 /// Registry of background task status, their on-demand triggers, and the sagas this
@@ -146,6 +149,7 @@ pub async fn run_once(st: &AppState, name: &str) -> Result<Value, StoreError> {
         "orphan_sweeper" => orphan_sweeper(st).await,
         "stuck_operations" => stuck_operations(st).await,
         "image_gc" => crate::image_files::gc(st).await,
+        "billing" => crate::billing::billing_pass(st).await,
         _ => Ok(Value::Null),
     }
 }

@@ -27,7 +27,7 @@ impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> AppState {
         let config = config.settle();
         AppState {
-            store,
+            store: store.with_billing_anchor(config.billing_anchor_day),
             metrics: Arc::new(Metrics::default()),
             sched: Arc::new(Scheduler::new(&config)),
             config: Arc::new(config),

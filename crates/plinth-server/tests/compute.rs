@@ -195,6 +195,14 @@ async fn unwinds_at(step: &str) {
         d["instances"].as_array().unwrap().iter().all(|s| s["power"] == "absent"),
         "{step}: the host keeps nothing: {d}"
     );
+    // No usage interval is left open, and the quota counts nothing.
+    let usage = srv.list_all(&tok, "/v1/usage").await;
+    assert!(usage.iter().all(|u| !u["end_at"].is_null()), "{step}: an interval is still open: {usage:?}");
+    if matches!(step, "quota" | "claim") {
+        assert!(usage.is_empty(), "{step}: a refused create meters nothing: {usage:?}");
+    }
+    let quotas = srv.get(&format!("/v1/quotas?scope_id={project}")).token(&tok).send().await.ok(200);
+    assert!(quotas.as_array().unwrap().iter().all(|q| q["used"] == 0), "{step}: quota usage is back to 0: {quotas}");
 }
 
 #[tokio::test]
@@ -426,7 +434,10 @@ async fn the_watcher_restarts_a_crashed_guest_per_its_restart_policy() {
         })
         .await;
     let names: Vec<&str> = tasks.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["host_liveness", "instance_watcher", "orphan_sweeper", "stuck_operations", "image_gc"]);
+    assert_eq!(
+        names,
+        ["host_liveness", "instance_watcher", "orphan_sweeper", "stuck_operations", "image_gc", "billing"]
+    );
     assert_eq!(srv.get(&format!("/v1/instances/{}", ids[1])).token(&tok).send().await.ok(200)["state"], "failed");
     let run = srv.post("/v1/system/background-tasks/instance_watcher/run").token(&srv.operator).send().await.ok(200);
     assert_eq!(run["restarted"], 0, "idempotent: nothing left to restart: {run}");

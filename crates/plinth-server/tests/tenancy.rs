@@ -30,6 +30,12 @@ enum Obj {
     Group,
     Operation,
     Image,
+    Usage,
+    Invoice,
+    Budget,
+    Credit,
+    Commitment,
+    PriceBook,
 }
 
 /// How an operation must behave for a tenant's caller.
@@ -145,6 +151,32 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("PATCH", "/v1/images/{id}", "image_update", OtherTenant(Obj::Image)),
     ("DELETE", "/v1/images/{id}", "image_delete", OtherTenant(Obj::Image)),
     ("PUT", "/v1/images/{id}/files/{role}", "image_upload", OtherTenant(Obj::Image)),
+    ("GET", "/v1/usage", "usage_list", TenantList(Obj::Usage)),
+    ("GET", "/v1/invoices", "invoice_list", TenantList(Obj::Invoice)),
+    ("GET", "/v1/invoices/current", "invoice_current", TenantReadable(None)),
+    ("GET", "/v1/invoices/{id}", "invoice_view", OtherTenant(Obj::Invoice)),
+    ("GET", "/v1/invoices/{id}/lines", "invoice_lines", OtherTenant(Obj::Invoice)),
+    ("POST", "/v1/invoices/{id}/finalize", "invoice_finalize", OperatorOnly(Some(Obj::Invoice))),
+    ("POST", "/v1/invoices/{id}/void", "invoice_void", OperatorOnly(Some(Obj::Invoice))),
+    ("POST", "/v1/invoices/{id}/credit-notes", "invoice_credit_note", OperatorOnly(Some(Obj::Invoice))),
+    ("GET", "/v1/billing/reconciliation", "billing_reconciliation", TenantReadable(None)),
+    ("GET", "/v1/billing/export", "billing_export", TenantReadable(None)),
+    ("GET", "/v1/billing/revenue", "billing_revenue", OperatorOnly(None)),
+    ("GET", "/v1/price-books", "price_book_list", TenantReadable(None)),
+    ("POST", "/v1/price-books", "price_book_create", OperatorOnly(None)),
+    ("GET", "/v1/price-books/{id}", "price_book_view", TenantReadable(Some(Obj::PriceBook))),
+    ("GET", "/v1/tenants/{id}/billing", "billing_account_view", OtherTenant(Obj::Tenant)),
+    ("PUT", "/v1/tenants/{id}/billing", "billing_account_replace", OperatorOnly(Some(Obj::Tenant))),
+    ("GET", "/v1/quotas", "quota_list", TenantReadable(None)),
+    ("PUT", "/v1/quotas", "quota_replace", OtherTenantRef),
+    ("GET", "/v1/budgets", "budget_list", TenantList(Obj::Budget)),
+    ("POST", "/v1/budgets", "budget_create", OtherTenantRef),
+    ("DELETE", "/v1/budgets/{id}", "budget_delete", OtherTenant(Obj::Budget)),
+    ("GET", "/v1/credits", "credit_list", TenantList(Obj::Credit)),
+    ("POST", "/v1/credits", "credit_create", OperatorOnly(None)),
+    ("GET", "/v1/commitments", "commitment_list", TenantList(Obj::Commitment)),
+    ("POST", "/v1/commitments", "commitment_create", OperatorOnly(None)),
+    ("POST", "/v1/system/clock", "system_clock_advance", OperatorOnly(None)),
     ("GET", "/healthz", "system_health", Public),
     ("GET", "/readyz", "system_ready", Public),
     ("GET", "/metrics", "system_metrics", Public),
@@ -247,6 +279,13 @@ struct World {
     operation: String,
     /// A private image of the project (its instance boots from it).
     image: String,
+    /// The instance's usage records (its claim opened them).
+    usage: Vec<String>,
+    /// The tenant's current draft invoice, a budget, a credit grant and a commitment.
+    invoice: String,
+    budget: String,
+    credit: String,
+    commitment: String,
 }
 
 /// The shape `c1.small` and an enrolled, available host for tenants' instances, made once.
@@ -299,9 +338,42 @@ impl World {
         // nothing changes after that while the matrix runs.
         let path = format!("/v1/instances/{}", id(&made["instance"]));
         srv.wait_until(&admin.secret, &path, "spec published", |i| i["spec_generation"] == 1).await;
+        let usage: Vec<String> = srv.list_all(&admin.secret, "/v1/usage").await.iter().map(id).collect();
+        assert!(!usage.is_empty(), "the claim opened usage intervals");
+        let invoice = srv.get("/v1/invoices/current").token(&admin.secret).send().await.ok(200);
+        let budget = srv
+            .post("/v1/budgets")
+            .token(&admin.secret)
+            .json(&json!({ "tenant_id": admin.tenant_id, "name": format!("{label}-cap"), "threshold_micros": 1_000_000_000,
+                "action": "notify" }))
+            .send()
+            .await
+            .ok(201);
+        let credit = srv
+            .post("/v1/credits")
+            .token(&srv.operator)
+            .json(&json!({ "tenant_id": admin.tenant_id, "description": format!("{label}-welcome"),
+                "amount_micros": 5_000_000, "currency": "USD" }))
+            .send()
+            .await
+            .ok(201);
+        let commitment = srv
+            .post("/v1/commitments")
+            .token(&srv.operator)
+            .json(&json!({ "tenant_id": admin.tenant_id, "meter": "running_seconds", "dimension": "c1.small",
+                "count": 1, "start_at": "2026-01-01T00:00:00Z", "end_at": "2027-01-01T00:00:00Z",
+                "hourly_price_micros": 10_000 }))
+            .send()
+            .await
+            .ok(201);
         World {
             label,
             admin,
+            usage,
+            invoice: id(&invoice),
+            budget: id(&budget),
+            credit: id(&credit),
+            commitment: id(&commitment),
             project: id(&project),
             dev_user: id(&dev),
             dev_binding: id(&binding),
@@ -328,7 +400,14 @@ impl World {
             self.instance.clone(),
             self.operation.clone(),
             self.image.clone(),
+            self.invoice.clone(),
+            self.budget.clone(),
+            self.credit.clone(),
+            self.commitment.clone(),
         ]
+        .into_iter()
+        .chain(self.usage.iter().cloned())
+        .collect()
     }
 
     /// What must never appear in another tenant's view: every id, and the label every
@@ -351,6 +430,11 @@ impl World {
             Obj::Group => vec![self.group.clone()],
             Obj::Operation => vec![self.operation.clone()],
             Obj::Image => vec![self.image.clone()],
+            Obj::Usage => self.usage.clone(),
+            Obj::Invoice => vec![self.invoice.clone()],
+            Obj::Budget => vec![self.budget.clone()],
+            Obj::Credit => vec![self.credit.clone()],
+            Obj::Commitment => vec![self.commitment.clone()],
             other => panic!("{other:?} is not tenant-scoped"),
         }
     }
@@ -373,6 +457,12 @@ fn fresh(obj: Obj) -> String {
         Obj::Group => plinth_api::PlacementGroupId::generate().0,
         Obj::Operation => plinth_api::OperationId::generate().0,
         Obj::Image => plinth_api::ImageId::generate().0,
+        Obj::Usage => plinth_api::UsageRecordId::generate().0,
+        Obj::Invoice => plinth_api::InvoiceId::generate().0,
+        Obj::Budget => plinth_api::BudgetId::generate().0,
+        Obj::Credit => plinth_api::CreditId::generate().0,
+        Obj::Commitment => plinth_api::CommitmentId::generate().0,
+        Obj::PriceBook => plinth_api::PriceBookId::generate().0,
     }
 }
 
@@ -384,6 +474,7 @@ struct Platform {
     host: String,
     join_token: String,
     shape: String,
+    price_book: String,
 }
 
 impl Platform {
@@ -401,7 +492,23 @@ impl Platform {
             .ok(201);
         let jt = srv.post("/v1/host-join-tokens").token(op).json(&json!({})).send().await.ok(201);
         let shape = ensure_compute(srv).await;
-        Platform { site: id(&site), rack: id(&rack), host: id(&host), join_token: id(&jt), shape: id(&shape) }
+        let book = srv
+            .post("/v1/price-books")
+            .token(op)
+            .json(&json!({ "name": "default", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z",
+                "prices": [{ "meter": "running_seconds", "model": "flat", "pricing_unit": "hour",
+                    "units_per_pricing_unit": 3600, "unit_price_micros": 50_000, "rounding": "half_up" }] }))
+            .send()
+            .await
+            .ok(201);
+        Platform {
+            site: id(&site),
+            rack: id(&rack),
+            host: id(&host),
+            join_token: id(&jt),
+            shape: id(&shape),
+            price_book: id(&book),
+        }
     }
 
     fn object(&self, obj: Obj) -> String {
@@ -411,6 +518,10 @@ impl Platform {
             Obj::Host => self.host.clone(),
             Obj::JoinToken => self.join_token.clone(),
             Obj::Shape => self.shape.clone(),
+            Obj::PriceBook => self.price_book.clone(),
+            // Operator-only actions on tenants' billing objects are refused before any
+            // lookup: any well-formed id will do.
+            Obj::Invoice | Obj::Tenant => fresh(obj),
             other => panic!("{other:?} is not a platform object"),
         }
     }
@@ -426,6 +537,21 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
         ("POST", "/v1/instances/{id}/start" | "/v1/instances/{id}/stop" | "/v1/instances/{id}/reboot") => return None,
         ("POST", "/v1/operations/{id}/cancel" | "/v1/system/background-tasks/{name}/run") => return None,
         ("POST", "/v1/instances/{id}/resize") => json!({ "shape": "c1.small" }),
+        ("POST", "/v1/invoices/{id}/finalize" | "/v1/invoices/{id}/void") => return None,
+        ("POST", "/v1/invoices/{id}/credit-notes") => json!({ "amount_micros": 1, "description": "mallory" }),
+        ("POST", "/v1/price-books") => json!({ "name": "mallory", "currency": "USD",
+            "effective_from": "2030-01-01T00:00:00Z", "prices": [] }),
+        ("PUT", "/v1/tenants/{id}/billing") => json!({ "tenant_id": fresh(Obj::Tenant), "price_book": "mallory" }),
+        ("PUT", "/v1/quotas") => json!({ "scope_id": fresh(Obj::Project), "limits": { "instances": 1000 } }),
+        ("POST", "/v1/budgets") => {
+            json!({ "tenant_id": fresh(Obj::Tenant), "name": "mallory", "threshold_micros": 1, "action": "block-new" })
+        }
+        ("POST", "/v1/credits") => json!({ "tenant_id": fresh(Obj::Tenant), "description": "mallory",
+            "amount_micros": 1_000_000_000, "currency": "USD" }),
+        ("POST", "/v1/commitments") => json!({ "tenant_id": fresh(Obj::Tenant), "meter": "running_seconds",
+            "dimension": "c1.small", "count": 1, "start_at": "2026-01-01T00:00:00Z", "end_at": "2027-01-01T00:00:00Z",
+            "hourly_price_micros": 0 }),
+        ("POST", "/v1/system/clock") => json!({ "advance_seconds": 86_400 }),
         ("POST", "/v1/instances") => {
             json!({ "project_id": fresh(Obj::Project), "name": "mallory-vm", "shape": "c1.small", "image": "debian-12" })
         }
@@ -545,6 +671,17 @@ fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, Stri
             let f = fresh(Obj::Project);
             let g = |p: &str| json!({ "project_id": p, "name": "sneaky", "policy": "spread" });
             out.push((g(&a.project), g(&f), a.project.clone(), f));
+        }
+        "/v1/quotas" => {
+            for (a_id, f) in [(&a.project, fresh(Obj::Project)), (&a.admin.tenant_id, fresh(Obj::Tenant))] {
+                let q = |s: &str| json!({ "scope_id": s, "limits": { "instances": 1000 } });
+                out.push((q(a_id), q(&f), a_id.clone(), f));
+            }
+        }
+        "/v1/budgets" => {
+            let f = fresh(Obj::Tenant);
+            let b = |t: &str| json!({ "tenant_id": t, "name": "sneaky", "threshold_micros": 1, "action": "block-new" });
+            out.push((b(&a.admin.tenant_id), b(&f), a.admin.tenant_id.clone(), f));
         }
         other => panic!("reference_bodies has nothing for POST {other}: add the references it takes"),
     }

@@ -15,7 +15,13 @@ use sqlx::{AnyConnection, Row};
 
 /// Appends the scope's tenant (and project) filter for `T`'s table.
 pub(crate) fn scope_filter<T: Resource>(sql: &mut Sql, scope: &Scope) {
-    let Some(tcol) = T::TENANT_COL else { return };
+    if let Some(tcol) = T::TENANT_COL {
+        scope_cols(sql, scope, tcol, T::PROJECT_COL);
+    }
+}
+
+/// Narrows a query on a tenant-owned table (`tcol`, and `pcol` when project-owned) to `scope`.
+pub(crate) fn scope_cols(sql: &mut Sql, scope: &Scope, tcol: &str, pcol: Option<&str>) {
     match scope {
         Scope::Platform => {}
         Scope::Nothing => {
@@ -23,7 +29,7 @@ pub(crate) fn scope_filter<T: Resource>(sql: &mut Sql, scope: &Scope) {
         }
         Scope::Tenant { tenant_id, projects } => {
             sql.cond(&format!("{tcol} ="), Val::text(tenant_id.as_str()));
-            if let (Some(list), Some(pcol)) = (projects, T::PROJECT_COL) {
+            if let (Some(list), Some(pcol)) = (projects, pcol) {
                 if list.is_empty() {
                     sql.push(" AND 1=0");
                 } else {

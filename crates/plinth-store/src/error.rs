@@ -23,6 +23,9 @@ pub enum StoreError {
     /// A refusal with its own code (used tokens, expired tokens, …).
     #[error("{detail}")]
     Refused { status: u16, code: &'static str, detail: String },
+    /// A quota would be exceeded: `used` already counted, `requested` more asked for.
+    #[error("quota exceeded: {resource} of {scope} is limited to {limit}; {used} used, {requested} more requested")]
+    QuotaExceeded { scope: String, resource: String, limit: i64, used: i64, requested: i64 },
     /// The stored document could not be read back.
     #[error("corrupt stored document in {table}: {source}")]
     Corrupt { table: &'static str, source: serde_json::Error },

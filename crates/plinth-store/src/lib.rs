@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod billing;
 mod compute;
 mod console;
 mod crud;
@@ -17,7 +18,9 @@ mod enroll;
 mod error;
 mod idempotency;
 mod images;
+mod ledger;
 mod migrate;
+mod quota;
 mod resource;
 mod sql;
 mod store;
@@ -31,6 +34,7 @@ pub use console::{CONSOLE_KEEP, ConsoleWindow};
 pub use error::StoreError;
 pub use idempotency::IdempotencyState;
 pub use images::IMAGE_FILTERS;
-pub use resource::{Resource, Val, image_owner_key, image_status_str, lifecycle_str};
+pub use ledger::{CounterReading, LedgerOwner, UsageFilter, record_of};
+pub use resource::{Resource, Val, image_owner_key, image_status_str, invoice_status_str, lifecycle_str};
 pub use store::{Backend, Store, now_micros};
 pub use tx::Tx;

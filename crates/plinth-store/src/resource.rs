@@ -424,3 +424,110 @@ impl Resource for Image {
         self.tenant_id.as_ref().map(|t| t.to_string())
     }
 }
+
+fn micros_of(t: DateTime<Utc>) -> Val {
+    Val::Int(Some(t.timestamp_micros()))
+}
+
+impl Resource for PriceBook {
+    const TABLE: &'static str = "price_books";
+    const KIND: &'static str = "price book";
+    const TENANT_COL: Option<&'static str> = None;
+    const FILTERS: &'static [&'static str] = &["name"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("name", Val::text(&self.name)),
+            ("version", Val::Int(Some(self.version))),
+            ("effective_from", micros_of(self.effective_from)),
+        ]
+    }
+}
+
+/// The stored name of an invoice status.
+pub fn invoice_status_str(s: InvoiceStatus) -> &'static str {
+    match s {
+        InvoiceStatus::Draft => "draft",
+        InvoiceStatus::Finalized => "finalized",
+        InvoiceStatus::Void => "void",
+    }
+}
+
+impl Resource for Invoice {
+    const TABLE: &'static str = "invoices";
+    const KIND: &'static str = "invoice";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    /// `period` is the period's start as `YYYY-MM-DD` (its anchor day).
+    const FILTERS: &'static [&'static str] = &["status", "kind", "period"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::text(self.tenant_id.as_str())),
+            ("period_start", micros_of(self.period_start)),
+            ("period", Val::text(self.period_start.format("%Y-%m-%d").to_string())),
+            ("status", Val::text(invoice_status_str(self.status))),
+            (
+                "kind",
+                Val::text(match self.kind {
+                    InvoiceKind::Invoice => "invoice",
+                    InvoiceKind::CreditNote => "credit_note",
+                }),
+            ),
+            ("number", Val::opt_text(self.number.as_ref())),
+            ("total", Val::Int(Some(self.total_micros))),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Resource for CreditGrant {
+    const TABLE: &'static str = "credit_grants";
+    const KIND: &'static str = "credit grant";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("tenant_id", Val::text(self.tenant_id.as_str()))]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Resource for Commitment {
+    const TABLE: &'static str = "commitments";
+    const KIND: &'static str = "commitment";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("tenant_id", Val::text(self.tenant_id.as_str()))]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Resource for Budget {
+    const TABLE: &'static str = "budgets";
+    const KIND: &'static str = "budget";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const FILTERS: &'static [&'static str] = &["action"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::text(self.tenant_id.as_str())),
+            (
+                "action",
+                Val::text(match self.action {
+                    BudgetAction::Notify => "notify",
+                    BudgetAction::BlockNew => "block-new",
+                }),
+            ),
+            ("exceeded_period", Val::Int(self.exceeded_period.map(|t| t.timestamp_micros()))),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}

@@ -5,6 +5,8 @@ use crate::writer::Writer;
 use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, Executor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// Which database is behind the store.
@@ -23,6 +25,11 @@ pub struct Store {
     pub(crate) write: Writer,
     /// Reads. On SQLite, WAL lets these run beside the writer.
     pub(crate) read: AnyPool,
+    /// Day of the month (1–28) billing periods start on, 00:00 UTC.
+    pub(crate) anchor_day: u32,
+    /// Microseconds added to the wall clock for lifecycle and metering times: zero, except
+    /// where tests and demos move time on to cross a billing period.
+    pub(crate) clock_offset: Arc<AtomicI64>,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -56,11 +63,17 @@ impl Store {
             sqlite_pragmas(&mut conn).await?;
             let write = Writer::sqlite(conn);
             let read = opts().max_connections(4).connect(&url).await?;
-            Store { backend: Backend::Sqlite, write, read }
+            Store { backend: Backend::Sqlite, write, read, anchor_day: 1, clock_offset: Arc::default() }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool =
                 AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
-            Store { backend: Backend::Postgres, write: Writer::Pool(pool.clone()), read: pool }
+            Store {
+                backend: Backend::Postgres,
+                write: Writer::Pool(pool.clone()),
+                read: pool,
+                anchor_day: 1,
+                clock_offset: Arc::default(),
+            }
         } else {
             return Err(StoreError::Refused {
                 status: 400,
@@ -88,6 +101,29 @@ impl Store {
             _ => base,
         };
         Ok(format!("{base}/{name}{query}"))
+    }
+
+    /// The same store with billing periods starting on `day` (1–28) of each month.
+    pub fn with_billing_anchor(mut self, day: u32) -> Store {
+        self.anchor_day = day.clamp(1, 28);
+        self
+    }
+
+    /// Day of the month billing periods start on.
+    pub fn billing_anchor(&self) -> u32 {
+        self.anchor_day
+    }
+
+    /// The time lifecycle transitions and usage are stamped with: the wall clock, plus
+    /// whatever [`Store::advance_clock`] added.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::microseconds(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// Moves this store's clock on by `by` (tests and demos that cross a billing period;
+    /// shared by every clone of the store).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset.fetch_add(by.as_micros() as i64, Ordering::Relaxed);
     }
 
     /// Which backend this is.

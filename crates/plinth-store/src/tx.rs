@@ -19,16 +19,33 @@ use sqlx::Row;
 pub struct Tx {
     pub(crate) inner: WriteTx,
     pub(crate) backend: Backend,
+    pub(crate) anchor_day: u32,
+    pub(crate) clock_offset: i64,
 }
 
 impl Store {
     /// Begins a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx { inner: self.write.begin().await?, backend: self.backend })
+        Ok(Tx {
+            inner: self.write.begin().await?,
+            backend: self.backend,
+            anchor_day: self.anchor_day,
+            clock_offset: self.clock_offset.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 }
 
 impl Tx {
+    /// Day of the month billing periods start on.
+    pub fn billing_anchor(&self) -> u32 {
+        self.anchor_day
+    }
+
+    /// The store's clock ([`Store::now`]).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::microseconds(self.clock_offset)
+    }
+
     pub(crate) fn lock(&self) -> &'static str {
         match self.backend {
             Backend::Postgres => " FOR UPDATE",

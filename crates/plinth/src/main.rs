@@ -111,14 +111,44 @@ enum Command {
     /// Background tasks (reconcilers) of the server (operators).
     #[command(subcommand)]
     Task(compute::TaskCmd),
+    /// The usage ledger: metered intervals and counters.
+    Usage(billing::UsageArgs),
+    /// Price books (versioned prices).
+    #[command(subcommand)]
+    PriceBook(billing::PriceBookCmd),
+    /// Invoices and credit notes.
+    #[command(subcommand)]
+    Invoice(billing::InvoiceCmd),
+    /// Quotas of tenants and projects.
+    #[command(subcommand)]
+    Quota(billing::QuotaCmd),
+    /// Monthly spend budgets.
+    #[command(subcommand)]
+    Budget(billing::BudgetCmd),
+    /// Credit grants.
+    #[command(subcommand)]
+    Credit(billing::CreditCmd),
+    /// Capacity commitments.
+    #[command(subcommand)]
+    Commitment(billing::CommitmentCmd),
+    /// Billing reports: reconciliation and revenue.
+    #[command(subcommand)]
+    Billing(billing::BillingCmd),
+    /// The server itself: its clock (test servers).
+    #[command(subcommand)]
+    System(billing::SystemCmd),
 }
 
 fn client(cli: &Cli) -> Result<client::Client> {
+    Ok(endpoint(cli)?.client())
+}
+
+fn endpoint(cli: &Cli) -> Result<billing::Endpoint> {
     let saved = profile::load(&profile::path())?;
     let server = cli.server.clone().or_else(|| saved.as_ref().map(|p| p.server.clone()));
     let token = cli.token.clone().or_else(|| saved.as_ref().map(|p| p.token.clone()));
     match (server, token) {
-        (Some(s), Some(t)) => Ok(client::Client::new(&s, &t)),
+        (Some(server), Some(token)) => Ok(billing::Endpoint { server, token }),
         _ => Err(anyhow!(
             "no server or token: run `plinth up`, or `plinth login --server URL --token plt_…`, or set PLINTH_SERVER and PLINTH_TOKEN"
         )),
@@ -163,6 +193,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Operation(c) => c.run(&client(&cli)?, o).await,
         Command::Capacity => compute::capacity(&client(&cli)?, o).await,
         Command::Task(c) => c.run(&client(&cli)?, o).await,
+        Command::Usage(a) => billing::usage(&client(&cli)?, o, a).await,
+        Command::PriceBook(c) => c.run(&client(&cli)?, o).await,
+        Command::Invoice(c) => c.run(&endpoint(&cli)?, o).await,
+        Command::Quota(c) => c.run(&client(&cli)?, o).await,
+        Command::Budget(c) => c.run(&client(&cli)?, o).await,
+        Command::Credit(c) => c.run(&client(&cli)?, o).await,
+        Command::Commitment(c) => c.run(&client(&cli)?, o).await,
+        Command::Billing(c) => c.run(&client(&cli)?, o).await,
+        Command::System(c) => c.run(&client(&cli)?, o).await,
     }
 }
 

@@ -68,6 +68,38 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Enrols a 50-CPU host through `url_b` (token from `url_a`) with allocation ratio 1.0.
+async fn enroll(http: &reqwest::Client, url_a: &str, url_b: &str, op: &str, name: &str) -> String {
+    use reqwest::Method as M;
+    let (_, jt) = call(http, M::POST, format!("{url_a}/v1/host-join-tokens"), op, Some(json!({}))).await;
+    let (s, e) = call(
+        http,
+        M::POST,
+        format!("{url_b}/agent/v1/enroll"),
+        "",
+        Some(json!({ "join_token": jt["secret"], "hostname": name })),
+    )
+    .await;
+    assert_eq!(s, 201, "{e}");
+    let cred = e["credential"].as_str().unwrap().to_string();
+    let host = e["host_id"].as_str().unwrap().to_string();
+    let inv = json!({ "numa_nodes": [{ "id": 0, "cpus": (0..50).collect::<Vec<u32>>(), "memory_mib": 1 << 20 }],
+        "memory_mib": 1 << 20, "disks": [{ "name": "vda", "size_bytes": 1u64 << 40, "rotational": false }],
+        "virtualization": { "kvm": { "status": "usable" } } });
+    let (s, _) = call(http, M::PUT, format!("{url_a}/agent/v1/inventory"), &cred, Some(inv)).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(
+        http,
+        M::PATCH,
+        format!("{url_a}/v1/hosts/{host}"),
+        op,
+        Some(json!({ "scheduling": { "cpu_allocation_ratio": 1.0 } })),
+    )
+    .await;
+    assert_eq!(s, 200);
+    host
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_postgres_never_overcommit() {
     let admin = std::env::var("PLINTH_TEST_DATABASE_URL").expect(
@@ -87,33 +119,7 @@ async fn two_servers_on_postgres_never_overcommit() {
     // Two hosts of 50 vCPUs at ratio 1.0: room for exactly 100 one-vCPU instances.
     let mut hosts = vec![];
     for h in ["h1", "h2"] {
-        let (_, jt) = call(&http, M::POST, format!("{url_a}/v1/host-join-tokens"), &op, Some(json!({}))).await;
-        let (s, e) = call(
-            &http,
-            M::POST,
-            format!("{url_b}/agent/v1/enroll"),
-            "",
-            Some(json!({ "join_token": jt["secret"], "hostname": h })),
-        )
-        .await;
-        assert_eq!(s, 201, "{e}");
-        let cred = e["credential"].as_str().unwrap().to_string();
-        let host = e["host_id"].as_str().unwrap().to_string();
-        let inv = json!({ "numa_nodes": [{ "id": 0, "cpus": (0..50).collect::<Vec<u32>>(), "memory_mib": 1 << 20 }],
-            "memory_mib": 1 << 20, "disks": [{ "name": "vda", "size_bytes": 1u64 << 40, "rotational": false }],
-            "virtualization": { "kvm": { "status": "usable" } } });
-        let (s, _) = call(&http, M::PUT, format!("{url_a}/agent/v1/inventory"), &cred, Some(inv)).await;
-        assert_eq!(s, 204);
-        let (s, _) = call(
-            &http,
-            M::PATCH,
-            format!("{url_a}/v1/hosts/{host}"),
-            &op,
-            Some(json!({ "scheduling": { "cpu_allocation_ratio": 1.0 } })),
-        )
-        .await;
-        assert_eq!(s, 200);
-        hosts.push(host);
+        hosts.push(enroll(&http, &url_a, &url_b, &op, h).await);
     }
     let (_, shape) = call(
         &http,
@@ -171,6 +177,50 @@ async fn two_servers_on_postgres_never_overcommit() {
         let vcpus: u64 = page["items"].as_array().unwrap().iter().map(|a| a["claim"]["vcpus"].as_u64().unwrap()).sum();
         assert!(vcpus <= 50, "host {h} holds {vcpus} vCPUs of 50");
     }
+
+    // Quotas hold across the two servers too: a third host has room for 50, the new
+    // project's quota allows 20, and 60 creates race through both servers.
+    enroll(&http, &url_a, &url_b, &op, "h3").await;
+    let (_, p2) = call(
+        &http,
+        M::POST,
+        format!("{url_a}/v1/projects"),
+        &op,
+        Some(json!({ "name": "batch", "tenant_id": t["id"] })),
+    )
+    .await;
+    let (s, q) = call(
+        &http,
+        M::PUT,
+        format!("{url_b}/v1/quotas"),
+        &op,
+        Some(json!({ "scope_id": p2["id"], "limits": { "instances": 20 } })),
+    )
+    .await;
+    assert_eq!(s, 200, "{q}");
+    let mut tasks = vec![];
+    for i in 0..60 {
+        let http = http.clone();
+        let url = if i % 2 == 0 { url_a.clone() } else { url_b.clone() };
+        let op = op.clone();
+        let body = json!({ "project_id": p2["id"], "name": format!("q{i}"), "shape": "one", "image": "debian-12" });
+        tasks.push(tokio::spawn(
+            async move { call(&http, M::POST, format!("{url}/v1/instances"), &op, Some(body)).await },
+        ));
+    }
+    let (mut ok, mut over) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (202, _) => ok += 1,
+            (409, v) if v["code"] == "quota_exceeded" => over += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((ok, over), (20, 40), "exactly the quota is granted across two servers");
+    let (_, q) =
+        call(&http, M::GET, format!("{url_a}/v1/quotas?scope_id={}", p2["id"].as_str().unwrap()), &op, None).await;
+    let used = q.as_array().unwrap().iter().find(|e| e["resource"] == "instances").unwrap()["used"].clone();
+    assert_eq!(used, 20, "{q}");
 }
 
 fn cli(profile: &Path, args: &[&str]) -> Output {

@@ -22,6 +22,7 @@ use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::instance_state::{self, Action, Verdict};
+use plinth_domain::quota;
 use plinth_domain::validate;
 use plinth_store::Val;
 use serde_json::json;
@@ -255,7 +256,9 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         created_at: now,
         updated_at: now,
     };
-    // Saga step `quota` (quotas come with metering) and step `claim`, inline.
+    // Saga steps `quota` and `claim`, inline: the quota is charged in the claim's
+    // transaction, so concurrent creates cannot pass it.
+    crate::billing::check_budget(&st, &inst.tenant_id).await?;
     injected(&st, "instance.create:quota")?;
     injected(&st, "instance.create:claim")?;
     let mut req = request_for(&inst);
@@ -267,10 +270,16 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     let (mut tx, alloc) = st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, None).await?;
     inst.host_id = Some(alloc.host_id.clone());
     inst.claim = Some(alloc.claim.clone());
+    let scopes = [inst.tenant_id.as_str(), inst.project_id.as_str()];
+    if let Err(e) = tx.quota_charge(&scopes, &quota::consumption(&inst)).await {
+        drop(tx);
+        // The scheduler's cache counted the claim just rolled back.
+        let _ = st.sched.refresh_host(&st.store, alloc.host_id.as_str()).await;
+        return Err(e.into());
+    }
     // The spec goes to the host in this same transaction: the saga's `prepare` step then
     // only waits for the host to report it prepared.
     lifecycle::publish(&mut inst, PowerState::Stopped, false);
-    tx.insert(&inst, &user_data_column(b.user_data.clone())).await?;
     tx.bump_desired(alloc.host_id.as_str()).await?;
     let mut op = saga::new_operation(
         "instance.create",
@@ -290,7 +299,8 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         alloc.host_id,
         if alloc.claim.tcg { " (TCG: the host has no usable KVM)" } else { "" }
     );
-    tx.insert(&lifecycle::event(&inst, "created", placed, Some(&op.id)), &[]).await?;
+    let created = lifecycle::event(&inst, "created", placed, Some(&op.id));
+    lifecycle::insert_new(&mut tx, &inst, &user_data_column(b.user_data.clone()), vec![created]).await?;
     tx.audit(&caller.audit(), inst.id.as_str(), Some(inst.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     st.signals.poke(&crate::signals::host_key(alloc.host_id.as_str()));
@@ -538,7 +548,14 @@ pub async fn resize(
     }
     let from = inst.shape_name.clone();
     let moved = inst.host_id.as_ref() != Some(&alloc.host_id);
+    let before = quota::consumption(&inst);
     apply_shape(&mut inst, &shape);
+    let scopes = [inst.tenant_id.as_str(), inst.project_id.as_str()];
+    if let Err(e) = tx.quota_charge(&scopes, &quota::delta(&before, &quota::consumption(&inst))).await {
+        drop(tx);
+        let _ = st.sched.refresh_host(&st.store, alloc.host_id.as_str()).await;
+        return Err(e.into());
+    }
     inst.host_id = Some(alloc.host_id.clone());
     inst.claim = Some(alloc.claim.clone());
     if moved {

@@ -38,3 +38,40 @@ pub async fn run(
     }
     Ok(Out(out))
 }
+
+/// Body of `POST /v1/system/clock`.
+#[derive(serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+pub struct ClockAdvance {
+    /// Seconds to move the clock on by (1 to 366 days' worth).
+    pub advance_seconds: u64,
+}
+
+/// The server's clock as lifecycle and metering see it.
+#[derive(serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+pub struct ClockNow {
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// Move the server's lifecycle and metering clock on (operators; only on servers started
+/// with `PLINTH_TEST_CLOCK=1`, for tests and demos that cross a billing period).
+#[utoipa::path(post, path = "/v1/system/clock", tag = "system", operation_id = "system_clock_advance",
+    request_body = ClockAdvance, responses((status = 200, description = "The clock after the move", body = ClockNow)))]
+pub async fn clock(
+    State(st): State<AppState>,
+    caller: Caller,
+    crate::extract::Json(b): crate::extract::Json<ClockAdvance>,
+) -> ApiResult<Out<ClockNow>> {
+    caller.require_operator("moving the clock")?;
+    if !st.config.test_clock {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "test_clock_disabled",
+            "this server keeps real time; start it with PLINTH_TEST_CLOCK=1 to move its clock",
+        )
+        .with_constraint(serde_json::json!({ "rule": "test-clock" })));
+    }
+    plinth_domain::validate::quantity("advance_seconds", b.advance_seconds, 1, 366 * 86_400)?;
+    st.store.advance_clock(std::time::Duration::from_secs(b.advance_seconds));
+    st.store.record_audit(&caller.audit(), Some("clock"), None, 200, None).await?;
+    Ok(Out(ClockNow { now: st.store.now() }))
+}

@@ -156,6 +156,9 @@ pub async fn release_all(st: &AppState, id: &InstanceId, op: Option<&OperationId
     let mut inst: Instance = tx.get(&Scope::Platform, id.as_str()).await?;
     let allocs = lifecycle::drop_allocations(&mut tx, id, None).await?;
     let was_live = inst.lifecycle != Lifecycle::Deleted;
+    // What it counted against quotas stops counting in the same transaction.
+    let freed = plinth_domain::quota::delta(&plinth_domain::quota::consumption(&inst), &[]);
+    tx.quota_charge(&[inst.tenant_id.as_str(), inst.project_id.as_str()], &freed).await?;
     inst.lifecycle = Lifecycle::Deleted;
     inst.action = None;
     inst.power = PowerState::Absent;

@@ -19,6 +19,8 @@ pub struct TestServer {
     pub operator: String,
     /// Holds the database; removed when the server is dropped.
     pub dir: tempfile::TempDir,
+    /// The server's store (the same clock: tests move it on to cross billing periods).
+    pub store: plinth_store::Store,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -61,6 +63,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let kept = store.clone();
         tokio::spawn(async move {
             plinth_server::serve_with(store, config, listener, async {
                 let _ = rx.await;
@@ -68,7 +71,14 @@ impl TestServer {
             .await
             .expect("serve");
         });
-        TestServer { base: format!("http://{addr}"), client: reqwest::Client::new(), operator, dir, shutdown: Some(tx) }
+        TestServer {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            operator,
+            dir,
+            store: kept,
+            shutdown: Some(tx),
+        }
     }
 
     /// Stops serving and hands back the data directory (for a restart).

@@ -2,6 +2,7 @@
 //! mapping from flags to the `/v1` API and from answers to tables or JSON.
 
 pub mod args;
+pub mod billing;
 pub mod compute;
 pub mod images;
 pub mod wait;
