@@ -396,6 +396,95 @@ mod tests {
         assert_eq!(p3.insert[0].start_at, t("2026-12-01T00:00:00Z"));
     }
 
+    /// A ledger driven by random wants at random times: per meter, records never overlap,
+    /// never cross a period, and add up to exactly the time the meter was wanted.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn apply(ledger: &mut Vec<(String, NewInterval)>, plan: &LedgerPlan, next_id: &mut u32) {
+            for (id, end, q) in &plan.close {
+                let r = ledger.iter_mut().find(|(i, _)| i == id).expect("closes a known record");
+                assert!(r.1.end_at.is_none(), "a record is closed once");
+                assert_eq!(*q, r.1.multiplier * (end - r.1.start_at));
+                r.1.end_at = Some(*end);
+            }
+            for n in &plan.insert {
+                *next_id += 1;
+                ledger.push((format!("use_{next_id}"), n.clone()));
+            }
+        }
+
+        fn open_of(ledger: &[(String, NewInterval)]) -> Vec<OpenInterval> {
+            ledger
+                .iter()
+                .filter(|(_, n)| n.end_at.is_none())
+                .map(|(id, n)| OpenInterval {
+                    id: id.clone(),
+                    meter: n.meter,
+                    dimension: n.dimension.clone(),
+                    multiplier: n.multiplier,
+                    attributes: n.attributes.clone(),
+                    start_at: n.start_at,
+                    period_start: n.period_start,
+                    first: n.first,
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn wanted_time_is_metered_exactly(
+                steps in prop::collection::vec((0i64..40 * 86_400_000_000, 0u8..8, any::<bool>()), 1..40),
+            ) {
+                let mut now = t("2026-10-20T00:00:00Z");
+                let mut ledger = Vec::new();
+                let mut next_id = 0;
+                let mut wanted_us: BTreeMap<Meter, i64> = BTreeMap::new();
+                let mut current: Vec<Want> = Vec::new();
+                for (dt, mask, split) in steps {
+                    let at = now + dt;
+                    for w in &current {
+                        *wanted_us.entry(w.meter).or_default() += at - now;
+                    }
+                    if split {
+                        let p = split_plan(&open_of(&ledger), at, 1);
+                        apply(&mut ledger, &p, &mut next_id);
+                    }
+                    let host = if mask & 4 != 0 { "h2" } else { "h1" };
+                    current = [(1, Meter::AllocatedSeconds), (2, Meter::RunningSeconds)]
+                        .into_iter()
+                        .filter(|(bit, _)| mask & bit != 0)
+                        .map(|(_, m)| want(m, host))
+                        .collect();
+                    let p = plan(&open_of(&ledger), &current, at, 1);
+                    apply(&mut ledger, &p, &mut next_id);
+                    now = at;
+                }
+                let end = now + 1;
+                for w in &current {
+                    *wanted_us.entry(w.meter).or_default() += end - now;
+                }
+                let last = plan(&open_of(&ledger), &[], end, 1);
+                apply(&mut ledger, &last, &mut next_id);
+                for meter in [Meter::AllocatedSeconds, Meter::RunningSeconds] {
+                    let mut recs: Vec<&NewInterval> = ledger.iter().map(|(_, n)| n).filter(|n| n.meter == meter).collect();
+                    recs.sort_by_key(|n| n.start_at);
+                    for pair in recs.windows(2) {
+                        prop_assert!(pair[0].end_at.unwrap() <= pair[1].start_at, "overlap: {pair:?}");
+                    }
+                    for r in &recs {
+                        let p = period_of(at_micros(r.start_at), 1);
+                        prop_assert_eq!(r.period_start, micros(p.start));
+                        prop_assert!(r.end_at.unwrap() <= micros(p.end), "crosses a cut-off: {r:?}");
+                    }
+                    let metered: i64 = recs.iter().map(|r| r.end_at.unwrap() - r.start_at).sum();
+                    prop_assert_eq!(metered, wanted_us.get(&meter).copied().unwrap_or(0));
+                }
+            }
+        }
+    }
+
     #[test]
     fn counters_handle_resets() {
         assert_eq!(counter_delta(None, 500), 500);

@@ -436,6 +436,26 @@ async fn counters_ignore_duplicates_and_survive_resets() {
         .map(|u| u["quantity_micros"].as_i64().unwrap() / 1_000_000)
         .sum();
     assert_eq!(bytes, 1000 + 500 + 200, "the reset counts from zero");
+
+    // A sample that arrives after its period's invoice was finalized is billed in the
+    // current period instead of being lost.
+    let before = w.srv.store.now();
+    w.srv.store.advance_clock((next_month(before) - before).to_std().unwrap() + Duration::from_secs(60));
+    let op = &w.srv.operator;
+    let draft = w
+        .srv
+        .get(&format!("/v1/invoices/current?tenant_id={}&period={}", w.tenant, ym(before)))
+        .token(op)
+        .send()
+        .await
+        .ok(200);
+    w.srv.post(&format!("/v1/invoices/{}/finalize", id(&draft))).token(op).send().await.ok(200);
+    let late = json!({ "source": "tap0/tx", "seq": 4, "meter": "egress_bytes", "instance_id": iid, "value": 700,
+        "at": before.to_rfc3339() });
+    w.srv.post("/agent/v1/counters").token(&w.host.credential).json(&json!([late])).send().await.ok(200);
+    let rec = w.usage(&iid).await.into_iter().find(|u| u["cause"].as_str().is_some_and(|c| c.ends_with("#4"))).unwrap();
+    assert_eq!(t(&rec["period_start"]), next_month(before), "{rec}");
+    assert_eq!(rec["quantity_micros"], 500 * 1_000_000);
     // Another host cannot report for this instance.
     let other = w.srv.enroll_host("h2", inventory(4, 8192), &[]).await;
     let ack =

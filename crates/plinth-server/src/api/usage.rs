@@ -50,7 +50,8 @@ pub async fn list(
 }
 
 /// Report counter samples (agents). A repeated (source, sequence) is ignored; a counter
-/// lower than its last value was reset and counts from zero.
+/// lower than its last value was reset and counts from zero. A sample for a period whose
+/// invoice is already finalized is billed in the current period.
 #[utoipa::path(post, path = "/agent/v1/counters", tag = "agent", operation_id = "agent_counters",
     request_body = Vec<CounterSample>,
     responses((status = 200, description = "How many samples were new", body = CounterAck)))]
@@ -80,7 +81,13 @@ pub async fn counters(
         // Sources are this host's own: another host cannot write into them.
         let source = format!("{}/{}", caller.host_id, s.source);
         let at = metering::truncate(s.at);
-        let period = metering::period_of(at, tx.billing_anchor());
+        let mut period = metering::period_of(at, tx.billing_anchor());
+        // Late for a period whose invoice is final: billed on the current period's invoice.
+        if let Some(inv) = tx.live_invoice(inst.tenant_id.as_str(), micros(period.start)).await?
+            && inv.status != InvoiceStatus::Draft
+        {
+            period = metering::period_of(tx.now(), tx.billing_anchor());
+        }
         let reading = CounterReading {
             source: &source,
             seq: s.seq,
