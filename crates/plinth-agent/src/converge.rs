@@ -474,6 +474,7 @@ pub(crate) mod tests {
                 hugepages: vec![],
                 gpus: vec![],
                 tcg: false,
+                rack_id: None,
             },
             ssh_keys: vec![],
             user_data: None,

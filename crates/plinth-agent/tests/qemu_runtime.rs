@@ -184,6 +184,7 @@ impl Fixture {
                 hugepages: vec![],
                 gpus: vec![],
                 tcg: true,
+                rack_id: None,
             },
             ssh_keys: vec![],
             user_data: None,

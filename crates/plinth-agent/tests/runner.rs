@@ -170,6 +170,7 @@ fn spec(id: &InstanceId, generation: i64, power: PowerState, boot_generation: i6
             hugepages: vec![],
             gpus: vec![],
             tcg: false,
+            rack_id: None,
         },
         ssh_keys: vec![],
         user_data: None,

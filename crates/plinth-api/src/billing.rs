@@ -122,6 +122,7 @@ pub struct UsageRecord {
 
 /// Filters for `GET /v1/usage`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     pub tenant_id: Option<String>,
     pub project_id: Option<String>,
@@ -541,6 +542,7 @@ pub struct BudgetCreate {
 
 /// Query of the billing period endpoints: `period=2026-11` (or an RFC 3339 instant).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PeriodQuery {
     pub period: Option<String>,
     /// Narrows to one tenant (operators).

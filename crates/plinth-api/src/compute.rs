@@ -36,6 +36,9 @@ pub struct Claim {
     pub gpus: Vec<String>,
     /// The host has no usable KVM: the guest runs under TCG emulation.
     pub tcg: bool,
+    /// The host's rack when it was claimed (usage records carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_id: Option<String>,
 }
 
 /// The rule a placement group imposes on its members.

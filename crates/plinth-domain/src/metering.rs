@@ -111,8 +111,13 @@ pub fn instance_wants(inst: &Instance) -> Vec<Want> {
     if let Some(g) = &inst.gpu {
         attrs.insert("gpu_class".to_string(), g.class.clone());
     }
-    if inst.claim.as_ref().is_some_and(|c| c.tcg) {
-        attrs.insert("accelerator".to_string(), "tcg".to_string());
+    if let Some(c) = &inst.claim {
+        if c.tcg {
+            attrs.insert("accelerator".to_string(), "tcg".to_string());
+        }
+        if let Some(r) = &c.rack_id {
+            attrs.insert("rack".to_string(), r.clone());
+        }
     }
     let want = |meter, dimension: &str, multiplier| Want {
         meter,

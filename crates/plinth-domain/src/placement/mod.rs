@@ -534,6 +534,7 @@ impl<'a> Prepared<'a> {
             hugepages: Vec::new(),
             gpus: Vec::new(),
             tcg: !h.kvm_usable,
+            rack_id: h.rack_id.clone(),
         };
         if self.numa {
             numa::materialize(h, &scratch.nodes, &scratch.shares, self.page_size, self.gpu_class, &mut claim);
