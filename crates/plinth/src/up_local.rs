@@ -40,6 +40,21 @@ async fn ensure(c: &Client, path: &str, name: &str, body: Value) -> Result<Value
     c.call(Method::POST, path, &[], Some(&body)).await
 }
 
+/// The demo's `default` price book, so `plinth invoice show current` has something to say:
+/// running and allocated time per hour, the boot disk per GiB-month (30 days).
+fn demo_prices() -> Value {
+    let price = |meter: &str, unit: &str, per: i64, micros: i64| {
+        json!({ "meter": meter, "model": "flat", "pricing_unit": unit, "units_per_pricing_unit": per,
+                "unit_price_micros": micros, "min_seconds_per_start": if meter == "running_seconds" { 60 } else { 0 },
+                "rounding": "half_up" })
+    };
+    json!({ "name": "default", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z", "prices": [
+        price("running_seconds", "hour", 3600, 10_000),
+        price("allocated_seconds", "hour", 3600, 2_000),
+        price("disk_gib_seconds", "GiB-month", 2_592_000, 100_000),
+    ] })
+}
+
 /// Registers the test guest as the public image `test-guest` unless it exists.
 async fn register_test_guest(c: &Client, dir: &Path) -> Result<()> {
     if let Some(img) = first_named(c, "/v1/images", IMAGE).await?
@@ -108,6 +123,7 @@ pub async fn start(
     let tenant = ensure(&c, "/v1/tenants", TENANT, json!({ "name": TENANT, "display_name": "Demo" })).await?;
     let project = ensure(&c, "/v1/projects", PROJECT, json!({ "name": PROJECT, "tenant_id": tenant["id"] })).await?;
     ensure(&c, "/v1/shapes", SHAPE, json!({ "name": SHAPE, "vcpus": 1, "memory_mib": 256, "disk_gib": 1 })).await?;
+    ensure(&c, "/v1/price-books", "default", demo_prices()).await?;
     match test_guest_dir() {
         Some(dir) => register_test_guest(&c, &dir).await.context("registering the test guest")?,
         None => println!("No test guest built (scripts/test-guest builds it): no `{IMAGE}` image registered."),

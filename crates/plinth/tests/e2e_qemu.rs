@@ -436,6 +436,15 @@ async fn plinth_up_prints_two_lines_that_boot_a_vm_and_read_its_console() {
     let text = String::from_utf8_lossy(&console.stdout);
     assert!(text.contains(&format!("PLINTH-GUEST-READY {id}")), "the console shows the guest's marker: {text}");
 
+    // The real VM is metered: its claim and its run opened usage intervals.
+    let usage = run(&format!("plinth usage --resource {id} -o json"), None);
+    assert!(usage.status.success(), "plinth usage: {}", String::from_utf8_lossy(&usage.stderr));
+    let usage: Value = serde_json::from_slice(&usage.stdout).expect("usage JSON");
+    let meters: Vec<&str> = usage["items"].as_array().unwrap().iter().filter_map(|u| u["meter"].as_str()).collect();
+    for m in ["allocated_seconds", "running_seconds", "disk_gib_seconds"] {
+        assert!(meters.contains(&m), "{m} in {usage}");
+    }
+
     // Ctrl-C stops Plinth; the VM keeps running (a later `plinth up` finds it again).
     let st = Command::new("kill").arg("-INT").arg(up.0.id().to_string()).status().unwrap();
     assert!(st.success());
