@@ -83,12 +83,23 @@ impl Client {
         self.call(Method::GET, path, query, None).await
     }
 
+    /// `GET` of a text body (CSV exports); a refusal is a [`Refused`] error as for JSON.
+    pub async fn get_text(&self, path: &str, query: &[(String, String)], accept: &str) -> Result<String> {
+        let req = self.request(Method::GET, path, None).query(query).header(reqwest::header::ACCEPT, accept);
+        self.finish_text(req).await
+    }
+
     async fn finish(&self, req: RequestBuilder) -> Result<Value> {
+        let text = self.finish_text(req).await?;
+        if text.is_empty() { Ok(Value::Null) } else { Ok(serde_json::from_str(&text)?) }
+    }
+
+    async fn finish_text(&self, req: RequestBuilder) -> Result<String> {
         let resp = req.send().await.map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
         let status = resp.status();
         let text = resp.text().await?;
         if status.is_success() {
-            return if text.is_empty() { Ok(Value::Null) } else { Ok(serde_json::from_str(&text)?) };
+            return Ok(text);
         }
         let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Err(Refused {

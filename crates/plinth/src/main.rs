@@ -140,15 +140,11 @@ enum Command {
 }
 
 fn client(cli: &Cli) -> Result<client::Client> {
-    Ok(endpoint(cli)?.client())
-}
-
-fn endpoint(cli: &Cli) -> Result<billing::Endpoint> {
     let saved = profile::load(&profile::path())?;
     let server = cli.server.clone().or_else(|| saved.as_ref().map(|p| p.server.clone()));
     let token = cli.token.clone().or_else(|| saved.as_ref().map(|p| p.token.clone()));
     match (server, token) {
-        (Some(server), Some(token)) => Ok(billing::Endpoint { server, token }),
+        (Some(s), Some(t)) => Ok(client::Client::new(&s, &t)),
         _ => Err(anyhow!(
             "no server or token: run `plinth up`, or `plinth login --server URL --token plt_…`, or set PLINTH_SERVER and PLINTH_TOKEN"
         )),
@@ -195,7 +191,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Task(c) => c.run(&client(&cli)?, o).await,
         Command::Usage(a) => billing::usage(&client(&cli)?, o, a).await,
         Command::PriceBook(c) => c.run(&client(&cli)?, o).await,
-        Command::Invoice(c) => c.run(&endpoint(&cli)?, o).await,
+        Command::Invoice(c) => c.run(&client(&cli)?, o).await,
         Command::Quota(c) => c.run(&client(&cli)?, o).await,
         Command::Budget(c) => c.run(&client(&cli)?, o).await,
         Command::Credit(c) => c.run(&client(&cli)?, o).await,

@@ -4,69 +4,19 @@
 //! running seconds match the instances' histories (`plinth instance events`) to the
 //! microsecond, the reconciliation report agrees, and the FOCUS export sums to the total.
 
+mod common;
+
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use common::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_plinth");
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::park_timeout(Duration::from_millis(100));
-    }
-}
-
-/// Runs the CLI with the profile (the operator), or as `token` when given.
-fn cli(profile: &Path, token: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
-    c.env("PLINTH_CONFIG", profile).env_remove("PLINTH_SERVER").env_remove("PLINTH_TOKEN");
-    if let Some(t) = token {
-        c.env("PLINTH_TOKEN", t);
-    }
-    c.args(args).output().expect("run plinth")
-}
-
-/// Runs the CLI with `-o json`; it must succeed.
-fn ok(profile: &Path, token: Option<&str>, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = cli(profile, token, &all);
-    assert!(out.status.success(), "plinth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
+use std::path::Path;
+use std::time::Duration;
 
 /// Runs the CLI for its table (or CSV); it must succeed.
 fn text(profile: &Path, token: Option<&str>, args: &[&str]) -> String {
     let out = cli(profile, token, args);
     assert!(out.status.success(), "plinth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn spawn(args: &[&str], profile: &Path, log: PathBuf, env: &[(&str, &str)]) -> Proc {
-    let mut c = Command::new(BIN);
-    c.args(args).env("PLINTH_CONFIG", profile).stdout(Stdio::from(std::fs::File::create(&log).unwrap()));
-    c.stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()));
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    Proc(c.spawn().expect("spawn plinth"))
 }
 
 fn time(v: &Value) -> DateTime<Utc> {

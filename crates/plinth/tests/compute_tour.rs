@@ -3,33 +3,13 @@
 //! driven by the CLI alone (an image uploaded by `plinth image create`, create with an
 //! anti-affinity group, drain, fail and fence).
 
+mod common;
+
+use common::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_plinth");
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Starts `plinth server` and returns it with its base URL (read from its log).
 fn server(dir: &Path, name: &str, db: &str) -> (Proc, String) {
@@ -223,34 +203,6 @@ async fn two_servers_on_postgres_never_overcommit() {
     assert_eq!(used, 20, "{q}");
 }
 
-fn cli(profile: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .env("PLINTH_CONFIG", profile)
-        .env_remove("PLINTH_SERVER")
-        .env_remove("PLINTH_TOKEN")
-        .args(args)
-        .output()
-        .expect("run plinth")
-}
-
-fn ok(profile: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = cli(profile, &all);
-    assert!(out.status.success(), "plinth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn spawn(args: &[&str], profile: &Path, log: PathBuf, env: &[(&str, &str)]) -> Proc {
-    let mut c = Command::new(BIN);
-    c.args(args).env("PLINTH_CONFIG", profile).stdout(Stdio::from(std::fs::File::create(&log).unwrap()));
-    c.stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()));
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    Proc(c.spawn().expect("spawn plinth"))
-}
-
 #[test]
 fn the_cli_drives_a_simulated_fleet() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,40 +255,41 @@ fn the_cli_drives_a_simulated_fleet() {
         &[],
     );
     let hosts = wait_for("four available sim hosts", Duration::from_secs(60), || {
-        let v = ok(&profile, &["host", "list"]);
+        let v = ok(&profile, None, &["host", "list"]);
         let items = v["items"].as_array().cloned().unwrap_or_default();
         (items.len() == 4 && items.iter().all(|h| h["state"] == "available")).then_some(items)
     });
     assert!(hosts.iter().all(|h| h["inventory"]["runtime"] == "sim"), "sim hosts say so in their inventory");
-    let table = String::from_utf8(cli(&profile, &["host", "list"]).stdout).unwrap();
+    let table = String::from_utf8(cli(&profile, None, &["host", "list"]).stdout).unwrap();
     assert!(table.contains("sim"), "and in the listing:\n{table}");
 
-    let t = ok(&profile, &["tenant", "create", "acme"]);
-    let p = ok(&profile, &["project", "create", "web", "--tenant", t["id"].as_str().unwrap()]);
+    let t = ok(&profile, None, &["tenant", "create", "acme"]);
+    let p = ok(&profile, None, &["project", "create", "web", "--tenant", t["id"].as_str().unwrap()]);
     let project = p["id"].as_str().unwrap();
-    ok(&profile, &["shape", "create", "small", "--vcpus", "2", "--memory-mib", "2048"]);
+    ok(&profile, None, &["shape", "create", "small", "--vcpus", "2", "--memory-mib", "2048"]);
     // A public image from a local file: streamed up, checked, available.
     let disk = d.join("tiny.raw");
     std::fs::write(&disk, vec![0u8; 256 * 1024]).unwrap();
-    let img = ok(&profile, &["image", "create", "tiny", "--public", "--disk", disk.to_str().unwrap()]);
+    let img = ok(&profile, None, &["image", "create", "tiny", "--public", "--disk", disk.to_str().unwrap()]);
     assert_eq!(img["status"], "available", "{img}");
     assert_eq!(img["files"][0]["format"], "raw");
-    let listed = ok(&profile, &["image", "list", "--public"]);
+    let listed = ok(&profile, None, &["image", "list", "--public"]);
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
     // A kernel that is not one: the command fails with the reason.
     let not_kernel = d.join("not-a-kernel");
     std::fs::write(&not_kernel, b"#!/bin/sh\n").unwrap();
-    let out = cli(&profile, &["image", "create", "bad", "--public", "--kernel", not_kernel.to_str().unwrap()]);
+    let out = cli(&profile, None, &["image", "create", "bad", "--public", "--kernel", not_kernel.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("image_check_failed") && err.contains("not a bzImage"), "{err}");
-    assert_eq!(ok(&profile, &["image", "list", "--status", "failed"])["items"][0]["name"], "bad");
-    let g = ok(&profile, &["placement-group", "create", "ha", "--project", project, "--policy", "anti-affinity"]);
+    assert_eq!(ok(&profile, None, &["image", "list", "--status", "failed"])["items"][0]["name"], "bad");
+    let g = ok(&profile, None, &["placement-group", "create", "ha", "--project", project, "--policy", "anti-affinity"]);
     let mut placed = vec![];
     for i in 0..4 {
         let name = format!("ha-{i}");
         let out = cli(
             &profile,
+            None,
             &[
                 "instance",
                 "create",
@@ -360,6 +313,7 @@ fn the_cli_drives_a_simulated_fleet() {
     // A fifth member has no host left that holds no member.
     let out = cli(
         &profile,
+        None,
         &[
             "instance",
             "create",
@@ -378,7 +332,7 @@ fn the_cli_drives_a_simulated_fleet() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no_valid_host") && err.contains("anti_affinity: 4"), "{err}");
 
-    let list = ok(&profile, &["instance", "list"]);
+    let list = ok(&profile, None, &["instance", "list"]);
     let items = list["items"].as_array().unwrap();
     let on: std::collections::BTreeSet<_> = items.iter().map(|i| i["host_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(on.len(), 4, "anti-affinity spread them over four hosts");
@@ -391,17 +345,17 @@ fn the_cli_drives_a_simulated_fleet() {
     let victim = items.iter().find(|i| i["host_id"] == lone_host.as_str()).unwrap()["id"].as_str().unwrap().to_string();
     drop(lone);
     wait_for("the lone host to be unreachable", Duration::from_secs(60), || {
-        (ok(&profile, &["host", "get", &lone_host])["state"] == "unreachable").then_some(())
+        (ok(&profile, None, &["host", "get", &lone_host])["state"] == "unreachable").then_some(())
     });
-    assert_eq!(ok(&profile, &["instance", "get", &victim])["state"], "unknown");
-    ok(&profile, &["host", "fail", &lone_host]);
+    assert_eq!(ok(&profile, None, &["instance", "get", &victim])["state"], "unknown");
+    ok(&profile, None, &["host", "fail", &lone_host]);
     // Anti-affinity leaves nowhere to go until a member leaves: delete one.
     let gone = items.iter().find(|i| i["host_id"] != lone_host.as_str()).unwrap()["id"].as_str().unwrap().to_string();
-    let out = cli(&profile, &["instance", "delete", &gone, "--wait"]);
+    let out = cli(&profile, None, &["instance", "delete", &gone, "--wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = cli(&profile, &["host", "fence", &lone_host, "--wait"]);
+    let out = cli(&profile, None, &["host", "fence", &lone_host, "--wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v = ok(&profile, &["instance", "get", &victim]);
+    let v = ok(&profile, None, &["instance", "get", &victim]);
     assert_eq!(v["state"], "running", "{v}");
     assert_ne!(v["host_id"], lone_host.as_str());
     assert!(v["warning"].as_str().unwrap().contains("local disk was lost"));
@@ -412,14 +366,14 @@ fn the_cli_drives_a_simulated_fleet() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = cli(&profile, &["instance", "delete", &other, "--wait"]);
+    let out = cli(&profile, None, &["instance", "delete", &other, "--wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = cli(&profile, &["host", "drain", &src, "--wait"]);
+    let out = cli(&profile, None, &["host", "drain", &src, "--wait"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v = ok(&profile, &["instance", "get", &victim]);
+    let v = ok(&profile, None, &["instance", "get", &victim]);
     assert_eq!(v["state"], "running");
     assert_ne!(v["host_id"], src.as_str(), "moved off the drained host");
-    assert_eq!(ok(&profile, &["host", "get", &src])["state"], "cordoned");
-    let out = cli(&profile, &["host", "maintenance", &src]);
+    assert_eq!(ok(&profile, None, &["host", "get", &src])["state"], "cordoned");
+    let out = cli(&profile, None, &["host", "maintenance", &src]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -3,12 +3,13 @@
 //! tenant see only its own objects; as the operator see the audit records of all of it;
 //! stop with Ctrl-C and start again with everything kept.
 
+mod common;
+
+use common::{BIN, cli, ok as json};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 
 struct Up {
     child: Child,
@@ -53,23 +54,6 @@ fn stop(mut up: Up) {
         assert!(start.elapsed() < Duration::from_secs(30), "plinth up did not stop on Ctrl-C");
         std::thread::park_timeout(Duration::from_millis(50));
     }
-}
-
-fn cli(profile: &Path, token: Option<&str>, args: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
-    c.env("PLINTH_CONFIG", profile).env_remove("PLINTH_SERVER").env_remove("PLINTH_TOKEN");
-    if let Some(t) = token {
-        c.env("PLINTH_TOKEN", t);
-    }
-    c.args(args).output().expect("run plinth")
-}
-
-fn json(profile: &Path, token: Option<&str>, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = cli(profile, token, &all);
-    assert!(out.status.success(), "plinth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("json output")
 }
 
 fn ids(page: &Value) -> Vec<String> {

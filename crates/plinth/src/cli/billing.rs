@@ -16,7 +16,7 @@ pub use accounts::{BudgetCmd, CommitmentCmd, CreditCmd, QuotaCmd};
 pub use invoices::{InvoiceCmd, PriceBookCmd};
 
 use super::ListArgs;
-use crate::client::{Client, Refused};
+use crate::client::Client;
 use crate::output::{self, Format};
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
@@ -26,45 +26,6 @@ use plinth_api::{ReconciliationReport, RevenueRow, UsageRecord};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-
-/// Where the CLI's requests go and as whom: for the answers that are not JSON (CSV
-/// exports), which [`Client`] does not read.
-pub struct Endpoint {
-    pub server: String,
-    pub token: String,
-}
-
-impl Endpoint {
-    /// A JSON client for the same server and token.
-    pub fn client(&self) -> Client {
-        Client::new(&self.server, &self.token)
-    }
-
-    /// `GET` of a text body; a refusal is a [`Refused`] error, as from [`Client`].
-    pub async fn get_text(&self, path: &str, query: &[(String, String)]) -> Result<String> {
-        let base = self.server.trim_end_matches('/');
-        let resp = reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::ACCEPT, "text/csv")
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach {base}: {e}"))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if status.is_success() {
-            return Ok(text);
-        }
-        let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Err(Refused {
-            status,
-            code: problem["code"].as_str().unwrap_or("http_error").to_string(),
-            detail: problem["detail"].as_str().map(str::to_string).unwrap_or(text),
-        }
-        .into())
-    }
-}
 
 /// Parses an RFC 3339 time flag (`2026-11-01T00:00:00Z`).
 pub fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {

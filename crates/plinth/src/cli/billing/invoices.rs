@@ -3,7 +3,7 @@
 //! then their totals.
 
 use super::money::{self, parse_amount};
-use super::{Endpoint, ListArgs, listed, pairs, period_label, push, rows, typed, when};
+use super::{ListArgs, listed, pairs, period_label, push, rows, typed, when};
 use crate::client::Client;
 use crate::output::{self, Format};
 use anyhow::{Context, Result, bail};
@@ -78,8 +78,7 @@ pub enum ExportFormat {
 }
 
 impl InvoiceCmd {
-    pub async fn run(&self, e: &Endpoint, o: Format) -> Result<()> {
-        let c = &e.client();
+    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
         let one = |id: &str| format!("/v1/invoices/{id}");
         match self {
             InvoiceCmd::List { page, tenant, period } => {
@@ -140,7 +139,7 @@ impl InvoiceCmd {
                 let mut q = vec![("period".to_string(), period.clone())];
                 q.push(("format".into(), format!("{format:?}").to_lowercase()));
                 push(&mut q, "tenant_id", tenant);
-                print!("{}", e.get_text("/v1/billing/export", &q).await?);
+                print!("{}", c.get_text("/v1/billing/export", &q, "text/csv").await?);
                 Ok(())
             }
         }

@@ -1,0 +1,64 @@
+//! Helpers shared by the tests that drive the real `plinth` binary: child processes that
+//! die with the test, waiting on a condition with a deadline, and running the CLI against
+//! a profile.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_plinth");
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` until it gives a value, or panics after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// Runs the CLI with the profile (its saved token), or as `token` when given.
+pub fn cli(profile: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    c.env("PLINTH_CONFIG", profile).env_remove("PLINTH_SERVER").env_remove("PLINTH_TOKEN");
+    if let Some(t) = token {
+        c.env("PLINTH_TOKEN", t);
+    }
+    c.args(args).output().expect("run plinth")
+}
+
+/// Runs the CLI with `-o json`; it must succeed.
+pub fn ok(profile: &Path, token: Option<&str>, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = cli(profile, token, &all);
+    assert!(out.status.success(), "plinth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Starts `plinth ARGS` in the background with the profile, its stdout in `log` and its
+/// stderr beside it (`.err`).
+pub fn spawn(args: &[&str], profile: &Path, log: PathBuf, env: &[(&str, &str)]) -> Proc {
+    let mut c = Command::new(BIN);
+    c.args(args).env("PLINTH_CONFIG", profile).stdout(Stdio::from(std::fs::File::create(&log).unwrap()));
+    c.stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Proc(c.spawn().expect("spawn plinth"))
+}
