@@ -345,21 +345,22 @@ mod tests {
         }
     }
 
+    /// The ledger's view of a record still open.
+    fn as_open(id: &str, n: &NewInterval) -> OpenInterval {
+        OpenInterval {
+            id: id.into(),
+            meter: n.meter,
+            dimension: n.dimension.clone(),
+            multiplier: n.multiplier,
+            attributes: n.attributes.clone(),
+            start_at: n.start_at,
+            period_start: n.period_start,
+            first: n.first,
+        }
+    }
+
     fn opened(plan: &LedgerPlan, id: &str) -> Vec<OpenInterval> {
-        plan.insert
-            .iter()
-            .filter(|n| n.end_at.is_none())
-            .map(|n| OpenInterval {
-                id: id.into(),
-                meter: n.meter,
-                dimension: n.dimension.clone(),
-                multiplier: n.multiplier,
-                attributes: n.attributes.clone(),
-                start_at: n.start_at,
-                period_start: n.period_start,
-                first: n.first,
-            })
-            .collect()
+        plan.insert.iter().filter(|n| n.end_at.is_none()).map(|n| as_open(id, n)).collect()
     }
 
     #[test]
@@ -421,20 +422,7 @@ mod tests {
         }
 
         fn open_of(ledger: &[(String, NewInterval)]) -> Vec<OpenInterval> {
-            ledger
-                .iter()
-                .filter(|(_, n)| n.end_at.is_none())
-                .map(|(id, n)| OpenInterval {
-                    id: id.clone(),
-                    meter: n.meter,
-                    dimension: n.dimension.clone(),
-                    multiplier: n.multiplier,
-                    attributes: n.attributes.clone(),
-                    start_at: n.start_at,
-                    period_start: n.period_start,
-                    first: n.first,
-                })
-                .collect()
+            ledger.iter().filter(|(_, n)| n.end_at.is_none()).map(|(id, n)| as_open(id, n)).collect()
         }
 
         proptest! {

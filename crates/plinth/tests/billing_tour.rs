@@ -96,34 +96,8 @@ fn running_micros(events: &Value, from: DateTime<Utc>, to: DateTime<Utc>) -> i64
 fn a_period_is_billed_to_the_second_of_the_instance_history() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let profile = d.join("profile.toml");
-    let data = d.join("data");
-    let _up = spawn(
-        &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &profile,
-        d.join("up.log"),
-        &[("PLINTH_TEST_CLOCK", "1"), ("PLINTH_RECONCILE_PERIOD_S", "0.5")],
-    );
-    wait_for("plinth up", Duration::from_secs(60), || {
-        std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
-    });
-    let state = d.join("agent");
-    let _fleet = spawn(
-        &[
-            "agent",
-            "--runtime",
-            "sim",
-            "--sim-hosts",
-            "2",
-            "--sim-delay-ms",
-            "20",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-        &profile,
-        d.join("agent.log"),
-        &[],
-    );
+    let (_up, _fleet, profile) =
+        up_with_sim_fleet(d, &[("PLINTH_TEST_CLOCK", "1"), ("PLINTH_RECONCILE_PERIOD_S", "0.5")], 2);
     wait_for("two available sim hosts", Duration::from_secs(60), || {
         let items = ok(&profile, None, &["host", "list"])["items"].as_array().cloned().unwrap_or_default();
         (items.len() == 2 && items.iter().all(|h| h["state"] == "available")).then_some(())

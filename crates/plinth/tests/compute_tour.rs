@@ -207,34 +207,8 @@ async fn two_servers_on_postgres_never_overcommit() {
 fn the_cli_drives_a_simulated_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let profile = d.join("profile.toml");
-    let data = d.join("data");
-    let _up = spawn(
-        &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &profile,
-        d.join("up.log"),
-        &[("PLINTH_HEARTBEAT_WINDOW_S", "3"), ("PLINTH_RECONCILE_PERIOD_S", "0.5")],
-    );
-    wait_for("plinth up", Duration::from_secs(60), || {
-        std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
-    });
-    let state = d.join("agent");
-    let _fleet = spawn(
-        &[
-            "agent",
-            "--runtime",
-            "sim",
-            "--sim-hosts",
-            "3",
-            "--sim-delay-ms",
-            "20",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-        &profile,
-        d.join("agent.log"),
-        &[],
-    );
+    let (_up, _fleet, profile) =
+        up_with_sim_fleet(d, &[("PLINTH_HEARTBEAT_WINDOW_S", "3"), ("PLINTH_RECONCILE_PERIOD_S", "0.5")], 3);
     let lone_state = d.join("agent-lone");
     let lone = spawn(
         &[

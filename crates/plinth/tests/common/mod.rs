@@ -62,3 +62,39 @@ pub fn spawn(args: &[&str], profile: &Path, log: PathBuf, env: &[(&str, &str)]) 
     }
     Proc(c.spawn().expect("spawn plinth"))
 }
+
+/// `plinth up --no-demo` in `d` (profile `d/profile.toml`) with server settings `env`, and
+/// a `plinth agent --runtime sim` of `hosts` simulated hosts enrolled through the profile.
+/// Returns (up, agent, profile).
+pub fn up_with_sim_fleet(d: &Path, env: &[(&str, &str)], hosts: u32) -> (Proc, Proc, PathBuf) {
+    let profile = d.join("profile.toml");
+    let data = d.join("data");
+    let up = spawn(
+        &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &profile,
+        d.join("up.log"),
+        env,
+    );
+    wait_for("plinth up", Duration::from_secs(60), || {
+        std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
+    });
+    let state = d.join("agent");
+    let n = hosts.to_string();
+    let fleet = spawn(
+        &[
+            "agent",
+            "--runtime",
+            "sim",
+            "--sim-hosts",
+            &n,
+            "--sim-delay-ms",
+            "20",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &profile,
+        d.join("agent.log"),
+        &[],
+    );
+    (up, fleet, profile)
+}
