@@ -82,7 +82,8 @@ pub async fn insert_new(
     for e in &events {
         tx.insert(e, &[]).await?;
     }
-    let plan = usage_plan(tx, inst, at).await?;
+    // A new instance has no intervals yet: nothing to read.
+    let plan = metering::plan(&[], &metering::instance_wants(inst), metering::micros(at), tx.billing_anchor());
     let cause = events.last().map(|e| e.id.to_string()).unwrap_or_default();
     tx.apply_ledger(&owner(inst), &plan, &cause).await
 }
