@@ -126,7 +126,7 @@ pub async fn rate_as_of(
     period: &Period,
     as_of: DateTime<Utc>,
 ) -> ApiResult<(rating::Rated, Vec<UsageRecord>)> {
-    let records = closed_at(st.store.usage_in_period(tenant_id.as_str(), micros(period.start)).await?, as_of);
+    let records = closed_at(st.store.usage_for_rating(tenant_id.as_str(), micros(period.start)).await?, as_of);
     let account = st.store.billing_account(tenant_id.as_str()).await?;
     let book = account.as_ref().map(|a| a.price_book.clone()).unwrap_or_else(|| DEFAULT_BOOK.to_string());
     let books: Vec<PriceBook> = all(st, &Scope::Platform, &[("name", book)]).await?;
