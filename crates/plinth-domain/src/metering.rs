@@ -278,6 +278,29 @@ pub fn split_plan(open: &[OpenInterval], at: i64, anchor_day: u32) -> LedgerPlan
     plan(open, &want, at, anchor_day)
 }
 
+/// The reserved-capacity records of a commitment's term: `count` units of `dimension` over
+/// [start, end), one closed record per billing period it spans.
+pub fn term_records(dimension: &str, count: i64, start: i64, end: i64, anchor_day: u32) -> Vec<NewInterval> {
+    let mut out = Vec::new();
+    let mut from = start;
+    while from < end {
+        let p = period_of(at_micros(from), anchor_day);
+        let to = micros(p.end).min(end);
+        out.push(NewInterval {
+            meter: Meter::ReservedSeconds,
+            dimension: dimension.to_string(),
+            multiplier: count,
+            attributes: BTreeMap::new(),
+            start_at: from,
+            end_at: Some(to),
+            first: from == start,
+            period_start: micros(p.start),
+        });
+        from = to;
+    }
+    out
+}
+
 /// The delta a counter sample adds: the growth since the last value, or the whole value
 /// when the counter went down (it was reset).
 pub fn counter_delta(last: Option<i64>, value: i64) -> i64 {
@@ -476,6 +499,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_commitment_term_is_one_record_per_period() {
+        let r = term_records("c1", 3, t("2026-10-15T00:00:00Z"), t("2026-12-10T00:00:00Z"), 1);
+        let spans: Vec<(i64, Option<i64>)> = r.iter().map(|n| (n.start_at, n.end_at)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (t("2026-10-15T00:00:00Z"), Some(t("2026-11-01T00:00:00Z"))),
+                (t("2026-11-01T00:00:00Z"), Some(t("2026-12-01T00:00:00Z"))),
+                (t("2026-12-01T00:00:00Z"), Some(t("2026-12-10T00:00:00Z"))),
+            ]
+        );
+        assert!(r[0].first && !r[1].first);
+        assert_eq!(r[1].quantity(), Some(3 * (t("2026-12-01T00:00:00Z") - t("2026-11-01T00:00:00Z"))));
     }
 
     #[test]

@@ -575,3 +575,42 @@ proptest! {
         rt.block_on(drive(lead, steps));
     }
 }
+
+#[tokio::test]
+async fn a_commitment_is_reserved_capacity_in_the_ledger_and_billed_once_on_its_line() {
+    let w = world().await;
+    w.price_book().await;
+    let now = w.srv.store.now();
+    let period = ym(now);
+    let start = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).unwrap();
+    let end = next_month(next_month(now));
+    let c = w
+        .srv
+        .post("/v1/commitments")
+        .token(&w.srv.operator)
+        .json(&json!({ "tenant_id": w.tenant, "meter": "running_seconds", "dimension": "small", "count": 2,
+            "start_at": start.to_rfc3339(), "end_at": end.to_rfc3339(), "hourly_price_micros": 50_000 }))
+        .send()
+        .await
+        .ok(201);
+    // The term is in the ledger as reserved capacity, one record per period.
+    let reserved = w.srv.list_all(&w.tok, &format!("/v1/usage?resource_id={}", id(&c))).await;
+    assert_eq!(reserved.len(), 2, "{reserved:?}");
+    assert!(reserved.iter().all(|r| r["meter"] == "reserved_seconds" && r["multiplier"] == 2));
+    assert_eq!(t(&reserved[0]["end_at"]), next_month(now));
+    // The draft bills it once, on the commitment's line, which names those records.
+    let inv = w
+        .srv
+        .get(&format!("/v1/invoices/current?tenant_id={}&period={period}", w.tenant))
+        .token(&w.srv.operator)
+        .send()
+        .await
+        .ok(200);
+    let lines = inv["lines"].as_array().unwrap();
+    let reserved_lines: Vec<&Value> = lines.iter().filter(|l| l["meter"] == "reserved_seconds").collect();
+    assert_eq!(reserved_lines.len(), 1, "{inv}");
+    assert_eq!(reserved_lines[0]["commitment_id"], c["id"]);
+    assert_eq!(reserved_lines[0]["record_ids"], json!([reserved[0]["id"]]));
+    let hours = (next_month(now) - start).num_seconds() * 2 / 3600;
+    assert_eq!(reserved_lines[0]["amount_micros"].as_i64().unwrap(), hours * 50_000);
+}

@@ -121,6 +121,10 @@ pub fn rate(input: &RatingInput) -> Result<Rated, RatingError> {
     let mut currency: Option<&str> = None;
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     for r in input.records {
+        // Reserved capacity is billed by its commitment's purchase line, which lists these.
+        if r.meter == Meter::ReservedSeconds {
+            continue;
+        }
         let quantity = price::quantity_micros(r)?;
         let priced = books
             .at(r.start_at)
@@ -175,7 +179,14 @@ pub fn rate(input: &RatingInput) -> Result<Rated, RatingError> {
     }
     let mut subtotal = usage_subtotal;
     for c in &commitments {
-        let line = commit::purchase_line(c, &groups, &currency)?;
+        let mut line = commit::purchase_line(c, &groups, &currency)?;
+        line.record_ids = input
+            .records
+            .iter()
+            .filter(|r| r.meter == Meter::ReservedSeconds && r.resource_id == c.c.id.as_str())
+            .map(|r| r.id.clone())
+            .collect();
+        line.record_ids.sort();
         subtotal += i128::from(line.amount_micros);
         lines.push(line);
     }

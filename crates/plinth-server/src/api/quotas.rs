@@ -14,7 +14,7 @@ use axum::response::Response;
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
-use plinth_domain::{quota, validate};
+use plinth_domain::{metering, quota, validate};
 use serde_json::json;
 
 /// Query of `GET /v1/quotas`.
@@ -280,6 +280,25 @@ pub async fn create_commitment(
         created_at: now,
         updated_at: now,
     };
-    st.store.insert(&c, &caller.audit()).await?;
+    // The reserved capacity goes into the ledger with the commitment, one record per period.
+    let mut tx = st.store.begin().await?;
+    tx.insert(&c, &[]).await?;
+    let records = metering::term_records(
+        &c.dimension,
+        c.count,
+        metering::micros(c.start_at),
+        metering::micros(c.end_at),
+        tx.billing_anchor(),
+    );
+    let owner = plinth_store::LedgerOwner {
+        tenant_id: c.tenant_id.as_str(),
+        project_id: "",
+        resource_id: c.id.as_str(),
+        resource_kind: "commitment",
+    };
+    let plan = metering::LedgerPlan { close: vec![], insert: records };
+    tx.apply_ledger(&owner, &plan, &format!("commitment:{}", c.id)).await?;
+    tx.audit(&caller.audit(), c.id.as_str(), Some(c.tenant_id.as_str()), 201).await?;
+    tx.commit().await?;
     Ok(created(c))
 }
