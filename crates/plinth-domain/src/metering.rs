@@ -54,11 +54,6 @@ pub fn period_of(t: DateTime<Utc>, anchor_day: u32) -> Period {
     Period { start: anchor_in(y, m, day), end: anchor_in(ny, nm, day) }
 }
 
-/// The period starting at `start` (which must be a period start).
-pub fn period_starting(start: DateTime<Utc>, anchor_day: u32) -> Period {
-    period_of(start, anchor_day)
-}
-
 /// Parses `2026-11` (the period starting on the anchor day of that month) or an RFC 3339
 /// instant (the period holding it).
 pub fn parse_period(s: &str, anchor_day: u32) -> Option<Period> {
@@ -198,10 +193,10 @@ impl LedgerPlan {
 /// Period starts strictly after `from` up to and including `to`.
 fn cutoffs(from_period_start: i64, to: i64, anchor_day: u32) -> Vec<i64> {
     let mut out = Vec::new();
-    let mut p = period_starting(at_micros(from_period_start), anchor_day);
+    let mut p = period_of(at_micros(from_period_start), anchor_day);
     while micros(p.end) <= to {
         out.push(micros(p.end));
-        p = period_starting(p.end, anchor_day);
+        p = period_of(p.end, anchor_day);
     }
     out
 }

@@ -12,7 +12,7 @@ use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::metering::{self, Period, micros};
 use plinth_domain::rating::{self, RatingInput};
-use plinth_store::{LedgerOwner, Resource, StoreError};
+use plinth_store::{LedgerOwner, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -20,20 +20,6 @@ use std::collections::BTreeMap;
 pub const DEFAULT_BOOK: &str = "default";
 /// The currency when no price book applies.
 pub const DEFAULT_CURRENCY: &str = "USD";
-
-/// Every object of a kind visible in `scope` with the filters (all pages).
-pub async fn all<T: Resource>(st: &AppState, scope: &Scope, filters: &[(&str, String)]) -> Result<Vec<T>, StoreError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = st.store.list::<T>(scope, filters, MAX_LIMIT, cursor.as_deref()).await?;
-        out.extend(page.items);
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(out),
-        }
-    }
-}
 
 /// The period holding the store's now.
 pub fn current_period(st: &AppState) -> Period {
@@ -55,7 +41,7 @@ pub fn period_param(st: &AppState, p: Option<&str>) -> ApiResult<Period> {
 /// the current period.
 pub async fn check_budget(st: &AppState, tenant_id: &TenantId) -> ApiResult<()> {
     let scope = Scope::Tenant { tenant_id: tenant_id.clone(), projects: None };
-    let budgets: Vec<Budget> = all(st, &scope, &[("action", "block-new".to_string())]).await?;
+    let budgets: Vec<Budget> = st.store.list_all(&scope, &[("action", "block-new".to_string())]).await?;
     let period = current_period(st);
     if let Some(b) = budgets.iter().find(|b| b.exceeded_period == Some(period.start)) {
         return Err(ApiError::new(
@@ -110,7 +96,7 @@ fn closed_at(mut records: Vec<UsageRecord>, as_of: DateTime<Utc>) -> Vec<UsageRe
 
 /// A period's records as an invoice saw them: open intervals closed where its rating
 /// counted them to (`computed_at`).
-pub fn closed_for(_st: &AppState, records: Vec<UsageRecord>, inv: &Invoice) -> Vec<UsageRecord> {
+pub fn closed_for(records: Vec<UsageRecord>, inv: &Invoice) -> Vec<UsageRecord> {
     closed_at(records, inv.computed_at.min(inv.period_end))
 }
 
@@ -129,10 +115,10 @@ pub async fn rate_as_of(
     let records = closed_at(st.store.usage_for_rating(tenant_id.as_str(), micros(period.start)).await?, as_of);
     let account = st.store.billing_account(tenant_id.as_str()).await?;
     let book = account.as_ref().map(|a| a.price_book.clone()).unwrap_or_else(|| DEFAULT_BOOK.to_string());
-    let books: Vec<PriceBook> = all(st, &Scope::Platform, &[("name", book)]).await?;
+    let books: Vec<PriceBook> = st.store.list_all(&Scope::Platform, &[("name", book)]).await?;
     let scope = Scope::Tenant { tenant_id: tenant_id.clone(), projects: None };
-    let commitments: Vec<Commitment> = all(st, &scope, &[]).await?;
-    let credits: Vec<CreditGrant> = all(st, &scope, &[]).await?;
+    let commitments: Vec<Commitment> = st.store.list_all(&scope, &[]).await?;
+    let credits: Vec<CreditGrant> = st.store.list_all(&scope, &[]).await?;
     let input = RatingInput {
         period_start: period.start,
         period_end: period.end,
@@ -346,7 +332,7 @@ pub async fn credit_note(st: &AppState, id: &str, b: &CreditNoteCreate) -> ApiRe
 /// many budgets newly passed their threshold.
 pub async fn check_budgets(st: &AppState) -> Result<u32, ApiError> {
     let period = current_period(st);
-    let budgets: Vec<Budget> = all(st, &Scope::Platform, &[]).await?;
+    let budgets: Vec<Budget> = st.store.list_all(&Scope::Platform, &[]).await?;
     let mut totals: BTreeMap<TenantId, i64> = BTreeMap::new();
     let mut n = 0;
     for b in budgets {
@@ -409,18 +395,13 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Ap
             Some(inv) => inv.lines,
             None => rated.lines,
         };
-        let invoice = Some(lines);
         // Invoiced micros per (resource, meter, dimension), from the lines' record ids.
         let mut invoiced: BTreeMap<(String, Meter, String), i64> = BTreeMap::new();
-        if let Some(lines) = &invoice {
-            let by_id: BTreeMap<&UsageRecordId, &UsageRecord> = records.iter().map(|r| (&r.id, r)).collect();
-            for l in lines {
-                for rid in &l.record_ids {
-                    if let Some(r) = by_id.get(rid) {
-                        *invoiced.entry((r.resource_id.clone(), r.meter, r.dimension.clone())).or_default() +=
-                            r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
-                    }
-                }
+        let by_id: BTreeMap<&UsageRecordId, &UsageRecord> = records.iter().map(|r| (&r.id, r)).collect();
+        for rid in lines.iter().flat_map(|l| &l.record_ids) {
+            if let Some(r) = by_id.get(rid) {
+                *invoiced.entry((r.resource_id.clone(), r.meter, r.dimension.clone())).or_default() +=
+                    r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
             }
         }
         let mut metered: BTreeMap<(String, Meter, String), i64> = BTreeMap::new();
@@ -430,7 +411,8 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Ap
         }
         let instances: std::collections::BTreeSet<String> = metered.keys().map(|k| k.0.clone()).collect();
         for iid in instances {
-            let events: Vec<InstanceEvent> = all(st, &Scope::Platform, &[("instance_id", iid.clone())]).await?;
+            let events: Vec<InstanceEvent> =
+                st.store.list_all(&Scope::Platform, &[("instance_id", iid.clone())]).await?;
             let life = metering::replay(&events, micros(period.start), micros(as_of));
             let mut keys: std::collections::BTreeSet<(Meter, String)> =
                 metered.keys().filter(|k| k.0 == iid).map(|k| (k.1, k.2.clone())).collect();
@@ -443,9 +425,8 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Ap
                     }
                     _ => None,
                 };
-                let inv =
-                    invoice.as_ref().map(|_| invoiced.get(&(iid.clone(), meter, dim.clone())).copied().unwrap_or(0));
-                let matches = lifecycle.is_none_or(|l| l == m) && inv.is_none_or(|i| i == m);
+                let inv = invoiced.get(&(iid.clone(), meter, dim.clone())).copied().unwrap_or(0);
+                let matches = lifecycle.is_none_or(|l| l == m) && inv == m;
                 rows.push(ReconciliationRow {
                     tenant_id: tenant.clone(),
                     resource_id: iid.clone(),
@@ -453,7 +434,7 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Ap
                     dimension: dim,
                     lifecycle_micros: lifecycle,
                     metered_micros: m,
-                    invoiced_micros: inv,
+                    invoiced_micros: Some(inv),
                     matches,
                 });
             }
@@ -469,7 +450,7 @@ pub async fn billing_pass(st: &AppState) -> Result<serde_json::Value, StoreError
     let split = cut_off(st).await?;
     let budgets = check_budgets(st).await.map_err(api_to_store)?;
     let now = st.store.now();
-    let drafts: Vec<Invoice> = all(st, &Scope::Platform, &[("status", "draft".to_string())]).await?;
+    let drafts: Vec<Invoice> = st.store.list_all(&Scope::Platform, &[("status", "draft".to_string())]).await?;
     let mut finalized = 0;
     for d in drafts.iter().filter(|d| d.grace_until <= now && d.kind == InvoiceKind::Invoice) {
         match finalize(st, d.id.as_str()).await {

@@ -225,6 +225,21 @@ impl Store {
         Ok(Page { items, next_cursor })
     }
 
+    /// Every object [`Store::list`] would give, all pages (for server-side work over a
+    /// whole kind: reports, billing, capacity).
+    pub async fn list_all<T: Resource>(&self, scope: &Scope, filters: &[(&str, String)]) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list::<T>(scope, filters, plinth_api::MAX_LIMIT, cursor.as_deref()).await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Read-modify-write of one object in one transaction. `if_match` refuses the change
     /// unless the object is at that generation; `change` may refuse too. The new generation
     /// is the old one plus one. `change` returns extra private columns to set.

@@ -234,7 +234,6 @@ mod tests {
     use plinth_api::{AuditFilter, Tenant, TenantId};
     use plinth_domain::authz::Scope;
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     fn tenant(name: &str) -> Tenant {
         let now = Utc::now();
@@ -246,6 +245,13 @@ mod tests {
             generation: 1,
             created_at: now,
             updated_at: now,
+        }
+    }
+
+    /// Lets other tasks run `n` times: cancels land at different points of a write.
+    async fn yields(n: u64) {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
         }
     }
 
@@ -266,7 +272,7 @@ mod tests {
             ids.push(t.id.0.clone());
             let s = store.clone();
             let h = tokio::spawn(async move { s.insert(&t, &entry()).await });
-            tokio::time::sleep(Duration::from_micros((i % 25) * 40)).await;
+            yields(i % 25).await;
             h.abort();
             let _ = h.await;
         }
@@ -275,10 +281,10 @@ mod tests {
             let h = tokio::spawn(async move {
                 let mut tx = s.begin().await?;
                 tx.insert(&tenant(&format!("dropped{i}")), &[]).await?;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                yields(5).await;
                 Ok::<_, StoreError>(tx)
             });
-            tokio::time::sleep(Duration::from_micros(i * 100)).await;
+            yields(i).await;
             h.abort();
             // Finished or not, the transaction is dropped uncommitted.
             let _ = h.await;

@@ -26,16 +26,7 @@ pub async fn summary(State(st): State<AppState>, caller: Caller) -> ApiResult<Ou
     }
     let views: Vec<_> =
         hosts.iter().map(|h| view_of(h, by_host.get(h.id.as_str()).map(Vec::as_slice).unwrap_or(&[]), None)).collect();
-    let mut shapes = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = st.store.list::<Shape>(&Scope::Platform, &[], 1000, cursor.as_deref()).await?;
-        shapes.extend(page.items);
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
+    let shapes: Vec<Shape> = st.store.list_all(&Scope::Platform, &[]).await?;
     let mut rows = Vec::new();
     let mut totals = BTreeMap::new();
     for shape in &shapes {

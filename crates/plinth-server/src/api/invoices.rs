@@ -3,7 +3,7 @@
 //! settings, the reconciliation report, exports (CSV and FOCUS 1.2) and revenue.
 
 use super::created;
-use crate::billing::{self, all, period_param};
+use crate::billing::{self, period_param};
 use crate::context::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Paging, Query};
@@ -148,7 +148,7 @@ pub async fn lines(
         None => Ok(Out(inv.lines)),
         Some("resource") => {
             let records = st.store.usage_in_period(inv.tenant_id.as_str(), inv.period_start.timestamp_micros()).await?;
-            let records = billing::closed_for(&st, records, &inv);
+            let records = billing::closed_for(records, &inv);
             Ok(Out(rating::by_resource(&inv.lines, &records)))
         }
         Some(other) => Err(ApiError::invalid("invalid_value", format!("group_by {other:?}: only `resource` is known"))
@@ -246,11 +246,8 @@ pub async fn export(State(st): State<AppState>, caller: Caller, Query(q): Query<
             continue;
         }
         let tenant: Tenant = st.store.get(&Scope::Platform, t.as_str()).await?;
-        let records = billing::closed_for(
-            &st,
-            st.store.usage_in_period(t.as_str(), period.start.timestamp_micros()).await?,
-            &inv,
-        );
+        let records =
+            billing::closed_for(st.store.usage_in_period(t.as_str(), period.start.timestamp_micros()).await?, &inv);
         let acct = rating::FocusAccount {
             billing_account_id: t.as_str(),
             billing_account_name: &tenant.name,
@@ -282,7 +279,7 @@ pub async fn revenue(
         Some(p) => Some(period_param(&st, Some(p))?),
         None => None,
     };
-    let invoices: Vec<Invoice> = all(&st, &Scope::Platform, &[]).await?;
+    let invoices: Vec<Invoice> = st.store.list_all(&Scope::Platform, &[]).await?;
     type Key = (i64, ChargeCategory, Option<Meter>, String, String);
     let mut rows: BTreeMap<Key, (i64, u32)> = BTreeMap::new();
     for inv in invoices.iter().filter(|i| {
@@ -369,7 +366,7 @@ pub async fn create_price_book(
     caller.require_operator("changing prices")?;
     validate::dns_label("name", &b.name)?;
     check_prices(&b.currency, &b.prices)?;
-    let versions: Vec<PriceBook> = all(&st, &Scope::Platform, &[("name", b.name.clone())]).await?;
+    let versions: Vec<PriceBook> = st.store.list_all(&Scope::Platform, &[("name", b.name.clone())]).await?;
     if let Some(last) = versions.iter().max_by_key(|v| v.version)
         && b.effective_from <= last.effective_from
     {

@@ -2,7 +2,7 @@
 //! every claim, monthly spend thresholds, credit grants and capacity commitments.
 
 use super::created;
-use crate::billing::{self, all};
+use crate::billing;
 use crate::context::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
@@ -56,7 +56,7 @@ pub async fn list(
 }
 
 async fn tenant_scopes(st: &AppState, scope: &Scope, t: &TenantId) -> ApiResult<Vec<String>> {
-    let projects: Vec<Project> = all(st, scope, &[]).await?;
+    let projects: Vec<Project> = st.store.list_all(scope, &[]).await?;
     let mut out = vec![t.to_string()];
     out.extend(projects.into_iter().filter(|p| &p.tenant_id == t).map(|p| p.id.to_string()));
     Ok(out)
