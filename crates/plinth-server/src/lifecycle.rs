@@ -12,27 +12,31 @@ use plinth_domain::instance_state::{self, Facts};
 use plinth_domain::metering;
 use plinth_store::{LedgerOwner, StoreError, Tx};
 
-/// Wake-ups to deliver once the transaction has committed.
+/// Wake-ups to deliver once the transaction has committed: a key, and for a row whose
+/// version is known, that version (its `updated_at` in µs).
 #[derive(Default, Debug)]
-pub struct Pokes(Vec<String>);
+pub struct Pokes(Vec<(String, Option<i64>)>);
 
 impl Pokes {
     /// The host's agent must re-read its desired state.
     pub fn host(&mut self, host_id: &HostId) {
-        self.0.push(signals::host_key(host_id.as_str()));
+        self.0.push((signals::host_key(host_id.as_str()), None));
     }
-    /// Waiters on the instance must re-read it.
-    pub fn instance(&mut self, id: &InstanceId) {
-        self.0.push(signals::instance_key(id.as_str()));
+    /// Waiters on the instance must re-read it: version `updated_at` was written.
+    pub fn instance(&mut self, inst: &Instance) {
+        self.0.push((signals::instance_key(inst.id.as_str()), Some(inst.updated_at.timestamp_micros())));
     }
     /// Waiters on the operation must re-read it.
     pub fn operation(&mut self, id: &OperationId) {
-        self.0.push(signals::operation_key(id.as_str()));
+        self.0.push((signals::operation_key(id.as_str()), None));
     }
     /// Delivers them.
     pub fn send(self, s: &Signals) {
-        for k in self.0 {
-            s.poke(&k);
+        for (k, at) in self.0 {
+            match at {
+                Some(at) => s.announce(&k, at),
+                None => s.poke(&k),
+            }
         }
     }
 }
@@ -169,7 +173,7 @@ pub async fn save(
         tx.bump_desired(h.as_str()).await?;
         pokes.host(h);
     }
-    pokes.instance(&inst.id);
+    pokes.instance(inst);
     Ok(())
 }
 

@@ -296,7 +296,7 @@ async fn stuck_operations(st: &AppState) -> Result<Value, StoreError> {
         if st.tasks.driving(&id) {
             continue;
         }
-        saga::spawn(st, OperationId(id));
+        saga::resume(st, OperationId(id));
         resumed += 1;
     }
     Ok(json!({ "resumed": resumed }))

@@ -18,7 +18,15 @@ pub const MAX_POLL: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct Signals {
     map: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The row version (`updated_at`, µs) this process last woke each key's waiters for:
+    /// the change feed does not wake them again for a version they were told of.
+    announced: Mutex<HashMap<String, i64>>,
 }
+
+/// Above this many remembered announcements, those older than [`ANNOUNCED_KEEP_US`] are
+/// forgotten (the change feed also forgets them once its window has passed).
+const ANNOUNCED_MAX: usize = 100_000;
+const ANNOUNCED_KEEP_US: i64 = 10_000_000;
 
 impl Signals {
     fn get(&self, key: &str) -> Arc<Notify> {
@@ -36,6 +44,29 @@ impl Signals {
         if let Some(n) = n {
             n.notify_waiters();
         }
+    }
+
+    /// Wakes everyone waiting on `key` for version `at` (µs, the row's `updated_at`) of
+    /// its row, which this process has just committed.
+    pub fn announce(&self, key: &str, at: i64) {
+        {
+            let mut a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            if a.len() > ANNOUNCED_MAX {
+                a.retain(|_, v| *v >= at - ANNOUNCED_KEEP_US);
+            }
+            a.insert(key.to_string(), at);
+        }
+        self.poke(key);
+    }
+
+    /// Whether this process already woke `key`'s waiters for version `at` of its row.
+    fn announced(&self, key: &str, at: i64) -> bool {
+        self.announced.lock().unwrap_or_else(|e| e.into_inner()).get(key) == Some(&at)
+    }
+
+    /// Forgets announcements of versions older than `before` (µs).
+    fn forget_announced(&self, before: i64) {
+        self.announced.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, v| *v >= before);
     }
 
     /// Calls `check` until it yields a value or `deadline` passes (None), sleeping between
@@ -116,8 +147,14 @@ pub async fn change_feed(st: crate::state::AppState, period: Duration) {
         };
         for (id, host, at) in instances {
             high = high.max(at);
-            if seen.insert(id.clone(), at) != Some(at) {
-                st.signals.poke(&instance_key(&id));
+            // Most rows were seen on an earlier pass (the window is reread each time).
+            if seen.get(&id) != Some(&at) {
+                seen.insert(id.clone(), at);
+                // A version written here was announced at commit: its waiters already know.
+                let key = instance_key(&id);
+                if !st.signals.announced(&key, at) {
+                    st.signals.poke(&key);
+                }
                 if let Some(h) = host {
                     st.signals.poke(&host_key(&h));
                 }
@@ -125,10 +162,12 @@ pub async fn change_feed(st: crate::state::AppState, period: Duration) {
         }
         for (id, at) in ops {
             high = high.max(at);
-            if seen.insert(id.clone(), at) != Some(at) {
+            if seen.get(&id) != Some(&at) {
+                seen.insert(id.clone(), at);
                 st.signals.poke(&operation_key(&id));
             }
         }
         seen.retain(|_, at| *at >= high - 2 * WINDOW);
+        st.signals.forget_announced(high - 2 * WINDOW);
     }
 }

@@ -31,13 +31,13 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM billing_accounts WHERE tenant_id = $1")
             .bind(acct.tenant_id.to_string())
-            .execute(&mut *tx.inner)
+            .execute(tx.conn().await?)
             .await?;
         sqlx::query("INSERT INTO billing_accounts (tenant_id, doc, updated_at) VALUES ($1, $2, $3)")
             .bind(acct.tenant_id.to_string())
             .bind(serde_json::to_string(acct).unwrap_or_default())
             .bind(now_micros())
-            .execute(&mut *tx.inner)
+            .execute(tx.conn().await?)
             .await
             .map_err(|e| StoreError::from_write("billing account", e))?;
         tx.commit().await
@@ -48,7 +48,7 @@ impl Tx {
     /// The next invoice number (1, 2, …), gap-free among committed transactions.
     pub async fn next_invoice_number(&mut self) -> Result<i64, StoreError> {
         let row = sqlx::query("UPDATE invoice_numbers SET next = next + 1 WHERE id = 1 RETURNING next")
-            .fetch_one(&mut *self.inner)
+            .fetch_one(self.conn().await?)
             .await?;
         Ok(row.try_get::<i64, _>("next")? - 1)
     }
@@ -98,7 +98,7 @@ impl Tx {
         )))
         .bind(tenant_id.to_string())
         .bind(period_start)
-        .fetch_optional(&mut *self.inner)
+        .fetch_optional(self.conn().await?)
         .await?;
         match row {
             Some(r) => Ok(Some(decode_invoice(&r.try_get::<String, _>("doc")?)?)),
@@ -113,7 +113,7 @@ impl Tx {
         let lock = self.lock();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT status, doc FROM invoices WHERE id = $1{lock}")))
             .bind(inv.id.to_string())
-            .fetch_optional(&mut *self.inner)
+            .fetch_optional(self.conn().await?)
             .await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound { kind: "invoice", id: inv.id.to_string() });

@@ -7,7 +7,7 @@ use crate::resource::Val;
 use crate::sql::Sql;
 use crate::store::{Store, now_micros};
 use crate::tx::Tx;
-use plinth_api::{Allocation, Host, Instance};
+use plinth_api::{Allocation, Host, Instance, Operation};
 use sqlx::Row;
 
 fn decode<T: serde::de::DeserializeOwned>(table: &'static str, doc: &str) -> Result<T, StoreError> {
@@ -94,34 +94,58 @@ impl Store {
     }
 
     /// What changed after `since` (microseconds): instances as (id, host id, updated at)
-    /// and operations as (id, updated at), oldest first, at most `limit` of each. The
-    /// server's change feed turns these into wake-ups, so waiters need not poll.
+    /// and operations as (id, updated at), at most `limit` of each. The server's change
+    /// feed turns these into wake-ups, so waiters need not poll.
     #[allow(clippy::type_complexity)]
     pub async fn changes_since(
         &self,
         since: i64,
         limit: i64,
     ) -> Result<(Vec<(String, Option<String>, i64)>, Vec<(String, i64)>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, host_id, updated_at FROM instances WHERE updated_at > $1 ORDER BY updated_at LIMIT $2",
-        )
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        let mut inst = Vec::with_capacity(rows.len());
-        for r in rows {
-            inst.push((r.try_get("id")?, r.try_get("host_id")?, r.try_get("updated_at")?));
+        // One row in all: the feed rereads a window of recent changes several times a
+        // second, and on SQLite every row is a hand-off between threads.
+        let (agg, sep, unit, cast) = match self.backend {
+            crate::store::Backend::Sqlite => ("group_concat", "char(30)", "char(31)", ""),
+            crate::store::Backend::Postgres => ("string_agg", "chr(30)", "chr(31)", "::text"),
+        };
+        let sql = format!(
+            "SELECT \
+             (SELECT {agg}(id || {unit} || COALESCE(host_id, '') || {unit} || updated_at{cast}, {sep}) FROM \
+               (SELECT id, host_id, updated_at FROM instances WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) i) \
+               AS instances, \
+             (SELECT {agg}(id || {unit} || updated_at{cast}, {sep}) FROM \
+               (SELECT id, updated_at FROM operations WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) o) \
+               AS operations"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since).bind(limit).fetch_one(&self.read).await?;
+        let rows = |col: &str| -> Result<Vec<Vec<String>>, StoreError> {
+            let all: Option<String> = row.try_get(col)?;
+            Ok(all
+                .as_deref()
+                .unwrap_or("")
+                .split('\u{1e}')
+                .filter(|r| !r.is_empty())
+                .map(|r| r.split('\u{1f}').map(str::to_string).collect())
+                .collect())
+        };
+        let at = |v: &str| -> Result<i64, StoreError> {
+            v.parse().map_err(|_| StoreError::Refused {
+                status: 500,
+                code: "corrupt_timestamp",
+                detail: format!("updated_at {v:?} is not a number"),
+            })
+        };
+        let mut inst = Vec::new();
+        for r in rows("instances")? {
+            if let [id, host, t] = &r[..] {
+                inst.push((id.clone(), Some(host.clone()).filter(|h| !h.is_empty()), at(t)?));
+            }
         }
-        let rows =
-            sqlx::query("SELECT id, updated_at FROM operations WHERE updated_at > $1 ORDER BY updated_at LIMIT $2")
-                .bind(since)
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?;
-        let mut ops = Vec::with_capacity(rows.len());
-        for r in rows {
-            ops.push((r.try_get("id")?, r.try_get("updated_at")?));
+        let mut ops = Vec::new();
+        for r in rows("operations")? {
+            if let [id, t] = &r[..] {
+                ops.push((id.clone(), at(t)?));
+            }
         }
         Ok((inst, ops))
     }
@@ -215,20 +239,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The saga parameters and whether cancellation was asked for.
-    pub async fn operation_saga(&self, op_id: &str) -> Result<Option<(String, bool)>, StoreError> {
-        let row = sqlx::query("SELECT saga, cancel_requested FROM operations WHERE id = $1")
+    /// An operation with its saga state and whether cancellation was asked for; None when
+    /// it does not exist or runs no saga.
+    pub async fn operation_saga(&self, op_id: &str) -> Result<Option<(Operation, String, bool)>, StoreError> {
+        let row = sqlx::query("SELECT doc, saga, cancel_requested FROM operations WHERE id = $1")
             .bind(op_id.to_string())
             .fetch_optional(&self.read)
             .await?;
-        Ok(match row {
-            Some(r) => {
-                let saga: Option<String> = r.try_get("saga")?;
-                let cancel: i64 = r.try_get("cancel_requested")?;
-                saga.map(|s| (s, cancel != 0))
-            }
-            None => None,
-        })
+        let Some(r) = row else { return Ok(None) };
+        let Some(saga) = r.try_get::<Option<String>, _>("saga")? else { return Ok(None) };
+        let op = decode("operations", &r.try_get::<String, _>("doc")?)?;
+        Ok(Some((op, saga, r.try_get::<i64, _>("cancel_requested")? != 0)))
     }
 
     /// Asks a running operation to stop at its next safe point.
@@ -309,42 +330,49 @@ impl Tx {
         direction: &str,
         output: Option<String>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO saga_log (operation_id, seq, step, direction, output, at) \
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM saga_log WHERE operation_id = $1",
-        )
-        .bind(op_id.to_string())
-        .bind(step.to_string())
-        .bind(direction.to_string())
-        .bind(output)
-        .bind(now_micros())
-        .execute(&mut *self.inner)
-        .await?;
-        Ok(())
+        let mut sql = Sql::new("INSERT INTO saga_log (operation_id, seq, step, direction, output, at) SELECT ");
+        let id = sql.arg(Val::text(op_id));
+        let rest = [Val::text(step), Val::text(direction), Val::Text(output), Val::Int(Some(now_micros()))];
+        let rest: Vec<String> = rest.into_iter().map(|v| sql.arg(v)).collect();
+        sql.push(&format!(
+            "{id}, COALESCE(MAX(seq), 0) + 1, {} FROM saga_log WHERE operation_id = {id}",
+            rest.join(", ")
+        ));
+        self.write_later(sql, "saga_log", "saga log entry").await
     }
 
     /// The allocations held on a host (locks the host row first on PostgreSQL so two
     /// claims on one host serialise).
     pub async fn host_for_claim(&mut self, host_id: &str) -> Result<Option<(Host, Vec<Allocation>)>, StoreError> {
-        let lock = self.lock();
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT doc FROM hosts WHERE id = $1{lock}")))
-            .bind(host_id.to_string())
-            .fetch_optional(&mut *self.inner)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let host: Host = decode("hosts", &row.try_get::<String, _>("doc")?)?;
-        // One row, not one per allocation: this runs inside every claim, and on SQLite each
-        // row is a hand-off between threads.
-        let agg = match self.backend {
+        // The allocations come back as one row, not one per allocation: this runs inside
+        // every claim, and on SQLite each row is a hand-off between threads.
+        let (host, docs) = match self.backend {
             crate::store::Backend::Sqlite => {
-                "SELECT group_concat(doc, char(30)) AS docs FROM allocations WHERE host_id = $1"
+                // One statement: SQLite's single writer already keeps other claims out.
+                let mut sql =
+                    Sql::new("SELECT doc, (SELECT group_concat(doc, char(30)) FROM allocations WHERE host_id = ");
+                let p = sql.arg(Val::text(host_id));
+                sql.push(&format!("{p}) AS docs FROM hosts WHERE id = {p}"));
+                let rows = self.fetch(sql).await?;
+                let Some(row) = rows.first() else { return Ok(None) };
+                (row.try_get::<String, _>("doc")?, row.try_get::<Option<String>, _>("docs")?)
             }
             crate::store::Backend::Postgres => {
-                "SELECT string_agg(doc, chr(30)) AS docs FROM allocations WHERE host_id = $1"
+                // The host row is locked first, so the allocations read next include those
+                // of any claim that held the lock before.
+                let row = sqlx::query("SELECT doc FROM hosts WHERE id = $1 FOR UPDATE")
+                    .bind(host_id.to_string())
+                    .fetch_optional(self.conn().await?)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let agg = sqlx::query("SELECT string_agg(doc, chr(30)) AS docs FROM allocations WHERE host_id = $1")
+                    .bind(host_id.to_string())
+                    .fetch_one(self.conn().await?)
+                    .await?;
+                (row.try_get::<String, _>("doc")?, agg.try_get::<Option<String>, _>("docs")?)
             }
         };
-        let row = sqlx::query(agg).bind(host_id.to_string()).fetch_one(&mut *self.inner).await?;
-        let docs: Option<String> = row.try_get("docs")?;
+        let host: Host = decode("hosts", &host)?;
         let mut allocs = Vec::new();
         for d in docs.as_deref().unwrap_or("").split('\u{1e}').filter(|d| !d.is_empty()) {
             allocs.push(decode("allocations", d)?);
@@ -358,7 +386,7 @@ impl Tx {
         let lock = self.lock();
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM placement_groups WHERE id = $1{lock}")))
             .bind(group_id.to_string())
-            .fetch_optional(&mut *self.inner)
+            .fetch_optional(self.conn().await?)
             .await?;
         let rows = sqlx::query(
             "SELECT i.id AS instance_id, i.host_id AS host_id, h.rack_id AS rack_id FROM instances i \
@@ -366,7 +394,7 @@ impl Tx {
              WHERE i.placement_group_id = $1 AND i.lifecycle <> 'deleted' ORDER BY i.id",
         )
         .bind(group_id.to_string())
-        .fetch_all(&mut *self.inner)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get("instance_id")?, r.try_get("host_id")?, r.try_get("rack_id")?))).collect()
     }

@@ -76,7 +76,7 @@ impl Store {
             "SELECT stream, acked, base, data FROM console_logs WHERE instance_id = $1{lock}"
         )))
         .bind(instance_id.to_string())
-        .fetch_optional(&mut *tx.inner)
+        .fetch_optional(tx.conn().await?)
         .await?
         .map(|r| -> Result<Row0, StoreError> {
             Ok(Row0 {
@@ -124,7 +124,7 @@ impl Store {
             .bind(cur.base)
             .bind(cur.data)
             .bind(now_micros())
-            .execute(&mut *tx.inner)
+            .execute(tx.conn().await?)
             .await?;
         tx.commit().await?;
         Ok(end)

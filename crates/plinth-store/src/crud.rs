@@ -11,6 +11,7 @@ use crate::writer::Writer;
 use chrono::Utc;
 use plinth_api::Page;
 use plinth_domain::authz::Scope;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 /// Appends the scope's tenant (and project) filter for `T`'s table.
@@ -51,7 +52,7 @@ fn encode<T: Resource>(item: &T) -> String {
 }
 
 /// The `INSERT` of a new object (with extra private columns) and its values.
-fn insert_sql<T: Resource>(item: &T, extra: &[(&'static str, Val)]) -> Sql {
+pub(crate) fn insert_sql<T: Resource>(item: &T, extra: &[(&'static str, Val)]) -> Sql {
     let mut cols = vec![
         ("id", Val::text(item.id())),
         ("generation", Val::Int(Some(item.generation()))),
@@ -77,19 +78,28 @@ pub(crate) async fn insert_tx<T: Resource>(
     Ok(())
 }
 
+/// The query for one object by id, visible in `scope`, with `lock` appended.
+pub(crate) fn get_sql<T: Resource>(scope: &Scope, id: &str, lock: &str) -> Sql {
+    let mut sql = Sql::new(format!("SELECT doc FROM {} WHERE 1=1", T::TABLE));
+    sql.cond("id =", Val::text(id));
+    scope_filter::<T>(&mut sql, scope);
+    sql.push(lock);
+    sql
+}
+
+/// The object in a row's `doc` column.
+pub(crate) fn decode_doc<T: Resource>(row: &AnyRow) -> Result<T, StoreError> {
+    decode(&row.try_get::<String, _>("doc")?)
+}
+
 pub(crate) async fn get_tx<T: Resource>(
     tx: &mut AnyConnection,
     scope: &Scope,
     id: &str,
     lock: &str,
 ) -> Result<T, StoreError> {
-    let mut sql = Sql::new(format!("SELECT doc FROM {} WHERE 1=1", T::TABLE));
-    sql.cond("id =", Val::text(id));
-    scope_filter::<T>(&mut sql, scope);
-    sql.push(lock);
-    let row = sql.query().fetch_optional(&mut *tx).await?;
-    match row {
-        Some(r) => decode(&r.try_get::<String, _>("doc")?),
+    match get_sql::<T>(scope, id, lock).query().fetch_optional(&mut *tx).await? {
+        Some(r) => decode_doc(&r),
         None => Err(StoreError::NotFound { kind: T::KIND, id: id.to_string() }),
     }
 }
@@ -101,11 +111,14 @@ pub(crate) async fn save_tx<T: Resource>(
     extra: &[(&'static str, Val)],
 ) -> Result<(), StoreError> {
     let old = item.generation();
-    item.set_meta(old + 1, Utc::now());
+    // One instant for the document and the column, so a writer can name the version it
+    // wrote (the change feed skips versions already announced).
+    let now = Utc::now();
+    item.set_meta(old + 1, now);
     let mut sql = Sql::new(format!("UPDATE {} SET ", T::TABLE));
     let mut sets = vec![
         ("generation", Val::Int(Some(old + 1))),
-        ("updated_at", Val::Int(Some(Utc::now().timestamp_micros()))),
+        ("updated_at", Val::Int(Some(now.timestamp_micros()))),
         ("doc", Val::Text(Some(encode(item)))),
     ];
     sets.extend(item.columns());

@@ -140,17 +140,17 @@ impl Store {
                 .await?;
             return row.map(|r| decode(&r.try_get::<String, _>("doc")?)).transpose();
         }
-        for owner in [image_owner_key(Some(project)), image_owner_key(None)] {
-            let row = sqlx::query("SELECT doc FROM images WHERE owner_key = $1 AND name = $2")
-                .bind(owner)
-                .bind(reference.to_string())
-                .fetch_optional(&self.read)
-                .await?;
-            if let Some(r) = row {
-                return Ok(Some(decode(&r.try_get::<String, _>("doc")?)?));
-            }
-        }
-        Ok(None)
+        // One query: the project's own image sorts before a public one of the same name.
+        let row = sqlx::query(
+            "SELECT doc FROM images WHERE owner_key IN ($1, $2) AND name = $3 \
+             ORDER BY CASE WHEN owner_key = $1 THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(image_owner_key(Some(project)))
+        .bind(image_owner_key(None))
+        .bind(reference.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| decode(&r.try_get::<String, _>("doc")?)).transpose()
     }
 
     /// The private `sources` column of an image (where its pending files come from), as
@@ -227,7 +227,7 @@ impl Tx {
         .bind(size_bytes as i64)
         .bind(format.to_string())
         .bind(now_micros())
-        .execute(&mut *self.inner)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -237,7 +237,7 @@ impl Tx {
         let lock = self.lock();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT sha256 FROM image_blobs WHERE sha256 = $1{lock}")))
             .bind(sha256.to_string())
-            .fetch_optional(&mut *self.inner)
+            .fetch_optional(self.conn().await?)
             .await?;
         Ok(row.is_some())
     }
@@ -246,7 +246,7 @@ impl Tx {
     pub async fn blob_referenced(&mut self, sha256: &str) -> Result<bool, StoreError> {
         let sql = format!("SELECT 1 AS x WHERE {}", referenced("$1"));
         let row =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sha256.to_string()).fetch_optional(&mut *self.inner).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sha256.to_string()).fetch_optional(self.conn().await?).await?;
         Ok(row.is_some())
     }
 
@@ -254,7 +254,7 @@ impl Tx {
     pub async fn forget_blob(&mut self, sha256: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM image_blobs WHERE sha256 = $1")
             .bind(sha256.to_string())
-            .execute(&mut *self.inner)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }

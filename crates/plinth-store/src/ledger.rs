@@ -158,7 +158,7 @@ impl Tx {
              FROM usage_records WHERE resource_id = $1 AND end_at IS NULL ORDER BY id{lock}"
         )))
         .bind(resource_id.to_string())
-        .fetch_all(&mut *self.inner)
+        .fetch_all(self.conn().await?)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -192,7 +192,7 @@ impl Tx {
                     .bind(*end)
                     .bind(*quantity)
                     .bind(id.clone())
-                    .execute(&mut *self.inner)
+                    .execute(self.conn().await?)
                     .await?;
             if done.rows_affected() != 1 {
                 return Err(StoreError::Refused {
@@ -205,7 +205,7 @@ impl Tx {
         if !plan.insert.is_empty() {
             let rows: Vec<(UsageRecord, Option<String>)> =
                 plan.insert.iter().map(|n| (record_of(owner, n, cause), None)).collect();
-            insert_sql(&rows).query().execute(&mut *self.inner).await?;
+            self.write_later(insert_sql(&rows), "usage_records", "usage record").await?;
         }
         Ok(())
     }
@@ -223,7 +223,7 @@ impl Tx {
             "SELECT last_seq, last_value FROM counter_sources WHERE source = $1{lock}"
         )))
         .bind(c.source.to_string())
-        .fetch_optional(&mut *self.inner)
+        .fetch_optional(self.conn().await?)
         .await?;
         let last = match last {
             Some(r) => Some((r.try_get::<i64, _>("last_seq")?, r.try_get::<i64, _>("last_value")?)),
@@ -240,7 +240,7 @@ impl Tx {
                 .bind(c.value)
                 .bind(now)
                 .bind(c.source.to_string())
-                .execute(&mut *self.inner)
+                .execute(self.conn().await?)
                 .await?;
         } else {
             sqlx::query(
@@ -250,7 +250,7 @@ impl Tx {
             .bind(c.seq)
             .bind(c.value)
             .bind(now)
-            .execute(&mut *self.inner)
+            .execute(self.conn().await?)
             .await?;
         }
         let rec = UsageRecord {
@@ -273,7 +273,7 @@ impl Tx {
             created_at: at_micros(now),
         };
         let key = format!("counter:{}#{}", c.source, c.seq);
-        insert_sql(&[(rec, Some(key))]).query().execute(&mut *self.inner).await?;
+        insert_sql(&[(rec, Some(key))]).query().execute(self.conn().await?).await?;
         Ok(true)
     }
 }

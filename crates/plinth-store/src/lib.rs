@@ -11,6 +11,7 @@
 mod audit;
 mod auth;
 mod billing;
+mod checkpoint;
 mod compute;
 mod console;
 mod crud;

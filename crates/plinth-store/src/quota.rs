@@ -5,7 +5,7 @@
 use crate::error::StoreError;
 use crate::resource::Val;
 use crate::sql::Sql;
-use crate::store::{Store, now_micros};
+use crate::store::{Backend, Store, now_micros};
 use crate::tx::Tx;
 use plinth_api::QuotaEntry;
 use sqlx::Row;
@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 impl Tx {
     /// Adds `deltas` to the usage of every scope in `scopes` (a tenant id and a project
     /// id) and refuses with [`StoreError::QuotaExceeded`] when a positive delta takes a
-    /// scope past its limit. Two statements, whatever the number of resources.
+    /// scope past its limit. Two statements, whatever the number of resources (one batch on
+    /// SQLite).
     pub async fn quota_charge(&mut self, scopes: &[&str], deltas: &[(String, i64)]) -> Result<(), StoreError> {
         let deltas: Vec<&(String, i64)> = deltas.iter().filter(|(_, d)| *d != 0).collect();
         if deltas.is_empty() || scopes.is_empty() {
@@ -31,20 +32,38 @@ impl Tx {
         sql.push(&tuples.join(", "));
         sql.push(
             " ON CONFLICT (scope_id, resource) DO UPDATE SET used = quota_usage.used + excluded.used \
-             RETURNING scope_id, resource, used",
+             RETURNING 'used' AS what, scope_id, resource, used AS amount",
         );
-        let rows = sql.query().fetch_all(&mut *self.inner).await?;
+        let mut limits = Sql::new(
+            "SELECT 'limit' AS what, scope_id, resource, max_value AS amount FROM quota_limits WHERE scope_id IN (",
+        );
+        let ps: Vec<String> = scopes.iter().map(|s| limits.arg(Val::text(*s))).collect();
+        limits.push(&ps.join(", "));
+        limits.push(") ORDER BY scope_id, resource");
+        let rows = match self.backend {
+            // One batch (with whatever the transaction queued before).
+            Backend::Sqlite => {
+                sql.append(&limits);
+                self.fetch(sql).await?
+            }
+            Backend::Postgres => {
+                let mut rows = self.fetch(sql).await?;
+                rows.extend(self.fetch(limits).await?);
+                rows
+            }
+        };
         let mut used: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut limit_rows = Vec::new();
         for r in rows {
-            used.insert((r.try_get("scope_id")?, r.try_get("resource")?), r.try_get("used")?);
+            let key: (String, String) = (r.try_get("scope_id")?, r.try_get("resource")?);
+            let amount: i64 = r.try_get("amount")?;
+            if r.try_get::<String, _>("what")? == "used" {
+                used.insert(key, amount);
+            } else {
+                limit_rows.push((key, amount));
+            }
         }
-        let mut sql = Sql::new("SELECT scope_id, resource, max_value FROM quota_limits WHERE scope_id IN (");
-        let ps: Vec<String> = scopes.iter().map(|s| sql.arg(Val::text(*s))).collect();
-        sql.push(&ps.join(", "));
-        sql.push(") ORDER BY scope_id, resource");
-        for r in sql.query().fetch_all(&mut *self.inner).await? {
-            let (scope, resource): (String, String) = (r.try_get("scope_id")?, r.try_get("resource")?);
-            let limit: i64 = r.try_get("max_value")?;
+        for ((scope, resource), limit) in limit_rows {
             let Some(d) = deltas.iter().find(|(n, _)| *n == resource).map(|(_, d)| *d) else { continue };
             let now = used.get(&(scope.clone(), resource.clone())).copied().unwrap_or(0);
             if d > 0 && now > limit {
@@ -100,7 +119,7 @@ impl Store {
             sqlx::query("DELETE FROM quota_limits WHERE scope_id = $1 AND resource = $2")
                 .bind(scope_id.to_string())
                 .bind(resource.clone())
-                .execute(&mut *tx.inner)
+                .execute(tx.conn().await?)
                 .await?;
             if let Some(l) = limit {
                 sqlx::query(
@@ -110,7 +129,7 @@ impl Store {
                 .bind(resource.clone())
                 .bind(*l)
                 .bind(now_micros())
-                .execute(&mut *tx.inner)
+                .execute(tx.conn().await?)
                 .await?;
             }
         }

@@ -36,6 +36,32 @@ impl Sql {
         self
     }
 
+    /// Appends `other` as one more statement (`;`-separated), its placeholders renumbered
+    /// to follow ours: one batch for SQLite, which runs every statement of a query in turn
+    /// (PostgreSQL takes one statement per query).
+    pub fn append(&mut self, other: &Sql) {
+        use std::fmt::Write;
+        let offset = self.binds.len();
+        if !self.text.is_empty() {
+            self.text.push_str(";\n");
+        }
+        // `$` only starts a placeholder here: the text is never user input.
+        let mut rest = other.text.as_str();
+        while let Some(i) = rest.find('$') {
+            self.text.push_str(&rest[..i]);
+            let digits = rest[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            match rest[i + 1..i + 1 + digits].parse::<usize>() {
+                Ok(n) => {
+                    let _ = write!(self.text, "${}", n + offset);
+                }
+                Err(_) => self.text.push('$'),
+            }
+            rest = &rest[i + 1 + digits..];
+        }
+        self.text.push_str(rest);
+        self.binds.extend(other.binds.iter().cloned());
+    }
+
     /// The query with every value bound.
     pub fn query(&self) -> Query<'_, Any, AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.clone()));
@@ -46,5 +72,30 @@ impl Sql {
             };
         }
         q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sql;
+    use crate::resource::Val;
+
+    #[test]
+    fn appended_statements_number_their_placeholders_after_the_batch() {
+        let mut a = Sql::new("INSERT INTO t (a, b) VALUES (");
+        let (p1, p2) = (a.arg(Val::text("x")), a.arg(Val::Int(Some(1))));
+        a.push(&format!("{p1}, {p2})"));
+        let mut b = Sql::new("SELECT json_extract(doc, '$.name') FROM t WHERE a = ");
+        let p = b.arg(Val::text("y"));
+        b.push(&format!("{p} AND b = {p}"));
+        a.append(&b);
+        assert_eq!(
+            a.text,
+            "INSERT INTO t (a, b) VALUES ($1, $2);\nSELECT json_extract(doc, '$.name') FROM t WHERE a = $3 AND b = $3"
+        );
+        assert_eq!(a.binds.len(), 3);
+        let mut empty = Sql::default();
+        empty.append(&b);
+        assert_eq!(empty.text, b.text, "nothing before: no separator, no renumbering");
     }
 }

@@ -1,5 +1,6 @@
 //! The [`Store`] handle: connection pools per backend, opening and readiness.
 
+use crate::checkpoint::{self, Checkpointer};
 use crate::error::StoreError;
 use crate::writer::Writer;
 use sqlx::AnyConnection;
@@ -30,6 +31,8 @@ pub struct Store {
     /// Microseconds added to the wall clock for lifecycle and metering times: zero, except
     /// where tests and demos move time on to cross a billing period.
     pub(crate) clock_offset: Arc<AtomicI64>,
+    /// SQLite: the background WAL checkpoint (stopped with the last clone).
+    pub(crate) checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -61,9 +64,16 @@ impl Store {
             };
             let mut conn = AnyConnection::connect(&url).await?;
             sqlite_pragmas(&mut conn).await?;
+            // Only the writer commits, so only its automatic checkpoint matters: a backstop
+            // behind the background one.
+            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA wal_autocheckpoint = {}", checkpoint::BACKSTOP_PAGES)))
+                .await?;
+            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA journal_size_limit = {}", checkpoint::WAL_SIZE_LIMIT)))
+                .await?;
             let write = Writer::sqlite(conn);
             let read = opts().max_connections(4).connect(&url).await?;
-            Store { backend: Backend::Sqlite, write, read, anchor_day: 1, clock_offset: Arc::default() }
+            let checkpointer = Some(Arc::new(Checkpointer::start(&url, write.clone()).await?));
+            Store { backend: Backend::Sqlite, write, read, anchor_day: 1, clock_offset: Arc::default(), checkpointer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool =
                 AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
@@ -73,6 +83,7 @@ impl Store {
                 read: pool,
                 anchor_day: 1,
                 clock_offset: Arc::default(),
+                checkpointer: None,
             }
         } else {
             return Err(StoreError::Refused {
@@ -148,6 +159,9 @@ impl Store {
 
     /// Closes the pools.
     pub async fn close(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.stop();
+        }
         self.write.close().await;
         self.read.close().await;
     }

@@ -134,6 +134,13 @@ pub(crate) enum WriteTx {
 }
 
 impl WriteTx {
+    /// Records that a `COMMIT` sent in a batch went through.
+    pub(crate) fn committed(&mut self) {
+        if let WriteTx::Sqlite(g) = self {
+            g.set_open(false);
+        }
+    }
+
     /// Commits.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
@@ -208,6 +215,20 @@ impl Writer {
                 // IMMEDIATE: take the write lock now, so a transaction that reads before it
                 // writes cannot be refused at its first write by another process's writer.
                 g.execute("BEGIN IMMEDIATE").await?;
+                Ok(WriteTx::Sqlite(g))
+            }
+        }
+    }
+
+    /// Begins a write transaction whose SQLite `BEGIN IMMEDIATE` the caller sends itself, in
+    /// one batch with its first statements (see `Tx`). The writer is locked and marked open
+    /// from here on, so the transaction is rolled back if dropped whatever was sent.
+    pub(crate) async fn begin_batched(&self) -> Result<WriteTx, sqlx::Error> {
+        match self {
+            Writer::Pool(_) => self.begin().await,
+            Writer::Sqlite(m) => {
+                let mut g = Self::lock_sqlite(m).await?;
+                g.set_open(true);
                 Ok(WriteTx::Sqlite(g))
             }
         }

@@ -59,6 +59,7 @@ on_both!(
     named_leases_have_one_holder,
     operation_leases_and_saga_logs,
     composed_transactions_roll_back_whole,
+    a_refused_write_in_a_transaction_is_reported_and_writes_nothing,
     images_are_seen_by_their_tenant_and_public_ones_by_all,
     blobs_are_collected_only_when_nothing_references_them,
 );
@@ -571,7 +572,8 @@ async fn operation_leases_and_saga_logs(store: Store) {
     assert_eq!(store.resumable_operations().await.unwrap().len(), 1, "an expired lease is resumable");
     assert!(store.lease_operation(op.id.as_str(), "srv_b", 60_000).await.unwrap(), "and taken over");
     store.request_cancel(op.id.as_str()).await.unwrap();
-    assert_eq!(store.operation_saga(op.id.as_str()).await.unwrap(), Some(("{}".to_string(), true)));
+    let (read, saga, cancel) = store.operation_saga(op.id.as_str()).await.unwrap().expect("a saga operation");
+    assert_eq!((read.id, saga.as_str(), cancel), (op.id.clone(), "{}", true));
 }
 
 async fn composed_transactions_roll_back_whole(store: Store) {
@@ -599,6 +601,44 @@ async fn composed_transactions_roll_back_whole(store: Store) {
     let other = tenant("other");
     let mut tx = store.begin().await.unwrap();
     assert!(matches!(tx.get::<Project>(&scope_of(&other), p.id.as_str()).await, Err(StoreError::NotFound { .. })));
+}
+
+/// Inserts in a transaction may go to the database only with its commit (SQLite batches
+/// them): a uniqueness refusal still names the object, whichever statement carried it, and
+/// nothing else the transaction wrote survives.
+async fn a_refused_write_in_a_transaction_is_reported_and_writes_nothing(store: Store) {
+    let t = tenant("acme");
+    store.insert(&t, &audit("tenants.create")).await.unwrap();
+    let taken = project(&t, "web");
+    store.insert(&taken, &audit("projects.create")).await.unwrap();
+    let before = store.list_audit(None, &AuditFilter::default(), 100, None).await.unwrap().items.len();
+
+    let first = project(&t, "db");
+    let op = operation("instance.create");
+    let mut tx = store.begin().await.unwrap();
+    tx.insert(&first, &[]).await.unwrap();
+    tx.audit(&audit("projects.create"), first.id.as_str(), Some(t.id.as_str()), 201).await.unwrap();
+    let refused = tx.insert(&project(&t, "web"), &[]).await.and(tx.insert(&op, &[]).await);
+    let out = match refused {
+        Err(e) => Err(e),
+        Ok(()) => tx.commit().await,
+    };
+    match out {
+        Err(StoreError::AlreadyExists { kind, .. }) => assert_eq!(kind, "project"),
+        other => panic!("a second project named web is refused as one, got {other:?}"),
+    }
+    assert!(store.get::<Project>(&Scope::Platform, first.id.as_str()).await.is_err(), "the first insert rolled back");
+    assert!(store.get::<Operation>(&Scope::Platform, op.id.as_str()).await.is_err(), "the later insert too");
+    let after = store.list_audit(None, &AuditFilter::default(), 100, None).await.unwrap().items.len();
+    assert_eq!(after, before, "and its audit record");
+
+    // The writer goes on: the same transaction again, without the duplicate, commits.
+    let mut tx = store.begin().await.unwrap();
+    tx.insert(&first, &[]).await.unwrap();
+    tx.insert(&op, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    let got: Project = store.get(&Scope::Platform, first.id.as_str()).await.unwrap();
+    assert_eq!(got.name, "db");
 }
 
 fn image(p: Option<&Project>, name: &str, status: ImageStatus, disk: Option<&str>) -> Image {

@@ -66,6 +66,7 @@ async fn live_instances(tx: &mut plinth_store::Tx, host: &HostId) -> ApiResult<V
 }
 
 async fn start_saga(
+    st: &AppState,
     tx: &mut plinth_store::Tx,
     caller: &Caller,
     host: &Host,
@@ -73,7 +74,7 @@ async fn start_saga(
 ) -> ApiResult<Option<Operation>> {
     let mut op = saga::new_operation(kind, host.id.as_str(), None, None, Some(&caller.principal.user_id), 0);
     let params = serde_json::to_value(HostParams { host_id: host.id.clone() }).unwrap_or_default();
-    saga::begin(tx, &mut op, kind, params, &[]).await?;
+    saga::begin(st, tx, &mut op, kind, params, &[]).await?;
     Ok(Some(op))
 }
 
@@ -99,9 +100,11 @@ pub async fn uncordon(State(st): State<AppState>, caller: Caller, Path(id): Path
     params(("id" = String, Path, description = "Host id")),
     responses((status = 202, description = "Draining; the operation lists every instance", body = HostAction)))]
 pub async fn drain(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let c = caller.clone();
-    transition(&st, &caller, &id, HostEvent::Drain, async move |tx, host| start_saga(tx, &c, host, "host.drain").await)
-        .await
+    let (c, s) = (caller.clone(), st.clone());
+    transition(&st, &caller, &id, HostEvent::Drain, async move |tx, host| {
+        start_saga(&s, tx, &c, host, "host.drain").await
+    })
+    .await
 }
 
 /// Put a drained host into maintenance.
@@ -154,7 +157,7 @@ pub async fn retire(State(st): State<AppState>, caller: Caller, Path(id): Path<S
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Fenced (202 when recovery starts)", body = HostAction)))]
 pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let c = caller.clone();
+    let (c, s) = (caller.clone(), st.clone());
     transition(&st, &caller, &id, HostEvent::AgentReady, async move |tx, host| {
         if !matches!(host.state, HostState::Unreachable | HostState::Failed) {
             return Err(ApiError::new(
@@ -170,7 +173,7 @@ pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<St
         host.fenced_by = Some(c.principal.user_id.clone());
         host.fenced_at = Some(Utc::now());
         if host.state == HostState::Failed && first {
-            return start_saga(tx, &c, host, "host.recover").await;
+            return start_saga(&s, tx, &c, host, "host.recover").await;
         }
         Ok(None)
     })
@@ -183,7 +186,7 @@ pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<St
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Failed (202 when recovery starts)", body = HostAction)))]
 pub async fn fail(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let c = caller.clone();
+    let (c, s) = (caller.clone(), st.clone());
     transition(&st, &caller, &id, HostEvent::DeclareFailed, async move |tx, host| {
         let recovering = tx
             .list_by::<Operation>(&Scope::Platform, "target", host.id.as_str())
@@ -191,7 +194,7 @@ pub async fn fail(State(st): State<AppState>, caller: Caller, Path(id): Path<Str
             .iter()
             .any(|o| o.kind == "host.recover");
         if host.fenced_at.is_some() && !recovering {
-            return start_saga(tx, &c, host, "host.recover").await;
+            return start_saga(&s, tx, &c, host, "host.recover").await;
         }
         Ok(None)
     })

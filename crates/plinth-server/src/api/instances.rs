@@ -291,7 +291,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     );
     let params = serde_json::to_value(InstanceParams { instance_id: inst.id.clone(), start: b.start.unwrap_or(true) })
         .unwrap_or_default();
-    saga::begin(&mut tx, &mut op, "instance.create", params, &["quota", "claim"]).await?;
+    saga::begin(&st, &mut tx, &mut op, "instance.create", params, &["quota", "claim"]).await?;
     let placed = format!(
         "shape {}, image {}, placed on host {}{}",
         inst.shape_name,
@@ -304,6 +304,8 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     tx.audit(&caller.audit(), inst.id.as_str(), Some(inst.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     st.signals.poke(&crate::signals::host_key(alloc.host_id.as_str()));
+    // An insert's `updated_at` column is the object's creation time.
+    st.signals.announce(&crate::signals::instance_key(inst.id.as_str()), inst.created_at.timestamp_micros());
     saga::spawn(&st, op.id.clone());
     Ok(accepted(&caller, inst, op))
 }
@@ -388,7 +390,7 @@ async fn act(
     let mut pokes = Pokes::default();
     let ev = lifecycle::event(&inst, plan.event.0, plan.event.1.clone(), Some(&op.id));
     lifecycle::save(&mut tx, &mut inst, true, vec![ev], Some(&op.id), &mut pokes).await?;
-    saga::begin(&mut tx, &mut op, plan.saga, plan.params, &[]).await?;
+    saga::begin(st, &mut tx, &mut op, plan.saga, plan.params, &[]).await?;
     tx.audit(&caller.audit(), id, Some(inst.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     pokes.send(&st.signals);
@@ -579,7 +581,7 @@ pub async fn resize(
     );
     let ev = lifecycle::event(&inst, "resize_requested", detail, Some(&op.id));
     lifecycle::save(&mut tx, &mut inst, true, vec![ev], Some(&op.id), &mut pokes).await?;
-    saga::begin(&mut tx, &mut op, "instance.converge", converge(&inst, ObservedState::Stopped, true), &[]).await?;
+    saga::begin(&st, &mut tx, &mut op, "instance.converge", converge(&inst, ObservedState::Stopped, true), &[]).await?;
     tx.audit(&caller.audit(), &id, Some(inst.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     for a in &released {

@@ -196,7 +196,7 @@ fn drain<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<
         }
         let mut failed = 0;
         for inst in &list {
-            if let Some((_, true)) = st.store.operation_saga(op.as_str()).await? {
+            if let Some((_, _, true)) = st.store.operation_saga(op.as_str()).await? {
                 return Err(StepError::new("cancelled", "the drain was aborted; instances already moved stay moved"));
             }
             set_item(st, op, inst.id.as_str(), "moving", None).await;

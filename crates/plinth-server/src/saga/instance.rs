@@ -70,12 +70,30 @@ pub async fn wait_observed(
     want: ObservedState,
     lenient: bool,
 ) -> Result<(), StepError> {
+    wait_observed_from(st, id, None, generation, want, lenient).await
+}
+
+/// [`wait_observed`], whose first look is at `read`, the instance as the caller just read
+/// it, rather than a fresh read.
+async fn wait_observed_from(
+    st: &AppState,
+    id: &InstanceId,
+    read: Option<Instance>,
+    generation: i64,
+    want: ObservedState,
+    lenient: bool,
+) -> Result<(), StepError> {
     let deadline = tokio::time::Instant::now() + st.config.step_timeout;
     let key = signals::instance_key(id.as_str());
+    let read = std::sync::Mutex::new(read);
     let out = st
         .signals
         .wait_for(&key, deadline, signals::MAX_POLL, || async {
-            let inst: Instance = st.store.get(&Scope::Platform, id.as_str()).await?;
+            let known = read.lock().ok().and_then(|mut r| r.take());
+            let inst: Instance = match known {
+                Some(i) => i,
+                None => st.store.get(&Scope::Platform, id.as_str()).await?,
+            };
             if let Some(o) = &inst.observed
                 && o.generation >= generation
             {
@@ -201,7 +219,8 @@ fn prepare<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFutur
             })
             .await?;
         }
-        wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Stopped, false).await
+        let (id, generation) = (inst.id.clone(), inst.spec_generation);
+        wait_observed_from(st, &id, Some(inst), generation, ObservedState::Stopped, false).await
     })
 }
 

@@ -118,8 +118,10 @@ pub fn new_operation(
 }
 
 /// Writes `op` as a saga of `kind` with `params`, recording `done_inline` as steps the
-/// request already completed inside this same transaction.
+/// request already completed inside this same transaction. The operation is written
+/// leased to this server: [`spawn`] it once the transaction commits.
 pub async fn begin(
+    st: &AppState,
     tx: &mut Tx,
     op: &mut Operation,
     kind: &str,
@@ -140,18 +142,34 @@ pub async fn begin(
         unwinding: false,
         error: None,
     };
-    tx.insert(op, &[("saga", Val::Text(Some(serde_json::to_string(&state).unwrap_or_default())))]).await?;
+    let lease_expires = plinth_store::now_micros() + st.config.lease_ttl.as_micros() as i64;
+    let cols = [
+        ("saga", Val::Text(Some(serde_json::to_string(&state).unwrap_or_default()))),
+        ("lease_owner", Val::text(&*st.owner)),
+        ("lease_expires", Val::Int(Some(lease_expires))),
+    ];
+    tx.insert(op, &cols).await?;
     for s in done_inline {
         tx.saga_append(op.id.as_str(), s, "do", None).await?;
     }
     Ok(())
 }
 
-/// Runs the saga of `op_id` in the background.
+/// Runs the saga of `op_id`, which this server [`begin`]s and holds the lease of, in the
+/// background.
 pub fn spawn(st: &AppState, op_id: OperationId) {
+    spawn_run(st, op_id, true);
+}
+
+/// Resumes the saga of `op_id` in the background, if its lease can be taken.
+pub fn resume(st: &AppState, op_id: OperationId) {
+    spawn_run(st, op_id, false);
+}
+
+fn spawn_run(st: &AppState, op_id: OperationId, leased: bool) {
     let st2 = st.clone();
     let key = op_id.0.clone();
-    let h = tokio::spawn(async move { run(st2, op_id).await });
+    let h = tokio::spawn(async move { run(st2, op_id, leased).await });
     st.tasks.track(&key, h.abort_handle());
 }
 
@@ -175,21 +193,21 @@ async fn save_state(tx: &mut Tx, op_id: &OperationId, s: &SagaState) -> Result<(
 }
 
 /// Drives a saga to its end. Returns at once when another live server holds its lease or
-/// this process already runs it.
-pub async fn run(st: AppState, op_id: OperationId) {
+/// this process already runs it. `leased`: the lease was written with the operation.
+pub async fn run(st: AppState, op_id: OperationId, leased: bool) {
     if !st.tasks.begin_saga(op_id.as_str()) {
         return;
     }
-    let result = drive(&st, &op_id).await;
+    let result = drive(&st, &op_id, leased).await;
     st.tasks.end_saga(op_id.as_str());
     if let Err(e) = result {
         tracing::warn!(operation = %op_id, "saga stopped early: {e}; it resumes when its lease expires");
     }
 }
 
-async fn drive(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
+async fn drive(st: &AppState, op_id: &OperationId, leased: bool) -> Result<(), StoreError> {
     let ttl = st.config.lease_ttl.as_millis() as i64;
-    if !st.store.lease_operation(op_id.as_str(), &st.owner, ttl).await? {
+    if !leased && !st.store.lease_operation(op_id.as_str(), &st.owner, ttl).await? {
         return Ok(());
     }
     // Keep the lease while the saga runs, in the same task: when the task dies (or is
@@ -210,8 +228,7 @@ async fn drive(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
 
 async fn steps(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
     loop {
-        let Some((raw, _cancel)) = st.store.operation_saga(op_id.as_str()).await? else { return Ok(()) };
-        let op: Operation = st.store.get(&Scope::Platform, op_id.as_str()).await?;
+        let Some((op, raw, _cancel)) = st.store.operation_saga(op_id.as_str()).await? else { return Ok(()) };
         if op.status.is_final() {
             return Ok(());
         }
