@@ -20,18 +20,18 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// How often the background checkpoint runs.
-pub(crate) const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(100);
 
 /// Log length (pages) past which the task makes the log start over.
-pub(crate) const RESTART_PAGES: i64 = 4_096;
+const RESTART_PAGES: i64 = 4_096;
 
 /// The writer's own automatic checkpoint (pages of WAL): only reached when the background
 /// task cannot keep up or is stopped.
-pub(crate) const BACKSTOP_PAGES: u32 = 65_536;
+const BACKSTOP_PAGES: u32 = 65_536;
 
 /// The WAL file is cut back to this size (bytes) after it starts over: above the size
 /// [`RESTART_PAGES`] gives it, so the usual cycle reuses the file without truncating it.
-pub(crate) const WAL_SIZE_LIMIT: u64 = 64 << 20;
+const WAL_SIZE_LIMIT: u64 = 64 << 20;
 
 /// The running checkpoint task; dropping it stops the task.
 #[derive(Debug)]
@@ -43,9 +43,11 @@ impl Checkpointer {
     pub(crate) async fn start(url: &str, writer: Writer) -> Result<Checkpointer, sqlx::Error> {
         let mut conn = connect_low_priority(url).await?;
         conn.execute("PRAGMA busy_timeout = 10000").await?;
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Checkpointer(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(TICK).await;
+                every.tick().await;
                 match checkpoint(&mut conn).await {
                     Ok(pages) if pages >= RESTART_PAGES => {
                         // Copy what came in meanwhile with the writer held, so the log is
@@ -75,6 +77,14 @@ impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sets the write connection's own checkpoint to the backstop: only the writer commits, so
+/// only its automatic checkpoint matters.
+pub(crate) async fn configure_writer(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}"))).await?;
+    conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}"))).await?;
+    Ok(())
 }
 
 /// Runs one `PASSIVE` checkpoint; returns the log's length in pages.

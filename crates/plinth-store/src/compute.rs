@@ -4,7 +4,7 @@
 
 use crate::error::StoreError;
 use crate::resource::Val;
-use crate::sql::Sql;
+use crate::sql::{Sql, packed, unpack};
 use crate::store::{Store, now_micros};
 use crate::tx::Tx;
 use plinth_api::{Allocation, Host, Instance, Operation};
@@ -104,48 +104,32 @@ impl Store {
     ) -> Result<(Vec<(String, Option<String>, i64)>, Vec<(String, i64)>), StoreError> {
         // One row in all: the feed rereads a window of recent changes several times a
         // second, and on SQLite every row is a hand-off between threads.
-        let (agg, sep, unit, cast) = match self.backend {
-            crate::store::Backend::Sqlite => ("group_concat", "char(30)", "char(31)", ""),
-            crate::store::Backend::Postgres => ("string_agg", "chr(30)", "chr(31)", "::text"),
-        };
         let sql = format!(
             "SELECT \
-             (SELECT {agg}(id || {unit} || COALESCE(host_id, '') || {unit} || updated_at{cast}, {sep}) FROM \
-               (SELECT id, host_id, updated_at FROM instances WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) i) \
-               AS instances, \
-             (SELECT {agg}(id || {unit} || updated_at{cast}, {sep}) FROM \
-               (SELECT id, updated_at FROM operations WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) o) \
-               AS operations"
+             (SELECT {} FROM (SELECT id, host_id, updated_at FROM instances \
+               WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) i) AS instances, \
+             (SELECT {} FROM (SELECT id, updated_at FROM operations \
+               WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) o) AS operations",
+            packed(self.backend, &["id", "COALESCE(host_id, '')", "CAST(updated_at AS TEXT)"]),
+            packed(self.backend, &["id", "CAST(updated_at AS TEXT)"]),
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since).bind(limit).fetch_one(&self.read).await?;
-        let rows = |col: &str| -> Result<Vec<Vec<String>>, StoreError> {
-            let all: Option<String> = row.try_get(col)?;
-            Ok(all
-                .as_deref()
-                .unwrap_or("")
-                .split('\u{1e}')
-                .filter(|r| !r.is_empty())
-                .map(|r| r.split('\u{1f}').map(str::to_string).collect())
-                .collect())
+        let (instances, operations): (Option<String>, Option<String>) =
+            (row.try_get("instances")?, row.try_get("operations")?);
+        let bad = |what: &str| StoreError::Corrupt {
+            table: "instances/operations",
+            source: serde::de::Error::custom(format!("change feed row: {what}")),
         };
-        let at = |v: &str| -> Result<i64, StoreError> {
-            v.parse().map_err(|_| StoreError::Refused {
-                status: 500,
-                code: "corrupt_timestamp",
-                detail: format!("updated_at {v:?} is not a number"),
-            })
-        };
+        let at = |v: &str| v.parse::<i64>().map_err(|_| bad("updated_at"));
         let mut inst = Vec::new();
-        for r in rows("instances")? {
-            if let [id, host, t] = &r[..] {
-                inst.push((id.clone(), Some(host.clone()).filter(|h| !h.is_empty()), at(t)?));
-            }
+        for f in unpack(instances.as_deref()) {
+            let [id, host, t] = f[..] else { return Err(bad("count")) };
+            inst.push((id.to_string(), Some(host.to_string()).filter(|h| !h.is_empty()), at(t)?));
         }
         let mut ops = Vec::new();
-        for r in rows("operations")? {
-            if let [id, t] = &r[..] {
-                ops.push((id.clone(), at(t)?));
-            }
+        for f in unpack(operations.as_deref()) {
+            let [id, t] = f[..] else { return Err(bad("count")) };
+            ops.push((id.to_string(), at(t)?));
         }
         Ok((inst, ops))
     }
@@ -346,11 +330,11 @@ impl Tx {
     pub async fn host_for_claim(&mut self, host_id: &str) -> Result<Option<(Host, Vec<Allocation>)>, StoreError> {
         // The allocations come back as one row, not one per allocation: this runs inside
         // every claim, and on SQLite each row is a hand-off between threads.
+        let allocations = format!("SELECT {} FROM allocations WHERE host_id = ", packed(self.backend, &["doc"]));
         let (host, docs) = match self.backend {
             crate::store::Backend::Sqlite => {
                 // One statement: SQLite's single writer already keeps other claims out.
-                let mut sql =
-                    Sql::new("SELECT doc, (SELECT group_concat(doc, char(30)) FROM allocations WHERE host_id = ");
+                let mut sql = Sql::new(format!("SELECT doc, ({allocations}"));
                 let p = sql.arg(Val::text(host_id));
                 sql.push(&format!("{p}) AS docs FROM hosts WHERE id = {p}"));
                 let rows = self.fetch(sql).await?;
@@ -365,17 +349,17 @@ impl Tx {
                     .fetch_optional(self.conn().await?)
                     .await?;
                 let Some(row) = row else { return Ok(None) };
-                let agg = sqlx::query("SELECT string_agg(doc, chr(30)) AS docs FROM allocations WHERE host_id = $1")
+                let agg = sqlx::query(sqlx::AssertSqlSafe(format!("{allocations}$1")))
                     .bind(host_id.to_string())
                     .fetch_one(self.conn().await?)
                     .await?;
-                (row.try_get::<String, _>("doc")?, agg.try_get::<Option<String>, _>("docs")?)
+                (row.try_get::<String, _>("doc")?, agg.try_get::<Option<String>, _>(0)?)
             }
         };
         let host: Host = decode("hosts", &host)?;
         let mut allocs = Vec::new();
-        for d in docs.as_deref().unwrap_or("").split('\u{1e}').filter(|d| !d.is_empty()) {
-            allocs.push(decode("allocations", d)?);
+        for f in unpack(docs.as_deref()) {
+            allocs.push(decode("allocations", f[0])?);
         }
         Ok(Some((host, allocs)))
     }

@@ -10,7 +10,7 @@
 use crate::crud::scope_cols;
 use crate::error::StoreError;
 use crate::resource::Val;
-use crate::sql::Sql;
+use crate::sql::{Sql, packed, unpack};
 use crate::store::{Store, now_micros};
 use crate::tx::Tx;
 use plinth_api::{Meter, Page, ProjectId, TenantId, UsageRecord, UsageRecordId};
@@ -338,10 +338,6 @@ impl Store {
     pub async fn usage_for_rating(&self, tenant_id: &str, period_start: i64) -> Result<Vec<UsageRecord>, StoreError> {
         // One row holding every record (fields split by U+001F, records by U+001E): on
         // SQLite each row is a hand-off between threads, and a tenant has thousands.
-        let (sep, agg) = match self.backend {
-            crate::store::Backend::Sqlite => ("char(31)", "group_concat(r, char(30))"),
-            crate::store::Backend::Postgres => ("chr(31)", "string_agg(r, chr(30))"),
-        };
         let fields = [
             "id",
             "project_id",
@@ -355,10 +351,9 @@ impl Store {
             "COALESCE(CAST(quantity AS TEXT), '')",
             "CAST(first_start AS TEXT)",
         ];
-        let row = fields.join(&format!(" || {sep} || "));
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {agg} AS recs FROM (SELECT {row} AS r FROM usage_records \
-             WHERE tenant_id = $1 AND period_start = $2) t"
+            "SELECT {} AS recs FROM usage_records WHERE tenant_id = $1 AND period_start = $2",
+            packed(self.backend, &fields)
         )))
         .bind(tenant_id.to_string())
         .bind(period_start)
@@ -370,8 +365,7 @@ impl Store {
         let bad = |what: &str| corrupt(serde::de::Error::custom(format!("usage record field {what}")));
         let int = |s: &str, what: &str| s.parse::<i64>().map_err(|_| bad(what));
         let mut out = Vec::new();
-        for rec in all.as_deref().unwrap_or("").split('\u{1e}').filter(|r| !r.is_empty()) {
-            let f: Vec<&str> = rec.split('\u{1f}').collect();
+        for f in unpack(all.as_deref()) {
             let [id, project, resource, kind, meter, dimension, start, end, mult, qty, first] = f[..] else {
                 return Err(bad("count"));
             };

@@ -1,6 +1,7 @@
 //! A small builder for portable SQL with numbered `$n` placeholders and their values.
 
 use crate::resource::Val;
+use crate::store::Backend;
 use sqlx::Any;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -73,6 +74,22 @@ impl Sql {
         }
         q
     }
+}
+
+/// The aggregate that packs many rows into one value: `fields` (SQL text expressions)
+/// joined by U+001F, rows by U+001E. On SQLite every row a query returns is a hand-off
+/// between threads, so hot reads of many rows return one ([`unpack`] splits it).
+pub(crate) fn packed(backend: Backend, fields: &[&str]) -> String {
+    let (unit, rec, agg) = match backend {
+        Backend::Sqlite => ("char(31)", "char(30)", "group_concat"),
+        Backend::Postgres => ("chr(31)", "chr(30)", "string_agg"),
+    };
+    format!("{agg}({}, {rec})", fields.join(&format!(" || {unit} || ")))
+}
+
+/// The rows of a [`packed`] value (None when there were none), each as its fields.
+pub(crate) fn unpack(all: Option<&str>) -> impl Iterator<Item = Vec<&str>> {
+    all.unwrap_or("").split('\u{1e}').filter(|r| !r.is_empty()).map(|r| r.split('\u{1f}').collect())
 }
 
 #[cfg(test)]

@@ -64,12 +64,7 @@ impl Store {
             };
             let mut conn = AnyConnection::connect(&url).await?;
             sqlite_pragmas(&mut conn).await?;
-            // Only the writer commits, so only its automatic checkpoint matters: a backstop
-            // behind the background one.
-            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA wal_autocheckpoint = {}", checkpoint::BACKSTOP_PAGES)))
-                .await?;
-            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA journal_size_limit = {}", checkpoint::WAL_SIZE_LIMIT)))
-                .await?;
+            checkpoint::configure_writer(&mut conn).await?;
             let write = Writer::sqlite(conn);
             let read = opts().max_connections(4).connect(&url).await?;
             let checkpointer = Some(Arc::new(Checkpointer::start(&url, write.clone()).await?));

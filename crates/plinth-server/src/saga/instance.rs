@@ -78,46 +78,47 @@ pub async fn wait_observed(
 async fn wait_observed_from(
     st: &AppState,
     id: &InstanceId,
-    read: Option<Instance>,
+    mut read: Option<Instance>,
     generation: i64,
     want: ObservedState,
     lenient: bool,
 ) -> Result<(), StepError> {
     let deadline = tokio::time::Instant::now() + st.config.step_timeout;
     let key = signals::instance_key(id.as_str());
-    let read = std::sync::Mutex::new(read);
     let out = st
         .signals
-        .wait_for(&key, deadline, signals::MAX_POLL, || async {
-            let known = read.lock().ok().and_then(|mut r| r.take());
-            let inst: Instance = match known {
-                Some(i) => i,
-                None => st.store.get(&Scope::Platform, id.as_str()).await?,
-            };
-            if let Some(o) = &inst.observed
-                && o.generation >= generation
-            {
-                if o.state == want {
-                    return Ok(Some(()));
-                }
-                if o.state == ObservedState::Failed && want != ObservedState::Absent {
-                    return Err(StepError::new(
-                        "guest_failed",
-                        format!("the guest failed on its host: {}", o.detail.clone().unwrap_or_default()),
-                    ));
-                }
-            }
-            if let Some(h) = &inst.host_id {
-                let state = st.store.host_state(h.as_str()).await?;
-                let lost = [HostState::Unreachable, HostState::Failed, HostState::Retired];
-                if state.as_deref().is_none_or(|s| lost.iter().any(|l| l.as_str() == s)) {
-                    if lenient {
+        .wait_for(&key, deadline, signals::MAX_POLL, move || {
+            let known = read.take();
+            async move {
+                let inst: Instance = match known {
+                    Some(i) => i,
+                    None => st.store.get(&Scope::Platform, id.as_str()).await?,
+                };
+                if let Some(o) = &inst.observed
+                    && o.generation >= generation
+                {
+                    if o.state == want {
                         return Ok(Some(()));
                     }
-                    return Err(StepError::new("host_unreachable", format!("host {h} stopped reporting")));
+                    if o.state == ObservedState::Failed && want != ObservedState::Absent {
+                        return Err(StepError::new(
+                            "guest_failed",
+                            format!("the guest failed on its host: {}", o.detail.clone().unwrap_or_default()),
+                        ));
+                    }
                 }
+                if let Some(h) = &inst.host_id {
+                    let state = st.store.host_state(h.as_str()).await?;
+                    let lost = [HostState::Unreachable, HostState::Failed, HostState::Retired];
+                    if state.as_deref().is_none_or(|s| lost.iter().any(|l| l.as_str() == s)) {
+                        if lenient {
+                            return Ok(Some(()));
+                        }
+                        return Err(StepError::new("host_unreachable", format!("host {h} stopped reporting")));
+                    }
+                }
+                Ok::<_, StepError>(None)
             }
-            Ok::<_, StepError>(None)
         })
         .await?;
     match out {
