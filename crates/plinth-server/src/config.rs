@@ -28,7 +28,8 @@ pub struct ServerConfig {
     pub randomize_top: u32,
     /// Period of the reconcilers.
     pub reconcile_period: Duration,
-    /// `kind:step` names (`instance.create:prepare`) whose step fails on purpose (tests).
+    /// `kind:step` names (`instance.create:prepare`) whose step fails on purpose, or
+    /// `kind:step:undo` (`instance.create:claim:undo`) whose undo does (tests).
     pub failpoints: BTreeSet<String>,
     /// Where image files are kept (`{blob_dir}/sha256/<hex>`). Replicas must share it.
     /// None: the image endpoints answer `503 images_unavailable`.
@@ -77,7 +78,7 @@ impl ServerConfig {
     /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP`,
     /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES`, `PLINTH_BILLING_ANCHOR_DAY` (1–28),
     /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
-    /// (comma-separated `kind:step`).
+    /// (comma-separated `kind:step` or `kind:step:undo`).
     pub fn from_env() -> ServerConfig {
         let mut c = ServerConfig::default();
         if let Some(d) = secs("PLINTH_HEARTBEAT_INTERVAL_S") {

@@ -221,6 +221,8 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::new(store, config);
+    // Hold this server's lease before any saga it starts can be seen as resumable.
+    saga::hold_server_lease(&state).await.map_err(std::io::Error::other)?;
     let background = start_background(&state);
     let out = axum::serve(listener, app_with(state.clone())).with_graceful_shutdown(shutdown).await;
     for h in background {
@@ -235,6 +237,7 @@ pub fn start_background(st: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = vec![
         tokio::spawn(scheduler::refresh_loop(st.clone())),
         tokio::spawn(signals::change_feed(st.clone(), std::time::Duration::from_millis(500))),
+        tokio::spawn(saga::keep_server_lease(st.clone())),
     ];
     handles.extend(reconcilers::start(st));
     handles

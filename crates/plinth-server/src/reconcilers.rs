@@ -26,7 +26,7 @@ use plinth_domain::authz::Scope;
 use plinth_domain::host_state::{self, HostEvent};
 use plinth_store::StoreError;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -48,19 +48,43 @@ pub struct Tasks {
     status: Mutex<BTreeMap<String, BackgroundTask>>,
     triggers: Mutex<BTreeMap<String, std::sync::Arc<Notify>>>,
     sagas: Mutex<HashSet<String>>,
-    spawned: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
+    orphans: Mutex<BTreeSet<String>>,
+    spawned: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+}
+
+/// A saga this process drives. Dropping it (the saga returns, or its task is aborted as in
+/// a crash) forgets the saga; a saga whose task panicked is left for `stuck_operations`.
+pub struct SagaGuard<'a> {
+    tasks: &'a Tasks,
+    op: String,
+}
+
+impl Drop for SagaGuard<'_> {
+    fn drop(&mut self) {
+        self.tasks.sagas.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.op);
+        self.tasks.spawned.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.op);
+        if std::thread::panicking() {
+            self.tasks.orphan(&self.op);
+        }
+    }
 }
 
 impl Tasks {
-    /// Marks a saga as driven here; false if it already is.
-    pub fn begin_saga(&self, op: &str) -> bool {
-        self.sagas.lock().unwrap_or_else(|e| e.into_inner()).insert(op.to_string())
+    /// Marks a saga as driven here; None if it already is.
+    pub fn begin_saga(&self, op: &str) -> Option<SagaGuard<'_>> {
+        if !self.sagas.lock().unwrap_or_else(|e| e.into_inner()).insert(op.to_string()) {
+            return None;
+        }
+        Some(SagaGuard { tasks: self, op: op.to_string() })
     }
-    /// The saga is no longer driven here.
-    pub fn end_saga(&self, op: &str) {
-        self.sagas.lock().unwrap_or_else(|e| e.into_inner()).remove(op);
-        self.spawned.lock().unwrap_or_else(|e| e.into_inner()).remove(op);
+
+    /// A saga this server holds stopped before its end (a store error, an undo that must be
+    /// retried, a panic): `stuck_operations` resumes it on its next run. Another server's
+    /// would be resumed when its lease expires; this server's lease does not.
+    pub fn orphan(&self, op: &str) {
+        self.orphans.lock().unwrap_or_else(|e| e.into_inner()).insert(op.to_string());
     }
+
     /// Remembers a saga task so a stopping server can stop it (as a crash would).
     pub fn track(&self, op: &str, h: tokio::task::AbortHandle) {
         let mut m = self.spawned.lock().unwrap_or_else(|e| e.into_inner());
@@ -73,7 +97,8 @@ impl Tasks {
     /// Stops every saga task of this process; their leases expire and another server (or
     /// the next start) resumes them.
     pub fn abort_sagas(&self) {
-        for (_, h) in self.spawned.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        let spawned: Vec<_> = self.spawned.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for (_, h) in spawned {
             h.abort();
         }
     }
@@ -292,7 +317,9 @@ async fn orphan_sweeper(st: &AppState) -> Result<Value, StoreError> {
 
 async fn stuck_operations(st: &AppState) -> Result<Value, StoreError> {
     let mut resumed = 0;
-    for id in st.store.resumable_operations().await? {
+    let mut ids: BTreeSet<String> = std::mem::take(&mut *st.tasks.orphans.lock().unwrap_or_else(|e| e.into_inner()));
+    ids.extend(st.store.resumable_operations().await?);
+    for id in ids {
         if st.tasks.driving(&id) {
             continue;
         }

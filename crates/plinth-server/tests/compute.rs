@@ -252,6 +252,10 @@ async fn a_saga_resumes_after_the_server_restarts() {
         i["spec_generation"].as_i64() == Some(1)
     })
     .await;
+    // Time passing is what is tested here: the waiting saga keeps its lease well past the
+    // lease time, so nothing (another server's stuck-operation detector) could take it.
+    tokio::time::sleep(config.lease_ttl * 4).await;
+    assert!(srv.store.resumable_operations().await.unwrap().is_empty(), "the running saga's lease is renewed");
     let operator = srv.operator.clone();
     let dir = srv.stop();
     let url = format!("sqlite://{}/plinth.db", dir.path().display());
@@ -264,6 +268,36 @@ async fn a_saga_resumes_after_the_server_restarts() {
         srv.get(&format!("/v1/instances/{}", id(&v["instance"]))).token(&tok).send().await.ok(200)["state"],
         "running"
     );
+}
+
+#[tokio::test]
+async fn a_saga_whose_undo_keeps_failing_is_retried_by_its_own_server() {
+    let failpoints = ["instance.create:prepare", "instance.create:claim:undo"].map(String::from).into();
+    let srv = TestServer::start_with(ServerConfig { failpoints, ..ServerConfig::default() }).await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let op = srv
+        .wait_until(&tok, &format!("/v1/operations/{}", op_of(&v)), "the undo given up for now", |o| {
+            o["message"].as_str().is_some_and(|m| m.starts_with("undo incomplete, will retry"))
+        })
+        .await;
+    assert_eq!(op["status"], "running", "not final while an undo is owed: {op}");
+    // This server's lease is live, so no other server would take the saga over: its own
+    // stuck-operation detector resumes it (once its task has let go of it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run =
+            srv.post("/v1/system/background-tasks/stuck_operations/run").token(&srv.operator).send().await.ok(200);
+        if run["resumed"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never resumed: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let allocs = srv.list_all(&srv.operator, &format!("/v1/hosts/{}/allocations", host.id)).await;
+    assert_eq!(allocs.len(), 1, "the claim is still held until its undo succeeds: {allocs:?}");
 }
 
 #[tokio::test]

@@ -194,11 +194,13 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
-    /// Operations not yet final whose lease is free or expired: work to resume.
+    /// Operations not yet final whose saga no live server holds: work to resume. A server
+    /// is live while its own named lease (named by its owner id, [`Store::take_lease`]) is.
     pub async fn resumable_operations(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id FROM operations WHERE status IN ('pending', 'running') AND saga IS NOT NULL \
-             AND (lease_expires IS NULL OR lease_expires < $1) ORDER BY id",
+            "SELECT id FROM operations o WHERE status IN ('pending', 'running') AND saga IS NOT NULL \
+             AND (lease_owner IS NULL OR NOT EXISTS \
+                 (SELECT 1 FROM leases l WHERE l.name = o.lease_owner AND l.expires_at >= $1)) ORDER BY id",
         )
         .bind(now_micros())
         .fetch_all(&self.read)
@@ -206,18 +208,16 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
-    /// Takes or renews the lease on an operation for `owner` for `ttl_ms`; false when
-    /// another live owner holds it.
-    pub async fn lease_operation(&self, op_id: &str, owner: &str, ttl_ms: i64) -> Result<bool, StoreError> {
-        let now = now_micros();
+    /// Takes the saga of an operation for the server `owner`; false when another live
+    /// server holds it.
+    pub async fn lease_operation(&self, op_id: &str, owner: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE operations SET lease_owner = $1, lease_expires = $2 \
-             WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_expires < $4)",
+            "UPDATE operations SET lease_owner = $1 WHERE id = $2 AND (lease_owner IS NULL OR lease_owner = $1 \
+             OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = operations.lease_owner AND l.expires_at >= $3))",
         )
         .bind(owner.to_string())
-        .bind(now + ttl_ms * 1000)
         .bind(op_id.to_string())
-        .bind(now)
+        .bind(now_micros())
         .execute(&mut *self.write.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -264,7 +264,18 @@ impl Store {
             .collect()
     }
 
-    /// Takes or renews the named lease (singleton background work across replicas).
+    /// Forgets leases expired before `cutoff_micros`: a missing lease and an expired one
+    /// mean the same, so this only keeps the table from growing with every server start.
+    pub async fn forget_expired_leases(&self, cutoff_micros: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM leases WHERE expires_at < $1")
+            .bind(cutoff_micros)
+            .execute(&mut *self.write.conn().await?)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Takes or renews the named lease (singleton background work across replicas, and
+    /// each server's own liveness, named by its owner id).
     pub async fn take_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<bool, StoreError> {
         let now = now_micros();
         let mut tx = self.write.begin().await?;

@@ -565,12 +565,20 @@ async fn operation_leases_and_saga_logs(store: Store) {
     assert_eq!(log.iter().map(|e| e.step.as_str()).collect::<Vec<_>>(), ["quota", "claim"]);
     assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(store.resumable_operations().await.unwrap(), vec![op.id.0.clone()], "never leased: resumable");
-    assert!(store.lease_operation(op.id.as_str(), "srv_a", 60_000).await.unwrap());
-    assert!(!store.lease_operation(op.id.as_str(), "srv_b", 60_000).await.unwrap(), "held by srv_a");
-    assert!(store.resumable_operations().await.unwrap().is_empty(), "a live lease is not resumable");
-    assert!(store.lease_operation(op.id.as_str(), "srv_a", -1).await.unwrap());
-    assert_eq!(store.resumable_operations().await.unwrap().len(), 1, "an expired lease is resumable");
-    assert!(store.lease_operation(op.id.as_str(), "srv_b", 60_000).await.unwrap(), "and taken over");
+    // A server holds a saga while its own lease (named by its owner id) is live.
+    assert!(store.take_lease("srv_a", "srv_a", 60_000).await.unwrap());
+    assert!(store.lease_operation(op.id.as_str(), "srv_a").await.unwrap());
+    assert!(!store.lease_operation(op.id.as_str(), "srv_b").await.unwrap(), "held by srv_a");
+    assert!(store.resumable_operations().await.unwrap().is_empty(), "a live server's saga is not resumable");
+    assert!(store.take_lease("srv_a", "srv_a", -1).await.unwrap());
+    assert_eq!(store.resumable_operations().await.unwrap().len(), 1, "a dead server's saga is resumable");
+    assert!(store.lease_operation(op.id.as_str(), "srv_b").await.unwrap(), "and taken over");
+    assert!(store.lease_operation(op.id.as_str(), "srv_b").await.unwrap(), "its holder takes it again");
+    assert_eq!(store.resumable_operations().await.unwrap().len(), 1, "srv_b has no lease of its own yet");
+    assert!(store.take_lease("srv_b", "srv_b", 60_000).await.unwrap());
+    assert!(store.resumable_operations().await.unwrap().is_empty());
+    assert_eq!(store.forget_expired_leases(now_micros()).await.unwrap(), 1, "srv_a's lease is forgotten");
+    assert!(!store.lease_operation(op.id.as_str(), "srv_a").await.unwrap(), "srv_b still holds the saga");
     store.request_cancel(op.id.as_str()).await.unwrap();
     let (read, saga, cancel) = store.operation_saga(op.id.as_str()).await.unwrap().expect("a saga operation");
     assert_eq!((read.id, saga.as_str(), cancel), (op.id.clone(), "{}", true));

@@ -76,11 +76,12 @@ fn check_image(image: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Resolves an instance's image reference for `project` — an image id, or a name (the
-/// project's own image first, then a public one) — to what the instance boots. An image
-/// the project may not use is answered as one that does not exist.
-async fn boot_source(st: &AppState, project: &ProjectId, reference: &str, disk_gib: u64) -> ApiResult<BootSource> {
-    let image = st.store.image_for_project(project, reference).await?.ok_or_else(|| {
+/// What an instance boots from the image its reference found for its project
+/// ([`plinth_store::Store::image_for_project`]: an image id, or a name, the project's own
+/// image first, then a public one). An image the project may not use is answered as one
+/// that does not exist.
+fn boot_source(found: Option<Image>, reference: &str, disk_gib: u64) -> ApiResult<BootSource> {
+    let image = found.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "image_not_found",
@@ -183,11 +184,19 @@ pub async fn list(
     responses((status = 202, description = "Placed; the operation follows preparation and start", body = InstanceAccepted)))]
 pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<InstanceCreate>) -> ApiResult<Response> {
     check_create(&b)?;
-    let project: Project = st.store.get(&caller.scope(), b.project_id.as_str()).await?;
+    // The reads that need only the request run together; their answers are checked in
+    // order, the project's first.
+    let scope = caller.scope();
+    let (project, shape, image) = tokio::join!(
+        st.store.get::<Project>(&scope, b.project_id.as_str()),
+        shape_named(&st, &b.shape),
+        st.store.image_for_project(&b.project_id, &b.image)
+    );
+    let project = project?;
     if !caller.principal.can_write_in(&project.tenant_id, Some(&project.id)) {
         return Err(ApiError::forbidden("creating instances in this project"));
     }
-    let shape = shape_named(&st, &b.shape).await?;
+    let shape = shape?;
     if let Some(rc) = b.runtime_class
         && rc != shape.runtime_class
     {
@@ -197,13 +206,16 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         )
         .with_constraint(json!({ "field": "runtime_class", "rule": "matches-shape" })));
     }
-    let group = match &b.placement_group_id {
+    // The group and the budgets of the project's tenant are read together, too.
+    let group = async {
+        match &b.placement_group_id {
+            Some(g) => st.store.get::<PlacementGroup>(&scope, g.as_str()).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (group, budget) = tokio::join!(group, crate::billing::check_budget(&st, &project.tenant_id));
+    let group = match group.map_err(|e| super::reference(e, "placement_group_id"))? {
         Some(g) => {
-            let g: PlacementGroup = st
-                .store
-                .get(&caller.scope(), g.as_str())
-                .await
-                .map_err(|e| super::reference(e, "placement_group_id"))?;
             if g.project_id != project.id {
                 return Err(ApiError::invalid(
                     "invalid_reference",
@@ -215,7 +227,8 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         }
         None => None,
     };
-    let boot = boot_source(&st, &project.id, &b.image, shape.disk_gib).await?;
+    let boot = boot_source(image?, &b.image, shape.disk_gib)?;
+    budget?;
     let now = Utc::now();
     let mut inst = Instance {
         id: InstanceId::generate(),
@@ -258,7 +271,6 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     };
     // Saga steps `quota` and `claim`, inline: the quota is charged in the claim's
     // transaction, so concurrent creates cannot pass it.
-    crate::billing::check_budget(&st, &inst.tenant_id).await?;
     injected(&st, "instance.create:quota")?;
     injected(&st, "instance.create:claim")?;
     let mut req = request_for(&inst);
@@ -487,7 +499,7 @@ pub async fn rebuild(
     if !caller.principal.can_write_in(&cur.tenant_id, Some(&cur.project_id)) {
         return Err(ApiError::forbidden("acting on instances in this project"));
     }
-    let boot = boot_source(&st, &cur.project_id, &b.image, cur.disk_gib).await?;
+    let boot = boot_source(st.store.image_for_project(&cur.project_id, &b.image).await?, &b.image, cur.disk_gib)?;
     act(&st, &caller, &id, Action::Rebuild, |i| {
         need_host(i)?;
         let from = std::mem::replace(&mut i.image, b.image.clone());

@@ -2,14 +2,20 @@
 //! a fixed list of steps, each with an undo, whose progress is a durable log
 //! (`saga_log`) written in the same transaction as the step's completion.
 //!
-//! The executor runs a saga under a lease on its operation row, so exactly one server
-//! drives it; a server that dies leaves its lease to expire and the stuck-operation
-//! detector (or the next start) resumes the saga from its log. A step failure unwinds:
+//! An operation's `lease_owner` names the server that drives its saga, and a server holds
+//! its sagas while its own lease (a row of `leases` named by its owner id, renewed every
+//! third of `lease_ttl` by [`keep_server_lease`]: one write however many sagas run) is
+//! live. A server that dies leaves that lease to expire, and the stuck-operation detector
+//! of any server (or the next start) takes its sagas over and resumes them from their
+//! logs; a saga that stopped early in a live server (a store error, an undo to retry, a
+//! panic) is resumed by that server's own detector. (`operations.lease_expires`, from
+//! when each saga renewed its own lease, is no longer written.) A step failure unwinds:
 //! the undo of every completed step runs, newest first. Steps must be idempotent — a crash
 //! between a step's effect and its log entry runs the step again.
 //!
-//! Fail points (`ServerConfig::failpoints`, `kind:step`) make a step fail on purpose so
-//! tests can prove that unwinding leaves nothing behind.
+//! Fail points (`ServerConfig::failpoints`, `kind:step`, or `kind:step:undo` for a step's
+//! undo) make a step fail on purpose so tests can prove that unwinding leaves nothing
+//! behind, and that an undo that keeps failing is retried.
 
 pub mod host;
 pub mod instance;
@@ -142,11 +148,9 @@ pub async fn begin(
         unwinding: false,
         error: None,
     };
-    let lease_expires = plinth_store::now_micros() + st.config.lease_ttl.as_micros() as i64;
     let cols = [
         ("saga", Val::Text(Some(serde_json::to_string(&state).unwrap_or_default()))),
         ("lease_owner", Val::text(&*st.owner)),
-        ("lease_expires", Val::Int(Some(lease_expires))),
     ];
     tx.insert(op, &cols).await?;
     for s in done_inline {
@@ -195,34 +199,41 @@ async fn save_state(tx: &mut Tx, op_id: &OperationId, s: &SagaState) -> Result<(
 /// Drives a saga to its end. Returns at once when another live server holds its lease or
 /// this process already runs it. `leased`: the lease was written with the operation.
 pub async fn run(st: AppState, op_id: OperationId, leased: bool) {
-    if !st.tasks.begin_saga(op_id.as_str()) {
-        return;
-    }
-    let result = drive(&st, &op_id, leased).await;
-    st.tasks.end_saga(op_id.as_str());
+    let Some(guard) = st.tasks.begin_saga(op_id.as_str()) else { return };
+    let result = match leased {
+        true => steps(&st, &op_id).await,
+        false => match st.store.lease_operation(op_id.as_str(), &st.owner).await {
+            Ok(true) => steps(&st, &op_id).await,
+            other => other.map(|_| ()),
+        },
+    };
+    drop(guard);
     if let Err(e) = result {
-        tracing::warn!(operation = %op_id, "saga stopped early: {e}; it resumes when its lease expires");
+        // This server still holds the saga: `stuck_operations` resumes it on its next run.
+        tracing::warn!(operation = %op_id, "saga stopped early: {e}; it will be resumed");
+        st.tasks.orphan(op_id.as_str());
     }
 }
 
-async fn drive(st: &AppState, op_id: &OperationId, leased: bool) -> Result<(), StoreError> {
+/// Takes or renews this server's own lease, which holds every saga it drives: one write
+/// per renewal however many sagas run. Forgets leases expired for a day.
+pub async fn hold_server_lease(st: &AppState) -> Result<(), StoreError> {
     let ttl = st.config.lease_ttl.as_millis() as i64;
-    if !leased && !st.store.lease_operation(op_id.as_str(), &st.owner, ttl).await? {
-        return Ok(());
-    }
-    // Keep the lease while the saga runs, in the same task: when the task dies (or is
-    // aborted, as in a crash) the renewals stop with it.
-    let renew = async {
-        loop {
-            tokio::time::sleep(st.config.lease_ttl / 3).await;
-            if !matches!(st.store.lease_operation(op_id.as_str(), &st.owner, ttl).await, Ok(true)) {
-                tracing::warn!(operation = %op_id, "lost the lease on a running saga");
-            }
+    st.store.take_lease(&st.owner, &st.owner, ttl).await?;
+    let day = 86_400_000_000;
+    st.store.forget_expired_leases(plinth_store::now_micros() - day).await?;
+    Ok(())
+}
+
+/// Renews this server's lease every third of the lease time ([`hold_server_lease`]).
+pub async fn keep_server_lease(st: AppState) {
+    let mut tick = tokio::time::interval(st.config.lease_ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = hold_server_lease(&st).await {
+            tracing::warn!("could not renew this server's lease (its sagas may be taken over): {e}");
         }
-    };
-    tokio::select! {
-        out = steps(st, op_id) => out,
-        never = renew => never,
     }
 }
 
@@ -293,9 +304,15 @@ async fn unwind(st: &AppState, op_id: &OperationId, def: &SagaDef, state: &mut S
     for name in done {
         let Some(step) = def.steps.iter().find(|s| s.name == name) else { continue };
         if let Some(undo) = step.undo {
+            let point = format!("{}:{}:undo", def.kind, step.name);
             let mut attempt = 0;
             loop {
-                match undo(st, op_id, &state.params).await {
+                let outcome = if st.config.failpoints.contains(&point) {
+                    Err(StepError::new("injected_failure", format!("fail point {point}")))
+                } else {
+                    undo(st, op_id, &state.params).await
+                };
+                match outcome {
                     Ok(()) => break,
                     Err(e) if attempt < 3 => {
                         attempt += 1;
