@@ -94,8 +94,9 @@ impl Tasks {
         m.insert(op.to_string(), h);
     }
 
-    /// Stops every saga task of this process; their leases expire and another server (or
-    /// the next start) resumes them.
+    /// Stops every saga task of this process (as a crash would): once this server's lease
+    /// expires (its renewal stops with the server), another server or the next start
+    /// resumes them.
     pub fn abort_sagas(&self) {
         let spawned: Vec<_> = self.spawned.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
         for (_, h) in spawned {
