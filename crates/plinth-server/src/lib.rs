@@ -222,7 +222,7 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let state = AppState::new(store, config);
     // Hold this server's lease before any saga it starts can be seen as resumable.
-    saga::hold_server_lease(&state).await.map_err(std::io::Error::other)?;
+    saga::take_server_lease(&state).await.map_err(std::io::Error::other)?;
     let background = start_background(&state);
     let out = axum::serve(listener, app_with(state.clone())).with_graceful_shutdown(shutdown).await;
     for h in background {

@@ -240,7 +240,11 @@ async fn a_guest_that_cannot_boot_unwinds_the_create() {
 
 #[tokio::test]
 async fn a_saga_resumes_after_the_server_restarts() {
-    let config = ServerConfig { lease_ttl: Duration::from_millis(500), ..ServerConfig::default() };
+    let config = ServerConfig {
+        lease_ttl: Duration::from_millis(500),
+        reconcile_period: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
     let srv = TestServer::start_with(config.clone()).await;
     let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
     srv.shape("small", 2, 2048).await;
@@ -252,9 +256,19 @@ async fn a_saga_resumes_after_the_server_restarts() {
         i["spec_generation"].as_i64() == Some(1)
     })
     .await;
-    // Time passing is what is tested here: the waiting saga keeps its lease well past the
-    // lease time, so nothing (another server's stuck-operation detector) could take it.
-    tokio::time::sleep(config.lease_ttl * 4).await;
+    // The waiting saga keeps its lease well past the lease time: wait for a stuck-operation
+    // run that starts 4 lease times from now; nothing (on any server) could take it then.
+    let after = chrono::Utc::now() + config.lease_ttl * 4;
+    srv.wait_until(&srv.operator, "/v1/system/background-tasks", "a stuck-operation run past the lease time", |t| {
+        t.as_array().unwrap().iter().any(|t| {
+            t["name"] == "stuck_operations"
+                && t["last_started_at"]
+                    .as_str()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .is_some_and(|at| at > after)
+        })
+    })
+    .await;
     assert!(srv.store.resumable_operations().await.unwrap().is_empty(), "the running saga's lease is renewed");
     let operator = srv.operator.clone();
     let dir = srv.stop();
@@ -273,29 +287,20 @@ async fn a_saga_resumes_after_the_server_restarts() {
 #[tokio::test]
 async fn a_saga_whose_undo_keeps_failing_is_retried_by_its_own_server() {
     let failpoints = ["instance.create:prepare", "instance.create:claim:undo"].map(String::from).into();
-    let srv = TestServer::start_with(ServerConfig { failpoints, ..ServerConfig::default() }).await;
+    let config = ServerConfig { failpoints, reconcile_period: Duration::from_millis(200), ..ServerConfig::default() };
+    let srv = TestServer::start_with(config).await;
     let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
     srv.shape("small", 2, 2048).await;
     let (tok, project) = srv.tenant_project("acme").await;
     let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
-    let op = srv
-        .wait_until(&tok, &format!("/v1/operations/{}", op_of(&v)), "the undo given up for now", |o| {
-            o["message"].as_str().is_some_and(|m| m.starts_with("undo incomplete, will retry"))
-        })
-        .await;
+    let path = format!("/v1/operations/{}", op_of(&v));
+    let gave_up = |o: &Value| o["message"].as_str().is_some_and(|m| m.starts_with("undo incomplete, will retry"));
+    let op = srv.wait_until(&tok, &path, "the undo given up for now", gave_up).await;
     assert_eq!(op["status"], "running", "not final while an undo is owed: {op}");
     // This server's lease is live, so no other server would take the saga over: its own
-    // stuck-operation detector resumes it (once its task has let go of it).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let run =
-            srv.post("/v1/system/background-tasks/stuck_operations/run").token(&srv.operator).send().await.ok(200);
-        if run["resumed"] == 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never resumed: {run}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // stuck-operation detector resumes it, and the undo is tried (and given up) again.
+    let first = op["generation"].as_i64().unwrap();
+    srv.wait_until(&tok, &path, "the undo tried again", |o| gave_up(o) && o["generation"].as_i64() > Some(first)).await;
     let allocs = srv.list_all(&srv.operator, &format!("/v1/hosts/{}/allocations", host.id)).await;
     assert_eq!(allocs.len(), 1, "the claim is still held until its undo succeeds: {allocs:?}");
 }

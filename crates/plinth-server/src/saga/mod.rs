@@ -200,13 +200,13 @@ async fn save_state(tx: &mut Tx, op_id: &OperationId, s: &SagaState) -> Result<(
 /// this process already runs it. `leased`: the lease was written with the operation.
 pub async fn run(st: AppState, op_id: OperationId, leased: bool) {
     let Some(guard) = st.tasks.begin_saga(op_id.as_str()) else { return };
-    let result = match leased {
-        true => steps(&st, &op_id).await,
-        false => match st.store.lease_operation(op_id.as_str(), &st.owner).await {
-            Ok(true) => steps(&st, &op_id).await,
-            other => other.map(|_| ()),
-        },
-    };
+    let result = async {
+        match leased || st.store.lease_operation(op_id.as_str(), &st.owner).await? {
+            true => steps(&st, &op_id).await,
+            false => Ok(()),
+        }
+    }
+    .await;
     drop(guard);
     if let Err(e) = result {
         // This server still holds the saga: `stuck_operations` resumes it on its next run.
@@ -215,13 +215,18 @@ pub async fn run(st: AppState, op_id: OperationId, leased: bool) {
     }
 }
 
-/// Takes or renews this server's own lease, which holds every saga it drives: one write
-/// per renewal however many sagas run. Forgets leases expired for a day.
-pub async fn hold_server_lease(st: &AppState) -> Result<(), StoreError> {
-    let ttl = st.config.lease_ttl.as_millis() as i64;
-    st.store.take_lease(&st.owner, &st.owner, ttl).await?;
+/// Takes this server's own lease, which holds every saga it drives, before it serves;
+/// forgets leases expired for a day (earlier servers').
+pub async fn take_server_lease(st: &AppState) -> Result<(), StoreError> {
+    hold_server_lease(st).await?;
     let day = 86_400_000_000;
     st.store.forget_expired_leases(plinth_store::now_micros() - day).await?;
+    Ok(())
+}
+
+/// Renews this server's lease: one write however many sagas it drives.
+async fn hold_server_lease(st: &AppState) -> Result<(), StoreError> {
+    st.store.take_lease(&st.owner, &st.owner, st.config.lease_ttl.as_millis() as i64).await?;
     Ok(())
 }
 
