@@ -169,7 +169,7 @@ impl AgentClient {
                 reason: "the scheme must be http or https".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let http = plinth_client::connect::builder()
             .user_agent(user_agent)
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
