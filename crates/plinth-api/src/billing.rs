@@ -132,6 +132,7 @@ pub struct UsageQuery {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     /// Largest number of records to return (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -525,9 +526,15 @@ pub struct CommitmentCreate {
     pub tenant_id: TenantId,
     pub meter: Meter,
     pub dimension: String,
+    /// Units reserved (1–100,000).
+    #[schema(minimum = 1, maximum = 100000)]
     pub count: i64,
     pub start_at: DateTime<Utc>,
+    /// After `start_at`, and at most 3,653 days (ten years) after it: the term is written
+    /// to the ledger as one record per billing period.
     pub end_at: DateTime<Utc>,
+    /// Price of one unit-hour, in micro-units (0–1,000,000,000,000).
+    #[schema(minimum = 0, maximum = 1e12)]
     pub hourly_price_micros: i64,
 }
 

@@ -422,8 +422,10 @@ pub struct ConsoleQuery {
     /// Start here (default: the last `limit` bytes).
     pub offset: Option<u64>,
     /// At most this many bytes (default 65536, at most 1 MiB).
+    #[param(minimum = 1, maximum = 1048576)]
     pub limit: Option<u64>,
     /// Long-poll: when nothing is past `offset`, wait up to this many seconds (at most 60)
     /// for more.
+    #[param(maximum = 60)]
     pub wait: Option<u64>,
 }

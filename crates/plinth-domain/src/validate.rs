@@ -1,6 +1,7 @@
 //! Input validation: names, labels, traits, quantities, shapes and images. Each refusal
 //! names the field and the rule that refused it, so the API can say exactly why.
 
+use plinth_api::billing::CommitmentCreate;
 use plinth_api::images::{ImageBoot, ImageCreate, ImageFileRole, ImageFileSource};
 use plinth_api::shapes::{CpuPolicy, Hugepages, RuntimeClass, ShapeCreate};
 use std::collections::BTreeMap;
@@ -139,6 +140,35 @@ pub fn quantity(field: &str, value: u64, min: u64, max: u64) -> Result<(), Inval
     }
     if value > max {
         return Err(invalid(field, "max", "invalid_quantity", format!("{value} is above the maximum of {max}")));
+    }
+    Ok(())
+}
+
+/// Longest commitment term, in days: ten years, so a term writes at most 122 monthly
+/// ledger records (AWS and Azure sell one, three and five years).
+pub const MAX_COMMITMENT_DAYS: i64 = 3653;
+/// Most units one commitment may reserve.
+pub const MAX_COMMITMENT_COUNT: u64 = 100_000;
+/// Highest hourly price of one committed unit, in micro-units (1,000,000.00 an hour).
+pub const MAX_HOURLY_PRICE_MICROS: u64 = 1_000_000_000_000;
+
+/// Checks a commitment's count, price and term (it ends after it starts, and lasts at
+/// most [`MAX_COMMITMENT_DAYS`]): its term expands into one ledger record per period.
+pub fn commitment(c: &CommitmentCreate) -> Result<(), Invalid> {
+    quantity("count", u64::try_from(c.count).unwrap_or(0), 1, MAX_COMMITMENT_COUNT)?;
+    let price = u64::try_from(c.hourly_price_micros)
+        .map_err(|_| invalid("hourly_price_micros", "min", "invalid_quantity", "cannot be negative".into()))?;
+    quantity("hourly_price_micros", price, 0, MAX_HOURLY_PRICE_MICROS)?;
+    if c.end_at <= c.start_at {
+        return Err(invalid("end_at", "after-start", "invalid_value", "end_at must be after start_at".into()));
+    }
+    if c.end_at - c.start_at > chrono::Duration::days(MAX_COMMITMENT_DAYS) {
+        return Err(invalid(
+            "end_at",
+            "max-term",
+            "invalid_value",
+            format!("a commitment lasts at most {MAX_COMMITMENT_DAYS} days (ten years) from start_at"),
+        ));
     }
     Ok(())
 }

@@ -130,8 +130,11 @@ impl From<StoreError> for ApiError {
             )
             .with_constraint(json!({ "rule": "quota", "scope": scope, "resource": resource, "limit": limit,
                 "used": used, "requested": requested })),
-            StoreError::DanglingReference(d) => {
-                ApiError::invalid("invalid_reference", format!("a referenced object does not exist ({d})"))
+            StoreError::DanglingReference { kind, cause } => {
+                // The database's words stay in the log: they name tables, not the caller's input.
+                tracing::debug!(request_id = %current_request_id(), "dangling reference writing {kind}: {cause}");
+                ApiError::invalid("invalid_reference", format!("{kind}: an object it refers to does not exist"))
+                    .with_constraint(json!({ "rule": "exists" }))
             }
             StoreError::Refused { status, code, detail } => {
                 ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, detail)

@@ -17,9 +17,10 @@ pub enum StoreError {
     /// Something still refers to the object.
     #[error("{kind} {id} is still referenced by {dependent}")]
     HasDependents { kind: &'static str, id: String, dependent: &'static str },
-    /// A reference names an object that does not exist.
-    #[error("a referenced object does not exist: {0}")]
-    DanglingReference(String),
+    /// A reference names an object that does not exist. `kind` is what was being written;
+    /// `cause` is the database's own words, for logs only: it never reaches a client.
+    #[error("{kind}: a referenced object does not exist ({cause})")]
+    DanglingReference { kind: &'static str, cause: String },
     /// A refusal with its own code (used tokens, expired tokens, …).
     #[error("{detail}")]
     Refused { status: u16, code: &'static str, detail: String },
@@ -31,10 +32,30 @@ pub enum StoreError {
     Corrupt { table: &'static str, source: serde_json::Error },
     /// The database failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A migration failed.
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+}
+
+/// PostgreSQL's code for a NUL byte (or other bytes its encoding refuses) in text.
+const PG_CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+
+impl From<sqlx::Error> for StoreError {
+    /// A database error; text the database cannot hold (a NUL byte, which PostgreSQL
+    /// refuses in any text value) is the caller's input, refused as such.
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some(PG_CHARACTER_NOT_IN_REPERTOIRE)
+        {
+            return StoreError::Refused {
+                status: 422,
+                code: "invalid_value",
+                detail: "text may not contain NUL (U+0000) characters".into(),
+            };
+        }
+        StoreError::Database(e)
+    }
 }
 
 impl StoreError {
@@ -44,9 +65,9 @@ impl StoreError {
                 return StoreError::AlreadyExists { kind, detail: "an object with that name already exists".into() };
             }
             if db.is_foreign_key_violation() {
-                return StoreError::DanglingReference(db.message().to_string());
+                return StoreError::DanglingReference { kind, cause: db.message().to_string() };
             }
         }
-        StoreError::Database(e)
+        e.into()
     }
 }

@@ -21,16 +21,38 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 /// The tenant whose billing the caller asks about: the given one (operators, or the
-/// caller's own), else the caller's. Project-only members do not see tenant billing.
-fn billing_tenant(caller: &Caller, given: Option<&str>) -> ApiResult<TenantId> {
+/// caller's own), else the caller's. Project-only members do not see tenant billing. A
+/// tenant an operator names must exist (`404` naming it): a read never writes a draft for
+/// a tenant that does not exist.
+async fn billing_tenant(st: &AppState, caller: &Caller, given: Option<&str>) -> ApiResult<TenantId> {
     match caller.scope() {
-        Scope::Platform => given.map(|t| TenantId(t.to_string())).ok_or_else(|| {
-            ApiError::invalid("missing_field", "tenant_id is required for operators")
-                .with_constraint(json!({ "field": "tenant_id", "rule": "required" }))
-        }),
+        Scope::Platform => match given {
+            Some(t) => known_tenant(st, t).await,
+            None => Err(ApiError::invalid("missing_field", "tenant_id is required for operators")
+                .with_constraint(json!({ "field": "tenant_id", "rule": "required" }))),
+        },
         Scope::Tenant { tenant_id, projects: None } if given.is_none_or(|g| g == tenant_id.as_str()) => Ok(tenant_id),
         _ => Err(ApiError::forbidden("reading this tenant's billing")),
     }
+}
+
+/// The tenant an operator named, which must exist.
+async fn known_tenant(st: &AppState, t: &str) -> ApiResult<TenantId> {
+    let found: Tenant = st.store.get(&Scope::Platform, t).await.map_err(|e| match e {
+        plinth_store::StoreError::NotFound { .. } => ApiError::not_found("tenant", &format!("{t:?}"))
+            .with_constraint(json!({ "field": "tenant_id", "rule": "exists" })),
+        other => other.into(),
+    })?;
+    Ok(found.id)
+}
+
+/// The scope of a billing read: one tenant's (the caller's, or the one an operator
+/// named), or every tenant's for an operator who named none.
+async fn billing_scope(st: &AppState, caller: &Caller, given: Option<&str>) -> ApiResult<Scope> {
+    Ok(match (caller.scope(), given) {
+        (Scope::Platform, None) => Scope::Platform,
+        _ => Scope::Tenant { tenant_id: billing_tenant(st, caller, given).await?, projects: None },
+    })
 }
 
 /// Filters of `GET /v1/invoices`.
@@ -43,8 +65,9 @@ pub struct InvoiceFilter {
     pub period: Option<String>,
 }
 
-/// List invoices and credit notes in id (creation) order. A tenant's current draft is
-/// recomputed first.
+/// List invoices and credit notes in id (creation) order. When the list is one tenant's
+/// (a tenant's own, or an operator's `tenant_id`), that tenant's current draft is
+/// recomputed first, so it is always in the list.
 #[utoipa::path(get, path = "/v1/invoices", tag = "billing", operation_id = "invoice_list",
     params(PageParams, InvoiceFilter),
     responses((status = 200, description = "Invoices and credit notes", body = Page<Invoice>)))]
@@ -55,17 +78,10 @@ pub async fn list(
     Query(f): Query<InvoiceFilter>,
 ) -> ApiResult<Out<Page<Invoice>>> {
     let pg = Paging::from(&p)?;
-    let scope = match (&caller.scope(), &f.tenant_id) {
-        (Scope::Platform, Some(t)) => Scope::Tenant { tenant_id: TenantId(t.clone()), projects: None },
-        (Scope::Platform, None) => Scope::Platform,
-        _ => {
-            let t = billing_tenant(&caller, f.tenant_id.as_deref())?;
-            if pg.cursor.is_none() {
-                billing::invoice_for(&st, &t, &billing::current_period(&st)).await?;
-            }
-            Scope::Tenant { tenant_id: t, projects: None }
-        }
-    };
+    let scope = billing_scope(&st, &caller, f.tenant_id.as_deref()).await?;
+    if let (Scope::Tenant { tenant_id, .. }, None) = (&scope, &pg.cursor) {
+        billing::invoice_for(&st, tenant_id, &billing::current_period(&st)).await?;
+    }
     let mut filters = vec![];
     if let Some(p) = &f.period {
         filters.push(("period", period_param(&st, Some(p))?.start.format("%Y-%m-%d").to_string()));
@@ -90,7 +106,7 @@ pub async fn current(
     caller: Caller,
     Query(q): Query<CurrentQuery>,
 ) -> ApiResult<Out<Invoice>> {
-    let t = billing_tenant(&caller, q.tenant_id.as_deref())?;
+    let t = billing_tenant(&st, &caller, q.tenant_id.as_deref()).await?;
     let period = period_param(&st, q.period.as_deref())?;
     Ok(Out(billing::invoice_for(&st, &t, &period).await?))
 }
@@ -205,11 +221,7 @@ pub async fn reconciliation(
     Query(q): Query<PeriodQuery>,
 ) -> ApiResult<Out<ReconciliationReport>> {
     let period = period_param(&st, q.period.as_deref())?;
-    let scope = match (caller.scope(), &q.tenant_id) {
-        (Scope::Platform, Some(t)) => Scope::Tenant { tenant_id: TenantId(t.clone()), projects: None },
-        (Scope::Platform, None) => Scope::Platform,
-        _ => Scope::Tenant { tenant_id: billing_tenant(&caller, q.tenant_id.as_deref())?, projects: None },
-    };
+    let scope = billing_scope(&st, &caller, q.tenant_id.as_deref()).await?;
     Ok(Out(billing::reconciliation(&st, &scope, &period).await?))
 }
 
@@ -220,11 +232,10 @@ pub async fn reconciliation(
 pub async fn export(State(st): State<AppState>, caller: Caller, Query(q): Query<PeriodQuery>) -> ApiResult<Response> {
     let period = period_param(&st, q.period.as_deref())?;
     let tenants: Vec<TenantId> = match (caller.scope(), &q.tenant_id) {
-        (Scope::Platform, Some(t)) => vec![TenantId(t.clone())],
         (Scope::Platform, None) => {
             st.store.tenants_with_usage(period.start.timestamp_micros()).await?.into_iter().map(TenantId).collect()
         }
-        _ => vec![billing_tenant(&caller, q.tenant_id.as_deref())?],
+        _ => vec![billing_tenant(&st, &caller, q.tenant_id.as_deref()).await?],
     };
     let format = q.format.as_deref().unwrap_or("focus");
     if !matches!(format, "csv" | "focus") {
@@ -402,7 +413,7 @@ pub async fn account(
     Path(id): Path<String>,
 ) -> ApiResult<Out<BillingAccount>> {
     let t: Tenant = st.store.get(&caller.scope(), &id).await?;
-    let t = billing_tenant(&caller, Some(t.id.as_str()))?;
+    let t = billing_tenant(&st, &caller, Some(t.id.as_str())).await?;
     Ok(Out(st.store.billing_account(t.as_str()).await?.unwrap_or(BillingAccount {
         tenant_id: t,
         price_book: billing::DEFAULT_BOOK.into(),

@@ -257,15 +257,7 @@ pub async fn create_commitment(
         ));
     }
     validate::text("dimension", &b.dimension, 128)?;
-    positive("count", b.count)?;
-    if b.hourly_price_micros < 0 {
-        return Err(ApiError::invalid("invalid_value", "hourly_price_micros cannot be negative")
-            .with_constraint(json!({ "field": "hourly_price_micros", "rule": ">= 0" })));
-    }
-    if b.end_at <= b.start_at {
-        return Err(ApiError::invalid("invalid_value", "end_at must be after start_at")
-            .with_constraint(json!({ "field": "end_at", "rule": "> start_at" })));
-    }
+    validate::commitment(&b)?;
     let now = Utc::now();
     let c = Commitment {
         id: CommitmentId::generate(),

@@ -51,6 +51,19 @@ impl TestServer {
         Self::serve_on(store, config, operator, dir).await
     }
 
+    /// Like [`TestServer::start`], on a fresh PostgreSQL database of the server named by
+    /// `PLINTH_TEST_DATABASE_URL`; None when it is not set.
+    pub async fn start_on_postgres() -> Option<TestServer> {
+        let admin = std::env::var("PLINTH_TEST_DATABASE_URL").ok()?;
+        let name = format!("plinth_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let url = plinth_store::Store::create_postgres_database(&admin, &name).await.expect("create database");
+        let store = plinth_store::Store::open(&url).await.expect("open store");
+        let operator =
+            plinth_server::bootstrap(&store).await.expect("bootstrap").expect("an empty platform bootstraps");
+        let dir = tempfile::tempdir().expect("tempdir");
+        Some(Self::serve_on(store, plinth_server::ServerConfig::default(), operator, dir).await)
+    }
+
     /// A server over an existing store (a restart on the same database).
     pub async fn serve_on(
         store: plinth_store::Store,
