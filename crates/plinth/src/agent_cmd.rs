@@ -120,20 +120,22 @@ pub async fn run(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
 
 /// Creates a join token good for `uses` enrolments, as the operator.
 async fn create_join_token(server: &str, operator_token: &str, uses: u32, n: u32) -> Result<String> {
-    let client = crate::client::Client::new(server, operator_token);
-    let body = serde_json::json!({
-        "description": if n > 1 { format!("plinth agent --runtime sim ({n} simulated hosts)") } else { "plinth agent".to_string() },
-        "max_uses": uses,
-        "expires_in_seconds": 3600,
-    });
+    let client = plinth_client::Client::new(server, operator_token);
+    let body = plinth_api::HostJoinTokenCreate {
+        description: Some(if n > 1 {
+            format!("plinth agent --runtime sim ({n} simulated hosts)")
+        } else {
+            "plinth agent".to_string()
+        }),
+        rack_id: None,
+        expires_in_seconds: Some(3600),
+        max_uses: Some(uses),
+    };
     let created = client
-        .call(reqwest::Method::POST, "/v1/host-join-tokens", &[], Some(&body))
+        .create::<plinth_client::JoinTokens>(&body)
         .await
         .context("creating a join token for the simulated hosts")?;
-    created["secret"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("the server's join token answer has no secret"))
+    Ok(created.into_inner().secret)
 }
 
 fn status_line(p: &Progress, n: u32) -> String {

@@ -4,7 +4,6 @@
 mod agent_cmd;
 mod agent_host;
 mod cli;
-mod client;
 mod output;
 mod profile;
 mod run;
@@ -13,16 +12,20 @@ mod up_local;
 use anyhow::{Result, anyhow};
 use clap::{CommandFactory, Parser, Subcommand};
 use cli::*;
-use output::Format;
+use output::{Format, Out};
 use std::path::PathBuf;
 
 /// Plinth: turn hosts and bare-metal servers into a cloud.
 #[derive(Parser, Debug)]
 #[command(name = "plinth", version, about)]
 struct Cli {
-    /// Output format.
+    /// Output format: a table, or the API's document as JSON or YAML.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
+    /// Print only this field of the answer (dotted: `runtime.pid`), one value a line for
+    /// a list.
+    #[arg(long, global = true, value_name = "NAME")]
+    field: Option<String>,
     /// Server URL (overrides the profile).
     #[arg(long, global = true, env = "PLINTH_SERVER")]
     server: Option<String>,
@@ -72,7 +75,8 @@ enum Command {
         #[arg(long)]
         token: String,
     },
-    /// Print shell completions.
+    /// Print shell completions: `plinth completion bash|zsh|fish|…`.
+    #[command(alias = "completion")]
     Completions { shell: clap_complete::Shell },
     #[command(subcommand)]
     Tenant(TenantCmd),
@@ -139,12 +143,12 @@ enum Command {
     System(billing::SystemCmd),
 }
 
-fn client(cli: &Cli) -> Result<client::Client> {
+fn client(cli: &Cli) -> Result<plinth_client::Client> {
     let saved = profile::load(&profile::path())?;
     let server = cli.server.clone().or_else(|| saved.as_ref().map(|p| p.server.clone()));
     let token = cli.token.clone().or_else(|| saved.as_ref().map(|p| p.token.clone()));
     match (server, token) {
-        (Some(s), Some(t)) => Ok(client::Client::new(&s, &t)),
+        (Some(s), Some(t)) => Ok(plinth_client::Client::new(&s, &t)),
         _ => Err(anyhow!(
             "no server or token: run `plinth up`, or `plinth login --server URL --token plt_…`, or set PLINTH_SERVER and PLINTH_TOKEN"
         )),
@@ -152,7 +156,8 @@ fn client(cli: &Cli) -> Result<client::Client> {
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
-    let o = cli.output;
+    let out = Out { format: cli.output, field: cli.field.clone() };
+    let o = &out;
     match &cli.command {
         Command::Server { database_url, listen, operator_token_file, blob_dir } => {
             run::server(database_url, listen, operator_token_file.as_deref(), blob_dir.as_deref()).await
@@ -172,17 +177,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
             clap_complete::generate(*shell, &mut Cli::command(), "plinth", &mut std::io::stdout());
             Ok(())
         }
-        Command::Tenant(c) => c.run(&client(&cli)?, o, &TENANTS).await,
-        Command::Project(c) => c.run(&client(&cli)?, o, &PROJECTS).await,
-        Command::User(c) => c.run(&client(&cli)?, o, &USERS).await,
-        Command::Token(c) => c.run(&client(&cli)?, o, &TOKENS).await,
-        Command::RoleBinding(c) => c.run(&client(&cli)?, o, &ROLE_BINDINGS).await,
+        Command::Tenant(c) => c.run(&client(&cli)?, o).await,
+        Command::Project(c) => c.run(&client(&cli)?, o).await,
+        Command::User(c) => c.run(&client(&cli)?, o).await,
+        Command::Token(c) => c.run(&client(&cli)?, o).await,
+        Command::RoleBinding(c) => c.run(&client(&cli)?, o).await,
         Command::Audit(c) => c.run(&client(&cli)?, o).await,
-        Command::Site(c) => c.run(&client(&cli)?, o, &SITES).await,
-        Command::Rack(c) => c.run(&client(&cli)?, o, &RACKS).await,
-        Command::Host(c) => c.run(&client(&cli)?, o, &HOSTS).await,
-        Command::JoinToken(c) => c.run(&client(&cli)?, o, &JOIN_TOKENS).await,
-        Command::Shape(c) => c.run(&client(&cli)?, o, &SHAPES).await,
+        Command::Site(c) => c.run(&client(&cli)?, o).await,
+        Command::Rack(c) => c.run(&client(&cli)?, o).await,
+        Command::Host(c) => c.run(&client(&cli)?, o).await,
+        Command::JoinToken(c) => c.run(&client(&cli)?, o).await,
+        Command::Shape(c) => c.run(&client(&cli)?, o).await,
         Command::Image(c) => c.run(&client(&cli)?, o).await,
         Command::Instance(c) => c.run(&client(&cli)?, o).await,
         Command::PlacementGroup(c) => c.run(&client(&cli)?, o).await,
@@ -211,10 +216,7 @@ async fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli).await {
-        match e.downcast_ref::<client::Refused>() {
-            Some(r) => eprintln!("error: {} ({}): {}", r.code, r.status.as_u16(), r.detail),
-            None => eprintln!("error: {e:#}"),
-        }
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -7,10 +7,11 @@
 
 use crate::agent_host::{RealHost, local_hostname};
 use crate::cli::images::digest;
-use crate::client::Client;
 use anyhow::{Context, Result, anyhow};
-use reqwest::Method;
-use serde_json::{Value, json};
+use plinth_api::*;
+use plinth_client::resolve::find;
+use plinth_client::{Client, Creatable, Hosts, Images, JoinTokens, Named, PriceBooks, Projects, Shapes, Tenants};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,64 +29,96 @@ pub fn test_guest_dir() -> Option<PathBuf> {
     dir.join("manifest.json").exists().then_some(dir)
 }
 
-async fn first_named(c: &Client, path: &str, name: &str) -> Result<Option<Value>> {
-    let v = c.get(path, &[("name".to_string(), name.to_string())]).await?;
-    Ok(v["items"].as_array().and_then(|a| a.iter().find(|i| i["name"] == name).cloned()))
-}
-
-async fn ensure(c: &Client, path: &str, name: &str, body: Value) -> Result<Value> {
-    if let Some(v) = first_named(c, path, name).await? {
+/// The object named `name`, created from `body` unless it exists.
+async fn ensure<R: Named + Creatable<Created = <R as plinth_client::Resource>::Item>>(
+    c: &Client,
+    name: &str,
+    body: R::Create,
+) -> Result<R::Item> {
+    if let Some(v) = find::<R>(c, name).await? {
         return Ok(v);
     }
-    c.call(Method::POST, path, &[], Some(&body)).await
+    Ok(c.create::<R>(&body).await?.into_inner())
 }
 
 /// The demo's `default` price book, so `plinth invoice show current` has something to say:
 /// running and allocated time per hour, the boot disk per GiB-month (30 days).
-fn demo_prices() -> Value {
-    let price = |meter: &str, unit: &str, per: i64, micros: i64| {
-        json!({ "meter": meter, "model": "flat", "pricing_unit": unit, "units_per_pricing_unit": per,
-                "unit_price_micros": micros, "min_seconds_per_start": if meter == "running_seconds" { 60 } else { 0 },
-                "rounding": "half_up" })
+fn demo_prices() -> PriceBookCreate {
+    let price = |meter: Meter, unit: &str, per: i64, micros: i64| Price {
+        meter,
+        dimension: None,
+        model: ChargeModel::Flat,
+        pricing_unit: unit.to_string(),
+        units_per_pricing_unit: per,
+        unit_price_micros: micros,
+        tiers: vec![],
+        min_seconds_per_start: if meter == Meter::RunningSeconds { 60 } else { 0 },
+        rounding: Rounding::HalfUp,
     };
-    json!({ "name": "default", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z", "prices": [
-        price("running_seconds", "hour", 3600, 10_000),
-        price("allocated_seconds", "hour", 3600, 2_000),
-        price("disk_gib_seconds", "GiB-month", 2_592_000, 100_000),
-    ] })
+    PriceBookCreate {
+        name: "default".into(),
+        currency: "USD".into(),
+        effective_from: "2020-01-01T00:00:00Z".parse().expect("a valid RFC 3339 time"),
+        prices: vec![
+            price(Meter::RunningSeconds, "hour", 3600, 10_000),
+            price(Meter::AllocatedSeconds, "hour", 3600, 2_000),
+            price(Meter::DiskGibSeconds, "GiB-month", 2_592_000, 100_000),
+        ],
+    }
 }
 
 /// Registers the test guest as the public image `test-guest` unless it exists.
 async fn register_test_guest(c: &Client, dir: &Path) -> Result<()> {
-    if let Some(img) = first_named(c, "/v1/images", IMAGE).await?
-        && img["status"] != "failed"
+    if let Some(img) = find::<Images>(c, IMAGE).await?
+        && img.status != ImageStatus::Failed
     {
         return Ok(());
     }
     let kernel = dir.join("vmlinux");
     let initrd = dir.join("initramfs.cpio.gz");
     let cmdline = std::fs::read_to_string(dir.join("cmdline"))?.trim().to_string();
-    let body = json!({ "name": IMAGE, "boot": "direct", "cmdline": cmdline,
-        "description": "Plinth's test guest: a Debian kernel and a busybox initramfs (scripts/test-guest)",
-        "files": { "kernel": { "sha256": digest(&kernel).await?.0 }, "initrd": { "sha256": digest(&initrd).await?.0 } } });
-    let img = c.call(Method::POST, "/v1/images", &[], Some(&body)).await?;
-    let id = img["id"].as_str().ok_or_else(|| anyhow!("no image id in {img}"))?.to_string();
-    for (role, path) in [("kernel", &kernel), ("initrd", &initrd)] {
+    let file = |sha256: String| ImageFileSource { sha256: Some(sha256), ..Default::default() };
+    let body = ImageCreate {
+        project_id: None,
+        name: IMAGE.into(),
+        description: Some("Plinth's test guest: a Debian kernel and a busybox initramfs (scripts/test-guest)".into()),
+        boot: ImageBoot::Direct,
+        cmdline: Some(cmdline),
+        files: BTreeMap::from([
+            (ImageFileRole::Kernel, file(digest(&kernel).await?.0)),
+            (ImageFileRole::Initrd, file(digest(&initrd).await?.0)),
+        ]),
+        labels: BTreeMap::new(),
+    };
+    let img = c.create::<Images>(&body).await?;
+    let id = img.id.as_str();
+    for (role, path) in [(ImageFileRole::Kernel, &kernel), (ImageFileRole::Initrd, &initrd)] {
         let f = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
         let len = f.metadata().await?.len();
-        c.put_file(&format!("/v1/images/{id}/files/{role}"), f, len)
+        c.upload_image_file(id, role, f, len)
             .await
-            .with_context(|| format!("uploading the test guest's {role}"))?;
+            .with_context(|| format!("uploading the test guest's {}", role.as_str()))?;
     }
     for _ in 0..600 {
-        let v = c.get(&format!("/v1/images/{id}"), &[]).await?;
-        match v["status"].as_str() {
-            Some("available") => return Ok(()),
-            Some("failed") => return Err(anyhow!("the test guest image failed: {}", v["failure"])),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        let v = c.view::<Images>(id).await?;
+        match v.status {
+            ImageStatus::Available => return Ok(()),
+            ImageStatus::Failed => {
+                return Err(anyhow!(
+                    "the test guest image failed: {}",
+                    v.failure.as_deref().unwrap_or("no reason given")
+                ));
+            }
+            ImageStatus::Importing => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
     Err(anyhow!("the test guest image did not become available within 60 s"))
+}
+
+/// The price book version named `name`, if any.
+async fn find_price_book(c: &Client, name: &str) -> Result<Option<PriceBook>> {
+    let filter = plinth_client::query::PriceBookFilter { name: Some(name.to_string()) };
+    Ok(c.list_all::<PriceBooks>(&filter).await?.into_iter().find(|b| b.name == name))
 }
 
 /// Sets up the demo and starts the local agent; answers the agent's task. Prints the two
@@ -103,10 +136,8 @@ pub async fn start(
     let join_token = if enrolled {
         None
     } else {
-        let jt = c
-            .call(Method::POST, "/v1/host-join-tokens", &[], Some(&json!({ "description": "plinth up: local agent" })))
-            .await?;
-        Some(jt["secret"].as_str().ok_or_else(|| anyhow!("no join token secret"))?.to_string())
+        let body = HostJoinTokenCreate { description: Some("plinth up: local agent".into()), ..Default::default() };
+        Some(c.create::<JoinTokens>(&body).await?.into_inner().secret)
     };
     let host = RealHost {
         server: server.to_string(),
@@ -120,10 +151,26 @@ pub async fn start(
     };
     let agent = tokio::spawn(crate::agent_host::run(host, stop));
 
-    let tenant = ensure(&c, "/v1/tenants", TENANT, json!({ "name": TENANT, "display_name": "Demo" })).await?;
-    let project = ensure(&c, "/v1/projects", PROJECT, json!({ "name": PROJECT, "tenant_id": tenant["id"] })).await?;
-    ensure(&c, "/v1/shapes", SHAPE, json!({ "name": SHAPE, "vcpus": 1, "memory_mib": 256, "disk_gib": 1 })).await?;
-    ensure(&c, "/v1/price-books", "default", demo_prices()).await?;
+    let tenant = TenantCreate { name: TENANT.into(), display_name: Some("Demo".into()), labels: BTreeMap::new() };
+    let tenant = ensure::<Tenants>(&c, TENANT, tenant).await?;
+    let project =
+        ProjectCreate { tenant_id: Some(tenant.id), name: PROJECT.into(), description: None, labels: BTreeMap::new() };
+    let project = ensure::<Projects>(&c, PROJECT, project).await?;
+    let shape = ShapeCreate {
+        name: SHAPE.into(),
+        description: None,
+        vcpus: 1,
+        memory_mib: 256,
+        disk_gib: 1,
+        gpu: None,
+        cpu_policy: CpuPolicy::Shared,
+        hugepages: Hugepages::None,
+        runtime_class: RuntimeClass::Vm,
+    };
+    ensure::<Shapes>(&c, SHAPE, shape).await?;
+    if find_price_book(&c, "default").await?.is_none() {
+        c.create::<PriceBooks>(&demo_prices()).await?;
+    }
     match test_guest_dir() {
         Some(dir) => register_test_guest(&c, &dir).await.context("registering the test guest")?,
         None => println!("No test guest built (scripts/test-guest builds it): no `{IMAGE}` image registered."),
@@ -134,8 +181,8 @@ pub async fn start(
         if agent.is_finished() {
             break;
         }
-        let host = first_named(&c, "/v1/hosts", &hostname).await?;
-        if host.is_some_and(|h| h["state"] == "available") {
+        let host = find::<Hosts>(&c, &hostname).await?;
+        if host.is_some_and(|h| h.state == HostState::Available) {
             host_ready = true;
             break;
         }
@@ -144,7 +191,7 @@ pub async fn start(
     if !host_ready {
         println!("The local agent has not made host {hostname} available (see its messages above).");
     }
-    let prj = project["id"].as_str().unwrap_or(PROJECT);
+    let prj = project.id;
     println!("A local agent runs this machine as host {hostname}. Boot a VM and read its console:\n");
     println!("  plinth instance create demo-vm --project {prj} --shape {SHAPE} --image {IMAGE} --wait");
     println!("  plinth instance console-log demo-vm --follow\n");

@@ -1,26 +1,28 @@
-//! Flags of the create and update commands, and how each becomes a JSON body.
+//! Flags of the create and update commands, and how each becomes its `plinth-api` request
+//! body (references given by name are resolved to ids on the way).
 
-use super::Body;
+use crate::cli::Body;
+use anyhow::Result;
 use clap::Args;
-use serde_json::{Map, Value, json};
+use plinth_api::*;
+use plinth_client::resolve::{resolve, resolve_opt};
+use plinth_client::{Client, Projects, Racks, Tenants, Users};
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use std::collections::BTreeMap;
 
-/// `k=v` label flags into a JSON object.
-pub fn labels(kv: &[String]) -> Value {
-    let mut m = Map::new();
-    for s in kv {
-        let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
-        m.insert(k.to_string(), Value::String(v.to_string()));
-    }
-    Value::Object(m)
+/// Parses a flag as a wire enum by its wire name (`running`, `anti-affinity`, `2M`).
+pub fn wire<T: DeserializeOwned>(s: &str) -> Result<T, String> {
+    T::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(s)).map_err(|e| e.to_string())
 }
 
-/// Drops null fields, so unset flags leave the server's defaults (and, on update, the
-/// current values) alone.
-pub fn compact(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
-        other => other,
-    }
+/// `k=v` label flags.
+pub fn labels(kv: &[String]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|s| {
+            let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
 #[derive(Args, Debug)]
@@ -33,9 +35,13 @@ pub struct TenantCreateArgs {
     #[arg(long = "label")]
     pub labels: Vec<String>,
 }
-impl Body for TenantCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "name": self.name, "display_name": self.display_name, "labels": labels(&self.labels) }))
+impl Body<TenantCreate> for TenantCreateArgs {
+    async fn body(&self, _: &Client) -> Result<TenantCreate> {
+        Ok(TenantCreate {
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            labels: labels(&self.labels),
+        })
     }
 }
 
@@ -47,9 +53,9 @@ pub struct TenantUpdateArgs {
     #[arg(long = "label")]
     pub labels: Option<Vec<String>>,
 }
-impl Body for TenantUpdateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "display_name": self.display_name, "labels": self.labels.as_deref().map(labels) }))
+impl Body<TenantUpdate> for TenantUpdateArgs {
+    async fn body(&self, _: &Client) -> Result<TenantUpdate> {
+        Ok(TenantUpdate { display_name: self.display_name.clone(), labels: self.labels.as_deref().map(labels) })
     }
 }
 
@@ -57,7 +63,7 @@ impl Body for TenantUpdateArgs {
 pub struct ProjectCreateArgs {
     /// DNS-label name, unique in the tenant.
     pub name: String,
-    /// Tenant id (operators; tenant users default to their own).
+    /// Tenant id or name (operators; tenant users default to their own).
     #[arg(long)]
     pub tenant: Option<String>,
     #[arg(long)]
@@ -65,11 +71,14 @@ pub struct ProjectCreateArgs {
     #[arg(long = "label")]
     pub labels: Vec<String>,
 }
-impl Body for ProjectCreateArgs {
-    fn body(&self) -> Value {
-        compact(
-            json!({ "name": self.name, "tenant_id": self.tenant, "description": self.description, "labels": labels(&self.labels) }),
-        )
+impl Body<ProjectCreate> for ProjectCreateArgs {
+    async fn body(&self, c: &Client) -> Result<ProjectCreate> {
+        Ok(ProjectCreate {
+            tenant_id: resolve_opt::<Tenants>(c, self.tenant.as_deref()).await?.map(TenantId),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            labels: labels(&self.labels),
+        })
     }
 }
 
@@ -80,9 +89,9 @@ pub struct ProjectUpdateArgs {
     #[arg(long = "label")]
     pub labels: Option<Vec<String>>,
 }
-impl Body for ProjectUpdateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "description": self.description, "labels": self.labels.as_deref().map(labels) }))
+impl Body<ProjectUpdate> for ProjectUpdateArgs {
+    async fn body(&self, _: &Client) -> Result<ProjectUpdate> {
+        Ok(ProjectUpdate { description: self.description.clone(), labels: self.labels.as_deref().map(labels) })
     }
 }
 
@@ -90,15 +99,19 @@ impl Body for ProjectUpdateArgs {
 pub struct UserCreateArgs {
     /// DNS-label name, unique in the tenant.
     pub name: String,
-    /// Tenant id (operators; omit for a platform user).
+    /// Tenant id or name (operators; omit for a platform user).
     #[arg(long)]
     pub tenant: Option<String>,
     #[arg(long)]
     pub email: Option<String>,
 }
-impl Body for UserCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "name": self.name, "tenant_id": self.tenant, "email": self.email }))
+impl Body<UserCreate> for UserCreateArgs {
+    async fn body(&self, c: &Client) -> Result<UserCreate> {
+        Ok(UserCreate {
+            tenant_id: resolve_opt::<Tenants>(c, self.tenant.as_deref()).await?.map(TenantId),
+            name: self.name.clone(),
+            email: self.email.clone(),
+        })
     }
 }
 
@@ -107,9 +120,9 @@ pub struct UserUpdateArgs {
     #[arg(long)]
     pub email: Option<String>,
 }
-impl Body for UserUpdateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "email": self.email }))
+impl Body<UserUpdate> for UserUpdateArgs {
+    async fn body(&self, _: &Client) -> Result<UserUpdate> {
+        Ok(UserUpdate { email: self.email.clone() })
     }
 }
 
@@ -117,16 +130,20 @@ impl Body for UserUpdateArgs {
 pub struct TokenCreateArgs {
     /// DNS-label name for the token.
     pub name: String,
-    /// The user the token acts as (default: you).
+    /// The user (id or name) the token acts as (default: you).
     #[arg(long)]
     pub user: Option<String>,
     /// Lifetime in seconds (default: no expiry).
     #[arg(long)]
     pub expires_in: Option<u64>,
 }
-impl Body for TokenCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "name": self.name, "user_id": self.user, "expires_in_seconds": self.expires_in }))
+impl Body<TokenCreate> for TokenCreateArgs {
+    async fn body(&self, c: &Client) -> Result<TokenCreate> {
+        Ok(TokenCreate {
+            user_id: resolve_opt::<Users>(c, self.user.as_deref()).await?.map(UserId),
+            name: self.name.clone(),
+            expires_in_seconds: self.expires_in,
+        })
     }
 }
 
@@ -135,38 +152,42 @@ pub struct TokenUpdateArgs {
     #[arg(long)]
     pub name: Option<String>,
 }
-impl Body for TokenUpdateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "name": self.name }))
+impl Body<TokenUpdate> for TokenUpdateArgs {
+    async fn body(&self, _: &Client) -> Result<TokenUpdate> {
+        Ok(TokenUpdate { name: self.name.clone() })
     }
 }
 
 #[derive(Args, Debug)]
 pub struct RoleBindingCreateArgs {
-    /// The user id.
+    /// The user: id or name.
     #[arg(long)]
     pub user: String,
     /// operator, tenant-admin, member or viewer.
-    #[arg(long)]
-    pub role: String,
-    /// Narrow a member/viewer binding to this project id.
+    #[arg(long, value_parser = wire::<Role>)]
+    pub role: Role,
+    /// Narrow a member/viewer binding to this project (id or name).
     #[arg(long)]
     pub project: Option<String>,
 }
-impl Body for RoleBindingCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "user_id": self.user, "role": self.role, "project_id": self.project }))
+impl Body<RoleBindingCreate> for RoleBindingCreateArgs {
+    async fn body(&self, c: &Client) -> Result<RoleBindingCreate> {
+        Ok(RoleBindingCreate {
+            user_id: UserId(resolve::<Users>(c, &self.user).await?),
+            role: self.role,
+            project_id: resolve_opt::<Projects>(c, self.project.as_deref()).await?.map(ProjectId),
+        })
     }
 }
 
 #[derive(Args, Debug)]
 pub struct RoleBindingUpdateArgs {
-    #[arg(long)]
-    pub role: Option<String>,
+    #[arg(long, value_parser = wire::<Role>)]
+    pub role: Option<Role>,
 }
-impl Body for RoleBindingUpdateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "role": self.role }))
+impl Body<RoleBindingUpdate> for RoleBindingUpdateArgs {
+    async fn body(&self, _: &Client) -> Result<RoleBindingUpdate> {
+        Ok(RoleBindingUpdate { role: self.role })
     }
 }
 
@@ -178,9 +199,13 @@ pub struct SiteCreateArgs {
     #[arg(long)]
     pub location: Option<String>,
 }
-impl Body for SiteCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "name": self.name, "description": self.description, "location": self.location }))
+impl Body<SiteCreate> for SiteCreateArgs {
+    async fn body(&self, _: &Client) -> Result<SiteCreate> {
+        Ok(SiteCreate {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            location: self.location.clone(),
+        })
     }
 }
 
@@ -189,24 +214,43 @@ pub struct DescriptionArgs {
     #[arg(long)]
     pub description: Option<String>,
 }
-impl Body for DescriptionArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "description": self.description }))
+impl Body<SiteUpdate> for DescriptionArgs {
+    async fn body(&self, _: &Client) -> Result<SiteUpdate> {
+        Ok(SiteUpdate { description: self.description.clone(), location: None })
+    }
+}
+impl Body<RackUpdate> for DescriptionArgs {
+    async fn body(&self, _: &Client) -> Result<RackUpdate> {
+        Ok(RackUpdate { description: self.description.clone() })
+    }
+}
+impl Body<HostJoinTokenUpdate> for DescriptionArgs {
+    async fn body(&self, _: &Client) -> Result<HostJoinTokenUpdate> {
+        Ok(HostJoinTokenUpdate { description: self.description.clone() })
+    }
+}
+impl Body<ShapeUpdate> for DescriptionArgs {
+    async fn body(&self, _: &Client) -> Result<ShapeUpdate> {
+        Ok(ShapeUpdate { description: self.description.clone() })
     }
 }
 
 #[derive(Args, Debug)]
 pub struct RackCreateArgs {
     pub name: String,
-    /// The site id.
+    /// The site: id or name.
     #[arg(long)]
     pub site: String,
     #[arg(long)]
     pub description: Option<String>,
 }
-impl Body for RackCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "name": self.name, "site_id": self.site, "description": self.description }))
+impl Body<RackCreate> for RackCreateArgs {
+    async fn body(&self, c: &Client) -> Result<RackCreate> {
+        Ok(RackCreate {
+            site_id: SiteId(resolve::<plinth_client::Sites>(c, &self.site).await?),
+            name: self.name.clone(),
+            description: self.description.clone(),
+        })
     }
 }
 
@@ -216,8 +260,8 @@ pub struct BmcArgs {
     #[arg(long)]
     pub bmc_address: Option<String>,
     /// redfish or ipmi.
-    #[arg(long, default_value = "redfish")]
-    pub bmc_protocol: String,
+    #[arg(long, default_value = "redfish", value_parser = wire::<BmcProtocol>)]
+    pub bmc_protocol: BmcProtocol,
     #[arg(long)]
     pub bmc_username: Option<String>,
     /// Write-only: never shown again.
@@ -225,31 +269,31 @@ pub struct BmcArgs {
     pub bmc_password: Option<String>,
 }
 impl BmcArgs {
-    fn value(&self) -> Value {
-        match &self.bmc_address {
-            None => Value::Null,
-            Some(a) => compact(json!({
-                "address": a, "protocol": self.bmc_protocol, "username": self.bmc_username, "password": self.bmc_password
-            })),
-        }
+    fn spec(&self) -> Option<BmcSpec> {
+        self.bmc_address.as_ref().map(|a| BmcSpec {
+            address: a.clone(),
+            protocol: self.bmc_protocol,
+            username: self.bmc_username.clone(),
+            password: self.bmc_password.clone(),
+        })
     }
 }
 
-fn ownership(dedicated_to: &Option<String>, shared: bool) -> Value {
-    match (dedicated_to, shared) {
-        (Some(t), _) => json!({ "kind": "dedicated", "tenant_id": t }),
-        (None, true) => json!({ "kind": "shared" }),
-        (None, false) => Value::Null,
-    }
+async fn ownership(c: &Client, dedicated_to: &Option<String>, shared: bool) -> Result<Option<Ownership>> {
+    Ok(match (dedicated_to, shared) {
+        (Some(t), _) => Some(Ownership::Dedicated { tenant_id: TenantId(resolve::<Tenants>(c, t).await?) }),
+        (None, true) => Some(Ownership::Shared),
+        (None, false) => None,
+    })
 }
 
 #[derive(Args, Debug)]
 pub struct HostCreateArgs {
     pub name: String,
-    /// The rack id.
+    /// The rack: id or name.
     #[arg(long)]
     pub rack: Option<String>,
-    /// Dedicate the host to this tenant id.
+    /// Dedicate the host to this tenant (id or name).
     #[arg(long)]
     pub dedicated_to: Option<String>,
     #[arg(long = "label")]
@@ -260,20 +304,27 @@ pub struct HostCreateArgs {
     #[command(flatten)]
     pub bmc: BmcArgs,
 }
-impl Body for HostCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({
-            "name": self.name, "rack_id": self.rack, "ownership": ownership(&self.dedicated_to, false),
-            "labels": labels(&self.labels), "traits": self.traits, "bmc": self.bmc.value()
-        }))
+impl Body<HostCreate> for HostCreateArgs {
+    async fn body(&self, c: &Client) -> Result<HostCreate> {
+        Ok(HostCreate {
+            name: self.name.clone(),
+            rack_id: resolve_opt::<Racks>(c, self.rack.as_deref()).await?.map(RackId),
+            ownership: ownership(c, &self.dedicated_to, false).await?,
+            labels: labels(&self.labels),
+            traits: self.traits.clone(),
+            bmc: self.bmc.spec(),
+            inventory: None,
+            scheduling: None,
+        })
     }
 }
 
 #[derive(Args, Debug)]
 pub struct HostUpdateArgs {
+    /// The rack: id or name.
     #[arg(long)]
     pub rack: Option<String>,
-    /// Dedicate the host to this tenant id.
+    /// Dedicate the host to this tenant (id or name).
     #[arg(long, conflicts_with = "shared")]
     pub dedicated_to: Option<String>,
     /// Return the host to the shared pool.
@@ -309,25 +360,25 @@ impl HostUpdateArgs {
     }
 
     /// Merges the scheduling flags into `current`.
-    pub fn scheduling(&self, mut current: Value) -> anyhow::Result<Value> {
+    pub fn scheduling(&self, mut current: HostScheduling) -> Result<HostScheduling> {
         if let Some(r) = self.cpu_ratio {
-            current["cpu_allocation_ratio"] = json!(r);
+            current.cpu_allocation_ratio = r;
         }
         if let Some(r) = self.memory_ratio {
-            current["memory_allocation_ratio"] = json!(r);
+            current.memory_allocation_ratio = r;
         }
         if let Some(c) = &self.dedicated_cpus {
-            current["dedicated_cpus"] = json!(cpu_list(c)?);
+            current.dedicated_cpus = cpu_list(c)?;
         }
         if let Some(b) = self.allow_dedicated_without_kvm {
-            current["allow_dedicated_without_kvm"] = json!(b);
+            current.allow_dedicated_without_kvm = b;
         }
         Ok(current)
     }
 }
 
 /// Parses `0-3,8,10-11` into CPU numbers.
-pub fn cpu_list(s: &str) -> anyhow::Result<Vec<u32>> {
+pub fn cpu_list(s: &str) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
@@ -341,12 +392,16 @@ pub fn cpu_list(s: &str) -> anyhow::Result<Vec<u32>> {
     }
     Ok(out)
 }
-impl Body for HostUpdateArgs {
-    fn body(&self) -> Value {
-        compact(json!({
-            "rack_id": self.rack, "ownership": ownership(&self.dedicated_to, self.shared),
-            "labels": self.labels.as_deref().map(labels), "traits": self.traits, "bmc": self.bmc.value()
-        }))
+impl Body<HostUpdate> for HostUpdateArgs {
+    async fn body(&self, c: &Client) -> Result<HostUpdate> {
+        Ok(HostUpdate {
+            rack_id: resolve_opt::<Racks>(c, self.rack.as_deref()).await?.map(RackId),
+            ownership: ownership(c, &self.dedicated_to, self.shared).await?,
+            labels: self.labels.as_deref().map(labels),
+            traits: self.traits.clone(),
+            bmc: self.bmc.spec(),
+            scheduling: None,
+        })
     }
 }
 
@@ -354,7 +409,7 @@ impl Body for HostUpdateArgs {
 pub struct JoinTokenCreateArgs {
     #[arg(long)]
     pub description: Option<String>,
-    /// Put the enrolled host in this rack id.
+    /// Put the enrolled host in this rack (id or name).
     #[arg(long)]
     pub rack: Option<String>,
     /// Lifetime in seconds (default 3600).
@@ -364,10 +419,14 @@ pub struct JoinTokenCreateArgs {
     #[arg(long)]
     pub max_uses: Option<u32>,
 }
-impl Body for JoinTokenCreateArgs {
-    fn body(&self) -> Value {
-        compact(json!({ "description": self.description, "rack_id": self.rack, "expires_in_seconds": self.expires_in,
-            "max_uses": self.max_uses }))
+impl Body<HostJoinTokenCreate> for JoinTokenCreateArgs {
+    async fn body(&self, c: &Client) -> Result<HostJoinTokenCreate> {
+        Ok(HostJoinTokenCreate {
+            description: self.description.clone(),
+            rack_id: resolve_opt::<Racks>(c, self.rack.as_deref()).await?.map(RackId),
+            expires_in_seconds: self.expires_in,
+            max_uses: self.max_uses,
+        })
     }
 }
 
@@ -387,27 +446,46 @@ pub struct ShapeCreateArgs {
     #[arg(long, requires = "gpu_class")]
     pub gpu_count: Option<u32>,
     /// shared or dedicated.
-    #[arg(long, default_value = "shared")]
-    pub cpu_policy: String,
+    #[arg(long, default_value = "shared", value_parser = wire::<CpuPolicy>)]
+    pub cpu_policy: CpuPolicy,
     /// none, 2M or 1G.
-    #[arg(long, default_value = "none")]
-    pub hugepages: String,
+    #[arg(long, default_value = "none", value_parser = wire::<Hugepages>)]
+    pub hugepages: Hugepages,
     /// vm, microvm or baremetal.
-    #[arg(long, default_value = "vm")]
-    pub runtime_class: String,
+    #[arg(long, default_value = "vm", value_parser = wire::<RuntimeClass>)]
+    pub runtime_class: RuntimeClass,
     #[arg(long)]
     pub description: Option<String>,
 }
-impl Body for ShapeCreateArgs {
-    fn body(&self) -> Value {
+impl Body<ShapeCreate> for ShapeCreateArgs {
+    async fn body(&self, _: &Client) -> Result<ShapeCreate> {
         let gpu = match (&self.gpu_class, self.gpu_count) {
-            (Some(c), Some(n)) => json!({ "class": c, "count": n }),
-            _ => Value::Null,
+            (Some(class), Some(count)) => Some(GpuRequest { class: class.clone(), count }),
+            _ => None,
         };
-        compact(json!({
-            "name": self.name, "vcpus": self.vcpus, "memory_mib": self.memory_mib, "disk_gib": self.disk_gib,
-            "gpu": gpu, "cpu_policy": self.cpu_policy, "hugepages": self.hugepages,
-            "runtime_class": self.runtime_class, "description": self.description
-        }))
+        Ok(ShapeCreate {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
+            gpu,
+            cpu_policy: self.cpu_policy,
+            hugepages: self.hugepages,
+            runtime_class: self.runtime_class,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_enums_parse_by_their_wire_names() {
+        assert_eq!(wire::<Role>("tenant-admin"), Ok(Role::TenantAdmin));
+        assert_eq!(wire::<Hugepages>("2M"), Ok(Hugepages::TwoMiB));
+        assert_eq!(wire::<InstanceState>("running"), Ok(InstanceState::Running));
+        assert!(wire::<Role>("admin").unwrap_err().contains("tenant-admin"), "the error lists the choices");
     }
 }

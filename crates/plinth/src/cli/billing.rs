@@ -15,17 +15,16 @@ mod money;
 pub use accounts::{BudgetCmd, CommitmentCmd, CreditCmd, QuotaCmd};
 pub use invoices::{InvoiceCmd, PriceBookCmd};
 
-use super::ListArgs;
-use crate::client::Client;
-use crate::output::{self, Format};
-use anyhow::{Result, anyhow, bail};
+use super::{ListArgs, none_match};
+use crate::output::{self, Out, opt};
+use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use plinth_api::{ReconciliationReport, RevenueRow, UsageRecord};
-use reqwest::Method;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use plinth_api::{PeriodQuery, UsageQuery};
+use plinth_client::query::{ClockAdvance, RevenueQuery};
+use plinth_client::resolve::{is_any_id, resolve, resolve_opt};
+use plinth_client::{Client, Doc, Instances, Projects, Tenants};
 
 /// Parses an RFC 3339 time flag (`2026-11-01T00:00:00Z`).
 pub fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
@@ -34,25 +33,8 @@ pub fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z: {e}"))
 }
 
-/// Adds `key=value` to a query when the flag was given.
-fn push(q: &mut Vec<(String, String)>, key: &str, v: &Option<String>) {
-    if let Some(v) = v {
-        q.push((key.to_string(), v.clone()));
-    }
-}
-
-/// The typed form of an answer, or an error saying what did not fit.
-fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> Result<T> {
-    serde_json::from_value(v.clone()).map_err(|e| anyhow!("the server's {what} did not parse: {e}"))
-}
-
-/// The items of a list answer: a page's `items` (or a bare array), typed.
-fn listed<T: DeserializeOwned>(v: &Value, what: &str) -> Result<Vec<T>> {
-    typed(v.get("items").unwrap_or(v), what)
-}
-
 /// A time as tables show it: `2026-11-01T00:00:00Z`, fractions only when present.
-fn when(t: &DateTime<Utc>) -> String {
+pub fn when(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
@@ -61,15 +43,15 @@ fn period_label(start: &DateTime<Utc>) -> String {
     start.format("%Y-%m").to_string()
 }
 
-/// Prints display rows (objects of strings) as a table with `columns` (and the next
-/// page's cursor, when `raw` is a page with more), or the answer `raw` as it came with
-/// `-o json`.
-fn rows(o: Format, raw: &Value, rows: Vec<Value>, columns: &[&str]) {
-    if o == Format::Json {
-        output::object(o, raw);
-        return;
+/// Prints display rows under `columns` (and the next page's cursor, when there is one),
+/// or the answer `d` as it came with `-o json|yaml` or `--field`.
+fn rows<T>(o: &Out, d: &Doc<T>, rows: Vec<Vec<String>>, columns: &[&str], next: &Option<String>) -> Result<()> {
+    if o.document(d)? {
+        return Ok(());
     }
-    output::list(o, &json!({ "items": rows, "next_cursor": raw.get("next_cursor") }), columns);
+    output::table(columns, rows);
+    output::more(next);
+    Ok(())
 }
 
 /// Prints `(name, value)` pairs as a two-column table, in the order given.
@@ -82,18 +64,23 @@ fn pairs(items: &[(&str, String)]) {
     println!("{t}");
 }
 
+/// A tenant flag as an id (operators may give a name).
+async fn tenant_id(c: &Client, tenant: &Option<String>) -> Result<Option<String>> {
+    Ok(resolve_opt::<Tenants>(c, tenant.as_deref()).await?)
+}
+
 /// Flags of `plinth usage`.
 #[derive(Args, Debug)]
 pub struct UsageArgs {
     #[command(flatten)]
     pub page: ListArgs,
-    /// Only this tenant's records (operators).
+    /// Only this tenant's records (id or name; operators).
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Only this project's records.
+    /// Only this project's records (id or name).
     #[arg(long)]
     pub project: Option<String>,
-    /// Only this resource's records (an instance id, …).
+    /// Only this resource's records: an id (an instance's, …) or an instance's name.
     #[arg(long)]
     pub resource: Option<String>,
     /// Only this meter: allocated_seconds, running_seconds, gpu_seconds, disk_gib_seconds, …
@@ -107,39 +94,54 @@ pub struct UsageArgs {
 }
 
 /// `plinth usage`: the usage ledger, one interval or counter sample a row, with its
-/// quantity exactly in the meter's unit.
-pub async fn usage(c: &Client, o: Format, a: &UsageArgs) -> Result<()> {
-    let mut q = a.page.query();
-    push(&mut q, "tenant_id", &a.tenant);
-    push(&mut q, "project_id", &a.project);
-    push(&mut q, "resource_id", &a.resource);
-    push(&mut q, "meter", &a.meter);
-    push(&mut q, "from", &a.from.as_ref().map(when));
-    push(&mut q, "to", &a.to.as_ref().map(when));
-    let v = c.get("/v1/usage", &q).await?;
-    if o == Format::Json {
-        output::list(o, &v, &[]);
-        return Ok(());
-    }
-    let records: Vec<UsageRecord> = listed(&v, "usage page")?;
-    let items: Vec<Value> = records
+/// quantity exactly in the meter's unit. `--resource` takes an id of any kind, or an
+/// instance's name.
+pub async fn usage(c: &Client, o: &Out, a: &UsageArgs) -> Result<()> {
+    let tenant_id = tenant_id(c, &a.tenant).await?;
+    let project_id = resolve_opt::<Projects>(c, a.project.as_deref()).await?;
+    let resource_id = match &a.resource {
+        Some(r) if is_any_id(r) => Some(r.clone()),
+        Some(name) => Some(resolve::<Instances>(c, name).await?),
+        None => None,
+    };
+    let page = a.page.page();
+    let q = UsageQuery {
+        tenant_id: tenant_id.clone(),
+        project_id: project_id.clone(),
+        resource_id: resource_id.clone(),
+        meter: a.meter.clone(),
+        from: a.from,
+        to: a.to,
+        limit: page.limit,
+        cursor: page.cursor,
+    };
+    let d = c.usage(&q).await?;
+    let filters = [
+        ("tenant", tenant_id),
+        ("project", project_id),
+        ("resource", resource_id),
+        ("meter", a.meter.clone()),
+        ("from", a.from.as_ref().map(when)),
+        ("to", a.to.as_ref().map(when)),
+    ];
+    none_match("usage records", &d, &filters);
+    let items = d
+        .items
         .iter()
         .map(|r| {
-            json!({
-                "id": r.id, "resource": r.resource_id, "meter": r.meter.as_str(), "dimension": r.dimension,
-                "start": when(&r.start_at),
-                "end": r.end_at.as_ref().map(when).unwrap_or_else(|| "open".into()),
-                "quantity": r.quantity_micros.map(|q| money::quantity(q, &r.unit)),
-                "first": r.first,
-            })
+            vec![
+                r.id.to_string(),
+                r.resource_id.clone(),
+                r.meter.as_str().to_string(),
+                r.dimension.clone(),
+                when(&r.start_at),
+                r.end_at.as_ref().map(when).unwrap_or_else(|| "open".into()),
+                opt(r.quantity_micros.map(|q| money::quantity(q, &r.unit))),
+                r.first.to_string(),
+            ]
         })
         .collect();
-    output::list(
-        o,
-        &json!({ "items": items, "next_cursor": v["next_cursor"] }),
-        &["id", "resource", "meter", "dimension", "start", "end", "quantity", "first"],
-    );
-    Ok(())
+    rows(o, &d, items, &["id", "resource", "meter", "dimension", "start", "end", "quantity", "first"], &d.next_cursor)
 }
 
 /// Billing reports (operators; tenants see their own reconciliation).
@@ -151,7 +153,7 @@ pub enum BillingCmd {
         /// `2026-11`; default the current period.
         #[arg(long)]
         period: Option<String>,
-        /// Only this tenant (operators).
+        /// Only this tenant (id or name; operators).
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -167,74 +169,68 @@ pub enum BillingCmd {
 }
 
 impl BillingCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             BillingCmd::Reconcile { period, tenant } => reconcile(c, o, period, tenant).await,
             BillingCmd::Revenue { period, drafts } => {
-                let mut q = vec![];
-                push(&mut q, "period", period);
-                if *drafts {
-                    q.push(("drafts".into(), "true".into()));
-                }
-                let v = c.get("/v1/billing/revenue", &q).await?;
-                let revenue: Vec<RevenueRow> = listed(&v, "revenue")?;
-                let items = revenue
+                let d = c.revenue(&RevenueQuery { period: period.clone(), drafts: drafts.then_some(true) }).await?;
+                let items = d
                     .iter()
                     .map(|r| {
-                        json!({
-                            "period": period_label(&r.period_start), "category": format!("{:?}", r.category),
-                            "meter": r.meter.map(|m| m.as_str()), "dimension": r.dimension,
-                            "amount": money::priced(r.amount_micros, &r.currency), "invoices": r.invoices,
-                            "finalized_only": r.finalized_only,
-                        })
+                        vec![
+                            period_label(&r.period_start),
+                            format!("{:?}", r.category),
+                            opt(r.meter.map(|m| m.as_str())),
+                            r.dimension.clone(),
+                            money::priced(r.amount_micros, &r.currency),
+                            r.invoices.to_string(),
+                            r.finalized_only.to_string(),
+                        ]
                     })
                     .collect();
-                rows(
-                    o,
-                    &v,
-                    items,
-                    &["period", "category", "meter", "dimension", "amount", "invoices", "finalized_only"],
-                );
-                Ok(())
+                let columns = ["period", "category", "meter", "dimension", "amount", "invoices", "finalized_only"];
+                rows(o, &d, items, &columns, &None)
             }
         }
     }
 }
 
-async fn reconcile(c: &Client, o: Format, period: &Option<String>, tenant: &Option<String>) -> Result<()> {
-    let mut q = vec![];
-    push(&mut q, "period", period);
-    push(&mut q, "tenant_id", tenant);
-    let v = c.get("/v1/billing/reconciliation", &q).await?;
-    let r: ReconciliationReport = typed(&v, "reconciliation report")?;
-    let secs = |m: Option<i64>| m.map(|m| money::quantity(m, "second"));
-    let items = r
+async fn reconcile(c: &Client, o: &Out, period: &Option<String>, tenant: &Option<String>) -> Result<()> {
+    let q = PeriodQuery { period: period.clone(), tenant_id: tenant_id(c, tenant).await?, format: None };
+    let d = c.reconciliation(&q).await?;
+    let secs = |m: Option<i64>| opt(m.map(|m| money::quantity(m, "second")));
+    let items = d
         .rows
         .iter()
         .map(|row| {
-            json!({
-                "tenant": row.tenant_id, "resource": row.resource_id, "meter": row.meter.as_str(),
-                "dimension": row.dimension, "lifecycle": secs(row.lifecycle_micros),
-                "metered": secs(Some(row.metered_micros)), "invoiced": secs(row.invoiced_micros),
-                "matches": row.matches,
-            })
+            vec![
+                row.tenant_id.to_string(),
+                row.resource_id.clone(),
+                row.meter.as_str().to_string(),
+                row.dimension.clone(),
+                secs(row.lifecycle_micros),
+                secs(Some(row.metered_micros)),
+                secs(row.invoiced_micros),
+                row.matches.to_string(),
+            ]
         })
         .collect();
-    rows(o, &v, items, &["tenant", "resource", "meter", "dimension", "lifecycle", "metered", "invoiced", "matches"]);
-    let label = period_label(&r.period_start);
-    if !r.differences.is_empty() {
+    let columns = ["tenant", "resource", "meter", "dimension", "lifecycle", "metered", "invoiced", "matches"];
+    rows(o, &d, items, &columns, &None)?;
+    let label = period_label(&d.period_start);
+    if !d.differences.is_empty() {
         let which: Vec<String> =
-            r.differences.iter().map(|d| format!("{} {} {}", d.resource_id, d.meter.as_str(), d.dimension)).collect();
+            d.differences.iter().map(|r| format!("{} {} {}", r.resource_id, r.meter.as_str(), r.dimension)).collect();
         bail!(
             "{} of {} rows do not reconcile for period {label} (as of {}): {}",
-            r.differences.len(),
-            r.rows.len(),
-            when(&r.as_of),
+            d.differences.len(),
+            d.rows.len(),
+            when(&d.as_of),
             which.join("; ")
         );
     }
-    if o == Format::Table {
-        eprintln!("period {label}: all {} rows reconcile (as of {})", r.rows.len(), when(&r.as_of));
+    if !o.machine() {
+        eprintln!("period {label}: all {} rows reconcile (as of {})", d.rows.len(), when(&d.as_of));
     }
     Ok(())
 }
@@ -252,10 +248,8 @@ pub enum SystemCmd {
 }
 
 impl SystemCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         let SystemCmd::Clock { advance } = self;
-        let v = c.call(Method::POST, "/v1/system/clock", &[], Some(&json!({ "advance_seconds": advance }))).await?;
-        output::object(o, &v);
-        Ok(())
+        o.object(&c.advance_clock(&ClockAdvance { advance_seconds: *advance }).await?)
     }
 }

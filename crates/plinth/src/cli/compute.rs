@@ -3,13 +3,16 @@
 //! Actions that continue in the background print their operation; `--wait` follows it to
 //! the end with progress and exits non-zero unless it succeeded.
 
-use super::{ListArgs, Spec, wait};
-use crate::client::Client;
-use crate::output::{self, Format};
+use super::args::{labels, wire};
+use super::{Ids, ListArgs, create, delete, get, none_match, wait};
+use crate::output::{self, Out};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{Value, json};
+use plinth_api::*;
+use plinth_client::query::GroupFilter;
+use plinth_client::resolve::{resolve, resolve_in, resolve_opt};
+use plinth_client::v1::{HostVerb, InstanceAction};
+use plinth_client::{Client, Doc, Hosts, Instances, Operations, PlacementGroups, Projects};
 use std::time::Duration;
 
 /// `--wait` and how long.
@@ -23,45 +26,27 @@ pub struct WaitArgs {
     pub timeout: u64,
 }
 
-/// Prints an action's answer, and follows its operation when asked to.
-async fn accepted(c: &Client, o: Format, v: &Value, w: &WaitArgs, then: Option<&str>) -> Result<()> {
-    let op = v["operation"]["id"].as_str().map(str::to_string);
-    match (&op, w.wait) {
-        (Some(id), true) => {
-            wait::wait(c, id, Duration::from_secs(w.timeout)).await?;
-            if let Some(path) = then {
-                let now = c.get(path, &[]).await?;
-                if o == Format::Json {
-                    output::object(o, &now);
-                } else {
-                    eprintln!(
-                        "{}: {}{}",
-                        now["id"].as_str().unwrap_or(""),
-                        now["state"].as_str().unwrap_or(""),
-                        now["host_id"].as_str().map(|h| format!(" on {h}")).unwrap_or_default()
-                    );
-                }
-            }
-            Ok(())
-        }
-        _ => {
-            output::object(o, v);
-            if let Some(id) = op {
-                eprintln!("follow it with: plinth operation wait {id}");
-            }
-            Ok(())
-        }
+/// Prints an accepted instance action, and follows its operation when asked to (then
+/// shows where the instance ended up).
+async fn accepted(c: &Client, o: &Out, d: &Doc<InstanceAccepted>, w: &WaitArgs) -> Result<()> {
+    let op = d.operation.id.as_str();
+    if !w.wait {
+        o.object(d)?;
+        eprintln!("follow it with: plinth operation wait {op}");
+        return Ok(());
     }
+    wait::wait(c, op, Duration::from_secs(w.timeout)).await?;
+    let now = c.view::<Instances>(d.instance.id.as_str()).await?;
+    if o.machine() {
+        return o.object(&now);
+    }
+    let on = now.host_id.as_ref().map(|h| format!(" on {h}")).unwrap_or_default();
+    eprintln!("{}: {}{on}", now.id, now.state.as_str());
+    Ok(())
 }
 
-pub const INSTANCES: Spec = Spec {
-    path: "/v1/instances",
-    columns: &["id", "name", "state", "shape_name", "host_id", "claim.tcg", "restart_policy", "warning"],
-};
-pub const GROUPS: Spec =
-    Spec { path: "/v1/placement-groups", columns: &["id", "project_id", "name", "policy", "scope"] };
-pub const OPERATIONS: Spec =
-    Spec { path: "/v1/operations", columns: &["id", "kind", "target", "status", "done", "total", "message"] };
+const INSTANCE_COLUMNS: &[&str] =
+    &["id", "name", "state", "shape_name", "host_id", "claim.tcg", "restart_policy", "warning"];
 
 /// Instances.
 #[derive(Subcommand, Debug)]
@@ -70,18 +55,23 @@ pub enum InstanceCmd {
     List {
         #[command(flatten)]
         page: ListArgs,
+        /// Only this project's (id or name).
         #[arg(long)]
         project: Option<String>,
         /// creating, running, stopped, failed, unknown, …
-        #[arg(long)]
-        state: Option<String>,
+        #[arg(long, value_parser = wire::<InstanceState>)]
+        state: Option<InstanceState>,
+        /// Only those on this host (id or name).
         #[arg(long)]
         host: Option<String>,
         /// key=value
         #[arg(long)]
         label: Option<String>,
+        /// Only those of this name.
+        #[arg(long)]
+        name: Option<String>,
     },
-    /// Show one.
+    /// Show one (id or name).
     Get { id: String },
     /// Create one (placed and claimed at once; prepared and started in the background).
     Create(#[command(flatten)] InstanceCreateArgs),
@@ -93,8 +83,8 @@ pub enum InstanceCmd {
         #[arg(long = "label")]
         labels: Option<Vec<String>>,
         /// never, on-failure or always.
-        #[arg(long)]
-        restart_policy: Option<String>,
+        #[arg(long, value_parser = wire::<RestartPolicy>)]
+        restart_policy: Option<RestartPolicy>,
     },
     /// Start it.
     Start {
@@ -117,6 +107,7 @@ pub enum InstanceCmd {
     /// Resize a stopped instance to another shape.
     Resize {
         id: String,
+        /// Shape name or id.
         #[arg(long)]
         shape: String,
         #[command(flatten)]
@@ -125,6 +116,7 @@ pub enum InstanceCmd {
     /// Rebuild a stopped instance's disk from an image.
     Rebuild {
         id: String,
+        /// Image name or id.
         #[arg(long)]
         image: String,
         #[command(flatten)]
@@ -158,6 +150,7 @@ pub enum InstanceCmd {
 #[derive(Args, Debug)]
 pub struct InstanceCreateArgs {
     pub name: String,
+    /// Project id or name.
     #[arg(long)]
     pub project: String,
     /// Shape name or id.
@@ -166,11 +159,12 @@ pub struct InstanceCreateArgs {
     /// Image name or id (your project's image of that name first, then a public one).
     #[arg(long)]
     pub image: String,
+    /// Placement group id or name.
     #[arg(long)]
     pub placement_group: Option<String>,
     /// never, on-failure (default) or always.
-    #[arg(long)]
-    pub restart_policy: Option<String>,
+    #[arg(long, value_parser = wire::<RestartPolicy>)]
+    pub restart_policy: Option<RestartPolicy>,
     /// A file with user data (cloud-init).
     #[arg(long)]
     pub user_data_file: Option<std::path::PathBuf>,
@@ -195,148 +189,148 @@ pub struct InstanceCreateArgs {
     pub wait: WaitArgs,
 }
 
-fn labels(v: &[String]) -> Value {
-    super::args::labels(v)
+impl InstanceCreateArgs {
+    async fn body(&self, c: &Client) -> Result<InstanceCreate> {
+        let user_data = match &self.user_data_file {
+            Some(p) => Some(std::fs::read_to_string(p)?),
+            None => None,
+        };
+        let project_id = ProjectId(resolve::<Projects>(c, &self.project).await?);
+        let placement_group_id = match &self.placement_group {
+            Some(g) => {
+                let filter = GroupFilter { project_id: Some(project_id.clone()) };
+                Some(PlacementGroupId(resolve_in::<PlacementGroups>(c, g, filter).await?))
+            }
+            None => None,
+        };
+        Ok(InstanceCreate {
+            project_id,
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            image: self.image.clone(),
+            runtime_class: None,
+            placement_group_id,
+            restart_policy: self.restart_policy,
+            user_data,
+            ssh_keys: self.ssh_keys.clone(),
+            labels: labels(&self.labels),
+            required_traits: self.required_traits.clone(),
+            forbidden_traits: self.forbidden_traits.clone(),
+            dedicated_host: self.dedicated_host,
+            start: Some(!self.stopped),
+        })
+    }
 }
 
 impl InstanceCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
-        let s = &INSTANCES;
-        let one = |id: &str| format!("/v1/instances/{id}");
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
-            InstanceCmd::List { page, project, state, host, label } => {
-                let mut q = page.query();
-                for (k, v) in [("project_id", project), ("state", state), ("host_id", host), ("label", label)] {
-                    if let Some(v) = v {
-                        q.push((k.to_string(), v.clone()));
-                    }
-                }
-                s.list(c, o, q).await
-            }
-            InstanceCmd::Get { id } => s.get(c, o, &resolve_instance(c, id).await?).await,
-            InstanceCmd::Create(a) => {
-                let user_data = match &a.user_data_file {
-                    Some(p) => Some(std::fs::read_to_string(p)?),
-                    None => None,
+            InstanceCmd::List { page, project, state, host, label, name } => {
+                let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
+                let host_id = resolve_opt::<Hosts>(c, host.as_deref()).await?;
+                let filter = InstanceFilter {
+                    project_id: project_id.clone().map(ProjectId),
+                    state: *state,
+                    host_id: host_id.clone().map(HostId),
+                    label: label.clone(),
+                    name: name.clone(),
                 };
-                let body = super::args::compact(json!({
-                    "project_id": a.project, "name": a.name, "shape": a.shape, "image": a.image,
-                    "placement_group_id": a.placement_group, "restart_policy": a.restart_policy,
-                    "user_data": user_data, "ssh_keys": a.ssh_keys, "labels": labels(&a.labels),
-                    "required_traits": a.required_traits, "forbidden_traits": a.forbidden_traits,
-                    "dedicated_host": a.dedicated_host, "start": !a.stopped,
-                }));
-                let v = c.call(Method::POST, s.path, &[], Some(&body)).await?;
-                let id = v["instance"]["id"].as_str().unwrap_or("").to_string();
-                accepted(c, o, &v, &a.wait, Some(&one(&id))).await
+                let d = c.list::<Instances>(&page.page(), &filter).await?;
+                let filters = [
+                    ("project", project_id),
+                    ("state", state.map(|s| s.as_str().to_string())),
+                    ("host", host_id),
+                    ("label", label.clone()),
+                    ("name", name.clone()),
+                ];
+                none_match("instances", &d, &filters);
+                o.list(&d, INSTANCE_COLUMNS)
+            }
+            InstanceCmd::Get { id } => get::<Instances>(c, o, id).await,
+            InstanceCmd::Create(a) => {
+                let d = c.create::<Instances>(&a.body(c).await?).await?;
+                accepted(c, o, &d, &a.wait).await
             }
             InstanceCmd::Update { id, if_match, labels: l, restart_policy } => {
-                let body = super::args::compact(json!({
-                    "labels": l.as_ref().map(|l| labels(l)), "restart_policy": restart_policy
-                }));
-                let v = c.call_with_if_match(Method::PATCH, &one(id), *if_match, Some(&body)).await?;
-                output::object(o, &v);
-                Ok(())
+                let body = InstanceUpdate { labels: l.as_deref().map(labels), restart_policy: *restart_policy };
+                super::update::<Instances>(c, o, id, *if_match, &body).await
             }
-            InstanceCmd::Start { id, wait } => self.action(c, o, id, "start", json!({}), wait).await,
-            InstanceCmd::Stop { id, wait } => self.action(c, o, id, "stop", json!({}), wait).await,
-            InstanceCmd::Reboot { id, wait } => self.action(c, o, id, "reboot", json!({}), wait).await,
+            InstanceCmd::Start { id, wait } => action(c, o, id, &InstanceAction::Start, wait).await,
+            InstanceCmd::Stop { id, wait } => action(c, o, id, &InstanceAction::Stop, wait).await,
+            InstanceCmd::Reboot { id, wait } => action(c, o, id, &InstanceAction::Reboot, wait).await,
             InstanceCmd::Resize { id, shape, wait } => {
-                self.action(c, o, id, "resize", json!({ "shape": shape }), wait).await
+                action(c, o, id, &InstanceAction::Resize(InstanceResize { shape: shape.clone() }), wait).await
             }
             InstanceCmd::Rebuild { id, image, wait } => {
-                self.action(c, o, id, "rebuild", json!({ "image": image }), wait).await
+                action(c, o, id, &InstanceAction::Rebuild(InstanceRebuild { image: image.clone() }), wait).await
             }
             InstanceCmd::Delete { id, wait } => {
-                let id = &resolve_instance(c, id).await?;
-                let v = c.call(Method::DELETE, &one(id), &[], None).await?;
-                accepted(c, o, &v, wait, Some(&one(id))).await
+                let d = c.delete::<Instances>(&Instances::lookup(c, id).await?, None).await?;
+                accepted(c, o, &d, wait).await
             }
             InstanceCmd::Events { id, page } => {
-                let v = c.get(&format!("{}/events", one(id)), &page.query()).await?;
-                output::list(o, &v, &["created_at", "kind", "state", "detail", "operation_id"]);
-                Ok(())
+                let d = c.instance_events(&Instances::lookup(c, id).await?, &page.page()).await?;
+                o.list(&d, &["created_at", "kind", "state", "detail", "operation_id"])
             }
             InstanceCmd::ConsoleLog { id, bytes, follow } => console_log(c, id, *bytes, *follow).await,
         }
     }
-
-    async fn action(&self, c: &Client, o: Format, id: &str, verb: &str, body: Value, w: &WaitArgs) -> Result<()> {
-        let id = &resolve_instance(c, id).await?;
-        let v = c.call(Method::POST, &format!("/v1/instances/{id}/{verb}"), &[], Some(&body)).await?;
-        accepted(c, o, &v, w, Some(&format!("/v1/instances/{id}"))).await
-    }
 }
 
-/// An instance id, or the id of the one live instance with this name.
-async fn resolve_instance(c: &Client, id_or_name: &str) -> Result<String> {
-    if id_or_name.starts_with("ins_") {
-        return Ok(id_or_name.to_string());
-    }
-    let v = c.get("/v1/instances", &[("name".to_string(), id_or_name.to_string())]).await?;
-    let live: Vec<&str> = v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["state"] != "deleted")
-        .filter_map(|i| i["id"].as_str())
-        .collect();
-    match live.as_slice() {
-        [one] => Ok(one.to_string()),
-        [] => anyhow::bail!("no instance named {id_or_name:?}"),
-        many => anyhow::bail!("{} instances are named {id_or_name:?} (in different projects): use an id", many.len()),
-    }
+async fn action(c: &Client, o: &Out, id: &str, a: &InstanceAction, w: &WaitArgs) -> Result<()> {
+    let d = c.instance_action(&Instances::lookup(c, id).await?, a).await?;
+    accepted(c, o, &d, w).await
 }
 
 /// Prints an instance's console: the last `bytes`, then (with `follow`) what follows as
 /// it arrives, long-polling the server.
 async fn console_log(c: &Client, id: &str, bytes: u64, follow: bool) -> Result<()> {
     use std::io::Write;
-    let id = resolve_instance(c, id).await?;
-    let path = format!("/v1/instances/{id}/console");
-    let mut q = vec![("limit".to_string(), bytes.to_string())];
+    let id = Instances::lookup(c, id).await?;
+    let mut q = ConsoleQuery { offset: None, limit: Some(bytes), wait: None };
     loop {
-        let v = c.get(&path, &q).await?;
-        if v["truncated"].as_bool() == Some(true) && q.iter().any(|(k, _)| k == "offset") {
+        let log = c.instance_console(&id, &q).await?.into_inner();
+        if log.truncated && q.offset.is_some() {
             eprintln!("[some console output was overwritten before it could be read]");
         }
-        let data = v["data"].as_str().unwrap_or_default();
         let mut out = std::io::stdout().lock();
-        out.write_all(data.as_bytes())?;
+        out.write_all(log.data.as_bytes())?;
         out.flush()?;
         if !follow {
-            if !data.is_empty() && !data.ends_with('\n') {
+            if !log.data.is_empty() && !log.data.ends_with('\n') {
                 writeln!(out)?;
             }
             return Ok(());
         }
-        let next = v["next_offset"].as_u64().unwrap_or(0);
-        q = vec![
-            ("offset".to_string(), next.to_string()),
-            ("limit".to_string(), "1048576".to_string()),
-            ("wait".to_string(), "30".to_string()),
-        ];
+        q = ConsoleQuery { offset: Some(log.next_offset), limit: Some(1_048_576), wait: Some(30) };
     }
 }
 
 /// Placement groups.
 #[derive(Subcommand, Debug)]
 pub enum PlacementGroupCmd {
-    List(ListArgs),
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+        /// Only this project's (id or name).
+        #[arg(long)]
+        project: Option<String>,
+    },
     Get {
         id: String,
     },
     /// Create one.
     Create {
         name: String,
+        /// Project id or name.
         #[arg(long)]
         project: String,
         /// affinity, anti-affinity or spread.
-        #[arg(long)]
-        policy: String,
+        #[arg(long, value_parser = wire::<GroupPolicy>)]
+        policy: GroupPolicy,
         /// host (default) or rack.
-        #[arg(long, default_value = "host")]
-        scope: String,
+        #[arg(long, default_value = "host", value_parser = wire::<FailureDomain>)]
+        scope: FailureDomain,
     },
     Delete {
         id: String,
@@ -344,15 +338,31 @@ pub enum PlacementGroupCmd {
 }
 
 impl PlacementGroupCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
-        let s = &GROUPS;
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "project_id", "name", "policy", "scope"];
         match self {
-            PlacementGroupCmd::List(l) => s.list(c, o, l.query()).await,
-            PlacementGroupCmd::Get { id } => s.get(c, o, id).await,
-            PlacementGroupCmd::Create { name, project, policy, scope } => {
-                s.create(c, o, json!({ "name": name, "project_id": project, "policy": policy, "scope": scope })).await
+            PlacementGroupCmd::List { page, project } => {
+                let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
+                let d = c
+                    .list::<PlacementGroups>(
+                        &page.page(),
+                        &GroupFilter { project_id: project_id.clone().map(ProjectId) },
+                    )
+                    .await?;
+                none_match("placement groups", &d, &[("project", project_id)]);
+                o.list(&d, COLUMNS)
             }
-            PlacementGroupCmd::Delete { id } => s.delete(c, id, None).await,
+            PlacementGroupCmd::Get { id } => get::<PlacementGroups>(c, o, id).await,
+            PlacementGroupCmd::Create { name, project, policy, scope } => {
+                let body = PlacementGroupCreate {
+                    project_id: ProjectId(resolve::<Projects>(c, project).await?),
+                    name: name.clone(),
+                    policy: *policy,
+                    scope: *scope,
+                };
+                create::<PlacementGroups>(c, o, &body).await
+            }
+            PlacementGroupCmd::Delete { id } => delete::<PlacementGroups>(c, id, None).await,
         }
     }
 }
@@ -364,10 +374,12 @@ pub enum OperationCmd {
     List {
         #[command(flatten)]
         page: ListArgs,
+        /// Only operations on this object id.
         #[arg(long)]
         target: Option<String>,
-        #[arg(long)]
-        status: Option<String>,
+        /// pending, running, succeeded, failed or cancelled.
+        #[arg(long, value_parser = wire::<OperationStatus>)]
+        status: Option<OperationStatus>,
     },
     /// Show one.
     Get { id: String },
@@ -382,65 +394,74 @@ pub enum OperationCmd {
 }
 
 impl OperationCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
-        let s = &OPERATIONS;
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "kind", "target", "status", "done", "total", "message"];
         match self {
             OperationCmd::List { page, target, status } => {
-                let mut q = page.query();
-                for (k, v) in [("target", target), ("status", status)] {
-                    if let Some(v) = v {
-                        q.push((k.to_string(), v.clone()));
-                    }
-                }
-                s.list(c, o, q).await
+                let filter = OperationFilter { target: target.clone(), status: *status, kind: None };
+                let d = c.list::<Operations>(&page.page(), &filter).await?;
+                let st = status.map(|s| s.as_str().to_string());
+                none_match("operations", &d, &[("target", target.clone()), ("status", st)]);
+                o.list(&d, COLUMNS)
             }
-            OperationCmd::Get { id } => s.get(c, o, id).await,
+            OperationCmd::Get { id } => get::<Operations>(c, o, id).await,
             OperationCmd::Wait { id, timeout } => {
                 let op = wait::wait(c, id, Duration::from_secs(*timeout)).await?;
-                if o == Format::Json {
-                    output::object(o, &op);
+                if o.machine() {
+                    o.object(&op)?;
                 }
                 Ok(())
             }
-            OperationCmd::Cancel { id } => {
-                let v = c.call(Method::POST, &format!("/v1/operations/{id}/cancel"), &[], Some(&json!({}))).await?;
-                output::object(o, &v);
-                Ok(())
-            }
+            OperationCmd::Cancel { id } => o.object(&c.cancel_operation(id).await?),
         }
     }
 }
 
 /// `plinth capacity`: how many more of each shape fit, per rack.
-pub async fn capacity(c: &Client, o: Format) -> Result<()> {
-    let v = c.get("/v1/capacity", &[]).await?;
-    if o == Format::Json {
-        output::object(o, &v);
+pub async fn capacity(c: &Client, o: &Out) -> Result<()> {
+    let d = c.capacity().await?;
+    if o.document(&d)? {
         return Ok(());
     }
-    output::list(o, &json!({ "items": v["rows"] }), &["shape_name", "site_id", "rack_id", "hosts", "fits"]);
-    let totals = v["totals"].as_object().cloned().unwrap_or_default();
-    let items: Vec<Value> = totals.into_iter().map(|(k, n)| json!({ "shape": k, "fits": n })).collect();
-    output::list(o, &json!({ "items": items }), &["shape", "fits"]);
+    let rows = d
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.shape_name.clone(),
+                output::opt(r.site_id.as_ref()),
+                output::opt(r.rack_id.as_ref()),
+                r.hosts.to_string(),
+                r.fits.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["shape_name", "site_id", "rack_id", "hosts", "fits"], rows);
+    output::table(&["shape", "fits"], d.totals.iter().map(|(k, n)| vec![k.clone(), n.to_string()]).collect());
     Ok(())
 }
 
-/// A host action by name (`cordon`, `drain`, …), following the operation when there is one.
-pub async fn host_action(c: &Client, o: Format, id: &str, verb: &str, w: &WaitArgs) -> Result<()> {
-    let v = c.call(Method::POST, &format!("/v1/hosts/{id}/{verb}"), &[], Some(&json!({}))).await?;
-    if v["operation"].is_object() {
-        accepted(c, o, &v, w, None).await?;
-        if w.wait {
-            eprintln!("host {id}: {verb} done");
+/// A host action, following the operation when there is one.
+pub async fn host_action(c: &Client, o: &Out, id: &str, verb: HostVerb, w: &WaitArgs) -> Result<()> {
+    let id = Hosts::lookup(c, id).await?;
+    let d = c.host_action(&id, verb).await?;
+    match (&d.operation, w.wait) {
+        (Some(op), true) => {
+            wait::wait(c, op.id.as_str(), Duration::from_secs(w.timeout)).await?;
+            eprintln!("host {id}: {} done", verb.as_str());
+            Ok(())
         }
-        return Ok(());
+        (Some(op), false) => {
+            o.object(&d)?;
+            eprintln!("follow it with: plinth operation wait {}", op.id);
+            Ok(())
+        }
+        (None, _) if o.machine() => o.object(&d),
+        (None, _) => {
+            eprintln!("host {id}: {}", d.host.state.as_str());
+            Ok(())
+        }
     }
-    if o == Format::Json {
-        output::object(o, &v);
-    } else {
-        eprintln!("host {id}: {}", v["host"]["state"].as_str().unwrap_or(""));
-    }
-    Ok(())
 }
 
 /// Background tasks.
@@ -453,24 +474,14 @@ pub enum TaskCmd {
 }
 
 impl TaskCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             TaskCmd::List => {
-                let v = c.get("/v1/system/background-tasks", &[]).await?;
-                output::list(
-                    o,
-                    &json!({ "items": v }),
-                    &["name", "runs", "last_finished_at", "last_result", "last_error", "description"],
-                );
-                Ok(())
+                let d = c.background_tasks().await?;
+                let page = d.map(|items| Page { items, next_cursor: None });
+                o.list(&page, &["name", "runs", "last_finished_at", "last_result", "last_error", "description"])
             }
-            TaskCmd::Run { name } => {
-                let v = c
-                    .call(Method::POST, &format!("/v1/system/background-tasks/{name}/run"), &[], Some(&json!({})))
-                    .await?;
-                output::object(o, &v);
-                Ok(())
-            }
+            TaskCmd::Run { name } => o.object(&c.run_background_task(name).await?),
         }
     }
 }

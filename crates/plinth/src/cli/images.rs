@@ -3,15 +3,17 @@
 //! or have the server import them (`--disk-url`, `--disk-path`: operators); then wait
 //! until the image is available or print why it failed. Also list, show and delete.
 
-use super::ListArgs;
-use super::args::labels;
-use crate::client::Client;
-use crate::output::{self, Format};
-use anyhow::{Context, Result, anyhow, bail};
+use super::args::{labels, wire};
+use super::{ListArgs, delete, get, none_match};
+use crate::output::Out;
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{Map, json};
+use plinth_api::*;
+use plinth_client::query::ImageFilter;
+use plinth_client::resolve::resolve_opt;
+use plinth_client::{Client, Images, Projects};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -25,13 +27,14 @@ pub enum ImageCmd {
     List {
         #[command(flatten)]
         page: ListArgs,
+        /// Only this project's (id or name).
         #[arg(long)]
         project: Option<String>,
         #[arg(long)]
         name: Option<String>,
         /// importing, available or failed.
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = wire::<ImageStatus>)]
+        status: Option<ImageStatus>,
         /// Only public images.
         #[arg(long)]
         public: bool,
@@ -56,7 +59,7 @@ pub enum ImageCmd {
 #[derive(Args, Debug)]
 pub struct ImageCreateArgs {
     pub name: String,
-    /// The project that owns it.
+    /// The project that owns it (id or name).
     #[arg(long, required_unless_present = "public")]
     pub project: Option<String>,
     /// A public image, usable by every project (operators).
@@ -116,12 +119,12 @@ enum Source<'a> {
 }
 
 impl ImageCreateArgs {
-    fn sources(&self) -> Vec<(&'static str, Source<'_>)> {
+    fn sources(&self) -> Vec<(ImageFileRole, Source<'_>)> {
         let mut out = vec![];
         let roles = [
-            ("disk", &self.disk, &self.disk_url, &self.disk_path),
-            ("kernel", &self.kernel, &self.kernel_url, &self.kernel_path),
-            ("initrd", &self.initrd, &self.initrd_url, &self.initrd_path),
+            (ImageFileRole::Disk, &self.disk, &self.disk_url, &self.disk_path),
+            (ImageFileRole::Kernel, &self.kernel, &self.kernel_url, &self.kernel_path),
+            (ImageFileRole::Initrd, &self.initrd, &self.initrd_url, &self.initrd_path),
         ];
         for (role, file, url, path) in roles {
             if let Some(f) = file {
@@ -154,104 +157,94 @@ pub async fn digest(path: &Path) -> Result<(String, u64)> {
 }
 
 impl ImageCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             ImageCmd::List { page, project, name, status, public } => {
-                let mut q = page.query();
-                for (k, v) in [("project_id", project), ("name", name), ("status", status)] {
-                    if let Some(v) = v {
-                        q.push((k.to_string(), v.clone()));
-                    }
-                }
-                if *public {
-                    q.push(("public".into(), "true".into()));
-                }
-                let v = c.get("/v1/images", &q).await?;
-                output::list(o, &v, COLUMNS);
-                Ok(())
+                let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
+                let filter = ImageFilter {
+                    project_id: project_id.clone().map(ProjectId),
+                    name: name.clone(),
+                    status: *status,
+                    public: public.then_some(true),
+                };
+                let d = c.list::<Images>(&page.page(), &filter).await?;
+                let filters = [
+                    ("project", project_id),
+                    ("name", name.clone()),
+                    ("status", status.map(|s| format!("{s:?}").to_lowercase())),
+                    ("public", public.then(|| "true".to_string())),
+                ];
+                none_match("images", &d, &filters);
+                o.list(&d, COLUMNS)
             }
-            ImageCmd::Show { id } => {
-                output::object(o, &c.get(&format!("/v1/images/{id}"), &[]).await?);
-                Ok(())
-            }
+            ImageCmd::Show { id } => get::<Images>(c, o, id).await,
             ImageCmd::Create(a) => create(c, o, a).await,
-            ImageCmd::Delete { id, if_match } => {
-                c.call_with_if_match(Method::DELETE, &format!("/v1/images/{id}"), *if_match, None).await?;
-                eprintln!("deleted {id}");
-                Ok(())
-            }
+            ImageCmd::Delete { id, if_match } => delete::<Images>(c, id, *if_match).await,
         }
     }
 }
 
-async fn create(c: &Client, o: Format, a: &ImageCreateArgs) -> Result<()> {
+async fn create(c: &Client, o: &Out, a: &ImageCreateArgs) -> Result<()> {
     let sources = a.sources();
-    let has = |role: &str| sources.iter().any(|(r, _)| *r == role);
-    if !has("disk") && !has("kernel") {
+    let has = |role: ImageFileRole| sources.iter().any(|(r, _)| *r == role);
+    if !has(ImageFileRole::Disk) && !has(ImageFileRole::Kernel) {
         bail!("give a disk (--disk, --disk-url or --disk-path) or a kernel (--kernel, …)");
     }
-    let direct = has("kernel");
-    if has("initrd") && !direct {
+    let direct = has(ImageFileRole::Kernel);
+    if has(ImageFileRole::Initrd) && !direct {
         bail!("an initrd needs a kernel (a direct-boot image)");
     }
     // Digests first: declared, they make the server refuse a file that changed on the way.
-    let mut files = Map::new();
+    let mut files = BTreeMap::new();
     let mut uploads = vec![];
     for (role, src) in &sources {
+        let expected = if *role == ImageFileRole::Disk { a.disk_sha256.clone() } else { None };
         let spec = match src {
             Source::Upload(path) => {
                 let (sha, len) = digest(path).await?;
                 uploads.push((*role, path.to_path_buf(), len));
-                json!({ "sha256": sha })
+                ImageFileSource { sha256: Some(sha), ..Default::default() }
             }
-            Source::Url(u) => json!({ "url": u, "sha256": if *role == "disk" { a.disk_sha256.clone() } else { None } }),
-            Source::ServerPath(p) => {
-                json!({ "path": p, "sha256": if *role == "disk" { a.disk_sha256.clone() } else { None } })
-            }
+            Source::Url(u) => ImageFileSource { url: Some(u.to_string()), path: None, sha256: expected },
+            Source::ServerPath(p) => ImageFileSource { url: None, path: Some(p.to_string()), sha256: expected },
         };
-        files.insert(role.to_string(), super::args::compact(spec));
+        files.insert(*role, spec);
     }
-    let mut body = json!({
-        "name": a.name,
-        "boot": if direct { "direct" } else { "disk" },
-        "files": files,
-        "labels": labels(&a.labels),
-    });
-    if let Some(p) = &a.project {
-        body["project_id"] = json!(p);
-    }
-    if let Some(d) = &a.description {
-        body["description"] = json!(d);
-    }
-    if direct {
-        body["cmdline"] = json!(a.cmdline);
-    }
-    let img = c.call(Method::POST, "/v1/images", &[], Some(&body)).await?;
-    let id = img["id"].as_str().ok_or_else(|| anyhow!("the server answered no image id"))?.to_string();
+    let body = ImageCreate {
+        project_id: resolve_opt::<Projects>(c, a.project.as_deref()).await?.map(ProjectId),
+        name: a.name.clone(),
+        description: a.description.clone(),
+        boot: if direct { ImageBoot::Direct } else { ImageBoot::Disk },
+        cmdline: direct.then(|| a.cmdline.clone()),
+        files,
+        labels: labels(&a.labels),
+    };
+    let mut last = c.create::<Images>(&body).await?;
+    let id = last.id.to_string();
     eprintln!("registered {id} ({})", a.name);
-    let mut last = img;
     for (role, path, len) in uploads {
         let started = Instant::now();
-        eprintln!("uploading {role}: {} ({len} bytes)", path.display());
+        let role_name = role.as_str();
+        eprintln!("uploading {role_name}: {} ({len} bytes)", path.display());
         let f = tokio::fs::File::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
-        last = c.put_file(&format!("/v1/images/{id}/files/{role}"), f, len).await?;
+        last = c.upload_image_file(&id, role, f, len).await?;
         let secs = started.elapsed().as_secs_f64().max(0.001);
-        eprintln!("  {role} stored ({:.1} MiB/s)", len as f64 / secs / (1 << 20) as f64);
+        eprintln!("  {role_name} stored ({:.1} MiB/s)", len as f64 / secs / (1 << 20) as f64);
     }
-    if last["status"] == "importing" && !a.no_wait {
-        eprintln!("waiting for the server to import {}", last["pending"]);
+    if last.status == ImageStatus::Importing && !a.no_wait {
+        let pending: Vec<&str> = last.pending.iter().map(|r| r.as_str()).collect();
+        eprintln!("waiting for the server to import {}", pending.join(", "));
         let deadline = Instant::now() + Duration::from_secs(a.timeout);
-        while last["status"] == "importing" {
+        while last.status == ImageStatus::Importing {
             if Instant::now() > deadline {
                 bail!("{id} is still importing after {} s; check it with `plinth image show {id}`", a.timeout);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            last = c.get(&format!("/v1/images/{id}"), &[]).await?;
+            last = c.view::<Images>(&id).await?;
         }
     }
-    if last["status"] == "failed" {
-        bail!("image {id} failed: {}", last["failure"].as_str().unwrap_or("no reason given"));
+    if last.status == ImageStatus::Failed {
+        bail!("image {id} failed: {}", last.failure.as_deref().unwrap_or("no reason given"));
     }
-    output::object(o, &last);
-    Ok(())
+    o.object(&last)
 }

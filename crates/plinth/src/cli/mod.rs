@@ -1,5 +1,6 @@
 //! The resource commands: `plinth <noun> list|get|create|update|delete`, each a thin
-//! mapping from flags to the `/v1` API and from answers to tables or JSON.
+//! mapping from flags to a typed `/v1` request (names resolved to ids first) and from the
+//! typed answer to a table, or to the document as it came (`-o json|yaml`, `--field`).
 
 pub mod args;
 pub mod billing;
@@ -7,13 +8,13 @@ pub mod compute;
 pub mod images;
 pub mod wait;
 
-use crate::client::Client;
-use crate::output::{self, Format};
+use crate::output::Out;
 use anyhow::Result;
 use args::*;
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::Value;
+use plinth_api::*;
+use plinth_client::resolve::{resolve, resolve_opt};
+use plinth_client::*;
 
 /// Paging flags of every list.
 #[derive(Args, Clone, Debug)]
@@ -27,32 +28,104 @@ pub struct ListArgs {
 }
 
 impl ListArgs {
-    pub fn query(&self) -> Vec<(String, String)> {
-        let mut q = vec![("limit".to_string(), self.limit.to_string())];
-        if let Some(c) = &self.cursor {
-            q.push(("cursor".into(), c.clone()));
-        }
-        q
+    pub fn page(&self) -> PageParams {
+        PageParams { limit: Some(self.limit), cursor: self.cursor.clone() }
     }
 }
 
-/// A request body built from flags.
-pub trait Body {
-    fn body(&self) -> Value;
+/// A request body built from flags (resolving the names they give).
+pub trait Body<T> {
+    async fn body(&self, c: &Client) -> Result<T>;
+}
+
+/// How a command's positional argument becomes an id: by name where the collection has
+/// names, as given where it has none.
+pub trait Ids: Resource {
+    async fn lookup(c: &Client, given: &str) -> Result<String>;
+}
+
+macro_rules! ids {
+    (named: $($named:ident),*; plain: $($plain:ident),*) => {
+        $(impl Ids for $named {
+            async fn lookup(c: &Client, given: &str) -> Result<String> {
+                Ok(resolve::<$named>(c, given).await?)
+            }
+        })*
+        $(impl Ids for $plain {
+            async fn lookup(_: &Client, given: &str) -> Result<String> {
+                Ok(given.to_string())
+            }
+        })*
+    };
+}
+
+ids!(named: Tenants, Projects, Users, Tokens, Sites, Racks, Hosts, Shapes, Images, Instances, PlacementGroups, Budgets;
+    plain: RoleBindings, JoinTokens, Operations, Invoices, PriceBooks);
+
+/// Says on stderr which filters matched nothing, when a filtered list came back empty.
+pub fn none_match<T>(what: &str, page: &Page<T>, filters: &[(&str, Option<String>)]) {
+    let given: Vec<String> = filters.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}"))).collect();
+    if page.items.is_empty() && page.next_cursor.is_none() && !given.is_empty() {
+        eprintln!("no {what} match {}", given.join(" "));
+    }
+}
+
+/// Lists a collection, with its filters.
+pub async fn list<R: Resource>(c: &Client, o: &Out, l: &ListArgs, filter: &R::Filter, columns: &[&str]) -> Result<()>
+where
+    R::Item: serde::Serialize,
+{
+    o.list(&c.list::<R>(&l.page(), filter).await?, columns)
+}
+
+/// Shows one item, by id or name.
+pub async fn get<R: Ids>(c: &Client, o: &Out, given: &str) -> Result<()> {
+    o.object(&c.view::<R>(&R::lookup(c, given).await?).await?)
+}
+
+/// Creates an item; a secret in the answer is shown once.
+pub async fn create<R: Creatable>(c: &Client, o: &Out, body: &R::Create) -> Result<()>
+where
+    R::Created: serde::Serialize,
+{
+    o.object(&c.create::<R>(body).await?)?;
+    if !o.machine() && matches!(R::KIND, "token" | "join token") {
+        eprintln!("The secret above is shown once; store it now.");
+    }
+    Ok(())
+}
+
+/// Changes an item, by id or name.
+pub async fn update<R: Updatable + Ids>(
+    c: &Client,
+    o: &Out,
+    given: &str,
+    if_match: Option<i64>,
+    body: &R::Update,
+) -> Result<()> {
+    o.object(&c.update::<R>(&R::lookup(c, given).await?, if_match, body).await?)
+}
+
+/// Deletes an item, by id or name.
+pub async fn delete<R: Deletable + Ids>(c: &Client, given: &str, if_match: Option<i64>) -> Result<()> {
+    let id = R::lookup(c, given).await?;
+    c.delete::<R>(&id, if_match).await?;
+    eprintln!("deleted {id}");
+    Ok(())
 }
 
 macro_rules! crud {
-    ($(#[$doc:meta])* $name:ident, $create:ty, $update:ty) => {
+    ($(#[$doc:meta])* $name:ident, $res:ident, $create:ty, $update:ty, $columns:expr) => {
         $(#[$doc])*
         #[derive(Subcommand, Debug)]
         pub enum $name {
             /// List them.
             List(ListArgs),
-            /// Show one.
+            /// Show one (id or name).
             Get { id: String },
             /// Create one.
             Create(#[command(flatten)] $create),
-            /// Change one.
+            /// Change one (id or name).
             Update {
                 id: String,
                 /// Refuse unless the object is still at this generation.
@@ -61,7 +134,7 @@ macro_rules! crud {
                 #[command(flatten)]
                 set: $update,
             },
-            /// Delete one.
+            /// Delete one (id or name).
             Delete {
                 id: String,
                 /// Refuse unless the object is still at this generation.
@@ -71,13 +144,16 @@ macro_rules! crud {
         }
 
         impl $name {
-            pub async fn run(&self, c: &Client, o: Format, spec: &Spec) -> Result<()> {
+            pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
                 match self {
-                    $name::List(l) => spec.list(c, o, l.query()).await,
-                    $name::Get { id } => spec.get(c, o, id).await,
-                    $name::Create(b) => spec.create(c, o, b.body()).await,
-                    $name::Update { id, if_match, set } => spec.update(c, o, id, *if_match, set.body()).await,
-                    $name::Delete { id, if_match } => spec.delete(c, id, *if_match).await,
+                    $name::List(l) => list::<$res>(c, o, l, &Default::default(), $columns).await,
+                    $name::Get { id } => get::<$res>(c, o, id).await,
+                    $name::Create(b) => create::<$res>(c, o, &b.body(c).await?).await,
+                    $name::Update { id, if_match, set } => {
+                        let body = <$update as Body<<$res as Updatable>::Update>>::body(set, c).await?;
+                        update::<$res>(c, o, id, *if_match, &body).await
+                    }
+                    $name::Delete { id, if_match } => delete::<$res>(c, id, *if_match).await,
                 }
             }
         }
@@ -85,28 +161,84 @@ macro_rules! crud {
 }
 
 crud!(/// Tenants (billing accounts).
-    TenantCmd, TenantCreateArgs, TenantUpdateArgs);
-crud!(/// Projects in a tenant.
-    ProjectCmd, ProjectCreateArgs, ProjectUpdateArgs);
+    TenantCmd, Tenants, TenantCreateArgs, TenantUpdateArgs, &["id", "name", "display_name", "generation"]);
 crud!(/// Users.
-    UserCmd, UserCreateArgs, UserUpdateArgs);
+    UserCmd, Users, UserCreateArgs, UserUpdateArgs, &["id", "tenant_id", "name", "email"]);
 crud!(/// Role bindings.
-    RoleBindingCmd, RoleBindingCreateArgs, RoleBindingUpdateArgs);
+    RoleBindingCmd, RoleBindings, RoleBindingCreateArgs, RoleBindingUpdateArgs,
+    &["id", "user_id", "role", "tenant_id", "project_id"]);
 crud!(/// Sites (operators).
-    SiteCmd, SiteCreateArgs, DescriptionArgs);
+    SiteCmd, Sites, SiteCreateArgs, DescriptionArgs, &["id", "name", "location"]);
 crud!(/// Racks (operators).
-    RackCmd, RackCreateArgs, DescriptionArgs);
+    RackCmd, Racks, RackCreateArgs, DescriptionArgs, &["id", "site_id", "name"]);
 crud!(/// Host join tokens (operators).
-    JoinTokenCmd, JoinTokenCreateArgs, DescriptionArgs);
+    JoinTokenCmd, JoinTokens, JoinTokenCreateArgs, DescriptionArgs,
+    &["id", "description", "expires_at", "used_at", "used_by_host_id"]);
 crud!(/// Shapes.
-    ShapeCmd, ShapeCreateArgs, DescriptionArgs);
+    ShapeCmd, Shapes, ShapeCreateArgs, DescriptionArgs,
+    &["id", "name", "vcpus", "memory_mib", "disk_gib", "gpu", "cpu_policy", "hugepages", "runtime_class"]);
+
+const PROJECT_COLUMNS: &[&str] = &["id", "tenant_id", "name", "description"];
+
+/// Projects in a tenant.
+#[derive(Subcommand, Debug)]
+pub enum ProjectCmd {
+    /// List them.
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+        /// Only this tenant's (id or name; operators).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show one (id or name).
+    Get { id: String },
+    /// Create one.
+    Create(#[command(flatten)] ProjectCreateArgs),
+    /// Change one (id or name).
+    Update {
+        id: String,
+        /// Refuse unless the object is still at this generation.
+        #[arg(long)]
+        if_match: Option<i64>,
+        #[command(flatten)]
+        set: ProjectUpdateArgs,
+    },
+    /// Delete one (id or name).
+    Delete {
+        id: String,
+        /// Refuse unless the object is still at this generation.
+        #[arg(long)]
+        if_match: Option<i64>,
+    },
+}
+
+impl ProjectCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        match self {
+            ProjectCmd::List { page, tenant } => {
+                let tenant_id = resolve_opt::<Tenants>(c, tenant.as_deref()).await?;
+                let filter = query::ProjectFilter { tenant_id: tenant_id.clone().map(TenantId), name: None };
+                let d = c.list::<Projects>(&page.page(), &filter).await?;
+                none_match("projects", &d, &[("tenant", tenant_id)]);
+                o.list(&d, PROJECT_COLUMNS)
+            }
+            ProjectCmd::Get { id } => get::<Projects>(c, o, id).await,
+            ProjectCmd::Create(b) => create::<Projects>(c, o, &b.body(c).await?).await,
+            ProjectCmd::Update { id, if_match, set } => {
+                update::<Projects>(c, o, id, *if_match, &set.body(c).await?).await
+            }
+            ProjectCmd::Delete { id, if_match } => delete::<Projects>(c, id, *if_match).await,
+        }
+    }
+}
 
 /// API tokens.
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
     /// List your tokens (all of your tenant's, for tenant-admins).
     List(ListArgs),
-    /// Show one.
+    /// Show one (id or name).
     Get { id: String },
     /// Create a token; its secret is printed once.
     Create(#[command(flatten)] TokenCreateArgs),
@@ -129,35 +261,50 @@ pub enum TokenCmd {
 }
 
 impl TokenCmd {
-    pub async fn run(&self, c: &Client, o: Format, spec: &Spec) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
-            TokenCmd::List(l) => spec.list(c, o, l.query()).await,
-            TokenCmd::Get { id } => spec.get(c, o, id).await,
-            TokenCmd::Create(b) => spec.create(c, o, b.body()).await,
-            TokenCmd::Update { id, if_match, set } => spec.update(c, o, id, *if_match, set.body()).await,
-            TokenCmd::Revoke { id } => {
-                let v = c
-                    .call(
-                        Method::POST,
-                        &format!("{}/{id}/revoke", spec.path),
-                        &[],
-                        Some(&Value::Object(Default::default())),
-                    )
-                    .await?;
-                output::object(o, &v);
-                Ok(())
+            TokenCmd::List(l) => {
+                list::<Tokens>(c, o, l, &(), &["id", "user_id", "name", "expires_at", "revoked_at"]).await
             }
-            TokenCmd::Delete { id, if_match } => spec.delete(c, id, *if_match).await,
+            TokenCmd::Get { id } => get::<Tokens>(c, o, id).await,
+            TokenCmd::Create(b) => create::<Tokens>(c, o, &b.body(c).await?).await,
+            TokenCmd::Update { id, if_match, set } => update::<Tokens>(c, o, id, *if_match, &set.body(c).await?).await,
+            TokenCmd::Revoke { id } => o.object(&c.revoke_token(&Tokens::lookup(c, id).await?).await?),
+            TokenCmd::Delete { id, if_match } => delete::<Tokens>(c, id, *if_match).await,
         }
     }
 }
+
+const HOST_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "state",
+    "inventory.runtime",
+    "rack_id",
+    "ownership",
+    "inventory.cpu.threads",
+    "inventory.memory_mib",
+    "inventory.virtualization.kvm",
+];
 
 /// Hosts (operators): records, scheduling settings and host operations.
 #[derive(Subcommand, Debug)]
 pub enum HostCmd {
     /// List them.
-    List(ListArgs),
-    /// Show one.
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+        /// Only hosts in this state: available, cordoned, draining, …
+        #[arg(long, value_parser = wire::<HostState>)]
+        state: Option<HostState>,
+        /// Only hosts in this rack (id or name).
+        #[arg(long)]
+        rack: Option<String>,
+        /// Only hosts in this site (id or name).
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Show one (id or name).
     Get { id: String },
     /// Declare one ahead of its agent.
     Create(#[command(flatten)] HostCreateArgs),
@@ -210,33 +357,47 @@ pub enum HostCmd {
 }
 
 impl HostCmd {
-    pub async fn run(&self, c: &Client, o: Format, spec: &Spec) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        use plinth_client::v1::HostVerb;
         let no_wait = compute::WaitArgs { wait: false, timeout: 0 };
+        let act = |id, verb, w| compute::host_action(c, o, id, verb, w);
         match self {
-            HostCmd::List(l) => spec.list(c, o, l.query()).await,
-            HostCmd::Get { id } => spec.get(c, o, id).await,
-            HostCmd::Create(b) => spec.create(c, o, b.body()).await,
-            HostCmd::Update { id, if_match, set } => {
-                let mut body = set.body();
-                if set.scheduling_given() {
-                    let cur = c.get(&format!("{}/{id}", spec.path), &[]).await?;
-                    body["scheduling"] = set.scheduling(cur["scheduling"].clone())?;
-                }
-                spec.update(c, o, id, *if_match, body).await
+            HostCmd::List { page, state, rack, site } => {
+                let rack_id = resolve_opt::<Racks>(c, rack.as_deref()).await?;
+                let site_id = resolve_opt::<Sites>(c, site.as_deref()).await?;
+                let filter = HostFilter {
+                    state: *state,
+                    rack_id: rack_id.clone().map(RackId),
+                    site_id: site_id.clone().map(SiteId),
+                };
+                let d = c.list::<Hosts>(&page.page(), &filter).await?;
+                let state = state.map(|s| s.as_str().to_string());
+                none_match("hosts", &d, &[("state", state), ("rack", rack_id), ("site", site_id)]);
+                o.list(&d, HOST_COLUMNS)
             }
-            HostCmd::Delete { id, if_match } => spec.delete(c, id, *if_match).await,
-            HostCmd::Cordon { id } => compute::host_action(c, o, id, "cordon", &no_wait).await,
-            HostCmd::Uncordon { id } => compute::host_action(c, o, id, "uncordon", &no_wait).await,
-            HostCmd::Drain { id, wait } => compute::host_action(c, o, id, "drain", wait).await,
-            HostCmd::Maintenance { id } => compute::host_action(c, o, id, "maintenance", &no_wait).await,
-            HostCmd::Retire { id } => compute::host_action(c, o, id, "retire", &no_wait).await,
-            HostCmd::Fence { id, wait } => compute::host_action(c, o, id, "fence", wait).await,
-            HostCmd::Fail { id, wait } => compute::host_action(c, o, id, "fail", wait).await,
+            HostCmd::Get { id } => get::<Hosts>(c, o, id).await,
+            HostCmd::Create(b) => create::<Hosts>(c, o, &b.body(c).await?).await,
+            HostCmd::Update { id, if_match, set } => {
+                let id = Hosts::lookup(c, id).await?;
+                let mut body = set.body(c).await?;
+                if set.scheduling_given() {
+                    let current = c.view::<Hosts>(&id).await?.into_inner();
+                    body.scheduling = Some(set.scheduling(current.scheduling)?);
+                }
+                update::<Hosts>(c, o, &id, *if_match, &body).await
+            }
+            HostCmd::Delete { id, if_match } => delete::<Hosts>(c, id, *if_match).await,
+            HostCmd::Cordon { id } => act(id, HostVerb::Cordon, &no_wait).await,
+            HostCmd::Uncordon { id } => act(id, HostVerb::Uncordon, &no_wait).await,
+            HostCmd::Drain { id, wait } => act(id, HostVerb::Drain, wait).await,
+            HostCmd::Maintenance { id } => act(id, HostVerb::Maintenance, &no_wait).await,
+            HostCmd::Retire { id } => act(id, HostVerb::Retire, &no_wait).await,
+            HostCmd::Fence { id, wait } => act(id, HostVerb::Fence, wait).await,
+            HostCmd::Fail { id, wait } => act(id, HostVerb::Fail, wait).await,
             HostCmd::Allocations { id, page } => {
-                let v = c.get(&format!("{}/{id}/allocations", spec.path), &page.query()).await?;
-                output::list(
-                    o,
-                    &v,
+                let d = c.host_allocations(&Hosts::lookup(c, id).await?, &page.page()).await?;
+                o.list(
+                    &d,
                     &[
                         "instance_id",
                         "claim.vcpus",
@@ -246,8 +407,7 @@ impl HostCmd {
                         "claim.numa_nodes",
                         "claim.gpus",
                     ],
-                );
-                Ok(())
+                )
             }
         }
     }
@@ -260,7 +420,7 @@ pub enum AuditCmd {
     List {
         #[command(flatten)]
         page: ListArgs,
-        /// Only records by this user id.
+        /// Only records by this user (id or name).
         #[arg(long)]
         actor: Option<String>,
         /// Only records about this object id.
@@ -270,94 +430,38 @@ pub enum AuditCmd {
         #[arg(long)]
         action: Option<String>,
         /// Only records at or after this RFC 3339 time.
-        #[arg(long)]
-        since: Option<String>,
+        #[arg(long, value_parser = billing::rfc3339)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
         /// Only records before this RFC 3339 time.
-        #[arg(long)]
-        until: Option<String>,
+        #[arg(long, value_parser = billing::rfc3339)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
 impl AuditCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         let AuditCmd::List { page, actor, target, action, since, until } = self;
-        let mut q = page.query();
-        for (k, v) in [("actor", actor), ("target", target), ("action", action), ("since", since), ("until", until)] {
-            if let Some(v) = v {
-                q.push((k.to_string(), v.clone()));
-            }
-        }
-        let v = c.get("/v1/audit-log", &q).await?;
-        output::list(
-            o,
-            &v,
-            &["time", "actor_user_id", "action", "target", "status", "result", "error_code", "request_id"],
+        let actor = resolve_opt::<Users>(c, actor.as_deref()).await?;
+        let filter = AuditFilter {
+            actor: actor.clone(),
+            target: target.clone(),
+            action: action.clone(),
+            since: *since,
+            until: *until,
+        };
+        let d = c.list::<AuditLog>(&page.page(), &filter).await?;
+        let when = |t: &Option<chrono::DateTime<chrono::Utc>>| t.as_ref().map(billing::when);
+        none_match(
+            "audit records",
+            &d,
+            &[
+                ("actor", actor),
+                ("target", target.clone()),
+                ("action", action.clone()),
+                ("since", when(since)),
+                ("until", when(until)),
+            ],
         );
-        Ok(())
+        o.list(&d, &["time", "actor_user_id", "action", "target", "status", "result", "error_code", "request_id"])
     }
 }
-
-/// Where a resource lives and which columns its table shows.
-pub struct Spec {
-    pub path: &'static str,
-    pub columns: &'static [&'static str],
-}
-
-impl Spec {
-    pub async fn list(&self, c: &Client, o: Format, q: Vec<(String, String)>) -> Result<()> {
-        let v = c.get(self.path, &q).await?;
-        output::list(o, &v, self.columns);
-        Ok(())
-    }
-    pub async fn get(&self, c: &Client, o: Format, id: &str) -> Result<()> {
-        output::object(o, &c.get(&format!("{}/{id}", self.path), &[]).await?);
-        Ok(())
-    }
-    pub async fn create(&self, c: &Client, o: Format, body: Value) -> Result<()> {
-        let v = c.call(Method::POST, self.path, &[], Some(&body)).await?;
-        output::object(o, &v);
-        if o == Format::Table && v.get("secret").is_some() {
-            eprintln!("The secret above is shown once; store it now.");
-        }
-        Ok(())
-    }
-    pub async fn update(&self, c: &Client, o: Format, id: &str, if_match: Option<i64>, body: Value) -> Result<()> {
-        let v = c.call_with_if_match(Method::PATCH, &format!("{}/{id}", self.path), if_match, Some(&body)).await?;
-        output::object(o, &v);
-        Ok(())
-    }
-    pub async fn delete(&self, c: &Client, id: &str, if_match: Option<i64>) -> Result<()> {
-        c.call_with_if_match(Method::DELETE, &format!("{}/{id}", self.path), if_match, None).await?;
-        eprintln!("deleted {id}");
-        Ok(())
-    }
-}
-
-pub const TENANTS: Spec = Spec { path: "/v1/tenants", columns: &["id", "name", "display_name", "generation"] };
-pub const PROJECTS: Spec = Spec { path: "/v1/projects", columns: &["id", "tenant_id", "name", "description"] };
-pub const USERS: Spec = Spec { path: "/v1/users", columns: &["id", "tenant_id", "name", "email"] };
-pub const TOKENS: Spec = Spec { path: "/v1/tokens", columns: &["id", "user_id", "name", "expires_at", "revoked_at"] };
-pub const ROLE_BINDINGS: Spec =
-    Spec { path: "/v1/role-bindings", columns: &["id", "user_id", "role", "tenant_id", "project_id"] };
-pub const SITES: Spec = Spec { path: "/v1/sites", columns: &["id", "name", "location"] };
-pub const RACKS: Spec = Spec { path: "/v1/racks", columns: &["id", "site_id", "name"] };
-pub const HOSTS: Spec = Spec {
-    path: "/v1/hosts",
-    columns: &[
-        "id",
-        "name",
-        "state",
-        "inventory.runtime",
-        "rack_id",
-        "ownership",
-        "inventory.cpu.threads",
-        "inventory.memory_mib",
-        "inventory.virtualization.kvm",
-    ],
-};
-pub const JOIN_TOKENS: Spec =
-    Spec { path: "/v1/host-join-tokens", columns: &["id", "description", "expires_at", "used_at", "used_by_host_id"] };
-pub const SHAPES: Spec = Spec {
-    path: "/v1/shapes",
-    columns: &["id", "name", "vcpus", "memory_mib", "disk_gib", "gpu", "cpu_policy", "hugepages", "runtime_class"],
-};

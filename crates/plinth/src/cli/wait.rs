@@ -2,25 +2,17 @@
 //! shows progress on stderr — a spinner line on a terminal, one line per change
 //! otherwise — then the final status (and, for instance actions, the instance's state).
 
-use crate::client::Client;
 use anyhow::{Result, anyhow};
-use serde_json::Value;
+use plinth_api::{Operation, OperationStatus, OperationWait};
+use plinth_client::{Client, Doc};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 const SPINNER: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
-fn line(op: &Value) -> String {
-    let done = op["done"].as_u64().unwrap_or(0);
-    let total = op["total"].as_u64().unwrap_or(0);
-    let moving =
-        op["items"].as_array().map(|items| items.iter().filter(|i| i["status"] == "moving").count()).unwrap_or(0);
-    let mut s = format!(
-        "{} {}: {} ({done}/{total})",
-        op["kind"].as_str().unwrap_or("operation"),
-        op["target"].as_str().unwrap_or(""),
-        op["message"].as_str().unwrap_or("")
-    );
+fn line(op: &Operation) -> String {
+    let moving = op.items.iter().filter(|i| i.status == "moving").count();
+    let mut s = format!("{} {}: {} ({}/{})", op.kind, op.target, op.message, op.done, op.total);
     if moving > 0 {
         s.push_str(&format!(", {moving} moving"));
     }
@@ -29,15 +21,15 @@ fn line(op: &Value) -> String {
 
 /// Waits for operation `id` to be final (at most `timeout`) and returns it. Fails when it
 /// did not succeed, with its error.
-pub async fn wait(c: &Client, id: &str, timeout: Duration) -> Result<Value> {
+pub async fn wait(c: &Client, id: &str, timeout: Duration) -> Result<Doc<Operation>> {
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last = String::new();
     let mut tick = 0usize;
     loop {
         let poll = if tty { "1s" } else { "10s" };
-        let op = c.get(&format!("/v1/operations/{id}"), &[("wait".to_string(), poll.to_string())]).await?;
-        let status = op["status"].as_str().unwrap_or("").to_string();
+        let op = c.operation(id, &OperationWait { wait: Some(poll.to_string()) }).await?;
+        let status = op.status;
         let now = line(&op);
         if tty {
             tick += 1;
@@ -47,37 +39,27 @@ pub async fn wait(c: &Client, id: &str, timeout: Duration) -> Result<Value> {
             eprintln!("{now}");
         }
         last = now;
-        if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+        if status.is_final() {
             if tty {
                 eprintln!();
             }
-            for item in op["items"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-                if item["status"] != "done" {
-                    eprintln!(
-                        "  {}: {} {}",
-                        item["target"].as_str().unwrap_or(""),
-                        item["status"].as_str().unwrap_or(""),
-                        item["detail"].as_str().unwrap_or("")
-                    );
-                }
+            for item in op.items.iter().filter(|i| i.status != "done") {
+                eprintln!("  {}: {} {}", item.target, item.status, item.detail.as_deref().unwrap_or(""));
             }
-            if status == "succeeded" {
+            if status == OperationStatus::Succeeded {
                 eprintln!("{id}: succeeded in {:.1} s", started.elapsed().as_secs_f64());
                 return Ok(op);
             }
-            let e = &op["error"];
-            return Err(anyhow!(
-                "{id} {status}: {} ({})",
-                e["detail"].as_str().unwrap_or(""),
-                e["code"].as_str().unwrap_or("")
-            ));
+            let (detail, code) = op.error.as_ref().map(|e| (e.detail.as_str(), e.code.as_str())).unwrap_or_default();
+            return Err(anyhow!("{id} {}: {detail} ({code})", status.as_str()));
         }
         if started.elapsed() > timeout {
             if tty {
                 eprintln!();
             }
             return Err(anyhow!(
-                "{id} is still {status} after {} s; follow it with `plinth operation wait {id}`",
+                "{id} is still {} after {} s; follow it with `plinth operation wait {id}`",
+                status.as_str(),
                 timeout.as_secs()
             ));
         }

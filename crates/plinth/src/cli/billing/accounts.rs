@@ -3,27 +3,29 @@
 //! on, and capacity commitments billed whether used or not.
 
 use super::money::{self, parse_amount};
-use super::{ListArgs, listed, rfc3339, rows, typed, when};
-use crate::client::Client;
-use crate::output::Format;
-use anyhow::{Result, anyhow};
+use super::{ListArgs, rfc3339, rows, when};
+use crate::cli::{Ids, delete};
+use crate::output::{Out, opt, wire_name};
+use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Subcommand, ValueEnum};
-use plinth_api::{Budget, Commitment, CreditGrant, QuotaEntry};
-use reqwest::Method;
-use serde_json::{Map, Value, json};
+use plinth_api::*;
+use plinth_client::resolve::{is_any_id, resolve};
+use plinth_client::{Budgets, Client, Commitments, Credits, Doc, Error, Projects, Tenants};
 
 /// Quotas: limits per tenant or project, with what is used.
 #[derive(Subcommand, Debug)]
 pub enum QuotaCmd {
     /// Limits, used and available: a tenant's and its projects', or one project's.
     Show {
-        /// A tenant or project id (operators must give one; tenants default to their own).
+        /// A tenant or project, id or name (operators must give one; tenants default to
+        /// their own).
         scope_id: Option<String>,
     },
     /// Set limits of a tenant (operators) or a project: `instances=10 vcpus=64
     /// gpus:nvidia-h100-80gb=8`; `resource=none` removes a limit.
     Set {
+        /// A tenant or project, id or name.
         scope_id: String,
         #[arg(required = true, value_parser = limit)]
         limits: Vec<(String, Option<i64>)>,
@@ -48,31 +50,48 @@ fn limit(s: &str) -> Result<(String, Option<i64>), String> {
     Ok((r.to_string(), l))
 }
 
-fn quota_rows(o: Format, v: &Value) -> Result<()> {
-    let entries: Vec<QuotaEntry> = listed(v, "quotas")?;
+/// A quota scope's id: an id as given, or the one tenant or project of that name.
+async fn scope(c: &Client, given: &str) -> Result<String> {
+    if is_any_id(given) {
+        return Ok(given.to_string());
+    }
+    let found = |r: plinth_client::Result<String>| match r {
+        Ok(id) => Ok(Some(id)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let tenant = found(resolve::<Tenants>(c, given).await)?;
+    let project = found(resolve::<Projects>(c, given).await)?;
+    match (tenant, project) {
+        (Some(t), None) => Ok(t),
+        (None, Some(p)) => Ok(p),
+        (Some(_), Some(_)) => bail!("ambiguous: a tenant and a project are named {given:?}; use an id"),
+        (None, None) => bail!("not found: no tenant or project named {given:?}"),
+    }
+}
+
+fn quota_rows(o: &Out, d: &Doc<Vec<QuotaEntry>>) -> Result<()> {
     let show = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into());
-    let items = entries
+    let items = d
         .iter()
-        .map(|e| {
-            json!({ "scope": e.scope_id, "resource": e.resource, "limit": show(e.limit), "used": e.used,
-                "available": show(e.available) })
-        })
+        .map(|e| vec![e.scope_id.clone(), e.resource.clone(), show(e.limit), e.used.to_string(), show(e.available)])
         .collect();
-    rows(o, v, items, &["scope", "resource", "limit", "used", "available"]);
-    Ok(())
+    rows(o, d, items, &["scope", "resource", "limit", "used", "available"], &None)
 }
 
 impl QuotaCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             QuotaCmd::Show { scope_id } => {
-                let q: Vec<(String, String)> = scope_id.iter().map(|s| ("scope_id".to_string(), s.clone())).collect();
-                quota_rows(o, &c.get("/v1/quotas", &q).await?)
+                let id = match scope_id {
+                    Some(s) => Some(scope(c, s).await?),
+                    None => None,
+                };
+                quota_rows(o, &c.quotas(id.as_deref()).await?)
             }
             QuotaCmd::Set { scope_id, limits } => {
-                let limits: Map<String, Value> = limits.iter().map(|(r, l)| (r.clone(), json!(l))).collect();
-                let body = json!({ "scope_id": scope_id, "limits": limits });
-                quota_rows(o, &c.call(Method::PUT, "/v1/quotas", &[], Some(&body)).await?)
+                let body = QuotaSet { scope_id: scope(c, scope_id).await?, limits: limits.iter().cloned().collect() };
+                quota_rows(o, &c.set_quotas(&body).await?)
             }
         }
     }
@@ -94,6 +113,7 @@ pub enum BudgetCmd {
     List(ListArgs),
     /// Create one (operators and the tenant's admins).
     Create {
+        /// The tenant: id or name.
         #[arg(long)]
         tenant: String,
         #[arg(long)]
@@ -113,41 +133,44 @@ pub enum BudgetCmd {
     },
 }
 
-fn budget_rows(o: Format, v: &Value, list: &[Budget]) {
+fn budget_rows(o: &Out, d: &Doc<impl Sized>, list: &[Budget], next: &Option<String>) -> Result<()> {
     let items = list
         .iter()
         .map(|b| {
-            json!({ "id": b.id, "tenant": b.tenant_id, "name": b.name, "threshold": money::money(b.threshold_micros),
-                "action": b.action, "exceeded_period": b.exceeded_period.as_ref().map(super::period_label) })
+            vec![
+                b.id.to_string(),
+                b.tenant_id.to_string(),
+                b.name.clone(),
+                money::money(b.threshold_micros),
+                wire_name(&b.action),
+                opt(b.exceeded_period.as_ref().map(super::period_label)),
+            ]
         })
         .collect();
-    rows(o, v, items, &["id", "tenant", "name", "threshold", "action", "exceeded_period"]);
+    rows(o, d, items, &["id", "tenant", "name", "threshold", "action", "exceeded_period"], next)
 }
 
 impl BudgetCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             BudgetCmd::List(page) => {
-                let v = c.get("/v1/budgets", &page.query()).await?;
-                budget_rows(o, &v, &listed::<Budget>(&v, "budgets")?);
-                Ok(())
+                let d = c.list::<Budgets>(&page.page(), &()).await?;
+                budget_rows(o, &d, &d.items, &d.next_cursor)
             }
             BudgetCmd::Create { tenant, name, threshold, action } => {
-                let action = match action {
-                    BudgetActionArg::Notify => "notify",
-                    BudgetActionArg::BlockNew => "block-new",
+                let body = BudgetCreate {
+                    tenant_id: TenantId(Tenants::lookup(c, tenant).await?),
+                    name: name.clone(),
+                    threshold_micros: *threshold,
+                    action: match action {
+                        BudgetActionArg::Notify => BudgetAction::Notify,
+                        BudgetActionArg::BlockNew => BudgetAction::BlockNew,
+                    },
                 };
-                let body =
-                    json!({ "tenant_id": tenant, "name": name, "threshold_micros": threshold, "action": action });
-                let v = c.call(Method::POST, "/v1/budgets", &[], Some(&body)).await?;
-                budget_rows(o, &v, &[typed(&v, "budget")?]);
-                Ok(())
+                let d = c.create::<Budgets>(&body).await?;
+                budget_rows(o, &d, std::slice::from_ref(&*d), &None)
             }
-            BudgetCmd::Delete { id, if_match } => {
-                c.call_with_if_match(Method::DELETE, &format!("/v1/budgets/{id}"), *if_match, None).await?;
-                eprintln!("deleted {id}");
-                Ok(())
-            }
+            BudgetCmd::Delete { id, if_match } => delete::<Budgets>(c, id, *if_match).await,
         }
     }
 }
@@ -159,6 +182,7 @@ pub enum CreditCmd {
     List(ListArgs),
     /// Grant credit to a tenant (operators).
     Grant {
+        /// The tenant: id or name.
         #[arg(long)]
         tenant: String,
         /// The amount granted: `50.00`.
@@ -178,33 +202,43 @@ pub enum CreditCmd {
     },
 }
 
-fn credit_rows(o: Format, v: &Value, list: &[CreditGrant]) {
+fn credit_rows(o: &Out, d: &Doc<impl Sized>, list: &[CreditGrant], next: &Option<String>) -> Result<()> {
     let items = list
         .iter()
         .map(|g| {
-            json!({ "id": g.id, "tenant": g.tenant_id, "description": g.description,
-                "amount": money::priced(g.amount_micros, &g.currency),
-                "used": money::priced(g.used_micros, &g.currency),
-                "priority": g.priority, "expires_at": g.expires_at.as_ref().map(when) })
+            vec![
+                g.id.to_string(),
+                g.tenant_id.to_string(),
+                g.description.clone(),
+                money::priced(g.amount_micros, &g.currency),
+                money::priced(g.used_micros, &g.currency),
+                g.priority.to_string(),
+                opt(g.expires_at.as_ref().map(when)),
+            ]
         })
         .collect();
-    rows(o, v, items, &["id", "tenant", "description", "amount", "used", "priority", "expires_at"]);
+    rows(o, d, items, &["id", "tenant", "description", "amount", "used", "priority", "expires_at"], next)
 }
 
 impl CreditCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             CreditCmd::List(page) => {
-                let v = c.get("/v1/credits", &page.query()).await?;
-                credit_rows(o, &v, &listed::<CreditGrant>(&v, "credits")?);
-                Ok(())
+                let d = c.list::<Credits>(&page.page(), &()).await?;
+                credit_rows(o, &d, &d.items, &d.next_cursor)
             }
             CreditCmd::Grant { tenant, amount, currency, priority, expires, description } => {
-                let body = json!({ "tenant_id": tenant, "description": description, "amount_micros": amount,
-                    "currency": currency, "priority": priority, "expires_at": expires });
-                let v = c.call(Method::POST, "/v1/credits", &[], Some(&body)).await?;
-                credit_rows(o, &v, &[typed(&v, "credit grant")?]);
-                Ok(())
+                let body = CreditGrantCreate {
+                    tenant_id: TenantId(Tenants::lookup(c, tenant).await?),
+                    description: description.clone(),
+                    amount_micros: *amount,
+                    currency: currency.clone(),
+                    priority: *priority,
+                    effective_at: None,
+                    expires_at: *expires,
+                };
+                let d = c.create::<Credits>(&body).await?;
+                credit_rows(o, &d, std::slice::from_ref(&*d), &None)
             }
         }
     }
@@ -227,6 +261,7 @@ pub enum CommitmentCmd {
     List(ListArgs),
     /// Record one (operators).
     Create {
+        /// The tenant: id or name.
         #[arg(long)]
         tenant: String,
         #[arg(long, value_enum)]
@@ -249,39 +284,50 @@ pub enum CommitmentCmd {
     },
 }
 
-fn commitment_rows(o: Format, v: &Value, list: &[Commitment]) {
+fn commitment_rows(o: &Out, d: &Doc<impl Sized>, list: &[Commitment], next: &Option<String>) -> Result<()> {
     let items = list
         .iter()
         .map(|c| {
-            json!({ "id": c.id, "tenant": c.tenant_id, "meter": c.meter.as_str(), "dimension": c.dimension,
-                "count": c.count, "start": when(&c.start_at), "end": when(&c.end_at),
-                "hourly_price": money::money(c.hourly_price_micros) })
+            vec![
+                c.id.to_string(),
+                c.tenant_id.to_string(),
+                c.meter.as_str().to_string(),
+                c.dimension.clone(),
+                c.count.to_string(),
+                when(&c.start_at),
+                when(&c.end_at),
+                money::money(c.hourly_price_micros),
+            ]
         })
         .collect();
-    rows(o, v, items, &["id", "tenant", "meter", "dimension", "count", "start", "end", "hourly_price"]);
+    rows(o, d, items, &["id", "tenant", "meter", "dimension", "count", "start", "end", "hourly_price"], next)
 }
 
 impl CommitmentCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             CommitmentCmd::List(page) => {
-                let v = c.get("/v1/commitments", &page.query()).await?;
-                commitment_rows(o, &v, &listed::<Commitment>(&v, "commitments")?);
-                Ok(())
+                let d = c.list::<Commitments>(&page.page(), &()).await?;
+                commitment_rows(o, &d, &d.items, &d.next_cursor)
             }
             CommitmentCmd::Create { tenant, meter, dimension, count, start, end, hourly_price } => {
                 if end <= start {
                     return Err(anyhow!("--end must be after --start"));
                 }
-                let meter = match meter {
-                    CommitMeter::RunningSeconds => "running_seconds",
-                    CommitMeter::GpuSeconds => "gpu_seconds",
+                let body = CommitmentCreate {
+                    tenant_id: TenantId(Tenants::lookup(c, tenant).await?),
+                    meter: match meter {
+                        CommitMeter::RunningSeconds => Meter::RunningSeconds,
+                        CommitMeter::GpuSeconds => Meter::GpuSeconds,
+                    },
+                    dimension: dimension.clone(),
+                    count: *count,
+                    start_at: *start,
+                    end_at: *end,
+                    hourly_price_micros: *hourly_price,
                 };
-                let body = json!({ "tenant_id": tenant, "meter": meter, "dimension": dimension, "count": count,
-                    "start_at": start, "end_at": end, "hourly_price_micros": hourly_price });
-                let v = c.call(Method::POST, "/v1/commitments", &[], Some(&body)).await?;
-                commitment_rows(o, &v, &[typed(&v, "commitment")?]);
-                Ok(())
+                let d = c.create::<Commitments>(&body).await?;
+                commitment_rows(o, &d, std::slice::from_ref(&*d), &None)
             }
         }
     }

@@ -3,14 +3,14 @@
 //! then their totals.
 
 use super::money::{self, parse_amount};
-use super::{ListArgs, listed, pairs, period_label, push, rows, typed, when};
-use crate::client::Client;
-use crate::output::{self, Format};
+use super::{ListArgs, pairs, period_label, rows, tenant_id, when};
+use crate::cli::Ids;
+use crate::output::{self, Out, opt, wire_name};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
-use plinth_api::{Invoice, InvoiceLine, PriceBook, PriceBookCreate};
-use reqwest::Method;
-use serde_json::{Value, json};
+use plinth_api::*;
+use plinth_client::query::{CurrentQuery, InvoiceFilter, PriceBookFilter};
+use plinth_client::{Client, Doc, Invoices, PriceBooks};
 use std::io::Read;
 
 /// Invoices and credit notes.
@@ -78,127 +78,116 @@ pub enum ExportFormat {
 }
 
 impl InvoiceCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
-        let one = |id: &str| format!("/v1/invoices/{id}");
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             InvoiceCmd::List { page, tenant, period } => {
-                let mut q = page.query();
-                push(&mut q, "tenant_id", tenant);
-                push(&mut q, "period", period);
-                let v = c.get("/v1/invoices", &q).await?;
-                let list: Vec<Invoice> = listed(&v, "invoice list")?;
-                let items = list
+                let tenant_id = tenant_id(c, tenant).await?;
+                let filter = InvoiceFilter { tenant_id: tenant_id.clone().map(TenantId), period: period.clone() };
+                let d = c.list::<Invoices>(&page.page(), &filter).await?;
+                super::none_match("invoices", &d, &[("tenant", tenant_id), ("period", period.clone())]);
+                let items = d
+                    .items
                     .iter()
                     .map(|i| {
-                        json!({
-                            "id": i.id, "number": i.number, "tenant": i.tenant_id,
-                            "period": period_label(&i.period_start), "kind": snake(&i.kind),
-                            "status": snake(&i.status), "total": money::priced(i.total_micros, &i.currency),
-                        })
+                        vec![
+                            i.id.to_string(),
+                            opt(i.number.as_ref()),
+                            i.tenant_id.to_string(),
+                            period_label(&i.period_start),
+                            wire_name(&i.kind),
+                            wire_name(&i.status),
+                            money::priced(i.total_micros, &i.currency),
+                        ]
                     })
                     .collect();
-                rows(o, &v, items, &["id", "number", "tenant", "period", "kind", "status", "total"]);
-                Ok(())
+                rows(o, &d, items, &["id", "number", "tenant", "period", "kind", "status", "total"], &d.next_cursor)
             }
             InvoiceCmd::Show { id, tenant, period, by_resource } => {
-                let mut v = if id == "current" {
-                    let mut q = vec![];
-                    push(&mut q, "tenant_id", tenant);
-                    push(&mut q, "period", period);
-                    c.get("/v1/invoices/current", &q).await?
+                let mut d = if id == "current" {
+                    let q =
+                        CurrentQuery { tenant_id: tenant_id(c, tenant).await?.map(TenantId), period: period.clone() };
+                    c.current_invoice(&q).await?
                 } else {
                     if tenant.is_some() || period.is_some() {
                         bail!("--tenant and --period go with `current`; an invoice id names its tenant and period");
                     }
-                    c.get(&one(id), &[]).await?
+                    c.view::<Invoices>(&Invoices::lookup(c, id).await?).await?
                 };
                 if *by_resource {
-                    let id = v["id"].as_str().unwrap_or_default().to_string();
-                    let q = [("group_by".to_string(), "resource".to_string())];
-                    v["lines"] = c.get(&format!("{}/lines", one(&id)), &q).await?;
+                    // The per-resource lines replace the invoice's own.
+                    let lines = c.invoice_lines(d.id.as_str(), Some("resource")).await?;
+                    d = output::splice(d, "lines", lines, |inv, lines| inv.lines = lines)?;
                 }
-                show(o, &v, *by_resource)
+                show(o, &d, *by_resource)
             }
-            InvoiceCmd::Finalize { id } => {
-                let v = c.call(Method::POST, &format!("{}/finalize", one(id)), &[], Some(&json!({}))).await?;
-                show(o, &v, false)
-            }
+            InvoiceCmd::Finalize { id } => show(o, &c.finalize_invoice(id).await?, false),
             InvoiceCmd::Void { id } => {
-                let v = c.call(Method::POST, &format!("{}/void", one(id)), &[], Some(&json!({}))).await?;
-                if o == Format::Table {
-                    eprintln!("voided {id}; the new draft {} replaces it:", v["id"].as_str().unwrap_or(""));
+                let d = c.void_invoice(id).await?;
+                if !o.machine() {
+                    eprintln!("voided {id}; the new draft {} replaces it:", d.id);
                 }
-                show(o, &v, false)
+                show(o, &d, false)
             }
             InvoiceCmd::CreditNote { id, amount, description } => {
-                let body = json!({ "amount_micros": amount, "description": description });
-                let v = c.call(Method::POST, &format!("{}/credit-notes", one(id)), &[], Some(&body)).await?;
-                show(o, &v, false)
+                let body = CreditNoteCreate { amount_micros: *amount, description: description.clone() };
+                show(o, &c.credit_note(id, &body).await?, false)
             }
             InvoiceCmd::Export { period, format, tenant } => {
-                let mut q = vec![("period".to_string(), period.clone())];
-                q.push(("format".into(), format!("{format:?}").to_lowercase()));
-                push(&mut q, "tenant_id", tenant);
-                print!("{}", c.get_text("/v1/billing/export", &q, "text/csv").await?);
+                let q = PeriodQuery {
+                    period: Some(period.clone()),
+                    tenant_id: tenant_id(c, tenant).await?,
+                    format: Some(format!("{format:?}").to_lowercase()),
+                };
+                print!("{}", c.export(&q).await?);
                 Ok(())
             }
         }
     }
 }
 
-/// A serde enum's wire name (`draft`, `credit_note`).
-fn snake<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
 /// One line as a table row. Lines not from a meter (credits) have no units: they show
 /// only their amount.
-fn line_row(l: &InvoiceLine, currency: &str) -> Value {
-    let qty = |micros: i64, unit: &str| (!unit.is_empty()).then(|| money::quantity(micros, unit));
-    let unit_price = (!l.pricing_unit.is_empty())
-        .then(|| format!("{}/{}", money::priced(l.unit_price_micros, currency), l.pricing_unit));
-    json!({
-        "#": l.number,
-        "category": format!("{:?}", l.category),
-        "meter": l.meter.map(|m| m.as_str()),
-        "dimension": l.dimension,
-        "resource": l.resource_id,
-        "consumed": qty(l.consumed_quantity_micros, &l.consumed_unit),
-        "pricing": qty(l.pricing_quantity_micros, &l.pricing_unit),
-        "unit_price": unit_price,
-        "amount": money::priced(l.amount_micros, currency),
-        "rounding": snake(&l.rounding),
-    })
+fn line_row(l: &InvoiceLine, currency: &str, by_resource: bool) -> Vec<String> {
+    let qty = |micros: i64, unit: &str| opt((!unit.is_empty()).then(|| money::quantity(micros, unit)));
+    let unit_price = opt((!l.pricing_unit.is_empty())
+        .then(|| format!("{}/{}", money::priced(l.unit_price_micros, currency), l.pricing_unit)));
+    let mut row =
+        vec![l.number.to_string(), format!("{:?}", l.category), opt(l.meter.map(|m| m.as_str())), l.dimension.clone()];
+    if by_resource {
+        row.push(opt(l.resource_id.as_ref()));
+    }
+    row.extend([
+        qty(l.consumed_quantity_micros, &l.consumed_unit),
+        qty(l.pricing_quantity_micros, &l.pricing_unit),
+        unit_price,
+        money::priced(l.amount_micros, currency),
+        wire_name(&l.rounding),
+    ]);
+    row
 }
 
-/// Prints an invoice: its lines, then its totals (or the JSON as it came).
-fn show(o: Format, v: &Value, by_resource: bool) -> Result<()> {
-    if o == Format::Json {
-        output::object(o, v);
+/// Prints an invoice: its lines, then its totals (or the document as it came).
+fn show(o: &Out, d: &Doc<Invoice>, by_resource: bool) -> Result<()> {
+    if o.document(d)? {
         return Ok(());
     }
-    let inv: Invoice = typed(v, "invoice")?;
-    let cur = inv.currency.as_str();
+    let cur = d.currency.as_str();
     let mut columns = vec!["#", "category", "meter", "dimension"];
     if by_resource {
         columns.push("resource");
     }
     columns.extend(["consumed", "pricing", "unit_price", "amount", "rounding"]);
-    let items: Vec<Value> = inv.lines.iter().map(|l| line_row(l, cur)).collect();
-    output::list(o, &json!({ "items": items }), &columns);
+    output::table(&columns, d.lines.iter().map(|l| line_row(l, cur, by_resource)).collect());
     pairs(&[
-        ("invoice", inv.id.to_string()),
-        ("number", inv.number.clone().unwrap_or_else(|| "-".into())),
-        ("kind", snake(&inv.kind)),
-        ("tenant", inv.tenant_id.to_string()),
-        (
-            "period",
-            format!("{} ({} – {})", period_label(&inv.period_start), when(&inv.period_start), when(&inv.period_end)),
-        ),
-        ("status", snake(&inv.status)),
-        ("subtotal", money::priced(inv.subtotal_micros, cur)),
-        ("credits", money::priced(inv.credits_micros, cur)),
-        ("total", money::priced(inv.total_micros, cur)),
+        ("invoice", d.id.to_string()),
+        ("number", opt(d.number.as_ref())),
+        ("kind", wire_name(&d.kind)),
+        ("tenant", d.tenant_id.to_string()),
+        ("period", format!("{} ({} – {})", period_label(&d.period_start), when(&d.period_start), when(&d.period_end))),
+        ("status", wire_name(&d.status)),
+        ("subtotal", money::priced(d.subtotal_micros, cur)),
+        ("credits", money::priced(d.credits_micros, cur)),
+        ("total", money::priced(d.total_micros, cur)),
     ]);
     Ok(())
 }
@@ -225,24 +214,28 @@ pub enum PriceBookCmd {
 }
 
 impl PriceBookCmd {
-    pub async fn run(&self, c: &Client, o: Format) -> Result<()> {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             PriceBookCmd::List { page, name } => {
-                let mut q = page.query();
-                push(&mut q, "name", name);
-                let v = c.get("/v1/price-books", &q).await?;
-                let books: Vec<PriceBook> = listed(&v, "price book list")?;
-                let items = books
+                let d = c.list::<PriceBooks>(&page.page(), &PriceBookFilter { name: name.clone() }).await?;
+                super::none_match("price books", &d, &[("name", name.clone())]);
+                let items = d
+                    .items
                     .iter()
                     .map(|b| {
-                        json!({ "id": b.id, "name": b.name, "version": b.version, "currency": b.currency,
-                            "effective_from": when(&b.effective_from), "prices": b.prices.len() })
+                        vec![
+                            b.id.to_string(),
+                            b.name.clone(),
+                            b.version.to_string(),
+                            b.currency.clone(),
+                            when(&b.effective_from),
+                            b.prices.len().to_string(),
+                        ]
                     })
                     .collect();
-                rows(o, &v, items, &["id", "name", "version", "currency", "effective_from", "prices"]);
-                Ok(())
+                rows(o, &d, items, &["id", "name", "version", "currency", "effective_from", "prices"], &d.next_cursor)
             }
-            PriceBookCmd::Show { id } => show_book(o, &c.get(&format!("/v1/price-books/{id}"), &[]).await?),
+            PriceBookCmd::Show { id } => show_book(o, &c.view::<PriceBooks>(id).await?),
             PriceBookCmd::Create { file } => {
                 let text = if file == "-" {
                     let mut s = String::new();
@@ -254,27 +247,24 @@ impl PriceBookCmd {
                 // Checked here first, so a malformed file says where, before any request.
                 let book: PriceBookCreate =
                     serde_json::from_str(&text).with_context(|| format!("{file} is not a price book create body"))?;
-                let v = c.call(Method::POST, "/v1/price-books", &[], Some(&serde_json::to_value(&book)?)).await?;
-                show_book(o, &v)
+                show_book(o, &c.create::<PriceBooks>(&book).await?)
             }
         }
     }
 }
 
-fn show_book(o: Format, v: &Value) -> Result<()> {
-    if o == Format::Json {
-        output::object(o, v);
+fn show_book(o: &Out, d: &Doc<PriceBook>) -> Result<()> {
+    if o.document(d)? {
         return Ok(());
     }
-    let b: PriceBook = typed(v, "price book")?;
     pairs(&[
-        ("id", b.id.to_string()),
-        ("name", b.name.clone()),
-        ("version", b.version.to_string()),
-        ("currency", b.currency.clone()),
-        ("effective_from", when(&b.effective_from)),
+        ("id", d.id.to_string()),
+        ("name", d.name.clone()),
+        ("version", d.version.to_string()),
+        ("currency", d.currency.clone()),
+        ("effective_from", when(&d.effective_from)),
     ]);
-    let items: Vec<Value> = b
+    let items = d
         .prices
         .iter()
         .map(|p| {
@@ -286,19 +276,21 @@ fn show_book(o: Format, v: &Value) -> Result<()> {
                     format!("{upto}: {}", money::money(t.unit_price_micros))
                 })
                 .collect();
-            json!({
-                "meter": p.meter.as_str(), "dimension": p.dimension.clone().unwrap_or_else(|| "*".into()),
-                "model": snake(&p.model),
-                "unit_price": format!("{}/{}", money::priced(p.unit_price_micros, &b.currency), p.pricing_unit),
-                "units_per_pricing_unit": p.units_per_pricing_unit, "min_seconds": p.min_seconds_per_start,
-                "rounding": snake(&p.rounding), "tiers": tiers,
-            })
+            vec![
+                p.meter.as_str().to_string(),
+                p.dimension.clone().unwrap_or_else(|| "*".into()),
+                wire_name(&p.model),
+                format!("{}/{}", money::priced(p.unit_price_micros, &d.currency), p.pricing_unit),
+                p.units_per_pricing_unit.to_string(),
+                p.min_seconds_per_start.to_string(),
+                wire_name(&p.rounding),
+                if tiers.is_empty() { "-".into() } else { tiers.join(",") },
+            ]
         })
         .collect();
-    output::list(
-        o,
-        &json!({ "items": items }),
+    output::table(
         &["meter", "dimension", "model", "unit_price", "units_per_pricing_unit", "min_seconds", "rounding", "tiers"],
+        items,
     );
     Ok(())
 }
