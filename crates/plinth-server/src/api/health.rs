@@ -43,5 +43,5 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     security(()),
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], st.metrics.render(&st.store).await).into_response()
 }
