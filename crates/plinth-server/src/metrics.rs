@@ -136,10 +136,11 @@ impl Default for Metrics {
             http_requests.clone(),
         );
         let http_duration = HistogramFamily::new_with_constructor(http_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "http_request_duration",
+        // Histograms carry their unit in the name but no `# UNIT` line: some strict
+        // OpenMetrics parsers refuse units on histograms.
+        registry.register(
+            "http_request_duration_seconds",
             "Time to answer HTTP requests, by route template, method and status",
-            Unit::Seconds,
             http_duration.clone(),
         );
         let placements = Family::default();
@@ -171,10 +172,9 @@ impl Default for Metrics {
             task_runs.clone(),
         );
         let task_duration = HistogramFamily::new_with_constructor(task_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "background_task_duration",
+        registry.register(
+            "background_task_duration_seconds",
             "Time one background task run took, by task (task=\"billing\" is the billing run)",
-            Unit::Seconds,
             task_duration.clone(),
         );
         Metrics {
