@@ -11,8 +11,11 @@ use openmetrics_parser::{OpenMetricsValue, openmetrics::parse_openmetrics};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// One scrape: family name -> (labels, value) of each sample (a histogram's value is its count).
-struct Scrape(BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>);
+/// A sample's labels and value (a histogram's value is its count).
+type Sample = (BTreeMap<String, String>, f64);
+
+/// One scrape: family name -> its samples.
+struct Scrape(BTreeMap<String, Vec<Sample>>);
 
 impl Scrape {
     async fn take(srv: &TestServer) -> Scrape {
