@@ -152,3 +152,40 @@ async fn refused_placements_are_counted_by_the_constraint_that_refused() {
     assert_eq!(after.sum("plinth_placement_decisions", &[("outcome", "refused")]), 2.0);
     assert_eq!(after.sum("plinth_instances", &[]), 0.0, "refused creates leave no instance");
 }
+
+#[tokio::test]
+async fn a_failed_step_and_a_billing_run_are_counted() {
+    let mut config = plinth_server::ServerConfig::default();
+    config.failpoints.insert("instance.create:start".into());
+    let srv = TestServer::start_with(config).await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    srv.public_image("debian-12").await;
+
+    let before = Scrape::take(&srv).await;
+    let created = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let op = srv.wait_op(&tok, created["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(op["status"], "failed", "{op}");
+    let after = Scrape::take(&srv).await;
+    let delta = |family: &str, want: &[(&str, &str)]| after.sum(family, want) - before.sum(family, want);
+    let create = ("kind", "instance.create");
+    for step in ["quota", "claim", "prepare"] {
+        assert_eq!(delta("plinth_saga_steps", &[create, ("step", step)]), 1.0, "step {step}");
+    }
+    assert_eq!(delta("plinth_saga_steps", &[create, ("step", "start")]), 0.0, "start never completed");
+    assert_eq!(delta("plinth_saga_step_failures", &[create, ("step", "start"), ("phase", "do")]), 1.0);
+    assert_eq!(delta("plinth_saga_step_failures", &[]), 1.0, "the undos succeeded");
+    assert_eq!(delta("plinth_sagas_finished", &[create, ("status", "failed")]), 1.0);
+    assert_eq!(delta("plinth_sagas_finished", &[create, ("status", "succeeded")]), 0.0);
+    assert_eq!(after.sum("plinth_instances", &[("state", "running")]), 0.0);
+
+    // The billing run, on demand, is timed (the timer may run it too meanwhile: at least one).
+    srv.post("/v1/system/background-tasks/billing/run").token(&srv.operator).send().await.ok(200);
+    let billed = Scrape::take(&srv).await;
+    let runs = |s: &Scrape| s.sum("plinth_background_task_runs", &[("task", "billing"), ("outcome", "ok")]);
+    let timed = |s: &Scrape| s.sum("plinth_background_task_duration_seconds", &[("task", "billing")]);
+    assert!(runs(&billed) >= runs(&after) + 1.0, "the billing run is counted");
+    assert!(timed(&billed) >= timed(&after) + 1.0, "the billing run is timed");
+}
