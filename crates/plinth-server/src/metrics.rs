@@ -14,7 +14,7 @@
 //! states are fixed lists; only the report lag carries a host id. No instance id is a label.
 
 use plinth_domain::placement::NoValidHost;
-use plinth_store::Store;
+use plinth_store::{FleetCounts, Store, StoreError};
 use prometheus_client::encoding::{EncodeLabelSet, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -124,6 +124,9 @@ pub struct Metrics {
     sagas: Family<SagaLabels, Counter>,
     task_runs: Family<TaskRunLabels, Counter>,
     task_duration: HistogramFamily<TaskLabels>,
+    /// One fleet query at a time: `/metrics` is unauthenticated, and a flood of scrapes
+    /// must not take every read connection from the API.
+    fleet_gate: tokio::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -188,6 +191,7 @@ impl Default for Metrics {
             sagas,
             task_runs,
             task_duration,
+            fleet_gate: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -247,14 +251,18 @@ impl Metrics {
     pub async fn render(&self, store: &Store) -> String {
         let mut out = String::new();
         let _ = text::encode_registry(&mut out, &self.registry);
-        let _ = text::encode_registry(&mut out, &scrape_registry(store).await);
+        let fleet = {
+            let _one_at_a_time = self.fleet_gate.lock().await;
+            store.fleet_counts().await
+        };
+        let _ = text::encode_registry(&mut out, &scrape_registry(store, fleet));
         let _ = text::encode_eof(&mut out);
         out
     }
 }
 
-/// The series computed at this scrape.
-async fn scrape_registry(store: &Store) -> Registry {
+/// The series computed at this scrape, from the store's tally and `fleet`.
+fn scrape_registry(store: &Store, fleet: Result<FleetCounts, StoreError>) -> Registry {
     let mut reg = Registry::with_prefix("plinth");
     let ledger: Family<MeterLabels, Counter> = Family::default();
     for (meter, n) in store.ledger_records_written() {
@@ -264,7 +272,7 @@ async fn scrape_registry(store: &Store) -> Registry {
 
     let up: Gauge = Gauge::default();
     reg.register("store_up", "1 when the database answered this scrape's fleet query, else 0", up.clone());
-    let fleet = match store.fleet_counts().await {
+    let fleet = match fleet {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!("metrics: the fleet query failed: {e}");
