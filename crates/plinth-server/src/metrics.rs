@@ -177,7 +177,7 @@ impl Default for Metrics {
         let task_duration = HistogramFamily::new_with_constructor(task_histogram as fn() -> Histogram);
         registry.register(
             "background_task_duration_seconds",
-            "Time one background task run took, by task (task=\"billing\" is the billing run)",
+            "Time one background task run took, by task (the billing run is task billing)",
             task_duration.clone(),
         );
         Metrics {
