@@ -167,8 +167,17 @@ impl Tasks {
     }
 }
 
-/// Runs one task once.
+/// Runs one task once (timed in `/metrics`).
 pub async fn run_once(st: &AppState, name: &str) -> Result<Value, StoreError> {
+    let started = std::time::Instant::now();
+    let out = run_task(st, name).await;
+    if TASKS.iter().any(|(n, _)| *n == name) {
+        st.metrics.background_task(name, started.elapsed(), out.is_ok());
+    }
+    out
+}
+
+async fn run_task(st: &AppState, name: &str) -> Result<Value, StoreError> {
     match name {
         "host_liveness" => host_liveness(st).await,
         "instance_watcher" => instance_watcher(st).await,

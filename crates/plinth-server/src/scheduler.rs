@@ -10,6 +10,7 @@
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use axum::http::StatusCode;
 use chrono::Utc;
@@ -18,8 +19,8 @@ use plinth_domain::placement::{self, GroupRule, HostView, Member, NoValidHost, P
 use plinth_store::{Store, StoreError, Tx};
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::Mutex;
 
@@ -39,6 +40,8 @@ pub struct Scheduler {
     reload_lock: Mutex<()>,
     policy: Policy,
     seed: AtomicU64,
+    /// Counts each claim's outcome.
+    metrics: Arc<Metrics>,
 }
 
 /// Why a claim did not happen.
@@ -97,9 +100,10 @@ pub fn view_of(host: &Host, allocs: &[Allocation], exclude: Option<&InstanceId>)
 }
 
 impl Scheduler {
-    /// An empty cache; it loads on first use.
-    pub fn new(config: &ServerConfig) -> Scheduler {
+    /// An empty cache; it loads on first use. Claims are counted in `metrics`.
+    pub fn new(config: &ServerConfig, metrics: Arc<Metrics>) -> Scheduler {
         Scheduler {
+            metrics,
             cache: RwLock::new(Cache::default()),
             reload_lock: Mutex::new(()),
             policy: Policy { weigh: config.weigh, randomize_top: config.randomize_top.max(1), seed: 0 },
@@ -201,6 +205,23 @@ impl Scheduler {
     /// With `prefer`, that host is tried first. The allocation's instance is checked at
     /// commit, so a new instance may be written after its claim.
     pub async fn claim(
+        &self,
+        store: &Store,
+        req: &mut Request,
+        group: Option<&PlacementGroup>,
+        consumer: &Consumer,
+        prefer: Option<&str>,
+    ) -> Result<(Tx, Allocation), ClaimError> {
+        let out = self.try_claim(store, req, group, consumer, prefer).await;
+        match &out {
+            Ok(_) => self.metrics.placed(),
+            Err(ClaimError::NoHost(nv)) => self.metrics.refused(nv),
+            Err(ClaimError::Store(_)) => {}
+        }
+        out
+    }
+
+    async fn try_claim(
         &self,
         store: &Store,
         req: &mut Request,

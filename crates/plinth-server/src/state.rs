@@ -26,10 +26,11 @@ impl AppState {
     /// State over `store` with `config`.
     pub fn new(store: Store, config: ServerConfig) -> AppState {
         let config = config.settle();
+        let metrics = Arc::new(Metrics::default());
         AppState {
             store: store.with_billing_anchor(config.billing_anchor_day),
-            metrics: Arc::new(Metrics::default()),
-            sched: Arc::new(Scheduler::new(&config)),
+            sched: Arc::new(Scheduler::new(&config, metrics.clone())),
+            metrics,
             config: Arc::new(config),
             signals: Arc::new(Signals::default()),
             tasks: Arc::new(Tasks::default()),

@@ -278,12 +278,12 @@ async fn health_readiness_and_metrics() {
 
     let r = srv.get("/metrics").send().await;
     r.ok(200);
-    assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain"), "Prometheus text");
+    assert!(r.header("content-type").unwrap_or_default().starts_with("application/openmetrics-text"), "OpenMetrics");
     let count = |labels: &str| -> Option<u64> {
         let prefix = format!("plinth_http_requests_total{{{labels}}} ");
         r.text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|n| n.trim().parse().expect("a count"))
     };
-    assert!(r.text.contains("# TYPE plinth_http_requests_total counter"));
+    assert!(r.text.contains("# TYPE plinth_http_requests counter"));
     assert!(
         count(r#"route="/v1/projects",method="GET",status="200""#).is_some_and(|n| n >= 1),
         "GET /v1/projects is counted under its route: {}",
@@ -293,7 +293,14 @@ async fn health_readiness_and_metrics() {
     assert_eq!(count(r#"route="/v1/projects",method="GET",status="400""#), Some(1), "refusals are counted by status");
     assert_eq!(count(r#"route="/v1/projects/{id}",method="GET",status="200""#), Some(1), "routes are templates");
     assert!(!r.text.contains(&id(&p)), "no object id becomes a label");
-    assert!(r.text.contains("plinth_http_request_duration_seconds_bucket{route=\"/v1/projects\""));
+    assert!(
+        r.text
+            .lines()
+            .any(|l| l.starts_with("plinth_http_request_duration_seconds_bucket{")
+                && l.contains("route=\"/v1/projects\"")),
+        "latency is a histogram by route: {}",
+        r.text
+    );
 }
 
 // ---- audit ----------------------------------------------------------------------------

@@ -206,6 +206,9 @@ impl Tx {
             let rows: Vec<(UsageRecord, Option<String>)> =
                 plan.insert.iter().map(|n| (record_of(owner, n, cause), None)).collect();
             self.write_later(insert_sql(&rows), "usage_records", "usage record").await?;
+            for (r, _) in &rows {
+                self.wrote.ledger(r.meter, 1);
+            }
         }
         Ok(())
     }
@@ -274,6 +277,7 @@ impl Tx {
         };
         let key = format!("counter:{}#{}", c.source, c.seq);
         insert_sql(&[(rec, Some(key))]).query().execute(self.conn().await?).await?;
+        self.wrote.ledger(c.meter, 1);
         Ok(true)
     }
 }
@@ -446,6 +450,11 @@ impl Store {
             let mut tx = self.write.begin().await?;
             insert_sql(&rows).query().execute(&mut *tx).await?;
             tx.commit().await?;
+            let mut wrote = crate::tally::Pending::default();
+            for r in chunk {
+                wrote.ledger(r.meter, 1);
+            }
+            self.tally.add(&wrote);
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use crate::checkpoint::{self, Checkpointer};
 use crate::error::StoreError;
+use crate::tally::Tally;
 use crate::writer::Writer;
 use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
@@ -33,6 +34,8 @@ pub struct Store {
     pub(crate) clock_offset: Arc<AtomicI64>,
     /// SQLite: the background WAL checkpoint (stopped with the last clone).
     pub(crate) checkpointer: Option<Arc<Checkpointer>>,
+    /// What this process's committed transactions wrote (shared by every clone).
+    pub(crate) tally: Arc<Tally>,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -68,7 +71,15 @@ impl Store {
             let write = Writer::sqlite(conn);
             let read = opts().max_connections(4).connect(&url).await?;
             let checkpointer = Some(Arc::new(Checkpointer::start(&url, write.clone()).await?));
-            Store { backend: Backend::Sqlite, write, read, anchor_day: 1, clock_offset: Arc::default(), checkpointer }
+            Store {
+                backend: Backend::Sqlite,
+                write,
+                read,
+                anchor_day: 1,
+                clock_offset: Arc::default(),
+                checkpointer,
+                tally: Arc::default(),
+            }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool =
                 AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
@@ -79,6 +90,7 @@ impl Store {
                 anchor_day: 1,
                 clock_offset: Arc::default(),
                 checkpointer: None,
+                tally: Arc::default(),
             }
         } else {
             return Err(StoreError::Refused {
@@ -130,6 +142,12 @@ impl Store {
     /// shared by every clone of the store).
     pub fn advance_clock(&self, by: Duration) {
         self.clock_offset.fetch_add(by.as_micros() as i64, Ordering::Relaxed);
+    }
+
+    /// Usage records this process has written (committed), by meter, since the store
+    /// opened: the server's ledger counter.
+    pub fn ledger_records_written(&self) -> Vec<(plinth_api::Meter, u64)> {
+        self.tally.ledger()
     }
 
     /// Which backend this is.

@@ -22,10 +22,12 @@ use crate::error::StoreError;
 use crate::resource::{Resource, Val};
 use crate::sql::Sql;
 use crate::store::{Backend, Store};
+use crate::tally::{Pending, Tally};
 use crate::writer::WriteTx;
 use plinth_domain::authz::Scope;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use std::sync::Arc;
 
 /// A write transaction. Dropped without [`Tx::commit`], it rolls back.
 pub struct Tx {
@@ -35,6 +37,9 @@ pub struct Tx {
     pub(crate) clock_offset: i64,
     /// SQLite: statements queued, not sent yet.
     pending: Batch,
+    /// What this transaction wrote, added to `tally` when it commits.
+    pub(crate) wrote: Pending,
+    tally: Arc<Tally>,
 }
 
 /// Statements queued on a SQLite transaction, and the tables they write (with the kind of
@@ -78,6 +83,8 @@ impl Store {
             anchor_day: self.anchor_day,
             clock_offset: self.clock_offset.load(std::sync::atomic::Ordering::Relaxed),
             pending,
+            wrote: Pending::default(),
+            tally: self.tally.clone(),
         })
     }
 }
@@ -257,7 +264,7 @@ impl Tx {
 
     /// Commits.
     pub async fn commit(self) -> Result<(), StoreError> {
-        let Tx { mut inner, pending, .. } = self;
+        let Tx { mut inner, pending, wrote, tally, .. } = self;
         if pending.writes.is_empty() {
             if pending.sql.text.is_empty() {
                 inner.commit().await?;
@@ -265,6 +272,7 @@ impl Tx {
                 // Only the `BEGIN` was queued: nothing was written, nothing to send.
                 inner.committed();
             }
+            tally.add(&wrote);
             return Ok(());
         }
         let mut batch = pending;
@@ -272,6 +280,7 @@ impl Tx {
         // On failure the transaction stays open and is rolled back when `inner` drops.
         batch.sql.query().execute(&mut *inner).await.map_err(|e| batch.error(e))?;
         inner.committed();
+        tally.add(&wrote);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use chrono::{Duration, Utc};
 use plinth_api::*;
 use plinth_domain::authz::Scope;
-use plinth_store::{AuditEntry, IdempotencyState, Store, StoreError, Val, now_micros};
+use plinth_store::{AuditEntry, IdempotencyState, LedgerOwner, Store, StoreError, Val, now_micros};
 use std::collections::BTreeMap;
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -62,6 +62,7 @@ on_both!(
     a_refused_write_in_a_transaction_is_reported_and_writes_nothing,
     images_are_seen_by_their_tenant_and_public_ones_by_all,
     blobs_are_collected_only_when_nothing_references_them,
+    the_fleet_is_counted_and_ledger_records_are_tallied_at_commit,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -903,4 +904,139 @@ async fn blobs_are_collected_only_when_nothing_references_them(store: Store) {
     assert!(!store.host_may_fetch_blob("hst_any", &held).await.unwrap(), "a failed project image's file");
     assert!(!store.host_may_fetch_blob("hst_any", &booted).await.unwrap(), "no live instance on that host");
     assert_eq!(store.stale_imports(later).await.unwrap(), vec![pending.id.0.clone()]);
+}
+
+fn small_shape(name: &str, runtime_class: RuntimeClass) -> Shape {
+    let now = Utc::now();
+    Shape {
+        id: ShapeId::generate(),
+        name: name.into(),
+        description: String::new(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_gib: 1,
+        gpu: None,
+        cpu_policy: CpuPolicy::Shared,
+        hugepages: Hugepages::None,
+        runtime_class,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn instance_of(p: &Project, shape: &Shape, name: &str, state: InstanceState, lifecycle: Lifecycle) -> Instance {
+    let now = Utc::now();
+    Instance {
+        id: InstanceId::generate(),
+        tenant_id: p.tenant_id.clone(),
+        project_id: p.id.clone(),
+        name: name.into(),
+        shape_id: shape.id.clone(),
+        shape_name: shape.name.clone(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_gib: 1,
+        gpu: None,
+        cpu_policy: CpuPolicy::Shared,
+        hugepages: Hugepages::None,
+        runtime_class: shape.runtime_class,
+        image: "debian-12".into(),
+        boot: None,
+        placement_group_id: None,
+        required_traits: vec![],
+        forbidden_traits: vec![],
+        dedicated_host: false,
+        restart_policy: RestartPolicy::OnFailure,
+        ssh_keys: vec![],
+        has_user_data: false,
+        labels: BTreeMap::new(),
+        state,
+        lifecycle,
+        action: None,
+        power: PowerState::Stopped,
+        spec_generation: 1,
+        boot_generation: 0,
+        host_id: None,
+        claim: None,
+        observed: None,
+        runtime: None,
+        warning: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn the_fleet_is_counted_and_ledger_records_are_tallied_at_commit(store: Store) {
+    let t = tenant("acme");
+    store.insert(&t, &audit_entry()).await.unwrap();
+    let p = project(&t, "web");
+    store.insert(&p, &audit_entry()).await.unwrap();
+    let (vm, micro) = (small_shape("small", RuntimeClass::Vm), small_shape("tiny", RuntimeClass::Microvm));
+    store.insert(&vm, &audit_entry()).await.unwrap();
+    store.insert(&micro, &audit_entry()).await.unwrap();
+    for (name, shape, state, lifecycle) in [
+        ("a", &vm, InstanceState::Running, Lifecycle::Active),
+        ("b", &vm, InstanceState::Running, Lifecycle::Active),
+        ("c", &micro, InstanceState::Stopped, Lifecycle::Active),
+        ("d", &vm, InstanceState::Deleted, Lifecycle::Deleted),
+    ] {
+        store.insert(&instance_of(&p, shape, name, state, lifecycle), &audit_entry()).await.unwrap();
+    }
+    let (quiet, beating) = (host("quiet"), host("beating"));
+    store.insert(&quiet, &audit_entry()).await.unwrap();
+    store.insert(&beating, &audit_entry()).await.unwrap();
+    let beat = now_micros();
+    let mut tx = store.begin().await.unwrap();
+    tx.set_column("hosts", beating.id.as_str(), "heartbeat_at", Val::Int(Some(beat))).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let f = store.fleet_counts().await.unwrap();
+    let running_vm = ("running".to_string(), "vm".to_string(), 2);
+    let stopped_micro = ("stopped".to_string(), "microvm".to_string(), 1);
+    assert_eq!(f.instances, vec![running_vm, stopped_micro], "deleted instances are not counted");
+    let mut hosts = f.hosts.clone();
+    hosts.sort();
+    let mut want = vec![
+        (quiet.id.0.clone(), "enrolling".to_string(), None),
+        (beating.id.0.clone(), "enrolling".to_string(), Some(beat)),
+    ];
+    want.sort();
+    assert_eq!(hosts, want);
+
+    // Usage records count when their transaction commits, never when it rolls back.
+    let written = |s: &Store| s.ledger_records_written().into_iter().map(|(_, n)| n).sum::<u64>();
+    assert_eq!(written(&store), 0);
+    let owner = LedgerOwner {
+        tenant_id: t.id.as_str(),
+        project_id: p.id.as_str(),
+        resource_id: "ins_x",
+        resource_kind: "instance",
+    };
+    let interval = |meter| plinth_domain::metering::NewInterval {
+        meter,
+        dimension: "small".into(),
+        multiplier: 1,
+        attributes: BTreeMap::new(),
+        start_at: beat,
+        end_at: Some(beat + 1_000_000),
+        first: true,
+        period_start: beat,
+    };
+    let plan = plinth_domain::metering::LedgerPlan {
+        close: vec![],
+        insert: vec![interval(Meter::AllocatedSeconds), interval(Meter::RunningSeconds)],
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.apply_ledger(&owner, &plan, "test").await.unwrap();
+    drop(tx);
+    assert_eq!(written(&store), 0, "a rolled-back transaction wrote nothing");
+    let mut tx = store.begin().await.unwrap();
+    tx.apply_ledger(&owner, &plan, "test").await.unwrap();
+    tx.commit().await.unwrap();
+    let by_meter: BTreeMap<Meter, u64> = store.ledger_records_written().into_iter().collect();
+    assert_eq!((by_meter[&Meter::AllocatedSeconds], by_meter[&Meter::RunningSeconds]), (1, 1));
+    assert_eq!(written(&store), 2);
+    assert_eq!(written(&store.clone()), 2, "clones share the tally");
 }

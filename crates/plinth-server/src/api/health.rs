@@ -38,10 +38,11 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus metrics: request counts and latencies by route and status.
+/// Prometheus metrics: requests, placements, sagas, background tasks, ledger and fleet.
 #[utoipa::path(get, path = "/metrics", tag = "system", operation_id = "system_metrics",
     security(()),
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "OpenMetrics text exposition", body = String,
+        content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], st.metrics.render(&st.store).await).into_response()
 }

@@ -202,7 +202,7 @@ pub async fn run(st: AppState, op_id: OperationId, leased: bool) {
     let Some(guard) = st.tasks.begin_saga(op_id.as_str()) else { return };
     let result = async {
         match leased || st.store.lease_operation(op_id.as_str(), &st.owner).await? {
-            true => steps(&st, &op_id).await,
+            true => steps(&st, &op_id, leased).await,
             false => Ok(()),
         }
     }
@@ -242,7 +242,9 @@ pub async fn keep_server_lease(st: AppState) {
     }
 }
 
-async fn steps(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
+/// Drives the saga's steps. `fresh`: it was just begun, so the steps done inline by the
+/// request that began it are counted (their transaction has committed by now).
+async fn steps(st: &AppState, op_id: &OperationId, mut fresh: bool) -> Result<(), StoreError> {
     loop {
         let Some((op, raw, _cancel)) = st.store.operation_saga(op_id.as_str()).await? else { return Ok(()) };
         if op.status.is_final() {
@@ -251,13 +253,19 @@ async fn steps(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
         let mut state: SagaState =
             serde_json::from_str(&raw).map_err(|source| StoreError::Corrupt { table: "operations", source })?;
         let Some(def) = find(&state.kind) else {
-            return finish(st, op_id, OperationStatus::Failed, Some(err("unknown_saga", &state.kind))).await;
+            let e = err("unknown_saga", &state.kind);
+            return finish(st, op_id, &state.kind, OperationStatus::Failed, Some(e)).await;
         };
+        if std::mem::take(&mut fresh) {
+            for s in &state.done {
+                st.metrics.saga_step(def.kind, s);
+            }
+        }
         if state.unwinding {
             return unwind(st, op_id, def, &mut state).await;
         }
         let Some(step) = def.steps.get(state.done.len()) else {
-            return finish(st, op_id, OperationStatus::Succeeded, None).await;
+            return finish(st, op_id, def.kind, OperationStatus::Succeeded, None).await;
         };
         let point = format!("{}:{}", def.kind, step.name);
         let outcome = if st.config.failpoints.contains(&point) {
@@ -265,6 +273,7 @@ async fn steps(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
         } else {
             (step.run)(st, op_id, &state.params).await
         };
+        let ok = outcome.is_ok();
         let mut tx = st.store.begin().await?;
         match outcome {
             Ok(()) => {
@@ -295,6 +304,10 @@ async fn steps(st: &AppState, op_id: &OperationId) -> Result<(), StoreError> {
         }
         save_state(&mut tx, op_id, &state).await?;
         tx.commit().await?;
+        match ok {
+            true => st.metrics.saga_step(def.kind, step.name),
+            false => st.metrics.saga_step_failed(def.kind, step.name, false),
+        }
         st.signals.poke(&signals::operation_key(op_id.as_str()));
     }
 }
@@ -317,6 +330,9 @@ async fn unwind(st: &AppState, op_id: &OperationId, def: &SagaDef, state: &mut S
                 } else {
                     undo(st, op_id, &state.params).await
                 };
+                if outcome.is_err() {
+                    st.metrics.saga_step_failed(def.kind, step.name, true);
+                }
                 match outcome {
                     Ok(()) => break,
                     Err(e) if attempt < 3 => {
@@ -350,12 +366,13 @@ async fn unwind(st: &AppState, op_id: &OperationId, def: &SagaDef, state: &mut S
         Some(e) if e.code == "cancelled" => OperationStatus::Cancelled,
         _ => OperationStatus::Failed,
     };
-    finish(st, op_id, status, e).await
+    finish(st, op_id, def.kind, status, e).await
 }
 
 async fn finish(
     st: &AppState,
     op_id: &OperationId,
+    kind: &str,
     status: OperationStatus,
     error: Option<OperationError>,
 ) -> Result<(), StoreError> {
@@ -375,6 +392,7 @@ async fn finish(
     })
     .await?;
     tx.commit().await?;
+    st.metrics.saga_finished(kind, status.as_str());
     let mut pokes = Pokes::default();
     pokes.operation(op_id);
     pokes.send(&st.signals);
