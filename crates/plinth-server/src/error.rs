@@ -1,6 +1,8 @@
 //! API errors as `application/problem+json`: a stable `code`, a human `detail`, the request
-//! id, and for refusals the constraint that refused.
+//! id, and for refusals the constraint that refused. Use-case failures ([`app::Error`])
+//! become problems here: each [`Kind`] answers with one status.
 
+use crate::app::{self, Kind};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plinth_api::{PROBLEM_JSON, Problem};
@@ -100,43 +102,31 @@ impl From<Invalid> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::NotFound { kind, id } => ApiError::not_found(kind, &id),
-            StoreError::GenerationMismatch { kind, id, expected, current } => {
-                let detail = if current < 0 {
-                    format!("{kind} {id} changed while this request was updating it; read it again and retry")
-                } else {
-                    format!("{kind} {id} is at generation {current}, not {expected}; read it again and retry")
-                };
-                ApiError::new(StatusCode::CONFLICT, "generation_mismatch", detail)
-                    .with_constraint(json!({ "rule": "if-match", "expected": expected, "current": current }))
-            }
-            StoreError::AlreadyExists { kind, detail } => {
-                ApiError::new(StatusCode::CONFLICT, "already_exists", format!("{kind}: {detail}"))
-                    .with_constraint(json!({ "rule": "unique-name" }))
-            }
-            StoreError::HasDependents { kind, id, dependent } => ApiError::new(
-                StatusCode::CONFLICT,
-                "has_dependents",
-                format!("{kind} {id} is still referenced by {dependent}; delete those first"),
-            )
-            .with_constraint(json!({ "rule": "no-dependents", "dependent": dependent })),
-            StoreError::QuotaExceeded { scope, resource, limit, used, requested } => ApiError::new(
-                StatusCode::CONFLICT,
-                "quota_exceeded",
-                format!(
-                    "{resource} of {scope} is limited to {limit}: {used} are used and {requested} more were asked for"
-                ),
-            )
-            .with_constraint(json!({ "rule": "quota", "scope": scope, "resource": resource, "limit": limit,
-                "used": used, "requested": requested })),
-            StoreError::DanglingReference(d) => {
-                ApiError::invalid("invalid_reference", format!("a referenced object does not exist ({d})"))
-            }
-            StoreError::Refused { status, code, detail } => {
-                ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, detail)
-            }
-            other => ApiError::internal(other),
+        app::Error::from(e).into()
+    }
+}
+
+/// The status each kind of use-case failure answers with.
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::Malformed => StatusCode::BAD_REQUEST,
+        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<app::Error> for ApiError {
+    fn from(e: app::Error) -> ApiError {
+        if e.kind == Kind::Internal {
+            return ApiError::internal(e.detail);
         }
+        ApiError { status: status_of(e.kind), code: e.code, detail: e.detail, constraint: e.constraint }
     }
 }

@@ -4,13 +4,13 @@
 //! authenticates with the host credential and touches only that host's objects.
 
 use super::created;
+use crate::app::AppState;
+use crate::app::lifecycle::{self, Pokes};
+use crate::app::signals;
 use crate::context::RequestCtx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
-use crate::lifecycle::{self, Pokes};
 use crate::secrets;
-use crate::signals;
-use crate::state::AppState;
 use axum::Extension;
 use axum::Json as Out;
 use axum::extract::{FromRequestParts, State};

@@ -1,9 +1,9 @@
 //! `GET /v1/audit-log`: operators read every record; tenant-admins their tenant's.
 
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::State;
 use plinth_api::*;
@@ -13,7 +13,7 @@ use plinth_api::*;
     responses((status = 200, description = "Audit records visible to the caller", body = Page<AuditRecord>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<AuditFilter>,
 ) -> ApiResult<Out<Page<AuditRecord>>> {

@@ -2,11 +2,11 @@
 //! each shape fit now) and `GET /v1/hosts/{id}/allocations` (what a host holds, for whom,
 //! down to pinned CPUs, hugepages and GPUs).
 
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::scheduler::view_of;
+use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{Paging, Query};
-use crate::scheduler::view_of;
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use plinth_api::*;
@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 /// How many more of each shape fit, per site and rack (shared hosts, no group rules).
 #[utoipa::path(get, path = "/v1/capacity", tag = "inventory", operation_id = "capacity_summary",
     responses((status = 200, description = "Capacity by shape, site and rack", body = CapacitySummary)))]
-pub async fn summary(State(st): State<AppState>, caller: Caller) -> ApiResult<Out<CapacitySummary>> {
+pub async fn summary(State(st): State<AppState>, Authed(caller): Authed) -> ApiResult<Out<CapacitySummary>> {
     caller.require_operator("reading capacity")?;
     let (hosts, allocs) = st.store.scheduler_snapshot().await?;
     let mut by_host: HashMap<&str, Vec<Allocation>> = HashMap::new();
@@ -63,7 +63,7 @@ pub async fn summary(State(st): State<AppState>, caller: Caller) -> ApiResult<Ou
     responses((status = 200, description = "Allocations on the host", body = Page<Allocation>)))]
 pub async fn host_allocations(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Allocation>>> {

@@ -6,10 +6,10 @@
 //! module owns who may write (only the host the instance is placed on) and read (whoever
 //! can see the instance), and wakes followers when output arrives.
 
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Query;
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -77,7 +77,7 @@ pub async fn ship(
     responses((status = 200, description = "Console output", body = ConsoleLog)))]
 pub async fn read(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Query(q): Query<ConsoleQuery>,
 ) -> ApiResult<Out<ConsoleLog>> {

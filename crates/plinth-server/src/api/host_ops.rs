@@ -5,11 +5,11 @@
 //! Recovery of a failed host's instances starts only when the host is both failed and
 //! fenced: never while it could still be running the guests.
 
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::lifecycle::{self, Pokes};
+use crate::app::saga::{self, host::HostParams};
+use crate::context::{Authed, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{self, Pokes};
-use crate::saga::{self, host::HostParams};
-use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -82,7 +82,7 @@ async fn start_saga(
 #[utoipa::path(post, path = "/v1/hosts/{id}/cordon", tag = "inventory", operation_id = "host_cordon",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Cordoned", body = HostAction)))]
-pub async fn cordon(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn cordon(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
     transition(&st, &caller, &id, HostEvent::Cordon, async |_, _| Ok(None)).await
 }
 
@@ -90,7 +90,11 @@ pub async fn cordon(State(st): State<AppState>, caller: Caller, Path(id): Path<S
 #[utoipa::path(post, path = "/v1/hosts/{id}/uncordon", tag = "inventory", operation_id = "host_uncordon",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Available", body = HostAction)))]
-pub async fn uncordon(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn uncordon(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     transition(&st, &caller, &id, HostEvent::Uncordon, async |_, _| Ok(None)).await
 }
 
@@ -99,7 +103,7 @@ pub async fn uncordon(State(st): State<AppState>, caller: Caller, Path(id): Path
 #[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "inventory", operation_id = "host_drain",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 202, description = "Draining; the operation lists every instance", body = HostAction)))]
-pub async fn drain(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn drain(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
     let (c, s) = (caller.clone(), st.clone());
     transition(&st, &caller, &id, HostEvent::Drain, async move |tx, host| {
         start_saga(&s, tx, &c, host, "host.drain").await
@@ -111,7 +115,11 @@ pub async fn drain(State(st): State<AppState>, caller: Caller, Path(id): Path<St
 #[utoipa::path(post, path = "/v1/hosts/{id}/maintenance", tag = "inventory", operation_id = "host_maintenance",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "In maintenance", body = HostAction)))]
-pub async fn maintenance(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn maintenance(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     transition(&st, &caller, &id, HostEvent::Maintenance, async |tx, host| {
         let left = live_instances(tx, &host.id).await?;
         if !left.is_empty() {
@@ -131,7 +139,7 @@ pub async fn maintenance(State(st): State<AppState>, caller: Caller, Path(id): P
 #[utoipa::path(post, path = "/v1/hosts/{id}/retire", tag = "inventory", operation_id = "host_retire",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Retired", body = HostAction)))]
-pub async fn retire(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn retire(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
     transition(&st, &caller, &id, HostEvent::Retire, async |tx, host| {
         let left: Vec<Instance> =
             live_instances(tx, &host.id).await?.into_iter().filter(|i| i.lifecycle != Lifecycle::Failed).collect();
@@ -156,7 +164,7 @@ pub async fn retire(State(st): State<AppState>, caller: Caller, Path(id): Path<S
 #[utoipa::path(post, path = "/v1/hosts/{id}/fence", tag = "inventory", operation_id = "host_fence",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Fenced (202 when recovery starts)", body = HostAction)))]
-pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn fence(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
     let (c, s) = (caller.clone(), st.clone());
     transition(&st, &caller, &id, HostEvent::AgentReady, async move |tx, host| {
         if !matches!(host.state, HostState::Unreachable | HostState::Failed) {
@@ -185,7 +193,7 @@ pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<St
 #[utoipa::path(post, path = "/v1/hosts/{id}/fail", tag = "inventory", operation_id = "host_fail",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Failed (202 when recovery starts)", body = HostAction)))]
-pub async fn fail(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn fail(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
     let (c, s) = (caller.clone(), st.clone());
     transition(&st, &caller, &id, HostEvent::DeclareFailed, async move |tx, host| {
         let recovering = tx

@@ -2,10 +2,10 @@
 //! (credentials write-only), ownership, labels and traits.
 
 use super::{created, reference};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -52,7 +52,7 @@ async fn check_ownership(st: &AppState, o: &Ownership) -> ApiResult<()> {
     responses((status = 200, description = "Hosts", body = Page<Host>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<HostFilter>,
 ) -> ApiResult<Out<Page<Host>>> {
@@ -74,7 +74,11 @@ pub async fn list(
 /// Declare a host ahead of its agent (it stays `enrolling` until the agent reports).
 #[utoipa::path(post, path = "/v1/hosts", tag = "inventory", operation_id = "host_create", request_body = HostCreate,
     responses((status = 201, description = "The new host", body = Host)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<HostCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<HostCreate>,
+) -> ApiResult<Response> {
     caller.require_operator("changing inventory")?;
     validate::dns_label("name", &b.name)?;
     validate::labels("labels", &b.labels)?;
@@ -124,7 +128,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Ho
 #[utoipa::path(get, path = "/v1/hosts/{id}", tag = "inventory", operation_id = "host_view",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "The host", body = Host)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Host>> {
+pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<Host>> {
     caller.require_operator("reading inventory")?;
     Ok(Out(st.store.get(&Scope::Platform, &id).await?))
 }
@@ -135,7 +139,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed host", body = Host)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<HostUpdate>,
@@ -198,7 +202,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

@@ -13,13 +13,13 @@
 
 use super::agent::HostCaller;
 use super::{created, opt_labels, opt_text};
-use crate::blobs::{BlobError, Staging, is_sha256_hex};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::images::blobs::{BlobError, Staging, is_sha256_hex};
+use crate::app::images::checks as image_checks;
+use crate::app::images::files::{self as images, Sources};
+use crate::context::{Authed, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::image_checks;
-use crate::image_files::{self as images, Sources};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -64,7 +64,7 @@ fn may_write(caller: &Caller, image: &Image, what: &str) -> ApiResult<()> {
     responses((status = 200, description = "Images", body = Page<Image>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<ImageFilter>,
 ) -> ApiResult<Out<Page<Image>>> {
@@ -93,7 +93,11 @@ pub async fn list(
 /// `project_id`) are for operators.
 #[utoipa::path(post, path = "/v1/images", tag = "images", operation_id = "image_create", request_body = ImageCreate,
     responses((status = 201, description = "The new image, importing; `pending` lists the files it awaits", body = Image)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<ImageCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<ImageCreate>,
+) -> ApiResult<Response> {
     images::blob_store(&st)?;
     validate::image(&b)?;
     if b.project_id.is_none() {
@@ -156,7 +160,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Im
 #[utoipa::path(get, path = "/v1/images/{id}", tag = "images", operation_id = "image_view",
     params(("id" = String, Path, description = "Image id")),
     responses((status = 200, description = "The image", body = Image)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Image>> {
+pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<Image>> {
     Ok(Out(st.store.get_image(&caller.scope(), &id).await?))
 }
 
@@ -166,7 +170,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The image", body = Image)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<ImageUpdate>,
@@ -203,7 +207,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {
@@ -277,7 +281,7 @@ async fn receive(staging: &mut Staging, body: &mut Body) -> Result<(), BlobError
     responses((status = 200, description = "The image, with the file listed (available once nothing is pending)", body = Image)))]
 pub async fn upload(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path((id, role)): Path<(String, String)>,
     headers: HeaderMap,
     mut body: Body,
@@ -302,7 +306,7 @@ pub async fn upload(
         if image.project_id.is_some() { "uploading images in this project" } else { "uploading public images" },
     )?;
     if image.status != ImageStatus::Importing || !image.pending.contains(&role) {
-        return Err(images::not_pending(&image, role));
+        return Err(images::not_pending(&image, role).into());
     }
     let sources: Sources =
         serde_json::from_str(&st.store.image_sources(&id).await?.unwrap_or_default()).unwrap_or_default();

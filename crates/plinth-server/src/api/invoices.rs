@@ -3,11 +3,11 @@
 //! settings, the reconciliation report, exports (CSV and FOCUS 1.2) and revenue.
 
 use super::created;
-use crate::billing::{self, period_param};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::billing::{self, period_param};
+use crate::context::{Authed, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -50,7 +50,7 @@ pub struct InvoiceFilter {
     responses((status = 200, description = "Invoices and credit notes", body = Page<Invoice>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<InvoiceFilter>,
 ) -> ApiResult<Out<Page<Invoice>>> {
@@ -87,7 +87,7 @@ pub struct CurrentQuery {
     params(CurrentQuery), responses((status = 200, description = "The invoice", body = Invoice)))]
 pub async fn current(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<CurrentQuery>,
 ) -> ApiResult<Out<Invoice>> {
     let t = billing_tenant(&caller, q.tenant_id.as_deref())?;
@@ -101,7 +101,7 @@ pub async fn current(
     responses((status = 200, description = "The invoice", body = Invoice)))]
 pub async fn get(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
@@ -120,7 +120,7 @@ async fn fresh(st: &AppState, caller: &Caller, id: &str) -> ApiResult<Invoice> {
     }
     if inv.status == InvoiceStatus::Draft {
         let period = plinth_domain::metering::Period { start: inv.period_start, end: inv.period_end };
-        return billing::invoice_for(st, &inv.tenant_id, &period).await;
+        return Ok(billing::invoice_for(st, &inv.tenant_id, &period).await?);
     }
     Ok(inv)
 }
@@ -139,7 +139,7 @@ pub struct LinesQuery {
     responses((status = 200, description = "Lines", body = Vec<InvoiceLine>)))]
 pub async fn lines(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Query(q): Query<LinesQuery>,
 ) -> ApiResult<Out<Vec<InvoiceLine>>> {
@@ -160,7 +160,11 @@ pub async fn lines(
 #[utoipa::path(post, path = "/v1/invoices/{id}/finalize", tag = "billing", operation_id = "invoice_finalize",
     params(("id" = String, Path, description = "Invoice id")),
     responses((status = 200, description = "The finalized invoice", body = Invoice)))]
-pub async fn finalize(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Invoice>> {
+pub async fn finalize(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Invoice>> {
     caller.require_operator("finalizing invoices")?;
     let inv = billing::finalize(&st, &id).await?;
     st.store.record_audit(&caller.audit(), Some(&id), Some(inv.tenant_id.as_str()), 200, None).await?;
@@ -171,7 +175,11 @@ pub async fn finalize(State(st): State<AppState>, caller: Caller, Path(id): Path
 #[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "billing", operation_id = "invoice_void",
     params(("id" = String, Path, description = "Invoice id")),
     responses((status = 200, description = "The new draft that replaces it", body = Invoice)))]
-pub async fn void(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Invoice>> {
+pub async fn void(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Invoice>> {
     caller.require_operator("voiding invoices")?;
     let (old, new) = billing::void(&st, &id).await?;
     st.store.record_audit(&caller.audit(), Some(&id), Some(old.tenant_id.as_str()), 200, None).await?;
@@ -184,7 +192,7 @@ pub async fn void(State(st): State<AppState>, caller: Caller, Path(id): Path<Str
     responses((status = 201, description = "The credit note (finalized)", body = Invoice)))]
 pub async fn credit_note(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Json(b): Json<CreditNoteCreate>,
 ) -> ApiResult<Response> {
@@ -201,7 +209,7 @@ pub async fn credit_note(
     params(PeriodQuery), responses((status = 200, description = "The report", body = ReconciliationReport)))]
 pub async fn reconciliation(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<PeriodQuery>,
 ) -> ApiResult<Out<ReconciliationReport>> {
     let period = period_param(&st, q.period.as_deref())?;
@@ -217,7 +225,11 @@ pub async fn reconciliation(
 /// usage per resource). Tenants get their own; operators every tenant's.
 #[utoipa::path(get, path = "/v1/billing/export", tag = "billing", operation_id = "billing_export",
     params(PeriodQuery), responses((status = 200, description = "CSV", content_type = "text/csv", body = String)))]
-pub async fn export(State(st): State<AppState>, caller: Caller, Query(q): Query<PeriodQuery>) -> ApiResult<Response> {
+pub async fn export(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Query(q): Query<PeriodQuery>,
+) -> ApiResult<Response> {
     let period = period_param(&st, q.period.as_deref())?;
     let tenants: Vec<TenantId> = match (caller.scope(), &q.tenant_id) {
         (Scope::Platform, Some(t)) => vec![TenantId(t.clone())],
@@ -270,7 +282,7 @@ pub async fn export(State(st): State<AppState>, caller: Caller, Query(q): Query<
     params(RevenueQuery), responses((status = 200, description = "Revenue rows", body = Vec<RevenueRow>)))]
 pub async fn revenue(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<RevenueQuery>,
 ) -> ApiResult<Out<Vec<RevenueRow>>> {
     caller.require_operator("reading revenue")?;
@@ -325,7 +337,7 @@ pub struct RevenueQuery {
     responses((status = 200, description = "Price book versions", body = Page<PriceBook>)))]
 pub async fn price_books(
     State(st): State<AppState>,
-    _caller: Caller,
+    _caller: Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<PriceBookFilter>,
 ) -> ApiResult<Out<Page<PriceBook>>> {
@@ -348,7 +360,7 @@ pub struct PriceBookFilter {
     responses((status = 200, description = "The version", body = PriceBook)))]
 pub async fn price_book(
     State(st): State<AppState>,
-    _caller: Caller,
+    _caller: Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Out<PriceBook>> {
     Ok(Out(st.store.get(&Scope::Platform, &id).await?))
@@ -360,7 +372,7 @@ pub async fn price_book(
     request_body = PriceBookCreate, responses((status = 201, description = "The new version", body = PriceBook)))]
 pub async fn create_price_book(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<PriceBookCreate>,
 ) -> ApiResult<Response> {
     caller.require_operator("changing prices")?;
@@ -398,7 +410,7 @@ pub async fn create_price_book(
     responses((status = 200, description = "The settings", body = BillingAccount)))]
 pub async fn account(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Out<BillingAccount>> {
     let t: Tenant = st.store.get(&caller.scope(), &id).await?;
@@ -416,7 +428,7 @@ pub async fn account(
     responses((status = 200, description = "The settings", body = BillingAccount)))]
 pub async fn set_account(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Json(mut b): Json<BillingAccount>,
 ) -> ApiResult<Out<BillingAccount>> {

@@ -2,11 +2,11 @@
 //! a host id and credential at `/agent/v1/enroll`.
 
 use super::{created, expiry, opt_text, reference};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Paging, Query};
 use crate::secrets;
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -25,7 +25,7 @@ pub const DEFAULT_SECONDS: u64 = 3600;
     responses((status = 200, description = "Join tokens", body = Page<HostJoinToken>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<HostJoinToken>>> {
     caller.require_operator("reading inventory")?;
@@ -39,7 +39,7 @@ pub async fn list(
     responses((status = 201, description = "The token and its secret, shown this once", body = HostJoinTokenCreated)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<HostJoinTokenCreate>,
 ) -> ApiResult<Response> {
     caller.require_operator("enrolling hosts")?;
@@ -73,7 +73,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/host-join-tokens/{id}", tag = "inventory", operation_id = "host_join_token_view",
     params(("id" = String, Path, description = "Join token id")),
     responses((status = 200, description = "The join token", body = HostJoinToken)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<HostJoinToken>> {
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<HostJoinToken>> {
     caller.require_operator("reading inventory")?;
     Ok(Out(st.store.get(&Scope::Platform, &id).await?))
 }
@@ -84,7 +88,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed join token", body = HostJoinToken)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<HostJoinTokenUpdate>,
@@ -109,7 +113,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

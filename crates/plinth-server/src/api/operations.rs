@@ -2,11 +2,11 @@
 //! until the operation is final or the wait passes; `POST …/cancel` asks a cancellable
 //! one (a drain) to stop at its next safe point.
 
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::signals;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Paging, Query};
-use crate::signals;
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -35,7 +35,7 @@ pub fn parse_wait(s: &str) -> ApiResult<Duration> {
     responses((status = 200, description = "Operations", body = Page<Operation>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<OperationFilter>,
 ) -> ApiResult<Out<Page<Operation>>> {
@@ -59,7 +59,7 @@ pub async fn list(
     responses((status = 200, description = "The operation", body = Operation)))]
 pub async fn get(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Query(w): Query<OperationWait>,
 ) -> ApiResult<Out<Operation>> {
@@ -89,7 +89,7 @@ pub async fn get(
     responses((status = 202, description = "Cancellation asked for", body = Operation)))]
 pub async fn cancel(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Out<Operation>)> {
     let op: Operation = st.store.get(&caller.scope(), &id).await?;

@@ -2,10 +2,10 @@
 //! over hosts or racks, checked inside the claiming transaction.
 
 use super::created;
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -29,7 +29,7 @@ pub struct GroupFilter {
     responses((status = 200, description = "Placement groups", body = Page<PlacementGroup>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<GroupFilter>,
 ) -> ApiResult<Out<Page<PlacementGroup>>> {
@@ -44,7 +44,7 @@ pub async fn list(
     responses((status = 201, description = "The new group", body = PlacementGroup)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<PlacementGroupCreate>,
 ) -> ApiResult<Response> {
     validate::dns_label("name", &b.name)?;
@@ -72,7 +72,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/placement-groups/{id}", tag = "instances", operation_id = "placement_group_view",
     params(("id" = String, Path, description = "Placement group id")),
     responses((status = 200, description = "The group", body = PlacementGroup)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<PlacementGroup>> {
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<PlacementGroup>> {
     Ok(Out(st.store.get(&caller.scope(), &id).await?))
 }
 
@@ -82,7 +86,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

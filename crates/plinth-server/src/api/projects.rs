@@ -2,10 +2,10 @@
 //! create, change and delete them; members and viewers see them.
 
 use super::{created, opt_labels, opt_text};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -31,7 +31,7 @@ pub struct ProjectFilter {
     responses((status = 200, description = "Projects visible to the caller", body = Page<Project>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<ProjectFilter>,
 ) -> ApiResult<Out<Page<Project>>> {
@@ -49,7 +49,11 @@ pub async fn list(
 /// Create a project (tenant-admins, operators).
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", operation_id = "project_create", request_body = ProjectCreate,
     responses((status = 201, description = "The new project", body = Project)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<ProjectCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<ProjectCreate>,
+) -> ApiResult<Response> {
     let tenant_id = caller.default_tenant(b.tenant_id)?;
     let _: Tenant = st.store.get(&caller.scope(), tenant_id.as_str()).await?;
     if !caller.principal.can_write_in(&tenant_id, None) {
@@ -77,7 +81,11 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Pr
 #[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects", operation_id = "project_view",
     params(("id" = String, Path, description = "Project id")),
     responses((status = 200, description = "The project", body = Project)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Project>> {
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Project>> {
     Ok(Out(st.store.get(&caller.scope(), &id).await?))
 }
 
@@ -87,7 +95,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed project", body = Project)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<ProjectUpdate>,
@@ -119,7 +127,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

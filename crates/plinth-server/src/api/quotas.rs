@@ -2,11 +2,11 @@
 //! every claim, monthly spend thresholds, credit grants and capacity commitments.
 
 use super::created;
-use crate::billing;
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::billing;
+use crate::context::{Authed, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -31,7 +31,7 @@ pub struct QuotaQuery {
     responses((status = 200, description = "Quota entries", body = Vec<QuotaEntry>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<QuotaQuery>,
 ) -> ApiResult<Out<Vec<QuotaEntry>>> {
     let scope = caller.scope();
@@ -68,7 +68,7 @@ async fn tenant_scopes(st: &AppState, scope: &Scope, t: &TenantId) -> ApiResult<
     responses((status = 200, description = "The scope's entries", body = Vec<QuotaEntry>)))]
 pub async fn set(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<QuotaSet>,
 ) -> ApiResult<Out<Vec<QuotaEntry>>> {
     if b.scope_id.starts_with("prj_") {
@@ -109,7 +109,7 @@ fn readable(caller: &Caller) -> ApiResult<Scope> {
     responses((status = 200, description = "Budgets", body = Page<Budget>)))]
 pub async fn budgets(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Budget>>> {
     let pg = Paging::from(&p)?;
@@ -122,7 +122,7 @@ pub async fn budgets(
     request_body = BudgetCreate, responses((status = 201, description = "The budget", body = Budget)))]
 pub async fn create_budget(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<BudgetCreate>,
 ) -> ApiResult<Response> {
     let _: Tenant = st.store.get(&caller.scope(), b.tenant_id.as_str()).await?;
@@ -155,7 +155,7 @@ pub async fn create_budget(
     params(("id" = String, Path, description = "Budget id")), responses((status = 204, description = "Deleted")))]
 pub async fn delete_budget(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {
@@ -180,7 +180,7 @@ fn positive(field: &str, v: i64) -> ApiResult<()> {
     responses((status = 200, description = "Credit grants", body = Page<CreditGrant>)))]
 pub async fn credits(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<CreditGrant>>> {
     let pg = Paging::from(&p)?;
@@ -193,7 +193,7 @@ pub async fn credits(
     request_body = CreditGrantCreate, responses((status = 201, description = "The grant", body = CreditGrant)))]
 pub async fn create_credit(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<CreditGrantCreate>,
 ) -> ApiResult<Response> {
     caller.require_operator("granting credit")?;
@@ -229,7 +229,7 @@ pub async fn create_credit(
     responses((status = 200, description = "Commitments", body = Page<Commitment>)))]
 pub async fn commitments(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Commitment>>> {
     let pg = Paging::from(&p)?;
@@ -242,7 +242,7 @@ pub async fn commitments(
     request_body = CommitmentCreate, responses((status = 201, description = "The commitment", body = Commitment)))]
 pub async fn create_commitment(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<CommitmentCreate>,
 ) -> ApiResult<Response> {
     caller.require_operator("recording commitments")?;

@@ -1,10 +1,10 @@
 //! `/v1/racks` (operators): racks in a site. A rack is a failure domain for placement.
 
 use super::{created, opt_text, reference};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -29,7 +29,7 @@ pub struct RackFilter {
     responses((status = 200, description = "Racks", body = Page<Rack>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<RackFilter>,
 ) -> ApiResult<Out<Page<Rack>>> {
@@ -42,7 +42,11 @@ pub async fn list(
 /// Create a rack.
 #[utoipa::path(post, path = "/v1/racks", tag = "inventory", operation_id = "rack_create", request_body = RackCreate,
     responses((status = 201, description = "The new rack", body = Rack)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<RackCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<RackCreate>,
+) -> ApiResult<Response> {
     caller.require_operator("changing inventory")?;
     validate::dns_label("name", &b.name)?;
     opt_text("description", &b.description, 1024)?;
@@ -65,7 +69,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Ra
 #[utoipa::path(get, path = "/v1/racks/{id}", tag = "inventory", operation_id = "rack_view",
     params(("id" = String, Path, description = "Rack id")),
     responses((status = 200, description = "The rack", body = Rack)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Rack>> {
+pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<Rack>> {
     caller.require_operator("reading inventory")?;
     Ok(Out(st.store.get(&Scope::Platform, &id).await?))
 }
@@ -76,7 +80,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed rack", body = Rack)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<RackUpdate>,
@@ -101,7 +105,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

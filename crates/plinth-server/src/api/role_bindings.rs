@@ -4,10 +4,10 @@
 
 use super::users::can_admin_user;
 use super::{created, reference};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::{Authed, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -60,7 +60,7 @@ fn check_grant(caller: &Caller, user: &User, role: Role, project: Option<&Projec
     responses((status = 200, description = "Role bindings visible to the caller", body = Page<RoleBinding>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<RoleBindingFilter>,
 ) -> ApiResult<Out<Page<RoleBinding>>> {
@@ -75,7 +75,7 @@ pub async fn list(
     responses((status = 201, description = "The new binding", body = RoleBinding)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<RoleBindingCreate>,
 ) -> ApiResult<Response> {
     let user: User = st.store.get(&caller.scope(), b.user_id.as_str()).await.map_err(|e| reference(e, "user_id"))?;
@@ -103,7 +103,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/role-bindings/{id}", tag = "role-bindings", operation_id = "role_binding_view",
     params(("id" = String, Path, description = "Role binding id")),
     responses((status = 200, description = "The binding", body = RoleBinding)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<RoleBinding>> {
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<RoleBinding>> {
     Ok(Out(st.store.get(&caller.scope(), &id).await?))
 }
 
@@ -113,7 +117,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed binding", body = RoleBinding)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<RoleBindingUpdate>,
@@ -146,7 +150,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

@@ -1,10 +1,10 @@
 //! `/v1/shapes`: the sizes tenants consume. Operators define them; everyone reads them.
 
 use super::{created, opt_text};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,7 +27,7 @@ pub struct ShapeFilter {
     responses((status = 200, description = "Shapes", body = Page<Shape>)))]
 pub async fn list(
     State(st): State<AppState>,
-    _caller: Caller,
+    _caller: Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<ShapeFilter>,
 ) -> ApiResult<Out<Page<Shape>>> {
@@ -39,7 +39,11 @@ pub async fn list(
 /// Define a shape (operators).
 #[utoipa::path(post, path = "/v1/shapes", tag = "shapes", operation_id = "shape_create", request_body = ShapeCreate,
     responses((status = 201, description = "The new shape", body = Shape)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<ShapeCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<ShapeCreate>,
+) -> ApiResult<Response> {
     caller.require_operator("defining shapes")?;
     validate::shape(&b)?;
     let now = Utc::now();
@@ -66,7 +70,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Sh
 #[utoipa::path(get, path = "/v1/shapes/{id}", tag = "shapes", operation_id = "shape_view",
     params(("id" = String, Path, description = "Shape id")),
     responses((status = 200, description = "The shape", body = Shape)))]
-pub async fn get(State(st): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Shape>> {
+pub async fn get(State(st): State<AppState>, _caller: Authed, Path(id): Path<String>) -> ApiResult<Out<Shape>> {
     Ok(Out(st.store.get(&Scope::Platform, &id).await?))
 }
 
@@ -76,7 +80,7 @@ pub async fn get(State(st): State<AppState>, _caller: Caller, Path(id): Path<Str
     responses((status = 200, description = "The changed shape", body = Shape)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<ShapeUpdate>,
@@ -101,7 +105,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

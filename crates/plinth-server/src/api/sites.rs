@@ -1,10 +1,10 @@
 //! `/v1/sites` (operators): data centres or rooms that hold racks.
 
 use super::{created, opt_text};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,7 +19,7 @@ use plinth_domain::validate;
     responses((status = 200, description = "Sites", body = Page<Site>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Site>>> {
     caller.require_operator("reading inventory")?;
@@ -30,7 +30,11 @@ pub async fn list(
 /// Create a site.
 #[utoipa::path(post, path = "/v1/sites", tag = "inventory", operation_id = "site_create", request_body = SiteCreate,
     responses((status = 201, description = "The new site", body = Site)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<SiteCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<SiteCreate>,
+) -> ApiResult<Response> {
     caller.require_operator("changing inventory")?;
     validate::dns_label("name", &b.name)?;
     opt_text("description", &b.description, 1024)?;
@@ -53,7 +57,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Si
 #[utoipa::path(get, path = "/v1/sites/{id}", tag = "inventory", operation_id = "site_view",
     params(("id" = String, Path, description = "Site id")),
     responses((status = 200, description = "The site", body = Site)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Site>> {
+pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<Site>> {
     caller.require_operator("reading inventory")?;
     Ok(Out(st.store.get(&Scope::Platform, &id).await?))
 }
@@ -64,7 +68,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed site", body = Site)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<SiteUpdate>,
@@ -93,7 +97,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

@@ -1,10 +1,10 @@
 //! `/v1/system/background-tasks`: the reconcilers of the answering server, their last
 //! runs, and running one now.
 
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::reconcilers;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
-use crate::reconcilers;
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,7 +13,7 @@ use plinth_api::*;
 /// The background tasks and their last runs.
 #[utoipa::path(get, path = "/v1/system/background-tasks", tag = "system", operation_id = "background_task_list",
     responses((status = 200, description = "Background tasks", body = [BackgroundTask])))]
-pub async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<Out<Vec<BackgroundTask>>> {
+pub async fn list(State(st): State<AppState>, Authed(caller): Authed) -> ApiResult<Out<Vec<BackgroundTask>>> {
     caller.require_operator("reading background tasks")?;
     Ok(Out(st.tasks.list(st.config.reconcile_period)))
 }
@@ -24,7 +24,7 @@ pub async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<Out<V
     responses((status = 200, description = "What the run did", body = Object)))]
 pub async fn run(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(name): Path<String>,
 ) -> ApiResult<Out<serde_json::Value>> {
     caller.require_operator("running background tasks")?;
@@ -58,7 +58,7 @@ pub struct ClockNow {
     request_body = ClockAdvance, responses((status = 200, description = "The clock after the move", body = ClockNow)))]
 pub async fn clock(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     crate::extract::Json(b): crate::extract::Json<ClockAdvance>,
 ) -> ApiResult<Out<ClockNow>> {
     caller.require_operator("moving the clock")?;

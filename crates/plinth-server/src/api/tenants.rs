@@ -2,10 +2,10 @@
 //! change its own; every user of a tenant sees it.
 
 use super::{created, opt_labels, opt_text};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,7 +19,7 @@ use plinth_domain::validate;
     responses((status = 200, description = "Tenants visible to the caller", body = Page<Tenant>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Tenant>>> {
     let pg = Paging::from(&p)?;
@@ -29,7 +29,11 @@ pub async fn list(
 /// Create a tenant (operators).
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", operation_id = "tenant_create", request_body = TenantCreate,
     responses((status = 201, description = "The new tenant", body = Tenant)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<TenantCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<TenantCreate>,
+) -> ApiResult<Response> {
     caller.require_operator("creating tenants")?;
     validate::dns_label("name", &b.name)?;
     opt_text("display_name", &b.display_name, 200)?;
@@ -52,7 +56,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Te
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", operation_id = "tenant_view",
     params(("id" = String, Path, description = "Tenant id")),
     responses((status = 200, description = "The tenant", body = Tenant)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Tenant>> {
+pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<Tenant>> {
     Ok(Out(st.store.get(&caller.scope(), &id).await?))
 }
 
@@ -62,7 +66,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed tenant", body = Tenant)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<TenantUpdate>,
@@ -94,7 +98,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

@@ -4,11 +4,11 @@
 
 use super::users::can_admin_user;
 use super::{created, expiry};
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::{Authed, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
 use crate::secrets;
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -68,7 +68,7 @@ pub async fn mint_for(
     responses((status = 200, description = "Tokens the caller may manage (never their secrets)", body = Page<ApiToken>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<ApiToken>>> {
     let pg = Paging::from(&p)?;
@@ -83,7 +83,11 @@ pub async fn list(
 /// Create a token for yourself, or (tenant-admins, operators) for another user.
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", operation_id = "token_create", request_body = TokenCreate,
     responses((status = 201, description = "The token and its secret, shown this once", body = TokenCreated)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<TokenCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<TokenCreate>,
+) -> ApiResult<Response> {
     let user_id = b.user_id.unwrap_or_else(|| caller.principal.user_id.clone());
     // Your own user is always yours, even a platform user outside every tenant scope.
     let scope =
@@ -104,7 +108,11 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<To
 #[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", operation_id = "token_view",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "The token", body = ApiToken)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<ApiToken>> {
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ApiToken>> {
     Ok(Out(visible(&st, &caller, &id).await?))
 }
 
@@ -114,7 +122,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed token", body = ApiToken)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<TokenUpdate>,
@@ -139,7 +147,11 @@ pub async fn update(
 #[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "tokens", operation_id = "token_revoke",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "The revoked token", body = ApiToken)))]
-pub async fn revoke(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<ApiToken>> {
+pub async fn revoke(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ApiToken>> {
     visible(&st, &caller, &id).await?;
     let t = st
         .store
@@ -157,7 +169,7 @@ pub async fn revoke(State(st): State<AppState>, caller: Caller, Path(id): Path<S
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {

@@ -2,11 +2,11 @@
 //! (counter samples from agents, deduplicated by source and sequence number).
 
 use super::agent::HostCaller;
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::lifecycle;
+use crate::context::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Paging, Query};
-use crate::lifecycle;
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::State;
 use plinth_api::*;
@@ -20,7 +20,7 @@ use serde_json::json;
     responses((status = 200, description = "Usage records in id order", body = Page<UsageRecord>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<Out<Page<UsageRecord>>> {
     let pg = Paging::from(&PageParams { limit: q.limit, cursor: q.cursor.clone() })?;

@@ -2,10 +2,10 @@
 //! users (no tenant) exist for operators. Tenant-admins manage their tenant's users.
 
 use super::created;
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::context::{Authed, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,7 +27,7 @@ pub fn can_admin_user(caller: &Caller, user: &User) -> bool {
     responses((status = 200, description = "Users visible to the caller", body = Page<User>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<User>>> {
     let pg = Paging::from(&p)?;
@@ -38,7 +38,11 @@ pub async fn list(
 /// when `tenant_id` is omitted).
 #[utoipa::path(post, path = "/v1/users", tag = "users", operation_id = "user_create", request_body = UserCreate,
     responses((status = 201, description = "The new user", body = User)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<UserCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<UserCreate>,
+) -> ApiResult<Response> {
     let tenant_id = b.tenant_id.or_else(|| caller.principal.tenant_id.clone());
     match &tenant_id {
         Some(t) => {
@@ -71,7 +75,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<Us
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", operation_id = "user_view",
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, description = "The user", body = User)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<User>> {
+pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<User>> {
     Ok(Out(st.store.get(&caller.scope(), &id).await?))
 }
 
@@ -81,7 +85,7 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed user", body = User)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<UserUpdate>,
@@ -111,7 +115,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {
