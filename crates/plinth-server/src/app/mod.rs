@@ -19,6 +19,7 @@ pub mod error;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
+pub mod quotas;
 pub mod reconcilers;
 pub mod saga;
 pub mod scheduler;

@@ -15,6 +15,8 @@ use plinth_store::{LedgerOwner, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
 
+pub mod invoices;
+
 /// The price book a tenant without billing settings is rated with.
 pub const DEFAULT_BOOK: &str = "default";
 /// The currency when no price book applies.

@@ -1,0 +1,384 @@
+//! Invoices and their reports, as the caller may see them: a tenant's invoices (a draft
+//! recomputed on read), finalize, void and credit notes (operators), the reconciliation
+//! report, exports (CSV and FOCUS 1.2), revenue, price book versions and tenants' billing
+//! settings.
+
+use crate::app::billing::{self, period_param};
+use crate::app::{AppState, Caller, Error, Paging, Result};
+use chrono::Utc;
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use plinth_domain::rating;
+use plinth_domain::validate;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// The tenant whose billing the caller asks about: the given one (operators, or the
+/// caller's own), else the caller's. Project-only members do not see tenant billing.
+fn billing_tenant(caller: &Caller, given: Option<&str>) -> Result<TenantId> {
+    match caller.scope() {
+        Scope::Platform => given.map(|t| TenantId(t.to_string())).ok_or_else(|| {
+            Error::invalid("missing_field", "tenant_id is required for operators")
+                .with_constraint(json!({ "field": "tenant_id", "rule": "required" }))
+        }),
+        Scope::Tenant { tenant_id, projects: None } if given.is_none_or(|g| g == tenant_id.as_str()) => Ok(tenant_id),
+        _ => Err(Error::forbidden("reading this tenant's billing")),
+    }
+}
+
+/// Filters of `GET /v1/invoices`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceFilter {
+    /// Only this tenant's (operators; others see their own).
+    pub tenant_id: Option<String>,
+    /// Only invoices of this period (`2026-11`).
+    pub period: Option<String>,
+}
+
+/// Query of `GET /v1/invoices/current`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CurrentQuery {
+    pub tenant_id: Option<String>,
+    /// `2026-11`; default the current period.
+    pub period: Option<String>,
+}
+
+async fn fresh(st: &AppState, caller: &Caller, id: &str) -> Result<Invoice> {
+    let inv: Invoice = st.store.get(&caller.scope(), id).await?;
+    if let Scope::Tenant { projects: Some(_), .. } = caller.scope() {
+        return Err(Error::forbidden("reading this tenant's billing"));
+    }
+    if inv.status == InvoiceStatus::Draft {
+        let period = plinth_domain::metering::Period { start: inv.period_start, end: inv.period_end };
+        return billing::invoice_for(st, &inv.tenant_id, &period).await;
+    }
+    Ok(inv)
+}
+
+/// Query of `GET /v1/invoices/{id}/lines`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinesQuery {
+    /// `resource`: usage lines broken down per resource (their amounts sum to the line's).
+    pub group_by: Option<String>,
+}
+
+/// Query of `GET /v1/billing/revenue`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RevenueQuery {
+    /// `2026-11`; default every period.
+    pub period: Option<String>,
+    /// Include drafts (default false).
+    pub drafts: Option<bool>,
+}
+
+/// Filters of `GET /v1/price-books`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PriceBookFilter {
+    /// Only the versions of this book.
+    pub name: Option<String>,
+}
+
+/// Refuses prices that cannot rate: a currency that is not three capital letters, a
+/// non-positive unit size, negative prices or minimums, or tiers out of order.
+fn check_prices(currency: &str, prices: &[Price]) -> Result<()> {
+    let bad = |i: usize, rule: &str, why: String| {
+        Error::invalid("invalid_price", format!("prices[{i}]: {why}"))
+            .with_constraint(json!({ "field": format!("prices[{i}]"), "rule": rule }))
+    };
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Error::invalid("invalid_value", "currency must be an ISO 4217 code such as USD")
+            .with_constraint(json!({ "field": "currency", "rule": "iso-4217" })));
+    }
+    if prices.len() > 1000 {
+        return Err(Error::invalid("too_many", "at most 1000 prices per book")
+            .with_constraint(json!({ "field": "prices", "rule": "max-items", "max": 1000 })));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, p) in prices.iter().enumerate() {
+        if !seen.insert((p.meter, p.dimension.clone())) {
+            return Err(bad(i, "unique", "a second price for the same meter and dimension".into()));
+        }
+        if p.units_per_pricing_unit <= 0 {
+            return Err(bad(i, "> 0", "units_per_pricing_unit must be positive".into()));
+        }
+        if p.unit_price_micros < 0 || p.min_seconds_per_start < 0 || p.tiers.iter().any(|t| t.unit_price_micros < 0) {
+            return Err(bad(i, ">= 0", "prices and minimums cannot be negative".into()));
+        }
+        validate::text("pricing_unit", &p.pricing_unit, 64)?;
+        match p.model {
+            ChargeModel::Flat if !p.tiers.is_empty() => {
+                return Err(bad(i, "no-tiers", "a flat price has no tiers".into()));
+            }
+            ChargeModel::Graduated | ChargeModel::Volume => {
+                let ok = !p.tiers.is_empty()
+                    && p.tiers.last().is_some_and(|t| t.up_to.is_none())
+                    && p.tiers[..p.tiers.len() - 1].iter().all(|t| t.up_to.is_some())
+                    && p.tiers.windows(2).all(|w| match (w[0].up_to, w[1].up_to) {
+                        (Some(a), Some(b)) => a < b,
+                        _ => true,
+                    })
+                    && p.tiers.first().and_then(|t| t.up_to).is_none_or(|u| u > 0);
+                if !ok {
+                    return Err(bad(
+                        i,
+                        "ascending-tiers",
+                        "tiers must ascend by up_to and end with an open tier".into(),
+                    ));
+                }
+            }
+            ChargeModel::Flat => {}
+        }
+    }
+    Ok(())
+}
+
+/// List invoices and credit notes in id (creation) order. A tenant's current draft is
+/// recomputed first.
+pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: InvoiceFilter) -> Result<Page<Invoice>> {
+    let pg = Paging::from(p)?;
+    let scope = match (&caller.scope(), &f.tenant_id) {
+        (Scope::Platform, Some(t)) => Scope::Tenant { tenant_id: TenantId(t.clone()), projects: None },
+        (Scope::Platform, None) => Scope::Platform,
+        _ => {
+            let t = billing_tenant(caller, f.tenant_id.as_deref())?;
+            if pg.cursor.is_none() {
+                billing::invoice_for(st, &t, &billing::current_period(st)).await?;
+            }
+            Scope::Tenant { tenant_id: t, projects: None }
+        }
+    };
+    let mut filters = vec![];
+    if let Some(p) = &f.period {
+        filters.push(("period", period_param(st, Some(p))?.start.format("%Y-%m-%d").to_string()));
+    }
+    Ok(st.store.list::<Invoice>(&scope, &filters, pg.limit, pg.cursor.as_deref()).await?)
+}
+
+/// A tenant's invoice for a period: the finalized one, or the draft recomputed now.
+pub async fn current(st: &AppState, caller: &Caller, q: CurrentQuery) -> Result<Invoice> {
+    let t = billing_tenant(caller, q.tenant_id.as_deref())?;
+    let period = period_param(st, q.period.as_deref())?;
+    billing::invoice_for(st, &t, &period).await
+}
+
+/// An invoice (a draft is recomputed first).
+pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<Invoice> {
+    fresh(st, caller, id).await
+}
+
+/// An invoice's lines, optionally per resource.
+pub async fn lines(st: &AppState, caller: &Caller, id: &str, q: LinesQuery) -> Result<Vec<InvoiceLine>> {
+    let inv = fresh(st, caller, id).await?;
+    match q.group_by.as_deref() {
+        None => Ok(inv.lines),
+        Some("resource") => {
+            let records = st.store.usage_in_period(inv.tenant_id.as_str(), inv.period_start.timestamp_micros()).await?;
+            let records = billing::closed_for(records, &inv);
+            Ok(rating::by_resource(&inv.lines, &records))
+        }
+        Some(other) => Err(Error::invalid("invalid_value", format!("group_by {other:?}: only `resource` is known"))
+            .with_constraint(json!({ "field": "group_by", "rule": "one-of", "allowed": ["resource"] }))),
+    }
+}
+
+/// Finalize a draft (operators): numbered, credits drawn, immutable from then on.
+pub async fn finalize(st: &AppState, caller: &Caller, id: &str) -> Result<Invoice> {
+    caller.require_operator("finalizing invoices")?;
+    let inv = billing::finalize(st, id).await?;
+    st.store.record_audit(&caller.audit(), Some(id), Some(inv.tenant_id.as_str()), 200, None).await?;
+    Ok(inv)
+}
+
+/// Void a finalized invoice (operators): a new draft for its period replaces it.
+pub async fn void(st: &AppState, caller: &Caller, id: &str) -> Result<Invoice> {
+    caller.require_operator("voiding invoices")?;
+    let (old, new) = billing::void(st, id).await?;
+    st.store.record_audit(&caller.audit(), Some(id), Some(old.tenant_id.as_str()), 200, None).await?;
+    Ok(new)
+}
+
+/// Issue a credit note against a finalized invoice (operators).
+pub async fn credit_note(st: &AppState, caller: &Caller, id: &str, b: CreditNoteCreate) -> Result<Invoice> {
+    caller.require_operator("issuing credit notes")?;
+    validate::text("description", &b.description, 1024)?;
+    let note = billing::credit_note(st, id, &b).await?;
+    st.store.record_audit(&caller.audit(), Some(note.id.as_str()), Some(note.tenant_id.as_str()), 201, None).await?;
+    Ok(note)
+}
+
+/// Reconciliation: lifecycle seconds against metered seconds against invoiced quantity,
+/// per instance and meter, for a period (tenants see their own).
+pub async fn reconciliation(st: &AppState, caller: &Caller, q: PeriodQuery) -> Result<ReconciliationReport> {
+    let period = period_param(st, q.period.as_deref())?;
+    let scope = match (caller.scope(), &q.tenant_id) {
+        (Scope::Platform, Some(t)) => Scope::Tenant { tenant_id: TenantId(t.clone()), projects: None },
+        (Scope::Platform, None) => Scope::Platform,
+        _ => Scope::Tenant { tenant_id: billing_tenant(caller, q.tenant_id.as_deref())?, projects: None },
+    };
+    billing::reconciliation(st, &scope, &period).await
+}
+
+/// Revenue by period, meter and dimension (shape, GPU class), from finalized invoices
+/// (operators). `?drafts=true` includes the drafts.
+pub async fn revenue(st: &AppState, caller: &Caller, q: RevenueQuery) -> Result<Vec<RevenueRow>> {
+    caller.require_operator("reading revenue")?;
+    let drafts = q.drafts.unwrap_or(false);
+    let period = match &q.period {
+        Some(p) => Some(period_param(st, Some(p))?),
+        None => None,
+    };
+    let invoices: Vec<Invoice> = st.store.list_all(&Scope::Platform, &[]).await?;
+    type Key = (i64, ChargeCategory, Option<Meter>, String, String);
+    let mut rows: BTreeMap<Key, (i64, u32)> = BTreeMap::new();
+    for inv in invoices.iter().filter(|i| {
+        (i.status == InvoiceStatus::Finalized || (drafts && i.status == InvoiceStatus::Draft))
+            && period.is_none_or(|p| p.start == i.period_start)
+    }) {
+        for l in &inv.lines {
+            let key =
+                (inv.period_start.timestamp_micros(), l.category, l.meter, l.dimension.clone(), inv.currency.clone());
+            let e = rows.entry(key).or_default();
+            e.0 += l.amount_micros;
+            e.1 += 1;
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|((p, category, meter, dimension, currency), (amount_micros, invoices))| RevenueRow {
+            period_start: plinth_domain::metering::at_micros(p),
+            category,
+            meter,
+            dimension,
+            currency,
+            amount_micros,
+            invoices,
+            finalized_only: !drafts,
+        })
+        .collect())
+}
+
+/// List price book versions (everyone may read prices).
+pub async fn price_books(st: &AppState, p: &PageParams, f: PriceBookFilter) -> Result<Page<PriceBook>> {
+    let pg = Paging::from(p)?;
+    let filters: Vec<(&str, String)> = f.name.into_iter().map(|n| ("name", n)).collect();
+    Ok(st.store.list::<PriceBook>(&Scope::Platform, &filters, pg.limit, pg.cursor.as_deref()).await?)
+}
+
+/// Get a price book version.
+pub async fn price_book(st: &AppState, id: &str) -> Result<PriceBook> {
+    Ok(st.store.get(&Scope::Platform, id).await?)
+}
+
+/// Add a price book version (operators): effective from its date until the next version
+/// of the same name. Versions are immutable.
+pub async fn create_price_book(st: &AppState, caller: &Caller, b: PriceBookCreate) -> Result<PriceBook> {
+    caller.require_operator("changing prices")?;
+    validate::dns_label("name", &b.name)?;
+    check_prices(&b.currency, &b.prices)?;
+    let versions: Vec<PriceBook> = st.store.list_all(&Scope::Platform, &[("name", b.name.clone())]).await?;
+    if let Some(last) = versions.iter().max_by_key(|v| v.version)
+        && b.effective_from <= last.effective_from
+    {
+        return Err(Error::invalid(
+            "invalid_value",
+            format!("effective_from must be after version {}'s ({})", last.version, last.effective_from.to_rfc3339()),
+        )
+        .with_constraint(json!({ "field": "effective_from", "rule": "after-previous-version" })));
+    }
+    let now = Utc::now();
+    let book = PriceBook {
+        id: PriceBookId::generate(),
+        name: b.name,
+        version: versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
+        currency: b.currency,
+        effective_from: b.effective_from,
+        prices: b.prices,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    st.store.insert(&book, &caller.audit()).await?;
+    Ok(book)
+}
+
+/// A tenant's billing settings (price book and support tier).
+pub async fn account(st: &AppState, caller: &Caller, id: &str) -> Result<BillingAccount> {
+    let t: Tenant = st.store.get(&caller.scope(), id).await?;
+    let t = billing_tenant(caller, Some(t.id.as_str()))?;
+    Ok(st.store.billing_account(t.as_str()).await?.unwrap_or(BillingAccount {
+        tenant_id: t,
+        price_book: billing::DEFAULT_BOOK.into(),
+        support: None,
+    }))
+}
+
+/// Set a tenant's billing settings (operators).
+pub async fn set_account(st: &AppState, caller: &Caller, id: &str, mut b: BillingAccount) -> Result<BillingAccount> {
+    caller.require_operator("changing billing settings")?;
+    let t: Tenant = st.store.get(&Scope::Platform, id).await?;
+    validate::dns_label("price_book", &b.price_book)?;
+    if let Some(s) = &b.support
+        && (!(0..=10_000).contains(&s.basis_points) || s.minimum_micros < 0)
+    {
+        return Err(Error::invalid("invalid_value", "support: basis_points 0–10000, minimum_micros ≥ 0")
+            .with_constraint(json!({ "field": "support", "rule": "range" })));
+    }
+    b.tenant_id = t.id.clone();
+    st.store.put_billing_account(&b).await?;
+    st.store.record_audit(&caller.audit(), Some(id), Some(id), 200, None).await?;
+    Ok(b)
+}
+
+/// A period's invoices as CSV: `format=csv` (their lines) or `format=focus` (FOCUS 1.2
+/// rows, usage per resource). Tenants get their own; operators every tenant's.
+pub async fn export(st: &AppState, caller: &Caller, q: PeriodQuery) -> Result<String> {
+    let period = period_param(st, q.period.as_deref())?;
+    let tenants: Vec<TenantId> = match (caller.scope(), &q.tenant_id) {
+        (Scope::Platform, Some(t)) => vec![TenantId(t.clone())],
+        (Scope::Platform, None) => {
+            st.store.tenants_with_usage(period.start.timestamp_micros()).await?.into_iter().map(TenantId).collect()
+        }
+        _ => vec![billing_tenant(caller, q.tenant_id.as_deref())?],
+    };
+    let format = q.format.as_deref().unwrap_or("focus");
+    if !matches!(format, "csv" | "focus") {
+        return Err(Error::invalid("invalid_value", format!("format {format:?}: csv or focus"))
+            .with_constraint(json!({ "field": "format", "rule": "one-of", "allowed": ["csv", "focus"] })));
+    }
+    let mut body = String::new();
+    let mut focus_rows = Vec::new();
+    for t in tenants {
+        let inv = billing::invoice_for(st, &t, &period).await?;
+        if format == "csv" {
+            let csv = rating::invoice_csv(&inv);
+            // One header for the whole export.
+            let skip = if body.is_empty() { 0 } else { 1 };
+            for line in csv.lines().skip(skip) {
+                body.push_str(line);
+                body.push('\n');
+            }
+            continue;
+        }
+        let tenant: Tenant = st.store.get(&Scope::Platform, t.as_str()).await?;
+        let records =
+            billing::closed_for(st.store.usage_in_period(t.as_str(), period.start.timestamp_micros()).await?, &inv);
+        let acct = rating::FocusAccount {
+            billing_account_id: t.as_str(),
+            billing_account_name: &tenant.name,
+            invoice_issuer: "Plinth",
+            provider: "Plinth",
+            region_id: "local",
+            region_name: "local",
+        };
+        focus_rows.extend(rating::focus_rows(&inv, &records, &acct));
+    }
+    if format == "focus" {
+        body = rating::to_csv(rating::FOCUS_COLUMNS, &focus_rows);
+    }
+    Ok(body)
+}
