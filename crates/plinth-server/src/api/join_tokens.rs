@@ -1,24 +1,18 @@
 //! `/v1/host-join-tokens` (operators): single-use, expiring secrets an agent exchanges for
 //! a host id and credential at `/agent/v1/enroll`.
+//! The use cases are in [`crate::app::inventory::join_tokens`].
 
-use super::{created, expiry, opt_text, reference};
+use super::created;
 use crate::app::AppState;
+use crate::app::inventory::join_tokens;
 use crate::context::Authed;
 use crate::error::ApiResult;
-use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::secrets;
+use crate::extract::{IfMatch, Json, Query};
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use plinth_api::*;
-use plinth_domain::authz::Scope;
-use plinth_domain::validate;
-use plinth_store::Val;
-
-/// Default lifetime of a join token: one hour.
-pub const DEFAULT_SECONDS: u64 = 3600;
 
 /// List join tokens (never their secrets).
 #[utoipa::path(get, path = "/v1/host-join-tokens", tag = "inventory", operation_id = "host_join_token_list", params(PageParams),
@@ -28,9 +22,7 @@ pub async fn list(
     Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<HostJoinToken>>> {
-    caller.require_operator("reading inventory")?;
-    let pg = Paging::from(&p)?;
-    Ok(Out(st.store.list::<HostJoinToken>(&Scope::Platform, &[], pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(join_tokens::list(&st, &caller, &p).await?))
 }
 
 /// Make a join token.
@@ -42,31 +34,7 @@ pub async fn create(
     Authed(caller): Authed,
     Json(b): Json<HostJoinTokenCreate>,
 ) -> ApiResult<Response> {
-    caller.require_operator("enrolling hosts")?;
-    opt_text("description", &b.description, 255)?;
-    let expires_at = expiry("expires_in_seconds", b.expires_in_seconds.unwrap_or(DEFAULT_SECONDS), 60, 7 * 24 * 3600)?;
-    let max_uses = b.max_uses.unwrap_or(1);
-    validate::quantity("max_uses", max_uses as u64, 1, 10_000)?;
-    if let Some(r) = &b.rack_id {
-        let _: Rack = st.store.get(&Scope::Platform, r.as_str()).await.map_err(|e| reference(e, "rack_id"))?;
-    }
-    let now = Utc::now();
-    let t = HostJoinToken {
-        id: JoinTokenId::generate(),
-        description: b.description.unwrap_or_default(),
-        rack_id: b.rack_id,
-        expires_at,
-        max_uses,
-        uses: 0,
-        used_at: None,
-        used_by_host_id: None,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    let secret = secrets::mint(secrets::JOIN_TOKEN, t.id.as_str());
-    st.store.insert_with(&t, &[("secret_hash", Val::text(secrets::hash(&secret)))], &caller.audit()).await?;
-    Ok(created(HostJoinTokenCreated { join_token: t, secret }))
+    Ok(created(join_tokens::create(&st, &caller, b).await?))
 }
 
 /// Get a join token.
@@ -78,8 +46,7 @@ pub async fn get(
     Authed(caller): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Out<HostJoinToken>> {
-    caller.require_operator("reading inventory")?;
-    Ok(Out(st.store.get(&Scope::Platform, &id).await?))
+    Ok(Out(join_tokens::get(&st, &caller, &id).await?))
 }
 
 /// Change a join token's description.
@@ -93,18 +60,7 @@ pub async fn update(
     IfMatch(if_match): IfMatch,
     Json(b): Json<HostJoinTokenUpdate>,
 ) -> ApiResult<Out<HostJoinToken>> {
-    caller.require_operator("enrolling hosts")?;
-    opt_text("description", &b.description, 255)?;
-    let t = st
-        .store
-        .update(&Scope::Platform, &id, if_match, &caller.audit(), |t: &mut HostJoinToken| {
-            if let Some(d) = b.description {
-                t.description = d;
-            }
-            Ok(vec![])
-        })
-        .await?;
-    Ok(Out(t))
+    Ok(Out(join_tokens::update(&st, &caller, &id, if_match, b).await?))
 }
 
 /// Revoke a join token by deleting it.
@@ -117,7 +73,6 @@ pub async fn delete(
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {
-    caller.require_operator("enrolling hosts")?;
-    st.store.delete::<HostJoinToken>(&Scope::Platform, &id, if_match, &caller.audit()).await?;
+    join_tokens::delete(&st, &caller, &id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,8 +16,11 @@
 
 pub mod billing;
 pub mod error;
+pub mod hosts;
+pub mod identity;
 pub mod images;
 pub mod instances;
+pub mod inventory;
 pub mod lifecycle;
 pub mod quotas;
 pub mod reconcilers;
