@@ -14,6 +14,7 @@
 //! (operations), [`reconcilers`] (background tasks), [`signals`] (wake-ups), and
 //! [`AppState`], what every use case can reach.
 
+pub mod agent;
 pub mod billing;
 pub mod error;
 pub mod hosts;
@@ -22,12 +23,14 @@ pub mod images;
 pub mod instances;
 pub mod inventory;
 pub mod lifecycle;
+pub mod operations;
 pub mod quotas;
 pub mod reconcilers;
 pub mod saga;
 pub mod scheduler;
 pub mod signals;
 pub mod state;
+pub mod system;
 
 pub use error::{Error, Kind, Result, reference};
 pub use state::AppState;

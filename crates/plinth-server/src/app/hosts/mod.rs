@@ -2,6 +2,7 @@
 //! (credentials write-only), ownership, labels and traits; their operations are in
 //! `ops.rs`.
 
+pub mod capacity;
 pub mod ops;
 
 use crate::app::{AppState, Caller, Error, Kind, Paging, Result, reference};

@@ -7,7 +7,9 @@
 //! and leave the waiting to a saga (`actions.rs`, `resize.rs`).
 
 mod actions;
+pub mod console;
 mod create;
+pub mod placement_groups;
 mod resize;
 
 pub use actions::{delete, reboot, rebuild, start, stop};
