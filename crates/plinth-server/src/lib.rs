@@ -9,7 +9,7 @@
 //!   reconcilers call them too), and the services they share: instance bookkeeping, the
 //!   scheduler, sagas, reconcilers, wake-ups. They check input with `plinth-domain`'s rules,
 //!   decide permission from the caller's [`Principal`](plinth_domain::authz::Principal), and
-//!   call the store with the caller's scope; failures are [`app::Error`](crate::app::Error)s.
+//!   call the store with the caller's scope; failures are [`app::Error`]s.
 //! - `plinth-store` (the only SQL) and `plinth-domain` (pure rules).
 //!
 //! State lives only in the database, so replicas are interchangeable.

@@ -1,4 +1,6 @@
-//! The `/v1` handlers, one module per resource, and the helpers they share.
+//! The HTTP layer's handlers, one module per resource (`/v1`, `/agent/v1`, health): each
+//! takes its extractors, calls one use case in [`crate::app`](mod@crate::app) and shapes the answer
+//! (status, body); errors become `problem+json` in [`crate::error`]. No business logic here.
 
 pub mod agent;
 pub mod audit;
@@ -25,7 +27,6 @@ pub mod tokens;
 pub mod usage;
 pub mod users;
 
-pub use crate::app::{expiry, opt_labels, opt_text, reference};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

@@ -9,10 +9,18 @@
 //! alone writes SQL; `plinth-domain` decides (validation, authorisation, state machines,
 //! placement, metering, rating) without I/O.
 //!
-//! Use cases, by domain: [`instances`], [`images`], [`billing`]. The services they share:
-//! [`lifecycle`] (instance bookkeeping), [`scheduler`] (placement claims), [`saga`]
-//! (operations), [`reconcilers`] (background tasks), [`signals`] (wake-ups), and
-//! [`AppState`], what every use case can reach.
+//! Use cases, by domain: [`instances`] (with placement groups and consoles), [`images`],
+//! [`hosts`] (with host operations and capacity), [`identity`] (tenants, projects, users,
+//! tokens, role bindings, audit), [`inventory`] (sites, racks, shapes, join tokens),
+//! [`billing`] (invoices, price books, usage), [`quotas`] (quotas, budgets, credits,
+//! commitments), [`operations`], [`system`] and the [`agent`] protocol. The services they
+//! share: [`lifecycle`] (instance bookkeeping), [`scheduler`] (placement claims), [`saga`]
+//! (operations that outlive a request), [`reconcilers`] (background tasks), [`signals`]
+//! (wake-ups), and [`AppState`], what every use case can reach.
+//!
+//! Inputs are plain: the [`Caller`] (or, for the agent protocol, the host's id), wire types
+//! from `plinth-api`, and a few query types declared here (they derive `IntoParams` for the
+//! OpenAPI document, nothing more).
 
 pub mod agent;
 pub mod billing;
