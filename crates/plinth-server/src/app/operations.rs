@@ -1,6 +1,5 @@
-//! `/v1/operations`: long-running actions. `GET /v1/operations/{id}?wait=30s` long-polls
-//! until the operation is final or the wait passes; `POST …/cancel` asks a cancellable
-//! one (a drain) to stop at its next safe point.
+//! Operations: long-running actions. Reading one may wait until it is final (or the wait
+//! passes); cancelling asks a cancellable one (a drain) to stop at its next safe point.
 
 use crate::app::signals;
 use crate::app::{AppState, Caller, Error, Kind, Paging, Result};

@@ -1,5 +1,5 @@
-//! `/v1/system/background-tasks`: the reconcilers of the answering server, their last
-//! runs, and running one now.
+//! System: the reconcilers of this server, their last runs, running one now, and the
+//! test clock.
 
 use crate::app::reconcilers;
 use crate::app::{AppState, Caller, Error, Kind, Result};

@@ -1,5 +1,5 @@
-//! `/v1/usage` (the ledger, as tenants and operators read it) and `/agent/v1/counters`
-//! (counter samples from agents, deduplicated by source and sequence number).
+//! Usage: the ledger as tenants and operators read it, and the counter samples agents
+//! report (deduplicated by source and sequence number).
 
 use crate::app::lifecycle;
 use crate::app::{AppState, Caller, Error, Paging, Result};

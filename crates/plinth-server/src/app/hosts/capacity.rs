@@ -1,6 +1,6 @@
-//! Operator views of placement: `GET /v1/capacity` (per site and rack, how many more of
-//! each shape fit now) and `GET /v1/hosts/{id}/allocations` (what a host holds, for whom,
-//! down to pinned CPUs, hugepages and GPUs).
+//! Operator views of placement: the capacity summary (per site and rack, how many more of
+//! each shape fit now) and a host's allocations (what it holds, for whom, down to pinned
+//! CPUs, hugepages and GPUs).
 
 use crate::app::scheduler::view_of;
 use crate::app::{AppState, Caller, Paging, Result};

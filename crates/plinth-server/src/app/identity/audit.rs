@@ -1,4 +1,4 @@
-//! `GET /v1/audit-log`: operators read every record; tenant-admins their tenant's.
+//! The audit log: operators read every record; tenant-admins their tenant's.
 
 use crate::app::{AppState, Caller, Error, Paging, Result};
 use plinth_api::*;

@@ -1,6 +1,5 @@
-//! Serial consoles: agents ship each guest's console output
-//! (`POST /agent/v1/instances/{id}/console`), users read it
-//! (`GET /v1/instances/{id}/console`, long-polled to follow).
+//! Serial consoles: a host's agent ships each guest's console output, users read it
+//! (waiting for more, to follow it).
 //!
 //! The store keeps the last 1 MiB per instance ([`plinth_store::CONSOLE_KEEP`]); this
 //! module owns who may write (only the host the instance is placed on) and read (whoever

@@ -1,4 +1,4 @@
-//! `/v1/placement-groups`: affinity, anti-affinity (hard) and spread (soft) of instances
+//! Placement groups: affinity, anti-affinity (hard) and spread (soft) of instances
 //! over hosts or racks, checked inside the claiming transaction.
 
 use crate::app::{AppState, Caller, Error, Paging, Result};
