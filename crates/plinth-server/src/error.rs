@@ -130,3 +130,41 @@ impl From<app::Error> for ApiError {
         ApiError { status: status_of(e.kind), code: e.code, detail: e.detail, constraint: e.constraint }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [Kind; 10] = [
+        Kind::Malformed,
+        Kind::Unauthenticated,
+        Kind::PaymentRequired,
+        Kind::Forbidden,
+        Kind::NotFound,
+        Kind::Conflict,
+        Kind::TooLarge,
+        Kind::Invalid,
+        Kind::Unavailable,
+        Kind::Internal,
+    ];
+
+    /// A use-case refusal that travels through the store (`StoreError::Refused`, as a
+    /// background task's result) and back answers the status it would have answered directly.
+    #[test]
+    fn every_kind_keeps_its_status_through_the_store() {
+        for k in KINDS {
+            let direct = ApiError::from(app::Error::new(k, "x", "d")).status;
+            let through = ApiError::from(StoreError::from(app::Error::new(k, "x", "d"))).status;
+            assert_eq!(direct, through, "{k:?}");
+            assert_eq!(direct.as_u16(), k.status(), "{k:?}");
+        }
+    }
+
+    /// An internal failure's detail never reaches the client.
+    #[test]
+    fn an_internal_detail_stays_in_the_log() {
+        let e = ApiError::from(app::Error::internal("SQLSTATE 23505 at row 4"));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.problem().detail.contains("SQLSTATE"), "{}", e.detail);
+    }
+}

@@ -5,7 +5,8 @@
 
 use super::created;
 use crate::app::AppState;
-use crate::app::billing::invoices::{self, CurrentQuery, InvoiceFilter, LinesQuery, PriceBookFilter, RevenueQuery};
+use crate::app::billing::invoices::{self, CurrentQuery, InvoiceFilter, LinesQuery, RevenueQuery};
+use crate::app::billing::prices::{self, PriceBookFilter};
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};
@@ -156,7 +157,7 @@ pub async fn price_books(
     Query(p): Query<PageParams>,
     Query(f): Query<PriceBookFilter>,
 ) -> ApiResult<Out<Page<PriceBook>>> {
-    Ok(Out(invoices::price_books(&st, &p, f).await?))
+    Ok(Out(prices::price_books(&st, &p, f).await?))
 }
 
 /// Get a price book version.
@@ -168,7 +169,7 @@ pub async fn price_book(
     _caller: Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Out<PriceBook>> {
-    Ok(Out(invoices::price_book(&st, &id).await?))
+    Ok(Out(prices::price_book(&st, &id).await?))
 }
 
 /// Add a price book version (operators): effective from its date until the next version
@@ -180,7 +181,7 @@ pub async fn create_price_book(
     Authed(caller): Authed,
     Json(b): Json<PriceBookCreate>,
 ) -> ApiResult<Response> {
-    Ok(created(invoices::create_price_book(&st, &caller, b).await?))
+    Ok(created(prices::create_price_book(&st, &caller, b).await?))
 }
 
 /// A tenant's billing settings (price book and support tier).
@@ -192,7 +193,7 @@ pub async fn account(
     Authed(caller): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Out<BillingAccount>> {
-    Ok(Out(invoices::account(&st, &caller, &id).await?))
+    Ok(Out(prices::account(&st, &caller, &id).await?))
 }
 
 /// Set a tenant's billing settings (operators).
@@ -205,5 +206,5 @@ pub async fn set_account(
     Path(id): Path<String>,
     Json(b): Json<BillingAccount>,
 ) -> ApiResult<Out<BillingAccount>> {
-    Ok(Out(invoices::set_account(&st, &caller, &id, b).await?))
+    Ok(Out(prices::set_account(&st, &caller, &id, b).await?))
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 pub mod invoices;
+pub mod prices;
 pub mod usage;
 
 /// The price book a tenant without billing settings is rated with.
