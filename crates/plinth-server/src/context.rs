@@ -1,17 +1,19 @@
 //! Per-request context: the request id, the audit action name, and the authenticated
 //! caller. The `authenticate` middleware resolves `Authorization: Bearer plt_…` into a
-//! [`Caller`]; handlers take the caller as an extractor.
+//! [`Caller`] (the application layer's plain type); handlers take it with the [`Authed`]
+//! extractor.
 
+use crate::app::AppState;
+pub use crate::app::Caller;
 use crate::error::ApiError;
 use crate::secrets;
-use crate::state::AppState;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use plinth_api::{TenantId, TokenId, UserId};
-use plinth_domain::authz::{Principal, Scope};
-use plinth_store::{AuditEntry, now_micros};
+use plinth_domain::authz::Principal;
+use plinth_store::now_micros;
 use std::sync::{Arc, Mutex};
 
 /// Who acted, filled in by authentication, read by the failure audit.
@@ -31,45 +33,12 @@ pub struct RequestCtx {
     pub actor: Arc<Mutex<Actor>>,
 }
 
-/// The authenticated caller of a `/v1` request.
+/// The authenticated caller of a `/v1` request, as an extractor: handlers take
+/// `Authed(caller): Authed` and hand the plain [`Caller`] to the use cases.
 #[derive(Clone, Debug)]
-pub struct Caller {
-    pub principal: Principal,
-    pub request_id: String,
-    pub action: String,
-}
+pub struct Authed(pub Caller);
 
-impl Caller {
-    /// The caller's visibility, for every tenant-scoped query.
-    pub fn scope(&self) -> Scope {
-        self.principal.scope()
-    }
-
-    /// The audit entry for a change made by this request.
-    pub fn audit(&self) -> AuditEntry {
-        AuditEntry {
-            actor_user_id: Some(self.principal.user_id.0.clone()),
-            actor_token_id: Some(self.principal.token_id.0.clone()),
-            action: self.action.clone(),
-            request_id: self.request_id.clone(),
-        }
-    }
-
-    /// Refuses with 403 unless the caller is an operator.
-    pub fn require_operator(&self, what: &str) -> Result<(), ApiError> {
-        if self.principal.is_operator() { Ok(()) } else { Err(ApiError::forbidden(what)) }
-    }
-
-    /// The caller's tenant, or a 422 telling an operator to name one.
-    pub fn default_tenant(&self, given: Option<TenantId>) -> Result<TenantId, ApiError> {
-        given.or_else(|| self.principal.tenant_id.clone()).ok_or_else(|| {
-            ApiError::invalid("tenant_required", "platform users must name tenant_id")
-                .with_constraint(serde_json::json!({ "field": "tenant_id", "rule": "required" }))
-        })
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
@@ -77,6 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<Caller>()
             .cloned()
+            .map(Authed)
             .ok_or_else(|| ApiError::unauthenticated("send Authorization: Bearer plt_…"))
     }
 }

@@ -1,6 +1,8 @@
 //! API errors as `application/problem+json`: a stable `code`, a human `detail`, the request
-//! id, and for refusals the constraint that refused.
+//! id, and for refusals the constraint that refused. Use-case failures ([`app::Error`])
+//! become problems here: each [`Kind`] answers with one status.
 
+use crate::app::{self, Kind};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plinth_api::{PROBLEM_JSON, Problem};
@@ -100,46 +102,69 @@ impl From<Invalid> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::NotFound { kind, id } => ApiError::not_found(kind, &id),
-            StoreError::GenerationMismatch { kind, id, expected, current } => {
-                let detail = if current < 0 {
-                    format!("{kind} {id} changed while this request was updating it; read it again and retry")
-                } else {
-                    format!("{kind} {id} is at generation {current}, not {expected}; read it again and retry")
-                };
-                ApiError::new(StatusCode::CONFLICT, "generation_mismatch", detail)
-                    .with_constraint(json!({ "rule": "if-match", "expected": expected, "current": current }))
-            }
-            StoreError::AlreadyExists { kind, detail } => {
-                ApiError::new(StatusCode::CONFLICT, "already_exists", format!("{kind}: {detail}"))
-                    .with_constraint(json!({ "rule": "unique-name" }))
-            }
-            StoreError::HasDependents { kind, id, dependent } => ApiError::new(
-                StatusCode::CONFLICT,
-                "has_dependents",
-                format!("{kind} {id} is still referenced by {dependent}; delete those first"),
-            )
-            .with_constraint(json!({ "rule": "no-dependents", "dependent": dependent })),
-            StoreError::QuotaExceeded { scope, resource, limit, used, requested } => ApiError::new(
-                StatusCode::CONFLICT,
-                "quota_exceeded",
-                format!(
-                    "{resource} of {scope} is limited to {limit}: {used} are used and {requested} more were asked for"
-                ),
-            )
-            .with_constraint(json!({ "rule": "quota", "scope": scope, "resource": resource, "limit": limit,
-                "used": used, "requested": requested })),
-            StoreError::DanglingReference { kind, cause } => {
-                // The database's words stay in the log: they name tables, not the caller's input.
-                tracing::debug!(request_id = %current_request_id(), "dangling reference writing {kind}: {cause}");
-                ApiError::invalid("invalid_reference", format!("{kind}: an object it refers to does not exist"))
-                    .with_constraint(json!({ "rule": "exists" }))
-            }
-            StoreError::Refused { status, code, detail } => {
-                ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, detail)
-            }
-            other => ApiError::internal(other),
+        app::Error::from(e).into()
+    }
+}
+
+/// The status each kind of use-case failure answers with.
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::Malformed => StatusCode::BAD_REQUEST,
+        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<app::Error> for ApiError {
+    fn from(e: app::Error) -> ApiError {
+        if e.kind == Kind::Internal {
+            return ApiError::internal(e.detail);
         }
+        ApiError { status: status_of(e.kind), code: e.code, detail: e.detail, constraint: e.constraint }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [Kind; 10] = [
+        Kind::Malformed,
+        Kind::Unauthenticated,
+        Kind::PaymentRequired,
+        Kind::Forbidden,
+        Kind::NotFound,
+        Kind::Conflict,
+        Kind::TooLarge,
+        Kind::Invalid,
+        Kind::Unavailable,
+        Kind::Internal,
+    ];
+
+    /// A use-case refusal that travels through the store (`StoreError::Refused`, as a
+    /// background task's result) and back answers the status it would have answered directly.
+    #[test]
+    fn every_kind_keeps_its_status_through_the_store() {
+        for k in KINDS {
+            let direct = ApiError::from(app::Error::new(k, "x", "d")).status;
+            let through = ApiError::from(StoreError::from(app::Error::new(k, "x", "d"))).status;
+            assert_eq!(direct, through, "{k:?}");
+            assert_eq!(direct.as_u16(), k.status(), "{k:?}");
+        }
+    }
+
+    /// An internal failure's detail never reaches the client.
+    #[test]
+    fn an_internal_detail_stays_in_the_log() {
+        let e = ApiError::from(app::Error::internal("SQLSTATE 23505 at row 4"));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.problem().detail.contains("SQLSTATE"), "{}", e.detail);
     }
 }

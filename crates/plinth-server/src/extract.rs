@@ -6,7 +6,6 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use plinth_api::{DEFAULT_LIMIT, MAX_LIMIT, PageParams};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -91,34 +90,4 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
-/// Checked paging: a limit in 1..=1000 and an opaque cursor.
-pub struct Paging {
-    pub limit: u32,
-    pub cursor: Option<String>,
-}
-
-impl Paging {
-    pub fn from(p: &PageParams) -> Result<Paging, ApiError> {
-        let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-        if limit == 0 || limit > MAX_LIMIT {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_limit",
-                format!("limit must be between 1 and {MAX_LIMIT}"),
-            )
-            .with_constraint(json!({ "rule": "range", "min": 1, "max": MAX_LIMIT })));
-        }
-        if let Some(c) = &p.cursor {
-            // Cursors are ids; anything else cannot have come from us.
-            let ok = c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ok {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_cursor",
-                    "the cursor is not one this server issued",
-                ));
-            }
-        }
-        Ok(Paging { limit, cursor: p.cursor.clone() })
-    }
-}
+pub use crate::app::Paging;

@@ -6,10 +6,10 @@
 //! idempotency key. The server keeps only the bearer's hash, so a database copy cannot
 //! decrypt them; only a retry with the same token can.
 
+use crate::app::AppState;
 use crate::context::Caller;
 use crate::error::ApiError;
 use crate::extract::BODY_LIMIT;
-use crate::state::AppState;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};

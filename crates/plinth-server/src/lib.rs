@@ -1,37 +1,37 @@
 //! The Plinth control-plane server: the `/v1` HTTP API and the agent protocol, with
 //! authentication, authorisation, audit, idempotency and metrics around every handler.
 //!
-//! Handlers are thin: they check input with `plinth-domain`'s rules, decide permission
-//! from the caller's [`Principal`](plinth_domain::authz::Principal), and call the store with
-//! the caller's scope. State lives only in the database, so replicas are interchangeable.
+//! Three layers, dependencies pointing down only:
+//! - [`api`] (with the middleware [`observe`], [`context`], [`idempotency`], [`extract`] and
+//!   [`error`]): parses, authenticates, authorises the route and maps errors to
+//!   `problem+json`; each handler calls one use case.
+//! - [`app`](mod@app): the use cases, by domain, callable without HTTP (the console, tests and the
+//!   reconcilers call them too), and the services they share: instance bookkeeping, the
+//!   scheduler, sagas, reconcilers, wake-ups. They check input with `plinth-domain`'s rules,
+//!   decide permission from the caller's [`Principal`](plinth_domain::authz::Principal), and
+//!   call the store with the caller's scope; failures are [`app::Error`]s.
+//! - `plinth-store` (the only SQL) and `plinth-domain` (pure rules).
+//!
+//! State lives only in the database, so replicas are interchangeable.
 
 pub mod api;
-pub mod billing;
-pub mod blobs;
+pub mod app;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
-pub mod image_checks;
-pub mod image_files;
-pub mod lifecycle;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
-pub mod reconcilers;
-pub mod saga;
-pub mod scheduler;
 pub mod secrets;
-pub mod signals;
-pub mod state;
 
 use crate::api::{
     agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens, operations,
     placement_groups, projects, quotas, racks, role_bindings, shapes, sites, system, tenants, tokens, usage, users,
 };
+use crate::app::{AppState, reconcilers, saga, scheduler, signals};
 pub use crate::config::ServerConfig;
-use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;

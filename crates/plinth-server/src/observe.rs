@@ -2,9 +2,9 @@
 //! for `/metrics`, and writes the audit record of every mutating request that failed
 //! (successful changes are audited by the store, in their own transaction).
 
+use crate::app::AppState;
 use crate::context::{Actor, RequestCtx};
 use crate::error::{ErrorCode, REQUEST_ID};
-use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;

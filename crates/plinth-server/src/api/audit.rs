@@ -1,9 +1,11 @@
 //! `GET /v1/audit-log`: operators read every record; tenant-admins their tenant's.
+//! The use cases are in [`crate::app::identity::audit`].
 
-use crate::context::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Paging, Query};
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::identity::audit;
+use crate::context::Authed;
+use crate::error::ApiResult;
+use crate::extract::Query;
 use axum::Json as Out;
 use axum::extract::State;
 use plinth_api::*;
@@ -13,18 +15,9 @@ use plinth_api::*;
     responses((status = 200, description = "Audit records visible to the caller", body = Page<AuditRecord>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<AuditFilter>,
 ) -> ApiResult<Out<Page<AuditRecord>>> {
-    let pg = Paging::from(&p)?;
-    let tenant = if caller.principal.is_operator() {
-        None
-    } else {
-        match &caller.principal.tenant_id {
-            Some(t) if caller.principal.can_admin_tenant(t) => Some(t.clone()),
-            _ => return Err(ApiError::forbidden("reading the audit log")),
-        }
-    };
-    Ok(Out(st.store.list_audit(tenant.as_ref(), &f, pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(audit::list(&st, &caller, &p, f).await?))
 }

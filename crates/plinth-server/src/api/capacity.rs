@@ -1,60 +1,22 @@
 //! Operator views of placement: `GET /v1/capacity` (per site and rack, how many more of
 //! each shape fit now) and `GET /v1/hosts/{id}/allocations` (what a host holds, for whom,
 //! down to pinned CPUs, hugepages and GPUs).
+//! The use cases are in [`crate::app::hosts::capacity`].
 
-use crate::context::Caller;
+use crate::app::AppState;
+use crate::app::hosts::capacity;
+use crate::context::Authed;
 use crate::error::ApiResult;
-use crate::extract::{Paging, Query};
-use crate::scheduler::view_of;
-use crate::state::AppState;
+use crate::extract::Query;
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use plinth_api::*;
-use plinth_domain::authz::Scope;
-use plinth_domain::placement::{Request, count_fits};
-use std::collections::{BTreeMap, HashMap};
 
 /// How many more of each shape fit, per site and rack (shared hosts, no group rules).
 #[utoipa::path(get, path = "/v1/capacity", tag = "inventory", operation_id = "capacity_summary",
     responses((status = 200, description = "Capacity by shape, site and rack", body = CapacitySummary)))]
-pub async fn summary(State(st): State<AppState>, caller: Caller) -> ApiResult<Out<CapacitySummary>> {
-    caller.require_operator("reading capacity")?;
-    let (hosts, allocs) = st.store.scheduler_snapshot().await?;
-    let mut by_host: HashMap<&str, Vec<Allocation>> = HashMap::new();
-    for a in &allocs {
-        by_host.entry(a.host_id.as_str()).or_default().push(a.clone());
-    }
-    let views: Vec<_> =
-        hosts.iter().map(|h| view_of(h, by_host.get(h.id.as_str()).map(Vec::as_slice).unwrap_or(&[]), None)).collect();
-    let shapes: Vec<Shape> = st.store.list_all(&Scope::Platform, &[]).await?;
-    let mut rows = Vec::new();
-    let mut totals = BTreeMap::new();
-    for shape in &shapes {
-        let req = Request::for_shape(shape, "");
-        let mut per: BTreeMap<(Option<SiteId>, Option<RackId>), (u32, u64)> = BTreeMap::new();
-        for (h, v) in hosts.iter().zip(&views) {
-            let n = count_fits(&req, v) as u64;
-            let e = per.entry((h.site_id.clone(), h.rack_id.clone())).or_default();
-            if n > 0 {
-                e.0 += 1;
-            }
-            e.1 += n;
-        }
-        let mut total = 0;
-        for ((site_id, rack_id), (hosts, fits)) in per {
-            total += fits;
-            rows.push(CapacityRow {
-                shape_id: shape.id.clone(),
-                shape_name: shape.name.clone(),
-                site_id,
-                rack_id,
-                hosts,
-                fits,
-            });
-        }
-        totals.insert(shape.name.clone(), total);
-    }
-    Ok(Out(CapacitySummary { rows, totals }))
+pub async fn summary(State(st): State<AppState>, Authed(caller): Authed) -> ApiResult<Out<CapacitySummary>> {
+    Ok(Out(capacity::summary(&st, &caller).await?))
 }
 
 /// What a host holds.
@@ -63,12 +25,9 @@ pub async fn summary(State(st): State<AppState>, caller: Caller) -> ApiResult<Ou
     responses((status = 200, description = "Allocations on the host", body = Page<Allocation>)))]
 pub async fn host_allocations(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Allocation>>> {
-    caller.require_operator("reading inventory")?;
-    let pg = Paging::from(&p)?;
-    let _: Host = st.store.get(&Scope::Platform, &id).await?;
-    Ok(Out(st.store.list::<Allocation>(&Scope::Platform, &[("host_id", id)], pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(capacity::host_allocations(&st, &caller, &id, &p).await?))
 }

@@ -1,6 +1,6 @@
 //! Liveness, readiness and metrics: unauthenticated, for load balancers and Prometheus.
 
-use crate::state::AppState;
+use crate::app::AppState;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -3,95 +3,42 @@
 //! the host is powered off or isolated) and fail (declare an unreachable host failed).
 //!
 //! Recovery of a failed host's instances starts only when the host is both failed and
-//! fenced: never while it could still be running the guests.
+//! fenced: never while it could still be running the guests. The use cases are in
+//! [`crate::app::hosts::ops`].
 
-use crate::context::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{self, Pokes};
-use crate::saga::{self, host::HostParams};
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::hosts::ops;
+use crate::context::Authed;
+use crate::error::ApiResult;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use plinth_api::*;
-use plinth_domain::authz::Scope;
-use plinth_domain::host_state::{self, HostEvent};
-use serde_json::json;
 
-fn answer(host: Host, operation: Option<Operation>) -> Response {
-    let status = if operation.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
-    (status, axum::Json(HostAction { host, operation })).into_response()
-}
-
-fn refused(e: host_state::InvalidTransition) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
-        .with_constraint(json!({ "rule": "host-state", "state": e.state.as_str(), "event": format!("{:?}", e.event) }))
-}
-
-/// Applies `event` to the host in one transaction with its audit record; `then` may start
-/// an operation in the same transaction.
-async fn transition(
-    st: &AppState,
-    caller: &Caller,
-    id: &str,
-    event: HostEvent,
-    then: impl AsyncFnOnce(&mut plinth_store::Tx, &mut Host) -> ApiResult<Option<Operation>>,
-) -> ApiResult<Response> {
-    caller.require_operator("host operations")?;
-    let mut tx = st.store.begin().await?;
-    let mut host: Host = tx.get(&Scope::Platform, id).await?;
-    let next = host_state::next(host.state, event).map_err(refused)?;
-    let changed = next != host.state;
-    host.state = next;
-    let op = then(&mut tx, &mut host).await?;
-    if changed || op.is_some() {
-        tx.save(&mut host).await?;
-    }
-    let mut pokes = Pokes::default();
-    lifecycle::refresh_host_instances(&mut tx, &host.id, &mut pokes).await?;
-    tx.audit(&caller.audit(), id, None, if op.is_some() { 202 } else { 200 }).await?;
-    tx.commit().await?;
-    pokes.send(&st.signals);
-    st.sched.refresh_host(&st.store, id).await?;
-    if let Some(op) = &op {
-        saga::spawn(st, op.id.clone());
-    }
-    Ok(answer(host, op))
-}
-
-async fn live_instances(tx: &mut plinth_store::Tx, host: &HostId) -> ApiResult<Vec<Instance>> {
-    let list: Vec<Instance> = tx.list_by(&Scope::Platform, "host_id", host.as_str()).await?;
-    Ok(list.into_iter().filter(|i| i.lifecycle != Lifecycle::Deleted).collect())
-}
-
-async fn start_saga(
-    st: &AppState,
-    tx: &mut plinth_store::Tx,
-    caller: &Caller,
-    host: &Host,
-    kind: &str,
-) -> ApiResult<Option<Operation>> {
-    let mut op = saga::new_operation(kind, host.id.as_str(), None, None, Some(&caller.principal.user_id), 0);
-    let params = serde_json::to_value(HostParams { host_id: host.id.clone() }).unwrap_or_default();
-    saga::begin(st, tx, &mut op, kind, params, &[]).await?;
-    Ok(Some(op))
+/// 202 with the host and the operation it started, or 200 with the host.
+fn answer(a: HostAction) -> Response {
+    let status = if a.operation.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    (status, axum::Json(a)).into_response()
 }
 
 /// Stop placing new instances on a host.
 #[utoipa::path(post, path = "/v1/hosts/{id}/cordon", tag = "inventory", operation_id = "host_cordon",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Cordoned", body = HostAction)))]
-pub async fn cordon(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    transition(&st, &caller, &id, HostEvent::Cordon, async |_, _| Ok(None)).await
+pub async fn cordon(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(answer(ops::cordon(&st, &caller, &id).await?))
 }
 
 /// Let placement use a cordoned (or maintained) host again.
 #[utoipa::path(post, path = "/v1/hosts/{id}/uncordon", tag = "inventory", operation_id = "host_uncordon",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Available", body = HostAction)))]
-pub async fn uncordon(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    transition(&st, &caller, &id, HostEvent::Uncordon, async |_, _| Ok(None)).await
+pub async fn uncordon(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(answer(ops::uncordon(&st, &caller, &id).await?))
 }
 
 /// Move every instance off a host: stop, re-place elsewhere, start. Abort with
@@ -99,56 +46,28 @@ pub async fn uncordon(State(st): State<AppState>, caller: Caller, Path(id): Path
 #[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "inventory", operation_id = "host_drain",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 202, description = "Draining; the operation lists every instance", body = HostAction)))]
-pub async fn drain(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let (c, s) = (caller.clone(), st.clone());
-    transition(&st, &caller, &id, HostEvent::Drain, async move |tx, host| {
-        start_saga(&s, tx, &c, host, "host.drain").await
-    })
-    .await
+pub async fn drain(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(answer(ops::drain(&st, &caller, &id).await?))
 }
 
 /// Put a drained host into maintenance.
 #[utoipa::path(post, path = "/v1/hosts/{id}/maintenance", tag = "inventory", operation_id = "host_maintenance",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "In maintenance", body = HostAction)))]
-pub async fn maintenance(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    transition(&st, &caller, &id, HostEvent::Maintenance, async |tx, host| {
-        let left = live_instances(tx, &host.id).await?;
-        if !left.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "host_not_empty",
-                format!("{} instances are still on host {}; drain it first", left.len(), host.id),
-            )
-            .with_constraint(json!({ "rule": "host-empty", "instances": left.len() })));
-        }
-        Ok(None)
-    })
-    .await
+pub async fn maintenance(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(answer(ops::maintenance(&st, &caller, &id).await?))
 }
 
 /// Retire a host for good (it must hold no instances).
 #[utoipa::path(post, path = "/v1/hosts/{id}/retire", tag = "inventory", operation_id = "host_retire",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Retired", body = HostAction)))]
-pub async fn retire(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    transition(&st, &caller, &id, HostEvent::Retire, async |tx, host| {
-        let left: Vec<Instance> =
-            live_instances(tx, &host.id).await?.into_iter().filter(|i| i.lifecycle != Lifecycle::Failed).collect();
-        if !left.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "host_not_empty",
-                format!("{} instances are still on host {}; drain it first", left.len(), host.id),
-            )
-            .with_constraint(json!({ "rule": "host-empty", "instances": left.len() })));
-        }
-        if let Ok(s) = host_state::next(host.state, HostEvent::RetireFinished) {
-            host.state = s;
-        }
-        Ok(None)
-    })
-    .await
+pub async fn retire(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(answer(ops::retire(&st, &caller, &id).await?))
 }
 
 /// Record that the host is fenced (powered off or cut off), confirmed by the caller. A
@@ -156,28 +75,8 @@ pub async fn retire(State(st): State<AppState>, caller: Caller, Path(id): Path<S
 #[utoipa::path(post, path = "/v1/hosts/{id}/fence", tag = "inventory", operation_id = "host_fence",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Fenced (202 when recovery starts)", body = HostAction)))]
-pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let (c, s) = (caller.clone(), st.clone());
-    transition(&st, &caller, &id, HostEvent::AgentReady, async move |tx, host| {
-        if !matches!(host.state, HostState::Unreachable | HostState::Failed) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_transition",
-                format!("host {} is {}: only an unreachable or failed host is fenced", host.id, host.state.as_str()),
-            )
-            .with_constraint(
-                json!({ "rule": "host-state", "state": host.state.as_str(), "allowed": ["unreachable", "failed"] }),
-            ));
-        }
-        let first = host.fenced_at.is_none();
-        host.fenced_by = Some(c.principal.user_id.clone());
-        host.fenced_at = Some(Utc::now());
-        if host.state == HostState::Failed && first {
-            return start_saga(&s, tx, &c, host, "host.recover").await;
-        }
-        Ok(None)
-    })
-    .await
+pub async fn fence(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(answer(ops::fence(&st, &caller, &id).await?))
 }
 
 /// Declare an unreachable host failed. Its instances are recovered elsewhere once it is
@@ -185,18 +84,6 @@ pub async fn fence(State(st): State<AppState>, caller: Caller, Path(id): Path<St
 #[utoipa::path(post, path = "/v1/hosts/{id}/fail", tag = "inventory", operation_id = "host_fail",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, description = "Failed (202 when recovery starts)", body = HostAction)))]
-pub async fn fail(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let (c, s) = (caller.clone(), st.clone());
-    transition(&st, &caller, &id, HostEvent::DeclareFailed, async move |tx, host| {
-        let recovering = tx
-            .list_by::<Operation>(&Scope::Platform, "target", host.id.as_str())
-            .await?
-            .iter()
-            .any(|o| o.kind == "host.recover");
-        if host.fenced_at.is_some() && !recovering {
-            return start_saga(&s, tx, &c, host, "host.recover").await;
-        }
-        Ok(None)
-    })
-    .await
+pub async fn fail(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(answer(ops::fail(&st, &caller, &id).await?))
 }

@@ -1,69 +1,21 @@
 //! `/v1/invoices`, `/v1/billing/*` and `/v1/price-books`: invoices (drafts recomputed on
 //! demand, finalize, void, credit notes, CSV), price book versions, tenants' billing
-//! settings, the reconciliation report, exports (CSV and FOCUS 1.2) and revenue.
+//! settings, the reconciliation report, exports (CSV and FOCUS 1.2) and revenue. The use cases
+//! are in [`crate::app::billing::invoices`].
 
 use super::created;
-use crate::billing::{self, period_param};
-use crate::context::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Paging, Query};
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::billing::invoices::{self, CurrentQuery, InvoiceFilter, LinesQuery, RevenueQuery};
+use crate::app::billing::prices::{self, PriceBookFilter};
+use crate::context::Authed;
+use crate::error::ApiResult;
+use crate::extract::{Json, Query};
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use plinth_api::*;
-use plinth_domain::authz::Scope;
 use plinth_domain::rating;
-use plinth_domain::validate;
-use serde_json::json;
-use std::collections::BTreeMap;
-
-/// The tenant whose billing the caller asks about: the given one (operators, or the
-/// caller's own), else the caller's. Project-only members do not see tenant billing. A
-/// tenant an operator names must exist (`404` naming it): a read never writes a draft for
-/// a tenant that does not exist.
-async fn billing_tenant(st: &AppState, caller: &Caller, given: Option<&str>) -> ApiResult<TenantId> {
-    match caller.scope() {
-        Scope::Platform => match given {
-            Some(t) => known_tenant(st, t).await,
-            None => Err(ApiError::invalid("missing_field", "tenant_id is required for operators")
-                .with_constraint(json!({ "field": "tenant_id", "rule": "required" }))),
-        },
-        Scope::Tenant { tenant_id, projects: None } if given.is_none_or(|g| g == tenant_id.as_str()) => Ok(tenant_id),
-        _ => Err(ApiError::forbidden("reading this tenant's billing")),
-    }
-}
-
-/// The tenant an operator named, which must exist.
-async fn known_tenant(st: &AppState, t: &str) -> ApiResult<TenantId> {
-    let found: Tenant = st.store.get(&Scope::Platform, t).await.map_err(|e| match e {
-        plinth_store::StoreError::NotFound { .. } => ApiError::not_found("tenant", &format!("{t:?}"))
-            .with_constraint(json!({ "field": "tenant_id", "rule": "exists" })),
-        other => other.into(),
-    })?;
-    Ok(found.id)
-}
-
-/// The scope of a billing read: one tenant's (the caller's, or the one an operator
-/// named), or every tenant's for an operator who named none.
-async fn billing_scope(st: &AppState, caller: &Caller, given: Option<&str>) -> ApiResult<Scope> {
-    Ok(match (caller.scope(), given) {
-        (Scope::Platform, None) => Scope::Platform,
-        _ => Scope::Tenant { tenant_id: billing_tenant(st, caller, given).await?, projects: None },
-    })
-}
-
-/// Filters of `GET /v1/invoices`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct InvoiceFilter {
-    /// Only this tenant's (operators; others see their own).
-    pub tenant_id: Option<String>,
-    /// Only invoices of this period (`2026-11`).
-    pub period: Option<String>,
-}
 
 /// List invoices and credit notes in id (creation) order. When the list is one tenant's
 /// (a tenant's own, or an operator's `tenant_id`), that tenant's current draft is
@@ -73,29 +25,11 @@ pub struct InvoiceFilter {
     responses((status = 200, description = "Invoices and credit notes", body = Page<Invoice>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<InvoiceFilter>,
 ) -> ApiResult<Out<Page<Invoice>>> {
-    let pg = Paging::from(&p)?;
-    let scope = billing_scope(&st, &caller, f.tenant_id.as_deref()).await?;
-    if let (Scope::Tenant { tenant_id, .. }, None) = (&scope, &pg.cursor) {
-        billing::invoice_for(&st, tenant_id, &billing::current_period(&st)).await?;
-    }
-    let mut filters = vec![];
-    if let Some(p) = &f.period {
-        filters.push(("period", period_param(&st, Some(p))?.start.format("%Y-%m-%d").to_string()));
-    }
-    Ok(Out(st.store.list::<Invoice>(&scope, &filters, pg.limit, pg.cursor.as_deref()).await?))
-}
-
-/// Query of `GET /v1/invoices/current`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CurrentQuery {
-    pub tenant_id: Option<String>,
-    /// `2026-11`; default the current period.
-    pub period: Option<String>,
+    Ok(Out(invoices::list(&st, &caller, &p, f).await?))
 }
 
 /// A tenant's invoice for a period: the finalized one, or the draft recomputed now.
@@ -103,12 +37,10 @@ pub struct CurrentQuery {
     params(CurrentQuery), responses((status = 200, description = "The invoice", body = Invoice)))]
 pub async fn current(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<CurrentQuery>,
 ) -> ApiResult<Out<Invoice>> {
-    let t = billing_tenant(&st, &caller, q.tenant_id.as_deref()).await?;
-    let period = period_param(&st, q.period.as_deref())?;
-    Ok(Out(billing::invoice_for(&st, &t, &period).await?))
+    Ok(Out(invoices::current(&st, &caller, q).await?))
 }
 
 /// Get an invoice (a draft is recomputed first). `Accept: text/csv` gives its lines as CSV.
@@ -117,36 +49,16 @@ pub async fn current(
     responses((status = 200, description = "The invoice", body = Invoice)))]
 pub async fn get(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    let inv = fresh(&st, &caller, &id).await?;
+    let inv = invoices::get(&st, &caller, &id).await?;
     let csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
     if csv {
         return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], rating::invoice_csv(&inv)).into_response());
     }
     Ok(Out(inv).into_response())
-}
-
-async fn fresh(st: &AppState, caller: &Caller, id: &str) -> ApiResult<Invoice> {
-    let inv: Invoice = st.store.get(&caller.scope(), id).await?;
-    if let Scope::Tenant { projects: Some(_), .. } = caller.scope() {
-        return Err(ApiError::forbidden("reading this tenant's billing"));
-    }
-    if inv.status == InvoiceStatus::Draft {
-        let period = plinth_domain::metering::Period { start: inv.period_start, end: inv.period_end };
-        return billing::invoice_for(st, &inv.tenant_id, &period).await;
-    }
-    Ok(inv)
-}
-
-/// Query of `GET /v1/invoices/{id}/lines`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LinesQuery {
-    /// `resource`: usage lines broken down per resource (their amounts sum to the line's).
-    pub group_by: Option<String>,
 }
 
 /// An invoice's lines, optionally per resource.
@@ -155,43 +67,35 @@ pub struct LinesQuery {
     responses((status = 200, description = "Lines", body = Vec<InvoiceLine>)))]
 pub async fn lines(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Query(q): Query<LinesQuery>,
 ) -> ApiResult<Out<Vec<InvoiceLine>>> {
-    let inv = fresh(&st, &caller, &id).await?;
-    match q.group_by.as_deref() {
-        None => Ok(Out(inv.lines)),
-        Some("resource") => {
-            let records = st.store.usage_in_period(inv.tenant_id.as_str(), inv.period_start.timestamp_micros()).await?;
-            let records = billing::closed_for(records, &inv);
-            Ok(Out(rating::by_resource(&inv.lines, &records)))
-        }
-        Some(other) => Err(ApiError::invalid("invalid_value", format!("group_by {other:?}: only `resource` is known"))
-            .with_constraint(json!({ "field": "group_by", "rule": "one-of", "allowed": ["resource"] }))),
-    }
+    Ok(Out(invoices::lines(&st, &caller, &id, q).await?))
 }
 
 /// Finalize a draft (operators): numbered, credits drawn, immutable from then on.
 #[utoipa::path(post, path = "/v1/invoices/{id}/finalize", tag = "billing", operation_id = "invoice_finalize",
     params(("id" = String, Path, description = "Invoice id")),
     responses((status = 200, description = "The finalized invoice", body = Invoice)))]
-pub async fn finalize(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Invoice>> {
-    caller.require_operator("finalizing invoices")?;
-    let inv = billing::finalize(&st, &id).await?;
-    st.store.record_audit(&caller.audit(), Some(&id), Some(inv.tenant_id.as_str()), 200, None).await?;
-    Ok(Out(inv))
+pub async fn finalize(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Invoice>> {
+    Ok(Out(invoices::finalize(&st, &caller, &id).await?))
 }
 
 /// Void a finalized invoice (operators): a new draft for its period replaces it.
 #[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "billing", operation_id = "invoice_void",
     params(("id" = String, Path, description = "Invoice id")),
     responses((status = 200, description = "The new draft that replaces it", body = Invoice)))]
-pub async fn void(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<Invoice>> {
-    caller.require_operator("voiding invoices")?;
-    let (old, new) = billing::void(&st, &id).await?;
-    st.store.record_audit(&caller.audit(), Some(&id), Some(old.tenant_id.as_str()), 200, None).await?;
-    Ok(Out(new))
+pub async fn void(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<Invoice>> {
+    Ok(Out(invoices::void(&st, &caller, &id).await?))
 }
 
 /// Issue a credit note against a finalized invoice (operators).
@@ -200,15 +104,11 @@ pub async fn void(State(st): State<AppState>, caller: Caller, Path(id): Path<Str
     responses((status = 201, description = "The credit note (finalized)", body = Invoice)))]
 pub async fn credit_note(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     Json(b): Json<CreditNoteCreate>,
 ) -> ApiResult<Response> {
-    caller.require_operator("issuing credit notes")?;
-    validate::text("description", &b.description, 1024)?;
-    let note = billing::credit_note(&st, &id, &b).await?;
-    st.store.record_audit(&caller.audit(), Some(note.id.as_str()), Some(note.tenant_id.as_str()), 201, None).await?;
-    Ok(created(note))
+    Ok(created(invoices::credit_note(&st, &caller, &id, b).await?))
 }
 
 /// Reconciliation: lifecycle seconds against metered seconds against invoiced quantity,
@@ -217,61 +117,22 @@ pub async fn credit_note(
     params(PeriodQuery), responses((status = 200, description = "The report", body = ReconciliationReport)))]
 pub async fn reconciliation(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<PeriodQuery>,
 ) -> ApiResult<Out<ReconciliationReport>> {
-    let period = period_param(&st, q.period.as_deref())?;
-    let scope = billing_scope(&st, &caller, q.tenant_id.as_deref()).await?;
-    Ok(Out(billing::reconciliation(&st, &scope, &period).await?))
+    Ok(Out(invoices::reconciliation(&st, &caller, q).await?))
 }
 
 /// Export a period's invoices: `format=csv` (lines) or `format=focus` (FOCUS 1.2 rows,
 /// usage per resource). Tenants get their own; operators every tenant's.
 #[utoipa::path(get, path = "/v1/billing/export", tag = "billing", operation_id = "billing_export",
     params(PeriodQuery), responses((status = 200, description = "CSV", content_type = "text/csv", body = String)))]
-pub async fn export(State(st): State<AppState>, caller: Caller, Query(q): Query<PeriodQuery>) -> ApiResult<Response> {
-    let period = period_param(&st, q.period.as_deref())?;
-    let tenants: Vec<TenantId> = match (caller.scope(), &q.tenant_id) {
-        (Scope::Platform, None) => {
-            st.store.tenants_with_usage(period.start.timestamp_micros()).await?.into_iter().map(TenantId).collect()
-        }
-        _ => vec![billing_tenant(&st, &caller, q.tenant_id.as_deref()).await?],
-    };
-    let format = q.format.as_deref().unwrap_or("focus");
-    if !matches!(format, "csv" | "focus") {
-        return Err(ApiError::invalid("invalid_value", format!("format {format:?}: csv or focus"))
-            .with_constraint(json!({ "field": "format", "rule": "one-of", "allowed": ["csv", "focus"] })));
-    }
-    let mut body = String::new();
-    let mut focus_rows = Vec::new();
-    for t in tenants {
-        let inv = billing::invoice_for(&st, &t, &period).await?;
-        if format == "csv" {
-            let csv = rating::invoice_csv(&inv);
-            // One header for the whole export.
-            let skip = if body.is_empty() { 0 } else { 1 };
-            for line in csv.lines().skip(skip) {
-                body.push_str(line);
-                body.push('\n');
-            }
-            continue;
-        }
-        let tenant: Tenant = st.store.get(&Scope::Platform, t.as_str()).await?;
-        let records =
-            billing::closed_for(st.store.usage_in_period(t.as_str(), period.start.timestamp_micros()).await?, &inv);
-        let acct = rating::FocusAccount {
-            billing_account_id: t.as_str(),
-            billing_account_name: &tenant.name,
-            invoice_issuer: "Plinth",
-            provider: "Plinth",
-            region_id: "local",
-            region_name: "local",
-        };
-        focus_rows.extend(rating::focus_rows(&inv, &records, &acct));
-    }
-    if format == "focus" {
-        body = rating::to_csv(rating::FOCUS_COLUMNS, &focus_rows);
-    }
+pub async fn export(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Query(q): Query<PeriodQuery>,
+) -> ApiResult<Response> {
+    let body = invoices::export(&st, &caller, q).await?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
 }
 
@@ -281,53 +142,10 @@ pub async fn export(State(st): State<AppState>, caller: Caller, Query(q): Query<
     params(RevenueQuery), responses((status = 200, description = "Revenue rows", body = Vec<RevenueRow>)))]
 pub async fn revenue(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<RevenueQuery>,
 ) -> ApiResult<Out<Vec<RevenueRow>>> {
-    caller.require_operator("reading revenue")?;
-    let drafts = q.drafts.unwrap_or(false);
-    let period = match &q.period {
-        Some(p) => Some(period_param(&st, Some(p))?),
-        None => None,
-    };
-    let invoices: Vec<Invoice> = st.store.list_all(&Scope::Platform, &[]).await?;
-    type Key = (i64, ChargeCategory, Option<Meter>, String, String);
-    let mut rows: BTreeMap<Key, (i64, u32)> = BTreeMap::new();
-    for inv in invoices.iter().filter(|i| {
-        (i.status == InvoiceStatus::Finalized || (drafts && i.status == InvoiceStatus::Draft))
-            && period.is_none_or(|p| p.start == i.period_start)
-    }) {
-        for l in &inv.lines {
-            let key =
-                (inv.period_start.timestamp_micros(), l.category, l.meter, l.dimension.clone(), inv.currency.clone());
-            let e = rows.entry(key).or_default();
-            e.0 += l.amount_micros;
-            e.1 += 1;
-        }
-    }
-    Ok(Out(rows
-        .into_iter()
-        .map(|((p, category, meter, dimension, currency), (amount_micros, invoices))| RevenueRow {
-            period_start: plinth_domain::metering::at_micros(p),
-            category,
-            meter,
-            dimension,
-            currency,
-            amount_micros,
-            invoices,
-            finalized_only: !drafts,
-        })
-        .collect()))
-}
-
-/// Query of `GET /v1/billing/revenue`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RevenueQuery {
-    /// `2026-11`; default every period.
-    pub period: Option<String>,
-    /// Include drafts (default false).
-    pub drafts: Option<bool>,
+    Ok(Out(invoices::revenue(&st, &caller, q).await?))
 }
 
 /// List price book versions (everyone may read prices).
@@ -336,21 +154,11 @@ pub struct RevenueQuery {
     responses((status = 200, description = "Price book versions", body = Page<PriceBook>)))]
 pub async fn price_books(
     State(st): State<AppState>,
-    _caller: Caller,
+    _caller: Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<PriceBookFilter>,
 ) -> ApiResult<Out<Page<PriceBook>>> {
-    let pg = Paging::from(&p)?;
-    let filters: Vec<(&str, String)> = f.name.into_iter().map(|n| ("name", n)).collect();
-    Ok(Out(st.store.list::<PriceBook>(&Scope::Platform, &filters, pg.limit, pg.cursor.as_deref()).await?))
-}
-
-/// Filters of `GET /v1/price-books`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PriceBookFilter {
-    /// Only the versions of this book.
-    pub name: Option<String>,
+    Ok(Out(prices::price_books(&st, &p, f).await?))
 }
 
 /// Get a price book version.
@@ -359,10 +167,10 @@ pub struct PriceBookFilter {
     responses((status = 200, description = "The version", body = PriceBook)))]
 pub async fn price_book(
     State(st): State<AppState>,
-    _caller: Caller,
+    _caller: Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Out<PriceBook>> {
-    Ok(Out(st.store.get(&Scope::Platform, &id).await?))
+    Ok(Out(prices::price_book(&st, &id).await?))
 }
 
 /// Add a price book version (operators): effective from its date until the next version
@@ -371,36 +179,10 @@ pub async fn price_book(
     request_body = PriceBookCreate, responses((status = 201, description = "The new version", body = PriceBook)))]
 pub async fn create_price_book(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<PriceBookCreate>,
 ) -> ApiResult<Response> {
-    caller.require_operator("changing prices")?;
-    validate::dns_label("name", &b.name)?;
-    check_prices(&b.currency, &b.prices)?;
-    let versions: Vec<PriceBook> = st.store.list_all(&Scope::Platform, &[("name", b.name.clone())]).await?;
-    if let Some(last) = versions.iter().max_by_key(|v| v.version)
-        && b.effective_from <= last.effective_from
-    {
-        return Err(ApiError::invalid(
-            "invalid_value",
-            format!("effective_from must be after version {}'s ({})", last.version, last.effective_from.to_rfc3339()),
-        )
-        .with_constraint(json!({ "field": "effective_from", "rule": "after-previous-version" })));
-    }
-    let now = Utc::now();
-    let book = PriceBook {
-        id: PriceBookId::generate(),
-        name: b.name,
-        version: versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
-        currency: b.currency,
-        effective_from: b.effective_from,
-        prices: b.prices,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    st.store.insert(&book, &caller.audit()).await?;
-    Ok(created(book))
+    Ok(created(prices::create_price_book(&st, &caller, b).await?))
 }
 
 /// A tenant's billing settings (price book and support tier).
@@ -409,16 +191,10 @@ pub async fn create_price_book(
     responses((status = 200, description = "The settings", body = BillingAccount)))]
 pub async fn account(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
 ) -> ApiResult<Out<BillingAccount>> {
-    let t: Tenant = st.store.get(&caller.scope(), &id).await?;
-    let t = billing_tenant(&st, &caller, Some(t.id.as_str())).await?;
-    Ok(Out(st.store.billing_account(t.as_str()).await?.unwrap_or(BillingAccount {
-        tenant_id: t,
-        price_book: billing::DEFAULT_BOOK.into(),
-        support: None,
-    })))
+    Ok(Out(prices::account(&st, &caller, &id).await?))
 }
 
 /// Set a tenant's billing settings (operators).
@@ -427,75 +203,9 @@ pub async fn account(
     responses((status = 200, description = "The settings", body = BillingAccount)))]
 pub async fn set_account(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
-    Json(mut b): Json<BillingAccount>,
+    Json(b): Json<BillingAccount>,
 ) -> ApiResult<Out<BillingAccount>> {
-    caller.require_operator("changing billing settings")?;
-    let t: Tenant = st.store.get(&Scope::Platform, &id).await?;
-    validate::dns_label("price_book", &b.price_book)?;
-    if let Some(s) = &b.support
-        && (!(0..=10_000).contains(&s.basis_points) || s.minimum_micros < 0)
-    {
-        return Err(ApiError::invalid("invalid_value", "support: basis_points 0–10000, minimum_micros ≥ 0")
-            .with_constraint(json!({ "field": "support", "rule": "range" })));
-    }
-    b.tenant_id = t.id.clone();
-    st.store.put_billing_account(&b).await?;
-    st.store.record_audit(&caller.audit(), Some(&id), Some(&id), 200, None).await?;
-    Ok(Out(b))
-}
-
-/// Refuses prices that cannot rate: a currency that is not three capital letters, a
-/// non-positive unit size, negative prices or minimums, or tiers out of order.
-fn check_prices(currency: &str, prices: &[Price]) -> ApiResult<()> {
-    let bad = |i: usize, rule: &str, why: String| {
-        ApiError::invalid("invalid_price", format!("prices[{i}]: {why}"))
-            .with_constraint(json!({ "field": format!("prices[{i}]"), "rule": rule }))
-    };
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ApiError::invalid("invalid_value", "currency must be an ISO 4217 code such as USD")
-            .with_constraint(json!({ "field": "currency", "rule": "iso-4217" })));
-    }
-    if prices.len() > 1000 {
-        return Err(ApiError::invalid("too_many", "at most 1000 prices per book")
-            .with_constraint(json!({ "field": "prices", "rule": "max-items", "max": 1000 })));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, p) in prices.iter().enumerate() {
-        if !seen.insert((p.meter, p.dimension.clone())) {
-            return Err(bad(i, "unique", "a second price for the same meter and dimension".into()));
-        }
-        if p.units_per_pricing_unit <= 0 {
-            return Err(bad(i, "> 0", "units_per_pricing_unit must be positive".into()));
-        }
-        if p.unit_price_micros < 0 || p.min_seconds_per_start < 0 || p.tiers.iter().any(|t| t.unit_price_micros < 0) {
-            return Err(bad(i, ">= 0", "prices and minimums cannot be negative".into()));
-        }
-        validate::text("pricing_unit", &p.pricing_unit, 64)?;
-        match p.model {
-            ChargeModel::Flat if !p.tiers.is_empty() => {
-                return Err(bad(i, "no-tiers", "a flat price has no tiers".into()));
-            }
-            ChargeModel::Graduated | ChargeModel::Volume => {
-                let ok = !p.tiers.is_empty()
-                    && p.tiers.last().is_some_and(|t| t.up_to.is_none())
-                    && p.tiers[..p.tiers.len() - 1].iter().all(|t| t.up_to.is_some())
-                    && p.tiers.windows(2).all(|w| match (w[0].up_to, w[1].up_to) {
-                        (Some(a), Some(b)) => a < b,
-                        _ => true,
-                    })
-                    && p.tiers.first().and_then(|t| t.up_to).is_none_or(|u| u > 0);
-                if !ok {
-                    return Err(bad(
-                        i,
-                        "ascending-tiers",
-                        "tiers must ascend by up_to and end with an open tier".into(),
-                    ));
-                }
-            }
-            ChargeModel::Flat => {}
-        }
-    }
-    Ok(())
+    Ok(Out(prices::set_account(&st, &caller, &id, b).await?))
 }

@@ -1,29 +1,18 @@
 //! `/v1/quotas`, `/v1/budgets`, `/v1/credits` and `/v1/commitments`: limits checked with
-//! every claim, monthly spend thresholds, credit grants and capacity commitments.
+//! every claim, monthly spend thresholds, credit grants and capacity commitments. The use
+//! cases are in [`crate::app::quotas`].
 
 use super::created;
-use crate::billing;
-use crate::context::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::quotas::{self, QuotaQuery};
+use crate::context::Authed;
+use crate::error::ApiResult;
+use crate::extract::{IfMatch, Json, Query};
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use plinth_api::*;
-use plinth_domain::authz::Scope;
-use plinth_domain::{metering, quota, validate};
-use serde_json::json;
-
-/// Query of `GET /v1/quotas`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct QuotaQuery {
-    /// A tenant id (its own limits and each of its projects') or a project id.
-    pub scope_id: Option<String>,
-}
 
 /// Quotas: limit, used and available per resource, for a tenant and its projects (or one
 /// project). Tenants see their own.
@@ -31,35 +20,10 @@ pub struct QuotaQuery {
     responses((status = 200, description = "Quota entries", body = Vec<QuotaEntry>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<QuotaQuery>,
 ) -> ApiResult<Out<Vec<QuotaEntry>>> {
-    let scope = caller.scope();
-    let scopes: Vec<String> = match q.scope_id.as_deref() {
-        Some(id) if id.starts_with("prj_") => {
-            let p: Project = st.store.get(&scope, id).await?;
-            vec![p.id.to_string()]
-        }
-        Some(id) => {
-            let t: Tenant = st.store.get(&scope, id).await?;
-            tenant_scopes(&st, &scope, &t.id).await?
-        }
-        None => match &scope {
-            Scope::Tenant { tenant_id, .. } => tenant_scopes(&st, &scope, tenant_id).await?,
-            _ => {
-                return Err(ApiError::invalid("missing_field", "scope_id is required for operators")
-                    .with_constraint(json!({ "field": "scope_id", "rule": "required" })));
-            }
-        },
-    };
-    Ok(Out(st.store.quota_entries(&scopes).await?))
-}
-
-async fn tenant_scopes(st: &AppState, scope: &Scope, t: &TenantId) -> ApiResult<Vec<String>> {
-    let projects: Vec<Project> = st.store.list_all(scope, &[]).await?;
-    let mut out = vec![t.to_string()];
-    out.extend(projects.into_iter().filter(|p| &p.tenant_id == t).map(|p| p.id.to_string()));
-    Ok(out)
+    Ok(Out(quotas::list(&st, &caller, q).await?))
 }
 
 /// Set limits of a tenant (operators) or of a project (operators and the tenant's admins);
@@ -68,40 +32,10 @@ async fn tenant_scopes(st: &AppState, scope: &Scope, t: &TenantId) -> ApiResult<
     responses((status = 200, description = "The scope's entries", body = Vec<QuotaEntry>)))]
 pub async fn set(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<QuotaSet>,
 ) -> ApiResult<Out<Vec<QuotaEntry>>> {
-    if b.scope_id.starts_with("prj_") {
-        let p: Project = st.store.get(&caller.scope(), &b.scope_id).await?;
-        if !caller.principal.can_admin_tenant(&p.tenant_id) {
-            return Err(ApiError::forbidden("setting this project's quotas"));
-        }
-    } else {
-        caller.require_operator("setting tenant quotas")?;
-        let _: Tenant = st.store.get(&Scope::Platform, &b.scope_id).await?;
-    }
-    for (r, l) in &b.limits {
-        if !quota::is_resource(r) {
-            return Err(ApiError::invalid("invalid_value", format!("{r:?} is not a quota resource"))
-                .with_constraint(json!({ "field": format!("limits.{r}"), "rule": "one-of",
-                    "allowed": ["instances", "vcpus", "memory_mib", "disk_gib", "gpus:<class>"] })));
-        }
-        if l.is_some_and(|l| l < 0) {
-            return Err(ApiError::invalid("invalid_value", format!("limits.{r} cannot be negative"))
-                .with_constraint(json!({ "field": format!("limits.{r}"), "rule": ">= 0" })));
-        }
-    }
-    st.store.set_quota_limits(&b.scope_id, &b.limits).await?;
-    st.store.record_audit(&caller.audit(), Some(&b.scope_id), None, 200, None).await?;
-    Ok(Out(st.store.quota_entries(std::slice::from_ref(&b.scope_id)).await?))
-}
-
-/// A tenant-wide reader of a tenant's billing objects, or 403.
-fn readable(caller: &Caller) -> ApiResult<Scope> {
-    match caller.scope() {
-        Scope::Tenant { projects: Some(_), .. } | Scope::Nothing => Err(ApiError::forbidden("reading billing")),
-        s => Ok(s),
-    }
+    Ok(Out(quotas::set(&st, &caller, b).await?))
 }
 
 /// List budgets (tenants see their own).
@@ -109,11 +43,10 @@ fn readable(caller: &Caller) -> ApiResult<Scope> {
     responses((status = 200, description = "Budgets", body = Page<Budget>)))]
 pub async fn budgets(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Budget>>> {
-    let pg = Paging::from(&p)?;
-    Ok(Out(st.store.list::<Budget>(&readable(&caller)?, &[], pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(quotas::budgets(&st, &caller, &p).await?))
 }
 
 /// Create a budget (operators and the tenant's admins): past its threshold in a period,
@@ -122,32 +55,10 @@ pub async fn budgets(
     request_body = BudgetCreate, responses((status = 201, description = "The budget", body = Budget)))]
 pub async fn create_budget(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<BudgetCreate>,
 ) -> ApiResult<Response> {
-    let _: Tenant = st.store.get(&caller.scope(), b.tenant_id.as_str()).await?;
-    if !caller.principal.can_admin_tenant(&b.tenant_id) {
-        return Err(ApiError::forbidden("creating budgets for this tenant"));
-    }
-    validate::text("name", &b.name, 128)?;
-    positive("threshold_micros", b.threshold_micros)?;
-    let now = Utc::now();
-    let budget = Budget {
-        id: BudgetId::generate(),
-        tenant_id: b.tenant_id,
-        name: b.name,
-        threshold_micros: b.threshold_micros,
-        action: b.action,
-        exceeded_period: None,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    st.store.insert(&budget, &caller.audit()).await?;
-    // A budget already passed this period says so at once.
-    billing::check_budgets(&st).await?;
-    let budget: Budget = st.store.get(&Scope::Platform, budget.id.as_str()).await?;
-    Ok(created(budget))
+    Ok(created(quotas::create_budget(&st, &caller, b).await?))
 }
 
 /// Delete a budget.
@@ -155,24 +66,12 @@ pub async fn create_budget(
     params(("id" = String, Path, description = "Budget id")), responses((status = 204, description = "Deleted")))]
 pub async fn delete_budget(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {
-    let b: Budget = st.store.get(&caller.scope(), &id).await?;
-    if !caller.principal.can_admin_tenant(&b.tenant_id) {
-        return Err(ApiError::forbidden("deleting budgets of this tenant"));
-    }
-    st.store.delete::<Budget>(&caller.scope(), &id, if_match, &caller.audit()).await?;
+    quotas::delete_budget(&st, &caller, &id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn positive(field: &str, v: i64) -> ApiResult<()> {
-    if v <= 0 {
-        return Err(ApiError::invalid("invalid_value", format!("{field} must be positive"))
-            .with_constraint(json!({ "field": field, "rule": "> 0" })));
-    }
-    Ok(())
 }
 
 /// List credit grants (tenants see their own).
@@ -180,11 +79,10 @@ fn positive(field: &str, v: i64) -> ApiResult<()> {
     responses((status = 200, description = "Credit grants", body = Page<CreditGrant>)))]
 pub async fn credits(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<CreditGrant>>> {
-    let pg = Paging::from(&p)?;
-    Ok(Out(st.store.list::<CreditGrant>(&readable(&caller)?, &[], pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(quotas::credits(&st, &caller, &p).await?))
 }
 
 /// Grant credit to a tenant (operators). Invoices draw on grants by priority, then the
@@ -193,35 +91,10 @@ pub async fn credits(
     request_body = CreditGrantCreate, responses((status = 201, description = "The grant", body = CreditGrant)))]
 pub async fn create_credit(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<CreditGrantCreate>,
 ) -> ApiResult<Response> {
-    caller.require_operator("granting credit")?;
-    let _: Tenant = st.store.get(&Scope::Platform, b.tenant_id.as_str()).await?;
-    validate::text("description", &b.description, 1024)?;
-    positive("amount_micros", b.amount_micros)?;
-    let now = Utc::now();
-    let effective_at = b.effective_at.unwrap_or(now);
-    if b.expires_at.is_some_and(|e| e <= effective_at) {
-        return Err(ApiError::invalid("invalid_value", "expires_at must be after effective_at")
-            .with_constraint(json!({ "field": "expires_at", "rule": "> effective_at" })));
-    }
-    let g = CreditGrant {
-        id: CreditId::generate(),
-        tenant_id: b.tenant_id,
-        description: b.description,
-        amount_micros: b.amount_micros,
-        used_micros: 0,
-        currency: b.currency,
-        priority: b.priority,
-        effective_at,
-        expires_at: b.expires_at,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    st.store.insert(&g, &caller.audit()).await?;
-    Ok(created(g))
+    Ok(created(quotas::create_credit(&st, &caller, b).await?))
 }
 
 /// List commitments (tenants see their own).
@@ -229,11 +102,10 @@ pub async fn create_credit(
     responses((status = 200, description = "Commitments", body = Page<Commitment>)))]
 pub async fn commitments(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<Commitment>>> {
-    let pg = Paging::from(&p)?;
-    Ok(Out(st.store.list::<Commitment>(&readable(&caller)?, &[], pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(quotas::commitments(&st, &caller, &p).await?))
 }
 
 /// Record a commitment (operators): `count` units of a shape (`running_seconds`) or GPU
@@ -242,55 +114,8 @@ pub async fn commitments(
     request_body = CommitmentCreate, responses((status = 201, description = "The commitment", body = Commitment)))]
 pub async fn create_commitment(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<CommitmentCreate>,
 ) -> ApiResult<Response> {
-    caller.require_operator("recording commitments")?;
-    let _: Tenant = st.store.get(&Scope::Platform, b.tenant_id.as_str()).await?;
-    if !matches!(b.meter, Meter::RunningSeconds | Meter::GpuSeconds) {
-        return Err(ApiError::invalid(
-            "invalid_value",
-            "a commitment is on running_seconds (a shape) or gpu_seconds (a GPU class)",
-        )
-        .with_constraint(
-            json!({ "field": "meter", "rule": "one-of", "allowed": ["running_seconds", "gpu_seconds"] }),
-        ));
-    }
-    validate::text("dimension", &b.dimension, 128)?;
-    validate::commitment(&b)?;
-    let now = Utc::now();
-    let c = Commitment {
-        id: CommitmentId::generate(),
-        tenant_id: b.tenant_id,
-        meter: b.meter,
-        dimension: b.dimension,
-        count: b.count,
-        start_at: b.start_at,
-        end_at: b.end_at,
-        hourly_price_micros: b.hourly_price_micros,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    // The reserved capacity goes into the ledger with the commitment, one record per period.
-    let mut tx = st.store.begin().await?;
-    tx.insert(&c, &[]).await?;
-    let records = metering::term_records(
-        &c.dimension,
-        c.count,
-        metering::micros(c.start_at),
-        metering::micros(c.end_at),
-        tx.billing_anchor(),
-    );
-    let owner = plinth_store::LedgerOwner {
-        tenant_id: c.tenant_id.as_str(),
-        project_id: "",
-        resource_id: c.id.as_str(),
-        resource_kind: "commitment",
-    };
-    let plan = metering::LedgerPlan { close: vec![], insert: records };
-    tx.apply_ledger(&owner, &plan, &format!("commitment:{}", c.id)).await?;
-    tx.audit(&caller.audit(), c.id.as_str(), Some(c.tenant_id.as_str()), 201).await?;
-    tx.commit().await?;
-    Ok(created(c))
+    Ok(created(quotas::create_commitment(&st, &caller, b).await?))
 }

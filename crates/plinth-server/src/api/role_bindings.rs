@@ -1,58 +1,20 @@
 //! `/v1/role-bindings`: grants of `operator` (platform users, by operators) and of
 //! `tenant-admin`, `member`, `viewer` on a tenant or one of its projects (by that tenant's
 //! admins).
+//! The use cases are in [`crate::app::identity::role_bindings`].
 
-use super::users::can_admin_user;
-use super::{created, reference};
-use crate::context::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::state::AppState;
+use super::created;
+use crate::app::AppState;
+use crate::app::identity::role_bindings;
+use crate::app::identity::role_bindings::RoleBindingFilter;
+use crate::context::Authed;
+use crate::error::ApiResult;
+use crate::extract::{IfMatch, Json, Query};
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use plinth_api::*;
-use serde::Deserialize;
-use serde_json::json;
-use utoipa::IntoParams;
-
-/// Filters of `GET /v1/role-bindings`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RoleBindingFilter {
-    /// Only bindings of this user.
-    pub user_id: Option<String>,
-}
-
-fn scope_error(detail: &str) -> ApiError {
-    ApiError::invalid("invalid_role_scope", detail.to_string())
-        .with_constraint(json!({ "field": "role", "rule": "role-scope" }))
-}
-
-/// Checks that `role` fits `user` (and `project`) and that the caller may grant it.
-fn check_grant(caller: &Caller, user: &User, role: Role, project: Option<&Project>) -> ApiResult<()> {
-    match (role, &user.tenant_id) {
-        (Role::Operator, None) => caller.require_operator("granting the operator role")?,
-        (Role::Operator, Some(_)) => return Err(scope_error("operator is granted only to platform users (no tenant)")),
-        (_, None) => return Err(scope_error("tenant roles are granted only to users of a tenant")),
-        (_, Some(t)) => {
-            if !caller.principal.can_admin_tenant(t) {
-                return Err(ApiError::forbidden("granting roles"));
-            }
-        }
-    }
-    if let Some(p) = project {
-        if Some(&p.tenant_id) != user.tenant_id.as_ref() {
-            return Err(scope_error("the project is not in the user's tenant"));
-        }
-        if !matches!(role, Role::Member | Role::Viewer) {
-            return Err(scope_error("only member and viewer can be narrowed to a project"));
-        }
-    }
-    Ok(())
-}
 
 /// List the role bindings the caller can see.
 #[utoipa::path(get, path = "/v1/role-bindings", tag = "role-bindings", operation_id = "role_binding_list",
@@ -60,13 +22,11 @@ fn check_grant(caller: &Caller, user: &User, role: Role, project: Option<&Projec
     responses((status = 200, description = "Role bindings visible to the caller", body = Page<RoleBinding>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
     Query(f): Query<RoleBindingFilter>,
 ) -> ApiResult<Out<Page<RoleBinding>>> {
-    let pg = Paging::from(&p)?;
-    let filters: Vec<(&str, String)> = f.user_id.map(|u| vec![("user_id", u)]).unwrap_or_default();
-    Ok(Out(st.store.list::<RoleBinding>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(role_bindings::list(&st, &caller, &p, f).await?))
 }
 
 /// Grant a role.
@@ -75,36 +35,22 @@ pub async fn list(
     responses((status = 201, description = "The new binding", body = RoleBinding)))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Json(b): Json<RoleBindingCreate>,
 ) -> ApiResult<Response> {
-    let user: User = st.store.get(&caller.scope(), b.user_id.as_str()).await.map_err(|e| reference(e, "user_id"))?;
-    let project: Option<Project> = match &b.project_id {
-        Some(p) => Some(st.store.get(&caller.scope(), p.as_str()).await.map_err(|e| reference(e, "project_id"))?),
-        None => None,
-    };
-    check_grant(&caller, &user, b.role, project.as_ref())?;
-    let now = Utc::now();
-    let rb = RoleBinding {
-        id: RoleBindingId::generate(),
-        user_id: user.id.clone(),
-        role: b.role,
-        tenant_id: user.tenant_id.clone(),
-        project_id: b.project_id,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    st.store.insert(&rb, &caller.audit()).await?;
-    Ok(created(rb))
+    Ok(created(role_bindings::create(&st, &caller, b).await?))
 }
 
 /// Get a role binding.
 #[utoipa::path(get, path = "/v1/role-bindings/{id}", tag = "role-bindings", operation_id = "role_binding_view",
     params(("id" = String, Path, description = "Role binding id")),
     responses((status = 200, description = "The binding", body = RoleBinding)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<RoleBinding>> {
-    Ok(Out(st.store.get(&caller.scope(), &id).await?))
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<RoleBinding>> {
+    Ok(Out(role_bindings::get(&st, &caller, &id).await?))
 }
 
 /// Change the role of a binding.
@@ -113,31 +59,12 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed binding", body = RoleBinding)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<RoleBindingUpdate>,
 ) -> ApiResult<Out<RoleBinding>> {
-    let rb: RoleBinding = st.store.get(&caller.scope(), &id).await?;
-    let user: User = st.store.get(&caller.scope(), rb.user_id.as_str()).await?;
-    let project: Option<Project> = match &rb.project_id {
-        Some(p) => Some(st.store.get(&caller.scope(), p.as_str()).await?),
-        None => None,
-    };
-    check_grant(&caller, &user, rb.role, project.as_ref())?;
-    if let Some(role) = b.role {
-        check_grant(&caller, &user, role, project.as_ref())?;
-    }
-    let rb = st
-        .store
-        .update(&caller.scope(), &id, if_match, &caller.audit(), |rb: &mut RoleBinding| {
-            if let Some(r) = b.role {
-                rb.role = r;
-            }
-            Ok(vec![])
-        })
-        .await?;
-    Ok(Out(rb))
+    Ok(Out(role_bindings::update(&st, &caller, &id, if_match, b).await?))
 }
 
 /// Remove a role binding.
@@ -146,15 +73,10 @@ pub async fn update(
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {
-    let rb: RoleBinding = st.store.get(&caller.scope(), &id).await?;
-    let user: User = st.store.get(&caller.scope(), rb.user_id.as_str()).await?;
-    if !can_admin_user(&caller, &user) {
-        return Err(ApiError::forbidden("removing role bindings"));
-    }
-    st.store.delete::<RoleBinding>(&caller.scope(), &id, if_match, &caller.audit()).await?;
+    role_bindings::delete(&st, &caller, &id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,111 +1,52 @@
 //! `/v1/tokens`: API tokens. A token acts as its user. The secret (`plt_…`) is returned
 //! once at creation and only its SHA-256 is kept. Users manage their own tokens;
 //! tenant-admins manage every token of their tenant.
+//! The use cases are in [`crate::app::identity::tokens`].
 
-use super::users::can_admin_user;
-use super::{created, expiry};
-use crate::context::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{IfMatch, Json, Paging, Query};
-use crate::secrets;
-use crate::state::AppState;
+use super::created;
+use crate::app::AppState;
+use crate::app::identity::tokens;
+use crate::context::Authed;
+use crate::error::ApiResult;
+use crate::extract::{IfMatch, Json, Query};
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use chrono::Utc;
 use plinth_api::*;
-use plinth_domain::validate;
-use plinth_store::{Store, StoreError, Val};
-
-/// Longest token lifetime: ten years.
-pub const MAX_TOKEN_SECONDS: u64 = 10 * 365 * 24 * 3600;
-
-/// Reads a token the caller may manage: its own, or any in a tenant it administers.
-async fn visible(st: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiToken> {
-    let t: ApiToken = st.store.get(&caller.scope(), id).await?;
-    if t.user_id == caller.principal.user_id || admin_of(caller, &t) {
-        Ok(t)
-    } else {
-        Err(ApiError::not_found("token", id))
-    }
-}
-
-fn admin_of(caller: &Caller, t: &ApiToken) -> bool {
-    match &t.tenant_id {
-        Some(tenant) => caller.principal.can_admin_tenant(tenant),
-        None => caller.principal.is_operator(),
-    }
-}
-
-/// Makes a token for `user` and stores its hash; returns the record and the secret.
-pub async fn mint_for(
-    store: &Store,
-    user: &User,
-    name: String,
-    expires_at: Option<chrono::DateTime<Utc>>,
-    audit: &plinth_store::AuditEntry,
-) -> Result<TokenCreated, StoreError> {
-    let now = Utc::now();
-    let token = ApiToken {
-        id: TokenId::generate(),
-        user_id: user.id.clone(),
-        tenant_id: user.tenant_id.clone(),
-        name,
-        expires_at,
-        revoked_at: None,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    let secret = secrets::mint(secrets::API_TOKEN, token.id.as_str());
-    store.insert_with(&token, &[("secret_hash", Val::text(secrets::hash(&secret)))], audit).await?;
-    Ok(TokenCreated { token, secret })
-}
 
 /// List tokens: your own, or all of the tenants you administer.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", operation_id = "token_list", params(PageParams),
     responses((status = 200, description = "Tokens the caller may manage (never their secrets)", body = Page<ApiToken>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(p): Query<PageParams>,
 ) -> ApiResult<Out<Page<ApiToken>>> {
-    let pg = Paging::from(&p)?;
-    let admin = match &caller.principal.tenant_id {
-        Some(t) => caller.principal.can_admin_tenant(t),
-        None => caller.principal.is_operator(),
-    };
-    let filters = if admin { vec![] } else { vec![("user_id", caller.principal.user_id.0.clone())] };
-    Ok(Out(st.store.list::<ApiToken>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(tokens::list(&st, &caller, &p).await?))
 }
 
 /// Create a token for yourself, or (tenant-admins, operators) for another user.
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", operation_id = "token_create", request_body = TokenCreate,
     responses((status = 201, description = "The token and its secret, shown this once", body = TokenCreated)))]
-pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<TokenCreate>) -> ApiResult<Response> {
-    let user_id = b.user_id.unwrap_or_else(|| caller.principal.user_id.clone());
-    // Your own user is always yours, even a platform user outside every tenant scope.
-    let scope =
-        if user_id == caller.principal.user_id { plinth_domain::authz::Scope::Platform } else { caller.scope() };
-    let user: User = st.store.get(&scope, user_id.as_str()).await.map_err(|e| super::reference(e, "user_id"))?;
-    if user.id != caller.principal.user_id && !can_admin_user(&caller, &user) {
-        return Err(ApiError::forbidden("creating tokens for other users"));
-    }
-    validate::dns_label("name", &b.name)?;
-    let expires_at = match b.expires_in_seconds {
-        Some(s) => Some(expiry("expires_in_seconds", s, 60, MAX_TOKEN_SECONDS)?),
-        None => None,
-    };
-    Ok(created(mint_for(&st.store, &user, b.name, expires_at, &caller.audit()).await?))
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<TokenCreate>,
+) -> ApiResult<Response> {
+    Ok(created(tokens::create(&st, &caller, b).await?))
 }
 
 /// Get a token (never its secret).
 #[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", operation_id = "token_view",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "The token", body = ApiToken)))]
-pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<ApiToken>> {
-    Ok(Out(visible(&st, &caller, &id).await?))
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ApiToken>> {
+    Ok(Out(tokens::get(&st, &caller, &id).await?))
 }
 
 /// Rename a token.
@@ -114,41 +55,24 @@ pub async fn get(State(st): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, description = "The changed token", body = ApiToken)))]
 pub async fn update(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     Json(b): Json<TokenUpdate>,
 ) -> ApiResult<Out<ApiToken>> {
-    visible(&st, &caller, &id).await?;
-    if let Some(n) = &b.name {
-        validate::dns_label("name", n)?;
-    }
-    let t = st
-        .store
-        .update(&caller.scope(), &id, if_match, &caller.audit(), |t: &mut ApiToken| {
-            if let Some(n) = b.name {
-                t.name = n;
-            }
-            Ok(vec![])
-        })
-        .await?;
-    Ok(Out(t))
+    Ok(Out(tokens::update(&st, &caller, &id, if_match, b).await?))
 }
 
 /// Revoke a token: it stops working at once and stays listed as revoked.
 #[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "tokens", operation_id = "token_revoke",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "The revoked token", body = ApiToken)))]
-pub async fn revoke(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Out<ApiToken>> {
-    visible(&st, &caller, &id).await?;
-    let t = st
-        .store
-        .update(&caller.scope(), &id, None, &caller.audit(), |t: &mut ApiToken| {
-            t.revoked_at.get_or_insert_with(Utc::now);
-            Ok(vec![])
-        })
-        .await?;
-    Ok(Out(t))
+pub async fn revoke(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<ApiToken>> {
+    Ok(Out(tokens::revoke(&st, &caller, &id).await?))
 }
 
 /// Delete a token: it stops working at once; the audit log keeps its history.
@@ -157,11 +81,10 @@ pub async fn revoke(State(st): State<AppState>, caller: Caller, Path(id): Path<S
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
 ) -> ApiResult<StatusCode> {
-    visible(&st, &caller, &id).await?;
-    st.store.delete::<ApiToken>(&caller.scope(), &id, if_match, &caller.audit()).await?;
+    tokens::delete(&st, &caller, &id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,52 +1,26 @@
 //! `/v1/usage` (the ledger, as tenants and operators read it) and `/agent/v1/counters`
 //! (counter samples from agents, deduplicated by source and sequence number).
+//! The use cases are in [`crate::app::billing::usage`].
 
 use super::agent::HostCaller;
-use crate::context::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Paging, Query};
-use crate::lifecycle;
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::billing::usage;
+use crate::context::Authed;
+use crate::error::ApiResult;
+use crate::extract::{Json, Query};
 use axum::Json as Out;
 use axum::extract::State;
 use plinth_api::*;
-use plinth_domain::authz::Scope;
-use plinth_domain::metering::{self, micros};
-use plinth_store::{CounterReading, UsageFilter};
-use serde_json::json;
 
 /// List usage records (tenants see their own; operators all).
 #[utoipa::path(get, path = "/v1/usage", tag = "billing", operation_id = "usage_list", params(UsageQuery),
     responses((status = 200, description = "Usage records in id order", body = Page<UsageRecord>)))]
 pub async fn list(
     State(st): State<AppState>,
-    caller: Caller,
+    Authed(caller): Authed,
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<Out<Page<UsageRecord>>> {
-    let pg = Paging::from(&PageParams { limit: q.limit, cursor: q.cursor.clone() })?;
-    let meter = match q.meter.as_deref() {
-        None => None,
-        Some(m) => Some(Meter::parse(m).ok_or_else(|| {
-            ApiError::invalid("invalid_value", format!("meter {m:?} is not one of the meters"))
-                .with_constraint(json!({ "field": "meter", "rule": "one-of",
-                    "allowed": Meter::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>() }))
-        })?),
-    };
-    if let (Some(f), Some(t)) = (q.from, q.to)
-        && f >= t
-    {
-        return Err(ApiError::invalid("invalid_value", "from must be before to")
-            .with_constraint(json!({ "field": "from", "rule": "< to" })));
-    }
-    let f = UsageFilter {
-        tenant_id: q.tenant_id,
-        project_id: q.project_id,
-        resource_id: q.resource_id,
-        meter,
-        from: q.from.map(micros),
-        to: q.to.map(micros),
-    };
-    Ok(Out(st.store.usage_page(&caller.scope(), &f, pg.limit, pg.cursor.as_deref()).await?))
+    Ok(Out(usage::list(&st, &caller, q).await?))
 }
 
 /// Report counter samples (agents). A repeated (source, sequence) is ignored; a counter
@@ -60,46 +34,5 @@ pub async fn counters(
     caller: HostCaller,
     Json(samples): Json<Vec<CounterSample>>,
 ) -> ApiResult<Out<CounterAck>> {
-    if samples.len() > 10_000 {
-        return Err(ApiError::invalid("too_many", "at most 10000 samples per report")
-            .with_constraint(json!({ "rule": "max-items", "max": 10_000 })));
-    }
-    let mut tx = st.store.begin().await?;
-    let (mut recorded, mut duplicate, mut rejected) = (0, 0, 0);
-    for s in &samples {
-        if s.meter.is_interval() || s.value < 0 || s.seq < 0 || s.source.is_empty() || s.source.len() > 256 {
-            rejected += 1;
-            continue;
-        }
-        let inst: Instance = match tx.find::<Instance>(&Scope::Platform, s.instance_id.as_str()).await? {
-            Some(i) if i.host_id.as_ref() == Some(&caller.host_id) => i,
-            _ => {
-                rejected += 1;
-                continue;
-            }
-        };
-        // Sources are this host's own: another host cannot write into them.
-        let source = format!("{}/{}", caller.host_id, s.source);
-        let at = metering::truncate(s.at);
-        let mut period = metering::period_of(at, tx.billing_anchor());
-        // Late for a period whose invoice is final: billed on the current period's invoice.
-        if let Some(inv) = tx.live_invoice(inst.tenant_id.as_str(), micros(period.start)).await?
-            && inv.status != InvoiceStatus::Draft
-        {
-            period = metering::period_of(tx.now(), tx.billing_anchor());
-        }
-        let reading = CounterReading {
-            source: &source,
-            seq: s.seq,
-            meter: s.meter,
-            dimension: "default",
-            value: s.value,
-            at: micros(at),
-            period_start: micros(period.start),
-        };
-        let new = tx.record_counter(&lifecycle::owner(&inst), &reading).await?;
-        if new { recorded += 1 } else { duplicate += 1 }
-    }
-    tx.commit().await?;
-    Ok(Out(CounterAck { recorded, duplicate, rejected }))
+    Ok(Out(usage::counters(&st, &caller.host_id, samples).await?))
 }

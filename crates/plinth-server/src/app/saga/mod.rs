@@ -20,9 +20,9 @@
 pub mod host;
 pub mod instance;
 
-use crate::lifecycle::Pokes;
-use crate::signals;
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::lifecycle::Pokes;
+use crate::app::signals;
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;

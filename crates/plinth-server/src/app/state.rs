@@ -1,10 +1,10 @@
 //! Shared server state handed to every handler and background task.
 
+use crate::app::reconcilers::Tasks;
+use crate::app::scheduler::Scheduler;
+use crate::app::signals::Signals;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::reconcilers::Tasks;
-use crate::scheduler::Scheduler;
-use crate::signals::Signals;
 use plinth_store::Store;
 use std::sync::Arc;
 

@@ -7,9 +7,9 @@
 //! allocation and ends the instance as `deleted`, so a failed create leaves nothing.
 
 use super::{SagaDef, Step, StepError, StepFuture};
-use crate::lifecycle::{self, Pokes};
-use crate::signals;
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::lifecycle::{self, Pokes};
+use crate::app::signals;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use serde::{Deserialize, Serialize};

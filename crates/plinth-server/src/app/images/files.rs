@@ -8,11 +8,10 @@
 //! that no image and no live instance references the blob before deleting row and file.
 //! The HTTP side (who may do what) is in `api/images.rs`.
 
-use crate::blobs::{BlobError, BlobStore, Staged, Staging};
-use crate::error::{ApiError, ApiResult};
-use crate::image_checks::{self, Checked};
-use crate::state::AppState;
-use axum::http::StatusCode;
+use crate::app::AppState;
+use crate::app::images::blobs::{BlobError, BlobStore, Staged, Staging};
+use crate::app::images::checks::{self as image_checks, Checked};
+use crate::app::{Error, Kind, Result};
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_store::{AuditEntry, StoreError};
@@ -30,10 +29,9 @@ pub const STALE_IMPORT: Duration = Duration::from_secs(24 * 3600);
 const FETCH_IDLE: Duration = Duration::from_secs(60);
 
 /// The blob store of this server, or `503 images_unavailable`.
-pub fn blob_store(st: &AppState) -> ApiResult<BlobStore> {
+pub fn blob_store(st: &AppState) -> Result<BlobStore> {
     let unavailable = |detail: &str| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "images_unavailable", detail)
-            .with_constraint(json!({ "rule": "blob-dir" }))
+        Error::new(Kind::Unavailable, "images_unavailable", detail).with_constraint(json!({ "rule": "blob-dir" }))
     };
     match BlobStore::from_config(&st.config) {
         Some(Ok(b)) => Ok(b),
@@ -67,7 +65,7 @@ pub fn boot_source(image: &Image) -> BootSource {
 }
 
 /// `409 file_not_pending`: the image does not await this file (any more).
-pub fn not_pending(image: &Image, role: ImageFileRole) -> ApiError {
+pub fn not_pending(image: &Image, role: ImageFileRole) -> Error {
     let status = plinth_store::image_status_str(image.status);
     let detail = if image.status != ImageStatus::Importing {
         format!("image {} is {status}: it takes no more files", image.id)
@@ -76,7 +74,7 @@ pub fn not_pending(image: &Image, role: ImageFileRole) -> ApiError {
     } else {
         format!("image {} has no {} file", image.id, role.as_str())
     };
-    ApiError::new(StatusCode::CONFLICT, "file_not_pending", detail).with_constraint(json!({
+    Error::new(Kind::Conflict, "file_not_pending", detail).with_constraint(json!({
         "rule": "file-pending", "role": role.as_str(), "status": status,
         "pending": image.pending.iter().map(|r| r.as_str()).collect::<Vec<_>>()
     }))
@@ -93,7 +91,7 @@ pub async fn land(
     staged: Staged,
     checked: Checked,
     audit: Option<&AuditEntry>,
-) -> ApiResult<Image> {
+) -> Result<Image> {
     let mut tx = st.store.begin().await?;
     let mut image: Image = tx.get(scope, id).await?;
     if image.status != ImageStatus::Importing || !image.pending.contains(&role) {
@@ -101,7 +99,7 @@ pub async fn land(
     }
     let (sha256, size) = (staged.sha256.clone(), staged.size);
     tx.upsert_blob(&sha256, size, checked.format.as_str()).await?;
-    staged.commit().await.map_err(ApiError::internal)?;
+    staged.commit().await.map_err(Error::internal)?;
     image.files.retain(|f| f.role != role);
     image.files.push(ImageFile {
         role,

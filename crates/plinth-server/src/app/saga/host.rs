@@ -5,9 +5,9 @@
 
 use super::instance::{change, wait_observed};
 use super::{SagaDef, Step, StepError, StepFuture, progress};
-use crate::lifecycle::{self, Pokes};
-use crate::scheduler::{Consumer, no_valid_host};
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::lifecycle::{self, Pokes};
+use crate::app::scheduler::{Consumer, no_valid_host};
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::host_state::{self, HostEvent};
@@ -79,8 +79,8 @@ pub async fn relocate(
     };
     let (mut tx, alloc) = match st.sched.claim(&st.store, &mut req, group.as_ref(), &consumer, None).await {
         Ok(x) => x,
-        Err(crate::scheduler::ClaimError::NoHost(nv)) => return Ok(Err(no_valid_host(&nv).detail)),
-        Err(crate::scheduler::ClaimError::Store(e)) => return Err(e.into()),
+        Err(crate::app::scheduler::ClaimError::NoHost(nv)) => return Ok(Err(no_valid_host(&nv).detail)),
+        Err(crate::app::scheduler::ClaimError::Store(e)) => return Err(e.into()),
     };
     let mut cur: Instance = tx.get(&Scope::Platform, inst.id.as_str()).await?;
     let released = lifecycle::drop_allocations(&mut tx, &inst.id, Some(&alloc.id)).await?;

@@ -4,7 +4,7 @@
 //! changes open and close. All of it inside the caller's transaction, so the ledger moves
 //! with the lifecycle; the wake-ups to send after commit are collected in [`Pokes`].
 
-use crate::signals::{self, Signals};
+use crate::app::signals::{self, Signals};
 use chrono::{DateTime, Utc};
 use plinth_api::*;
 use plinth_domain::authz::Scope;

@@ -17,9 +17,9 @@
 //! Each task re-reads the database every run and writes only through transactions that
 //! re-check what they change, so two replicas running the same task do no harm.
 
-use crate::lifecycle::{self, Pokes};
-use crate::saga;
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::lifecycle::{self, Pokes};
+use crate::app::saga;
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
@@ -183,8 +183,8 @@ async fn run_task(st: &AppState, name: &str) -> Result<Value, StoreError> {
         "instance_watcher" => instance_watcher(st).await,
         "orphan_sweeper" => orphan_sweeper(st).await,
         "stuck_operations" => stuck_operations(st).await,
-        "image_gc" => crate::image_files::gc(st).await,
-        "billing" => crate::billing::billing_pass(st).await,
+        "image_gc" => crate::app::images::files::gc(st).await,
+        "billing" => crate::app::billing::billing_pass(st).await,
         _ => Ok(Value::Null),
     }
 }

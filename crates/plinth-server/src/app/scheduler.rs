@@ -8,11 +8,10 @@
 //! host. When the guess was wrong the cache learns the host's truth and the next best host
 //! is tried; before refusing, the cache is reloaded once from the database.
 
+use crate::app::AppState;
+use crate::app::{Error, Kind};
 use crate::config::ServerConfig;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::state::AppState;
-use axum::http::StatusCode;
 use chrono::Utc;
 use plinth_api::{Allocation, AllocationId, Claim, Host, InstanceId, PlacementGroup, ProjectId, TenantId};
 use plinth_domain::placement::{self, GroupRule, HostView, Member, NoValidHost, Policy, Request};
@@ -57,8 +56,8 @@ impl From<StoreError> for ClaimError {
     }
 }
 
-impl From<ClaimError> for ApiError {
-    fn from(e: ClaimError) -> ApiError {
+impl From<ClaimError> for Error {
+    fn from(e: ClaimError) -> Error {
         match e {
             ClaimError::Store(e) => e.into(),
             ClaimError::NoHost(nv) => no_valid_host(&nv),
@@ -68,7 +67,7 @@ impl From<ClaimError> for ApiError {
 
 /// `409 no_capacity` (every host was removed by a capacity constraint) or
 /// `409 no_valid_host`, with how many hosts each constraint removed.
-pub fn no_valid_host(nv: &NoValidHost) -> ApiError {
+pub fn no_valid_host(nv: &NoValidHost) -> Error {
     let code = if nv.capacity_only() && nv.hosts > 0 { "no_capacity" } else { "no_valid_host" };
     let summary: Vec<String> = nv.removed.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let detail = if nv.hosts == 0 {
@@ -76,7 +75,7 @@ pub fn no_valid_host(nv: &NoValidHost) -> ApiError {
     } else {
         format!("none of {} hosts can take it ({})", nv.hosts, summary.join(", "))
     };
-    ApiError::new(StatusCode::CONFLICT, code, detail)
+    Error::new(Kind::Conflict, code, detail)
         .with_constraint(json!({ "rule": "placement", "hosts": nv.hosts, "removed": nv.removed }))
 }
 

@@ -4,9 +4,8 @@
 //! after it are credit notes. Also the period cut-off (splitting open intervals), budgets,
 //! and the reconciliation report that checks lifecycle time = metered time = invoiced time.
 
-use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
-use axum::http::StatusCode;
+use crate::app::AppState;
+use crate::app::{Error, Kind, Result};
 use chrono::{DateTime, Utc};
 use plinth_api::*;
 use plinth_domain::authz::Scope;
@@ -15,6 +14,10 @@ use plinth_domain::rating::{self, RatingInput};
 use plinth_store::{LedgerOwner, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
+
+pub mod invoices;
+pub mod prices;
+pub mod usage;
 
 /// The price book a tenant without billing settings is rated with.
 pub const DEFAULT_BOOK: &str = "default";
@@ -27,11 +30,11 @@ pub fn current_period(st: &AppState) -> Period {
 }
 
 /// The period a `?period=` names (default: the current one), or `400 invalid_value`.
-pub fn period_param(st: &AppState, p: Option<&str>) -> ApiResult<Period> {
+pub fn period_param(st: &AppState, p: Option<&str>) -> Result<Period> {
     match p {
         None => Ok(current_period(st)),
         Some(s) => metering::parse_period(s, st.store.billing_anchor()).ok_or_else(|| {
-            ApiError::invalid("invalid_value", format!("period {s:?} is neither YYYY-MM nor an RFC 3339 time"))
+            Error::invalid("invalid_value", format!("period {s:?} is neither YYYY-MM nor an RFC 3339 time"))
                 .with_constraint(json!({ "field": "period", "rule": "YYYY-MM" }))
         }),
     }
@@ -39,13 +42,13 @@ pub fn period_param(st: &AppState, p: Option<&str>) -> ApiResult<Period> {
 
 /// `402 budget_exceeded` when a `block-new` budget of the tenant was found exceeded in
 /// the current period.
-pub async fn check_budget(st: &AppState, tenant_id: &TenantId) -> ApiResult<()> {
+pub async fn check_budget(st: &AppState, tenant_id: &TenantId) -> Result<()> {
     let scope = Scope::Tenant { tenant_id: tenant_id.clone(), projects: None };
     let budgets: Vec<Budget> = st.store.list_all(&scope, &[("action", "block-new".to_string())]).await?;
     let period = current_period(st);
     if let Some(b) = budgets.iter().find(|b| b.exceeded_period == Some(period.start)) {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
+        return Err(Error::new(
+            Kind::PaymentRequired,
             "budget_exceeded",
             format!(
                 "budget {} ({}) is exceeded for the period from {}: new billable resources are refused",
@@ -111,7 +114,7 @@ pub async fn rate_as_of(
     tenant_id: &TenantId,
     period: &Period,
     as_of: DateTime<Utc>,
-) -> ApiResult<(rating::Rated, Vec<UsageRecord>)> {
+) -> Result<(rating::Rated, Vec<UsageRecord>)> {
     let records = closed_at(st.store.usage_for_rating(tenant_id.as_str(), micros(period.start)).await?, as_of);
     let account = st.store.billing_account(tenant_id.as_str()).await?;
     let book = account.as_ref().map(|a| a.price_book.clone()).unwrap_or_else(|| DEFAULT_BOOK.to_string());
@@ -130,7 +133,7 @@ pub async fn rate_as_of(
         default_currency: DEFAULT_CURRENCY,
     };
     let rated = rating::rate(&input).map_err(|e| {
-        ApiError::new(StatusCode::CONFLICT, "rating_failed", format!("the period cannot be rated: {e}"))
+        Error::new(Kind::Conflict, "rating_failed", format!("the period cannot be rated: {e}"))
             .with_constraint(json!({ "rule": "rating" }))
     })?;
     Ok((rated, records))
@@ -175,7 +178,7 @@ fn new_invoice(st: &AppState, tenant_id: &TenantId, period: &Period, replaces: O
 
 /// The tenant's invoice for the period as it stands: a finalized one as it is, or the
 /// draft recomputed from the ledger now (created on first use).
-pub async fn invoice_for(st: &AppState, tenant_id: &TenantId, period: &Period) -> ApiResult<Invoice> {
+pub async fn invoice_for(st: &AppState, tenant_id: &TenantId, period: &Period) -> Result<Invoice> {
     let at = as_of(st, period);
     let (rated, _) = rate_as_of(st, tenant_id, period, at).await?;
     let mut tx = st.store.begin().await?;
@@ -197,13 +200,13 @@ pub async fn invoice_for(st: &AppState, tenant_id: &TenantId, period: &Period) -
     Ok(inv)
 }
 
-fn refused(code: &'static str, detail: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, code, detail).with_constraint(json!({ "rule": "invoice-lifecycle" }))
+fn refused(code: &'static str, detail: String) -> Error {
+    Error::new(Kind::Conflict, code, detail).with_constraint(json!({ "rule": "invoice-lifecycle" }))
 }
 
 /// Finalizes a draft: recomputed one last time, numbered, its credits drawn, immutable
 /// from then on. Refused while its period is still running.
-pub async fn finalize(st: &AppState, id: &str) -> ApiResult<Invoice> {
+pub async fn finalize(st: &AppState, id: &str) -> Result<Invoice> {
     let cur: Invoice = st.store.get(&Scope::Platform, id).await?;
     if cur.status != InvoiceStatus::Draft {
         return Err(refused(
@@ -212,8 +215,8 @@ pub async fn finalize(st: &AppState, id: &str) -> ApiResult<Invoice> {
         ));
     }
     if st.store.now() < cur.period_end {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::new(
+            Kind::Conflict,
             "period_open",
             format!("the period runs until {}; it can be finalized after that", cur.period_end.to_rfc3339()),
         )
@@ -242,7 +245,7 @@ pub async fn finalize(st: &AppState, id: &str) -> ApiResult<Invoice> {
 
 /// Voids a finalized invoice, gives back the credits it drew, and opens a new draft for
 /// its period that replaces it. Returns (the void invoice, the new draft).
-pub async fn void(st: &AppState, id: &str) -> ApiResult<(Invoice, Invoice)> {
+pub async fn void(st: &AppState, id: &str) -> Result<(Invoice, Invoice)> {
     let mut tx = st.store.begin().await?;
     let mut inv: Invoice = tx.get(&Scope::Platform, id).await?;
     if inv.status != InvoiceStatus::Finalized || inv.kind != InvoiceKind::Invoice {
@@ -272,9 +275,9 @@ pub async fn void(st: &AppState, id: &str) -> ApiResult<(Invoice, Invoice)> {
 
 /// A credit note against a finalized invoice: one `Adjustment` line of `−amount`, marked
 /// `Correction`, finalized and numbered at once.
-pub async fn credit_note(st: &AppState, id: &str, b: &CreditNoteCreate) -> ApiResult<Invoice> {
+pub async fn credit_note(st: &AppState, id: &str, b: &CreditNoteCreate) -> Result<Invoice> {
     if b.amount_micros <= 0 {
-        return Err(ApiError::invalid("invalid_value", "amount_micros must be positive")
+        return Err(Error::invalid("invalid_value", "amount_micros must be positive")
             .with_constraint(json!({ "field": "amount_micros", "rule": "> 0" })));
     }
     let mut tx = st.store.begin().await?;
@@ -283,7 +286,7 @@ pub async fn credit_note(st: &AppState, id: &str, b: &CreditNoteCreate) -> ApiRe
         return Err(refused("invalid_transition", format!("invoice {id} is not a finalized invoice")));
     }
     if b.amount_micros > of.total_micros {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_value",
             format!("a credit note cannot exceed the invoice's total ({})", rating::money::money(of.total_micros)),
         )
@@ -330,7 +333,7 @@ pub async fn credit_note(st: &AppState, id: &str, b: &CreditNoteCreate) -> ApiRe
 /// Checks every budget against its tenant's current draft; marks the exceeded ones for
 /// the period and records a `budgets.exceeded` audit entry once per period. Returns how
 /// many budgets newly passed their threshold.
-pub async fn check_budgets(st: &AppState) -> Result<u32, ApiError> {
+pub async fn check_budgets(st: &AppState) -> Result<u32, Error> {
     let period = current_period(st);
     let budgets: Vec<Budget> = st.store.list_all(&Scope::Platform, &[]).await?;
     let mut totals: BTreeMap<TenantId, i64> = BTreeMap::new();
@@ -373,7 +376,7 @@ fn system_audit(action: &str) -> plinth_store::AuditEntry {
 }
 
 /// The reconciliation report of a period for the instances visible in `scope`.
-pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> ApiResult<ReconciliationReport> {
+pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Result<ReconciliationReport> {
     let as_of = as_of(st, period);
     let tenants: Vec<String> = match scope {
         Scope::Tenant { tenant_id, .. } => vec![tenant_id.to_string()],
@@ -448,7 +451,7 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Ap
 /// and finalizes drafts whose grace period is over.
 pub async fn billing_pass(st: &AppState) -> Result<serde_json::Value, StoreError> {
     let split = cut_off(st).await?;
-    let budgets = check_budgets(st).await.map_err(api_to_store)?;
+    let budgets = check_budgets(st).await?;
     let now = st.store.now();
     let drafts: Vec<Invoice> = st.store.list_all(&Scope::Platform, &[("status", "draft".to_string())]).await?;
     let mut finalized = 0;
@@ -459,8 +462,4 @@ pub async fn billing_pass(st: &AppState) -> Result<serde_json::Value, StoreError
         }
     }
     Ok(json!({ "split_resources": split, "budgets_exceeded": budgets, "finalized": finalized }))
-}
-
-fn api_to_store(e: ApiError) -> StoreError {
-    StoreError::Refused { status: e.status.as_u16(), code: e.code, detail: e.detail }
 }

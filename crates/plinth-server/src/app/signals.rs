@@ -131,7 +131,7 @@ pub fn operation_key(op_id: &str) -> String {
 /// changed in the database, every `period`, whoever changed it. Reads trail by a short
 /// window so rows committed late with an earlier timestamp are not missed; a key is poked
 /// once per change.
-pub async fn change_feed(st: crate::state::AppState, period: Duration) {
+pub async fn change_feed(st: crate::app::AppState, period: Duration) {
     const WINDOW: i64 = 2_000_000; // µs
     let mut seen: HashMap<String, i64> = HashMap::new();
     let mut high = plinth_store::now_micros();

@@ -1,0 +1,86 @@
+//! Usage: the ledger as tenants and operators read it, and the counter samples agents
+//! report (deduplicated by source and sequence number).
+
+use crate::app::lifecycle;
+use crate::app::{AppState, Caller, Error, Paging, Result};
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use plinth_domain::metering::{self, micros};
+use plinth_store::{CounterReading, UsageFilter};
+use serde_json::json;
+
+/// List usage records (tenants see their own; operators all).
+pub async fn list(st: &AppState, caller: &Caller, q: UsageQuery) -> Result<Page<UsageRecord>> {
+    let pg = Paging::from(&PageParams { limit: q.limit, cursor: q.cursor.clone() })?;
+    let meter = match q.meter.as_deref() {
+        None => None,
+        Some(m) => Some(Meter::parse(m).ok_or_else(|| {
+            Error::invalid("invalid_value", format!("meter {m:?} is not one of the meters"))
+                .with_constraint(json!({ "field": "meter", "rule": "one-of",
+                    "allowed": Meter::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>() }))
+        })?),
+    };
+    if let (Some(f), Some(t)) = (q.from, q.to)
+        && f >= t
+    {
+        return Err(Error::invalid("invalid_value", "from must be before to")
+            .with_constraint(json!({ "field": "from", "rule": "< to" })));
+    }
+    let f = UsageFilter {
+        tenant_id: q.tenant_id,
+        project_id: q.project_id,
+        resource_id: q.resource_id,
+        meter,
+        from: q.from.map(micros),
+        to: q.to.map(micros),
+    };
+    Ok(st.store.usage_page(&caller.scope(), &f, pg.limit, pg.cursor.as_deref()).await?)
+}
+
+/// Report counter samples (agents). A repeated (source, sequence) is ignored; a counter
+/// lower than its last value was reset and counts from zero. A sample for a period whose
+/// invoice is already finalized is billed in the current period.
+pub async fn counters(st: &AppState, host_id: &HostId, samples: Vec<CounterSample>) -> Result<CounterAck> {
+    if samples.len() > 10_000 {
+        return Err(Error::invalid("too_many", "at most 10000 samples per report")
+            .with_constraint(json!({ "rule": "max-items", "max": 10_000 })));
+    }
+    let mut tx = st.store.begin().await?;
+    let (mut recorded, mut duplicate, mut rejected) = (0, 0, 0);
+    for s in &samples {
+        if s.meter.is_interval() || s.value < 0 || s.seq < 0 || s.source.is_empty() || s.source.len() > 256 {
+            rejected += 1;
+            continue;
+        }
+        let inst: Instance = match tx.find::<Instance>(&Scope::Platform, s.instance_id.as_str()).await? {
+            Some(i) if i.host_id.as_ref() == Some(host_id) => i,
+            _ => {
+                rejected += 1;
+                continue;
+            }
+        };
+        // Sources are this host's own: another host cannot write into them.
+        let source = format!("{}/{}", host_id, s.source);
+        let at = metering::truncate(s.at);
+        let mut period = metering::period_of(at, tx.billing_anchor());
+        // Late for a period whose invoice is final: billed on the current period's invoice.
+        if let Some(inv) = tx.live_invoice(inst.tenant_id.as_str(), micros(period.start)).await?
+            && inv.status != InvoiceStatus::Draft
+        {
+            period = metering::period_of(tx.now(), tx.billing_anchor());
+        }
+        let reading = CounterReading {
+            source: &source,
+            seq: s.seq,
+            meter: s.meter,
+            dimension: "default",
+            value: s.value,
+            at: micros(at),
+            period_start: micros(period.start),
+        };
+        let new = tx.record_counter(&lifecycle::owner(&inst), &reading).await?;
+        if new { recorded += 1 } else { duplicate += 1 }
+    }
+    tx.commit().await?;
+    Ok(CounterAck { recorded, duplicate, rejected })
+}
