@@ -30,7 +30,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Client {
-        Client { http: plinth_client::connect::builder().build().expect("the HTTP client builds"), base: base.trim_end_matches('/').to_string(), token: token.to_string() }
+        Client {
+            http: plinth_client::connect::builder().build().expect("the HTTP client builds"),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
     }
 
     fn request(&self, method: Method, path: &str, body: Option<&Value>) -> RequestBuilder {

@@ -249,6 +249,7 @@ pub async fn observed(
                 generation: o.generation,
                 detail: o.detail.clone(),
                 at: Utc::now(),
+                timings: o.timings.clone(),
             });
             let detail = || o.detail.clone().unwrap_or_else(|| "no detail".into());
             match o.state {

@@ -273,6 +273,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
     // transaction, so concurrent creates cannot pass it.
     injected(&st, "instance.create:quota")?;
     injected(&st, "instance.create:claim")?;
+    let claim_started = Utc::now();
     let mut req = request_for(&inst);
     let consumer = Consumer {
         instance_id: inst.id.clone(),
@@ -301,6 +302,7 @@ pub async fn create(State(st): State<AppState>, caller: Caller, Json(b): Json<In
         Some(&caller.principal.user_id),
         4,
     );
+    op.started_at = Some(claim_started); // the inline steps' timing starts with the claim
     let params = serde_json::to_value(InstanceParams { instance_id: inst.id.clone(), start: b.start.unwrap_or(true) })
         .unwrap_or_default();
     saga::begin(&st, &mut tx, &mut op, "instance.create", params, &["quota", "claim"]).await?;

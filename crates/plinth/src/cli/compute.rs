@@ -394,7 +394,19 @@ impl OperationCmd {
                 }
                 s.list(c, o, q).await
             }
-            OperationCmd::Get { id } => s.get(c, o, id).await,
+            OperationCmd::Get { id } => {
+                let mut v = c.get(&format!("{}/{id}", s.path), &[]).await?;
+                if o == Format::Json {
+                    output::object(o, &v);
+                    return Ok(());
+                }
+                // The step timings read better as their own table than as one JSON cell.
+                let timings = v.as_object_mut().and_then(|m| m.remove("timings")).unwrap_or_default();
+                output::object(o, &v);
+                let timings: Vec<plinth_api::StepTiming> = serde_json::from_value(timings).unwrap_or_default();
+                output::timings(&timings);
+                Ok(())
+            }
             OperationCmd::Wait { id, timeout } => {
                 let op = wait::wait(c, id, Duration::from_secs(*timeout)).await?;
                 if o == Format::Json {
