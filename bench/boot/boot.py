@@ -8,6 +8,8 @@ See bench/boot/README.md for what is measured and why it is fair.
 """
 
 import argparse
+import datetime
+import glob
 import http.client
 import json
 import os
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -140,10 +143,21 @@ def domain_xml(name, instance_id, kernel, initrd, image_cmdline, disk, console_l
 # --- helpers -------------------------------------------------------------------------------
 
 
-def wait_file_marker(path, marker, deadline):
-    """Polls `path` every POLL_S until it holds `marker`; answers time.monotonic() then."""
+def wall(rfc3339):
+    """An RFC 3339 time (the API's) as seconds since the epoch, like time.time()."""
+    s = rfc3339.replace("Z", "+00:00")
+    if "." in s:  # fromisoformat before 3.11 takes at most 6 fraction digits
+        head, rest = s.split(".", 1)
+        frac = "".join(ch for ch in rest if ch.isdigit())
+        s = f"{head}.{frac[:6]:0<6}{rest[len(frac):]}"
+    return datetime.datetime.fromisoformat(s).timestamp()
+
+
+def wait_file_marker(path, marker, deadline, stop=None):
+    """Polls `path` every POLL_S until it holds `marker`; answers time.monotonic() then
+    (None after `deadline`, or once `stop` holds "stop")."""
     off, buf = 0, ""
-    while True:
+    while stop is None or "stop" not in stop:
         try:
             with open(path, "rb") as f:
                 f.seek(off)
@@ -158,6 +172,7 @@ def wait_file_marker(path, marker, deadline):
         if time.monotonic() > deadline:
             return None
         time.sleep(POLL_S)
+    return None
 
 
 def pid_alive(pid):
@@ -209,6 +224,8 @@ class Bare:
     def __init__(self, a):
         self.a = a
         self.first_argv = None
+        self.launch_ms = None
+        self.up_ms = None
 
     def boot(self, tag):
         d = os.path.join(self.a.work, f"bare-{tag}")
@@ -222,9 +239,11 @@ class Bare:
             self.first_argv = argv
         t0 = time.monotonic()
         create_disk(disk)
+        self.launch_ms = (time.monotonic() - t0) * 1000  # when QEMU is spawned
         with open(os.path.join(d, "qemu.stderr"), "wb") as err:
             rc = subprocess.run(argv, cwd=d, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=err).returncode
+        self.up_ms = (time.monotonic() - t0) * 1000  # the launcher exited: QEMU runs the guest
         if rc != 0:
             die(f"bare qemu failed to start ({rc}): {open(os.path.join(d, 'qemu.stderr')).read().strip()}")
         t1 = wait_file_marker(console, f"{MARKER} {iid}", t0 + BOOT_DEADLINE_S)
@@ -259,6 +278,7 @@ class Libvirt:
     def __init__(self, a):
         self.a = a
         self.first_xml = None
+        self.up_ms = None
         self.uri = a.libvirt_uri
         # What `virsh` costs on its own (process start + connect), for the notes.
         t = time.monotonic()
@@ -282,6 +302,7 @@ class Libvirt:
         create_disk(disk)
         r = subprocess.run(["virsh", "-q", "-c", self.uri, "create", xml_path], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.up_ms = (time.monotonic() - t0) * 1000  # created and resumed: QEMU runs the guest
         if r.returncode != 0:
             die(f"virsh create failed: {r.stderr.decode().strip()}")
         t1 = wait_file_marker(console, f"{MARKER} {iid}", t0 + BOOT_DEADLINE_S)
@@ -348,7 +369,7 @@ class Plinth:
         while True:
             status, v = self.request("POST", "/v1/instances", body)
             if status in (201, 202):
-                return v["instance"]["id"] if "instance" in v else v["id"]
+                return v["instance"]["id"], v["operation"]["id"]
             # The local agent may not have registered its host yet (warm-up only).
             if status == 409 and time.monotonic() < end:
                 time.sleep(0.5)
@@ -358,11 +379,31 @@ class Plinth:
     def boot(self, tag, retry_s=0):
         self.n += 1
         name = f"boot-{tag}"
-        t0 = time.monotonic()
-        iid = self.create(name, retry_s)
+        t0, w0 = time.monotonic(), time.time()
+        iid, op = self.create(name, retry_s)
         if retry_s:  # a warm-up that waited for the host is not a boot time
-            t0 = time.monotonic()
+            t0, w0 = time.monotonic(), time.time()
+        self.split = {"post_ms": (time.monotonic() - t0) * 1000}
         marker = f"{MARKER} {iid}"
+        # Beside the API: when the marker is in the agent's serial log file, polled like the
+        # other two ways' files, to split Plinth's time into the boot and the console's way
+        # from that file to the API.
+        in_file = {}
+        pattern = os.path.join(self.a.plinth_data, "agent", "hosts", "*", "qemu", iid, "console.log")
+        deadline_f = t0 + BOOT_DEADLINE_S + retry_s
+
+        def follow_file():
+            paths = []
+            while not paths and time.monotonic() < deadline_f and "stop" not in in_file:
+                paths = glob.glob(pattern)
+                if not paths:
+                    time.sleep(POLL_S)
+            if paths:
+                t = wait_file_marker(paths[0], marker, deadline_f, stop=in_file)
+                if t is not None:
+                    in_file["t"] = t
+        follower = threading.Thread(target=follow_file, daemon=True)
+        follower.start()
         off, buf, t1 = 0, "", None
         deadline = t0 + BOOT_DEADLINE_S + retry_s
         while time.monotonic() < deadline:
@@ -380,6 +421,20 @@ class Plinth:
                 st = self.call("GET", f"/v1/instances/{iid}")["state"]
                 if st in ("failed", "crashed", "deleted", "deleting", "stopped"):
                     die(f"plinth: instance {iid} is {st} before READY")
+        follower.join(timeout=1)
+        in_file["stop"] = True
+        if "t" in in_file:
+            self.split["console_ms"] = (t1 - in_file["t"]) * 1000
+        try:
+            timings = self.call("GET", f"/v1/operations/{op}")["timings"]
+            for step in timings:
+                for ph in step.get("host", []):
+                    if ph["phase"] == "qemu_launch" and "launch_ms" not in self.split:
+                        self.split["launch_ms"] = (wall(ph["started_at"]) - w0) * 1000
+                        self.split["up_ms"] = self.split["launch_ms"] + ph["took_ms"]
+            self.split["steps"] = timings
+        except (KeyError, TypeError, ValueError):
+            pass
         self.delete(iid)
         if t1 is None:
             die(f"plinth: no '{marker}' on the console of {iid} within {BOOT_DEADLINE_S:.0f}s")
@@ -410,6 +465,7 @@ def main():
     ap.add_argument("--libvirt-uri", default="qemu:///system")
     ap.add_argument("--plinth-url")
     ap.add_argument("--plinth-token-file")
+    ap.add_argument("--plinth-data", help="plinth up's data directory (its agent's serial logs)")
     ap.add_argument("--plinth-image", default="test-guest")
     ap.add_argument("--plinth-shape", default="bench-boot")
     a = ap.parse_args()
@@ -426,6 +482,10 @@ def main():
     if a.plinth_url:
         ways.append(Plinth(a))
     results = {w.name: [] for w in ways}
+    splits = {"bare_launch_ms": [], "post_ms": [], "launch_ms": [], "console_ms": []}
+    # Per round, when each way's QEMU was up and running the guest (ms after asked), and
+    # Plinth's READY from its serial file to the API.
+    ups = []
     raw = open(os.path.join(a.work, "runs.jsonl"), "w")
 
     for i in range(a.warmup):
@@ -437,10 +497,27 @@ def main():
         # Interleaved: run i of every way before run i+1; the order rotates each round so
         # no way always goes first (right after the previous guest's teardown).
         order = ways[i % len(ways):] + ways[:i % len(ways)]
+        up = {}
+        ups.append(up)
         for w in order:
             ms = w.boot(str(i + 1))
             results[w.name].append(ms)
-            raw.write(json.dumps({"round": i + 1, "way": w.name, "ms": round(ms, 1)}) + "\n")
+            row = {"round": i + 1, "way": w.name, "ms": round(ms, 1)}
+            if isinstance(w, (Bare, Libvirt)):
+                up[w.name] = w.up_ms
+                row["up_ms"] = round(w.up_ms, 2)
+            if isinstance(w, Bare):
+                up["bare-launch"] = w.launch_ms
+                splits["bare_launch_ms"].append(w.launch_ms)
+                row["launch_ms"] = round(w.launch_ms, 2)
+            if isinstance(w, Plinth):
+                for k in ("post_ms", "launch_ms", "console_ms"):
+                    if k in w.split:
+                        splits[k].append(w.split[k])
+                if "launch_ms" in w.split and "console_ms" in w.split:
+                    up["plinth-launch"] = w.split["launch_ms"] + w.split["console_ms"]
+                row.update(w.split)
+            raw.write(json.dumps(row) + "\n")
             raw.flush()
             say(f"run {i + 1}/{a.runs} {w.name}: {ms:.0f} ms")
     raw.close()
@@ -468,11 +545,43 @@ def main():
           f"{lv / bare:.2f}x of medians; virsh alone (start + connect): {ways[1].virsh_ms:.0f} ms")
     if "plinth" in med:
         pl = med["plinth"]
-        print(f"plinth over bare qemu: {paired('plinth', 'bare-qemu'):+.0f} ms (median of per-round differences), "
+        over = paired("plinth", "bare-qemu")
+        print(f"plinth over bare qemu: {over:+.0f} ms (median of per-round differences), "
               f"{pl - bare:+.0f} ms (difference of medians), {pl / bare:.2f}x")
         print(f"plinth vs libvirt: {paired('plinth', 'libvirt'):+.0f} ms (median of per-round differences), "
               f"{pl / lv:.2f}x")
-        print(f"boot: {pl:.0f} ms ({pl / bare:.2f}x vs bare qemu, {pl / lv:.2f}x vs libvirt)")
+        # Where Plinth's time goes, apart from the guest's own boot (medians over the runs;
+        # each less noisy than the whole boot, which TCG on shared cores makes vary by ±15 %).
+        m = {k: median(v) for k, v in splits.items() if v}
+        if "launch_ms" in m and "bare_launch_ms" in m:
+            print(f"plinth split (medians): POST answered {m['post_ms']:.1f} ms; QEMU started at "
+                  f"{m['launch_ms']:.1f} ms (bare qemu: {m['bare_launch_ms']:.1f} ms, both after the disk "
+                  f"is made): {m['launch_ms'] - m['bare_launch_ms']:+.1f} ms before the guest runs")
+        if "console_ms" in m:
+            print(f"plinth split (medians): READY in the serial log file -> read through the API: "
+                  f"{m['console_ms']:+.1f} ms (the file is polled every {POLL_S * 1000:.0f} ms, as for the "
+                  f"other two, so this is understated by 0-{POLL_S * 1000:.0f} ms)")
+        # The figure: each way's overhead over bare QEMU without the guest's own boot in it
+        # (the same for all three, but ±15 % under TCG on shared cores: seconds, which drown
+        # milliseconds in whole-boot differences). Medians over the rounds of per-round
+        # differences with bare QEMU of:
+        # - Plinth: when its agent spawns QEMU (the `qemu_launch` phase), plus READY's way
+        #   from the serial file to the API (the file polled as for the other two). After the
+        #   spawn Plinth runs bare QEMU's very command line, so QEMU's own start-up (100-300 ms
+        #   here, and noisy) is left out of both sides;
+        # - libvirt: when `virsh create` returns (QEMU started, set up over QMP, resumed),
+        #   against when bare QEMU's launcher exits: libvirt changes QEMU's start-up, so it
+        #   stays in, and this one is noisier.
+        p_over = median([u["plinth-launch"] - u["bare-launch"] for u in ups if "plinth-launch" in u])
+        l_over = median([u["libvirt"] - u["bare-qemu"] for u in ups if "libvirt" in u and "bare-qemu" in u])
+        if p_over is None or l_over is None:
+            die("plinth: no operation timings to split its boot with (is the server this commit's?)")
+        print(f"overhead without the guest's boot (medians of per-round differences with bare qemu): plinth "
+              f"{p_over:+.1f} ms (to spawning QEMU, plus reading READY), libvirt {l_over:+.1f} ms (to the guest "
+              f"running)")
+        # Plinth's overhead over libvirt's, both over bare QEMU: lower is better.
+        ratio = f"{p_over / l_over:.2f}x" if l_over > 0 else "n/a"
+        print(f"boot: {p_over:+.0f} ms over bare qemu ({ratio} vs libvirt)")
     else:
         print(f"boot: skipped plinth; bare qemu {bare:.0f} ms, libvirt {lv:.0f} ms")
 

@@ -92,7 +92,7 @@ pub struct Guest {
 }
 
 fn observed(id: &InstanceId, state: ObservedState, generation: i64, detail: Option<String>) -> ObservedInstance {
-    ObservedInstance { instance_id: id.clone(), generation, state, detail, evidence: None }
+    ObservedInstance { instance_id: id.clone(), generation, state, detail, evidence: None, timings: vec![] }
 }
 
 impl Guest {

@@ -23,6 +23,7 @@
 pub mod backoff;
 pub mod client;
 pub mod console_ship;
+pub mod console_watch;
 pub mod converge;
 pub mod discovery;
 pub mod kvm_probe;

@@ -14,13 +14,14 @@
 use crate::backoff::Backoff;
 use crate::client::{AgentClient, ClientError, HostClient};
 use crate::console_ship::ConsoleShipper;
+use crate::console_watch::ConsoleWatch;
 use crate::converge::{Census, GuestTable, Step};
 use crate::runtime::{BlobSource, GuestEvent, Runtime, RuntimeError};
 use crate::state::{StateDir, StateError, StoredCredential};
 use futures::stream::{FuturesUnordered, StreamExt};
 use plinth_api::{
     DesiredState, EnrollRequest, Heartbeat, HeartbeatAck, HostId, HostInventory, HostState, InstanceId, ObservedAck,
-    ObservedInstance, ObservedReport,
+    ObservedInstance, ObservedReport, PhaseTiming,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -36,8 +37,15 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// A long-poll answered at once without a newer generation is not repeated sooner than
 /// this (protection against a server that does not hold the poll).
 const MIN_POLL_SPACING: Duration = Duration::from_secs(1);
-/// How often guests' console logs are shipped to the server.
+/// How often guests' console logs are looked at while some are not watched (no inotify,
+/// or a guest directory not made yet).
 const CONSOLE_PERIOD: Duration = Duration::from_millis(50);
+/// How often watched console logs are looked at anyway (a safety net: a change wakes the
+/// shipping at once), unless [`RunnerConfig::console_poll`] says otherwise.
+pub const CONSOLE_POLL: Duration = Duration::from_secs(1);
+/// Two console shipping rounds start at least this far apart, so a guest writing its
+/// console byte by byte is shipped in a few calls rather than one per write.
+const MIN_SHIP_SPACING: Duration = Duration::from_millis(5);
 /// How often the host's inventory is discovered again (and sent when it changed).
 const REDISCOVER_PERIOD: Duration = Duration::from_secs(60);
 
@@ -76,6 +84,9 @@ pub struct RunnerConfig {
     pub agent_version: String,
     /// Where credentials are kept.
     pub state: StateDir,
+    /// How often watched console logs are looked at when no change was seen
+    /// ([`CONSOLE_POLL`]); new output is shipped as soon as it is written.
+    pub console_poll: Duration,
 }
 
 /// Why a host's loop ended.
@@ -211,7 +222,9 @@ impl Drop for CensusShare {
 }
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Ops = FuturesUnordered<BoxFut<(InstanceId, Result<(), RuntimeError>)>>;
+/// A runtime step in flight: it answers its guest, its outcome and its timed phases (the
+/// step as a whole first, then the runtime's own).
+type Ops = FuturesUnordered<BoxFut<(InstanceId, Result<(), RuntimeError>, Vec<PhaseTiming>)>>;
 
 /// Awaits the future in `slot`, or forever when there is none.
 async fn next_of<T>(slot: &mut Option<BoxFut<T>>) -> T {
@@ -231,6 +244,14 @@ async fn next_event(events: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Gue
                 std::future::pending().await
             }
         },
+        None => std::future::pending().await,
+    }
+}
+
+/// The next change of a watched console log, or never without a watch.
+async fn next_change(watch: &mut Option<ConsoleWatch>) {
+    match watch {
+        Some(w) => w.changed().await,
         None => std::future::pending().await,
     }
 }
@@ -398,6 +419,9 @@ impl<R: Runtime> Host<R> {
         let mut console: Option<BoxFut<(ConsoleShipper, Result<u64, ClientError>)>> = None;
         let mut shipper = Some(ConsoleShipper::new());
         let mut console_at = Instant::now();
+        let mut ship_started = Instant::now();
+        let mut watch = self.runtime.has_consoles().then(ConsoleWatch::new);
+        let mut console_period = CONSOLE_PERIOD;
 
         let mut ops: Ops = FuturesUnordered::new();
         let mut share = CensusShare { last: Census::default(), progress: self.progress.clone() };
@@ -405,6 +429,15 @@ impl<R: Runtime> Host<R> {
 
         loop {
             let now = Instant::now();
+            if let Some(w) = watch.as_mut() {
+                let logs: Vec<_> = table.guests().filter_map(|g| self.runtime.console_log(g.instance_id())).collect();
+                console_period = if w.sync(&logs) {
+                    self.cfg.console_poll
+                } else {
+                    console_at = console_at.min(now + CONSOLE_PERIOD);
+                    CONSOLE_PERIOD
+                };
+            }
             if poll.is_none() && poll_at <= now {
                 let h = host.clone();
                 poll_started = now;
@@ -435,6 +468,7 @@ impl<R: Runtime> Host<R> {
                     .filter_map(|g| self.runtime.console_log(g.instance_id()).map(|p| (g.instance_id().clone(), p)))
                     .collect();
                 let h = host.clone();
+                ship_started = now;
                 console = Some(Box::pin(async move {
                     let r = sh.ship(&h, &logs).await;
                     (sh, r)
@@ -562,13 +596,17 @@ impl<R: Runtime> Host<R> {
                     shipper = Some(sh);
                     let now = Instant::now();
                     match r {
-                        Ok(_) => console_at = now + CONSOLE_PERIOD,
+                        Ok(_) => console_at = now + console_period,
                         Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
                         Err(e) => {
                             tracing::debug!(error = %e, "console shipping failed; retrying later");
                             console_at = now + CONSOLE_PERIOD.max(Duration::from_secs(2));
                         }
                     }
+                }
+                _ = next_change(&mut watch), if console.is_none() => {
+                    // Written just now: ship it (a burst waits a few ms to go in one call).
+                    console_at = console_at.min(Instant::now().max(ship_started + MIN_SHIP_SPACING));
                 }
                 found = next_of(&mut rediscover) => {
                     rediscover = None;
@@ -592,9 +630,14 @@ impl<R: Runtime> Host<R> {
                         }
                     }
                 }
-                Some((id, result)) = ops.next(), if !ops.is_empty() => {
+                Some((id, result, phases)) = ops.next(), if !ops.is_empty() => {
                     let result = result.map_err(|e| e.to_string());
-                    self.absorb(table.complete(&id, result), &mut ops, &mut pending);
+                    let mut step = table.complete(&id, result);
+                    // The report that ends the step says how the step went, phase by phase.
+                    if let Some(r) = step.reports.iter_mut().find(|r| r.instance_id == id) {
+                        r.timings = phases;
+                    }
+                    self.absorb(step, &mut ops, &mut pending);
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -610,8 +653,14 @@ impl<R: Runtime> Host<R> {
             let rt = self.runtime.clone();
             ops.push(Box::pin(async move {
                 let id = op.instance_id.clone();
+                let phase = op.kind.name().to_string();
+                let started_at = chrono::Utc::now();
+                let t0 = Instant::now();
                 let result = rt.execute(op).await;
-                (id, result)
+                let took_ms = t0.elapsed().as_micros() as f64 / 1000.0;
+                let mut phases = vec![PhaseTiming { phase, started_at, took_ms }];
+                phases.extend(rt.take_phases(&id));
+                (id, result, phases)
             }));
         }
         for mut r in step.reports {

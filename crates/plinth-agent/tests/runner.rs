@@ -11,7 +11,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use plinth_agent::runtime::sim::{SimConfig, SimRuntime};
 use plinth_agent::sim::inventory::profile_for;
-use plinth_agent::{AgentClient, HostError, HostSetup, Progress, RunnerConfig, StateDir, run_host};
+use plinth_agent::{
+    AgentClient, Discovered, HostError, HostSetup, Op, OpKind, Progress, RunnerConfig, Runtime, RuntimeError, StateDir,
+    run_host,
+};
 use plinth_api::*;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,8 @@ struct Fake {
     refused: u32,
     /// Desired-state answers served.
     polls: u32,
+    /// Console bytes shipped, by instance.
+    consoles: std::collections::HashMap<String, Vec<u8>>,
     revoked: bool,
 }
 
@@ -136,6 +141,26 @@ async fn observed(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Obs
     }
 }
 
+async fn console(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<ConsoleChunkQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err((status, code)) = gate(&s, &headers) {
+        return problem(status, code);
+    }
+    let acked = s.with(|f| {
+        let log = f.consoles.entry(id).or_default();
+        if q.offset as usize == log.len() {
+            log.extend_from_slice(&body);
+        }
+        log.len() as u64
+    });
+    Json(ConsoleAck { stream: q.stream, acked }).into_response()
+}
+
 async fn start_fake() -> (Shared, String) {
     let shared = Shared::default();
     let app = Router::new()
@@ -144,6 +169,7 @@ async fn start_fake() -> (Shared, String) {
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/desired", get(desired))
         .route("/agent/v1/observed", post(observed))
+        .route("/agent/v1/instances/{id}/console", post(console))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -193,6 +219,34 @@ fn saw(f: &Fake, id: &InstanceId, state: ObservedState, generation: i64) -> usiz
 
 type Running = (tokio::task::JoinHandle<Result<(), HostError>>, watch::Sender<bool>);
 
+/// The sim runtime with a console log per guest (`{dir}/{id}/console.log`, its directory
+/// made by the prepare step, as the qemu runtime does), which the test writes to.
+struct ConsoleSim {
+    sim: SimRuntime,
+    dir: std::path::PathBuf,
+}
+
+impl Runtime for ConsoleSim {
+    fn name(&self) -> &'static str {
+        self.sim.name()
+    }
+    async fn discover(&self) -> Result<Vec<Discovered>, RuntimeError> {
+        self.sim.discover().await
+    }
+    async fn execute(&self, op: Op) -> Result<(), RuntimeError> {
+        if matches!(op.kind, OpKind::Prepare(_)) {
+            std::fs::create_dir_all(self.dir.join(op.instance_id.as_str())).expect("guest dir");
+        }
+        self.sim.execute(op).await
+    }
+    fn has_consoles(&self) -> bool {
+        true
+    }
+    fn console_log(&self, id: &InstanceId) -> Option<std::path::PathBuf> {
+        Some(self.dir.join(id.as_str()).join("console.log"))
+    }
+}
+
 fn start_host(url: &str, state: &StateDir) -> Running {
     let client = AgentClient::new(url, "plinth-agent-test").expect("client");
     let cfg = Arc::new(RunnerConfig {
@@ -200,6 +254,7 @@ fn start_host(url: &str, state: &StateDir) -> Running {
         poll_wait_seconds: 2,
         agent_version: "test".into(),
         state: state.clone(),
+        console_poll: plinth_agent::runner::CONSOLE_POLL,
     });
     let inventory = profile_for(0);
     let file = state.host_dir("sim-0000").expect("host dir").join("sim-guests.json");
@@ -284,6 +339,49 @@ async fn a_host_enrols_converges_survives_an_outage_and_restarts_without_enrolli
 }
 
 #[tokio::test]
+async fn console_output_reaches_the_server_as_soon_as_it_is_written() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(dir.path().join("agent")).expect("state");
+    let client = AgentClient::new(&url, "plinth-agent-test").expect("client");
+    // Logs are looked at on a timer only once an hour: output can only get there because
+    // the agent is told the log was written.
+    let cfg = Arc::new(RunnerConfig {
+        join_token: Some(JOIN.into()),
+        poll_wait_seconds: 2,
+        agent_version: "test".into(),
+        state: state.clone(),
+        console_poll: Duration::from_secs(3600),
+    });
+    let inventory = profile_for(0);
+    let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
+    let runtime = Arc::new(ConsoleSim {
+        sim: SimRuntime::new(sim, &inventory, None).expect("runtime"),
+        dir: dir.path().join("guests"),
+    });
+    let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory, rediscover: None };
+    let (stop, rx) = watch::channel(false);
+    let handle = tokio::spawn(run_host(client, cfg, setup, runtime.clone(), Arc::new(Progress::default()), rx));
+
+    let id = InstanceId::generate();
+    fake.with(|f| {
+        f.generation = 1;
+        f.specs = vec![spec(&id, 1, PowerState::Running, 1)];
+    });
+    fake.changed.notify_waiters();
+    until(&fake, "running@1", |f| saw(f, &id, ObservedState::Running, 1) == 1).await;
+    let log = runtime.console_log(&id).expect("log");
+    let shipped = |f: &Fake| String::from_utf8_lossy(f.consoles.get(id.as_str()).map_or(&[][..], |v| v)).into_owned();
+    for line in ["[    0.000000] Linux version\n", &format!("PLINTH-GUEST-READY {id}\n")] {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        std::io::Write::write_all(&mut f, line.as_bytes()).expect("write");
+        until(&fake, "the line on the server", |f| shipped(f).ends_with(line)).await;
+    }
+    stop.send(true).expect("stop");
+    assert!(handle.await.expect("join").is_ok());
+}
+
+#[tokio::test]
 async fn a_refused_credential_stops_the_host() {
     let (fake, url) = start_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -309,6 +407,7 @@ async fn a_bad_join_token_is_refused_without_retrying() {
         poll_wait_seconds: 2,
         agent_version: "test".into(),
         state: state.clone(),
+        console_poll: plinth_agent::runner::CONSOLE_POLL,
     });
     let inventory = profile_for(1);
     let runtime = Arc::new(SimRuntime::new(SimConfig::default(), &inventory, None).expect("runtime"));

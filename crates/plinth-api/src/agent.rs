@@ -73,7 +73,7 @@ pub struct DesiredQuery {
 }
 
 /// One guest as the agent sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObservedInstance {
     pub instance_id: InstanceId,
@@ -85,6 +85,9 @@ pub struct ObservedInstance {
     /// How the guest runs, when it runs (or last ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<RuntimeEvidence>,
+    /// What the agent did to reach this state, phase by phase (reports that end a step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<crate::operations::PhaseTiming>,
 }
 
 /// How a guest actually runs on its host: recorded from the agent's reports and shown to

@@ -162,13 +162,16 @@ pub enum RestartPolicy {
 }
 
 /// The agent's last word on an instance.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
 pub struct Observation {
     pub state: ObservedState,
     /// The instance spec generation this observation reflects.
     pub generation: i64,
     pub detail: Option<String>,
     pub at: DateTime<Utc>,
+    /// The agent's phases that led to this observation, as it reported them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<crate::operations::PhaseTiming>,
 }
 
 /// An instance.

@@ -51,6 +51,32 @@ pub struct OperationItem {
     pub detail: Option<String>,
 }
 
+/// One timed phase of a host's work, as its agent reports it (`prepare`, `qemu_launch`,
+/// `qmp_handshake`, …): when it began on the host's clock and how long it took.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseTiming {
+    pub phase: String,
+    pub started_at: DateTime<Utc>,
+    /// Milliseconds, to the microsecond.
+    pub took_ms: f64,
+}
+
+/// How long one step of an operation took. A step that waited for a host carries the
+/// phases the host's agent reported for it (`host`), so the time the step spent can be
+/// split into the agent's work and the time in between (the wake-ups, the reports).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
+pub struct StepTiming {
+    pub step: String,
+    pub started_at: DateTime<Utc>,
+    /// Milliseconds, to the microsecond.
+    pub took_ms: f64,
+    /// `done`, `failed` or `undone`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<PhaseTiming>,
+}
+
 /// A long-running action.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct Operation {
@@ -69,6 +95,10 @@ pub struct Operation {
     pub message: String,
     pub items: Vec<OperationItem>,
     pub error: Option<OperationError>,
+    /// Each step's start and duration, in the order they ran (sagas only; the steps a
+    /// request runs inline share its start).
+    #[serde(default)]
+    pub timings: Vec<StepTiming>,
     /// The user who asked for it (None: a reconciler).
     pub requested_by: Option<UserId>,
     pub started_at: Option<DateTime<Utc>>,

@@ -133,7 +133,7 @@ mod tests {
     use chrono::Utc;
 
     fn obs(state: ObservedState, generation: i64) -> Observation {
-        Observation { state, generation, detail: None, at: Utc::now() }
+        Observation { state, generation, detail: None, at: Utc::now(), timings: vec![] }
     }
 
     fn facts(power: PowerState, spec: i64, o: Option<&Observation>) -> Facts<'_> {

@@ -165,6 +165,68 @@ async fn concurrent_creates_never_overcommit() {
     }
 }
 
+#[tokio::test]
+async fn an_operation_shows_when_each_step_ran_and_what_the_host_did_in_it() {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let created = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let op = srv.wait_op(&tok, &op_of(&created)).await;
+    assert_eq!(op["status"], "succeeded", "{op}");
+    let op = srv.get(&format!("/v1/operations/{}", op_of(&created))).token(&tok).send().await.ok(200);
+    let timings = op["timings"].as_array().expect("timings").clone();
+    let steps: Vec<&str> = timings.iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["quota", "claim", "prepare", "start"], "{op}");
+    let mut last = String::new();
+    for t in &timings {
+        assert_eq!(t["outcome"], "done", "{t}");
+        assert!(t["took_ms"].as_f64().unwrap() >= 0.0, "{t}");
+        let at = t["started_at"].as_str().unwrap().to_string();
+        assert!(at >= last, "steps are in the order they ran: {op}");
+        last = at;
+    }
+    // The steps that waited for the host carry what the agent reported doing.
+    assert_eq!(timings[2]["host"][0]["phase"], "to-stopped", "{op}");
+    assert_eq!(timings[3]["host"][0]["phase"], "to-running", "{op}");
+    assert_eq!(timings[3]["host"][0]["took_ms"], 1.5);
+    assert!(timings[0]["host"].is_null(), "the inline steps waited for no host: {op}");
+}
+
+#[tokio::test]
+async fn a_failed_step_and_the_undos_it_caused_are_timed() {
+    let mut config = ServerConfig::default();
+    config.failpoints.insert("instance.create:start".into());
+    let srv = TestServer::start_with(config).await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let created = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let op = srv.wait_op(&tok, &op_of(&created)).await;
+    assert_eq!(op["status"], "failed", "{op}");
+    let got: Vec<(&str, &str)> = op["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["step"].as_str().unwrap(), t["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("quota", "done"),
+            ("claim", "done"),
+            ("prepare", "done"),
+            ("start", "failed"),
+            ("prepare", "undone"),
+            ("claim", "undone"),
+            ("quota", "undone")
+        ],
+        "{op}"
+    );
+}
+
 async fn unwinds_at(step: &str) {
     let mut config = ServerConfig::default();
     config.failpoints.insert(format!("instance.create:{step}"));

@@ -548,6 +548,7 @@ fn operation(kind: &str) -> Operation {
         message: String::new(),
         items: vec![],
         error: None,
+        timings: vec![],
         requested_by: None,
         started_at: Some(now),
         finished_at: None,

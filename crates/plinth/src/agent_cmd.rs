@@ -272,6 +272,7 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
         poll_wait_seconds: args.poll_wait,
         agent_version: format!("{AGENT_VERSION} (sim)"),
         state: state.clone(),
+        console_poll: plinth_agent::runner::CONSOLE_POLL,
     });
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -116,6 +116,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
         poll_wait_seconds: h.poll_wait,
         agent_version: format!("{AGENT_VERSION} (qemu)"),
         state,
+        console_poll: plinth_agent::runner::CONSOLE_POLL,
     });
     run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), stop).await?;
     Ok(())

@@ -221,3 +221,27 @@ mod tests {
         assert_eq!(field(&json!([{ "name": "x" }]), "name").unwrap(), ["x"]);
     }
 }
+
+/// Prints an operation's step timings: one row per step, and under a step that waited
+/// for a host, one row per phase the host's agent reported.
+pub fn timings(steps: &[plinth_api::StepTiming]) {
+    if steps.is_empty() {
+        return;
+    }
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY);
+    t.set_header(["STEP", "STARTED", "MS", "OUTCOME"]);
+    let at = |d: &chrono::DateTime<chrono::Utc>| d.format("%H:%M:%S%.3f").to_string();
+    for s in steps {
+        t.add_row(vec![s.step.clone(), at(&s.started_at), format!("{:.1}", s.took_ms), s.outcome.clone()]);
+        for p in &s.host {
+            t.add_row(vec![
+                format!("  host: {}", p.phase),
+                at(&p.started_at),
+                format!("{:.1}", p.took_ms),
+                String::new(),
+            ]);
+        }
+    }
+    println!("{t}");
+}

@@ -175,4 +175,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn console_log(&self, _instance_id: &InstanceId) -> Option<PathBuf> {
         None
     }
+
+    /// The phases (with their start and duration) of the last step run on a guest, taken
+    /// once: the runner sends them with the report that ends the step. None by default.
+    fn take_phases(&self, _instance_id: &InstanceId) -> Vec<plinth_api::PhaseTiming> {
+        Vec::new()
+    }
 }

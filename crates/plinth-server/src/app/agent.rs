@@ -188,6 +188,7 @@ pub async fn observed(st: &AppState, host_id: &HostId, b: ObservedReport) -> Res
                 generation: o.generation,
                 detail: o.detail.clone(),
                 at: Utc::now(),
+                timings: o.timings.clone(),
             });
             let detail = || o.detail.clone().unwrap_or_else(|| "no detail".into());
             match o.state {

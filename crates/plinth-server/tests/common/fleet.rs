@@ -161,9 +161,11 @@ impl TestAgent {
                     let iid = spec["instance_id"].as_str().unwrap_or("").to_string();
                     if reported.get(&iid) != Some(&(g, state.to_string())) {
                         reported.insert(iid.clone(), (g, state.to_string()));
-                        out.push(
-                            json!({ "instance_id": iid, "generation": g, "state": state, "detail": "test agent" }),
-                        );
+                        // Like the real agent, a report that ends a step says how it went.
+                        let timings = json!([{ "phase": format!("to-{state}"), "started_at": chrono::Utc::now(), "took_ms": 1.5 }]);
+                        out.push(json!({
+                            "instance_id": iid, "generation": g, "state": state, "detail": "test agent", "timings": timings
+                        }));
                     }
                 }
                 if !out.is_empty() {

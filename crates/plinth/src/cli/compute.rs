@@ -404,7 +404,18 @@ impl OperationCmd {
                 none_match("operations", &d, &[("target", target.clone()), ("status", st)]);
                 o.list(&d, COLUMNS)
             }
-            OperationCmd::Get { id } => get::<Operations>(c, o, id).await,
+            OperationCmd::Get { id } => {
+                let d = c.view::<Operations>(&Operations::lookup(c, id).await?).await?;
+                if o.document(&d)? {
+                    return Ok(());
+                }
+                // The step timings read better as their own table than as one JSON cell.
+                let mut op = d.into_inner();
+                let timings = std::mem::take(&mut op.timings);
+                o.object(&plinth_client::Doc::new(op, String::new()))?;
+                output::timings(&timings);
+                Ok(())
+            }
             OperationCmd::Wait { id, timeout } => {
                 let op = wait::wait(c, id, Duration::from_secs(*timeout)).await?;
                 if o.machine() {

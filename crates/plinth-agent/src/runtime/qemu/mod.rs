@@ -47,7 +47,7 @@ pub use cmdline::{Accel, Machine};
 use cmdline::{Boot, Hugepages, QemuArgs};
 use guest::{GuestPaths, GuestRecord, MAX_SOCKET_PATH};
 use images::ImageCache;
-use plinth_api::{ImageBoot, InstanceId, InstanceSpec, RuntimeClass, RuntimeEvidence};
+use plinth_api::{ImageBoot, InstanceId, InstanceSpec, PhaseTiming, RuntimeClass, RuntimeEvidence};
 use qmp::{EventStream, Qmp};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -138,6 +138,19 @@ struct Guest {
     state: tokio::sync::Mutex<GuestState>,
     /// The evidence of the last state, readable without waiting for a step.
     evidence: Mutex<Option<RuntimeEvidence>>,
+    /// The timed phases of the step running (or last run), for its report.
+    phases: Mutex<Vec<PhaseTiming>>,
+}
+
+/// Runs `f` as phase `phase` of guest `g`'s current step, noting when it began and how
+/// long it took.
+async fn timed<T>(g: &Guest, phase: &str, f: impl std::future::Future<Output = T>) -> T {
+    let started_at = chrono::Utc::now();
+    let t0 = Instant::now();
+    let out = f.await;
+    let took_ms = t0.elapsed().as_micros() as f64 / 1000.0;
+    lock(&g.phases).push(PhaseTiming { phase: phase.to_string(), started_at, took_ms });
+    out
 }
 
 struct Inner {
@@ -255,6 +268,7 @@ impl Inner {
                     paths: GuestPaths::new(&self.root, id),
                     state: tokio::sync::Mutex::new(GuestState::default()),
                     evidence: Mutex::new(None),
+                    phases: Mutex::new(Vec::new()),
                 })
             })
             .clone()
@@ -446,16 +460,20 @@ impl Inner {
             [&src.kernel, &src.initrd, &src.disk].into_iter().flatten().map(|b| b.sha256.clone()).collect();
         digests.dedup();
         let _pin = self.images.pin(digests);
-        let (_, boot_files) = self.boot_files(&spec).await?;
+        let (_, boot_files) = timed(g, "image_files", self.boot_files(&spec)).await?;
         let disk_base = match &src.disk {
-            Some(b) => Some((self.images.ensure(self.blobs().as_deref(), b).await?, b.format, b.sha256.clone())),
+            Some(b) => Some((
+                timed(g, "disk_image", self.images.ensure(self.blobs().as_deref(), b)).await?,
+                b.format,
+                b.sha256.clone(),
+            )),
             None => None,
         };
         if tokio::fs::try_exists(&g.paths.disk).await.unwrap_or(false) {
             tracing::info!(instance = %g.id, "qemu: prepare keeps the existing root disk");
         } else {
             let base = disk_base.as_ref().map(|(p, f, _)| (p.as_path(), *f));
-            images::create_disk(&self.cfg.qemu_img, base, &g.paths.disk, spec.claim.disk_gib).await?;
+            timed(g, "disk", images::create_disk(&self.cfg.qemu_img, base, &g.paths.disk, spec.claim.disk_gib)).await?;
         }
         let machine = machine_for(spec.runtime_class)?;
         let record = match st.record.take() {
@@ -482,7 +500,7 @@ impl Inner {
                 pinned_cpus: Vec::new(),
             },
         };
-        guest::save(&g.paths.record, &record).await.map_err(|e| e.to_string())?;
+        timed(g, "record", guest::save(&g.paths.record, &record)).await.map_err(|e| e.to_string())?;
         st.record = Some(record);
         Ok(())
     }
@@ -498,7 +516,7 @@ impl Inner {
             return Err("boot of a guest that was never prepared".into());
         }
         check_spec(&spec)?;
-        let status = match self.reattach(g, st).await {
+        let status = match timed(g, "reattach", self.reattach(g, st)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(instance = %g.id, "qemu: {e}; it is ended and started again");
@@ -517,7 +535,7 @@ impl Inner {
             return guest::save(&g.paths.record, record).await.map_err(|e| e.to_string());
         }
         let _pin = self.images.pin(record.images());
-        let (boot, boot_files) = self.boot_files(&spec).await?;
+        let (boot, boot_files) = timed(g, "image_files", self.boot_files(&spec)).await?;
         let record = st.record.as_mut().ok_or("no record")?;
         if let (Some(status), Some(live)) = (status, st.live.as_ref()) {
             // The running process holds its hugepages: do not count them as missing.
@@ -542,7 +560,7 @@ impl Inner {
             end_process(Some(&live.qmp), live.pid, &g.paths.pidfile, live.started).await?;
             drop(live);
         }
-        self.refresh_disk(g, st, &spec).await?;
+        timed(g, "refresh_disk", self.refresh_disk(g, st, &spec)).await?;
         // Refused here, before anything starts, when the host lacks the hugepages.
         let args = self.qemu_args(g, &spec, boot, true)?;
         let argv = args.argv();
@@ -606,7 +624,7 @@ impl Inner {
         record.detail = None;
         let cpus = spec.claim.cpus.clone();
         record.spec = spec;
-        guest::save(&g.paths.record, record).await.map_err(|e| e.to_string())?;
+        timed(g, "record", guest::save(&g.paths.record, record)).await.map_err(|e| e.to_string())?;
 
         let t0 = Instant::now();
         let result = self.launch(g, &argv, &cpus).await;
@@ -618,7 +636,7 @@ impl Inner {
                 record.pinned_cpus = pinned;
                 tracing::info!(instance = %g.id, pid = live.pid, ms = t0.elapsed().as_millis() as u64, "qemu: guest started");
                 st.live = Some(live);
-                guest::save(&g.paths.record, record).await.map_err(|e| e.to_string())
+                timed(g, "record", guest::save(&g.paths.record, record)).await.map_err(|e| e.to_string())
             }
             Err(e) => {
                 record.actual = Actual::Failed;
@@ -631,7 +649,12 @@ impl Inner {
 
     /// Starts QEMU and makes sure it runs; on any failure, no process is left.
     async fn launch(self: &Arc<Self>, g: &Guest, argv: &[String], cpus: &[u32]) -> Result<(Live, Vec<u32>), String> {
-        process::start_daemonized(argv, &g.paths.dir, &g.paths.stderr_log, self.cfg.start_timeout).await?;
+        timed(
+            g,
+            "qemu_launch",
+            process::start_daemonized(argv, &g.paths.dir, &g.paths.stderr_log, self.cfg.start_timeout),
+        )
+        .await?;
         let pid = process::read_pidfile(&g.paths.pidfile)
             .ok_or_else(|| format!("qemu started but wrote no pid to {}", g.paths.pidfile.display()))?;
         let started = process::start_time(pid);
@@ -660,11 +683,11 @@ impl Inner {
         slot: &mut Option<Arc<Qmp>>,
         cpus: &[u32],
     ) -> Result<(EventStream, Vec<u32>), String> {
-        let (qmp, events) = Qmp::connect(&g.paths.qmp_socket, self.cfg.start_timeout)
+        let (qmp, events) = timed(g, "qmp_handshake", Qmp::connect(&g.paths.qmp_socket, self.cfg.start_timeout))
             .await
             .map_err(|e| format!("qemu started (pid {pid}) but its monitor cannot be reached: {e}"))?;
         let qmp = slot.insert(Arc::new(qmp));
-        let status = qmp.query_status().await.map_err(|e| e.to_string())?;
+        let status = timed(g, "query_status", qmp.query_status()).await.map_err(|e| e.to_string())?;
         if status.status != "running" {
             return Err(format!("qemu started but the guest is {}, not running", status.status));
         }
@@ -750,6 +773,7 @@ impl Inner {
         }
         let g = self.guest(&op.instance_id);
         let mut st = g.state.lock().await;
+        lock(&g.phases).clear();
         self.load(&g, &mut st).await?;
         let step = op.kind.name();
         let destroy = matches!(op.kind, OpKind::Destroy);
@@ -828,6 +852,11 @@ impl Runtime for QemuRuntime {
     fn console_log(&self, instance_id: &InstanceId) -> Option<PathBuf> {
         let g = lock(&self.inner.guests).get(instance_id).cloned()?;
         Some(g.paths.console_log.clone())
+    }
+
+    fn take_phases(&self, instance_id: &InstanceId) -> Vec<PhaseTiming> {
+        let Some(g) = lock(&self.inner.guests).get(instance_id).cloned() else { return Vec::new() };
+        std::mem::take(&mut *lock(&g.phases))
     }
 }
 

@@ -137,6 +137,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     // transaction, so concurrent creates cannot pass it.
     injected(st, "instance.create:quota")?;
     injected(st, "instance.create:claim")?;
+    let claim_started = Utc::now();
     let mut req = request_for(&inst);
     let consumer = Consumer {
         instance_id: inst.id.clone(),
@@ -165,6 +166,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
         Some(&caller.principal.user_id),
         4,
     );
+    op.started_at = Some(claim_started); // the inline steps' timing starts with the claim
     let params = serde_json::to_value(InstanceParams { instance_id: inst.id.clone(), start: b.start.unwrap_or(true) })
         .unwrap_or_default();
     saga::begin(st, &mut tx, &mut op, "instance.create", params, &["quota", "claim"]).await?;

@@ -98,6 +98,8 @@ async fn wait_observed_from(
                     && o.generation >= generation
                 {
                     if o.state == want {
+                        // The agent's phases for this report go into the step's timing.
+                        super::note_host_phases(&o.timings);
                         return Ok(Some(()));
                     }
                     if o.state == ObservedState::Failed && want != ObservedState::Absent {

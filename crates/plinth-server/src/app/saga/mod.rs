@@ -13,6 +13,10 @@
 //! the undo of every completed step runs, newest first. Steps must be idempotent — a crash
 //! between a step's effect and its log entry runs the step again.
 //!
+//! Every step's start and duration goes into the operation's `timings` (with the step's
+//! outcome), written in the transaction that records the step; a step that waits for a
+//! host's report adds the phases the agent reported doing (see [`note_host_phases`]).
+//!
 //! Fail points (`ServerConfig::failpoints`, `kind:step`, or `kind:step:undo` for a step's
 //! undo) make a step fail on purpose so tests can prove that unwinding leaves nothing
 //! behind, and that an undo that keeps failing is retried.
@@ -29,9 +33,50 @@ use plinth_domain::authz::Scope;
 use plinth_store::{StoreError, Tx, Val};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+tokio::task_local! {
+    /// The host phases the running step collected (see [`note_host_phases`]).
+    static HOST_PHASES: RefCell<Vec<PhaseTiming>>;
+}
+
+/// Adds what a host's agent reported doing (its phases) to the timing of the step that
+/// runs now; outside a saga step, does nothing.
+pub fn note_host_phases(phases: &[PhaseTiming]) {
+    if phases.is_empty() {
+        return;
+    }
+    let _ = HOST_PHASES.try_with(|h| h.borrow_mut().extend(phases.iter().cloned()));
+}
+
+/// Runs a step (or undo) future, answering its outcome, its timing and the host phases it noted.
+async fn timed<F: Future<Output = Result<(), StepError>>>(name: &str, f: F) -> (Result<(), StepError>, StepTiming) {
+    let started_at = Utc::now();
+    let t0 = Instant::now();
+    let (outcome, host) = HOST_PHASES
+        .scope(RefCell::new(Vec::new()), async {
+            let r = f.await;
+            (r, HOST_PHASES.with(|h| h.take()))
+        })
+        .await;
+    let outcome_name = if outcome.is_ok() { "done" } else { "failed" };
+    let timing = StepTiming {
+        step: name.to_string(),
+        started_at,
+        took_ms: millis(t0.elapsed()),
+        outcome: outcome_name.into(),
+        host,
+    };
+    (outcome, timing)
+}
+
+/// A duration in milliseconds, to the microsecond.
+pub fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
 
 /// Why a step failed: a stable code and a sentence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +159,7 @@ pub fn new_operation(
         message: "started".into(),
         items: vec![],
         error: None,
+        timings: vec![],
         requested_by: by.cloned(),
         started_at: Some(now),
         finished_at: None,
@@ -125,7 +171,9 @@ pub fn new_operation(
 
 /// Writes `op` as a saga of `kind` with `params`, recording `done_inline` as steps the
 /// request already completed inside this same transaction. The operation is written
-/// leased to this server: [`spawn`] it once the transaction commits.
+/// leased to this server: [`spawn`] it once the transaction commits. The inline steps
+/// are timed from `op.started_at` (which the request may set to when they began) to
+/// now, as one span: they share one transaction, so the last one carries the time.
 pub async fn begin(
     st: &AppState,
     tx: &mut Tx,
@@ -139,6 +187,13 @@ pub async fn begin(
     op.done = done_inline.len() as u32;
     if let Some(last) = done_inline.last() {
         op.message = format!("{last} done");
+    }
+    let now = Utc::now();
+    let started_at = op.started_at.unwrap_or(now);
+    let span = millis((now - started_at).to_std().unwrap_or_default());
+    for (i, s) in done_inline.iter().enumerate() {
+        let took_ms = if i + 1 == done_inline.len() { span } else { 0.0 };
+        op.timings.push(StepTiming { step: s.to_string(), started_at, took_ms, outcome: "done".into(), host: vec![] });
     }
     let state = SagaState {
         kind: kind.to_string(),
@@ -268,11 +323,14 @@ async fn steps(st: &AppState, op_id: &OperationId, mut fresh: bool) -> Result<()
             return finish(st, op_id, def.kind, OperationStatus::Succeeded, None).await;
         };
         let point = format!("{}:{}", def.kind, step.name);
-        let outcome = if st.config.failpoints.contains(&point) {
-            Err(StepError::new("injected_failure", format!("fail point {point}")))
-        } else {
-            (step.run)(st, op_id, &state.params).await
-        };
+        let (outcome, timing) = timed(step.name, async {
+            if st.config.failpoints.contains(&point) {
+                Err(StepError::new("injected_failure", format!("fail point {point}")))
+            } else {
+                (step.run)(st, op_id, &state.params).await
+            }
+        })
+        .await;
         let ok = outcome.is_ok();
         let mut tx = st.store.begin().await?;
         match outcome {
@@ -283,6 +341,7 @@ async fn steps(st: &AppState, op_id: &OperationId, mut fresh: bool) -> Result<()
                 update_op(&mut tx, op_id, |o| {
                     o.done = o.done.max(n);
                     o.message = format!("{} done", step.name);
+                    o.timings.push(timing);
                 })
                 .await?;
             }
@@ -298,6 +357,7 @@ async fn steps(st: &AppState, op_id: &OperationId, mut fresh: bool) -> Result<()
                     } else {
                         format!("{} failed: {}; undoing", step.name, e.detail)
                     };
+                    o.timings.push(timing);
                 })
                 .await?;
             }
@@ -321,6 +381,8 @@ async fn unwind(st: &AppState, op_id: &OperationId, def: &SagaDef, state: &mut S
     let mut incomplete = None;
     for name in done {
         let Some(step) = def.steps.iter().find(|s| s.name == name) else { continue };
+        let started_at = Utc::now();
+        let t0 = Instant::now();
         if let Some(undo) = step.undo {
             let point = format!("{}:{}:undo", def.kind, step.name);
             let mut attempt = 0;
@@ -354,6 +416,14 @@ async fn unwind(st: &AppState, op_id: &OperationId, def: &SagaDef, state: &mut S
         tx.saga_append(op_id.as_str(), step.name, "undo", None).await?;
         state.undone.push(name.clone());
         save_state(&mut tx, op_id, state).await?;
+        let timing = StepTiming {
+            step: name.clone(),
+            started_at,
+            took_ms: millis(t0.elapsed()),
+            outcome: "undone".into(),
+            host: vec![],
+        };
+        update_op(&mut tx, op_id, |o| o.timings.push(timing)).await?;
         tx.commit().await?;
     }
     if let Some(e) = incomplete {
