@@ -429,3 +429,10 @@ pub struct ConsoleQuery {
     #[param(maximum = 60)]
     pub wait: Option<u64>,
 }
+
+/// Filters of `GET /v1/placement-groups`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PlacementGroupFilter {
+    pub project_id: Option<String>,
+}

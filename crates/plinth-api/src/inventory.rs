@@ -484,3 +484,11 @@ pub struct HostJoinTokenCreated {
     /// The join secret, `pjt_…`, for `plinth agent --join-token`.
     pub secret: String,
 }
+
+/// Filters of `GET /v1/racks`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RackFilter {
+    /// Only racks in this site.
+    pub site_id: Option<String>,
+}

@@ -4,7 +4,6 @@
 
 use crate::client::{Both, Client, Doc};
 use crate::error::Result;
-use crate::query::*;
 use plinth_api::*;
 use reqwest::Method;
 use serde::Serialize;
@@ -116,7 +115,7 @@ resource!(/// `/v1/images`.
 resource!(/// `/v1/instances`.
     Instances, "/v1/instances", "instance", "instances", Instance, InstanceFilter);
 resource!(/// `/v1/placement-groups`.
-    PlacementGroups, "/v1/placement-groups", "placement group", "placement groups", PlacementGroup, GroupFilter);
+    PlacementGroups, "/v1/placement-groups", "placement group", "placement groups", PlacementGroup, PlacementGroupFilter);
 resource!(/// `/v1/operations`.
     Operations, "/v1/operations", "operation", "operations", Operation, OperationFilter);
 resource!(/// `/v1/invoices`.

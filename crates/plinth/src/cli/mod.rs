@@ -218,7 +218,7 @@ impl ProjectCmd {
         match self {
             ProjectCmd::List { page, tenant } => {
                 let tenant_id = resolve_opt::<Tenants>(c, tenant.as_deref()).await?;
-                let filter = query::ProjectFilter { tenant_id: tenant_id.clone().map(TenantId), name: None };
+                let filter = ProjectFilter { tenant_id: tenant_id.clone(), name: None };
                 let d = c.list::<Projects>(&page.page(), &filter).await?;
                 none_match("projects", &d, &[("tenant", tenant_id)]);
                 o.list(&d, PROJECT_COLUMNS)

@@ -5,16 +5,6 @@ use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::validate;
-use serde::Deserialize;
-use utoipa::IntoParams;
-
-/// Filters of `GET /v1/racks`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RackFilter {
-    /// Only racks in this site.
-    pub site_id: Option<String>,
-}
 
 /// List racks.
 pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: RackFilter) -> Result<Page<Rack>> {
