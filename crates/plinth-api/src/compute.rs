@@ -435,4 +435,6 @@ pub struct ConsoleQuery {
 #[into_params(parameter_in = Query)]
 pub struct PlacementGroupFilter {
     pub project_id: Option<String>,
+    /// Only groups with this name (unique within a project).
+    pub name: Option<String>,
 }

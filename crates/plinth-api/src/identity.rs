@@ -247,6 +247,30 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// Filters of `GET /v1/tenants`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantFilter {
+    /// Only the tenant with this name.
+    pub name: Option<String>,
+}
+
+/// Filters of `GET /v1/users`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Only users with this name (unique within a tenant).
+    pub name: Option<String>,
+}
+
+/// Filters of `GET /v1/tokens`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenFilter {
+    /// Only tokens with this name.
+    pub name: Option<String>,
+}
+
 /// Filters of `GET /v1/projects`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
 #[into_params(parameter_in = Query)]

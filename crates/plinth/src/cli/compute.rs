@@ -197,7 +197,7 @@ impl InstanceCreateArgs {
         let project_id = ProjectId(resolve::<Projects>(c, &self.project).await?);
         let placement_group_id = match &self.placement_group {
             Some(g) => {
-                let filter = PlacementGroupFilter { project_id: Some(project_id.to_string()) };
+                let filter = PlacementGroupFilter { project_id: Some(project_id.to_string()), name: None };
                 Some(PlacementGroupId(resolve_in::<PlacementGroups>(c, g, filter).await?))
             }
             None => None,
@@ -343,7 +343,10 @@ impl PlacementGroupCmd {
             PlacementGroupCmd::List { page, project } => {
                 let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
                 let d = c
-                    .list::<PlacementGroups>(&page.page(), &PlacementGroupFilter { project_id: project_id.clone() })
+                    .list::<PlacementGroups>(
+                        &page.page(),
+                        &PlacementGroupFilter { project_id: project_id.clone(), name: None },
+                    )
                     .await?;
                 none_match("placement groups", &d, &[("project", project_id)]);
                 o.list(&d, COLUMNS)

@@ -14,7 +14,8 @@ pub async fn list(
     f: PlacementGroupFilter,
 ) -> Result<Page<PlacementGroup>> {
     let pg = Paging::from(p)?;
-    let filters: Vec<(&str, String)> = f.project_id.into_iter().map(|p| ("project_id", p)).collect();
+    let mut filters: Vec<(&str, String)> = f.project_id.into_iter().map(|p| ("project_id", p)).collect();
+    filters.extend(f.name.map(|n| ("name", n)));
     Ok(st.store.list::<PlacementGroup>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 

@@ -10,7 +10,8 @@ use plinth_domain::validate;
 pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: RackFilter) -> Result<Page<Rack>> {
     caller.require_operator("reading inventory")?;
     let pg = Paging::from(p)?;
-    let filters: Vec<(&str, String)> = f.site_id.map(|s| vec![("site_id", s)]).unwrap_or_default();
+    let mut filters: Vec<(&str, String)> = f.site_id.map(|s| vec![("site_id", s)]).unwrap_or_default();
+    filters.extend(f.name.map(|n| ("name", n)));
     Ok(st.store.list::<Rack>(&Scope::Platform, &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 
