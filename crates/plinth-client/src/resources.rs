@@ -291,3 +291,23 @@ impl Client {
         self.send(Method::DELETE, &one::<R>(id), &(), None, if_match).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query<R: Resource>(f: &R::Filter) -> String {
+        serde_urlencoded::to_string(f).unwrap()
+    }
+
+    #[test]
+    fn a_name_narrows_the_given_filter_on_the_server() {
+        let in_project = PlacementGroupFilter { project_id: Some("prj_1".into()), name: None };
+        let f = PlacementGroups::with_name(in_project, "ha");
+        assert_eq!(query::<PlacementGroups>(&f), "project_id=prj_1&name=ha");
+        assert_eq!(query::<Tenants>(&Tenants::by_name("acme")), "name=acme");
+        assert_eq!(query::<Hosts>(&Hosts::by_name("node-1")), "name=node-1");
+        // Budgets have no name filter: the whole list, compared in the client.
+        assert_eq!(query::<Budgets>(&Budgets::by_name("cap")), "");
+    }
+}
