@@ -568,3 +568,56 @@ pub struct CounterAck {
     /// Samples refused: not a counter meter, negative values, or an instance not on this host.
     pub rejected: u32,
 }
+
+/// Filters of `GET /v1/invoices`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceFilter {
+    /// Only this tenant's (operators; others see their own).
+    pub tenant_id: Option<String>,
+    /// Only invoices of this period (`2026-11`).
+    pub period: Option<String>,
+}
+
+/// Query of `GET /v1/invoices/current`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CurrentQuery {
+    pub tenant_id: Option<String>,
+    /// `2026-11`; default the current period.
+    pub period: Option<String>,
+}
+
+/// Query of `GET /v1/invoices/{id}/lines`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinesQuery {
+    /// `resource`: usage lines broken down per resource (their amounts sum to the line's).
+    pub group_by: Option<String>,
+}
+
+/// Query of `GET /v1/billing/revenue`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RevenueQuery {
+    /// `2026-11`; default every period.
+    pub period: Option<String>,
+    /// Include drafts (default false).
+    pub drafts: Option<bool>,
+}
+
+/// Filters of `GET /v1/price-books`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PriceBookFilter {
+    /// Only the versions of this book.
+    pub name: Option<String>,
+}
+
+/// Query of `GET /v1/quotas`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QuotaQuery {
+    /// A tenant id (its own limits and each of its projects') or a project id.
+    pub scope_id: Option<String>,
+}

@@ -432,3 +432,12 @@ pub struct ConsoleQuery {
     #[param(maximum = 60)]
     pub wait: Option<u64>,
 }
+
+/// Filters of `GET /v1/placement-groups`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PlacementGroupFilter {
+    pub project_id: Option<String>,
+    /// Only groups with this name (unique within a project).
+    pub name: Option<String>,
+}

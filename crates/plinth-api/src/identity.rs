@@ -246,3 +246,45 @@ pub struct AuditFilter {
     /// Only records before this time (RFC 3339).
     pub until: Option<DateTime<Utc>>,
 }
+
+/// Filters of `GET /v1/tenants`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantFilter {
+    /// Only the tenant with this name.
+    pub name: Option<String>,
+}
+
+/// Filters of `GET /v1/users`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Only users with this name (unique within a tenant).
+    pub name: Option<String>,
+}
+
+/// Filters of `GET /v1/tokens`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenFilter {
+    /// Only tokens with this name.
+    pub name: Option<String>,
+}
+
+/// Filters of `GET /v1/projects`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectFilter {
+    /// Only projects of this tenant.
+    pub tenant_id: Option<String>,
+    /// Only the project with this name.
+    pub name: Option<String>,
+}
+
+/// Filters of `GET /v1/role-bindings`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RoleBindingFilter {
+    /// Only bindings of this user.
+    pub user_id: Option<String>,
+}

@@ -177,3 +177,17 @@ pub struct BootSource {
     pub initrd: Option<BlobRef>,
     pub cmdline: Option<String>,
 }
+
+/// Filters of `GET /v1/images`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImageFilter {
+    /// Only this project's images.
+    pub project_id: Option<String>,
+    /// Only images with this name.
+    pub name: Option<String>,
+    /// `importing`, `available` or `failed`.
+    pub status: Option<ImageStatus>,
+    /// `true`: only public images; `false`: only project images.
+    pub public: Option<bool>,
+}

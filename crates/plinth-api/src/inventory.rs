@@ -423,6 +423,8 @@ pub struct HostFilter {
     pub state: Option<HostState>,
     pub rack_id: Option<RackId>,
     pub site_id: Option<SiteId>,
+    /// Only the host with this name.
+    pub name: Option<String>,
 }
 
 /// A single-use join token for enrolling a host's agent.
@@ -483,4 +485,22 @@ pub struct HostJoinTokenCreated {
     pub join_token: HostJoinToken,
     /// The join secret, `pjt_…`, for `plinth agent --join-token`.
     pub secret: String,
+}
+
+/// Filters of `GET /v1/sites`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SiteFilter {
+    /// Only the site with this name.
+    pub name: Option<String>,
+}
+
+/// Filters of `GET /v1/racks`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RackFilter {
+    /// Only racks in this site.
+    pub site_id: Option<String>,
+    /// Only racks with this name (unique within a site).
+    pub name: Option<String>,
 }

@@ -15,6 +15,7 @@ pub mod operations;
 pub mod page;
 pub mod problem;
 pub mod shapes;
+pub mod system;
 
 pub use agent::*;
 pub use billing::*;
@@ -27,3 +28,4 @@ pub use operations::*;
 pub use page::*;
 pub use problem::*;
 pub use shapes::*;
+pub use system::*;

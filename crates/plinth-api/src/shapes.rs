@@ -113,3 +113,11 @@ fn default_runtime_class() -> RuntimeClass {
 pub struct ShapeUpdate {
     pub description: Option<String>,
 }
+
+/// Filters of `GET /v1/shapes`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShapeFilter {
+    /// Only the shape with this name.
+    pub name: Option<String>,
+}

@@ -10,7 +10,6 @@
 pub mod client;
 pub mod connect;
 pub mod error;
-pub mod query;
 pub mod resolve;
 pub mod resources;
 pub mod v1;

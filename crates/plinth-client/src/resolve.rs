@@ -1,6 +1,7 @@
 //! Names to ids: everywhere a caller takes an object it may be given its id or its name.
-//! A name is looked up in the caller's scope (the list the server answers this caller,
-//! narrowed by name on the server where the list can), and must name exactly one object.
+//! A name is looked up in the caller's scope: the list the server answers this caller,
+//! narrowed to that name by the list's `name` filter (one request; budgets, which have no
+//! such filter, are compared here over every page). It must name exactly one object.
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -18,7 +19,7 @@ pub async fn resolve<R: Named>(c: &Client, given: &str) -> Result<String> {
 }
 
 /// Like [`resolve`], looking only among the objects that pass `filter` (a project's
-/// instances, a tenant's projects).
+/// instances, a tenant's projects); the name is added to `filter`.
 pub async fn resolve_in<R: Named>(c: &Client, given: &str, filter: R::Filter) -> Result<String> {
     if given.strip_prefix(R::ID_PREFIX).is_some_and(|rest| rest.starts_with('_')) {
         // An id of this kind (or a malformed one, which the server refuses by name).
@@ -27,7 +28,8 @@ pub async fn resolve_in<R: Named>(c: &Client, given: &str, filter: R::Filter) ->
     if is_any_id(given) {
         return Err(Error::WrongKind { kind: R::KIND, given: given.to_string() });
     }
-    let all = c.list_all::<R>(&filter).await?;
+    // Narrowed on the server, this is one page (unless over 1000 objects share the name).
+    let all = c.list_all::<R>(&R::with_name(filter, given)).await?;
     let named: Vec<&R::Item> = all.iter().filter(|i| R::name(i) == given).collect();
     let live: Vec<&R::Item> = named.iter().copied().filter(|i| R::live(i)).collect();
     let pick = if live.is_empty() { named } else { live };

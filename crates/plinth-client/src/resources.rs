@@ -4,7 +4,6 @@
 
 use crate::client::{Both, Client, Doc};
 use crate::error::Result;
-use crate::query::*;
 use plinth_api::*;
 use reqwest::Method;
 use serde::Serialize;
@@ -46,10 +45,14 @@ pub trait Named: Resource {
     const ID_PREFIX: &'static str;
     fn id(item: &Self::Item) -> &str;
     fn name(item: &Self::Item) -> &str;
-    /// The filter that narrows the list to `name` on the server, when it can (otherwise the
-    /// default filter: the names are compared here).
-    fn by_name(_name: &str) -> Self::Filter {
-        Self::Filter::default()
+    /// `filter` narrowed to `name` on the server, when the list has a `name` filter (one
+    /// request); otherwise `filter` unchanged, and the names are compared here.
+    fn with_name(filter: Self::Filter, _name: &str) -> Self::Filter {
+        filter
+    }
+    /// The filter that narrows the whole list to `name`.
+    fn by_name(name: &str) -> Self::Filter {
+        Self::with_name(Self::Filter::default(), name)
     }
     /// Whether an item still counts when a name is resolved (deleted instances keep
     /// their names but yield to a live one).
@@ -73,7 +76,7 @@ macro_rules! resource {
 }
 
 macro_rules! named {
-    ($name:ident, $prefix:literal $(, by_name: |$n:ident| $f:expr)?) => {
+    ($name:ident, $prefix:literal $(, $server_filter:ident)?) => {
         impl Named for $name {
             const ID_PREFIX: &'static str = $prefix;
             fn id(item: &Self::Item) -> &str {
@@ -82,27 +85,28 @@ macro_rules! named {
             fn name(item: &Self::Item) -> &str {
                 &item.name
             }
-            $(fn by_name($n: &str) -> Self::Filter {
-                $f
+            $(fn with_name(mut filter: Self::Filter, name: &str) -> Self::Filter {
+                filter.$server_filter = Some(name.to_string());
+                filter
             })?
         }
     };
 }
 
 resource!(/// `/v1/tenants`.
-    Tenants, "/v1/tenants", "tenant", "tenants", Tenant, ());
+    Tenants, "/v1/tenants", "tenant", "tenants", Tenant, TenantFilter);
 resource!(/// `/v1/projects`.
     Projects, "/v1/projects", "project", "projects", Project, ProjectFilter);
 resource!(/// `/v1/users`.
-    Users, "/v1/users", "user", "users", User, ());
+    Users, "/v1/users", "user", "users", User, UserFilter);
 resource!(/// `/v1/tokens`.
-    Tokens, "/v1/tokens", "token", "tokens", ApiToken, ());
+    Tokens, "/v1/tokens", "token", "tokens", ApiToken, TokenFilter);
 resource!(/// `/v1/role-bindings`.
     RoleBindings, "/v1/role-bindings", "role binding", "role bindings", RoleBinding, RoleBindingFilter);
 resource!(/// `/v1/audit-log`.
     AuditLog, "/v1/audit-log", "audit record", "audit records", AuditRecord, AuditFilter);
 resource!(/// `/v1/sites`.
-    Sites, "/v1/sites", "site", "sites", Site, ());
+    Sites, "/v1/sites", "site", "sites", Site, SiteFilter);
 resource!(/// `/v1/racks`.
     Racks, "/v1/racks", "rack", "racks", Rack, RackFilter);
 resource!(/// `/v1/hosts`.
@@ -116,7 +120,7 @@ resource!(/// `/v1/images`.
 resource!(/// `/v1/instances`.
     Instances, "/v1/instances", "instance", "instances", Instance, InstanceFilter);
 resource!(/// `/v1/placement-groups`.
-    PlacementGroups, "/v1/placement-groups", "placement group", "placement groups", PlacementGroup, GroupFilter);
+    PlacementGroups, "/v1/placement-groups", "placement group", "placement groups", PlacementGroup, PlacementGroupFilter);
 resource!(/// `/v1/operations`.
     Operations, "/v1/operations", "operation", "operations", Operation, OperationFilter);
 resource!(/// `/v1/invoices`.
@@ -130,16 +134,18 @@ resource!(/// `/v1/credits`.
 resource!(/// `/v1/commitments`.
     Commitments, "/v1/commitments", "commitment", "commitments", Commitment, ());
 
-named!(Tenants, "tnt");
-named!(Projects, "prj", by_name: |n| ProjectFilter { name: Some(n.to_string()), ..Default::default() });
-named!(Users, "usr");
-named!(Tokens, "tok");
-named!(Sites, "sit");
-named!(Racks, "rck");
-named!(Hosts, "hst");
-named!(Shapes, "shp", by_name: |n| ShapeFilter { name: Some(n.to_string()) });
-named!(Images, "img", by_name: |n| ImageFilter { name: Some(n.to_string()), ..Default::default() });
-named!(PlacementGroups, "pg");
+// `name`: the list's filter field the server narrows by name. Budgets have none (their
+// names are not an indexed column): a budget's name is compared here.
+named!(Tenants, "tnt", name);
+named!(Projects, "prj", name);
+named!(Users, "usr", name);
+named!(Tokens, "tok", name);
+named!(Sites, "sit", name);
+named!(Racks, "rck", name);
+named!(Hosts, "hst", name);
+named!(Shapes, "shp", name);
+named!(Images, "img", name);
+named!(PlacementGroups, "pg", name);
 named!(Budgets, "bud");
 
 impl Named for Instances {
@@ -150,8 +156,8 @@ impl Named for Instances {
     fn name(item: &Instance) -> &str {
         &item.name
     }
-    fn by_name(name: &str) -> InstanceFilter {
-        InstanceFilter { name: Some(name.to_string()), ..Default::default() }
+    fn with_name(filter: InstanceFilter, name: &str) -> InstanceFilter {
+        InstanceFilter { name: Some(name.to_string()), ..filter }
     }
     fn live(item: &Instance) -> bool {
         item.state != InstanceState::Deleted
@@ -283,5 +289,25 @@ impl Client {
     /// Deletes an item, when given at generation `if_match`.
     pub async fn delete<R: Deletable>(&self, id: &str, if_match: Option<i64>) -> Result<Doc<R::Deleted>> {
         self.send(Method::DELETE, &one::<R>(id), &(), None, if_match).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query<R: Resource>(f: &R::Filter) -> String {
+        serde_urlencoded::to_string(f).unwrap()
+    }
+
+    #[test]
+    fn a_name_narrows_the_given_filter_on_the_server() {
+        let in_project = PlacementGroupFilter { project_id: Some("prj_1".into()), name: None };
+        let f = PlacementGroups::with_name(in_project, "ha");
+        assert_eq!(query::<PlacementGroups>(&f), "project_id=prj_1&name=ha");
+        assert_eq!(query::<Tenants>(&Tenants::by_name("acme")), "name=acme");
+        assert_eq!(query::<Hosts>(&Hosts::by_name("node-1")), "name=node-1");
+        // Budgets have no name filter: the whole list, compared in the client.
+        assert_eq!(query::<Budgets>(&Budgets::by_name("cap")), "");
     }
 }

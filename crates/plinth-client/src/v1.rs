@@ -5,7 +5,6 @@
 
 use crate::client::{Client, Doc};
 use crate::error::Result;
-use crate::query::{ClockAdvance, ClockNow, CurrentQuery, RevenueQuery};
 use crate::resources::{Hosts, Images, Instances, Invoices, Operations, Tokens, one};
 use plinth_api::*;
 use serde::Serialize;
@@ -49,18 +48,6 @@ impl HostVerb {
             HostVerb::Fail => "fail",
         }
     }
-}
-
-/// Query of `GET /v1/invoices/{id}/lines`.
-#[derive(Serialize)]
-struct LinesQuery<'a> {
-    group_by: Option<&'a str>,
-}
-
-/// Query of `GET /v1/quotas`.
-#[derive(Serialize)]
-struct QuotaQuery<'a> {
-    scope_id: Option<&'a str>,
 }
 
 impl Client {
@@ -154,8 +141,8 @@ impl Client {
     }
 
     /// `GET /v1/invoices/{id}/lines`, optionally `group_by=resource`.
-    pub async fn invoice_lines(&self, id: &str, group_by: Option<&str>) -> Result<Doc<Vec<InvoiceLine>>> {
-        self.get(&format!("{}/lines", one::<Invoices>(id)), &LinesQuery { group_by }).await
+    pub async fn invoice_lines(&self, id: &str, q: &LinesQuery) -> Result<Doc<Vec<InvoiceLine>>> {
+        self.get(&format!("{}/lines", one::<Invoices>(id)), q).await
     }
 
     /// `POST /v1/invoices/{id}/finalize`.
@@ -189,8 +176,8 @@ impl Client {
     }
 
     /// `GET /v1/quotas`: a tenant's and its projects' quotas, or one scope's.
-    pub async fn quotas(&self, scope_id: Option<&str>) -> Result<Doc<Vec<QuotaEntry>>> {
-        self.get("/v1/quotas", &QuotaQuery { scope_id }).await
+    pub async fn quotas(&self, q: &QuotaQuery) -> Result<Doc<Vec<QuotaEntry>>> {
+        self.get("/v1/quotas", q).await
     }
 
     /// `PUT /v1/quotas`.

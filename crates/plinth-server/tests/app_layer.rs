@@ -2,7 +2,7 @@
 //! console, the CLI tests and the reconcilers call them. What they answer and refuse is
 //! what the API answers, before any status code exists.
 
-use plinth_api::{Page, PageParams, Project, Shape, Tenant, TokenId, UserId};
+use plinth_api::{Page, PageParams, Project, Shape, Tenant, TenantFilter, TokenId, UserId};
 use plinth_domain::authz::Principal;
 use plinth_server::app::{self, AppState, Caller, Kind};
 use plinth_server::{ServerConfig, secrets};
@@ -38,7 +38,8 @@ async fn use_cases_run_and_refuse_without_http() {
         app::inventory::shapes::create(&st, &op, wire(json!({ "name": "small", "vcpus": 1, "memory_mib": 512 })))
             .await
             .unwrap();
-    let listed: Page<Tenant> = app::identity::tenants::list(&st, &op, &PageParams::default()).await.unwrap();
+    let listed: Page<Tenant> =
+        app::identity::tenants::list(&st, &op, &PageParams::default(), TenantFilter::default()).await.unwrap();
     assert_eq!(listed.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["acme"]);
 
     // A name taken twice: the store's refusal comes back as a conflict with its code.

@@ -1096,3 +1096,78 @@ async fn a_member_narrowed_to_one_project_sees_only_that_project() {
         .problem(403, "forbidden");
     assert_eq!(srv.list_all(&srv.operator, "/v1/projects").await.len(), 2);
 }
+
+/// `?name=` narrows a list to the objects of that name the caller can see: exactly the
+/// named one, and never another tenant's object of the same name.
+#[tokio::test]
+async fn a_name_filter_finds_exactly_the_named_object_in_the_callers_scope() {
+    let srv = TestServer::start().await;
+    let op = srv.operator.clone();
+    let names = |items: &[Value]| items.iter().map(id).collect::<BTreeSet<_>>();
+    let one = |v: &Value| BTreeSet::from([id(v)]);
+
+    // Two tenants, each with a user `alice`, a project `web`, a token `ci` and a
+    // placement group `ha`: the same names on both sides.
+    let mut own = Vec::new();
+    for t in ["acme", "globex"] {
+        let admin = srv.tenant_with_admin(t).await;
+        let alice = srv.create_user(&admin.secret, &admin.tenant_id, "alice").await;
+        let web = srv.create_project(&admin.secret, None, "web").await;
+        let (ci, _) = srv.mint_token(&admin.secret, &admin.user_id, "ci").await;
+        let ha = srv
+            .post("/v1/placement-groups")
+            .token(&admin.secret)
+            .json(&json!({ "project_id": id(&web), "name": "ha", "policy": "anti-affinity" }))
+            .send()
+            .await
+            .ok(201);
+        srv.create_user(&admin.secret, &admin.tenant_id, "bob").await;
+        own.push((admin, alice, web, ci, ha));
+    }
+    let (acme, acme_alice, acme_web, acme_ci, acme_ha) = &own[0];
+    let (globex, globex_alice, ..) = &own[1];
+
+    // The operator sees both tenants; a name picks one, or both alices.
+    let tenants = srv.list_all(&op, "/v1/tenants?name=acme").await;
+    assert_eq!(names(&tenants), BTreeSet::from([acme.tenant_id.clone()]));
+    let alices = srv.list_all(&op, "/v1/users?name=alice").await;
+    assert_eq!(names(&alices), BTreeSet::from([id(acme_alice), id(globex_alice)]));
+
+    // acme's admin sees only acme's objects of each name.
+    let s = &acme.secret;
+    let cases: [(&str, BTreeSet<String>); 6] = [
+        ("/v1/tenants?name=acme", BTreeSet::from([acme.tenant_id.clone()])),
+        ("/v1/tenants?name=globex", BTreeSet::new()),
+        ("/v1/users?name=alice", one(acme_alice)),
+        ("/v1/projects?name=web", one(acme_web)),
+        ("/v1/tokens?name=ci", one(acme_ci)),
+        ("/v1/placement-groups?name=ha", one(acme_ha)),
+    ];
+    for (path, want) in cases {
+        assert_eq!(names(&srv.list_all(s, path).await), want, "{path} as acme's admin");
+    }
+    // The filter narrows: without it the same lists hold more.
+    assert!(srv.list_all(s, "/v1/users").await.len() > 1);
+    assert!(srv.list_all(&globex.secret, "/v1/users?name=nobody").await.is_empty());
+
+    // Inventory (operators): sites, racks and hosts by name.
+    let mut sites = Vec::new();
+    for n in ["dc1", "dc2"] {
+        sites.push(srv.post("/v1/sites").token(&op).json(&json!({ "name": n })).send().await.ok(201));
+    }
+    let mut racks = Vec::new();
+    for (site, n) in [(&sites[0], "r1"), (&sites[0], "r2"), (&sites[1], "r1")] {
+        let body = json!({ "site_id": id(site), "name": n });
+        racks.push(srv.post("/v1/racks").token(&op).json(&body).send().await.ok(201));
+    }
+    let mut hosts = Vec::new();
+    for n in ["node-1", "node-2"] {
+        hosts.push(srv.post("/v1/hosts").token(&op).json(&json!({ "name": n })).send().await.ok(201));
+    }
+    assert_eq!(names(&srv.list_all(&op, "/v1/sites?name=dc2").await), one(&sites[1]));
+    let r1 = srv.list_all(&op, &format!("/v1/racks?site_id={}&name=r1", id(&sites[0]))).await;
+    assert_eq!(names(&r1), one(&racks[0]));
+    let r1_anywhere = srv.list_all(&op, "/v1/racks?name=r1").await;
+    assert_eq!(names(&r1_anywhere), BTreeSet::from([id(&racks[0]), id(&racks[2])]));
+    assert_eq!(names(&srv.list_all(&op, "/v1/hosts?name=node-2").await), one(&hosts[1]));
+}

@@ -71,6 +71,7 @@ impl Resource for Tenant {
     const TABLE: &'static str = "tenants";
     const KIND: &'static str = "tenant";
     const TENANT_COL: Option<&'static str> = Some("id");
+    const FILTERS: &'static [&'static str] = &["name"];
     const DEPENDENTS: &'static [(&'static str, &'static str)] =
         &[("projects", "tenant_id"), ("users", "tenant_id"), ("hosts", "owner_tenant_id")];
     meta!();
@@ -155,7 +156,7 @@ impl Resource for ApiToken {
     const TABLE: &'static str = "api_tokens";
     const KIND: &'static str = "token";
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
-    const FILTERS: &'static [&'static str] = &["user_id", "tenant_id"];
+    const FILTERS: &'static [&'static str] = &["user_id", "tenant_id", "name"];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![

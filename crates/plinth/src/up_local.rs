@@ -117,7 +117,7 @@ async fn register_test_guest(c: &Client, dir: &Path) -> Result<()> {
 
 /// The price book version named `name`, if any.
 async fn find_price_book(c: &Client, name: &str) -> Result<Option<PriceBook>> {
-    let filter = plinth_client::query::PriceBookFilter { name: Some(name.to_string()) };
+    let filter = PriceBookFilter { name: Some(name.to_string()) };
     Ok(c.list_all::<PriceBooks>(&filter).await?.into_iter().find(|b| b.name == name))
 }
 

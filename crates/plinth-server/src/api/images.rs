@@ -7,8 +7,8 @@
 
 use super::agent::HostCaller;
 use super::created;
+use crate::app::images;
 use crate::app::images::blobs::{BlobError, Staging};
-use crate::app::images::{self, ImageFilter};
 use crate::app::{AppState, Kind};
 use crate::context::Authed;
 use crate::error::ApiResult;

@@ -5,8 +5,8 @@
 
 use super::created;
 use crate::app::AppState;
-use crate::app::billing::invoices::{self, CurrentQuery, InvoiceFilter, LinesQuery, RevenueQuery};
-use crate::app::billing::prices::{self, PriceBookFilter};
+use crate::app::billing::invoices;
+use crate::app::billing::prices;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};

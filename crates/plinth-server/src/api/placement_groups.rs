@@ -5,7 +5,6 @@
 use super::created;
 use crate::app::AppState;
 use crate::app::instances::placement_groups;
-use crate::app::instances::placement_groups::GroupFilter;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Query};
@@ -17,13 +16,13 @@ use plinth_api::*;
 
 /// List placement groups.
 #[utoipa::path(get, path = "/v1/placement-groups", tag = "instances", operation_id = "placement_group_list",
-    params(PageParams, GroupFilter),
+    params(PageParams, PlacementGroupFilter),
     responses((status = 200, description = "Placement groups", body = Page<PlacementGroup>)))]
 pub async fn list(
     State(st): State<AppState>,
     Authed(caller): Authed,
     Query(p): Query<PageParams>,
-    Query(f): Query<GroupFilter>,
+    Query(f): Query<PlacementGroupFilter>,
 ) -> ApiResult<Out<Page<PlacementGroup>>> {
     Ok(Out(placement_groups::list(&st, &caller, &p, f).await?))
 }

@@ -5,7 +5,6 @@
 use super::created;
 use crate::app::AppState;
 use crate::app::identity::projects;
-use crate::app::identity::projects::ProjectFilter;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Query};

@@ -4,7 +4,7 @@
 
 use super::created;
 use crate::app::AppState;
-use crate::app::quotas::{self, QuotaQuery};
+use crate::app::quotas;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Query};

@@ -4,7 +4,6 @@
 use super::created;
 use crate::app::AppState;
 use crate::app::inventory::racks;
-use crate::app::inventory::racks::RackFilter;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Query};

@@ -6,7 +6,6 @@
 use super::created;
 use crate::app::AppState;
 use crate::app::identity::role_bindings;
-use crate::app::identity::role_bindings::RoleBindingFilter;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Query};

@@ -4,7 +4,6 @@
 use super::created;
 use crate::app::AppState;
 use crate::app::inventory::shapes;
-use crate::app::inventory::shapes::ShapeFilter;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::{IfMatch, Json, Query};

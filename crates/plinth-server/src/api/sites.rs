@@ -14,14 +14,15 @@ use axum::response::Response;
 use plinth_api::*;
 
 /// List sites.
-#[utoipa::path(get, path = "/v1/sites", tag = "inventory", operation_id = "site_list", params(PageParams),
+#[utoipa::path(get, path = "/v1/sites", tag = "inventory", operation_id = "site_list", params(PageParams, SiteFilter),
     responses((status = 200, description = "Sites", body = Page<Site>)))]
 pub async fn list(
     State(st): State<AppState>,
     Authed(caller): Authed,
     Query(p): Query<PageParams>,
+    Query(f): Query<SiteFilter>,
 ) -> ApiResult<Out<Page<Site>>> {
-    Ok(Out(sites::list(&st, &caller, &p).await?))
+    Ok(Out(sites::list(&st, &caller, &p, f).await?))
 }
 
 /// Create a site.

@@ -4,8 +4,6 @@
 
 use crate::app::AppState;
 use crate::app::system;
-use crate::app::system::ClockAdvance;
-use crate::app::system::ClockNow;
 use crate::context::Authed;
 use crate::error::ApiResult;
 use crate::extract::Json;

@@ -15,14 +15,15 @@ use axum::response::Response;
 use plinth_api::*;
 
 /// List the tenants the caller can see.
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", operation_id = "tenant_list", params(PageParams),
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", operation_id = "tenant_list", params(PageParams, TenantFilter),
     responses((status = 200, description = "Tenants visible to the caller", body = Page<Tenant>)))]
 pub async fn list(
     State(st): State<AppState>,
     Authed(caller): Authed,
     Query(p): Query<PageParams>,
+    Query(f): Query<TenantFilter>,
 ) -> ApiResult<Out<Page<Tenant>>> {
-    Ok(Out(tenants::list(&st, &caller, &p).await?))
+    Ok(Out(tenants::list(&st, &caller, &p, f).await?))
 }
 
 /// Create a tenant (operators).

@@ -16,14 +16,15 @@ use axum::response::Response;
 use plinth_api::*;
 
 /// List tokens: your own, or all of the tenants you administer.
-#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", operation_id = "token_list", params(PageParams),
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", operation_id = "token_list", params(PageParams, TokenFilter),
     responses((status = 200, description = "Tokens the caller may manage (never their secrets)", body = Page<ApiToken>)))]
 pub async fn list(
     State(st): State<AppState>,
     Authed(caller): Authed,
     Query(p): Query<PageParams>,
+    Query(f): Query<TokenFilter>,
 ) -> ApiResult<Out<Page<ApiToken>>> {
-    Ok(Out(tokens::list(&st, &caller, &p).await?))
+    Ok(Out(tokens::list(&st, &caller, &p, f).await?))
 }
 
 /// Create a token for yourself, or (tenant-admins, operators) for another user.

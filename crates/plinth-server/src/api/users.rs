@@ -15,14 +15,15 @@ use axum::response::Response;
 use plinth_api::*;
 
 /// List the users the caller can see.
-#[utoipa::path(get, path = "/v1/users", tag = "users", operation_id = "user_list", params(PageParams),
+#[utoipa::path(get, path = "/v1/users", tag = "users", operation_id = "user_list", params(PageParams, UserFilter),
     responses((status = 200, description = "Users visible to the caller", body = Page<User>)))]
 pub async fn list(
     State(st): State<AppState>,
     Authed(caller): Authed,
     Query(p): Query<PageParams>,
+    Query(f): Query<UserFilter>,
 ) -> ApiResult<Out<Page<User>>> {
-    Ok(Out(users::list(&st, &caller, &p).await?))
+    Ok(Out(users::list(&st, &caller, &p, f).await?))
 }
 
 /// Create a user (tenant-admins in their tenant; operators anywhere, or platform users

@@ -8,14 +8,6 @@ use plinth_domain::authz::Scope;
 use plinth_domain::{metering, quota, validate};
 use serde_json::json;
 
-/// Query of `GET /v1/quotas`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct QuotaQuery {
-    /// A tenant id (its own limits and each of its projects') or a project id.
-    pub scope_id: Option<String>,
-}
-
 async fn tenant_scopes(st: &AppState, scope: &Scope, t: &TenantId) -> Result<Vec<String>> {
     let projects: Vec<Project> = st.store.list_all(scope, &[]).await?;
     let mut out = vec![t.to_string()];

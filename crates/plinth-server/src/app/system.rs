@@ -5,19 +5,6 @@ use crate::app::reconcilers;
 use crate::app::{AppState, Caller, Error, Kind, Result};
 use plinth_api::*;
 
-/// Body of `POST /v1/system/clock`.
-#[derive(serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct ClockAdvance {
-    /// Seconds to move the clock on by (1 to 366 days' worth).
-    pub advance_seconds: u64,
-}
-
-/// The server's clock as lifecycle and metering see it.
-#[derive(serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct ClockNow {
-    pub now: chrono::DateTime<chrono::Utc>,
-}
-
 /// The background tasks and their last runs.
 pub async fn list(st: &AppState, caller: &Caller) -> Result<Vec<BackgroundTask>> {
     caller.require_operator("reading background tasks")?;

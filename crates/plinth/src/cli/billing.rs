@@ -21,8 +21,7 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use plinth_api::{PeriodQuery, UsageQuery};
-use plinth_client::query::{ClockAdvance, RevenueQuery};
+use plinth_api::{ClockAdvance, PeriodQuery, RevenueQuery, UsageQuery};
 use plinth_client::resolve::{is_any_id, resolve, resolve_opt};
 use plinth_client::{Client, Doc, Instances, Projects, Tenants};
 

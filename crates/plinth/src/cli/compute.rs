@@ -9,7 +9,6 @@ use crate::output::{self, Out};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use plinth_api::*;
-use plinth_client::query::GroupFilter;
 use plinth_client::resolve::{resolve, resolve_in, resolve_opt};
 use plinth_client::v1::{HostVerb, InstanceAction};
 use plinth_client::{Client, Doc, Hosts, Instances, Operations, PlacementGroups, Projects};
@@ -198,7 +197,7 @@ impl InstanceCreateArgs {
         let project_id = ProjectId(resolve::<Projects>(c, &self.project).await?);
         let placement_group_id = match &self.placement_group {
             Some(g) => {
-                let filter = GroupFilter { project_id: Some(project_id.clone()) };
+                let filter = PlacementGroupFilter { project_id: Some(project_id.to_string()), name: None };
                 Some(PlacementGroupId(resolve_in::<PlacementGroups>(c, g, filter).await?))
             }
             None => None,
@@ -346,7 +345,7 @@ impl PlacementGroupCmd {
                 let d = c
                     .list::<PlacementGroups>(
                         &page.page(),
-                        &GroupFilter { project_id: project_id.clone().map(ProjectId) },
+                        &PlacementGroupFilter { project_id: project_id.clone(), name: None },
                     )
                     .await?;
                 none_match("placement groups", &d, &[("project", project_id)]);

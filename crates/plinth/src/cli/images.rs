@@ -9,7 +9,6 @@ use crate::output::Out;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use plinth_api::*;
-use plinth_client::query::ImageFilter;
 use plinth_client::resolve::resolve_opt;
 use plinth_client::{Client, Images, Projects};
 use sha2::{Digest, Sha256};
@@ -162,7 +161,7 @@ impl ImageCmd {
             ImageCmd::List { page, project, name, status, public } => {
                 let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
                 let filter = ImageFilter {
-                    project_id: project_id.clone().map(ProjectId),
+                    project_id: project_id.clone(),
                     name: name.clone(),
                     status: *status,
                     public: public.then_some(true),

@@ -218,7 +218,7 @@ impl ProjectCmd {
         match self {
             ProjectCmd::List { page, tenant } => {
                 let tenant_id = resolve_opt::<Tenants>(c, tenant.as_deref()).await?;
-                let filter = query::ProjectFilter { tenant_id: tenant_id.clone().map(TenantId), name: None };
+                let filter = ProjectFilter { tenant_id: tenant_id.clone(), name: None };
                 let d = c.list::<Projects>(&page.page(), &filter).await?;
                 none_match("projects", &d, &[("tenant", tenant_id)]);
                 o.list(&d, PROJECT_COLUMNS)
@@ -264,7 +264,8 @@ impl TokenCmd {
     pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         match self {
             TokenCmd::List(l) => {
-                list::<Tokens>(c, o, l, &(), &["id", "user_id", "name", "expires_at", "revoked_at"]).await
+                list::<Tokens>(c, o, l, &TokenFilter::default(), &["id", "user_id", "name", "expires_at", "revoked_at"])
+                    .await
             }
             TokenCmd::Get { id } => get::<Tokens>(c, o, id).await,
             TokenCmd::Create(b) => create::<Tokens>(c, o, &b.body(c).await?).await,
@@ -369,6 +370,7 @@ impl HostCmd {
                     state: *state,
                     rack_id: rack_id.clone().map(RackId),
                     site_id: site_id.clone().map(SiteId),
+                    name: None,
                 };
                 let d = c.list::<Hosts>(&page.page(), &filter).await?;
                 let state = state.map(|s| s.as_str().to_string());

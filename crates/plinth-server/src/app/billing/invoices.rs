@@ -47,25 +47,6 @@ async fn billing_scope(st: &AppState, caller: &Caller, given: Option<&str>) -> R
     })
 }
 
-/// Filters of `GET /v1/invoices`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct InvoiceFilter {
-    /// Only this tenant's (operators; others see their own).
-    pub tenant_id: Option<String>,
-    /// Only invoices of this period (`2026-11`).
-    pub period: Option<String>,
-}
-
-/// Query of `GET /v1/invoices/current`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CurrentQuery {
-    pub tenant_id: Option<String>,
-    /// `2026-11`; default the current period.
-    pub period: Option<String>,
-}
-
 async fn fresh(st: &AppState, caller: &Caller, id: &str) -> Result<Invoice> {
     let inv: Invoice = st.store.get(&caller.scope(), id).await?;
     if let Scope::Tenant { projects: Some(_), .. } = caller.scope() {
@@ -76,24 +57,6 @@ async fn fresh(st: &AppState, caller: &Caller, id: &str) -> Result<Invoice> {
         return billing::invoice_for(st, &inv.tenant_id, &period).await;
     }
     Ok(inv)
-}
-
-/// Query of `GET /v1/invoices/{id}/lines`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LinesQuery {
-    /// `resource`: usage lines broken down per resource (their amounts sum to the line's).
-    pub group_by: Option<String>,
-}
-
-/// Query of `GET /v1/billing/revenue`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RevenueQuery {
-    /// `2026-11`; default every period.
-    pub period: Option<String>,
-    /// Include drafts (default false).
-    pub drafts: Option<bool>,
 }
 
 /// List invoices and credit notes in id (creation) order. When the list is one tenant's

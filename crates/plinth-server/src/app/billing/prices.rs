@@ -10,14 +10,6 @@ use plinth_domain::authz::Scope;
 use plinth_domain::validate;
 use serde_json::json;
 
-/// Filters of `GET /v1/price-books`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PriceBookFilter {
-    /// Only the versions of this book.
-    pub name: Option<String>,
-}
-
 /// Refuses prices that cannot rate: a currency that is not three capital letters, a
 /// non-positive unit size, negative prices or minimums, or tiers out of order.
 fn check_prices(currency: &str, prices: &[Price]) -> Result<()> {

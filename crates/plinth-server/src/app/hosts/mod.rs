@@ -78,6 +78,9 @@ pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: HostFilter)
     if let Some(s) = f.site_id {
         filters.push(("site_id", s.0));
     }
+    if let Some(n) = f.name {
+        filters.push(("name", n));
+    }
     Ok(st.store.list::<Host>(&Scope::Platform, &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 

@@ -5,18 +5,6 @@ use crate::app::{AppState, Caller, Error, Paging, Result, opt_labels, opt_text};
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::validate;
-use serde::Deserialize;
-use utoipa::IntoParams;
-
-/// Filters of `GET /v1/projects`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ProjectFilter {
-    /// Only projects of this tenant.
-    pub tenant_id: Option<String>,
-    /// Only the project with this name.
-    pub name: Option<String>,
-}
 
 /// List the projects the caller can see.
 pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: ProjectFilter) -> Result<Page<Project>> {

@@ -6,17 +6,7 @@ use super::users::can_admin_user;
 use crate::app::{AppState, Caller, Error, Paging, Result, reference};
 use chrono::Utc;
 use plinth_api::*;
-use serde::Deserialize;
 use serde_json::json;
-use utoipa::IntoParams;
-
-/// Filters of `GET /v1/role-bindings`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RoleBindingFilter {
-    /// Only bindings of this user.
-    pub user_id: Option<String>,
-}
 
 fn scope_error(detail: &str) -> Error {
     Error::invalid("invalid_role_scope", detail.to_string())

@@ -7,9 +7,10 @@ use plinth_api::*;
 use plinth_domain::validate;
 
 /// List the tenants the caller can see.
-pub async fn list(st: &AppState, caller: &Caller, p: &PageParams) -> Result<Page<Tenant>> {
+pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: TenantFilter) -> Result<Page<Tenant>> {
     let pg = Paging::from(p)?;
-    Ok(st.store.list::<Tenant>(&caller.scope(), &[], pg.limit, pg.cursor.as_deref()).await?)
+    let filters: Vec<(&str, String)> = f.name.into_iter().map(|n| ("name", n)).collect();
+    Ok(st.store.list::<Tenant>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 
 /// Create a tenant (operators).

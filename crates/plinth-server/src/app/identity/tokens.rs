@@ -56,13 +56,14 @@ fn admin_of(caller: &Caller, t: &ApiToken) -> bool {
 }
 
 /// List tokens: your own, or all of the tenants you administer.
-pub async fn list(st: &AppState, caller: &Caller, p: &PageParams) -> Result<Page<ApiToken>> {
+pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: TokenFilter) -> Result<Page<ApiToken>> {
     let pg = Paging::from(p)?;
     let admin = match &caller.principal.tenant_id {
         Some(t) => caller.principal.can_admin_tenant(t),
         None => caller.principal.is_operator(),
     };
-    let filters = if admin { vec![] } else { vec![("user_id", caller.principal.user_id.0.clone())] };
+    let mut filters = if admin { vec![] } else { vec![("user_id", caller.principal.user_id.0.clone())] };
+    filters.extend(f.name.map(|n| ("name", n)));
     Ok(st.store.list::<ApiToken>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 

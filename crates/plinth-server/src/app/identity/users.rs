@@ -15,9 +15,10 @@ pub fn can_admin_user(caller: &Caller, user: &User) -> bool {
 }
 
 /// List the users the caller can see.
-pub async fn list(st: &AppState, caller: &Caller, p: &PageParams) -> Result<Page<User>> {
+pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: UserFilter) -> Result<Page<User>> {
     let pg = Paging::from(p)?;
-    Ok(st.store.list::<User>(&caller.scope(), &[], pg.limit, pg.cursor.as_deref()).await?)
+    let filters: Vec<(&str, String)> = f.name.into_iter().map(|n| ("name", n)).collect();
+    Ok(st.store.list::<User>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 
 /// Create a user (tenant-admins in their tenant; operators anywhere, or platform users

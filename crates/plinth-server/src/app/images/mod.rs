@@ -24,23 +24,7 @@ use files::Sources;
 use plinth_api::*;
 use plinth_domain::validate;
 use plinth_store::Val;
-use serde::Deserialize;
 use serde_json::json;
-use utoipa::IntoParams;
-
-/// Filters of `GET /v1/images`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ImageFilter {
-    /// Only this project's images.
-    pub project_id: Option<String>,
-    /// Only images with this name.
-    pub name: Option<String>,
-    /// `importing`, `available` or `failed`.
-    pub status: Option<ImageStatus>,
-    /// `true`: only public images; `false`: only project images.
-    pub public: Option<bool>,
-}
 
 /// May the caller change `image` (upload to it, change or delete it)?
 fn may_write(caller: &Caller, image: &Image, what: &str) -> Result<()> {

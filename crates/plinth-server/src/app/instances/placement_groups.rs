@@ -5,20 +5,17 @@ use crate::app::{AppState, Caller, Error, Paging, Result};
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::validate;
-use serde::Deserialize;
-use utoipa::IntoParams;
-
-/// Filters of `GET /v1/placement-groups`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct GroupFilter {
-    pub project_id: Option<String>,
-}
 
 /// List placement groups.
-pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: GroupFilter) -> Result<Page<PlacementGroup>> {
+pub async fn list(
+    st: &AppState,
+    caller: &Caller,
+    p: &PageParams,
+    f: PlacementGroupFilter,
+) -> Result<Page<PlacementGroup>> {
     let pg = Paging::from(p)?;
-    let filters: Vec<(&str, String)> = f.project_id.into_iter().map(|p| ("project_id", p)).collect();
+    let mut filters: Vec<(&str, String)> = f.project_id.into_iter().map(|p| ("project_id", p)).collect();
+    filters.extend(f.name.map(|n| ("name", n)));
     Ok(st.store.list::<PlacementGroup>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 

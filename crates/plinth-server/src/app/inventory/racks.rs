@@ -5,22 +5,13 @@ use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::validate;
-use serde::Deserialize;
-use utoipa::IntoParams;
-
-/// Filters of `GET /v1/racks`.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RackFilter {
-    /// Only racks in this site.
-    pub site_id: Option<String>,
-}
 
 /// List racks.
 pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: RackFilter) -> Result<Page<Rack>> {
     caller.require_operator("reading inventory")?;
     let pg = Paging::from(p)?;
-    let filters: Vec<(&str, String)> = f.site_id.map(|s| vec![("site_id", s)]).unwrap_or_default();
+    let mut filters: Vec<(&str, String)> = f.site_id.map(|s| vec![("site_id", s)]).unwrap_or_default();
+    filters.extend(f.name.map(|n| ("name", n)));
     Ok(st.store.list::<Rack>(&Scope::Platform, &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 

@@ -6,14 +6,6 @@ use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::validate;
 
-/// Filters of `GET /v1/shapes`.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ShapeFilter {
-    /// Only the shape with this name.
-    pub name: Option<String>,
-}
-
 /// List shapes.
 pub async fn list(st: &AppState, p: &PageParams, f: ShapeFilter) -> Result<Page<Shape>> {
     let pg = Paging::from(p)?;

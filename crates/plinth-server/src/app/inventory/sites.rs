@@ -7,10 +7,11 @@ use plinth_domain::authz::Scope;
 use plinth_domain::validate;
 
 /// List sites.
-pub async fn list(st: &AppState, caller: &Caller, p: &PageParams) -> Result<Page<Site>> {
+pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: SiteFilter) -> Result<Page<Site>> {
     caller.require_operator("reading inventory")?;
     let pg = Paging::from(p)?;
-    Ok(st.store.list::<Site>(&Scope::Platform, &[], pg.limit, pg.cursor.as_deref()).await?)
+    let filters: Vec<(&str, String)> = f.name.into_iter().map(|n| ("name", n)).collect();
+    Ok(st.store.list::<Site>(&Scope::Platform, &filters, pg.limit, pg.cursor.as_deref()).await?)
 }
 
 /// Create a site.

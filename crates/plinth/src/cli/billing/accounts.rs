@@ -87,7 +87,7 @@ impl QuotaCmd {
                     Some(s) => Some(scope(c, s).await?),
                     None => None,
                 };
-                quota_rows(o, &c.quotas(id.as_deref()).await?)
+                quota_rows(o, &c.quotas(&QuotaQuery { scope_id: id }).await?)
             }
             QuotaCmd::Set { scope_id, limits } => {
                 let body = QuotaSet { scope_id: scope(c, scope_id).await?, limits: limits.iter().cloned().collect() };

@@ -9,7 +9,6 @@ use crate::output::{self, Out, opt, wire_name};
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use plinth_api::*;
-use plinth_client::query::{CurrentQuery, InvoiceFilter, PriceBookFilter};
 use plinth_client::{Client, Doc, Invoices, PriceBooks};
 use std::io::Read;
 
@@ -82,7 +81,7 @@ impl InvoiceCmd {
         match self {
             InvoiceCmd::List { page, tenant, period } => {
                 let tenant_id = tenant_id(c, tenant).await?;
-                let filter = InvoiceFilter { tenant_id: tenant_id.clone().map(TenantId), period: period.clone() };
+                let filter = InvoiceFilter { tenant_id: tenant_id.clone(), period: period.clone() };
                 let d = c.list::<Invoices>(&page.page(), &filter).await?;
                 super::none_match("invoices", &d, &[("tenant", tenant_id), ("period", period.clone())]);
                 let items = d
@@ -104,8 +103,7 @@ impl InvoiceCmd {
             }
             InvoiceCmd::Show { id, tenant, period, by_resource } => {
                 let mut d = if id == "current" {
-                    let q =
-                        CurrentQuery { tenant_id: tenant_id(c, tenant).await?.map(TenantId), period: period.clone() };
+                    let q = CurrentQuery { tenant_id: tenant_id(c, tenant).await?, period: period.clone() };
                     c.current_invoice(&q).await?
                 } else {
                     if tenant.is_some() || period.is_some() {
@@ -115,7 +113,8 @@ impl InvoiceCmd {
                 };
                 if *by_resource {
                     // The per-resource lines replace the invoice's own.
-                    let lines = c.invoice_lines(d.id.as_str(), Some("resource")).await?;
+                    let lines =
+                        c.invoice_lines(d.id.as_str(), &LinesQuery { group_by: Some("resource".into()) }).await?;
                     d = output::splice(d, "lines", lines, |inv, lines| inv.lines = lines)?;
                 }
                 show(o, &d, *by_resource)
