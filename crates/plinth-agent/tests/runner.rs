@@ -194,7 +194,7 @@ fn saw(f: &Fake, id: &InstanceId, state: ObservedState, generation: i64) -> usiz
 type Running = (tokio::task::JoinHandle<Result<(), HostError>>, watch::Sender<bool>);
 
 fn start_host(url: &str, state: &StateDir) -> Running {
-    let client = AgentClient::new(url, "plinth-agent-test").expect("client");
+    let client = AgentClient::new(url, "plinth-agent-test", None).expect("client");
     let cfg = Arc::new(RunnerConfig {
         join_token: Some(JOIN.into()),
         poll_wait_seconds: 2,
@@ -303,7 +303,7 @@ async fn a_bad_join_token_is_refused_without_retrying() {
     let (fake, url) = start_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::open(dir.path().join("agent")).expect("state");
-    let client = AgentClient::new(&url, "t").expect("client");
+    let client = AgentClient::new(&url, "t", None).expect("client");
     let cfg = Arc::new(RunnerConfig {
         join_token: Some("pjt_wrong".into()),
         poll_wait_seconds: 2,

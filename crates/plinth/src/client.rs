@@ -29,8 +29,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, token: &str) -> Client {
-        Client { http: plinth_client::connect::builder().build().expect("the HTTP client builds"), base: base.trim_end_matches('/').to_string(), token: token.to_string() }
+    /// A client of `base` as `token`, trusting `ca` (else the system's roots) for HTTPS.
+    pub fn new(base: &str, token: &str, ca: Option<&plinth_client::connect::Ca>) -> Client {
+        Client { http: plinth_client::connect::builder_for(ca).build().expect("the HTTP client builds"), base: base.trim_end_matches('/').to_string(), token: token.to_string() }
     }
 
     fn request(&self, method: Method, path: &str, body: Option<&Value>) -> RequestBuilder {
@@ -95,7 +96,10 @@ impl Client {
     }
 
     async fn finish_text(&self, req: RequestBuilder) -> Result<String> {
-        let resp = req.send().await.map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, plinth_client::connect::describe(&e)))?;
         let status = resp.status();
         let text = resp.text().await?;
         if status.is_success() {

@@ -66,7 +66,9 @@ pub async fn create(
     };
     let secret = secrets::mint(secrets::JOIN_TOKEN, t.id.as_str());
     st.store.insert_with(&t, &[("secret_hash", Val::text(secrets::hash(&secret)))], &caller.audit()).await?;
-    Ok(created(HostJoinTokenCreated { join_token: t, secret }))
+    let ca = st.config.ca_sha256;
+    let agent_join_token = plinth_client::connect::JoinToken::combined(&secret, ca.as_ref());
+    Ok(created(HostJoinTokenCreated { join_token: t, secret, ca_sha256: ca.map(|f| f.hex()), agent_join_token }))
 }
 
 /// Get a join token.
