@@ -411,26 +411,22 @@ pub async fn fetch_pinned_ca(url: &str, pin: &Fingerprint) -> Result<Ca, TlsErro
 }
 
 fn explain_io(e: &std::io::Error) -> String {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .map(|r| explain_rustls(r, None))
-        .unwrap_or_else(|| e.to_string())
+    rustls_error(e).map(|r| explain_rustls(r, None)).unwrap_or_else(|| e.to_string())
 }
 
-/// The rustls error somewhere in `err`'s chain (rustls errors travel inside `io::Error`s,
-/// whose `source()` skips them).
+/// The rustls error somewhere in `err`'s chain. rustls errors travel inside `io::Error`s
+/// (nested ones, from hyper), whose `source()` skips the error they wrap: those are
+/// opened with `get_ref()`.
 fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            return Some(r);
-        }
-        cur = e.source();
+        cur = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -468,6 +464,7 @@ pub fn describe(err: &reqwest::Error) -> String {
     if let Some(r) = rustls_error(err) {
         return explain_rustls(r, host.as_deref());
     }
+
     let mut msg = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
@@ -503,6 +500,72 @@ mod tests {
         assert_eq!(JoinToken::parse("pjt_a_b").unwrap(), JoinToken { secret: "pjt_a_b".into(), ca: None });
         assert!(JoinToken::parse("pjt_a_b@sha256:zz").is_err());
         assert!(!format!("{:?}", JoinToken::parse(&combined).unwrap()).contains("pjt_a_b"));
+    }
+
+    /// A TLS server on loopback with a CA-issued certificate for 127.0.0.1, answering
+    /// `HTTP/1.1 204` to every connection; answers (its port, the CA).
+    async fn tls_server() -> (u16, Ca) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, Ca::from_der(ca_cert.der().clone()))
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_server_is_described_in_a_sentence() {
+        let (port, ca) = tls_server().await;
+        let url = format!("https://127.0.0.1:{port}/");
+        let err = builder().build().unwrap().get(&url).send().await.unwrap_err();
+        let said = describe(&err);
+        assert!(said.contains("certificate is not trusted") && said.contains("--ca-cert"), "{said}");
+        let ok = trusting(&ca).build().unwrap().get(&url).send().await.unwrap();
+        assert_eq!(ok.status().as_u16(), 204);
+    }
+
+    #[tokio::test]
+    async fn pinning_takes_the_ca_with_the_fingerprint_and_refuses_another() {
+        let (port, ca) = tls_server().await;
+        let url = format!("https://127.0.0.1:{port}");
+        let got = fetch_pinned_ca(&url, &ca.fingerprint()).await.unwrap();
+        assert_eq!(got.fingerprint(), ca.fingerprint());
+        let other = Fingerprint([7; 32]);
+        match fetch_pinned_ca(&url, &other).await {
+            Err(e @ TlsError::PinMismatch { .. }) => {
+                let said = e.to_string();
+                assert!(said.contains(&other.to_string()) && said.contains(&ca.fingerprint().to_string()), "{said}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(fetch_pinned_ca(&format!("http://127.0.0.1:{port}"), &other).await.is_err());
     }
 
     #[test]

@@ -220,7 +220,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG").unwrap_or_else(|_| "warn,plinth=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG").unwrap_or_else(|_| "warn,plinth=info,rustls_platform_verifier=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
