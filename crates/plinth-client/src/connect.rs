@@ -379,8 +379,9 @@ pub async fn fetch_pinned_ca(url: &str, pin: &Fingerprint) -> Result<Ca, TlsErro
         )));
     }
     let server_name: ServerName<'static> = match parsed.host() {
-        Some(url::Host::Domain(d)) => ServerName::try_from(d.to_string())
-            .map_err(|e| TlsError::BadUrl(format!("invalid host in {url}: {e}")))?,
+        Some(url::Host::Domain(d)) => {
+            ServerName::try_from(d.to_string()).map_err(|e| TlsError::BadUrl(format!("invalid host in {url}: {e}")))?
+        }
         Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
         Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
         None => return Err(TlsError::BadUrl(format!("no host in {url}"))),
@@ -511,7 +512,8 @@ mod tests {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
         let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider())

@@ -255,11 +255,8 @@ async fn fetch(staging: &mut Staging, url: &str, limit: u64) -> Result<(), Strin
         .redirect(reqwest::redirect::Policy::limited(5))
         .build()
         .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {}", plinth_client::connect::describe(&e)))?;
+    let mut resp =
+        client.get(url).send().await.map_err(|e| format!("GET {url}: {}", plinth_client::connect::describe(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("GET {url} answered {}", resp.status()));
     }

@@ -409,7 +409,10 @@ impl TlsListener {
 /// The problem a plain-HTTP request on the TLS port gets.
 const HTTPS_REQUIRED: &str = r#"{"type":"urn:plinth:problem:https_required","title":"HTTPS required","status":400,"code":"https_required","detail":"this server serves HTTPS only: use an https:// URL"}"#;
 
-async fn handshake(acceptor: &tokio_rustls::TlsAcceptor, stream: TcpStream) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+) -> std::io::Result<Option<TlsStream<TcpStream>>> {
     let mut first = [0u8; 1];
     // A TLS connection opens with a handshake record (content type 22).
     if stream.peek(&mut first).await? == 1 && first[0] != 22 {

@@ -31,7 +31,11 @@ pub struct Client {
 impl Client {
     /// A client of `base` as `token`, trusting `ca` (else the system's roots) for HTTPS.
     pub fn new(base: &str, token: &str, ca: Option<&plinth_client::connect::Ca>) -> Client {
-        Client { http: plinth_client::connect::builder_for(ca).build().expect("the HTTP client builds"), base: base.trim_end_matches('/').to_string(), token: token.to_string() }
+        Client {
+            http: plinth_client::connect::builder_for(ca).build().expect("the HTTP client builds"),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
     }
 
     fn request(&self, method: Method, path: &str, body: Option<&Value>) -> RequestBuilder {

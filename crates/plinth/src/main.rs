@@ -29,7 +29,8 @@ struct Cli {
     /// API token (overrides the profile).
     #[arg(long, global = true, env = "PLINTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// CA certificate (PEM) to trust for the server's HTTPS (overrides the profile's).
+    /// CA certificate (PEM) to trust for the server's HTTPS (overrides the profile's;
+    /// `plinth login --ca-cert F` saves it in the profile).
     #[arg(long, global = true, env = "PLINTH_CA_CERT")]
     ca_cert: Option<PathBuf>,
     #[command(subcommand)]
@@ -83,10 +84,8 @@ enum Command {
         server: String,
         #[arg(long)]
         token: String,
-        /// The CA certificate (PEM) the server's HTTPS chains to, e.g. the server's
-        /// `{data dir}/tls/ca.pem`. Without it, the profile keeps the CA it had.
-        #[arg(long = "ca-cert")]
-        login_ca_cert: Option<PathBuf>,
+        // The global --ca-cert: the CA certificate (PEM) the server's HTTPS chains to, e.g.
+        // the server's `{data dir}/tls/ca.pem`. Without it, the profile keeps the CA it had.
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -182,7 +181,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Agent(a) => {
             agent_cmd::run(a, cli.server.as_deref(), cli.token.as_deref(), cli.ca_cert.as_deref()).await
         }
-        Command::Login { server, token, login_ca_cert } => profile::login(server, token, login_ca_cert.as_deref()),
+        Command::Login { server, token } => profile::login(server, token, cli.ca_cert.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "plinth", &mut std::io::stdout());
             Ok(())
@@ -220,7 +219,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG").unwrap_or_else(|_| "warn,plinth=info,rustls_platform_verifier=off".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG")
+                .unwrap_or_else(|_| "warn,plinth=info,rustls_platform_verifier=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

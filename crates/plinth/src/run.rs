@@ -50,7 +50,9 @@ fn tls_setup(args: &TlsArgs, dir: Option<&Path>, addr: SocketAddr) -> Result<Opt
             );
         }
         eprintln!("WARNING: --insecure-http: serving plain HTTP on {addr}, without TLS.");
-        eprintln!("WARNING: tokens and host credentials cross the wire in clear; only clients on this machine can connect.");
+        eprintln!(
+            "WARNING: tokens and host credentials cross the wire in clear; only clients on this machine can connect."
+        );
         return Ok(None);
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -87,7 +89,10 @@ fn print_tls(tls: &Tls) {
             let made = if tls.created_ca { "made now" } else { "kept from before" };
             eprintln!("  TLS: the server's own CA {} ({made}), fingerprint {}", ca.display(), tls.ca_sha256);
             eprintln!("  serving certificate for: {}", tls.names.join(", "));
-            eprintln!("  CLI elsewhere: plinth login --server URL --token plt_… --ca-cert <a copy of {}>", ca.display());
+            eprintln!(
+                "  CLI elsewhere: plinth login --server URL --token plt_… --ca-cert <a copy of {}>",
+                ca.display()
+            );
         }
         None => eprintln!("  TLS: the given certificate; its chain's top CA has fingerprint {}", tls.ca_sha256),
     }

@@ -148,9 +148,13 @@ fn clients_without_the_ca_are_told_what_to_do() {
     assert!(said.contains("certificate is not trusted") && said.contains("--ca-cert"), "{said}");
     assert!(!said.contains("InvalidCertificate"), "no rustls debug dump: {said}");
 
-    // With the CA given, the same profile works.
+    // With the CA given, the same profile works; `plinth login --ca-cert` keeps it.
     let ca = d.join("data/tls/ca.pem");
     let out = cli(&bare, None, &["tenant", "list", "--ca-cert", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&bare, None, &["login", "--server", &url, "--token", &token, "--ca-cert", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&bare, None, &["tenant", "list"]);
     assert!(out.status.success(), "{}", text(&out));
 
     // Plain HTTP to the HTTPS port: a problem that says so, not a dropped connection.
