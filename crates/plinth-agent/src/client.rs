@@ -102,14 +102,7 @@ impl ClientError {
 }
 
 fn transport(e: reqwest::Error) -> ClientError {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    ClientError::Transport(msg)
+    ClientError::Transport(plinth_client::connect::describe(&e))
 }
 
 /// Turns a non-success answer into an error, reading `code` and `detail` from a
@@ -158,8 +151,13 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// A client for the server at `base` (`http://host:port`), sending `user_agent`.
-    pub fn new(base: &str, user_agent: &str) -> Result<AgentClient, ClientError> {
+    /// A client for the server at `base` (`https://host:port`, or `http://` on loopback),
+    /// sending `user_agent`, trusting `ca` for HTTPS (else the system's roots).
+    pub fn new(
+        base: &str,
+        user_agent: &str,
+        ca: Option<&plinth_client::connect::Ca>,
+    ) -> Result<AgentClient, ClientError> {
         let base = base.trim_end_matches('/');
         let url = reqwest::Url::parse(base)
             .map_err(|e| ClientError::BadUrl { url: base.to_string(), reason: e.to_string() })?;
@@ -169,7 +167,7 @@ impl AgentClient {
                 reason: "the scheme must be http or https".into(),
             });
         }
-        let http = plinth_client::connect::builder()
+        let http = plinth_client::connect::builder_for(ca)
             .user_agent(user_agent)
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -358,18 +356,18 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert!(AgentClient::new("http://127.0.0.1:7480/", "t").is_ok());
+        assert!(AgentClient::new("http://127.0.0.1:7480/", "t", None).is_ok());
         assert_eq!(
-            AgentClient::new("http://127.0.0.1:7480/", "t").map(|c| c.base().to_string()).ok().as_deref(),
+            AgentClient::new("http://127.0.0.1:7480/", "t", None).map(|c| c.base().to_string()).ok().as_deref(),
             Some("http://127.0.0.1:7480")
         );
-        assert!(AgentClient::new("127.0.0.1:7480", "t").is_err());
-        assert!(AgentClient::new("ftp://x", "t").is_err());
+        assert!(AgentClient::new("127.0.0.1:7480", "t", None).is_err());
+        assert!(AgentClient::new("ftp://x", "t", None).is_err());
     }
 
     #[test]
     fn credentials_must_be_header_safe() {
-        let c = AgentClient::new("http://127.0.0.1:1", "t").expect("client");
+        let c = AgentClient::new("http://127.0.0.1:1", "t", None).expect("client");
         assert!(c.host("phc_abc").is_ok());
         assert!(matches!(c.host("phc_\nabc"), Err(ClientError::BadCredential)));
     }

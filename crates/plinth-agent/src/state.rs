@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! {state_dir}/                  0700
+//!   ca.pem                      the server's CA (PEM), pinned at the first join by the
+//!                               join token's fingerprint; trusted for every connection
 //!   hosts/{hostname}/           0700, one per host (one per simulated host)
 //!     credential.json           0600: hostname, host id, credential, server URL
 //!     …                         files a runtime keeps for the host (sim: sim-guests.json)
@@ -137,6 +139,26 @@ impl StateDir {
     /// The directory's path.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the server's CA certificate is kept.
+    pub fn ca_path(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+
+    /// The server's CA certificate (PEM), if one was kept.
+    pub fn load_ca(&self) -> Result<Option<String>, StateError> {
+        let path = self.ca_path();
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
+    /// Keeps the server's CA certificate (PEM), synced before this returns.
+    pub fn save_ca(&self, pem: &str) -> Result<(), StateError> {
+        write_private(&self.ca_path(), pem.as_bytes(), true)
     }
 
     /// The directory of host `hostname` (created 0700).

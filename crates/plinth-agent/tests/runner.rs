@@ -248,7 +248,7 @@ impl Runtime for ConsoleSim {
 }
 
 fn start_host(url: &str, state: &StateDir) -> Running {
-    let client = AgentClient::new(url, "plinth-agent-test").expect("client");
+    let client = AgentClient::new(url, "plinth-agent-test", None).expect("client");
     let cfg = Arc::new(RunnerConfig {
         join_token: Some(JOIN.into()),
         poll_wait_seconds: 2,
@@ -343,7 +343,7 @@ async fn console_output_reaches_the_server_as_soon_as_it_is_written() {
     let (fake, url) = start_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::open(dir.path().join("agent")).expect("state");
-    let client = AgentClient::new(&url, "plinth-agent-test").expect("client");
+    let client = AgentClient::new(&url, "plinth-agent-test", None).expect("client");
     // Logs are looked at on a timer only once an hour: output can only get there because
     // the agent is told the log was written.
     let cfg = Arc::new(RunnerConfig {
@@ -401,7 +401,7 @@ async fn a_bad_join_token_is_refused_without_retrying() {
     let (fake, url) = start_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::open(dir.path().join("agent")).expect("state");
-    let client = AgentClient::new(&url, "t").expect("client");
+    let client = AgentClient::new(&url, "t", None).expect("client");
     let cfg = Arc::new(RunnerConfig {
         join_token: Some("pjt_wrong".into()),
         poll_wait_seconds: 2,

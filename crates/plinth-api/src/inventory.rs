@@ -483,8 +483,17 @@ pub struct HostJoinTokenUpdate {
 pub struct HostJoinTokenCreated {
     #[serde(flatten)]
     pub join_token: HostJoinToken,
-    /// The join secret, `pjt_…`, for `plinth agent --join-token`.
+    /// The join secret, `pjt_…`, sent at enrolment.
     pub secret: String,
+    /// SHA-256 (64 hex digits) of the DER certificate of the CA the server's HTTPS
+    /// certificate chains to; absent when the server serves plain HTTP (loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
+    /// What `plinth agent --join-token` takes: the secret and the CA's fingerprint,
+    /// `pjt_…@sha256:<ca_sha256>` (the secret alone without HTTPS). The agent pins the
+    /// server's CA with it on first contact, the way `kubeadm join
+    /// --discovery-token-ca-cert-hash` does.
+    pub agent_join_token: String,
 }
 
 /// Filters of `GET /v1/sites`.

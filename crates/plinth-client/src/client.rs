@@ -75,9 +75,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, token: &str) -> Client {
+    /// A client of `base` as `token`, trusting `ca` (else the system's roots) for HTTPS.
+    pub fn new(base: &str, token: &str, ca: Option<&crate::connect::Ca>) -> Client {
         Client {
-            http: crate::connect::builder().build().expect("the HTTP client builds"),
+            http: crate::connect::builder_for(ca).build().expect("the HTTP client builds"),
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
         }
@@ -148,7 +149,8 @@ impl Client {
     }
 
     async fn finish(&self, req: RequestBuilder) -> Result<String> {
-        let transport = |source| Error::Transport { base: self.base.clone(), source };
+        let transport =
+            |e: reqwest::Error| Error::Transport { base: self.base.clone(), reason: crate::connect::describe(&e) };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         let text = resp.text().await.map_err(transport)?;

@@ -26,13 +26,10 @@ pub enum Error {
     /// The server answered with a problem.
     #[error(transparent)]
     Refused(#[from] Refused),
-    /// The server could not be reached, or the answer could not be read.
-    #[error("cannot reach {base}")]
-    Transport {
-        base: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The server could not be reached, or the answer could not be read; `reason` says why
+    /// in a sentence (an untrusted certificate and its fix, a refused connection, …).
+    #[error("cannot reach {base}: {reason}")]
+    Transport { base: String, reason: String },
     /// The answer did not fit the wire type the call expects.
     #[error("the server's answer to {what} did not parse")]
     Decode {

@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// `POST /v1/system/clock` may move the lifecycle and metering clock on (tests and
     /// demos only).
     pub test_clock: bool,
+    /// The SHA-256 of the CA of the certificate this server presents (HTTPS), carried by
+    /// the join tokens it makes so agents pin it. None: served over plain HTTP.
+    pub ca_sha256: Option<plinth_client::connect::Fingerprint>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             billing_anchor_day: 1,
             invoice_grace: Duration::from_secs(3 * 86_400),
             test_clock: false,
+            ca_sha256: None,
         }
     }
 }

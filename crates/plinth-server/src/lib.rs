@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod secrets;
+pub mod tls;
 
 use crate::api::{
     agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens, operations,
@@ -218,6 +219,26 @@ pub async fn serve_with(
     store: Store,
     config: ServerConfig,
     listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(store, config, listener, shutdown).await
+}
+
+/// Like [`serve_with`], over HTTPS: TLS with `tls` on `listener` (see [`tls::TlsListener`]).
+pub async fn serve_tls(
+    store: Store,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(store, config, tls::TlsListener::new(listener, tls)?, shutdown).await
+}
+
+async fn serve_on<L: axum::serve::Listener<Addr: std::fmt::Debug>>(
+    store: Store,
+    config: ServerConfig,
+    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::new(store, config);

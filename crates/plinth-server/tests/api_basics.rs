@@ -526,3 +526,23 @@ async fn bmc_passwords_are_write_only() {
         .ok(200);
     assert_eq!(v["bmc"]["has_password"], false, "{v}");
 }
+
+#[tokio::test]
+async fn a_join_token_carries_the_ca_fingerprint_of_an_https_server() {
+    let plain = TestServer::start().await;
+    let (jt, secret) = join_token(&plain).await;
+    assert!(jt.get("ca_sha256").is_none(), "plain HTTP: no CA to pin: {jt}");
+    assert_eq!(jt["agent_join_token"], secret.as_str());
+
+    let ca = plinth_client::connect::Fingerprint([0xab; 32]);
+    let config = plinth_server::ServerConfig { ca_sha256: Some(ca), ..Default::default() };
+    let tls = TestServer::start_with(config).await;
+    let (jt, secret) = join_token(&tls).await;
+    assert_eq!(jt["ca_sha256"], "ab".repeat(32).as_str());
+    assert_eq!(jt["agent_join_token"], format!("{secret}@sha256:{}", "ab".repeat(32)).as_str());
+    let parsed = plinth_client::connect::JoinToken::parse(jt["agent_join_token"].as_str().unwrap()).unwrap();
+    assert_eq!((parsed.secret.as_str(), parsed.ca), (secret.as_str(), Some(ca)));
+    // Only the secret is sent at enrolment.
+    let r = tls.post("/agent/v1/enroll").json(&json!({ "join_token": secret, "hostname": "pinned" })).send().await;
+    r.ok(201);
+}

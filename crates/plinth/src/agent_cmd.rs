@@ -15,7 +15,8 @@ use plinth_agent::runtime::sim::{SimConfig, SimRuntime};
 use plinth_agent::sim::inventory::{PROFILES, cpu_list, dedicated_cpus_for, inventory_of, profile_counts, profile_for};
 use plinth_agent::state::is_dns_label;
 use plinth_agent::{AGENT_VERSION, AgentClient, HostSetup, Progress, RunnerConfig, StateDir, run_host};
-use std::path::PathBuf;
+use plinth_client::connect::{Ca, JoinToken};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,8 +39,11 @@ pub struct AgentArgs {
     /// scale tests; no guests run).
     #[arg(long, value_enum, default_value = "qemu")]
     runtime: RuntimeArg,
-    /// Join token (`pjt_…`) for hosts not enrolled yet. Without it, one is created with
-    /// the CLI profile's (or --token's) operator token, for as many hosts as need it.
+    /// Join token for hosts not enrolled yet, as `plinth join-token create` prints it
+    /// (`agent_join_token`: `pjt_…@sha256:<CA fingerprint>`): the agent pins the server's
+    /// CA with it on first contact and keeps the CA in the state directory. Without it, one
+    /// is created with the CLI profile's (or --token's) operator token, for as many hosts
+    /// as need it.
     #[arg(long, env = "PLINTH_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
     /// Where credentials (0600) and runtime state are kept (default
@@ -110,17 +114,61 @@ fn server_of(args: &AgentArgs, server: Option<&str>) -> Result<(Option<profile::
     Ok((saved, url))
 }
 
-/// `plinth agent`. `server` and `token` are the global `--server` / `--token` flags.
-pub async fn run(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
+/// `plinth agent`. `server`, `token` and `ca_cert` are the global `--server`, `--token`
+/// and `--ca-cert` flags.
+pub async fn run(args: &AgentArgs, server: Option<&str>, token: Option<&str>, ca_cert: Option<&Path>) -> Result<()> {
     match args.runtime {
-        RuntimeArg::Sim => run_sim(args, server, token).await,
-        RuntimeArg::Qemu => run_qemu(args, server, token).await,
+        RuntimeArg::Sim => run_sim(args, server, token, ca_cert).await,
+        RuntimeArg::Qemu => run_qemu(args, server, token, ca_cert).await,
+    }
+}
+
+/// The `--join-token` given, read (secret and CA fingerprint).
+fn join_token_arg(args: &AgentArgs) -> Result<Option<JoinToken>> {
+    args.join_token.as_deref().map(|t| JoinToken::parse(t).map_err(|e| anyhow!("--join-token: {e}"))).transpose()
+}
+
+/// The CA the agent trusts for `server_url` (None: plain HTTP, or the system's roots):
+/// `--ca-cert`; else the one kept in the state directory, unless the join token pins
+/// another; else, with a pinning join token, the server's own, fetched and checked against
+/// the fingerprint, then kept; else the CLI profile's (an agent beside `plinth up`).
+async fn agent_ca(
+    state: &StateDir,
+    server_url: &str,
+    join: Option<&JoinToken>,
+    flag: Option<&Path>,
+    saved: Option<&profile::Profile>,
+) -> Result<Option<Ca>> {
+    if !server_url.starts_with("https://") {
+        return Ok(None);
+    }
+    if let Some(f) = flag {
+        return Ok(Some(Ca::from_file(f)?));
+    }
+    let path = state.ca_path();
+    let stored = match state.load_ca()? {
+        Some(pem) => Some(Ca::from_pem(&pem).with_context(|| format!("the kept CA {}", path.display()))?),
+        None => None,
+    };
+    match (join.and_then(|j| j.ca.as_ref()), stored) {
+        (Some(pin), Some(ca)) if ca.fingerprint() == *pin => Ok(Some(ca)),
+        (Some(pin), _) => {
+            let ca = plinth_client::connect::fetch_pinned_ca(server_url, pin).await?;
+            state.save_ca(ca.pem())?;
+            println!("  pinned the server's CA {pin} (kept in {})", path.display());
+            Ok(Some(ca))
+        }
+        (None, Some(ca)) => Ok(Some(ca)),
+        (None, None) => match saved {
+            Some(p) => profile::ca(None, Some(p)),
+            None => profile::ca(None, profile::load(&profile::path())?.as_ref()),
+        },
     }
 }
 
 /// Creates a join token good for `uses` enrolments, as the operator.
-async fn create_join_token(server: &str, operator_token: &str, uses: u32, n: u32) -> Result<String> {
-    let client = plinth_client::Client::new(server, operator_token);
+async fn create_join_token(server: &str, operator_token: &str, ca: Option<&Ca>, uses: u32, n: u32) -> Result<String> {
+    let client = plinth_client::Client::new(server, operator_token, ca);
     let body = plinth_api::HostJoinTokenCreate {
         description: Some(if n > 1 {
             format!("plinth agent --runtime sim ({n} simulated hosts)")
@@ -153,31 +201,33 @@ fn status_line(p: &Progress, n: u32) -> String {
     )
 }
 
-async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
+async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>, ca_cert: Option<&Path>) -> Result<()> {
     let hostname = args.hostname.clone().unwrap_or_else(crate::agent_host::local_hostname);
     if !is_dns_label(&hostname) {
         bail!("--hostname {hostname:?} is not a DNS label (a-z, 0-9, '-', at most 63)");
     }
     let (saved, server_url) = server_of(args, server)?;
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    let enrolled = StateDir::open(&state_dir)
-        .with_context(|| format!("opening the state directory {}", state_dir.display()))?
-        .load_credential(&hostname)?
-        .is_some();
-    let join_token = match (&args.join_token, enrolled) {
+    let state =
+        StateDir::open(&state_dir).with_context(|| format!("opening the state directory {}", state_dir.display()))?;
+    let enrolled = state.load_credential(&hostname)?.is_some();
+    let join = join_token_arg(args)?;
+    let ca = agent_ca(&state, &server_url, join.as_ref(), ca_cert, saved.as_ref()).await?;
+    let join_token = match (join, enrolled) {
         (_, true) => None,
-        (Some(t), false) => Some(t.clone()),
+        (Some(t), false) => Some(t.secret),
         (None, false) => {
             let operator =
                 token.map(str::to_string).or_else(|| saved.as_ref().map(|p| p.token.clone())).ok_or_else(|| {
                     anyhow!("this host is not enrolled and there is no join token: pass --join-token pjt_…")
                 })?;
-            Some(create_join_token(&server_url, &operator, 1, 1).await?)
+            Some(create_join_token(&server_url, &operator, ca.as_ref(), 1, 1).await?)
         }
     };
     let host = crate::agent_host::RealHost {
         server: server_url,
         join_token,
+        ca,
         state_dir,
         hostname,
         root: args.root.clone(),
@@ -203,7 +253,7 @@ async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -
     }
 }
 
-async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) -> Result<()> {
+async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>, ca_cert: Option<&Path>) -> Result<()> {
     let n = args.sim_hosts.ok_or_else(|| anyhow!("--runtime sim needs --sim-hosts N"))?;
     let hostname = |i: u32| format!("{}-{i:04}", args.sim_prefix);
     for name in [hostname(0), hostname(n - 1)] {
@@ -248,16 +298,18 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
             missing += 1;
         }
     }
-    let join_token = match (&args.join_token, missing) {
+    let join = join_token_arg(args)?;
+    let ca = agent_ca(&state, &server_url, join.as_ref(), ca_cert, saved.as_ref()).await?;
+    let join_token = match (join, missing) {
         (_, 0) => None,
-        (Some(t), _) => Some(t.clone()),
+        (Some(t), _) => Some(t.secret),
         (None, _) => {
             let operator = token.map(str::to_string).or_else(|| saved.as_ref().map(|p| p.token.clone())).ok_or_else(|| {
                 anyhow!(
                     "{missing} hosts need enrolling and there is no join token: pass --join-token pjt_…, or have an operator token (plinth up / plinth login / PLINTH_TOKEN)"
                 )
             })?;
-            let secret = create_join_token(&server_url, &operator, missing, n).await?;
+            let secret = create_join_token(&server_url, &operator, ca.as_ref(), missing, n).await?;
             println!("  created a join token for {missing} enrolments (expires in 1 h)");
             Some(secret)
         }
@@ -266,7 +318,7 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>) ->
         println!("  {} hosts already enrolled (credentials in the state directory)", n - missing);
     }
 
-    let client = AgentClient::new(&server_url, &format!("plinth-agent/{AGENT_VERSION} (sim runtime)"))?;
+    let client = AgentClient::new(&server_url, &format!("plinth-agent/{AGENT_VERSION} (sim runtime)"), ca.as_ref())?;
     let cfg = Arc::new(RunnerConfig {
         join_token,
         poll_wait_seconds: args.poll_wait,

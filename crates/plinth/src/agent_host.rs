@@ -22,6 +22,8 @@ use tokio::sync::watch;
 pub struct RealHost {
     pub server: String,
     pub join_token: Option<String>,
+    /// The CA the server's HTTPS chains to (None: plain HTTP or the system's roots).
+    pub ca: Option<plinth_client::connect::Ca>,
     pub state_dir: PathBuf,
     pub hostname: String,
     /// Where `/proc` and `/sys` are read from (`/` on a real host).
@@ -110,7 +112,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
         }))
     };
     let setup = HostSetup { index: 0, hostname: h.hostname.clone(), inventory, rediscover: Some(rediscover) };
-    let client = AgentClient::new(&h.server, &format!("plinth-agent/{AGENT_VERSION} (qemu runtime)"))?;
+    let client = AgentClient::new(&h.server, &format!("plinth-agent/{AGENT_VERSION} (qemu runtime)"), h.ca.as_ref())?;
     let cfg = Arc::new(RunnerConfig {
         join_token: h.join_token.clone(),
         poll_wait_seconds: h.poll_wait,

@@ -32,6 +32,10 @@ struct Cli {
     /// API token (overrides the profile).
     #[arg(long, global = true, env = "PLINTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to trust for the server's HTTPS (overrides the profile's;
+    /// `plinth login --ca-cert F` saves it in the profile).
+    #[arg(long, global = true, env = "PLINTH_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +56,13 @@ enum Command {
         /// database; none for PostgreSQL (images are then unavailable).
         #[arg(long, env = "PLINTH_BLOB_DIR")]
         blob_dir: Option<PathBuf>,
+        /// Where the server's own CA and serving certificate are kept (made on first
+        /// start; replicas share it). Default: `tls/` beside an SQLite database, else beside
+        /// the blob directory.
+        #[arg(long, env = "PLINTH_TLS_DIR")]
+        tls_dir: Option<PathBuf>,
+        #[command(flatten)]
+        tls: run::TlsArgs,
     },
     /// Run Plinth on this machine: embedded database and server.
     Up {
@@ -64,6 +75,8 @@ enum Command {
         /// image.
         #[arg(long)]
         no_demo: bool,
+        #[command(flatten)]
+        tls: run::TlsArgs,
     },
     /// Run the host agent of this machine (real QEMU guests), or `--runtime sim
     /// --sim-hosts N` simulated hosts (no guests run).
@@ -74,6 +87,8 @@ enum Command {
         server: String,
         #[arg(long)]
         token: String,
+        // The global --ca-cert: the CA certificate (PEM) the server's HTTPS chains to, e.g.
+        // the server's `{data dir}/tls/ca.pem`. Without it, the profile keeps the CA it had.
     },
     /// Print shell completions: `plinth completion bash|zsh|fish|…`.
     #[command(alias = "completion")]
@@ -147,8 +162,9 @@ fn client(cli: &Cli) -> Result<plinth_client::Client> {
     let saved = profile::load(&profile::path())?;
     let server = cli.server.clone().or_else(|| saved.as_ref().map(|p| p.server.clone()));
     let token = cli.token.clone().or_else(|| saved.as_ref().map(|p| p.token.clone()));
+    let ca = profile::ca(cli.ca_cert.as_deref(), saved.as_ref())?;
     match (server, token) {
-        (Some(s), Some(t)) => Ok(plinth_client::Client::new(&s, &t)),
+        (Some(s), Some(t)) => Ok(plinth_client::Client::new(&s, &t, ca.as_ref())),
         _ => Err(anyhow!(
             "no server or token: run `plinth up`, or `plinth login --server URL --token plt_…`, or set PLINTH_SERVER and PLINTH_TOKEN"
         )),
@@ -159,20 +175,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let out = Out { format: cli.output, field: cli.field.clone() };
     let o = &out;
     match &cli.command {
-        Command::Server { database_url, listen, operator_token_file, blob_dir } => {
-            run::server(database_url, listen, operator_token_file.as_deref(), blob_dir.as_deref()).await
+        Command::Server { database_url, listen, operator_token_file, blob_dir, tls_dir, tls } => {
+            let dirs = run::ServerDirs { blob_dir: blob_dir.as_deref(), tls_dir: tls_dir.as_deref() };
+            run::server(database_url, listen, operator_token_file.as_deref(), dirs, tls).await
         }
-        Command::Up { data_dir, listen, no_demo } => {
+        Command::Up { data_dir, listen, no_demo, tls } => {
             let dir = data_dir.clone().unwrap_or_else(run::default_data_dir);
-            run::up(&dir, listen, !no_demo).await
+            run::up(&dir, listen, !no_demo, tls).await
         }
-        Command::Agent(a) => agent_cmd::run(a, cli.server.as_deref(), cli.token.as_deref()).await,
-        Command::Login { server, token } => {
-            let path = profile::path();
-            profile::save(&path, &profile::Profile { server: server.clone(), token: token.clone() })?;
-            eprintln!("saved {}", path.display());
-            Ok(())
+        Command::Agent(a) => {
+            agent_cmd::run(a, cli.server.as_deref(), cli.token.as_deref(), cli.ca_cert.as_deref()).await
         }
+        Command::Login { server, token } => profile::login(server, token, cli.ca_cert.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "plinth", &mut std::io::stdout());
             Ok(())
@@ -210,7 +224,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG").unwrap_or_else(|_| "warn,plinth=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG")
+                .unwrap_or_else(|_| "warn,plinth=info,rustls_platform_verifier=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

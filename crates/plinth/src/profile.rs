@@ -1,5 +1,5 @@
-//! The CLI profile: server URL and token, kept in a 0600 TOML file
-//! (`$PLINTH_CONFIG`, default `~/.config/plinth/profile.toml`).
+//! The CLI profile: server URL, token and the CA certificate the server's HTTPS chains
+//! to, kept in a 0600 TOML file (`$PLINTH_CONFIG`, default `~/.config/plinth/profile.toml`).
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 pub struct Profile {
     pub server: String,
     pub token: String,
+    /// The CA certificate (PEM file) the CLI trusts for `server`: `plinth up` writes its
+    /// own (`{data_dir}/tls/ca.pem`); `plinth login --ca-cert` sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The profile file's path.
@@ -52,4 +56,31 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
 /// Saves the profile (0600).
 pub fn save(path: &Path, p: &Profile) -> Result<()> {
     write_private(path, &toml::to_string(p)?)
+}
+
+/// The CA to trust: `flag` (`--ca-cert`, `PLINTH_CA_CERT`), else the profile's, if any.
+pub fn ca(flag: Option<&Path>, saved: Option<&Profile>) -> Result<Option<plinth_client::connect::Ca>> {
+    let path = flag.map(Path::to_path_buf).or_else(|| saved.and_then(|p| p.ca_cert.clone()));
+    match path {
+        Some(p) => Ok(Some(
+            plinth_client::connect::Ca::from_file(&p).with_context(|| "the CA certificate to trust (--ca-cert)")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `plinth login`: saves the server, the token and the CA (checked readable; kept as an
+/// absolute path), keeping the profile's CA when none is given.
+pub fn login(server: &str, token: &str, ca_cert: Option<&Path>) -> Result<()> {
+    let path = self::path();
+    let ca_cert = match ca_cert {
+        Some(p) => {
+            plinth_client::connect::Ca::from_file(p)?;
+            Some(std::path::absolute(p)?)
+        }
+        None => load(&path)?.and_then(|p| p.ca_cert),
+    };
+    save(&path, &Profile { server: server.to_string(), token: token.to_string(), ca_cert })?;
+    eprintln!("saved {}", path.display());
+    Ok(())
 }

@@ -127,9 +127,10 @@ pub async fn start(
     data_dir: &Path,
     server: &str,
     token: &str,
+    ca: Option<plinth_client::connect::Ca>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let c = Client::new(server, token);
+    let c = Client::new(server, token, ca.as_ref());
     let hostname = local_hostname();
     let state_dir = data_dir.join("agent");
     let enrolled = state_dir.join("hosts").join(&hostname).join("credential.json").exists();
@@ -142,6 +143,7 @@ pub async fn start(
     let host = RealHost {
         server: server.to_string(),
         join_token,
+        ca,
         state_dir,
         hostname: hostname.clone(),
         root: PathBuf::from("/"),

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{cli, ok, up_with_sim_fleet, wait_for};
+use plinth_client::connect::Ca;
 use plinth_client::{Client, Instances};
 use serde_json::Value;
 use std::path::Path;
@@ -21,10 +22,11 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The profile's server and token, for the typed client.
+/// The profile's server, token and CA, for the typed client.
 fn client(profile: &Path) -> Client {
     let t: toml::Table = toml::from_str(&std::fs::read_to_string(profile).unwrap()).unwrap();
-    Client::new(t["server"].as_str().unwrap(), t["token"].as_str().unwrap())
+    let ca = t.get("ca_cert").and_then(|c| c.as_str()).map(|p| Ca::from_file(Path::new(p)).expect("the profile's CA"));
+    Client::new(t["server"].as_str().unwrap(), t["token"].as_str().unwrap(), ca.as_ref())
 }
 
 #[test]

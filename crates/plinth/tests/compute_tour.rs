@@ -26,7 +26,7 @@ fn server(dir: &Path, name: &str, db: &str) -> (Proc, String) {
         .expect("spawn plinth server");
     let url = wait_for(&format!("{name} to listen"), Duration::from_secs(60), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).map(str::to_string)
+        text.split_whitespace().find(|w| w.starts_with("https://127.0.0.1:")).map(str::to_string)
     });
     (Proc(child), url)
 }
@@ -93,7 +93,9 @@ async fn two_servers_on_postgres_never_overcommit() {
         std::fs::read_to_string(dir.path().join("operator-token")).ok().map(|s| s.trim().to_string())
     });
     let (_b, url_b) = server(dir.path(), "b", &db);
-    let http = reqwest::Client::new();
+    // Both replicas serve with the CA they share, made beside the blob directory.
+    let ca = plinth_client::connect::Ca::from_file(&dir.path().join("tls/ca.pem")).expect("the shared CA");
+    let http = plinth_client::connect::trusting(&ca).build().unwrap();
     use reqwest::Method as M;
 
     // Two hosts of 50 vCPUs at ratio 1.0: room for exactly 100 one-vCPU instances.

@@ -196,19 +196,21 @@ async fn a_real_vm_lives_through_its_whole_life() {
     );
     let url = wait_for("the server to listen", Duration::from_secs(60), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")).map(str::to_string)
+        text.split_whitespace().find(|w| w.starts_with("https://127.0.0.1:")).map(str::to_string)
     })
     .await;
     let token = wait_for("the operator token", Duration::from_secs(30), || async {
         std::fs::read_to_string(d.join("operator-token")).ok().map(|s| s.trim().to_string())
     })
     .await;
-    let api = Api { http: reqwest::Client::new(), url: url.clone(), token };
+    // The server's own CA, made beside the SQLite file.
+    let ca = plinth_client::connect::Ca::from_file(&d.join("tls/ca.pem")).expect("the server's CA");
+    let api = Api { http: plinth_client::connect::trusting(&ca).build().unwrap(), url: url.clone(), token };
     use reqwest::Method as M;
 
     // Join token → the agent enrols → the host is available with this machine's inventory.
     let jt = api.ok(M::POST, "/v1/host-join-tokens", Some(json!({}))).await;
-    let mut agent = start_agent(d, &url, jt["secret"].as_str().unwrap());
+    let mut agent = start_agent(d, &url, jt["agent_join_token"].as_str().unwrap());
     let host = wait_for("the host to be available", Duration::from_secs(60), || async {
         let hosts = api.get("/v1/hosts?limit=10").await;
         hosts["items"]

@@ -128,6 +128,7 @@ fn tour_from_an_empty_data_dir() {
     assert!(!second.contains("created the operator"), "{second}");
     // The listen port changed (port 0): point the profile's server at the new address.
     let url = second.split("Plinth is up at ").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "plinth up serves HTTPS: {url}");
     let mut c = Command::new(BIN);
     let out =
         c.env("PLINTH_CONFIG", &profile).args(["login", "--server", url, "--token", &operator_token]).output().unwrap();

@@ -1,9 +1,10 @@
-//! Load generator for `bench/api`: creates projects and hosts over HTTP, then reads them
-//! back, with a fixed number of keep-alive HTTP/1.1 connections (one per worker), and
-//! prints requests/s and p50/p99 latency per phase.
+//! Load generator for `bench/api`: creates projects and hosts over HTTPS (HTTP without
+//! `--ca-file`), then reads them back, with a fixed number of keep-alive HTTP/1.1
+//! connections (one per worker, each with one TLS handshake), and prints requests/s and
+//! p50/p99 latency per phase.
 //!
 //! Usage:
-//!   loadgen --addr 127.0.0.1:PORT --token-file FILE --backend NAME
+//!   loadgen --addr 127.0.0.1:PORT --token-file FILE --backend NAME [--ca-file CA.pem]
 //!           [--writes 10000] [--reads 10000] [--concurrency 16] [--phase-timeout 120]
 //!
 //! Every loop is bounded by a request count and by a deadline. Only 127.0.0.1 is allowed.
@@ -30,6 +31,7 @@ const ERROR_SAMPLES: usize = 5;
 
 struct Args {
     addr: String,
+    ca_file: Option<String>,
     token_file: String,
     backend: String,
     writes: usize,
@@ -41,6 +43,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         addr: String::new(),
+        ca_file: None,
         token_file: String::new(),
         backend: "server".into(),
         writes: 10_000,
@@ -55,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--addr" => a.addr = val()?,
             "--token-file" => a.token_file = val()?,
+            "--ca-file" => a.ca_file = Some(val()?),
             "--backend" => a.backend = val()?,
             "--writes" => a.writes = num(val()?)?,
             "--reads" => a.reads = num(val()?)?,
@@ -78,17 +82,35 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// TLS trusting only the server's CA (from `--ca-file`).
+fn tls_connector(ca_file: &str) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("{ca_file}: {e}"))? {
+        roots.add(c.map_err(|e| format!("{ca_file}: {e}"))?).map_err(|e| format!("{ca_file}: {e}"))?;
+    }
+    #[allow(deprecated)] // ring: no post-quantum key exchange, as Plinth itself
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 /// One keep-alive HTTP/1.1 connection, reopened when it breaks.
 struct Conn {
     addr: String,
+    tls: Option<tokio_rustls::TlsConnector>,
     auth: String,
     sender: Option<SendRequest<Full<Bytes>>>,
     reconnects: u32,
 }
 
 impl Conn {
-    fn new(addr: &str, token: &str) -> Conn {
-        Conn { addr: addr.to_string(), auth: format!("Bearer {token}"), sender: None, reconnects: 0 }
+    fn new(addr: &str, token: &str, tls: Option<tokio_rustls::TlsConnector>) -> Conn {
+        Conn { addr: addr.to_string(), tls, auth: format!("Bearer {token}"), sender: None, reconnects: 0 }
     }
 
     async fn connect(&mut self) -> Result<(), String> {
@@ -98,11 +120,28 @@ impl Conn {
         self.reconnects += 1;
         let stream = tokio::net::TcpStream::connect(&self.addr).await.map_err(|e| format!("connect: {e}"))?;
         stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let sender = match &self.tls {
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("an IP address");
+                let stream = tls.connect(name, stream).await.map_err(|e| format!("TLS: {e}"))?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+            None => {
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+        };
         self.sender = Some(sender);
         Ok(())
     }
@@ -302,9 +341,10 @@ async fn run(a: Args) -> Result<bool, String> {
         return Err(format!("{}: no plt_ token in it", a.token_file));
     }
     let started = Instant::now();
+    let tls = a.ca_file.as_deref().map(tls_connector).transpose()?;
 
     // A tenant to hold the projects.
-    let mut setup = Conn::new(&a.addr, &token);
+    let mut setup = Conn::new(&a.addr, &token, tls.clone());
     let tenant_name = format!("bench-{}", std::process::id());
     let (status, body) =
         setup.call(Method::POST, "/v1/tenants", Some(serde_json::json!({ "name": tenant_name }).to_string())).await?;
@@ -313,7 +353,7 @@ async fn run(a: Args) -> Result<bool, String> {
     }
     let tenant = id_of(&body).ok_or("POST /v1/tenants: no id in the answer")?;
 
-    let conns: Vec<Conn> = (0..a.concurrency).map(|_| Conn::new(&a.addr, &token)).collect();
+    let conns: Vec<Conn> = (0..a.concurrency).map(|_| Conn::new(&a.addr, &token, tls.clone())).collect();
 
     // Warm-up (not measured): open the connections, touch the auth path.
     let warm = a.concurrency * 20;

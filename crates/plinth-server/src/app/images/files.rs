@@ -247,12 +247,14 @@ async fn import_one(st: &AppState, id: &ImageId, role: ImageFileRole, src: &Imag
 
 /// Streams an http(s) URL into `staging`.
 async fn fetch(staging: &mut Staging, url: &str, limit: u64) -> Result<(), String> {
-    let client = reqwest::Client::builder()
+    // rustls with the system's roots (no OpenSSL).
+    let client = plinth_client::connect::builder()
         .connect_timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::limited(5))
         .build()
         .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-    let mut resp = client.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let mut resp =
+        client.get(url).send().await.map_err(|e| format!("GET {url}: {}", plinth_client::connect::describe(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("GET {url} answered {}", resp.status()));
     }

@@ -45,7 +45,10 @@ pub async fn create(st: &AppState, caller: &Caller, b: HostJoinTokenCreate) -> R
     };
     let secret = secrets::mint(secrets::JOIN_TOKEN, t.id.as_str());
     st.store.insert_with(&t, &[("secret_hash", Val::text(secrets::hash(&secret)))], &caller.audit()).await?;
-    Ok(HostJoinTokenCreated { join_token: t, secret })
+    // The agent's form of the secret carries the CA's fingerprint, which the agent pins.
+    let ca = st.config.ca_sha256;
+    let agent_join_token = plinth_client::connect::JoinToken::combined(&secret, ca.as_ref());
+    Ok(HostJoinTokenCreated { join_token: t, secret, ca_sha256: ca.map(|f| f.hex()), agent_join_token })
 }
 
 /// Get a join token.
