@@ -200,28 +200,6 @@ fn field(doc: &Value, path: &str) -> Result<Vec<String>> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn fields_are_picked_by_dotted_path_one_value_a_line() {
-        let one = json!({ "id": "ins_1", "runtime": { "pid": 42, "command_line": ["qemu", "-m"] }, "host_id": null });
-        assert_eq!(field(&one, "id").unwrap(), ["ins_1"]);
-        assert_eq!(field(&one, "runtime.pid").unwrap(), ["42"]);
-        assert_eq!(field(&one, "runtime.command_line").unwrap(), ["qemu", "-m"]);
-        assert_eq!(field(&one, "runtime.command_line.1").unwrap(), ["-m"]);
-        assert_eq!(field(&one, "host_id").unwrap(), [""]);
-        assert!(field(&one, "nope").is_err());
-        let page = json!({ "items": [{ "id": "a", "claim": { "tcg": true } }, { "id": "b" }], "next_cursor": null });
-        assert_eq!(field(&page, "id").unwrap(), ["a", "b"]);
-        assert_eq!(field(&page, "claim.tcg").unwrap(), ["true", ""]);
-        assert_eq!(field(&page, "next_cursor").unwrap(), [""]);
-        assert_eq!(field(&json!([{ "name": "x" }]), "name").unwrap(), ["x"]);
-    }
-}
-
 /// Prints an operation's step timings: one row per step, and under a step that waited
 /// for a host, one row per phase the host's agent reported.
 pub fn timings(steps: &[plinth_api::StepTiming]) {
@@ -244,4 +222,26 @@ pub fn timings(steps: &[plinth_api::StepTiming]) {
         }
     }
     println!("{t}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_are_picked_by_dotted_path_one_value_a_line() {
+        let one = json!({ "id": "ins_1", "runtime": { "pid": 42, "command_line": ["qemu", "-m"] }, "host_id": null });
+        assert_eq!(field(&one, "id").unwrap(), ["ins_1"]);
+        assert_eq!(field(&one, "runtime.pid").unwrap(), ["42"]);
+        assert_eq!(field(&one, "runtime.command_line").unwrap(), ["qemu", "-m"]);
+        assert_eq!(field(&one, "runtime.command_line.1").unwrap(), ["-m"]);
+        assert_eq!(field(&one, "host_id").unwrap(), [""]);
+        assert!(field(&one, "nope").is_err());
+        let page = json!({ "items": [{ "id": "a", "claim": { "tcg": true } }, { "id": "b" }], "next_cursor": null });
+        assert_eq!(field(&page, "id").unwrap(), ["a", "b"]);
+        assert_eq!(field(&page, "claim.tcg").unwrap(), ["true", ""]);
+        assert_eq!(field(&page, "next_cursor").unwrap(), [""]);
+        assert_eq!(field(&json!([{ "name": "x" }]), "name").unwrap(), ["x"]);
+    }
 }
