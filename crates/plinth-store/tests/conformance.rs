@@ -152,8 +152,13 @@ async fn create_read_list_paginate(store: Store) {
     assert_eq!(pages, 3);
     assert_eq!(seen, ids, "every item once, in creation order");
 
-    let filtered = store.list::<Tenant>(&Scope::Platform, &[("name", "t3".into())], 10, None).await;
-    assert!(matches!(filtered, Err(StoreError::Refused { code: "invalid_filter", .. })), "name is not a tenant filter");
+    let filtered = store.list::<Tenant>(&Scope::Platform, &[("name", "t3".into())], 10, None).await.unwrap();
+    assert_eq!(filtered.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t3"], "tenants filter by name");
+    let filtered = store.list::<Tenant>(&Scope::Platform, &[("display_name", "t3".into())], 10, None).await;
+    assert!(
+        matches!(filtered, Err(StoreError::Refused { code: "invalid_filter", .. })),
+        "display_name is not a tenant filter"
+    );
     let t = tenant("solo");
     store.insert(&t, &audit("tenants.create")).await.unwrap();
     let p = project(&t, "web");
