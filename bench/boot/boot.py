@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -329,6 +330,8 @@ class Plinth:
         self.a = a
         u = urllib.parse.urlsplit(a.plinth_url)
         self.host, self.port = u.hostname, u.port
+        # `plinth up` serves HTTPS with its own CA (data dir tls/ca.pem): trust only that.
+        self.tls = ssl.create_default_context(cafile=a.plinth_ca) if u.scheme == "https" else None
         self.conn = None
         self.n = 0
         t = self.call("POST", "/v1/tenants", {"name": "bench-boot"}, want=(201,))
@@ -344,7 +347,10 @@ class Plinth:
             headers["Content-Type"] = "application/json"
         for attempt in (0, 1):  # one retry on a dropped keep-alive connection
             if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=90)
+                if self.tls:
+                    self.conn = http.client.HTTPSConnection(self.host, self.port, timeout=90, context=self.tls)
+                else:
+                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=90)
             try:
                 self.conn.request(method, path, body=data, headers=headers)
                 r = self.conn.getresponse()
@@ -465,6 +471,7 @@ def main():
     ap.add_argument("--libvirt-uri", default="qemu:///system")
     ap.add_argument("--plinth-url")
     ap.add_argument("--plinth-token-file")
+    ap.add_argument("--plinth-ca", help="the CA certificate (PEM) plinth up's HTTPS chains to")
     ap.add_argument("--plinth-data", help="plinth up's data directory (its agent's serial logs)")
     ap.add_argument("--plinth-image", default="test-guest")
     ap.add_argument("--plinth-shape", default="bench-boot")
