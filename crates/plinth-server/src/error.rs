@@ -40,19 +40,8 @@ impl ApiError {
         self.constraint = Some(c);
         self
     }
-    pub fn with_code(mut self, code: &'static str) -> ApiError {
-        self.code = code;
-        self
-    }
     pub fn unauthenticated(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
-    }
-    pub fn forbidden(what: &str) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("your roles do not allow {what}"))
-            .with_constraint(json!({ "rule": "role", "action": what }))
-    }
-    pub fn not_found(kind: &str, id: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{kind} {id} not found"))
     }
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
@@ -106,28 +95,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The status each kind of use-case failure answers with.
-pub fn status_of(kind: Kind) -> StatusCode {
-    match kind {
-        Kind::Malformed => StatusCode::BAD_REQUEST,
-        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Kind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
-        Kind::Forbidden => StatusCode::FORBIDDEN,
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Conflict => StatusCode::CONFLICT,
-        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Kind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 impl From<app::Error> for ApiError {
     fn from(e: app::Error) -> ApiError {
         if e.kind == Kind::Internal {
             return ApiError::internal(e.detail);
         }
-        ApiError { status: status_of(e.kind), code: e.code, detail: e.detail, constraint: e.constraint }
+        // `Kind::status` is the one table of statuses; every kind names a valid one.
+        let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError { status, code: e.code, detail: e.detail, constraint: e.constraint }
     }
 }
 
