@@ -479,6 +479,8 @@ pub(crate) mod tests {
             ssh_keys: vec![],
             user_data: None,
             boot: None,
+            nics: Vec::new(),
+            cloud_init: None,
         }
     }
 

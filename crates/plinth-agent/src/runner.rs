@@ -454,7 +454,7 @@ impl<R: Runtime> Host<R> {
                     std::mem::take(&mut pending).into_values().collect()
                 };
                 one_by_one &= !pending.is_empty();
-                let body = ObservedReport { instances: in_report.clone() };
+                let body = ObservedReport { instances: in_report.clone(), network: None };
                 let h = host.clone();
                 report = Some(Box::pin(async move { h.observed(&body).await }));
             }

@@ -196,6 +196,8 @@ impl Fixture {
                 initrd: Some(self.blob("initramfs.cpio.gz")),
                 cmdline: Some(self.tg.cmdline.clone()),
             }),
+            nics: Vec::new(),
+            cloud_init: None,
         }
     }
 

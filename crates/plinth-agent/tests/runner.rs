@@ -124,7 +124,7 @@ async fn desired(State(s): State<Shared>, headers: HeaderMap, Query(q): Query<De
         let (generation, instances) = s.with(|f| (f.generation, f.specs.clone()));
         if generation > after || tokio::time::Instant::now() >= deadline {
             s.with(|f| f.polls += 1);
-            return Json(DesiredState { host_id, generation, instances }).into_response();
+            return Json(DesiredState { host_id, generation, instances, network: None }).into_response();
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
     }
@@ -201,6 +201,8 @@ fn spec(id: &InstanceId, generation: i64, power: PowerState, boot_generation: i6
         ssh_keys: vec![],
         user_data: None,
         boot: None,
+        nics: Vec::new(),
+        cloud_init: None,
     }
 }
 

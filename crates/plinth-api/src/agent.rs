@@ -51,6 +51,34 @@ pub struct InstanceSpec {
     /// for instances whose image is not registered).
     #[serde(default)]
     pub boot: Option<BootSource>,
+    /// Its NICs in slot order (their data path is in the host's network spec).
+    #[serde(default)]
+    pub nics: Vec<InstanceNicSpec>,
+    /// The NoCloud seed the guest reads from a read-only `CIDATA` disk (rendered by the
+    /// server; `None` for runtimes that boot nothing).
+    #[serde(default)]
+    pub cloud_init: Option<CloudInitSeed>,
+}
+
+/// One NIC of a guest, as its runtime plugs it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct InstanceNicSpec {
+    pub nic_id: NicId,
+    /// The VPC's VNI: its namespace on the host is `pv-<vni>`.
+    pub vni: u32,
+    /// The tap's name in that namespace.
+    pub device: String,
+    pub mac: String,
+    pub mtu: u32,
+}
+
+/// The three NoCloud files, rendered.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct CloudInitSeed {
+    pub meta_data: String,
+    pub user_data: String,
+    /// network-config version 2 (MAC-matched).
+    pub network_config: String,
 }
 
 /// Answer of `GET /agent/v1/desired`: every guest this host should have.
@@ -60,6 +88,9 @@ pub struct DesiredState {
     /// Bumped whenever any spec on the host changes.
     pub generation: i64,
     pub instances: Vec<InstanceSpec>,
+    /// The host's tenant networks (`None`: the server has no network spec for it).
+    #[serde(default)]
+    pub network: Option<crate::network::HostNetworkSpec>,
 }
 
 /// Query of `GET /agent/v1/desired`.
@@ -123,6 +154,9 @@ pub struct RuntimeEvidence {
 #[serde(deny_unknown_fields)]
 pub struct ObservedReport {
     pub instances: Vec<ObservedInstance>,
+    /// The data path after the agent's last network apply.
+    #[serde(default)]
+    pub network: Option<crate::network::ObservedNetwork>,
 }
 
 /// Answer of `POST /agent/v1/observed`: which reports were applied.

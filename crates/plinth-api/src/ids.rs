@@ -106,6 +106,16 @@ typed_id!(/// A capacity commitment.
     CommitmentId, "cmt");
 typed_id!(/// A tenant's monthly budget.
     BudgetId, "bud");
+typed_id!(/// A virtual private cloud.
+    VpcId, "vpc");
+typed_id!(/// A subnet of a VPC.
+    SubnetId, "sn");
+typed_id!(/// A network interface (NIC).
+    NicId, "nic");
+typed_id!(/// A security group.
+    SecurityGroupId, "sg");
+typed_id!(/// One rule of a security group.
+    SecurityGroupRuleId, "sgr");
 
 #[cfg(test)]
 mod tests {

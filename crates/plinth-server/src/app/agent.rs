@@ -82,6 +82,8 @@ fn spec_of(inst: &Instance, user_data: Option<String>) -> Option<InstanceSpec> {
         ssh_keys: inst.ssh_keys.clone(),
         user_data,
         boot: inst.boot.clone(),
+        nics: Vec::new(),
+        cloud_init: None,
     })
 }
 
@@ -101,7 +103,7 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
         .await?;
     let (generation, list) = st.store.host_instances(host_id.as_str()).await?;
     let instances = list.into_iter().filter_map(|(i, u)| spec_of(&i, u)).collect();
-    Ok(DesiredState { host_id: host_id.clone(), generation, instances })
+    Ok(DesiredState { host_id: host_id.clone(), generation, instances, network: None })
 }
 
 /// Report the host's inventory (replaces the stored one). The first report of an

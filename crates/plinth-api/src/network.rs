@@ -1,0 +1,528 @@
+//! Tenant networking wire types: VPCs, subnets, network interfaces (NICs), security groups
+//! and their rules, and the per-host network spec the server pushes to agents (with the
+//! per-NIC readiness they report back).
+//!
+//! Addresses travel as text (`10.0.0.0/16`, `10.0.0.5`, `02:00:…`); `plinth-domain`
+//! parses and validates them.
+
+use crate::ids::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Most NICs one instance may have (slots 0–7).
+pub const MAX_NICS_PER_INSTANCE: usize = 8;
+
+// ---------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------
+
+/// A virtual private cloud: an isolated layer-2/3 network of a project, carried between
+/// hosts as one VXLAN segment (its VNI) and living in its own network namespace per host.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Vpc {
+    pub id: VpcId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub description: String,
+    /// The VPC's IPv4 block (`/16` to `/28`); its subnets are carved from it.
+    pub ipv4_cidr: String,
+    /// The VXLAN network identifier, unique across the platform.
+    pub vni: u32,
+    /// The group every NIC joins when it names none.
+    pub default_security_group_id: SecurityGroupId,
+    /// Made by the platform on the project's first need (AWS-style default VPC).
+    pub is_default: bool,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/vpcs`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VpcCreate {
+    pub project_id: ProjectId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// IPv4 block, `/16` to `/28`, in a private range (RFC 1918 or 100.64.0.0/10).
+    pub ipv4_cidr: String,
+}
+
+/// Body of `PATCH /v1/vpcs/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VpcUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Filters of `GET /v1/vpcs`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VpcFilter {
+    pub project_id: Option<String>,
+    /// Only the VPC of this name (unique within a project).
+    pub name: Option<String>,
+}
+
+/// A subnet: a block of a VPC's addresses, one bridge per host, served by DHCP.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Subnet {
+    pub id: SubnetId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub vpc_id: VpcId,
+    pub name: String,
+    pub description: String,
+    /// Inside the VPC's block, overlapping none of its siblings.
+    pub ipv4_cidr: String,
+    /// The first usable address (`.1`): the VPC router's address on this subnet.
+    pub gateway: String,
+    /// Addresses a NIC may not take: network, gateway, the two after it, broadcast.
+    pub reserved: Vec<String>,
+    /// Addresses NICs can hold (the block minus the reserved ones).
+    pub capacity: u32,
+    /// Addresses NICs hold now.
+    pub used: u32,
+    /// The guest MTU, derived from the underlay (1450 over VXLAN on a 1500 underlay).
+    pub mtu: u32,
+    pub dhcp: bool,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/subnets`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetCreate {
+    pub vpc_id: VpcId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Inside the VPC's block, `/16` to `/28`, overlapping no sibling.
+    pub ipv4_cidr: String,
+}
+
+/// Body of `PATCH /v1/subnets/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Filters of `GET /v1/subnets`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubnetFilter {
+    pub project_id: Option<String>,
+    pub vpc_id: Option<String>,
+    /// Only the subnet of this name (unique within a VPC).
+    pub name: Option<String>,
+}
+
+/// Where a NIC is on its way to carrying traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NicState {
+    /// Not attached to a placed instance: no host has it.
+    Pending,
+    /// Its instance is placed on a host; the host has not applied every component yet.
+    Bound,
+    /// Every component is applied on its host, and every other host of the VPC can reach it.
+    Ready,
+    /// A component could not be applied (see `readiness`).
+    Failed,
+}
+
+/// One piece of a NIC's data path that must be in place before it is `ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NicComponent {
+    /// The tap (or, for namespace guests, the veth) exists in the VPC namespace.
+    Tap,
+    /// The tap is a port of its subnet's bridge.
+    BridgePort,
+    /// Every other host of the VPC forwards this NIC's MAC to this host (and this host
+    /// knows every remote NIC of the VPC).
+    Fdb,
+    /// The NIC's security-group and anti-spoofing rules are loaded.
+    Filter,
+    /// Its subnet's DHCP server holds the NIC's static entry.
+    Dhcp,
+}
+
+impl NicComponent {
+    /// Every component, in the order a data path is built.
+    pub const ALL: [NicComponent; 5] =
+        [NicComponent::Tap, NicComponent::BridgePort, NicComponent::Fdb, NicComponent::Filter, NicComponent::Dhcp];
+
+    /// The component's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicComponent::Tap => "tap",
+            NicComponent::BridgePort => "bridge_port",
+            NicComponent::Fdb => "fdb",
+            NicComponent::Filter => "filter",
+            NicComponent::Dhcp => "dhcp",
+        }
+    }
+}
+
+/// A component's state on the NIC's host, as last reported.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct ComponentStatus {
+    pub component: NicComponent,
+    pub applied: bool,
+    /// Why it is not applied (the agent's error), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A network interface: a MAC and a private IPv4 address in a subnet, filtered by its
+/// security groups, plugged into at most one instance.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct NetworkInterface {
+    pub id: NicId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub vpc_id: VpcId,
+    pub subnet_id: SubnetId,
+    pub name: String,
+    pub description: String,
+    /// Locally administered, unique within the VPC.
+    pub mac: String,
+    pub ipv4: String,
+    /// The instance it is plugged into.
+    pub instance_id: Option<InstanceId>,
+    /// Its slot on that instance (0–7; the guest sees slot order as device order).
+    pub slot: Option<u8>,
+    /// Slot 0: the instance's default route and hostname live here.
+    pub primary: bool,
+    pub security_group_ids: Vec<SecurityGroupId>,
+    /// Anti-spoofing: the guest may send only from this NIC's MAC and address.
+    pub port_security: bool,
+    pub state: NicState,
+    /// The host that carries it (its instance's host).
+    pub host_id: Option<HostId>,
+    /// Each component's state on that host.
+    pub readiness: Vec<ComponentStatus>,
+    /// The filter generation the API holds for this NIC (bumped by any change to its
+    /// groups' rules or members).
+    pub filter_generation: i64,
+    /// The filter generation its host has loaded (`None`: nothing loaded yet).
+    pub filter_generation_applied: Option<i64>,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/network-interfaces`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfaceCreate {
+    /// Subnet id (the NIC's project and VPC are the subnet's).
+    pub subnet_id: SubnetId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// A free address of the subnet; allocated when absent.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// Groups of the same VPC; the VPC's default group when absent.
+    #[serde(default)]
+    pub security_group_ids: Option<Vec<SecurityGroupId>>,
+    /// Anti-spoofing (default on).
+    #[serde(default)]
+    pub port_security: Option<bool>,
+}
+
+/// Body of `PATCH /v1/network-interfaces/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfaceUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Replaces the NIC's groups (same VPC, at least one).
+    pub security_group_ids: Option<Vec<SecurityGroupId>>,
+    pub port_security: Option<bool>,
+}
+
+/// Filters of `GET /v1/network-interfaces`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NetworkInterfaceFilter {
+    pub project_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub name: Option<String>,
+}
+
+/// One NIC of `POST /v1/instances`: an existing unattached NIC, or a new one in a subnet.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceNetworkInterface {
+    /// Plug this existing, unattached NIC (of the instance's project).
+    #[serde(default)]
+    pub nic_id: Option<NicId>,
+    /// Make a new NIC in this subnet (id or name within the project).
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// For a new NIC: its address (allocated when absent).
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// For a new NIC: its groups (the VPC's default group when absent).
+    #[serde(default)]
+    pub security_group_ids: Option<Vec<SecurityGroupId>>,
+    /// For a new NIC: anti-spoofing (default on).
+    #[serde(default)]
+    pub port_security: Option<bool>,
+}
+
+/// Body of `POST /v1/instances/{id}/network-interfaces` (the instance must be stopped).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfaceAttach {
+    pub nic_id: NicId,
+}
+
+/// Which way traffic crosses the NIC, seen from the instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// The layer-4 protocol a rule matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleProtocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Any,
+}
+
+/// One allow rule of a security group. A rule matches traffic in `direction` whose peer
+/// is in `remote_cidr` or is a member of `remote_group_id` (neither: any peer).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct SecurityGroupRule {
+    pub id: SecurityGroupRuleId,
+    pub direction: Direction,
+    pub protocol: RuleProtocol,
+    /// TCP/UDP destination ports, inclusive (`None`: every port).
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    /// ICMP type and code (`None`: any).
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub remote_cidr: Option<String>,
+    pub remote_group_id: Option<SecurityGroupId>,
+    pub description: String,
+}
+
+/// A rule to add (`POST /v1/security-groups/{id}/rules`, or in a group's create body).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRuleCreate {
+    pub direction: Direction,
+    pub protocol: RuleProtocol,
+    #[serde(default)]
+    pub port_min: Option<u16>,
+    #[serde(default)]
+    pub port_max: Option<u16>,
+    #[serde(default)]
+    pub icmp_type: Option<u8>,
+    #[serde(default)]
+    pub icmp_code: Option<u8>,
+    /// At most one of `remote_cidr` and `remote_group_id`.
+    #[serde(default)]
+    pub remote_cidr: Option<String>,
+    /// A group of the same VPC.
+    #[serde(default)]
+    pub remote_group_id: Option<SecurityGroupId>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A security group: stateful allow rules. A NIC's traffic is allowed when any rule of any
+/// of its groups allows it (replies to allowed traffic always pass); everything else is
+/// dropped.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct SecurityGroup {
+    pub id: SecurityGroupId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub vpc_id: VpcId,
+    pub name: String,
+    pub description: String,
+    /// The VPC's default group (all egress; ingress from its own members); it goes with
+    /// the VPC.
+    pub is_default: bool,
+    pub rules: Vec<SecurityGroupRule>,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/security-groups`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupCreate {
+    pub vpc_id: VpcId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Rules to start with (none: the group allows nothing).
+    #[serde(default)]
+    pub rules: Vec<SecurityGroupRuleCreate>,
+}
+
+/// Body of `PATCH /v1/security-groups/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Filters of `GET /v1/security-groups`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SecurityGroupFilter {
+    pub project_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub name: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Agent protocol: the desired network of one host, and what the agent applied
+// ---------------------------------------------------------------------------------------
+
+/// Everything one host's data path should hold: each VPC with a NIC on the host, whole
+/// (the agent diffs it against what it reads back from the kernel).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, ToSchema)]
+pub struct HostNetworkSpec {
+    /// Bumped whenever anything in this spec changes; the agent reports the generation it
+    /// applied, and a NIC is `ready` once every host of its VPC applied a generation that
+    /// holds it.
+    pub generation: i64,
+    pub vpcs: Vec<VpcSpec>,
+}
+
+/// One VPC as one host must carry it.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, ToSchema)]
+pub struct VpcSpec {
+    pub vpc_id: VpcId,
+    pub vni: u32,
+    pub ipv4_cidr: String,
+    /// Every subnet of the VPC (the VPC namespace routes between them).
+    pub subnets: Vec<SubnetSpec>,
+    /// The VPC's NICs on this host.
+    pub nics: Vec<NicSpec>,
+    /// The groups the local NICs use or name as remote, with their members' addresses.
+    pub security_groups: Vec<SecurityGroupSpec>,
+    /// The VPC's NICs on other hosts, for the static FDB (and ARP) entries.
+    pub remote_nics: Vec<RemoteNicSpec>,
+    /// Underlay addresses (VTEPs) of the other hosts with a NIC of the VPC: head-end
+    /// replication targets for broadcast and unknown traffic.
+    pub peers: Vec<String>,
+}
+
+/// One subnet of a VPC on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct SubnetSpec {
+    pub subnet_id: SubnetId,
+    /// Short number unique within the VPC: names the subnet's bridge (`br<index>`).
+    pub index: u32,
+    pub ipv4_cidr: String,
+    pub gateway: String,
+    pub mtu: u32,
+    pub dhcp: bool,
+}
+
+/// One local NIC.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct NicSpec {
+    pub nic_id: NicId,
+    pub subnet_id: SubnetId,
+    /// The port's name in the VPC namespace (≤ 15 bytes, unique within the VPC): the tap
+    /// the agent creates for a VM, or the veth a namespace guest plugs in.
+    pub device: String,
+    /// A number unique within the VPC (> 0): the packet mark of the port's traffic.
+    pub port: u32,
+    pub mac: String,
+    pub ipv4: String,
+    pub port_security: bool,
+    pub security_group_ids: Vec<SecurityGroupId>,
+    /// The instance's name: the DHCP hostname.
+    pub hostname: Option<String>,
+    pub instance_id: Option<InstanceId>,
+    /// The NIC's filter generation (reported back once loaded).
+    pub filter_generation: i64,
+}
+
+/// One group as a host needs it: its rules and the addresses of its members (all NICs of
+/// the VPC in the group, wherever they run).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct SecurityGroupSpec {
+    pub security_group_id: SecurityGroupId,
+    pub rules: Vec<RuleSpec>,
+    pub members: Vec<String>,
+}
+
+/// One allow rule, resolved for the data path.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct RuleSpec {
+    pub rule_id: SecurityGroupRuleId,
+    pub direction: Direction,
+    pub protocol: RuleProtocol,
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub remote_cidr: Option<String>,
+    /// Peers must be members of this group (its spec is in the same VPC spec).
+    pub remote_group_id: Option<SecurityGroupId>,
+}
+
+/// A NIC of the VPC on another host.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct RemoteNicSpec {
+    pub nic_id: NicId,
+    pub subnet_id: SubnetId,
+    pub mac: String,
+    pub ipv4: String,
+    /// The underlay address of its host.
+    pub vtep: String,
+}
+
+/// A NIC as one agent applied it (part of `POST /agent/v1/observed`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedNic {
+    pub nic_id: NicId,
+    /// Each component's state after the last apply.
+    pub components: Vec<ComponentStatus>,
+    /// The filter generation loaded for it (`None`: its rules are not loaded).
+    #[serde(default)]
+    pub filter_generation: Option<i64>,
+}
+
+/// What an agent's data path holds after an apply (part of `POST /agent/v1/observed`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedNetwork {
+    /// The spec generation applied (every VPC of it, the FDB included).
+    pub generation: i64,
+    /// The host's underlay address (its VTEP).
+    #[serde(default)]
+    pub vtep: Option<String>,
+    pub nics: Vec<ObservedNic>,
+}
