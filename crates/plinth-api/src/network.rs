@@ -239,6 +239,11 @@ pub struct NetworkInterfaceCreate {
     /// Anti-spoofing (default on).
     #[serde(default)]
     pub port_security: Option<bool>,
+    /// Operators only: bind the NIC to this host without an instance (Neutron's
+    /// `binding:host_id`). The host plugs it as a veth pair whose far end
+    /// (`<device>g`, in the VPC namespace) an appliance or a test guest takes.
+    #[serde(default)]
+    pub host_id: Option<HostId>,
 }
 
 /// Body of `PATCH /v1/network-interfaces/{id}`.
@@ -457,6 +462,8 @@ pub struct NicSpec {
     pub device: String,
     /// A number unique within the VPC (> 0): the packet mark of the port's traffic.
     pub port: u32,
+    /// How the port is plugged.
+    pub plug: NicPlug,
     pub mac: String,
     pub ipv4: String,
     pub port_security: bool,
@@ -466,6 +473,17 @@ pub struct NicSpec {
     pub instance_id: Option<InstanceId>,
     /// The NIC's filter generation (reported back once loaded).
     pub filter_generation: i64,
+}
+
+/// How a NIC's port device is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NicPlug {
+    /// A persistent tap the agent creates; the VM's runtime opens it and hands QEMU the fd.
+    Tap,
+    /// A veth pair (`device` on the bridge, `<device>g` left in the VPC namespace for
+    /// whoever takes it): NICs an operator bound to a host without an instance.
+    Veth,
 }
 
 /// One group as a host needs it: its rules and the addresses of its members (all NICs of
