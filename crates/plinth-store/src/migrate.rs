@@ -12,6 +12,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "images", include_str!("../migrations/0003_images.sql")),
     (4, "console", include_str!("../migrations/0004_console.sql")),
     (5, "billing", include_str!("../migrations/0005_billing.sql")),
+    (6, "network", include_str!("../migrations/0006_network.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.
