@@ -182,3 +182,11 @@ pub trait Runtime: Send + Sync + 'static {
         Vec::new()
     }
 }
+
+/// Opens a NIC's port for a guest: the host's network backend made the persistent tap in
+/// its VPC's namespace; the runtime opens it and hands the fd to the hypervisor (QEMU
+/// given a tap *name* it cannot see silently makes a new, unconnected one).
+pub trait TapOpener: Send + Sync {
+    /// Opens the persistent tap `device` in the namespace of the VPC with VNI `vni`.
+    fn open_tap(&self, vni: u32, device: &str) -> std::io::Result<std::os::fd::OwnedFd>;
+}
