@@ -79,6 +79,8 @@ pub struct Subnet {
     pub description: String,
     /// Inside the VPC's block, overlapping none of its siblings.
     pub ipv4_cidr: String,
+    /// The subnet's VXLAN segment between hosts (platform-unique, like the VPC's).
+    pub vni: u32,
     /// The first usable address (`.1`): the VPC router's address on this subnet.
     pub gateway: String,
     /// Addresses a NIC may not take: network, gateway, the two after it, broadcast.
@@ -446,6 +448,10 @@ pub struct SubnetSpec {
     pub subnet_id: SubnetId,
     /// Short number unique within the VPC: names the subnet's bridge (`br<index>`).
     pub index: u32,
+    /// The subnet's own VXLAN segment (a bridge per subnet needs one VXLAN device each;
+    /// allocated from the same platform-unique space as VPC VNIs).
+    #[serde(default)]
+    pub vni: u32,
     pub ipv4_cidr: String,
     pub gateway: String,
     pub mtu: u32,

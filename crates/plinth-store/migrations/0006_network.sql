@@ -2,6 +2,11 @@
 -- (NICs) with their group memberships, and what each host's agent applied.
 -- Addresses are kept as integers beside the JSON doc so that uniqueness (one address per
 -- subnet, one MAC and one port number per VPC) is a constraint, not a check in code.
+-- Every VNI in use, VPC's and subnets' alike: one platform-wide unique space.
+CREATE TABLE vnis (
+    vni BIGINT PRIMARY KEY,
+    owner_id TEXT NOT NULL
+);
 CREATE TABLE vpcs (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL REFERENCES tenants(id),
@@ -31,6 +36,8 @@ CREATE TABLE subnets (
     last_addr BIGINT NOT NULL,
     -- Short number unique within the VPC: names the subnet's bridge on hosts.
     idx BIGINT NOT NULL,
+    -- The subnet's VXLAN segment (each subnet bridge needs its own VXLAN device).
+    vni BIGINT NOT NULL UNIQUE,
     generation BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
