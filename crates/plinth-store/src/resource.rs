@@ -93,6 +93,7 @@ impl Resource for Project {
         ("role_bindings", "project_id"),
         ("instances", "project_id"),
         ("placement_groups", "project_id"),
+        ("vpcs", "project_id"),
         ("images", "project_id"),
     ];
     meta!();

@@ -31,6 +31,7 @@ pub mod images;
 pub mod instances;
 pub mod inventory;
 pub mod lifecycle;
+pub mod network;
 pub mod operations;
 pub mod quotas;
 pub mod reconcilers;
