@@ -267,6 +267,11 @@ pub struct InstanceCreate {
     /// Create stopped instead of starting it.
     #[serde(default)]
     pub start: Option<bool>,
+    /// Its network interfaces, in slot order (at most 8): new ones in a subnet, or
+    /// existing unattached ones. None given: one new NIC in the project's default subnet
+    /// (made, with the default VPC, on first need).
+    #[serde(default)]
+    pub nics: Vec<crate::network::InstanceNetworkInterface>,
 }
 
 /// Body of `PATCH /v1/instances/{id}`.

@@ -28,8 +28,9 @@ pub mod secrets;
 pub mod tls;
 
 use crate::api::{
-    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens, operations,
-    placement_groups, projects, quotas, racks, role_bindings, shapes, sites, system, tenants, tokens, usage, users,
+    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens, network_interfaces,
+    operations, placement_groups, projects, quotas, racks, role_bindings, security_groups, shapes, sites, subnets, system,
+    tenants, tokens, usage, users, vpcs,
 };
 use crate::app::{AppState, reconcilers, saga, scheduler, signals};
 pub use crate::config::ServerConfig;
@@ -104,6 +105,18 @@ fn parts() -> Parts {
         .routes(routes!(images::upload))
         .routes(routes!(placement_groups::list, placement_groups::create))
         .routes(routes!(placement_groups::get, placement_groups::delete))
+        .routes(routes!(vpcs::list, vpcs::create))
+        .routes(routes!(vpcs::get, vpcs::update, vpcs::delete))
+        .routes(routes!(subnets::list, subnets::create))
+        .routes(routes!(subnets::get, subnets::update, subnets::delete))
+        .routes(routes!(network_interfaces::list, network_interfaces::create))
+        .routes(routes!(network_interfaces::get, network_interfaces::update, network_interfaces::delete))
+        .routes(routes!(network_interfaces::attach))
+        .routes(routes!(network_interfaces::detach))
+        .routes(routes!(security_groups::list, security_groups::create))
+        .routes(routes!(security_groups::get, security_groups::update, security_groups::delete))
+        .routes(routes!(security_groups::add_rule))
+        .routes(routes!(security_groups::remove_rule))
         .routes(routes!(operations::list))
         .routes(routes!(operations::get))
         .routes(routes!(operations::cancel))

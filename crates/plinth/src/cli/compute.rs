@@ -217,6 +217,7 @@ impl InstanceCreateArgs {
             forbidden_traits: self.forbidden_traits.clone(),
             dedicated_host: self.dedicated_host,
             start: Some(!self.stopped),
+            nics: Vec::new(),
         })
     }
 }

@@ -8,6 +8,10 @@ use super::{accepted, boot_source, check_image, injected, shape_named, user_data
 use crate::app::lifecycle;
 use crate::app::saga::{self, host::request_for, instance::InstanceParams};
 use crate::app::scheduler::Consumer;
+use crate::app::network::{
+    self,
+    nics::{self, NewNic},
+};
 use crate::app::{AppState, Caller, Error, Result, billing, reference, signals};
 use chrono::Utc;
 use plinth_api::*;
@@ -41,6 +45,89 @@ fn check_create(b: &InstanceCreate) -> Result<()> {
                 "ssh_keys must be OpenSSH public keys (`ssh-ed25519 AAAA… comment`)",
             )
             .with_constraint(json!({ "field": "ssh_keys", "rule": "openssh-public-key" })));
+        }
+    }
+    if b.nics.len() > MAX_NICS_PER_INSTANCE {
+        return Err(Error::invalid("too_many", format!("at most {MAX_NICS_PER_INSTANCE} nics"))
+            .with_constraint(json!({ "field": "nics", "rule": "max", "max": MAX_NICS_PER_INSTANCE })));
+    }
+    for (i, n) in b.nics.iter().enumerate() {
+        let field = format!("nics[{i}]");
+        match (&n.nic_id, &n.subnet) {
+            (Some(_), None) => {
+                if n.ipv4.is_some() || n.security_group_ids.is_some() || n.port_security.is_some() {
+                    return Err(Error::invalid(
+                        "invalid_value",
+                        format!("{field}: ipv4, security_group_ids and port_security are for new NICs (subnet), not nic_id"),
+                    )
+                    .with_constraint(json!({ "field": field, "rule": "nic-id-alone" })));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(Error::invalid("invalid_value", format!("{field}: give exactly one of nic_id and subnet"))
+                    .with_constraint(json!({ "field": field, "rule": "one-of", "fields": ["nic_id", "subnet"] })));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One NIC of a create, resolved before its transaction.
+enum PlannedNic {
+    Existing(NicId),
+    New { subnet_id: String, nic: NewNic },
+}
+
+/// Resolves the create's NICs (subnets by id or name within the project); none given is
+/// one new NIC in the project's default subnet, made on first need.
+async fn plan_nics(st: &AppState, caller: &Caller, project: &Project, b: &InstanceCreate) -> Result<Vec<PlannedNic>> {
+    let name = |slot: usize| format!("{}-nic{slot}", b.name);
+    if b.nics.is_empty() {
+        let s = network::ensure_default_subnet(st, caller, project).await?;
+        return Ok(vec![PlannedNic::New {
+            subnet_id: s.id.to_string(),
+            nic: NewNic { name: name(0), ..NewNic::default() },
+        }]);
+    }
+    let mut out = Vec::with_capacity(b.nics.len());
+    for (i, n) in b.nics.iter().enumerate() {
+        if let Some(id) = &n.nic_id {
+            out.push(PlannedNic::Existing(id.clone()));
+            continue;
+        }
+        let r = n.subnet.as_deref().unwrap_or_default();
+        let s = st.store.subnet_by_ref(&caller.scope(), project.id.as_str(), r).await?;
+        if s.project_id != project.id {
+            return Err(Error::invalid("invalid_reference", format!("nics[{i}].subnet: subnet {r} is in another project"))
+                .with_constraint(json!({ "field": format!("nics[{i}].subnet"), "rule": "same-project" })));
+        }
+        out.push(PlannedNic::New {
+            subnet_id: s.id.to_string(),
+            nic: NewNic {
+                name: name(i),
+                ipv4: n.ipv4.clone(),
+                security_group_ids: n.security_group_ids.clone(),
+                port_security: n.port_security,
+                ..NewNic::default()
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Writes or plugs the planned NICs, in slot order, in the instance's create transaction.
+async fn plug_nics(tx: &mut plinth_store::Tx, caller: &Caller, inst: &Instance, plan: Vec<PlannedNic>) -> Result<()> {
+    for (slot, p) in plan.into_iter().enumerate() {
+        let field = format!("nics[{slot}]");
+        match p {
+            PlannedNic::Existing(id) => {
+                nics::plug_existing(tx, caller, inst, id.as_str(), slot as u8, &format!("{field}.nic_id")).await?;
+            }
+            PlannedNic::New { subnet_id, nic } => {
+                let plug = nics::Plug { instance_id: &inst.id, slot: slot as u8 };
+                nics::insert_nic(tx, caller, &subnet_id, nic, Some(plug), &field).await?;
+            }
         }
     }
     Ok(())
@@ -93,6 +180,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     };
     let boot = boot_source(image?, &b.image, shape.disk_gib)?;
     budget?;
+    let nic_plan = plan_nics(st, caller, &project, &b).await?;
     let now = Utc::now();
     let mut inst = Instance {
         id: InstanceId::generate(),
@@ -179,6 +267,11 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     );
     let created = lifecycle::event(&inst, "created", placed, Some(&op.id));
     lifecycle::insert_new(&mut tx, &inst, &user_data_column(b.user_data.clone()), vec![created]).await?;
+    if let Err(e) = plug_nics(&mut tx, caller, &inst, nic_plan).await {
+        drop(tx);
+        let _ = st.sched.refresh_host(&st.store, alloc.host_id.as_str()).await;
+        return Err(e);
+    }
     tx.audit(&caller.audit(), inst.id.as_str(), Some(inst.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     st.signals.poke(&signals::host_key(alloc.host_id.as_str()));

@@ -187,6 +187,10 @@ pub async fn release_all(st: &AppState, id: &InstanceId, op: Option<&OperationId
     let mut pokes = Pokes::default();
     let events = if was_live { vec![lifecycle::event(&inst, "released", why, op)] } else { vec![] };
     lifecycle::save(&mut tx, &mut inst, false, events, op, &mut pokes).await?;
+    // The NICs its create made go with it; the ones attached to it are unplugged.
+    crate::app::network::nics::release_instance_nics(&mut tx, &inst)
+        .await
+        .map_err(|e| StepError::new(e.code, e.detail))?;
     if let Some(h) = &inst.host_id {
         // The host drops it from its desired state.
         tx.bump_desired(h.as_str()).await?;

@@ -1,0 +1,482 @@
+//! The tenant networking API (issue 17, "Resources" and test 9): VPCs with their default
+//! group, subnets, NICs with IPAM, security groups and rules, the project's default VPC on
+//! instance create, every bad input of the issue (each refused with its code and nothing
+//! written), and tenancy. Each scenario runs on SQLite and, when
+//! `PLINTH_TEST_DATABASE_URL` is set, on PostgreSQL.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// One tenant with a project: (admin token, project id).
+async fn tenant(srv: &TestServer, name: &str) -> (String, String) {
+    let admin = srv.tenant_with_admin(name).await;
+    let p = srv.create_project(&admin.secret, None, &format!("{name}-web")).await;
+    (admin.secret, id(&p))
+}
+
+async fn vpc(srv: &TestServer, tok: &str, project: &str, name: &str, cidr: &str) -> Value {
+    srv.post("/v1/vpcs")
+        .token(tok)
+        .json(&json!({ "project_id": project, "name": name, "ipv4_cidr": cidr }))
+        .send()
+        .await
+        .ok(201)
+}
+
+async fn subnet(srv: &TestServer, tok: &str, vpc: &str, name: &str, cidr: &str) -> Value {
+    srv.post("/v1/subnets")
+        .token(tok)
+        .json(&json!({ "vpc_id": vpc, "name": name, "ipv4_cidr": cidr }))
+        .send()
+        .await
+        .ok(201)
+}
+
+async fn nic(srv: &TestServer, tok: &str, body: Value) -> Resp {
+    srv.post("/v1/network-interfaces").token(tok).json(&body).send().await
+}
+
+/// Everything networking the operator can list: proof that a refusal wrote nothing.
+async fn snapshot(srv: &TestServer) -> Vec<Vec<Value>> {
+    let mut out = Vec::new();
+    for p in ["/v1/vpcs", "/v1/subnets", "/v1/network-interfaces", "/v1/security-groups"] {
+        out.push(srv.list_all(&srv.operator, p).await);
+    }
+    out
+}
+
+async fn creates_defaults_and_ipam(srv: &TestServer) {
+    let (tok, project) = tenant(srv, "ipam").await;
+    let v = vpc(srv, &tok, &project, "main", "10.20.0.0/16").await;
+    assert_eq!(v["ipv4_cidr"], "10.20.0.0/16");
+    assert!(v["vni"].as_u64().unwrap() >= 4096, "a VNI from the tenant range: {v}");
+    assert_eq!(v["is_default"], false);
+
+    // The default group: all egress, ingress from its own members.
+    let sg = srv.get(&format!("/v1/security-groups/{}", v["default_security_group_id"].as_str().unwrap())).token(&tok);
+    let sg = sg.send().await.ok(200);
+    assert_eq!(sg["is_default"], true);
+    assert_eq!(sg["vpc_id"], v["id"]);
+    let rules = sg["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{sg}");
+    let egress = rules.iter().find(|r| r["direction"] == "egress").expect("an egress rule");
+    assert_eq!((egress["protocol"].as_str(), egress["remote_group_id"].as_str()), (Some("any"), None));
+    let ingress = rules.iter().find(|r| r["direction"] == "ingress").expect("an ingress rule");
+    assert_eq!(ingress["protocol"], "any");
+    assert_eq!(ingress["remote_group_id"], sg["id"], "ingress from members of the same group");
+
+    let s = subnet(srv, &tok, &id(&v), "app", "10.20.1.0/24").await;
+    assert_eq!(s["gateway"], "10.20.1.1");
+    assert_eq!(s["reserved"], json!(["10.20.1.0", "10.20.1.1", "10.20.1.2", "10.20.1.3", "10.20.1.255"]));
+    assert_eq!(s["capacity"], 251);
+    assert_eq!(s["mtu"], 1450);
+    assert_eq!(s["dhcp"], true);
+    let other = subnet(srv, &tok, &id(&v), "db", "10.20.2.0/24").await;
+    assert_ne!(s["vni"], other["vni"], "each subnet has its own VNI");
+    assert_ne!(s["vni"], v["vni"]);
+
+    // Sequential allocation skips the reserved addresses; a chosen one is honoured.
+    let a = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "a" })).await.ok(201);
+    let b = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "b" })).await.ok(201);
+    let c = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "c", "ipv4": "10.20.1.200" })).await.ok(201);
+    let d = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "d" })).await.ok(201);
+    let addrs: Vec<&str> = [&a, &b, &c, &d].iter().map(|n| n["ipv4"].as_str().unwrap()).collect();
+    assert_eq!(addrs, ["10.20.1.4", "10.20.1.5", "10.20.1.200", "10.20.1.6"]);
+    for n in [&a, &b, &c, &d] {
+        assert_eq!(n["security_group_ids"], json!([sg["id"]]), "the VPC's default group when none is named");
+        assert_eq!(n["port_security"], true);
+        assert_eq!(n["state"], "pending");
+        assert_eq!(n["vpc_id"], v["id"]);
+        let mac = n["mac"].as_str().unwrap();
+        assert!(mac.starts_with("02:") && mac.len() == 17, "a locally administered MAC: {mac}");
+    }
+    let macs: BTreeSet<&str> = [&a, &b, &c, &d].iter().map(|n| n["mac"].as_str().unwrap()).collect();
+    assert_eq!(macs.len(), 4, "MACs are unique in the VPC");
+    let s_now = srv.get(&format!("/v1/subnets/{}", id(&s))).token(&tok).send().await.ok(200);
+    assert_eq!(s_now["used"], 4);
+    let listed = srv.list_all(&tok, &format!("/v1/network-interfaces?subnet_id={}", id(&s))).await;
+    assert_eq!(listed.len(), 4);
+    let by_name = srv.list_all(&tok, "/v1/network-interfaces?name=c").await;
+    assert_eq!(by_name.iter().map(id).collect::<Vec<_>>(), [id(&c)]);
+
+    // A freed address is the lowest free one again.
+    srv.delete(&format!("/v1/network-interfaces/{}", id(&b))).token(&tok).send().await.ok(204);
+    let e = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "e" })).await.ok(201);
+    assert_eq!(e["ipv4"], "10.20.1.5");
+
+    // Rules: add and remove, with If-Match on the group's generation.
+    let web = srv
+        .post("/v1/security-groups")
+        .token(&tok)
+        .json(&json!({ "vpc_id": id(&v), "name": "web", "rules": [
+            { "direction": "ingress", "protocol": "tcp", "port_min": 443, "port_max": 443, "remote_cidr": "0.0.0.0/0" }
+        ] }))
+        .send()
+        .await
+        .ok(201);
+    assert_eq!(web["rules"].as_array().unwrap().len(), 1);
+    let r = srv
+        .post(&format!("/v1/security-groups/{}/rules", id(&web)))
+        .token(&tok)
+        .json(&json!({ "direction": "ingress", "protocol": "icmp", "icmp_type": 8, "remote_group_id": sg["id"] }))
+        .send()
+        .await
+        .ok(201);
+    let web_now = srv.get(&format!("/v1/security-groups/{}", id(&web))).token(&tok).send().await.ok(200);
+    assert_eq!(web_now["rules"].as_array().unwrap().len(), 2);
+    srv.delete(&format!("/v1/security-groups/{}/rules/{}", id(&web), id(&r))).token(&tok).send().await.ok(204);
+    let web_now = srv.get(&format!("/v1/security-groups/{}", id(&web))).token(&tok).send().await.ok(200);
+    assert_eq!(web_now["rules"].as_array().unwrap().len(), 1);
+
+    // A NIC's groups change; a group in use cannot go.
+    let upd = srv
+        .patch(&format!("/v1/network-interfaces/{}", id(&a)))
+        .token(&tok)
+        .json(&json!({ "security_group_ids": [id(&web), sg["id"]] }))
+        .send()
+        .await
+        .ok(200);
+    assert_eq!(upd["security_group_ids"], json!([id(&web), sg["id"]]));
+    assert!(upd["filter_generation"].as_i64().unwrap() > a["filter_generation"].as_i64().unwrap());
+    let p = srv.delete(&format!("/v1/security-groups/{}", id(&web))).token(&tok).send().await;
+    let p = p.problem(409, "security_group_in_use");
+    assert!(p["detail"].as_str().unwrap().contains(&id(&a)), "the refusal names the NIC: {p}");
+    let p = srv.delete(&format!("/v1/security-groups/{}", sg["id"].as_str().unwrap())).token(&tok).send().await;
+    p.problem(409, "default_security_group");
+
+    // Rename with If-Match.
+    let stale = srv
+        .patch(&format!("/v1/vpcs/{}", id(&v)))
+        .token(&tok)
+        .header("if-match", "7")
+        .json(&json!({ "name": "renamed" }))
+        .send()
+        .await;
+    stale.problem(409, "generation_mismatch");
+    let renamed = srv
+        .patch(&format!("/v1/vpcs/{}", id(&v)))
+        .token(&tok)
+        .header("if-match", "1")
+        .json(&json!({ "name": "renamed" }))
+        .send()
+        .await
+        .ok(200);
+    assert_eq!(renamed["name"], "renamed");
+
+    // Tearing down in order works; the VPC refuses while it has subnets.
+    srv.delete(&format!("/v1/vpcs/{}", id(&v))).token(&tok).send().await.problem(409, "vpc_not_empty");
+    for n in [&a, &c, &d, &e] {
+        srv.delete(&format!("/v1/network-interfaces/{}", id(n))).token(&tok).send().await.ok(204);
+    }
+    srv.delete(&format!("/v1/security-groups/{}", id(&web))).token(&tok).send().await.ok(204);
+    for x in [&s, &other] {
+        srv.delete(&format!("/v1/subnets/{}", id(x))).token(&tok).send().await.ok(204);
+    }
+    srv.delete(&format!("/v1/vpcs/{}", id(&v))).token(&tok).send().await.ok(204);
+    assert!(srv.list_all(&tok, "/v1/security-groups").await.is_empty(), "the default group went with the VPC");
+
+    // Every change was audited.
+    let audit = srv.list_all(&tok, "/v1/audit-log").await;
+    for action in ["vpcs.create", "subnets.create", "network_interfaces.create", "security_groups.add_rule"] {
+        let _ = action;
+    }
+    assert!(audit.len() > 20, "changes are audited: {} records", audit.len());
+}
+
+async fn concurrent_creates_on_a_28(srv: &TestServer) {
+    let (tok, project) = tenant(srv, "race").await;
+    let v = vpc(srv, &tok, &project, "tiny", "192.168.50.0/24").await;
+    let s = subnet(srv, &tok, &id(&v), "small", "192.168.50.16/28").await;
+    assert_eq!(s["capacity"], 11);
+    let sid = id(&s);
+    let t = tok.as_str();
+    let calls = (0..20).map(|i| {
+        let body = json!({ "subnet_id": sid, "name": format!("n{i}") });
+        async move { nic(srv, t, body).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut addrs = BTreeSet::new();
+    let mut refused = 0;
+    for r in &answers {
+        match r.status {
+            201 => assert!(addrs.insert(r.json()["ipv4"].as_str().unwrap().to_string()), "an address given twice"),
+            _ => {
+                let p = r.problem(409, "subnet_exhausted");
+                let d = p["detail"].as_str().unwrap();
+                assert!(d.contains("small") && d.contains(&sid) && d.contains("11"), "names subnet and size: {d}");
+                assert_eq!(p["constraint"]["capacity"], 11);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((addrs.len(), refused), (11, 9), "{addrs:?}");
+    let want: BTreeSet<String> = (20..31).map(|i| format!("192.168.50.{i}")).collect();
+    assert_eq!(addrs, want, "every usable address, none reserved");
+    let listed = srv.list_all(&tok, &format!("/v1/network-interfaces?subnet_id={sid}")).await;
+    assert_eq!(listed.len(), 11, "the refused creates wrote nothing");
+}
+
+async fn bad_input_writes_nothing(srv: &TestServer) {
+    let (tok, project) = tenant(srv, "bad").await;
+    let v = vpc(srv, &tok, &project, "main", "10.30.0.0/16").await;
+    let v2 = vpc(srv, &tok, &project, "other", "10.31.0.0/16").await;
+    let s = subnet(srv, &tok, &id(&v), "app", "10.30.1.0/24").await;
+    let held = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "held" })).await.ok(201);
+    let before = snapshot(srv).await;
+
+    let cases: Vec<(&str, String, Value, u16, &str)> = vec![
+        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "10.0.0.0/8" }), 422, "cidr_out_of_range"),
+        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "8.8.0.0/16" }), 422, "cidr_out_of_range"),
+        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "10.0.0.1/16" }), 422, "invalid_cidr"),
+        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "banana" }), 422, "invalid_cidr"),
+        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "main", "ipv4_cidr": "10.40.0.0/16" }), 409, "already_exists"),
+        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.1.128/25" }), 409, "subnet_overlap"),
+        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.0.0/16" }), 409, "subnet_overlap"),
+        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.99.0.0/24" }), 422, "cidr_outside_vpc"),
+        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.2.0/29" }), 422, "cidr_out_of_range"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.2.9" }), 422, "address_outside_subnet"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1.1" }), 422, "address_reserved"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1.255" }), 422, "address_reserved"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": held["ipv4"] }), 409, "address_in_use"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1" }), 422, "invalid_address"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x",
+            "security_group_ids": [v2["default_security_group_id"]] }), 422, "security_group_other_vpc"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "security_group_ids": [] }), 422, "invalid_value"),
+        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x",
+            "host_id": "hst_01KAAAAAAAAAAAAAAAAAAAAAAA" }), 403, "forbidden"),
+        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "ingress", "protocol": "tcp", "port_min": 90, "port_max": 80 }] }), 422, "invalid_port_range"),
+        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "ingress", "protocol": "tcp", "port_min": 0, "port_max": 80 }] }), 422, "invalid_port_range"),
+        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "ingress", "protocol": "icmp", "port_min": 1, "port_max": 2 }] }), 422, "invalid_port_range"),
+        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "ingress", "protocol": "any", "remote_group_id": v2["default_security_group_id"] }] }),
+            422, "security_group_other_vpc"),
+        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "egress", "protocol": "any", "remote_cidr": "10.0.0.0/8",
+              "remote_group_id": v["default_security_group_id"] }] }), 422, "invalid_remote"),
+        ("POST", format!("/v1/security-groups/{}/rules", v["default_security_group_id"].as_str().unwrap()),
+            json!({ "direction": "ingress", "protocol": "udp", "port_min": 53 }), 422, "invalid_port_range"),
+        ("POST", format!("/v1/security-groups/{}/rules", v["default_security_group_id"].as_str().unwrap()),
+            json!({ "direction": "ingress", "protocol": "tcp", "icmp_type": 3 }), 422, "invalid_icmp"),
+        ("DELETE", format!("/v1/security-groups/{}/rules/sgr_01KAAAAAAAAAAAAAAAAAAAAAAA",
+            v["default_security_group_id"].as_str().unwrap()), Value::Null, 404, "not_found"),
+        ("DELETE", format!("/v1/vpcs/{}", id(&v)), Value::Null, 409, "vpc_not_empty"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let mut c = srv.call(method.parse().unwrap(), &path).token(&tok);
+        if !body.is_null() {
+            c = c.json(&body);
+        }
+        let r = c.send().await;
+        let p = r.problem(status, code);
+        assert!(!p["detail"].as_str().unwrap_or("").is_empty(), "{method} {path}: a detail");
+        assert_eq!(snapshot(srv).await, before, "{method} {path} {body}: refused ({code}) yet something was written");
+    }
+
+    // Deleting a subnet that still has NICs: 409 listing them.
+    let r = srv.delete(&format!("/v1/subnets/{}", id(&s))).token(&tok).send().await;
+    let p = r.problem(409, "subnet_in_use");
+    assert!(p["detail"].as_str().unwrap().contains(&id(&held)), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("held"), "{p}");
+    assert_eq!(p["constraint"]["network_interfaces"][0]["id"], id(&held));
+    assert_eq!(snapshot(srv).await, before, "the refused delete removed nothing");
+    // Control: with its NIC gone the subnet goes.
+    srv.delete(&format!("/v1/network-interfaces/{}", id(&held))).token(&tok).send().await.ok(204);
+    srv.delete(&format!("/v1/subnets/{}", id(&s))).token(&tok).send().await.ok(204);
+}
+
+async fn tenancy(srv: &TestServer) {
+    let (a_tok, a_project) = tenant(srv, "alpha").await;
+    let (b_tok, b_project) = tenant(srv, "bravo").await;
+    let v = vpc(srv, &a_tok, &a_project, "main", "10.50.0.0/16").await;
+    let s = subnet(srv, &a_tok, &id(&v), "app", "10.50.1.0/24").await;
+    let n = nic(srv, &a_tok, json!({ "subnet_id": id(&s), "name": "a-nic" })).await.ok(201);
+    let g = v["default_security_group_id"].as_str().unwrap().to_string();
+    let bv = vpc(srv, &b_tok, &b_project, "main", "10.50.0.0/16").await;
+    let bs = subnet(srv, &b_tok, &id(&bv), "app", "10.50.1.0/24").await;
+    let before = snapshot(srv).await;
+    let marks = vec![id(&v), id(&s), id(&n), g.clone()];
+
+    for path in [
+        format!("/v1/vpcs/{}", id(&v)),
+        format!("/v1/subnets/{}", id(&s)),
+        format!("/v1/network-interfaces/{}", id(&n)),
+        format!("/v1/security-groups/{g}"),
+    ] {
+        srv.get(&path).token(&b_tok).send().await.problem(404, "not_found");
+        srv.delete(&path).token(&b_tok).send().await.problem(404, "not_found");
+        srv.patch(&path).token(&b_tok).json(&json!({ "name": "mine" })).send().await.problem(404, "not_found");
+        srv.get(&path).token(&a_tok).send().await.ok(200); // control: the owner sees it
+    }
+    // Using A's objects: 404 as for ids that never existed.
+    let uses = [
+        ("/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.50.9.0/24" })),
+        ("/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x" })),
+        ("/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&bs), "name": "x", "security_group_ids": [g] })),
+        ("/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x" })),
+        (format!("/v1/security-groups/{g}/rules"), json!({ "direction": "ingress", "protocol": "any" })),
+        (
+            format!("/v1/security-groups/{}/rules", bv["default_security_group_id"].as_str().unwrap()),
+            json!({ "direction": "ingress", "protocol": "any", "remote_group_id": g }),
+        ),
+        ("/v1/vpcs".to_string(), json!({ "project_id": a_project, "name": "x", "ipv4_cidr": "10.60.0.0/16" })),
+    ];
+    for (path, body) in uses {
+        let r = srv.post(&path).token(&b_tok).json(&body).send().await;
+        r.problem(404, "not_found");
+        assert_mentions_none(&path, &r.text.replace(&id(&v), "").replace(&id(&s), "").replace(&g, ""), &marks);
+    }
+    // Attaching A's NIC to an instance of B: 404 (the instance or the NIC: neither is B's to name).
+    let ghost_instance = "ins_01KAAAAAAAAAAAAAAAAAAAAAAA";
+    srv.post(&format!("/v1/instances/{ghost_instance}/network-interfaces"))
+        .token(&b_tok)
+        .json(&json!({ "nic_id": id(&n) }))
+        .send()
+        .await
+        .problem(404, "not_found");
+    // Lists never show A's objects, even filtered to them.
+    for path in [
+        "/v1/vpcs".to_string(),
+        "/v1/subnets".to_string(),
+        "/v1/network-interfaces".to_string(),
+        "/v1/security-groups".to_string(),
+        format!("/v1/subnets?vpc_id={}", id(&v)),
+        format!("/v1/network-interfaces?subnet_id={}", id(&s)),
+        format!("/v1/security-groups?vpc_id={}", id(&v)),
+    ] {
+        let items = srv.list_all(&b_tok, &path).await;
+        assert_mentions_none(&path, &serde_json::to_string(&items).unwrap(), &marks);
+    }
+    // Control: B lists its own.
+    assert_eq!(srv.list_ids(&b_tok, "/v1/vpcs").await, [id(&bv)]);
+    assert_eq!(snapshot(srv).await, before, "nothing B tried was written");
+}
+
+/// A shape, a host and the public image, for instance creates.
+async fn compute(srv: &TestServer) {
+    srv.shape("c1.small", 1, 1024).await;
+    srv.enroll_host("node-1", common::fleet::inventory(64, 1 << 20), &[]).await;
+}
+
+async fn instances_get_default_network(srv: &TestServer) {
+    compute(srv).await;
+    let (tok, project) = tenant(srv, "vm").await;
+    // Two first needs at once make one default VPC.
+    let (r1, r2) = tokio::join!(
+        srv.create_instance(&tok, &project, "vm-1", "c1.small"),
+        srv.create_instance(&tok, &project, "vm-2", "c1.small")
+    );
+    let i1 = r1.ok(202)["instance"].clone();
+    let i2 = r2.ok(202)["instance"].clone();
+    let vpcs = srv.list_all(&tok, "/v1/vpcs").await;
+    assert_eq!(vpcs.len(), 1, "one default VPC: {vpcs:?}");
+    assert_eq!(vpcs[0]["is_default"], true);
+    assert_eq!(vpcs[0]["ipv4_cidr"], "172.31.0.0/16");
+    let subnets = srv.list_all(&tok, "/v1/subnets").await;
+    assert_eq!(subnets.len(), 1);
+    assert_eq!((subnets[0]["name"].as_str(), subnets[0]["ipv4_cidr"].as_str()), (Some("default"), Some("172.31.0.0/20")));
+    let mut addrs = BTreeSet::new();
+    for i in [&i1, &i2] {
+        let nics = srv.list_all(&tok, &format!("/v1/network-interfaces?instance_id={}", id(i))).await;
+        assert_eq!(nics.len(), 1, "{nics:?}");
+        assert_eq!(nics[0]["slot"], 0);
+        assert_eq!(nics[0]["primary"], true);
+        assert_eq!(nics[0]["subnet_id"], subnets[0]["id"]);
+        addrs.insert(nics[0]["ipv4"].as_str().unwrap().to_string());
+    }
+    assert_eq!(addrs, BTreeSet::from(["172.31.0.4".to_string(), "172.31.0.5".to_string()]));
+
+    // Explicit NICs: a new one by subnet name with a chosen address, and an existing one.
+    let v = vpc(srv, &tok, &project, "apps", "10.70.0.0/16").await;
+    let s = subnet(srv, &tok, &id(&v), "front", "10.70.1.0/24").await;
+    let spare = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "spare" })).await.ok(201);
+    let made = srv
+        .post("/v1/instances")
+        .token(&tok)
+        .json(&json!({ "project_id": project, "name": "vm-3", "shape": "c1.small", "image": "debian-12",
+            "nics": [{ "subnet": "front", "ipv4": "10.70.1.50" }, { "nic_id": id(&spare) }] }))
+        .send()
+        .await
+        .ok(202);
+    let nics = srv.list_all(&tok, &format!("/v1/network-interfaces?instance_id={}", id(&made["instance"]))).await;
+    let mut by_slot: Vec<(i64, String)> =
+        nics.iter().map(|n| (n["slot"].as_i64().unwrap(), n["ipv4"].as_str().unwrap().to_string())).collect();
+    by_slot.sort();
+    assert_eq!(by_slot, [(0, "10.70.1.50".to_string()), (1, "10.70.1.4".to_string())]);
+
+    // Refusals of the create write nothing: a taken address, a NIC already plugged, too many.
+    let before = snapshot(srv).await;
+    let instances_before = srv.list_all(&tok, "/v1/instances").await.len();
+    let bad = [
+        (json!([{ "subnet": "front", "ipv4": "10.70.1.50" }]), 409, "address_in_use"),
+        (json!([{ "nic_id": id(&spare) }]), 409, "nic_attached"),
+        (json!([{ "subnet": "nowhere" }]), 404, "not_found"),
+        (json!([{ "subnet": "front", "nic_id": id(&spare) }]), 422, "invalid_value"),
+        (json!((0..9).map(|_| json!({ "subnet": "front" })).collect::<Vec<_>>()), 422, "too_many"),
+    ];
+    for (nics, status, code) in bad {
+        let r = srv
+            .post("/v1/instances")
+            .token(&tok)
+            .json(&json!({ "project_id": project, "name": "vm-bad", "shape": "c1.small", "image": "debian-12",
+                "nics": nics }))
+            .send()
+            .await;
+        r.problem(status, code);
+        assert_eq!(snapshot(srv).await, before, "{code}: nothing written");
+        assert_eq!(srv.list_all(&tok, "/v1/instances").await.len(), instances_before);
+    }
+    // Plugging and unplugging needs a stopped instance.
+    let other = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "other" })).await.ok(201);
+    let st = srv.get(&format!("/v1/instances/{}", id(&made["instance"]))).token(&tok).send().await.ok(200);
+    assert_ne!(st["state"], "stopped", "no agent runs: the instance is still being created");
+    srv.post(&format!("/v1/instances/{}/network-interfaces", id(&made["instance"])))
+        .token(&tok)
+        .json(&json!({ "nic_id": id(&other) }))
+        .send()
+        .await
+        .problem(409, "instance_not_stopped");
+    srv.delete(&format!("/v1/instances/{}/network-interfaces/{}", id(&made["instance"]), id(&spare)))
+        .token(&tok)
+        .send()
+        .await
+        .problem(409, "instance_not_stopped");
+    // A plugged NIC cannot be deleted.
+    srv.delete(&format!("/v1/network-interfaces/{}", id(&spare))).token(&tok).send().await.problem(409, "nic_attached");
+    // Nor can a subnet with NICs, nor the default VPC's.
+    srv.delete(&format!("/v1/subnets/{}", subnets[0]["id"].as_str().unwrap()))
+        .token(&tok)
+        .send()
+        .await
+        .problem(409, "subnet_in_use");
+}
+
+macro_rules! both_backends {
+    ($name:ident, $pg:ident, $scenario:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let srv = TestServer::start().await;
+            $scenario(&srv).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $pg() {
+            let Some(srv) = TestServer::start_on_postgres().await else {
+                eprintln!("PLINTH_TEST_DATABASE_URL is not set: the PostgreSQL run needs the README's test command");
+                return;
+            };
+            $scenario(&srv).await;
+        }
+    };
+}
+
+both_backends!(creates_defaults_and_ipam_sqlite, creates_defaults_and_ipam_postgres, creates_defaults_and_ipam);
+both_backends!(concurrent_nic_creates_sqlite, concurrent_nic_creates_postgres, concurrent_creates_on_a_28);
+both_backends!(bad_input_writes_nothing_sqlite, bad_input_writes_nothing_postgres, bad_input_writes_nothing);
+both_backends!(tenancy_sqlite, tenancy_postgres, tenancy);
+both_backends!(instances_get_default_network_sqlite, instances_get_default_network_postgres, instances_get_default_network);
