@@ -28,9 +28,9 @@ pub mod secrets;
 pub mod tls;
 
 use crate::api::{
-    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens, network_interfaces,
-    operations, placement_groups, projects, quotas, racks, role_bindings, security_groups, shapes, sites, subnets, system,
-    tenants, tokens, usage, users, vpcs,
+    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens,
+    network_interfaces, operations, placement_groups, projects, quotas, racks, role_bindings, security_groups, shapes,
+    sites, subnets, system, tenants, tokens, usage, users, vpcs,
 };
 use crate::app::{AppState, reconcilers, saga, scheduler, signals};
 pub use crate::config::ServerConfig;

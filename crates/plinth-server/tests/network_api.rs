@@ -228,43 +228,192 @@ async fn bad_input_writes_nothing(srv: &TestServer) {
     let before = snapshot(srv).await;
 
     let cases: Vec<(&str, String, Value, u16, &str)> = vec![
-        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "10.0.0.0/8" }), 422, "cidr_out_of_range"),
-        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "8.8.0.0/16" }), 422, "cidr_out_of_range"),
-        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "10.0.0.1/16" }), 422, "invalid_cidr"),
-        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "x", "ipv4_cidr": "banana" }), 422, "invalid_cidr"),
-        ("POST", "/v1/vpcs".to_string(), json!({ "project_id": project, "name": "main", "ipv4_cidr": "10.40.0.0/16" }), 409, "already_exists"),
-        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.1.128/25" }), 409, "subnet_overlap"),
-        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.0.0/16" }), 409, "subnet_overlap"),
-        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.99.0.0/24" }), 422, "cidr_outside_vpc"),
-        ("POST", "/v1/subnets".to_string(), json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.2.0/29" }), 422, "cidr_out_of_range"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.2.9" }), 422, "address_outside_subnet"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1.1" }), 422, "address_reserved"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1.255" }), 422, "address_reserved"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": held["ipv4"] }), 409, "address_in_use"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1" }), 422, "invalid_address"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x",
-            "security_group_ids": [v2["default_security_group_id"]] }), 422, "security_group_other_vpc"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x", "security_group_ids": [] }), 422, "invalid_value"),
-        ("POST", "/v1/network-interfaces".to_string(), json!({ "subnet_id": id(&s), "name": "x",
-            "host_id": "hst_01KAAAAAAAAAAAAAAAAAAAAAAA" }), 403, "forbidden"),
-        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
-            { "direction": "ingress", "protocol": "tcp", "port_min": 90, "port_max": 80 }] }), 422, "invalid_port_range"),
-        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
-            { "direction": "ingress", "protocol": "tcp", "port_min": 0, "port_max": 80 }] }), 422, "invalid_port_range"),
-        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
-            { "direction": "ingress", "protocol": "icmp", "port_min": 1, "port_max": 2 }] }), 422, "invalid_port_range"),
-        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
+        (
+            "POST",
+            "/v1/vpcs".to_string(),
+            json!({ "project_id": project, "name": "x", "ipv4_cidr": "10.0.0.0/8" }),
+            422,
+            "cidr_out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/vpcs".to_string(),
+            json!({ "project_id": project, "name": "x", "ipv4_cidr": "8.8.0.0/16" }),
+            422,
+            "cidr_out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/vpcs".to_string(),
+            json!({ "project_id": project, "name": "x", "ipv4_cidr": "10.0.0.1/16" }),
+            422,
+            "invalid_cidr",
+        ),
+        (
+            "POST",
+            "/v1/vpcs".to_string(),
+            json!({ "project_id": project, "name": "x", "ipv4_cidr": "banana" }),
+            422,
+            "invalid_cidr",
+        ),
+        (
+            "POST",
+            "/v1/vpcs".to_string(),
+            json!({ "project_id": project, "name": "main", "ipv4_cidr": "10.40.0.0/16" }),
+            409,
+            "already_exists",
+        ),
+        (
+            "POST",
+            "/v1/subnets".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.1.128/25" }),
+            409,
+            "subnet_overlap",
+        ),
+        (
+            "POST",
+            "/v1/subnets".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.0.0/16" }),
+            409,
+            "subnet_overlap",
+        ),
+        (
+            "POST",
+            "/v1/subnets".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.99.0.0/24" }),
+            422,
+            "cidr_outside_vpc",
+        ),
+        (
+            "POST",
+            "/v1/subnets".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "ipv4_cidr": "10.30.2.0/29" }),
+            422,
+            "cidr_out_of_range",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.2.9" }),
+            422,
+            "address_outside_subnet",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1.1" }),
+            422,
+            "address_reserved",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1.255" }),
+            422,
+            "address_reserved",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "ipv4": held["ipv4"] }),
+            409,
+            "address_in_use",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "ipv4": "10.30.1" }),
+            422,
+            "invalid_address",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x",
+            "security_group_ids": [v2["default_security_group_id"]] }),
+            422,
+            "security_group_other_vpc",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "security_group_ids": [] }),
+            422,
+            "invalid_value",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x",
+            "host_id": "hst_01KAAAAAAAAAAAAAAAAAAAAAAA" }),
+            403,
+            "forbidden",
+        ),
+        (
+            "POST",
+            "/v1/security-groups".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "ingress", "protocol": "tcp", "port_min": 90, "port_max": 80 }] }),
+            422,
+            "invalid_port_range",
+        ),
+        (
+            "POST",
+            "/v1/security-groups".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "ingress", "protocol": "tcp", "port_min": 0, "port_max": 80 }] }),
+            422,
+            "invalid_port_range",
+        ),
+        (
+            "POST",
+            "/v1/security-groups".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            { "direction": "ingress", "protocol": "icmp", "port_min": 1, "port_max": 2 }] }),
+            422,
+            "invalid_port_range",
+        ),
+        (
+            "POST",
+            "/v1/security-groups".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "rules": [
             { "direction": "ingress", "protocol": "any", "remote_group_id": v2["default_security_group_id"] }] }),
-            422, "security_group_other_vpc"),
-        ("POST", "/v1/security-groups".to_string(), json!({ "vpc_id": id(&v), "name": "x", "rules": [
+            422,
+            "security_group_other_vpc",
+        ),
+        (
+            "POST",
+            "/v1/security-groups".to_string(),
+            json!({ "vpc_id": id(&v), "name": "x", "rules": [
             { "direction": "egress", "protocol": "any", "remote_cidr": "10.0.0.0/8",
-              "remote_group_id": v["default_security_group_id"] }] }), 422, "invalid_remote"),
-        ("POST", format!("/v1/security-groups/{}/rules", v["default_security_group_id"].as_str().unwrap()),
-            json!({ "direction": "ingress", "protocol": "udp", "port_min": 53 }), 422, "invalid_port_range"),
-        ("POST", format!("/v1/security-groups/{}/rules", v["default_security_group_id"].as_str().unwrap()),
-            json!({ "direction": "ingress", "protocol": "tcp", "icmp_type": 3 }), 422, "invalid_icmp"),
-        ("DELETE", format!("/v1/security-groups/{}/rules/sgr_01KAAAAAAAAAAAAAAAAAAAAAAA",
-            v["default_security_group_id"].as_str().unwrap()), Value::Null, 404, "not_found"),
+              "remote_group_id": v["default_security_group_id"] }] }),
+            422,
+            "invalid_remote",
+        ),
+        (
+            "POST",
+            format!("/v1/security-groups/{}/rules", v["default_security_group_id"].as_str().unwrap()),
+            json!({ "direction": "ingress", "protocol": "udp", "port_min": 53 }),
+            422,
+            "invalid_port_range",
+        ),
+        (
+            "POST",
+            format!("/v1/security-groups/{}/rules", v["default_security_group_id"].as_str().unwrap()),
+            json!({ "direction": "ingress", "protocol": "tcp", "icmp_type": 3 }),
+            422,
+            "invalid_icmp",
+        ),
+        (
+            "DELETE",
+            format!(
+                "/v1/security-groups/{}/rules/sgr_01KAAAAAAAAAAAAAAAAAAAAAAA",
+                v["default_security_group_id"].as_str().unwrap()
+            ),
+            Value::Null,
+            404,
+            "not_found",
+        ),
         ("DELETE", format!("/v1/vpcs/{}", id(&v)), Value::Null, 409, "vpc_not_empty"),
     ];
     for (method, path, body, status, code) in cases {
@@ -379,7 +528,10 @@ async fn instances_get_default_network(srv: &TestServer) {
     assert_eq!(vpcs[0]["ipv4_cidr"], "172.31.0.0/16");
     let subnets = srv.list_all(&tok, "/v1/subnets").await;
     assert_eq!(subnets.len(), 1);
-    assert_eq!((subnets[0]["name"].as_str(), subnets[0]["ipv4_cidr"].as_str()), (Some("default"), Some("172.31.0.0/20")));
+    assert_eq!(
+        (subnets[0]["name"].as_str(), subnets[0]["ipv4_cidr"].as_str()),
+        (Some("default"), Some("172.31.0.0/20"))
+    );
     let mut addrs = BTreeSet::new();
     for i in [&i1, &i2] {
         let nics = srv.list_all(&tok, &format!("/v1/network-interfaces?instance_id={}", id(i))).await;
@@ -479,4 +631,8 @@ both_backends!(creates_defaults_and_ipam_sqlite, creates_defaults_and_ipam_postg
 both_backends!(concurrent_nic_creates_sqlite, concurrent_nic_creates_postgres, concurrent_creates_on_a_28);
 both_backends!(bad_input_writes_nothing_sqlite, bad_input_writes_nothing_postgres, bad_input_writes_nothing);
 both_backends!(tenancy_sqlite, tenancy_postgres, tenancy);
-both_backends!(instances_get_default_network_sqlite, instances_get_default_network_postgres, instances_get_default_network);
+both_backends!(
+    instances_get_default_network_sqlite,
+    instances_get_default_network_postgres,
+    instances_get_default_network
+);

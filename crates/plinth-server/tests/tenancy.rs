@@ -36,6 +36,10 @@ enum Obj {
     Credit,
     Commitment,
     PriceBook,
+    Vpc,
+    Subnet,
+    Nic,
+    SecGroup,
 }
 
 /// How an operation must behave for a tenant's caller.
@@ -142,6 +146,35 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("POST", "/v1/placement-groups", "placement_group_create", OtherTenantRef),
     ("GET", "/v1/placement-groups/{id}", "placement_group_view", OtherTenant(Obj::Group)),
     ("DELETE", "/v1/placement-groups/{id}", "placement_group_delete", OtherTenant(Obj::Group)),
+    ("GET", "/v1/vpcs", "vpc_list", TenantList(Obj::Vpc)),
+    ("POST", "/v1/vpcs", "vpc_create", OtherTenantRef),
+    ("GET", "/v1/vpcs/{id}", "vpc_view", OtherTenant(Obj::Vpc)),
+    ("PATCH", "/v1/vpcs/{id}", "vpc_update", OtherTenant(Obj::Vpc)),
+    ("DELETE", "/v1/vpcs/{id}", "vpc_delete", OtherTenant(Obj::Vpc)),
+    ("GET", "/v1/subnets", "subnet_list", TenantList(Obj::Subnet)),
+    ("POST", "/v1/subnets", "subnet_create", OtherTenantRef),
+    ("GET", "/v1/subnets/{id}", "subnet_view", OtherTenant(Obj::Subnet)),
+    ("PATCH", "/v1/subnets/{id}", "subnet_update", OtherTenant(Obj::Subnet)),
+    ("DELETE", "/v1/subnets/{id}", "subnet_delete", OtherTenant(Obj::Subnet)),
+    ("GET", "/v1/network-interfaces", "network_interface_list", TenantList(Obj::Nic)),
+    ("POST", "/v1/network-interfaces", "network_interface_create", OtherTenantRef),
+    ("GET", "/v1/network-interfaces/{id}", "network_interface_view", OtherTenant(Obj::Nic)),
+    ("PATCH", "/v1/network-interfaces/{id}", "network_interface_update", OtherTenant(Obj::Nic)),
+    ("DELETE", "/v1/network-interfaces/{id}", "network_interface_delete", OtherTenant(Obj::Nic)),
+    ("POST", "/v1/instances/{id}/network-interfaces", "instance_network_interface_attach", OtherTenant(Obj::Instance)),
+    (
+        "DELETE",
+        "/v1/instances/{id}/network-interfaces/{nic_id}",
+        "instance_network_interface_detach",
+        OtherTenant(Obj::Instance),
+    ),
+    ("GET", "/v1/security-groups", "security_group_list", TenantList(Obj::SecGroup)),
+    ("POST", "/v1/security-groups", "security_group_create", OtherTenantRef),
+    ("GET", "/v1/security-groups/{id}", "security_group_view", OtherTenant(Obj::SecGroup)),
+    ("PATCH", "/v1/security-groups/{id}", "security_group_update", OtherTenant(Obj::SecGroup)),
+    ("DELETE", "/v1/security-groups/{id}", "security_group_delete", OtherTenant(Obj::SecGroup)),
+    ("POST", "/v1/security-groups/{id}/rules", "security_group_rule_create", OtherTenant(Obj::SecGroup)),
+    ("DELETE", "/v1/security-groups/{id}/rules/{rule_id}", "security_group_rule_delete", OtherTenant(Obj::SecGroup)),
     ("GET", "/v1/operations", "operation_list", TenantList(Obj::Operation)),
     ("GET", "/v1/operations/{id}", "operation_view", OtherTenant(Obj::Operation)),
     ("POST", "/v1/operations/{id}/cancel", "operation_cancel", OtherTenant(Obj::Operation)),
@@ -275,6 +308,11 @@ struct World {
     dev_token: String,
     dev_secret: String,
     group: String,
+    /// A VPC, its subnet, a NIC in it and a security group of it.
+    vpc: String,
+    subnet: String,
+    nic: String,
+    sec_group: String,
     instance: String,
     operation: String,
     /// A private image of the project (its instance boots from it).
@@ -320,6 +358,36 @@ impl World {
             .post("/v1/placement-groups")
             .token(&admin.secret)
             .json(&json!({ "project_id": id(&project), "name": format!("{label}-ha"), "policy": "anti-affinity" }))
+            .send()
+            .await
+            .ok(201);
+        let vpc = srv
+            .post("/v1/vpcs")
+            .token(&admin.secret)
+            .json(&json!({ "project_id": id(&project), "name": format!("{label}-net"), "ipv4_cidr": "10.0.0.0/16" }))
+            .send()
+            .await
+            .ok(201);
+        let subnet = srv
+            .post("/v1/subnets")
+            .token(&admin.secret)
+            .json(&json!({ "vpc_id": id(&vpc), "name": format!("{label}-sn"), "ipv4_cidr": "10.0.1.0/24" }))
+            .send()
+            .await
+            .ok(201);
+        let sec_group = srv
+            .post("/v1/security-groups")
+            .token(&admin.secret)
+            .json(&json!({ "vpc_id": id(&vpc), "name": format!("{label}-sg"), "rules": [
+                { "direction": "ingress", "protocol": "tcp", "port_min": 22, "port_max": 22 }] }))
+            .send()
+            .await
+            .ok(201);
+        let nic = srv
+            .post("/v1/network-interfaces")
+            .token(&admin.secret)
+            .json(&json!({ "subnet_id": id(&subnet), "name": format!("{label}-nic"),
+                "security_group_ids": [id(&sec_group)] }))
             .send()
             .await
             .ok(201);
@@ -380,6 +448,10 @@ impl World {
             dev_token: id(&tok),
             dev_secret: secret,
             group: id(&group),
+            vpc: id(&vpc),
+            subnet: id(&subnet),
+            nic: id(&nic),
+            sec_group: id(&sec_group),
             instance: id(&made["instance"]),
             operation: id(&made["operation"]),
             image: id(&image),
@@ -397,6 +469,10 @@ impl World {
             self.dev_binding.clone(),
             self.dev_token.clone(),
             self.group.clone(),
+            self.vpc.clone(),
+            self.subnet.clone(),
+            self.nic.clone(),
+            self.sec_group.clone(),
             self.instance.clone(),
             self.operation.clone(),
             self.image.clone(),
@@ -428,6 +504,10 @@ impl World {
             Obj::RoleBinding => vec![self.admin.binding_id.clone(), self.dev_binding.clone()],
             Obj::Instance => vec![self.instance.clone()],
             Obj::Group => vec![self.group.clone()],
+            Obj::Vpc => vec![self.vpc.clone()],
+            Obj::Subnet => vec![self.subnet.clone()],
+            Obj::Nic => vec![self.nic.clone()],
+            Obj::SecGroup => vec![self.sec_group.clone()],
             Obj::Operation => vec![self.operation.clone()],
             Obj::Image => vec![self.image.clone()],
             Obj::Usage => self.usage.clone(),
@@ -463,6 +543,10 @@ fn fresh(obj: Obj) -> String {
         Obj::Credit => plinth_api::CreditId::generate().0,
         Obj::Commitment => plinth_api::CommitmentId::generate().0,
         Obj::PriceBook => plinth_api::PriceBookId::generate().0,
+        Obj::Vpc => plinth_api::VpcId::generate().0,
+        Obj::Subnet => plinth_api::SubnetId::generate().0,
+        Obj::Nic => plinth_api::NicId::generate().0,
+        Obj::SecGroup => plinth_api::SecurityGroupId::generate().0,
     }
 }
 
@@ -559,6 +643,22 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
             json!({ "project_id": fresh(Obj::Project), "name": "mallory-group", "policy": "spread" })
         }
         ("POST", "/v1/instances/{id}/rebuild") => json!({ "image": "debian-12" }),
+        ("POST", "/v1/vpcs") => {
+            json!({ "project_id": fresh(Obj::Project), "name": "mallory-net", "ipv4_cidr": "10.9.0.0/16" })
+        }
+        ("POST", "/v1/subnets") => {
+            json!({ "vpc_id": fresh(Obj::Vpc), "name": "mallory-sn", "ipv4_cidr": "10.9.1.0/24" })
+        }
+        ("POST", "/v1/network-interfaces") => json!({ "subnet_id": fresh(Obj::Subnet), "name": "mallory-nic" }),
+        ("POST", "/v1/security-groups") => json!({ "vpc_id": fresh(Obj::Vpc), "name": "mallory-sg" }),
+        ("POST", "/v1/security-groups/{id}/rules") => json!({ "direction": "ingress", "protocol": "any" }),
+        ("POST", "/v1/instances/{id}/network-interfaces") => json!({ "nic_id": fresh(Obj::Nic) }),
+        (
+            "PATCH",
+            "/v1/vpcs/{id}" | "/v1/subnets/{id}" | "/v1/network-interfaces/{id}" | "/v1/security-groups/{id}",
+        ) => {
+            json!({ "description": "taken over" })
+        }
         ("POST", "/v1/images") => {
             json!({ "project_id": fresh(Obj::Project), "name": "mallory-img", "boot": "disk", "files": { "disk": {} } })
         }
@@ -661,6 +761,45 @@ fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, Stri
             let mut with_none = vm(&b.project);
             with_none["image"] = json!(f);
             out.push((with_a, with_none, a.image.clone(), f));
+            // B's own project with A's NIC, and with a new NIC in A's subnet.
+            for (a_id, f, key) in [(&a.nic, fresh(Obj::Nic), "nic_id"), (&a.subnet, fresh(Obj::Subnet), "subnet")] {
+                let mut with_a = vm(&b.project);
+                with_a["nics"] = json!([{ key: a_id }]);
+                let mut with_none = vm(&b.project);
+                with_none["nics"] = json!([{ key: f }]);
+                out.push((with_a, with_none, a_id.clone(), f));
+            }
+        }
+        "/v1/vpcs" => {
+            let f = fresh(Obj::Project);
+            let v = |p: &str| json!({ "project_id": p, "name": "sneaky", "ipv4_cidr": "10.9.0.0/16" });
+            out.push((v(&a.project), v(&f), a.project.clone(), f));
+        }
+        "/v1/subnets" => {
+            let f = fresh(Obj::Vpc);
+            let s = |v: &str| json!({ "vpc_id": v, "name": "sneaky", "ipv4_cidr": "10.0.9.0/24" });
+            out.push((s(&a.vpc), s(&f), a.vpc.clone(), f));
+        }
+        "/v1/security-groups" => {
+            let f = fresh(Obj::Vpc);
+            let g = |v: &str| json!({ "vpc_id": v, "name": "sneaky" });
+            out.push((g(&a.vpc), g(&f), a.vpc.clone(), f));
+            // B's own VPC with a rule naming A's group as remote.
+            let f = fresh(Obj::SecGroup);
+            let g = |r: &str| {
+                json!({ "vpc_id": b.vpc, "name": "sneaky", "rules": [
+                { "direction": "ingress", "protocol": "any", "remote_group_id": r }] })
+            };
+            out.push((g(&a.sec_group), g(&f), a.sec_group.clone(), f));
+        }
+        "/v1/network-interfaces" => {
+            let f = fresh(Obj::Subnet);
+            let n = |s: &str| json!({ "subnet_id": s, "name": "sneaky" });
+            out.push((n(&a.subnet), n(&f), a.subnet.clone(), f));
+            // B's own subnet with A's group.
+            let f = fresh(Obj::SecGroup);
+            let n = |g: &str| json!({ "subnet_id": b.subnet, "name": "sneaky", "security_group_ids": [g] });
+            out.push((n(&a.sec_group), n(&f), a.sec_group.clone(), f));
         }
         "/v1/images" => {
             let f = fresh(Obj::Project);
@@ -734,6 +873,10 @@ async fn snapshot(srv: &TestServer) -> BTreeMap<&'static str, Vec<Value>> {
         "/v1/shapes",
         "/v1/instances",
         "/v1/placement-groups",
+        "/v1/vpcs",
+        "/v1/subnets",
+        "/v1/network-interfaces",
+        "/v1/security-groups",
         "/v1/operations",
         "/v1/images",
     ] {
@@ -839,12 +982,22 @@ async fn tenancy_matrix() {
         let body = body_for(&op.method, &op.path, &platform);
         for target in a.objects(kind) {
             for (who, token) in b_callers {
-                let path = op.path.replace("{id}", &target).replace("{role}", "disk");
+                let path = op
+                    .path
+                    .replace("{id}", &target)
+                    .replace("{role}", "disk")
+                    .replace("{rule_id}", "sgr_01KAAAAAAAAAAAAAAAAAAAAAAA")
+                    .replace("{nic_id}", &a.nic);
                 let what = format!("{} {path} as {who}", op.method);
                 let r = send(&srv, &op.method, &path, Some(token), body.as_ref()).await;
                 r.problem(404, "not_found");
                 let none = fresh(kind);
-                let none_path = op.path.replace("{id}", &none).replace("{role}", "disk");
+                let none_path = op
+                    .path
+                    .replace("{id}", &none)
+                    .replace("{role}", "disk")
+                    .replace("{rule_id}", "sgr_01KAAAAAAAAAAAAAAAAAAAAAAA")
+                    .replace("{nic_id}", &a.nic);
                 let r_none = send(&srv, &op.method, &none_path, Some(token), body.as_ref()).await;
                 r_none.problem(404, "not_found");
                 assert_eq!(

@@ -269,12 +269,8 @@ impl Tx {
         sql.cond("remote_group_id =", Val::text(sg_id));
         sql.cond("security_group_id <>", Val::text(sg_id));
         sql.push(" ORDER BY security_group_id");
-        let groups = self
-            .fetch(sql)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("id"))
-            .collect::<Result<_, sqlx::Error>>()?;
+        let groups =
+            self.fetch(sql).await?.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<_, sqlx::Error>>()?;
         Ok((nics, groups))
     }
 
@@ -285,8 +281,9 @@ impl Tx {
         rule: &SecurityGroupRule,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut sql =
-            Sql::new("INSERT INTO security_group_rules (id, security_group_id, tenant_id, vpc_id, remote_group_id, created_at, doc) VALUES (");
+        let mut sql = Sql::new(
+            "INSERT INTO security_group_rules (id, security_group_id, tenant_id, vpc_id, remote_group_id, created_at, doc) VALUES (",
+        );
         let vals = [
             Val::text(rule.id.as_str()),
             Val::text(sg.id.as_str()),
@@ -313,12 +310,18 @@ impl Tx {
     }
 
     /// Replaces a NIC's group memberships (in `groups` order).
-    pub async fn set_nic_groups(&mut self, nic_id: &str, vpc_id: &str, groups: &[SecurityGroupId]) -> Result<(), StoreError> {
+    pub async fn set_nic_groups(
+        &mut self,
+        nic_id: &str,
+        vpc_id: &str,
+        groups: &[SecurityGroupId],
+    ) -> Result<(), StoreError> {
         let mut sql = Sql::new("DELETE FROM nic_security_groups WHERE 1=1");
         sql.cond("nic_id =", Val::text(nic_id));
         self.write_later(sql, "nic_security_groups", "security group membership").await?;
         for (i, g) in groups.iter().enumerate() {
-            let mut sql = Sql::new("INSERT INTO nic_security_groups (nic_id, security_group_id, vpc_id, position) VALUES (");
+            let mut sql =
+                Sql::new("INSERT INTO nic_security_groups (nic_id, security_group_id, vpc_id, position) VALUES (");
             let vals = [Val::text(nic_id), Val::text(g.as_str()), Val::text(vpc_id), Val::Int(Some(i as i64))];
             let ps: Vec<String> = vals.into_iter().map(|v| sql.arg(v)).collect();
             sql.push(&ps.join(", "));
@@ -367,9 +370,7 @@ impl Tx {
         sql.push(" ORDER BY slot");
         sql.push(self.lock());
         let rows = self.fetch(sql).await?;
-        rows.iter()
-            .map(|r| Ok((crate::crud::decode_doc(r)?, r.try_get::<i64, _>("owned_by_instance")? != 0)))
-            .collect()
+        rows.iter().map(|r| Ok((crate::crud::decode_doc(r)?, r.try_get::<i64, _>("owned_by_instance")? != 0))).collect()
     }
 
     /// Deletes a NIC's row with its memberships.

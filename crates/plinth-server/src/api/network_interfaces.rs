@@ -30,7 +30,11 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/network-interfaces", tag = "networking", operation_id = "network_interface_create",
     request_body = NetworkInterfaceCreate,
     responses((status = 201, description = "The new network interface", body = NetworkInterface)))]
-pub async fn create(State(st): State<AppState>, Authed(caller): Authed, Json(b): Json<NetworkInterfaceCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<NetworkInterfaceCreate>,
+) -> ApiResult<Response> {
     Ok(created(nics::create(&st, &caller, b).await?))
 }
 
@@ -38,7 +42,11 @@ pub async fn create(State(st): State<AppState>, Authed(caller): Authed, Json(b):
 #[utoipa::path(get, path = "/v1/network-interfaces/{id}", tag = "networking", operation_id = "network_interface_view",
     params(("id" = String, Path, description = "Network interface id")),
     responses((status = 200, description = "The network interface", body = NetworkInterface)))]
-pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<NetworkInterface>> {
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<NetworkInterface>> {
     Ok(Out(nics::get(&st, &caller, &id).await?))
 }
 

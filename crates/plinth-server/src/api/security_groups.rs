@@ -30,7 +30,11 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/security-groups", tag = "networking", operation_id = "security_group_create",
     request_body = SecurityGroupCreate,
     responses((status = 201, description = "The new security group", body = SecurityGroup)))]
-pub async fn create(State(st): State<AppState>, Authed(caller): Authed, Json(b): Json<SecurityGroupCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<SecurityGroupCreate>,
+) -> ApiResult<Response> {
     Ok(created(security_groups::create(&st, &caller, b).await?))
 }
 
@@ -38,7 +42,11 @@ pub async fn create(State(st): State<AppState>, Authed(caller): Authed, Json(b):
 #[utoipa::path(get, path = "/v1/security-groups/{id}", tag = "networking", operation_id = "security_group_view",
     params(("id" = String, Path, description = "Security group id")),
     responses((status = 200, description = "The security group", body = SecurityGroup)))]
-pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<SecurityGroup>> {
+pub async fn get(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<SecurityGroup>> {
     Ok(Out(security_groups::get(&st, &caller, &id).await?))
 }
 

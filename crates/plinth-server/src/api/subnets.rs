@@ -30,7 +30,11 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/subnets", tag = "networking", operation_id = "subnet_create",
     request_body = SubnetCreate,
     responses((status = 201, description = "The new subnet", body = Subnet)))]
-pub async fn create(State(st): State<AppState>, Authed(caller): Authed, Json(b): Json<SubnetCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<SubnetCreate>,
+) -> ApiResult<Response> {
     Ok(created(subnets::create(&st, &caller, b).await?))
 }
 

@@ -30,7 +30,11 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/vpcs", tag = "networking", operation_id = "vpc_create",
     request_body = VpcCreate,
     responses((status = 201, description = "The new VPC", body = Vpc)))]
-pub async fn create(State(st): State<AppState>, Authed(caller): Authed, Json(b): Json<VpcCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<VpcCreate>,
+) -> ApiResult<Response> {
     Ok(created(vpcs::create(&st, &caller, b).await?))
 }
 

@@ -6,12 +6,12 @@
 
 use super::{accepted, boot_source, check_image, injected, shape_named, user_data_column};
 use crate::app::lifecycle;
-use crate::app::saga::{self, host::request_for, instance::InstanceParams};
-use crate::app::scheduler::Consumer;
 use crate::app::network::{
     self,
     nics::{self, NewNic},
 };
+use crate::app::saga::{self, host::request_for, instance::InstanceParams};
+use crate::app::scheduler::Consumer;
 use crate::app::{AppState, Caller, Error, Result, billing, reference, signals};
 use chrono::Utc;
 use plinth_api::*;
@@ -58,7 +58,9 @@ fn check_create(b: &InstanceCreate) -> Result<()> {
                 if n.ipv4.is_some() || n.security_group_ids.is_some() || n.port_security.is_some() {
                     return Err(Error::invalid(
                         "invalid_value",
-                        format!("{field}: ipv4, security_group_ids and port_security are for new NICs (subnet), not nic_id"),
+                        format!(
+                            "{field}: ipv4, security_group_ids and port_security are for new NICs (subnet), not nic_id"
+                        ),
                     )
                     .with_constraint(json!({ "field": field, "rule": "nic-id-alone" })));
                 }
@@ -99,8 +101,11 @@ async fn plan_nics(st: &AppState, caller: &Caller, project: &Project, b: &Instan
         let r = n.subnet.as_deref().unwrap_or_default();
         let s = st.store.subnet_by_ref(&caller.scope(), project.id.as_str(), r).await?;
         if s.project_id != project.id {
-            return Err(Error::invalid("invalid_reference", format!("nics[{i}].subnet: subnet {r} is in another project"))
-                .with_constraint(json!({ "field": format!("nics[{i}].subnet"), "rule": "same-project" })));
+            return Err(Error::invalid(
+                "invalid_reference",
+                format!("nics[{i}].subnet: subnet {r} is in another project"),
+            )
+            .with_constraint(json!({ "field": format!("nics[{i}].subnet"), "rule": "same-project" })));
         }
         out.push(PlannedNic::New {
             subnet_id: s.id.to_string(),

@@ -64,9 +64,16 @@ pub(crate) async fn insert_nic(
             if let Some(holder) = tx.address_holder(subnet.id.as_str(), a).await? {
                 return Err(Error::conflict(
                     "address_in_use",
-                    format!("{ip_field}: {} is held by network interface {} ({})", addr_text(a), holder.name, holder.id),
+                    format!(
+                        "{ip_field}: {} is held by network interface {} ({})",
+                        addr_text(a),
+                        holder.name,
+                        holder.id
+                    ),
                 )
-                .with_constraint(json!({ "field": ip_field, "rule": "free-address", "network_interface_id": holder.id })));
+                .with_constraint(
+                    json!({ "field": ip_field, "rule": "free-address", "network_interface_id": holder.id }),
+                ));
             }
             a
         }
@@ -331,7 +338,12 @@ pub(crate) async fn plug_existing(
 }
 
 /// Plug an existing NIC into a stopped instance, in its lowest free slot.
-pub async fn attach(st: &AppState, caller: &Caller, instance_id: &str, b: NetworkInterfaceAttach) -> Result<NetworkInterface> {
+pub async fn attach(
+    st: &AppState,
+    caller: &Caller,
+    instance_id: &str,
+    b: NetworkInterfaceAttach,
+) -> Result<NetworkInterface> {
     let mut tx = st.store.begin().await?;
     let inst: Instance = tx.get(&caller.scope(), instance_id).await?;
     require_write(caller, &inst.tenant_id, &inst.project_id, "changing instances in this project")?;

@@ -229,13 +229,7 @@ pub async fn add_rule(
 }
 
 /// Remove one rule from a group.
-pub async fn remove_rule(
-    st: &AppState,
-    caller: &Caller,
-    id: &str,
-    rule_id: &str,
-    if_match: Option<i64>,
-) -> Result<()> {
+pub async fn remove_rule(st: &AppState, caller: &Caller, id: &str, rule_id: &str, if_match: Option<i64>) -> Result<()> {
     let mut tx = st.store.begin().await?;
     let mut g = group_for_change(&mut tx, caller, id, "changing security groups in this project").await?;
     check_generation(&g, if_match)?;

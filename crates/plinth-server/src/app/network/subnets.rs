@@ -41,7 +41,13 @@ pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<Subnet> {
 }
 
 /// Writes a new subnet of `vpc` (read in `tx`, so locked) after the block checks.
-pub(crate) async fn insert_subnet(tx: &mut Tx, vpc: &Vpc, name: &str, description: &str, cidr: &Cidr) -> Result<Subnet> {
+pub(crate) async fn insert_subnet(
+    tx: &mut Tx,
+    vpc: &Vpc,
+    name: &str,
+    description: &str,
+    cidr: &Cidr,
+) -> Result<Subnet> {
     let vpc_block = Cidr::parse("ipv4_cidr", &vpc.ipv4_cidr)?;
     if !vpc_block.contains_block(cidr) {
         return Err(Error::invalid(
@@ -59,9 +65,10 @@ pub(crate) async fn insert_subnet(tx: &mut Tx, vpc: &Vpc, name: &str, descriptio
         )
         .with_constraint(json!({ "field": "ipv4_cidr", "rule": "no-overlap", "subnet_id": s.id, "subnet": s.name })));
     }
-    let idx = lowest_free_number(&tx.subnet_indexes(vpc.id.as_str()).await?, 1, MAX_SUBNETS_PER_VPC).ok_or_else(|| {
-        Error::conflict("too_many_subnets", format!("a VPC holds at most {MAX_SUBNETS_PER_VPC} subnets"))
-    })?;
+    let idx =
+        lowest_free_number(&tx.subnet_indexes(vpc.id.as_str()).await?, 1, MAX_SUBNETS_PER_VPC).ok_or_else(|| {
+            Error::conflict("too_many_subnets", format!("a VPC holds at most {MAX_SUBNETS_PER_VPC} subnets"))
+        })?;
     let id = SubnetId::generate();
     let vni = allocate_vni(tx, id.as_str()).await?;
     let now = Utc::now();
@@ -147,15 +154,25 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     if let Some(g) = if_match
         && g != s.generation
     {
-        return Err(StoreError::GenerationMismatch { kind: "subnet", id: id.to_string(), expected: g, current: s.generation }
-            .into());
+        return Err(StoreError::GenerationMismatch {
+            kind: "subnet",
+            id: id.to_string(),
+            expected: g,
+            current: s.generation,
+        }
+        .into());
     }
     let nics = tx.subnet_nics(id).await?;
     if !nics.is_empty() {
         let names: Vec<String> = nics.iter().map(|n| format!("{} ({})", n.name, n.id)).collect();
         return Err(Error::conflict(
             "subnet_in_use",
-            format!("subnet {} still has {} network interface(s): {}; delete them first", s.name, nics.len(), names.join(", ")),
+            format!(
+                "subnet {} still has {} network interface(s): {}; delete them first",
+                s.name,
+                nics.len(),
+                names.join(", ")
+            ),
         )
         .with_constraint(json!({ "rule": "no-dependents",
             "network_interfaces": nics.iter().map(|n| json!({ "id": n.id, "name": n.name })).collect::<Vec<_>>() })));
@@ -178,8 +195,15 @@ pub async fn ensure_default_subnet(st: &AppState, caller: &Caller, project: &Pro
             Some(v) => v,
             None => {
                 let cidr = Cidr::parse("ipv4_cidr", network::DEFAULT_VPC_CIDR)?;
-                match vpcs::insert_vpc(&mut tx, project, network::DEFAULT_NAME, "the project's default VPC", &cidr, true)
-                    .await
+                match vpcs::insert_vpc(
+                    &mut tx,
+                    project,
+                    network::DEFAULT_NAME,
+                    "the project's default VPC",
+                    &cidr,
+                    true,
+                )
+                .await
                 {
                     Ok(v) => {
                         tx.audit(&caller.audit(), v.id.as_str(), Some(v.tenant_id.as_str()), 201).await?;
