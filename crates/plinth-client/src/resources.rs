@@ -121,6 +121,14 @@ resource!(/// `/v1/instances`.
     Instances, "/v1/instances", "instance", "instances", Instance, InstanceFilter);
 resource!(/// `/v1/placement-groups`.
     PlacementGroups, "/v1/placement-groups", "placement group", "placement groups", PlacementGroup, PlacementGroupFilter);
+resource!(/// `/v1/vpcs`.
+    Vpcs, "/v1/vpcs", "VPC", "VPCs", Vpc, VpcFilter);
+resource!(/// `/v1/subnets`.
+    Subnets, "/v1/subnets", "subnet", "subnets", Subnet, SubnetFilter);
+resource!(/// `/v1/network-interfaces`.
+    Nics, "/v1/network-interfaces", "network interface", "network interfaces", NetworkInterface, NetworkInterfaceFilter);
+resource!(/// `/v1/security-groups`.
+    SecurityGroups, "/v1/security-groups", "security group", "security groups", SecurityGroup, SecurityGroupFilter);
 resource!(/// `/v1/operations`.
     Operations, "/v1/operations", "operation", "operations", Operation, OperationFilter);
 resource!(/// `/v1/invoices`.
@@ -147,6 +155,10 @@ named!(Shapes, "shp", name);
 named!(Images, "img", name);
 named!(PlacementGroups, "pg", name);
 named!(Budgets, "bud");
+named!(Vpcs, "vpc", name);
+named!(Subnets, "sn", name);
+named!(Nics, "nic", name);
+named!(SecurityGroups, "sg", name);
 
 impl Named for Instances {
     const ID_PREFIX: &'static str = "ins";
@@ -187,6 +199,10 @@ creatable! {
     Images: ImageCreate => Image;
     Instances: InstanceCreate => InstanceAccepted;
     PlacementGroups: PlacementGroupCreate => PlacementGroup;
+    Vpcs: VpcCreate => Vpc;
+    Subnets: SubnetCreate => Subnet;
+    Nics: NetworkInterfaceCreate => NetworkInterface;
+    SecurityGroups: SecurityGroupCreate => SecurityGroup;
     PriceBooks: PriceBookCreate => PriceBook;
     Budgets: BudgetCreate => Budget;
     Credits: CreditGrantCreate => CreditGrant;
@@ -214,6 +230,10 @@ updatable! {
     Shapes: ShapeUpdate;
     Images: ImageUpdate;
     Instances: InstanceUpdate;
+    Vpcs: VpcUpdate;
+    Subnets: SubnetUpdate;
+    Nics: NetworkInterfaceUpdate;
+    SecurityGroups: SecurityGroupUpdate;
 }
 
 macro_rules! deletable {
@@ -239,6 +259,10 @@ deletable! {
     Instances => InstanceAccepted;
     PlacementGroups => ();
     Budgets => ();
+    Vpcs => ();
+    Subnets => ();
+    Nics => ();
+    SecurityGroups => ();
 }
 
 /// `/v1/{collection}/{id}`.

@@ -5,7 +5,7 @@
 
 use crate::client::{Client, Doc};
 use crate::error::Result;
-use crate::resources::{Hosts, Images, Instances, Invoices, Operations, Tokens, one};
+use crate::resources::{Hosts, Images, Instances, Invoices, Operations, SecurityGroups, Tokens, one};
 use plinth_api::*;
 use serde::Serialize;
 
@@ -76,6 +76,28 @@ impl Client {
             InstanceAction::Resize(b) => self.post(&path("resize"), b).await,
             InstanceAction::Rebuild(b) => self.post(&path("rebuild"), b).await,
         }
+    }
+
+    /// `POST /v1/instances/{id}/network-interfaces`: plug an existing NIC into a stopped instance.
+    pub async fn attach_nic(&self, id: &str, body: &NetworkInterfaceAttach) -> Result<Doc<NetworkInterface>> {
+        self.post(&format!("{}/network-interfaces", one::<Instances>(id)), body).await
+    }
+
+    /// `DELETE /v1/instances/{id}/network-interfaces/{nic_id}`: unplug a NIC from a stopped instance.
+    pub async fn detach_nic(&self, id: &str, nic_id: &str) -> Result<Doc<()>> {
+        self.send(reqwest::Method::DELETE, &format!("{}/network-interfaces/{nic_id}", one::<Instances>(id)), &(), None, None)
+            .await
+    }
+
+    /// `POST /v1/security-groups/{id}/rules`.
+    pub async fn add_rule(&self, id: &str, body: &SecurityGroupRuleCreate) -> Result<Doc<SecurityGroupRule>> {
+        self.post(&format!("{}/rules", one::<SecurityGroups>(id)), body).await
+    }
+
+    /// `DELETE /v1/security-groups/{id}/rules/{rule_id}`.
+    pub async fn remove_rule(&self, id: &str, rule_id: &str) -> Result<Doc<()>> {
+        self.send(reqwest::Method::DELETE, &format!("{}/rules/{rule_id}", one::<SecurityGroups>(id)), &(), None, None)
+            .await
     }
 
     /// `GET /v1/instances/{id}/events`.

@@ -123,6 +123,18 @@ enum Command {
     Instance(compute::InstanceCmd),
     #[command(subcommand)]
     PlacementGroup(compute::PlacementGroupCmd),
+    /// Virtual private clouds.
+    #[command(subcommand)]
+    Vpc(network::VpcCmd),
+    /// Subnets of VPCs.
+    #[command(subcommand)]
+    Subnet(network::SubnetCmd),
+    /// Network interfaces.
+    #[command(subcommand)]
+    Nic(network::NicCmd),
+    /// Security groups and their rules.
+    #[command(subcommand)]
+    SecurityGroup(network::SecurityGroupCmd),
     #[command(subcommand)]
     Operation(compute::OperationCmd),
     /// How many more of each shape fit, per rack (operators).
@@ -205,6 +217,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Image(c) => c.run(&client(&cli)?, o).await,
         Command::Instance(c) => c.run(&client(&cli)?, o).await,
         Command::PlacementGroup(c) => c.run(&client(&cli)?, o).await,
+        Command::Vpc(c) => c.run(&client(&cli)?, o).await,
+        Command::Subnet(c) => c.run(&client(&cli)?, o).await,
+        Command::Nic(c) => c.run(&client(&cli)?, o).await,
+        Command::SecurityGroup(c) => c.run(&client(&cli)?, o).await,
         Command::Operation(c) => c.run(&client(&cli)?, o).await,
         Command::Capacity => compute::capacity(&client(&cli)?, o).await,
         Command::Task(c) => c.run(&client(&cli)?, o).await,

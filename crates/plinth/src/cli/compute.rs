@@ -184,6 +184,11 @@ pub struct InstanceCreateArgs {
     /// Create it stopped.
     #[arg(long)]
     pub stopped: bool,
+    /// A network interface, in slot order (repeatable): `subnet=NAME[,ip=ADDR][,sg=GROUP]…`
+    /// for a new one, `nic=NAME` to plug an existing one. None: one in the project's
+    /// default subnet.
+    #[arg(long = "nic")]
+    pub nics: Vec<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -202,6 +207,7 @@ impl InstanceCreateArgs {
             }
             None => None,
         };
+        let nics = super::network::instance_nics(c, &project_id, &self.nics).await?;
         Ok(InstanceCreate {
             project_id,
             name: self.name.clone(),
@@ -217,7 +223,7 @@ impl InstanceCreateArgs {
             forbidden_traits: self.forbidden_traits.clone(),
             dedicated_host: self.dedicated_host,
             start: Some(!self.stopped),
-            nics: Vec::new(),
+            nics,
         })
     }
 }

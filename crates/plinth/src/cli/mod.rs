@@ -6,6 +6,7 @@ pub mod args;
 pub mod billing;
 pub mod compute;
 pub mod images;
+pub mod network;
 pub mod wait;
 
 use crate::output::Out;
@@ -59,7 +60,8 @@ macro_rules! ids {
     };
 }
 
-ids!(named: Tenants, Projects, Users, Tokens, Sites, Racks, Hosts, Shapes, Images, Instances, PlacementGroups, Budgets;
+ids!(named: Tenants, Projects, Users, Tokens, Sites, Racks, Hosts, Shapes, Images, Instances, PlacementGroups, Budgets,
+    Vpcs, Subnets, Nics, SecurityGroups;
     plain: RoleBindings, JoinTokens, Operations, Invoices, PriceBooks);
 
 /// Says on stderr which filters matched nothing, when a filtered list came back empty.
