@@ -85,8 +85,14 @@ impl Client {
 
     /// `DELETE /v1/instances/{id}/network-interfaces/{nic_id}`: unplug a NIC from a stopped instance.
     pub async fn detach_nic(&self, id: &str, nic_id: &str) -> Result<Doc<()>> {
-        self.send(reqwest::Method::DELETE, &format!("{}/network-interfaces/{nic_id}", one::<Instances>(id)), &(), None, None)
-            .await
+        self.send(
+            reqwest::Method::DELETE,
+            &format!("{}/network-interfaces/{nic_id}", one::<Instances>(id)),
+            &(),
+            None,
+            None,
+        )
+        .await
     }
 
     /// `POST /v1/security-groups/{id}/rules`.

@@ -148,6 +148,25 @@ fn nic_refs(rows: &[sqlx::any::AnyRow]) -> Result<Vec<NicRef>, StoreError> {
 }
 
 impl Tx {
+    /// Reads one object visible in `scope` WITHOUT locking it: to learn which parent to
+    /// lock first (a NIC's or subnet's VPC), so every networking change takes its locks in
+    /// one order — the VPC, then what is in it — and two of them never deadlock.
+    pub async fn peek<T: Resource>(&mut self, scope: &plinth_domain::authz::Scope, id: &str) -> Result<T, StoreError> {
+        let sql = crate::crud::get_sql::<T>(scope, id, "");
+        match self.fetch(sql).await?.first() {
+            Some(row) => crate::crud::decode_doc(row),
+            None => Err(StoreError::NotFound { kind: T::KIND, id: id.to_string() }),
+        }
+    }
+
+    /// The VPCs of an instance's NICs (unlocked: the caller locks them, then the NICs).
+    pub async fn instance_vpcs(&mut self, instance_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut sql = Sql::new("SELECT DISTINCT vpc_id FROM nics WHERE 1=1");
+        sql.cond("instance_id =", Val::text(instance_id));
+        sql.push(" ORDER BY vpc_id");
+        self.fetch(sql).await?.iter().map(|r| r.try_get::<String, _>("vpc_id").map_err(StoreError::from)).collect()
+    }
+
     /// Whether `vni` is taken (by a VPC or a subnet).
     pub async fn vni_taken(&mut self, vni: u32) -> Result<bool, StoreError> {
         let mut sql = Sql::new("SELECT vni FROM vnis WHERE 1=1");

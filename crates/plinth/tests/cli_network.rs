@@ -44,7 +44,8 @@ fn networking_by_name() {
     let shown = ok(&profile, None, &["security-group", "get", "ssh"]);
     assert_eq!(shown["rules"].as_array().unwrap().len(), 1);
 
-    let spare = ok(&profile, None, &["nic", "create", "spare", "--subnet", "front", "--ip", "10.8.1.40", "--sg", "ssh"]);
+    let spare =
+        ok(&profile, None, &["nic", "create", "spare", "--subnet", "front", "--ip", "10.8.1.40", "--sg", "ssh"]);
     assert_eq!(spare["ipv4"], "10.8.1.40");
     assert_eq!(spare["security_group_ids"], serde_json::json!([sg["id"]]));
 

@@ -250,7 +250,9 @@ impl NicCmd {
             NicCmd::Detach { id } => {
                 let nic_id = resolve::<Nics>(c, id).await?;
                 let nic = c.view::<Nics>(&nic_id).await?.into_inner();
-                let Some(inst) = nic.instance_id else { bail!("network interface {id} is not plugged into an instance") };
+                let Some(inst) = nic.instance_id else {
+                    bail!("network interface {id} is not plugged into an instance")
+                };
                 c.detach_nic(inst.as_str(), &nic_id).await?;
                 eprintln!("detached {nic_id} from {inst}");
                 Ok(())

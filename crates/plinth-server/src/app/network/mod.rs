@@ -87,7 +87,7 @@ pub(crate) async fn groups_of_vpc(
             return Err(Error::invalid("invalid_value", format!("{field}: {id} is named twice"))
                 .with_constraint(json!({ "field": field, "rule": "unique" })));
         }
-        let g: SecurityGroup = tx.get(&caller.scope(), id.as_str()).await.map_err(|e| not_found_ref(e, field))?;
+        let g: SecurityGroup = tx.peek(&caller.scope(), id.as_str()).await.map_err(|e| not_found_ref(e, field))?;
         if &g.vpc_id != vpc {
             return Err(other_vpc(field, id.as_str(), &g.vpc_id, vpc));
         }

@@ -49,7 +49,7 @@ pub(crate) async fn insert_nic(
     plug: Option<Plug<'_>>,
     prefix: &str,
 ) -> Result<NetworkInterface> {
-    let peek: Subnet = tx.get(&caller.scope(), subnet_id).await?;
+    let peek: Subnet = tx.peek(&caller.scope(), subnet_id).await?;
     let vpc: Vpc = tx.get(&caller.scope(), peek.vpc_id.as_str()).await?;
     // Read again under the VPC's lock: a concurrent delete of the subnet went first or waits.
     let subnet: Subnet = tx.get(&caller.scope(), subnet_id).await?;
@@ -197,7 +197,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: NetworkInterfaceCreate) -
 
 /// Reads a NIC for a change, its VPC locked first (the order every NIC change takes).
 async fn nic_for_change(tx: &mut Tx, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<NetworkInterface> {
-    let peek: NetworkInterface = tx.get(&caller.scope(), id).await?;
+    let peek: NetworkInterface = tx.peek(&caller.scope(), id).await?;
     require_write(caller, &peek.tenant_id, &peek.project_id, "changing network interfaces in this project")?;
     let _vpc: Vpc = tx.get(&caller.scope(), peek.vpc_id.as_str()).await?;
     let nic: NetworkInterface = tx.get(&caller.scope(), id).await?;
@@ -308,7 +308,7 @@ pub(crate) async fn plug_existing(
     slot: u8,
     field: &str,
 ) -> Result<NetworkInterface> {
-    let peek: NetworkInterface = tx.get(&caller.scope(), nic_id).await?;
+    let peek: NetworkInterface = tx.peek(&caller.scope(), nic_id).await?;
     let _vpc: Vpc = tx.get(&caller.scope(), peek.vpc_id.as_str()).await?;
     let mut nic: NetworkInterface = tx.get(&caller.scope(), nic_id).await?;
     if nic.project_id != inst.project_id {
@@ -394,6 +394,10 @@ pub async fn detach(st: &AppState, caller: &Caller, instance_id: &str, nic_id: &
 /// In an instance's delete transaction: removes the NICs its create made and unplugs the
 /// ones attached to it.
 pub(crate) async fn release_instance_nics(tx: &mut Tx, inst: &Instance) -> Result<()> {
+    // The VPCs first, then their NICs: the order every NIC change takes.
+    for v in tx.instance_vpcs(inst.id.as_str()).await? {
+        let _vpc: Vpc = tx.get(&plinth_domain::authz::Scope::Platform, &v).await?;
+    }
     let nics = tx.instance_nics(inst.id.as_str()).await?;
     let extra: Vec<HostId> = inst.host_id.iter().cloned().collect();
     let mut vpcs = std::collections::BTreeSet::new();

@@ -47,7 +47,7 @@ async fn checked_rule(
     if let Some(g) = &r.remote_group_id
         && g != own
     {
-        let remote: SecurityGroup = tx.get(&caller.scope(), g.as_str()).await?;
+        let remote: SecurityGroup = tx.peek(&caller.scope(), g.as_str()).await?;
         if &remote.vpc_id != vpc {
             let f = if field.is_empty() { "remote_group_id".to_string() } else { format!("{field}.remote_group_id") };
             return Err(other_vpc(&f, g.as_str(), &remote.vpc_id, vpc));
@@ -148,7 +148,7 @@ pub async fn update(
 
 /// Reads a group and its VPC for a change (the VPC first: one order of locks).
 async fn group_for_change(tx: &mut Tx, caller: &Caller, id: &str, what: &str) -> Result<SecurityGroup> {
-    let peek: SecurityGroup = tx.get(&caller.scope(), id).await?;
+    let peek: SecurityGroup = tx.peek(&caller.scope(), id).await?;
     require_write(caller, &peek.tenant_id, &peek.project_id, what)?;
     let _vpc: Vpc = tx.get(&caller.scope(), peek.vpc_id.as_str()).await?;
     Ok(tx.get(&caller.scope(), id).await?)

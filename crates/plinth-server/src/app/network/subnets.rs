@@ -147,10 +147,11 @@ pub async fn update(
 /// Delete a subnet no NIC is in.
 pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<()> {
     let mut tx = st.store.begin().await?;
-    let s: Subnet = tx.get(&caller.scope(), id).await?;
-    require_write(caller, &s.tenant_id, &s.project_id, "deleting subnets in this project")?;
+    let peek: Subnet = tx.peek(&caller.scope(), id).await?;
+    require_write(caller, &peek.tenant_id, &peek.project_id, "deleting subnets in this project")?;
     // The VPC first, like every NIC create: one order of locks.
-    let _vpc: Vpc = tx.get(&caller.scope(), s.vpc_id.as_str()).await?;
+    let _vpc: Vpc = tx.get(&caller.scope(), peek.vpc_id.as_str()).await?;
+    let s: Subnet = tx.get(&caller.scope(), id).await?;
     if let Some(g) = if_match
         && g != s.generation
     {
@@ -189,6 +190,16 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
 /// the VPC on first need. Concurrent first needs make one VPC: the second's insert breaks
 /// the one-default-per-project index, and it reads the first's.
 pub async fn ensure_default_subnet(st: &AppState, caller: &Caller, project: &Project) -> Result<Subnet> {
+    // Almost always it exists: read without a transaction.
+    let scope = caller.scope();
+    let vpcs =
+        st.store.list::<Vpc>(&scope, &[("project_id", project.id.to_string())], plinth_api::MAX_LIMIT, None).await?;
+    if let Some(v) = vpcs.items.iter().find(|v| v.is_default) {
+        let f = [("vpc_id", v.id.to_string()), ("name", network::DEFAULT_NAME.to_string())];
+        if let Some(s) = st.store.list::<Subnet>(&scope, &f, 1, None).await?.items.pop() {
+            return Ok(s);
+        }
+    }
     for _ in 0..3 {
         let mut tx = st.store.begin().await?;
         let vpc = match tx.default_vpc(project.id.as_str()).await? {
