@@ -4,7 +4,12 @@
 use plinth_api::{Instance, Lifecycle};
 
 /// The fixed quota resources; GPUs are `gpus:<class>`.
-pub const RESOURCES: [&str; 4] = ["instances", "vcpus", "memory_mib", "disk_gib"];
+pub const RESOURCES: [&str; 6] = ["instances", "vcpus", "memory_mib", "disk_gib", VPCS, NETWORK_INTERFACES];
+
+/// Quota resource: VPCs (the project's default one included).
+pub const VPCS: &str = "vpcs";
+/// Quota resource: network interfaces (those an instance's create makes included).
+pub const NETWORK_INTERFACES: &str = "network_interfaces";
 
 /// Whether `name` is a quota resource (`instances`, …, or `gpus:<class>`).
 pub fn is_resource(name: &str) -> bool {
@@ -56,6 +61,7 @@ mod tests {
         assert!(is_resource("gpus:nvidia-h100-80gb"));
         assert!(!is_resource("gpus:"));
         assert!(!is_resource("cpus"));
+        assert!(is_resource("vpcs") && is_resource("network_interfaces"));
     }
 
     #[test]

@@ -506,6 +506,35 @@ async fn tenancy(srv: &TestServer) {
     assert_eq!(snapshot(srv).await, before, "nothing B tried was written");
 }
 
+async fn quotas(srv: &TestServer) {
+    let (tok, project) = tenant(srv, "quota").await;
+    srv.put("/v1/quotas")
+        .token(&srv.operator)
+        .json(&json!({ "scope_id": project, "limits": { "vpcs": 1, "network_interfaces": 2 } }))
+        .send()
+        .await
+        .ok(200);
+    let v = vpc(srv, &tok, &project, "one", "10.80.0.0/16").await;
+    let r = srv
+        .post("/v1/vpcs")
+        .token(&tok)
+        .json(&json!({ "project_id": project, "name": "two", "ipv4_cidr": "10.81.0.0/16" }))
+        .send()
+        .await;
+    let p = r.problem(409, "quota_exceeded");
+    assert_eq!(p["constraint"]["resource"], "vpcs");
+    let s = subnet(srv, &tok, &id(&v), "sn", "10.80.1.0/24").await;
+    let a = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "a" })).await.ok(201);
+    nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "b" })).await.ok(201);
+    let before = snapshot(srv).await;
+    let p = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "c" })).await.problem(409, "quota_exceeded");
+    assert_eq!(p["constraint"]["resource"], "network_interfaces");
+    assert_eq!(snapshot(srv).await, before, "the refused NIC wrote nothing");
+    // A deleted NIC gives its count back.
+    srv.delete(&format!("/v1/network-interfaces/{}", id(&a))).token(&tok).send().await.ok(204);
+    nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "c" })).await.ok(201);
+}
+
 /// A shape, a host and the public image, for instance creates.
 async fn compute(srv: &TestServer) {
     srv.shape("c1.small", 1, 1024).await;
@@ -636,3 +665,4 @@ both_backends!(
     instances_get_default_network_postgres,
     instances_get_default_network
 );
+both_backends!(quotas_sqlite, quotas_postgres, quotas);

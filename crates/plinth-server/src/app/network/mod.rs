@@ -50,6 +50,12 @@ pub(crate) async fn allocate_vni(tx: &mut Tx, owner: &str) -> Result<u32> {
     Err(Error::conflict("vni_exhausted", "no free VXLAN network identifier was found; try again"))
 }
 
+/// Counts `n` (±) of a networking quota resource against the project and its tenant.
+pub(crate) async fn charge(tx: &mut Tx, tenant: &TenantId, project: &ProjectId, resource: &str, n: i64) -> Result<()> {
+    tx.quota_charge(&[tenant.as_str(), project.as_str()], &[(resource.to_string(), n)]).await?;
+    Ok(())
+}
+
 /// Five random bytes for a MAC.
 pub(crate) fn mac_bytes() -> [u8; 5] {
     let mut b = [0u8; 5];

@@ -9,7 +9,7 @@ use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::network::cidr::{addr_text, lowest_free_number, parse_addr};
 use plinth_domain::network::{Cidr, locally_administered_mac};
-use plinth_domain::validate;
+use plinth_domain::{quota, validate};
 use plinth_store::{StoreError, Tx, Val};
 use serde_json::json;
 
@@ -106,6 +106,7 @@ pub(crate) async fn insert_nic(
         }
     }
     let mac = mac.ok_or_else(|| Error::conflict("mac_exhausted", "no free MAC address was found; try again"))?;
+    super::charge(tx, &subnet.tenant_id, &subnet.project_id, quota::NETWORK_INTERFACES, 1).await?;
     let filter_generation = tx.bump_firewall(vpc.id.as_str()).await?;
     let now = Utc::now();
     let nic = NetworkInterface {
@@ -278,6 +279,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
         return Err(attached(&nic, i));
     }
     tx.remove_nic(id).await?;
+    super::charge(&mut tx, &nic.tenant_id, &nic.project_id, quota::NETWORK_INTERFACES, -1).await?;
     tx.bump_firewall(nic.vpc_id.as_str()).await?;
     let extra: Vec<HostId> = nic.host_id.iter().cloned().collect();
     network_changed(&mut tx, &nic.vpc_id, &extra).await?;
@@ -404,6 +406,7 @@ pub(crate) async fn release_instance_nics(tx: &mut Tx, inst: &Instance) -> Resul
     for (mut nic, owned) in nics {
         if owned {
             tx.remove_nic(nic.id.as_str()).await?;
+            super::charge(tx, &nic.tenant_id, &nic.project_id, quota::NETWORK_INTERFACES, -1).await?;
         } else {
             nic.instance_id = None;
             nic.slot = None;

@@ -6,6 +6,7 @@ use crate::app::{AppState, Caller, Error, Paging, Result};
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::network::Cidr;
+use plinth_domain::quota;
 use plinth_domain::validate;
 use plinth_store::Tx;
 use serde_json::json;
@@ -70,6 +71,7 @@ pub(crate) async fn insert_vpc(
         created_at: now,
         updated_at: now,
     };
+    super::charge(tx, &project.tenant_id, &project.id, quota::VPCS, 1).await?;
     tx.insert(&vpc, &[]).await?;
     let sg = SecurityGroup {
         id: sg_id.clone(),
@@ -157,6 +159,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     tx.remove::<SecurityGroup>(sg).await?;
     tx.free_vnis(id).await?;
     tx.remove::<Vpc>(id).await?;
+    super::charge(&mut tx, &v.tenant_id, &v.project_id, quota::VPCS, -1).await?;
     tx.audit(&caller.audit(), id, Some(v.tenant_id.as_str()), 204).await?;
     tx.commit().await?;
     Ok(())
