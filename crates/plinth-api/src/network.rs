@@ -477,6 +477,9 @@ pub struct NicSpec {
     /// The instance's name: the DHCP hostname.
     pub hostname: Option<String>,
     pub instance_id: Option<InstanceId>,
+    /// Its slot on the instance (the guest's device order).
+    #[serde(default)]
+    pub slot: Option<u8>,
     /// The NIC's filter generation (reported back once loaded).
     pub filter_generation: i64,
 }

@@ -7,6 +7,7 @@ pub mod authz;
 pub mod host_state;
 pub mod instance_state;
 pub mod metering;
+pub mod netspec;
 pub mod placement;
 pub mod quota;
 pub mod rating;

@@ -246,6 +246,8 @@ fn start<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<
     Box::pin(async move {
         let p: InstanceParams = params(p)?;
         if p.start {
+            // The guest starts only once its NICs can carry traffic.
+            crate::app::dataplane::wait_nics_ready(st, &p.instance_id).await?;
             let inst = change(st, &p.instance_id, Some(op), |i| {
                 if i.power == PowerState::Running {
                     return (false, vec![]);

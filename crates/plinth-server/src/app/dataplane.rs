@@ -1,0 +1,122 @@
+//! The tenant-network data plane as the control plane drives it: the network spec each
+//! host is told (whole, with the host's desired generation), the reports its agent sends
+//! back, each NIC's readiness, and the barrier an instance's start waits on ("the guest
+//! does not start until its NICs are ready", with a deadline and the missing component
+//! named). The CRUD of networks is `app::network`; the rows' meaning is
+//! `plinth_domain::netspec`.
+
+use super::saga::StepError;
+use super::signals;
+use super::state::AppState;
+use crate::app::error::Result;
+use plinth_api::*;
+use plinth_domain::netspec;
+
+/// The network `host` must hold now, and each of its instances' NICs as their runtime
+/// plugs them (slot order).
+pub async fn host_spec(
+    st: &AppState,
+    host: &HostId,
+) -> Result<(HostNetworkSpec, std::collections::BTreeMap<InstanceId, Vec<InstanceNicSpec>>)> {
+    let (generation, vpcs, vteps) = st.store.host_network(host.as_str()).await?;
+    let spec = netspec::host_spec(host, generation, &vpcs, &vteps);
+    let mut per_instance: std::collections::BTreeMap<InstanceId, Vec<(u8, InstanceNicSpec)>> = Default::default();
+    for v in &spec.vpcs {
+        for n in &v.nics {
+            let Some(i) = &n.instance_id else { continue };
+            let mtu = v.subnets.iter().find(|s| s.subnet_id == n.subnet_id).map(|s| s.mtu).unwrap_or(1450);
+            per_instance.entry(i.clone()).or_default().push((
+                n.slot.unwrap_or(u8::MAX),
+                InstanceNicSpec {
+                    nic_id: n.nic_id.clone(),
+                    vni: v.vni,
+                    device: n.device.clone(),
+                    mac: n.mac.clone(),
+                    mtu,
+                },
+            ));
+        }
+    }
+    let nics = per_instance
+        .into_iter()
+        .map(|(i, mut l)| {
+            l.sort_by_key(|(s, _)| *s);
+            (i, l.into_iter().map(|(_, n)| n).collect())
+        })
+        .collect();
+    Ok((spec, nics))
+}
+
+/// Records an agent's network report and wakes whoever waits on the NICs it concerns.
+pub async fn record_report(st: &AppState, host: &HostId, report: &ObservedNetwork) -> Result<()> {
+    let instances = st.store.record_network_report(host.as_str(), report).await?;
+    for i in instances {
+        st.signals.poke(&signals::instance_key(&i));
+    }
+    Ok(())
+}
+
+/// Fills each NIC's data-plane fields (host, state, readiness, applied filter generation)
+/// from what the store knows.
+pub async fn fill(st: &AppState, nics: &mut [NetworkInterface]) -> Result<()> {
+    let ids: Vec<String> = nics.iter().map(|n| n.id.0.clone()).collect();
+    let progress = st.store.nic_progress(&ids, None).await?;
+    for (id, _, p) in progress {
+        if let Some(n) = nics.iter_mut().find(|n| n.id == id) {
+            let (state, list) = netspec::readiness(&p);
+            n.state = state;
+            n.readiness = list;
+            n.host_id = p.host_id.clone();
+            n.filter_generation_applied = p.filter_generation_applied;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every NIC of the instance is `ready`; past `nic_ready_timeout` (or when a
+/// NIC failed) the start fails with a problem naming each NIC and component missing.
+pub async fn wait_nics_ready(st: &AppState, instance: &InstanceId) -> std::result::Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + st.config.nic_ready_timeout;
+    let key = signals::instance_key(instance.as_str());
+    let last = std::sync::Mutex::new(String::new());
+    let last_ref = &last;
+    let out = st
+        .signals
+        .wait_for(&key, deadline, std::time::Duration::from_millis(500), move || async move {
+            let list = st.store.nic_progress(&[], Some(instance.as_str())).await?;
+            let mut missing = Vec::new();
+            let mut failed = false;
+            for (id, slot, p) in &list {
+                let (state, comps) = netspec::readiness(p);
+                if state != NicState::Ready {
+                    failed |= state == NicState::Failed;
+                    missing.push(netspec::missing(id, *slot, &comps));
+                }
+            }
+            if failed {
+                return Err(StepError::new(
+                    "nic_failed",
+                    format!("a network interface could not be set up on its host: {}", missing.join("; ")),
+                ));
+            }
+            *last_ref.lock().unwrap_or_else(|e| e.into_inner()) = missing.join("; ");
+            Ok::<_, StepError>(missing.is_empty().then_some(()))
+        })
+        .await?;
+    match out {
+        Some(()) => Ok(()),
+        None => Err(StepError::new(
+            "nics_not_ready",
+            format!(
+                "the instance's network interfaces were not ready within {} s: {}",
+                st.config.nic_ready_timeout.as_secs(),
+                last.lock().unwrap_or_else(|e| e.into_inner())
+            ),
+        )),
+    }
+}
+
+/// Whether the instance has NICs at all (cheap check before waiting).
+pub async fn has_nics(st: &AppState, instance: &InstanceId) -> Result<bool> {
+    Ok(!st.store.nic_progress(&[], Some(instance.as_str())).await?.is_empty())
+}
