@@ -211,6 +211,10 @@ pub struct NetworkInterface {
     pub state: NicState,
     /// The host that carries it (its instance's host).
     pub host_id: Option<HostId>,
+    /// Its port device in the VPC's namespace on that host (`n<port>`; an operator-bound
+    /// NIC's far end is `<device>g`).
+    #[serde(default)]
+    pub device: Option<String>,
     /// Each component's state on that host.
     pub readiness: Vec<ComponentStatus>,
     /// The filter generation the API holds for this NIC (bumped by any change to its
@@ -235,6 +239,9 @@ pub struct NetworkInterfaceCreate {
     /// A free address of the subnet; allocated when absent.
     #[serde(default)]
     pub ipv4: Option<String>,
+    /// A locally administered unicast MAC not used in the VPC; generated when absent.
+    #[serde(default)]
+    pub mac: Option<String>,
     /// Groups of the same VPC; the VPC's default group when absent.
     #[serde(default)]
     pub security_group_ids: Option<Vec<SecurityGroupId>>,

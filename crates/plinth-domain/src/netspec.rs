@@ -158,6 +158,8 @@ pub fn host_spec(
 #[derive(Clone, Debug, Default)]
 pub struct NicProgress {
     pub host_id: Option<HostId>,
+    /// Its port number in the VPC.
+    pub port: u32,
     /// Its host's last report of it.
     pub components: Option<Vec<ComponentStatus>>,
     pub filter_generation_applied: Option<i64>,

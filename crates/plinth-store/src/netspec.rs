@@ -195,7 +195,7 @@ impl Store {
         instance_id: Option<&str>,
     ) -> Result<Vec<(NicId, Option<u8>, NicProgress)>, StoreError> {
         let mut sql = Sql::new(
-            "SELECT id, vpc_id, host_id, slot, barrier, observed_components, observed_filter_generation \
+            "SELECT id, vpc_id, host_id, slot, port, barrier, observed_components, observed_filter_generation \
              FROM nics WHERE 1=1",
         );
         match instance_id {
@@ -220,6 +220,7 @@ impl Store {
             let barrier: Option<String> = r.try_get("barrier")?;
             let comps: Option<String> = r.try_get("observed_components")?;
             let slot: Option<i64> = r.try_get("slot")?;
+            let port: i64 = r.try_get("port")?;
             out.push((
                 vpc,
                 NicId(r.try_get("id")?),
@@ -229,6 +230,7 @@ impl Store {
                     components: comps.map(|c| decode("nics", &c)).transpose()?,
                     filter_generation_applied: r.try_get("observed_filter_generation")?,
                     barrier: barrier.map(|b| decode("nics", &b)).transpose()?,
+                    port: port as u32,
                     ..Default::default()
                 },
             ));

@@ -67,6 +67,7 @@ pub async fn fill(st: &AppState, nics: &mut [NetworkInterface]) -> Result<()> {
             n.state = state;
             n.readiness = list;
             n.host_id = p.host_id.clone();
+            n.device = p.host_id.is_some().then(|| netspec::device_name(p.port));
             n.filter_generation_applied = p.filter_generation_applied;
         }
     }
