@@ -274,10 +274,10 @@ async fn wait_hosts(api: &Api, lab: &NetLab) -> Vec<String> {
         let mut ids = vec![];
         for i in 1..=lab.hosts {
             let name = format!("{}-h{i}", lab.prefix);
-            if let Some(h) = hosts["items"].as_array().unwrap().iter().find(|h| h["name"] == name.as_str()) {
-                if h["state"] == "available" {
-                    ids.push(s(h, "id"));
-                }
+            if let Some(h) = hosts["items"].as_array().unwrap().iter().find(|h| h["name"] == name.as_str())
+                && h["state"] == "available"
+            {
+                ids.push(s(h, "id"));
             }
         }
         if ids.len() == lab.hosts {
