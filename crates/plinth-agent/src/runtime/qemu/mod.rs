@@ -32,6 +32,7 @@
 //! Owns QEMU processes, their QMP connections and the files under `{data_dir}/qemu` and
 //! `{data_dir}/images`; what to do with a guest is decided in [`crate::converge`].
 
+pub mod cidata;
 pub mod cmdline;
 pub mod console;
 mod discover;
