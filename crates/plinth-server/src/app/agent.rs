@@ -107,7 +107,15 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
         .into_iter()
         .filter_map(|(i, u)| {
             let mut spec = spec_of(&i, u)?;
-            spec.nics = nics.remove(&i.id).unwrap_or_default();
+            let guest = nics.remove(&i.id).unwrap_or_default();
+            spec.cloud_init = Some(plinth_domain::cloud_init::render(&plinth_domain::cloud_init::SeedInput {
+                instance_id: i.id.as_str(),
+                hostname: &i.name,
+                ssh_keys: &i.ssh_keys,
+                user_data: spec.user_data.as_deref(),
+                nics: &guest.seed,
+            }));
+            spec.nics = guest.plugs;
             Some(spec)
         })
         .collect();

@@ -12,19 +12,37 @@ use crate::app::error::Result;
 use plinth_api::*;
 use plinth_domain::netspec;
 
-/// The network `host` must hold now, and each of its instances' NICs as their runtime
-/// plugs them (slot order).
+/// One instance's NICs on its host, in slot order: as its runtime plugs them, and as its
+/// guest configures them (the NoCloud network-config).
+#[derive(Default)]
+pub struct GuestNics {
+    pub plugs: Vec<InstanceNicSpec>,
+    pub seed: Vec<plinth_domain::cloud_init::SeedNic>,
+}
+
+/// The network `host` must hold now, and each of its instances' NICs.
 pub async fn host_spec(
     st: &AppState,
     host: &HostId,
-) -> Result<(HostNetworkSpec, std::collections::BTreeMap<InstanceId, Vec<InstanceNicSpec>>)> {
+) -> Result<(HostNetworkSpec, std::collections::BTreeMap<InstanceId, GuestNics>)> {
     let (generation, vpcs, vteps) = st.store.host_network(host.as_str()).await?;
     let spec = netspec::host_spec(host, generation, &vpcs, &vteps);
-    let mut per_instance: std::collections::BTreeMap<InstanceId, Vec<(u8, InstanceNicSpec)>> = Default::default();
+    type Slotted = Vec<(u8, InstanceNicSpec, Option<plinth_domain::cloud_init::SeedNic>)>;
+    let mut per_instance: std::collections::BTreeMap<InstanceId, Slotted> = Default::default();
     for v in &spec.vpcs {
         for n in &v.nics {
             let Some(i) = &n.instance_id else { continue };
-            let mtu = v.subnets.iter().find(|s| s.subnet_id == n.subnet_id).map(|s| s.mtu).unwrap_or(1450);
+            let subnet = v.subnets.iter().find(|s| s.subnet_id == n.subnet_id);
+            let mtu = subnet.map(|s| s.mtu).unwrap_or(1450);
+            let seed = subnet.and_then(|s| {
+                Some(plinth_domain::cloud_init::SeedNic {
+                    mac: n.mac.clone(),
+                    ipv4: n.ipv4.parse().ok()?,
+                    prefix_len: s.ipv4_cidr.split('/').nth(1)?.parse().ok()?,
+                    gateway: s.gateway.parse().ok()?,
+                    mtu,
+                })
+            });
             per_instance.entry(i.clone()).or_default().push((
                 n.slot.unwrap_or(u8::MAX),
                 InstanceNicSpec {
@@ -34,14 +52,20 @@ pub async fn host_spec(
                     mac: n.mac.clone(),
                     mtu,
                 },
+                seed,
             ));
         }
     }
     let nics = per_instance
         .into_iter()
         .map(|(i, mut l)| {
-            l.sort_by_key(|(s, _)| *s);
-            (i, l.into_iter().map(|(_, n)| n).collect())
+            l.sort_by_key(|(s, _, _)| *s);
+            let mut g = GuestNics::default();
+            for (_, plug, seed) in l {
+                g.plugs.push(plug);
+                g.seed.extend(seed);
+            }
+            (i, g)
         })
         .collect();
     Ok((spec, nics))
