@@ -276,7 +276,8 @@ impl Tx {
 
     /// What hosts of a VPC must hold changed: bumps the desired generation of every host
     /// with a NIC of the VPC and of `extra_hosts` (hosts a NIC just left), and gives every
-    /// NIC placed since the last change its barrier. Returns the hosts to wake.
+    /// NIC placed since the last change its barrier. Returns the hosts it bumped; they are
+    /// woken once the transaction commits (see [`Store::on_host_changed`]).
     pub async fn network_changed(&mut self, vpc_id: &str, extra_hosts: &[String]) -> Result<Vec<String>, StoreError> {
         let mut sql = Sql::new("SELECT DISTINCT host_id FROM nics WHERE host_id IS NOT NULL");
         sql.cond("vpc_id =", Val::text(vpc_id));
@@ -285,6 +286,9 @@ impl Tx {
         let all: BTreeSet<String> = hosts.iter().cloned().chain(extra_hosts.iter().cloned()).collect();
         for h in &all {
             self.bump_desired(h).await?;
+            if !self.wake.contains(h) {
+                self.wake.push(h.clone());
+            }
         }
         if !hosts.is_empty() {
             let ids: Vec<String> = hosts.iter().cloned().collect();

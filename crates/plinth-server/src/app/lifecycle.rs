@@ -179,9 +179,8 @@ pub async fn save(
             (Lifecycle::Deleted, _) | (_, PowerState::Absent) => None,
             _ => inst.host_id.as_ref().map(|h| h.as_str()),
         };
-        for h in tx.sync_instance_nics(inst.id.as_str(), host).await? {
-            pokes.host(&HostId(h));
-        }
+        // The hosts it changes are woken when the transaction commits.
+        tx.sync_instance_nics(inst.id.as_str(), host).await?;
     }
     pokes.instance(inst);
     Ok(())
