@@ -35,10 +35,15 @@ struct Lab {
     tag: String,
     namespaces: Vec<String>,
     dirs: Vec<PathBuf>,
+    children: Vec<std::process::Child>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         // dnsmasq processes started for our namespaces (their pid files are in our dirs).
         for d in &self.dirs {
             let _ = sh(&format!(
@@ -47,7 +52,10 @@ impl Drop for Lab {
             ));
             let _ = std::fs::remove_dir_all(d);
         }
-        let _ = sh(&format!("for n in $(ip netns list | awk '{{print $1}}' | grep '^{}'); do ip netns pids $n | xargs -r kill -9; ip netns del $n; done", self.tag));
+        let _ = sh(&format!(
+            "for n in $(ip netns list | awk '{{print $1}}' | grep '^{}'); do ip netns pids $n | xargs -r kill -9; ip netns del $n; done",
+            self.tag
+        ));
         for n in &self.namespaces {
             let _ = sh(&format!("ip netns pids {n} 2>/dev/null | xargs -r kill -9; ip netns del {n} 2>/dev/null"));
         }
@@ -65,7 +73,8 @@ impl Host {
     fn apply(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
         let backend = self.backend.clone();
         let spec = spec.clone();
-        tap::in_netns(&PathBuf::from("/run/netns").join(&self.ns), move || Ok(backend.apply(&spec))).expect("apply thread")
+        tap::in_netns(&PathBuf::from("/run/netns").join(&self.ns), move || Ok(backend.apply(&spec)))
+            .expect("apply thread")
     }
     fn vpc_ns(&self, vni: u32) -> String {
         format!("{}{vni}", self.prefix)
@@ -96,7 +105,14 @@ fn group(gid: u32, rules: Vec<RuleSpec>, members: Vec<&str>) -> SecurityGroupSpe
     }
 }
 
-fn rule(rid: u32, direction: Direction, protocol: RuleProtocol, ports: Option<(u16, u16)>, cidr: Option<&str>, rg: Option<u32>) -> RuleSpec {
+fn rule(
+    rid: u32,
+    direction: Direction,
+    protocol: RuleProtocol,
+    ports: Option<(u16, u16)>,
+    cidr: Option<&str>,
+    rg: Option<u32>,
+) -> RuleSpec {
     RuleSpec {
         rule_id: SecurityGroupRuleId(uuid(rid)),
         direction,
@@ -207,7 +223,9 @@ fn readback(host: &Host, vni: u32) -> String {
     let ns = host.vpc_ns(vni);
     let keep = "import json,sys; l=json.load(sys.stdin); print(json.dumps([{k: x.get(k) for k in ('ifname','address','mtu','flags','master','ifindex')} | {'kind': x.get('linkinfo',{}).get('info_kind'), 'id': x.get('linkinfo',{}).get('info_data',{}).get('id')} for x in l], sort_keys=True))";
     let links = must(&format!("ip -n {ns} -j -d link show | python3 -c \"{keep}\""));
-    let fdb = must(&format!("bridge -n {ns} -j fdb show | python3 -c \"import json,sys; print(sorted(json.dumps(e, sort_keys=True) for e in json.load(sys.stdin) if e.get('state') == 'permanent'))\""));
+    let fdb = must(&format!(
+        "bridge -n {ns} -j fdb show | python3 -c \"import json,sys; print(sorted(json.dumps(e, sort_keys=True) for e in json.load(sys.stdin) if e.get('state') == 'permanent'))\""
+    ));
     let neigh = must(&format!("ip -n {ns} -j neigh show nud permanent"));
     let nft = must(&format!("ip netns exec {ns} nft -j list ruleset"));
     format!("{links}\n{fdb}\n{neigh}\n{nft}")
@@ -220,7 +238,7 @@ fn two_hosts_carry_a_vpc() {
         return;
     }
     let tag = format!("nd{}-", std::process::id() % 100000);
-    let mut lab = Lab { tag: tag.clone(), namespaces: vec![], dirs: vec![] };
+    let mut lab = Lab { tag: tag.clone(), namespaces: vec![], dirs: vec![], children: vec![] };
     let fabric = format!("{tag}fab");
     must(&format!("ip netns add {fabric}"));
     lab.namespaces.push(fabric.clone());
@@ -259,7 +277,10 @@ fn two_hosts_carry_a_vpc() {
     let members1 = vec!["10.73.0.10", "10.73.0.11", "10.73.0.12", "10.73.1.10"];
     let default_group = group(
         1,
-        vec![rule(11, Direction::Egress, RuleProtocol::Any, None, None, None), rule(12, Direction::Ingress, RuleProtocol::Any, None, None, Some(1))],
+        vec![
+            rule(11, Direction::Egress, RuleProtocol::Any, None, None, None),
+            rule(12, Direction::Ingress, RuleProtocol::Any, None, None, Some(1)),
+        ],
         members1.clone(),
     );
     let locked = |extra: Vec<RuleSpec>| {
@@ -296,7 +317,8 @@ fn two_hosts_carry_a_vpc() {
             )
             .expect("script");
             must(&format!("chmod +x {}", script.display()));
-            let out = must(&format!("ip netns exec {g} busybox udhcpc -i eth0 -n -q -t 5 -T 1 -s {} 2>&1", script.display()));
+            let out =
+                must(&format!("ip netns exec {g} busybox udhcpc -i eth0 -n -q -t 5 -T 1 -s {} 2>&1", script.display()));
             let _ = std::fs::remove_file(&script);
             let addr = must(&format!("ip -n {g} -4 -o addr show dev eth0"));
             assert!(addr.contains("10.73.0.10/24"), "DHCP gave no address: {addr}\n{out}");
@@ -314,7 +336,8 @@ fn two_hosts_carry_a_vpc() {
             let py = format!(
                 "import socket,threading\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('0.0.0.0',{port})); s.listen(16)\ndef h(c):\n  while True:\n    d=c.recv(4096)\n    if not d: break\n    c.sendall(d)\nwhile True:\n  c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()"
             );
-            Command::new("ip").args(["netns", "exec", &g, "python3", "-c", &py]).spawn().expect("server");
+            lab.children
+                .push(Command::new("ip").args(["netns", "exec", &g, "python3", "-c", &py]).spawn().expect("server"));
         }
     }
     let g = |n: &str| format!("{tag}g{n}");
@@ -337,7 +360,10 @@ fn two_hosts_carry_a_vpc() {
     // ingress only from members... e is not one; so use b→e vs b→a).
     assert!(!tcp(&g("b"), "10.73.0.13", 5000), "locked NIC must refuse new inbound TCP");
     assert!(tcp(&g("b"), "10.73.0.10", 5000), "control: the same client reaches a NIC whose group allows it");
-    let groups_v2 = vec![default_group.clone(), locked(vec![rule(22, Direction::Ingress, RuleProtocol::Tcp, Some((5000, 5000)), Some("10.73.0.0/24"), None)])];
+    let groups_v2 = vec![
+        default_group.clone(),
+        locked(vec![rule(22, Direction::Ingress, RuleProtocol::Tcp, Some((5000, 5000)), Some("10.73.0.0/24"), None)]),
+    ];
     for (h, host) in hosts.iter().enumerate() {
         all_applied(&host.apply(&spec(2, h, &hs, &nics, &groups_v2)));
     }
@@ -361,7 +387,9 @@ fn two_hosts_carry_a_vpc() {
     let mut p1 = flow(&g("b"), "10.73.0.13", &f_cut);
     let mut p2 = flow(&g("b"), "10.73.0.12", &f_keep);
     let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_default();
-    wait_for("both flows running", Duration::from_secs(5), || read(&f_cut).starts_with("ok") && read(&f_keep).starts_with("ok"));
+    wait_for("both flows running", Duration::from_secs(5), || {
+        read(&f_cut).starts_with("ok") && read(&f_keep).starts_with("ok")
+    });
     for (h, host) in hosts.iter().enumerate() {
         all_applied(&host.apply(&spec(3, h, &hs, &nics, &groups_v1)));
     }

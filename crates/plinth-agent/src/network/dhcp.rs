@@ -18,10 +18,15 @@ use std::process::{Command, Stdio};
 
 /// The files of one subnet's dnsmasq.
 pub struct Files {
+    /// dnsmasq's pid file.
     pub pid: PathBuf,
+    /// Its lease file.
     pub leases: PathBuf,
+    /// The options it was started with.
     pub args: PathBuf,
+    /// Its hosts directory (one file per NIC).
     pub hosts: PathBuf,
+    /// Its log file.
     pub log: PathBuf,
 }
 
@@ -207,4 +212,3 @@ pub fn observe(vpc_dir: &Path, bridge: &str, nic: &str) -> Result<(), String> {
     }
     running(&f.pid).map(|_| ()).ok_or_else(|| format!("the DHCP server of {bridge} is not running"))
 }
-

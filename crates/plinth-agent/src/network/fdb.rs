@@ -55,7 +55,9 @@ pub fn converge(plan: &VpcPlan, own_vtep: &str) -> Vec<(String, String)> {
         }
         for (mac, dst) in want.difference(&have) {
             let verb = if mac == ZERO_MAC { "append" } else { "replace" };
-            if let Err(e) = cmd::bridge(Some(&plan.ns), &["fdb", verb, mac, "dev", &vx, "dst", dst, "self", "permanent"]) {
+            if let Err(e) =
+                cmd::bridge(Some(&plan.ns), &["fdb", verb, mac, "dev", &vx, "dst", dst, "self", "permanent"])
+            {
                 errors.push((vx.clone(), e));
             }
         }
@@ -86,7 +88,11 @@ pub fn read_neigh(ns: &str) -> Result<BTreeSet<(String, String, String)>, String
         .into_iter()
         .flatten()
         .filter_map(|e| {
-            Some((e["dst"].as_str()?.to_owned(), e["dev"].as_str()?.to_owned(), e["lladdr"].as_str()?.to_ascii_lowercase()))
+            Some((
+                e["dst"].as_str()?.to_owned(),
+                e["dev"].as_str()?.to_owned(),
+                e["lladdr"].as_str()?.to_ascii_lowercase(),
+            ))
         })
         .collect())
 }
@@ -105,7 +111,9 @@ pub fn converge_neigh(plan: &VpcPlan, own_vtep: &str) -> Vec<String> {
         }
     }
     for (addr, dev, mac) in want.difference(&have) {
-        if let Err(e) = cmd::ip(Some(&plan.ns), &["neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"]) {
+        if let Err(e) =
+            cmd::ip(Some(&plan.ns), &["neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"])
+        {
             errors.push(e);
         }
     }

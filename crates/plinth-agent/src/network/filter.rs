@@ -60,6 +60,7 @@ pub struct Ruleset {
 /// What the agent last loaded into one VPC namespace.
 #[derive(Clone, Debug, Default)]
 pub struct Loaded {
+    /// The ruleset loaded.
     pub ruleset: Ruleset,
     /// The tables as read back right after loading (handles stripped).
     pub readback: String,
@@ -107,7 +108,8 @@ pub fn disjoint(boxes: &[Box_]) -> Vec<Box_> {
     };
     for w in cuts.windows(2) {
         let (lo, hi) = (w[0] as u32, (w[1] - 1) as u32);
-        let covering: Vec<Box_> = boxes.iter().filter(|b| b[0].0 <= lo && b[0].1 >= hi).map(|b| b[1..].to_vec()).collect();
+        let covering: Vec<Box_> =
+            boxes.iter().filter(|b| b[0].0 <= lo && b[0].1 >= hi).map(|b| b[1..].to_vec()).collect();
         if covering.is_empty() {
             flush(&mut run, &mut out);
             continue;
@@ -332,9 +334,8 @@ fn elements_cmd(verb: &str, key: &str, elems: &BTreeSet<String>) -> String {
 
 /// The batch replacing both tables whole.
 pub fn full_batch(rs: &Ruleset) -> String {
-    let mut t = String::from(
-        "table bridge plinth\ndelete table bridge plinth\ntable inet plinth\ndelete table inet plinth\n",
-    );
+    let mut t =
+        String::from("table bridge plinth\ndelete table bridge plinth\ntable inet plinth\ndelete table inet plinth\n");
     t.push_str(&rs.structure);
     for (k, elems) in &rs.sets {
         if !elems.is_empty() {

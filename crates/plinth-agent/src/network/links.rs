@@ -16,14 +16,21 @@ use std::path::PathBuf;
 /// One link as read back.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Link {
+    /// Its name.
     pub name: String,
     /// `bridge`, `vxlan`, `veth`, `tun` (taps), … (`""`: none).
     pub kind: String,
+    /// The bridge it is a port of.
     pub master: Option<String>,
+    /// Its MTU.
     pub mtu: u32,
+    /// Administratively up.
     pub up: bool,
+    /// Its MAC address.
     pub mac: String,
+    /// A VXLAN device's VNI.
     pub vxlan_id: Option<u64>,
+    /// A VXLAN device's source (underlay) address.
     pub vxlan_local: Option<String>,
     /// IPv4 addresses with their prefix (`10.0.0.1/24`).
     pub addrs: Vec<String>,
@@ -114,7 +121,9 @@ pub fn converge_segments(plan: &VpcPlan, underlay: &str, links: &BTreeMap<String
             if let Some((vx, vni)) = &s.vxlan {
                 let cur = links.get(vx);
                 let good = cur.is_some_and(|l| {
-                    l.kind == "vxlan" && l.vxlan_id == Some(u64::from(*vni)) && l.vxlan_local.as_deref() == Some(underlay)
+                    l.kind == "vxlan"
+                        && l.vxlan_id == Some(u64::from(*vni))
+                        && l.vxlan_local.as_deref() == Some(underlay)
                 });
                 if cur.is_some() && !good {
                     cmd::ip(Some(ns), &["link", "del", vx])?;
@@ -129,7 +138,17 @@ pub fn converge_segments(plan: &VpcPlan, underlay: &str, links: &BTreeMap<String
                     cmd::ip(
                         None,
                         &[
-                            "link", "add", vx, "type", "vxlan", "id", &id, "local", underlay, "dstport", "4789",
+                            "link",
+                            "add",
+                            vx,
+                            "type",
+                            "vxlan",
+                            "id",
+                            &id,
+                            "local",
+                            underlay,
+                            "dstport",
+                            "4789",
                             "nolearning",
                         ],
                     )?;
@@ -198,7 +217,19 @@ pub fn converge_ports(plan: &VpcPlan, links: &BTreeMap<String, Link>) -> BTreeMa
                     cmd::ip(
                         Some(ns),
                         &[
-                            "link", "add", dev, "mtu", &mtu, "type", "veth", "peer", "name", &far, "mtu", &mtu, "address",
+                            "link",
+                            "add",
+                            dev,
+                            "mtu",
+                            &mtu,
+                            "type",
+                            "veth",
+                            "peer",
+                            "name",
+                            &far,
+                            "mtu",
+                            &mtu,
+                            "address",
                             &n.spec.mac,
                         ],
                     )?;

@@ -28,8 +28,8 @@ pub mod plan;
 pub mod tap;
 
 use crate::runtime::TapOpener;
-use plinth_api::{ComponentStatus, HostNetworkSpec, NicComponent, NicId, NicPlug, ObservedNetwork, ObservedNic};
 use plan::VpcPlan;
+use plinth_api::{ComponentStatus, HostNetworkSpec, NicComponent, NicId, NicPlug, ObservedNetwork, ObservedNic};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -20,16 +20,25 @@ use std::net::Ipv4Addr;
 /// A subnet on this host.
 #[derive(Clone, Debug)]
 pub struct SubnetPlan {
+    /// The subnet.
     pub subnet_id: SubnetId,
+    /// Its index within the VPC.
     pub index: u32,
+    /// Its bridge (`br<index>`).
     pub bridge: String,
     /// `gateway/prefix`.
     pub gateway_cidr: String,
+    /// The gateway address.
     pub gateway: String,
+    /// The network address.
     pub network: Ipv4Addr,
+    /// The prefix length.
     pub prefix: u8,
+    /// The MTU of its bridge, VXLAN and ports.
     pub mtu: u32,
+    /// This host's bridge MAC.
     pub mac: String,
+    /// Whether it runs DHCP.
     pub dhcp: bool,
     /// The VXLAN device and its VNI, when the subnet spans hosts.
     pub vxlan: Option<(String, u32)>,
@@ -38,17 +47,24 @@ pub struct SubnetPlan {
 /// A local NIC and the bridge it plugs into.
 #[derive(Clone, Debug)]
 pub struct NicPlan {
+    /// The NIC's spec.
     pub spec: NicSpec,
+    /// The bridge of its subnet.
     pub bridge: String,
+    /// The port MTU (its subnet's).
     pub mtu: u32,
 }
 
 /// One VPC on this host.
 #[derive(Clone, Debug)]
 pub struct VpcPlan {
+    /// The VPC's spec.
     pub spec: VpcSpec,
+    /// The namespace name.
     pub ns: String,
+    /// Its subnets.
     pub subnets: Vec<SubnetPlan>,
+    /// Its local NICs that can be plugged.
     pub nics: Vec<NicPlan>,
     /// NICs that could not be planned (unknown subnet, bad name), with why.
     pub rejected: Vec<(NicSpec, String)>,

@@ -88,7 +88,8 @@ pub fn open_existing(ns_path: &Path, name: &str) -> io::Result<OwnedFd> {
     in_netns(ns_path, move || {
         // TUNSETIFF on a missing name would *create* a tap: look first, through this
         // thread's namespace (if_nametoindex asks the thread's netns).
-        let cname = CString::new(name.clone()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in tap name"))?;
+        let cname =
+            CString::new(name.clone()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in tap name"))?;
         // SAFETY: a NUL-terminated name.
         if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no tap {name} in the VPC namespace")));
