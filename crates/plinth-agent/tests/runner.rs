@@ -257,6 +257,7 @@ fn start_host(url: &str, state: &StateDir) -> Running {
         agent_version: "test".into(),
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
+        network: None,
     });
     let inventory = profile_for(0);
     let file = state.host_dir("sim-0000").expect("host dir").join("sim-guests.json");
@@ -354,6 +355,7 @@ async fn console_output_reaches_the_server_as_soon_as_it_is_written() {
         agent_version: "test".into(),
         state: state.clone(),
         console_poll: Duration::from_secs(3600),
+        network: None,
     });
     let inventory = profile_for(0);
     let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
@@ -410,6 +412,7 @@ async fn a_bad_join_token_is_refused_without_retrying() {
         agent_version: "test".into(),
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
+        network: None,
     });
     let inventory = profile_for(1);
     let runtime = Arc::new(SimRuntime::new(SimConfig::default(), &inventory, None).expect("runtime"));
