@@ -6,6 +6,7 @@
 //! drift repair and complete teardown. Runs as root only (skips otherwise).
 
 use plinth_agent::network::{HostNetwork, LinuxBridge, LinuxBridgeConfig, tap};
+use plinth_agent::runtime::TapOpener;
 use plinth_api::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -148,7 +149,7 @@ fn spec(generation: i64, h: usize, hosts: &[&Host], nics: &[Nic], groups: &[Secu
             subnet_id: SubnetId(uuid(100 + n.subnet)),
             device: format!("n{}", n.name),
             port: n.port,
-            plug: NicPlug::Veth,
+            plug: if n.name.starts_with('t') { NicPlug::Tap } else { NicPlug::Veth },
             mac: n.mac.to_owned(),
             ipv4: n.ip.to_owned(),
             port_security: true,
@@ -273,8 +274,10 @@ fn two_hosts_carry_a_vpc() {
         Nic { name: "c", host: 1, subnet: 0, ip: "10.73.0.12", mac: "02:73:00:00:00:0c", port: 3, groups: vec!["1"] },
         Nic { name: "d", host: 1, subnet: 1, ip: "10.73.1.10", mac: "02:73:00:00:01:0a", port: 4, groups: vec!["1"] },
         Nic { name: "e", host: 0, subnet: 0, ip: "10.73.0.13", mac: "02:73:00:00:00:0e", port: 5, groups: vec!["2"] },
+        // A VM's NIC: a persistent tap the runtime opens.
+        Nic { name: "t", host: 0, subnet: 0, ip: "10.73.0.20", mac: "02:73:00:00:00:20", port: 6, groups: vec!["1"] },
     ];
-    let members1 = vec!["10.73.0.10", "10.73.0.11", "10.73.0.12", "10.73.1.10"];
+    let members1 = vec!["10.73.0.10", "10.73.0.11", "10.73.0.12", "10.73.1.10", "10.73.0.20"];
     let default_group = group(
         1,
         vec![
@@ -298,8 +301,20 @@ fn two_hosts_carry_a_vpc() {
     }
     eprintln!("first apply on both hosts: {:?}", t0.elapsed());
 
+    // The tap: a port of br0, opened through the TapOpener (carrier comes with the fd).
+    let vpc0 = hosts[0].vpc_ns(VNI);
+    let tap_link = must(&format!("ip -n {vpc0} -o link show dev nt"));
+    assert!(tap_link.contains("master br0") && tap_link.contains("NO-CARRIER"), "tap before open: {tap_link}");
+    let fd = hosts[0].backend.open_tap(VNI, "nt").expect("open the tap");
+    let tap_link = must(&format!("ip -n {vpc0} -o link show dev nt"));
+    assert!(tap_link.contains("LOWER_UP") && tap_link.contains("mtu 1450"), "tap after open: {tap_link}");
+    drop(fd);
+    let missing = hosts[0].backend.open_tap(VNI, "nomissing");
+    assert!(missing.is_err(), "opening a tap that does not exist must fail");
+    assert!(!sh(&format!("ip -n {vpc0} link show dev nomissing")).0, "opening a missing tap must not create one");
+
     // Guests: move each veth far end into its own namespace.
-    for n in &nics {
+    for n in nics.iter().filter(|n| !n.name.starts_with('t')) {
         let g = format!("{tag}g{}", n.name);
         must(&format!("ip netns add {g}"));
         lab.namespaces.push(g.clone());
@@ -414,13 +429,39 @@ fn two_hosts_carry_a_vpc() {
     assert!(r1 == readback(&hosts[0], VNI), "a re-apply changed the data path");
 
     // Drift: a bridge deleted and the filter flushed by hand come back on the next apply.
-    let vpc0 = hosts[0].vpc_ns(VNI);
     must(&format!("ip -n {vpc0} link del br0 && ip netns exec {vpc0} nft flush table inet plinth"));
     assert!(!tcp(&g("a"), "10.73.0.11", 5000), "control: the deleted bridge breaks a→b");
     let o = hosts[0].apply(&spec3[0]);
     all_applied(&o);
     assert!(tcp(&g("a"), "10.73.0.11", 5000), "a→b after the repair");
     assert!(!tcp(&g("b"), "10.73.0.13", 5000), "the locked NIC is filtered again after the repair");
+
+    // Fail closed: a batch the kernel refuses (a NIC with an address nft rejects) leaves
+    // the old ruleset; the NICs whose rules did not change stay applied, the new NIC is
+    // not plugged.
+    let mut bad = spec3[0].clone();
+    let mut f = bad.vpcs[0].nics[0].clone();
+    f.nic_id = NicId(uuid(1099));
+    f.device = "nf".into();
+    f.port = 99;
+    f.mac = "02:73:00:00:00:99".into();
+    f.ipv4 = "10.73.0.999".into();
+    bad.vpcs[0].nics.push(f.clone());
+    let o = hosts[0].apply(&bad);
+    for n in &o.nics {
+        let filter = n.components.iter().find(|c| c.component == NicComponent::Filter).expect("filter");
+        if n.nic_id == f.nic_id {
+            assert!(!filter.applied && filter.detail.as_deref().is_some_and(|d| d.contains("nft")), "{filter:?}");
+            let port = n.components.iter().find(|c| c.component == NicComponent::BridgePort).expect("port");
+            assert!(!port.applied, "a NIC without loaded rules must not be plugged");
+        } else {
+            assert!(filter.applied, "NIC {} lost its filter: {filter:?}", n.nic_id);
+        }
+    }
+    assert!(!must(&format!("ip -n {vpc0} -o link show dev nf")).contains("master"), "nf must not be a bridge port");
+    assert!(tcp(&g("a"), "10.73.0.11", 5000), "the old ruleset still carries a→b");
+    assert!(!tcp(&g("b"), "10.73.0.13", 5000), "the old ruleset still filters the locked NIC");
+    all_applied(&hosts[0].apply(&spec3[0]));
 
     // Anti-spoofing: b takes another address, then another MAC.
     assert!(tcp(&g("b"), "10.73.0.12", 5000), "control: b reaches c before spoofing");

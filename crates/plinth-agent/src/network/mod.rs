@@ -266,8 +266,10 @@ impl LinuxBridge {
                 None => Err("unknown subnet".to_owned()),
             };
             let filter_gen = filter_ok.and_then(|l| l.ruleset.generations.get(&n.spec.nic_id).copied());
+            // Fail closed: after a refused batch the old ruleset stays; a NIC whose rules
+            // did not change is still applied, the others carry the batch's error.
             let filt = match (filter_gen, &err.filter) {
-                (Some(g), None) if g == n.spec.filter_generation => Ok(()),
+                (Some(g), _) if g == n.spec.filter_generation && err.all.is_none() => Ok(()),
                 (_, Some(e)) => Err(e.clone()),
                 _ => Err(fail("its rules are not loaded".to_owned())),
             };
