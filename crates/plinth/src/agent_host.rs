@@ -136,7 +136,11 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
             let backend = Arc::new(LinuxBridge::new(LinuxBridgeConfig {
                 underlay_ip: ip.clone(),
                 netns_prefix: h.netns_prefix.clone(),
-                state_dir: host_dir.join("network"),
+                // dnsmasq reads its hosts directory after dropping root, so its files
+                // cannot live in the 0700 state directory; /run is as volatile as the
+                // namespaces themselves (/run/netns), and the namespace prefix keeps
+                // agents sharing a machine apart.
+                state_dir: PathBuf::from("/run/plinth/network"),
             }));
             if h.verbose {
                 println!("  tenant networks: VXLAN from {ip}, namespaces {}<vni>", h.netns_prefix);

@@ -48,7 +48,8 @@ pub struct LinuxBridgeConfig {
     pub underlay_ip: String,
     /// Prefix of VPC namespace names (`pv-`).
     pub netns_prefix: String,
-    /// Where dnsmasq's files go (`<dir>/<namespace>/…`).
+    /// Where dnsmasq's files go (`<dir>/<namespace>/…`); dnsmasq reads them after dropping
+    /// root, so the path must be traversable by its user (the agent uses `/run/plinth/network`).
     pub state_dir: PathBuf,
 }
 
