@@ -463,6 +463,11 @@ pub struct SubnetSpec {
     pub gateway: String,
     pub mtu: u32,
     pub dhcp: bool,
+    /// The subnet's own VXLAN network identifier (from the VPC's unique VNI space): each
+    /// subnet is its own layer-2 segment across hosts. `0`: not allocated; the agent then
+    /// carries only the VPC's subnet of index 0 across hosts, on the VPC's VNI.
+    #[serde(default)]
+    pub vni: u32,
 }
 
 /// One local NIC.
