@@ -456,18 +456,14 @@ pub struct SubnetSpec {
     /// Short number unique within the VPC: names the subnet's bridge (`br<index>`).
     pub index: u32,
     /// The subnet's own VXLAN segment (a bridge per subnet needs one VXLAN device each;
-    /// allocated from the same platform-unique space as VPC VNIs).
+    /// allocated from the same platform-unique space as VPC VNIs). `0`: not allocated; the
+    /// agent then carries only the subnet of index 0 across hosts, on the VPC's VNI.
     #[serde(default)]
     pub vni: u32,
     pub ipv4_cidr: String,
     pub gateway: String,
     pub mtu: u32,
     pub dhcp: bool,
-    /// The subnet's own VXLAN network identifier (from the VPC's unique VNI space): each
-    /// subnet is its own layer-2 segment across hosts. `0`: not allocated; the agent then
-    /// carries only the VPC's subnet of index 0 across hosts, on the VPC's VNI.
-    #[serde(default)]
-    pub vni: u32,
 }
 
 /// One local NIC.

@@ -334,7 +334,8 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>, ca
         agent_version: format!("{AGENT_VERSION} (sim)"),
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
-        network: None,
+        // Simulated hosts report their NICs applied (and say they are simulated).
+        network: Some(plinth_agent::runner::NetworkBackend(Arc::new(plinth_agent::sim::network::SimNetwork))),
     });
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

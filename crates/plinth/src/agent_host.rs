@@ -117,7 +117,6 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     tracing::info!(host = %h.hostname, kvm = ?kvm, "real host: qemu runtime");
     let accel = if kvm == Kvm::Usable { Accel::Kvm } else { Accel::Tcg };
     let config = RuntimeConfig { graceful_timeout: h.graceful_timeout, ..RuntimeConfig::new(host_dir.clone(), accel) };
-    let runtime = Arc::new(QemuRuntime::new(config).context("the qemu runtime")?);
     let rediscover = {
         let (root, kvm) = (root.clone(), kvm.clone());
         Rediscover(Arc::new(move || match inventory_at(&root, &kvm) {
@@ -131,27 +130,32 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     let setup = HostSetup { index: 0, hostname: h.hostname.clone(), inventory, rediscover: Some(rediscover) };
     let client = AgentClient::new(&h.server, &format!("plinth-agent/{AGENT_VERSION} (qemu runtime)"), h.ca.as_ref())?;
     let underlay_ip = h.underlay_ip.clone().or_else(|| route_source(&h.server));
-    let network = match &underlay_ip {
-        Some(ip) => {
-            let backend = Arc::new(LinuxBridge::new(LinuxBridgeConfig {
-                underlay_ip: ip.clone(),
-                netns_prefix: h.netns_prefix.clone(),
-                // dnsmasq reads its hosts directory after dropping root, so its files
-                // cannot live in the 0700 state directory; /run is as volatile as the
-                // namespaces themselves (/run/netns), and the namespace prefix keeps
-                // agents sharing a machine apart.
-                state_dir: PathBuf::from("/run/plinth/network"),
-            }));
+    let bridge = underlay_ip.as_ref().map(|ip| {
+        Arc::new(LinuxBridge::new(LinuxBridgeConfig {
+            underlay_ip: ip.clone(),
+            netns_prefix: h.netns_prefix.clone(),
+            // dnsmasq reads its hosts directory after dropping root, so its files
+            // cannot live in the 0700 state directory; /run is as volatile as the
+            // namespaces themselves (/run/netns), and the namespace prefix keeps
+            // agents sharing a machine apart.
+            state_dir: PathBuf::from("/run/plinth/network"),
+        }))
+    });
+    let network = match (&bridge, &underlay_ip) {
+        (Some(b), Some(ip)) => {
             if h.verbose {
                 println!("  tenant networks: VXLAN from {ip}, namespaces {}<vni>", h.netns_prefix);
             }
-            Some(NetworkBackend(backend))
+            Some(NetworkBackend(b.clone()))
         }
-        None => {
+        _ => {
             tracing::warn!("no underlay address (pass --underlay-ip): tenant network specs are ignored");
             None
         }
     };
+    // The runtime opens the taps the network backend made, and hands QEMU their fds.
+    let taps = bridge.map(|b| b as Arc<dyn plinth_agent::runtime::TapOpener>);
+    let runtime = Arc::new(QemuRuntime::with_taps(config, taps).context("the qemu runtime")?);
     let cfg = Arc::new(RunnerConfig {
         join_token: h.join_token.clone(),
         poll_wait_seconds: h.poll_wait,
