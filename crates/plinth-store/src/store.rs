@@ -43,7 +43,10 @@ pub struct Store {
 
 /// The callback a server installs to wake a host's long-poll after a commit.
 #[derive(Clone, Default)]
-pub(crate) struct HostWaker(pub(crate) Arc<std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>>);
+pub(crate) struct HostWaker(pub(crate) Arc<std::sync::OnceLock<WakeFn>>);
+
+/// Wakes one host (by id).
+pub(crate) type WakeFn = Box<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for HostWaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
