@@ -156,6 +156,7 @@ fn spec(generation: i64, h: usize, hosts: &[&Host], nics: &[Nic], groups: &[Secu
             security_group_ids: n.groups.iter().map(|g| SecurityGroupId(uuid(g.parse().expect("gid")))).collect(),
             hostname: Some(format!("guest-{}", n.name)),
             instance_id: None,
+            slot: None,
             filter_generation: generation,
         })
         .collect();
