@@ -61,7 +61,7 @@ struct Vpc {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl Vpc {
-    /// Namespace, bridge `br0` at `<net>.1/24` (MTU 1450), tap `tap0` (made persistent
+    /// Namespace, bridge `br0` at `<net>.1/24` (MTU 1450), tap [`Vpc::tap`] (made persistent
     /// with `ip tuntap`, MTU 1450, on the bridge), dnsmasq giving `mac` `<net>.5`.
     fn new(mac: &str) -> Vpc {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -76,8 +76,9 @@ impl Vpc {
         sh(ns, &["ip", "link", "set", "br0", "mtu", &MTU.to_string()]);
         sh(ns, &["ip", "addr", "add", &format!("{net}.1/24"), "dev", "br0"]);
         sh(ns, &["ip", "link", "set", "br0", "up"]);
-        sh(ns, &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap", "vnet_hdr"]);
-        sh(ns, &["ip", "link", "set", "tap0", "mtu", &MTU.to_string(), "master", "br0", "up"]);
+        let tap = vpc.tap();
+        sh(ns, &["ip", "tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"]);
+        sh(ns, &["ip", "link", "set", &tap, "mtu", &MTU.to_string(), "master", "br0", "up"]);
         let leases = vpc._dir.path().join("leases");
         let child = Command::new("ip")
             .args(["netns", "exec", &vpc.ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null"])
@@ -94,6 +95,11 @@ impl Vpc {
             .expect("dnsmasq (Debian package dnsmasq-base)");
         vpc.dnsmasq = Some(child);
         vpc
+    }
+
+    /// The tap's name (unique in the test process, so fds can be told apart).
+    fn tap(&self) -> String {
+        format!("ngtap{}", self.ns.rsplit('-').next().unwrap_or("0"))
     }
 
     fn guest_ip(&self) -> String {
@@ -325,8 +331,8 @@ fn claim(memory_mib: u64, disk_gib: u64) -> Claim {
     }
 }
 
-fn nic(mac: &str) -> InstanceNicSpec {
-    InstanceNicSpec { nic_id: NicId::generate(), vni: 4242, device: "tap0".into(), mac: mac.into(), mtu: MTU }
+fn nic(mac: &str, device: &str) -> InstanceNicSpec {
+    InstanceNicSpec { nic_id: NicId::generate(), vni: 4242, device: device.into(), mac: mac.into(), mtu: MTU }
 }
 
 fn seed(id: &InstanceId, vpc: &Vpc, mac: &str, keys: &[String], user_data: Option<&str>) -> CloudInitSeed {
@@ -345,14 +351,16 @@ fn root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The fds of process `pid` that are open on `/dev/net/tun`, by number.
-fn tun_fds(pid: &str) -> Vec<String> {
+/// The fds of process `pid` attached to tap `tap` (`iff:` in a tun fd's fdinfo), by number.
+fn tap_fds(pid: &str, tap: &str) -> Vec<String> {
+    let want = format!("iff:\t{tap}\n");
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == Path::new("/dev/net/tun")))
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|fd| std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).is_ok_and(|info| info.contains(&want)))
         .collect()
 }
 
@@ -393,7 +401,7 @@ async fn busybox_guest(class: RuntimeClass) {
             initrd: Some(tg.blob("initramfs.cpio.gz")),
             cmdline: Some(tg.cmdline.clone()),
         }),
-        nics: vec![nic(mac)],
+        nics: vec![nic(mac, &vpc.tap())],
         cloud_init: Some(seed(&id, &vpc, mac, &keys, Some(user_data))),
     })
     .await;
@@ -407,8 +415,8 @@ async fn busybox_guest(class: RuntimeClass) {
     assert!(!argv.contains("ifname="), "{argv}");
     // QEMU holds the tap as fd 3; the agent (this process) kept no copy.
     let pid = std::fs::read_to_string(g.data.path().join("qemu").join(g.id.as_str()).join("qemu.pid")).expect("pid");
-    assert_eq!(tun_fds(pid.trim()), ["3"]);
-    assert_eq!(tun_fds("self"), Vec::<String>::new());
+    assert_eq!(tap_fds(pid.trim(), &vpc.tap()), ["3"]);
+    assert_eq!(tap_fds("self", &vpc.tap()), Vec::<String>::new());
 
     let deadline = Duration::from_secs(120);
     let ip = vpc.guest_ip();
@@ -468,7 +476,7 @@ async fn a_guest_with_nics_on_an_agent_without_taps_fails_clearly() {
             initrd: Some(tg.blob("initramfs.cpio.gz")),
             cmdline: Some(tg.cmdline.clone()),
         }),
-        nics: vec![nic("02:00:5e:00:00:09")],
+        nics: vec![nic("02:00:5e:00:00:09", "ngtap")],
         cloud_init: None,
     };
     let e = rt
@@ -513,12 +521,13 @@ async fn debian_guest_log_in_with_ssh() {
             initrd: Some(img.blob("initrd.img")),
             cmdline: Some(img.cmdline.clone()),
         }),
-        nics: vec![nic(mac)],
+        nics: vec![nic(mac, &vpc.tap())],
         cloud_init: Some(seed(&id, &vpc, mac, &keys, Some(user_data))),
     })
     .await;
     let ip = vpc.guest_ip();
-    let deadline = Duration::from_secs(300);
+    // ~50 s on a quiet 2-core host; several times that with other TCG guests and builds.
+    let deadline = Duration::from_secs(600);
     let ssh = |cmd: &str| {
         Command::new("ip")
             .args(["netns", "exec", &vpc.ns, "ssh", "-i"])
@@ -531,7 +540,7 @@ async fn debian_guest_log_in_with_ssh() {
     // cloud-init done: `status --wait` returns once it has finished.
     let out = loop {
         let out = ssh(
-            "cloud-init status --wait >/dev/null; cloud-init status; hostname; cat /run/plinth-ud; ip -o -4 addr show eth0; cat /sys/class/net/eth0/mtu",
+            "cloud-init status --wait >/dev/null; cloud-init status; hostname; cat /run/plinth-ud; ip -o -4 addr show eth0; sudo systemd-analyze 2>&1 | head -1; sudo cloud-init analyze blame 2>&1 | head -6; cat /sys/class/net/eth0/mtu",
         );
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout).into_owned();

@@ -1,11 +1,11 @@
 //! The exact QEMU command line of a guest, built from a plain struct ([`QemuArgs`]).
 //!
-//! No I/O here: every host fact (paths, accelerator, TSC rate, hugetlbfs mount) is in
+//! No I/O here: every host fact (paths, accelerator, TSC rate, hugetlbfs mount, vhost-net) is in
 //! the struct, so the argv is a pure function of it and unit-tested. What the flags are
 //! for:
 //! - `-nodefaults -no-user-config -display none`: only the devices we name (the root disk,
-//!   the serial console and `pvpanic`, through which a guest kernel panic becomes QEMU's
-//!   `GUEST_PANICKED` event);
+//!   the seed disk, the NICs, the serial console and `pvpanic`, through which a guest
+//!   kernel panic becomes QEMU's `GUEST_PANICKED` event);
 //! - `-no-shutdown`: a guest power-off leaves QEMU alive in run state `shutdown`, so a
 //!   power-off can be told from a crash, even by an agent that was away when it happened;
 //! - `-daemonize -pidfile`: QEMU is not the agent's child and outlives it;
