@@ -11,6 +11,7 @@
 //! - [`state`]: the state directory and the credentials kept in it;
 //! - [`converge`]: the pure guest logic (spec → operations and reports), no I/O;
 //! - [`runner`]: one host's loop (enrol, inventory, heartbeat, long-poll, converge, report);
+//! - [`network`]: the tenant data path (VPC namespaces, bridges, VXLAN, nftables, DHCP);
 //! - [`runtime`]: the [`Runtime`] trait and its implementations (`sim`);
 //! - [`sim`]: synthetic hosts for the `sim` runtime (inventories);
 //! - [`discovery`]: the host's hardware inventory from `/proc` and `/sys`;
@@ -27,6 +28,7 @@ pub mod console_watch;
 pub mod converge;
 pub mod discovery;
 pub mod kvm_probe;
+pub mod network;
 pub mod runner;
 pub mod runtime;
 pub mod sim;

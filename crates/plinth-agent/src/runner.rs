@@ -8,6 +8,12 @@
 //! work runs in one task: the long-poll, the heartbeat, the report in flight and the
 //! runtime steps are futures polled side by side, so a slow call never blocks the others.
 //!
+//! Tenant networks: when the desired state carries a network spec, the host's
+//! [`HostNetwork`] backend applies it on a blocking thread, one apply at a time (a newer
+//! spec arriving meanwhile is applied next; the ones between are skipped), again every
+//! [`NETWORK_REAPPLY`] to repair drift, and the result goes to the server as
+//! `ObservedReport.network` whenever it differs from the last one sent.
+//!
 //! Holds no guest policy: what to do with a guest is [`crate::converge`]'s, how to do it
 //! is the [`Runtime`]'s.
 
@@ -16,12 +22,13 @@ use crate::client::{AgentClient, ClientError, HostClient};
 use crate::console_ship::ConsoleShipper;
 use crate::console_watch::ConsoleWatch;
 use crate::converge::{Census, GuestTable, Step};
+use crate::network::HostNetwork;
 use crate::runtime::{BlobSource, GuestEvent, Runtime, RuntimeError};
 use crate::state::{StateDir, StateError, StoredCredential};
 use futures::stream::{FuturesUnordered, StreamExt};
 use plinth_api::{
-    DesiredState, EnrollRequest, Heartbeat, HeartbeatAck, HostId, HostInventory, HostState, InstanceId, ObservedAck,
-    ObservedInstance, ObservedReport, PhaseTiming,
+    DesiredState, EnrollRequest, Heartbeat, HeartbeatAck, HostId, HostInventory, HostNetworkSpec, HostState,
+    InstanceId, ObservedAck, ObservedInstance, ObservedNetwork, ObservedReport, PhaseTiming,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -48,6 +55,19 @@ pub const CONSOLE_POLL: Duration = Duration::from_secs(1);
 const MIN_SHIP_SPACING: Duration = Duration::from_millis(5);
 /// How often the host's inventory is discovered again (and sent when it changed).
 const REDISCOVER_PERIOD: Duration = Duration::from_secs(60);
+
+/// How often the network spec is applied again when nothing changed (drift repair).
+pub const NETWORK_REAPPLY: Duration = Duration::from_secs(10);
+
+/// The host's tenant network backend (see [`crate::network`]).
+#[derive(Clone)]
+pub struct NetworkBackend(pub Arc<dyn HostNetwork>);
+
+impl std::fmt::Debug for NetworkBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NetworkBackend")
+    }
+}
 
 /// Discovers the host's inventory again (blocking I/O; run off the async threads).
 /// `None`: discovery failed this time (the last inventory stands).
@@ -87,6 +107,8 @@ pub struct RunnerConfig {
     /// How often watched console logs are looked at when no change was seen
     /// ([`CONSOLE_POLL`]); new output is shipped as soon as it is written.
     pub console_poll: Duration,
+    /// The tenant network backend; `None`: network specs are ignored (simulated hosts).
+    pub network: Option<NetworkBackend>,
 }
 
 /// Why a host's loop ended.
@@ -423,6 +445,18 @@ impl<R: Runtime> Host<R> {
         let mut watch = self.runtime.has_consoles().then(ConsoleWatch::new);
         let mut console_period = CONSOLE_PERIOD;
 
+        // Tenant network: the newest spec, the one last applied, the apply in flight, and
+        // the report to send.
+        let mut net_want: Option<HostNetworkSpec> = None;
+        let mut net_done: Option<HostNetworkSpec> = None;
+        let mut net_apply: Option<BoxFut<(HostNetworkSpec, Option<ObservedNetwork>)>> = None;
+        let mut net_at = Instant::now();
+        let mut net_pending: Option<ObservedNetwork> = None;
+        let mut net_sent: Option<ObservedNetwork> = None;
+        let mut net_send: Option<BoxFut<(ObservedNetwork, Result<ObservedAck, ClientError>)>> = None;
+        let mut net_send_at = Instant::now();
+        let mut net_backoff = Backoff::for_server(salt);
+
         let mut ops: Ops = FuturesUnordered::new();
         let mut share = CensusShare { last: Census::default(), progress: self.progress.clone() };
         let mut warned_host_id = false;
@@ -457,6 +491,30 @@ impl<R: Runtime> Host<R> {
                 let body = ObservedReport { instances: in_report.clone(), network: None };
                 let h = host.clone();
                 report = Some(Box::pin(async move { h.observed(&body).await }));
+            }
+            if let (Some(backend), None, Some(want)) = (&self.cfg.network, &net_apply, &net_want)
+                && (net_done.as_ref() != Some(want) || net_at <= now)
+            {
+                let (backend, spec) = (backend.0.clone(), want.clone());
+                net_at = now + NETWORK_REAPPLY;
+                net_apply = Some(Box::pin(async move {
+                    // The backend never changes the calling thread's namespace, so a pooled
+                    // blocking thread is fine here.
+                    let s = spec.clone();
+                    let observed = tokio::task::spawn_blocking(move || backend.apply(&s)).await.ok();
+                    (spec, observed)
+                }));
+            }
+            if net_send.is_none()
+                && net_send_at <= now
+                && let Some(obs) = net_pending.take()
+            {
+                let h = host.clone();
+                net_send = Some(Box::pin(async move {
+                    let body = ObservedReport { instances: Vec::new(), network: Some(obs.clone()) };
+                    let r = h.observed(&body).await;
+                    (obs, r)
+                }));
             }
             if console.is_none()
                 && console_at <= now
@@ -498,6 +556,12 @@ impl<R: Runtime> Host<R> {
             if report.is_none() && !pending.is_empty() {
                 wake = wake.min(report_at);
             }
+            if net_apply.is_none() && net_want.is_some() && self.cfg.network.is_some() {
+                wake = wake.min(net_at);
+            }
+            if net_send.is_none() && net_pending.is_some() {
+                wake = wake.min(net_send_at);
+            }
 
             tokio::select! {
                 _ = stopped(&mut stop) => return Ok(()),
@@ -515,6 +579,9 @@ impl<R: Runtime> Host<R> {
                             let advanced = after.is_none_or(|a| desired.generation > a);
                             after = Some(desired.generation);
                             self.absorb(table.apply_desired(&desired.instances), &mut ops, &mut pending);
+                            if let Some(n) = desired.network {
+                                net_want = Some(n);
+                            }
                             poll_at = if advanced || now - poll_started >= MIN_POLL_SPACING {
                                 now
                             } else {
@@ -584,6 +651,34 @@ impl<R: Runtime> Host<R> {
                             for r in in_report.drain(..) {
                                 tracing::warn!(instance = %r.instance_id, state = ?r.state, generation = r.generation, "observation refused, dropped: {e}");
                             }
+                        }
+                    }
+                }
+                (spec, observed) = next_of(&mut net_apply) => {
+                    net_apply = None;
+                    match observed {
+                        Some(obs) => {
+                            net_done = Some(spec);
+                            if net_sent.as_ref() != Some(&obs) {
+                                net_pending = Some(obs);
+                            }
+                        }
+                        None => tracing::warn!("the network apply panicked; retrying at the next period"),
+                    }
+                }
+                (obs, r) = next_of(&mut net_send) => {
+                    net_send = None;
+                    match r {
+                        Ok(_) => {
+                            net_backoff.reset();
+                            net_sent = Some(obs);
+                        }
+                        Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
+                        Err(e) => {
+                            self.note_failure("network report", &server, &e);
+                            // Sent again unless a newer one is queued meanwhile.
+                            net_pending.get_or_insert(obs);
+                            net_send_at = Instant::now() + net_backoff.next_delay();
                         }
                     }
                 }

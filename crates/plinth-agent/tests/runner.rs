@@ -42,6 +42,10 @@ struct Fake {
     /// Console bytes shipped, by instance.
     consoles: std::collections::HashMap<String, Vec<u8>>,
     revoked: bool,
+    /// The network spec served in the desired state.
+    network: Option<plinth_api::HostNetworkSpec>,
+    /// Network reports received.
+    networks: Vec<plinth_api::ObservedNetwork>,
 }
 
 #[derive(Clone, Default)]
@@ -121,10 +125,10 @@ async fn desired(State(s): State<Shared>, headers: HeaderMap, Query(q): Query<De
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(30).min(60));
     loop {
         let notified = s.changed.notified();
-        let (generation, instances) = s.with(|f| (f.generation, f.specs.clone()));
+        let (generation, instances, network) = s.with(|f| (f.generation, f.specs.clone(), f.network.clone()));
         if generation > after || tokio::time::Instant::now() >= deadline {
             s.with(|f| f.polls += 1);
-            return Json(DesiredState { host_id, generation, instances, network: None }).into_response();
+            return Json(DesiredState { host_id, generation, instances, network }).into_response();
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
     }
@@ -134,7 +138,10 @@ async fn observed(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Obs
     match gate(&s, &headers) {
         Ok(_) => {
             let n = b.instances.len() as u32;
-            s.with(|f| f.observed.extend(b.instances));
+            s.with(|f| {
+                f.observed.extend(b.instances);
+                f.networks.extend(b.network);
+            });
             Json(ObservedAck { applied: n, stale: 0, rejected: 0 }).into_response()
         }
         Err((status, code)) => problem(status, code),
@@ -257,6 +264,7 @@ fn start_host(url: &str, state: &StateDir) -> Running {
         agent_version: "test".into(),
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
+        network: None,
     });
     let inventory = profile_for(0);
     let file = state.host_dir("sim-0000").expect("host dir").join("sim-guests.json");
@@ -354,6 +362,7 @@ async fn console_output_reaches_the_server_as_soon_as_it_is_written() {
         agent_version: "test".into(),
         state: state.clone(),
         console_poll: Duration::from_secs(3600),
+        network: None,
     });
     let inventory = profile_for(0);
     let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
@@ -410,6 +419,7 @@ async fn a_bad_join_token_is_refused_without_retrying() {
         agent_version: "test".into(),
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
+        network: None,
     });
     let inventory = profile_for(1);
     let runtime = Arc::new(SimRuntime::new(SimConfig::default(), &inventory, None).expect("runtime"));
@@ -424,4 +434,58 @@ async fn a_bad_join_token_is_refused_without_retrying() {
     assert!(matches!(ended, Err(HostError::EnrollRefused { .. })), "{ended:?}");
     assert_eq!(fake.with(|f| f.enrolls), 0);
     assert_eq!(state.load_credential("sim-0001").expect("load"), None);
+}
+
+/// A network backend that records the generations it was asked to apply.
+#[derive(Default)]
+struct RecordingNetwork {
+    applied: Mutex<Vec<i64>>,
+}
+
+impl plinth_agent::network::HostNetwork for RecordingNetwork {
+    fn apply(&self, spec: &plinth_api::HostNetworkSpec) -> plinth_api::ObservedNetwork {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner()).push(spec.generation);
+        plinth_api::ObservedNetwork { generation: spec.generation, vtep: Some("192.0.2.1".into()), nics: vec![] }
+    }
+}
+
+#[tokio::test]
+async fn a_network_spec_is_applied_and_reported() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(dir.path().join("agent")).expect("state");
+    let backend = Arc::new(RecordingNetwork::default());
+    let client = AgentClient::new(&url, "plinth-agent-test", None).expect("client");
+    let cfg = Arc::new(RunnerConfig {
+        join_token: Some(JOIN.into()),
+        poll_wait_seconds: 2,
+        agent_version: "test".into(),
+        state: state.clone(),
+        console_poll: plinth_agent::runner::CONSOLE_POLL,
+        network: Some(plinth_agent::runner::NetworkBackend(backend.clone())),
+    });
+    let inventory = profile_for(0);
+    let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
+    let runtime = Arc::new(SimRuntime::new(sim, &inventory, None).expect("runtime"));
+    let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory, rediscover: None };
+    let (stop, rx) = watch::channel(false);
+    let handle = tokio::spawn(run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), rx));
+
+    until(&fake, "a heartbeat", |f| f.heartbeats >= 1).await;
+    assert!(backend.applied.lock().expect("lock").is_empty(), "no spec, no apply");
+    fake.with(|f| {
+        f.generation = 1;
+        f.network = Some(plinth_api::HostNetworkSpec { generation: 7, vpcs: vec![] });
+    });
+    fake.changed.notify_waiters();
+    until(&fake, "the network report of generation 7", |f| f.networks.iter().any(|n| n.generation == 7)).await;
+    assert_eq!(backend.applied.lock().expect("lock").first(), Some(&7));
+    fake.with(|f| {
+        f.generation = 2;
+        f.network = Some(plinth_api::HostNetworkSpec { generation: 8, vpcs: vec![] });
+    });
+    fake.changed.notify_waiters();
+    until(&fake, "the network report of generation 8", |f| f.networks.iter().any(|n| n.generation == 8)).await;
+    let _ = stop.send(true);
+    handle.await.expect("join").expect("host");
 }

@@ -211,6 +211,10 @@ pub struct NetworkInterface {
     pub state: NicState,
     /// The host that carries it (its instance's host).
     pub host_id: Option<HostId>,
+    /// Its port device in the VPC's namespace on that host (`n<port>`; an operator-bound
+    /// NIC's far end is `<device>g`).
+    #[serde(default)]
+    pub device: Option<String>,
     /// Each component's state on that host.
     pub readiness: Vec<ComponentStatus>,
     /// The filter generation the API holds for this NIC (bumped by any change to its
@@ -235,6 +239,9 @@ pub struct NetworkInterfaceCreate {
     /// A free address of the subnet; allocated when absent.
     #[serde(default)]
     pub ipv4: Option<String>,
+    /// A locally administered unicast MAC not used in the VPC; generated when absent.
+    #[serde(default)]
+    pub mac: Option<String>,
     /// Groups of the same VPC; the VPC's default group when absent.
     #[serde(default)]
     pub security_group_ids: Option<Vec<SecurityGroupId>>,
@@ -449,7 +456,8 @@ pub struct SubnetSpec {
     /// Short number unique within the VPC: names the subnet's bridge (`br<index>`).
     pub index: u32,
     /// The subnet's own VXLAN segment (a bridge per subnet needs one VXLAN device each;
-    /// allocated from the same platform-unique space as VPC VNIs).
+    /// allocated from the same platform-unique space as VPC VNIs). `0`: not allocated; the
+    /// agent then carries only the subnet of index 0 across hosts, on the VPC's VNI.
     #[serde(default)]
     pub vni: u32,
     pub ipv4_cidr: String,
@@ -477,6 +485,9 @@ pub struct NicSpec {
     /// The instance's name: the DHCP hostname.
     pub hostname: Option<String>,
     pub instance_id: Option<InstanceId>,
+    /// Its slot on the instance (the guest's device order).
+    #[serde(default)]
+    pub slot: Option<u8>,
     /// The NIC's filter generation (reported back once loaded).
     pub filter_generation: i64,
 }

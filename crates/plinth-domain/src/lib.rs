@@ -4,9 +4,11 @@
 //! so it can be property-tested and reused by the server, the agent and the CLI.
 
 pub mod authz;
+pub mod cloud_init;
 pub mod host_state;
 pub mod instance_state;
 pub mod metering;
+pub mod netspec;
 pub mod network;
 pub mod placement;
 pub mod quota;

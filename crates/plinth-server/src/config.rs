@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub lease_ttl: Duration,
     /// How long a saga step waits for a host to act.
     pub step_timeout: Duration,
+    /// How long a start waits for the instance's NICs to be `ready` before it fails
+    /// naming the components still missing.
+    pub nic_ready_timeout: Duration,
     /// Placement weighing: `pack` or `spread`.
     pub weigh: Weigh,
     /// Choose randomly among the best N hosts (1: deterministic).
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             heartbeat_window: Duration::from_secs(30),
             lease_ttl: Duration::from_secs(10),
             step_timeout: Duration::from_secs(120),
+            nic_ready_timeout: Duration::from_secs(60),
             weigh: Weigh::Pack,
             randomize_top: 1,
             reconcile_period: Duration::from_secs(5),
@@ -78,7 +82,7 @@ fn secs(var: &str) -> Option<Duration> {
 
 impl ServerConfig {
     /// Defaults overridden by `PLINTH_HEARTBEAT_INTERVAL_S`, `PLINTH_HEARTBEAT_WINDOW_S`,
-    /// `PLINTH_LEASE_TTL_S`, `PLINTH_STEP_TIMEOUT_S`, `PLINTH_RECONCILE_PERIOD_S`,
+    /// `PLINTH_LEASE_TTL_S`, `PLINTH_STEP_TIMEOUT_S`, `PLINTH_NIC_READY_TIMEOUT_S`, `PLINTH_RECONCILE_PERIOD_S`,
     /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP`,
     /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES`, `PLINTH_BILLING_ANCHOR_DAY` (1–28),
     /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
@@ -96,6 +100,9 @@ impl ServerConfig {
         }
         if let Some(d) = secs("PLINTH_STEP_TIMEOUT_S") {
             c.step_timeout = d;
+        }
+        if let Some(d) = secs("PLINTH_NIC_READY_TIMEOUT_S") {
+            c.nic_ready_timeout = d;
         }
         if let Some(d) = secs("PLINTH_RECONCILE_PERIOD_S") {
             c.reconcile_period = d;

@@ -411,6 +411,8 @@ async fn a_stale_observation_does_not_override_a_newer_intent() {
     // Prepare (spec 1) and start (spec 2) by hand.
     srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "spec 1", |i| i["spec_generation"] == 1).await;
     srv.post("/agent/v1/observed").token(&host.credential).json(&report(1, "stopped")).send().await.ok(200);
+    // The start waits for the instance's NIC to be ready on the host.
+    srv.report_nics_ready(&host, &iid).await;
     srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "spec 2", |i| i["spec_generation"] == 2).await;
     srv.post("/agent/v1/observed").token(&host.credential).json(&report(2, "running")).send().await.ok(200);
     srv.wait_op(&tok, &op_of(&v)).await;

@@ -22,6 +22,7 @@ mod idempotency;
 mod images;
 mod ledger;
 mod migrate;
+mod netspec;
 mod network;
 mod quota;
 mod resource;

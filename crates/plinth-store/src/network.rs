@@ -392,6 +392,17 @@ impl Tx {
         rows.iter().map(|r| Ok((crate::crud::decode_doc(r)?, r.try_get::<i64, _>("owned_by_instance")? != 0))).collect()
     }
 
+    /// Takes a NIC off its host (unplugged from its instance): no host, no barrier, no
+    /// report.
+    pub async fn unplace_nic(&mut self, nic_id: &str) -> Result<(), StoreError> {
+        let mut sql = Sql::new(
+            "UPDATE nics SET host_id = NULL, barrier = NULL, observed_components = NULL, \
+             observed_filter_generation = NULL WHERE 1=1",
+        );
+        sql.cond("id =", Val::text(nic_id));
+        self.write_later(sql, "nics", "network interface").await
+    }
+
     /// Deletes a NIC's row with its memberships.
     pub async fn remove_nic(&mut self, nic_id: &str) -> Result<(), StoreError> {
         let mut sql = Sql::new("DELETE FROM nic_security_groups WHERE 1=1");

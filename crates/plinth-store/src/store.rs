@@ -36,6 +36,22 @@ pub struct Store {
     pub(crate) checkpointer: Option<Arc<Checkpointer>>,
     /// What this process's committed transactions wrote (shared by every clone).
     pub(crate) tally: Arc<Tally>,
+    /// Told, after a commit, each host whose desired state the transaction changed through
+    /// the network data plane ([`Store::on_host_changed`]).
+    pub(crate) host_waker: HostWaker,
+}
+
+/// The callback a server installs to wake a host's long-poll after a commit.
+#[derive(Clone, Default)]
+pub(crate) struct HostWaker(pub(crate) Arc<std::sync::OnceLock<WakeFn>>);
+
+/// Wakes one host (by id).
+pub(crate) type WakeFn = Box<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for HostWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "HostWaker(set)" } else { "HostWaker(unset)" })
+    }
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -79,6 +95,7 @@ impl Store {
                 clock_offset: Arc::default(),
                 checkpointer,
                 tally: Arc::default(),
+                host_waker: HostWaker::default(),
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool =
@@ -91,6 +108,7 @@ impl Store {
                 clock_offset: Arc::default(),
                 checkpointer: None,
                 tally: Arc::default(),
+                host_waker: HostWaker::default(),
             }
         } else {
             return Err(StoreError::Refused {
@@ -122,6 +140,12 @@ impl Store {
     }
 
     /// The same store with billing periods starting on `day` (1–28) of each month.
+    /// Installs what wakes a host's agent after a transaction changed its network (the
+    /// server's signals). Only the first call counts.
+    pub fn on_host_changed(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.host_waker.0.set(Box::new(f));
+    }
+
     pub fn with_billing_anchor(mut self, day: u32) -> Store {
         self.anchor_day = day.clamp(1, 28);
         self

@@ -40,6 +40,9 @@ pub struct Tx {
     /// What this transaction wrote, added to `tally` when it commits.
     pub(crate) wrote: Pending,
     tally: Arc<Tally>,
+    /// Hosts to wake once this transaction commits.
+    pub(crate) wake: Vec<String>,
+    waker: crate::store::HostWaker,
 }
 
 /// Statements queued on a SQLite transaction, and the tables they write (with the kind of
@@ -85,6 +88,8 @@ impl Store {
             pending,
             wrote: Pending::default(),
             tally: self.tally.clone(),
+            wake: Vec::new(),
+            waker: self.host_waker.clone(),
         })
     }
 }
@@ -264,7 +269,14 @@ impl Tx {
 
     /// Commits.
     pub async fn commit(self) -> Result<(), StoreError> {
-        let Tx { mut inner, pending, wrote, tally, .. } = self;
+        let Tx { mut inner, pending, wrote, tally, wake, waker, .. } = self;
+        let wake_all = move || {
+            if let Some(f) = waker.0.get() {
+                for h in &wake {
+                    f(h);
+                }
+            }
+        };
         if pending.writes.is_empty() {
             if pending.sql.text.is_empty() {
                 inner.commit().await?;
@@ -273,6 +285,7 @@ impl Tx {
                 inner.committed();
             }
             tally.add(&wrote);
+            wake_all();
             return Ok(());
         }
         let mut batch = pending;
@@ -281,6 +294,7 @@ impl Tx {
         batch.sql.query().execute(&mut *inner).await.map_err(|e| batch.error(e))?;
         inner.committed();
         tally.add(&wrote);
+        wake_all();
         Ok(())
     }
 }

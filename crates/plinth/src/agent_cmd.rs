@@ -62,6 +62,13 @@ pub struct AgentArgs {
     /// Long-poll wait for the desired state, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=60))]
     poll_wait: u64,
+    /// qemu: this host's underlay address, the source of tenant networks' VXLAN traffic
+    /// (default: the source address of the route to the server).
+    #[arg(long)]
+    underlay_ip: Option<std::net::Ipv4Addr>,
+    /// qemu: prefix of the VPC network namespaces' names (`<prefix><vni>`).
+    #[arg(long, default_value = "pv-")]
+    netns_prefix: String,
     /// sim: how many simulated hosts to run in this process (at most 10000, the most one
     /// join token enrols).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -234,6 +241,8 @@ async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>, c
         poll_wait: args.poll_wait,
         graceful_timeout: Duration::from_secs(args.graceful_timeout),
         verbose: true,
+        underlay_ip: args.underlay_ip.map(|ip| ip.to_string()),
+        netns_prefix: args.netns_prefix.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut task = tokio::spawn(crate::agent_host::run(host, stop_rx));
@@ -325,6 +334,8 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>, ca
         agent_version: format!("{AGENT_VERSION} (sim)"),
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
+        // Simulated hosts report their NICs applied (and say they are simulated).
+        network: Some(plinth_agent::runner::NetworkBackend(Arc::new(plinth_agent::sim::network::SimNetwork))),
     });
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -8,7 +8,8 @@
 use anyhow::{Context, Result};
 use plinth_agent::discovery;
 use plinth_agent::kvm_probe::{KvmProbe, probe_kvm};
-use plinth_agent::runner::Rediscover;
+use plinth_agent::network::{LinuxBridge, LinuxBridgeConfig};
+use plinth_agent::runner::{NetworkBackend, Rediscover};
 use plinth_agent::runtime::qemu::{Accel, QemuRuntime, RuntimeConfig};
 use plinth_agent::{AGENT_VERSION, AgentClient, HostSetup, Progress, RunnerConfig, StateDir, run_host};
 use plinth_api::{HostInventory, Kvm};
@@ -33,6 +34,22 @@ pub struct RealHost {
     pub graceful_timeout: Duration,
     /// Print what was found.
     pub verbose: bool,
+    /// The underlay address (VXLAN source) of tenant networks; `None`: the source address
+    /// of this machine's route to the server.
+    pub underlay_ip: Option<String>,
+    /// Prefix of the VPC namespaces' names.
+    pub netns_prefix: String,
+}
+
+/// The local address this machine uses to reach `server` (a URL): the source of its route
+/// there, found by connecting a UDP socket (no packet is sent).
+pub fn route_source(server: &str) -> Option<String> {
+    let url = reqwest::Url::parse(server).ok()?;
+    let host = url.host_str()?.trim_matches(|c| c == '[' || c == ']').to_string();
+    let port = url.port_or_known_default()?;
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect((host.as_str(), port)).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
 }
 
 /// This machine's host name as a DNS label (lowercase; other characters become `-`).
@@ -100,7 +117,6 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     tracing::info!(host = %h.hostname, kvm = ?kvm, "real host: qemu runtime");
     let accel = if kvm == Kvm::Usable { Accel::Kvm } else { Accel::Tcg };
     let config = RuntimeConfig { graceful_timeout: h.graceful_timeout, ..RuntimeConfig::new(host_dir.clone(), accel) };
-    let runtime = Arc::new(QemuRuntime::new(config).context("the qemu runtime")?);
     let rediscover = {
         let (root, kvm) = (root.clone(), kvm.clone());
         Rediscover(Arc::new(move || match inventory_at(&root, &kvm) {
@@ -113,12 +129,40 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     };
     let setup = HostSetup { index: 0, hostname: h.hostname.clone(), inventory, rediscover: Some(rediscover) };
     let client = AgentClient::new(&h.server, &format!("plinth-agent/{AGENT_VERSION} (qemu runtime)"), h.ca.as_ref())?;
+    let underlay_ip = h.underlay_ip.clone().or_else(|| route_source(&h.server));
+    let bridge = underlay_ip.as_ref().map(|ip| {
+        Arc::new(LinuxBridge::new(LinuxBridgeConfig {
+            underlay_ip: ip.clone(),
+            netns_prefix: h.netns_prefix.clone(),
+            // dnsmasq reads its hosts directory after dropping root, so its files
+            // cannot live in the 0700 state directory; /run is as volatile as the
+            // namespaces themselves (/run/netns), and the namespace prefix keeps
+            // agents sharing a machine apart.
+            state_dir: PathBuf::from("/run/plinth/network"),
+        }))
+    });
+    let network = match (&bridge, &underlay_ip) {
+        (Some(b), Some(ip)) => {
+            if h.verbose {
+                println!("  tenant networks: VXLAN from {ip}, namespaces {}<vni>", h.netns_prefix);
+            }
+            Some(NetworkBackend(b.clone()))
+        }
+        _ => {
+            tracing::warn!("no underlay address (pass --underlay-ip): tenant network specs are ignored");
+            None
+        }
+    };
+    // The runtime opens the taps the network backend made, and hands QEMU their fds.
+    let taps = bridge.map(|b| b as Arc<dyn plinth_agent::runtime::TapOpener>);
+    let runtime = Arc::new(QemuRuntime::with_taps(config, taps).context("the qemu runtime")?);
     let cfg = Arc::new(RunnerConfig {
         join_token: h.join_token.clone(),
         poll_wait_seconds: h.poll_wait,
         agent_version: format!("{AGENT_VERSION} (qemu)"),
         state,
         console_poll: plinth_agent::runner::CONSOLE_POLL,
+        network,
     });
     run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), stop).await?;
     Ok(())

@@ -150,6 +150,8 @@ pub async fn start(
         poll_wait: 30,
         graceful_timeout: Duration::from_secs(30),
         verbose: true,
+        underlay_ip: None,
+        netns_prefix: "pv-".into(),
     };
     let agent = tokio::spawn(crate::agent_host::run(host, stop));
 

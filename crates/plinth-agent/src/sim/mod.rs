@@ -4,3 +4,4 @@
 //! [`crate::runtime::sim`]'s business.
 
 pub mod inventory;
+pub mod network;

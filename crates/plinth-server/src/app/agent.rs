@@ -4,7 +4,7 @@
 //! acts for one host (its id, from its credential) and touches only that host's objects.
 
 use crate::app::lifecycle::{self, Pokes};
-use crate::app::{AppState, Error, Result, signals};
+use crate::app::{AppState, Error, Result, dataplane, signals};
 use crate::secrets;
 use chrono::Utc;
 use plinth_api::*;
@@ -102,8 +102,24 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
         })
         .await?;
     let (generation, list) = st.store.host_instances(host_id.as_str()).await?;
-    let instances = list.into_iter().filter_map(|(i, u)| spec_of(&i, u)).collect();
-    Ok(DesiredState { host_id: host_id.clone(), generation, instances, network: None })
+    let (network, mut nics) = dataplane::host_spec(st, host_id).await?;
+    let instances = list
+        .into_iter()
+        .filter_map(|(i, u)| {
+            let mut spec = spec_of(&i, u)?;
+            let guest = nics.remove(&i.id).unwrap_or_default();
+            spec.cloud_init = Some(plinth_domain::cloud_init::render(&plinth_domain::cloud_init::SeedInput {
+                instance_id: i.id.as_str(),
+                hostname: &i.name,
+                ssh_keys: &i.ssh_keys,
+                user_data: spec.user_data.as_deref(),
+                nics: &guest.seed,
+            }));
+            spec.nics = guest.plugs;
+            Some(spec)
+        })
+        .collect();
+    Ok(DesiredState { host_id: host_id.clone(), generation, instances, network: Some(network) })
 }
 
 /// Report the host's inventory (replaces the stored one). The first report of an
@@ -160,6 +176,9 @@ pub async fn observed(st: &AppState, host_id: &HostId, b: ObservedReport) -> Res
     if b.instances.len() > 10_000 {
         return Err(Error::invalid("too_many", "at most 10000 instances per report"));
     }
+    if b.network.as_ref().is_some_and(|n| n.nics.len() > 65_535) {
+        return Err(Error::invalid("too_many", "at most 65535 network interfaces per report"));
+    }
     let mut tx = st.store.begin().await?;
     let mut pokes = Pokes::default();
     let (mut applied, mut stale, mut rejected) = (0, 0, 0);
@@ -206,6 +225,9 @@ pub async fn observed(st: &AppState, host_id: &HostId, b: ObservedReport) -> Res
     }
     tx.commit().await?;
     pokes.send(&st.signals);
+    if let Some(n) = &b.network {
+        dataplane::record_report(st, host_id, n).await?;
+    }
     if watch {
         // A guest died or powered off: its restart policy applies now, not at the next tick.
         st.tasks.trigger("instance_watcher");

@@ -173,6 +173,15 @@ pub async fn save(
         tx.bump_desired(h.as_str()).await?;
         pokes.host(h);
     }
+    if spec_changed || inst.lifecycle == Lifecycle::Deleted {
+        // The instance's NICs go where it goes (and nowhere once it is gone).
+        let host = match (inst.lifecycle, inst.power) {
+            (Lifecycle::Deleted, _) | (_, PowerState::Absent) => None,
+            _ => inst.host_id.as_ref().map(|h| h.as_str()),
+        };
+        // The hosts it changes are woken when the transaction commits.
+        tx.sync_instance_nics(inst.id.as_str(), host).await?;
+    }
     pokes.instance(inst);
     Ok(())
 }

@@ -24,6 +24,7 @@
 
 pub mod agent;
 pub mod billing;
+pub mod dataplane;
 pub mod error;
 pub mod hosts;
 pub mod identity;

@@ -27,12 +27,17 @@ impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> AppState {
         let config = config.settle();
         let metrics = Arc::new(Metrics::default());
+        let signals = Arc::new(Signals::default());
+        // A transaction that changed a host's network wakes that host's long-poll when it
+        // commits (one store per server; a second AppState over a clone keeps the first).
+        let wake = signals.clone();
+        store.on_host_changed(move |h| wake.poke(&crate::app::signals::host_key(h)));
         AppState {
             store: store.with_billing_anchor(config.billing_anchor_day),
             sched: Arc::new(Scheduler::new(&config, metrics.clone())),
             metrics,
             config: Arc::new(config),
-            signals: Arc::new(Signals::default()),
+            signals,
             tasks: Arc::new(Tasks::default()),
             owner: plinth_api::new_id("srv").into(),
         }

@@ -128,6 +128,48 @@ impl Drop for TestAgent {
     }
 }
 
+/// What an agent whose data path applies everything reports for a desired state's
+/// network: every component of every local NIC applied, at the spec's generation (None:
+/// the desired state carries no network).
+pub fn network_report(desired: &Value) -> Option<Value> {
+    let net = desired["network"].as_object()?;
+    let all = ["tap", "bridge_port", "fdb", "filter", "dhcp"];
+    let nics: Vec<Value> = net["vpcs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v["nics"].as_array().cloned().unwrap_or_default())
+        .map(|n| {
+            json!({ "nic_id": n["nic_id"], "filter_generation": n["filter_generation"],
+                "components": all.iter().map(|c| json!({ "component": c, "applied": true })).collect::<Vec<_>>() })
+        })
+        .collect();
+    Some(json!({ "generation": net["generation"], "nics": nics }))
+}
+
+impl TestServer {
+    /// Reports, as `host`'s agent, every NIC the host must hold applied, once one of
+    /// `instance`'s NICs is among them (the start of an instance waits for that).
+    pub async fn report_nics_ready(&self, host: &TestHost, instance: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = self.get("/agent/v1/desired?wait=0").token(&host.credential).send().await.ok(200);
+            let placed = d["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|i| i["instance_id"] == instance && i["nics"].as_array().is_some_and(|n| !n.is_empty()));
+            if placed && let Some(net) = network_report(&d) {
+                let body = json!({ "instances": [], "network": net });
+                self.post("/agent/v1/observed").token(&host.credential).json(&body).send().await.ok(200);
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the instance's NICs never reached its host: {d}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl TestAgent {
     pub fn start(base: &str, host: &TestHost, boots: Boots) -> TestAgent {
         let alive = Arc::new(AtomicBool::new(true));
@@ -138,6 +180,7 @@ impl TestAgent {
             let http = reqwest::Client::new();
             let mut after = -1i64;
             let mut reported: BTreeMap<String, (i64, String)> = BTreeMap::new();
+            let mut net_reported = -1i64;
             while flag.load(Ordering::SeqCst) {
                 let _ =
                     http.post(format!("{base}/agent/v1/heartbeat")).bearer_auth(&cred).json(&json!({})).send().await;
@@ -168,13 +211,17 @@ impl TestAgent {
                         }));
                     }
                 }
-                if !out.is_empty() {
-                    let _ = http
-                        .post(format!("{base}/agent/v1/observed"))
-                        .bearer_auth(&cred)
-                        .json(&json!({ "instances": out }))
-                        .send()
-                        .await;
+                // Like the simulated hosts' network backend: every component of every local
+                // NIC applied, at the spec's generation.
+                let mut body = json!({ "instances": out });
+                if let Some(net) = network_report(&d)
+                    && net["generation"].as_i64() != Some(net_reported)
+                {
+                    net_reported = net["generation"].as_i64().unwrap_or(0);
+                    body["network"] = net;
+                }
+                if !out.is_empty() || body.get("network").is_some() {
+                    let _ = http.post(format!("{base}/agent/v1/observed")).bearer_auth(&cred).json(&body).send().await;
                 }
             }
         });

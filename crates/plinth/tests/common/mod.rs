@@ -98,3 +98,4 @@ pub fn up_with_sim_fleet(d: &Path, env: &[(&str, &str)], hosts: u32) -> (Proc, P
     );
     (up, fleet, profile)
 }
+pub mod netlab;

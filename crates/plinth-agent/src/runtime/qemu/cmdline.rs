@@ -1,11 +1,11 @@
 //! The exact QEMU command line of a guest, built from a plain struct ([`QemuArgs`]).
 //!
-//! No I/O here: every host fact (paths, accelerator, TSC rate, hugetlbfs mount) is in
+//! No I/O here: every host fact (paths, accelerator, TSC rate, hugetlbfs mount, vhost-net) is in
 //! the struct, so the argv is a pure function of it and unit-tested. What the flags are
 //! for:
 //! - `-nodefaults -no-user-config -display none`: only the devices we name (the root disk,
-//!   the serial console and `pvpanic`, through which a guest kernel panic becomes QEMU's
-//!   `GUEST_PANICKED` event);
+//!   the seed disk, the NICs, the serial console and `pvpanic`, through which a guest
+//!   kernel panic becomes QEMU's `GUEST_PANICKED` event);
 //! - `-no-shutdown`: a guest power-off leaves QEMU alive in run state `shutdown`, so a
 //!   power-off can be told from a crash, even by an agent that was away when it happened;
 //! - `-daemonize -pidfile`: QEMU is not the agent's child and outlives it;
@@ -15,9 +15,15 @@
 //! - machine `q35` (runtime class `vm`, virtio-pci disk) or `microvm` (virtio-mmio disk,
 //!   direct boot only; under TCG it needs `tsc_early_khz` on the kernel command line, see
 //!   `scripts/README-test-guest.md`);
-//! - hugepage-backed memory as a `memory-backend-file` on the hugetlbfs mount, preallocated.
-//!
-//! No network device yet.
+//! - hugepage-backed memory as a `memory-backend-file` on the hugetlbfs mount, preallocated;
+//! - NICs in slot order: `-netdev tap,id=netN,fd=F,vhost=off` on a tap fd the agent opened
+//!   in the VPC's namespace and passed at a fixed number ([`first_tap_fd`] + slot; QEMU
+//!   given a tap *name* it cannot see makes a new, unconnected tap), and a `virtio-net`
+//!   device with the NIC's MAC and `host_mtu` (the guest sees the subnet's MTU). `vhost=on`
+//!   only where `/dev/vhost-net` exists: QEMU 7.2 aborts on it otherwise. No option ROM
+//!   (`romfile=`): nothing boots from the network;
+//! - the NoCloud seed (`cidata.img`, FAT labelled `CIDATA`) as a second, read-only virtio
+//!   disk after the root disk.
 
 use std::path::PathBuf;
 
@@ -86,6 +92,20 @@ pub enum Boot {
     },
 }
 
+/// The fd number the tap of NIC slot 0 has in QEMU (slot N: this + N).
+pub const fn first_tap_fd() -> i32 {
+    3
+}
+
+/// One NIC of the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    /// The guest's MAC for it.
+    pub mac: String,
+    /// The MTU the guest is told (`host_mtu`).
+    pub mtu: u32,
+}
+
 /// Everything the command line is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuArgs {
@@ -117,6 +137,12 @@ pub struct QemuArgs {
     pub console_log: PathBuf,
     /// The host's TSC rate in kHz: given to a microvm guest under TCG as `tsc_early_khz`.
     pub tsc_khz: Option<u64>,
+    /// The NICs in slot order; slot N's tap is fd [`first_tap_fd`]` + N` in QEMU.
+    pub nics: Vec<Nic>,
+    /// Whether `/dev/vhost-net` exists (else `vhost=off`).
+    pub vhost: bool,
+    /// The NoCloud seed image, attached read-only.
+    pub seed: Option<PathBuf>,
 }
 
 fn p(path: &std::path::Path) -> String {
@@ -190,6 +216,26 @@ impl QemuArgs {
             (Machine::Q35, Boot::Direct { .. }) => "virtio-blk-pci,drive=disk0".to_string(),
         };
         push(&["-device", &device]);
+        if let Some(seed) = &self.seed {
+            push(&["-drive", &format!("file={},if=none,id=seed0,format=raw,readonly=on", p(seed))]);
+            let dev = match self.machine {
+                Machine::Microvm => "virtio-blk-device,drive=seed0",
+                Machine::Q35 => "virtio-blk-pci,drive=seed0",
+            };
+            push(&["-device", dev]);
+        }
+        let vhost = if self.vhost { "on" } else { "off" };
+        for (slot, nic) in self.nics.iter().enumerate() {
+            let fd = first_tap_fd() + slot as i32;
+            push(&["-netdev", &format!("tap,id=net{slot},fd={fd},vhost={vhost}")]);
+            let dev = match self.machine {
+                Machine::Microvm => format!("virtio-net-device,netdev=net{slot},mac={},host_mtu={}", nic.mac, nic.mtu),
+                Machine::Q35 => {
+                    format!("virtio-net-pci,netdev=net{slot},mac={},host_mtu={},romfile=", nic.mac, nic.mtu)
+                }
+            };
+            push(&["-device", &dev]);
+        }
         // A guest kernel panic reaches QEMU (and its `GUEST_PANICKED` event) through pvpanic.
         push(&["-device", "pvpanic"]);
         a
@@ -221,6 +267,9 @@ mod tests {
             pidfile: d.join("qemu.pid"),
             console_log: d.join("console.log"),
             tsc_khz: Some(2596130),
+            nics: Vec::new(),
+            vhost: false,
+            seed: None,
         }
     }
 
@@ -262,6 +311,36 @@ mod tests {
         let s = joined(&a);
         assert!(s.contains("-accel kvm -cpu host"), "{s}");
         assert!(!s.contains("tsc_early_khz"), "{s}");
+    }
+
+    #[test]
+    fn nics_by_fd_in_slot_order_and_the_seed_read_only() {
+        let mut a = args(Machine::Q35);
+        a.nics = vec![
+            Nic { mac: "02:00:00:00:00:05".into(), mtu: 1450 },
+            Nic { mac: "02:00:00:00:00:06".into(), mtu: 1400 },
+        ];
+        a.seed = Some("/var/lib/plinth/qemu/ins_x/cidata.img".into());
+        let s = joined(&a);
+        assert!(
+            s.ends_with(
+                "-device virtio-blk-pci,drive=disk0 \
+                 -drive file=/var/lib/plinth/qemu/ins_x/cidata.img,if=none,id=seed0,format=raw,readonly=on \
+                 -device virtio-blk-pci,drive=seed0 \
+                 -netdev tap,id=net0,fd=3,vhost=off \
+                 -device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:05,host_mtu=1450,romfile= \
+                 -netdev tap,id=net1,fd=4,vhost=off \
+                 -device virtio-net-pci,netdev=net1,mac=02:00:00:00:00:06,host_mtu=1400,romfile= \
+                 -device pvpanic"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("ifname"), "{s}");
+        a.machine = Machine::Microvm;
+        a.vhost = true;
+        let s = joined(&a);
+        assert!(s.contains("-device virtio-blk-device,drive=seed0"), "{s}");
+        assert!(s.contains("-netdev tap,id=net0,fd=3,vhost=on -device virtio-net-device,netdev=net0,mac=02:00:00:00:00:05,host_mtu=1450 "), "{s}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   qemu.pid       written by QEMU
 //!   console.log    the serial console (console.log.1: its rotated tail)
 //!   qemu.stderr    what QEMU said while starting
+//!   cidata.img     the NoCloud seed (FAT labelled CIDATA), attached read-only
 //! ```
 //!
 //! Owns the layout and the record's (de)serialisation, nothing else.
@@ -41,6 +42,8 @@ pub struct GuestPaths {
     pub console_log: PathBuf,
     /// `qemu.stderr`.
     pub stderr_log: PathBuf,
+    /// `cidata.img`.
+    pub seed: PathBuf,
 }
 
 impl GuestPaths {
@@ -54,6 +57,7 @@ impl GuestPaths {
             pidfile: dir.join("qemu.pid"),
             console_log: dir.join("console.log"),
             stderr_log: dir.join("qemu.stderr"),
+            seed: dir.join("cidata.img"),
             dir,
         }
     }

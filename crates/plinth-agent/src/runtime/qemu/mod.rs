@@ -5,7 +5,10 @@
 //! - **prepare**: fetch the image files into the cache ([`images`]), make the root disk
 //!   (a qcow2 overlay), write `guest.json` → stopped. Claims the host cannot honour
 //!   (hugepages it has not got, a microvm with a disk-boot image) are refused here.
-//! - **boot**: start QEMU daemonized ([`process`]), connect QMP ([`qmp`]), check
+//! - **boot**: write the NoCloud seed disk when the spec has one ([`cidata`]), open the
+//!   NICs' taps through the host's [`TapOpener`] (a guest with NICs on an agent without
+//!   one fails with a clear detail), start QEMU daemonized with the tap fds inherited
+//!   ([`process`]), connect QMP ([`qmp`]), check
 //!   `query-status` is `running`, pin the vCPU threads of dedicated claims, start the
 //!   guest's watcher → running. Idempotent: a running guest of the same boot is left
 //!   alone. A boot with a higher `boot_generation` of a running guest is a reboot:
@@ -32,6 +35,7 @@
 //! Owns QEMU processes, their QMP connections and the files under `{data_dir}/qemu` and
 //! `{data_dir}/images`; what to do with a guest is decided in [`crate::converge`].
 
+pub mod cidata;
 pub mod cmdline;
 pub mod console;
 mod discover;
@@ -42,12 +46,12 @@ pub mod process;
 pub mod qmp;
 mod watcher;
 
-use crate::runtime::{Actual, BlobSource, Discovered, GuestEvent, Op, OpKind, Runtime, RuntimeError};
+use crate::runtime::{Actual, BlobSource, Discovered, GuestEvent, Op, OpKind, Runtime, RuntimeError, TapOpener};
 pub use cmdline::{Accel, Machine};
 use cmdline::{Boot, Hugepages, QemuArgs};
 use guest::{GuestPaths, GuestRecord, MAX_SOCKET_PATH};
 use images::ImageCache;
-use plinth_api::{ImageBoot, InstanceId, InstanceSpec, PhaseTiming, RuntimeClass, RuntimeEvidence};
+use plinth_api::{ImageBoot, InstanceId, InstanceNicSpec, InstanceSpec, PhaseTiming, RuntimeClass, RuntimeEvidence};
 use qmp::{EventStream, Qmp};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -160,6 +164,11 @@ struct Inner {
     disk_cache: String,
     tsc_khz: Option<u64>,
     blobs: RwLock<Option<Arc<dyn BlobSource>>>,
+    /// Opens the NICs' taps (`None`: this host has no network backend; a guest with NICs
+    /// cannot be prepared or booted).
+    taps: Option<Arc<dyn TapOpener>>,
+    /// `/dev/vhost-net` exists.
+    vhost: bool,
     guests: Mutex<HashMap<InstanceId, Arc<Guest>>>,
     events: mpsc::UnboundedSender<GuestEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<GuestEvent>>>,
@@ -187,6 +196,12 @@ impl QemuRuntime {
     /// Refuses a data directory so long that a guest's QMP socket path would pass the
     /// 107-byte limit of unix socket paths.
     pub fn new(config: RuntimeConfig) -> Result<QemuRuntime, RuntimeError> {
+        QemuRuntime::with_taps(config, None)
+    }
+
+    /// A runtime whose guests' NICs are plugged into the taps `taps` opens (the host's
+    /// network backend made them in the VPCs' namespaces).
+    pub fn with_taps(config: RuntimeConfig, taps: Option<Arc<dyn TapOpener>>) -> Result<QemuRuntime, RuntimeError> {
         let data_dir = std::path::absolute(&config.data_dir)
             .map_err(|e| RuntimeError::State { path: config.data_dir.display().to_string(), reason: e.to_string() })?;
         let root = data_dir.join("qemu");
@@ -219,6 +234,8 @@ impl QemuRuntime {
                 disk_cache,
                 tsc_khz,
                 blobs: RwLock::new(None),
+                taps,
+                vhost: Path::new("/dev/vhost-net").exists(),
                 guests: Mutex::new(HashMap::new()),
                 events: tx,
                 events_rx: Mutex::new(Some(rx)),
@@ -381,6 +398,9 @@ impl Inner {
             pidfile: g.paths.pidfile.clone(),
             console_log: g.paths.console_log.clone(),
             tsc_khz: self.tsc_khz,
+            nics: spec.nics.iter().map(|n| cmdline::Nic { mac: n.mac.clone(), mtu: n.mtu }).collect(),
+            vhost: self.vhost,
+            seed: spec.cloud_init.as_ref().map(|_| g.paths.seed.clone()),
         })
     }
 }
@@ -392,6 +412,9 @@ fn machine_for(class: RuntimeClass) -> Result<Machine, String> {
         RuntimeClass::Baremetal => Err("the qemu runtime does not run bare-metal instances".into()),
     }
 }
+
+/// The most NICs a guest takes.
+const MAX_NICS: usize = 8;
 
 /// Checks what can be checked of a spec before anything is made.
 fn check_spec(spec: &InstanceSpec) -> Result<(), String> {
@@ -419,6 +442,9 @@ fn check_spec(spec: &InstanceSpec) -> Result<(), String> {
     }
     if !c.gpus.is_empty() {
         return Err("the qemu runtime cannot pass GPUs through yet".into());
+    }
+    if spec.nics.len() > MAX_NICS {
+        return Err(format!("the instance has {} NICs; a guest takes at most {MAX_NICS}", spec.nics.len()));
     }
     Ok(())
 }
@@ -449,8 +475,52 @@ impl Inner {
         self.epoch.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Refuses a spec with NICs on a host that cannot open taps.
+    fn check_nics(&self, spec: &InstanceSpec) -> Result<(), String> {
+        if !spec.nics.is_empty() && self.taps.is_none() {
+            return Err(format!(
+                "the instance has {} NIC(s) and this agent has no network backend to open their taps",
+                spec.nics.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the guest's NoCloud seed image (or removes a stale one when it has none).
+    async fn write_seed(&self, g: &Guest, spec: &InstanceSpec) -> Result<(), String> {
+        let path = g.paths.seed.clone();
+        match spec.cloud_init.clone() {
+            Some(seed) => tokio::task::spawn_blocking(move || cidata::write(&path, &seed))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("the cloud-init seed disk {}: {e}", g.paths.seed.display())),
+            None => match tokio::fs::remove_file(&path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+        }
+    }
+
+    /// Opens the taps of `nics`, in slot order.
+    fn open_taps(&self, nics: &[InstanceNicSpec]) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+        if nics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let taps = self.taps.as_ref().ok_or_else(|| {
+            format!("the instance has {} NIC(s) and this agent has no network backend to open their taps", nics.len())
+        })?;
+        nics.iter()
+            .map(|n| {
+                taps.open_tap(n.vni, &n.device)
+                    .map_err(|e| format!("cannot open tap {} of NIC {} (VNI {}): {e}", n.device, n.nic_id, n.vni))
+            })
+            .collect()
+    }
+
     async fn prepare(&self, g: &Guest, st: &mut GuestState, generation: i64, spec: InstanceSpec) -> Result<(), String> {
         check_spec(&spec)?;
+        self.check_nics(&spec)?;
         if !spec.claim.hugepages.is_empty() {
             self.cfg.hugepages.plan(&spec.claim.hugepages, true)?;
         }
@@ -516,6 +586,7 @@ impl Inner {
             return Err("boot of a guest that was never prepared".into());
         }
         check_spec(&spec)?;
+        self.check_nics(&spec)?;
         let status = match timed(g, "reattach", self.reattach(g, st)).await {
             Ok(s) => s,
             Err(e) => {
@@ -540,7 +611,8 @@ impl Inner {
         if let (Some(status), Some(live)) = (status, st.live.as_ref()) {
             // The running process holds its hugepages: do not count them as missing.
             let argv = self.qemu_args(g, &spec, boot.clone(), false)?.argv();
-            if !same_boot && status == "running" && record.argv == argv {
+            let same_devices = record.spec.nics == spec.nics && record.spec.cloud_init == spec.cloud_init;
+            if !same_boot && status == "running" && record.argv == argv && same_devices {
                 // A reboot in place.
                 live.qmp.system_reset().await.map_err(|e| format!("reboot: {e}"))?;
                 tracing::info!(instance = %g.id, boot_generation = spec.boot_generation, "qemu: guest reset (reboot)");
@@ -623,11 +695,13 @@ impl Inner {
         record.actual = Actual::Running;
         record.detail = None;
         let cpus = spec.claim.cpus.clone();
+        let nics = spec.nics.clone();
+        timed(g, "cloud_init_seed", self.write_seed(g, &spec)).await?;
         record.spec = spec;
         timed(g, "record", guest::save(&g.paths.record, record)).await.map_err(|e| e.to_string())?;
 
         let t0 = Instant::now();
-        let result = self.launch(g, &argv, &cpus).await;
+        let result = self.launch(g, &argv, &cpus, &nics).await;
         let record = st.record.as_mut().ok_or("no record")?;
         match result {
             Ok((live, pinned)) => {
@@ -648,11 +722,25 @@ impl Inner {
     }
 
     /// Starts QEMU and makes sure it runs; on any failure, no process is left.
-    async fn launch(self: &Arc<Self>, g: &Guest, argv: &[String], cpus: &[u32]) -> Result<(Live, Vec<u32>), String> {
+    async fn launch(
+        self: &Arc<Self>,
+        g: &Guest,
+        argv: &[String],
+        cpus: &[u32],
+        nics: &[InstanceNicSpec],
+    ) -> Result<(Live, Vec<u32>), String> {
+        let taps = self.open_taps(nics)?;
         timed(
             g,
             "qemu_launch",
-            process::start_daemonized(argv, &g.paths.dir, &g.paths.stderr_log, self.cfg.start_timeout),
+            process::start_daemonized(
+                argv,
+                &g.paths.dir,
+                &g.paths.stderr_log,
+                self.cfg.start_timeout,
+                taps,
+                cmdline::first_tap_fd(),
+            ),
         )
         .await?;
         let pid = process::read_pidfile(&g.paths.pidfile)

@@ -8,17 +8,55 @@
 //! `/proc/<pid>/cmdline` names this guest's pidfile and its start time is the one we
 //! recorded. A zombie or a process that is not ours counts as gone.
 //!
+//! File descriptors QEMU must inherit (the NICs' taps) are moved to fixed numbers in the
+//! child just before `exec` (`dup2` clears close-on-exec on the copy only); every other
+//! fd of the agent stays close-on-exec, and the agent's own copies are closed once the
+//! launcher is spawned. QEMU's daemonizing fork keeps them.
+//!
 //! Owns processes and signals only; what a guest should be is decided elsewhere.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Copies `fd` to a close-on-exec descriptor numbered at least `min`.
+fn dup_above(fd: &OwnedFd, min: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we own returns a new one (or -1);
+    // the new one is owned by the OwnedFd made from it and by nothing else.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// Starts `argv` (which must hold `-daemonize`) in `cwd`, its stderr to `stderr_log`,
 /// and waits (up to `timeout`) for the launcher to exit, i.e. for the daemonized QEMU to
-/// be set up. Answers why it failed: the launcher's exit and the tail of its stderr.
-pub async fn start_daemonized(argv: &[String], cwd: &Path, stderr_log: &Path, timeout: Duration) -> Result<(), String> {
+/// be set up. `inherit[i]` becomes fd `first_fd + i` in QEMU (and only those are
+/// inherited); they are closed here once the launcher runs. Answers why it failed: the
+/// launcher's exit and the tail of its stderr.
+pub async fn start_daemonized(
+    argv: &[String],
+    cwd: &Path,
+    stderr_log: &Path,
+    timeout: Duration,
+    inherit: Vec<OwnedFd>,
+    first_fd: RawFd,
+) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else { return Err("empty QEMU command line".into()) };
     let err = std::fs::File::create(stderr_log).map_err(|e| format!("{}: {e}", stderr_log.display()))?;
+    // Above every target number first, so no dup2 in the child overwrites a source not
+    // yet moved (a source could otherwise sit on another slot's target number).
+    let above = first_fd + inherit.len() as RawFd + 16;
+    let sources: Vec<OwnedFd> = inherit
+        .iter()
+        .map(|fd| dup_above(fd, above))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("passing the NICs' taps to qemu: {e}"))?;
+    drop(inherit);
+    let moves: Vec<(RawFd, RawFd)> =
+        sources.iter().enumerate().map(|(i, fd)| (fd.as_raw_fd(), first_fd + i as RawFd)).collect();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .current_dir(cwd)
@@ -26,7 +64,24 @@ pub async fn start_daemonized(argv: &[String], cwd: &Path, stderr_log: &Path, ti
         .stdout(std::process::Stdio::null())
         .stderr(err)
         .kill_on_drop(false);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
+    if !moves.is_empty() {
+        // SAFETY: runs in the forked child before exec; it calls only dup2, which is
+        // async-signal-safe, and touches no memory but the `moves` copy it owns.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &(from, to) in &moves {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let spawned = cmd.spawn();
+    // The agent's copies: QEMU has its own now (or never will).
+    drop(sources);
+    let mut child = spawned.map_err(|e| format!("cannot start {program}: {e}"))?;
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(format!("{program}: {e}")),

@@ -66,8 +66,9 @@ pub(crate) fn mac_bytes() -> [u8; 5] {
 /// Tells the data plane that the VPC's hosts must be told again (and `extra_hosts`, which
 /// may have just lost the VPC's last NIC). Runs in the changing transaction.
 pub(crate) async fn network_changed(tx: &mut Tx, vpc_id: &VpcId, extra_hosts: &[HostId]) -> Result<()> {
-    // dataplane: plinth_store::netspec::network_changed(tx, vpc_id, extra_hosts).await?;
-    let _ = (tx, vpc_id, extra_hosts);
+    let extra: Vec<String> = extra_hosts.iter().map(|h| h.0.clone()).collect();
+    // The hosts it bumps are woken when the transaction commits.
+    tx.network_changed(vpc_id.as_str(), &extra).await?;
     Ok(())
 }
 

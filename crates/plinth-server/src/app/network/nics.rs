@@ -126,6 +126,7 @@ pub(crate) async fn insert_nic(
         port_security: n.port_security.unwrap_or(true),
         state: NicState::Pending,
         host_id: n.bound_host.clone(),
+        device: None,
         readiness: Vec::new(),
         filter_generation,
         filter_generation_applied: None,
@@ -137,10 +138,18 @@ pub(crate) async fn insert_nic(
         ("port", Val::Int(Some(port))),
         ("owned_by_instance", Val::Int(Some(plug.is_some() as i64))),
         ("bound_host_id", Val::opt_text(n.bound_host.as_ref())),
+        // An operator's binding places it at once; an instance's NICs follow the instance.
+        ("host_id", Val::opt_text(n.bound_host.as_ref())),
     ];
     tx.insert(&nic, &extra).await?;
     tx.set_nic_groups(nic.id.as_str(), vpc.id.as_str(), &nic.security_group_ids).await?;
-    network_changed(tx, &vpc.id, &[]).await?;
+    if plug.is_none() {
+        network_changed(tx, &vpc.id, &[]).await?;
+    }
+    // A NIC made by an instance's create is on no host yet: the hosts learn of it when the
+    // instance is placed on one (`sync_instance_nics`), and the create's transaction,
+    // which holds its host's row, takes no other host's (two creates on two hosts of one
+    // VPC would wait on each other).
     Ok(nic)
 }
 
@@ -157,12 +166,22 @@ pub async fn list(
     filters.extend(f.subnet_id.map(|n| ("subnet_id", n)));
     filters.extend(f.instance_id.map(|n| ("instance_id", n)));
     filters.extend(f.name.map(|n| ("name", n)));
-    Ok(st.store.list::<NetworkInterface>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?)
+    let mut page = st.store.list::<NetworkInterface>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?;
+    crate::app::dataplane::fill(st, &mut page.items).await?;
+    Ok(page)
 }
 
 /// Get a network interface.
 pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<NetworkInterface> {
-    Ok(st.store.get(&caller.scope(), id).await?)
+    view(st, st.store.get(&caller.scope(), id).await?).await
+}
+
+/// A NIC with its data-plane fields (host, state, readiness) as the store knows them now.
+async fn view(st: &AppState, nic: NetworkInterface) -> Result<NetworkInterface> {
+    let mut one = [nic];
+    crate::app::dataplane::fill(st, &mut one).await?;
+    let [nic] = one;
+    Ok(nic)
 }
 
 /// Create a network interface on its own (to plug into a stopped instance later, or,
@@ -188,12 +207,9 @@ pub async fn create(st: &AppState, caller: &Caller, b: NetworkInterfaceCreate) -
     let nic = insert_nic(&mut tx, caller, b.subnet_id.as_str(), n, None, "").await?;
     // Standalone NICs are not the instance's to delete.
     tx.set_nic_owned(nic.id.as_str(), false).await?;
-    if let Some(h) = &nic.host_id {
-        network_changed(&mut tx, &nic.vpc_id, std::slice::from_ref(h)).await?;
-    }
     tx.audit(&caller.audit(), nic.id.as_str(), Some(nic.tenant_id.as_str()), 201).await?;
     tx.commit().await?;
-    Ok(nic)
+    view(st, nic).await
 }
 
 /// Reads a NIC for a change, its VPC locked first (the order every NIC change takes).
@@ -260,7 +276,7 @@ pub async fn update(
     }
     tx.audit(&caller.audit(), id, Some(nic.tenant_id.as_str()), 200).await?;
     tx.commit().await?;
-    Ok(nic)
+    view(st, nic).await
 }
 
 fn attached(nic: &NetworkInterface, inst: &InstanceId) -> Error {
@@ -335,7 +351,6 @@ pub(crate) async fn plug_existing(
     nic.primary = slot == 0;
     tx.save(&mut nic).await?;
     tx.set_nic_owned(nic_id, false).await?;
-    network_changed(tx, &nic.vpc_id, &[]).await?;
     Ok(nic)
 }
 
@@ -357,9 +372,12 @@ pub async fn attach(
             .with_constraint(json!({ "rule": "max", "max": MAX_NICS_PER_INSTANCE }))
     })?;
     let nic = plug_existing(&mut tx, caller, &inst, b.nic_id.as_str(), slot as u8, "nic_id").await?;
+    // It goes where the (stopped, placed) instance is: its host and VPC peers are told.
+    let host = inst.host_id.as_ref().filter(|_| inst.power != PowerState::Absent).map(|h| h.as_str());
+    tx.sync_instance_nics(instance_id, host).await?;
     tx.audit(&caller.audit(), nic.id.as_str(), Some(nic.tenant_id.as_str()), 200).await?;
     tx.commit().await?;
-    Ok(nic)
+    view(st, nic).await
 }
 
 /// Unplug a NIC from a stopped instance. The primary (slot 0) goes last: slots never
@@ -384,11 +402,25 @@ pub async fn detach(st: &AppState, caller: &Caller, instance_id: &str, nic_id: &
     nic.instance_id = None;
     nic.slot = None;
     nic.primary = false;
+    nic.host_id = None;
     tx.save(&mut nic).await?;
     tx.set_nic_owned(nic_id, false).await?;
+    tx.unplace_nic(nic_id).await?;
     let extra: Vec<HostId> = inst.host_id.iter().cloned().collect();
     network_changed(&mut tx, &nic.vpc_id, &extra).await?;
     tx.audit(&caller.audit(), nic_id, Some(nic.tenant_id.as_str()), 204).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Places a new instance's NICs on its host (its create wrote them unplaced: the create's
+/// transaction holds its host's row and must not take other hosts'). Its own transaction,
+/// which takes host rows in one (sorted) order; run before the start waits for them.
+pub async fn place_instance_nics(st: &AppState, id: &InstanceId) -> Result<()> {
+    let mut tx = st.store.begin().await?;
+    let inst: Instance = tx.peek(&plinth_domain::authz::Scope::Platform, id.as_str()).await?;
+    let host = inst.host_id.as_ref().filter(|_| inst.power != PowerState::Absent).map(|h| h.as_str());
+    tx.sync_instance_nics(id.as_str(), host).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -411,7 +443,9 @@ pub(crate) async fn release_instance_nics(tx: &mut Tx, inst: &Instance) -> Resul
             nic.instance_id = None;
             nic.slot = None;
             nic.primary = false;
+            nic.host_id = None;
             tx.save(&mut nic).await?;
+            tx.unplace_nic(nic.id.as_str()).await?;
         }
         vpcs.insert(nic.vpc_id.clone());
     }

@@ -71,7 +71,10 @@ pub(crate) async fn insert_vpc(
         created_at: now,
         updated_at: now,
     };
-    super::charge(tx, &project.tenant_id, &project.id, quota::VPCS, 1).await?;
+    if !is_default {
+        // The project's default VPC is the platform's doing: it counts against no quota.
+        super::charge(tx, &project.tenant_id, &project.id, quota::VPCS, 1).await?;
+    }
     tx.insert(&vpc, &[]).await?;
     let sg = SecurityGroup {
         id: sg_id.clone(),
@@ -159,7 +162,9 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     tx.remove::<SecurityGroup>(sg).await?;
     tx.free_vnis(id).await?;
     tx.remove::<Vpc>(id).await?;
-    super::charge(&mut tx, &v.tenant_id, &v.project_id, quota::VPCS, -1).await?;
+    if !v.is_default {
+        super::charge(&mut tx, &v.tenant_id, &v.project_id, quota::VPCS, -1).await?;
+    }
     tx.audit(&caller.audit(), id, Some(v.tenant_id.as_str()), 204).await?;
     tx.commit().await?;
     Ok(())

@@ -175,6 +175,11 @@ fn claim<'a>(st: &'a AppState, _op: &'a OperationId, p: &'a Value) -> StepFuture
 pub async fn release_all(st: &AppState, id: &InstanceId, op: Option<&OperationId>, why: &str) -> Result<(), StepError> {
     let mut tx = st.store.begin().await?;
     let mut inst: Instance = tx.get(&Scope::Platform, id.as_str()).await?;
+    // The NICs its create made go with it; the ones attached to it are unplugged. First,
+    // so the VPCs are locked before any host row (the order every network change takes).
+    crate::app::network::nics::release_instance_nics(&mut tx, &inst)
+        .await
+        .map_err(|e| StepError::new(e.code, e.detail))?;
     let allocs = lifecycle::drop_allocations(&mut tx, id, None).await?;
     let was_live = inst.lifecycle != Lifecycle::Deleted;
     // What it counted against quotas stops counting in the same transaction.
@@ -187,10 +192,6 @@ pub async fn release_all(st: &AppState, id: &InstanceId, op: Option<&OperationId
     let mut pokes = Pokes::default();
     let events = if was_live { vec![lifecycle::event(&inst, "released", why, op)] } else { vec![] };
     lifecycle::save(&mut tx, &mut inst, false, events, op, &mut pokes).await?;
-    // The NICs its create made go with it; the ones attached to it are unplugged.
-    crate::app::network::nics::release_instance_nics(&mut tx, &inst)
-        .await
-        .map_err(|e| StepError::new(e.code, e.detail))?;
     if let Some(h) = &inst.host_id {
         // The host drops it from its desired state.
         tx.bump_desired(h.as_str()).await?;
@@ -250,6 +251,11 @@ fn start<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<
     Box::pin(async move {
         let p: InstanceParams = params(p)?;
         if p.start {
+            // The guest starts only once its NICs can carry traffic: on its host first.
+            crate::app::network::nics::place_instance_nics(st, &p.instance_id)
+                .await
+                .map_err(|e| StepError::new(e.code, e.detail))?;
+            crate::app::dataplane::wait_nics_ready(st, &p.instance_id).await?;
             let inst = change(st, &p.instance_id, Some(op), |i| {
                 if i.power == PowerState::Running {
                     return (false, vec![]);

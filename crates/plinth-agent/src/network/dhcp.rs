@@ -1,0 +1,214 @@
+//! DHCP per subnet: one dnsmasq per subnet bridge inside the VPC namespace, static
+//! entries only (`--dhcp-range=<net>,static,<mask>`), a hosts directory with one file per
+//! NIC (`mac,ip[,hostname]`), option 26 (MTU) and option 3 (gateway), no DNS (`--port=0`).
+//!
+//! dnsmasq runs detached (it outlives the agent) and is found again through its pid file,
+//! checked against `/proc/<pid>/cmdline`. Its files live under
+//! `<state>/network/<namespace>/`: `br<i>.pid`, `br<i>.leases`, `br<i>.args` (the options
+//! it was started with: a change restarts it) and `br<i>.hosts/<nic id>`. dnsmasq 2.90
+//! reads new files in the hosts directory by inotify, but keeps entries of changed or
+//! deleted files until SIGHUP, so the agent sends SIGHUP whenever a file changed or went.
+
+use super::plan::{SubnetPlan, VpcPlan};
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The files of one subnet's dnsmasq.
+pub struct Files {
+    /// dnsmasq's pid file.
+    pub pid: PathBuf,
+    /// Its lease file.
+    pub leases: PathBuf,
+    /// The options it was started with.
+    pub args: PathBuf,
+    /// Its hosts directory (one file per NIC).
+    pub hosts: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// The files of `bridge` under the VPC's state directory.
+pub fn files(vpc_dir: &Path, bridge: &str) -> Files {
+    Files {
+        pid: vpc_dir.join(format!("{bridge}.pid")),
+        leases: vpc_dir.join(format!("{bridge}.leases")),
+        args: vpc_dir.join(format!("{bridge}.args")),
+        hosts: vpc_dir.join(format!("{bridge}.hosts")),
+        log: vpc_dir.join(format!("{bridge}.log")),
+    }
+}
+
+/// The pid of the dnsmasq whose pid file is `pid_file`, when it is alive and is ours.
+pub fn running(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    (cmdline.contains("dnsmasq") && cmdline.contains(&*pid_file.to_string_lossy())).then_some(pid)
+}
+
+fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: sending a signal to a pid we checked is our dnsmasq.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Stops the dnsmasq of `pid_file` (if ours and alive) and waits briefly for it to go.
+pub fn stop(pid_file: &Path) {
+    if let Some(pid) = running(pid_file) {
+        signal(pid, libc::SIGTERM);
+        for _ in 0..100 {
+            if running(pid_file).is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if let Some(pid) = running(pid_file) {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+    let _ = fs::remove_file(pid_file);
+}
+
+fn args(s: &SubnetPlan, f: &Files) -> Vec<String> {
+    let mask = Ipv4Addr::from(if s.prefix == 0 { 0 } else { u32::MAX << (32 - s.prefix) });
+    vec![
+        "--conf-file=/dev/null".into(),
+        "--port=0".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--bind-interfaces".into(),
+        format!("--interface={}", s.bridge),
+        "--except-interface=lo".into(),
+        format!("--pid-file={}", f.pid.display()),
+        format!("--dhcp-leasefile={}", f.leases.display()),
+        format!("--dhcp-hostsdir={}", f.hosts.display()),
+        format!("--dhcp-range={},static,{mask},12h", s.network),
+        format!("--dhcp-option=option:router,{}", s.gateway),
+        format!("--dhcp-option-force=option:mtu,{}", s.mtu),
+        "--dhcp-authoritative".into(),
+        format!("--log-facility={}", f.log.display()),
+    ]
+}
+
+/// A hostname dnsmasq accepts (a DNS label), or nothing.
+fn clean_hostname(name: Option<&str>) -> Option<&str> {
+    let n = name?;
+    let ok = !n.is_empty()
+        && n.len() <= 63
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !n.starts_with('-')
+        && !n.ends_with('-');
+    ok.then_some(n)
+}
+
+/// Converges every DHCP subnet's hosts directory and dnsmasq; answers errors per bridge.
+pub fn converge(plan: &VpcPlan, vpc_dir: &Path) -> BTreeMap<String, String> {
+    let mut errors = BTreeMap::new();
+    for s in &plan.subnets {
+        let f = files(vpc_dir, &s.bridge);
+        if !s.dhcp {
+            stop(&f.pid);
+            let _ = fs::remove_dir_all(&f.hosts);
+            continue;
+        }
+        if let Err(e) = converge_one(plan, s, &f) {
+            errors.insert(s.bridge.clone(), e);
+        }
+    }
+    // Subnets no longer in the spec.
+    if let Ok(dir) = fs::read_dir(vpc_dir) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(bridge) = name.strip_suffix(".pid") else { continue };
+            if !plan.subnets.iter().any(|s| s.bridge == bridge) {
+                let f = files(vpc_dir, bridge);
+                stop(&f.pid);
+                let _ = fs::remove_dir_all(&f.hosts);
+                for p in [&f.leases, &f.args, &f.log] {
+                    let _ = fs::remove_file(p);
+                }
+            }
+        }
+    }
+    errors
+}
+
+fn converge_one(plan: &VpcPlan, s: &SubnetPlan, f: &Files) -> Result<(), String> {
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    fs::create_dir_all(&f.hosts).map_err(|e| io("hosts dir", e))?;
+    let mut changed = false;
+    let mut want = BTreeMap::new();
+    for n in plan.nics.iter().filter(|n| n.spec.subnet_id == s.subnet_id) {
+        let mut line = format!("{},{}", n.spec.mac.to_ascii_lowercase(), n.spec.ipv4);
+        if let Some(h) = clean_hostname(n.spec.hostname.as_deref()) {
+            line.push(',');
+            line.push_str(h);
+        }
+        line.push('\n');
+        want.insert(n.spec.nic_id.to_string(), line);
+    }
+    for e in fs::read_dir(&f.hosts).map_err(|e| io("hosts dir", e))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !want.contains_key(&name) {
+            fs::remove_file(e.path()).map_err(|e| io("hosts file", e))?;
+            changed = true;
+        }
+    }
+    for (name, line) in &want {
+        let path = f.hosts.join(name);
+        let cur = fs::read_to_string(&path).ok();
+        if cur.as_deref() != Some(line.as_str()) {
+            if cur.is_some() {
+                changed = true;
+            }
+            let tmp = f.hosts.join(format!(".{name}.tmp"));
+            fs::write(&tmp, line).map_err(|e| io("hosts file", e))?;
+            fs::rename(&tmp, &path).map_err(|e| io("hosts file", e))?;
+        }
+    }
+    let args = args(s, f);
+    let args_text = args.join("\n");
+    let same_args = fs::read_to_string(&f.args).ok().as_deref() == Some(args_text.as_str());
+    match running(&f.pid) {
+        Some(pid) if same_args => {
+            if changed {
+                signal(pid, libc::SIGHUP);
+            }
+            Ok(())
+        }
+        _ => {
+            stop(&f.pid);
+            fs::write(&f.args, &args_text).map_err(|e| io("args file", e))?;
+            let mut all = vec!["netns".to_owned(), "exec".to_owned(), plan.ns.clone(), "dnsmasq".to_owned()];
+            all.extend(args);
+            // dnsmasq daemonises: the `ip` process ends once it is up; its output goes to
+            // /dev/null (the daemon keeps no pipe of ours open), errors to its log file.
+            let status = Command::new("ip")
+                .args(&all)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| io("dnsmasq", e))?;
+            if !status.success() {
+                let log = fs::read_to_string(&f.log).unwrap_or_default();
+                let last = log.lines().last().unwrap_or("").to_owned();
+                return Err(format!("dnsmasq on {} did not start ({status}): {last}", s.bridge));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Whether the NIC's entry is on disk and its subnet's dnsmasq is alive.
+pub fn observe(vpc_dir: &Path, bridge: &str, nic: &str) -> Result<(), String> {
+    let f = files(vpc_dir, bridge);
+    if !f.hosts.join(nic).is_file() {
+        return Err(format!("no DHCP host entry for it in {}", f.hosts.display()));
+    }
+    running(&f.pid).map(|_| ()).ok_or_else(|| format!("the DHCP server of {bridge} is not running"))
+}

@@ -1,0 +1,440 @@
+//! The VPC's packet filter: anti-spoofing and port marks in a `bridge` table, stateful
+//! security-group verdicts in an `inet` table, both in the VPC namespace, rendered as
+//! `nft` text and loaded as one atomic batch (`nft -f -`: one transaction; a failed batch
+//! leaves the old ruleset in place).
+//!
+//! Layout (the chains depend only on *which* groups exist; everything else is set
+//! elements, so a member joining or leaving a group, a rule added or removed, or a NIC
+//! plugged is an element update whose cost does not grow with the number of rules):
+//!
+//! - `table bridge plinth`, chain `pre` (prerouting, priority −200): `meta mark set iifname
+//!   map @port_mark` (the NIC's `port` number); frames from a port that is neither a known
+//!   NIC nor a VXLAN uplink are dropped; ports with port security jump to `secured`: only
+//!   IPv4 and ARP (IPv6 is dropped entirely, router advertisements included), the source
+//!   MAC must be the port's, ARP sender MAC/IP must be the port's (or 0.0.0.0 probes), no
+//!   DHCP server replies (udp sport 67), IPv4 source must be the port's address except a
+//!   DHCP discover from 0.0.0.0. Chain `l2out` (forward) and `uplink` keep DHCP and ARP for
+//!   the gateway on this host (the gateway is per host, see [`super::plan`]).
+//! - `table inet plinth`, chain `forward` (policy drop): `ct state established,related
+//!   accept`, `ct state invalid drop`; a packet from a local port (mark ≠ 0) must pass
+//!   `egress` (its groups' egress rules; falls through when allowed, dropped otherwise),
+//!   then a packet to a local NIC (`ip daddr @local_ips`, unique within the VPC, so this
+//!   covers routed traffic too) must pass `ingress` (accept or drop); a packet from a local
+//!   port to a NIC elsewhere is accepted (that host's ingress decides). Chain `input`
+//!   (policy drop) lets ports reach DHCP and ping the gateway only.
+//! - Per group `g{k}` (k = its position in the spec): `g{k}_ports` (marks of local member
+//!   ports), `g{k}_addrs` (addresses of local members), and per direction `in`/`out` the
+//!   interval sets `_tcp`/`_udp` (`remote . port range`), `_icmp` (`remote . type .
+//!   code`), `_any` (`remote`). A rule's remote is its CIDR, the addresses of its remote
+//!   group's members, or anything. Overlapping rules are merged into disjoint elements
+//!   first (the kernel refuses overlapping concatenated intervals).
+//!
+//! Applying: when the kernel's tables read back exactly as the agent last loaded them and
+//! the chains are unchanged, only the differing set elements are sent; otherwise (first
+//! apply, agent restart, a table flushed by hand) the whole of both tables is replaced in
+//! one batch. Chosen: `nft` text over the JSON model (the text is what the reference
+//! experiments verified and what operators read; the same text is logged on failure).
+
+use super::cmd;
+use super::plan::{VpcPlan, cidr_range};
+use plinth_api::{Direction, NicId, RuleProtocol};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// The rendered ruleset of one VPC.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ruleset {
+    /// Both tables' chains and set declarations (no elements).
+    pub structure: String,
+    /// Elements per set, keyed by `"<family> <set>"`.
+    pub sets: BTreeMap<String, BTreeSet<String>>,
+    /// Per NIC: the allow atoms of its groups (for cutting connections a change removed).
+    pub atoms: BTreeMap<NicId, BTreeSet<String>>,
+    /// Per NIC: the filter generation this ruleset carries.
+    pub generations: BTreeMap<NicId, i64>,
+    /// Per NIC: its address.
+    pub addrs: BTreeMap<NicId, String>,
+}
+
+/// What the agent last loaded into one VPC namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// The ruleset loaded.
+    pub ruleset: Ruleset,
+    /// The tables as read back right after loading (handles stripped).
+    pub readback: String,
+}
+
+type Box_ = Vec<(u32, u32)>;
+
+fn ipv4(text: &str) -> Option<u32> {
+    text.parse::<Ipv4Addr>().ok().map(u32::from)
+}
+
+fn addr_text(v: u32) -> String {
+    Ipv4Addr::from(v).to_string()
+}
+
+fn range_text(lo: u32, hi: u32, f: impl Fn(u32) -> String) -> String {
+    if lo == hi { f(lo) } else { format!("{}-{}", f(lo), f(hi)) }
+}
+
+/// Splits possibly overlapping boxes (inclusive ranges per field) into disjoint boxes
+/// covering the same points, merging neighbours that agree on every other field.
+pub fn disjoint(boxes: &[Box_]) -> Vec<Box_> {
+    if boxes.is_empty() {
+        return Vec::new();
+    }
+    if boxes[0].is_empty() {
+        return vec![Vec::new()];
+    }
+    let mut cuts = BTreeSet::new();
+    for b in boxes {
+        cuts.insert(u64::from(b[0].0));
+        cuts.insert(u64::from(b[0].1) + 1);
+    }
+    let cuts: Vec<u64> = cuts.into_iter().collect();
+    let mut out = Vec::new();
+    let mut run: Option<(u32, u32, Vec<Box_>)> = None;
+    let flush = |run: &mut Option<(u32, u32, Vec<Box_>)>, out: &mut Vec<Box_>| {
+        if let Some((lo, hi, sub)) = run.take() {
+            for s in sub {
+                let mut b = vec![(lo, hi)];
+                b.extend(s);
+                out.push(b);
+            }
+        }
+    };
+    for w in cuts.windows(2) {
+        let (lo, hi) = (w[0] as u32, (w[1] - 1) as u32);
+        let covering: Vec<Box_> =
+            boxes.iter().filter(|b| b[0].0 <= lo && b[0].1 >= hi).map(|b| b[1..].to_vec()).collect();
+        if covering.is_empty() {
+            flush(&mut run, &mut out);
+            continue;
+        }
+        let sub = disjoint(&covering);
+        match &mut run {
+            Some((_, rhi, rsub)) if u64::from(*rhi) + 1 == u64::from(lo) && *rsub == sub => *rhi = hi,
+            _ => {
+                flush(&mut run, &mut out);
+                run = Some((lo, hi, sub));
+            }
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// Renders the VPC's ruleset.
+pub fn render(plan: &VpcPlan) -> Ruleset {
+    let mut rs = Ruleset::default();
+    let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut add = |set: &str, elem: String| {
+        sets.entry(set.to_owned()).or_default().insert(elem);
+    };
+    let groups = &plan.spec.security_groups;
+    let uplinks: Vec<&str> = plan.subnets.iter().filter_map(|s| s.vxlan.as_ref().map(|(v, _)| v.as_str())).collect();
+
+    // Bridge table elements.
+    for u in &uplinks {
+        add("bridge uplinks", format!("\"{u}\""));
+    }
+    for sub in &plan.subnets {
+        add("bridge gateways", sub.gateway.clone());
+        add("inet gateways", sub.gateway.clone());
+    }
+    for n in &plan.nics {
+        let dev = &n.spec.device;
+        let mac = n.spec.mac.to_ascii_lowercase();
+        add("bridge ports", format!("\"{dev}\""));
+        add("bridge port_mark", format!("\"{dev}\" : {}", n.spec.port));
+        if n.spec.port_security {
+            add("bridge secured", format!("\"{dev}\""));
+            add("bridge port_mac", format!("\"{dev}\" . {mac}"));
+            add("bridge port_ip", format!("\"{dev}\" . {}", n.spec.ipv4));
+            add("bridge port_arp", format!("\"{dev}\" . {mac} . {}", n.spec.ipv4));
+            add("bridge port_arp", format!("\"{dev}\" . {mac} . 0.0.0.0"));
+        }
+        add("inet local_ips", n.spec.ipv4.clone());
+        rs.generations.insert(n.spec.nic_id.clone(), n.spec.filter_generation);
+        rs.addrs.insert(n.spec.nic_id.clone(), n.spec.ipv4.clone());
+    }
+
+    // Groups.
+    let mut group_atoms: Vec<BTreeSet<String>> = Vec::new();
+    for (k, g) in groups.iter().enumerate() {
+        let mut atoms = BTreeSet::new();
+        let mut boxes: BTreeMap<String, Vec<Box_>> = BTreeMap::new();
+        for r in &g.rules {
+            let remotes: Vec<(u32, u32)> = if let Some(cidr) = &r.remote_cidr {
+                cidr_range(cidr).into_iter().collect()
+            } else if let Some(rg) = &r.remote_group_id {
+                groups
+                    .iter()
+                    .filter(|o| o.security_group_id == *rg)
+                    .flat_map(|o| o.members.iter().filter_map(|m| ipv4(m)).map(|a| (a, a)))
+                    .collect()
+            } else {
+                vec![(0, u32::MAX)]
+            };
+            let dir = match r.direction {
+                Direction::Ingress => "in",
+                Direction::Egress => "out",
+            };
+            let ports = match (r.port_min, r.port_max) {
+                (None, None) => (0, 65535),
+                (Some(a), None) | (None, Some(a)) => (u32::from(a), u32::from(a)),
+                (Some(a), Some(b)) => (u32::from(a.min(b)), u32::from(a.max(b))),
+            };
+            for remote in remotes {
+                let (suffix, b): (&str, Box_) = match r.protocol {
+                    RuleProtocol::Tcp => ("tcp", vec![remote, ports]),
+                    RuleProtocol::Udp => ("udp", vec![remote, ports]),
+                    RuleProtocol::Icmp => {
+                        let t = r.icmp_type.map_or((0, 255), |t| (u32::from(t), u32::from(t)));
+                        let c = r.icmp_code.map_or((0, 255), |c| (u32::from(c), u32::from(c)));
+                        ("icmp", vec![remote, t, c])
+                    }
+                    RuleProtocol::Any => ("any", vec![remote]),
+                };
+                atoms.insert(format!("{dir}_{suffix} {b:?}"));
+                boxes.entry(format!("inet g{k}_{dir}_{suffix}")).or_default().push(b);
+            }
+        }
+        for (set, bs) in boxes {
+            for b in disjoint(&bs) {
+                let mut parts = vec![range_text(b[0].0, b[0].1, addr_text)];
+                parts.extend(b[1..].iter().map(|(lo, hi)| range_text(*lo, *hi, |v| v.to_string())));
+                add(&set, parts.join(" . "));
+            }
+        }
+        for n in plan.nics.iter().filter(|n| n.spec.security_group_ids.contains(&g.security_group_id)) {
+            add(&format!("inet g{k}_ports"), n.spec.port.to_string());
+            add(&format!("inet g{k}_addrs"), n.spec.ipv4.clone());
+        }
+        group_atoms.push(atoms);
+    }
+    for n in &plan.nics {
+        let mut atoms = BTreeSet::new();
+        for (k, g) in groups.iter().enumerate() {
+            if n.spec.security_group_ids.contains(&g.security_group_id) {
+                atoms.extend(group_atoms[k].iter().map(|a| format!("{}:{a}", g.security_group_id)));
+            }
+        }
+        rs.atoms.insert(n.spec.nic_id.clone(), atoms);
+    }
+    rs.sets = sets;
+    rs.structure = structure(groups.len(), !uplinks.is_empty());
+    rs
+}
+
+/// The two tables' chains and set declarations for `groups` groups.
+fn structure(groups: usize, _with_uplinks: bool) -> String {
+    let mut t = String::new();
+    t.push_str(
+        "table bridge plinth {\n\
+         \tset ports { type ifname; }\n\
+         \tset uplinks { type ifname; }\n\
+         \tset secured { type ifname; }\n\
+         \tset gateways { type ipv4_addr; }\n\
+         \tset port_mac { type ifname . ether_addr; }\n\
+         \tset port_ip { type ifname . ipv4_addr; }\n\
+         \tset port_arp { type ifname . ether_addr . ipv4_addr; }\n\
+         \tmap port_mark { type ifname : mark; }\n\
+         \tchain pre {\n\
+         \t\ttype filter hook prerouting priority -200; policy accept;\n\
+         \t\tmeta mark set iifname map @port_mark\n\
+         \t\tiifname @uplinks jump uplink\n\
+         \t\tiifname != @ports iifname != @uplinks drop\n\
+         \t\tiifname @secured jump secured\n\
+         \t}\n\
+         \tchain uplink {\n\
+         \t\tudp dport { 67, 68 } drop\n\
+         \t\tarp daddr ip @gateways drop\n\
+         \t\tarp saddr ip @gateways drop\n\
+         \t}\n\
+         \tchain secured {\n\
+         \t\tether type != { ip, arp } drop\n\
+         \t\tiifname . ether saddr != @port_mac drop\n\
+         \t\tether type arp iifname . arp saddr ether . arp saddr ip != @port_arp drop\n\
+         \t\tudp sport 67 drop\n\
+         \t\tip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return\n\
+         \t\tether type ip iifname . ip saddr != @port_ip drop\n\
+         \t}\n\
+         \tchain l2out {\n\
+         \t\ttype filter hook forward priority -200; policy accept;\n\
+         \t\toifname @uplinks udp dport { 67, 68 } drop\n\
+         \t\toifname @uplinks arp daddr ip @gateways drop\n\
+         \t\toifname @uplinks arp saddr ip @gateways drop\n\
+         \t}\n\
+         }\n",
+    );
+    t.push_str(
+        "table inet plinth {\n\
+         \tset local_ips { type ipv4_addr; }\n\
+         \tset gateways { type ipv4_addr; }\n",
+    );
+    for k in 0..groups {
+        let _ = writeln!(t, "\tset g{k}_ports {{ type mark; }}");
+        let _ = writeln!(t, "\tset g{k}_addrs {{ type ipv4_addr; }}");
+        for dir in ["in", "out"] {
+            let _ = writeln!(t, "\tset g{k}_{dir}_tcp {{ type ipv4_addr . inet_service; flags interval; }}");
+            let _ = writeln!(t, "\tset g{k}_{dir}_udp {{ type ipv4_addr . inet_service; flags interval; }}");
+            let _ = writeln!(t, "\tset g{k}_{dir}_icmp {{ type ipv4_addr . icmp_type . icmp_code; flags interval; }}");
+            let _ = writeln!(t, "\tset g{k}_{dir}_any {{ type ipv4_addr; flags interval; }}");
+        }
+    }
+    t.push_str(
+        "\tchain forward {\n\
+         \t\ttype filter hook forward priority 0; policy drop;\n\
+         \t\tct state established,related accept\n\
+         \t\tct state invalid drop\n\
+         \t\tmeta mark != 0 jump egress\n\
+         \t\tip daddr @local_ips jump ingress\n\
+         \t\tmeta mark != 0 accept\n\
+         \t}\n\
+         \tchain egress {\n",
+    );
+    for k in 0..groups {
+        let m = format!("\t\tmeta mark @g{k}_ports ip daddr");
+        let _ = writeln!(t, "{m} . tcp dport @g{k}_out_tcp return");
+        let _ = writeln!(t, "{m} . udp dport @g{k}_out_udp return");
+        let _ = writeln!(t, "{m} . icmp type . icmp code @g{k}_out_icmp return");
+        let _ = writeln!(t, "{m} @g{k}_out_any return");
+    }
+    t.push_str("\t\tdrop\n\t}\n\tchain ingress {\n");
+    for k in 0..groups {
+        let m = format!("\t\tip daddr @g{k}_addrs ip saddr");
+        let _ = writeln!(t, "{m} . tcp dport @g{k}_in_tcp accept");
+        let _ = writeln!(t, "{m} . udp dport @g{k}_in_udp accept");
+        let _ = writeln!(t, "{m} . icmp type . icmp code @g{k}_in_icmp accept");
+        let _ = writeln!(t, "{m} @g{k}_in_any accept");
+    }
+    t.push_str(
+        "\t\tdrop\n\t}\n\
+         \tchain input {\n\
+         \t\ttype filter hook input priority 0; policy drop;\n\
+         \t\tct state established,related accept\n\
+         \t\tiifname \"lo\" accept\n\
+         \t\tmeta mark != 0 udp dport 67 accept\n\
+         \t\tmeta mark != 0 ip daddr @gateways icmp type echo-request accept\n\
+         \t}\n\
+         }\n",
+    );
+    t
+}
+
+fn elements_cmd(verb: &str, key: &str, elems: &BTreeSet<String>) -> String {
+    let (family, set) = key.split_once(' ').unwrap_or(("inet", key));
+    let list: Vec<&str> = elems.iter().map(String::as_str).collect();
+    format!("{verb} element {family} plinth {set} {{ {} }}\n", list.join(", "))
+}
+
+/// The batch replacing both tables whole.
+pub fn full_batch(rs: &Ruleset) -> String {
+    let mut t =
+        String::from("table bridge plinth\ndelete table bridge plinth\ntable inet plinth\ndelete table inet plinth\n");
+    t.push_str(&rs.structure);
+    for (k, elems) in &rs.sets {
+        if !elems.is_empty() {
+            t.push_str(&elements_cmd("add", k, elems));
+        }
+    }
+    t
+}
+
+/// The batch turning `old`'s set elements into `new`'s (same structure).
+pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> String {
+    let empty = BTreeSet::new();
+    let mut t = String::new();
+    let keys: BTreeSet<&String> = old.sets.keys().chain(new.sets.keys()).collect();
+    for k in keys {
+        let o = old.sets.get(k).unwrap_or(&empty);
+        let n = new.sets.get(k).unwrap_or(&empty);
+        let gone: BTreeSet<String> = o.difference(n).cloned().collect();
+        let came: BTreeSet<String> = n.difference(o).cloned().collect();
+        if !gone.is_empty() {
+            t.push_str(&elements_cmd("delete", k, &gone));
+        }
+        if !came.is_empty() {
+            t.push_str(&elements_cmd("add", k, &came));
+        }
+    }
+    t
+}
+
+/// Both tables as the kernel holds them, handles stripped (`Err`: a table is missing).
+pub fn read_back(ns: &str) -> Result<String, String> {
+    let mut out = String::new();
+    for family in ["bridge", "inet"] {
+        let text = cmd::in_ns(ns, "nft", &["-j", "list", "table", family, "plinth"], None)?;
+        let mut v = cmd::json(&text)?;
+        strip(&mut v);
+        out.push_str(&v.to_string());
+    }
+    Ok(out)
+}
+
+fn strip(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("handle");
+            m.remove("metainfo");
+            m.values_mut().for_each(strip);
+        }
+        serde_json::Value::Array(a) => {
+            a.retain(|e| e.get("metainfo").is_none());
+            a.iter_mut().for_each(strip);
+        }
+        _ => {}
+    }
+}
+
+/// Loads `new` into the namespace: a delta when `loaded` still matches the kernel and the
+/// structure is the same, else the whole tables. Answers what is loaded now, or the error
+/// (the kernel keeps the old ruleset then).
+pub fn apply(ns: &str, loaded: Option<&Loaded>, new: &Ruleset) -> Result<Loaded, String> {
+    let current = read_back(ns).ok();
+    let batch = match loaded {
+        Some(l) if current.as_deref() == Some(l.readback.as_str()) && l.ruleset.structure == new.structure => {
+            if l.ruleset.sets == new.sets {
+                return Ok(Loaded { ruleset: new.clone(), readback: l.readback.clone() });
+            }
+            delta_batch(&l.ruleset, new)
+        }
+        _ => full_batch(new),
+    };
+    cmd::in_ns(ns, "nft", &["-f", "-"], Some(&batch)).map_err(|e| format!("nft batch refused: {e}"))?;
+    let readback = read_back(ns)?;
+    Ok(Loaded { ruleset: new.clone(), readback })
+}
+
+/// Deletes the conntrack entries of each NIC whose allowed traffic shrank from `old` to
+/// `new` (an established flow a removed rule allowed must stop).
+pub fn cut_connections(ns: &str, old: &Ruleset, new: &Ruleset) {
+    for (nic, atoms) in &new.atoms {
+        let Some(before) = old.atoms.get(nic) else { continue };
+        if before.is_subset(atoms) {
+            continue;
+        }
+        if let Some(addr) = new.addrs.get(nic) {
+            // `conntrack -D` exits 1 when nothing matched; either way nothing is left.
+            let _ = cmd::in_ns(ns, "conntrack", &["-D", "-s", addr], None);
+            let _ = cmd::in_ns(ns, "conntrack", &["-D", "-d", addr], None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disjoint;
+
+    #[test]
+    fn overlapping_boxes_become_disjoint_and_merge() {
+        let out = disjoint(&[vec![(0, 255), (22, 22)], vec![(5, 5), (20, 30)], vec![(0, 255), (23, 40)]]);
+        assert_eq!(out, vec![vec![(0, 4), (22, 40)], vec![(5, 5), (20, 40)], vec![(6, 255), (22, 40)]]);
+        assert_eq!(disjoint(&[vec![(1, 1)], vec![(2, 2)]]), vec![vec![(1, 2)]]);
+    }
+}

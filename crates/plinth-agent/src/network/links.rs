@@ -1,0 +1,280 @@
+//! Links of a VPC namespace: reading them back (`ip -j -d link`, `ip -j addr`) and
+//! converging the namespace, the subnets' bridges and VXLAN devices, and the NIC ports to
+//! the plan, changing only what differs.
+//!
+//! Ports are created detached and down; [`attach_port`] enslaves and raises one only after
+//! the filter batch holding its rules loaded (a port never carries unfiltered traffic).
+
+use super::cmd;
+use super::plan::{NicPlan, VpcPlan};
+use super::tap;
+use plinth_api::NicPlug;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One link as read back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Link {
+    /// Its name.
+    pub name: String,
+    /// `bridge`, `vxlan`, `veth`, `tun` (taps), … (`""`: none).
+    pub kind: String,
+    /// The bridge it is a port of.
+    pub master: Option<String>,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+    /// Its MAC address.
+    pub mac: String,
+    /// A VXLAN device's VNI.
+    pub vxlan_id: Option<u64>,
+    /// A VXLAN device's source (underlay) address.
+    pub vxlan_local: Option<String>,
+    /// IPv4 addresses with their prefix (`10.0.0.1/24`).
+    pub addrs: Vec<String>,
+}
+
+/// The path of a named namespace.
+pub fn ns_path(ns: &str) -> PathBuf {
+    PathBuf::from("/run/netns").join(ns)
+}
+
+/// Whether the named namespace exists.
+pub fn ns_exists(ns: &str) -> bool {
+    ns_path(ns).exists()
+}
+
+/// Every link of the namespace (`None`: the agent's own), by name.
+pub fn read(ns: Option<&str>) -> Result<BTreeMap<String, Link>, String> {
+    let links = cmd::json(&cmd::ip(ns, &["-j", "-d", "link", "show"])?)?;
+    let addrs = cmd::json(&cmd::ip(ns, &["-j", "-4", "addr", "show"])?)?;
+    let mut out = BTreeMap::new();
+    for l in links.as_array().into_iter().flatten() {
+        let name = l["ifname"].as_str().unwrap_or_default().to_owned();
+        let info = &l["linkinfo"];
+        let flags = l["flags"].as_array().cloned().unwrap_or_default();
+        out.insert(
+            name.clone(),
+            Link {
+                name,
+                kind: info["info_kind"].as_str().unwrap_or_default().to_owned(),
+                master: l["master"].as_str().map(str::to_owned),
+                mtu: l["mtu"].as_u64().unwrap_or(0) as u32,
+                up: flags.iter().any(|f| f == "UP"),
+                mac: l["address"].as_str().unwrap_or_default().to_owned(),
+                vxlan_id: info["info_data"]["id"].as_u64(),
+                vxlan_local: info["info_data"]["local"].as_str().map(str::to_owned),
+                addrs: Vec::new(),
+            },
+        );
+    }
+    for a in addrs.as_array().into_iter().flatten() {
+        let Some(link) = a["ifname"].as_str().and_then(|n| out.get_mut(n)) else { continue };
+        for ai in a["addr_info"].as_array().into_iter().flatten() {
+            if let (Some(local), Some(len)) = (ai["local"].as_str(), ai["prefixlen"].as_u64()) {
+                link.addrs.push(format!("{local}/{len}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the namespace if missing, and sets its forwarding and bridge-netfilter knobs.
+pub fn ensure_ns(ns: &str) -> Result<(), String> {
+    if !ns_exists(ns) {
+        cmd::ip(None, &["netns", "add", ns])?;
+    }
+    cmd::ip(Some(ns), &["link", "set", "lo", "up"])?;
+    for (key, value) in [("net/ipv4/ip_forward", "1"), ("net/bridge/bridge-nf-call-iptables", "1")] {
+        let path = format!("/proc/sys/{key}");
+        let now = cmd::in_ns(ns, "cat", &[&path], None).unwrap_or_default();
+        if now.trim() != value {
+            cmd::in_ns(ns, "sysctl", &["-qw", &format!("{}={value}", key.replace('/', "."))], None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Converges bridges and VXLAN devices; answers per-subnet errors (by bridge name).
+pub fn converge_segments(plan: &VpcPlan, underlay: &str, links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
+    let ns = plan.ns.as_str();
+    let mut errors = BTreeMap::new();
+    for s in &plan.subnets {
+        let r = (|| -> Result<(), String> {
+            let br = links.get(&s.bridge);
+            if br.is_some_and(|b| b.kind != "bridge") {
+                cmd::ip(Some(ns), &["link", "del", &s.bridge])?;
+            }
+            let br = br.filter(|b| b.kind == "bridge");
+            if br.is_none() {
+                cmd::ip(Some(ns), &["link", "add", &s.bridge, "type", "bridge"])?;
+            }
+            let mtu = s.mtu.to_string();
+            if br.is_none_or(|b| b.mtu != s.mtu || !b.mac.eq_ignore_ascii_case(&s.mac) || !b.up) {
+                cmd::ip(Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &mtu, "up"])?;
+            }
+            if br.is_none_or(|b| !b.addrs.contains(&s.gateway_cidr)) {
+                cmd::ip(Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
+            }
+            if let Some((vx, vni)) = &s.vxlan {
+                let cur = links.get(vx);
+                let good = cur.is_some_and(|l| {
+                    l.kind == "vxlan"
+                        && l.vxlan_id == Some(u64::from(*vni))
+                        && l.vxlan_local.as_deref() == Some(underlay)
+                });
+                if cur.is_some() && !good {
+                    cmd::ip(Some(ns), &["link", "del", vx])?;
+                }
+                if !good {
+                    // Made in the agent's namespace (its UDP socket stays on the underlay),
+                    // then moved into the VPC namespace.
+                    if read_one(None, vx).is_some() {
+                        cmd::ip(None, &["link", "del", vx])?;
+                    }
+                    let id = vni.to_string();
+                    cmd::ip(
+                        None,
+                        &[
+                            "link",
+                            "add",
+                            vx,
+                            "type",
+                            "vxlan",
+                            "id",
+                            &id,
+                            "local",
+                            underlay,
+                            "dstport",
+                            "4789",
+                            "nolearning",
+                        ],
+                    )?;
+                    if let Err(e) = cmd::ip(None, &["link", "set", vx, "netns", ns]) {
+                        let _ = cmd::ip(None, &["link", "del", vx]);
+                        return Err(e);
+                    }
+                }
+                let cur = if good { cur } else { None };
+                if cur.is_none_or(|l| l.mtu != s.mtu || l.master.as_deref() != Some(&s.bridge) || !l.up) {
+                    cmd::ip(Some(ns), &["link", "set", vx, "mtu", &mtu, "master", &s.bridge, "up"])?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            errors.insert(s.bridge.clone(), e);
+        }
+    }
+    // Bridges and VXLAN devices of subnets no longer in the spec.
+    for l in links.values() {
+        let wanted_br = plan.subnets.iter().any(|s| s.bridge == l.name);
+        let wanted_vx = plan.subnets.iter().any(|s| s.vxlan.as_ref().is_some_and(|(v, _)| *v == l.name));
+        if (l.kind == "bridge" && !wanted_br) || (l.kind == "vxlan" && !wanted_vx) {
+            let _ = cmd::ip(Some(ns), &["link", "del", &l.name]);
+        }
+    }
+    errors
+}
+
+/// One link of the namespace, if present.
+fn read_one(ns: Option<&str>, name: &str) -> Option<Value> {
+    let text = cmd::ip(ns, &["-j", "link", "show", "dev", name]).ok()?;
+    cmd::json(&text).ok()?.as_array()?.first().cloned()
+}
+
+/// Makes the ports that are missing (detached and down) and deletes ports that are not
+/// in the plan. Answers per-device creation errors.
+pub fn converge_ports(plan: &VpcPlan, links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
+    let ns = plan.ns.as_str();
+    let mut errors = BTreeMap::new();
+    for n in &plan.nics {
+        let dev = n.spec.device.as_str();
+        let want_kind = match n.spec.plug {
+            NicPlug::Tap => "tun",
+            NicPlug::Veth => "veth",
+        };
+        let r = (|| -> Result<(), String> {
+            if let Some(cur) = links.get(dev) {
+                if cur.kind == want_kind {
+                    return Ok(());
+                }
+                cmd::ip(Some(ns), &["link", "del", dev])?;
+            }
+            let mtu = n.mtu.to_string();
+            match n.spec.plug {
+                NicPlug::Tap => {
+                    tap::create_persistent(&ns_path(ns), dev).map_err(|e| format!("creating tap {dev}: {e}"))?;
+                    cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu])?;
+                }
+                NicPlug::Veth => {
+                    let far = format!("{dev}g");
+                    if links.contains_key(&far) {
+                        cmd::ip(Some(ns), &["link", "del", &far])?;
+                    }
+                    cmd::ip(
+                        Some(ns),
+                        &[
+                            "link",
+                            "add",
+                            dev,
+                            "mtu",
+                            &mtu,
+                            "type",
+                            "veth",
+                            "peer",
+                            "name",
+                            &far,
+                            "mtu",
+                            &mtu,
+                            "address",
+                            &n.spec.mac,
+                        ],
+                    )?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            errors.insert(dev.to_owned(), e);
+        }
+    }
+    for l in links.values() {
+        if l.kind != "veth" && l.kind != "tun" {
+            continue;
+        }
+        let wanted = plan.nics.iter().any(|n| {
+            n.spec.device == l.name || (n.spec.plug == NicPlug::Veth && format!("{}g", n.spec.device) == l.name)
+        });
+        if !wanted {
+            let _ = cmd::ip(Some(ns), &["link", "del", &l.name]);
+        }
+    }
+    errors
+}
+
+/// Enslaves the port to its bridge with the subnet MTU and raises it (when it differs).
+pub fn attach_port(ns: &str, n: &NicPlan, cur: Option<&Link>) -> Result<(), String> {
+    let dev = n.spec.device.as_str();
+    if cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up) {
+        return Ok(());
+    }
+    let mtu = n.mtu.to_string();
+    cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu, "master", &n.bridge, "up"])?;
+    if n.spec.plug == NicPlug::Veth {
+        // The far end, while it is still in the VPC namespace, comes up with it.
+        let _ = cmd::ip(Some(ns), &["link", "set", &format!("{dev}g"), "up"]);
+    }
+    Ok(())
+}
+
+/// Deletes a VPC namespace (its links go with it; VXLAN devices are virtual, so they go
+/// too rather than fall back to the agent's namespace).
+pub fn delete_ns(ns: &str) -> Result<(), String> {
+    if ns_exists(ns) {
+        cmd::ip(None, &["netns", "del", ns])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The host's tenant data path: the [`HostNetwork`] trait (converge the kernel to the
+//! server's whole desired network of this host, report per-NIC readiness from what reads
+//! back) and its Linux-bridge backend, [`LinuxBridge`].
+//!
+//! Per VPC on this host: a namespace `{prefix}{vni}` (forwarding on; it routes between the
+//! VPC's subnets), a bridge per subnet holding the gateway, a VXLAN device per subnet made
+//! in the agent's namespace and moved in (static FDB, head-end replication), a port per
+//! local NIC (a persistent tap for VMs, a veth pair for namespace guests), nftables
+//! filtering, and a dnsmasq per subnet. VPCs not in the spec are torn down whole.
+//!
+//! Tooling: the backend drives `ip`/`bridge` (JSON read-back), `nft` and `conntrack`
+//! rather than rtnetlink and an nftables crate: it runs them per namespace with `-n` or
+//! `ip netns exec`, so no thread of the agent ever changes namespace except the short-lived
+//! ones [`tap`] spawns for the TUN ioctl, and the text it sends is exactly what an
+//! operator types to inspect or repair a hop. An apply costs some process spawns (a few ms
+//! each); the diff keeps a re-apply of an unchanged spec to read-backs only.
+//!
+//! Modules: [`cmd`] (running the tools), [`plan`] (spec → kernel names), [`links`]
+//! (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and neighbours), [`filter`]
+//! (nftables), [`dhcp`] (dnsmasq), [`tap`] (TUN ioctl, namespace threads).
+
+pub mod cmd;
+pub mod dhcp;
+pub mod fdb;
+pub mod filter;
+pub mod links;
+pub mod plan;
+pub mod tap;
+
+use crate::runtime::TapOpener;
+use plan::VpcPlan;
+use plinth_api::{ComponentStatus, HostNetworkSpec, NicComponent, NicId, NicPlug, ObservedNetwork, ObservedNic};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// A host network backend. `apply` blocks (it runs tools and waits on the kernel): call it
+/// from a blocking thread, one apply at a time.
+pub trait HostNetwork: Send + Sync + 'static {
+    /// Converges the data path to `spec` and answers what reads back afterwards.
+    fn apply(&self, spec: &HostNetworkSpec) -> ObservedNetwork;
+}
+
+/// Settings of the Linux-bridge backend.
+#[derive(Clone, Debug)]
+pub struct LinuxBridgeConfig {
+    /// This host's underlay address: the VXLAN source (VTEP).
+    pub underlay_ip: String,
+    /// Prefix of VPC namespace names (`pv-`).
+    pub netns_prefix: String,
+    /// Where dnsmasq's files go (`<dir>/<namespace>/…`); dnsmasq reads them after dropping
+    /// root, so the path must be traversable by its user (the agent uses `/run/plinth/network`).
+    pub state_dir: PathBuf,
+}
+
+/// The Linux-bridge + VXLAN + nftables backend.
+pub struct LinuxBridge {
+    cfg: LinuxBridgeConfig,
+    /// Per namespace: the ruleset last loaded (for deltas and cutting connections).
+    loaded: Mutex<BTreeMap<String, filter::Loaded>>,
+}
+
+/// Per-NIC component results gathered during one VPC's apply.
+#[derive(Default)]
+struct Errors {
+    /// Errors that hit every NIC of the VPC.
+    all: Option<String>,
+    per_bridge: BTreeMap<String, String>,
+    per_device: BTreeMap<String, String>,
+    fdb: Vec<String>,
+    filter: Option<String>,
+    dhcp: BTreeMap<String, String>,
+    rejected: BTreeMap<NicId, String>,
+}
+
+fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
+    match r {
+        Ok(()) => ComponentStatus { component, applied: true, detail: None },
+        Err(e) => ComponentStatus { component, applied: false, detail: Some(e) },
+    }
+}
+
+impl LinuxBridge {
+    /// A backend with these settings.
+    pub fn new(cfg: LinuxBridgeConfig) -> LinuxBridge {
+        LinuxBridge { cfg, loaded: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The namespace name of a VNI.
+    pub fn ns_name(&self, vni: u32) -> String {
+        format!("{}{vni}", self.cfg.netns_prefix)
+    }
+
+    fn vpc_dir(&self, ns: &str) -> PathBuf {
+        self.cfg.state_dir.join(ns)
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, filter::Loaded>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The namespaces of this backend present on the host.
+    pub fn present_namespaces(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix(&self.cfg.netns_prefix)
+                    && !rest.is_empty()
+                    && rest.bytes().all(|b| b.is_ascii_digit())
+                {
+                    out.push(name);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes everything of one VPC namespace: dnsmasq, files, the namespace.
+    fn teardown(&self, ns: &str) -> Result<(), String> {
+        let dir = self.vpc_dir(ns);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pid") {
+                    dhcp::stop(&e.path());
+                }
+            }
+        }
+        links::delete_ns(ns)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        self.loaded().remove(ns);
+        Ok(())
+    }
+
+    fn apply_vpc(&self, plan: &VpcPlan) -> Errors {
+        let mut err = Errors::default();
+        let ns = plan.ns.as_str();
+        let underlay = self.cfg.underlay_ip.as_str();
+        for (n, why) in &plan.rejected {
+            err.rejected.insert(n.nic_id.clone(), why.clone());
+        }
+        if let Err(e) = links::ensure_ns(ns) {
+            err.all = Some(e);
+            return err;
+        }
+        let have = match links::read(Some(ns)) {
+            Ok(l) => l,
+            Err(e) => {
+                err.all = Some(e);
+                return err;
+            }
+        };
+        err.per_bridge = links::converge_segments(plan, underlay, &have);
+        err.per_device = links::converge_ports(plan, &have);
+        err.fdb = fdb::converge(plan, underlay).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
+        err.fdb.extend(fdb::converge_neigh(plan, underlay));
+
+        // The filter first, then ports join their bridges.
+        let new = filter::render(plan);
+        let old = self.loaded().get(ns).cloned();
+        match filter::apply(ns, old.as_ref(), &new) {
+            Ok(loaded) => {
+                if let Some(old) = &old {
+                    filter::cut_connections(ns, &old.ruleset, &new);
+                }
+                self.loaded().insert(ns.to_owned(), loaded);
+            }
+            Err(e) => err.filter = Some(e),
+        }
+        let loaded_gens = self.loaded().get(ns).map(|l| l.ruleset.generations.clone()).unwrap_or_default();
+        let now = links::read(Some(ns)).unwrap_or_default();
+        for n in &plan.nics {
+            let dev = &n.spec.device;
+            if err.per_device.contains_key(dev) || !now.contains_key(dev) {
+                continue;
+            }
+            // A port joins its bridge only once rules holding it are loaded.
+            if !loaded_gens.contains_key(&n.spec.nic_id) {
+                continue;
+            }
+            if let Err(e) = links::attach_port(ns, n, now.get(dev)) {
+                err.per_device.insert(dev.clone(), e);
+            }
+        }
+        let vpc_dir = self.vpc_dir(ns);
+        if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
+            for s in &plan.subnets {
+                err.dhcp.insert(s.bridge.clone(), format!("state dir {}: {e}", vpc_dir.display()));
+            }
+        } else {
+            err.dhcp = dhcp::converge(plan, &vpc_dir);
+        }
+        err
+    }
+
+    /// Reads the VPC back and answers each NIC's components.
+    fn observe_vpc(&self, plan: &VpcPlan, err: &Errors) -> Vec<ObservedNic> {
+        let ns = plan.ns.as_str();
+        let underlay = self.cfg.underlay_ip.as_str();
+        let links = links::read(Some(ns));
+        let fdb_want = fdb::desired(plan, underlay);
+        let mut fdb_missing: BTreeMap<String, String> = BTreeMap::new();
+        for (vx, want) in &fdb_want {
+            match fdb::read(ns, vx) {
+                Ok(have) => {
+                    if let Some(m) = want.difference(&have).next() {
+                        fdb_missing.insert(vx.clone(), format!("{vx} lacks the entry {} → {}", m.0, m.1));
+                    }
+                }
+                Err(e) => {
+                    fdb_missing.insert(vx.clone(), e);
+                }
+            }
+        }
+        let neigh_missing = match fdb::read_neigh(ns) {
+            Ok(have) => fdb::desired_neigh(plan, underlay)
+                .difference(&have)
+                .next()
+                .map(|(a, d, _)| format!("no neighbour entry for {a} on {d}")),
+            Err(e) => Some(e),
+        };
+        let table_now = filter::read_back(ns).ok();
+        let loaded = self.loaded().get(ns).cloned();
+        let filter_ok = loaded.as_ref().filter(|l| table_now.as_deref() == Some(l.readback.as_str()));
+        let vpc_dir = self.vpc_dir(ns);
+        let mut out = Vec::new();
+        for (n, why) in &plan.rejected {
+            out.push(ObservedNic {
+                nic_id: n.nic_id.clone(),
+                components: NicComponent::ALL.iter().map(|c| status(*c, Err(why.clone()))).collect(),
+                filter_generation: None,
+            });
+        }
+        for n in &plan.nics {
+            let dev = n.spec.device.as_str();
+            let sub = plan.subnet(&n.spec.subnet_id);
+            let link = links.as_ref().ok().and_then(|l| l.get(dev));
+            let fail = |fallback: String| err.all.clone().unwrap_or(fallback);
+            let tap = match (link, n.spec.plug) {
+                (Some(l), NicPlug::Tap) if l.kind == "tun" => Ok(()),
+                (Some(l), NicPlug::Veth) if l.kind == "veth" => Ok(()),
+                _ => Err(fail(err.per_device.get(dev).cloned().unwrap_or_else(|| format!("no port {dev} in {ns}")))),
+            };
+            let port = match link {
+                Some(l) if l.master.as_deref() == Some(n.bridge.as_str()) && l.up => Ok(()),
+                _ => Err(fail(
+                    err.per_device
+                        .get(dev)
+                        .or_else(|| err.per_bridge.get(&n.bridge))
+                        .or(err.filter.as_ref())
+                        .cloned()
+                        .unwrap_or_else(|| format!("{dev} is not an up port of {}", n.bridge)),
+                )),
+            };
+            let fdb = match sub {
+                _ if err.all.is_some() => Err(fail(String::new())),
+                Some(s) => match &s.vxlan {
+                    Some((vx, _)) => match fdb_missing.get(vx).or(neigh_missing.as_ref()) {
+                        None => Ok(()),
+                        Some(e) => Err(err.fdb.first().cloned().unwrap_or_else(|| e.clone())),
+                    },
+                    None if plan.spec.remote_nics.iter().any(|r| r.subnet_id == s.subnet_id) => {
+                        Err(format!("subnet {} has no VNI: it cannot span hosts", s.index))
+                    }
+                    None => Ok(()),
+                },
+                None => Err("unknown subnet".to_owned()),
+            };
+            let filter_gen = filter_ok.and_then(|l| l.ruleset.generations.get(&n.spec.nic_id).copied());
+            // Fail closed: after a refused batch the old ruleset stays; a NIC whose rules
+            // did not change is still applied, the others carry the batch's error.
+            let filt = match (filter_gen, &err.filter) {
+                (Some(g), _) if g == n.spec.filter_generation && err.all.is_none() => Ok(()),
+                (_, Some(e)) => Err(e.clone()),
+                _ => Err(fail("its rules are not loaded".to_owned())),
+            };
+            let dhcp = match sub {
+                Some(s) if !s.dhcp => Ok(()),
+                Some(s) => match err.dhcp.get(&s.bridge) {
+                    Some(e) => Err(e.clone()),
+                    None => dhcp::observe(&vpc_dir, &s.bridge, &n.spec.nic_id.to_string()),
+                },
+                None => Err("unknown subnet".to_owned()),
+            };
+            out.push(ObservedNic {
+                nic_id: n.spec.nic_id.clone(),
+                components: vec![
+                    status(NicComponent::Tap, tap),
+                    status(NicComponent::BridgePort, port),
+                    status(NicComponent::Fdb, fdb),
+                    status(NicComponent::Filter, filt),
+                    status(NicComponent::Dhcp, dhcp),
+                ],
+                filter_generation: filter_gen,
+            });
+        }
+        out
+    }
+}
+
+impl HostNetwork for LinuxBridge {
+    fn apply(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+        let mut nics = Vec::new();
+        let mut wanted = BTreeSet::new();
+        for vpc in &spec.vpcs {
+            let ns = self.ns_name(vpc.vni);
+            wanted.insert(ns.clone());
+            match VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) {
+                Ok(plan) => {
+                    let err = self.apply_vpc(&plan);
+                    nics.extend(self.observe_vpc(&plan, &err));
+                }
+                Err(e) => {
+                    for n in &vpc.nics {
+                        nics.push(ObservedNic {
+                            nic_id: n.nic_id.clone(),
+                            components: NicComponent::ALL.iter().map(|c| status(*c, Err(e.clone()))).collect(),
+                            filter_generation: None,
+                        });
+                    }
+                }
+            }
+        }
+        for ns in self.present_namespaces() {
+            if !wanted.contains(&ns)
+                && let Err(e) = self.teardown(&ns)
+            {
+                tracing::warn!(namespace = %ns, error = %e, "tearing down a VPC namespace failed");
+            }
+        }
+        ObservedNetwork { generation: spec.generation, vtep: Some(self.cfg.underlay_ip.clone()), nics }
+    }
+}
+
+impl TapOpener for LinuxBridge {
+    fn open_tap(&self, vni: u32, device: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+        tap::open_existing(&links::ns_path(&self.ns_name(vni)), device)
+    }
+}

@@ -1,0 +1,147 @@
+//! The tenant-network data plane as the control plane drives it: the network spec each
+//! host is told (whole, with the host's desired generation), the reports its agent sends
+//! back, each NIC's readiness, and the barrier an instance's start waits on ("the guest
+//! does not start until its NICs are ready", with a deadline and the missing component
+//! named). The CRUD of networks is `app::network`; the rows' meaning is
+//! `plinth_domain::netspec`.
+
+use super::saga::StepError;
+use super::signals;
+use super::state::AppState;
+use crate::app::error::Result;
+use plinth_api::*;
+use plinth_domain::netspec;
+
+/// One instance's NICs on its host, in slot order: as its runtime plugs them, and as its
+/// guest configures them (the NoCloud network-config).
+#[derive(Default)]
+pub struct GuestNics {
+    pub plugs: Vec<InstanceNicSpec>,
+    pub seed: Vec<plinth_domain::cloud_init::SeedNic>,
+}
+
+/// The network `host` must hold now, and each of its instances' NICs.
+pub async fn host_spec(
+    st: &AppState,
+    host: &HostId,
+) -> Result<(HostNetworkSpec, std::collections::BTreeMap<InstanceId, GuestNics>)> {
+    let (generation, vpcs, vteps) = st.store.host_network(host.as_str()).await?;
+    let spec = netspec::host_spec(host, generation, &vpcs, &vteps);
+    type Slotted = Vec<(u8, InstanceNicSpec, Option<plinth_domain::cloud_init::SeedNic>)>;
+    let mut per_instance: std::collections::BTreeMap<InstanceId, Slotted> = Default::default();
+    for v in &spec.vpcs {
+        for n in &v.nics {
+            let Some(i) = &n.instance_id else { continue };
+            let subnet = v.subnets.iter().find(|s| s.subnet_id == n.subnet_id);
+            let mtu = subnet.map(|s| s.mtu).unwrap_or(1450);
+            let seed = subnet.and_then(|s| {
+                Some(plinth_domain::cloud_init::SeedNic {
+                    mac: n.mac.clone(),
+                    ipv4: n.ipv4.parse().ok()?,
+                    prefix_len: s.ipv4_cidr.split('/').nth(1)?.parse().ok()?,
+                    gateway: s.gateway.parse().ok()?,
+                    mtu,
+                })
+            });
+            per_instance.entry(i.clone()).or_default().push((
+                n.slot.unwrap_or(u8::MAX),
+                InstanceNicSpec {
+                    nic_id: n.nic_id.clone(),
+                    vni: v.vni,
+                    device: n.device.clone(),
+                    mac: n.mac.clone(),
+                    mtu,
+                },
+                seed,
+            ));
+        }
+    }
+    let nics = per_instance
+        .into_iter()
+        .map(|(i, mut l)| {
+            l.sort_by_key(|(s, _, _)| *s);
+            let mut g = GuestNics::default();
+            for (_, plug, seed) in l {
+                g.plugs.push(plug);
+                g.seed.extend(seed);
+            }
+            (i, g)
+        })
+        .collect();
+    Ok((spec, nics))
+}
+
+/// Records an agent's network report and wakes whoever waits on the NICs it concerns.
+pub async fn record_report(st: &AppState, host: &HostId, report: &ObservedNetwork) -> Result<()> {
+    let instances = st.store.record_network_report(host.as_str(), report).await?;
+    for i in instances {
+        st.signals.poke(&signals::instance_key(&i));
+    }
+    Ok(())
+}
+
+/// Fills each NIC's data-plane fields (host, state, readiness, applied filter generation)
+/// from what the store knows.
+pub async fn fill(st: &AppState, nics: &mut [NetworkInterface]) -> Result<()> {
+    let ids: Vec<String> = nics.iter().map(|n| n.id.0.clone()).collect();
+    let progress = st.store.nic_progress(&ids, None).await?;
+    for (id, _, p) in progress {
+        if let Some(n) = nics.iter_mut().find(|n| n.id == id) {
+            let (state, list) = netspec::readiness(&p);
+            n.state = state;
+            n.readiness = list;
+            n.host_id = p.host_id.clone();
+            n.device = p.host_id.is_some().then(|| netspec::device_name(p.port));
+            n.filter_generation_applied = p.filter_generation_applied;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every NIC of the instance is `ready`; past `nic_ready_timeout` (or when a
+/// NIC failed) the start fails with a problem naming each NIC and component missing.
+pub async fn wait_nics_ready(st: &AppState, instance: &InstanceId) -> std::result::Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + st.config.nic_ready_timeout;
+    let key = signals::instance_key(instance.as_str());
+    let last = std::sync::Mutex::new(String::new());
+    let last_ref = &last;
+    let out = st
+        .signals
+        .wait_for(&key, deadline, std::time::Duration::from_millis(500), move || async move {
+            let list = st.store.nic_progress(&[], Some(instance.as_str())).await?;
+            let mut missing = Vec::new();
+            let mut failed = false;
+            for (id, slot, p) in &list {
+                let (state, comps) = netspec::readiness(p);
+                if state != NicState::Ready {
+                    failed |= state == NicState::Failed;
+                    missing.push(netspec::missing(id, *slot, &comps));
+                }
+            }
+            if failed {
+                return Err(StepError::new(
+                    "nic_failed",
+                    format!("a network interface could not be set up on its host: {}", missing.join("; ")),
+                ));
+            }
+            *last_ref.lock().unwrap_or_else(|e| e.into_inner()) = missing.join("; ");
+            Ok::<_, StepError>(missing.is_empty().then_some(()))
+        })
+        .await?;
+    match out {
+        Some(()) => Ok(()),
+        None => Err(StepError::new(
+            "nics_not_ready",
+            format!(
+                "the instance's network interfaces were not ready within {} s: {}",
+                st.config.nic_ready_timeout.as_secs(),
+                last.lock().unwrap_or_else(|e| e.into_inner())
+            ),
+        )),
+    }
+}
+
+/// Whether the instance has NICs at all (cheap check before waiting).
+pub async fn has_nics(st: &AppState, instance: &InstanceId) -> Result<bool> {
+    Ok(!st.store.nic_progress(&[], Some(instance.as_str())).await?.is_empty())
+}

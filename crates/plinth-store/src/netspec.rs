@@ -1,0 +1,345 @@
+//! The data-plane side of tenant networks in the database: reading what a host must hold,
+//! recording what its agent applied, and keeping NIC placement, host generations and
+//! readiness barriers right when something changes.
+//!
+//! A change to a VPC ([`Tx::network_changed`]) bumps `hosts.desired_generation` of every
+//! host of the VPC (the agent's one long-poll carries instances and networks alike) and
+//! gives each newly placed NIC its barrier: the generation each of those hosts must apply
+//! before the NIC is reachable from it. The CRUD of VPCs, subnets, NICs and groups is in
+//! `network.rs`; what the rows mean is `plinth_domain::netspec`.
+
+use crate::error::StoreError;
+use crate::resource::Val;
+use crate::sql::Sql;
+use crate::store::{Store, now_micros};
+use crate::tx::Tx;
+use plinth_api::*;
+use plinth_domain::netspec::{NicProgress, NicRow, VpcRows};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn decode<T: serde::de::DeserializeOwned>(table: &'static str, doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { table, source })
+}
+
+fn opt_host(r: &AnyRow, col: &str) -> Result<Option<HostId>, StoreError> {
+    Ok(r.try_get::<Option<String>, _>(col)?.map(HostId))
+}
+
+fn placeholders(sql: &mut Sql, ids: &[String]) -> String {
+    let ps: Vec<String> = ids.iter().map(|i| sql.arg(Val::text(i.clone()))).collect();
+    ps.join(", ")
+}
+
+impl Store {
+    /// The host's desired generation and the rows of every VPC with a NIC on it, with
+    /// every host's underlay address.
+    pub async fn host_network(
+        &self,
+        host_id: &str,
+    ) -> Result<(i64, Vec<VpcRows>, BTreeMap<HostId, String>), StoreError> {
+        let mut conn = self.read.begin().await?;
+        let generation: i64 = sqlx::query("SELECT desired_generation FROM hosts WHERE id = $1")
+            .bind(host_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get("desired_generation"))
+            .transpose()?
+            .unwrap_or(0);
+        let vpc_ids: Vec<String> = sqlx::query("SELECT DISTINCT vpc_id FROM nics WHERE host_id = $1 ORDER BY vpc_id")
+            .bind(host_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get("vpc_id"))
+            .collect::<Result<_, _>>()?;
+        let mut vpcs = Vec::with_capacity(vpc_ids.len());
+        for v in &vpc_ids {
+            let Some(row) = sqlx::query("SELECT doc, firewall_generation FROM vpcs WHERE id = $1")
+                .bind(v.clone())
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                continue;
+            };
+            let vpc: Vpc = decode("vpcs", &row.try_get::<String, _>("doc")?)?;
+            let firewall_generation: i64 = row.try_get("firewall_generation")?;
+            let mut subnets = Vec::new();
+            for r in sqlx::query("SELECT doc, idx FROM subnets WHERE vpc_id = $1 ORDER BY idx")
+                .bind(v.clone())
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                let idx: i64 = r.try_get("idx")?;
+                subnets.push((decode::<Subnet>("subnets", &r.try_get::<String, _>("doc")?)?, idx as u32));
+            }
+            let mut nics = Vec::new();
+            for r in sqlx::query(
+                "SELECT n.doc AS doc, n.port AS port, n.host_id AS host_id, i.name AS hostname FROM nics n \
+                 LEFT JOIN instances i ON i.id = n.instance_id WHERE n.vpc_id = $1 ORDER BY n.port",
+            )
+            .bind(v.clone())
+            .fetch_all(&mut *conn)
+            .await?
+            {
+                let port: i64 = r.try_get("port")?;
+                nics.push(NicRow {
+                    nic: decode("nics", &r.try_get::<String, _>("doc")?)?,
+                    port: port as u32,
+                    host_id: opt_host(&r, "host_id")?,
+                    hostname: r.try_get("hostname")?,
+                });
+            }
+            let mut groups: Vec<SecurityGroup> = Vec::new();
+            for r in sqlx::query("SELECT doc FROM security_groups WHERE vpc_id = $1 ORDER BY id")
+                .bind(v.clone())
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                groups.push(decode("security_groups", &r.try_get::<String, _>("doc")?)?);
+            }
+            let mut rules: BTreeMap<String, Vec<SecurityGroupRule>> = BTreeMap::new();
+            for r in sqlx::query(
+                "SELECT security_group_id, doc FROM security_group_rules WHERE vpc_id = $1 ORDER BY created_at, id",
+            )
+            .bind(v.clone())
+            .fetch_all(&mut *conn)
+            .await?
+            {
+                rules
+                    .entry(r.try_get("security_group_id")?)
+                    .or_default()
+                    .push(decode("security_group_rules", &r.try_get::<String, _>("doc")?)?);
+            }
+            for g in &mut groups {
+                if let Some(list) = rules.remove(g.id.as_str()) {
+                    g.rules = list;
+                }
+            }
+            vpcs.push(VpcRows { vpc, firewall_generation, subnets, nics, groups });
+        }
+        let mut vteps = BTreeMap::new();
+        for r in
+            sqlx::query("SELECT host_id, vtep FROM host_networks WHERE vtep IS NOT NULL").fetch_all(&mut *conn).await?
+        {
+            vteps.insert(HostId(r.try_get("host_id")?), r.try_get("vtep")?);
+        }
+        conn.commit().await?;
+        Ok((generation, vpcs, vteps))
+    }
+
+    /// Records what a host's agent applied. Returns the instances whose NICs' readiness
+    /// may have changed (those with a NIC in a VPC the host carries), to wake their waiters.
+    pub async fn record_network_report(
+        &self,
+        host_id: &str,
+        report: &ObservedNetwork,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let old_vtep: Option<String> = {
+            let mut sql = Sql::new("SELECT vtep FROM host_networks WHERE 1=1");
+            sql.cond("host_id =", Val::text(host_id));
+            tx.fetch(sql).await?.first().map(|r| r.try_get("vtep")).transpose()?.flatten()
+        };
+        let now = now_micros();
+        let mut sql = Sql::new("INSERT INTO host_networks (host_id, applied_generation, vtep, reported_at) VALUES (");
+        let a = sql.arg(Val::text(host_id));
+        let b = sql.arg(Val::Int(Some(report.generation)));
+        let c = sql.arg(Val::opt_text(report.vtep.clone()));
+        let d = sql.arg(Val::Int(Some(now)));
+        sql.push(&format!(
+            "{a}, {b}, {c}, {d}) ON CONFLICT (host_id) DO UPDATE SET \
+             applied_generation = CASE WHEN excluded.applied_generation > host_networks.applied_generation \
+             THEN excluded.applied_generation ELSE host_networks.applied_generation END, \
+             vtep = COALESCE(excluded.vtep, host_networks.vtep), reported_at = excluded.reported_at"
+        ));
+        tx.write_later(sql, "host_networks", "host network").await?;
+        for n in &report.nics {
+            let mut sql = Sql::new("UPDATE nics SET observed_components = ");
+            let a = sql.arg(Val::text(serde_json::to_string(&n.components).unwrap_or_default()));
+            let b = sql.arg(Val::Int(n.filter_generation));
+            let c = sql.arg(Val::Int(Some(now)));
+            sql.push(&format!("{a}, observed_filter_generation = {b}, observed_at = {c} WHERE 1=1"));
+            sql.cond("id =", Val::text(n.nic_id.as_str()));
+            sql.cond("host_id =", Val::text(host_id));
+            tx.write_later(sql, "nics", "network interface").await?;
+        }
+        if report.vtep.is_some() && report.vtep != old_vtep {
+            // The host's NICs moved on the underlay: every host sharing a VPC with it must
+            // learn the new address before they count as reachable again.
+            let mut sql = Sql::new("UPDATE nics SET barrier = NULL WHERE 1=1");
+            sql.cond("host_id =", Val::text(host_id));
+            tx.write_later(sql, "nics", "network interface").await?;
+            for v in tx.host_vpcs(host_id).await? {
+                tx.network_changed(&v, &[]).await?;
+            }
+        }
+        let mut sql = Sql::new(
+            "SELECT DISTINCT instance_id FROM nics WHERE instance_id IS NOT NULL AND vpc_id IN \
+             (SELECT vpc_id FROM nics WHERE 1=1",
+        );
+        sql.cond("host_id =", Val::text(host_id));
+        sql.push(")");
+        let rows = tx.fetch(sql).await?;
+        let out = rows.iter().map(|r| r.try_get("instance_id")).collect::<Result<Vec<String>, _>>()?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The data-plane progress of NICs: of the given ids, or of one instance's NICs (in
+    /// slot order). Each with its slot.
+    pub async fn nic_progress(
+        &self,
+        nic_ids: &[String],
+        instance_id: Option<&str>,
+    ) -> Result<Vec<(NicId, Option<u8>, NicProgress)>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT id, vpc_id, host_id, slot, port, barrier, observed_components, observed_filter_generation \
+             FROM nics WHERE 1=1",
+        );
+        match instance_id {
+            Some(i) => {
+                sql.cond("instance_id =", Val::text(i));
+            }
+            None => {
+                if nic_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ps = placeholders(&mut sql, nic_ids);
+                sql.push(&format!(" AND id IN ({ps})"));
+            }
+        }
+        sql.push(" ORDER BY slot, id");
+        let rows = sql.query().fetch_all(&self.read).await?;
+        let mut vpcs = BTreeSet::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let vpc: String = r.try_get("vpc_id")?;
+            vpcs.insert(vpc.clone());
+            let barrier: Option<String> = r.try_get("barrier")?;
+            let comps: Option<String> = r.try_get("observed_components")?;
+            let slot: Option<i64> = r.try_get("slot")?;
+            let port: i64 = r.try_get("port")?;
+            out.push((
+                vpc,
+                NicId(r.try_get("id")?),
+                slot.map(|s| s as u8),
+                NicProgress {
+                    host_id: opt_host(r, "host_id")?,
+                    components: comps.map(|c| decode("nics", &c)).transpose()?,
+                    filter_generation_applied: r.try_get("observed_filter_generation")?,
+                    barrier: barrier.map(|b| decode("nics", &b)).transpose()?,
+                    port: port as u32,
+                    ..Default::default()
+                },
+            ));
+        }
+        if out.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vpcs: Vec<String> = vpcs.into_iter().collect();
+        let mut sql = Sql::new("SELECT DISTINCT vpc_id, host_id FROM nics WHERE host_id IS NOT NULL");
+        let ps = placeholders(&mut sql, &vpcs);
+        sql.push(&format!(" AND vpc_id IN ({ps})"));
+        let mut hosts: BTreeMap<String, BTreeSet<HostId>> = BTreeMap::new();
+        for r in sql.query().fetch_all(&self.read).await? {
+            hosts.entry(r.try_get("vpc_id")?).or_default().insert(HostId(r.try_get("host_id")?));
+        }
+        let mut applied = BTreeMap::new();
+        for r in sqlx::query("SELECT host_id, applied_generation FROM host_networks").fetch_all(&self.read).await? {
+            applied.insert(HostId(r.try_get("host_id")?), r.try_get::<i64, _>("applied_generation")?);
+        }
+        Ok(out
+            .into_iter()
+            .map(|(vpc, id, slot, mut p)| {
+                p.vpc_hosts = hosts.get(&vpc).cloned().unwrap_or_default();
+                p.applied = p
+                    .barrier
+                    .iter()
+                    .flat_map(|b| b.keys())
+                    .filter_map(|h| applied.get(h).map(|g| (h.clone(), *g)))
+                    .collect();
+                (id, slot, p)
+            })
+            .collect())
+    }
+}
+
+impl Tx {
+    /// The VPCs with a NIC on `host_id`.
+    async fn host_vpcs(&mut self, host_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut sql = Sql::new("SELECT DISTINCT vpc_id FROM nics WHERE 1=1");
+        sql.cond("host_id =", Val::text(host_id));
+        self.fetch(sql).await?.iter().map(|r| r.try_get("vpc_id").map_err(StoreError::from)).collect()
+    }
+
+    /// What hosts of a VPC must hold changed: bumps the desired generation of every host
+    /// with a NIC of the VPC and of `extra_hosts` (hosts a NIC just left), and gives every
+    /// NIC placed since the last change its barrier. Returns the hosts it bumped; they are
+    /// woken once the transaction commits (see [`Store::on_host_changed`]).
+    pub async fn network_changed(&mut self, vpc_id: &str, extra_hosts: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut sql = Sql::new("SELECT DISTINCT host_id FROM nics WHERE host_id IS NOT NULL");
+        sql.cond("vpc_id =", Val::text(vpc_id));
+        let hosts: BTreeSet<String> =
+            self.fetch(sql).await?.iter().map(|r| r.try_get("host_id")).collect::<Result<_, _>>()?;
+        let all: BTreeSet<String> = hosts.iter().cloned().chain(extra_hosts.iter().cloned()).collect();
+        for h in &all {
+            self.bump_desired(h).await?;
+            if !self.wake.contains(h) {
+                self.wake.push(h.clone());
+            }
+        }
+        if !hosts.is_empty() {
+            let ids: Vec<String> = hosts.iter().cloned().collect();
+            let mut sql = Sql::new("SELECT id, desired_generation FROM hosts WHERE 1=1");
+            let ps = placeholders(&mut sql, &ids);
+            sql.push(&format!(" AND id IN ({ps})"));
+            let mut barrier: BTreeMap<String, i64> = BTreeMap::new();
+            for r in self.fetch(sql).await? {
+                barrier.insert(r.try_get("id")?, r.try_get("desired_generation")?);
+            }
+            let mut sql = Sql::new("UPDATE nics SET barrier = ");
+            let b = sql.arg(Val::text(serde_json::to_string(&barrier).unwrap_or_default()));
+            sql.push(&format!("{b} WHERE host_id IS NOT NULL AND barrier IS NULL"));
+            sql.cond("vpc_id =", Val::text(vpc_id));
+            self.write_later(sql, "nics", "network interface").await?;
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Keeps an instance's NICs on the instance's host (`None`: on no host, e.g. deleted):
+    /// NICs that move lose their barrier and their VPCs' hosts are told. Returns the hosts
+    /// to wake.
+    pub async fn sync_instance_nics(
+        &mut self,
+        instance_id: &str,
+        host: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut sql = Sql::new("SELECT vpc_id, host_id FROM nics WHERE 1=1");
+        sql.cond("instance_id =", Val::text(instance_id));
+        let rows = self.fetch(sql).await?;
+        let mut moved: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &rows {
+            let old: Option<String> = r.try_get("host_id")?;
+            if old.as_deref() != host {
+                moved.entry(r.try_get("vpc_id")?).or_default().extend(old);
+            }
+        }
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new("UPDATE nics SET host_id = ");
+        let h = sql.arg(Val::opt_text(host));
+        sql.push(&format!(
+            "{h}, barrier = NULL, observed_components = NULL, observed_filter_generation = NULL WHERE 1=1"
+        ));
+        sql.cond("instance_id =", Val::text(instance_id));
+        self.write_later(sql, "nics", "network interface").await?;
+        let mut wake = BTreeSet::new();
+        for (vpc, old_hosts) in moved {
+            wake.extend(self.network_changed(&vpc, &old_hosts).await?);
+        }
+        Ok(wake.into_iter().collect())
+    }
+}

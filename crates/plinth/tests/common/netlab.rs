@@ -1,0 +1,253 @@
+//! A network lab on one machine: "hosts" are network namespaces, each running its own
+//! `plinth agent`, joined by veths to a fabric bridge (the underlay); namespace "guests"
+//! plug into a NIC's veth; probes are real TCP connections and pings.
+//!
+//! Layout for lab number `k` (distinct per test so tests can run side by side):
+//! - `{p}fab`: the fabric namespace, bridge `ul` (no address).
+//! - `{p}h{i}`: host `i` (1-based), `eth0` = 192.168.{k}.{i}/24 on the fabric.
+//! - the machine's namespace gets one veth `{p}ctl` on the fabric with 192.168.{k}.254/24:
+//!   the server listens there so agents reach it (no other route, nothing to the uplink).
+//! - guests: `{p}g{name}`.
+//!
+//! Everything is deleted on drop (and stale leftovers of the same prefix at start).
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a command; panics with its output when it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs a command and returns its output, whatever its status.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Runs `args` inside namespace `ns`.
+pub fn in_ns(ns: &str, args: &[&str]) -> Output {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+/// Whether this process may build the lab (root, with `ip`).
+pub fn can_run() -> bool {
+    let uid = run(&["id", "-u"]);
+    String::from_utf8_lossy(&uid.stdout).trim() == "0" && run(&["ip", "-V"]).status.success()
+}
+
+pub struct NetLab {
+    pub prefix: String,
+    pub k: u8,
+    pub hosts: usize,
+    guests: Vec<String>,
+}
+
+impl NetLab {
+    /// Builds fabric, `hosts` host namespaces and the control veth.
+    pub fn new(prefix: &str, k: u8, hosts: usize) -> NetLab {
+        let lab = NetLab { prefix: prefix.to_string(), k, hosts, guests: vec![] };
+        lab.clean();
+        let p = prefix;
+        let fab = format!("{p}fab");
+        sh(&["ip", "netns", "add", &fab]);
+        sh(&["ip", "-n", &fab, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &fab, "link", "add", "ul", "type", "bridge"]);
+        sh(&["ip", "-n", &fab, "link", "set", "ul", "up"]);
+        // The control veth: one end here (the server's address), one on the fabric.
+        let ctl = format!("{p}ctl");
+        sh(&["ip", "link", "add", &ctl, "type", "veth", "peer", "name", "ctlf", "netns", &fab]);
+        sh(&["ip", "addr", "add", &format!("{}/24", lab.server_ip()), "dev", &ctl]);
+        sh(&["ip", "link", "set", &ctl, "up"]);
+        sh(&["ip", "-n", &fab, "link", "set", "ctlf", "master", "ul", "up"]);
+        for i in 1..=hosts {
+            let h = lab.host(i);
+            sh(&["ip", "netns", "add", &h]);
+            sh(&["ip", "-n", &h, "link", "set", "lo", "up"]);
+            let far = format!("h{i}");
+            sh(&["ip", "-n", &h, "link", "add", "eth0", "type", "veth", "peer", "name", &far, "netns", &fab]);
+            sh(&["ip", "-n", &h, "addr", "add", &format!("{}/24", lab.underlay(i)), "dev", "eth0"]);
+            sh(&["ip", "-n", &h, "link", "set", "eth0", "up"]);
+            sh(&["ip", "-n", &fab, "link", "set", &far, "master", "ul", "up"]);
+        }
+        lab
+    }
+
+    /// The address the server listens on.
+    pub fn server_ip(&self) -> String {
+        format!("192.168.{}.254", self.k)
+    }
+
+    /// Host `i`'s namespace.
+    pub fn host(&self, i: usize) -> String {
+        format!("{}h{i}", self.prefix)
+    }
+
+    /// Host `i`'s underlay address (its VTEP).
+    pub fn underlay(&self, i: usize) -> String {
+        format!("192.168.{}.{i}", self.k)
+    }
+
+    /// The netns prefix host `i`'s agent uses for VPC namespaces.
+    pub fn vpc_prefix(&self, i: usize) -> String {
+        format!("{}{i}v", self.prefix)
+    }
+
+    /// The namespace of VPC `vni` on host `i`.
+    pub fn vpc_ns(&self, i: usize, vni: u64) -> String {
+        format!("{}{vni}", self.vpc_prefix(i))
+    }
+
+    /// Plugs a namespace guest into the veth NIC `device` of VPC `vni` on host `i`: its
+    /// far end (`{device}g`) moves into a new namespace as `eth0`, with the NIC's MAC,
+    /// `addr/prefix` and a default route via `gateway`. Returns the guest's namespace.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plug_guest(
+        &mut self,
+        name: &str,
+        i: usize,
+        vni: u64,
+        device: &str,
+        mac: &str,
+        addr_prefix: &str,
+        gateway: &str,
+    ) -> String {
+        let g = format!("{}g{name}", self.prefix);
+        let _ = run(&["ip", "netns", "del", &g]);
+        sh(&["ip", "netns", "add", &g]);
+        self.guests.push(g.clone());
+        sh(&["ip", "-n", &g, "link", "set", "lo", "up"]);
+        let vpc = self.vpc_ns(i, vni);
+        let far = format!("{device}g");
+        wait("the NIC's veth in the VPC namespace", Duration::from_secs(30), || {
+            run(&["ip", "-n", &vpc, "link", "show", &far]).status.success().then_some(())
+        });
+        sh(&["ip", "-n", &vpc, "link", "set", &far, "netns", &g]);
+        sh(&["ip", "-n", &g, "link", "set", &far, "name", "eth0"]);
+        sh(&["ip", "-n", &g, "link", "set", "eth0", "address", mac]);
+        sh(&["ip", "-n", &g, "addr", "add", addr_prefix, "dev", "eth0"]);
+        sh(&["ip", "-n", &g, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &g, "route", "add", "default", "via", gateway]);
+        g
+    }
+
+    /// Deletes every namespace and link of this lab's prefix.
+    pub fn clean(&self) {
+        let p = &self.prefix;
+        let _ = run(&["ip", "link", "del", &format!("{p}ctl")]);
+        let list = run(&["ip", "netns", "list"]);
+        for line in String::from_utf8_lossy(&list.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if !name.is_empty() && name.starts_with(p.as_str()) {
+                // Processes left in it (dnsmasq, probes) go with it.
+                for pid in String::from_utf8_lossy(&run(&["ip", "netns", "pids", name]).stdout).split_whitespace() {
+                    let _ = run(&["kill", "-9", pid]);
+                }
+                let _ = run(&["ip", "netns", "del", name]);
+            }
+        }
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        if std::env::var_os("PLINTH_KEEP_NETLAB").is_none() {
+            self.clean();
+        }
+    }
+}
+
+/// Polls `f` until it gives a value, or panics after `deadline`.
+pub fn wait<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// A TCP echo server in `ns` on `port` (python3; killed with its namespace or on drop).
+pub struct Echo(std::process::Child);
+
+impl Echo {
+    pub fn start(ns: &str, port: u16) -> Echo {
+        let code = format!(
+            "import socket,threading\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0',{port})); s.listen(64)\n\
+             def h(c):\n\
+             \x20   try:\n\
+             \x20       while True:\n\
+             \x20           d=c.recv(65536)\n\
+             \x20           if not d: break\n\
+             \x20           c.sendall(d)\n\
+             \x20   except Exception: pass\n\
+             \x20   c.close()\n\
+             while True:\n\
+             \x20   c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()\n"
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &code])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn echo server");
+        let e = Echo(child);
+        wait("the echo server to listen", Duration::from_secs(10), || {
+            let ss = in_ns(ns, &["ss", "-ltnH", &format!("sport = :{port}")]);
+            (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
+        });
+        e
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects from `ns` to `ip:port` within `timeout`, sends a payload of `size` bytes and
+/// reads it back. True only when the whole payload came back intact.
+pub fn tcp_ok(ns: &str, ip: &str, port: u16, size: usize, timeout: Duration) -> bool {
+    let code = format!(
+        "import socket,sys,os\n\
+         d=os.urandom({size})\n\
+         s=socket.create_connection(('{ip}',{port}),timeout={t})\n\
+         s.sendall(d); s.shutdown(socket.SHUT_WR)\n\
+         got=b''\n\
+         while len(got)<len(d):\n\
+         \x20   b=s.recv(65536)\n\
+         \x20   if not b: break\n\
+         \x20   got+=b\n\
+         sys.exit(0 if got==d else 3)\n",
+        t = timeout.as_secs_f64()
+    );
+    in_ns(ns, &["python3", "-c", &code]).status.success()
+}
+
+/// One ICMP echo from `ns` to `ip` with a payload of `size` bytes; `df` forbids
+/// fragmentation.
+pub fn ping_ok(ns: &str, ip: &str, size: usize, df: bool) -> bool {
+    let s = size.to_string();
+    let mut args = vec!["ping", "-c", "1", "-W", "2", "-s", &s];
+    if df {
+        args.extend(["-M", "do"]);
+    }
+    args.push(ip);
+    in_ns(ns, &args).status.success()
+}
