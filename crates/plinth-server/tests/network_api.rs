@@ -329,6 +329,20 @@ async fn bad_input_writes_nothing(srv: &TestServer) {
         (
             "POST",
             "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "mac": held["mac"] }),
+            409,
+            "mac_in_use",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "mac": "00:11:22:33:44:55" }),
+            422,
+            "invalid_mac",
+        ),
+        (
+            "POST",
+            "/v1/network-interfaces".to_string(),
             json!({ "subnet_id": id(&s), "name": "x",
             "security_group_ids": [v2["default_security_group_id"]] }),
             422,
@@ -448,6 +462,11 @@ async fn tenancy(srv: &TestServer) {
     let g = v["default_security_group_id"].as_str().unwrap().to_string();
     let bv = vpc(srv, &b_tok, &b_project, "main", "10.50.0.0/16").await;
     let bs = subnet(srv, &b_tok, &id(&bv), "app", "10.50.1.0/24").await;
+    // Isolation: B may use A's very address and MAC in its own VPC of the same block.
+    let twin =
+        nic(srv, &b_tok, json!({ "subnet_id": id(&bs), "name": "twin", "ipv4": n["ipv4"], "mac": n["mac"] })).await;
+    let twin = twin.ok(201);
+    assert_eq!((&twin["ipv4"], &twin["mac"]), (&n["ipv4"], &n["mac"]));
     let before = snapshot(srv).await;
     let marks = vec![id(&v), id(&s), id(&n), g.clone()];
 

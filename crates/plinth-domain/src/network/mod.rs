@@ -7,7 +7,7 @@ pub mod mac;
 pub mod rules;
 
 pub use cidr::{Cidr, VPC_PREFIX_MAX, VPC_PREFIX_MIN};
-pub use mac::locally_administered_mac;
+pub use mac::{locally_administered_mac, parse_mac};
 pub use rules::validate_rule;
 
 /// Bytes VXLAN adds to each frame on the underlay (outer Ethernet 14 + IPv4 20 + UDP 8 +

@@ -235,6 +235,7 @@ impl NicCmd {
                     name: name.clone(),
                     description: String::new(),
                     ipv4: ip.clone(),
+                    mac: None,
                     security_group_ids: group_ids(c, security_groups, Some(vpc.as_str())).await?,
                     port_security: no_port_security.then_some(false),
                     host_id: host_id.map(HostId),

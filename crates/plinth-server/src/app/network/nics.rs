@@ -8,7 +8,7 @@ use crate::app::{AppState, Caller, Error, Paging, Result};
 use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::network::cidr::{addr_text, lowest_free_number, parse_addr};
-use plinth_domain::network::{Cidr, locally_administered_mac};
+use plinth_domain::network::{Cidr, locally_administered_mac, parse_mac};
 use plinth_domain::{quota, validate};
 use plinth_store::{StoreError, Tx, Val};
 use serde_json::json;
@@ -22,6 +22,7 @@ pub struct NewNic {
     pub name: String,
     pub description: String,
     pub ipv4: Option<String>,
+    pub mac: Option<String>,
     pub security_group_ids: Option<Vec<SecurityGroupId>>,
     pub port_security: Option<bool>,
     /// An operator's binding to a host (checked by the caller).
@@ -98,7 +99,19 @@ pub(crate) async fn insert_nic(
         Error::conflict("vpc_ports_exhausted", format!("VPC {} holds {MAX_PORT} network interfaces already", vpc.id))
     })?;
     let mut mac = None;
+    if let Some(m) = &n.mac {
+        let mac_field = field(prefix, "mac");
+        let m = parse_mac(&mac_field, m)?;
+        if tx.vpc_mac_taken(vpc.id.as_str(), &m).await? {
+            return Err(Error::conflict("mac_in_use", format!("{mac_field}: {m} is used by another NIC of the VPC"))
+                .with_constraint(json!({ "field": mac_field, "rule": "unique-in-vpc" })));
+        }
+        mac = Some(m);
+    }
     for _ in 0..16 {
+        if mac.is_some() {
+            break;
+        }
         let m = locally_administered_mac(super::mac_bytes());
         if !tx.vpc_mac_taken(vpc.id.as_str(), &m).await? {
             mac = Some(m);
@@ -200,6 +213,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: NetworkInterfaceCreate) -
         name: b.name,
         description: b.description,
         ipv4: b.ipv4,
+        mac: b.mac,
         security_group_ids: b.security_group_ids,
         port_security: b.port_security,
         bound_host: b.host_id,
