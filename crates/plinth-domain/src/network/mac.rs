@@ -19,7 +19,18 @@ pub fn parse_mac(field: &str, s: &str) -> Result<String, crate::validate::Invali
     };
     let parts: Vec<&str> = s.split(':').collect();
     let bytes: Option<Vec<u8>> = (parts.len() == 6)
-        .then(|| parts.iter().map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None }).collect())
+        .then(|| {
+            parts
+                .iter()
+                .map(|p| {
+                    if p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()) {
+                        u8::from_str_radix(p, 16).ok()
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        })
         .flatten();
     let Some(b) = bytes else { return Err(bad(format!("{s:?} is not a MAC address (like 02:00:00:00:00:01)"))) };
     if b[0] & 0x02 == 0 || b[0] & 0x01 != 0 {
