@@ -555,13 +555,13 @@ async fn quotas(srv: &TestServer) {
 }
 
 /// A shape, a host and the public image, for instance creates.
-async fn compute(srv: &TestServer) {
+async fn compute(srv: &TestServer) -> String {
     srv.shape("c1.small", 1, 1024).await;
-    srv.enroll_host("node-1", common::fleet::inventory(64, 1 << 20), &[]).await;
+    srv.enroll_host("node-1", common::fleet::inventory(64, 1 << 20), &[]).await.id
 }
 
 async fn instances_get_default_network(srv: &TestServer) {
-    compute(srv).await;
+    let host = compute(srv).await;
     let (tok, project) = tenant(srv, "vm").await;
     // Two first needs at once make one default VPC.
     let (r1, r2) = tokio::join!(
@@ -631,6 +631,25 @@ async fn instances_get_default_network(srv: &TestServer) {
         assert_eq!(snapshot(srv).await, before, "{code}: nothing written");
         assert_eq!(srv.list_all(&tok, "/v1/instances").await.len(), instances_before);
     }
+    // An operator binds a NIC to a host without an instance: it is placed at once.
+    let bound = srv
+        .post("/v1/network-interfaces")
+        .token(&srv.operator)
+        .json(&json!({ "subnet_id": id(&s), "name": "probe", "host_id": host }))
+        .send()
+        .await
+        .ok(201);
+    assert_eq!(bound["host_id"], host.as_str());
+    assert_eq!(bound["state"], "bound", "placed, not yet applied by an agent: {bound}");
+    // A bound NIC cannot be plugged into an instance.
+    let r = srv
+        .post("/v1/instances")
+        .token(&tok)
+        .json(&json!({ "project_id": project, "name": "vm-4", "shape": "c1.small", "image": "debian-12",
+            "nics": [{ "nic_id": id(&bound) }] }))
+        .send()
+        .await;
+    r.problem(409, "nic_bound_to_host");
     // Plugging and unplugging needs a stopped instance.
     let other = nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "other" })).await.ok(201);
     let st = srv.get(&format!("/v1/instances/{}", id(&made["instance"]))).token(&tok).send().await.ok(200);
