@@ -169,18 +169,20 @@ pub async fn save(
         let cause = events.last().map(|e| e.id.to_string()).unwrap_or_default();
         tx.apply_ledger(&owner(inst), &usage, &cause).await?;
     }
-    if spec_changed && let Some(h) = &inst.host_id {
-        tx.bump_desired(h.as_str()).await?;
-        pokes.host(h);
-    }
     if spec_changed || inst.lifecycle == Lifecycle::Deleted {
-        // The instance's NICs go where it goes (and nowhere once it is gone).
+        // The instance's NICs go where it goes (and nowhere once it is gone). This bumps
+        // every host of their VPCs in one sorted order, before the instance's own host
+        // (already among them when it has NICs), so two saves cannot lock hosts in
+        // opposite orders. The hosts it changes are woken when the transaction commits.
         let host = match (inst.lifecycle, inst.power) {
             (Lifecycle::Deleted, _) | (_, PowerState::Absent) => None,
             _ => inst.host_id.as_ref().map(|h| h.as_str()),
         };
-        // The hosts it changes are woken when the transaction commits.
         tx.sync_instance_nics(inst.id.as_str(), host).await?;
+    }
+    if spec_changed && let Some(h) = &inst.host_id {
+        tx.bump_desired(h.as_str()).await?;
+        pokes.host(h);
     }
     pokes.instance(inst);
     Ok(())
