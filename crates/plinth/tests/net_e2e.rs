@@ -96,8 +96,12 @@ async fn agent(lab: &NetLab, i: usize, d: &Path, api: &Api) -> Proc {
     let log = std::fs::File::create(d.join(format!("agent{i}.log"))).unwrap();
     let host = lab.host(i);
     Proc(
-        Command::new("ip")
-            .args(["netns", "exec", &host, BIN, "agent", "--server", &api.url, "--join-token"])
+        // nsenter enters the host's network namespace only: `ip netns exec` would also give
+        // the agent a private mount namespace, where the VPC namespaces it makes
+        // (bind mounts under /run/netns) would be invisible to everyone else.
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{host}"))
+            .args([BIN, "agent", "--server", &api.url, "--join-token"])
             .arg(jt["agent_join_token"].as_str().unwrap())
             .args(["--hostname", &format!("{}-h{i}", lab.prefix)])
             .arg("--data-dir")
@@ -243,6 +247,11 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>) {
     assert!(tcp_ok(&ns("a1"), &ip("a3"), 7, 4_000_000, Duration::from_secs(20)), "a bulk TCP transfer crosses");
 
     // Clean up: every NIC, subnet and VPC deleted → nothing of them is left on the hosts.
+    // Control: the checks below do see the lab's namespaces and DHCP servers while they live.
+    let dhcp_of_lab = |ps: &str| ps.lines().any(|l| l.starts_with("dnsmasq") && l.contains(&format!("/{prefix}")));
+    assert!(dhcp_of_lab(&String::from_utf8_lossy(&run(&["ps", "-eo", "args"]).stdout)), "the lab's dnsmasq runs");
+    let netns_list = || String::from_utf8_lossy(&run(&["ip", "netns", "list"]).stdout).to_string();
+    assert!(netns_list().lines().any(|l| l.starts_with(&lab.vpc_prefix(1))), "the VPC namespaces exist");
     drop(echoes);
     for n in [&a1, &a2, &a3, &a4, &b1, &b2] {
         api.ok(reqwest::Method::DELETE, &format!("/v1/network-interfaces/{}", s(n, "id")), None).await;
@@ -256,14 +265,13 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>) {
     for i in 1..=2 {
         let vp = lab.vpc_prefix(i);
         wait("the VPC namespaces to go", Duration::from_secs(30), || {
-            let list = String::from_utf8_lossy(&run(&["ip", "netns", "list"]).stdout).to_string();
-            (!list.lines().any(|l| l.starts_with(&vp))).then_some(())
+            (!netns_list().lines().any(|l| l.starts_with(&vp))).then_some(())
         });
         let links = String::from_utf8_lossy(&in_ns(&lab.host(i), &["ip", "-o", "link"]).stdout).to_string();
         assert!(!links.contains("vx"), "no VXLAN device left on host {i}: {links}");
     }
     let ps = String::from_utf8_lossy(&run(&["ps", "-eo", "args"]).stdout).to_string();
-    assert!(!ps.lines().any(|l| l.starts_with("dnsmasq") && l.contains(prefix)), "no dnsmasq left:\n{ps}");
+    assert!(!dhcp_of_lab(&ps), "no dnsmasq of the lab is left");
     let _ = &mut lab;
 }
 
@@ -289,13 +297,11 @@ async fn wait_hosts(api: &Api, lab: &NetLab) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "until the agent data path lands (issue 17 in progress)"]
 async fn reachability_isolation_mtu_and_cleanup_on_sqlite() {
     scenario("pe2s", 231, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "until the agent data path lands (issue 17 in progress)"]
 async fn reachability_isolation_mtu_and_cleanup_on_postgres() {
     let Ok(admin) = std::env::var("PLINTH_TEST_DATABASE_URL") else {
         panic!(

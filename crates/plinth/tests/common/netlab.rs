@@ -140,9 +140,11 @@ impl NetLab {
         g
     }
 
-    /// Deletes every namespace and link of this lab's prefix.
+    /// Deletes every namespace and link of this lab's prefix, and kills the DHCP servers
+    /// its agents started (their files are under `/run/plinth/network/{prefix}…`).
     pub fn clean(&self) {
         let p = &self.prefix;
+        let _ = run(&["pkill", "-9", "-f", &format!("/run/plinth/network/{p}")]);
         let _ = run(&["ip", "link", "del", &format!("{p}ctl")]);
         let list = run(&["ip", "netns", "list"]);
         for line in String::from_utf8_lossy(&list.stdout).lines() {
