@@ -73,6 +73,7 @@ async fn server(lab: &NetLab, d: &Path, database: Option<String>) -> (Proc, Api)
             .arg(&db)
             .arg("--tls-dir")
             .arg(d.join("tls"))
+            .env("PLINTH_BLOB_DIR", d.join("blobs"))
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
@@ -311,4 +312,189 @@ async fn reachability_isolation_mtu_and_cleanup_on_postgres() {
     let name = format!("plinth_net_{}", std::process::id());
     let db = plinth_store::Store::create_postgres_database(&admin, &name).await.expect("create database");
     scenario("pe2p", 232, Some(db)).await;
+}
+
+/// Kills (SIGKILL) every qemu whose command line names `dir`, when dropped: guests outlive
+/// their agent on purpose, so a failing test must not leave them running.
+struct QemuReaper(std::path::PathBuf);
+
+impl Drop for QemuReaper {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
+                let _ = Command::new("kill").arg("-9").arg(e.file_name()).status();
+            }
+        }
+    }
+}
+
+/// The Debian guest of `scripts/debian-guest` (built when missing): its directory and
+/// manifest.
+fn debian_guest() -> (std::path::PathBuf, Value) {
+    let dir = std::env::var_os("PLINTH_DEBIAN_GUEST_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/plinth/debian-guest")
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/debian-guest");
+    let st = Command::new(&script)
+        .env("PLINTH_DEBIAN_GUEST_DIR", &dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("debian-guest");
+    assert!(st.success(), "scripts/debian-guest failed");
+    let manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest")).expect("json");
+    (dir, manifest)
+}
+
+/// Test 1 of the issue: a tenant's Debian VM with an SSH key and a user-data script,
+/// reached from a guest on the other host in the same subnet: `ssh` logs in with the key,
+/// the script ran, cloud-init is done, the interface has the NIC's address and MTU 1450.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debian_vm_is_logged_into_over_ssh_from_another_host() {
+    if !can_run() {
+        eprintln!("SKIPPED: the network lab needs root and iproute2");
+        return;
+    }
+    let (gdir, manifest) = debian_guest();
+    let prefix = "pe2l";
+    let mut lab = NetLab::new(prefix, 230, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _reaper = QemuReaper(d.to_path_buf());
+    let (_server, api) = server(&lab, d, None).await;
+    let _a1 = agent(&lab, 1, d, &api).await;
+    let _a2 = agent(&lab, 2, d, &api).await;
+    let hosts = wait_hosts(&api, &lab).await;
+
+    let file = |name: &str| json!({ "path": gdir.join(name).display().to_string(), "sha256": manifest["files"][name]["sha256"] });
+    let img = api
+        .post(
+            "/v1/images",
+            json!({ "name": "debian-12", "boot": "direct", "cmdline": manifest["cmdline"],
+                "files": { "kernel": file("vmlinuz"), "initrd": file("initrd.img"), "disk": file("disk.img") } }),
+        )
+        .await;
+    let img_id = s(&img, "id");
+    let start = Instant::now();
+    loop {
+        let v = api.get(&format!("/v1/images/{img_id}")).await;
+        assert_ne!(v["status"], "failed", "{v}");
+        if v["status"] == "available" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(180), "image not available: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.post("/v1/shapes", json!({ "name": "small", "vcpus": 1, "memory_mib": 1024, "disk_gib": 3 })).await;
+    let t = api.post("/v1/tenants", json!({ "name": "acme" })).await;
+    let p = api.post("/v1/projects", json!({ "name": "web", "tenant_id": t["id"] })).await;
+    let vpc = api.post("/v1/vpcs", json!({ "project_id": p["id"], "name": "main", "ipv4_cidr": "10.30.0.0/16" })).await;
+    let sn = api.post("/v1/subnets", json!({ "vpc_id": vpc["id"], "name": "app", "ipv4_cidr": "10.30.1.0/24" })).await;
+
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id");
+    let kg = run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "plinth-test", "-f", key.to_str().unwrap()]);
+    assert!(kg.status.success());
+    let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string();
+    let created = api
+        .post(
+            "/v1/instances",
+            json!({ "project_id": p["id"], "name": "web-1", "shape": "small", "image": "debian-12",
+                "ssh_keys": [pubkey], "nics": [{ "subnet": "app" }],
+                "user_data": "#!/bin/sh\necho plinth-user-data-ran > /var/tmp/plinth-marker\n" }),
+        )
+        .await;
+    let inst_id = s(&created["instance"], "id");
+    let inst = {
+        let start = Instant::now();
+        loop {
+            let i = api.get(&format!("/v1/instances/{inst_id}")).await;
+            if i["state"] == "running" {
+                break i;
+            }
+            assert!(!matches!(i["state"].as_str(), Some("failed")), "{i}");
+            assert!(start.elapsed() < Duration::from_secs(240), "instance not running: {i}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let vm_host = s(&inst, "host_id");
+    let nics = api.get(&format!("/v1/network-interfaces?instance_id={inst_id}")).await;
+    let vm_nic = nics["items"][0].clone();
+    assert_eq!(vm_nic["state"], "ready", "the guest started only once its NIC was ready: {vm_nic}");
+    let vm_ip = s(&vm_nic, "ipv4");
+
+    // A guest on the other host, in the same subnet.
+    let other = if vm_host == hosts[0] { 2 } else { 1 };
+    let jump = api
+        .post("/v1/network-interfaces", json!({ "subnet_id": sn["id"], "name": "jump", "host_id": hosts[other - 1] }))
+        .await;
+    let jump = api.ready(&jump).await;
+    let g = lab.plug_guest(
+        "jump",
+        other,
+        vpc["vni"].as_u64().unwrap(),
+        &s(&jump, "device"),
+        &s(&jump, "mac"),
+        &format!("{}/24", s(&jump, "ipv4")),
+        &s(&sn, "gateway"),
+    );
+    // sshd answers once the guest has booted (TCG: a minute or more).
+    wait("the VM's sshd", Duration::from_secs(400), || tcp_open(&g, &vm_ip, 22).then_some(()));
+    let k = key.to_str().unwrap().to_string();
+    let ssh = |cmd: &str| {
+        in_ns(
+            &g,
+            &[
+                "ssh",
+                "-i",
+                &k,
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                &format!("debian@{vm_ip}"),
+                cmd,
+            ],
+        )
+    };
+    let out = wait("cloud-init to finish", Duration::from_secs(300), || {
+        let o = ssh(
+            "cloud-init status --wait >/dev/null 2>&1; cloud-init status; cat /var/tmp/plinth-marker; ip -o -4 addr show eth0; cat /sys/class/net/eth0/mtu",
+        );
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).to_string())
+    });
+    println!("{out}");
+    assert!(out.contains("status: done"), "cloud-init is done: {out}");
+    assert!(out.contains("plinth-user-data-ran"), "the user-data script ran: {out}");
+    assert!(out.contains(&format!("inet {vm_ip}/24")), "eth0 has the NIC's address: {out}");
+    assert!(out.lines().any(|l| l.trim() == "1450"), "MTU 1450: {out}");
+    // Control: the key matters (another key is refused).
+    let other_key = keys.path().join("other");
+    run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other_key.to_str().unwrap()]);
+    let refused = in_ns(
+        &g,
+        &[
+            "ssh",
+            "-i",
+            other_key.to_str().unwrap(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            &format!("debian@{vm_ip}"),
+            "true",
+        ],
+    );
+    assert!(!refused.status.success(), "a key the instance was not given is refused");
+
+    api.ok(reqwest::Method::DELETE, &format!("/v1/instances/{inst_id}"), None).await;
+    let _ = &mut lab;
 }

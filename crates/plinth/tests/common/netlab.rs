@@ -253,3 +253,9 @@ pub fn ping_ok(ns: &str, ip: &str, size: usize, df: bool) -> bool {
     args.push(ip);
     in_ns(ns, &args).status.success()
 }
+
+/// Whether a TCP connection from `ns` to `ip:port` is accepted within 2 s.
+pub fn tcp_open(ns: &str, ip: &str, port: u16) -> bool {
+    let code = format!("import socket\nsocket.create_connection(('{ip}',{port}),timeout=2).close()\n");
+    in_ns(ns, &["python3", "-c", &code]).status.success()
+}
