@@ -268,7 +268,8 @@ fn two_hosts_carry_a_vpc() {
         let backend = Arc::new(LinuxBridge::new(LinuxBridgeConfig {
             underlay_ip: underlay.clone(),
             netns_prefix: prefix.clone(),
-            state_dir: dir,
+            state_dir: dir.clone(),
+            owner: dir.display().to_string(),
         }));
         hosts.push(Host { ns, backend, prefix, underlay });
     }
@@ -448,6 +449,7 @@ fn two_hosts_carry_a_vpc() {
             underlay_ip: hosts[0].underlay.clone(),
             netns_prefix: hosts[0].prefix.clone(),
             state_dir: lab.dirs[0].clone(),
+            owner: lab.dirs[0].display().to_string(),
         })),
         prefix: hosts[0].prefix.clone(),
         underlay: hosts[0].underlay.clone(),

@@ -139,6 +139,8 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
             // namespaces themselves (/run/netns), and the namespace prefix keeps
             // agents sharing a machine apart.
             state_dir: PathBuf::from("/run/plinth/network"),
+            // This agent's data directory: unique per agent on the machine.
+            owner: host_dir.display().to_string(),
         }))
     });
     let network = match (&bridge, &underlay_ip) {

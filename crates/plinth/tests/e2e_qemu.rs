@@ -5,6 +5,8 @@
 //! SIGKILL (crashed, then restarted by its on-failure policy), delete (nothing left on the
 //! host).
 
+mod common;
+
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -179,6 +181,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let _reaper = QemuReaper(d.to_path_buf());
+    let _net = common::NetReaper(d.to_path_buf());
 
     // The server, on embedded SQLite, as a real process.
     let log = d.join("server.log");
@@ -383,6 +386,7 @@ async fn plinth_up_prints_two_lines_that_boot_a_vm_and_read_its_console() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let _reaper = QemuReaper(d.to_path_buf());
+    let _net = common::NetReaper(d.to_path_buf());
     let profile = d.join("profile.toml");
     let log = d.join("up.log");
     let mut up = Proc(

@@ -51,6 +51,11 @@ pub struct LinuxBridgeConfig {
     /// Where dnsmasq's files go (`<dir>/<namespace>/…`); dnsmasq reads them after dropping
     /// root, so the path must be traversable by its user (the agent uses `/run/plinth/network`).
     pub state_dir: PathBuf,
+    /// Who this backend is (e.g. the agent's data directory): written into each namespace
+    /// it makes (`<dir>/<namespace>/owner`), so that it tears down only its own. Several
+    /// agents may share a machine, its /run/netns and a namespace prefix (tests, a second
+    /// `plinth up`): none may remove another's VPCs as "not in my spec".
+    pub owner: String,
 }
 
 /// The Linux-bridge + VXLAN + nftables backend.
@@ -99,7 +104,12 @@ impl LinuxBridge {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The namespaces of this backend present on the host.
+    /// Whether this backend made namespace `ns` (its owner file names it).
+    fn owns(&self, ns: &str) -> bool {
+        std::fs::read_to_string(self.vpc_dir(ns).join("owner")).is_ok_and(|o| o == self.cfg.owner)
+    }
+
+    /// The namespaces of this backend present on the host (of its prefix, and made by it).
     pub fn present_namespaces(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Ok(dir) = std::fs::read_dir("/run/netns") {
@@ -108,6 +118,7 @@ impl LinuxBridge {
                 if let Some(rest) = name.strip_prefix(&self.cfg.netns_prefix)
                     && !rest.is_empty()
                     && rest.bytes().all(|b| b.is_ascii_digit())
+                    && self.owns(&name)
                 {
                     out.push(name);
                 }
@@ -138,6 +149,14 @@ impl LinuxBridge {
         let underlay = self.cfg.underlay_ip.as_str();
         for (n, why) in &plan.rejected {
             err.rejected.insert(n.nic_id.clone(), why.clone());
+        }
+        // Claim the namespace before making it, so a crash in between cannot leave one
+        // this backend would not recognise as its own.
+        let claim = std::fs::create_dir_all(self.vpc_dir(ns))
+            .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.cfg.owner));
+        if let Err(e) = claim {
+            err.all = Some(format!("recording the namespace's owner: {e}"));
+            return err;
         }
         if let Err(e) = links::ensure_ns(ns) {
             err.all = Some(e);

@@ -99,3 +99,31 @@ pub fn up_with_sim_fleet(d: &Path, env: &[(&str, &str)], hosts: u32) -> (Proc, P
     (up, fleet, profile)
 }
 pub mod netlab;
+
+/// Removes, when dropped, the tenant-network state of every agent whose data directory is
+/// under `dir`: the VPC namespaces their network backend made (its owner file names the
+/// agent's data directory) and their DHCP servers. Agents killed by a test cannot clean up
+/// after themselves, and their namespaces would outlive the test.
+pub struct NetReaper(pub PathBuf);
+
+impl Drop for NetReaper {
+    fn drop(&mut self) {
+        let root = Path::new("/run/plinth/network");
+        let needle = self.0.to_string_lossy().to_string();
+        for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let owner = std::fs::read_to_string(e.path().join("owner")).unwrap_or_default();
+            if owner.is_empty() || !owner.starts_with(&needle) {
+                continue;
+            }
+            for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                if f.path().extension().is_some_and(|x| x == "pid")
+                    && let Ok(pid) = std::fs::read_to_string(f.path())
+                {
+                    let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del"]).arg(e.file_name()).status();
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

@@ -224,19 +224,25 @@ impl Drop for Echo {
 }
 
 /// Connects from `ns` to `ip:port` within `timeout`, sends a payload of `size` bytes and
-/// reads it back. True only when the whole payload came back intact.
+/// reads it back (sending and reading at once: an echo of a payload larger than the socket
+/// buffers would otherwise block both ends). True only when the whole payload came back
+/// intact within `timeout`.
 pub fn tcp_ok(ns: &str, ip: &str, port: u16, size: usize, timeout: Duration) -> bool {
     let code = format!(
-        "import socket,sys,os\n\
+        "import socket,sys,os,threading\n\
          d=os.urandom({size})\n\
          s=socket.create_connection(('{ip}',{port}),timeout={t})\n\
-         s.sendall(d); s.shutdown(socket.SHUT_WR)\n\
-         got=b''\n\
+         def send():\n\
+         \x20   try:\n\
+         \x20       s.sendall(d); s.shutdown(socket.SHUT_WR)\n\
+         \x20   except Exception: pass\n\
+         threading.Thread(target=send,daemon=True).start()\n\
+         got=bytearray()\n\
          while len(got)<len(d):\n\
          \x20   b=s.recv(65536)\n\
          \x20   if not b: break\n\
          \x20   got+=b\n\
-         sys.exit(0 if got==d else 3)\n",
+         sys.exit(0 if bytes(got)==d else 3)\n",
         t = timeout.as_secs_f64()
     );
     in_ns(ns, &["python3", "-c", &code]).status.success()
