@@ -38,8 +38,14 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def ns_path(name):
+    """A namespace's file: a name of /run/netns, or a path (an agent's VPC namespaces are
+    mounted only in that agent's mount namespace: /proc/<agent>/root/run/netns/<name>)."""
+    return name if name.startswith("/") else f"/run/netns/{name}"
+
+
 def setns(name):
-    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    fd = os.open(ns_path(name), os.O_RDONLY)
     try:
         if LIBC.setns(fd, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {name}")
@@ -269,7 +275,7 @@ def plug(vpc_ns, dev, guest_ns, mac, addr):
     """Moves the NIC's far end `{dev}g` into the guest and configures it (no rename: the
     guest's interface keeps the name `{dev}g`)."""
     far = f"{dev}g"
-    sh("ip", "-n", vpc_ns, "link", "set", far, "address", mac, "netns", guest_ns)
+    sh("nsenter", f"--net={ns_path(vpc_ns)}", "ip", "link", "set", far, "address", mac, "netns", guest_ns)
     sh("ip", "-n", guest_ns, "-batch", "-", inp=f"addr add {addr} dev {far}\nlink set {far} up\n")
 
 
@@ -436,7 +442,10 @@ def main():
     ap.add_argument("--peer-rules", default="10,1000", help="rule counts for the iptables peer")
     ap.add_argument("--peer-changes", type=int, default=40)
     ap.add_argument("--results", required=True, help="file for the summary (JSON)")
+    ap.add_argument("--api-ns", required=True, help="the namespace the server listens in")
+    ap.add_argument("--agent-pids", required=True, help="agent on host A,agent on host B")
     a = ap.parse_args()
+    setns(a.api_ns)  # this (main) thread talks to the server; others enter guests
     t_start = time.monotonic()
     token = open(a.token_file).read().strip()
     api = Api(a.url, token, a.ca)
@@ -464,7 +473,9 @@ def main():
     vpc = api.post("/v1/vpcs", {"project_id": project["id"], "name": "bench", "ipv4_cidr": "10.40.0.0/16"})
     subnet = api.post("/v1/subnets", {"vpc_id": vpc["id"], "name": "s", "ipv4_cidr": "10.40.0.0/20"})
     vni = vpc["vni"]
-    vpc_a, vpc_b = (f"{p}{vni}" for p in vpc_prefixes)
+    vpc_a, vpc_b = (
+        f"/proc/{pid}/root/run/netns/{p}{vni}" for p, pid in zip(vpc_prefixes, a.agent_pids.split(","))
+    )
     prefix_len = subnet["ipv4_cidr"].split("/")[1]
 
     # Security groups: N-1 filler rules plus the probe rule (so N, at most the API's 10,000).
