@@ -503,7 +503,7 @@ def main():
         end = time.monotonic() + deadline_s
         while True:
             n = api.get(f"/v1/network-interfaces/{nic_id}")
-            if n["state"] == "ready" and n.get("filter_generation_applied") == n["filter_generation"]:
+            if n["state"] == "ready" and (n.get("filter_generation_applied") or 0) >= n["filter_generation"]:
                 return n
             if n["state"] == "failed" or time.monotonic() > end:
                 die(f"{what}: NIC not ready: {json.dumps(n)[:800]}")
