@@ -542,7 +542,7 @@ def main():
         box = {}
 
         def watch_server(nic_id, t0):
-            end = time.monotonic() + 60
+            end = time.monotonic() + 120
             while time.monotonic() < end:
                 n = poller_api.get(f"/v1/network-interfaces/{nic_id}")
                 if n["state"] == "ready":
@@ -552,7 +552,7 @@ def main():
                     box["err"] = json.dumps(n)[:600]
                     return
                 time.sleep(0.002)
-            box["err"] = "not ready within 60 s"
+            box["err"] = "not ready within 120 s"
 
         t0 = time.monotonic()
         nic = api.post(
@@ -570,7 +570,7 @@ def main():
         ws.start()
 
         def plugger(dev=dev, tg=tg, t0=t0):
-            if not wait_dev(vpc_a, f"{dev}g", t0 + 30):
+            if not wait_dev(vpc_a, f"{dev}g", t0 + 120):
                 box["err"] = f"{dev}g never appeared in {vpc_a}"
                 return
             box["veth"] = time.monotonic() - t0
@@ -579,11 +579,13 @@ def main():
 
         pt = threading.Thread(target=plugger, daemon=True)
         pt.start()
-        ok_at = prober.first_success(tg["ip"], t0 + 30)
-        pt.join(30)
-        ws.join(60)
+        ok_at = prober.first_success(tg["ip"], t0 + 120)
+        pt.join(120)
+        ws.join(120)
         if ok_at is None or "err" in box:
-            die(f"port-ready NIC {i}: {box.get('err', 'no TCP handshake within 30 s')}")
+            die(f"port-ready NIC {i}: {box.get('err', 'no TCP handshake within 120 s')}")
+        log(f"port-ready NIC {i}: {(ok_at - t0) * 1000:.0f} ms (far end {box['veth'] * 1000:.0f} ms, "
+            f"plugged {box['plugged'] * 1000:.0f} ms, server ready {box['server'] * 1000:.0f} ms)")
         ready_ms.append((ok_at - t0) * 1000)
         server_ms.append(box["server"] * 1000)
         plug_ms.append((box["veth"] * 1000, box["plugged"] * 1000))
