@@ -1,0 +1,704 @@
+#!/usr/bin/env python3
+"""bench/net driver: port-ready and sg-enforce against a running Plinth server and two agents
+(started by bench/net/run), plus the iptables_hybrid peer for sg-enforce.
+
+Runs inside the lab's fabric namespace (where the server listens). Guests are network
+namespaces it creates; sockets are opened inside them from short-lived threads that `setns`
+first (a socket stays in the namespace it was made in). Every loop is bounded in count and
+time; any failure exits non-zero.
+"""
+
+import argparse
+import ctypes
+import errno
+import http.client
+import json
+import os
+import select
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+CLONE_NEWNET = 0x40000000
+LISTEN_PORT = 7000  # the port the probe rule opens
+LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def die(msg):
+    print(f"bench/net: {msg}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ns_path(name):
+    """A namespace's file: a name of /run/netns, or a path (an agent's VPC namespaces are
+    mounted only in that agent's mount namespace: /proc/<agent>/root/run/netns/<name>)."""
+    return name if name.startswith("/") else f"/run/netns/{name}"
+
+
+def setns(name):
+    fd = os.open(ns_path(name), os.O_RDONLY)
+    try:
+        if LIBC.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+    finally:
+        os.close(fd)
+
+
+def in_ns(name, fn, *args):
+    """Runs fn(*args) on a new thread that first enters namespace `name`; returns its result."""
+    out = {}
+
+    def body():
+        try:
+            setns(name)
+            out["v"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out["e"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out.get("v")
+
+
+def sh(*args, inp=None):
+    r = subprocess.run(args, input=inp, capture_output=True, text=True)
+    if r.returncode != 0:
+        die(f"{' '.join(args[:8])}: exit {r.returncode}: {r.stderr.strip()[:500]}")
+    return r.stdout
+
+
+def pct(xs, p):
+    """Nearest-rank percentile (xs non-empty)."""
+    s = sorted(xs)
+    k = max(1, -(-len(s) * p // 100))
+    return s[int(k) - 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The API (HTTPS, trusting only the server's CA; one keep-alive connection per Api)
+
+
+class Api:
+    def __init__(self, url, token, ca):
+        u = urllib.parse.urlparse(url)
+        self.host, self.port, self.token = u.hostname, u.port, token
+        self.ctx = ssl.create_default_context(cafile=ca)
+        self.ctx.check_hostname = False  # the CA is pinned; the certificate names the address
+        self.conn = None
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=120)
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                r = self.conn.getresponse()
+                text = r.read()
+                return r.status, (json.loads(text) if text else None)
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = None
+                if attempt or method != "GET":
+                    raise
+        raise AssertionError("unreachable")
+
+    def ok(self, method, path, body=None):
+        s, v = self.call(method, path, body)
+        if not 200 <= s < 300:
+            die(f"{method} {path}: {s} {json.dumps(v)[:600]}")
+        return v
+
+    def get(self, path):
+        return self.ok("GET", path)
+
+    def post(self, path, body):
+        return self.ok("POST", path, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# TCP probes from the prober guest
+
+
+class Prober:
+    """Connection attempts from one guest namespace: a new non-blocking connect() every 1 ms."""
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def _run(self, dst, until, deadline, attempt_timeout):
+        """Starts an attempt every 1 ms; `until(results, now)` decides when to stop, where
+        results are (start, end, ok) of finished attempts, in start order of finishing."""
+        poller = select.poll()
+        pending = {}  # fd -> (sock, start)
+        results = []
+        next_at = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                for s, _ in pending.values():
+                    s.close()
+                return results, False
+            if now >= next_at:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                err = s.connect_ex((dst, LISTEN_PORT))
+                if err == 0:
+                    results.append((now, time.monotonic(), True))
+                    s.close()
+                elif err == errno.EINPROGRESS:
+                    pending[s.fileno()] = (s, now)
+                    poller.register(s.fileno(), select.POLLOUT)
+                else:
+                    results.append((now, time.monotonic(), False))
+                    s.close()
+                next_at = now + 0.001
+            wait_ms = max(0, int((next_at - time.monotonic()) * 1000))
+            for fd, _ in poller.poll(wait_ms):
+                s, start = pending.pop(fd)
+                poller.unregister(fd)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                results.append((start, time.monotonic(), err == 0))
+                s.close()
+            now = time.monotonic()
+            for fd in [fd for fd, (_, st) in pending.items() if now - st > attempt_timeout]:
+                s, start = pending.pop(fd)
+                poller.unregister(fd)
+                results.append((start, now, False))
+                s.close()
+            if until(results, now):
+                for s, _ in pending.values():
+                    s.close()
+                return results, True
+
+    def first_success(self, dst, deadline, attempt_timeout=1.0):
+        """Monotonic time at which the first connect() completed, or None at the deadline."""
+
+        def until(results, _now):
+            return any(ok for _, _, ok in results)
+
+        results, done = in_ns(self.ns, self._run, dst, until, deadline, attempt_timeout)
+        if not done:
+            return None
+        return min(end for _, end, ok in results if ok)
+
+    def refused_since(self, dst, deadline, confirm=0.2, attempt_timeout=0.15):
+        """Start time of the first attempt of the final run of failed attempts, once that run
+        covers `confirm` seconds of attempts; None at the deadline."""
+
+        def until(results, _now):
+            ordered = sorted(results)
+            run = []
+            for r in reversed(ordered):
+                if r[2]:
+                    break
+                run.append(r)
+            return bool(run) and run[0][0] - run[-1][0] >= confirm
+
+        results, done = in_ns(self.ns, self._run, dst, until, deadline, attempt_timeout)
+        if not done:
+            return None
+        ordered = sorted(results)
+        first_fail = None
+        for r in reversed(ordered):
+            if r[2]:
+                break
+            first_fail = r[0]
+        return first_fail
+
+
+# ---------------------------------------------------------------------------------------------
+# Guests
+
+
+class Guests:
+    """Target guest namespaces with a listener each (opened before any interface exists), and
+    one accept thread that drains them all."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.socks = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def make(self, name):
+        ns = f"{self.prefix}g{name}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+        def listen():
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", LISTEN_PORT))
+            s.listen(1024)
+            s.setblocking(False)
+            return s
+
+        s = in_ns(ns, listen)
+        with self.lock:
+            self.socks.append(s)
+        return ns
+
+    def _accept(self):
+        poller, known = select.poll(), {}
+        while True:
+            with self.lock:
+                for s in self.socks[len(known):]:
+                    known[s.fileno()] = s
+                    poller.register(s.fileno(), select.POLLIN)
+            for fd, _ in poller.poll(50):
+                try:
+                    while True:
+                        c, _ = known[fd].accept()
+                        c.close()
+                except OSError:
+                    pass
+
+
+def plug(vpc_ns, dev, guest_ns, mac, addr):
+    """Moves the NIC's far end `{dev}g` into the guest and configures it (no rename: the
+    guest's interface keeps the name `{dev}g`)."""
+    far = f"{dev}g"
+    sh("nsenter", f"--net={ns_path(vpc_ns)}", "ip", "link", "set", far, "address", mac, "netns", guest_ns)
+    sh("ip", "-n", guest_ns, "-batch", "-", inp=f"addr add {addr} dev {far}\nlink set {far} up\n")
+
+
+def wait_dev(vpc_ns, dev, deadline):
+    """Polls every 1 ms (if_nametoindex inside the VPC namespace) for `dev`; True when present."""
+
+    def poll():
+        while time.monotonic() < deadline:
+            try:
+                socket.if_nametoindex(dev)
+                return True
+            except OSError:
+                time.sleep(0.001)
+        return False
+
+    return in_ns(vpc_ns, poll)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+def filler_rules(n):
+    """n distinct ingress rules that never match the probe (tcp 7000 from the prober): rule i
+    allows tcp (every port) from 10.9.0.0+2i/32 (distinct, non-adjacent, so no two merge).
+
+    Each names a CIDR on purpose: rules from anywhere on some ports mixed with rules from
+    CIDRs on others multiply in the agent's disjoint interval elements (see bench/README.md)."""
+    out = []
+    for i in range(n):
+        a = 0x0A090000 + 2 * i  # 10.9.0.0 + 2i
+        cidr = f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/32"
+        out.append({"direction": "ingress", "protocol": "tcp", "remote_cidr": cidr})
+    return out
+
+
+PROBE_RULE = {"direction": "ingress", "protocol": "tcp", "port_min": LISTEN_PORT, "port_max": LISTEN_PORT}
+
+
+def probe_rule_id(group):
+    for r in group["rules"]:
+        if r["direction"] == "ingress" and r.get("port_min") == LISTEN_PORT and not r.get("remote_cidr"):
+            return r["id"]
+    die(f"no probe rule in group {group['id']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The iptables_hybrid peer (Neutron's iptables firewall driver)
+
+
+class IptablesPeer:
+    """Neutron's iptables_hybrid behaviour on the same guests: a Linux bridge in a peer "host"
+    namespace with br_netfilter (`physdev` matches), per-port chains `i<port>` (ingress: the
+    group's rules, one iptables rule each, then the fallback drop), `o<port>`/`s<port>`
+    (egress, anti-spoofing by MAC and address), an ipset of the group's members for its
+    remote-group rule; a change is `iptables-save`, rebuilding every port's chains, and
+    `iptables-restore -n` of the whole filter table (iptables_manager.py)."""
+
+    def __init__(self, prefix):
+        self.ns = f"{prefix}pa"
+        self.ports = []  # (dev, ip, mac, is_target)
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "-n", self.ns, "link", "set", "lo", "up")
+        sh("ip", "-n", self.ns, "link", "add", "qbr", "type", "bridge")
+        sh("ip", "-n", self.ns, "link", "set", "qbr", "up")
+        sh("ip", "netns", "exec", self.ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+
+    def add_port(self, idx, guest_ns, ip, mac, target):
+        dev = f"tap{idx}"
+        sh("ip", "-n", self.ns, "link", "add", dev, "type", "veth", "peer", "name", "eth1", "netns", guest_ns)
+        sh("ip", "-n", self.ns, "link", "set", dev, "master", "qbr", "up")
+        sh("ip", "-n", guest_ns, "link", "set", "eth1", "address", mac)
+        sh("ip", "-n", guest_ns, "-batch", "-", inp=f"addr add {ip}/20 dev eth1\nlink set eth1 up\n")
+        self.ports.append((dev, ip, mac, target))
+
+    def members_ipset(self):
+        text = "create NIPv4sg hash:net family inet -exist\nflush NIPv4sg\n"
+        text += "".join(f"add NIPv4sg {ip} -exist\n" for _, ip, _, t in self.ports if t)
+        sh("ip", "netns", "exec", self.ns, "ipset", "restore", inp=text)
+
+    def render(self, rules, probe):
+        L = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+        ch = ["neutron-openvswi-FORWARD", "neutron-openvswi-sg-chain", "neutron-openvswi-sg-fallback"]
+        for dev, _, _, _ in self.ports:
+            ch += [f"neutron-openvswi-i{dev}", f"neutron-openvswi-o{dev}", f"neutron-openvswi-s{dev}"]
+        L += [f":{c} - [0:0]" for c in ch]
+        L.append("-A FORWARD -j neutron-openvswi-FORWARD")
+        ingress = []
+        for r in rules + ([PROBE_RULE] if probe else []):
+            m = "-p tcp -m tcp"
+            src = f"-s {r['remote_cidr']} " if r.get("remote_cidr") else ""
+            if r.get("port_min") is None:
+                ingress.append(f"{src}{m} -j RETURN")
+            else:
+                ports = r["port_min"] if r["port_min"] == r["port_max"] else f"{r['port_min']}:{r['port_max']}"
+                ingress.append(f"{src}{m} --dport {ports} -j RETURN")
+        ingress.append("-p tcp -m tcp --dport 9 -m set --match-set NIPv4sg src -j RETURN")
+        for dev, ip, mac, target in self.ports:
+            L.append(
+                f"-A neutron-openvswi-FORWARD -m physdev --physdev-out {dev} --physdev-is-bridged "
+                f"-j neutron-openvswi-sg-chain"
+            )
+            L.append(
+                f"-A neutron-openvswi-FORWARD -m physdev --physdev-in {dev} --physdev-is-bridged "
+                f"-j neutron-openvswi-sg-chain"
+            )
+            L.append(
+                f"-A neutron-openvswi-sg-chain -m physdev --physdev-out {dev} --physdev-is-bridged "
+                f"-j neutron-openvswi-i{dev}"
+            )
+            L.append(
+                f"-A neutron-openvswi-sg-chain -m physdev --physdev-in {dev} --physdev-is-bridged "
+                f"-j neutron-openvswi-o{dev}"
+            )
+            i = f"-A neutron-openvswi-i{dev} "
+            L.append(i + "-m state --state RELATED,ESTABLISHED -j RETURN")
+            L.append(i + "-m state --state INVALID -j DROP")
+            if target:
+                L += [i + x for x in ingress]
+            else:  # the prober: the default group's "ingress from members" only
+                L.append(i + "-m set --match-set NIPv4sg src -j RETURN")
+            L.append(i + "-j neutron-openvswi-sg-fallback")
+            o = f"-A neutron-openvswi-o{dev} "
+            L.append(o + "-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j RETURN")
+            L.append(o + f"-j neutron-openvswi-s{dev}")
+            L.append(o + "-p udp -m udp --sport 67 --dport 68 -j DROP")
+            L.append(o + "-m state --state RELATED,ESTABLISHED -j RETURN")
+            L.append(o + "-m state --state INVALID -j DROP")
+            L.append(o + "-j RETURN")  # all egress
+            s = f"-A neutron-openvswi-s{dev} "
+            L.append(s + f"-s {ip}/32 -m mac --mac-source {mac} -j RETURN")
+            L.append(s + "-j DROP")
+        L.append("-A neutron-openvswi-sg-chain -j ACCEPT")
+        L.append("-A neutron-openvswi-sg-fallback -j DROP")
+        L.append("COMMIT")
+        return "\n".join(L) + "\n"
+
+    def apply(self, rules, probe):
+        """One agent iteration: save, rebuild, restore the whole filter table."""
+        sh("ip", "netns", "exec", self.ns, "iptables-save", "-t", "filter")
+        sh("ip", "netns", "exec", self.ns, "iptables-restore", "-n", inp=self.render(rules, probe))
+
+    def rule_count(self):
+        out = sh("ip", "netns", "exec", self.ns, "iptables-save", "-t", "filter")
+        return sum(1 for line in out.splitlines() if line.startswith("-A "))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--token-file", required=True)
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--prefix", required=True)
+    ap.add_argument("--host-names", required=True, help="host A,host B")
+    ap.add_argument("--vpc-prefixes", required=True, help="VPC netns prefix on host A,on host B")
+    ap.add_argument("--fillers", type=int, default=1000, help="NICs already on each host")
+    ap.add_argument("--ports", type=int, default=100, help="sequential NICs measured (and sg targets)")
+    ap.add_argument("--changes", type=int, default=100, help="rule changes per rule count (half deny)")
+    ap.add_argument("--rules", default="1000,10,10000", help="rule counts; the first is the headline")
+    ap.add_argument("--peer-rules", default="10,1000", help="rule counts for the iptables peer")
+    ap.add_argument("--peer-changes", type=int, default=40)
+    ap.add_argument("--results", required=True, help="file for the summary (JSON)")
+    ap.add_argument("--api-ns", required=True, help="the namespace the server listens in")
+    ap.add_argument("--agent-pids", required=True, help="agent on host A,agent on host B")
+    a = ap.parse_args()
+    setns(a.api_ns)  # this (main) thread talks to the server; others enter guests
+    t_start = time.monotonic()
+    token = open(a.token_file).read().strip()
+    api = Api(a.url, token, a.ca)
+    poller_api = Api(a.url, token, a.ca)
+    names = a.host_names.split(",")
+    vpc_prefixes = a.vpc_prefixes.split(",")
+    rule_counts = [int(x) for x in a.rules.split(",") if x]
+    peer_counts = [int(x) for x in a.peer_rules.split(",") if x]
+    summary = {}
+
+    # Hosts.
+    deadline = time.monotonic() + 60
+    while True:
+        items = api.get("/v1/hosts?limit=100")["items"]
+        hosts = {h["name"]: h for h in items}
+        if all(n in hosts and hosts[n]["state"] == "available" for n in names):
+            break
+        if time.monotonic() > deadline:
+            die(f"hosts not available: {[(h['name'], h['state']) for h in items]}")
+        time.sleep(0.1)
+    host_a, host_b = (hosts[n]["id"] for n in names)
+
+    tenant = api.post("/v1/tenants", {"name": "netbench"})
+    project = api.post("/v1/projects", {"name": "netbench", "tenant_id": tenant["id"]})
+    vpc = api.post("/v1/vpcs", {"project_id": project["id"], "name": "bench", "ipv4_cidr": "10.40.0.0/16"})
+    subnet = api.post("/v1/subnets", {"vpc_id": vpc["id"], "name": "s", "ipv4_cidr": "10.40.0.0/20"})
+    vni = vpc["vni"]
+    vpc_a, vpc_b = (
+        f"/proc/{pid}/root/run/netns/{p}{vni}" for p, pid in zip(vpc_prefixes, a.agent_pids.split(","))
+    )
+    prefix_len = subnet["ipv4_cidr"].split("/")[1]
+
+    # Security groups: N-1 filler rules plus the probe rule (so N, at most the API's 10,000).
+    groups = {}
+    for n in sorted(set(rule_counts)):
+        t = time.monotonic()
+        g = api.post(
+            "/v1/security-groups",
+            {"vpc_id": vpc["id"], "name": f"r{n}", "rules": filler_rules(n - 1) + [PROBE_RULE]},
+        )
+        groups[n] = g
+        log(f"group with {n} rules created in {time.monotonic() - t:.2f} s")
+
+    def nic_body(name, host, ip=None, mac=None, groups_=None):
+        b = {"subnet_id": subnet["id"], "name": name, "host_id": host}
+        if ip:
+            b["ipv4"] = ip
+        if mac:
+            b["mac"] = mac
+        if groups_:
+            b["security_group_ids"] = groups_
+        return b
+
+    def wait_ready(nic_id, deadline_s, what):
+        end = time.monotonic() + deadline_s
+        while True:
+            n = api.get(f"/v1/network-interfaces/{nic_id}")
+            if n["state"] == "ready" and (n.get("filter_generation_applied") or 0) >= n["filter_generation"]:
+                return n
+            if n["state"] == "failed" or time.monotonic() > end:
+                die(f"{what}: NIC not ready: {json.dumps(n)[:800]}")
+            time.sleep(0.05)
+
+    # 1,000 NICs already on each host (default group), bound, no guests.
+    t = time.monotonic()
+    last = {}
+    for i in range(a.fillers):
+        for h, host in (("a", host_a), ("b", host_b)):
+            last[h] = api.post("/v1/network-interfaces", nic_body(f"f{h}{i}", host))
+        if time.monotonic() - t > 900:
+            die("creating the filler NICs took over 900 s")
+    created = time.monotonic() - t
+    for h in last:
+        wait_ready(last[h]["id"], 600, f"filler NICs on host {h}")
+    log(f"{2 * a.fillers} filler NICs created in {created:.1f} s, all applied after {time.monotonic() - t:.1f} s")
+
+    guests = Guests(a.prefix)
+    # The prober: a guest on host B, in the default group (all egress).
+    prober_ns = guests.make("p")
+    pn = api.post("/v1/network-interfaces", nic_body("prober", host_b, "10.40.15.250"))
+    pn = wait_ready(pn["id"], 60, "the prober")
+    plug(vpc_b, pn["device"], prober_ns, pn["mac"], f"{pn['ipv4']}/{prefix_len}")
+    prober = Prober(prober_ns)
+
+    # Target guests, listening before any interface exists.
+    targets = []
+    for i in range(a.ports):
+        ns = guests.make(f"t{i}")
+        targets.append({"ns": ns, "ip": f"10.40.12.{10 + i}"})
+
+    # ---- port-ready
+    head = rule_counts[0]
+    ready_ms, server_ms, plug_ms = [], [], []
+    for i, tg in enumerate(targets):
+        box = {}
+
+        def watch_server(nic_id, t0):
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                n = poller_api.get(f"/v1/network-interfaces/{nic_id}")
+                if n["state"] == "ready":
+                    box["server"] = time.monotonic() - t0
+                    return
+                if n["state"] == "failed":
+                    box["err"] = json.dumps(n)[:600]
+                    return
+                time.sleep(0.002)
+            box["err"] = "not ready within 120 s"
+
+        t0 = time.monotonic()
+        nic = api.post(
+            "/v1/network-interfaces", nic_body(f"t{i}", host_a, tg["ip"], None, [groups[head]["id"]])
+        )
+        dev = nic.get("device")
+        if not dev:
+            die(f"the created NIC has no device: {nic}")
+        tg["id"], tg["mac"] = nic["id"], nic["mac"]
+        # The prober knows the target's MAC (as a guest that already resolved it would; an
+        # unanswered ARP would otherwise be retried only after a second).
+        sh("ip", "-n", prober_ns, "neigh", "replace", tg["ip"], "lladdr", tg["mac"], "dev", f"{pn['device']}g",
+           "nud", "permanent")
+        ws = threading.Thread(target=watch_server, args=(nic["id"], t0), daemon=True)
+        ws.start()
+
+        def plugger(dev=dev, tg=tg, t0=t0):
+            if not wait_dev(vpc_a, f"{dev}g", t0 + 120):
+                box["err"] = f"{dev}g never appeared in {vpc_a}"
+                return
+            box["veth"] = time.monotonic() - t0
+            plug(vpc_a, dev, tg["ns"], tg["mac"], f"{tg['ip']}/{prefix_len}")
+            box["plugged"] = time.monotonic() - t0
+
+        pt = threading.Thread(target=plugger, daemon=True)
+        pt.start()
+        ok_at = prober.first_success(tg["ip"], t0 + 120)
+        pt.join(120)
+        ws.join(120)
+        if ok_at is None or "err" in box:
+            die(f"port-ready NIC {i}: {box.get('err', 'no TCP handshake within 120 s')}")
+        log(f"port-ready NIC {i}: {(ok_at - t0) * 1000:.0f} ms (far end {box['veth'] * 1000:.0f} ms, "
+            f"plugged {box['plugged'] * 1000:.0f} ms, server ready {box['server'] * 1000:.0f} ms)")
+        ready_ms.append((ok_at - t0) * 1000)
+        server_ms.append(box["server"] * 1000)
+        plug_ms.append((box["veth"] * 1000, box["plugged"] * 1000))
+    summary["port_ready"] = {"p50": pct(ready_ms, 50), "p99": pct(ready_ms, 99), "n": len(ready_ms)}
+    summary["port_ready_server"] = {"p50": pct(server_ms, 50), "p99": pct(server_ms, 99)}
+    vs = [v for v, _ in plug_ms]
+    pl = [p - v for v, p in plug_ms]
+    print(
+        f"port-ready: p50 {pct(ready_ms, 50):.1f} ms p99 {pct(ready_ms, 99):.1f} ms "
+        f"({len(ready_ms)} NICs, {a.fillers} NICs already on each host)",
+        flush=True,
+    )
+    print(
+        f"  server view (create -> NIC ready): p50 {pct(server_ms, 50):.1f} ms p99 {pct(server_ms, 99):.1f} ms",
+        flush=True,
+    )
+    print(
+        f"  veth far end present: p50 {pct(vs, 50):.1f} ms p99 {pct(vs, 99):.1f} ms; "
+        f"harness plug (move, MAC, address): p50 {pct(pl, 50):.1f} ms p99 {pct(pl, 99):.1f} ms",
+        flush=True,
+    )
+    log(f"port-ready samples (ms): {' '.join(f'{x:.0f}' for x in ready_ms)}")
+
+    # ---- sg-enforce
+    def measure_changes(apply_deny, apply_allow, changes, label):
+        deny, allow = [], []
+        for k in range(changes // 2):
+            tg = targets[k % len(targets)]
+            # Control: the target accepts right now.
+            if prober.first_success(tg["ip"], time.monotonic() + 5) is None:
+                die(f"{label}: {tg['ip']} refuses before the change (control)")
+            t0 = time.monotonic()
+            apply_deny()
+            at = prober.refused_since(tg["ip"], t0 + 60)
+            if at is None:
+                die(f"{label}: new connections to {tg['ip']} still accepted 60 s after removing the rule")
+            deny.append(max(0.0, at - t0) * 1000)
+            t0 = time.monotonic()
+            apply_allow()
+            at = prober.first_success(tg["ip"], t0 + 60)
+            if at is None:
+                die(f"{label}: no connection to {tg['ip']} within 60 s of adding the rule")
+            allow.append((at - t0) * 1000)
+        return deny, allow
+
+    def report(label, deny, allow):
+        both = deny + allow
+        print(
+            f"{label}: p50 {pct(both, 50):.1f} ms p99 {pct(both, 99):.1f} ms "
+            f"(deny p50 {pct(deny, 50):.1f} p99 {pct(deny, 99):.1f}; allow p50 {pct(allow, 50):.1f} "
+            f"p99 {pct(allow, 99):.1f}; {len(both)} changes)",
+            flush=True,
+        )
+        log(f"{label} deny samples (ms): {' '.join(f'{x:.0f}' for x in deny)}")
+        log(f"{label} allow samples (ms): {' '.join(f'{x:.0f}' for x in allow)}")
+        return {"p50": pct(both, 50), "p99": pct(both, 99), "deny_p99": pct(deny, 99), "allow_p99": pct(allow, 99)}
+
+    summary["sg"] = {}
+    for n in rule_counts:
+        g = groups[n]
+        if n != head:
+            t = time.monotonic()
+            for tg in targets:
+                api.ok("PATCH", f"/v1/network-interfaces/{tg['id']}", {"security_group_ids": [g["id"]]})
+            for tg in targets:
+                wait_ready(tg["id"], 300, f"moving targets to the {n}-rule group")
+            log(f"{len(targets)} targets moved to the {n}-rule group in {time.monotonic() - t:.1f} s")
+        state = {"rule": probe_rule_id(g)}
+
+        def deny(g=g, state=state):
+            api.ok("DELETE", f"/v1/security-groups/{g['id']}/rules/{state['rule']}")
+
+        def allow(g=g, state=state):
+            r = api.post(f"/v1/security-groups/{g['id']}/rules", PROBE_RULE)
+            state["rule"] = r["id"] if "id" in r else probe_rule_id(r)
+
+        label = "sg-enforce" if n == head else f"sg-enforce at {n} rules"
+        summary["sg"][n] = report(
+            f"{label} ({n} rules x {len(targets)} NICs)" if n != head else label,
+            *measure_changes(deny, allow, a.changes, label),
+        )
+
+    # ---- the iptables_hybrid peer, on the same guests (a second interface each)
+    peer = IptablesPeer(a.prefix)
+    peer.add_port(0, prober_ns, "10.41.15.250", "02:4e:43:ff:00:01", False)
+    for i, tg in enumerate(targets):
+        peer.add_port(i + 1, tg["ns"], tg["ip"].replace("10.40.", "10.41."), f"02:4e:43:00:{i >> 8:02x}:{i & 255:02x}", True)
+    peer.members_ipset()
+    for tg in targets:
+        tg["peer_ip"] = tg["ip"].replace("10.40.", "10.41.")
+    summary["peer"] = {}
+    for n in peer_counts:
+        fill = filler_rules(n - 1)
+        t = time.monotonic()
+        peer.apply(fill, True)
+        log(
+            f"peer: {n} rules x {len(targets)} ports = {peer.rule_count()} iptables rules, "
+            f"first restore {time.monotonic() - t:.2f} s"
+        )
+        saved = targets
+        ptargets = [{"ip": tg["peer_ip"]} for tg in saved]
+        targets = ptargets
+        label = f"iptables_hybrid peer ({n} rules x {len(targets)} ports)"
+        summary["peer"][n] = report(
+            label,
+            *measure_changes(lambda fill=fill: peer.apply(fill, False), lambda fill=fill: peer.apply(fill, True),
+                             a.peer_changes, label),
+        )
+        targets = saved
+    summary["elapsed_s"] = time.monotonic() - t_start
+    with open(a.results, "w") as f:
+        json.dump(summary, f)
+
+
+if __name__ == "__main__":
+    main()
