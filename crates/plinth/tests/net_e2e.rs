@@ -128,6 +128,9 @@ struct Probe {
     want: bool,
     tcp: bool,
     icmp: bool,
+    /// Milliseconds from the first try to the first TCP success, the probe's own time
+    /// included (~100–200 ms when the first try passes; `want` only).
+    lag_ms: u128,
 }
 
 async fn scenario(prefix: &str, k: u8, database: Option<String>) {
@@ -204,10 +207,42 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>) {
     let ip = |n: &str| guests[n].1.clone();
 
     let probes = vec![
-        Probe { case: "same subnet, same host", from: ns("a1"), to: ip("a2"), want: true, tcp: false, icmp: false },
-        Probe { case: "same subnet, across hosts", from: ns("a1"), to: ip("a3"), want: true, tcp: false, icmp: false },
-        Probe { case: "across subnets (routed)", from: ns("a1"), to: ip("a4"), want: true, tcp: false, icmp: false },
-        Probe { case: "across subnets, reverse", from: ns("a4"), to: ip("a2"), want: true, tcp: false, icmp: false },
+        Probe {
+            case: "same subnet, same host",
+            from: ns("a1"),
+            to: ip("a2"),
+            want: true,
+            tcp: false,
+            icmp: false,
+            lag_ms: 0,
+        },
+        Probe {
+            case: "same subnet, across hosts",
+            from: ns("a1"),
+            to: ip("a3"),
+            want: true,
+            tcp: false,
+            icmp: false,
+            lag_ms: 0,
+        },
+        Probe {
+            case: "across subnets (routed)",
+            from: ns("a1"),
+            to: ip("a4"),
+            want: true,
+            tcp: false,
+            icmp: false,
+            lag_ms: 0,
+        },
+        Probe {
+            case: "across subnets, reverse",
+            from: ns("a4"),
+            to: ip("a2"),
+            want: true,
+            tcp: false,
+            icmp: false,
+            lag_ms: 0,
+        },
         Probe {
             case: "other VPC (its only address)",
             from: ns("a1"),
@@ -215,27 +250,54 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>) {
             want: false,
             tcp: false,
             icmp: false,
+            lag_ms: 0,
         },
-        Probe { case: "other VPC, same CIDR", from: ns("b1"), to: ip("b2"), want: true, tcp: false, icmp: false },
-        Probe { case: "other VPC to ours", from: ns("b2"), to: ip("a3"), want: false, tcp: false, icmp: false },
+        Probe {
+            case: "other VPC, same CIDR",
+            from: ns("b1"),
+            to: ip("b2"),
+            want: true,
+            tcp: false,
+            icmp: false,
+            lag_ms: 0,
+        },
+        Probe {
+            case: "other VPC to ours",
+            from: ns("b2"),
+            to: ip("a3"),
+            want: false,
+            tcp: false,
+            icmp: false,
+            lag_ms: 0,
+        },
     ];
     let mut table = vec![];
     for mut p in probes {
-        // Refusals are waited out: the probe's own timeout is the deadline.
-        p.tcp = tcp_ok(&p.from, &p.to, 7, 100_000, Duration::from_secs(3));
+        // Refusals are waited out: the probe's own timeout is the deadline. What must pass
+        // gets tries within 10 s, and the table shows how long the first success took (more
+        // than one probe's time is a gap in the readiness barrier: printed, not hidden).
+        let t0 = Instant::now();
+        loop {
+            p.tcp = tcp_ok(&p.from, &p.to, 7, 100_000, Duration::from_secs(3));
+            if p.tcp || !p.want || t0.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        p.lag_ms = if p.want && p.tcp { t0.elapsed().as_millis() } else { 0 };
         p.icmp = ping_ok(&p.from, &p.to, 56, false);
         table.push(p);
     }
-    println!("{:<32} {:<18} {:<12} {:>6} {:>6} {:>6}", "case", "from", "to", "want", "tcp", "icmp");
+    println!("{:<32} {:<18} {:<12} {:>6} {:>6} {:>6} {:>8}", "case", "from", "to", "want", "tcp", "icmp", "ms");
     for p in &table {
         println!(
-            "{:<32} {:<18} {:<12} {:>6} {:>6} {:>6}",
+            "{:<32} {:<18} {:<12} {:>6} {:>6} {:>6} {:>8}",
             p.case,
             p.from.trim_start_matches(prefix),
             p.to,
             if p.want { "pass" } else { "block" },
             if p.tcp { "pass" } else { "block" },
-            if p.icmp { "pass" } else { "block" }
+            if p.icmp { "pass" } else { "block" },
+            p.lag_ms
         );
     }
     for p in &table {
