@@ -412,3 +412,101 @@ async fn security_groups_neutron_scenario() {
     assert!(tcp(&c2_ns, &sip, 8000), "c2 → 8000 still allowed");
     let _ = (r_c2_8000, &w.project);
 }
+
+/// `busybox udhcpc` in `ns`: the address it was offered and the server that offered it.
+fn dhcp_lease(ns: &str) -> Option<(String, String)> {
+    let out =
+        in_ns(ns, &["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-s", "/bin/true"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let rest = text.split("lease of ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let addr = words.next()?.to_string();
+    let server = words.nth(2)?.trim_end_matches(',').to_string();
+    Some((addr, server))
+}
+
+/// Anti-spoofing (port security on): a guest that takes another's address and answers ARP
+/// for it, changes its IP, changes its MAC, or runs a DHCP server is dropped at its port;
+/// the victim keeps its traffic and its DHCP. Controls: the same guest's own traffic passes
+/// before and after each spoof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_spoofing_at_the_port() {
+    let Some(mut w) = World::new("psp", 234).await else { return };
+    let d = w.dir.path().to_path_buf();
+    let (_v, v_ns, vip) = w.guest("v", 1, None).await;
+    let (x, x_ns, xip) = w.guest("x", 1, None).await;
+    let (_p, p_ns, pip) = w.guest("p", 2, None).await;
+    let gw = s(&w.subnet, "gateway");
+    let _banners = [Banner::start(&v_ns, 9, "v"), Banner::start(&x_ns, 9, "x")];
+    let _echo = Echo::start(&p_ns, 7);
+    assert!(becomes(true, ENFORCE, || tcp(&x_ns, &pip, 7)), "control: x's own traffic passes");
+    assert_eq!(who(&p_ns, &vip, 9).as_deref(), Some("v"), "control: v answers its address");
+
+    // x takes v's address and announces it (gratuitous ARP, unsolicited ARP replies), and
+    // answers ARP requests for it.
+    sh(&["ip", "-n", &x_ns, "addr", "add", &format!("{vip}/24"), "dev", "eth0"]);
+    for mode in ["-U", "-A"] {
+        in_ns(&x_ns, &["busybox", "arping", mode, "-c", "2", "-w", "2", "-I", "eth0", "-s", &vip, &vip]);
+    }
+    for _ in 0..3 {
+        sh(&["ip", "-n", &p_ns, "neigh", "flush", "dev", "eth0"]);
+        assert_eq!(who(&p_ns, &vip, 9).as_deref(), Some("v"), "v's address is not hijacked by x");
+    }
+    sh(&["ip", "-n", &x_ns, "addr", "del", &format!("{vip}/24"), "dev", "eth0"]);
+    assert!(tcp(&x_ns, &pip, 7), "control: x's own traffic still passes");
+
+    // x changes its IP.
+    let readdress = |ip: &str| {
+        sh(&["ip", "-n", &x_ns, "addr", "flush", "dev", "eth0"]);
+        sh(&["ip", "-n", &x_ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        sh(&["ip", "-n", &x_ns, "route", "replace", "default", "via", &gw]);
+    };
+    readdress("10.40.1.200");
+    assert!(!tcp_ok(&x_ns, &pip, 7, 1000, Duration::from_secs(3)), "x from another IP is dropped");
+    readdress(&xip);
+    assert!(becomes(true, ENFORCE, || tcp(&x_ns, &pip, 7)), "control: x back on its IP passes");
+
+    // x changes its MAC.
+    let mac = s(&x, "mac");
+    sh(&["ip", "-n", &x_ns, "link", "set", "eth0", "address", "02:00:5e:10:20:30"]);
+    sh(&["ip", "-n", &x_ns, "neigh", "flush", "dev", "eth0"]);
+    assert!(!tcp_ok(&x_ns, &pip, 7, 1000, Duration::from_secs(3)), "x with another MAC is dropped");
+    sh(&["ip", "-n", &x_ns, "link", "set", "eth0", "address", &mac]);
+    sh(&["ip", "-n", &x_ns, "neigh", "flush", "dev", "eth0"]);
+    assert!(becomes(true, ENFORCE, || tcp(&x_ns, &pip, 7)), "control: x back on its MAC passes");
+
+    // x runs a DHCP server; v (same host) and p (other host) still get their own address
+    // from the real one (the gateway).
+    assert_eq!(dhcp_lease(&v_ns), Some((vip.clone(), gw.clone())), "control: v's DHCP before the rogue server");
+    let conf = d.join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 10.40.1.150\nend 10.40.1.160\ninterface eth0\nlease_file {l}\npidfile {p}\n\
+             option subnet 255.255.255.0\noption router 10.40.1.99\noption lease 600\n",
+            l = d.join("udhcpd.leases").display(),
+            p = d.join("udhcpd.pid").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("udhcpd.leases"), b"").unwrap();
+    let _rogue = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &x_ns, "busybox", "udhcpd", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn udhcpd"),
+    );
+    wait("the rogue DHCP server to listen", Duration::from_secs(10), || {
+        let ss = in_ns(&x_ns, &["ss", "-ulnH", "sport = :67"]);
+        (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
+    });
+    for _ in 0..3 {
+        assert_eq!(dhcp_lease(&v_ns), Some((vip.clone(), gw.clone())), "v's lease comes from the real DHCP");
+        assert_eq!(dhcp_lease(&p_ns), Some((pip.clone(), gw.clone())), "p's lease comes from the real DHCP");
+    }
+    assert!(tcp(&x_ns, &pip, 7), "control: x's own traffic passes while it runs the server");
+}
