@@ -524,7 +524,6 @@ impl World {
 fn reads_back(w: &World, i: usize, want: &Value, what: &str, deadline: Duration) -> Duration {
     let ns = w.vpc_ns(i);
     let start = Instant::now();
-    let mut last = Value::Null;
     loop {
         let now = readback(&ns);
         if &now == want {
@@ -538,9 +537,7 @@ fn reads_back(w: &World, i: usize, want: &Value, what: &str, deadline: Duration)
                 "{what}: host {i} does not read back the desired state after {deadline:?} (see /tmp/psc-readback-diff.json)"
             );
         }
-        last = now;
         std::thread::park_timeout(Duration::from_millis(100));
-        let _ = &last;
     }
 }
 
