@@ -497,11 +497,11 @@ async fn anti_spoofing_at_the_port() {
     std::fs::write(d.join("udhcpd.leases"), b"").unwrap();
     let _rogue = Proc(
         Command::new("ip")
-            .args(["netns", "exec", &x_ns, "busybox", "udhcpd", "-f"])
+            .args(["netns", "exec", &x_ns, "busybox", "udhcpd", "-f", "-a", "10"])
             .arg(&conf)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(d.join("udhcpd.log")).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(d.join("udhcpd.err")).unwrap()))
             .spawn()
             .expect("spawn udhcpd"),
     );
@@ -509,10 +509,41 @@ async fn anti_spoofing_at_the_port() {
         let ss = in_ns(&x_ns, &["ss", "-ulnH", "sport = :67"]);
         (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
     });
+    // Counts the DHCP replies leaving x's eth0 (inside x, before its port): proof that the
+    // rogue server answers. udhcpd sends on a packet socket, so a packet socket counts.
+    let sent_file = d.join("rogue-sent");
+    let sniff = format!(
+        "import socket,struct\n\
+         s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(3)); s.bind(('eth0',0))\n\
+         n=0\n\
+         while True:\n\
+         \x20   f,a=s.recvfrom(65535)\n\
+         \x20   if a[2]==4 and len(f)>40 and f[12:14]==b'\\x08\\x00' and f[23]==17:\n\
+         \x20       h=14+(f[14]&15)*4\n\
+         \x20       if struct.unpack('!H',f[h:h+2])[0]==67:\n\
+         \x20           n+=1; open('{p}','w').write(str(n))\n",
+        p = sent_file.display()
+    );
+    let _sniffer = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &x_ns, "python3", "-c", &sniff])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sniffer"),
+    );
+    wait("the sniffer's packet socket", Duration::from_secs(10), || {
+        let ss = in_ns(&x_ns, &["ss", "-0H"]);
+        (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
+    });
     for _ in 0..3 {
         assert_eq!(dhcp_lease(&v_ns), Some((vip.clone(), gw.clone())), "v's lease comes from the real DHCP");
         assert_eq!(dhcp_lease(&p_ns), Some((pip.clone(), gw.clone())), "p's lease comes from the real DHCP");
     }
+    let sent: u64 = std::fs::read_to_string(&sent_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    assert!(sent > 0, "control: the rogue DHCP server did answer (its replies left x's eth0)");
+    println!("rogue DHCP server sent {sent} replies; v and p took none");
     assert!(tcp_sure(&x_ns, &pip, 7), "control: x's own traffic passes while it runs the server");
 }
 
