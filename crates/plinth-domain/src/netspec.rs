@@ -163,6 +163,8 @@ pub struct NicProgress {
     /// Its host's last report of it.
     pub components: Option<Vec<ComponentStatus>>,
     pub filter_generation_applied: Option<i64>,
+    /// The VPC's current filter (firewall) generation: what its hosts are told to load.
+    pub filter_generation: Option<i64>,
     /// Hosts that must apply a generation before the NIC is reachable from them.
     pub barrier: Option<BTreeMap<HostId, i64>>,
     /// The generation each barrier host has applied.

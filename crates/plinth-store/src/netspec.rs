@@ -246,6 +246,13 @@ impl Store {
         for r in sql.query().fetch_all(&self.read).await? {
             hosts.entry(r.try_get("vpc_id")?).or_default().insert(HostId(r.try_get("host_id")?));
         }
+        let mut sql = Sql::new("SELECT id, firewall_generation FROM vpcs WHERE 1=1");
+        let ps = placeholders(&mut sql, &vpcs);
+        sql.push(&format!(" AND id IN ({ps})"));
+        let mut firewall: BTreeMap<String, i64> = BTreeMap::new();
+        for r in sql.query().fetch_all(&self.read).await? {
+            firewall.insert(r.try_get("id")?, r.try_get("firewall_generation")?);
+        }
         let mut applied = BTreeMap::new();
         for r in sqlx::query("SELECT host_id, applied_generation FROM host_networks").fetch_all(&self.read).await? {
             applied.insert(HostId(r.try_get("host_id")?), r.try_get::<i64, _>("applied_generation")?);
@@ -254,6 +261,7 @@ impl Store {
             .into_iter()
             .map(|(vpc, id, slot, mut p)| {
                 p.vpc_hosts = hosts.get(&vpc).cloned().unwrap_or_default();
+                p.filter_generation = firewall.get(&vpc).copied();
                 p.applied = p
                     .barrier
                     .iter()

@@ -248,11 +248,13 @@ pub fn tcp_ok(ns: &str, ip: &str, port: u16, size: usize, timeout: Duration) -> 
     in_ns(ns, &["python3", "-c", &code]).status.success()
 }
 
-/// One ICMP echo from `ns` to `ip` with a payload of `size` bytes; `df` forbids
-/// fragmentation.
+/// ICMP echoes from `ns` to `ip` with a payload of `size` bytes (any reply counts); `df`
+/// forbids fragmentation.
 pub fn ping_ok(ns: &str, ip: &str, size: usize, df: bool) -> bool {
     let s = size.to_string();
-    let mut args = vec!["ping", "-c", "1", "-W", "2", "-s", &s];
+    // Three echoes 0.2 s apart, success on any reply: one lost packet on a loaded machine
+    // is not a verdict.
+    let mut args = vec!["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", &s];
     if df {
         args.extend(["-M", "do"]);
     }
@@ -264,4 +266,161 @@ pub fn ping_ok(ns: &str, ip: &str, size: usize, df: bool) -> bool {
 pub fn tcp_open(ns: &str, ip: &str, port: u16) -> bool {
     let code = format!("import socket\nsocket.create_connection(('{ip}',{port}),timeout=2).close()\n");
     in_ns(ns, &["python3", "-c", &code]).status.success()
+}
+
+/// A long-lived TCP connection from `ns` to an echo server at `ip:port`: it sends one byte
+/// every 100 ms and counts the echoes that come back (in a file the test reads). A flow
+/// that stops passing data stops counting.
+pub struct Flow {
+    child: std::process::Child,
+    count: std::path::PathBuf,
+}
+
+impl Flow {
+    pub fn start(ns: &str, ip: &str, port: u16, dir: &std::path::Path, name: &str) -> Flow {
+        let count = dir.join(format!("flow-{name}"));
+        let code = format!(
+            "import socket,time\n\
+             s=socket.create_connection(('{ip}',{port}),timeout=3)\n\
+             s.settimeout(0.3)\n\
+             n=0\n\
+             while True:\n\
+             \x20   s.sendall(b'x')\n\
+             \x20   try:\n\
+             \x20       if s.recv(1): n+=1\n\
+             \x20   except socket.timeout: pass\n\
+             \x20   open('{p}.tmp','w').write(str(n))\n\
+             \x20   import os; os.replace('{p}.tmp','{p}')\n\
+             \x20   time.sleep(0.1)\n",
+            p = count.display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &code])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn flow");
+        let f = Flow { child, count };
+        wait("the flow to pass data", Duration::from_secs(10), || (f.echoed() > 0).then_some(()));
+        f
+    }
+
+    /// Echoes received so far.
+    pub fn echoed(&self) -> u64 {
+        std::fs::read_to_string(&self.count).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Whether the flow passes data now: the count grows within `within`.
+    pub fn passing(&self, within: Duration) -> bool {
+        let n = self.echoed();
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if self.echoed() > n {
+                return true;
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP server in `ns` on `port` that answers every connection with `name` (who answers
+/// an address: a hijacked address answers with the hijacker's name).
+pub struct Banner(std::process::Child);
+
+impl Banner {
+    pub fn start(ns: &str, port: u16, name: &str) -> Banner {
+        let code = format!(
+            "import socket\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0',{port})); s.listen(64)\n\
+             while True:\n\
+             \x20   c,_=s.accept(); c.sendall(b'{name}'); c.close()\n"
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &code])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn banner server");
+        wait("the banner server to listen", Duration::from_secs(10), || {
+            let ss = in_ns(ns, &["ss", "-ltnH", &format!("sport = :{port}")]);
+            (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
+        });
+        Banner(child)
+    }
+}
+
+impl Drop for Banner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Who answers `ip:port` from `ns` (a [`Banner`]'s name), or None when nothing does.
+pub fn who(ns: &str, ip: &str, port: u16) -> Option<String> {
+    let code = format!(
+        "import socket,sys\n\
+         s=socket.create_connection(('{ip}',{port}),timeout=1.5)\n\
+         s.settimeout(1.5)\n\
+         sys.stdout.write(s.recv(64).decode())\n"
+    );
+    let out = in_ns(ns, &["python3", "-c", &code]);
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The kernel state of namespace `ns` as read back (`ip -j -d link`, the permanent and
+/// static entries of `bridge -j fdb`, `nft -j list ruleset`), normalised: handles, ifindexes,
+/// timers and counters dropped, links and FDB entries sorted. Two equal read-backs are the
+/// same data path.
+pub fn readback(ns: &str) -> serde_json::Value {
+    use serde_json::Value;
+    fn json(out: Output) -> Value {
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| {
+                    !(k == "handle"
+                        || k == "ifindex"
+                        || k == "link_index"
+                        || k == "link_netnsid"
+                        || k == "packets"
+                        || k == "bytes"
+                        || k == "version"
+                        || k == "release_name"
+                        || k == "json_schema_version"
+                        || k.contains("timer"))
+                });
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut links = json(run(&["ip", "-n", ns, "-j", "-d", "link"]));
+    let mut fdb = json(run(&["bridge", "-n", ns, "-j", "fdb", "show"]));
+    let mut nft = json(run(&["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"]));
+    for v in [&mut links, &mut fdb, &mut nft] {
+        strip(v);
+    }
+    if let Value::Array(a) = &mut links {
+        a.sort_by_key(|l| l["ifname"].as_str().unwrap_or("").to_string());
+    }
+    if let Value::Array(a) = &mut fdb {
+        a.retain(|e| matches!(e["state"].as_str(), Some("permanent" | "static")));
+        a.sort_by_key(|e| e.to_string());
+    }
+    serde_json::json!({ "links": links, "fdb": fdb, "nft": nft })
 }
