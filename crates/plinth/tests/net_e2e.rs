@@ -6,119 +6,12 @@
 
 mod common;
 
+use common::labapi::*;
 use common::netlab::*;
-use common::{BIN, Proc};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.expect("send");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
-        v
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.ok(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.ok(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// Waits until the NIC is `ready`; returns it.
-    async fn ready(&self, nic: &Value) -> Value {
-        let id = nic["id"].as_str().unwrap();
-        let start = Instant::now();
-        loop {
-            let n = self.get(&format!("/v1/network-interfaces/{id}")).await;
-            if n["state"] == "ready" {
-                return n;
-            }
-            assert_ne!(n["state"], "failed", "{n}");
-            assert!(start.elapsed() < Duration::from_secs(60), "NIC {id} not ready: {n}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// A server listening on the lab's control address.
-async fn server(lab: &NetLab, d: &Path, database: Option<String>) -> (Proc, Api) {
-    let log = d.join("server.log");
-    let db = database.unwrap_or_else(|| format!("sqlite://{}", d.join("plinth.db").display()));
-    let p = Proc(
-        Command::new(BIN)
-            .args(["server", "--listen", &format!("{}:0", lab.server_ip()), "--operator-token-file"])
-            .arg(d.join("operator-token"))
-            .arg("--database-url")
-            .arg(&db)
-            .arg("--tls-dir")
-            .arg(d.join("tls"))
-            .env("PLINTH_BLOB_DIR", d.join("blobs"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .expect("spawn plinth server"),
-    );
-    let prefix = format!("https://{}:", lab.server_ip());
-    let url = wait("the server to listen", Duration::from_secs(60), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.split_whitespace().find(|w| w.starts_with(&prefix)).map(str::to_string)
-    });
-    let token = wait("the operator token", Duration::from_secs(30), || {
-        std::fs::read_to_string(d.join("operator-token")).ok().map(|s| s.trim().to_string())
-    });
-    let ca = plinth_client::connect::Ca::from_file(&d.join("tls/ca.pem")).expect("the server's CA");
-    (p, Api { http: plinth_client::connect::trusting(&ca).build().unwrap(), url, token })
-}
-
-/// `plinth agent` inside host `i`'s namespace.
-async fn agent(lab: &NetLab, i: usize, d: &Path, api: &Api) -> Proc {
-    let jt = api.post("/v1/host-join-tokens", json!({})).await;
-    let log = std::fs::File::create(d.join(format!("agent{i}.log"))).unwrap();
-    let host = lab.host(i);
-    Proc(
-        // nsenter enters the host's network namespace only: `ip netns exec` would also give
-        // the agent a private mount namespace, where the VPC namespaces it makes
-        // (bind mounts under /run/netns) would be invisible to everyone else.
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .args([BIN, "agent", "--server", &api.url, "--join-token"])
-            .arg(jt["agent_join_token"].as_str().unwrap())
-            .args(["--hostname", &format!("{}-h{i}", lab.prefix)])
-            .arg("--data-dir")
-            .arg(d.join(format!("agent{i}")))
-            .args(["--underlay-ip", &lab.underlay(i), "--netns-prefix", &lab.vpc_prefix(i), "--poll-wait", "5"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn plinth agent"),
-    )
-}
-
-fn s(v: &Value, k: &str) -> String {
-    v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}")).to_string()
-}
 
 /// One row of the reachability table.
 struct Probe {
@@ -336,27 +229,6 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>) {
     let ps = String::from_utf8_lossy(&run(&["ps", "-eo", "args"]).stdout).to_string();
     assert!(!dhcp_of_lab(&ps), "no dnsmasq of the lab is left");
     let _ = &mut lab;
-}
-
-async fn wait_hosts(api: &Api, lab: &NetLab) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let hosts = api.get("/v1/hosts?limit=100").await;
-        let mut ids = vec![];
-        for i in 1..=lab.hosts {
-            let name = format!("{}-h{i}", lab.prefix);
-            if let Some(h) = hosts["items"].as_array().unwrap().iter().find(|h| h["name"] == name.as_str())
-                && h["state"] == "available"
-            {
-                ids.push(s(h, "id"));
-            }
-        }
-        if ids.len() == lab.hosts {
-            return ids;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "hosts did not become available: {hosts}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

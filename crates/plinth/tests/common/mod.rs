@@ -127,3 +127,4 @@ impl Drop for NetReaper {
         }
     }
 }
+pub mod labapi;
