@@ -145,8 +145,3 @@ pub async fn wait_nics_ready(st: &AppState, instance: &InstanceId) -> std::resul
         )),
     }
 }
-
-/// Whether the instance has NICs at all (cheap check before waiting).
-pub async fn has_nics(st: &AppState, instance: &InstanceId) -> Result<bool> {
-    Ok(!st.store.nic_progress(&[], Some(instance.as_str())).await?.is_empty())
-}
