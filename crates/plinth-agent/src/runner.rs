@@ -56,6 +56,10 @@ const MIN_SHIP_SPACING: Duration = Duration::from_millis(5);
 /// How often the host's inventory is discovered again (and sent when it changed).
 const REDISCOVER_PERIOD: Duration = Duration::from_secs(60);
 
+/// Longest time between two verifying applies while changes keep coming (each change
+/// pushes the periodic one back by [`NETWORK_REAPPLY`]).
+pub const NETWORK_VERIFY_MAX: Duration = Duration::from_secs(60);
+
 /// How often the network spec is applied again when nothing changed (drift repair).
 pub const NETWORK_REAPPLY: Duration = Duration::from_secs(10);
 
@@ -451,6 +455,7 @@ impl<R: Runtime> Host<R> {
         let mut net_done: Option<HostNetworkSpec> = None;
         let mut net_apply: Option<BoxFut<(HostNetworkSpec, Option<ObservedNetwork>)>> = None;
         let mut net_at = Instant::now();
+        let mut net_verified_at = Instant::now();
         let mut net_pending: Option<ObservedNetwork> = None;
         let mut net_sent: Option<ObservedNetwork> = None;
         let mut net_send: Option<BoxFut<(ObservedNetwork, Result<ObservedAck, ClientError>)>> = None;
@@ -496,22 +501,35 @@ impl<R: Runtime> Host<R> {
                 && (net_done.as_ref() != Some(want) || net_at <= now)
             {
                 let (backend, spec) = (backend.0.clone(), want.clone());
+                // A changed spec is applied as a change (only the difference, nothing read
+                // back), unless nothing was applied yet or the last verification is
+                // NETWORK_VERIFY_MAX old; an unchanged one is verified.
+                let verify = net_done.is_none() || net_at <= now || now >= net_verified_at + NETWORK_VERIFY_MAX;
+                if verify {
+                    net_verified_at = now;
+                }
                 net_at = now + NETWORK_REAPPLY;
-                net_apply = Some(Box::pin(async move {
-                    // The backend never changes the calling thread's namespace, so a pooled
-                    // blocking thread is fine here.
-                    let s = spec.clone();
-                    let observed = tokio::task::spawn_blocking(move || backend.apply(&s)).await.ok();
-                    (spec, observed)
-                }));
+                net_apply =
+                    Some(Box::pin(async move {
+                        // The backend never changes the calling thread's namespace, so a pooled
+                        // blocking thread is fine here.
+                        let s = spec.clone();
+                        let observed = tokio::task::spawn_blocking(move || {
+                            if verify { backend.apply(&s) } else { backend.apply_change(&s) }
+                        })
+                        .await
+                        .ok();
+                        (spec, observed)
+                    }));
             }
             if net_send.is_none()
                 && net_send_at <= now
                 && let Some(obs) = net_pending.take()
             {
                 let h = host.clone();
+                let delta = obs.changed_since(net_sent.as_ref());
                 net_send = Some(Box::pin(async move {
-                    let body = ObservedReport { instances: Vec::new(), network: Some(obs.clone()) };
+                    let body = ObservedReport { instances: Vec::new(), network: Some(delta) };
                     let r = h.observed(&body).await;
                     (obs, r)
                 }));

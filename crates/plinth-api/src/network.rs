@@ -559,5 +559,23 @@ pub struct ObservedNetwork {
     /// The host's underlay address (its VTEP).
     #[serde(default)]
     pub vtep: Option<String>,
+    /// The local NICs whose observation changed since the last report the server
+    /// acknowledged (all of them in an agent's first report); a NIC not listed keeps
+    /// what was last reported for it.
     pub nics: Vec<ObservedNic>,
+}
+
+impl ObservedNetwork {
+    /// This observation with only the NICs that differ from `since` (the last one the
+    /// server acknowledged): what a report needs to carry.
+    pub fn changed_since(&self, since: Option<&ObservedNetwork>) -> ObservedNetwork {
+        let Some(since) = since else { return self.clone() };
+        let before: std::collections::HashMap<&NicId, &ObservedNic> =
+            since.nics.iter().map(|n| (&n.nic_id, n)).collect();
+        ObservedNetwork {
+            generation: self.generation,
+            vtep: self.vtep.clone(),
+            nics: self.nics.iter().filter(|n| before.get(&n.nic_id) != Some(n)).cloned().collect(),
+        }
+    }
 }

@@ -42,6 +42,16 @@ pub fn bridge(ns: Option<&str>, args: &[&str]) -> Result<String, String> {
     run("bridge", &with_ns(ns, args), None)
 }
 
+/// `prog [-n ns] -batch -` (`prog` is `ip` or `bridge`) fed `commands`, one per line: one
+/// process for many changes. On an error the commands before it took effect.
+pub fn batch(prog: &str, ns: Option<&str>, commands: &str) -> Result<String, String> {
+    run(prog, &with_ns(ns, &["-batch", "-"]), Some(commands)).map_err(|e| {
+        let first = commands.lines().next().unwrap_or_default();
+        let n = commands.lines().count();
+        format!("{e} (batch of {n} commands, the first: {first})")
+    })
+}
+
 /// `ip netns exec ns prog args…` (stdin fed when given).
 pub fn in_ns(ns: &str, prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut all = vec!["netns", "exec", ns, prog];

@@ -204,11 +204,12 @@ fn converge_one(plan: &VpcPlan, s: &SubnetPlan, f: &Files) -> Result<(), String>
     }
 }
 
-/// Whether the NIC's entry is on disk and its subnet's dnsmasq is alive.
+/// Whether the NIC's entry is on disk (whether its subnet's dnsmasq is alive is
+/// [`running`], asked once per subnet).
 pub fn observe(vpc_dir: &Path, bridge: &str, nic: &str) -> Result<(), String> {
     let f = files(vpc_dir, bridge);
     if !f.hosts.join(nic).is_file() {
         return Err(format!("no DHCP host entry for it in {}", f.hosts.display()));
     }
-    running(&f.pid).map(|_| ()).ok_or_else(|| format!("the DHCP server of {bridge} is not running"))
+    Ok(())
 }

@@ -5,7 +5,9 @@
 
 use super::cmd;
 use super::plan::VpcPlan;
-use std::collections::BTreeSet;
+use super::view::{FdbSet, NeighSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
 
 /// The all-zero MAC of replication entries.
 pub const ZERO_MAC: &str = "00:00:00:00:00:00";
@@ -37,29 +39,51 @@ pub fn desired(plan: &VpcPlan, own_vtep: &str) -> Vec<(String, BTreeSet<(String,
         .collect()
 }
 
-/// Converges every VXLAN device's entries; answers the errors met (by device).
-pub fn converge(plan: &VpcPlan, own_vtep: &str) -> Vec<(String, String)> {
+/// Converges every VXLAN device's entries from what `view` holds (its devices' entries),
+/// recording each change there; answers the errors met (by device). The commands of all
+/// devices go in one `bridge -batch` (a change of one entry is one process).
+pub fn converge(plan: &VpcPlan, own_vtep: &str, view: &mut BTreeMap<String, FdbSet>) -> Vec<(String, String)> {
     let mut errors = Vec::new();
+    let mut batch = String::new();
+    let mut done: Vec<(String, bool, (String, String))> = Vec::new();
     for (vx, want) in desired(plan, own_vtep) {
-        let have = match read(&plan.ns, &vx) {
-            Ok(h) => h,
-            Err(e) => {
-                errors.push((vx, e));
-                continue;
-            }
-        };
+        let empty = FdbSet::new();
+        let have = view.get(&vx).unwrap_or(&empty);
         for (mac, dst) in have.difference(&want) {
-            if let Err(e) = cmd::bridge(Some(&plan.ns), &["fdb", "del", mac, "dev", &vx, "dst", dst]) {
-                errors.push((vx.clone(), e));
+            let _ = writeln!(batch, "fdb del {mac} dev {vx} dst {dst}");
+            done.push((vx.clone(), false, (mac.clone(), dst.clone())));
+        }
+        for (mac, dst) in want.difference(have) {
+            let verb = if mac == ZERO_MAC { "append" } else { "replace" };
+            let _ = writeln!(batch, "fdb {verb} {mac} dev {vx} dst {dst} self permanent");
+            done.push((vx.clone(), true, (mac.clone(), dst.clone())));
+        }
+    }
+    if batch.is_empty() {
+        return errors;
+    }
+    match cmd::batch("bridge", Some(&plan.ns), &batch) {
+        Ok(_) => {
+            for (vx, add, entry) in done {
+                let set = view.entry(vx).or_default();
+                if add {
+                    set.insert(entry);
+                } else {
+                    set.remove(&entry);
+                }
             }
         }
-        for (mac, dst) in want.difference(&have) {
-            let verb = if mac == ZERO_MAC { "append" } else { "replace" };
-            if let Err(e) =
-                cmd::bridge(Some(&plan.ns), &["fdb", verb, mac, "dev", &vx, "dst", dst, "self", "permanent"])
-            {
-                errors.push((vx.clone(), e));
+        Err(e) => {
+            // Which commands of the batch took is unknown: read the devices back.
+            for (vx, _) in desired(plan, own_vtep) {
+                match read(&plan.ns, &vx) {
+                    Ok(h) => {
+                        view.insert(vx, h);
+                    }
+                    Err(e) => errors.push((vx, e)),
+                }
             }
+            errors.push(("fdb".to_owned(), e));
         }
     }
     errors
@@ -97,25 +121,30 @@ pub fn read_neigh(ns: &str) -> Result<BTreeSet<(String, String, String)>, String
         .collect())
 }
 
-/// Converges the permanent neighbours; answers the errors met.
-pub fn converge_neigh(plan: &VpcPlan, own_vtep: &str) -> Vec<String> {
+/// Converges the permanent neighbours from what `have` holds, recording the changes
+/// there (one `ip -batch`); answers the errors met.
+pub fn converge_neigh(plan: &VpcPlan, own_vtep: &str, have: &mut NeighSet) -> Vec<String> {
     let want = desired_neigh(plan, own_vtep);
-    let have = match read_neigh(&plan.ns) {
-        Ok(h) => h,
-        Err(e) => return vec![e],
-    };
-    let mut errors = Vec::new();
+    let mut batch = String::new();
     for (addr, dev, _) in have.difference(&want) {
-        if let Err(e) = cmd::ip(Some(&plan.ns), &["neigh", "del", addr, "dev", dev]) {
-            errors.push(e);
+        let _ = writeln!(batch, "neigh del {addr} dev {dev}");
+    }
+    for (addr, dev, mac) in want.difference(have) {
+        let _ = writeln!(batch, "neigh replace {addr} lladdr {mac} dev {dev} nud permanent");
+    }
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    match cmd::batch("ip", Some(&plan.ns), &batch) {
+        Ok(_) => {
+            *have = want;
+            Vec::new()
+        }
+        Err(e) => {
+            if let Ok(now) = read_neigh(&plan.ns) {
+                *have = now;
+            }
+            vec![e]
         }
     }
-    for (addr, dev, mac) in want.difference(&have) {
-        if let Err(e) =
-            cmd::ip(Some(&plan.ns), &["neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"])
-        {
-            errors.push(e);
-        }
-    }
-    errors
 }

@@ -37,7 +37,7 @@
 
 use super::cmd;
 use super::plan::{VpcPlan, cidr_range};
-use plinth_api::{Direction, NicId, RuleProtocol};
+use plinth_api::{Direction, NicId, RuleProtocol, SecurityGroupId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -49,8 +49,10 @@ pub struct Ruleset {
     pub structure: String,
     /// Elements per set, keyed by `"<family> <set>"`.
     pub sets: BTreeMap<String, BTreeSet<String>>,
-    /// Per NIC: the allow atoms of its groups (for cutting connections a change removed).
-    pub atoms: BTreeMap<NicId, BTreeSet<String>>,
+    /// Per group: its allow atoms (for cutting connections a change removed).
+    pub group_atoms: BTreeMap<SecurityGroupId, BTreeSet<String>>,
+    /// Per NIC: its groups.
+    pub nic_groups: BTreeMap<NicId, BTreeSet<SecurityGroupId>>,
     /// Per NIC: the filter generation this ruleset carries.
     pub generations: BTreeMap<NicId, i64>,
     /// Per NIC: its address.
@@ -62,8 +64,10 @@ pub struct Ruleset {
 pub struct Loaded {
     /// The ruleset loaded.
     pub ruleset: Ruleset,
-    /// The tables as read back right after loading (handles stripped).
-    pub readback: String,
+    /// The tables as read back after loading (handles stripped); `None` after a change
+    /// apply, which does not read back (the next verifying apply then replaces the tables
+    /// whole rather than trust a delta against an unknown state).
+    pub readback: Option<String>,
 }
 
 type Box_ = Vec<(u32, u32)>;
@@ -95,6 +99,12 @@ pub fn disjoint(boxes: &[Box_]) -> Vec<Box_> {
         cuts.insert(u64::from(b[0].1) + 1);
     }
     let cuts: Vec<u64> = cuts.into_iter().collect();
+    // Sweep the windows in order, keeping the boxes whose first range covers the window
+    // (every start and end is a cut, so a box covers a window whole or not at all).
+    let mut by_start: Vec<&Box_> = boxes.iter().collect();
+    by_start.sort_by_key(|b| b[0].0);
+    let mut next = 0;
+    let mut active: Vec<&Box_> = Vec::new();
     let mut out = Vec::new();
     let mut run: Option<(u32, u32, Vec<Box_>)> = None;
     let flush = |run: &mut Option<(u32, u32, Vec<Box_>)>, out: &mut Vec<Box_>| {
@@ -108,8 +118,12 @@ pub fn disjoint(boxes: &[Box_]) -> Vec<Box_> {
     };
     for w in cuts.windows(2) {
         let (lo, hi) = (w[0] as u32, (w[1] - 1) as u32);
-        let covering: Vec<Box_> =
-            boxes.iter().filter(|b| b[0].0 <= lo && b[0].1 >= hi).map(|b| b[1..].to_vec()).collect();
+        while next < by_start.len() && by_start[next][0].0 <= lo {
+            active.push(by_start[next]);
+            next += 1;
+        }
+        active.retain(|b| b[0].1 >= hi);
+        let covering: Vec<Box_> = active.iter().map(|b| b[1..].to_vec()).collect();
         if covering.is_empty() {
             flush(&mut run, &mut out);
             continue;
@@ -163,21 +177,27 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
     }
 
     // Groups.
-    let mut group_atoms: Vec<BTreeSet<String>> = Vec::new();
     for (k, g) in groups.iter().enumerate() {
         let mut atoms = BTreeSet::new();
         let mut boxes: BTreeMap<String, Vec<Box_>> = BTreeMap::new();
         for r in &g.rules {
-            let remotes: Vec<(u32, u32)> = if let Some(cidr) = &r.remote_cidr {
-                cidr_range(cidr).into_iter().collect()
+            // From (or to) anywhere goes to the port-only sets (`…_p`): such a rule is one
+            // element, not one per window the CIDR rules cut in the address space.
+            let (remotes, anywhere): (Vec<(u32, u32)>, bool) = if let Some(cidr) = &r.remote_cidr {
+                match cidr_range(cidr) {
+                    Ok((0, u32::MAX)) => (Vec::new(), true),
+                    Ok(range) => (vec![range], false),
+                    Err(_) => (Vec::new(), false),
+                }
             } else if let Some(rg) = &r.remote_group_id {
-                groups
+                let members = groups
                     .iter()
                     .filter(|o| o.security_group_id == *rg)
                     .flat_map(|o| o.members.iter().filter_map(|m| ipv4(m)).map(|a| (a, a)))
-                    .collect()
+                    .collect();
+                (members, false)
             } else {
-                vec![(0, u32::MAX)]
+                (Vec::new(), true)
             };
             let dir = match r.direction {
                 Direction::Ingress => "in",
@@ -188,25 +208,42 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
                 (Some(a), None) | (None, Some(a)) => (u32::from(a), u32::from(a)),
                 (Some(a), Some(b)) => (u32::from(a.min(b)), u32::from(a.max(b))),
             };
+            let t = r.icmp_type.map_or((0, 255), |t| (u32::from(t), u32::from(t)));
+            let c = r.icmp_code.map_or((0, 255), |c| (u32::from(c), u32::from(c)));
+            let (suffix, rest): (&str, Box_) = match r.protocol {
+                RuleProtocol::Tcp => ("tcp", vec![ports]),
+                RuleProtocol::Udp => ("udp", vec![ports]),
+                RuleProtocol::Icmp => ("icmp", vec![t, c]),
+                RuleProtocol::Any => ("any", Vec::new()),
+            };
+            if anywhere {
+                let b = if rest.is_empty() { vec![(0, u32::MAX)] } else { rest };
+                atoms.insert(format!("{dir}_{suffix}_p {b:?}"));
+                boxes.entry(format!("inet g{k}_{dir}_{suffix}_p")).or_default().push(b);
+                continue;
+            }
             for remote in remotes {
-                let (suffix, b): (&str, Box_) = match r.protocol {
-                    RuleProtocol::Tcp => ("tcp", vec![remote, ports]),
-                    RuleProtocol::Udp => ("udp", vec![remote, ports]),
-                    RuleProtocol::Icmp => {
-                        let t = r.icmp_type.map_or((0, 255), |t| (u32::from(t), u32::from(t)));
-                        let c = r.icmp_code.map_or((0, 255), |c| (u32::from(c), u32::from(c)));
-                        ("icmp", vec![remote, t, c])
-                    }
-                    RuleProtocol::Any => ("any", vec![remote]),
-                };
+                let mut b = vec![remote];
+                b.extend(rest.iter().copied());
                 atoms.insert(format!("{dir}_{suffix} {b:?}"));
                 boxes.entry(format!("inet g{k}_{dir}_{suffix}")).or_default().push(b);
             }
         }
         for (set, bs) in boxes {
+            let port_only = set.ends_with("_p");
+            let any_p = set.ends_with("_any_p");
             for b in disjoint(&bs) {
-                let mut parts = vec![range_text(b[0].0, b[0].1, addr_text)];
-                parts.extend(b[1..].iter().map(|(lo, hi)| range_text(*lo, *hi, |v| v.to_string())));
+                if any_p {
+                    // "Any protocol from anywhere": the set's one element is a flag.
+                    add(&set, "0.0.0.0-255.255.255.255".to_owned());
+                    continue;
+                }
+                let mut parts = Vec::new();
+                let mut fields = b.iter();
+                if !port_only && let Some((lo, hi)) = fields.next() {
+                    parts.push(range_text(*lo, *hi, addr_text));
+                }
+                parts.extend(fields.map(|(lo, hi)| range_text(*lo, *hi, |v| v.to_string())));
                 add(&set, parts.join(" . "));
             }
         }
@@ -214,16 +251,11 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
             add(&format!("inet g{k}_ports"), n.spec.port.to_string());
             add(&format!("inet g{k}_addrs"), n.spec.ipv4.clone());
         }
-        group_atoms.push(atoms);
+        rs.group_atoms.insert(g.security_group_id.clone(), atoms);
     }
     for n in &plan.nics {
-        let mut atoms = BTreeSet::new();
-        for (k, g) in groups.iter().enumerate() {
-            if n.spec.security_group_ids.contains(&g.security_group_id) {
-                atoms.extend(group_atoms[k].iter().map(|a| format!("{}:{a}", g.security_group_id)));
-            }
-        }
-        rs.atoms.insert(n.spec.nic_id.clone(), atoms);
+        let mine = n.spec.security_group_ids.iter().filter(|id| groups.iter().any(|g| g.security_group_id == **id));
+        rs.nic_groups.insert(n.spec.nic_id.clone(), mine.cloned().collect());
     }
     rs.sets = sets;
     rs.structure = structure(groups.len(), !uplinks.is_empty());
@@ -284,6 +316,10 @@ fn structure(groups: usize, _with_uplinks: bool) -> String {
             let _ = writeln!(t, "\tset g{k}_{dir}_udp {{ type ipv4_addr . inet_service; flags interval; }}");
             let _ = writeln!(t, "\tset g{k}_{dir}_icmp {{ type ipv4_addr . icmp_type . icmp_code; flags interval; }}");
             let _ = writeln!(t, "\tset g{k}_{dir}_any {{ type ipv4_addr; flags interval; }}");
+            let _ = writeln!(t, "\tset g{k}_{dir}_tcp_p {{ type inet_service; flags interval; }}");
+            let _ = writeln!(t, "\tset g{k}_{dir}_udp_p {{ type inet_service; flags interval; }}");
+            let _ = writeln!(t, "\tset g{k}_{dir}_icmp_p {{ type icmp_type . icmp_code; flags interval; }}");
+            let _ = writeln!(t, "\tset g{k}_{dir}_any_p {{ type ipv4_addr; flags interval; }}");
         }
     }
     t.push_str(
@@ -303,6 +339,11 @@ fn structure(groups: usize, _with_uplinks: bool) -> String {
         let _ = writeln!(t, "{m} . udp dport @g{k}_out_udp return");
         let _ = writeln!(t, "{m} . icmp type . icmp code @g{k}_out_icmp return");
         let _ = writeln!(t, "{m} @g{k}_out_any return");
+        let m = format!("\t\tmeta mark @g{k}_ports");
+        let _ = writeln!(t, "{m} tcp dport @g{k}_out_tcp_p return");
+        let _ = writeln!(t, "{m} udp dport @g{k}_out_udp_p return");
+        let _ = writeln!(t, "{m} icmp type . icmp code @g{k}_out_icmp_p return");
+        let _ = writeln!(t, "{m} ip daddr @g{k}_out_any_p return");
     }
     t.push_str("\t\tdrop\n\t}\n\tchain ingress {\n");
     for k in 0..groups {
@@ -311,6 +352,11 @@ fn structure(groups: usize, _with_uplinks: bool) -> String {
         let _ = writeln!(t, "{m} . udp dport @g{k}_in_udp accept");
         let _ = writeln!(t, "{m} . icmp type . icmp code @g{k}_in_icmp accept");
         let _ = writeln!(t, "{m} @g{k}_in_any accept");
+        let m = format!("\t\tip daddr @g{k}_addrs");
+        let _ = writeln!(t, "{m} tcp dport @g{k}_in_tcp_p accept");
+        let _ = writeln!(t, "{m} udp dport @g{k}_in_udp_p accept");
+        let _ = writeln!(t, "{m} icmp type . icmp code @g{k}_in_icmp_p accept");
+        let _ = writeln!(t, "{m} ip saddr @g{k}_in_any_p accept");
     }
     t.push_str(
         "\t\tdrop\n\t}\n\
@@ -392,13 +438,24 @@ fn strip(v: &mut serde_json::Value) {
     }
 }
 
-/// Loads `new` into the namespace: a delta when `loaded` still matches the kernel and the
-/// structure is the same, else the whole tables. Answers what is loaded now, or the error
-/// (the kernel keeps the old ruleset then).
-pub fn apply(ns: &str, loaded: Option<&Loaded>, new: &Ruleset) -> Result<Loaded, String> {
-    let current = read_back(ns).ok();
+/// Loads `new` into the namespace. `verify`: the kernel's tables are read back and a
+/// delta is sent only when they still read as `loaded` left them (else the whole tables
+/// are replaced), then read back again; otherwise `loaded` is trusted, a delta is sent
+/// and nothing is read. Answers what is loaded now, or the error (the kernel keeps the old
+/// ruleset then: one batch is one transaction).
+pub fn apply(ns: &str, loaded: Option<&Loaded>, new: &Ruleset, verify: bool) -> Result<Loaded, String> {
+    let trusted = match loaded {
+        Some(l) if l.ruleset.structure == new.structure => {
+            if verify {
+                l.readback.is_some() && read_back(ns).ok() == l.readback
+            } else {
+                true
+            }
+        }
+        _ => false,
+    };
     let batch = match loaded {
-        Some(l) if current.as_deref() == Some(l.readback.as_str()) && l.ruleset.structure == new.structure => {
+        Some(l) if trusted => {
             if l.ruleset.sets == new.sets {
                 return Ok(Loaded { ruleset: new.clone(), readback: l.readback.clone() });
             }
@@ -407,24 +464,61 @@ pub fn apply(ns: &str, loaded: Option<&Loaded>, new: &Ruleset) -> Result<Loaded,
         _ => full_batch(new),
     };
     cmd::in_ns(ns, "nft", &["-f", "-"], Some(&batch)).map_err(|e| format!("nft batch refused: {e}"))?;
-    let readback = read_back(ns)?;
+    let readback = if verify { Some(read_back(ns)?) } else { None };
     Ok(Loaded { ruleset: new.clone(), readback })
 }
 
 /// Deletes the conntrack entries of each NIC whose allowed traffic shrank from `old` to
-/// `new` (an established flow a removed rule allowed must stop).
+/// `new` (an established flow a removed rule allowed must stop). The namespace's entries
+/// are listed once, and only the addresses that have some are deleted by (a rule removed
+/// from a group of 100 NICs is then a listing and the deletes of the NICs in use, not 200
+/// processes).
 pub fn cut_connections(ns: &str, old: &Ruleset, new: &Ruleset) {
-    for (nic, atoms) in &new.atoms {
-        let Some(before) = old.atoms.get(nic) else { continue };
-        if before.is_subset(atoms) {
-            continue;
-        }
-        if let Some(addr) = new.addrs.get(nic) {
-            // `conntrack -D` exits 1 when nothing matched; either way nothing is left.
-            let _ = cmd::in_ns(ns, "conntrack", &["-D", "-s", addr], None);
-            let _ = cmd::in_ns(ns, "conntrack", &["-D", "-d", addr], None);
-        }
+    let shrunk: Vec<&String> = new
+        .nic_groups
+        .iter()
+        .filter(|(nic, groups)| old.nic_groups.get(*nic).is_some_and(|before| allowed_shrank(old, before, new, groups)))
+        .filter_map(|(nic, _)| new.addrs.get(nic))
+        .collect();
+    if shrunk.is_empty() {
+        return;
     }
+    let in_use = match cmd::in_ns(ns, "conntrack", &["-L"], None) {
+        Ok(text) => tracked_addresses(&text),
+        // Listing failed: delete for every NIC concerned rather than leave a flow.
+        Err(_) => shrunk.iter().map(|a| (*a).clone()).collect(),
+    };
+    for addr in shrunk.into_iter().filter(|a| in_use.contains(*a)) {
+        // `conntrack -D` exits 1 when nothing matched; either way nothing is left.
+        let _ = cmd::in_ns(ns, "conntrack", &["-D", "-s", addr], None);
+        let _ = cmd::in_ns(ns, "conntrack", &["-D", "-d", addr], None);
+    }
+}
+
+/// Whether a NIC in `before` groups under `old` may do less in `after` groups under `new`
+/// (the union of its groups' atoms lost one). Cheap when nothing that concerns it moved.
+fn allowed_shrank(
+    old: &Ruleset,
+    before: &BTreeSet<SecurityGroupId>,
+    new: &Ruleset,
+    after: &BTreeSet<SecurityGroupId>,
+) -> bool {
+    let same = |g: &SecurityGroupId| old.group_atoms.get(g) == new.group_atoms.get(g);
+    if before == after && before.iter().all(same) {
+        return false;
+    }
+    let union = |rs: &Ruleset, gs: &BTreeSet<SecurityGroupId>| -> BTreeSet<String> {
+        gs.iter().flat_map(|g| rs.group_atoms.get(g).into_iter().flatten().cloned()).collect()
+    };
+    !union(old, before).is_subset(&union(new, after))
+}
+
+/// The addresses named (`src=`/`dst=`, either direction) in `conntrack -L` output.
+fn tracked_addresses(text: &str) -> BTreeSet<String> {
+    text.split_whitespace()
+        .filter_map(|w| w.strip_prefix("src=").or_else(|| w.strip_prefix("dst=")))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::plan::{NicPlan, VpcPlan};
 use super::tap;
 use plinth_api::NicPlug;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// One link as read back.
@@ -97,26 +97,37 @@ pub fn ensure_ns(ns: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Converges bridges and VXLAN devices; answers per-subnet errors (by bridge name).
-pub fn converge_segments(plan: &VpcPlan, underlay: &str, links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
+/// Converges bridges and VXLAN devices; answers per-subnet errors (by bridge name), and
+/// whether it ran any command (the links must then be read again).
+pub fn converge_segments(
+    plan: &VpcPlan,
+    underlay: &str,
+    links: &BTreeMap<String, Link>,
+) -> (BTreeMap<String, String>, bool) {
     let ns = plan.ns.as_str();
     let mut errors = BTreeMap::new();
+    let mut changed = false;
+    let ip = |changed: &mut bool, ns: Option<&str>, args: &[&str]| {
+        *changed = true;
+        cmd::ip(ns, args)
+    };
     for s in &plan.subnets {
         let r = (|| -> Result<(), String> {
+            let changed = &mut changed;
             let br = links.get(&s.bridge);
             if br.is_some_and(|b| b.kind != "bridge") {
-                cmd::ip(Some(ns), &["link", "del", &s.bridge])?;
+                ip(changed, Some(ns), &["link", "del", &s.bridge])?;
             }
             let br = br.filter(|b| b.kind == "bridge");
             if br.is_none() {
-                cmd::ip(Some(ns), &["link", "add", &s.bridge, "type", "bridge"])?;
+                ip(changed, Some(ns), &["link", "add", &s.bridge, "type", "bridge"])?;
             }
             let mtu = s.mtu.to_string();
             if br.is_none_or(|b| b.mtu != s.mtu || !b.mac.eq_ignore_ascii_case(&s.mac) || !b.up) {
-                cmd::ip(Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &mtu, "up"])?;
+                ip(changed, Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &mtu, "up"])?;
             }
             if br.is_none_or(|b| !b.addrs.contains(&s.gateway_cidr)) {
-                cmd::ip(Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
+                ip(changed, Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
             }
             if let Some((vx, vni)) = &s.vxlan {
                 let cur = links.get(vx);
@@ -126,16 +137,17 @@ pub fn converge_segments(plan: &VpcPlan, underlay: &str, links: &BTreeMap<String
                         && l.vxlan_local.as_deref() == Some(underlay)
                 });
                 if cur.is_some() && !good {
-                    cmd::ip(Some(ns), &["link", "del", vx])?;
+                    ip(changed, Some(ns), &["link", "del", vx])?;
                 }
                 if !good {
                     // Made in the agent's namespace (its UDP socket stays on the underlay),
                     // then moved into the VPC namespace.
                     if read_one(None, vx).is_some() {
-                        cmd::ip(None, &["link", "del", vx])?;
+                        ip(changed, None, &["link", "del", vx])?;
                     }
                     let id = vni.to_string();
-                    cmd::ip(
+                    ip(
+                        changed,
                         None,
                         &[
                             "link",
@@ -152,14 +164,14 @@ pub fn converge_segments(plan: &VpcPlan, underlay: &str, links: &BTreeMap<String
                             "nolearning",
                         ],
                     )?;
-                    if let Err(e) = cmd::ip(None, &["link", "set", vx, "netns", ns]) {
-                        let _ = cmd::ip(None, &["link", "del", vx]);
+                    if let Err(e) = ip(changed, None, &["link", "set", vx, "netns", ns]) {
+                        let _ = ip(changed, None, &["link", "del", vx]);
                         return Err(e);
                     }
                 }
                 let cur = if good { cur } else { None };
                 if cur.is_none_or(|l| l.mtu != s.mtu || l.master.as_deref() != Some(&s.bridge) || !l.up) {
-                    cmd::ip(Some(ns), &["link", "set", vx, "mtu", &mtu, "master", &s.bridge, "up"])?;
+                    ip(changed, Some(ns), &["link", "set", vx, "mtu", &mtu, "master", &s.bridge, "up"])?;
                 }
             }
             Ok(())
@@ -173,10 +185,10 @@ pub fn converge_segments(plan: &VpcPlan, underlay: &str, links: &BTreeMap<String
         let wanted_br = plan.subnets.iter().any(|s| s.bridge == l.name);
         let wanted_vx = plan.subnets.iter().any(|s| s.vxlan.as_ref().is_some_and(|(v, _)| *v == l.name));
         if (l.kind == "bridge" && !wanted_br) || (l.kind == "vxlan" && !wanted_vx) {
-            let _ = cmd::ip(Some(ns), &["link", "del", &l.name]);
+            let _ = ip(&mut changed, Some(ns), &["link", "del", &l.name]);
         }
     }
-    errors
+    (errors, changed)
 }
 
 /// One link of the namespace, if present.
@@ -186,8 +198,8 @@ fn read_one(ns: Option<&str>, name: &str) -> Option<Value> {
 }
 
 /// Makes the ports that are missing (detached and down) and deletes ports that are not
-/// in the plan. Answers per-device creation errors.
-pub fn converge_ports(plan: &VpcPlan, links: &BTreeMap<String, Link>) -> BTreeMap<String, String> {
+/// in the plan, recording both in `links`. Answers per-device creation errors.
+pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTreeMap<String, String> {
     let ns = plan.ns.as_str();
     let mut errors = BTreeMap::new();
     for n in &plan.nics {
@@ -202,6 +214,7 @@ pub fn converge_ports(plan: &VpcPlan, links: &BTreeMap<String, Link>) -> BTreeMa
                     return Ok(());
                 }
                 cmd::ip(Some(ns), &["link", "del", dev])?;
+                links.remove(dev);
             }
             let mtu = n.mtu.to_string();
             match n.spec.plug {
@@ -213,6 +226,7 @@ pub fn converge_ports(plan: &VpcPlan, links: &BTreeMap<String, Link>) -> BTreeMa
                     let far = format!("{dev}g");
                     if links.contains_key(&far) {
                         cmd::ip(Some(ns), &["link", "del", &far])?;
+                        links.remove(&far);
                     }
                     cmd::ip(
                         Some(ns),
@@ -233,39 +247,69 @@ pub fn converge_ports(plan: &VpcPlan, links: &BTreeMap<String, Link>) -> BTreeMa
                             &n.spec.mac,
                         ],
                     )?;
+                    let far_end = Link { name: far.clone(), kind: "veth".into(), mtu: n.mtu, ..Link::default() };
+                    links.insert(far, far_end);
                 }
             }
+            links.insert(
+                dev.to_owned(),
+                Link { name: dev.to_owned(), kind: want_kind.into(), mtu: n.mtu, ..Link::default() },
+            );
             Ok(())
         })();
         if let Err(e) = r {
             errors.insert(dev.to_owned(), e);
         }
     }
-    for l in links.values() {
-        if l.kind != "veth" && l.kind != "tun" {
-            continue;
+    let wanted: BTreeSet<String> = plan
+        .nics
+        .iter()
+        .flat_map(|n| {
+            let far = (n.spec.plug == NicPlug::Veth).then(|| format!("{}g", n.spec.device));
+            std::iter::once(n.spec.device.clone()).chain(far)
+        })
+        .collect();
+    let unwanted: Vec<String> = links
+        .values()
+        .filter(|l| (l.kind == "veth" || l.kind == "tun") && !wanted.contains(&l.name))
+        .map(|l| l.name.clone())
+        .collect();
+    for name in unwanted {
+        // Deleting one end of a veth deletes the other: both go from the view.
+        let _ = cmd::ip(Some(ns), &["link", "del", &name]);
+        links.remove(&name);
+        if let Some(near) = name.strip_suffix('g') {
+            links.remove(near);
         }
-        let wanted = plan.nics.iter().any(|n| {
-            n.spec.device == l.name || (n.spec.plug == NicPlug::Veth && format!("{}g", n.spec.device) == l.name)
-        });
-        if !wanted {
-            let _ = cmd::ip(Some(ns), &["link", "del", &l.name]);
-        }
+        links.remove(&format!("{name}g"));
     }
     errors
 }
 
-/// Enslaves the port to its bridge with the subnet MTU and raises it (when it differs).
-pub fn attach_port(ns: &str, n: &NicPlan, cur: Option<&Link>) -> Result<(), String> {
+/// Enslaves the port to its bridge with the subnet MTU and raises it (when it differs),
+/// recording that in `links`.
+pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) -> Result<(), String> {
     let dev = n.spec.device.as_str();
+    let cur = links.get(dev);
     if cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up) {
         return Ok(());
     }
     let mtu = n.mtu.to_string();
     cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu, "master", &n.bridge, "up"])?;
-    if n.spec.plug == NicPlug::Veth {
-        // The far end, while it is still in the VPC namespace, comes up with it.
-        let _ = cmd::ip(Some(ns), &["link", "set", &format!("{dev}g"), "up"]);
+    let far = format!("{dev}g");
+    if n.spec.plug == NicPlug::Veth && links.contains_key(&far) {
+        // The far end, while it is still in the VPC namespace, comes up with it (it may
+        // have been moved to a guest since it was seen: then it is not ours to raise).
+        if cmd::ip(Some(ns), &["link", "set", &far, "up"]).is_ok() {
+            links.entry(far).and_modify(|l| l.up = true);
+        } else {
+            links.remove(&far);
+        }
+    }
+    if let Some(l) = links.get_mut(dev) {
+        l.master = Some(n.bridge.clone());
+        l.mtu = n.mtu;
+        l.up = true;
     }
     Ok(())
 }

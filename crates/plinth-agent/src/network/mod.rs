@@ -26,6 +26,7 @@ pub mod filter;
 pub mod links;
 pub mod plan;
 pub mod tap;
+pub mod view;
 
 use crate::runtime::TapOpener;
 use plan::VpcPlan;
@@ -33,12 +34,22 @@ use plinth_api::{ComponentStatus, HostNetworkSpec, NicComponent, NicId, NicPlug,
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use view::View;
 
-/// A host network backend. `apply` blocks (it runs tools and waits on the kernel): call it
-/// from a blocking thread, one apply at a time.
+/// A host network backend. Its applies block (they run tools and wait on the kernel):
+/// call them from a blocking thread, one at a time.
 pub trait HostNetwork: Send + Sync + 'static {
-    /// Converges the data path to `spec` and answers what reads back afterwards.
+    /// Converges the data path to `spec`, verifying: reads every object back, repairs any
+    /// drift, and answers what reads back afterwards (the first apply, the periodic one).
     fn apply(&self, spec: &HostNetworkSpec) -> ObservedNetwork;
+
+    /// Converges the data path to a changed `spec`, trusting that the kernel still holds
+    /// what the last apply left: only the difference is sent, nothing is read back, and
+    /// the answer comes from what the backend knows (a command that fails makes it fall
+    /// back to a verifying apply). Defaults to [`HostNetwork::apply`].
+    fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+        self.apply(spec)
+    }
 }
 
 /// Settings of the Linux-bridge backend.
@@ -61,8 +72,17 @@ pub struct LinuxBridgeConfig {
 /// The Linux-bridge + VXLAN + nftables backend.
 pub struct LinuxBridge {
     cfg: LinuxBridgeConfig,
-    /// Per namespace: the ruleset last loaded (for deltas and cutting connections).
-    loaded: Mutex<BTreeMap<String, filter::Loaded>>,
+    /// Per namespace: what the backend knows it holds.
+    vpcs: Mutex<BTreeMap<String, VpcState>>,
+}
+
+/// What the backend knows of one VPC namespace.
+#[derive(Clone, Debug, Default)]
+struct VpcState {
+    /// The ruleset last loaded (for deltas and cutting connections).
+    loaded: Option<filter::Loaded>,
+    /// Links, FDB and neighbours as of the last apply; `None`: unknown (read back next).
+    view: Option<View>,
 }
 
 /// Per-NIC component results gathered during one VPC's apply.
@@ -78,6 +98,18 @@ struct Errors {
     rejected: BTreeMap<NicId, String>,
 }
 
+impl Errors {
+    /// Whether any command failed (rejected NICs are the spec's problem, not the kernel's).
+    fn failed(&self) -> bool {
+        self.all.is_some()
+            || !self.per_bridge.is_empty()
+            || !self.per_device.is_empty()
+            || !self.fdb.is_empty()
+            || self.filter.is_some()
+            || !self.dhcp.is_empty()
+    }
+}
+
 fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
     match r {
         Ok(()) => ComponentStatus { component, applied: true, detail: None },
@@ -88,7 +120,7 @@ fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
 impl LinuxBridge {
     /// A backend with these settings.
     pub fn new(cfg: LinuxBridgeConfig) -> LinuxBridge {
-        LinuxBridge { cfg, loaded: Mutex::new(BTreeMap::new()) }
+        LinuxBridge { cfg, vpcs: Mutex::new(BTreeMap::new()) }
     }
 
     /// The namespace name of a VNI.
@@ -100,8 +132,8 @@ impl LinuxBridge {
         self.cfg.state_dir.join(ns)
     }
 
-    fn loaded(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, filter::Loaded>> {
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    fn vpcs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, VpcState>> {
+        self.vpcs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether this backend made namespace `ns` (its owner file names it).
@@ -139,65 +171,85 @@ impl LinuxBridge {
         }
         links::delete_ns(ns)?;
         let _ = std::fs::remove_dir_all(&dir);
-        self.loaded().remove(ns);
+        self.vpcs().remove(ns);
         Ok(())
     }
 
-    fn apply_vpc(&self, plan: &VpcPlan) -> Errors {
+    /// Converges one VPC. `verify`: reads the namespace back first, and again after any
+    /// change (the answer is then what the kernel holds); otherwise starts from what the
+    /// last apply left and reads nothing, falling back to a verifying apply when a command
+    /// fails. Answers the errors met, the view to observe, and the ruleset loaded.
+    fn apply_vpc(&self, plan: &VpcPlan, verify: bool) -> (Errors, View, Option<filter::Loaded>) {
         let mut err = Errors::default();
         let ns = plan.ns.as_str();
         let underlay = self.cfg.underlay_ip.as_str();
         for (n, why) in &plan.rejected {
             err.rejected.insert(n.nic_id.clone(), why.clone());
         }
-        // Claim the namespace before making it, so a crash in between cannot leave one
-        // this backend would not recognise as its own.
-        let claim = std::fs::create_dir_all(self.vpc_dir(ns))
-            .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.cfg.owner));
-        if let Err(e) = claim {
-            err.all = Some(format!("recording the namespace's owner: {e}"));
-            return err;
-        }
-        if let Err(e) = links::ensure_ns(ns) {
-            err.all = Some(e);
-            return err;
-        }
-        let have = match links::read(Some(ns)) {
-            Ok(l) => l,
-            Err(e) => {
-                err.all = Some(e);
-                return err;
+        let prior = self.vpcs().get(ns).cloned().unwrap_or_default();
+        let started = std::time::Instant::now();
+        let carried = if verify { None } else { prior.view.clone() };
+        let verify = carried.is_none();
+        let mut view = match carried {
+            Some(v) => v,
+            None => {
+                // Claim the namespace before making it, so a crash in between cannot
+                // leave one this backend would not recognise as its own.
+                let claim = std::fs::create_dir_all(self.vpc_dir(ns))
+                    .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.cfg.owner));
+                if let Err(e) = claim {
+                    err.all = Some(format!("recording the namespace's owner: {e}"));
+                    return (err, View::default(), prior.loaded);
+                }
+                match links::ensure_ns(ns).and_then(|()| View::read(ns)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        err.all = Some(e);
+                        self.vpcs().entry(ns.to_owned()).or_default().view = None;
+                        return (err, View::default(), prior.loaded);
+                    }
+                }
             }
         };
-        err.per_bridge = links::converge_segments(plan, underlay, &have);
-        err.per_device = links::converge_ports(plan, &have);
-        err.fdb = fdb::converge(plan, underlay).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
-        err.fdb.extend(fdb::converge_neigh(plan, underlay));
+        let read_at = started.elapsed();
+        let initial = view.clone();
+        let (per_bridge, segments_changed) = links::converge_segments(plan, underlay, &view.links);
+        err.per_bridge = per_bridge;
+        if segments_changed && let Err(e) = view.reread_links(ns) {
+            err.all = Some(e);
+        }
+        err.per_device = links::converge_ports(plan, &mut view.links);
+        err.fdb = fdb::converge(plan, underlay, &mut view.fdb).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
+        err.fdb.extend(fdb::converge_neigh(plan, underlay, &mut view.neigh));
+        let links_at = started.elapsed();
 
         // The filter first, then ports join their bridges.
         let new = filter::render(plan);
-        let old = self.loaded().get(ns).cloned();
-        match filter::apply(ns, old.as_ref(), &new) {
+        let rendered_at = started.elapsed();
+        let loaded = match filter::apply(ns, prior.loaded.as_ref(), &new, verify) {
             Ok(loaded) => {
-                if let Some(old) = &old {
+                if let Some(old) = &prior.loaded {
                     filter::cut_connections(ns, &old.ruleset, &new);
                 }
-                self.loaded().insert(ns.to_owned(), loaded);
+                Some(loaded)
             }
-            Err(e) => err.filter = Some(e),
-        }
-        let loaded_gens = self.loaded().get(ns).map(|l| l.ruleset.generations.clone()).unwrap_or_default();
-        let now = links::read(Some(ns)).unwrap_or_default();
+            Err(e) => {
+                err.filter = Some(e);
+                prior.loaded.clone()
+            }
+        };
+        let filter_at = started.elapsed();
+        let loaded_gens = loaded.as_ref().map(|l| l.ruleset.generations.clone()).unwrap_or_default();
         for n in &plan.nics {
             let dev = &n.spec.device;
-            if err.per_device.contains_key(dev) || !now.contains_key(dev) {
+            if err.per_device.contains_key(dev) || !view.links.contains_key(dev) {
                 continue;
             }
             // A port joins its bridge only once rules holding it are loaded.
             if !loaded_gens.contains_key(&n.spec.nic_id) {
                 continue;
             }
-            if let Err(e) = links::attach_port(ns, n, now.get(dev)) {
+            if let Err(e) = links::attach_port(ns, n, &mut view.links) {
                 err.per_device.insert(dev.clone(), e);
             }
         }
@@ -209,39 +261,64 @@ impl LinuxBridge {
         } else {
             err.dhcp = dhcp::converge(plan, &vpc_dir);
         }
-        err
-    }
-
-    /// Reads the VPC back and answers each NIC's components.
-    fn observe_vpc(&self, plan: &VpcPlan, err: &Errors) -> Vec<ObservedNic> {
-        let ns = plan.ns.as_str();
-        let underlay = self.cfg.underlay_ip.as_str();
-        let links = links::read(Some(ns));
-        let fdb_want = fdb::desired(plan, underlay);
-        let mut fdb_missing: BTreeMap<String, String> = BTreeMap::new();
-        for (vx, want) in &fdb_want {
-            match fdb::read(ns, vx) {
-                Ok(have) => {
-                    if let Some(m) = want.difference(&have).next() {
-                        fdb_missing.insert(vx.clone(), format!("{vx} lacks the entry {} → {}", m.0, m.1));
-                    }
-                }
-                Err(e) => {
-                    fdb_missing.insert(vx.clone(), e);
-                }
+        let failed = err.failed();
+        if !verify && failed {
+            tracing::info!(namespace = ns, "a change did not apply cleanly; verifying the namespace");
+            self.vpcs().entry(ns.to_owned()).or_default().loaded = loaded;
+            return self.apply_vpc(plan, true);
+        }
+        if verify && (failed || view != initial) {
+            match View::read(ns) {
+                Ok(v) => view = v,
+                Err(e) => err.all = Some(e),
             }
         }
-        let neigh_missing = match fdb::read_neigh(ns) {
-            Ok(have) => fdb::desired_neigh(plan, underlay)
-                .difference(&have)
-                .next()
-                .map(|(a, d, _)| format!("no neighbour entry for {a} on {d}")),
-            Err(e) => Some(e),
-        };
-        let table_now = filter::read_back(ns).ok();
-        let loaded = self.loaded().get(ns).cloned();
-        let filter_ok = loaded.as_ref().filter(|l| table_now.as_deref() == Some(l.readback.as_str()));
+        let known = err.all.is_none().then(|| view.clone());
+        self.vpcs().insert(ns.to_owned(), VpcState { loaded: loaded.clone(), view: known });
+        tracing::debug!(
+            namespace = ns,
+            verify,
+            nics = plan.nics.len(),
+            read_ms = read_at.as_millis() as u64,
+            links_ms = (links_at - read_at).as_millis() as u64,
+            render_ms = (rendered_at - links_at).as_millis() as u64,
+            filter_ms = (filter_at - rendered_at).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "VPC applied"
+        );
+        (err, view, loaded)
+    }
+
+    /// Answers each NIC's components from `view` (read back, or kept current by the
+    /// commands of a change), the errors met, and the ruleset loaded.
+    fn observe_vpc(
+        &self,
+        plan: &VpcPlan,
+        err: &Errors,
+        view: &View,
+        loaded: Option<&filter::Loaded>,
+    ) -> Vec<ObservedNic> {
+        let ns = plan.ns.as_str();
+        let underlay = self.cfg.underlay_ip.as_str();
+        let empty = view::FdbSet::new();
+        let mut fdb_missing: BTreeMap<String, String> = BTreeMap::new();
+        for (vx, want) in &fdb::desired(plan, underlay) {
+            if !view.links.contains_key(vx) {
+                fdb_missing.insert(vx.clone(), format!("no VXLAN device {vx} in {ns}"));
+            } else if let Some(m) = want.difference(view.fdb.get(vx).unwrap_or(&empty)).next() {
+                fdb_missing.insert(vx.clone(), format!("{vx} lacks the entry {} → {}", m.0, m.1));
+            }
+        }
+        let neigh_missing = fdb::desired_neigh(plan, underlay)
+            .difference(&view.neigh)
+            .next()
+            .map(|(a, d, _)| format!("no neighbour entry for {a} on {d}"));
         let vpc_dir = self.vpc_dir(ns);
+        let dhcp_up: BTreeMap<&str, bool> = plan
+            .subnets
+            .iter()
+            .map(|s| (s.bridge.as_str(), dhcp::running(&dhcp::files(&vpc_dir, &s.bridge).pid).is_some()))
+            .collect();
         let mut out = Vec::new();
         for (n, why) in &plan.rejected {
             out.push(ObservedNic {
@@ -253,7 +330,7 @@ impl LinuxBridge {
         for n in &plan.nics {
             let dev = n.spec.device.as_str();
             let sub = plan.subnet(&n.spec.subnet_id);
-            let link = links.as_ref().ok().and_then(|l| l.get(dev));
+            let link = view.links.get(dev);
             let fail = |fallback: String| err.all.clone().unwrap_or(fallback);
             let tap = match (link, n.spec.plug) {
                 (Some(l), NicPlug::Tap) if l.kind == "tun" => Ok(()),
@@ -285,7 +362,7 @@ impl LinuxBridge {
                 },
                 None => Err("unknown subnet".to_owned()),
             };
-            let filter_gen = filter_ok.and_then(|l| l.ruleset.generations.get(&n.spec.nic_id).copied());
+            let filter_gen = loaded.and_then(|l| l.ruleset.generations.get(&n.spec.nic_id).copied());
             // Fail closed: after a refused batch the old ruleset stays; a NIC whose rules
             // did not change is still applied, the others carry the batch's error.
             let filt = match (filter_gen, &err.filter) {
@@ -297,6 +374,9 @@ impl LinuxBridge {
                 Some(s) if !s.dhcp => Ok(()),
                 Some(s) => match err.dhcp.get(&s.bridge) {
                     Some(e) => Err(e.clone()),
+                    None if !dhcp_up.get(s.bridge.as_str()).copied().unwrap_or(false) => {
+                        Err(format!("the DHCP server of {} is not running", s.bridge))
+                    }
                     None => dhcp::observe(&vpc_dir, &s.bridge, &n.spec.nic_id.to_string()),
                 },
                 None => Err("unknown subnet".to_owned()),
@@ -315,10 +395,10 @@ impl LinuxBridge {
         }
         out
     }
-}
 
-impl HostNetwork for LinuxBridge {
-    fn apply(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+    /// Converges every VPC of `spec` (see [`HostNetwork`]) and tears down the namespaces
+    /// of VPCs no longer in it.
+    fn converge(&self, spec: &HostNetworkSpec, verify: bool) -> ObservedNetwork {
         let mut nics = Vec::new();
         let mut wanted = BTreeSet::new();
         for vpc in &spec.vpcs {
@@ -326,8 +406,8 @@ impl HostNetwork for LinuxBridge {
             wanted.insert(ns.clone());
             match VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) {
                 Ok(plan) => {
-                    let err = self.apply_vpc(&plan);
-                    nics.extend(self.observe_vpc(&plan, &err));
+                    let (err, view, loaded) = self.apply_vpc(&plan, verify);
+                    nics.extend(self.observe_vpc(&plan, &err, &view, loaded.as_ref()));
                 }
                 Err(e) => {
                     for n in &vpc.nics {
@@ -340,7 +420,14 @@ impl HostNetwork for LinuxBridge {
                 }
             }
         }
-        for ns in self.present_namespaces() {
+        let present: Vec<String> = if verify {
+            self.present_namespaces()
+        } else {
+            // A change apply tears down what it knows of; a verifying one also finds
+            // namespaces a previous run of the agent left.
+            self.vpcs().keys().cloned().collect()
+        };
+        for ns in present {
             if !wanted.contains(&ns)
                 && let Err(e) = self.teardown(&ns)
             {
@@ -348,6 +435,16 @@ impl HostNetwork for LinuxBridge {
             }
         }
         ObservedNetwork { generation: spec.generation, vtep: Some(self.cfg.underlay_ip.clone()), nics }
+    }
+}
+
+impl HostNetwork for LinuxBridge {
+    fn apply(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+        self.converge(spec, true)
+    }
+
+    fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+        self.converge(spec, false)
     }
 }
 
