@@ -25,14 +25,20 @@
 //! - Per group `g{k}` (k = its position in the spec): `g{k}_ports` (marks of local member
 //!   ports), `g{k}_addrs` (addresses of local members), and per direction `in`/`out` the
 //!   interval sets `_tcp`/`_udp` (`remote . port range`), `_icmp` (`remote . type .
-//!   code`), `_any` (`remote`). A rule's remote is its CIDR, the addresses of its remote
-//!   group's members, or anything. Overlapping rules are merged into disjoint elements
-//!   first (the kernel refuses overlapping concatenated intervals).
+//!   code`), `_any` (`remote`) for rules whose remote is a CIDR or a remote group's
+//!   members, and the port-only `_tcp_p`/`_udp_p` (`port range`), `_icmp_p` (`type .
+//!   code`), `_any_p` (one all-addresses element) for rules from or to anywhere: kept
+//!   apart, the two kinds never multiply (in one `remote . port` set every rule from
+//!   anywhere would be repeated in every address window the CIDR rules cut). Overlapping
+//!   rules are merged into disjoint elements first (the kernel refuses overlapping
+//!   concatenated intervals).
 //!
-//! Applying: when the kernel's tables read back exactly as the agent last loaded them and
-//! the chains are unchanged, only the differing set elements are sent; otherwise (first
-//! apply, agent restart, a table flushed by hand) the whole of both tables is replaced in
-//! one batch. Chosen: `nft` text over the JSON model (the text is what the reference
+//! Applying: a change apply trusts what the agent last loaded and sends only the differing
+//! set elements (or both tables whole when the chains changed), reading nothing back. A
+//! verifying apply sends a delta only when the kernel's tables read back exactly as the
+//! agent last read them after loading; otherwise (first apply, agent restart, a table
+//! flushed by hand, or a change applied since the last read) both tables are replaced
+//! whole in one batch. Chosen: `nft` text over the JSON model (the text is what the reference
 //! experiments verified and what operators read; the same text is logged on failure).
 
 use super::cmd;
