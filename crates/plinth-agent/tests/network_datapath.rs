@@ -77,6 +77,12 @@ impl Host {
         tap::in_netns(&PathBuf::from("/run/netns").join(&self.ns), move || Ok(backend.apply(&spec)))
             .expect("apply thread")
     }
+    fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+        let backend = self.backend.clone();
+        let spec = spec.clone();
+        tap::in_netns(&PathBuf::from("/run/netns").join(&self.ns), move || Ok(backend.apply_change(&spec)))
+            .expect("apply thread")
+    }
     fn vpc_ns(&self, vni: u32) -> String {
         format!("{}{vni}", self.prefix)
     }
@@ -84,6 +90,7 @@ impl Host {
 
 const VNI: u32 = 7301;
 
+#[derive(Clone)]
 struct Nic {
     name: &'static str,
     host: usize,
@@ -231,6 +238,20 @@ fn readback(host: &Host, vni: u32) -> String {
     let neigh = must(&format!("ip -n {ns} -j neigh show nud permanent"));
     let nft = must(&format!("ip netns exec {ns} nft -j list ruleset"));
     format!("{links}\n{fdb}\n{neigh}\n{nft}")
+}
+
+/// [`readback`] with set elements sorted (a hash set lists its elements in an order that
+/// depends on how they were added: one by one, or in one batch) and nft handles dropped
+/// (a table replaced whole gets new ones).
+fn readback_sorted(host: &Host, vni: u32) -> String {
+    let all = readback(host, vni);
+    let (l2, nft) = all.trim_end().rsplit_once('\n').expect("four parts");
+    let sort = "import json,sys\nv=json.load(sys.stdin)\nfor o in v['nftables']:\n  for x in o.values(): x.pop('handle', None)\n  s=o.get('set') or o.get('map')\n  if s and 'elem' in s: s['elem']=sorted(s['elem'], key=lambda e: json.dumps(e, sort_keys=True))\nprint(json.dumps(v, sort_keys=True))";
+    let path = std::env::temp_dir().join(format!("plinth-nft-{}.json", std::process::id()));
+    std::fs::write(&path, nft).expect("temp file");
+    let sorted = must(&format!("python3 -c \"{sort}\" < {}", path.display()));
+    let _ = std::fs::remove_file(&path);
+    format!("{l2}\n{sorted}")
 }
 
 /// The links, FDB and neighbours only (a restarted agent reloads the ruleset whole).
@@ -436,6 +457,35 @@ fn two_hosts_carry_a_vpc() {
     let r1 = readback(&hosts[0], VNI);
     all_applied(&hosts[0].apply(&spec3[0]));
     assert!(r1 == readback(&hosts[0], VNI), "a re-apply changed the data path");
+
+    // A change applied as a change (the difference only, nothing read back) leaves exactly
+    // what a verifying apply of the same spec leaves: a NIC and a rule added, then both
+    // removed again.
+    let mut plus = nics.clone();
+    plus.push(Nic {
+        name: "x",
+        host: 0,
+        subnet: 0,
+        ip: "10.73.0.14",
+        mac: "02:73:00:00:00:14",
+        port: 7,
+        groups: vec!["1"],
+    });
+    let mut states = vec![readback_sorted(&hosts[0], VNI)];
+    for (what, nics, groups) in [("a NIC and a rule added", &plus, &groups_v2), ("both removed", &nics, &groups_v1)] {
+        let s = spec(3, 0, &hs, nics, groups);
+        all_applied(&hosts[0].apply_change(&s));
+        let changed = readback_sorted(&hosts[0], VNI);
+        all_applied(&hosts[0].apply(&s));
+        let verified = readback_sorted(&hosts[0], VNI);
+        assert!(
+            changed == verified,
+            "{what}: the change apply left another state than a verification\n{changed}\n---\n{verified}"
+        );
+        states.push(verified);
+    }
+    assert!(states[1] != states[0], "control: the comparison sees the added NIC and rule");
+    assert!(states[2] == states[0], "removing them again returns to the state before");
 
     // An agent restart (a fresh backend, nothing remembered) tears nothing down: links, FDB
     // and neighbours read back the same, and an established flow survives.
