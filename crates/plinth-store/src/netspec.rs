@@ -155,15 +155,25 @@ impl Store {
              vtep = COALESCE(excluded.vtep, host_networks.vtep), reported_at = excluded.reported_at"
         ));
         tx.write_later(sql, "host_networks", "host network").await?;
+        // NICs that read the same (after a rule change: every NIC of the VPC, all applied at
+        // the new generation) are written by one statement per chunk of ids.
+        let mut alike: BTreeMap<(String, Option<i64>), Vec<String>> = BTreeMap::new();
         for n in &report.nics {
-            let mut sql = Sql::new("UPDATE nics SET observed_components = ");
-            let a = sql.arg(Val::text(serde_json::to_string(&n.components).unwrap_or_default()));
-            let b = sql.arg(Val::Int(n.filter_generation));
-            let c = sql.arg(Val::Int(Some(now)));
-            sql.push(&format!("{a}, observed_filter_generation = {b}, observed_at = {c} WHERE 1=1"));
-            sql.cond("id =", Val::text(n.nic_id.as_str()));
-            sql.cond("host_id =", Val::text(host_id));
-            tx.write_later(sql, "nics", "network interface").await?;
+            let comps = serde_json::to_string(&n.components).unwrap_or_default();
+            alike.entry((comps, n.filter_generation)).or_default().push(n.nic_id.as_str().to_owned());
+        }
+        for ((comps, generation), ids) in alike {
+            for chunk in ids.chunks(500) {
+                let mut sql = Sql::new("UPDATE nics SET observed_components = ");
+                let a = sql.arg(Val::text(comps.clone()));
+                let b = sql.arg(Val::Int(generation));
+                let c = sql.arg(Val::Int(Some(now)));
+                sql.push(&format!("{a}, observed_filter_generation = {b}, observed_at = {c} WHERE 1=1"));
+                sql.cond("host_id =", Val::text(host_id));
+                let list = placeholders(&mut sql, chunk);
+                sql.push(&format!(" AND id IN ({list})"));
+                tx.write_later(sql, "nics", "network interface").await?;
+            }
         }
         if report.vtep.is_some() && report.vtep != old_vtep {
             // The host's NICs moved on the underlay: every host sharing a VPC with it must
