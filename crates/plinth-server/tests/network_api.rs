@@ -1,14 +1,20 @@
 //! The tenant networking API (issue 17, "Resources" and test 9): VPCs with their default
 //! group, subnets, NICs with IPAM, security groups and rules, the project's default VPC on
 //! instance create, every bad input of the issue (each refused with its code and nothing
-//! written), and tenancy. Each scenario runs on SQLite and, when
-//! `PLINTH_TEST_DATABASE_URL` is set, on PostgreSQL.
+//! written), tenancy, and the start barrier: a guest boots (on create, or on `start` of a
+//! stopped instance) only once its NICs are ready, and past the deadline the operation
+//! fails naming the NIC and the component missing while the host is never told to boot
+//! it. Each scenario runs on SQLite and, when `PLINTH_TEST_DATABASE_URL` is set, on
+//! PostgreSQL.
 
 mod common;
 
+use common::fleet::{Boots, FILTER_ERROR, NetApply, NetSwitch, TestAgent, TestHost};
 use common::*;
+use plinth_server::ServerConfig;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// One tenant with a project: (admin token, project id).
 async fn tenant(srv: &TestServer, name: &str) -> (String, String) {
@@ -675,17 +681,285 @@ async fn instances_get_default_network(srv: &TestServer) {
         .problem(409, "subnet_in_use");
 }
 
+// ---- the start barrier ----------------------------------------------------------------
+
+/// A server whose starts give the NICs `secs` to be ready.
+fn nic_deadline(secs: u64) -> ServerConfig {
+    ServerConfig { nic_ready_timeout: Duration::from_secs(secs), ..ServerConfig::default() }
+}
+
+/// One host whose scripted agent's network reports what `net` says, and a tenant.
+struct Gate {
+    tok: String,
+    project: String,
+    host: TestHost,
+    agent: TestAgent,
+    net: NetSwitch,
+}
+
+async fn gate(srv: &TestServer, name: &str, mode: NetApply) -> Gate {
+    srv.shape("c1.small", 1, 1024).await;
+    srv.public_image("debian-12").await;
+    let host = srv.enroll_host("node-1", common::fleet::inventory(64, 1 << 20), &[]).await;
+    let net = NetSwitch::new(mode);
+    let agent = TestAgent::start_with_network(&srv.base, &host, Boots::Succeed, net.clone());
+    let (tok, project) = tenant(srv, name).await;
+    Gate { tok, project, host, agent, net }
+}
+
+fn op_id(accepted: &Value) -> String {
+    accepted["operation"]["id"].as_str().expect("operation id").to_string()
+}
+
+async fn instance(srv: &TestServer, tok: &str, iid: &str) -> Value {
+    srv.get(&format!("/v1/instances/{iid}")).token(tok).send().await.ok(200)
+}
+
+/// Creates an instance that stays stopped (`start: false`) and waits for its host to
+/// have prepared it; returns its id.
+async fn create_stopped(srv: &TestServer, g: &Gate, name: &str) -> String {
+    let v = srv
+        .post("/v1/instances")
+        .token(&g.tok)
+        .json(&json!({ "project_id": g.project, "name": name, "shape": "c1.small", "image": "debian-12",
+            "start": false }))
+        .send()
+        .await
+        .ok(202);
+    let op = srv.wait_op(&g.tok, &op_id(&v)).await;
+    assert_eq!(op["status"], "succeeded", "{op}");
+    let iid = id(&v["instance"]);
+    assert_eq!(instance(srv, &g.tok, &iid).await["state"], "stopped");
+    iid
+}
+
+/// `POST /v1/instances/{iid}/{action}`: the 202 answer.
+async fn act(srv: &TestServer, tok: &str, iid: &str, action: &str) -> Value {
+    srv.post(&format!("/v1/instances/{iid}/{action}")).token(tok).send().await.ok(202)
+}
+
+/// Waits until each NIC shows `state` (the agent reported what its switch says).
+async fn wait_nics(srv: &TestServer, tok: &str, nics: &[&str], state: &str) {
+    for n in nics {
+        srv.wait_until(tok, &format!("/v1/network-interfaces/{n}"), &format!("NIC {n} {state}"), |v| {
+            v["state"] == state
+        })
+        .await;
+    }
+}
+
+/// The power the host's desired state asks of the instance, read as the host.
+async fn desired_power(srv: &TestServer, host: &TestHost, iid: &str) -> Value {
+    let d = srv.get("/agent/v1/desired?wait=0").token(&host.credential).send().await.ok(200);
+    let spec = d["instances"].as_array().into_iter().flatten().find(|i| i["instance_id"] == iid).cloned();
+    spec.map(|s| s["power"].clone()).unwrap_or(Value::Null)
+}
+
+async fn event_kinds(srv: &TestServer, tok: &str, iid: &str) -> Vec<String> {
+    let events = srv.list_all(tok, &format!("/v1/instances/{iid}/events")).await;
+    events.iter().map(|e| e["kind"].as_str().unwrap_or("").to_string()).collect()
+}
+
+/// `start` of a stopped instance with a NIC attached while it was stopped: the guest boots
+/// only once both NICs are ready; a NIC its host cannot set up (`nic_failed`) or one not
+/// ready by the deadline (`nics_not_ready`) fails the start, naming the NIC and the
+/// component, and the instance stays stopped with its host never told to run it.
+async fn start_waits_for_its_nics(srv: &TestServer) {
+    let g = gate(srv, "gate", NetApply::WithholdFilter).await;
+    let iid = create_stopped(srv, &g, "vm").await;
+    let primary = srv.list_all(&g.tok, &format!("/v1/network-interfaces?instance_id={iid}")).await;
+    assert_eq!(primary.len(), 1, "{primary:?}");
+    let primary = id(&primary[0]);
+    let subnet = srv.list_all(&g.tok, "/v1/subnets").await;
+    let extra = nic(srv, &g.tok, json!({ "subnet_id": id(&subnet[0]), "name": "extra" })).await.ok(201);
+    let extra = id(&extra);
+    let plugged = srv
+        .post(&format!("/v1/instances/{iid}/network-interfaces"))
+        .token(&g.tok)
+        .json(&json!({ "nic_id": extra }))
+        .send()
+        .await
+        .ok(200);
+    assert_eq!(plugged["slot"], 1);
+    let before = instance(srv, &g.tok, &iid).await;
+    let generation = before["spec_generation"].as_i64().unwrap();
+
+    // The host cannot load the NICs' filter: the start fails at once, with the agent's error.
+    g.net.set(NetApply::FailFilter);
+    wait_nics(srv, &g.tok, &[&primary, &extra], "failed").await;
+    let s = act(srv, &g.tok, &iid, "start").await;
+    let op = srv.wait_op(&g.tok, &op_id(&s)).await;
+    assert_eq!((op["status"].as_str(), op["error"]["code"].as_str()), (Some("failed"), Some("nic_failed")), "{op}");
+    let detail = op["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains(&extra) && detail.contains("filter") && detail.contains(FILTER_ERROR), "{detail}");
+
+    // The host has not applied the filter yet: the start waits for it, the instance
+    // stays stopped meanwhile, and past the deadline the start fails naming both NICs.
+    g.net.set(NetApply::WithholdFilter);
+    wait_nics(srv, &g.tok, &[&primary, &extra], "bound").await;
+    let shown = srv.get(&format!("/v1/network-interfaces/{extra}")).token(&g.tok).send().await.ok(200);
+    let filter = shown["readiness"].as_array().unwrap().iter().find(|c| c["component"] == "filter").unwrap().clone();
+    assert_eq!(filter["applied"], false, "{shown}");
+    let s = act(srv, &g.tok, &iid, "start").await;
+    assert_eq!(s["instance"]["state"], "stopped", "nothing is published before the NICs are ready: {s}");
+    assert_eq!(s["operation"]["status"], "running", "{s}");
+    let op = srv.wait_op(&g.tok, &op_id(&s)).await;
+    assert_eq!((op["status"].as_str(), op["error"]["code"].as_str()), (Some("failed"), Some("nics_not_ready")), "{op}");
+    let detail = op["error"]["detail"].as_str().unwrap();
+    for want in [format!("{extra} (slot 1): filter"), format!("{primary} (slot 0): filter")] {
+        assert!(detail.contains(&want), "the problem names {want:?}: {detail}");
+    }
+    let after = instance(srv, &g.tok, &iid).await;
+    assert_eq!(after["state"], "stopped", "{after}");
+    assert_eq!(after["spec_generation"].as_i64(), Some(generation), "no spec was published: {after}");
+    assert_eq!(desired_power(srv, &g.host, &iid).await, "stopped");
+    assert!(!g.agent.told_to_run(&iid), "the host was told to boot it: {:?}", g.agent.seen());
+    assert!(!event_kinds(srv, &g.tok, &iid).await.contains(&"boot_requested".to_string()));
+
+    // Once the host applies everything, the same start boots it (and the checks above
+    // would have seen it: the host is told to run it).
+    g.net.set(NetApply::All);
+    wait_nics(srv, &g.tok, &[&primary, &extra], "ready").await;
+    let s = act(srv, &g.tok, &iid, "start").await;
+    let op = srv.wait_op(&g.tok, &op_id(&s)).await;
+    assert_eq!(op["status"], "succeeded", "{op}");
+    let running = instance(srv, &g.tok, &iid).await;
+    assert_eq!(running["state"], "running", "{running}");
+    assert_eq!(running["spec_generation"].as_i64(), Some(generation + 1), "one boot: {running}");
+    assert_eq!(desired_power(srv, &g.host, &iid).await, "running");
+    assert!(g.agent.told_to_run(&iid), "{:?}", g.agent.seen());
+    let kinds = event_kinds(srv, &g.tok, &iid).await;
+    assert!(
+        kinds.contains(&"start_requested".to_string()) && kinds.contains(&"boot_requested".to_string()),
+        "{kinds:?}"
+    );
+}
+
+/// The create saga's own wait: a NIC not ready by the deadline fails the create (which
+/// unwinds) with `nics_not_ready`, and the host is never told to run it.
+async fn create_waits_for_its_nics(srv: &TestServer) {
+    let g = gate(srv, "gate", NetApply::WithholdFilter).await;
+    let v = srv.create_instance(&g.tok, &g.project, "vm", "c1.small").await.ok(202);
+    let iid = id(&v["instance"]);
+    let nics = srv.list_all(&g.tok, &format!("/v1/network-interfaces?instance_id={iid}")).await;
+    assert_eq!(nics.len(), 1, "{nics:?}");
+    let op = srv.wait_op(&g.tok, &op_id(&v)).await;
+    assert_eq!((op["status"].as_str(), op["error"]["code"].as_str()), (Some("failed"), Some("nics_not_ready")), "{op}");
+    let detail = op["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("{} (slot 0): filter", id(&nics[0]))), "{detail}");
+    assert_eq!(instance(srv, &g.tok, &iid).await["state"], "deleted", "the failed create unwound");
+    assert!(!g.agent.told_to_run(&iid), "the host was told to boot it: {:?}", g.agent.seen());
+
+    // Control: with the network applied, a create boots its guest.
+    g.net.set(NetApply::All);
+    let v = srv.create_instance(&g.tok, &g.project, "vm-2", "c1.small").await.ok(202);
+    let op = srv.wait_op(&g.tok, &op_id(&v)).await;
+    assert_eq!(op["status"], "succeeded", "{op}");
+    assert_eq!(instance(srv, &g.tok, &id(&v["instance"])).await["state"], "running");
+    assert!(g.agent.told_to_run(&id(&v["instance"])), "{:?}", g.agent.seen());
+}
+
+/// Starts waiting for the same NICs: a second start is harmless (one boot, both succeed);
+/// a stop asked while a start waits wins (the start fails `superseded` at once, and never
+/// boots it).
+async fn a_later_action_wins_over_a_waiting_start(srv: &TestServer) {
+    let g = gate(srv, "gate", NetApply::WithholdFilter).await;
+    let iid = create_stopped(srv, &g, "vm").await;
+    let nics = srv.list_ids(&g.tok, &format!("/v1/network-interfaces?instance_id={iid}")).await;
+    let nics: Vec<&str> = nics.iter().map(String::as_str).collect();
+    let generation = instance(srv, &g.tok, &iid).await["spec_generation"].as_i64().unwrap();
+
+    // (A create that does not start leaves its NICs unplaced: the start places them.)
+    let a = act(srv, &g.tok, &iid, "start").await;
+    wait_nics(srv, &g.tok, &nics, "bound").await;
+    let b = act(srv, &g.tok, &iid, "start").await;
+    for s in [&a, &b] {
+        assert_eq!(s["operation"]["status"], "running", "both wait for the NICs: {s}");
+    }
+    g.net.set(NetApply::All);
+    for s in [&a, &b] {
+        let op = srv.wait_op(&g.tok, &op_id(s)).await;
+        assert_eq!(op["status"], "succeeded", "{op}");
+    }
+    let running = instance(srv, &g.tok, &iid).await;
+    assert_eq!(running["state"], "running", "{running}");
+    assert_eq!(running["spec_generation"].as_i64(), Some(generation + 1), "the second start booted nothing more");
+    let boots = event_kinds(srv, &g.tok, &iid).await.iter().filter(|k| *k == "boot_requested").count();
+    assert_eq!(boots, 1);
+
+    let stop = act(srv, &g.tok, &iid, "stop").await;
+    assert_eq!(srv.wait_op(&g.tok, &op_id(&stop)).await["status"], "succeeded");
+    g.net.set(NetApply::WithholdFilter);
+    wait_nics(srv, &g.tok, &nics, "bound").await;
+    let generation = instance(srv, &g.tok, &iid).await["spec_generation"].as_i64().unwrap();
+    let start = act(srv, &g.tok, &iid, "start").await;
+    let stop = act(srv, &g.tok, &iid, "stop").await;
+    assert_eq!(stop["operation"]["status"], "running", "a stop after a waiting start is not a no-op: {stop}");
+    assert_eq!(stop["instance"]["spec_generation"].as_i64(), Some(generation + 1), "{stop}");
+    // The start ends at once (its NICs are still not ready, and its deadline is far).
+    let op = srv.wait_op(&g.tok, &op_id(&start)).await;
+    assert_eq!((op["status"].as_str(), op["error"]["code"].as_str()), (Some("failed"), Some("superseded")), "{op}");
+    assert!(op["error"]["detail"].as_str().unwrap().contains(&iid), "{op}");
+    assert_eq!(srv.wait_op(&g.tok, &op_id(&stop)).await["status"], "succeeded");
+    // NICs ready now, and nothing left to boot it.
+    g.net.set(NetApply::All);
+    wait_nics(srv, &g.tok, &nics, "ready").await;
+    let after = instance(srv, &g.tok, &iid).await;
+    assert_eq!((after["state"].as_str(), after["spec_generation"].as_i64()), (Some("stopped"), Some(generation + 1)));
+    let late =
+        g.agent.seen().into_iter().filter(|s| s.instance_id == iid && s.generation > generation).collect::<Vec<_>>();
+    assert!(!late.is_empty(), "the agent saw the stop's spec");
+    assert!(late.iter().all(|s| s.power == "stopped"), "the superseded start booted it: {late:?}");
+}
+
+/// A start waiting for its NICs when its server stops is resumed by the next server (the
+/// saga is durable) and boots the guest once the NICs are ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_start_resumes_after_a_restart() {
+    let config = ServerConfig {
+        lease_ttl: Duration::from_millis(500),
+        reconcile_period: Duration::from_millis(200),
+        ..nic_deadline(60)
+    };
+    let srv = TestServer::start_with(config.clone()).await;
+    let g = gate(&srv, "gate", NetApply::WithholdFilter).await;
+    let iid = create_stopped(&srv, &g, "vm").await;
+    let nics = srv.list_ids(&g.tok, &format!("/v1/network-interfaces?instance_id={iid}")).await;
+    let s = act(&srv, &g.tok, &iid, "start").await;
+    let op = op_id(&s);
+    // The start placed the NIC on the host, whose agent has not applied its filter.
+    wait_nics(&srv, &g.tok, &[&nics[0]], "bound").await;
+    let Gate { tok, host, agent, .. } = g;
+    drop(agent);
+    let operator = srv.operator.clone();
+    let dir = srv.stop();
+    let url = format!("sqlite://{}/plinth.db", dir.path().display());
+    let store = plinth_store::Store::open(&url).await.expect("reopen");
+    let srv = TestServer::serve_on(store, config, operator, dir).await;
+    let running = srv.get(&format!("/v1/operations/{op}")).token(&tok).send().await.ok(200);
+    assert_eq!(running["status"], "running", "the start still waits: {running}");
+    assert_eq!(instance(&srv, &tok, &iid).await["state"], "stopped");
+    let agent = TestAgent::start_with_network(&srv.base, &host, Boots::Succeed, NetSwitch::new(NetApply::All));
+    let done = srv.wait_op(&tok, &op).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(instance(&srv, &tok, &iid).await["state"], "running");
+    assert!(agent.told_to_run(&iid));
+}
+
 macro_rules! both_backends {
     ($name:ident, $pg:ident, $scenario:ident) => {
+        both_backends!($name, $pg, $scenario, ServerConfig::default());
+    };
+    ($name:ident, $pg:ident, $scenario:ident, $config:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let srv = TestServer::start().await;
+            let srv = TestServer::start_with($config).await;
             $scenario(&srv).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $pg() {
-            let Some(srv) = TestServer::start_on_postgres().await else {
+            let Some(srv) = TestServer::start_on_postgres_with($config).await else {
                 eprintln!("PLINTH_TEST_DATABASE_URL is not set: the PostgreSQL run needs the README's test command");
                 return;
             };
@@ -704,3 +978,21 @@ both_backends!(
     instances_get_default_network
 );
 both_backends!(quotas_sqlite, quotas_postgres, quotas);
+both_backends!(
+    start_waits_for_its_nics_sqlite,
+    start_waits_for_its_nics_postgres,
+    start_waits_for_its_nics,
+    nic_deadline(2)
+);
+both_backends!(
+    create_waits_for_its_nics_sqlite,
+    create_waits_for_its_nics_postgres,
+    create_waits_for_its_nics,
+    nic_deadline(2)
+);
+both_backends!(
+    a_later_action_wins_over_a_waiting_start_sqlite,
+    a_later_action_wins_over_a_waiting_start_postgres,
+    a_later_action_wins_over_a_waiting_start,
+    nic_deadline(60)
+);

@@ -71,14 +71,24 @@ pub async fn update(
 }
 
 /// Start an instance.
+///
+/// Nothing changes on the host until the instance's network interfaces are `ready`: the
+/// operation waits for them, then boots the guest. Past the deadline
+/// (`PLINTH_NIC_READY_TIMEOUT_S`) it fails with `nics_not_ready` (`nic_failed` when a host
+/// could not set one up), naming each interface and component missing, and the instance
+/// stays as it was.
 #[utoipa::path(post, path = "/v1/instances/{id}/start", tag = "instances", operation_id = "instance_start",
     params(("id" = String, Path, description = "Instance id")),
-    responses((status = 202, description = "Starting (or already running)", body = InstanceAccepted)))]
+    responses((status = 202, description = "Starting once its network interfaces are ready (or already running)",
+        body = InstanceAccepted)))]
 pub async fn start(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(accepted(instances::start(&st, &caller, &id).await?))
 }
 
 /// Stop an instance (stopping a stopped one succeeds and does nothing).
+///
+/// A stop asked while a start still waits for the instance's network interfaces is not a
+/// no-op: it wins, and that start fails with `superseded` without booting the guest.
 #[utoipa::path(post, path = "/v1/instances/{id}/stop", tag = "instances", operation_id = "instance_stop",
     params(("id" = String, Path, description = "Instance id")),
     responses((status = 202, description = "Stopping (or already stopped)", body = InstanceAccepted)))]

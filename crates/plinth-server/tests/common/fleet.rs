@@ -1,12 +1,13 @@
 //! Compute fixtures: enrolled hosts with synthetic inventories, shapes, a tenant project,
 //! and a scripted test agent that speaks the real agent protocol (long-poll desired state,
-//! report observed state, heartbeat) and converges at once.
+//! report observed state, heartbeat) and converges at once, or, when its network switch
+//! says so, reports one component of every NIC not applied (or failed).
 
 use super::{TestServer, id};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// An enrolled host and its agent credential.
@@ -114,11 +115,57 @@ pub enum Boots {
     Fail,
 }
 
+/// What the scripted agent's network backend reports for every NIC of its host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetApply {
+    /// Every component applied: the NICs are `ready`.
+    All,
+    /// `filter` not applied yet (no error): the NICs stay `bound`.
+    WithholdFilter,
+    /// `filter` not applied, with the agent's error: the NICs are `failed`.
+    FailFilter,
+}
+
+/// The detail a [`NetApply::FailFilter`] agent gives for `filter`.
+pub const FILTER_ERROR: &str = "nft: test agent refuses the ruleset";
+
+/// A switch, shared with a running [`TestAgent`], that says what its network reports.
+#[derive(Clone, Debug)]
+pub struct NetSwitch(Arc<AtomicU8>);
+
+impl NetSwitch {
+    pub fn new(mode: NetApply) -> NetSwitch {
+        let s = NetSwitch(Arc::new(AtomicU8::new(0)));
+        s.set(mode);
+        s
+    }
+    /// From now on the agent reports `mode` (again, even for a network it already reported).
+    pub fn set(&self, mode: NetApply) {
+        self.0.store(mode as u8, Ordering::SeqCst);
+    }
+    pub fn get(&self) -> NetApply {
+        match self.0.load(Ordering::SeqCst) {
+            x if x == NetApply::WithholdFilter as u8 => NetApply::WithholdFilter,
+            x if x == NetApply::FailFilter as u8 => NetApply::FailFilter,
+            _ => NetApply::All,
+        }
+    }
+}
+
+/// One instance spec as the scripted agent received it in its desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenSpec {
+    pub instance_id: String,
+    pub generation: i64,
+    pub power: String,
+}
+
 /// A scripted agent for one host: heartbeats, long-polls the desired state and reports
 /// each spec as reached at once. Dropping it (or `stop`) silences the host.
 pub struct TestAgent {
     alive: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+    seen: Arc<Mutex<Vec<SeenSpec>>>,
 }
 
 impl Drop for TestAgent {
@@ -132,8 +179,18 @@ impl Drop for TestAgent {
 /// network: every component of every local NIC applied, at the spec's generation (None:
 /// the desired state carries no network).
 pub fn network_report(desired: &Value) -> Option<Value> {
+    network_report_as(desired, NetApply::All)
+}
+
+/// What an agent reports for a desired state's network when its data path does `mode`.
+pub fn network_report_as(desired: &Value, mode: NetApply) -> Option<Value> {
     let net = desired["network"].as_object()?;
     let all = ["tap", "bridge_port", "fdb", "filter", "dhcp"];
+    let component = |c: &str| match (c, mode) {
+        ("filter", NetApply::WithholdFilter) => json!({ "component": c, "applied": false }),
+        ("filter", NetApply::FailFilter) => json!({ "component": c, "applied": false, "detail": FILTER_ERROR }),
+        _ => json!({ "component": c, "applied": true }),
+    };
     let nics: Vec<Value> = net["vpcs"]
         .as_array()
         .into_iter()
@@ -141,7 +198,7 @@ pub fn network_report(desired: &Value) -> Option<Value> {
         .flat_map(|v| v["nics"].as_array().cloned().unwrap_or_default())
         .map(|n| {
             json!({ "nic_id": n["nic_id"], "filter_generation": n["filter_generation"],
-                "components": all.iter().map(|c| json!({ "component": c, "applied": true })).collect::<Vec<_>>() })
+                "components": all.iter().map(|c| component(c)).collect::<Vec<_>>() })
         })
         .collect();
     Some(json!({ "generation": net["generation"], "nics": nics }))
@@ -171,16 +228,25 @@ impl TestServer {
 }
 
 impl TestAgent {
+    /// An agent whose network applies everything.
     pub fn start(base: &str, host: &TestHost, boots: Boots) -> TestAgent {
+        Self::start_with_network(base, host, boots, NetSwitch::new(NetApply::All))
+    }
+
+    /// An agent whose network reports what `net` says at each report; flipping the switch
+    /// makes it report the network again.
+    pub fn start_with_network(base: &str, host: &TestHost, boots: Boots, net: NetSwitch) -> TestAgent {
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
+        let seen: Arc<Mutex<Vec<SeenSpec>>> = Arc::default();
+        let log = seen.clone();
         let base = base.to_string();
         let cred = host.credential.clone();
         let task = tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut after = -1i64;
             let mut reported: BTreeMap<String, (i64, String)> = BTreeMap::new();
-            let mut net_reported = -1i64;
+            let mut net_reported: Option<(i64, NetApply)> = None;
             while flag.load(Ordering::SeqCst) {
                 let _ =
                     http.post(format!("{base}/agent/v1/heartbeat")).bearer_auth(&cred).json(&json!({})).send().await;
@@ -195,13 +261,21 @@ impl TestAgent {
                 let mut out = vec![];
                 for spec in d["instances"].as_array().cloned().unwrap_or_default() {
                     let g = spec["generation"].as_i64().unwrap_or(0);
-                    let state = match (spec["power"].as_str().unwrap_or(""), boots) {
+                    let power = spec["power"].as_str().unwrap_or("");
+                    let state = match (power, boots) {
                         ("running", Boots::Fail) => "failed",
                         ("running", _) => "running",
                         ("stopped", _) => "stopped",
                         _ => "absent",
                     };
                     let iid = spec["instance_id"].as_str().unwrap_or("").to_string();
+                    let s = SeenSpec { instance_id: iid.clone(), generation: g, power: power.to_string() };
+                    {
+                        let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                        if !l.contains(&s) {
+                            l.push(s);
+                        }
+                    }
                     if reported.get(&iid) != Some(&(g, state.to_string())) {
                         reported.insert(iid.clone(), (g, state.to_string()));
                         // Like the real agent, a report that ends a step says how it went.
@@ -212,19 +286,31 @@ impl TestAgent {
                     }
                 }
                 // Like the simulated hosts' network backend: every component of every local
-                // NIC applied, at the spec's generation.
+                // NIC applied, at the spec's generation (unless the switch says otherwise).
+                let mode = net.get();
                 let mut body = json!({ "instances": out });
-                if let Some(net) = network_report(&d)
-                    && net["generation"].as_i64() != Some(net_reported)
-                {
-                    net_reported = net["generation"].as_i64().unwrap_or(0);
-                    body["network"] = net;
+                if let Some(report) = network_report_as(&d, mode) {
+                    let now = (report["generation"].as_i64().unwrap_or(0), mode);
+                    if net_reported != Some(now) {
+                        net_reported = Some(now);
+                        body["network"] = report;
+                    }
                 }
                 if !out.is_empty() || body.get("network").is_some() {
                     let _ = http.post(format!("{base}/agent/v1/observed")).bearer_auth(&cred).json(&body).send().await;
                 }
             }
         });
-        TestAgent { alive, task }
+        TestAgent { alive, task, seen }
+    }
+
+    /// Every instance spec this agent was given (each distinct one once, in order).
+    pub fn seen(&self) -> Vec<SeenSpec> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether this agent was ever told to run `instance` (at any generation).
+    pub fn told_to_run(&self, instance: &str) -> bool {
+        self.seen().iter().any(|s| s.instance_id == instance && s.power == "running")
     }
 }

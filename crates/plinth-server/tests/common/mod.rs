@@ -54,6 +54,11 @@ impl TestServer {
     /// Like [`TestServer::start`], on a fresh PostgreSQL database of the server named by
     /// `PLINTH_TEST_DATABASE_URL`; None when it is not set.
     pub async fn start_on_postgres() -> Option<TestServer> {
+        Self::start_on_postgres_with(plinth_server::ServerConfig::default()).await
+    }
+
+    /// Like [`TestServer::start_on_postgres`], with server settings.
+    pub async fn start_on_postgres_with(config: plinth_server::ServerConfig) -> Option<TestServer> {
         let admin = std::env::var("PLINTH_TEST_DATABASE_URL").ok()?;
         let name = format!("plinth_test_{}", ulid::Ulid::new().to_string().to_lowercase());
         let url = plinth_store::Store::create_postgres_database(&admin, &name).await.expect("create database");
@@ -61,7 +66,7 @@ impl TestServer {
         let operator =
             plinth_server::bootstrap(&store).await.expect("bootstrap").expect("an empty platform bootstraps");
         let dir = tempfile::tempdir().expect("tempdir");
-        Some(Self::serve_on(store, plinth_server::ServerConfig::default(), operator, dir).await)
+        Some(Self::serve_on(store, config, operator, dir).await)
     }
 
     /// A server over an existing store (a restart on the same database).

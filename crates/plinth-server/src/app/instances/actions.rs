@@ -1,14 +1,17 @@
-//! Instance actions that publish a new spec and leave the waiting to a saga: start, stop,
-//! reboot, rebuild and delete. Each checks the action against the instance's state (a
-//! repeated action is a no-op success), changes the instance, writes the operation and
-//! starts its saga, in one transaction.
+//! Instance actions that leave the waiting to a saga: start, stop, reboot, rebuild and
+//! delete. Each checks the action against the instance's state (a repeated action is a
+//! no-op success), changes the instance, writes the operation and starts its saga, in one
+//! transaction. Stop, reboot, rebuild and delete publish their spec in that transaction;
+//! start publishes nothing: its saga boots the guest once its NICs are ready
+//! (`saga::instance::START`), and the instance stays as it was until then.
 
 use super::{accepted, boot_source, check_image, converge, invalid_transition, need_host};
 use crate::app::lifecycle::{self, Pokes};
-use crate::app::saga::{self, instance::InstanceParams};
+use crate::app::saga::{self, instance::InstanceParams, instance::StartParams};
 use crate::app::{AppState, Caller, Error, Result};
 use chrono::Utc;
 use plinth_api::*;
+use plinth_domain::authz::Scope;
 use plinth_domain::instance_state::{self, Action, Verdict};
 
 /// What an action does to the instance inside its transaction, and what the operation
@@ -34,7 +37,12 @@ async fn act(
     if !caller.principal.can_write_in(&inst.tenant_id, Some(&inst.project_id)) {
         return Err(Error::forbidden("acting on instances in this project"));
     }
-    let verdict = instance_state::check(inst.state, action).map_err(invalid_transition)?;
+    let mut verdict = instance_state::check(inst.state, action).map_err(invalid_transition)?;
+    if verdict == Verdict::NoOp && action == Action::Stop && start_pending(&mut tx, id).await? {
+        // Stopped, but a start still waits for its NICs: this stop is later, and wins (its
+        // spec supersedes the start's, which then never boots the guest).
+        verdict = Verdict::Proceed;
+    }
     let kind = format!("instance.{}", action.as_str());
     let user = Some(&caller.principal.user_id);
     if verdict == Verdict::NoOp {
@@ -47,11 +55,13 @@ async fn act(
         tx.commit().await?;
         return Ok(accepted(caller, inst, op));
     }
+    let before = inst.spec_generation;
     let plan = apply(&mut inst)?;
     let mut op = saga::new_operation(plan.kind, id, Some(&inst.tenant_id), Some(&inst.project_id), user, 1);
     let mut pokes = Pokes::default();
     let ev = lifecycle::event(&inst, plan.event.0, plan.event.1.clone(), Some(&op.id));
-    lifecycle::save(&mut tx, &mut inst, true, vec![ev], Some(&op.id), &mut pokes).await?;
+    let published = inst.spec_generation != before;
+    lifecycle::save(&mut tx, &mut inst, published, vec![ev], Some(&op.id), &mut pokes).await?;
     saga::begin(st, &mut tx, &mut op, plan.saga, plan.params, &[]).await?;
     tx.audit(&caller.audit(), id, Some(inst.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
@@ -60,17 +70,25 @@ async fn act(
     Ok(accepted(caller, inst, op))
 }
 
-/// Starts an instance.
+/// Whether a start of the instance is still under way (its saga waits for the NICs before
+/// it publishes anything). In the caller's transaction, which holds the instance's row.
+async fn start_pending(tx: &mut plinth_store::Tx, id: &str) -> Result<bool> {
+    let ops: Vec<Operation> = tx.list_by(&Scope::Platform, "target", id).await?;
+    Ok(ops.iter().any(|o| o.kind == "instance.start" && o.status == OperationStatus::Running))
+}
+
+/// Starts an instance: nothing is published here; the `instance.start` saga places its
+/// NICs, waits until they are ready, and only then tells the host to boot it.
 pub async fn start(st: &AppState, caller: &Caller, id: &str) -> Result<InstanceAccepted> {
     act(st, caller, id, Action::Start, |i| {
         need_host(i)?;
         i.lifecycle = Lifecycle::Active;
-        lifecycle::publish(i, PowerState::Running, true);
         Ok(Plan {
             kind: "instance.start",
-            saga: "instance.converge",
-            params: converge(i, ObservedState::Running, false),
-            event: ("start_requested", "start".into()),
+            saga: "instance.start",
+            params: serde_json::to_value(StartParams { instance_id: i.id.clone(), generation: i.spec_generation })
+                .unwrap_or_default(),
+            event: ("start_requested", "start, once its network interfaces are ready".into()),
         })
     })
     .await

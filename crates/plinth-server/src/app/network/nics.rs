@@ -427,9 +427,10 @@ pub async fn detach(st: &AppState, caller: &Caller, instance_id: &str, nic_id: &
     Ok(())
 }
 
-/// Places a new instance's NICs on its host (its create wrote them unplaced: the create's
-/// transaction holds its host's row and must not take other hosts'). Its own transaction,
-/// which takes host rows in one (sorted) order; run before the start waits for them.
+/// Places an instance's NICs on its host (its create wrote them unplaced: the create's
+/// transaction holds its host's row and must not take other hosts'; a create that does
+/// not start leaves them so until the first start). Its own transaction, which takes host
+/// rows in one (sorted) order; run before a boot waits for them.
 pub async fn place_instance_nics(st: &AppState, id: &InstanceId) -> Result<()> {
     let mut tx = st.store.begin().await?;
     let inst: Instance = tx.peek(&plinth_domain::authz::Scope::Platform, id.as_str()).await?;

@@ -1,10 +1,16 @@
-//! Instance sagas: create (quota → claim → prepare on the host → start), delete
-//! (stop and remove from the host → release the claim) and converge (wait for the host to
-//! reach a published spec: start, stop, reboot, resize, rebuild).
+//! Instance sagas: create (quota → claim → prepare on the host → start), start (of a
+//! stopped instance), delete (stop and remove from the host → release the claim) and
+//! converge (wait for the host to reach a published spec: stop, reboot, resize, rebuild).
 //!
 //! The create saga's first two steps run inside the API request (so a full cloud answers
 //! `409` at once); the executor resumes it at `prepare`. Undoing `claim` releases the
 //! allocation and ends the instance as `deleted`, so a failed create leaves nothing.
+//!
+//! Both ways a guest boots (create's `start`, and `instance.start`) go through
+//! [`boot_when_nics_ready`]: the instance's NICs are placed on its host and must be `ready`
+//! before `Running` is published, so a host is never told to boot a guest whose network is
+//! not there yet; past the deadline the operation fails naming what is missing, and the
+//! instance stays as it was.
 
 use super::{SagaDef, Step, StepError, StepFuture};
 use crate::app::AppState;
@@ -35,6 +41,16 @@ pub struct ConvergeParams {
     pub clear_busy: bool,
 }
 
+/// Parameters of the start saga.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StartParams {
+    pub instance_id: InstanceId,
+    /// The instance's spec generation when the start was asked for. A spec published since
+    /// by anything else (a stop, a rebuild, a resize, a delete, a drain) supersedes the
+    /// start; one that already runs it (another start) makes it a no-op.
+    pub generation: i64,
+}
+
 /// `instance.create`.
 pub static CREATE: SagaDef = SagaDef {
     kind: "instance.create",
@@ -42,9 +58,14 @@ pub static CREATE: SagaDef = SagaDef {
         Step { name: "quota", run: quota, undo: None },
         Step { name: "claim", run: claim, undo: Some(release_claim) },
         Step { name: "prepare", run: prepare, undo: Some(unprepare) },
-        Step { name: "start", run: start, undo: None },
+        Step { name: "start", run: create_start, undo: None },
     ],
 };
+
+/// `instance.start`: boot a stopped (or failed, or crashed) instance once its NICs are
+/// ready.
+pub static START: SagaDef =
+    SagaDef { kind: "instance.start", steps: &[Step { name: "start", run: start, undo: None }] };
 
 /// `instance.delete`.
 pub static DELETE: SagaDef = SagaDef {
@@ -247,24 +268,114 @@ fn unprepare<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFut
     })
 }
 
+/// Who asks [`boot_when_nics_ready`] to boot the guest.
+#[derive(Clone, Copy, Debug)]
+enum Boot {
+    /// The create saga's `start`: the first boot.
+    Create,
+    /// `instance.start`, asked for at this spec generation.
+    Start(i64),
+}
+
+/// Whether something other than a start changed the instance since a start was asked for
+/// at spec generation `asked_at` (a stop, rebuild, resize, delete or drain published a spec,
+/// or took it out of `active`): that start must not boot it.
+fn superseded(i: &Instance, asked_at: i64) -> bool {
+    let active = i.lifecycle == Lifecycle::Active;
+    !(active && (i.spec_generation == asked_at || i.power == PowerState::Running))
+}
+
+fn superseded_error(id: &InstanceId, now: InstanceState) -> StepError {
+    StepError::new(
+        "superseded",
+        format!(
+            "instance {id} changed before it could start (it is now {}); a later action took over and it was not \
+             started",
+            now.as_str()
+        ),
+    )
+}
+
+/// Waits until the instance is [`superseded`] for a start asked at `asked_at`, answering
+/// its state then; never answers while it is not (the NIC wait ends first).
+async fn until_superseded(st: &AppState, id: &InstanceId, asked_at: i64) -> Result<InstanceState, StepError> {
+    let deadline = tokio::time::Instant::now() + st.config.nic_ready_timeout;
+    let key = signals::instance_key(id.as_str());
+    let found = st
+        .signals
+        .wait_for(&key, deadline, std::time::Duration::from_millis(500), || async {
+            let i: Instance = st.store.get(&Scope::Platform, id.as_str()).await?;
+            Ok::<_, StepError>(superseded(&i, asked_at).then_some(i.state))
+        })
+        .await?;
+    match found {
+        Some(state) => Ok(state),
+        None => std::future::pending().await,
+    }
+}
+
+/// Boots the instance's guest once its NICs can carry traffic: places them on its host,
+/// waits until each is `ready` (`nics_not_ready` past `nic_ready_timeout`, `nic_failed` when
+/// a host could not set one up: either way nothing was published, so the host never boots
+/// it), then publishes `Running` and waits for the host to report it running.
+///
+/// Idempotent, as a step must be: run again after a crash between the publish and the
+/// step's log entry, it finds `Running` published and only waits. A start finds the same
+/// when another start published it first, and fails `superseded` (as soon as it happens,
+/// even while the NICs are awaited) when anything else changed the instance since it was
+/// asked for.
+async fn boot_when_nics_ready(st: &AppState, op: &OperationId, id: &InstanceId, who: Boot) -> Result<(), StepError> {
+    crate::app::network::nics::place_instance_nics(st, id).await.map_err(|e| StepError::new(e.code, e.detail))?;
+    let nics = crate::app::dataplane::wait_nics_ready(st, id);
+    match who {
+        Boot::Create => nics.await?,
+        Boot::Start(asked_at) => tokio::select! {
+            ready = nics => ready?,
+            now = until_superseded(st, id, asked_at) => return Err(superseded_error(id, now?)),
+        },
+    }
+    let mut moved_on = None;
+    let inst = change(st, id, Some(op), |i| {
+        let publish = match who {
+            Boot::Create => i.power != PowerState::Running,
+            Boot::Start(asked_at) if superseded(i, asked_at) => {
+                moved_on = Some(i.state);
+                false
+            }
+            // Not yet published, or published already (by this step before a restart, or
+            // by another start).
+            Boot::Start(asked_at) => i.spec_generation == asked_at,
+        };
+        if !publish {
+            return (false, vec![]);
+        }
+        lifecycle::publish(i, PowerState::Running, true);
+        let ev = match who {
+            Boot::Create => lifecycle::event(i, "start_requested", "first boot", Some(op)),
+            Boot::Start(_) => lifecycle::event(i, "boot_requested", "its network interfaces are ready", Some(op)),
+        };
+        (true, vec![ev])
+    })
+    .await?;
+    if let Some(now) = moved_on {
+        return Err(superseded_error(id, now));
+    }
+    wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Running, false).await
+}
+
 fn start<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
+    Box::pin(async move {
+        let p: StartParams = params(p)?;
+        boot_when_nics_ready(st, op, &p.instance_id, Boot::Start(p.generation)).await
+    })
+}
+
+fn create_start<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFuture<'a> {
     Box::pin(async move {
         let p: InstanceParams = params(p)?;
         if p.start {
             // The guest starts only once its NICs can carry traffic: on its host first.
-            crate::app::network::nics::place_instance_nics(st, &p.instance_id)
-                .await
-                .map_err(|e| StepError::new(e.code, e.detail))?;
-            crate::app::dataplane::wait_nics_ready(st, &p.instance_id).await?;
-            let inst = change(st, &p.instance_id, Some(op), |i| {
-                if i.power == PowerState::Running {
-                    return (false, vec![]);
-                }
-                lifecycle::publish(i, PowerState::Running, true);
-                (true, vec![lifecycle::event(i, "start_requested", "first boot", Some(op))])
-            })
-            .await?;
-            wait_observed(st, &inst.id, inst.spec_generation, ObservedState::Running, false).await?;
+            boot_when_nics_ready(st, op, &p.instance_id, Boot::Create).await?;
         }
         change(st, &p.instance_id, Some(op), |i| {
             i.lifecycle = Lifecycle::Active;

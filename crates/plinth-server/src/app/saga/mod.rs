@@ -116,8 +116,8 @@ pub struct SagaDef {
 }
 
 /// Every saga this server knows.
-fn registry() -> [&'static SagaDef; 5] {
-    [&instance::CREATE, &instance::DELETE, &instance::CONVERGE, &host::DRAIN, &host::RECOVER]
+fn registry() -> [&'static SagaDef; 6] {
+    [&instance::CREATE, &instance::START, &instance::DELETE, &instance::CONVERGE, &host::DRAIN, &host::RECOVER]
 }
 
 fn find(kind: &str) -> Option<&'static SagaDef> {
