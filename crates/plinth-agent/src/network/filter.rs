@@ -30,9 +30,10 @@
 //!   whatever the namespace sends (DHCP replies, the gateway's ICMP), and for ARP only by
 //!   the bridge `l2out` (after its drops) and `output` chains (ARP never reaches the inet
 //!   hooks). A flushed ruleset (or a deleted table) so forwards nothing until the agent
-//!   loads it again; with the tables present, behaviour is as without the guard. Non-IP,
-//!   non-ARP frames never get the bit (IPv6 and other ethertypes from ports without port
-//!   security used to be bridged; they are dropped at egress now).
+//!   loads it again; with the tables present, behaviour is as without the guard. Frames
+//!   neither IP nor ARP never get the bit (other ethertypes from ports without port
+//!   security used to be bridged; they are dropped at egress now; IPv6 already met the
+//!   `forward` chain's drop).
 //! - Per group `g{k}` (k = its position in the spec): `g{k}_ports` (marks of local member
 //!   ports), `g{k}_addrs` (addresses of local members), and per direction `in`/`out` the
 //!   interval sets `_tcp`/`_udp` (`remote . port range`), `_icmp` (`remote . type .

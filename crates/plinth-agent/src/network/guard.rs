@@ -9,11 +9,12 @@
 //! a VXLAN device. A tcx program is no qdisc and no nft object: neither `nft flush
 //! ruleset` nor `tc qdisc del` removes it; it goes with its device (Linux ≥ 6.6).
 //!
-//! Owns: loading the program, attaching it (idempotent: a device already carrying a
-//! program named [`NAME`] is left alone), querying and detaching it, and deciding which
-//! devices of a plan must carry it. Everything is a `bpf(2)` syscall on one thread inside
-//! the VPC namespace ([`super::tap::in_netns`]: ifindexes are per namespace); no process is
-//! spawned, so checking every device of a VPC on each apply stays cheap.
+//! Owns: loading the program (once per process), attaching it (idempotent: a device
+//! already carrying a program named [`NAME`] is left alone), querying and detaching it,
+//! and deciding which devices of a plan must carry it. Everything is a `bpf(2)` syscall on
+//! one thread inside the VPC namespace ([`super::tap::in_netns`]: ifindexes are per
+//! namespace); no process is spawned, so checking every device of a VPC on each verifying
+//! apply stays cheap (a query and two look-ups per device).
 
 use super::links::Link;
 use super::plan::VpcPlan;
@@ -22,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 /// The mark bit the nft tables set on what they let pass.
 pub const PASSED: u32 = 0x8000_0000;
@@ -259,10 +261,22 @@ fn attach(ifindex: u32, prog: &OwnedFd) -> io::Result<()> {
     bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
 }
 
+/// The program, loaded once per process (one program serves every device; its fd is
+/// close-on-exec, so the tools the agent runs do not inherit it).
+fn program() -> io::Result<Arc<OwnedFd>> {
+    static PROGRAM_FD: Mutex<Option<Arc<OwnedFd>>> = Mutex::new(None);
+    let mut slot = PROGRAM_FD.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(fd) = slot.as_ref() {
+        return Ok(fd.clone());
+    }
+    let fd = Arc::new(load()?);
+    *slot = Some(fd.clone());
+    Ok(fd)
+}
+
 /// Attaches the guard to each of `devices` that lacks it, in the calling thread's
-/// namespace, loading the program at most once.
+/// namespace.
 fn ensure_here(devices: &[String]) -> Vec<(String, Result<(), String>)> {
-    let mut prog: Option<OwnedFd> = None;
     devices
         .iter()
         .map(|d| {
@@ -271,10 +285,7 @@ fn ensure_here(devices: &[String]) -> Vec<(String, Result<(), String>)> {
                 if has_guard(ix)? {
                     return Ok(());
                 }
-                if prog.is_none() {
-                    prog = Some(load()?);
-                }
-                attach(ix, prog.as_ref().expect("loaded just above"))
+                attach(ix, &*program()?)
             })();
             (d.clone(), r.map_err(|e| format!("attaching the guard to {d} (tcx egress, Linux ≥ 6.6): {e}")))
         })
