@@ -3,9 +3,10 @@
 //! thread inside the host namespace; guests are namespaces holding the far end of veth
 //! NICs. Asserts what a guest observes: TCP with payload, ping, DHCP, MTU, security
 //! groups (a removed rule cuts an established flow), anti-spoofing, idempotent re-apply,
-//! drift repair and complete teardown. Runs as root only (skips otherwise).
+//! drift repair, fail closed with the ruleset flushed (the guard) and complete teardown.
+//! Runs as root only (skips otherwise).
 
-use plinth_agent::network::{HostNetwork, LinuxBridge, LinuxBridgeConfig, tap};
+use plinth_agent::network::{HostNetwork, LinuxBridge, LinuxBridgeConfig, guard, tap};
 use plinth_agent::runtime::TapOpener;
 use plinth_api::*;
 use std::path::{Path, PathBuf};
@@ -522,6 +523,31 @@ fn two_hosts_carry_a_vpc() {
     assert!(tcp(&g("a"), "10.73.0.11", 5000), "a→b after the repair");
     assert!(!tcp(&g("b"), "10.73.0.13", 5000), "the locked NIC is filtered again after the repair");
 
+    // Fail closed: with the whole ruleset flushed by hand nothing is forwarded (the guard at
+    // each port's and VXLAN device's egress drops what no rule marked as passed). Control:
+    // with the guards of a's and b's ports detached, the same flushed ruleset lets a→b in.
+    let guarded =
+        ["na", "nb", "ne", "nt"].map(str::to_owned).into_iter().chain((1..=2).map(|i| format!("vx{}", VNI + i)));
+    let guarded: Vec<String> = guarded.collect();
+    for d in &guarded {
+        assert!(guard::present(&vpc0, d).expect("query"), "{d} carries the guard");
+    }
+    must(&format!("ip netns exec {vpc0} nft flush ruleset"));
+    assert!(!tcp(&g("a"), "10.73.0.11", 5000), "flushed ruleset: a→b is dropped at b's port");
+    assert!(!tcp(&g("a"), "10.73.0.12", 5000), "flushed ruleset: nothing leaves through the VXLAN device");
+    assert!(!tcp(&g("b"), "10.73.0.13", 5000), "flushed ruleset: the locked NIC stays unreachable");
+    for d in ["na", "nb"] {
+        assert_eq!(guard::detach(&vpc0, d).expect("detach"), 1, "one guard on {d}");
+    }
+    assert!(tcp(&g("a"), "10.73.0.11", 5000), "control: without the guards the flushed ruleset lets a→b through");
+    all_applied(&hosts[0].apply(&spec3[0]));
+    for d in &guarded {
+        assert_eq!(guard::attached(&vpc0, d).expect("query"), vec![guard::NAME], "the apply left one guard on {d}");
+    }
+    assert!(tcp(&g("a"), "10.73.0.11", 5000), "a→b after the repair");
+    assert!(tcp(&g("a"), "10.73.0.12", 5000), "a→c across hosts after the repair");
+    assert!(!tcp(&g("b"), "10.73.0.13", 5000), "the locked NIC is filtered again after the repair");
+
     // Fail closed: a batch the kernel refuses (a NIC with an address nft rejects) leaves
     // the old ruleset; the NICs whose rules did not change stay applied, the new NIC is
     // not plugged.
@@ -580,5 +606,61 @@ fn two_hosts_carry_a_vpc() {
         let left: Vec<_> = std::fs::read_dir(d).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         assert!(left.is_empty(), "state files are left: {left:?}");
     }
+    drop(lab);
+}
+
+/// The guard on its own: two namespaces joined by a veth, the guard at the egress of one
+/// end. Without it a ping passes (control); with it an unmarked ping is dropped, one whose
+/// packets carry the passed bit (set by an nft `output` rule) passes, and one marked with
+/// every other bit is dropped. Attaching twice leaves one program; detaching removes it.
+#[test]
+fn the_guard_drops_what_lacks_the_passed_bit() {
+    if !is_root() {
+        eprintln!("SKIP: network_datapath needs root (network namespaces, BPF)");
+        return;
+    }
+    let tag = format!("ng{}-", std::process::id() % 100000);
+    let mut lab = Lab { tag: tag.clone(), namespaces: vec![], dirs: vec![], children: vec![] };
+    let (x, y) = (format!("{tag}x"), format!("{tag}y"));
+    for ns in [&x, &y] {
+        must(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+        lab.namespaces.push(ns.clone());
+    }
+    // Permanent neighbours on both sides: the probe is the ping alone (no ARP to mark).
+    must(&format!(
+        "ip -n {x} link add x0 address 02:00:00:00:00:01 type veth peer name y0 address 02:00:00:00:00:02 netns {y} \
+         && ip -n {x} addr add 10.99.0.1/24 dev x0 && ip -n {x} link set x0 up \
+         && ip -n {y} addr add 10.99.0.2/24 dev y0 && ip -n {y} link set y0 up \
+         && ip -n {x} neigh replace 10.99.0.2 lladdr 02:00:00:00:00:02 dev x0 nud permanent \
+         && ip -n {y} neigh replace 10.99.0.1 lladdr 02:00:00:00:00:01 dev y0 nud permanent"
+    ));
+    let ping = || sh(&format!("ip netns exec {x} ping -c 1 -W 1 10.99.0.2")).0;
+    assert!(ping(), "control: without the guard x pings y");
+    assert_eq!(guard::attached(&x, "x0").expect("query"), Vec::<String>::new(), "no program before");
+    assert!(!guard::present(&x, "x0").expect("query"));
+
+    for _ in 0..2 {
+        let r = guard::ensure(&x, &["x0".to_owned()]);
+        assert!(r["x0"].is_ok(), "attach: {r:?}");
+    }
+    assert_eq!(guard::attached(&x, "x0").expect("query"), vec![guard::NAME.to_owned()], "attached twice: one program");
+    assert!(guard::present(&x, "x0").expect("query"));
+    assert!(!ping(), "the guard drops an unmarked packet");
+
+    let mark = |m: &str| {
+        must(&format!(
+            "printf 'table inet t\\ndelete table inet t\\ntable inet t {{\\nchain o {{\\ntype filter hook output priority 0; policy accept;\\nmeta mark set {m}\\n}}\\n}}\\n' \
+             | ip netns exec {x} nft -f -"
+        ))
+    };
+    mark("0x80000000");
+    assert!(ping(), "the guard passes a packet carrying the passed bit");
+    mark("0x7fffffff");
+    assert!(!ping(), "every other bit set: dropped");
+
+    assert_eq!(guard::detach(&x, "x0").expect("detach"), 1);
+    assert!(!guard::present(&x, "x0").expect("query"));
+    assert!(ping(), "detached: a packet without the passed bit passes again");
+    assert!(guard::attached(&x, "nosuchdev").is_err(), "a missing device is an error, not an empty answer");
     drop(lab);
 }

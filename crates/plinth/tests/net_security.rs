@@ -9,6 +9,7 @@ mod common;
 use common::Proc;
 use common::labapi::*;
 use common::netlab::*;
+use plinth_agent::network::guard;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -416,8 +417,10 @@ fn reads_back(w: &World, i: usize, want: &Value, what: &str, deadline: Duration)
 /// Crash and drift: kill -9 the agent right after a change, restart it, and the data path
 /// comes back to exactly the state the same change reaches without a crash; a bridge
 /// deleted and the nft ruleset flushed by hand come back on the agent's periodic re-apply.
-/// While the ruleset is flushed, a probe that the groups block is sent every ~100 ms and
-/// what got through is printed (measured, not asserted).
+/// While the ruleset is flushed, a probe that the groups block is sent back to back and
+/// never gets through (the guard fails closed); held flushed with the agent paused, the
+/// same probe gets through once the guards are detached by hand (the control), and the
+/// agent puts guards and ruleset back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_and_drift_come_back_to_the_desired_state() {
     let Some(mut w) = World::new("psc", 235).await else { return };
@@ -475,38 +478,96 @@ async fn crash_and_drift_come_back_to_the_desired_state() {
     assert!(becomes(true, ENFORCE, || tcp(&b_ns, &aip, 7)), "a reachable again");
     assert!(tcp_sure(&d_ns, &aip, 7), "same-host traffic again");
 
-    // The ruleset flushed by hand comes back; meanwhile a blocked probe (c → a) runs.
+    // The ruleset flushed by hand comes back; meanwhile a blocked probe (c → a) runs and
+    // never gets through: the guard at every port's and VXLAN device's egress drops what no
+    // rule let pass (with the tables gone, nothing).
     assert!(!tcp(&c_ns, &aip, 7), "control: c → a is blocked before the flush");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let vpc1 = w.vpc_ns(1);
+    let a_dev = s(&a, "device");
+    let vxlans: Value = serde_json::from_str(&sh(&["ip", "-n", &vpc1, "-j", "link", "show", "type", "vxlan"])).unwrap();
+    let vx = s(&vxlans[0], "ifname");
+    for d in [&a_dev, &vx] {
+        assert!(guard::present(&vpc1, d).unwrap(), "{d} on host 1 carries the guard");
+    }
+    let (log, took, flushed_at) = probe_while(&c_ns, &aip, || {
+        sh(&["ip", "netns", "exec", &vpc1, "nft", "flush", "ruleset"]);
+        reads_back(&w, 1, &s1, "ruleset flushed by hand", Duration::from_secs(25))
+    });
+    let passed = leaks(&log, flushed_at);
+    let tries = log.iter().filter(|(at, _)| *at >= flushed_at && *at < flushed_at + took).count();
+    println!(
+        "ruleset flushed by hand: restored in {took:?}; blocked probe c → a got through {} of {tries} tries meanwhile",
+        passed.len()
+    );
+    assert!(passed.is_empty(), "the blocked probe c → a got through while the ruleset was flushed: {passed:?}");
+    assert!(becomes(false, ENFORCE, || tcp(&c_ns, &aip, 7)), "after the restore c → a is blocked");
+    assert!(tcp_sure(&b_ns, &aip, 7), "control: b → a passes");
+
+    // The same, held: host 1's agent is paused (SIGSTOP) so that the flushed state lasts
+    // while the probes run. Everything is dropped, the allowed b → a too (fail closed).
+    // Control: with the guard detached by hand from a's port and from host 1's VXLAN
+    // device (the way c → a goes in and its answer goes out), the same state lets c → a
+    // through. Resumed, the agent repairs the guards and the ruleset.
+    let agent1 = w.agents[0].0.id();
+    signal(agent1, "STOP");
+    sh(&["ip", "netns", "exec", &vpc1, "nft", "flush", "ruleset"]);
+    assert_ne!(readback(&vpc1), s1, "control: the flush shows in the read-back");
+    for _ in 0..3 {
+        assert!(!tcp(&c_ns, &aip, 7), "held flushed: c → a is dropped");
+    }
+    assert!(!tcp(&b_ns, &aip, 7), "held flushed: even the allowed b → a is dropped (fail closed)");
+    for d in [&a_dev, &vx] {
+        assert_eq!(guard::detach(&vpc1, d).unwrap(), 1, "one guard on {d}");
+    }
+    let leaked = becomes(true, Duration::from_secs(10), || tcp(&c_ns, &aip, 7));
+    signal(agent1, "CONT");
+    assert!(leaked, "control: without the guards, the flushed ruleset lets c → a through");
+    let took = reads_back(&w, 1, &s1, "ruleset flushed and guards detached by hand", Duration::from_secs(25));
+    println!("held flush with the guards detached: restored {took:?} after the agent resumed");
+    for d in [&a_dev, &vx] {
+        assert_eq!(guard::attached(&vpc1, d).unwrap(), vec![guard::NAME], "the agent put the guard back on {d}");
+    }
+    assert!(becomes(false, ENFORCE, || tcp(&c_ns, &aip, 7)), "after the repair c → a is blocked");
+    assert!(tcp_sure(&b_ns, &aip, 7), "control: b → a passes");
+}
+
+/// Runs `during` while probing `ns` → `ip`:7 back to back (100 ms connect timeout),
+/// from two probes before it to two probes after it; answers the probes (time since the
+/// start, passed), what `during` answered, and when `during` started.
+fn probe_while<T>(ns: &str, ip: &str, during: impl FnOnce() -> T) -> (Vec<(Duration, bool)>, T, Duration) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let t0 = Instant::now();
     let prober = {
-        let (stop, c_ns, aip) = (stop.clone(), c_ns.clone(), aip.clone());
+        let (stop, count, ns, ip) = (stop.clone(), count.clone(), ns.to_owned(), ip.to_owned());
         std::thread::spawn(move || {
             let mut log = vec![];
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let at = t0.elapsed();
-                log.push((at, tcp_ok(&c_ns, &aip, 7, 100, Duration::from_millis(300))));
+                log.push((at, tcp_ok(&ns, &ip, 7, 100, Duration::from_millis(300))));
+                count.fetch_add(1, Ordering::Relaxed);
             }
             log
         })
     };
-    std::thread::park_timeout(Duration::from_millis(300));
-    let flushed_at = t0.elapsed();
-    sh(&["ip", "netns", "exec", &w.vpc_ns(1), "nft", "flush", "ruleset"]);
-    let took = reads_back(&w, 1, &s1, "ruleset flushed by hand", Duration::from_secs(25));
-    std::thread::park_timeout(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let log = prober.join().unwrap();
-    let passed: Vec<_> = log.iter().filter(|(_, ok)| *ok).map(|(at, _)| at.saturating_sub(flushed_at)).collect();
-    println!(
-        "ruleset flushed by hand: restored in {took:?}; blocked probe c → a got through {} of {} tries{}",
-        passed.len(),
-        log.len(),
-        match (passed.first(), passed.last()) {
-            (Some(f), Some(l)) => format!(", from {f:?} to {l:?} after the flush"),
-            _ => String::new(),
-        }
-    );
-    assert!(becomes(false, ENFORCE, || tcp(&c_ns, &aip, 7)), "after the restore c → a is blocked again");
-    assert!(tcp_sure(&b_ns, &aip, 7), "control: b → a passes");
+    let tries = |n: usize| {
+        wait("probes to run", Duration::from_secs(10), || (count.load(Ordering::Relaxed) >= n).then_some(()))
+    };
+    tries(2);
+    let started = t0.elapsed();
+    let out = during();
+    tries(count.load(Ordering::Relaxed) + 2);
+    stop.store(true, Ordering::Relaxed);
+    (prober.join().unwrap(), out, started)
+}
+
+/// The probes of `log` that passed at or after `from`, as times since `from`.
+fn leaks(log: &[(Duration, bool)], from: Duration) -> Vec<Duration> {
+    log.iter().filter(|(at, ok)| *ok && *at >= from).map(|(at, _)| at.saturating_sub(from)).collect()
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    sh(&["kill", &format!("-{sig}"), &pid.to_string()]);
 }

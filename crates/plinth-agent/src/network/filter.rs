@@ -14,7 +14,8 @@
 //!   MAC must be the port's, ARP sender MAC/IP must be the port's (or 0.0.0.0 probes), no
 //!   DHCP server replies (udp sport 67), IPv4 source must be the port's address except a
 //!   DHCP discover from 0.0.0.0. Chain `l2out` (forward) and `uplink` keep DHCP and ARP for
-//!   the gateway on this host (the gateway is per host, see [`super::plan`]).
+//!   the gateway on this host (the gateway is per host, see [`super::plan`]). Frames from
+//!   an uplink get mark 0 (nothing from outside carries the passed bit).
 //! - `table inet plinth`, chain `forward` (policy drop): `ct state established,related
 //!   accept`, `ct state invalid drop`; a packet from a local port (mark ≠ 0) must pass
 //!   `egress` (its groups' egress rules; falls through when allowed, dropped otherwise),
@@ -22,6 +23,17 @@
 //!   covers routed traffic too) must pass `ingress` (accept or drop); a packet from a local
 //!   port to a NIC elsewhere is accepted (that host's ingress decides). Chain `input`
 //!   (policy drop) lets ports reach DHCP and ping the gateway only.
+//! - Fail closed ([`super::guard`]): an eBPF program at the egress of every port and VXLAN
+//!   device drops each packet whose mark lacks the passed bit (0x80000000, [`PASS`]). The
+//!   bit is set exactly where passage is granted: on every accept of `forward`/`ingress`
+//!   (after matching: `egress` compares exact port marks), by the inet `output` chain on
+//!   whatever the namespace sends (DHCP replies, the gateway's ICMP), and for ARP only by
+//!   the bridge `l2out` (after its drops) and `output` chains (ARP never reaches the inet
+//!   hooks). A flushed ruleset (or a deleted table) so forwards nothing until the agent
+//!   loads it again; with the tables present, behaviour is as without the guard. Frames
+//!   neither IP nor ARP never get the bit (other ethertypes from ports without port
+//!   security used to be bridged; they are dropped at egress now; IPv6 already met the
+//!   `forward` chain's drop).
 //! - Per group `g{k}` (k = its position in the spec): `g{k}_ports` (marks of local member
 //!   ports), `g{k}_addrs` (addresses of local members), and per direction `in`/`out` the
 //!   interval sets `_tcp`/`_udp` (`remote . port range`), `_icmp` (`remote . type .
@@ -268,6 +280,10 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
     rs
 }
 
+/// Sets the passed bit ([`super::guard::PASSED`]): the guard at each port's and VXLAN
+/// device's egress drops every packet without it.
+pub const PASS: &str = "meta mark set meta mark or 0x80000000";
+
 /// The two tables' chains and set declarations for `groups` groups.
 fn structure(groups: usize, _with_uplinks: bool) -> String {
     let mut t = String::new();
@@ -284,7 +300,7 @@ fn structure(groups: usize, _with_uplinks: bool) -> String {
          \tchain pre {\n\
          \t\ttype filter hook prerouting priority -200; policy accept;\n\
          \t\tmeta mark set iifname map @port_mark\n\
-         \t\tiifname @uplinks jump uplink\n\
+         \t\tiifname @uplinks meta mark set 0 jump uplink\n\
          \t\tiifname != @ports iifname != @uplinks drop\n\
          \t\tiifname @secured jump secured\n\
          \t}\n\
@@ -300,14 +316,25 @@ fn structure(groups: usize, _with_uplinks: bool) -> String {
          \t\tudp sport 67 drop\n\
          \t\tip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return\n\
          \t\tether type ip iifname . ip saddr != @port_ip drop\n\
-         \t}\n\
-         \tchain l2out {\n\
+         \t}\n",
+    );
+    // ARP never reaches the inet hooks: the bridge table lets it pass (after its drops),
+    // forwarded or sent by the namespace (the gateway's). Never IP: with the inet table
+    // gone, IP must stay dropped.
+    let _ = write!(
+        t,
+        "\tchain l2out {{\n\
          \t\ttype filter hook forward priority -200; policy accept;\n\
-         \t\toifname @uplinks udp dport { 67, 68 } drop\n\
+         \t\toifname @uplinks udp dport {{ 67, 68 }} drop\n\
          \t\toifname @uplinks arp daddr ip @gateways drop\n\
          \t\toifname @uplinks arp saddr ip @gateways drop\n\
-         \t}\n\
-         }\n",
+         \t\tether type arp {PASS}\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority -200; policy accept;\n\
+         \t\tether type arp {PASS}\n\
+         \t}}\n\
+         }}\n",
     );
     t.push_str(
         "table inet plinth {\n\
@@ -328,16 +355,23 @@ fn structure(groups: usize, _with_uplinks: bool) -> String {
             let _ = writeln!(t, "\tset g{k}_{dir}_any_p {{ type ipv4_addr; flags interval; }}");
         }
     }
-    t.push_str(
-        "\tchain forward {\n\
+    // Every accept of `forward` (and `ingress`) sets the passed bit, after matching:
+    // `egress` matches exact port marks. `output`: whatever the namespace sends.
+    let _ = write!(
+        t,
+        "\tchain forward {{\n\
          \t\ttype filter hook forward priority 0; policy drop;\n\
-         \t\tct state established,related accept\n\
+         \t\tct state established,related {PASS} accept\n\
          \t\tct state invalid drop\n\
          \t\tmeta mark != 0 jump egress\n\
          \t\tip daddr @local_ips jump ingress\n\
-         \t\tmeta mark != 0 accept\n\
-         \t}\n\
-         \tchain egress {\n",
+         \t\tmeta mark != 0 {PASS} accept\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority 0; policy accept;\n\
+         \t\t{PASS}\n\
+         \t}}\n\
+         \tchain egress {{\n",
     );
     for k in 0..groups {
         let m = format!("\t\tmeta mark @g{k}_ports ip daddr");
@@ -354,15 +388,15 @@ fn structure(groups: usize, _with_uplinks: bool) -> String {
     t.push_str("\t\tdrop\n\t}\n\tchain ingress {\n");
     for k in 0..groups {
         let m = format!("\t\tip daddr @g{k}_addrs ip saddr");
-        let _ = writeln!(t, "{m} . tcp dport @g{k}_in_tcp accept");
-        let _ = writeln!(t, "{m} . udp dport @g{k}_in_udp accept");
-        let _ = writeln!(t, "{m} . icmp type . icmp code @g{k}_in_icmp accept");
-        let _ = writeln!(t, "{m} @g{k}_in_any accept");
+        let _ = writeln!(t, "{m} . tcp dport @g{k}_in_tcp {PASS} accept");
+        let _ = writeln!(t, "{m} . udp dport @g{k}_in_udp {PASS} accept");
+        let _ = writeln!(t, "{m} . icmp type . icmp code @g{k}_in_icmp {PASS} accept");
+        let _ = writeln!(t, "{m} @g{k}_in_any {PASS} accept");
         let m = format!("\t\tip daddr @g{k}_addrs");
-        let _ = writeln!(t, "{m} tcp dport @g{k}_in_tcp_p accept");
-        let _ = writeln!(t, "{m} udp dport @g{k}_in_udp_p accept");
-        let _ = writeln!(t, "{m} icmp type . icmp code @g{k}_in_icmp_p accept");
-        let _ = writeln!(t, "{m} ip saddr @g{k}_in_any_p accept");
+        let _ = writeln!(t, "{m} tcp dport @g{k}_in_tcp_p {PASS} accept");
+        let _ = writeln!(t, "{m} udp dport @g{k}_in_udp_p {PASS} accept");
+        let _ = writeln!(t, "{m} icmp type . icmp code @g{k}_in_icmp_p {PASS} accept");
+        let _ = writeln!(t, "{m} ip saddr @g{k}_in_any_p {PASS} accept");
     }
     t.push_str(
         "\t\tdrop\n\t}\n\
@@ -529,7 +563,24 @@ fn tracked_addresses(text: &str) -> BTreeSet<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::disjoint;
+    use super::{PASS, disjoint, structure};
+
+    #[test]
+    fn the_passed_bit_is_set_at_every_inet_accept_and_for_arp_only_in_the_bridge_table() {
+        assert_eq!(PASS, format!("meta mark set meta mark or {:#x}", super::super::guard::PASSED));
+        let t = structure(2, true);
+        let (bridge, inet) = t.split_once("table inet plinth").expect("both tables");
+        // `input` delivers to the namespace: nothing there leaves through a guarded device.
+        let (forwarding, _input) = inet.split_once("\tchain input").expect("the input chain");
+        for l in forwarding.lines().map(str::trim).filter(|l| l.ends_with(" accept")) {
+            assert!(l.contains(PASS), "an inet accept without the passed bit: {l}");
+        }
+        assert_eq!(inet.matches(PASS).count(), 2 + 2 * 8 + 1, "forward (2), ingress (8 per group), output (1)");
+        for l in bridge.lines().filter(|l| l.contains(PASS)) {
+            assert!(l.trim().starts_with("ether type arp "), "the bridge table passes ARP only: {l}");
+        }
+        assert_eq!(bridge.matches(PASS).count(), 2, "l2out and output");
+    }
 
     #[test]
     fn overlapping_boxes_become_disjoint_and_merge() {

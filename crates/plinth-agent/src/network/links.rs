@@ -3,9 +3,13 @@
 //! the plan, changing only what differs.
 //!
 //! Ports are created detached and down; [`attach_port`] enslaves and raises one only after
-//! the filter batch holding its rules loaded (a port never carries unfiltered traffic).
+//! the filter batch holding its rules loaded (a port never carries unfiltered traffic) and
+//! its guard is attached ([`super::guard::converge`]); a VXLAN device gets its guard after
+//! it is moved into the namespace and before it joins its bridge. Reading the links back
+//! also reads which ports and VXLAN devices carry the guard (`bpf(2)`, no process).
 
 use super::cmd;
+use super::guard;
 use super::plan::{NicPlan, VpcPlan};
 use super::tap;
 use plinth_api::NicPlug;
@@ -34,6 +38,9 @@ pub struct Link {
     pub vxlan_local: Option<String>,
     /// IPv4 addresses with their prefix (`10.0.0.1/24`).
     pub addrs: Vec<String>,
+    /// Carries the fail-closed guard at its egress ([`super::guard`]; a `bpf(2)` query,
+    /// `ip` does not show it). Read for ports and VXLAN devices of a VPC namespace only.
+    pub guarded: bool,
 }
 
 /// The path of a named namespace.
@@ -67,6 +74,7 @@ pub fn read(ns: Option<&str>) -> Result<BTreeMap<String, Link>, String> {
                 vxlan_id: info["info_data"]["id"].as_u64(),
                 vxlan_local: info["info_data"]["local"].as_str().map(str::to_owned),
                 addrs: Vec::new(),
+                guarded: false,
             },
         );
     }
@@ -75,6 +83,14 @@ pub fn read(ns: Option<&str>) -> Result<BTreeMap<String, Link>, String> {
         for ai in a["addr_info"].as_array().into_iter().flatten() {
             if let (Some(local), Some(len)) = (ai["local"].as_str(), ai["prefixlen"].as_u64()) {
                 link.addrs.push(format!("{local}/{len}"));
+            }
+        }
+    }
+    if let Some(ns) = ns {
+        let carriers = out.values().filter(|l| guard::KINDS.contains(&l.kind.as_str())).map(|l| l.name.clone());
+        for name in guard::query(ns, carriers.collect())? {
+            if let Some(l) = out.get_mut(&name) {
+                l.guarded = true;
             }
         }
     }
@@ -171,6 +187,10 @@ pub fn converge_segments(
                 }
                 let cur = if good { cur } else { None };
                 if cur.is_none_or(|l| l.mtu != s.mtu || l.master.as_deref() != Some(&s.bridge) || !l.up) {
+                    // The guard goes on before the device joins the bridge and comes up.
+                    if !cur.is_some_and(|l| l.guarded) {
+                        guard::ensure(ns, std::slice::from_ref(vx)).into_values().collect::<Result<(), String>>()?;
+                    }
                     ip(changed, Some(ns), &["link", "set", vx, "mtu", &mtu, "master", &s.bridge, "up"])?;
                 }
             }

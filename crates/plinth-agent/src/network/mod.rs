@@ -17,12 +17,14 @@
 //!
 //! Modules: [`cmd`] (running the tools), [`plan`] (spec → kernel names), [`links`]
 //! (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and neighbours), [`filter`]
-//! (nftables), [`dhcp`] (dnsmasq), [`tap`] (TUN ioctl, namespace threads).
+//! (nftables), [`guard`] (the fail-closed eBPF program at each port's and VXLAN device's
+//! egress), [`dhcp`] (dnsmasq), [`tap`] (TUN ioctl, namespace threads).
 
 pub mod cmd;
 pub mod dhcp;
 pub mod fdb;
 pub mod filter;
+pub mod guard;
 pub mod links;
 pub mod plan;
 pub mod tap;
@@ -219,6 +221,8 @@ impl LinuxBridge {
             err.all = Some(e);
         }
         err.per_device = links::converge_ports(plan, &mut view.links);
+        // Before any port joins its bridge; a guard missing is drift repaired here.
+        err.per_device.extend(guard::converge(ns, plan, &mut view.links));
         err.fdb = fdb::converge(plan, underlay, &mut view.fdb).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
         err.fdb.extend(fdb::converge_neigh(plan, underlay, &mut view.neigh));
         let links_at = started.elapsed();
@@ -365,8 +369,11 @@ impl LinuxBridge {
             let filter_gen = loaded.and_then(|l| l.ruleset.generations.get(&n.spec.nic_id).copied());
             // Fail closed: after a refused batch the old ruleset stays; a NIC whose rules
             // did not change is still applied, the others carry the batch's error.
+            let vx = sub.and_then(|s| s.vxlan.as_ref()).map(|(vx, _)| vx.as_str());
             let filt = match (filter_gen, &err.filter) {
-                (Some(g), _) if g == n.spec.filter_generation && err.all.is_none() => Ok(()),
+                (Some(g), _) if g == n.spec.filter_generation && err.all.is_none() => {
+                    guard::observe(&view.links, &err.per_device, std::iter::once(dev).chain(vx))
+                }
                 (_, Some(e)) => Err(e.clone()),
                 _ => Err(fail("its rules are not loaded".to_owned())),
             };
