@@ -270,7 +270,8 @@ fn dhcp_lease(ns: &str) -> Option<(String, String)> {
 /// Anti-spoofing (port security on): a guest that takes another's address and answers ARP
 /// for it, changes its IP, changes its MAC, or runs a DHCP server is dropped at its port;
 /// the victim keeps its traffic and its DHCP. Controls: the same guest's own traffic passes
-/// before and after each spoof.
+/// before and after each spoof. A NIC with port security off does speak from another
+/// address (the check is the port's, and can be turned off), and its groups still filter it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_spoofing_at_the_port() {
     let Some(mut w) = World::new("psp", 234).await else { return };
@@ -382,6 +383,45 @@ async fn anti_spoofing_at_the_port() {
     assert!(sent > 0, "control: the rogue DHCP server did answer (its replies left x's eth0)");
     println!("rogue DHCP server sent {sent} replies; v and p took none");
     assert!(tcp_sure(&x_ns, &pip, 7), "control: x's own traffic passes while it runs the server");
+
+    // Port security off: the port checks neither MAC nor address, the groups still decide.
+    // p's group lets tcp 7 in from the whole subnet, so only port security can refuse a
+    // guest speaking from an address that is not its own.
+    let dflt = w.default_group().await;
+    let subnet_rule = w.api.rule(&dflt, tcp_rule(7, 7, "10.40.1.0/24")).await;
+    let b = json!({ "subnet_id": w.subnet["id"], "name": "o", "host_id": w.hosts[0], "port_security": false });
+    let o = w.api.post("/v1/network-interfaces", b).await;
+    assert_eq!(o["port_security"], false, "{o}");
+    let (_o, o_ns, oip) = w.plug("o", 1, &o).await;
+    assert!(becomes(true, ENFORCE, || tcp(&o_ns, &pip, 7)), "control: o reaches p from its own address");
+    let other = "10.40.1.201";
+    for (ns, own, what) in [(&x_ns, &xip, "x (port security on)"), (&o_ns, &oip, "o (port security off)")] {
+        sh(&["ip", "-n", ns, "addr", "flush", "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "addr", "add", &format!("{other}/24"), "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "route", "replace", "default", "via", &gw]);
+        let passed = tcp_ok(ns, &pip, 7, 1000, Duration::from_secs(3));
+        if ns == &x_ns {
+            assert!(!passed, "{what} from {other} is dropped");
+        } else {
+            assert!(passed, "{what} from {other} passes: the port does not check its address");
+        }
+        sh(&["ip", "-n", ns, "addr", "flush", "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "addr", "add", &format!("{own}/24"), "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "route", "replace", "default", "via", &gw]);
+    }
+    // Without port security its groups still filter it: with the subnet rule gone, o is a
+    // member of p's group only by its own address.
+    w.api.unrule(&dflt, &subnet_rule).await;
+    sh(&["ip", "-n", &o_ns, "addr", "add", &format!("{other}/24"), "dev", "eth0"]);
+    let from_other = format!(
+        "import socket\ns=socket.socket(); s.settimeout(2); s.bind(('{other}',0))\ntry:\n s.connect(('{pip}',7)); print('OK')\nexcept Exception as e: print('ERR', e)"
+    );
+    assert!(
+        becomes(false, ENFORCE, || String::from_utf8_lossy(&in_ns(&o_ns, &["python3", "-c", &from_other]).stdout)
+            .contains("OK")),
+        "o from {other} is refused by the groups once the subnet rule is gone"
+    );
+    assert!(tcp_sure(&o_ns, &pip, 7), "control: o from its own address (a member) still reaches p");
 }
 
 impl World {
