@@ -148,6 +148,11 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
             if h.verbose {
                 println!("  tenant networks: VXLAN from {ip}, namespaces {}<vni>", h.netns_prefix);
             }
+            match plinth_agent::network::neigh_limits::ensure() {
+                Ok(Some(done)) => tracing::info!("{done}"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
             Some(NetworkBackend(b.clone()))
         }
         _ => {

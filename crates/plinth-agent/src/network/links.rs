@@ -41,6 +41,8 @@ pub struct Link {
     /// Carries the fail-closed guard at its egress ([`super::guard`]; a `bpf(2)` query,
     /// `ip` does not show it). Read for ports and VXLAN devices of a VPC namespace only.
     pub guarded: bool,
+    /// As a bridge port: whether unknown unicast is flooded to it (`None`: not a port).
+    pub flood: Option<bool>,
 }
 
 /// The path of a named namespace.
@@ -75,6 +77,7 @@ pub fn read(ns: Option<&str>) -> Result<BTreeMap<String, Link>, String> {
                 vxlan_local: info["info_data"]["local"].as_str().map(str::to_owned),
                 addrs: Vec::new(),
                 guarded: false,
+                flood: info["info_slave_data"]["flood"].as_bool(),
             },
         );
     }
@@ -308,14 +311,30 @@ pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTr
 
 /// Enslaves the port to its bridge with the subnet MTU and raises it (when it differs),
 /// recording that in `links`.
+///
+/// A NIC port gets no unknown-unicast flooding and a static bridge FDB entry for the NIC's
+/// MAC: frames reach a NIC because the bridge knows its MAC, never by flooding. Without
+/// this, a frame to a MAC the bridge has not learned (a guest that has not spoken yet, a
+/// remote one before its first frame) is copied to every port of the subnet: measured at
+/// 1,000 NICs per host, one prober's SYNs became ~290,000 packets a second into the
+/// ports, and the host stopped answering ARP at all.
 pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) -> Result<(), String> {
     let dev = n.spec.device.as_str();
     let cur = links.get(dev);
-    if cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up) {
+    let enslaved = cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up);
+    if enslaved && cur.is_some_and(|l| l.flood == Some(false)) {
         return Ok(());
     }
     let mtu = n.mtu.to_string();
-    cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu, "master", &n.bridge, "up"])?;
+    if !enslaved {
+        cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu, "master", &n.bridge, "up"])?;
+    }
+    let mac = n.spec.mac.to_ascii_lowercase();
+    cmd::batch(
+        "bridge",
+        Some(ns),
+        &format!("link set dev {dev} flood off\nfdb replace {mac} dev {dev} master static\n"),
+    )?;
     let far = format!("{dev}g");
     if n.spec.plug == NicPlug::Veth && links.contains_key(&far) {
         // The far end, while it is still in the VPC namespace, comes up with it (it may
@@ -330,6 +349,7 @@ pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) ->
         l.master = Some(n.bridge.clone());
         l.mtu = n.mtu;
         l.up = true;
+        l.flood = Some(false);
     }
     Ok(())
 }

@@ -18,7 +18,8 @@
 //! Modules: [`cmd`] (running the tools), [`plan`] (spec → kernel names), [`links`]
 //! (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and neighbours), [`filter`]
 //! (nftables), [`guard`] (the fail-closed eBPF program at each port's and VXLAN device's
-//! egress), [`dhcp`] (dnsmasq), [`tap`] (TUN ioctl, namespace threads).
+//! egress), [`dhcp`] (dnsmasq), [`tap`] (TUN ioctl, namespace threads), [`neigh_limits`]
+//! (the machine-wide ARP table limits the data path outgrows).
 
 pub mod cmd;
 pub mod dhcp;
@@ -26,6 +27,7 @@ pub mod fdb;
 pub mod filter;
 pub mod guard;
 pub mod links;
+pub mod neigh_limits;
 pub mod plan;
 pub mod tap;
 pub mod view;
