@@ -10,9 +10,12 @@
 //!
 //! Tenant networks: when the desired state carries a network spec, the host's
 //! [`HostNetwork`] backend applies it on a blocking thread, one apply at a time (a newer
-//! spec arriving meanwhile is applied next; the ones between are skipped), again every
-//! [`NETWORK_REAPPLY`] to repair drift, and the result goes to the server as
-//! `ObservedReport.network` whenever it differs from the last one sent.
+//! spec arriving meanwhile is applied next; the ones between are skipped). A changed spec
+//! is applied as a change (`apply_change`: the difference only, nothing read back); the
+//! first spec, and the same spec again after [`NETWORK_REAPPLY`] without a change (at
+//! least every [`NETWORK_VERIFY_MAX`]), are verified (`apply`: read back, drift repaired).
+//! The result goes to the server as `ObservedReport.network` whenever it differs from the
+//! last one acknowledged, carrying only the NICs whose observation changed.
 //!
 //! Holds no guest policy: what to do with a guest is [`crate::converge`]'s, how to do it
 //! is the [`Runtime`]'s.
