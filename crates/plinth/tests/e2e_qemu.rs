@@ -7,61 +7,13 @@
 
 mod common;
 
+use common::labapi::Api;
+use common::{BIN, Proc, QemuReaper, until};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_plinth");
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn kill9(&mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Kills (SIGKILL) every qemu whose command line names `dir`, when dropped: guests are
-/// detached from their agent on purpose, so a failing test must not leave them running.
-struct QemuReaper(PathBuf);
-
-impl Drop for QemuReaper {
-    fn drop(&mut self) {
-        let needle = self.0.to_string_lossy().to_string();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
-                let _ = Command::new("kill").arg("-9").arg(e.file_name()).status();
-            }
-        }
-    }
-}
-
-async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The test guest (built by scripts/test-guest when missing).
 fn test_guest() -> PathBuf {
@@ -76,34 +28,8 @@ fn test_guest() -> PathBuf {
     dir
 }
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
+/// What the lifecycle test asks of the API beyond the lab client's calls.
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.expect("send");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
-        v
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.ok(reqwest::Method::GET, path, None).await
-    }
-
     async fn instance(&self, id: &str) -> Value {
         self.get(&format!("/v1/instances/{id}")).await
     }
@@ -114,7 +40,7 @@ impl Api {
     }
 
     async fn wait_state(&self, id: &str, state: &str, deadline: Duration) -> Value {
-        wait_for(&format!("instance {id} to be {state}"), deadline, || async {
+        until(&format!("instance {id} to be {state}"), deadline, || async {
             let v = self.instance(id).await;
             (v["state"] == state).then_some(v)
         })
@@ -124,7 +50,7 @@ impl Api {
     /// Waits until the console holds `n` READY markers of this instance.
     async fn wait_marker(&self, id: &str, n: usize) {
         let marker = format!("PLINTH-GUEST-READY {id}");
-        wait_for(&format!("{n} × {marker} on the console"), Duration::from_secs(120), || async {
+        until(&format!("{n} × {marker} on the console"), Duration::from_secs(120), || async {
             (self.console(id).await.matches(&marker).count() >= n).then_some(())
         })
         .await;
@@ -197,12 +123,12 @@ async fn a_real_vm_lives_through_its_whole_life() {
             .spawn()
             .expect("spawn plinth server"),
     );
-    let url = wait_for("the server to listen", Duration::from_secs(60), || async {
+    let url = until("the server to listen", Duration::from_secs(60), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.split_whitespace().find(|w| w.starts_with("https://127.0.0.1:")).map(str::to_string)
     })
     .await;
-    let token = wait_for("the operator token", Duration::from_secs(30), || async {
+    let token = until("the operator token", Duration::from_secs(30), || async {
         std::fs::read_to_string(d.join("operator-token")).ok().map(|s| s.trim().to_string())
     })
     .await;
@@ -214,7 +140,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     // Join token → the agent enrols → the host is available with this machine's inventory.
     let jt = api.ok(M::POST, "/v1/host-join-tokens", Some(json!({}))).await;
     let mut agent = start_agent(d, &url, jt["agent_join_token"].as_str().unwrap());
-    let host = wait_for("the host to be available", Duration::from_secs(60), || async {
+    let host = until("the host to be available", Duration::from_secs(60), || async {
         let hosts = api.get("/v1/hosts?limit=10").await;
         hosts["items"]
             .as_array()
@@ -252,7 +178,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     let img_id = img["id"].as_str().unwrap().to_string();
     api.upload(&img_id, "kernel", &kernel).await;
     api.upload(&img_id, "initrd", &initrd).await;
-    wait_for("the image to be available", Duration::from_secs(60), || async {
+    until("the image to be available", Duration::from_secs(60), || async {
         let v = api.get(&format!("/v1/images/{img_id}")).await;
         assert_ne!(v["status"], "failed", "{v}");
         (v["status"] == "available").then_some(())
@@ -276,7 +202,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     api.wait_marker(&id, 1).await;
     let inst = api.wait_state(&id, "running", Duration::from_secs(60)).await;
     // The guest wrote a file to its disk and read it back (printed after READY).
-    wait_for("PLINTH-DISK-OK", Duration::from_secs(60), || async {
+    until("PLINTH-DISK-OK", Duration::from_secs(60), || async {
         let log = api.console(&id).await;
         assert!(!log.contains("PLINTH-DISK-FAIL"), "disk check failed: {log}");
         log.contains("PLINTH-DISK-OK").then_some(())
@@ -296,7 +222,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     api.ok(M::POST, &format!("/v1/instances/{id}/stop"), Some(json!({}))).await;
     api.wait_state(&id, "stopped", Duration::from_secs(90)).await;
     assert!(!pid_alive(pid), "qemu {pid} is gone after stop");
-    wait_for("the guest to power off gracefully (PLINTH-GUEST-POWEROFF)", Duration::from_secs(30), || async {
+    until("the guest to power off gracefully (PLINTH-GUEST-POWEROFF)", Duration::from_secs(30), || async {
         api.console(&id).await.contains("PLINTH-GUEST-POWEROFF").then_some(())
     })
     .await;
@@ -305,7 +231,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     api.ok(M::POST, &format!("/v1/instances/{id}/start"), Some(json!({}))).await;
     api.wait_marker(&id, 2).await;
     let inst = api.wait_state(&id, "running", Duration::from_secs(60)).await;
-    wait_for("boot=2 on the console", Duration::from_secs(60), || async {
+    until("boot=2 on the console", Duration::from_secs(60), || async {
         api.console(&id).await.contains("boot=2").then_some(())
     })
     .await;
@@ -321,7 +247,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     agent.kill9();
     assert!(pid_alive(pid), "the guest outlives its agent");
     let mut agent = start_agent(d, &url, "unused-once-enrolled");
-    wait_for("the restarted agent to reconnect", Duration::from_secs(60), || async {
+    until("the restarted agent to reconnect", Duration::from_secs(60), || async {
         let log = std::fs::read_to_string(d.join("agent.log")).unwrap_or_default();
         (log.matches("plinth agent").count() >= 2).then_some(())
     })
@@ -335,7 +261,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     // SIGKILL qemu: crashed, then restarted by the on-failure policy.
     let st = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
     assert!(st.success());
-    wait_for("a guest_crashed event", Duration::from_secs(60), || async {
+    until("a guest_crashed event", Duration::from_secs(60), || async {
         let evs = api.get(&format!("/v1/instances/{id}/events?limit=200")).await;
         evs["items"].as_array().unwrap().iter().any(|e| e["kind"] == "guest_crashed").then_some(())
     })
@@ -350,7 +276,7 @@ async fn a_real_vm_lives_through_its_whole_life() {
     // Delete → nothing is left on the host.
     api.ok(M::DELETE, &format!("/v1/instances/{id}"), None).await;
     api.wait_state(&id, "deleted", Duration::from_secs(90)).await;
-    wait_for("qemu to be gone", Duration::from_secs(30), || async { (!pid_alive(new_pid)).then_some(()) }).await;
+    until("qemu to be gone", Duration::from_secs(30), || async { (!pid_alive(new_pid)).then_some(()) }).await;
     assert!(!guest_dir.exists(), "{} (overlay, QMP socket, pidfile) is removed", guest_dir.display());
     let leftovers: Vec<_> = walk(&d.join("agent/hosts/e2e-host"))
         .into_iter()
@@ -400,7 +326,7 @@ async fn plinth_up_prints_two_lines_that_boot_a_vm_and_read_its_console() {
             .spawn()
             .expect("spawn plinth up"),
     );
-    let lines: Vec<String> = wait_for("plinth up to print the two lines", Duration::from_secs(120), || async {
+    let lines: Vec<String> = until("plinth up to print the two lines", Duration::from_secs(120), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<String> =
             text.lines().map(str::trim).filter(|l| l.starts_with("plinth instance ")).map(str::to_string).collect();

@@ -8,6 +8,7 @@ mod common;
 
 use common::labapi::*;
 use common::netlab::*;
+use common::{QemuReaper, until};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,6 +25,14 @@ struct Probe {
     /// Milliseconds from the first try to the first TCP success, the probe's own time
     /// included (~100–200 ms when the first try passes; `want` only).
     lag_ms: u128,
+}
+
+impl Probe {
+    /// A probe from namespace `from` to address `to` that must pass (`want`) or not; the
+    /// results are filled in when it runs.
+    fn new(case: &'static str, from: String, to: String, want: bool) -> Probe {
+        Probe { case, from, to, want, tcp: false, icmp: false, lag_ms: 0 }
+    }
 }
 
 async fn scenario(prefix: &str, k: u8, database: Option<String>) {
@@ -100,69 +109,13 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>) {
     let ip = |n: &str| guests[n].1.clone();
 
     let probes = vec![
-        Probe {
-            case: "same subnet, same host",
-            from: ns("a1"),
-            to: ip("a2"),
-            want: true,
-            tcp: false,
-            icmp: false,
-            lag_ms: 0,
-        },
-        Probe {
-            case: "same subnet, across hosts",
-            from: ns("a1"),
-            to: ip("a3"),
-            want: true,
-            tcp: false,
-            icmp: false,
-            lag_ms: 0,
-        },
-        Probe {
-            case: "across subnets (routed)",
-            from: ns("a1"),
-            to: ip("a4"),
-            want: true,
-            tcp: false,
-            icmp: false,
-            lag_ms: 0,
-        },
-        Probe {
-            case: "across subnets, reverse",
-            from: ns("a4"),
-            to: ip("a2"),
-            want: true,
-            tcp: false,
-            icmp: false,
-            lag_ms: 0,
-        },
-        Probe {
-            case: "other VPC (its only address)",
-            from: ns("a1"),
-            to: ip("b2"),
-            want: false,
-            tcp: false,
-            icmp: false,
-            lag_ms: 0,
-        },
-        Probe {
-            case: "other VPC, same CIDR",
-            from: ns("b1"),
-            to: ip("b2"),
-            want: true,
-            tcp: false,
-            icmp: false,
-            lag_ms: 0,
-        },
-        Probe {
-            case: "other VPC to ours",
-            from: ns("b2"),
-            to: ip("a3"),
-            want: false,
-            tcp: false,
-            icmp: false,
-            lag_ms: 0,
-        },
+        Probe::new("same subnet, same host", ns("a1"), ip("a2"), true),
+        Probe::new("same subnet, across hosts", ns("a1"), ip("a3"), true),
+        Probe::new("across subnets (routed)", ns("a1"), ip("a4"), true),
+        Probe::new("across subnets, reverse", ns("a4"), ip("a2"), true),
+        Probe::new("other VPC (its only address)", ns("a1"), ip("b2"), false),
+        Probe::new("other VPC, same CIDR", ns("b1"), ip("b2"), true),
+        Probe::new("other VPC to ours", ns("b2"), ip("a3"), false),
     ];
     let mut table = vec![];
     for mut p in probes {
@@ -248,23 +201,6 @@ async fn reachability_isolation_mtu_and_cleanup_on_postgres() {
     scenario("pe2p", 232, Some(db)).await;
 }
 
-/// Kills (SIGKILL) every qemu whose command line names `dir`, when dropped: guests outlive
-/// their agent on purpose, so a failing test must not leave them running.
-struct QemuReaper(std::path::PathBuf);
-
-impl Drop for QemuReaper {
-    fn drop(&mut self) {
-        let needle = self.0.to_string_lossy().to_string();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
-                let _ = Command::new("kill").arg("-9").arg(e.file_name()).status();
-            }
-        }
-    }
-}
-
 /// The Debian guest of `scripts/debian-guest` (built when missing): its directory and
 /// manifest.
 fn debian_guest() -> (std::path::PathBuf, Value) {
@@ -311,16 +247,12 @@ async fn a_debian_vm_is_logged_into_over_ssh_from_another_host() {
         )
         .await;
     let img_id = s(&img, "id");
-    let start = Instant::now();
-    loop {
+    until("the image to be available", Duration::from_secs(180), || async {
         let v = api.get(&format!("/v1/images/{img_id}")).await;
         assert_ne!(v["status"], "failed", "{v}");
-        if v["status"] == "available" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(180), "image not available: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (v["status"] == "available").then_some(())
+    })
+    .await;
     api.post("/v1/shapes", json!({ "name": "small", "vcpus": 1, "memory_mib": 1024, "disk_gib": 3 })).await;
     let t = api.post("/v1/tenants", json!({ "name": "acme" })).await;
     let p = api.post("/v1/projects", json!({ "name": "web", "tenant_id": t["id"] })).await;
@@ -341,18 +273,12 @@ async fn a_debian_vm_is_logged_into_over_ssh_from_another_host() {
         )
         .await;
     let inst_id = s(&created["instance"], "id");
-    let inst = {
-        let start = Instant::now();
-        loop {
-            let i = api.get(&format!("/v1/instances/{inst_id}")).await;
-            if i["state"] == "running" {
-                break i;
-            }
-            assert!(!matches!(i["state"].as_str(), Some("failed")), "{i}");
-            assert!(start.elapsed() < Duration::from_secs(240), "instance not running: {i}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let inst = until("the instance to run", Duration::from_secs(240), || async {
+        let i = api.get(&format!("/v1/instances/{inst_id}")).await;
+        assert!(!matches!(i["state"].as_str(), Some("failed")), "{i}");
+        (i["state"] == "running").then_some(i)
+    })
+    .await;
     let vm_host = s(&inst, "host_id");
     let nics = api.get(&format!("/v1/network-interfaces?instance_id={inst_id}")).await;
     let vm_nic = nics["items"][0].clone();

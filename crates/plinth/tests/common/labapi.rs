@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use super::netlab::*;
-use super::{BIN, Proc};
+use super::{BIN, Proc, until};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -68,31 +68,25 @@ impl Api {
 
     /// Waits until the NIC is `ready`; returns it.
     pub async fn ready(&self, nic: &Value) -> Value {
-        let id = nic["id"].as_str().unwrap();
-        let start = Instant::now();
-        loop {
+        let id = s(nic, "id");
+        until(&format!("NIC {id} to be ready"), Duration::from_secs(60), || async {
             let n = self.get(&format!("/v1/network-interfaces/{id}")).await;
-            if n["state"] == "ready" {
-                return n;
-            }
             assert_ne!(n["state"], "failed", "{n}");
-            assert!(start.elapsed() < Duration::from_secs(60), "NIC {id} not ready: {n}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (n["state"] == "ready").then_some(n)
+        })
+        .await
     }
 
     /// Waits until every NIC's host has loaded the filter generation the API holds.
     pub async fn applied(&self, nics: &[&Value]) {
-        let start = Instant::now();
+        let end = Instant::now() + Duration::from_secs(30);
         for nic in nics {
-            loop {
+            let left = end.saturating_duration_since(Instant::now());
+            until("the filter generation to be applied", left, || async {
                 let n = self.get(&format!("/v1/network-interfaces/{}", s(nic, "id"))).await;
-                if n["state"] == "ready" && n["filter_generation_applied"] == n["filter_generation"] {
-                    break;
-                }
-                assert!(start.elapsed() < Duration::from_secs(30), "filter not applied: {n}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                (n["state"] == "ready" && n["filter_generation_applied"] == n["filter_generation"]).then_some(())
+            })
+            .await;
         }
     }
 }

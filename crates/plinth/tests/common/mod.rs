@@ -13,10 +13,17 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_plinth");
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 
-impl Drop for Proc {
-    fn drop(&mut self) {
+impl Proc {
+    /// SIGKILL now, and reap it.
+    pub fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -29,6 +36,23 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
         }
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// Polls the future `f` makes until it gives a value (every 100 ms), or panics after
+/// `deadline`.
+pub async fn until<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -128,3 +152,20 @@ impl Drop for NetReaper {
     }
 }
 pub mod labapi;
+
+/// Kills (SIGKILL) every qemu whose command line names `dir`, when dropped: guests are
+/// detached from their agent on purpose, so a failing test must not leave them running.
+pub struct QemuReaper(pub PathBuf);
+
+impl Drop for QemuReaper {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
+                let _ = Command::new("kill").arg("-9").arg(e.file_name()).status();
+            }
+        }
+    }
+}

@@ -39,6 +39,26 @@ pub fn in_ns(ns: &str, args: &[&str]) -> Output {
     run(&all)
 }
 
+/// `python3 -c code` in namespace `ns`, detached from the test's stdio (`what` names it in
+/// the panic when it cannot start).
+pub fn spawn_python(ns: &str, code: &str, what: &str) -> std::process::Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"))
+}
+
+/// Waits (10 s at most) until something listens on TCP `port` in namespace `ns`.
+pub fn wait_listening(ns: &str, port: u16, what: &str) {
+    wait(&format!("{what} to listen"), Duration::from_secs(10), || {
+        let ss = in_ns(ns, &["ss", "-ltnH", &format!("sport = :{port}")]);
+        (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
+    });
+}
+
 /// Whether this process may build the lab (root, with `ip`).
 pub fn can_run() -> bool {
     let uid = run(&["id", "-u"]);
@@ -200,18 +220,9 @@ impl Echo {
              while True:\n\
              \x20   c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()\n"
         );
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", &code])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn echo server");
+        let child = spawn_python(ns, &code, "echo server");
         let e = Echo(child);
-        wait("the echo server to listen", Duration::from_secs(10), || {
-            let ss = in_ns(ns, &["ss", "-ltnH", &format!("sport = :{port}")]);
-            (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
-        });
+        wait_listening(ns, port, "the echo server");
         e
     }
 }
@@ -294,13 +305,7 @@ impl Flow {
              \x20   time.sleep(0.1)\n",
             p = count.display()
         );
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", &code])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn flow");
+        let child = spawn_python(ns, &code, "flow");
         let f = Flow { child, count };
         wait("the flow to pass data", Duration::from_secs(10), || (f.echoed() > 0).then_some(()));
         f
@@ -345,17 +350,8 @@ impl Banner {
              while True:\n\
              \x20   c,_=s.accept(); c.sendall(b'{name}'); c.close()\n"
         );
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", &code])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn banner server");
-        wait("the banner server to listen", Duration::from_secs(10), || {
-            let ss = in_ns(ns, &["ss", "-ltnH", &format!("sport = :{port}")]);
-            (!String::from_utf8_lossy(&ss.stdout).trim().is_empty()).then_some(())
-        });
+        let child = spawn_python(ns, &code, "banner server");
+        wait_listening(ns, port, "the banner server");
         Banner(child)
     }
 }
