@@ -15,12 +15,15 @@
 //! Every wait polls a condition with a deadline. Namespaces are named `ng-<pid>-<n>` and
 //! deleted (with their dnsmasq) when a test ends; a guard kills any QEMU left behind.
 
+mod common;
+
+use common::{GuestFiles, KillGuard};
+use plinth_agent::network::tap;
 use plinth_agent::runtime::TapOpener;
 use plinth_agent::runtime::qemu::{Accel, QemuRuntime, RuntimeConfig};
-use plinth_agent::{BlobSource, Op, OpKind, Runtime};
+use plinth_agent::{Op, OpKind, Runtime};
 use plinth_api::*;
 use plinth_domain::cloud_init::{SeedInput, SeedNic, render};
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -144,79 +147,20 @@ impl Drop for Vpc {
     }
 }
 
-/// Opens the persistent tap `device` from inside the test's namespace (TUNSETIFF on
-/// `/dev/net/tun`, as the agent's network backend does in a VPC's namespace).
+/// Opens the persistent tap `device` in the test's namespace, as the agent's network
+/// backend does in a VPC's namespace.
 struct NsTaps {
     ns: String,
 }
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 impl TapOpener for NsTaps {
     fn open_tap(&self, _vni: u32, device: &str) -> std::io::Result<OwnedFd> {
-        let path = format!("/run/netns/{}", self.ns);
-        let device = device.to_string();
-        std::thread::spawn(move || -> std::io::Result<OwnedFd> {
-            let ns = std::fs::File::open(&path)?;
-            // SAFETY: setns on this (short-lived) thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
-            let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
-            let n = device.len().min(15);
-            req.name[..n].copy_from_slice(&device.as_bytes()[..n]);
-            // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is (40 bytes).
-            if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(OwnedFd::from(tun))
-        })
-        .join()
-        .map_err(|_| std::io::Error::other("tap thread panicked"))?
+        tap::open_existing(&PathBuf::from("/run/netns").join(&self.ns), device)
     }
 }
 
-/// Image files by digest, hard-linked (same file system) or copied.
-struct DirBlobs {
-    by_sha: HashMap<String, PathBuf>,
-}
-
-impl BlobSource for DirBlobs {
-    fn fetch<'a>(
-        &'a self,
-        sha256: &'a str,
-        dest: &'a Path,
-    ) -> plinth_agent::runtime::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let src = self.by_sha.get(sha256).ok_or_else(|| format!("no blob sha256:{sha256}"))?;
-            let _ = tokio::fs::remove_file(dest).await;
-            if tokio::fs::hard_link(src, dest).await.is_ok() {
-                return Ok(());
-            }
-            tokio::fs::copy(src, dest).await.map(drop).map_err(|e| e.to_string())
-        })
-    }
-}
-
-/// A built guest: its directory and manifest (files by name: sha256, size).
-struct Built {
-    dir: PathBuf,
-    files: HashMap<String, (String, u64)>,
-    cmdline: String,
-}
-
-fn built(script: &str, env: &str, cache: &str) -> Built {
+/// Builds (or finds current) the image of `script`, in `$env` or `~/cache`.
+fn built(script: &str, env: &str, cache: &str) -> GuestFiles {
     let dir = std::env::var_os(env)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(cache));
@@ -224,45 +168,7 @@ fn built(script: &str, env: &str, cache: &str) -> Built {
     // The scripts are no-ops when their cache is current.
     let status = Command::new(&script).env(env, &dir).stdout(Stdio::null()).status().expect("run the image script");
     assert!(status.success(), "{} failed: {status}", script.display());
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest")).expect("manifest json");
-    let files = manifest["files"]
-        .as_object()
-        .expect("files")
-        .iter()
-        .map(|(name, f)| {
-            (name.clone(), (f["sha256"].as_str().expect("sha").to_string(), f["size"].as_u64().expect("size")))
-        })
-        .collect();
-    let cmdline = manifest["cmdline"].as_str().expect("cmdline").to_string();
-    Built { dir, files, cmdline }
-}
-
-impl Built {
-    fn blob(&self, name: &str) -> BlobRef {
-        let (sha, size) = self.files[name].clone();
-        BlobRef { sha256: sha, size_bytes: size, format: ImageFormat::Raw }
-    }
-}
-
-/// Kills every QEMU of a data directory when a test ends.
-struct KillGuard(PathBuf);
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        let Ok(dirs) = std::fs::read_dir(self.0.join("qemu")) else { return };
-        for d in dirs.flatten() {
-            let pidfile = d.path().join("qemu.pid");
-            let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
-                continue;
-            };
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains(&pidfile.display().to_string()) {
-                // SAFETY: kill(2) on a pid whose cmdline names this test's pidfile.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
+    GuestFiles::load(dir)
 }
 
 struct Guest {
@@ -274,14 +180,13 @@ struct Guest {
 }
 
 impl Guest {
-    async fn boot(vpc: &Vpc, img: &Built, spec: impl FnOnce(InstanceId) -> InstanceSpec) -> Guest {
+    async fn boot(vpc: &Vpc, img: &GuestFiles, spec: impl FnOnce(InstanceId) -> InstanceSpec) -> Guest {
         let data = tempfile::Builder::new().prefix("ng").tempdir_in("/tmp").expect("tempdir");
         let mut cfg = RuntimeConfig::new(data.path(), Accel::Tcg);
         cfg.image_keep = Duration::ZERO;
         let taps: Arc<dyn TapOpener> = Arc::new(NsTaps { ns: vpc.ns.clone() });
         let rt = QemuRuntime::with_taps(cfg, Some(taps)).expect("runtime");
-        let by_sha = img.files.iter().map(|(name, (sha, _))| (sha.clone(), img.dir.join(name))).collect();
-        rt.attach(Arc::new(DirBlobs { by_sha }));
+        rt.attach(Arc::new(img.blobs(true)));
         let id = InstanceId::generate();
         let guard = KillGuard(data.path().to_path_buf());
         let spec = spec(id.clone());

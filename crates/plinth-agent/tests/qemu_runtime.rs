@@ -6,9 +6,12 @@
 //! deadline, never a fixed sleep. Tests run in parallel, each with its own data
 //! directory; a guard kills any QEMU a failed test leaves behind.
 
+mod common;
+
+use common::{DirBlobs, GuestFiles, KillGuard};
 use plinth_agent::runtime::qemu::qmp::Qmp;
 use plinth_agent::runtime::qemu::{Accel, QemuRuntime, RuntimeConfig};
-use plinth_agent::{Actual, BlobSource, GuestEvent, Happened, Op, OpKind, Runtime};
+use plinth_agent::{Actual, GuestEvent, Happened, Op, OpKind, Runtime};
 use plinth_api::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,14 +22,8 @@ use tokio::sync::mpsc;
 /// Generous: TCG on a shared 2-core machine, several guests at once.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The test guest's files, by name, with their digests and sizes from its manifest.
-struct TestGuest {
-    dir: PathBuf,
-    files: HashMap<String, (String, u64)>,
-    cmdline: String,
-}
-
-fn test_guest() -> TestGuest {
+/// The test guest (built when missing).
+fn test_guest() -> GuestFiles {
     let dir = std::env::var_os("PLINTH_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/plinth/test-guest")
     });
@@ -35,71 +32,19 @@ fn test_guest() -> TestGuest {
         let status = std::process::Command::new(&script).status().expect("run scripts/test-guest");
         assert!(status.success(), "scripts/test-guest failed: {status}");
     }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest")).expect("manifest json");
-    let files = manifest["files"]
-        .as_object()
-        .expect("files")
-        .iter()
-        .map(|(name, f)| {
-            let sha = f["sha256"].as_str().expect("sha256").to_string();
-            (name.clone(), (sha, f["size"].as_u64().expect("size")))
-        })
-        .collect();
-    let cmdline = manifest["cmdline"].as_str().expect("cmdline").to_string();
-    TestGuest { dir, files, cmdline }
-}
-
-/// Copies files out of a directory, keyed by digest.
-struct DirBlobs {
-    by_sha: HashMap<String, PathBuf>,
-}
-
-impl BlobSource for DirBlobs {
-    fn fetch<'a>(
-        &'a self,
-        sha256: &'a str,
-        dest: &'a Path,
-    ) -> plinth_agent::runtime::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let src = self.by_sha.get(sha256).ok_or_else(|| format!("no blob sha256:{sha256}"))?;
-            tokio::fs::copy(src, dest).await.map(drop).map_err(|e| e.to_string())
-        })
-    }
+    GuestFiles::load(dir)
 }
 
 /// One test's runtime, data directory and guest files.
 struct Fixture {
     // Dropped first (fields drop in order): the guard needs the pidfiles in `data`.
     _guard: KillGuard,
-    tg: TestGuest,
+    tg: GuestFiles,
     data: tempfile::TempDir,
     rt: QemuRuntime,
     events: mpsc::UnboundedReceiver<GuestEvent>,
     /// The image every spec of this fixture boots (a rebuild names another).
     image_id: ImageId,
-}
-
-/// Kills every QEMU of a data directory when a test ends (passed or not).
-struct KillGuard(PathBuf);
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        let Ok(dirs) = std::fs::read_dir(self.0.join("qemu")) else { return };
-        for d in dirs.flatten() {
-            let pidfile = d.path().join("qemu.pid");
-            if let Some(pid) = read_pid(&pidfile)
-                && cmdline_of(pid).contains(&pidfile.display().to_string())
-            {
-                // SAFETY: kill(2) on a pid whose cmdline names this test's pidfile.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-fn read_pid(p: &Path) -> Option<u32> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 fn cmdline_of(pid: u32) -> String {
@@ -153,16 +98,14 @@ impl Fixture {
         let mut cfg = config(data.path());
         tweak(&mut cfg);
         let rt = QemuRuntime::new(cfg).expect("runtime");
-        let by_sha = tg.files.iter().map(|(name, (sha, _))| (sha.clone(), tg.dir.join(name))).collect();
-        rt.attach(Arc::new(DirBlobs { by_sha }));
+        rt.attach(Arc::new(tg.blobs(false)));
         let events = rt.take_events().expect("events");
         let guard = KillGuard(data.path().to_path_buf());
         Fixture { _guard: guard, tg, data, rt, events, image_id: ImageId::generate() }
     }
 
     fn blob(&self, name: &str) -> BlobRef {
-        let (sha, size) = self.tg.files[name].clone();
-        BlobRef { sha256: sha, size_bytes: size, format: ImageFormat::Raw }
+        self.tg.blob(name)
     }
 
     fn spec(&self, id: &InstanceId, class: RuntimeClass, generation: i64, boot_generation: i64) -> InstanceSpec {
@@ -438,8 +381,7 @@ async fn guests_survive_an_agent_restart_and_a_kill_is_a_crash() {
     drop(events);
     assert!(qemu_alive(pid, &id));
     let rt = QemuRuntime::new(config(data.path())).expect("runtime");
-    let by_sha = tg.files.iter().map(|(name, (sha, _))| (sha.clone(), tg.dir.join(name))).collect();
-    rt.attach(Arc::new(DirBlobs { by_sha }));
+    rt.attach(Arc::new(tg.blobs(false)));
     let mut f = Fixture { events: rt.take_events().expect("events"), tg, data, rt, _guard, image_id };
     let found = f.rt.discover().await.expect("discover");
     assert_eq!(found.len(), 1);
@@ -597,9 +539,7 @@ async fn a_guest_that_powered_off_while_the_agent_was_away_is_found_stopped() {
     let mut f = Fixture { events: rt.take_events().expect("events"), tg, data, rt, _guard, image_id };
     assert!(f.events.try_recv().is_err());
     // Booted again from stopped: the same disk, second boot.
-    f.rt.attach(Arc::new(DirBlobs {
-        by_sha: f.tg.files.iter().map(|(n, (sha, _))| (sha.clone(), f.tg.dir.join(n))).collect(),
-    }));
+    f.rt.attach(Arc::new(f.tg.blobs(false)));
     f.boot(&f.spec(&id, RuntimeClass::Vm, 2, 2)).await.expect("boot");
     f.wait_console(&id, "PLINTH-DISK-OK /dev/vda boot=2", 1).await;
     f.run(&id, 3, OpKind::Destroy).await.expect("destroy");
@@ -627,7 +567,7 @@ async fn disk_images_are_overlaid_and_checked_against_the_shape() {
     };
     let small = blob("small.qcow2", "512M");
     let big = blob("big.qcow2", "2G");
-    f.rt.attach(Arc::new(DirBlobs { by_sha }));
+    f.rt.attach(Arc::new(DirBlobs { by_sha, hard_link: false }));
     let disk_spec = |id: &InstanceId, class: RuntimeClass, base: &BlobRef| {
         let mut s = f.spec(id, class, 1, 0);
         s.boot = Some(BootSource {
