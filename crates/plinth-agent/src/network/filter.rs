@@ -483,7 +483,7 @@ fn strip(v: &mut serde_json::Value) {
 /// are replaced), then read back again; otherwise `loaded` is trusted, a delta is sent
 /// and nothing is read. Answers what is loaded now, or the error (the kernel keeps the old
 /// ruleset then: one batch is one transaction).
-pub fn apply(ns: &str, loaded: Option<&Loaded>, new: &Ruleset, verify: bool) -> Result<Loaded, String> {
+pub fn apply(ns: &str, loaded: Option<&Loaded>, new: Ruleset, verify: bool) -> Result<Loaded, String> {
     let trusted = match loaded {
         Some(l) if l.ruleset.structure == new.structure => {
             if verify {
@@ -497,15 +497,15 @@ pub fn apply(ns: &str, loaded: Option<&Loaded>, new: &Ruleset, verify: bool) -> 
     let batch = match loaded {
         Some(l) if trusted => {
             if l.ruleset.sets == new.sets {
-                return Ok(Loaded { ruleset: new.clone(), readback: l.readback.clone() });
+                return Ok(Loaded { ruleset: new, readback: l.readback.clone() });
             }
-            delta_batch(&l.ruleset, new)
+            delta_batch(&l.ruleset, &new)
         }
-        _ => full_batch(new),
+        _ => full_batch(&new),
     };
     cmd::in_ns(ns, "nft", &["-f", "-"], Some(&batch)).map_err(|e| format!("nft batch refused: {e}"))?;
     let readback = if verify { Some(read_back(ns)?) } else { None };
-    Ok(Loaded { ruleset: new.clone(), readback })
+    Ok(Loaded { ruleset: new, readback })
 }
 
 /// Deletes the conntrack entries of each NIC whose allowed traffic shrank from `old` to

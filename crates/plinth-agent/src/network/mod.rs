@@ -182,7 +182,8 @@ impl LinuxBridge {
     /// Converges one VPC. `verify`: reads the namespace back first, and again after any
     /// change (the answer is then what the kernel holds); otherwise starts from what the
     /// last apply left and reads nothing, falling back to a verifying apply when a command
-    /// fails. Answers the errors met, the view to observe, and the ruleset loaded.
+    /// fails. Takes the VPC's state out of `vpcs` (no copy on the hot path): answers the
+    /// errors met, the view to observe, and the ruleset loaded, for the caller to put back.
     fn apply_vpc(&self, plan: &VpcPlan, verify: bool) -> (Errors, View, Option<filter::Loaded>) {
         let mut err = Errors::default();
         let ns = plan.ns.as_str();
@@ -190,9 +191,9 @@ impl LinuxBridge {
         for (n, why) in &plan.rejected {
             err.rejected.insert(n.nic_id.clone(), why.clone());
         }
-        let prior = self.vpcs().get(ns).cloned().unwrap_or_default();
+        let VpcState { loaded: prior_loaded, view: prior_view } = self.vpcs().remove(ns).unwrap_or_default();
         let started = std::time::Instant::now();
-        let carried = if verify { None } else { prior.view.clone() };
+        let carried = if verify { None } else { prior_view };
         let verify = carried.is_none();
         let mut view = match carried {
             Some(v) => v,
@@ -203,20 +204,20 @@ impl LinuxBridge {
                     .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.cfg.owner));
                 if let Err(e) = claim {
                     err.all = Some(format!("recording the namespace's owner: {e}"));
-                    return (err, View::default(), prior.loaded);
+                    return (err, View::default(), prior_loaded);
                 }
                 match links::ensure_ns(ns).and_then(|()| View::read(ns)) {
                     Ok(v) => v,
                     Err(e) => {
                         err.all = Some(e);
-                        self.vpcs().entry(ns.to_owned()).or_default().view = None;
-                        return (err, View::default(), prior.loaded);
+                        return (err, View::default(), prior_loaded);
                     }
                 }
             }
         };
         let read_at = started.elapsed();
-        let initial = view.clone();
+        // What a verification read, to tell whether anything changed since.
+        let initial = verify.then(|| view.clone());
         let (per_bridge, segments_changed) = links::converge_segments(plan, underlay, &view.links);
         err.per_bridge = per_bridge;
         if segments_changed && let Err(e) = view.reread_links(ns) {
@@ -232,20 +233,21 @@ impl LinuxBridge {
         // The filter first, then ports join their bridges.
         let new = filter::render(plan);
         let rendered_at = started.elapsed();
-        let loaded = match filter::apply(ns, prior.loaded.as_ref(), &new, verify) {
+        let loaded = match filter::apply(ns, prior_loaded.as_ref(), new, verify) {
             Ok(loaded) => {
-                if let Some(old) = &prior.loaded {
-                    filter::cut_connections(ns, &old.ruleset, &new);
+                if let Some(old) = &prior_loaded {
+                    filter::cut_connections(ns, &old.ruleset, &loaded.ruleset);
                 }
                 Some(loaded)
             }
             Err(e) => {
                 err.filter = Some(e);
-                prior.loaded.clone()
+                prior_loaded
             }
         };
         let filter_at = started.elapsed();
-        let loaded_gens = loaded.as_ref().map(|l| l.ruleset.generations.clone()).unwrap_or_default();
+        let no_rules = BTreeMap::new();
+        let loaded_gens = loaded.as_ref().map_or(&no_rules, |l| &l.ruleset.generations);
         for n in &plan.nics {
             let dev = &n.spec.device;
             if err.per_device.contains_key(dev) || !view.links.contains_key(dev) {
@@ -270,17 +272,15 @@ impl LinuxBridge {
         let failed = err.failed();
         if !verify && failed {
             tracing::info!(namespace = ns, "a change did not apply cleanly; verifying the namespace");
-            self.vpcs().entry(ns.to_owned()).or_default().loaded = loaded;
+            self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None });
             return self.apply_vpc(plan, true);
         }
-        if verify && (failed || view != initial) {
+        if initial.is_some_and(|i| failed || view != i) {
             match View::read(ns) {
                 Ok(v) => view = v,
                 Err(e) => err.all = Some(e),
             }
         }
-        let known = err.all.is_none().then(|| view.clone());
-        self.vpcs().insert(ns.to_owned(), VpcState { loaded: loaded.clone(), view: known });
         tracing::debug!(
             namespace = ns,
             verify,
@@ -417,6 +417,9 @@ impl LinuxBridge {
                 Ok(plan) => {
                     let (err, view, loaded) = self.apply_vpc(&plan, verify);
                     nics.extend(self.observe_vpc(&plan, &err, &view, loaded.as_ref()));
+                    // The view is trusted by the next change only when it was all read.
+                    let view = err.all.is_none().then_some(view);
+                    self.vpcs().insert(ns.clone(), VpcState { loaded, view });
                 }
                 Err(e) => {
                     for n in &vpc.nics {
