@@ -276,7 +276,7 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
         rs.nic_groups.insert(n.spec.nic_id.clone(), mine.cloned().collect());
     }
     rs.sets = sets;
-    rs.structure = structure(groups.len(), !uplinks.is_empty());
+    rs.structure = structure(groups.len());
     rs
 }
 
@@ -285,7 +285,7 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
 pub const PASS: &str = "meta mark set meta mark or 0x80000000";
 
 /// The two tables' chains and set declarations for `groups` groups.
-fn structure(groups: usize, _with_uplinks: bool) -> String {
+fn structure(groups: usize) -> String {
     let mut t = String::new();
     t.push_str(
         "table bridge plinth {\n\
@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn the_passed_bit_is_set_at_every_inet_accept_and_for_arp_only_in_the_bridge_table() {
         assert_eq!(PASS, format!("meta mark set meta mark or {:#x}", super::super::guard::PASSED));
-        let t = structure(2, true);
+        let t = structure(2);
         let (bridge, inet) = t.split_once("table inet plinth").expect("both tables");
         // `input` delivers to the namespace: nothing there leaves through a guarded device.
         let (forwarding, _input) = inet.split_once("\tchain input").expect("the input chain");
