@@ -447,6 +447,45 @@ fn two_hosts_carry_a_vpc() {
     let port = must(&format!("ip -n {vpc0} -j -d link show dev nb"));
     assert!(port.contains("\"flood\":false"), "the apply turned flooding off again: {port}");
 
+    // ARP requests reach a port with port security only when they ask for its address: a
+    // broadcast request from a for an address nobody has never reaches b; the same request
+    // for b's address does (control). Every request copied into every port costs a host of
+    // 1,000 NICs 1,000 copies (the VXLAN device's copy, flooded last, was lost).
+    let arp_seen_file = std::env::temp_dir().join(format!("{tag}arp-seen"));
+    let _ = std::fs::remove_file(&arp_seen_file);
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0806)); s.bind(('eth0',0))\nn={{}}\nwhile True:\n  f,a=s.recvfrom(2048)\n  if a[2]!=socket.PACKET_OUTGOING and f[20:22]==b'\\x00\\x01':\n    t=socket.inet_ntoa(f[38:42])+'/'+f[32:38].hex(); n[t]=n.get(t,0)+1; open('{o}','w').write(repr(n))",
+        o = arp_seen_file.display()
+    );
+    lab.children.push(Command::new("ip").args(["netns", "exec", &g("b"), "python3", "-c", &py]).spawn().expect("arp sniffer"));
+    // The target MAC field (ignored in a request) tags each batch.
+    let arp_request = |target: &str, tag: &str| {
+        let py = format!(
+            "import socket\nm=bytes.fromhex('02730000000a')\na=b'\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x01'+m+socket.inet_aton('10.73.0.10')+bytes.fromhex('{tag}')+socket.inet_aton('{target}')\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW); s.bind(('eth0',0))\nfor _ in range(3): s.send(b'\\xff'*6+m+b'\\x08\\x06'+a)"
+        );
+        must(&format!("ip netns exec {} python3 -c \"{py}\"", g("a")));
+    };
+    let arp_seen = || std::fs::read_to_string(&arp_seen_file).unwrap_or_default();
+    wait_for("a request for b's address, at b", Duration::from_secs(10), || {
+        arp_request("10.73.0.11", "000000000001");
+        arp_seen().contains("10.73.0.11/000000000001")
+    });
+    arp_request("10.73.0.77", "000000000002");
+    arp_request("10.73.0.11", "000000000003");
+    // The request for nobody went first on the same path as the control that followed it.
+    wait_for("the control request", Duration::from_secs(5), || arp_seen().contains("10.73.0.11/000000000003"));
+    assert!(!arp_seen().contains("10.73.0.77"), "an ARP request for another address reached b's port: {}", arp_seen());
+    // Control: with b's port taken out of the secured set by hand, the same request reaches
+    // b; the next apply repairs that drift.
+    must(&format!("ip netns exec {vpc0} nft delete element bridge plinth secured '{{ \"nb\" }}'"));
+    wait_for("the request for nobody, with b unsecured", Duration::from_secs(5), || {
+        arp_request("10.73.0.77", "000000000004");
+        arp_seen().contains("10.73.0.77/000000000004")
+    });
+    all_applied(&hosts[0].apply(&spec(1, 0, &hs, &nics, &groups_v1)));
+    let secured = must(&format!("ip netns exec {vpc0} nft list set bridge plinth secured"));
+    assert!(secured.contains("\"nb\""), "the apply put b back in the secured set: {secured}");
+
     // MTU: 1422 bytes of ICMP payload + 28 = 1450 crosses; 1423 does not.
     assert!(ping(&g("b"), "10.73.0.12", 1422), "1422-byte DF ping across hosts");
     assert!(!ping(&g("b"), "10.73.0.12", 1423), "1423-byte DF ping must not fit");

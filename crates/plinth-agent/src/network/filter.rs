@@ -284,6 +284,13 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
 /// device's egress drops every packet without it.
 pub const PASS: &str = "meta mark set meta mark or 0x80000000";
 
+/// An ARP request is delivered to a port with port security only when it asks for that
+/// port's address: the bridge floods a broadcast to every port, and a thousand copies of
+/// each request (one per NIC on the host) would otherwise each be queued to a port (a
+/// veth's copies go through the CPU's backlog, `netdev_max_backlog`, 1,000 by default:
+/// the copy for the VXLAN device, flooded last, was dropped there at 1,000 NICs).
+const ARP_TO_OWNER: &str = "oifname @secured arp operation request oifname . arp daddr ip != @port_ip drop";
+
 /// The two tables' chains and set declarations for `groups` groups.
 fn structure(groups: usize) -> String {
     let mut t = String::new();
@@ -328,10 +335,12 @@ fn structure(groups: usize) -> String {
          \t\toifname @uplinks udp dport {{ 67, 68 }} drop\n\
          \t\toifname @uplinks arp daddr ip @gateways drop\n\
          \t\toifname @uplinks arp saddr ip @gateways drop\n\
+         \t\t{ARP_TO_OWNER}\n\
          \t\tether type arp {PASS}\n\
          \t}}\n\
          \tchain output {{\n\
          \t\ttype filter hook output priority -200; policy accept;\n\
+         \t\t{ARP_TO_OWNER}\n\
          \t\tether type arp {PASS}\n\
          \t}}\n\
          }}\n",
