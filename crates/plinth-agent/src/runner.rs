@@ -597,6 +597,11 @@ impl<R: Runtime> Host<R> {
                                 warned_host_id = true;
                                 tracing::warn!(expected = %host_id, got = %desired.host_id, "desired state names another host");
                             }
+                            tracing::debug!(
+                                generation = desired.generation,
+                                poll_ms = (now - poll_started).as_millis() as u64,
+                                "desired state received"
+                            );
                             let advanced = after.is_none_or(|a| desired.generation > a);
                             after = Some(desired.generation);
                             self.absorb(table.apply_desired(&desired.instances), &mut ops, &mut pending);

@@ -457,7 +457,8 @@ fn two_hosts_carry_a_vpc() {
         "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0806)); s.bind(('eth0',0))\nn={{}}\nwhile True:\n  f,a=s.recvfrom(2048)\n  if a[2]!=socket.PACKET_OUTGOING and f[20:22]==b'\\x00\\x01':\n    t=socket.inet_ntoa(f[38:42])+'/'+f[32:38].hex(); n[t]=n.get(t,0)+1; open('{o}','w').write(repr(n))",
         o = arp_seen_file.display()
     );
-    lab.children.push(Command::new("ip").args(["netns", "exec", &g("b"), "python3", "-c", &py]).spawn().expect("arp sniffer"));
+    lab.children
+        .push(Command::new("ip").args(["netns", "exec", &g("b"), "python3", "-c", &py]).spawn().expect("arp sniffer"));
     // The target MAC field (ignored in a request) tags each batch.
     let arp_request = |target: &str, tag: &str| {
         let py = format!(

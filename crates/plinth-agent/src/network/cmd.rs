@@ -2,18 +2,26 @@
 //! agent's namespace or in a VPC namespace, with their JSON output parsed.
 //!
 //! Commands run synchronously: the backend runs on a blocking thread of its own. A
-//! command for a VPC namespace uses `ip -n`/`bridge -n`, or `ip netns exec` for the tools
-//! without a namespace flag; nothing here ever calls `setns` on the calling thread.
+//! command for a VPC namespace uses `ip -n`/`bridge -n`, or enters the namespace in the
+//! child for the tools without a namespace flag; nothing here ever calls `setns` on the
+//! calling thread.
 
 use serde_json::Value;
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// Runs `prog args…` (feeding `stdin` when given) and answers its stdout, or a one-line
 /// error naming the command and its stderr.
 pub fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut cmd = Command::new(prog);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args);
+    output(cmd, prog, args, stdin)
+}
+
+fn output(mut cmd: Command, prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().map_err(|e| format!("{prog}: {e}"))?;
     if let Some(input) = stdin
@@ -52,11 +60,26 @@ pub fn batch(prog: &str, ns: Option<&str>, commands: &str) -> Result<String, Str
     })
 }
 
-/// `ip netns exec ns prog args…` (stdin fed when given).
+/// `prog args…` run in the named namespace (stdin fed when given): the child joins the
+/// namespace with `setns(2)` before it executes `prog` (what `ip netns exec` does, without
+/// its extra process and mount-namespace work, about 5 ms a call; these tools need only
+/// the network namespace, and `/proc/sys/net` follows it).
 pub fn in_ns(ns: &str, prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut all = vec!["netns", "exec", ns, prog];
-    all.extend_from_slice(args);
-    run("ip", &all, stdin)
+    let path = super::links::ns_path(ns);
+    let netns = std::fs::File::open(&path).map_err(|e| format!("namespace {ns}: {e}"))?;
+    let fd = netns.as_raw_fd();
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // async-signal-safe system call; `netns` (whose descriptor it names) outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    let r = output(cmd, prog, args, stdin);
+    drop(netns);
+    r
 }
 
 /// Parses a tool's JSON output (empty output is an empty array).

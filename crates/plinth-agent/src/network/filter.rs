@@ -512,7 +512,14 @@ pub fn apply(ns: &str, loaded: Option<&Loaded>, new: Ruleset, verify: bool) -> R
         }
         _ => full_batch(&new),
     };
+    let sent = std::time::Instant::now();
     cmd::in_ns(ns, "nft", &["-f", "-"], Some(&batch)).map_err(|e| format!("nft batch refused: {e}"))?;
+    tracing::debug!(
+        namespace = ns,
+        bytes = batch.len(),
+        nft_ms = sent.elapsed().as_millis() as u64,
+        "nft batch loaded"
+    );
     let readback = if verify { Some(read_back(ns)?) } else { None };
     Ok(Loaded { ruleset: new, readback })
 }
@@ -521,12 +528,25 @@ pub fn apply(ns: &str, loaded: Option<&Loaded>, new: Ruleset, verify: bool) -> R
 /// `new` (an established flow a removed rule allowed must stop). The namespace's entries
 /// are listed once, and only the addresses that have some are deleted by (a rule removed
 /// from a group of 100 NICs is then a listing and the deletes of the NICs in use, not 200
-/// processes).
+/// processes). Whether a NIC lost something is decided once per distinct pair of group
+/// lists (NICs share them: at 1,000 NICs in one group, deciding per NIC cost 100 ms of
+/// set unions for each member added).
 pub fn cut_connections(ns: &str, old: &Ruleset, new: &Ruleset) {
+    let lost: BTreeSet<&SecurityGroupId> = old
+        .group_atoms
+        .iter()
+        .filter(|(g, atoms)| new.group_atoms.get(*g).is_none_or(|now| !atoms.is_subset(now)))
+        .map(|(g, _)| g)
+        .collect();
+    let mut decided: BTreeMap<(&BTreeSet<SecurityGroupId>, &BTreeSet<SecurityGroupId>), bool> = BTreeMap::new();
     let shrunk: Vec<&String> = new
         .nic_groups
         .iter()
-        .filter(|(nic, groups)| old.nic_groups.get(*nic).is_some_and(|before| allowed_shrank(old, before, new, groups)))
+        .filter(|(nic, groups)| {
+            old.nic_groups.get(*nic).is_some_and(|before| {
+                *decided.entry((before, groups)).or_insert_with(|| allowed_shrank(old, before, new, groups, &lost))
+            })
+        })
         .filter_map(|(nic, _)| new.addrs.get(nic))
         .collect();
     if shrunk.is_empty() {
@@ -545,15 +565,16 @@ pub fn cut_connections(ns: &str, old: &Ruleset, new: &Ruleset) {
 }
 
 /// Whether a NIC in `before` groups under `old` may do less in `after` groups under `new`
-/// (the union of its groups' atoms lost one). Cheap when nothing that concerns it moved.
+/// (the union of its groups' atoms lost one), given the groups that `lost` atoms. Cheap
+/// when it kept its groups and none of them lost anything.
 fn allowed_shrank(
     old: &Ruleset,
     before: &BTreeSet<SecurityGroupId>,
     new: &Ruleset,
     after: &BTreeSet<SecurityGroupId>,
+    lost: &BTreeSet<&SecurityGroupId>,
 ) -> bool {
-    let same = |g: &SecurityGroupId| old.group_atoms.get(g) == new.group_atoms.get(g);
-    if before == after && before.iter().all(same) {
+    if before.is_subset(after) && !before.iter().any(|g| lost.contains(g)) {
         return false;
     }
     let union = |rs: &Ruleset, gs: &BTreeSet<SecurityGroupId>| -> BTreeSet<String> {

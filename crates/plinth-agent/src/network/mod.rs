@@ -223,20 +223,19 @@ impl LinuxBridge {
         if segments_changed && let Err(e) = view.reread_links(ns) {
             err.all = Some(e);
         }
-        err.per_device = links::converge_ports(plan, &mut view.links);
-        // Before any port joins its bridge; a guard missing is drift repaired here.
-        err.per_device.extend(guard::converge(ns, plan, &mut view.links));
         err.fdb = fdb::converge(plan, underlay, &mut view.fdb).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
         err.fdb.extend(fdb::converge_neigh(plan, underlay, &mut view.neigh));
         let links_at = started.elapsed();
 
-        // The filter first, then ports join their bridges.
+        // The filter first, then the ports are made and join their bridges.
         let new = filter::render(plan);
         let rendered_at = started.elapsed();
         let loaded = match filter::apply(ns, prior_loaded.as_ref(), new, verify) {
             Ok(loaded) => {
                 if let Some(old) = &prior_loaded {
+                    let t = std::time::Instant::now();
                     filter::cut_connections(ns, &old.ruleset, &loaded.ruleset);
+                    tracing::debug!(namespace = ns, cut_ms = t.elapsed().as_millis() as u64, "connections cut");
                 }
                 Some(loaded)
             }
@@ -246,6 +245,12 @@ impl LinuxBridge {
             }
         };
         let filter_at = started.elapsed();
+        // Ports are made once the rules naming them are loaded (a guest that sees its link
+        // early would send its first ARP into a port not yet on its bridge, and wait a
+        // second to retry), guarded before any joins its bridge (a guard missing is drift
+        // repaired here), then join.
+        err.per_device = links::converge_ports(plan, &mut view.links);
+        err.per_device.extend(guard::converge(ns, plan, &mut view.links));
         let no_rules = BTreeMap::new();
         let loaded_gens = loaded.as_ref().map_or(&no_rules, |l| &l.ruleset.generations);
         for n in &plan.nics {
@@ -261,6 +266,7 @@ impl LinuxBridge {
                 err.per_device.insert(dev.clone(), e);
             }
         }
+        let ports_at = started.elapsed();
         let vpc_dir = self.vpc_dir(ns);
         if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
             for s in &plan.subnets {
@@ -289,6 +295,7 @@ impl LinuxBridge {
             links_ms = (links_at - read_at).as_millis() as u64,
             render_ms = (rendered_at - links_at).as_millis() as u64,
             filter_ms = (filter_at - rendered_at).as_millis() as u64,
+            ports_ms = (ports_at - filter_at).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "VPC applied"
         );

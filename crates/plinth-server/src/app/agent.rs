@@ -101,6 +101,7 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
             Ok::<_, Error>((g > after).then_some(()))
         })
         .await?;
+    let built = std::time::Instant::now();
     let (generation, list) = st.store.host_instances(host_id.as_str()).await?;
     let (network, mut nics) = dataplane::host_spec(st, host_id).await?;
     let instances = list
@@ -119,6 +120,13 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
             Some(spec)
         })
         .collect();
+    tracing::debug!(
+        host = %host_id,
+        generation,
+        nics = network.vpcs.iter().map(|v| v.nics.len()).sum::<usize>(),
+        build_ms = built.elapsed().as_millis() as u64,
+        "desired state built"
+    );
     Ok(DesiredState { host_id: host_id.clone(), generation, instances, network: Some(network) })
 }
 
