@@ -44,7 +44,7 @@ pub fn device_name(port: u32) -> String {
 pub fn host_spec(
     host: &HostId,
     generation: i64,
-    vpcs: &[VpcRows],
+    vpcs: &[impl std::ops::Deref<Target = VpcRows>],
     vteps: &BTreeMap<HostId, String>,
 ) -> HostNetworkSpec {
     let mut out = Vec::new();

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "console", include_str!("../migrations/0004_console.sql")),
     (5, "billing", include_str!("../migrations/0005_billing.sql")),
     (6, "network", include_str!("../migrations/0006_network.sql")),
+    (7, "vpc_data_version", include_str!("../migrations/0007_vpc_data_version.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.

@@ -33,12 +33,13 @@ fn placeholders(sql: &mut Sql, ids: &[String]) -> String {
 }
 
 impl Store {
-    /// The host's desired generation and the rows of every VPC with a NIC on it, with
-    /// every host's underlay address.
+    /// The host's desired generation, the VPCs with a NIC on it with each one's data
+    /// version (read before the rows, so rows read later are at least that new), and every
+    /// host's underlay address.
     pub async fn host_network(
         &self,
         host_id: &str,
-    ) -> Result<(i64, Vec<VpcRows>, BTreeMap<HostId, String>), StoreError> {
+    ) -> Result<(i64, Vec<(String, i64)>, BTreeMap<HostId, String>), StoreError> {
         let mut conn = self.read.begin().await?;
         let generation: i64 = sqlx::query("SELECT desired_generation FROM hosts WHERE id = $1")
             .bind(host_id.to_string())
@@ -47,78 +48,16 @@ impl Store {
             .map(|r| r.try_get("desired_generation"))
             .transpose()?
             .unwrap_or(0);
-        let vpc_ids: Vec<String> = sqlx::query("SELECT DISTINCT vpc_id FROM nics WHERE host_id = $1 ORDER BY vpc_id")
-            .bind(host_id.to_string())
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get("vpc_id"))
-            .collect::<Result<_, _>>()?;
-        let mut vpcs = Vec::with_capacity(vpc_ids.len());
-        for v in &vpc_ids {
-            let Some(row) = sqlx::query("SELECT doc, firewall_generation FROM vpcs WHERE id = $1")
-                .bind(v.clone())
-                .fetch_optional(&mut *conn)
-                .await?
-            else {
-                continue;
-            };
-            let vpc: Vpc = decode("vpcs", &row.try_get::<String, _>("doc")?)?;
-            let firewall_generation: i64 = row.try_get("firewall_generation")?;
-            let mut subnets = Vec::new();
-            for r in sqlx::query("SELECT doc, idx FROM subnets WHERE vpc_id = $1 ORDER BY idx")
-                .bind(v.clone())
-                .fetch_all(&mut *conn)
-                .await?
-            {
-                let idx: i64 = r.try_get("idx")?;
-                subnets.push((decode::<Subnet>("subnets", &r.try_get::<String, _>("doc")?)?, idx as u32));
-            }
-            let mut nics = Vec::new();
-            for r in sqlx::query(
-                "SELECT n.doc AS doc, n.port AS port, n.host_id AS host_id, i.name AS hostname FROM nics n \
-                 LEFT JOIN instances i ON i.id = n.instance_id WHERE n.vpc_id = $1 ORDER BY n.port",
-            )
-            .bind(v.clone())
-            .fetch_all(&mut *conn)
-            .await?
-            {
-                let port: i64 = r.try_get("port")?;
-                nics.push(NicRow {
-                    nic: decode("nics", &r.try_get::<String, _>("doc")?)?,
-                    port: port as u32,
-                    host_id: opt_host(&r, "host_id")?,
-                    hostname: r.try_get("hostname")?,
-                });
-            }
-            let mut groups: Vec<SecurityGroup> = Vec::new();
-            for r in sqlx::query("SELECT doc FROM security_groups WHERE vpc_id = $1 ORDER BY id")
-                .bind(v.clone())
-                .fetch_all(&mut *conn)
-                .await?
-            {
-                groups.push(decode("security_groups", &r.try_get::<String, _>("doc")?)?);
-            }
-            let mut rules: BTreeMap<String, Vec<SecurityGroupRule>> = BTreeMap::new();
-            for r in sqlx::query(
-                "SELECT security_group_id, doc FROM security_group_rules WHERE vpc_id = $1 ORDER BY created_at, id",
-            )
-            .bind(v.clone())
-            .fetch_all(&mut *conn)
-            .await?
-            {
-                rules
-                    .entry(r.try_get("security_group_id")?)
-                    .or_default()
-                    .push(decode("security_group_rules", &r.try_get::<String, _>("doc")?)?);
-            }
-            for g in &mut groups {
-                if let Some(list) = rules.remove(g.id.as_str()) {
-                    g.rules = list;
-                }
-            }
-            vpcs.push(VpcRows { vpc, firewall_generation, subnets, nics, groups });
-        }
+        let vpcs = sqlx::query(
+            "SELECT id, data_version FROM vpcs WHERE id IN (SELECT DISTINCT vpc_id FROM nics WHERE host_id = $1) \
+             ORDER BY id",
+        )
+        .bind(host_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("data_version")?)))
+        .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
         let mut vteps = BTreeMap::new();
         for r in
             sqlx::query("SELECT host_id, vtep FROM host_networks WHERE vtep IS NOT NULL").fetch_all(&mut *conn).await?
@@ -127,6 +66,77 @@ impl Store {
         }
         conn.commit().await?;
         Ok((generation, vpcs, vteps))
+    }
+
+    /// The rows of one VPC as its hosts' specs need them, with the data version they are
+    /// at least as new as (`None`: no such VPC).
+    pub async fn vpc_rows(&self, vpc_id: &str) -> Result<Option<(i64, VpcRows)>, StoreError> {
+        let mut conn = self.read.begin().await?;
+        let v = vpc_id.to_string();
+        let Some(row) = sqlx::query("SELECT doc, firewall_generation, data_version FROM vpcs WHERE id = $1")
+            .bind(v.clone())
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let vpc: Vpc = decode("vpcs", &row.try_get::<String, _>("doc")?)?;
+        let firewall_generation: i64 = row.try_get("firewall_generation")?;
+        let data_version: i64 = row.try_get("data_version")?;
+        let mut subnets = Vec::new();
+        for r in sqlx::query("SELECT doc, idx FROM subnets WHERE vpc_id = $1 ORDER BY idx")
+            .bind(v.clone())
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let idx: i64 = r.try_get("idx")?;
+            subnets.push((decode::<Subnet>("subnets", &r.try_get::<String, _>("doc")?)?, idx as u32));
+        }
+        let mut nics = Vec::new();
+        for r in sqlx::query(
+            "SELECT n.doc AS doc, n.port AS port, n.host_id AS host_id, i.name AS hostname FROM nics n \
+             LEFT JOIN instances i ON i.id = n.instance_id WHERE n.vpc_id = $1 ORDER BY n.port",
+        )
+        .bind(v.clone())
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let port: i64 = r.try_get("port")?;
+            nics.push(NicRow {
+                nic: decode("nics", &r.try_get::<String, _>("doc")?)?,
+                port: port as u32,
+                host_id: opt_host(&r, "host_id")?,
+                hostname: r.try_get("hostname")?,
+            });
+        }
+        let mut groups: Vec<SecurityGroup> = Vec::new();
+        for r in sqlx::query("SELECT doc FROM security_groups WHERE vpc_id = $1 ORDER BY id")
+            .bind(v.clone())
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            groups.push(decode("security_groups", &r.try_get::<String, _>("doc")?)?);
+        }
+        let mut rules: BTreeMap<String, Vec<SecurityGroupRule>> = BTreeMap::new();
+        for r in sqlx::query(
+            "SELECT security_group_id, doc FROM security_group_rules WHERE vpc_id = $1 ORDER BY created_at, id",
+        )
+        .bind(v.clone())
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            rules
+                .entry(r.try_get("security_group_id")?)
+                .or_default()
+                .push(decode("security_group_rules", &r.try_get::<String, _>("doc")?)?);
+        }
+        for g in &mut groups {
+            if let Some(list) = rules.remove(g.id.as_str()) {
+                g.rules = list;
+            }
+        }
+        conn.commit().await?;
+        Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups })))
     }
 
     /// Records what a host's agent applied. Returns the instances whose NICs' readiness
@@ -292,8 +302,9 @@ impl Tx {
         self.fetch(sql).await?.iter().map(|r| r.try_get("vpc_id").map_err(StoreError::from)).collect()
     }
 
-    /// What hosts of a VPC must hold changed: bumps the desired generation of every host
-    /// with a NIC of the VPC and of `extra_hosts` (hosts a NIC just left), and gives every
+    /// What hosts of a VPC must hold changed: bumps the VPC's data version (whatever its
+    /// hosts' specs are built from changes only through here), the desired generation of
+    /// every host with a NIC of the VPC and of `extra_hosts` (hosts a NIC just left), and gives every
     /// NIC placed since the last change its barrier. Returns the hosts it bumped; they are
     /// woken once the transaction commits (see [`Store::on_host_changed`]).
     pub async fn network_changed(&mut self, vpc_id: &str, extra_hosts: &[String]) -> Result<Vec<String>, StoreError> {
@@ -302,6 +313,9 @@ impl Tx {
         let hosts: BTreeSet<String> =
             self.fetch(sql).await?.iter().map(|r| r.try_get("host_id")).collect::<Result<_, _>>()?;
         let all: BTreeSet<String> = hosts.iter().cloned().chain(extra_hosts.iter().cloned()).collect();
+        let mut sql = Sql::new("UPDATE vpcs SET data_version = data_version + 1 WHERE 1=1");
+        sql.cond("id =", Val::text(vpc_id));
+        self.write_later(sql, "vpcs", "VPC").await?;
         for h in &all {
             self.bump_desired(h).await?;
             if !self.wake.contains(h) {

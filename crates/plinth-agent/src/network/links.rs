@@ -15,6 +15,7 @@ use super::tap;
 use plinth_api::NicPlug;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
 use std::path::PathBuf;
 
 /// One link as read back.
@@ -352,6 +353,71 @@ pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) ->
         l.flood = Some(false);
     }
     Ok(())
+}
+
+/// [`attach_port`] for many ports in three processes (one `ip -batch` enslaving and raising
+/// them, one `ip -batch -force` raising the far ends still here, one `bridge -batch` for
+/// flooding and FDB entries) instead of four a port: at 1,000 NICs per host each process
+/// costs 10–20 ms. When a batch fails, the ports it concerned are attached one by one, so
+/// each error is the port's own. Answers the ports that failed, with why.
+pub fn attach_ports(ns: &str, nics: &[&NicPlan], links: &mut BTreeMap<String, Link>) -> BTreeMap<String, String> {
+    let mut enslave = String::new();
+    let mut far_up = String::new();
+    let mut bridge = String::new();
+    let mut todo = Vec::new();
+    for n in nics {
+        let dev = n.spec.device.as_str();
+        let cur = links.get(dev);
+        let enslaved = cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up);
+        if enslaved && cur.is_some_and(|l| l.flood == Some(false)) {
+            continue;
+        }
+        if !enslaved {
+            let _ = writeln!(enslave, "link set dev {dev} mtu {} master {} up", n.mtu, n.bridge);
+        }
+        let far = format!("{dev}g");
+        if n.spec.plug == NicPlug::Veth && links.contains_key(&far) {
+            let _ = writeln!(far_up, "link set dev {far} up");
+        }
+        let mac = n.spec.mac.to_ascii_lowercase();
+        let _ = write!(bridge, "link set dev {dev} flood off\nfdb replace {mac} dev {dev} master static\n");
+        todo.push(*n);
+    }
+    let mut errors = BTreeMap::new();
+    if todo.is_empty() {
+        return errors;
+    }
+    let batched = (enslave.is_empty() || cmd::batch("ip", Some(ns), &enslave).is_ok())
+        && cmd::batch("bridge", Some(ns), &bridge).is_ok();
+    if !batched {
+        for n in todo {
+            if let Err(e) = attach_port(ns, n, links) {
+                errors.insert(n.spec.device.clone(), e);
+            }
+        }
+        return errors;
+    }
+    // A far end may have been moved to a guest since it was seen: then it is not ours to
+    // raise, and it leaves the view (`-force`: the others are still raised).
+    let far_failed = !far_up.is_empty() && cmd::run("ip", &["-n", ns, "-force", "-batch", "-"], Some(&far_up)).is_err();
+    for n in todo {
+        let dev = n.spec.device.as_str();
+        let far = format!("{dev}g");
+        if let Some(l) = links.get_mut(&far) {
+            if far_failed {
+                links.remove(&far);
+            } else {
+                l.up = true;
+            }
+        }
+        if let Some(l) = links.get_mut(dev) {
+            l.master = Some(n.bridge.clone());
+            l.mtu = n.mtu;
+            l.up = true;
+            l.flood = Some(false);
+        }
+    }
+    errors
 }
 
 /// Deletes a VPC namespace (its links go with it; VXLAN devices are virtual, so they go

@@ -253,19 +253,18 @@ impl LinuxBridge {
         err.per_device.extend(guard::converge(ns, plan, &mut view.links));
         let no_rules = BTreeMap::new();
         let loaded_gens = loaded.as_ref().map_or(&no_rules, |l| &l.ruleset.generations);
-        for n in &plan.nics {
-            let dev = &n.spec.device;
-            if err.per_device.contains_key(dev) || !view.links.contains_key(dev) {
-                continue;
-            }
-            // A port joins its bridge only once rules holding it are loaded.
-            if !loaded_gens.contains_key(&n.spec.nic_id) {
-                continue;
-            }
-            if let Err(e) = links::attach_port(ns, n, &mut view.links) {
-                err.per_device.insert(dev.clone(), e);
-            }
-        }
+        // A port joins its bridge only once rules holding it are loaded.
+        let joining: Vec<&plan::NicPlan> = plan
+            .nics
+            .iter()
+            .filter(|n| {
+                let dev = &n.spec.device;
+                !err.per_device.contains_key(dev)
+                    && view.links.contains_key(dev)
+                    && loaded_gens.contains_key(&n.spec.nic_id)
+            })
+            .collect();
+        err.per_device.extend(links::attach_ports(ns, &joining, &mut view.links));
         let ports_at = started.elapsed();
         let vpc_dir = self.vpc_dir(ns);
         if let Err(e) = std::fs::create_dir_all(&vpc_dir) {

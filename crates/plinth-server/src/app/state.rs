@@ -20,6 +20,8 @@ pub struct AppState {
     pub tasks: Arc<Tasks>,
     /// This process's name in leases (`srv_<ulid>`).
     pub owner: Arc<str>,
+    /// VPC rows kept decoded between hosts' polls.
+    pub vpc_rows: Arc<crate::app::dataplane::VpcRowsCache>,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
             signals,
             tasks: Arc::new(Tasks::default()),
             owner: plinth_api::new_id("srv").into(),
+            vpc_rows: Arc::default(),
         }
     }
 }

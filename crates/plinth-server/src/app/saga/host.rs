@@ -169,12 +169,7 @@ async fn drain_one(st: &AppState, op: &OperationId, inst: &Instance, from: &Host
     let result = async {
         wait_observed(st, &moved.id, moved.spec_generation, ObservedState::Stopped, false).await?;
         if was_running {
-            let started = change(st, &moved.id, Some(op), |i| {
-                lifecycle::publish(i, PowerState::Running, true);
-                (true, vec![])
-            })
-            .await?;
-            wait_observed(st, &moved.id, started.spec_generation, ObservedState::Running, false).await?;
+            start_moved(st, op, &moved.id).await?;
         }
         Ok::<(), StepError>(())
     }
@@ -248,17 +243,15 @@ fn recover<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFutur
                 "recovered after host {} failed; its local disk was lost and was rebuilt from image {}",
                 p.host_id, inst.image
             );
-            match relocate(st, op, inst, &p.host_id, PowerState::Running, Some(warning)).await? {
-                Ok(moved) => {
-                    match wait_observed(st, &moved.id, moved.spec_generation, ObservedState::Running, false).await {
-                        Ok(()) => set_item(st, op, inst.id.as_str(), "done", None).await,
-                        Err(e) => {
-                            failed += 1;
-                            set_item(st, op, inst.id.as_str(), "failed", Some(format!("re-placed, but: {}", e.detail)))
-                                .await;
-                        }
+            match relocate(st, op, inst, &p.host_id, PowerState::Stopped, Some(warning)).await? {
+                Ok(moved) => match start_moved(st, op, &moved.id).await {
+                    Ok(()) => set_item(st, op, inst.id.as_str(), "done", None).await,
+                    Err(e) => {
+                        failed += 1;
+                        set_item(st, op, inst.id.as_str(), "failed", Some(format!("re-placed, but: {}", e.detail)))
+                            .await;
                     }
-                }
+                },
                 Err(why) => {
                     failed += 1;
                     fail_instance(st, op, inst, &format!("could not be recovered: {why}")).await?;
@@ -274,6 +267,20 @@ fn recover<'a>(st: &'a AppState, op: &'a OperationId, p: &'a Value) -> StepFutur
         }
         Ok(())
     })
+}
+
+/// Starts an instance moved to another host the way a start does: its NICs placed there
+/// and `ready` first (`nics_not_ready` / `nic_failed` otherwise, nothing published), then
+/// `Running` published and awaited.
+async fn start_moved(st: &AppState, op: &OperationId, id: &InstanceId) -> Result<(), StepError> {
+    crate::app::network::nics::place_instance_nics(st, id).await.map_err(|e| StepError::new(e.code, e.detail))?;
+    crate::app::dataplane::wait_nics_ready(st, id).await?;
+    let started = change(st, id, Some(op), |i| {
+        lifecycle::publish(i, PowerState::Running, true);
+        (true, vec![])
+    })
+    .await?;
+    wait_observed(st, id, started.spec_generation, ObservedState::Running, false).await
 }
 
 /// Ends an instance as `failed` and releases what it held on its lost host.
