@@ -271,12 +271,20 @@ class Guests:
                     pass
 
 
-def plug(vpc_ns, dev, guest_ns, mac, addr):
+def plug(vpc_ns, dev, guest_ns, mac, addr, peer=None):
     """Moves the NIC's far end `{dev}g` into the guest and configures it (no rename: the
-    guest's interface keeps the name `{dev}g`)."""
+    guest's interface keeps the name `{dev}g`). `peer` (address, MAC) is pinned in the
+    guest's neighbour table, as the prober pins the target's: a veth's far end receives as
+    soon as the near end joins its bridge, but transmits only once the kernel's linkwatch
+    work has activated its queue (asynchronous, tens of ms on a busy machine); an ARP
+    request sent before is dropped (`QDISC_DROP`) and retried only a second later, which
+    no guest with a NIC up since boot would see."""
     far = f"{dev}g"
     sh("nsenter", f"--net={ns_path(vpc_ns)}", "ip", "link", "set", far, "address", mac, "netns", guest_ns)
-    sh("ip", "-n", guest_ns, "-batch", "-", inp=f"addr add {addr} dev {far}\nlink set {far} up\n")
+    cmds = f"addr add {addr} dev {far}\nlink set {far} up\n"
+    if peer:
+        cmds += f"neigh replace {peer[0]} lladdr {peer[1]} dev {far} nud permanent\n"
+    sh("ip", "-n", guest_ns, "-batch", "-", inp=cmds)
 
 
 def wait_dev(vpc_ns, dev, deadline):
@@ -471,6 +479,10 @@ def main():
     project = api.post("/v1/projects", {"name": "netbench", "tenant_id": tenant["id"]})
     vpc = api.post("/v1/vpcs", {"project_id": project["id"], "name": "bench", "ipv4_cidr": "10.40.0.0/16"})
     subnet = api.post("/v1/subnets", {"vpc_id": vpc["id"], "name": "s", "ipv4_cidr": "10.40.0.0/20"})
+    # Half the fillers go to a second subnet: a Linux bridge takes at most 1,023 ports
+    # (BR_MAX_PORTS; the next is refused with EXFULL), and the measured NICs join the
+    # first subnet's bridge on top of its fillers.
+    subnet2 = api.post("/v1/subnets", {"vpc_id": vpc["id"], "name": "s2", "ipv4_cidr": "10.40.16.0/20"})
     vni = vpc["vni"]
     vpc_a, vpc_b = (
         f"/proc/{pid}/root/run/netns/{p}{vni}" for p, pid in zip(vpc_prefixes, a.agent_pids.split(","))
@@ -488,8 +500,8 @@ def main():
         groups[n] = g
         log(f"group with {n} rules created in {time.monotonic() - t:.2f} s")
 
-    def nic_body(name, host, ip=None, mac=None, groups_=None):
-        b = {"subnet_id": subnet["id"], "name": name, "host_id": host}
+    def nic_body(name, host, ip=None, mac=None, groups_=None, sub=None):
+        b = {"subnet_id": (sub or subnet)["id"], "name": name, "host_id": host}
         if ip:
             b["ipv4"] = ip
         if mac:
@@ -513,7 +525,7 @@ def main():
     last = {}
     for i in range(a.fillers):
         for h, host in (("a", host_a), ("b", host_b)):
-            last[h] = api.post("/v1/network-interfaces", nic_body(f"f{h}{i}", host))
+            last[h] = api.post("/v1/network-interfaces", nic_body(f"f{h}{i}", host, sub=(subnet, subnet2)[i % 2]))
         if time.monotonic() - t > 900:
             die("creating the filler NICs took over 900 s")
     created = time.monotonic() - t
@@ -574,7 +586,7 @@ def main():
                 box["err"] = f"{dev}g never appeared in {vpc_a}"
                 return
             box["veth"] = time.monotonic() - t0
-            plug(vpc_a, dev, tg["ns"], tg["mac"], f"{tg['ip']}/{prefix_len}")
+            plug(vpc_a, dev, tg["ns"], tg["mac"], f"{tg['ip']}/{prefix_len}", (pn["ipv4"], pn["mac"]))
             box["plugged"] = time.monotonic() - t0
 
         pt = threading.Thread(target=plugger, daemon=True)

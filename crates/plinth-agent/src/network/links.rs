@@ -328,7 +328,17 @@ pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) ->
     }
     let mtu = n.mtu.to_string();
     if !enslaved {
-        cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu, "master", &n.bridge, "up"])?;
+        cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu, "master", &n.bridge, "up"]).map_err(|e| {
+            if e.contains("Exchange full") {
+                format!(
+                    "bridge {} is full: a Linux bridge takes at most {BRIDGE_MAX_PORTS} ports (its subnet's NICs on \
+                     this host, and the VXLAN device); place this NIC on another host ({e})",
+                    n.bridge
+                )
+            } else {
+                e
+            }
+        })?;
     }
     let mac = n.spec.mac.to_ascii_lowercase();
     cmd::batch(
@@ -354,6 +364,10 @@ pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) ->
     }
     Ok(())
 }
+
+/// Ports a Linux bridge takes (`BR_MAX_PORTS` less the reserved port number 0): one
+/// more is refused with `EXFULL`.
+pub const BRIDGE_MAX_PORTS: usize = 1023;
 
 /// [`attach_port`] for many ports in three processes (one `ip -batch` enslaving and raising
 /// them, one `ip -batch -force` raising the far ends still here, one `bridge -batch` for

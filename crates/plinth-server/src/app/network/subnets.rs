@@ -40,9 +40,11 @@ pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<Subnet> {
     Ok(with_usage(st, vec![s]).await?.remove(0))
 }
 
-/// Writes a new subnet of `vpc` (read in `tx`, so locked) after the block checks.
+/// Writes a new subnet of `vpc` (read in `tx`, so locked) after the block checks, with the
+/// MTU of VXLAN over an underlay of `underlay_mtu`.
 pub(crate) async fn insert_subnet(
     tx: &mut Tx,
+    underlay_mtu: u32,
     vpc: &Vpc,
     name: &str,
     description: &str,
@@ -85,7 +87,7 @@ pub(crate) async fn insert_subnet(
         reserved: cidr.reserved().into_iter().map(addr_text).collect(),
         capacity: cidr.capacity(),
         used: 0,
-        mtu: network::guest_mtu(network::DEFAULT_UNDERLAY_MTU),
+        mtu: network::guest_mtu(underlay_mtu),
         dhcp: true,
         generation: 1,
         created_at: now,
@@ -109,7 +111,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: SubnetCreate) -> Result<S
     let mut tx = st.store.begin().await?;
     let vpc: Vpc = tx.get(&caller.scope(), b.vpc_id.as_str()).await?;
     require_write(caller, &vpc.tenant_id, &vpc.project_id, "creating subnets in this project")?;
-    let s = insert_subnet(&mut tx, &vpc, &b.name, &b.description, &cidr).await?;
+    let s = insert_subnet(&mut tx, st.config.underlay_mtu, &vpc, &b.name, &b.description, &cidr).await?;
     tx.audit(&caller.audit(), s.id.as_str(), Some(s.tenant_id.as_str()), 201).await?;
     tx.commit().await?;
     Ok(s)
@@ -231,7 +233,15 @@ pub async fn ensure_default_subnet(st: &AppState, caller: &Caller, project: &Pro
             return Ok(s);
         }
         let cidr = Cidr::parse("ipv4_cidr", network::DEFAULT_SUBNET_CIDR)?;
-        let s = insert_subnet(&mut tx, &vpc, network::DEFAULT_NAME, "the default VPC's default subnet", &cidr).await?;
+        let s = insert_subnet(
+            &mut tx,
+            st.config.underlay_mtu,
+            &vpc,
+            network::DEFAULT_NAME,
+            "the default VPC's default subnet",
+            &cidr,
+        )
+        .await?;
         tx.audit(&caller.audit(), s.id.as_str(), Some(s.tenant_id.as_str()), 201).await?;
         match tx.commit().await {
             Ok(()) => return Ok(s),
