@@ -69,8 +69,13 @@ impl Store {
     }
 
     /// The rows of one VPC as its hosts' specs need them, with the data version they are
-    /// at least as new as (`None`: no such VPC).
-    pub async fn vpc_rows(&self, vpc_id: &str) -> Result<Option<(i64, VpcRows)>, StoreError> {
+    /// at least as new as (`None`: no such VPC). `known_rules` are rules the caller holds
+    /// decoded already (by id): they are not read again.
+    pub async fn vpc_rows(
+        &self,
+        vpc_id: &str,
+        known_rules: &std::collections::HashMap<String, SecurityGroupRule>,
+    ) -> Result<Option<(i64, VpcRows)>, StoreError> {
         let mut conn = self.read.begin().await?;
         let v = vpc_id.to_string();
         let Some(row) = sqlx::query("SELECT doc, firewall_generation, data_version FROM vpcs WHERE id = $1")
@@ -117,18 +122,40 @@ impl Store {
         {
             groups.push(decode("security_groups", &r.try_get::<String, _>("doc")?)?);
         }
-        let mut rules: BTreeMap<String, Vec<SecurityGroupRule>> = BTreeMap::new();
-        for r in sqlx::query(
-            "SELECT security_group_id, doc FROM security_group_rules WHERE vpc_id = $1 ORDER BY created_at, id",
+        // Rules are never changed once written (made or deleted only): those the caller
+        // already holds decoded are listed by id, and only the others are read whole.
+        let order: Vec<(String, String)> = sqlx::query(
+            "SELECT id, security_group_id FROM security_group_rules WHERE vpc_id = $1 ORDER BY created_at, id",
         )
         .bind(v.clone())
         .fetch_all(&mut *conn)
         .await?
-        {
-            rules
-                .entry(r.try_get("security_group_id")?)
-                .or_default()
-                .push(decode("security_group_rules", &r.try_get::<String, _>("doc")?)?);
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("security_group_id")?)))
+        .collect::<Result<_, StoreError>>()?;
+        let missing: Vec<&str> =
+            order.iter().map(|(id, _)| id.as_str()).filter(|id| !known_rules.contains_key(*id)).collect();
+        let mut read: std::collections::HashMap<String, SecurityGroupRule> = std::collections::HashMap::new();
+        for chunk in missing.chunks(500) {
+            let mut sql = Sql::new("SELECT id, doc FROM security_group_rules WHERE id IN (");
+            let ids: Vec<String> = chunk.iter().map(|id| id.to_string()).collect();
+            let list = placeholders(&mut sql, &ids);
+            sql.push(&format!("{list})"));
+            for r in sql.query().fetch_all(&mut *conn).await? {
+                read.insert(r.try_get("id")?, decode("security_group_rules", &r.try_get::<String, _>("doc")?)?);
+            }
+        }
+        let mut rules: BTreeMap<String, Vec<SecurityGroupRule>> = BTreeMap::new();
+        for (id, group) in order {
+            let rule = match read.remove(&id) {
+                Some(r) => r,
+                None => match known_rules.get(&id) {
+                    Some(r) => r.clone(),
+                    // Deleted between the listing and the read: gone.
+                    None => continue,
+                },
+            };
+            rules.entry(group).or_default().push(rule);
         }
         for g in &mut groups {
             if let Some(list) = rules.remove(g.id.as_str()) {
