@@ -162,9 +162,10 @@ pub struct VpcRowsCache {
     map: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<KeptRows>>>>>,
 }
 
-/// A VPC's rows at a data version, and its rules by id (rules never change once written,
-/// so the next read of the VPC reads only the new ones).
-type KeptRows = (i64, std::sync::Arc<netspec::VpcRows>, std::collections::HashMap<String, SecurityGroupRule>);
+/// A VPC's rows at a data version, and its rules by group at a rules version (read again
+/// only when the VPC's rules changed).
+type KeptRows =
+    (i64, std::sync::Arc<netspec::VpcRows>, i64, std::collections::BTreeMap<String, Vec<SecurityGroupRule>>);
 
 /// More VPCs than this in the cache and it starts over (a VPC read again is read whole).
 const VPC_ROWS_CACHED: usize = 4096;
@@ -186,18 +187,17 @@ impl VpcRowsCache {
             map.entry(vpc_id.to_owned()).or_default().clone()
         };
         let mut kept = slot.lock().await;
-        if let Some((v, rows, _)) = kept.as_ref()
+        if let Some((v, rows, _, _)) = kept.as_ref()
             && *v >= version
         {
             return Ok(Some(rows.clone()));
         }
-        let known = kept.take().map(|(_, _, rules)| rules).unwrap_or_default();
-        let Some((v, rows)) = store.vpc_rows(vpc_id, &known).await? else {
+        let known = kept.take();
+        let Some(read) = store.vpc_rows(vpc_id, known.as_ref().map(|(_, _, rv, rules)| (*rv, rules))).await? else {
             return Ok(None);
         };
-        let rules = rows.groups.iter().flat_map(|g| g.rules.iter().map(|r| (r.id.to_string(), r.clone()))).collect();
-        let rows = std::sync::Arc::new(rows);
-        *kept = Some((v, rows.clone(), rules));
+        let rows = std::sync::Arc::new(read.rows);
+        *kept = Some((read.data_version, rows.clone(), read.rules_version, read.rules));
         Ok(Some(rows))
     }
 }
