@@ -32,16 +32,6 @@ fn placeholders(sql: &mut Sql, ids: &[String]) -> String {
     ps.join(", ")
 }
 
-/// One VPC as [`Store::vpc_rows`] read it.
-pub struct VpcRead {
-    /// The data version the rows are at least as new as.
-    pub data_version: i64,
-    pub rows: VpcRows,
-    /// The rules version `rules` are at, and the rules by group id (in creation order).
-    pub rules_version: i64,
-    pub rules: BTreeMap<String, Vec<SecurityGroupRule>>,
-}
-
 impl Store {
     /// The host's desired generation, the VPCs with a NIC on it with each one's data
     /// version (read before the rows, so rows read later are at least that new), and every
@@ -79,29 +69,21 @@ impl Store {
     }
 
     /// The rows of one VPC as its hosts' specs need them, with the data version they are
-    /// at least as new as (`None`: no such VPC), and the rules of its groups by group with
-    /// the rules version they are at. `known_rules` (a rules version and the rules by group
-    /// at it, from an earlier call) are used as they are while the VPC's rules version is
-    /// the same.
-    pub async fn vpc_rows(
-        &self,
-        vpc_id: &str,
-        known_rules: Option<(i64, &BTreeMap<String, Vec<SecurityGroupRule>>)>,
-    ) -> Result<Option<VpcRead>, StoreError> {
+    /// at least as new as (`None`: no such VPC). A group's rules come with its document,
+    /// which every rule change rewrites in the same transaction as the rule's row.
+    pub async fn vpc_rows(&self, vpc_id: &str) -> Result<Option<(i64, VpcRows)>, StoreError> {
         let mut conn = self.read.begin().await?;
         let v = vpc_id.to_string();
-        let Some(row) =
-            sqlx::query("SELECT doc, firewall_generation, data_version, rules_version FROM vpcs WHERE id = $1")
-                .bind(v.clone())
-                .fetch_optional(&mut *conn)
-                .await?
+        let Some(row) = sqlx::query("SELECT doc, firewall_generation, data_version FROM vpcs WHERE id = $1")
+            .bind(v.clone())
+            .fetch_optional(&mut *conn)
+            .await?
         else {
             return Ok(None);
         };
         let vpc: Vpc = decode("vpcs", &row.try_get::<String, _>("doc")?)?;
         let firewall_generation: i64 = row.try_get("firewall_generation")?;
         let data_version: i64 = row.try_get("data_version")?;
-        let rules_version: i64 = row.try_get("rules_version")?;
         let mut subnets = Vec::new();
         for r in sqlx::query("SELECT doc, idx FROM subnets WHERE vpc_id = $1 ORDER BY idx")
             .bind(v.clone())
@@ -136,38 +118,8 @@ impl Store {
         {
             groups.push(decode("security_groups", &r.try_get::<String, _>("doc")?)?);
         }
-        // Rules are read again only when the VPC's rules changed since the caller's copy.
-        let rules = match known_rules {
-            Some((v, rules)) if v == rules_version => rules.clone(),
-            _ => {
-                let mut rules: BTreeMap<String, Vec<SecurityGroupRule>> = BTreeMap::new();
-                for r in sqlx::query(
-                    "SELECT security_group_id, doc FROM security_group_rules WHERE vpc_id = $1 ORDER BY created_at, id",
-                )
-                .bind(v.clone())
-                .fetch_all(&mut *conn)
-                .await?
-                {
-                    rules
-                        .entry(r.try_get("security_group_id")?)
-                        .or_default()
-                        .push(decode("security_group_rules", &r.try_get::<String, _>("doc")?)?);
-                }
-                rules
-            }
-        };
-        for g in &mut groups {
-            if let Some(list) = rules.get(g.id.as_str()) {
-                g.rules = list.clone();
-            }
-        }
         conn.commit().await?;
-        Ok(Some(VpcRead {
-            data_version,
-            rows: VpcRows { vpc, firewall_generation, subnets, nics, groups },
-            rules_version,
-            rules,
-        }))
+        Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups })))
     }
 
     /// Records what a host's agent applied. Returns the instances whose NICs' readiness

@@ -293,9 +293,7 @@ impl Tx {
         Ok((nics, groups))
     }
 
-    /// Adds a rule row of a group (the group's document carries the rule too) and bumps
-    /// the VPC's `rules_version` (this and [`Tx::delete_rules`] are the only writers of
-    /// rules: the server keeps decoded rules while it stays the same).
+    /// Adds a rule row of a group (the group's document carries the rule too).
     pub async fn insert_rule(
         &mut self,
         sg: &SecurityGroup,
@@ -317,27 +315,17 @@ impl Tx {
         let ps: Vec<String> = vals.into_iter().map(|v| sql.arg(v)).collect();
         sql.push(&ps.join(", "));
         sql.push(")");
-        self.write_later(sql, "security_group_rules", "security group rule").await?;
-        let mut sql = Sql::new("UPDATE vpcs SET rules_version = rules_version + 1 WHERE 1=1");
-        sql.cond("id =", Val::text(sg.vpc_id.as_str()));
-        self.write_later(sql, "vpcs", "VPC").await
+        self.write_later(sql, "security_group_rules", "security group rule").await
     }
 
-    /// Removes rule rows: one (`rule_id`) or all of a group, and bumps the VPC's
-    /// `rules_version`.
+    /// Removes rule rows: one (`rule_id`) or all of a group.
     pub async fn delete_rules(&mut self, sg_id: &str, rule_id: Option<&str>) -> Result<(), StoreError> {
         let mut sql = Sql::new("DELETE FROM security_group_rules WHERE 1=1");
         sql.cond("security_group_id =", Val::text(sg_id));
         if let Some(r) = rule_id {
             sql.cond("id =", Val::text(r));
         }
-        self.write_later(sql, "security_group_rules", "security group rule").await?;
-        let mut sql = Sql::new(
-            "UPDATE vpcs SET rules_version = rules_version + 1 WHERE id IN (SELECT vpc_id FROM security_groups WHERE 1=1",
-        );
-        sql.cond("id =", Val::text(sg_id));
-        sql.push(")");
-        self.write_later(sql, "vpcs", "VPC").await
+        self.write_later(sql, "security_group_rules", "security group rule").await
     }
 
     /// Replaces a NIC's group memberships (in `groups` order).

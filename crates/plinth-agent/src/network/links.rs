@@ -15,7 +15,6 @@ use super::tap;
 use plinth_api::NicPlug;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 use std::path::PathBuf;
 
 /// One link as read back.
@@ -320,49 +319,82 @@ pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTr
 /// 1,000 NICs per host, one prober's SYNs became ~290,000 packets a second into the
 /// ports, and the host stopped answering ARP at all.
 pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) -> Result<(), String> {
-    let dev = n.spec.device.as_str();
-    let cur = links.get(dev);
-    let enslaved = cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up);
-    if enslaved && cur.is_some_and(|l| l.flood == Some(false)) {
-        return Ok(());
+    let Some(step) = AttachStep::of(n, links) else { return Ok(()) };
+    if let Some(line) = &step.enslave {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        cmd::ip(Some(ns), &args).map_err(|e| full_bridge(n, e))?;
     }
-    let mtu = n.mtu.to_string();
-    if !enslaved {
-        cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu, "master", &n.bridge, "up"]).map_err(|e| {
-            if e.contains("Exchange full") {
-                format!(
-                    "bridge {} is full: a Linux bridge takes at most {BRIDGE_MAX_PORTS} ports (its subnet's NICs on \
-                     this host, and the VXLAN device); place this NIC on another host ({e})",
-                    n.bridge
-                )
-            } else {
-                e
+    cmd::batch("bridge", Some(ns), &step.bridge)?;
+    // The far end, while it is still in the VPC namespace, comes up with it (it may have
+    // been moved to a guest since it was seen: then it is not ours to raise).
+    let far_up =
+        step.far_up.as_ref().map(|line| cmd::ip(Some(ns), &line.split_whitespace().collect::<Vec<_>>()).is_ok());
+    step.record(n, far_up, links);
+    Ok(())
+}
+
+/// What attaching one NIC's port still takes, as `ip`/`bridge` batch lines.
+struct AttachStep {
+    /// Enslave to the bridge with the subnet MTU and raise (unless it already is).
+    enslave: Option<String>,
+    /// Raise the veth's far end, while it is still in the VPC namespace.
+    far_up: Option<String>,
+    /// No flooding, and the static FDB entry for the NIC's MAC.
+    bridge: String,
+}
+
+impl AttachStep {
+    /// `None`: the port is attached as `links` know it.
+    fn of(n: &NicPlan, links: &BTreeMap<String, Link>) -> Option<AttachStep> {
+        let dev = n.spec.device.as_str();
+        let cur = links.get(dev);
+        let enslaved = cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up);
+        if enslaved && cur.is_some_and(|l| l.flood == Some(false)) {
+            return None;
+        }
+        let far = format!("{dev}g");
+        let mac = n.spec.mac.to_ascii_lowercase();
+        Some(AttachStep {
+            enslave: (!enslaved).then(|| format!("link set dev {dev} mtu {} master {} up\n", n.mtu, n.bridge)),
+            far_up: (n.spec.plug == NicPlug::Veth && links.contains_key(&far))
+                .then(|| format!("link set dev {far} up\n")),
+            bridge: format!("link set dev {dev} flood off\nfdb replace {mac} dev {dev} master static\n"),
+        })
+    }
+
+    /// Records the port as attached in `links`; the far end as raised, or (`Some(false)`:
+    /// raising it failed, it was moved) as gone from the view.
+    fn record(&self, n: &NicPlan, far_up: Option<bool>, links: &mut BTreeMap<String, Link>) {
+        let dev = n.spec.device.as_str();
+        match far_up {
+            Some(true) => {
+                links.entry(format!("{dev}g")).and_modify(|l| l.up = true);
             }
-        })?;
-    }
-    let mac = n.spec.mac.to_ascii_lowercase();
-    cmd::batch(
-        "bridge",
-        Some(ns),
-        &format!("link set dev {dev} flood off\nfdb replace {mac} dev {dev} master static\n"),
-    )?;
-    let far = format!("{dev}g");
-    if n.spec.plug == NicPlug::Veth && links.contains_key(&far) {
-        // The far end, while it is still in the VPC namespace, comes up with it (it may
-        // have been moved to a guest since it was seen: then it is not ours to raise).
-        if cmd::ip(Some(ns), &["link", "set", &far, "up"]).is_ok() {
-            links.entry(far).and_modify(|l| l.up = true);
-        } else {
-            links.remove(&far);
+            Some(false) => {
+                links.remove(&format!("{dev}g"));
+            }
+            None => {}
+        }
+        if let Some(l) = links.get_mut(dev) {
+            l.master = Some(n.bridge.clone());
+            l.mtu = n.mtu;
+            l.up = true;
+            l.flood = Some(false);
         }
     }
-    if let Some(l) = links.get_mut(dev) {
-        l.master = Some(n.bridge.clone());
-        l.mtu = n.mtu;
-        l.up = true;
-        l.flood = Some(false);
+}
+
+/// A full bridge's refusal (`EXFULL`) said plainly; other errors as they are.
+fn full_bridge(n: &NicPlan, e: String) -> String {
+    if e.contains("Exchange full") {
+        format!(
+            "bridge {} is full: a Linux bridge takes at most {BRIDGE_MAX_PORTS} ports (its subnet's NICs on this host, \
+             and the VXLAN device); place this NIC on another host ({e})",
+            n.bridge
+        )
+    } else {
+        e
     }
-    Ok(())
 }
 
 /// Ports a Linux bridge takes (`BR_MAX_PORTS` less the reserved port number 0): one
@@ -375,36 +407,18 @@ pub const BRIDGE_MAX_PORTS: usize = 1023;
 /// costs 10–20 ms. When a batch fails, the ports it concerned are attached one by one, so
 /// each error is the port's own. Answers the ports that failed, with why.
 pub fn attach_ports(ns: &str, nics: &[&NicPlan], links: &mut BTreeMap<String, Link>) -> BTreeMap<String, String> {
-    let mut enslave = String::new();
-    let mut far_up = String::new();
-    let mut bridge = String::new();
-    let mut todo = Vec::new();
-    for n in nics {
-        let dev = n.spec.device.as_str();
-        let cur = links.get(dev);
-        let enslaved = cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up);
-        if enslaved && cur.is_some_and(|l| l.flood == Some(false)) {
-            continue;
-        }
-        if !enslaved {
-            let _ = writeln!(enslave, "link set dev {dev} mtu {} master {} up", n.mtu, n.bridge);
-        }
-        let far = format!("{dev}g");
-        if n.spec.plug == NicPlug::Veth && links.contains_key(&far) {
-            let _ = writeln!(far_up, "link set dev {far} up");
-        }
-        let mac = n.spec.mac.to_ascii_lowercase();
-        let _ = write!(bridge, "link set dev {dev} flood off\nfdb replace {mac} dev {dev} master static\n");
-        todo.push(*n);
-    }
+    let steps: Vec<(&NicPlan, AttachStep)> =
+        nics.iter().filter_map(|n| AttachStep::of(n, links).map(|s| (*n, s))).collect();
     let mut errors = BTreeMap::new();
-    if todo.is_empty() {
+    if steps.is_empty() {
         return errors;
     }
+    let enslave: String = steps.iter().filter_map(|(_, s)| s.enslave.as_deref()).collect();
+    let bridge: String = steps.iter().map(|(_, s)| s.bridge.as_str()).collect();
     let batched = (enslave.is_empty() || cmd::batch("ip", Some(ns), &enslave).is_ok())
         && cmd::batch("bridge", Some(ns), &bridge).is_ok();
     if !batched {
-        for n in todo {
+        for (n, _) in steps {
             if let Err(e) = attach_port(ns, n, links) {
                 errors.insert(n.spec.device.clone(), e);
             }
@@ -413,23 +427,10 @@ pub fn attach_ports(ns: &str, nics: &[&NicPlan], links: &mut BTreeMap<String, Li
     }
     // A far end may have been moved to a guest since it was seen: then it is not ours to
     // raise, and it leaves the view (`-force`: the others are still raised).
-    let far_failed = !far_up.is_empty() && cmd::run("ip", &["-n", ns, "-force", "-batch", "-"], Some(&far_up)).is_err();
-    for n in todo {
-        let dev = n.spec.device.as_str();
-        let far = format!("{dev}g");
-        if let Some(l) = links.get_mut(&far) {
-            if far_failed {
-                links.remove(&far);
-            } else {
-                l.up = true;
-            }
-        }
-        if let Some(l) = links.get_mut(dev) {
-            l.master = Some(n.bridge.clone());
-            l.mtu = n.mtu;
-            l.up = true;
-            l.flood = Some(false);
-        }
+    let far_up: String = steps.iter().filter_map(|(_, s)| s.far_up.as_deref()).collect();
+    let far_ok = far_up.is_empty() || cmd::run("ip", &["-n", ns, "-force", "-batch", "-"], Some(&far_up)).is_ok();
+    for (n, s) in &steps {
+        s.record(n, s.far_up.as_ref().map(|_| far_ok), links);
     }
     errors
 }

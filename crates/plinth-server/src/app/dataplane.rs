@@ -162,10 +162,8 @@ pub struct VpcRowsCache {
     map: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<KeptRows>>>>>,
 }
 
-/// A VPC's rows at a data version, and its rules by group at a rules version (read again
-/// only when the VPC's rules changed).
-type KeptRows =
-    (i64, std::sync::Arc<netspec::VpcRows>, i64, std::collections::BTreeMap<String, Vec<SecurityGroupRule>>);
+/// A VPC's rows and the data version they were read at.
+type KeptRows = (i64, std::sync::Arc<netspec::VpcRows>);
 
 /// More VPCs than this in the cache and it starts over (a VPC read again is read whole).
 const VPC_ROWS_CACHED: usize = 4096;
@@ -187,17 +185,14 @@ impl VpcRowsCache {
             map.entry(vpc_id.to_owned()).or_default().clone()
         };
         let mut kept = slot.lock().await;
-        if let Some((v, rows, _, _)) = kept.as_ref()
+        if let Some((v, rows)) = kept.as_ref()
             && *v >= version
         {
             return Ok(Some(rows.clone()));
         }
-        let known = kept.take();
-        let Some(read) = store.vpc_rows(vpc_id, known.as_ref().map(|(_, _, rv, rules)| (*rv, rules))).await? else {
-            return Ok(None);
-        };
-        let rows = std::sync::Arc::new(read.rows);
-        *kept = Some((read.data_version, rows.clone(), read.rules_version, read.rules));
-        Ok(Some(rows))
+        let read = store.vpc_rows(vpc_id).await?.map(|(v, rows)| (v, std::sync::Arc::new(rows)));
+        let rows = read.as_ref().map(|(_, rows)| rows.clone());
+        *kept = read;
+        Ok(rows)
     }
 }
