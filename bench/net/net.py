@@ -238,6 +238,7 @@ class Guests:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def make(self, name):
+        """A guest namespace listening on LISTEN_PORT: {"ns": its name, "nl": a Netlink in it}."""
         ns = f"{self.prefix}g{name}"
         sh("ip", "netns", "add", ns)
         sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -253,7 +254,7 @@ class Guests:
         s = in_ns(ns, listen)
         with self.lock:
             self.socks.append(s)
-        return ns
+        return {"ns": ns, "nl": in_ns(ns, Netlink)}
 
     def _accept(self):
         poller, known = select.poll(), {}
@@ -271,35 +272,127 @@ class Guests:
                     pass
 
 
-def plug(vpc_ns, dev, guest_ns, mac, addr, peer=None):
-    """Moves the NIC's far end `{dev}g` into the guest and configures it (no rename: the
-    guest's interface keeps the name `{dev}g`). `peer` (address, MAC) is pinned in the
-    guest's neighbour table, as the prober pins the target's: a veth's far end receives as
-    soon as the near end joins its bridge, but transmits only once the kernel's linkwatch
-    work has activated its queue (asynchronous, tens of ms on a busy machine); an ARP
-    request sent before is dropped (`QDISC_DROP`) and retried only a second later, which
-    no guest with a NIC up since boot would see."""
+# ---------------------------------------------------------------------------------------------
+# rtnetlink: the harness plugs guests with netlink messages, not `ip` processes (a process
+# costs 10-30 ms on this 2-CPU machine while the server and agents work, and the plugging sits
+# inside the port-ready figure; a VM's NIC would be up since boot)
+
+NLMSG_ERROR = 2
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWNEIGH = 16, 18, 20, 28
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_NET_NS_FD = 1, 3, 28
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+NDA_DST, NDA_LLADDR = 1, 2
+IFF_UP, NUD_PERMANENT, RTMGRP_LINK = 0x1, 0x80, 0x1
+
+
+def nla(kind, data):
+    n = 4 + len(data)
+    return struct.pack("HH", n, kind) + data + b"\0" * (-n % 4)
+
+
+def mac_bytes(mac):
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+class Netlink:
+    """An rtnetlink socket; it acts in the namespace it was opened in (open it from a thread
+    in that namespace: `in_ns(ns, Netlink)`). `groups`: multicast groups to listen to."""
+
+    def __init__(self, groups=0):
+        self.s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        self.s.bind((0, groups))
+        self.seq = 0
+
+    def request(self, kind, flags, body):
+        """Sends one request and answers its reply messages (without the ACK); raises on error."""
+        self.seq += 1
+        self.s.send(struct.pack("IHHII", 16 + len(body), kind, flags | NLM_F_REQUEST | NLM_F_ACK, self.seq, 0) + body)
+        out = []
+        while True:
+            data = self.s.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                n, t, _, seq, _ = struct.unpack_from("IHHII", data, off)
+                if seq == self.seq:
+                    if t == NLMSG_ERROR:
+                        err = struct.unpack_from("i", data, off + 16)[0]
+                        if err:
+                            raise OSError(-err, f"rtnetlink request {kind}: {os.strerror(-err)}")
+                        return out
+                    out.append(data[off:off + n])
+                off += (n + 3) & ~3
+
+    def index(self, name):
+        reply = self.request(RTM_GETLINK, 0, struct.pack("BxHiII", 0, 0, 0, 0, 0) + nla(IFLA_IFNAME, name.encode() + b"\0"))
+        return struct.unpack_from("BxHiII", reply[0], 16)[2]
+
+    def set_link(self, index, mac=None, netns_fd=None, up=False):
+        attrs = (nla(IFLA_ADDRESS, mac_bytes(mac)) if mac else b"") + (
+            nla(IFLA_NET_NS_FD, struct.pack("I", netns_fd)) if netns_fd is not None else b"")
+        flags = IFF_UP if up else 0
+        self.request(RTM_NEWLINK, 0, struct.pack("BxHiII", 0, 0, index, flags, flags) + attrs)
+
+    def add_addr(self, index, cidr):
+        ip, plen = cidr.split("/")
+        a = socket.inet_aton(ip)
+        body = struct.pack("BBBBI", socket.AF_INET, int(plen), 0, 0, index) + nla(IFA_LOCAL, a) + nla(IFA_ADDRESS, a)
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+    def pin_neigh(self, index, ip, mac):
+        """`ip neigh replace IP lladdr MAC dev … nud permanent`."""
+        body = struct.pack("BxxxiHBB", socket.AF_INET, index, NUD_PERMANENT, 0, 0)
+        body += nla(NDA_DST, socket.inet_aton(ip)) + nla(NDA_LLADDR, mac_bytes(mac))
+        self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+
+def plug(vpc_nl, dev, guest, mac, addr, peer=None):
+    """Moves the NIC's far end `{dev}g` from the VPC namespace (`vpc_nl`, a Netlink opened
+    there) into the guest (a Guests entry) and configures it (no rename: the guest's
+    interface keeps the name `{dev}g`). `peer` (address, MAC) is pinned in the guest's
+    neighbour table, as the prober pins the target's: a veth's far end receives as soon as
+    the near end joins its bridge, but transmits only once the kernel's linkwatch work has
+    activated its queue (asynchronous, tens of ms on a busy machine); an ARP request sent
+    before is dropped (`QDISC_DROP`) and retried only a second later, which no guest with a
+    NIC up since boot would see."""
     far = f"{dev}g"
-    sh("nsenter", f"--net={ns_path(vpc_ns)}", "ip", "link", "set", far, "address", mac, "netns", guest_ns)
-    cmds = f"addr add {addr} dev {far}\nlink set {far} up\n"
+    fd = os.open(ns_path(guest["ns"]), os.O_RDONLY)
+    try:
+        vpc_nl.set_link(vpc_nl.index(far), mac=mac, netns_fd=fd)
+    finally:
+        os.close(fd)
+    nl = guest["nl"]
+    i = nl.index(far)
+    nl.add_addr(i, addr)
+    nl.set_link(i, up=True)
     if peer:
-        cmds += f"neigh replace {peer[0]} lladdr {peer[1]} dev {far} nud permanent\n"
-    sh("ip", "-n", guest_ns, "-batch", "-", inp=cmds)
+        nl.pin_neigh(i, *peer)
 
 
 def wait_dev(vpc_ns, dev, deadline):
-    """Polls every 1 ms (if_nametoindex inside the VPC namespace) for `dev`; True when present."""
+    """Waits for `dev` to appear in the VPC namespace: listens to its link events (rtnetlink)
+    and looks the name up on each (no polling). True when present."""
 
-    def poll():
-        while time.monotonic() < deadline:
-            try:
-                socket.if_nametoindex(dev)
-                return True
-            except OSError:
-                time.sleep(0.001)
-        return False
+    def wait():
+        events = Netlink(RTMGRP_LINK)
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    socket.if_nametoindex(dev)
+                    return True
+                except OSError:
+                    pass
+                r, _, _ = select.select([events.s], [], [], max(0.0, min(1.0, deadline - time.monotonic())))
+                if r:
+                    try:
+                        events.s.recv(1 << 20)
+                    except OSError:  # ENOBUFS: events were lost; the lookup above decides
+                        pass
+            return False
+        finally:
+            events.s.close()
 
-    return in_ns(vpc_ns, poll)
+    return in_ns(vpc_ns, wait)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,17 +628,19 @@ def main():
 
     guests = Guests(a.prefix)
     # The prober: a guest on host B, in the default group (all egress).
-    prober_ns = guests.make("p")
+    prober_guest = guests.make("p")
+    prober_ns = prober_guest["ns"]
     pn = api.post("/v1/network-interfaces", nic_body("prober", host_b, "10.40.15.250"))
     pn = wait_ready(pn["id"], 60, "the prober")
-    plug(vpc_b, pn["device"], prober_ns, pn["mac"], f"{pn['ipv4']}/{prefix_len}")
+    vpc_a_nl, vpc_b_nl = in_ns(vpc_a, Netlink), in_ns(vpc_b, Netlink)
+    plug(vpc_b_nl, pn["device"], prober_guest, pn["mac"], f"{pn['ipv4']}/{prefix_len}")
+    prober_if = prober_guest["nl"].index(f"{pn['device']}g")
     prober = Prober(prober_ns)
 
     # Target guests, listening before any interface exists.
     targets = []
     for i in range(a.ports):
-        ns = guests.make(f"t{i}")
-        targets.append({"ns": ns, "ip": f"10.40.12.{10 + i}"})
+        targets.append({"guest": guests.make(f"t{i}"), "ip": f"10.40.12.{10 + i}"})
 
     # ---- port-ready
     head = rule_counts[0]
@@ -563,7 +658,7 @@ def main():
                 if n["state"] == "failed":
                     box["err"] = json.dumps(n)[:600]
                     return
-                time.sleep(0.002)
+                time.sleep(0.02)
             box["err"] = "not ready within 120 s"
 
         t0 = time.monotonic()
@@ -576,8 +671,7 @@ def main():
         tg["id"], tg["mac"] = nic["id"], nic["mac"]
         # The prober knows the target's MAC (as a guest that already resolved it would; an
         # unanswered ARP would otherwise be retried only after a second).
-        sh("ip", "-n", prober_ns, "neigh", "replace", tg["ip"], "lladdr", tg["mac"], "dev", f"{pn['device']}g",
-           "nud", "permanent")
+        prober_guest["nl"].pin_neigh(prober_if, tg["ip"], tg["mac"])
         ws = threading.Thread(target=watch_server, args=(nic["id"], t0), daemon=True)
         ws.start()
 
@@ -586,7 +680,7 @@ def main():
                 box["err"] = f"{dev}g never appeared in {vpc_a}"
                 return
             box["veth"] = time.monotonic() - t0
-            plug(vpc_a, dev, tg["ns"], tg["mac"], f"{tg['ip']}/{prefix_len}", (pn["ipv4"], pn["mac"]))
+            plug(vpc_a_nl, dev, tg["guest"], tg["mac"], f"{tg['ip']}/{prefix_len}", (pn["ipv4"], pn["mac"]))
             box["plugged"] = time.monotonic() - t0
 
         pt = threading.Thread(target=plugger, daemon=True)
@@ -684,7 +778,7 @@ def main():
     peer = IptablesPeer(a.prefix)
     peer.add_port(0, prober_ns, "10.41.15.250", "02:4e:43:ff:00:01", False)
     for i, tg in enumerate(targets):
-        peer.add_port(i + 1, tg["ns"], tg["ip"].replace("10.40.", "10.41."), f"02:4e:43:00:{i >> 8:02x}:{i & 255:02x}", True)
+        peer.add_port(i + 1, tg["guest"]["ns"], tg["ip"].replace("10.40.", "10.41."), f"02:4e:43:00:{i >> 8:02x}:{i & 255:02x}", True)
     peer.members_ipset()
     for tg in targets:
         tg["peer_ip"] = tg["ip"].replace("10.40.", "10.41.")

@@ -1,13 +1,13 @@
 //! The static VXLAN forwarding database of each subnet: one all-zero entry per peer VTEP
 //! (head-end replication of broadcast and unknown traffic, no multicast) and one entry per
 //! remote NIC's MAC pointing at its host. Read back with `bridge -j fdb`, changed by
-//! difference.
+//! difference over rtnetlink.
 
 use super::cmd;
 use super::plan::VpcPlan;
+use super::rtnl::{FdbWrite, Rtnl};
 use super::view::{FdbSet, NeighSet};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 
 /// The all-zero MAC of replication entries.
 pub const ZERO_MAC: &str = "00:00:00:00:00:00";
@@ -40,50 +40,46 @@ pub fn desired(plan: &VpcPlan, own_vtep: &str) -> Vec<(String, BTreeSet<(String,
 }
 
 /// Converges every VXLAN device's entries from what `view` holds (its devices' entries),
-/// recording each change there; answers the errors met (by device). The commands of all
-/// devices go in one `bridge -batch` (a change of one entry is one process).
-pub fn converge(plan: &VpcPlan, own_vtep: &str, view: &mut BTreeMap<String, FdbSet>) -> Vec<(String, String)> {
+/// recording each change there; answers the errors met (by device). One rtnetlink message
+/// per entry changed ([`super::rtnl`]); after a refusal the device is read back.
+pub fn converge(
+    plan: &VpcPlan,
+    own_vtep: &str,
+    nl: &mut Rtnl,
+    view: &mut BTreeMap<String, FdbSet>,
+) -> Vec<(String, String)> {
     let mut errors = Vec::new();
-    let mut batch = String::new();
-    let mut done: Vec<(String, bool, (String, String))> = Vec::new();
     for (vx, want) in desired(plan, own_vtep) {
-        let empty = FdbSet::new();
-        let have = view.get(&vx).unwrap_or(&empty);
-        for (mac, dst) in have.difference(&want) {
-            let _ = writeln!(batch, "fdb del {mac} dev {vx} dst {dst}");
-            done.push((vx.clone(), false, (mac.clone(), dst.clone())));
-        }
-        for (mac, dst) in want.difference(have) {
-            let verb = if mac == ZERO_MAC { "append" } else { "replace" };
-            let _ = writeln!(batch, "fdb {verb} {mac} dev {vx} dst {dst} self permanent");
-            done.push((vx.clone(), true, (mac.clone(), dst.clone())));
-        }
-    }
-    if batch.is_empty() {
-        return errors;
-    }
-    match cmd::batch("bridge", Some(&plan.ns), &batch) {
-        Ok(_) => {
-            for (vx, add, entry) in done {
-                let set = view.entry(vx).or_default();
-                if add {
-                    set.insert(entry);
-                } else {
-                    set.remove(&entry);
+        let set = view.entry(vx.clone()).or_default();
+        let stale: Vec<(String, String)> = set.difference(&want).cloned().collect();
+        let missing: Vec<(String, String)> = want.difference(set).cloned().collect();
+        let mut failed = None;
+        for (mac, dst) in stale {
+            match nl.vxlan_fdb_del(&vx, &mac, &dst) {
+                Ok(()) => {
+                    set.remove(&(mac, dst));
                 }
+                Err(e) => failed = Some(e),
             }
         }
-        Err(e) => {
-            // Which commands of the batch took is unknown: read the devices back.
-            for (vx, _) in desired(plan, own_vtep) {
-                match read(&plan.ns, &vx) {
-                    Ok(h) => {
-                        view.insert(vx, h);
-                    }
-                    Err(e) => errors.push((vx, e)),
+        for (mac, dst) in missing {
+            let how = if mac == ZERO_MAC { FdbWrite::Append } else { FdbWrite::Replace };
+            match nl.vxlan_fdb(&vx, &mac, &dst, how) {
+                Ok(()) => {
+                    set.insert((mac, dst));
                 }
+                Err(e) => failed = Some(e),
             }
-            errors.push(("fdb".to_owned(), e));
+        }
+        if let Some(e) = failed {
+            // What the device holds after a refusal is read back, not assumed.
+            match read(&plan.ns, &vx) {
+                Ok(h) => {
+                    view.insert(vx.clone(), h);
+                }
+                Err(e) => errors.push((vx.clone(), e)),
+            }
+            errors.push((vx, e));
         }
     }
     errors
@@ -122,29 +118,32 @@ pub fn read_neigh(ns: &str) -> Result<BTreeSet<(String, String, String)>, String
 }
 
 /// Converges the permanent neighbours from what `have` holds, recording the changes
-/// there (one `ip -batch`); answers the errors met.
-pub fn converge_neigh(plan: &VpcPlan, own_vtep: &str, have: &mut NeighSet) -> Vec<String> {
+/// there (one rtnetlink message each); answers the errors met.
+pub fn converge_neigh(plan: &VpcPlan, own_vtep: &str, nl: &mut Rtnl, have: &mut NeighSet) -> Vec<String> {
     let want = desired_neigh(plan, own_vtep);
-    let mut batch = String::new();
-    for (addr, dev, _) in have.difference(&want) {
-        let _ = writeln!(batch, "neigh del {addr} dev {dev}");
-    }
-    for (addr, dev, mac) in want.difference(have) {
-        let _ = writeln!(batch, "neigh replace {addr} lladdr {mac} dev {dev} nud permanent");
-    }
-    if batch.is_empty() {
-        return Vec::new();
-    }
-    match cmd::batch("ip", Some(&plan.ns), &batch) {
-        Ok(_) => {
-            *have = want;
-            Vec::new()
-        }
-        Err(e) => {
-            if let Ok(now) = read_neigh(&plan.ns) {
-                *have = now;
+    let mut errors = Vec::new();
+    for (addr, dev, mac) in have.difference(&want).cloned().collect::<Vec<_>>() {
+        match nl.neigh_del(&addr, &dev) {
+            Ok(()) => {
+                have.remove(&(addr, dev, mac));
             }
-            vec![e]
+            Err(e) => errors.push(e),
         }
     }
+    for (addr, dev, mac) in want.difference(have).cloned().collect::<Vec<_>>() {
+        // A replace for the same address and device overwrites a different MAC.
+        match nl.neigh_replace(&addr, &dev, &mac) {
+            Ok(()) => {
+                have.retain(|(a, d, _)| !(*a == addr && *d == dev));
+                have.insert((addr, dev, mac));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty()
+        && let Ok(now) = read_neigh(&plan.ns)
+    {
+        *have = now;
+    }
+    errors
 }

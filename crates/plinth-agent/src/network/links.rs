@@ -2,7 +2,7 @@
 //! converging the namespace, the subnets' bridges and VXLAN devices, and the NIC ports to
 //! the plan, changing only what differs.
 //!
-//! Ports are created detached and down; [`attach_port`] enslaves and raises one only after
+//! Ports are created detached and down; [`attach_ports`] enslaves and raises one only after
 //! the filter batch holding its rules loaded (a port never carries unfiltered traffic) and
 //! its guard is attached ([`super::guard::converge`]); a VXLAN device gets its guard after
 //! it is moved into the namespace and before it joins its bridge. Reading the links back
@@ -11,6 +11,7 @@
 use super::cmd;
 use super::guard;
 use super::plan::{NicPlan, VpcPlan};
+use super::rtnl::Rtnl;
 use super::tap;
 use plinth_api::NicPlug;
 use serde_json::Value;
@@ -221,8 +222,9 @@ fn read_one(ns: Option<&str>, name: &str) -> Option<Value> {
 }
 
 /// Makes the ports that are missing (detached and down) and deletes ports that are not
-/// in the plan, recording both in `links`. Answers per-device creation errors.
-pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTreeMap<String, String> {
+/// in the plan, recording both in `links` (over rtnetlink: [`super::rtnl`]). Answers
+/// per-device creation errors.
+pub fn converge_ports(plan: &VpcPlan, nl: &mut Rtnl, links: &mut BTreeMap<String, Link>) -> BTreeMap<String, String> {
     let ns = plan.ns.as_str();
     let mut errors = BTreeMap::new();
     for n in &plan.nics {
@@ -236,40 +238,21 @@ pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTr
                 if cur.kind == want_kind {
                     return Ok(());
                 }
-                cmd::ip(Some(ns), &["link", "del", dev])?;
+                nl.del_link(dev)?;
                 links.remove(dev);
             }
-            let mtu = n.mtu.to_string();
             match n.spec.plug {
                 NicPlug::Tap => {
                     tap::create_persistent(&ns_path(ns), dev).map_err(|e| format!("creating tap {dev}: {e}"))?;
-                    cmd::ip(Some(ns), &["link", "set", dev, "mtu", &mtu])?;
+                    nl.set_link(dev, Some(n.mtu), None, false)?;
                 }
                 NicPlug::Veth => {
                     let far = format!("{dev}g");
                     if links.contains_key(&far) {
-                        cmd::ip(Some(ns), &["link", "del", &far])?;
+                        nl.del_link(&far)?;
                         links.remove(&far);
                     }
-                    cmd::ip(
-                        Some(ns),
-                        &[
-                            "link",
-                            "add",
-                            dev,
-                            "mtu",
-                            &mtu,
-                            "type",
-                            "veth",
-                            "peer",
-                            "name",
-                            &far,
-                            "mtu",
-                            &mtu,
-                            "address",
-                            &n.spec.mac,
-                        ],
-                    )?;
+                    nl.add_veth(dev, &far, n.mtu, &n.spec.mac)?;
                     let far_end = Link { name: far.clone(), kind: "veth".into(), mtu: n.mtu, ..Link::default() };
                     links.insert(far, far_end);
                 }
@@ -299,7 +282,7 @@ pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTr
         .collect();
     for name in unwanted {
         // Deleting one end of a veth deletes the other: both go from the view.
-        let _ = cmd::ip(Some(ns), &["link", "del", &name]);
+        let _ = nl.del_link(&name);
         links.remove(&name);
         if let Some(near) = name.strip_suffix('g') {
             links.remove(near);
@@ -309,8 +292,8 @@ pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTr
     errors
 }
 
-/// Enslaves the port to its bridge with the subnet MTU and raises it (when it differs),
-/// recording that in `links`.
+/// Enslaves each port to its bridge with the subnet MTU and raises it (when it differs),
+/// recording that in `links`; answers the ports that failed, with why.
 ///
 /// A NIC port gets no unknown-unicast flooding and a static bridge FDB entry for the NIC's
 /// MAC: frames reach a NIC because the bridge knows its MAC, never by flooding. Without
@@ -318,70 +301,47 @@ pub fn converge_ports(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> BTr
 /// remote one before its first frame) is copied to every port of the subnet: measured at
 /// 1,000 NICs per host, one prober's SYNs became ~290,000 packets a second into the
 /// ports, and the host stopped answering ARP at all.
-pub fn attach_port(ns: &str, n: &NicPlan, links: &mut BTreeMap<String, Link>) -> Result<(), String> {
-    let Some(step) = AttachStep::of(n, links) else { return Ok(()) };
-    if let Some(line) = &step.enslave {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        cmd::ip(Some(ns), &args).map_err(|e| full_bridge(n, e))?;
+pub fn attach_ports(nl: &mut Rtnl, nics: &[&NicPlan], links: &mut BTreeMap<String, Link>) -> BTreeMap<String, String> {
+    let mut errors = BTreeMap::new();
+    for n in nics {
+        if let Err(e) = attach_port(nl, n, links) {
+            errors.insert(n.spec.device.clone(), e);
+        }
     }
-    cmd::batch("bridge", Some(ns), &step.bridge)?;
+    errors
+}
+
+/// [`attach_ports`] for one port.
+fn attach_port(nl: &mut Rtnl, n: &NicPlan, links: &mut BTreeMap<String, Link>) -> Result<(), String> {
+    let dev = n.spec.device.as_str();
+    let cur = links.get(dev);
+    let enslaved = cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up);
+    if enslaved && cur.is_some_and(|l| l.flood == Some(false)) {
+        return Ok(());
+    }
+    if !enslaved {
+        nl.set_link(dev, Some(n.mtu), Some(&n.bridge), true).map_err(|e| full_bridge(n, e))?;
+    }
+    nl.set_flood(dev, false)?;
+    nl.bridge_fdb(dev, &n.spec.mac.to_ascii_lowercase())?;
     // The far end, while it is still in the VPC namespace, comes up with it (it may have
-    // been moved to a guest since it was seen: then it is not ours to raise).
-    let far_up =
-        step.far_up.as_ref().map(|line| cmd::ip(Some(ns), &line.split_whitespace().collect::<Vec<_>>()).is_ok());
-    step.record(n, far_up, links);
+    // been moved to a guest since it was seen: then it is not ours to raise, and it leaves
+    // the view).
+    let far = format!("{dev}g");
+    if n.spec.plug == NicPlug::Veth && links.contains_key(&far) {
+        if nl.set_link(&far, None, None, true).is_ok() {
+            links.entry(far).and_modify(|l| l.up = true);
+        } else {
+            links.remove(&far);
+        }
+    }
+    if let Some(l) = links.get_mut(dev) {
+        l.master = Some(n.bridge.clone());
+        l.mtu = n.mtu;
+        l.up = true;
+        l.flood = Some(false);
+    }
     Ok(())
-}
-
-/// What attaching one NIC's port still takes, as `ip`/`bridge` batch lines.
-struct AttachStep {
-    /// Enslave to the bridge with the subnet MTU and raise (unless it already is).
-    enslave: Option<String>,
-    /// Raise the veth's far end, while it is still in the VPC namespace.
-    far_up: Option<String>,
-    /// No flooding, and the static FDB entry for the NIC's MAC.
-    bridge: String,
-}
-
-impl AttachStep {
-    /// `None`: the port is attached as `links` know it.
-    fn of(n: &NicPlan, links: &BTreeMap<String, Link>) -> Option<AttachStep> {
-        let dev = n.spec.device.as_str();
-        let cur = links.get(dev);
-        let enslaved = cur.is_some_and(|l| l.master.as_deref() == Some(&n.bridge) && l.mtu == n.mtu && l.up);
-        if enslaved && cur.is_some_and(|l| l.flood == Some(false)) {
-            return None;
-        }
-        let far = format!("{dev}g");
-        let mac = n.spec.mac.to_ascii_lowercase();
-        Some(AttachStep {
-            enslave: (!enslaved).then(|| format!("link set dev {dev} mtu {} master {} up\n", n.mtu, n.bridge)),
-            far_up: (n.spec.plug == NicPlug::Veth && links.contains_key(&far))
-                .then(|| format!("link set dev {far} up\n")),
-            bridge: format!("link set dev {dev} flood off\nfdb replace {mac} dev {dev} master static\n"),
-        })
-    }
-
-    /// Records the port as attached in `links`; the far end as raised, or (`Some(false)`:
-    /// raising it failed, it was moved) as gone from the view.
-    fn record(&self, n: &NicPlan, far_up: Option<bool>, links: &mut BTreeMap<String, Link>) {
-        let dev = n.spec.device.as_str();
-        match far_up {
-            Some(true) => {
-                links.entry(format!("{dev}g")).and_modify(|l| l.up = true);
-            }
-            Some(false) => {
-                links.remove(&format!("{dev}g"));
-            }
-            None => {}
-        }
-        if let Some(l) = links.get_mut(dev) {
-            l.master = Some(n.bridge.clone());
-            l.mtu = n.mtu;
-            l.up = true;
-            l.flood = Some(false);
-        }
-    }
 }
 
 /// A full bridge's refusal (`EXFULL`) said plainly; other errors as they are.
@@ -400,40 +360,6 @@ fn full_bridge(n: &NicPlan, e: String) -> String {
 /// Ports a Linux bridge takes (`BR_MAX_PORTS` less the reserved port number 0): one
 /// more is refused with `EXFULL`.
 pub const BRIDGE_MAX_PORTS: usize = 1023;
-
-/// [`attach_port`] for many ports in three processes (one `ip -batch` enslaving and raising
-/// them, one `ip -batch -force` raising the far ends still here, one `bridge -batch` for
-/// flooding and FDB entries) instead of four a port: at 1,000 NICs per host each process
-/// costs 10–20 ms. When a batch fails, the ports it concerned are attached one by one, so
-/// each error is the port's own. Answers the ports that failed, with why.
-pub fn attach_ports(ns: &str, nics: &[&NicPlan], links: &mut BTreeMap<String, Link>) -> BTreeMap<String, String> {
-    let steps: Vec<(&NicPlan, AttachStep)> =
-        nics.iter().filter_map(|n| AttachStep::of(n, links).map(|s| (*n, s))).collect();
-    let mut errors = BTreeMap::new();
-    if steps.is_empty() {
-        return errors;
-    }
-    let enslave: String = steps.iter().filter_map(|(_, s)| s.enslave.as_deref()).collect();
-    let bridge: String = steps.iter().map(|(_, s)| s.bridge.as_str()).collect();
-    let batched = (enslave.is_empty() || cmd::batch("ip", Some(ns), &enslave).is_ok())
-        && cmd::batch("bridge", Some(ns), &bridge).is_ok();
-    if !batched {
-        for (n, _) in steps {
-            if let Err(e) = attach_port(ns, n, links) {
-                errors.insert(n.spec.device.clone(), e);
-            }
-        }
-        return errors;
-    }
-    // A far end may have been moved to a guest since it was seen: then it is not ours to
-    // raise, and it leaves the view (`-force`: the others are still raised).
-    let far_up: String = steps.iter().filter_map(|(_, s)| s.far_up.as_deref()).collect();
-    let far_ok = far_up.is_empty() || cmd::run("ip", &["-n", ns, "-force", "-batch", "-"], Some(&far_up)).is_ok();
-    for (n, s) in &steps {
-        s.record(n, s.far_up.as_ref().map(|_| far_ok), links);
-    }
-    errors
-}
 
 /// Deletes a VPC namespace (its links go with it; VXLAN devices are virtual, so they go
 /// too rather than fall back to the agent's namespace).
