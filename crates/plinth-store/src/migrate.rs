@@ -14,6 +14,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "billing", include_str!("../migrations/0005_billing.sql")),
     (6, "network", include_str!("../migrations/0006_network.sql")),
     (7, "vpc_data_version", include_str!("../migrations/0007_vpc_data_version.sql")),
+    (8, "nic_indexes", include_str!("../migrations/0008_nic_indexes.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.

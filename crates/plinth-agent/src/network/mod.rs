@@ -240,30 +240,41 @@ impl LinuxBridge {
         err.fdb.extend(fdb::converge_neigh(plan, underlay, &mut nl, &mut view.neigh));
         let links_at = started.elapsed();
 
-        // The filter first, then the ports are made and join their bridges.
-        let new = filter::render(plan);
-        let rendered_at = started.elapsed();
-        let loaded = match filter::apply(ns, prior_loaded.as_ref(), new, verify) {
-            Ok(loaded) => {
-                if let Some(old) = &prior_loaded {
+        // The ports are made (detached and down) and guarded on a second thread while this
+        // one renders and loads the filter: making a port and attaching its guard mostly
+        // wait on the kernel (the guard's attach waits out an RCU grace period, 10–30 ms on
+        // a busy host), rendering and `nft` are CPU. A port carries nothing until it joins
+        // its bridge, which it does below, only once the rules holding it are loaded and
+        // its guard is on (a guard missing is drift repaired here).
+        let ((made_errors, made_ms, guarded_ms), (loaded, filter_err), rendered_at, filter_at) =
+            std::thread::scope(|sc| {
+                let (links, nl) = (&mut view.links, &mut nl);
+                let maker = sc.spawn(move || {
                     let t = std::time::Instant::now();
-                    filter::cut_connections(ns, &old.ruleset, &loaded.ruleset);
-                    tracing::debug!(namespace = ns, cut_ms = t.elapsed().as_millis() as u64, "connections cut");
-                }
-                Some(loaded)
-            }
-            Err(e) => {
-                err.filter = Some(e);
-                prior_loaded
-            }
-        };
-        let filter_at = started.elapsed();
-        // Ports are made once the rules naming them are loaded (a guest that sees its link
-        // early would send its first ARP into a port not yet on its bridge, and wait a
-        // second to retry), guarded before any joins its bridge (a guard missing is drift
-        // repaired here), then join.
-        err.per_device = links::converge_ports(plan, &mut nl, &mut view.links);
-        err.per_device.extend(guard::converge(ns, plan, &mut view.links));
+                    let mut errors = links::converge_ports(plan, nl, links);
+                    let made = t.elapsed();
+                    errors.extend(guard::converge(ns, plan, links));
+                    (errors, made, t.elapsed())
+                });
+                let new = filter::render(plan);
+                let rendered_at = started.elapsed();
+                let filtered = match filter::apply(ns, prior_loaded.as_ref(), new, verify) {
+                    Ok(loaded) => {
+                        if let Some(old) = &prior_loaded {
+                            let t = std::time::Instant::now();
+                            filter::cut_connections(ns, &old.ruleset, &loaded.ruleset);
+                            tracing::debug!(namespace = ns, cut_ms = t.elapsed().as_millis() as u64, "connections cut");
+                        }
+                        (Some(loaded), None)
+                    }
+                    Err(e) => (prior_loaded, Some(e)),
+                };
+                let filter_at = started.elapsed();
+                let made = maker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (made, filtered, rendered_at, filter_at)
+            });
+        err.per_device = made_errors;
+        err.filter = filter_err;
         let no_rules = BTreeMap::new();
         let loaded_gens = loaded.as_ref().map_or(&no_rules, |l| &l.ruleset.generations);
         // A port joins its bridge only once rules holding it are loaded.
@@ -307,7 +318,9 @@ impl LinuxBridge {
             links_ms = (links_at - read_at).as_millis() as u64,
             render_ms = (rendered_at - links_at).as_millis() as u64,
             filter_ms = (filter_at - rendered_at).as_millis() as u64,
-            ports_ms = (ports_at - filter_at).as_millis() as u64,
+            attach_ms = (ports_at - filter_at).as_millis() as u64,
+            made_ms = made_ms.as_millis() as u64,
+            guard_ms = (guarded_ms - made_ms).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "VPC applied"
         );
