@@ -24,6 +24,7 @@
 //! (the machine-wide ARP table limits the data path outgrows).
 
 pub mod cmd;
+pub mod conntrack;
 pub mod dhcp;
 pub mod fdb;
 pub mod filter;

@@ -29,12 +29,23 @@ pub async fn host_spec(
     st: &AppState,
     host: &HostId,
 ) -> Result<(HostNetworkSpec, std::collections::BTreeMap<InstanceId, GuestNics>)> {
+    let started = std::time::Instant::now();
     let (generation, versions, vteps) = st.store.host_network(host.as_str()).await?;
+    let listed = started.elapsed();
     let mut vpcs = Vec::with_capacity(versions.len());
     for (vpc_id, version) in versions {
         vpcs.extend(st.vpc_rows.get(&st.store, &vpc_id, version).await?);
     }
+    let read = started.elapsed();
     let spec = netspec::host_spec(host, generation, &vpcs, &vteps);
+    tracing::debug!(
+        host = %host,
+        generation,
+        list_ms = listed.as_millis() as u64,
+        rows_ms = (read - listed).as_millis() as u64,
+        spec_ms = (started.elapsed() - read).as_millis() as u64,
+        "host network spec built"
+    );
     type Slotted = Vec<(u8, InstanceNicSpec, Option<plinth_domain::cloud_init::SeedNic>)>;
     let mut per_instance: std::collections::BTreeMap<InstanceId, Slotted> = Default::default();
     for v in &spec.vpcs {
@@ -190,7 +201,9 @@ impl VpcRowsCache {
         {
             return Ok(Some(rows.clone()));
         }
+        let t = std::time::Instant::now();
         let read = store.vpc_rows(vpc_id).await?.map(|(v, rows)| (v, std::sync::Arc::new(rows)));
+        tracing::debug!(vpc = vpc_id, version, read_ms = t.elapsed().as_millis() as u64, "VPC rows read");
         let rows = read.as_ref().map(|(_, rows)| rows.clone());
         *kept = read;
         Ok(rows)
