@@ -682,10 +682,11 @@ def main():
                 time.sleep(0.02)
             box["err"] = "not ready within 120 s"
 
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         nic = api.post(
             "/v1/network-interfaces", nic_body(f"t{i}", host_a, tg["ip"], None, [groups[head]["id"]])
         )
+        posted = time.monotonic() - t0
         dev = nic.get("device")
         if not dev:
             die(f"the created NIC has no device: {nic}")
@@ -712,7 +713,9 @@ def main():
         if ok_at is None or "err" in box:
             die(f"port-ready NIC {i}: {box.get('err', 'no TCP handshake within 120 s')}")
         log(f"port-ready NIC {i}: {(ok_at - t0) * 1000:.0f} ms (far end {box['veth'] * 1000:.0f} ms, "
-            f"plugged {box['plugged'] * 1000:.0f} ms, server ready {box['server'] * 1000:.0f} ms)")
+            f"plugged {box['plugged'] * 1000:.0f} ms, server ready {box['server'] * 1000:.0f} ms; POST answered "
+            f"{posted * 1000:.0f} ms; started {time.strftime('%H:%M:%S', time.gmtime(wall0))}.{int(wall0 % 1 * 1e6):06d} UTC, "
+            "to match the logs)")
         ready_ms.append((ok_at - t0) * 1000)
         server_ms.append(box["server"] * 1000)
         plug_ms.append((box["veth"] * 1000, box["plugged"] * 1000))

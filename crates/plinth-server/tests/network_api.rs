@@ -681,6 +681,62 @@ async fn instances_get_default_network(srv: &TestServer) {
         .problem(409, "subnet_in_use");
 }
 
+/// The host's network spec, read as the host: its VPC's local NICs by id, each with its
+/// groups.
+async fn spec_nics(srv: &TestServer, host: &TestHost) -> std::collections::BTreeMap<String, Vec<String>> {
+    let d = srv.get("/agent/v1/desired?wait=0").token(&host.credential).send().await.ok(200);
+    let mut out = std::collections::BTreeMap::new();
+    for v in d["network"]["vpcs"].as_array().into_iter().flatten() {
+        for n in v["nics"].as_array().into_iter().flatten() {
+            let groups = n["security_group_ids"].as_array().into_iter().flatten();
+            out.insert(
+                n["nic_id"].as_str().unwrap_or_default().to_owned(),
+                groups.map(|g| g.as_str().unwrap_or_default().to_owned()).collect(),
+            );
+        }
+    }
+    out
+}
+
+/// Each change of a VPC's NICs reaches its host's spec: the server keeps the VPC's rows
+/// and reads again only the NIC documents whose generation moved, so a document changed
+/// (groups), a NIC added and one deleted must each show in the next spec, read on top of
+/// the rows kept from the one before.
+async fn a_hosts_spec_follows_each_nic_change(srv: &TestServer) {
+    let g = gate(srv, "follow", NetApply::All).await;
+    let v = vpc(srv, &g.tok, &g.project, "main", "10.30.0.0/16").await;
+    let s = subnet(srv, &g.tok, &id(&v), "a", "10.30.0.0/24").await;
+    let extra = srv
+        .post("/v1/security-groups")
+        .token(&g.tok)
+        .json(&json!({ "vpc_id": id(&v), "name": "extra", "rules": [] }))
+        .send()
+        .await
+        .ok(201);
+    let bind = |name: &str| json!({ "subnet_id": id(&s), "name": name, "host_id": g.host.id });
+    let one = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&bind("one")).send().await.ok(201));
+    let two = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&bind("two")).send().await.ok(201));
+    let before = spec_nics(srv, &g.host).await;
+    assert_eq!(before.keys().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([one.clone(), two.clone()]));
+    assert_eq!(before[&one].len(), 1, "the default group only: {before:?}");
+
+    srv.patch(&format!("/v1/network-interfaces/{one}"))
+        .token(&g.tok)
+        .json(&json!({ "security_group_ids": [id(&extra)] }))
+        .send()
+        .await
+        .ok(200);
+    let changed = spec_nics(srv, &g.host).await;
+    assert_eq!(changed[&one], vec![id(&extra)], "the changed document is read again: {changed:?}");
+    assert_eq!(changed[&two], before[&two]);
+
+    let three = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&bind("three")).send().await.ok(201));
+    srv.delete(&format!("/v1/network-interfaces/{two}")).token(&g.tok).send().await.ok(204);
+    let after = spec_nics(srv, &g.host).await;
+    assert_eq!(after.keys().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([one.clone(), three]));
+    assert_eq!(after[&one], vec![id(&extra)]);
+}
+
 // ---- the start barrier ----------------------------------------------------------------
 
 /// A server whose starts give the NICs `secs` to be ready.
@@ -978,6 +1034,11 @@ both_backends!(
     instances_get_default_network
 );
 both_backends!(quotas_sqlite, quotas_postgres, quotas);
+both_backends!(
+    a_hosts_spec_follows_each_nic_change_sqlite,
+    a_hosts_spec_follows_each_nic_change_postgres,
+    a_hosts_spec_follows_each_nic_change
+);
 both_backends!(
     start_waits_for_its_nics_sqlite,
     start_waits_for_its_nics_postgres,

@@ -167,7 +167,8 @@ pub async fn wait_nics_ready(st: &AppState, instance: &InstanceId) -> std::resul
 
 /// The decoded rows of recently read VPCs, each with the data version it was read at.
 /// One read at a time per VPC: the hosts of a VPC poll together after a change, and the
-/// ones that wait use what the first read.
+/// ones that wait use what the first read. A newer version is read with the kept rows as
+/// its base: only the NICs whose generation moved have their documents read again.
 #[derive(Default)]
 pub struct VpcRowsCache {
     map: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<Option<KeptRows>>>>>,
@@ -202,7 +203,8 @@ impl VpcRowsCache {
             return Ok(Some(rows.clone()));
         }
         let t = std::time::Instant::now();
-        let read = store.vpc_rows(vpc_id).await?.map(|(v, rows)| (v, std::sync::Arc::new(rows)));
+        let prior = kept.as_ref().map(|(_, rows)| rows.clone());
+        let read = store.vpc_rows(vpc_id, prior.as_deref()).await?.map(|(v, rows)| (v, std::sync::Arc::new(rows)));
         tracing::debug!(vpc = vpc_id, version, read_ms = t.elapsed().as_millis() as u64, "VPC rows read");
         let rows = read.as_ref().map(|(_, rows)| rows.clone());
         *kept = read;
