@@ -682,11 +682,23 @@ async fn instances_get_default_network(srv: &TestServer) {
 }
 
 /// The host's network spec, read as the host: its VPC's local NICs by id, each with its
-/// groups.
+/// groups; and each group's rules' ports.
 async fn spec_nics(srv: &TestServer, host: &TestHost) -> std::collections::BTreeMap<String, Vec<String>> {
+    spec(srv, host).await.0
+}
+
+async fn spec(
+    srv: &TestServer,
+    host: &TestHost,
+) -> (std::collections::BTreeMap<String, Vec<String>>, std::collections::BTreeMap<String, Vec<Value>>) {
     let d = srv.get("/agent/v1/desired?wait=0").token(&host.credential).send().await.ok(200);
     let mut out = std::collections::BTreeMap::new();
+    let mut rules = std::collections::BTreeMap::new();
     for v in d["network"]["vpcs"].as_array().into_iter().flatten() {
+        for g in v["security_groups"].as_array().into_iter().flatten() {
+            let ports = g["rules"].as_array().into_iter().flatten().map(|r| r["port_min"].clone()).collect();
+            rules.insert(g["security_group_id"].as_str().unwrap_or_default().to_owned(), ports);
+        }
         for n in v["nics"].as_array().into_iter().flatten() {
             let groups = n["security_group_ids"].as_array().into_iter().flatten();
             out.insert(
@@ -695,13 +707,13 @@ async fn spec_nics(srv: &TestServer, host: &TestHost) -> std::collections::BTree
             );
         }
     }
-    out
+    (out, rules)
 }
 
-/// Each change of a VPC's NICs reaches its host's spec: the server keeps the VPC's rows
-/// and reads again only the NIC documents whose generation moved, so a document changed
-/// (groups), a NIC added and one deleted must each show in the next spec, read on top of
-/// the rows kept from the one before.
+/// Each change of a VPC's NICs and groups reaches its host's spec: the server keeps the
+/// VPC's rows and reads again only the NIC and group documents whose generation moved, so
+/// a document changed (a NIC's groups, a group's rules), a NIC added and one deleted must
+/// each show in the next spec, read on top of the rows kept from the one before.
 async fn a_hosts_spec_follows_each_nic_change(srv: &TestServer) {
     let g = gate(srv, "follow", NetApply::All).await;
     let v = vpc(srv, &g.tok, &g.project, "main", "10.30.0.0/16").await;
@@ -729,6 +741,16 @@ async fn a_hosts_spec_follows_each_nic_change(srv: &TestServer) {
     let changed = spec_nics(srv, &g.host).await;
     assert_eq!(changed[&one], vec![id(&extra)], "the changed document is read again: {changed:?}");
     assert_eq!(changed[&two], before[&two]);
+    let (_, rules) = spec(srv, &g.host).await;
+    assert_eq!(rules[&id(&extra)], Vec::<Value>::new());
+    srv.post(&format!("/v1/security-groups/{}/rules", id(&extra)))
+        .token(&g.tok)
+        .json(&json!({ "direction": "ingress", "protocol": "tcp", "port_min": 22, "port_max": 22 }))
+        .send()
+        .await
+        .ok(201);
+    let (_, rules) = spec(srv, &g.host).await;
+    assert_eq!(rules[&id(&extra)], vec![json!(22)], "the group's changed document is read again");
 
     let three = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&bind("three")).send().await.ok(201));
     srv.delete(&format!("/v1/network-interfaces/{two}")).token(&g.tok).send().await.ok(204);
