@@ -8,10 +8,12 @@
 use plinth_api::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// One NIC as the data plane needs it: its document and the columns kept beside it.
+/// One NIC as the data plane needs it: its document (shared: the server keeps a VPC's
+/// rows and reuses a document until the NIC's generation moves) and the columns kept
+/// beside it.
 #[derive(Clone, Debug)]
 pub struct NicRow {
-    pub nic: NetworkInterface,
+    pub nic: std::sync::Arc<NetworkInterface>,
     /// Unique within the VPC (> 0): names the port device and marks its packets.
     pub port: u32,
     /// The host carrying it now.
@@ -29,8 +31,8 @@ pub struct VpcRows {
     pub subnets: Vec<(Subnet, u32)>,
     /// Every NIC of the VPC, wherever it is.
     pub nics: Vec<NicRow>,
-    /// Every group of the VPC, rules filled in.
-    pub groups: Vec<SecurityGroup>,
+    /// Every group of the VPC, rules filled in (shared, as the NICs' documents are).
+    pub groups: Vec<std::sync::Arc<SecurityGroup>>,
 }
 
 /// The port device of a NIC on its host (≤ 15 bytes: `n` and at most 5 digits).

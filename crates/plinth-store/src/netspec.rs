@@ -18,6 +18,7 @@ use plinth_domain::netspec::{NicProgress, NicRow, VpcRows};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 fn decode<T: serde::de::DeserializeOwned>(table: &'static str, doc: &str) -> Result<T, StoreError> {
     serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { table, source })
@@ -99,7 +100,7 @@ impl Store {
             let idx: i64 = r.try_get("idx")?;
             subnets.push((decode::<Subnet>("subnets", &r.try_get::<String, _>("doc")?)?, idx as u32));
         }
-        let known: HashMap<&str, &NetworkInterface> =
+        let known: HashMap<&str, &Arc<NetworkInterface>> =
             prior.iter().flat_map(|p| p.nics.iter()).map(|n| (n.nic.id.as_str(), &n.nic)).collect();
         // (id, generation, port, host, hostname) of every NIC, in port order, packed into
         // one row (on SQLite each row is a hand-off between threads: 2,000 of them were
@@ -137,13 +138,13 @@ impl Store {
             .filter(|(id, g, ..)| known.get(id.as_str()).is_none_or(|n| n.generation != *g))
             .map(|(id, ..)| id.clone())
             .collect();
-        let mut fresh: HashMap<String, NetworkInterface> = HashMap::new();
+        let mut fresh: HashMap<String, Arc<NetworkInterface>> = HashMap::new();
         for chunk in stale.chunks(500) {
             let mut sql = Sql::new("SELECT id, doc FROM nics WHERE 1=1");
             let ps = placeholders(&mut sql, chunk);
             sql.push(&format!(" AND id IN ({ps})"));
             for r in sql.query().fetch_all(&mut *conn).await? {
-                fresh.insert(r.try_get("id")?, decode("nics", &r.try_get::<String, _>("doc")?)?);
+                fresh.insert(r.try_get("id")?, Arc::new(decode("nics", &r.try_get::<String, _>("doc")?)?));
             }
         }
         let mut nics = Vec::with_capacity(listed.len());
@@ -158,9 +159,9 @@ impl Store {
         }
         // Groups likewise: a group's document carries its rules (10,000 of them are 1.5 MB
         // of JSON), read again only when its generation moved.
-        let known: HashMap<&str, &SecurityGroup> =
+        let known: HashMap<&str, &Arc<SecurityGroup>> =
             prior.iter().flat_map(|p| p.groups.iter()).map(|g| (g.id.as_str(), g)).collect();
-        let mut groups: Vec<SecurityGroup> = Vec::new();
+        let mut groups: Vec<Arc<SecurityGroup>> = Vec::new();
         for r in sqlx::query("SELECT id, generation FROM security_groups WHERE vpc_id = $1 ORDER BY id")
             .bind(v.clone())
             .fetch_all(&mut *conn)
@@ -178,7 +179,7 @@ impl Store {
                 .await?;
             // Gone since it was listed: not in this read.
             if let Some(d) = doc {
-                groups.push(decode("security_groups", &d.try_get::<String, _>("doc")?)?);
+                groups.push(Arc::new(decode("security_groups", &d.try_get::<String, _>("doc")?)?));
             }
         }
         conn.commit().await?;
