@@ -454,9 +454,11 @@ impl<R: Runtime> Host<R> {
 
         // Tenant network: the newest spec, the one last applied, the apply in flight, and
         // the report to send.
-        let mut net_want: Option<HostNetworkSpec> = None;
-        let mut net_done: Option<HostNetworkSpec> = None;
-        let mut net_apply: Option<BoxFut<(HostNetworkSpec, Option<ObservedNetwork>)>> = None;
+        // Shared, not copied: a spec at 1,000 NICs is a large value, and it goes to the
+        // blocking apply and back.
+        let mut net_want: Option<Arc<HostNetworkSpec>> = None;
+        let mut net_done: Option<Arc<HostNetworkSpec>> = None;
+        let mut net_apply: Option<BoxFut<(Arc<HostNetworkSpec>, Option<ObservedNetwork>)>> = None;
         let mut net_at = Instant::now();
         let mut net_verified_at = Instant::now();
         let mut net_pending: Option<ObservedNetwork> = None;
@@ -606,7 +608,7 @@ impl<R: Runtime> Host<R> {
                             after = Some(desired.generation);
                             self.absorb(table.apply_desired(&desired.instances), &mut ops, &mut pending);
                             if let Some(n) = desired.network {
-                                net_want = Some(n);
+                                net_want = Some(Arc::new(n));
                             }
                             poll_at = if advanced || now - poll_started >= MIN_POLL_SPACING {
                                 now

@@ -36,37 +36,38 @@ fn placeholders(sql: &mut Sql, ids: &[String]) -> String {
 impl Store {
     /// The host's desired generation, the VPCs with a NIC on it with each one's data
     /// version (read before the rows, so rows read later are at least that new), and every
-    /// host's underlay address.
+    /// host's underlay address. One statement (one snapshot, one hand-off to SQLite's
+    /// thread: on a busy host each costs milliseconds of waiting).
     pub async fn host_network(
         &self,
         host_id: &str,
     ) -> Result<(i64, Vec<(String, i64)>, BTreeMap<HostId, String>), StoreError> {
-        let mut conn = self.read.begin().await?;
-        let generation: i64 = sqlx::query("SELECT desired_generation FROM hosts WHERE id = $1")
-            .bind(host_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| r.try_get("desired_generation"))
-            .transpose()?
-            .unwrap_or(0);
-        let vpcs = sqlx::query(
-            "SELECT id, data_version FROM vpcs WHERE id IN (SELECT DISTINCT vpc_id FROM nics WHERE host_id = $1) \
-             ORDER BY id",
-        )
-        .bind(host_id.to_string())
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("data_version")?)))
-        .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
-        let mut vteps = BTreeMap::new();
-        for r in
-            sqlx::query("SELECT host_id, vtep FROM host_networks WHERE vtep IS NOT NULL").fetch_all(&mut *conn).await?
-        {
-            vteps.insert(HostId(r.try_get("host_id")?), r.try_get("vtep")?);
+        let sql = format!(
+            "SELECT (SELECT desired_generation FROM hosts WHERE id = $1) AS generation, \
+             (SELECT {} FROM vpcs WHERE id IN (SELECT DISTINCT vpc_id FROM nics WHERE host_id = $1)) AS vpcs, \
+             (SELECT {} FROM host_networks WHERE vtep IS NOT NULL) AS vteps",
+            packed(self.backend, &["id", "CAST(data_version AS TEXT)"]),
+            packed(self.backend, &["host_id", "vtep"]),
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(host_id.to_string()).fetch_one(&self.read).await?;
+        let generation: Option<i64> = row.try_get("generation")?;
+        let (vpcs, vteps): (Option<String>, Option<String>) = (row.try_get("vpcs")?, row.try_get("vteps")?);
+        let bad = |what: &str| StoreError::Corrupt {
+            table: "vpcs/host_networks",
+            source: serde::de::Error::custom(format!("a host's network listing: {what}")),
+        };
+        let mut list = Vec::new();
+        for f in unpack(vpcs.as_deref()) {
+            let [id, version] = f[..] else { return Err(bad("field count")) };
+            list.push((id.to_owned(), version.parse::<i64>().map_err(|_| bad("data_version"))?));
         }
-        conn.commit().await?;
-        Ok((generation, vpcs, vteps))
+        list.sort();
+        let mut out = BTreeMap::new();
+        for f in unpack(vteps.as_deref()) {
+            let [host, vtep] = f[..] else { return Err(bad("field count")) };
+            out.insert(HostId(host.to_owned()), vtep.to_owned());
+        }
+        Ok((generation.unwrap_or(0), list, out))
     }
 
     /// The rows of one VPC as its hosts' specs need them, with the data version they are
@@ -74,41 +75,23 @@ impl Store {
     /// which every rule change rewrites in the same transaction as the rule's row.
     ///
     /// `prior`: rows read before, whose NIC and group documents are reused where the row's
-    /// generation did not move (every write of a document moves it): the NICs' columns and
-    /// the groups' generations are read whole, documents only when new or changed. At
-    /// 2,000 NICs reading and decoding every NIC document was 25–50 ms of each change's
-    /// host specs (bench/net), and a group of 10,000 rules as much again.
+    /// generation did not move (every write of a document moves it). One statement reads
+    /// the VPC, its subnets, and the NICs' columns and groups' generations, packed into one
+    /// row (one snapshot; on SQLite each row and each statement is a hand-off between
+    /// threads, milliseconds each on a busy host); a second reads the documents that are
+    /// new or changed. At 2,000 NICs reading and decoding every NIC document was 25–50 ms
+    /// of each change's host specs (bench/net), and a group of 10,000 rules as much again.
     pub async fn vpc_rows(&self, vpc_id: &str, prior: Option<&VpcRows>) -> Result<Option<(i64, VpcRows)>, StoreError> {
-        let mut conn = self.read.begin().await?;
-        let v = vpc_id.to_string();
-        let Some(row) = sqlx::query("SELECT doc, firewall_generation, data_version FROM vpcs WHERE id = $1")
-            .bind(v.clone())
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let vpc: Vpc = decode("vpcs", &row.try_get::<String, _>("doc")?)?;
-        let firewall_generation: i64 = row.try_get("firewall_generation")?;
-        let data_version: i64 = row.try_get("data_version")?;
-        let mut subnets = Vec::new();
-        for r in sqlx::query("SELECT doc, idx FROM subnets WHERE vpc_id = $1 ORDER BY idx")
-            .bind(v.clone())
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let idx: i64 = r.try_get("idx")?;
-            subnets.push((decode::<Subnet>("subnets", &r.try_get::<String, _>("doc")?)?, idx as u32));
-        }
-        let known: HashMap<&str, &Arc<NetworkInterface>> =
-            prior.iter().flat_map(|p| p.nics.iter()).map(|n| (n.nic.id.as_str(), &n.nic)).collect();
-        // (id, generation, port, host, hostname) of every NIC, in port order, packed into
-        // one row (on SQLite each row is a hand-off between threads: 2,000 of them were
-        // most of this read's time).
+        let b = self.backend;
         let sql = format!(
-            "SELECT {} AS nics FROM nics n LEFT JOIN instances i ON i.id = n.instance_id WHERE n.vpc_id = $1",
+            "SELECT v.doc AS doc, v.firewall_generation AS firewall_generation, v.data_version AS data_version, \
+             (SELECT {} FROM subnets s WHERE s.vpc_id = v.id) AS subnets, \
+             (SELECT {} FROM nics n LEFT JOIN instances i ON i.id = n.instance_id WHERE n.vpc_id = v.id) AS nics, \
+             (SELECT {} FROM security_groups g WHERE g.vpc_id = v.id) AS groups \
+             FROM vpcs v WHERE v.id = $1",
+            packed(b, &["CAST(s.idx AS TEXT)", "s.doc"]),
             packed(
-                self.backend,
+                b,
                 &[
                     "n.id",
                     "CAST(n.generation AS TEXT)",
@@ -117,72 +100,109 @@ impl Store {
                     "COALESCE(i.name, '')"
                 ]
             ),
+            packed(b, &["g.id", "CAST(g.generation AS TEXT)"]),
         );
-        let all: Option<String> =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(v.clone()).fetch_one(&mut *conn).await?.try_get("nics")?;
-        let bad = |what: &str| StoreError::Corrupt {
-            table: "nics",
-            source: serde::de::Error::custom(format!("a VPC's NIC listing: {what}")),
+        let Some(row) =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(vpc_id.to_string()).fetch_optional(&self.read).await?
+        else {
+            return Ok(None);
         };
+        let bad = |what: &str| StoreError::Corrupt {
+            table: "vpcs",
+            source: serde::de::Error::custom(format!("a VPC's rows: {what}")),
+        };
+        let vpc: Vpc = decode("vpcs", &row.try_get::<String, _>("doc")?)?;
+        let firewall_generation: i64 = row.try_get("firewall_generation")?;
+        let data_version: i64 = row.try_get("data_version")?;
+        let (subnet_rows, nic_rows, group_rows): (Option<String>, Option<String>, Option<String>) =
+            (row.try_get("subnets")?, row.try_get("nics")?, row.try_get("groups")?);
+        let mut subnets = Vec::new();
+        for f in unpack(subnet_rows.as_deref()) {
+            let [idx, doc] = f[..] else { return Err(bad("subnet field count")) };
+            subnets.push((decode::<Subnet>("subnets", doc)?, idx.parse::<u32>().map_err(|_| bad("subnet index"))?));
+        }
+        subnets.sort_by_key(|(_, idx)| *idx);
+        // (id, generation, port, host, hostname) of every NIC, in port order.
         let mut listed = Vec::new();
-        for f in unpack(all.as_deref()) {
-            let [id, generation, port, host, hostname] = f[..] else { return Err(bad("field count")) };
-            let generation: i64 = generation.parse().map_err(|_| bad("generation"))?;
-            let port: u32 = port.parse().map_err(|_| bad("port"))?;
+        for f in unpack(nic_rows.as_deref()) {
+            let [id, generation, port, host, hostname] = f[..] else { return Err(bad("NIC field count")) };
+            let generation: i64 = generation.parse().map_err(|_| bad("NIC generation"))?;
+            let port: u32 = port.parse().map_err(|_| bad("NIC port"))?;
             let text = |t: &str| Some(t.to_owned()).filter(|t| !t.is_empty());
             listed.push((id.to_owned(), generation, port, text(host).map(HostId), text(hostname)));
         }
         listed.sort_by_key(|(_, _, port, ..)| *port);
-        let stale: Vec<String> = listed
+        let mut group_list = Vec::new();
+        for f in unpack(group_rows.as_deref()) {
+            let [id, generation] = f[..] else { return Err(bad("group field count")) };
+            group_list.push((id.to_owned(), generation.parse::<i64>().map_err(|_| bad("group generation"))?));
+        }
+        group_list.sort();
+
+        let known_nics: HashMap<&str, &Arc<NetworkInterface>> =
+            prior.iter().flat_map(|p| p.nics.iter()).map(|n| (n.nic.id.as_str(), &n.nic)).collect();
+        let known_groups: HashMap<&str, &Arc<SecurityGroup>> =
+            prior.iter().flat_map(|p| p.groups.iter()).map(|g| (g.id.as_str(), g)).collect();
+        let stale_nics: Vec<String> = listed
             .iter()
-            .filter(|(id, g, ..)| known.get(id.as_str()).is_none_or(|n| n.generation != *g))
+            .filter(|(id, g, ..)| known_nics.get(id.as_str()).is_none_or(|n| n.generation != *g))
             .map(|(id, ..)| id.clone())
             .collect();
-        let mut fresh: HashMap<String, Arc<NetworkInterface>> = HashMap::new();
+        let stale_groups: Vec<String> = group_list
+            .iter()
+            .filter(|(id, g)| known_groups.get(id.as_str()).is_none_or(|k| k.generation != *g))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // The documents that are new or changed, in one statement per 500 ids. Read after
+        // the listing: one may be newer than listed (it is used; its generation says so
+        // next time) or gone (it is left out of this read).
+        let mut fresh_nics: HashMap<String, Arc<NetworkInterface>> = HashMap::new();
+        let mut fresh_groups: HashMap<String, Arc<SecurityGroup>> = HashMap::new();
+        let mut stale: Vec<(&str, &String)> = stale_nics.iter().map(|id| ("n", id)).collect();
+        stale.extend(stale_groups.iter().map(|id| ("g", id)));
         for chunk in stale.chunks(500) {
-            let mut sql = Sql::new("SELECT id, doc FROM nics WHERE 1=1");
-            let ps = placeholders(&mut sql, chunk);
+            let nics: Vec<String> = chunk.iter().filter(|(k, _)| *k == "n").map(|(_, id)| (*id).clone()).collect();
+            let groups: Vec<String> = chunk.iter().filter(|(k, _)| *k == "g").map(|(_, id)| (*id).clone()).collect();
+            let mut sql = Sql::new("SELECT 'n' AS kind, id, doc FROM nics WHERE 1=1");
+            let ps = if nics.is_empty() { "NULL".to_owned() } else { placeholders(&mut sql, &nics) };
+            sql.push(&format!(
+                " AND id IN ({ps}) UNION ALL SELECT 'g' AS kind, id, doc FROM security_groups WHERE 1=1"
+            ));
+            let ps = if groups.is_empty() { "NULL".to_owned() } else { placeholders(&mut sql, &groups) };
             sql.push(&format!(" AND id IN ({ps})"));
-            for r in sql.query().fetch_all(&mut *conn).await? {
-                fresh.insert(r.try_get("id")?, Arc::new(decode("nics", &r.try_get::<String, _>("doc")?)?));
+            for r in sql.query().fetch_all(&self.read).await? {
+                let (kind, id, doc): (String, String, String) =
+                    (r.try_get("kind")?, r.try_get("id")?, r.try_get("doc")?);
+                if kind == "n" {
+                    fresh_nics.insert(id, Arc::new(decode("nics", &doc)?));
+                } else {
+                    fresh_groups.insert(id, Arc::new(decode("security_groups", &doc)?));
+                }
             }
         }
         let mut nics = Vec::with_capacity(listed.len());
-        for (id, _, port, host_id, hostname) in listed {
-            let nic = match fresh.remove(&id) {
+        for (id, generation, port, host_id, hostname) in listed {
+            let nic = match fresh_nics.remove(&id) {
                 Some(n) => n,
-                // Listed but gone before its document was read: not in this read.
-                None if !known.contains_key(id.as_str()) => continue,
-                None => known[id.as_str()].clone(),
+                None => match known_nics.get(id.as_str()) {
+                    Some(k) if k.generation == generation => Arc::clone(k),
+                    // Listed but gone before its document was read: not in this read.
+                    _ => continue,
+                },
             };
             nics.push(NicRow { nic, port, host_id, hostname });
         }
-        // Groups likewise: a group's document carries its rules (10,000 of them are 1.5 MB
-        // of JSON), read again only when its generation moved.
-        let known: HashMap<&str, &Arc<SecurityGroup>> =
-            prior.iter().flat_map(|p| p.groups.iter()).map(|g| (g.id.as_str(), g)).collect();
-        let mut groups: Vec<Arc<SecurityGroup>> = Vec::new();
-        for r in sqlx::query("SELECT id, generation FROM security_groups WHERE vpc_id = $1 ORDER BY id")
-            .bind(v.clone())
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let id: String = r.try_get("id")?;
-            let generation: i64 = r.try_get("generation")?;
-            if let Some(g) = known.get(id.as_str()).filter(|g| g.generation == generation) {
-                groups.push((*g).clone());
-                continue;
-            }
-            let doc = sqlx::query("SELECT doc FROM security_groups WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            // Gone since it was listed: not in this read.
-            if let Some(d) = doc {
-                groups.push(Arc::new(decode("security_groups", &d.try_get::<String, _>("doc")?)?));
+        let mut groups = Vec::with_capacity(group_list.len());
+        for (id, generation) in group_list {
+            match fresh_groups.remove(&id) {
+                Some(g) => groups.push(g),
+                None => {
+                    if let Some(k) = known_groups.get(id.as_str()).filter(|k| k.generation == generation) {
+                        groups.push(Arc::clone(k));
+                    }
+                }
             }
         }
-        conn.commit().await?;
         Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups })))
     }
 
