@@ -9,7 +9,7 @@
 //! `network.rs`; what the rows mean is `plinth_domain::netspec`.
 
 use crate::error::StoreError;
-use crate::resource::Val;
+use crate::resource::{Resource, Val};
 use crate::sql::{Sql, packed, unpack};
 use crate::store::{Store, now_micros};
 use crate::tx::Tx;
@@ -31,6 +31,29 @@ fn opt_host(r: &AnyRow, col: &str) -> Result<Option<HostId>, StoreError> {
 fn placeholders(sql: &mut Sql, ids: &[String]) -> String {
     let ps: Vec<String> = ids.iter().map(|i| sql.arg(Val::text(i.clone()))).collect();
     ps.join(", ")
+}
+
+/// Documents of an earlier read, by id, shared with it.
+struct Kept<'a, T>(HashMap<&'a str, &'a Arc<T>>);
+
+impl<'a, T: Resource> Kept<'a, T> {
+    fn of(docs: impl Iterator<Item = &'a Arc<T>>) -> Self {
+        Kept(docs.map(|d| (d.id(), d)).collect())
+    }
+
+    /// The ids of `listed` (id, generation) whose document is not kept at that generation.
+    fn stale<'b>(&self, listed: impl Iterator<Item = (&'b str, i64)>) -> Vec<String> {
+        listed
+            .filter(|(id, g)| self.0.get(id).is_none_or(|d| d.generation() != *g))
+            .map(|(id, _)| id.to_owned())
+            .collect()
+    }
+
+    /// The document of `id` at `generation`: read now (taken from `fresh`), or kept; `None`
+    /// when it was gone by the time the documents were read.
+    fn current(&self, id: &str, generation: i64, fresh: &mut HashMap<String, Arc<T>>) -> Option<Arc<T>> {
+        fresh.remove(id).or_else(|| self.0.get(id).filter(|d| d.generation() == generation).map(|d| Arc::clone(d)))
+    }
 }
 
 impl Store {
@@ -78,8 +101,8 @@ impl Store {
     /// generation did not move (every write of a document moves it). One statement reads
     /// the VPC, its subnets, and the NICs' columns and groups' generations, packed into one
     /// row (one snapshot; on SQLite each row and each statement is a hand-off between
-    /// threads, milliseconds each on a busy host); a second reads the documents that are
-    /// new or changed. At 2,000 NICs reading and decoding every NIC document was 25–50 ms
+    /// threads, milliseconds each on a busy host); one per table reads the documents that
+    /// are new or changed. At 2,000 NICs reading and decoding every NIC document was 25–50 ms
     /// of each change's host specs (bench/net), and a group of 10,000 rules as much again.
     pub async fn vpc_rows(&self, vpc_id: &str, prior: Option<&VpcRows>) -> Result<Option<(i64, VpcRows)>, StoreError> {
         let b = self.backend;
@@ -139,71 +162,39 @@ impl Store {
         }
         group_list.sort();
 
-        let known_nics: HashMap<&str, &Arc<NetworkInterface>> =
-            prior.iter().flat_map(|p| p.nics.iter()).map(|n| (n.nic.id.as_str(), &n.nic)).collect();
-        let known_groups: HashMap<&str, &Arc<SecurityGroup>> =
-            prior.iter().flat_map(|p| p.groups.iter()).map(|g| (g.id.as_str(), g)).collect();
-        let stale_nics: Vec<String> = listed
-            .iter()
-            .filter(|(id, g, ..)| known_nics.get(id.as_str()).is_none_or(|n| n.generation != *g))
-            .map(|(id, ..)| id.clone())
+        // Documents kept from the prior read are reused while their generation stays; the
+        // others are read now. Read after the listing, one may be newer than listed (it is
+        // used; its generation says so next time) or gone (it is left out of this read).
+        let known_nics = Kept::of(prior.iter().flat_map(|p| p.nics.iter().map(|n| &n.nic)));
+        let known_groups = Kept::of(prior.iter().flat_map(|p| p.groups.iter()));
+        let mut fresh_nics: HashMap<String, Arc<NetworkInterface>> =
+            self.documents(&known_nics.stale(listed.iter().map(|(id, g, ..)| (id.as_str(), *g)))).await?;
+        let mut fresh_groups: HashMap<String, Arc<SecurityGroup>> =
+            self.documents(&known_groups.stale(group_list.iter().map(|(id, g)| (id.as_str(), *g)))).await?;
+        let nics = listed
+            .into_iter()
+            .filter_map(|(id, generation, port, host_id, hostname)| {
+                let nic = known_nics.current(&id, generation, &mut fresh_nics)?;
+                Some(NicRow { nic, port, host_id, hostname })
+            })
             .collect();
-        let stale_groups: Vec<String> = group_list
-            .iter()
-            .filter(|(id, g)| known_groups.get(id.as_str()).is_none_or(|k| k.generation != *g))
-            .map(|(id, _)| id.clone())
-            .collect();
-        // The documents that are new or changed, in one statement per 500 ids. Read after
-        // the listing: one may be newer than listed (it is used; its generation says so
-        // next time) or gone (it is left out of this read).
-        let mut fresh_nics: HashMap<String, Arc<NetworkInterface>> = HashMap::new();
-        let mut fresh_groups: HashMap<String, Arc<SecurityGroup>> = HashMap::new();
-        let mut stale: Vec<(&str, &String)> = stale_nics.iter().map(|id| ("n", id)).collect();
-        stale.extend(stale_groups.iter().map(|id| ("g", id)));
-        for chunk in stale.chunks(500) {
-            let nics: Vec<String> = chunk.iter().filter(|(k, _)| *k == "n").map(|(_, id)| (*id).clone()).collect();
-            let groups: Vec<String> = chunk.iter().filter(|(k, _)| *k == "g").map(|(_, id)| (*id).clone()).collect();
-            let mut sql = Sql::new("SELECT 'n' AS kind, id, doc FROM nics WHERE 1=1");
-            let ps = if nics.is_empty() { "NULL".to_owned() } else { placeholders(&mut sql, &nics) };
-            sql.push(&format!(
-                " AND id IN ({ps}) UNION ALL SELECT 'g' AS kind, id, doc FROM security_groups WHERE 1=1"
-            ));
-            let ps = if groups.is_empty() { "NULL".to_owned() } else { placeholders(&mut sql, &groups) };
+        let groups =
+            group_list.into_iter().filter_map(|(id, g)| known_groups.current(&id, g, &mut fresh_groups)).collect();
+        Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups })))
+    }
+
+    /// The documents of `ids` in `T`'s table, decoded, by id (one statement per 500).
+    async fn documents<T: Resource>(&self, ids: &[String]) -> Result<HashMap<String, Arc<T>>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new(format!("SELECT id, doc FROM {} WHERE 1=1", T::TABLE));
+            let ps = placeholders(&mut sql, chunk);
             sql.push(&format!(" AND id IN ({ps})"));
             for r in sql.query().fetch_all(&self.read).await? {
-                let (kind, id, doc): (String, String, String) =
-                    (r.try_get("kind")?, r.try_get("id")?, r.try_get("doc")?);
-                if kind == "n" {
-                    fresh_nics.insert(id, Arc::new(decode("nics", &doc)?));
-                } else {
-                    fresh_groups.insert(id, Arc::new(decode("security_groups", &doc)?));
-                }
+                out.insert(r.try_get("id")?, Arc::new(decode(T::TABLE, &r.try_get::<String, _>("doc")?)?));
             }
         }
-        let mut nics = Vec::with_capacity(listed.len());
-        for (id, generation, port, host_id, hostname) in listed {
-            let nic = match fresh_nics.remove(&id) {
-                Some(n) => n,
-                None => match known_nics.get(id.as_str()) {
-                    Some(k) if k.generation == generation => Arc::clone(k),
-                    // Listed but gone before its document was read: not in this read.
-                    _ => continue,
-                },
-            };
-            nics.push(NicRow { nic, port, host_id, hostname });
-        }
-        let mut groups = Vec::with_capacity(group_list.len());
-        for (id, generation) in group_list {
-            match fresh_groups.remove(&id) {
-                Some(g) => groups.push(g),
-                None => {
-                    if let Some(k) = known_groups.get(id.as_str()).filter(|k| k.generation == generation) {
-                        groups.push(Arc::clone(k));
-                    }
-                }
-            }
-        }
-        Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups })))
+        Ok(out)
     }
 
     /// Records what a host's agent applied. Returns the instances whose NICs' readiness
