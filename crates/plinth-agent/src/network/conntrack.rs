@@ -10,6 +10,7 @@
 //! Messages are built and read by hand: a netfilter message is the netlink header, a
 //! 4-byte `nfgenmsg` and attributes; only the tuples' IPv4 addresses are read.
 
+use super::rtnl::{NLMSG_ERROR, answer, error_code, messages};
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -17,7 +18,6 @@ use std::net::Ipv4Addr;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -50,18 +50,16 @@ pub fn cut(ns: &str, addrs: &BTreeSet<Ipv4Addr>) -> Result<usize, String> {
     let mut victims: Vec<Vec<u8>> = Vec::new();
     'dump: loop {
         let (data, _) = sock.recv_from_full().map_err(|e| format!("conntrack dump: {e}"))?;
-        for (kind, body) in messages(&data) {
-            match kind {
+        for m in messages(&data).map_err(|e| format!("conntrack dump: {e}"))? {
+            match m.kind {
                 NLMSG_DONE => break 'dump,
-                NLMSG_ERROR => {
-                    let code = body.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                    if code != 0 {
-                        return Err(format!("conntrack dump: {}", std::io::Error::from_raw_os_error(-code)));
-                    }
-                    break 'dump;
-                }
+                NLMSG_ERROR => match error_code(m.body) {
+                    0 => break 'dump,
+                    errno => return Err(format!("conntrack dump: {}", std::io::Error::from_raw_os_error(errno))),
+                },
                 _ => {
-                    let Some(attrs) = body.get(4..) else { continue };
+                    // After the `nfgenmsg`, the entry's attributes.
+                    let Some(attrs) = m.body.get(4..) else { continue };
                     let (mut names, mut has_tuple) = (false, false);
                     let mut keep = Vec::new();
                     for (t, raw, value) in attributes(attrs) {
@@ -86,8 +84,10 @@ pub fn cut(ns: &str, addrs: &BTreeSet<Ipv4Addr>) -> Result<usize, String> {
         seq += 1;
         send(&sock, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, seq, &v)?;
         // An entry gone meanwhile (ENOENT) is as good as deleted.
-        if ack(&sock, seq)?.is_none_or(|e| e == libc::ENOENT) {
-            deleted += 1;
+        match answer(&sock, seq).map_err(|e| format!("ctnetlink: {e}"))? {
+            Ok(_) => deleted += 1,
+            Err(errno) if errno == libc::ENOENT => deleted += 1,
+            Err(_) => {}
         }
     }
     Ok(deleted)
@@ -105,43 +105,6 @@ fn send(sock: &Socket, msg: u16, flags: u16, seq: u32, attrs: &[u8]) -> Result<(
     buf.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
     buf.extend_from_slice(attrs);
     sock.send(&buf, 0).map(drop).map_err(|e| format!("ctnetlink: {e}"))
-}
-
-/// Waits for the ACK of request `seq`: `None` when it succeeded, else the errno.
-fn ack(sock: &Socket, seq: u32) -> Result<Option<i32>, String> {
-    loop {
-        let (data, _) = sock.recv_from_full().map_err(|e| format!("ctnetlink: {e}"))?;
-        let mut off = 0;
-        while off + 16 <= data.len() {
-            let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
-            let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
-            let got = u32::from_ne_bytes(data[off + 8..off + 12].try_into().unwrap_or_default());
-            if len < 16 || off + len > data.len() {
-                return Err("ctnetlink: a truncated reply".to_owned());
-            }
-            if kind == NLMSG_ERROR && got == seq && len >= 20 {
-                let code = i32::from_ne_bytes(data[off + 16..off + 20].try_into().unwrap_or_default());
-                return Ok((code != 0).then_some(-code));
-            }
-            off += (len + 3) & !3;
-        }
-    }
-}
-
-/// The messages of one netlink datagram: (type, body after the 16-byte header).
-fn messages(data: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + 16 <= data.len() {
-        let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
-        if len < 16 || off + len > data.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
-        out.push((kind, &data[off + 16..off + len]));
-        off += (len + 3) & !3;
-    }
-    out
 }
 
 /// The attributes of a list: (type without flags, the whole attribute, its value).

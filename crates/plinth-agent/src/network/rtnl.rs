@@ -27,7 +27,7 @@ use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 use std::net::Ipv4Addr;
 
 /// `NLMSG_ERROR`: an ACK (code 0) or a refusal.
-const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_ERROR: u16 = 2;
 /// `RTM_NEWLINK`: a link, as the kernel answers a `RTM_GETLINK`.
 const RTM_NEWLINK: u16 = 16;
 
@@ -60,8 +60,8 @@ impl Rtnl {
     }
 
     /// Sends one request and waits for its ACK; answers the reply messages before it
-    /// (whole, header included). `what` names the request in errors, as `ip` would.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Vec<Vec<u8>>, String> {
+    /// (type, body). `what` names the request in errors, as `ip` would.
+    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Replies, String> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags | NLM_F_REQUEST | NLM_F_ACK;
@@ -71,29 +71,9 @@ impl Rtnl {
         let mut buf = vec![0; m.buffer_len()];
         m.serialize(&mut buf);
         self.sock.send(&buf, 0).map_err(|e| format!("{what}: {e}"))?;
-        let mut replies = Vec::new();
-        loop {
-            let (data, _) = self.sock.recv_from_full().map_err(|e| format!("{what}: {e}"))?;
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
-                let kind = u16::from_ne_bytes(data[off + 4..off + 6].try_into().unwrap_or_default());
-                let seq = u32::from_ne_bytes(data[off + 8..off + 12].try_into().unwrap_or_default());
-                if len < 16 || off + len > data.len() {
-                    return Err(format!("{what}: a truncated netlink reply"));
-                }
-                if seq == self.seq {
-                    if kind == NLMSG_ERROR {
-                        let code = i32::from_ne_bytes(data[off + 16..off + 20].try_into().unwrap_or_default());
-                        return match code {
-                            0 => Ok(replies),
-                            e => Err(format!("{what}: {}", std::io::Error::from_raw_os_error(-e))),
-                        };
-                    }
-                    replies.push(data[off..off + len].to_vec());
-                }
-                off += (len + 3) & !3;
-            }
+        match answer(&self.sock, self.seq).map_err(|e| format!("{what}: {e}"))? {
+            Ok(replies) => Ok(replies),
+            Err(errno) => Err(format!("{what}: {}", std::io::Error::from_raw_os_error(errno))),
         }
     }
 
@@ -102,10 +82,11 @@ impl Rtnl {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_owned()));
         let replies = self.request(RouteNetlinkMessage::GetLink(m), 0, &format!("link {name}"))?;
+        // The body is an `ifinfomsg`: family, pad, type, then the index.
         replies
             .iter()
-            .find(|r| u16::from_ne_bytes([r[4], r[5]]) == RTM_NEWLINK && r.len() >= 24)
-            .map(|r| u32::from_ne_bytes([r[20], r[21], r[22], r[23]]))
+            .find(|(kind, body)| *kind == RTM_NEWLINK && body.len() >= 8)
+            .map(|(_, b)| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]))
             .ok_or_else(|| format!("link {name}: no answer"))
     }
 
@@ -243,4 +224,57 @@ fn mac_bytes(mac: &str) -> Result<Vec<u8>, String> {
 
 fn ipv4(a: &str) -> Result<Ipv4Addr, String> {
     a.parse().map_err(|_| format!("not an IPv4 address: {a}"))
+}
+
+/// One message of a netlink datagram, read by its fixed header.
+pub(super) struct Message<'a> {
+    pub kind: u16,
+    pub seq: u32,
+    /// What follows the 16-byte header.
+    pub body: &'a [u8],
+}
+
+/// The messages of one netlink datagram (`Err`: a truncated one).
+pub(super) fn messages(data: &[u8]) -> Result<Vec<Message<'_>>, String> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 16 <= data.len() {
+        let len = u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        if len < 16 || off + len > data.len() {
+            return Err("a truncated netlink reply".to_owned());
+        }
+        out.push(Message {
+            kind: u16::from_ne_bytes([data[off + 4], data[off + 5]]),
+            seq: u32::from_ne_bytes([data[off + 8], data[off + 9], data[off + 10], data[off + 11]]),
+            body: &data[off + 16..off + len],
+        });
+        off += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
+/// The errno an `NLMSG_ERROR` body carries (0: an ACK).
+pub(super) fn error_code(body: &[u8]) -> i32 {
+    body.get(..4).map_or(0, |b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The messages answering a request before its ACK: (type, body).
+pub(super) type Replies = Vec<(u16, Vec<u8>)>;
+
+/// Waits on `sock` for the answer to request `seq`: the messages before its ACK (type,
+/// body), or the errno it was refused with. Messages of other requests are skipped.
+pub(super) fn answer(sock: &Socket, seq: u32) -> Result<Result<Replies, i32>, String> {
+    let mut replies = Vec::new();
+    loop {
+        let (data, _) = sock.recv_from_full().map_err(|e| e.to_string())?;
+        for m in messages(&data)?.into_iter().filter(|m| m.seq == seq) {
+            if m.kind == NLMSG_ERROR {
+                return Ok(match error_code(m.body) {
+                    0 => Ok(replies),
+                    errno => Err(errno),
+                });
+            }
+            replies.push((m.kind, m.body.to_vec()));
+        }
+    }
 }
