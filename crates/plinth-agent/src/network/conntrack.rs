@@ -10,7 +10,7 @@
 //! Messages are built and read by hand: a netfilter message is the netlink header, a
 //! 4-byte `nfgenmsg` and attributes; only the tuples' IPv4 addresses are read.
 
-use super::rtnl::{NLMSG_ERROR, answer, error_code, messages};
+use super::rtnl::{NLMSG_ERROR, answer, error_code, messages, socket_in};
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -38,12 +38,7 @@ pub fn cut(ns: &str, addrs: &BTreeSet<Ipv4Addr>) -> Result<usize, String> {
     if addrs.is_empty() {
         return Ok(0);
     }
-    let sock = super::tap::in_netns(&super::links::ns_path(ns), || {
-        let mut s = Socket::new(NETLINK_NETFILTER)?;
-        s.bind_auto()?;
-        Ok(s)
-    })
-    .map_err(|e| format!("ctnetlink socket in {ns}: {e}"))?;
+    let sock = socket_in(ns, NETLINK_NETFILTER).map_err(|e| format!("ctnetlink socket in {ns}: {e}"))?;
     let mut seq = 1;
     send(&sock, IPCTNL_MSG_CT_GET, NLM_F_DUMP, seq, &[])?;
     // Each victim: its original tuple and zone, as attributes to send back.

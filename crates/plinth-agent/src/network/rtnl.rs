@@ -50,12 +50,7 @@ impl Rtnl {
     /// A socket in namespace `ns` (opened by a short-lived thread that entered it; the
     /// socket stays in that namespace).
     pub fn open(ns: &str) -> Result<Rtnl, String> {
-        let sock = super::tap::in_netns(&super::links::ns_path(ns), || {
-            let mut s = Socket::new(NETLINK_ROUTE)?;
-            s.bind_auto()?;
-            Ok(s)
-        })
-        .map_err(|e| format!("rtnetlink socket in {ns}: {e}"))?;
+        let sock = socket_in(ns, NETLINK_ROUTE).map_err(|e| format!("rtnetlink socket in {ns}: {e}"))?;
         Ok(Rtnl { sock, seq: 0 })
     }
 
@@ -224,6 +219,16 @@ fn mac_bytes(mac: &str) -> Result<Vec<u8>, String> {
 
 fn ipv4(a: &str) -> Result<Ipv4Addr, String> {
     a.parse().map_err(|_| format!("not an IPv4 address: {a}"))
+}
+
+/// A netlink socket of `protocol` in namespace `ns` (opened by a short-lived thread that
+/// entered it; the socket stays in that namespace).
+pub(super) fn socket_in(ns: &str, protocol: isize) -> std::io::Result<Socket> {
+    super::tap::in_netns(&super::links::ns_path(ns), move || {
+        let mut s = Socket::new(protocol)?;
+        s.bind_auto()?;
+        Ok(s)
+    })
 }
 
 /// One message of a netlink datagram, read by its fixed header.
