@@ -50,16 +50,6 @@ pub fn bridge(ns: Option<&str>, args: &[&str]) -> Result<String, String> {
     run("bridge", &with_ns(ns, args), None)
 }
 
-/// `prog [-n ns] -batch -` (`prog` is `ip` or `bridge`) fed `commands`, one per line: one
-/// process for many changes. On an error the commands before it took effect.
-pub fn batch(prog: &str, ns: Option<&str>, commands: &str) -> Result<String, String> {
-    run(prog, &with_ns(ns, &["-batch", "-"]), Some(commands)).map_err(|e| {
-        let first = commands.lines().next().unwrap_or_default();
-        let n = commands.lines().count();
-        format!("{e} (batch of {n} commands, the first: {first})")
-    })
-}
-
 /// `prog args…` run in the named namespace (stdin fed when given): the child joins the
 /// namespace with `setns(2)` before it executes `prog` (what `ip netns exec` does, without
 /// its extra process and mount-namespace work, about 5 ms a call; these tools need only
