@@ -12,6 +12,7 @@ import argparse
 import collections
 import ctypes
 import errno
+import fcntl
 import http.client
 import json
 import os
@@ -417,6 +418,73 @@ def wait_dev(vpc_ns, dev, deadline):
 
 
 # ---------------------------------------------------------------------------------------------
+# Taps: the harness plays QEMU's part for a NIC plugged as a tap
+
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+
+
+def open_tap(name, deadline):
+    """Opens the tap `name` in the calling thread's namespace (creating it if absent), as a
+    VMM opens its NIC's tap: a non-blocking fd of Ethernet frames. An agent's tap is busy
+    for the instant between its creation and its being made persistent (EBUSY): retried
+    until `deadline`."""
+    while True:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI))
+            return fd
+        except OSError as e:
+            os.close(fd)
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
+
+
+class Wires:
+    """What QEMU does with a NIC's tap fd, for every tap-plugged guest at once: one thread
+    copies each frame read from the NIC's tap (in the VPC namespace) to the guest's own tap
+    (in the guest namespace, whose kernel plays the guest OS) and back. A frame that finds
+    the other side's queue full is dropped, as a NIC's would be."""
+
+    def __init__(self):
+        self.ep = select.epoll()
+        self.peer = {}
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def connect(self, a, b):
+        self.peer[a], self.peer[b] = b, a
+        self.ep.register(a, select.EPOLLIN)
+        self.ep.register(b, select.EPOLLIN)
+
+    def _run(self):
+        while True:
+            for fd, _ in self.ep.poll():
+                to = self.peer[fd]
+                for _ in range(64):
+                    try:
+                        frame = os.read(fd, 65536)
+                    except OSError:  # EAGAIN: drained (or the device went)
+                        break
+                    try:
+                        os.write(to, frame)
+                    except OSError:
+                        pass
+
+
+def guest_tap(guest, mac, addr, peer):
+    """The guest's NIC, up since boot as a VM's would be: a tap `eth0` in the guest namespace
+    with the NIC's MAC and address, `peer` (address, MAC) pinned as in `plug`. Answers its fd."""
+    fd = in_ns(guest["ns"], lambda: open_tap("eth0", time.monotonic() + 5))
+    nl = guest["nl"]
+    i = nl.index("eth0")
+    nl.set_link(i, mac=mac, up=True)
+    nl.add_addr(i, addr)
+    nl.pin_neigh(i, *peer)
+    return fd
+
+
+# ---------------------------------------------------------------------------------------------
 # Rules
 
 
@@ -558,6 +626,9 @@ def main():
     ap.add_argument("--vpc-prefixes", required=True, help="VPC netns prefix on host A,on host B")
     ap.add_argument("--fillers", type=int, default=1000, help="NICs already on each host")
     ap.add_argument("--ports", type=int, default=100, help="sequential NICs measured (and sg targets)")
+    ap.add_argument("--plug", choices=("tap", "veth"), default="tap",
+                    help="how the measured NICs are plugged: tap (the harness opens it as QEMU does) "
+                         "or veth (the harness moves its far end into the guest)")
     ap.add_argument("--changes", type=int, default=100, help="rule changes per rule count (half deny)")
     ap.add_argument("--rules", default="1000,10,10000", help="rule counts; the first is the headline")
     ap.add_argument("--peer-rules", default="10,1000", help="rule counts for the iptables peer")
@@ -614,8 +685,10 @@ def main():
         groups[n] = g
         log(f"group with {n} rules created in {time.monotonic() - t:.2f} s")
 
-    def nic_body(name, host, ip=None, mac=None, groups_=None, sub=None):
+    def nic_body(name, host, ip=None, mac=None, groups_=None, sub=None, plug=None):
         b = {"subnet_id": (sub or subnet)["id"], "name": name, "host_id": host}
+        if plug:
+            b["plug"] = plug
         if ip:
             b["ipv4"] = ip
         if mac:
@@ -658,12 +731,20 @@ def main():
     prober_if = prober_guest["nl"].index(f"{pn['device']}g")
     prober = Prober(prober_ns)
 
-    # Target guests, listening before any interface exists.
+    # Target guests, listening before any interface exists; a tap-plugged one has its NIC
+    # (a tap with the MAC its NIC will be created with) up since boot, as a VM's would be.
     targets = []
+    wires = Wires()
     for i in range(a.ports):
-        targets.append({"guest": guests.make(f"t{i}"), "ip": f"10.40.12.{10 + i}"})
+        tg = {"guest": guests.make(f"t{i}"), "ip": f"10.40.12.{10 + i}"}
+        if a.plug == "tap":
+            tg["mac"] = f"0a:b7:00:00:{i >> 8:02x}:{i & 255:02x}"
+            tg["gfd"] = guest_tap(tg["guest"], tg["mac"], f"{tg['ip']}/{prefix_len}", (pn["ipv4"], pn["mac"]))
+        targets.append(tg)
 
     # ---- port-ready
+    name_of_dev = "tap" if a.plug == "tap" else "veth far end"
+    plug_what = "open the tap, as QEMU" if a.plug == "tap" else "move, MAC, address"
     head = rule_counts[0]
     ready_ms, server_ms, plug_ms = [], [], []
     for i, tg in enumerate(targets):
@@ -684,7 +765,8 @@ def main():
 
         t0, wall0 = time.monotonic(), time.time()
         nic = api.post(
-            "/v1/network-interfaces", nic_body(f"t{i}", host_a, tg["ip"], None, [groups[head]["id"]])
+            "/v1/network-interfaces",
+            nic_body(f"t{i}", host_a, tg["ip"], tg.get("mac"), [groups[head]["id"]], plug=a.plug),
         )
         posted = time.monotonic() - t0
         dev = nic.get("device")
@@ -698,11 +780,15 @@ def main():
         ws.start()
 
         def plugger(dev=dev, tg=tg, t0=t0):
-            if not wait_dev(vpc_a, f"{dev}g", t0 + 120):
-                box["err"] = f"{dev}g never appeared in {vpc_a}"
+            name = dev if a.plug == "tap" else f"{dev}g"
+            if not wait_dev(vpc_a, name, t0 + 120):
+                box["err"] = f"{name} never appeared in {vpc_a}"
                 return
-            box["veth"] = time.monotonic() - t0
-            plug(vpc_a_nl, dev, tg["guest"], tg["mac"], f"{tg['ip']}/{prefix_len}", (pn["ipv4"], pn["mac"]))
+            box["dev"] = time.monotonic() - t0
+            if a.plug == "tap":
+                wires.connect(in_ns(vpc_a, lambda: open_tap(dev, t0 + 120)), tg["gfd"])
+            else:
+                plug(vpc_a_nl, dev, tg["guest"], tg["mac"], f"{tg['ip']}/{prefix_len}", (pn["ipv4"], pn["mac"]))
             box["plugged"] = time.monotonic() - t0
 
         pt = threading.Thread(target=plugger, daemon=True)
@@ -712,13 +798,13 @@ def main():
         ws.join(120)
         if ok_at is None or "err" in box:
             die(f"port-ready NIC {i}: {box.get('err', 'no TCP handshake within 120 s')}")
-        log(f"port-ready NIC {i}: {(ok_at - t0) * 1000:.0f} ms (far end {box['veth'] * 1000:.0f} ms, "
+        log(f"port-ready NIC {i}: {(ok_at - t0) * 1000:.0f} ms ({name_of_dev} {box['dev'] * 1000:.0f} ms, "
             f"plugged {box['plugged'] * 1000:.0f} ms, server ready {box['server'] * 1000:.0f} ms; POST answered "
             f"{posted * 1000:.0f} ms; started {time.strftime('%H:%M:%S', time.gmtime(wall0))}.{int(wall0 % 1 * 1e6):06d} UTC, "
             "to match the logs)")
         ready_ms.append((ok_at - t0) * 1000)
         server_ms.append(box["server"] * 1000)
-        plug_ms.append((box["veth"] * 1000, box["plugged"] * 1000))
+        plug_ms.append((box["dev"] * 1000, box["plugged"] * 1000))
     summary["port_ready"] = {"p50": pct(ready_ms, 50), "p99": pct(ready_ms, 99), "n": len(ready_ms)}
     summary["port_ready_server"] = {"p50": pct(server_ms, 50), "p99": pct(server_ms, 99)}
     vs = [v for v, _ in plug_ms]
@@ -733,8 +819,8 @@ def main():
         flush=True,
     )
     print(
-        f"  veth far end present: p50 {pct(vs, 50):.1f} ms p99 {pct(vs, 99):.1f} ms; "
-        f"harness plug (move, MAC, address): p50 {pct(pl, 50):.1f} ms p99 {pct(pl, 99):.1f} ms",
+        f"  {name_of_dev} present: p50 {pct(vs, 50):.1f} ms p99 {pct(vs, 99):.1f} ms; "
+        f"harness plug ({plug_what}): p50 {pct(pl, 50):.1f} ms p99 {pct(pl, 99):.1f} ms",
         flush=True,
     )
     log(f"port-ready samples (ms): {' '.join(f'{x:.0f}' for x in ready_ms)}")

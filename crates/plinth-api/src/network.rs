@@ -212,9 +212,15 @@ pub struct NetworkInterface {
     /// The host that carries it (its instance's host).
     pub host_id: Option<HostId>,
     /// Its port device in the VPC's namespace on that host (`n<port>`; an operator-bound
-    /// NIC's far end is `<device>g`).
+    /// veth NIC's far end is `<device>g`).
     #[serde(default)]
     pub device: Option<String>,
+    /// How an operator-bound NIC's port is made (`veth` unless asked): `tap` for a VMM
+    /// that opens the tap itself, `veth` for a namespace or an appliance that takes the far
+    /// end. `None` for an instance's NIC (always a tap whose fd the VM's runtime hands
+    /// QEMU).
+    #[serde(default)]
+    pub plug: Option<NicPlug>,
     /// Each component's state on that host.
     pub readiness: Vec<ComponentStatus>,
     /// The filter generation the API holds for this NIC (bumped by any change to its
@@ -249,10 +255,14 @@ pub struct NetworkInterfaceCreate {
     #[serde(default)]
     pub port_security: Option<bool>,
     /// Operators only: bind the NIC to this host without an instance (Neutron's
-    /// `binding:host_id`). The host plugs it as a veth pair whose far end
-    /// (`<device>g`, in the VPC namespace) an appliance or a test guest takes.
+    /// `binding:host_id`). The host plugs it as `plug` says.
     #[serde(default)]
     pub host_id: Option<HostId>,
+    /// With `host_id` only: `veth` (default), a veth pair whose far end (`<device>g`, in
+    /// the VPC namespace) an appliance or a test guest takes; or `tap`, a persistent tap
+    /// (`<device>`) that a VMM outside Plinth opens, as QEMU does for an instance's NIC.
+    #[serde(default)]
+    pub plug: Option<NicPlug>,
 }
 
 /// Body of `PATCH /v1/network-interfaces/{id}`.
@@ -496,10 +506,11 @@ pub struct NicSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NicPlug {
-    /// A persistent tap the agent creates; the VM's runtime opens it and hands QEMU the fd.
+    /// A persistent tap the agent creates; the VM's runtime opens it and hands QEMU the fd
+    /// (an instance's NIC), or a VMM outside Plinth opens it (an operator-bound NIC).
     Tap,
     /// A veth pair (`device` on the bridge, `<device>g` left in the VPC namespace for
-    /// whoever takes it): NICs an operator bound to a host without an instance.
+    /// whoever takes it): an operator-bound NIC's default.
     Veth,
 }
 

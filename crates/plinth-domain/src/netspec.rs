@@ -136,7 +136,10 @@ pub fn host_spec(
                     subnet_id: n.nic.subnet_id.clone(),
                     device: device_name(n.port),
                     port: n.port,
-                    plug: if n.nic.instance_id.is_some() { NicPlug::Tap } else { NicPlug::Veth },
+                    plug: match (&n.nic.instance_id, n.nic.plug) {
+                        (Some(_), _) => NicPlug::Tap,
+                        (None, plug) => plug.unwrap_or(NicPlug::Veth),
+                    },
                     mac: n.nic.mac.clone(),
                     ipv4: n.nic.ipv4.clone(),
                     port_security: n.nic.port_security,

@@ -371,6 +371,13 @@ async fn bad_input_writes_nothing(srv: &TestServer) {
         ),
         (
             "POST",
+            "/v1/network-interfaces".to_string(),
+            json!({ "subnet_id": id(&s), "name": "x", "plug": "tap" }),
+            422,
+            "plug_requires_host",
+        ),
+        (
+            "POST",
             "/v1/security-groups".to_string(),
             json!({ "vpc_id": id(&v), "name": "x", "rules": [
             { "direction": "ingress", "protocol": "tcp", "port_min": 90, "port_max": 80 }] }),
@@ -646,6 +653,7 @@ async fn instances_get_default_network(srv: &TestServer) {
         .await
         .ok(201);
     assert_eq!(bound["host_id"], host.as_str());
+    assert_eq!(bound["plug"], "veth", "a bound NIC is a veth unless asked: {bound}");
     assert_eq!(bound["state"], "bound", "placed, not yet applied by an agent: {bound}");
     // A bound NIC cannot be plugged into an instance.
     let r = srv
@@ -752,11 +760,22 @@ async fn a_hosts_spec_follows_each_nic_change(srv: &TestServer) {
     let (_, rules) = spec(srv, &g.host).await;
     assert_eq!(rules[&id(&extra)], vec![json!(22)], "the group's changed document is read again");
 
-    let three = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&bind("three")).send().await.ok(201));
+    let mut tap = bind("three");
+    tap["plug"] = json!("tap");
+    let three = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&tap).send().await.ok(201));
     srv.delete(&format!("/v1/network-interfaces/{two}")).token(&g.tok).send().await.ok(204);
     let after = spec_nics(srv, &g.host).await;
-    assert_eq!(after.keys().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([one.clone(), three]));
+    assert_eq!(after.keys().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([one.clone(), three.clone()]));
     assert_eq!(after[&one], vec![id(&extra)]);
+    // Each bound NIC is plugged as its create asked.
+    let d = srv.get("/agent/v1/desired?wait=0").token(&g.host.credential).send().await.ok(200);
+    let plugs: std::collections::BTreeMap<String, Value> = d["network"]["vpcs"][0]["nics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| (n["nic_id"].as_str().unwrap_or_default().to_owned(), n["plug"].clone()))
+        .collect();
+    assert_eq!(plugs, std::collections::BTreeMap::from([(one, json!("veth")), (three, json!("tap"))]));
 }
 
 // ---- the start barrier ----------------------------------------------------------------

@@ -192,6 +192,10 @@ pub enum NicCmd {
         /// Operators: bind it to this host (id or name) without an instance.
         #[arg(long)]
         host: Option<String>,
+        /// With --host: how the host plugs it, `veth` (default; the far end `<device>g` is
+        /// left for whoever takes it) or `tap` (a persistent tap a VMM opens).
+        #[arg(long, requires = "host", value_parser = wire::<NicPlug>)]
+        plug: Option<NicPlug>,
     },
     /// Delete one not plugged into an instance.
     Delete { id: String },
@@ -226,7 +230,7 @@ impl NicCmd {
                 o.list(&d, COLUMNS)
             }
             NicCmd::Get { id } => get::<Nics>(c, o, id).await,
-            NicCmd::Create { name, subnet, project, ip, security_groups, no_port_security, host } => {
+            NicCmd::Create { name, subnet, project, ip, security_groups, no_port_security, host, plug } => {
                 let sid = subnet_id(c, subnet, project.as_deref(), None).await?;
                 let vpc = c.view::<Subnets>(&sid).await?.into_inner().vpc_id;
                 let host_id = resolve_opt::<plinth_client::Hosts>(c, host.as_deref()).await?;
@@ -239,6 +243,7 @@ impl NicCmd {
                     security_group_ids: group_ids(c, security_groups, Some(vpc.as_str())).await?,
                     port_security: no_port_security.then_some(false),
                     host_id: host_id.map(HostId),
+                    plug: *plug,
                 };
                 create::<Nics>(c, o, &body).await
             }

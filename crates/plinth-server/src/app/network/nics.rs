@@ -27,6 +27,8 @@ pub struct NewNic {
     pub port_security: Option<bool>,
     /// An operator's binding to a host (checked by the caller).
     pub bound_host: Option<HostId>,
+    /// How that host plugs it (with `bound_host` only; checked by the caller).
+    pub plug: Option<NicPlug>,
 }
 
 /// Where a new NIC is plugged: its instance, slot, and whether the instance owns it.
@@ -140,6 +142,7 @@ pub(crate) async fn insert_nic(
         state: NicState::Pending,
         host_id: n.bound_host.clone(),
         device: None,
+        plug: n.bound_host.as_ref().map(|_| n.plug.unwrap_or(NicPlug::Veth)),
         readiness: Vec::new(),
         filter_generation,
         filter_generation_applied: None,
@@ -207,6 +210,12 @@ pub async fn create(st: &AppState, caller: &Caller, b: NetworkInterfaceCreate) -
     if let Some(h) = &b.host_id {
         caller.require_operator("binding network interfaces to hosts")?;
         st.store.get::<Host>(&caller.scope(), h.as_str()).await.map_err(|e| crate::app::reference(e, "host_id"))?;
+    } else if b.plug.is_some() {
+        return Err(Error::invalid(
+            "plug_requires_host",
+            "plug: only a NIC bound to a host (host_id) is plugged by choice",
+        )
+        .with_constraint(json!({ "field": "plug", "rule": "requires host_id" })));
     }
     let mut tx = st.store.begin().await?;
     let n = NewNic {
@@ -217,6 +226,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: NetworkInterfaceCreate) -
         security_group_ids: b.security_group_ids,
         port_security: b.port_security,
         bound_host: b.host_id,
+        plug: b.plug,
     };
     let nic = insert_nic(&mut tx, caller, b.subnet_id.as_str(), n, None, "").await?;
     // Standalone NICs are not the instance's to delete.
