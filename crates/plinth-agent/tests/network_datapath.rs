@@ -344,6 +344,46 @@ fn two_hosts_carry_a_vpc() {
     assert!(missing.is_err(), "opening a tap that does not exist must fail");
     assert!(!sh(&format!("ip -n {vpc0} link show dev nomissing")).0, "opening a missing tap must not create one");
 
+    // Spare taps: host 0 (a tap NIC) keeps two made and guarded, detached and down; host 1
+    // (veths only) keeps none. The next tap NIC's port is a spare renamed (same ifindex,
+    // guard already on), and the spares are made again.
+    let link = |ns: &str, dev: &str| -> serde_json::Value {
+        let out = must(&format!("ip -n {ns} -j link show dev {dev}"));
+        serde_json::from_str::<serde_json::Value>(&out).expect("ip -j")[0].clone()
+    };
+    let spares_ready = |ns: &str| {
+        for sp in ["sp0", "sp1"] {
+            let l = link(ns, sp);
+            assert!(l["master"].is_null(), "{sp} is on no bridge: {l}");
+            assert!(!l["flags"].as_array().expect("flags").iter().any(|f| f == "UP"), "{sp} is down: {l}");
+            assert!(guard::present(ns, sp).expect("query"), "{sp} carries the guard");
+        }
+    };
+    spares_ready(&vpc0);
+    let vpc1 = hosts[1].vpc_ns(VNI);
+    let taps1 = must(&format!("ip -n {vpc1} -o link show type tun"));
+    assert!(taps1.trim().is_empty(), "a host without tap NICs keeps no spare taps: {taps1}");
+    let spare_index = link(&vpc0, "sp0")["ifindex"].clone();
+    let mut more = nics.clone();
+    more.push(Nic {
+        name: "tu",
+        host: 0,
+        subnet: 0,
+        ip: "10.73.0.21",
+        mac: "02:73:00:00:00:21",
+        port: 7,
+        groups: vec!["1"],
+    });
+    all_applied(&hosts[0].apply_change(&spec(1, 0, &hs, &more, &groups_v1)));
+    let taken = link(&vpc0, "ntu");
+    assert_eq!(taken["ifindex"], spare_index, "the new NIC's port is the spare sp0 renamed: {taken}");
+    assert_eq!(taken["master"], "br0", "{taken}");
+    assert_eq!(guard::attached(&vpc0, "ntu").expect("query"), vec![guard::NAME], "one guard on the taken spare");
+    spares_ready(&vpc0);
+    assert_ne!(link(&vpc0, "sp0")["ifindex"], spare_index, "sp0 was made again");
+    all_applied(&hosts[0].apply_change(&spec(1, 0, &hs, &nics, &groups_v1)));
+    assert!(!sh(&format!("ip -n {vpc0} link show dev ntu")).0, "the removed NIC's port went");
+
     // Guests: move each veth far end into its own namespace.
     for n in nics.iter().filter(|n| !n.name.starts_with('t')) {
         let g = format!("{tag}g{}", n.name);

@@ -243,6 +243,11 @@ pub fn converge_ports(plan: &VpcPlan, nl: &mut Rtnl, links: &mut BTreeMap<String
             }
             match n.spec.plug {
                 NicPlug::Tap => {
+                    if let Some(spare) = take_spare(nl, links, dev)? {
+                        nl.set_link(dev, Some(n.mtu), None, false)?;
+                        links.insert(dev.to_owned(), Link { mtu: n.mtu, ..spare });
+                        return Ok(());
+                    }
                     tap::create_persistent(&ns_path(ns), dev).map_err(|e| format!("creating tap {dev}: {e}"))?;
                     nl.set_link(dev, Some(n.mtu), None, false)?;
                 }
@@ -267,7 +272,7 @@ pub fn converge_ports(plan: &VpcPlan, nl: &mut Rtnl, links: &mut BTreeMap<String
             errors.insert(dev.to_owned(), e);
         }
     }
-    let wanted: BTreeSet<String> = plan
+    let mut wanted: BTreeSet<String> = plan
         .nics
         .iter()
         .flat_map(|n| {
@@ -275,6 +280,9 @@ pub fn converge_ports(plan: &VpcPlan, nl: &mut Rtnl, links: &mut BTreeMap<String
             std::iter::once(n.spec.device.clone()).chain(far)
         })
         .collect();
+    if wants_spares(plan) {
+        wanted.extend(spare_names());
+    }
     let unwanted: Vec<String> = links
         .values()
         .filter(|l| (l.kind == "veth" || l.kind == "tun") && !wanted.contains(&l.name))
@@ -288,6 +296,70 @@ pub fn converge_ports(plan: &VpcPlan, nl: &mut Rtnl, links: &mut BTreeMap<String
             links.remove(near);
         }
         links.remove(&format!("{name}g"));
+    }
+    errors
+}
+
+/// Name prefix of the spare taps ([`SPARES`] per VPC namespace with a tap NIC: `sp0`,
+/// `sp1`). Made and guarded after an apply's ports joined their bridges, so the next tap
+/// NIC is a rename (`ip link set sp0 name n<port>`: no grace period) instead of a new tap
+/// whose guard waits out an RCU grace period while holding RTNL (10–30 ms on a busy host),
+/// the largest step between a NIC's spec arriving and its port joining the bridge.
+pub const SPARE_PREFIX: &str = "sp";
+
+/// Spare taps kept per VPC namespace that has a tap NIC.
+pub const SPARES: usize = 2;
+
+/// The spare taps' names.
+pub fn spare_names() -> impl Iterator<Item = String> {
+    (0..SPARES).map(|k| format!("{SPARE_PREFIX}{k}"))
+}
+
+/// Whether the plan keeps spare taps (it has a tap NIC: instances' NICs are taps).
+pub fn wants_spares(plan: &VpcPlan) -> bool {
+    plan.nics.iter().any(|n| n.spec.plug == NicPlug::Tap)
+}
+
+/// Renames a ready spare (a guarded tap, detached and down) to `dev` and answers its link
+/// as it is now (`None`: no spare ready).
+fn take_spare(nl: &mut Rtnl, links: &mut BTreeMap<String, Link>, dev: &str) -> Result<Option<Link>, String> {
+    let ready = |l: &Link| l.kind == "tun" && l.guarded && l.master.is_none() && !l.up;
+    let Some(name) = spare_names().find(|s| links.get(s).is_some_and(ready)) else { return Ok(None) };
+    nl.rename(&name, dev)?;
+    let link = links.remove(&name).map(|l| Link { name: dev.to_owned(), ..l });
+    Ok(link)
+}
+
+/// Makes the missing spare taps of a plan that keeps them ([`wants_spares`]) and guards
+/// those without the guard, recording both in `links`; a spare that could not be made or
+/// guarded is only not used (the next tap is made directly). Answers what failed.
+pub fn replenish_spares(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> Vec<String> {
+    if !wants_spares(plan) {
+        return Vec::new();
+    }
+    let mut errors = Vec::new();
+    for name in spare_names() {
+        if links.contains_key(&name) {
+            continue;
+        }
+        match tap::create_persistent(&ns_path(&plan.ns), &name) {
+            Ok(()) => {
+                links.insert(name.clone(), Link { name, kind: "tun".into(), ..Link::default() });
+            }
+            Err(e) => errors.push(format!("making spare tap {name}: {e}")),
+        }
+    }
+    let unguarded: Vec<String> =
+        spare_names().filter(|s| links.get(s).is_some_and(|l| l.kind == "tun" && !l.guarded)).collect();
+    for (name, r) in guard::ensure(&plan.ns, &unguarded) {
+        match r {
+            Ok(()) => {
+                if let Some(l) = links.get_mut(&name) {
+                    l.guarded = true;
+                }
+            }
+            Err(e) => errors.push(e),
+        }
     }
     errors
 }

@@ -291,6 +291,11 @@ impl LinuxBridge {
             .collect();
         err.per_device.extend(links::attach_ports(&mut nl, &joining, &mut view.links));
         let ports_at = started.elapsed();
+        // The ports carry traffic now; spare taps for the next NICs are made after them.
+        for e in links::replenish_spares(plan, &mut view.links) {
+            tracing::warn!(namespace = ns, error = %e, "spare tap");
+        }
+        let spares_at = started.elapsed();
         let vpc_dir = self.vpc_dir(ns);
         if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
             for s in &plan.subnets {
@@ -320,6 +325,7 @@ impl LinuxBridge {
             render_ms = (rendered_at - links_at).as_millis() as u64,
             filter_ms = (filter_at - rendered_at).as_millis() as u64,
             attach_ms = (ports_at - filter_at).as_millis() as u64,
+            spares_ms = (spares_at - ports_at).as_millis() as u64,
             made_ms = made_ms.as_millis() as u64,
             guard_ms = (guarded_ms - made_ms).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,

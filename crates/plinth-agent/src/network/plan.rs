@@ -127,7 +127,10 @@ impl VpcPlan {
                 rejected.push((n.clone(), "its subnet is not in the VPC spec".to_owned()));
                 continue;
             };
-            let reserved = n.device.starts_with("br") || n.device.starts_with("vx") || n.device == "lo";
+            let reserved = n.device.starts_with("br")
+                || n.device.starts_with("vx")
+                || n.device.starts_with(super::links::SPARE_PREFIX)
+                || n.device == "lo";
             if !valid_ifname(&n.device) || reserved || (n.plug == plinth_api::NicPlug::Veth && n.device.len() > 14) {
                 rejected.push((n.clone(), format!("device name {:?} is not usable", n.device)));
                 continue;

@@ -114,6 +114,14 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::DelLink(m), 0, &format!("deleting {name}")).map(drop)
     }
 
+    /// `ip link set dev NAME name NEW` (NAME down: a running device cannot be renamed).
+    pub fn rename(&mut self, name: &str, new: &str) -> Result<(), String> {
+        let mut m = LinkMessage::default();
+        m.header.index = self.index(name)?;
+        m.attributes.push(LinkAttribute::IfName(new.to_owned()));
+        self.request(RouteNetlinkMessage::SetLink(m), 0, &format!("renaming {name} to {new}")).map(drop)
+    }
+
     /// `ip link set dev NAME [mtu MTU] [master BRIDGE] [up]`.
     pub fn set_link(&mut self, name: &str, mtu: Option<u32>, master: Option<&str>, up: bool) -> Result<(), String> {
         let index = self.index(name)?;
