@@ -381,8 +381,13 @@ fn two_hosts_carry_a_vpc() {
     assert_eq!(guard::attached(&vpc0, "ntu").expect("query"), vec![guard::NAME], "one guard on the taken spare");
     spares_ready(&vpc0);
     assert_ne!(link(&vpc0, "sp0")["ifindex"], spare_index, "sp0 was made again");
+    // A change apply writes the new NIC's DHCP entry (and removes it with the NIC) without
+    // reading the hosts directory back.
+    let entry = lab.dirs[0].join(&vpc0).join("br0.hosts").join(uuid(1007));
+    assert_eq!(std::fs::read_to_string(&entry).expect("tu's DHCP entry"), "02:73:00:00:00:21,10.73.0.21,guest-tu\n");
     all_applied(&hosts[0].apply_change(&spec(1, 0, &hs, &nics, &groups_v1)));
     assert!(!sh(&format!("ip -n {vpc0} link show dev ntu")).0, "the removed NIC's port went");
+    assert!(!entry.exists(), "the removed NIC's DHCP entry went");
 
     // Guests: move each veth far end into its own namespace.
     for n in nics.iter().filter(|n| !n.name.starts_with('t')) {

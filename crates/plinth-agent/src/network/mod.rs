@@ -91,6 +91,9 @@ struct VpcState {
     loaded: Option<filter::Loaded>,
     /// Links, FDB and neighbours as of the last apply; `None`: unknown (read back next).
     view: Option<View>,
+    /// The DHCP hosts directories as of the last apply (a change apply starts from them; a
+    /// verifying one reads them back).
+    dhcp: dhcp::Hosts,
 }
 
 /// Per-NIC component results gathered during one VPC's apply.
@@ -187,18 +190,21 @@ impl LinuxBridge {
     /// change (the answer is then what the kernel holds); otherwise starts from what the
     /// last apply left and reads nothing, falling back to a verifying apply when a command
     /// fails. Takes the VPC's state out of `vpcs` (no copy on the hot path): answers the
-    /// errors met, the view to observe, and the ruleset loaded, for the caller to put back.
-    fn apply_vpc(&self, plan: &VpcPlan, verify: bool) -> (Errors, View, Option<filter::Loaded>) {
+    /// errors met, the view to observe, the ruleset loaded and the DHCP hosts directories,
+    /// for the caller to put back.
+    fn apply_vpc(&self, plan: &VpcPlan, verify: bool) -> (Errors, View, Option<filter::Loaded>, dhcp::Hosts) {
         let mut err = Errors::default();
         let ns = plan.ns.as_str();
         let underlay = self.cfg.underlay_ip.as_str();
         for (n, why) in &plan.rejected {
             err.rejected.insert(n.nic_id.clone(), why.clone());
         }
-        let VpcState { loaded: prior_loaded, view: prior_view } = self.vpcs().remove(ns).unwrap_or_default();
+        let VpcState { loaded: prior_loaded, view: prior_view, dhcp: prior_dhcp } =
+            self.vpcs().remove(ns).unwrap_or_default();
         let started = std::time::Instant::now();
         let carried = if verify { None } else { prior_view };
         let verify = carried.is_none();
+        let known_dhcp = if verify { dhcp::Hosts::new() } else { prior_dhcp };
         let mut view = match carried {
             Some(v) => v,
             None => {
@@ -208,13 +214,13 @@ impl LinuxBridge {
                     .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.cfg.owner));
                 if let Err(e) = claim {
                     err.all = Some(format!("recording the namespace's owner: {e}"));
-                    return (err, View::default(), prior_loaded);
+                    return (err, View::default(), prior_loaded, dhcp::Hosts::new());
                 }
                 match links::ensure_ns(ns).and_then(|()| View::read(ns)) {
                     Ok(v) => v,
                     Err(e) => {
                         err.all = Some(e);
-                        return (err, View::default(), prior_loaded);
+                        return (err, View::default(), prior_loaded, dhcp::Hosts::new());
                     }
                 }
             }
@@ -231,7 +237,7 @@ impl LinuxBridge {
             Ok(nl) => nl,
             Err(e) => {
                 err.all = Some(e);
-                return (err, view, prior_loaded);
+                return (err, view, prior_loaded, dhcp::Hosts::new());
             }
         };
         err.fdb = fdb::converge(plan, underlay, &mut nl, &mut view.fdb)
@@ -297,17 +303,18 @@ impl LinuxBridge {
         }
         let spares_at = started.elapsed();
         let vpc_dir = self.vpc_dir(ns);
+        let mut hosts = dhcp::Hosts::new();
         if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
             for s in &plan.subnets {
                 err.dhcp.insert(s.bridge.clone(), format!("state dir {}: {e}", vpc_dir.display()));
             }
         } else {
-            err.dhcp = dhcp::converge(plan, &vpc_dir);
+            (err.dhcp, hosts) = dhcp::converge(plan, &vpc_dir, known_dhcp);
         }
         let failed = err.failed();
         if !verify && failed {
             tracing::info!(namespace = ns, "a change did not apply cleanly; verifying the namespace");
-            self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None });
+            self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None, dhcp: hosts });
             return self.apply_vpc(plan, true);
         }
         if initial.is_some_and(|i| failed || view != i) {
@@ -331,7 +338,7 @@ impl LinuxBridge {
             total_ms = started.elapsed().as_millis() as u64,
             "VPC applied"
         );
-        (err, view, loaded)
+        (err, view, loaded, hosts)
     }
 
     /// Answers each NIC's components from `view` (read back, or kept current by the
@@ -342,6 +349,7 @@ impl LinuxBridge {
         err: &Errors,
         view: &View,
         loaded: Option<&filter::Loaded>,
+        hosts: &dhcp::Hosts,
     ) -> Vec<ObservedNic> {
         let ns = plan.ns.as_str();
         let underlay = self.cfg.underlay_ip.as_str();
@@ -425,7 +433,7 @@ impl LinuxBridge {
                     None if !dhcp_up.get(s.bridge.as_str()).copied().unwrap_or(false) => {
                         Err(format!("the DHCP server of {} is not running", s.bridge))
                     }
-                    None => dhcp::observe(&vpc_dir, &s.bridge, &n.spec.nic_id.to_string()),
+                    None => dhcp::observe(&vpc_dir, hosts, &s.bridge, &n.spec.nic_id.to_string()),
                 },
                 None => Err("unknown subnet".to_owned()),
             };
@@ -454,11 +462,11 @@ impl LinuxBridge {
             wanted.insert(ns.clone());
             match VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) {
                 Ok(plan) => {
-                    let (err, view, loaded) = self.apply_vpc(&plan, verify);
-                    nics.extend(self.observe_vpc(&plan, &err, &view, loaded.as_ref()));
+                    let (err, view, loaded, dhcp) = self.apply_vpc(&plan, verify);
+                    nics.extend(self.observe_vpc(&plan, &err, &view, loaded.as_ref(), &dhcp));
                     // The view is trusted by the next change only when it was all read.
                     let view = err.all.is_none().then_some(view);
-                    self.vpcs().insert(ns.clone(), VpcState { loaded, view });
+                    self.vpcs().insert(ns.clone(), VpcState { loaded, view, dhcp });
                 }
                 Err(e) => {
                     for n in &vpc.nics {
