@@ -55,10 +55,11 @@
 
 use super::cmd;
 use super::plan::{VpcPlan, cidr_range};
-use plinth_api::{Direction, NicId, RuleProtocol, SecurityGroupId};
+use plinth_api::{Direction, NicId, RuleProtocol, RuleSpec, SecurityGroupId, SecurityGroupSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// The rendered ruleset of one VPC.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -67,14 +68,16 @@ pub struct Ruleset {
     pub structure: String,
     /// Elements per set, keyed by `"<family> <set>"`.
     pub sets: BTreeMap<String, BTreeSet<String>>,
-    /// Per group: its allow atoms (for cutting connections a change removed).
-    pub group_atoms: BTreeMap<SecurityGroupId, BTreeSet<String>>,
     /// Per NIC: its groups.
     pub nic_groups: BTreeMap<NicId, BTreeSet<SecurityGroupId>>,
     /// Per NIC: the filter generation this ruleset carries.
     pub generations: BTreeMap<NicId, i64>,
     /// Per NIC: its address.
     pub addrs: BTreeMap<NicId, String>,
+    /// Per group: its rule elements and allow atoms (for cutting connections a change
+    /// removed) as rendered; the next render reuses them while the group's input stays the
+    /// same.
+    pub groups: BTreeMap<SecurityGroupId, Arc<GroupRender>>,
 }
 
 /// What the agent last loaded into one VPC namespace.
@@ -159,12 +162,124 @@ pub fn disjoint(boxes: &[Box_]) -> Vec<Box_> {
     out
 }
 
-/// Renders the VPC's ruleset.
-pub fn render(plan: &VpcPlan) -> Ruleset {
+/// What a group's rendered elements depend on: its rules and, for each remote-group rule,
+/// that group's members.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupInput {
+    rules: Vec<RuleSpec>,
+    remote_members: Vec<Vec<String>>,
+}
+
+impl GroupInput {
+    fn of(g: &SecurityGroupSpec, groups: &[SecurityGroupSpec]) -> GroupInput {
+        let remote_members = g
+            .rules
+            .iter()
+            .filter_map(|r| r.remote_group_id.as_ref())
+            .map(|rg| groups.iter().filter(|o| o.security_group_id == *rg).flat_map(|o| o.members.clone()).collect())
+            .collect();
+        GroupInput { rules: g.rules.clone(), remote_members }
+    }
+}
+
+/// One group's rule elements, as rendered from its [`GroupInput`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupRender {
+    input: GroupInput,
+    /// Per set suffix (`in_tcp`, `out_any_p`, …): its elements.
+    elements: BTreeMap<String, Vec<String>>,
+    /// Its allow atoms: one per (direction, protocol, remote, ports) box a rule allows.
+    atoms: BTreeSet<String>,
+}
+
+/// Renders one group's rule sets (`groups`: the VPC's, for its remote-group rules).
+fn render_group(g: &SecurityGroupSpec, groups: &[SecurityGroupSpec], input: GroupInput) -> GroupRender {
+    let mut elements: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut atoms = BTreeSet::new();
+    let mut boxes: BTreeMap<String, Vec<Box_>> = BTreeMap::new();
+    for r in &g.rules {
+        // From (or to) anywhere goes to the port-only sets (`…_p`): such a rule is one
+        // element, not one per window the CIDR rules cut in the address space.
+        let (remotes, anywhere): (Vec<(u32, u32)>, bool) = if let Some(cidr) = &r.remote_cidr {
+            match cidr_range(cidr) {
+                Ok((0, u32::MAX)) => (Vec::new(), true),
+                Ok(range) => (vec![range], false),
+                Err(_) => (Vec::new(), false),
+            }
+        } else if let Some(rg) = &r.remote_group_id {
+            let members = groups
+                .iter()
+                .filter(|o| o.security_group_id == *rg)
+                .flat_map(|o| o.members.iter().filter_map(|m| ipv4(m)).map(|a| (a, a)))
+                .collect();
+            (members, false)
+        } else {
+            (Vec::new(), true)
+        };
+        let dir = match r.direction {
+            Direction::Ingress => "in",
+            Direction::Egress => "out",
+        };
+        let ports = match (r.port_min, r.port_max) {
+            (None, None) => (0, 65535),
+            (Some(a), None) | (None, Some(a)) => (u32::from(a), u32::from(a)),
+            (Some(a), Some(b)) => (u32::from(a.min(b)), u32::from(a.max(b))),
+        };
+        let t = r.icmp_type.map_or((0, 255), |t| (u32::from(t), u32::from(t)));
+        let c = r.icmp_code.map_or((0, 255), |c| (u32::from(c), u32::from(c)));
+        let (suffix, rest): (&str, Box_) = match r.protocol {
+            RuleProtocol::Tcp => ("tcp", vec![ports]),
+            RuleProtocol::Udp => ("udp", vec![ports]),
+            RuleProtocol::Icmp => ("icmp", vec![t, c]),
+            RuleProtocol::Any => ("any", Vec::new()),
+        };
+        if anywhere {
+            let b = if rest.is_empty() { vec![(0, u32::MAX)] } else { rest };
+            atoms.insert(format!("{dir}_{suffix}_p {b:?}"));
+            boxes.entry(format!("{dir}_{suffix}_p")).or_default().push(b);
+            continue;
+        }
+        for remote in remotes {
+            let mut b = vec![remote];
+            b.extend(rest.iter().copied());
+            atoms.insert(format!("{dir}_{suffix} {b:?}"));
+            boxes.entry(format!("{dir}_{suffix}")).or_default().push(b);
+        }
+    }
+    for (suffix, bs) in boxes {
+        let port_only = suffix.ends_with("_p");
+        let any_p = suffix.ends_with("_any_p");
+        let out = elements.entry(suffix).or_default();
+        for b in disjoint(&bs) {
+            if any_p {
+                // "Any protocol from anywhere": the set's one element is a flag.
+                out.push("0.0.0.0-255.255.255.255".to_owned());
+                continue;
+            }
+            let mut parts = Vec::new();
+            let mut fields = b.iter();
+            if !port_only && let Some((lo, hi)) = fields.next() {
+                parts.push(range_text(*lo, *hi, addr_text));
+            }
+            parts.extend(fields.map(|(lo, hi)| range_text(*lo, *hi, |v| v.to_string())));
+            out.push(parts.join(" . "));
+        }
+    }
+    GroupRender { input, elements, atoms }
+}
+
+/// Renders the VPC's ruleset, reusing the groups of `prior` (the ruleset last rendered)
+/// whose input did not change.
+pub fn render(plan: &VpcPlan, prior: Option<&Ruleset>) -> Ruleset {
     let mut rs = Ruleset::default();
-    let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut add = |set: &str, elem: String| {
-        sets.entry(set.to_owned()).or_default().insert(elem);
+    // Elements are gathered per set in a vector and sorted into the set once at the end
+    // (at 1,000 NICs, inserting each into a tree as it came was most of the render).
+    let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut add = |set: &str, elem: String| match sets.get_mut(set) {
+        Some(v) => v.push(elem),
+        None => {
+            sets.insert(set.to_owned(), vec![elem]);
+        }
     };
     let groups = &plan.spec.security_groups;
     let uplinks: Vec<&str> = plan.subnets.iter().filter_map(|s| s.vxlan.as_ref().map(|(v, _)| v.as_str())).collect();
@@ -194,88 +309,32 @@ pub fn render(plan: &VpcPlan) -> Ruleset {
         rs.addrs.insert(n.spec.nic_id.clone(), n.spec.ipv4.clone());
     }
 
-    // Groups.
+    // Groups: a group whose rules (and the members its remote-group rules name) are those
+    // of the last render is not rendered again.
     for (k, g) in groups.iter().enumerate() {
-        let mut atoms = BTreeSet::new();
-        let mut boxes: BTreeMap<String, Vec<Box_>> = BTreeMap::new();
-        for r in &g.rules {
-            // From (or to) anywhere goes to the port-only sets (`…_p`): such a rule is one
-            // element, not one per window the CIDR rules cut in the address space.
-            let (remotes, anywhere): (Vec<(u32, u32)>, bool) = if let Some(cidr) = &r.remote_cidr {
-                match cidr_range(cidr) {
-                    Ok((0, u32::MAX)) => (Vec::new(), true),
-                    Ok(range) => (vec![range], false),
-                    Err(_) => (Vec::new(), false),
-                }
-            } else if let Some(rg) = &r.remote_group_id {
-                let members = groups
-                    .iter()
-                    .filter(|o| o.security_group_id == *rg)
-                    .flat_map(|o| o.members.iter().filter_map(|m| ipv4(m)).map(|a| (a, a)))
-                    .collect();
-                (members, false)
-            } else {
-                (Vec::new(), true)
-            };
-            let dir = match r.direction {
-                Direction::Ingress => "in",
-                Direction::Egress => "out",
-            };
-            let ports = match (r.port_min, r.port_max) {
-                (None, None) => (0, 65535),
-                (Some(a), None) | (None, Some(a)) => (u32::from(a), u32::from(a)),
-                (Some(a), Some(b)) => (u32::from(a.min(b)), u32::from(a.max(b))),
-            };
-            let t = r.icmp_type.map_or((0, 255), |t| (u32::from(t), u32::from(t)));
-            let c = r.icmp_code.map_or((0, 255), |c| (u32::from(c), u32::from(c)));
-            let (suffix, rest): (&str, Box_) = match r.protocol {
-                RuleProtocol::Tcp => ("tcp", vec![ports]),
-                RuleProtocol::Udp => ("udp", vec![ports]),
-                RuleProtocol::Icmp => ("icmp", vec![t, c]),
-                RuleProtocol::Any => ("any", Vec::new()),
-            };
-            if anywhere {
-                let b = if rest.is_empty() { vec![(0, u32::MAX)] } else { rest };
-                atoms.insert(format!("{dir}_{suffix}_p {b:?}"));
-                boxes.entry(format!("inet g{k}_{dir}_{suffix}_p")).or_default().push(b);
-                continue;
-            }
-            for remote in remotes {
-                let mut b = vec![remote];
-                b.extend(rest.iter().copied());
-                atoms.insert(format!("{dir}_{suffix} {b:?}"));
-                boxes.entry(format!("inet g{k}_{dir}_{suffix}")).or_default().push(b);
+        let input = GroupInput::of(g, groups);
+        let rendered = match prior.and_then(|p| p.groups.get(&g.security_group_id)) {
+            Some(r) if r.input == input => r.clone(),
+            _ => Arc::new(render_group(g, groups, input)),
+        };
+        for (suffix, elems) in &rendered.elements {
+            let set = format!("inet g{k}_{suffix}");
+            for e in elems {
+                add(&set, e.clone());
             }
         }
-        for (set, bs) in boxes {
-            let port_only = set.ends_with("_p");
-            let any_p = set.ends_with("_any_p");
-            for b in disjoint(&bs) {
-                if any_p {
-                    // "Any protocol from anywhere": the set's one element is a flag.
-                    add(&set, "0.0.0.0-255.255.255.255".to_owned());
-                    continue;
-                }
-                let mut parts = Vec::new();
-                let mut fields = b.iter();
-                if !port_only && let Some((lo, hi)) = fields.next() {
-                    parts.push(range_text(*lo, *hi, addr_text));
-                }
-                parts.extend(fields.map(|(lo, hi)| range_text(*lo, *hi, |v| v.to_string())));
-                add(&set, parts.join(" . "));
-            }
-        }
+        rs.groups.insert(g.security_group_id.clone(), rendered);
+        let (ports, addrs) = (format!("inet g{k}_ports"), format!("inet g{k}_addrs"));
         for n in plan.nics.iter().filter(|n| n.spec.security_group_ids.contains(&g.security_group_id)) {
-            add(&format!("inet g{k}_ports"), n.spec.port.to_string());
-            add(&format!("inet g{k}_addrs"), n.spec.ipv4.clone());
+            add(&ports, n.spec.port.to_string());
+            add(&addrs, n.spec.ipv4.clone());
         }
-        rs.group_atoms.insert(g.security_group_id.clone(), atoms);
     }
     for n in &plan.nics {
         let mine = n.spec.security_group_ids.iter().filter(|id| groups.iter().any(|g| g.security_group_id == **id));
         rs.nic_groups.insert(n.spec.nic_id.clone(), mine.cloned().collect());
     }
-    rs.sets = sets;
+    rs.sets = sets.into_iter().map(|(k, v)| (k, BTreeSet::from_iter(v))).collect();
     rs.structure = structure(groups.len());
     rs
 }
@@ -532,9 +591,11 @@ pub fn apply(ns: &str, loaded: Option<&Loaded>, new: Ruleset, verify: bool) -> R
 /// set unions for each member added).
 pub fn cut_connections(ns: &str, old: &Ruleset, new: &Ruleset) {
     let lost: BTreeSet<&SecurityGroupId> = old
-        .group_atoms
+        .groups
         .iter()
-        .filter(|(g, atoms)| new.group_atoms.get(*g).is_none_or(|now| !atoms.is_subset(now)))
+        .filter(|(g, was)| {
+            new.groups.get(*g).is_none_or(|now| !Arc::ptr_eq(was, now) && !was.atoms.is_subset(&now.atoms))
+        })
         .map(|(g, _)| g)
         .collect();
     let mut decided: BTreeMap<(&BTreeSet<SecurityGroupId>, &BTreeSet<SecurityGroupId>), bool> = BTreeMap::new();
@@ -577,7 +638,7 @@ fn allowed_shrank(
         return false;
     }
     let union = |rs: &Ruleset, gs: &BTreeSet<SecurityGroupId>| -> BTreeSet<String> {
-        gs.iter().flat_map(|g| rs.group_atoms.get(g).into_iter().flatten().cloned()).collect()
+        gs.iter().flat_map(|g| rs.groups.get(g).into_iter().flat_map(|r| r.atoms.iter().cloned())).collect()
     };
     !union(old, before).is_subset(&union(new, after))
 }

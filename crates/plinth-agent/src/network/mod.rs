@@ -263,7 +263,7 @@ impl LinuxBridge {
                     errors.extend(guard::converge(ns, plan, links));
                     (errors, made, t.elapsed())
                 });
-                let new = filter::render(plan);
+                let new = filter::render(plan, prior_loaded.as_ref().map(|l| &l.ruleset));
                 let rendered_at = started.elapsed();
                 let filtered = match filter::apply(ns, prior_loaded.as_ref(), new, verify) {
                     Ok(loaded) => {
