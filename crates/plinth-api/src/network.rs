@@ -127,6 +127,63 @@ pub struct SubnetFilter {
     pub name: Option<String>,
 }
 
+/// A pool of public IPv4 addresses an operator hands to Plinth (floating and SNAT
+/// addresses are allocated from it). Pools never overlap one another.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct IpPool {
+    pub id: IpPoolId,
+    /// The site whose hosts' provider network carries the pool (`None`: every site).
+    pub site_id: Option<SiteId>,
+    pub name: String,
+    pub description: String,
+    /// The block the range is in (`198.51.100.0/24`).
+    pub ipv4_cidr: String,
+    /// The range's first address.
+    pub first: String,
+    /// The range's last address.
+    pub last: String,
+    /// Addresses in the range.
+    pub size: u32,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/ip-pools`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpPoolCreate {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub site_id: Option<SiteId>,
+    /// The block (/8 to /32).
+    pub ipv4_cidr: String,
+    /// The range's first address (default: the block's first host address).
+    #[serde(default)]
+    pub first: Option<String>,
+    /// The range's last address (default: the block's last host address).
+    #[serde(default)]
+    pub last: Option<String>,
+}
+
+/// Body of `PATCH /v1/ip-pools/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpPoolUpdate {
+    pub description: Option<String>,
+}
+
+/// Filters of `GET /v1/ip-pools`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IpPoolFilter {
+    pub site_id: Option<String>,
+    /// Only the pool of this name (unique).
+    pub name: Option<String>,
+}
+
 /// Where a NIC is on its way to carrying traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -123,6 +123,8 @@ resource!(/// `/v1/placement-groups`.
     PlacementGroups, "/v1/placement-groups", "placement group", "placement groups", PlacementGroup, PlacementGroupFilter);
 resource!(/// `/v1/vpcs`.
     Vpcs, "/v1/vpcs", "VPC", "VPCs", Vpc, VpcFilter);
+resource!(/// `/v1/ip-pools`.
+    IpPools, "/v1/ip-pools", "IP pool", "IP pools", IpPool, IpPoolFilter);
 resource!(/// `/v1/subnets`.
     Subnets, "/v1/subnets", "subnet", "subnets", Subnet, SubnetFilter);
 resource!(/// `/v1/network-interfaces`.
@@ -156,6 +158,7 @@ named!(Images, "img", name);
 named!(PlacementGroups, "pg", name);
 named!(Budgets, "bud");
 named!(Vpcs, "vpc", name);
+named!(IpPools, "ipp", name);
 named!(Subnets, "sn", name);
 named!(Nics, "nic", name);
 named!(SecurityGroups, "sg", name);
@@ -200,6 +203,7 @@ creatable! {
     Instances: InstanceCreate => InstanceAccepted;
     PlacementGroups: PlacementGroupCreate => PlacementGroup;
     Vpcs: VpcCreate => Vpc;
+    IpPools: IpPoolCreate => IpPool;
     Subnets: SubnetCreate => Subnet;
     Nics: NetworkInterfaceCreate => NetworkInterface;
     SecurityGroups: SecurityGroupCreate => SecurityGroup;
@@ -231,6 +235,7 @@ updatable! {
     Images: ImageUpdate;
     Instances: InstanceUpdate;
     Vpcs: VpcUpdate;
+    IpPools: IpPoolUpdate;
     Subnets: SubnetUpdate;
     Nics: NetworkInterfaceUpdate;
     SecurityGroups: SecurityGroupUpdate;
@@ -260,6 +265,7 @@ deletable! {
     PlacementGroups => ();
     Budgets => ();
     Vpcs => ();
+    IpPools => ();
     Subnets => ();
     Nics => ();
     SecurityGroups => ();

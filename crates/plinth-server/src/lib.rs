@@ -28,7 +28,7 @@ pub mod secrets;
 pub mod tls;
 
 use crate::api::{
-    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, join_tokens,
+    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, ip_pools, join_tokens,
     network_interfaces, operations, placement_groups, projects, quotas, racks, role_bindings, security_groups, shapes,
     sites, subnets, system, tenants, tokens, usage, users, vpcs,
 };
@@ -105,6 +105,8 @@ fn parts() -> Parts {
         .routes(routes!(images::upload))
         .routes(routes!(placement_groups::list, placement_groups::create))
         .routes(routes!(placement_groups::get, placement_groups::delete))
+        .routes(routes!(ip_pools::list, ip_pools::create))
+        .routes(routes!(ip_pools::get, ip_pools::update, ip_pools::delete))
         .routes(routes!(vpcs::list, vpcs::create))
         .routes(routes!(vpcs::get, vpcs::update, vpcs::delete))
         .routes(routes!(subnets::list, subnets::create))

@@ -4,7 +4,7 @@
 //! written), tenancy, and the start barrier: a guest boots (on create, or on `start` of a
 //! stopped instance) only once its NICs are ready, and past the deadline the operation
 //! fails naming the NIC and the component missing while the host is never told to boot
-//! it. Each scenario runs on SQLite and, when `PLINTH_TEST_DATABASE_URL` is set, on
+//! it. Also the operators' IP pools (issue 18). Each scenario runs on SQLite and, when `PLINTH_TEST_DATABASE_URL` is set, on
 //! PostgreSQL.
 
 mod common;
@@ -1043,6 +1043,64 @@ async fn a_waiting_start_resumes_after_a_restart() {
     assert!(agent.told_to_run(&iid));
 }
 
+// ---- IP pools ----------------------------------------------------------------------------
+
+/// Operators hand Plinth public ranges as IP pools: the range defaults to the block's host
+/// addresses or is given; no two pools overlap, even when created at the same instant (one
+/// of eight concurrent creates of one range wins, the others are told which pool holds it);
+/// each bad input is refused with its code and nothing is written; tenants read pools.
+async fn ip_pools(srv: &TestServer) {
+    let op = srv.operator.as_str();
+    let create = |body: Value| async move { srv.post("/v1/ip-pools").token(op).json(&body).send().await };
+    let public = create(json!({ "name": "public", "ipv4_cidr": "198.51.100.0/24" })).await.ok(201);
+    assert_eq!((public["first"].as_str(), public["last"].as_str()), (Some("198.51.100.1"), Some("198.51.100.254")));
+    assert_eq!(public["size"], 254);
+    let part = create(json!({ "name": "part", "ipv4_cidr": "203.0.113.0/24", "first": "203.0.113.10",
+        "last": "203.0.113.20" }))
+    .await
+    .ok(201);
+    assert_eq!(part["size"], 11);
+    let before = srv.list_all(op, "/v1/ip-pools").await;
+    assert_eq!(before.len(), 2);
+
+    let p = create(json!({ "name": "half", "ipv4_cidr": "198.51.100.128/25" })).await.problem(409, "ip_pool_overlap");
+    assert!(p["detail"].as_str().unwrap().contains("public"), "names the pool it overlaps: {p}");
+    assert_eq!(p["constraint"]["ip_pool_id"], id(&public));
+    // Beside the given range of "part" is free; inside it is not.
+    create(json!({ "name": "beside", "ipv4_cidr": "203.0.113.0/28", "last": "203.0.113.9" })).await.ok(201);
+    create(json!({ "name": "inside", "ipv4_cidr": "203.0.113.16/28" })).await.problem(409, "ip_pool_overlap");
+    for (body, code) in [
+        (json!({ "name": "bits", "ipv4_cidr": "198.51.100.1/24" }), "invalid_cidr"),
+        (json!({ "name": "wide", "ipv4_cidr": "128.0.0.0/1" }), "cidr_out_of_range"),
+        (json!({ "name": "out", "ipv4_cidr": "192.0.2.0/24", "first": "192.0.3.1" }), "address_outside_block"),
+        (
+            json!({ "name": "back", "ipv4_cidr": "192.0.2.0/24", "first": "192.0.2.9", "last": "192.0.2.8" }),
+            "invalid_range",
+        ),
+        (json!({ "name": "Bad Name", "ipv4_cidr": "192.0.2.0/24" }), "invalid_name"),
+    ] {
+        create(body).await.problem(422, code);
+    }
+    let after_bad = srv.list_all(op, "/v1/ip-pools").await;
+    assert_eq!(after_bad.len(), 3, "the refusals wrote nothing: {after_bad:?}");
+
+    let calls = (0..8).map(|i| create(json!({ "name": format!("race{i}"), "ipv4_cidr": "192.0.2.0/24" })));
+    let answers = futures::future::join_all(calls).await;
+    let won = answers.iter().filter(|r| r.status == 201).count();
+    for r in answers.iter().filter(|r| r.status != 201) {
+        r.problem(409, "ip_pool_overlap");
+    }
+    assert_eq!(won, 1, "exactly one of the concurrent creates of one range is made");
+
+    let (tok, _) = tenant(srv, "pools").await;
+    let seen = srv.list_all(&tok, "/v1/ip-pools").await;
+    assert_eq!(seen.len(), 4, "tenants read the pools");
+    srv.get(&format!("/v1/ip-pools/{}", id(&public))).token(&tok).send().await.ok(200);
+    srv.delete(&format!("/v1/ip-pools/{}", id(&public))).token(&tok).send().await.problem(403, "forbidden");
+    srv.delete(&format!("/v1/ip-pools/{}", id(&public))).token(op).send().await.ok(204);
+    create(json!({ "name": "half", "ipv4_cidr": "198.51.100.128/25" })).await.ok(201);
+}
+
 macro_rules! both_backends {
     ($name:ident, $pg:ident, $scenario:ident) => {
         both_backends!($name, $pg, $scenario, ServerConfig::default());
@@ -1075,6 +1133,7 @@ both_backends!(
     instances_get_default_network
 );
 both_backends!(quotas_sqlite, quotas_postgres, quotas);
+both_backends!(ip_pools_sqlite, ip_pools_postgres, ip_pools);
 both_backends!(
     a_hosts_spec_follows_each_nic_change_sqlite,
     a_hosts_spec_follows_each_nic_change_postgres,

@@ -40,6 +40,7 @@ enum Obj {
     Subnet,
     Nic,
     SecGroup,
+    IpPool,
 }
 
 /// How an operation must behave for a tenant's caller.
@@ -146,6 +147,11 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("POST", "/v1/placement-groups", "placement_group_create", OtherTenantRef),
     ("GET", "/v1/placement-groups/{id}", "placement_group_view", OtherTenant(Obj::Group)),
     ("DELETE", "/v1/placement-groups/{id}", "placement_group_delete", OtherTenant(Obj::Group)),
+    ("GET", "/v1/ip-pools", "ip_pool_list", TenantReadable(None)),
+    ("POST", "/v1/ip-pools", "ip_pool_create", OperatorOnly(None)),
+    ("GET", "/v1/ip-pools/{id}", "ip_pool_view", TenantReadable(Some(Obj::IpPool))),
+    ("PATCH", "/v1/ip-pools/{id}", "ip_pool_update", OperatorOnly(Some(Obj::IpPool))),
+    ("DELETE", "/v1/ip-pools/{id}", "ip_pool_delete", OperatorOnly(Some(Obj::IpPool))),
     ("GET", "/v1/vpcs", "vpc_list", TenantList(Obj::Vpc)),
     ("POST", "/v1/vpcs", "vpc_create", OtherTenantRef),
     ("GET", "/v1/vpcs/{id}", "vpc_view", OtherTenant(Obj::Vpc)),
@@ -547,6 +553,7 @@ fn fresh(obj: Obj) -> String {
         Obj::Subnet => plinth_api::SubnetId::generate().0,
         Obj::Nic => plinth_api::NicId::generate().0,
         Obj::SecGroup => plinth_api::SecurityGroupId::generate().0,
+        Obj::IpPool => plinth_api::IpPoolId::generate().0,
     }
 }
 
@@ -559,6 +566,7 @@ struct Platform {
     join_token: String,
     shape: String,
     price_book: String,
+    ip_pool: String,
 }
 
 impl Platform {
@@ -585,6 +593,13 @@ impl Platform {
             .send()
             .await
             .ok(201);
+        let pool = srv
+            .post("/v1/ip-pools")
+            .token(op)
+            .json(&json!({ "name": "public", "ipv4_cidr": "198.51.100.0/24" }))
+            .send()
+            .await
+            .ok(201);
         Platform {
             site: id(&site),
             rack: id(&rack),
@@ -592,6 +607,7 @@ impl Platform {
             join_token: id(&jt),
             shape: id(&shape),
             price_book: id(&book),
+            ip_pool: id(&pool),
         }
     }
 
@@ -603,6 +619,7 @@ impl Platform {
             Obj::JoinToken => self.join_token.clone(),
             Obj::Shape => self.shape.clone(),
             Obj::PriceBook => self.price_book.clone(),
+            Obj::IpPool => self.ip_pool.clone(),
             // Operator-only actions on tenants' billing objects are refused before any
             // lookup: any well-formed id will do.
             Obj::Invoice | Obj::Tenant => fresh(obj),
@@ -685,6 +702,8 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
         ("POST", "/v1/hosts") => json!({ "name": "mallory-host" }),
         ("POST", "/v1/host-join-tokens") => json!({ "description": "mallory" }),
         ("POST", "/v1/shapes") => json!({ "name": "m1.evil", "vcpus": 1, "memory_mib": 1024 }),
+        ("POST", "/v1/ip-pools") => json!({ "name": "mallory-pool", "ipv4_cidr": "203.0.113.0/24" }),
+        ("PATCH", "/v1/ip-pools/{id}") => json!({ "description": "taken over" }),
         (m, p) => panic!("body_for has no body for {m} {p}: add one"),
     };
     Some(v)

@@ -41,7 +41,7 @@ pub use fleet::FleetCounts;
 pub use idempotency::IdempotencyState;
 pub use images::IMAGE_FILTERS;
 pub use ledger::{CounterReading, LedgerOwner, UsageFilter, record_of};
-pub use network::{NicRef, SubnetBlock};
+pub use network::{NamedRange, NicRef};
 pub use resource::{Resource, Val, image_owner_key, image_status_str, invoice_status_str, lifecycle_str};
 pub use store::{Backend, Store, now_micros};
 pub use tx::Tx;

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "network", include_str!("../migrations/0006_network.sql")),
     (7, "vpc_data_version", include_str!("../migrations/0007_vpc_data_version.sql")),
     (8, "nic_indexes", include_str!("../migrations/0008_nic_indexes.sql")),
+    (9, "ip_pools", include_str!("../migrations/0009_ip_pools.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.

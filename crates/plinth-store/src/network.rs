@@ -1,13 +1,14 @@
 //! Tenant networking rows: VPCs, subnets, security groups and their rules, NICs and their
-//! group memberships, and the platform-wide VNI space. The facts behind allocation (which
-//! addresses, ports, MACs, VNIs and subnet indexes are taken) are read here; what to
-//! allocate is `plinth_domain::network`'s and the server's decision. Uniqueness is the
-//! schema's (one address per subnet, one MAC and port per VPC, one VNI platform-wide).
+//! group memberships, the platform-wide VNI space, and the operators' IP pools. The facts
+//! behind allocation (which addresses, ports, MACs, VNIs and subnet indexes are taken, and
+//! which public ranges pools hold) are read here; what to allocate is
+//! `plinth_domain::network`'s and the server's decision. Uniqueness is the schema's (one
+//! address per subnet, one MAC and port per VPC, one VNI platform-wide).
 //!
 //! Allocation is race-free without retries: a NIC's transaction first reads its VPC
 //! through [`Tx::get`] (`FOR UPDATE` on PostgreSQL; SQLite's writer is already one at a
 //! time), so NIC creates in one VPC run one after another and each sees what the one
-//! before it took.
+//! before it took; pool creates take [`Tx::lock_ip_pools`].
 
 use crate::error::StoreError;
 use crate::resource::{Resource, Val};
@@ -20,6 +21,12 @@ use sqlx::Row;
 
 macro_rules! meta {
     () => {
+        meta!(platform);
+        fn tenant(&self) -> Option<String> {
+            Some(self.tenant_id.to_string())
+        }
+    };
+    (platform) => {
         fn id(&self) -> &str {
             self.id.as_str()
         }
@@ -32,9 +39,6 @@ macro_rules! meta {
         }
         fn created_at(&self) -> DateTime<Utc> {
             self.created_at
-        }
-        fn tenant(&self) -> Option<String> {
-            Some(self.tenant_id.to_string())
         }
     };
 }
@@ -72,6 +76,17 @@ impl Resource for Subnet {
             ("name", Val::text(&self.name)),
             ("vni", Val::Int(Some(self.vni as i64))),
         ]
+    }
+}
+
+impl Resource for IpPool {
+    const TABLE: &'static str = "ip_pools";
+    const KIND: &'static str = "IP pool";
+    const TENANT_COL: Option<&'static str> = None;
+    const FILTERS: &'static [&'static str] = &["site_id", "name"];
+    meta!(platform);
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("site_id", Val::opt_text(self.site_id.as_ref())), ("name", Val::text(&self.name))]
     }
 }
 
@@ -127,13 +142,28 @@ pub struct NicRef {
     pub name: String,
 }
 
-/// A sibling subnet's block, for the overlap check.
+/// A named address range, for overlap checks: a sibling subnet's block, an IP pool's range.
 #[derive(Clone, Debug)]
-pub struct SubnetBlock {
+pub struct NamedRange {
     pub id: String,
     pub name: String,
     pub first: u32,
     pub last: u32,
+}
+
+/// Rows of `id, name, first_addr, last_addr`.
+fn named_ranges(rows: &[sqlx::any::AnyRow]) -> Result<Vec<NamedRange>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            Ok(NamedRange {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                first: r.try_get::<i64, _>("first_addr")? as u32,
+                last: r.try_get::<i64, _>("last_addr")? as u32,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }
 
 fn ints(rows: &[sqlx::any::AnyRow], col: &str) -> Result<Vec<i64>, StoreError> {
@@ -191,22 +221,30 @@ impl Tx {
     }
 
     /// The blocks of a VPC's subnets.
-    pub async fn subnet_blocks(&mut self, vpc_id: &str) -> Result<Vec<SubnetBlock>, StoreError> {
+    pub async fn subnet_blocks(&mut self, vpc_id: &str) -> Result<Vec<NamedRange>, StoreError> {
         let mut sql = Sql::new("SELECT id, name, first_addr, last_addr FROM subnets WHERE 1=1");
         sql.cond("vpc_id =", Val::text(vpc_id));
         sql.push(" ORDER BY first_addr");
-        let rows = self.fetch(sql).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SubnetBlock {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    first: r.try_get::<i64, _>("first_addr")? as u32,
-                    last: r.try_get::<i64, _>("last_addr")? as u32,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        named_ranges(&self.fetch(sql).await?)
+    }
+
+    /// Serialises IP pool creates until commit (PostgreSQL: a transaction-scoped advisory
+    /// lock; SQLite's writer is already one at a time), so an overlap check and the insert
+    /// it allows are one step.
+    pub async fn lock_ip_pools(&mut self) -> Result<(), StoreError> {
+        if self.lock().is_empty() {
+            return Ok(());
+        }
+        self.fetch(Sql::new("SELECT pg_advisory_xact_lock(7480002)")).await.map(drop)
+    }
+
+    /// The first pool whose range meets [first, last], if any.
+    pub async fn ip_pool_overlapping(&mut self, first: u32, last: u32) -> Result<Option<NamedRange>, StoreError> {
+        let mut sql = Sql::new("SELECT id, name, first_addr, last_addr FROM ip_pools WHERE 1=1");
+        sql.cond("first_addr <=", Val::Int(Some(i64::from(last))));
+        sql.cond("last_addr >=", Val::Int(Some(i64::from(first))));
+        sql.push(" ORDER BY first_addr LIMIT 1");
+        Ok(named_ranges(&self.fetch(sql).await?)?.into_iter().next())
     }
 
     /// The subnet indexes a VPC uses, ascending.

@@ -178,7 +178,8 @@ impl Resource for Site {
     const KIND: &'static str = "site";
     const TENANT_COL: Option<&'static str> = None;
     const FILTERS: &'static [&'static str] = &["name"];
-    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("racks", "site_id"), ("hosts", "site_id")];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] =
+        &[("racks", "site_id"), ("hosts", "site_id"), ("ip_pools", "site_id")];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![("name", Val::text(&self.name))]

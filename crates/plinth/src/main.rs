@@ -126,6 +126,9 @@ enum Command {
     /// Virtual private clouds.
     #[command(subcommand)]
     Vpc(network::VpcCmd),
+    /// IP pools: public IPv4 ranges for floating and SNAT addresses (operators).
+    #[command(subcommand)]
+    IpPool(network::IpPoolCmd),
     /// Subnets of VPCs.
     #[command(subcommand)]
     Subnet(network::SubnetCmd),
@@ -218,6 +221,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Instance(c) => c.run(&client(&cli)?, o).await,
         Command::PlacementGroup(c) => c.run(&client(&cli)?, o).await,
         Command::Vpc(c) => c.run(&client(&cli)?, o).await,
+        Command::IpPool(c) => c.run(&client(&cli)?, o).await,
         Command::Subnet(c) => c.run(&client(&cli)?, o).await,
         Command::Nic(c) => c.run(&client(&cli)?, o).await,
         Command::SecurityGroup(c) => c.run(&client(&cli)?, o).await,

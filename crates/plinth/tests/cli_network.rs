@@ -2,7 +2,7 @@
 //! host: VPC, subnet, security group and rule, NIC create with a chosen address, an
 //! instance created with `--nic subnet=…,ip=…,sg=…`, a NIC attached to and detached from
 //! the stopped instance, and refusals (a taken address, a subnet still in use) shown with
-//! their problem codes. Everything is named by name.
+//! their problem codes; and IP pools. Everything is named by name.
 
 mod common;
 
@@ -105,4 +105,15 @@ fn networking_by_name() {
     assert!(out.status.success(), "{}", stderr(&out));
     let listed = ok(&profile, None, &["vpc", "list", "--project", "web"]);
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+
+    // IP pools, by name: made, refused when overlapping, shown, deleted.
+    let pool =
+        ok(&profile, None, &["ip-pool", "create", "public", "--cidr", "198.51.100.0/24", "--first", "198.51.100.10"]);
+    assert_eq!((pool["first"].as_str(), pool["size"].as_u64()), (Some("198.51.100.10"), Some(245)), "{pool}");
+    let out = cli(&profile, None, &["ip-pool", "create", "again", "--cidr", "198.51.100.0/25"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ip_pool_overlap") && stderr(&out).contains("public"), "{}", stderr(&out));
+    assert_eq!(ok(&profile, None, &["ip-pool", "get", "public"])["id"], pool["id"]);
+    ok(&profile, None, &["ip-pool", "delete", "public"]);
+    assert_eq!(ok(&profile, None, &["ip-pool", "list"])["items"].as_array().unwrap().len(), 0);
 }

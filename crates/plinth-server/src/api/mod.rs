@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod images;
 pub mod instances;
 pub mod invoices;
+pub mod ip_pools;
 pub mod join_tokens;
 pub mod network_interfaces;
 pub mod operations;

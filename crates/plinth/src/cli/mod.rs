@@ -61,7 +61,7 @@ macro_rules! ids {
 }
 
 ids!(named: Tenants, Projects, Users, Tokens, Sites, Racks, Hosts, Shapes, Images, Instances, PlacementGroups, Budgets,
-    Vpcs, Subnets, Nics, SecurityGroups;
+    Vpcs, Subnets, Nics, SecurityGroups, IpPools;
     plain: RoleBindings, JoinTokens, Operations, Invoices, PriceBooks);
 
 /// Says on stderr which filters matched nothing, when a filtered list came back empty.

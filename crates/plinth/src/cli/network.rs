@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use plinth_api::*;
 use plinth_client::resolve::{resolve, resolve_in, resolve_opt};
-use plinth_client::{Client, Instances, Nics, Projects, SecurityGroups, Subnets, Vpcs};
+use plinth_client::{Client, Instances, IpPools, Nics, Projects, SecurityGroups, Subnets, Vpcs};
 
 /// A VPC named by id, or by name (within `project` when given).
 async fn vpc_id(c: &Client, given: &str, project: Option<&str>) -> Result<String> {
@@ -91,6 +91,62 @@ impl VpcCmd {
                 create::<Vpcs>(c, o, &body).await
             }
             VpcCmd::Delete { id } => delete::<Vpcs>(c, id, None).await,
+        }
+    }
+}
+
+/// IP pools: public IPv4 ranges for floating and SNAT addresses (operators create them).
+#[derive(Subcommand, Debug)]
+pub enum IpPoolCmd {
+    /// List them.
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+    },
+    /// Show one (id or name).
+    Get { id: String },
+    /// Create one; it may overlap no other pool.
+    Create {
+        name: String,
+        /// IPv4 block, /8 to /32 (like 198.51.100.0/24).
+        #[arg(long)]
+        cidr: String,
+        /// The range's first address (default: the block's first host address).
+        #[arg(long)]
+        first: Option<String>,
+        /// The range's last address (default: the block's last host address).
+        #[arg(long)]
+        last: Option<String>,
+        /// The site whose provider network carries it (id or name; default: every site).
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete one.
+    Delete { id: String },
+}
+
+impl IpPoolCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "name", "ipv4_cidr", "first", "last", "size", "site_id"];
+        match self {
+            IpPoolCmd::List { page } => {
+                o.list(&c.list::<IpPools>(&page.page(), &IpPoolFilter::default()).await?, COLUMNS)
+            }
+            IpPoolCmd::Get { id } => get::<IpPools>(c, o, id).await,
+            IpPoolCmd::Create { name, cidr, first, last, site, description } => {
+                let body = IpPoolCreate {
+                    name: name.clone(),
+                    description: description.clone(),
+                    site_id: resolve_opt::<plinth_client::Sites>(c, site.as_deref()).await?.map(SiteId),
+                    ipv4_cidr: cidr.clone(),
+                    first: first.clone(),
+                    last: last.clone(),
+                };
+                create::<IpPools>(c, o, &body).await
+            }
+            IpPoolCmd::Delete { id } => delete::<IpPools>(c, id, None).await,
         }
     }
 }
