@@ -112,6 +112,8 @@ typed_id!(/// A subnet of a VPC.
     SubnetId, "sn");
 typed_id!(/// A pool of public IPv4 addresses an operator hands to Plinth.
     IpPoolId, "ipp");
+typed_id!(/// A public address a project holds, from an IP pool.
+    FloatingIpId, "fip");
 typed_id!(/// A network interface (NIC).
     NicId, "nic");
 typed_id!(/// A security group.

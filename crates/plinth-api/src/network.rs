@@ -184,6 +184,64 @@ pub struct IpPoolFilter {
     pub name: Option<String>,
 }
 
+/// Where a floating IP is between NICs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FloatingIpState {
+    Detached,
+    Attaching,
+    Attached,
+    Detaching,
+}
+
+/// A public IPv4 address a project holds, allocated from an IP pool.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct FloatingIp {
+    pub id: FloatingIpId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub ip_pool_id: IpPoolId,
+    pub name: String,
+    pub description: String,
+    pub address: String,
+    /// The NIC it is attached to.
+    pub nic_id: Option<NicId>,
+    pub state: FloatingIpState,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/floating-ips`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpCreate {
+    pub project_id: ProjectId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The pool to allocate from (default: the only pool, when there is one).
+    #[serde(default)]
+    pub ip_pool_id: Option<IpPoolId>,
+}
+
+/// Body of `PATCH /v1/floating-ips/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpUpdate {
+    pub description: Option<String>,
+}
+
+/// Filters of `GET /v1/floating-ips`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FloatingIpFilter {
+    pub project_id: Option<String>,
+    pub ip_pool_id: Option<String>,
+    /// Only the floating IP of this name (unique within a project).
+    pub name: Option<String>,
+}
+
 /// Where a NIC is on its way to carrying traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -125,6 +125,8 @@ resource!(/// `/v1/vpcs`.
     Vpcs, "/v1/vpcs", "VPC", "VPCs", Vpc, VpcFilter);
 resource!(/// `/v1/ip-pools`.
     IpPools, "/v1/ip-pools", "IP pool", "IP pools", IpPool, IpPoolFilter);
+resource!(/// `/v1/floating-ips`.
+    FloatingIps, "/v1/floating-ips", "floating IP", "floating IPs", FloatingIp, FloatingIpFilter);
 resource!(/// `/v1/subnets`.
     Subnets, "/v1/subnets", "subnet", "subnets", Subnet, SubnetFilter);
 resource!(/// `/v1/network-interfaces`.
@@ -159,6 +161,7 @@ named!(PlacementGroups, "pg", name);
 named!(Budgets, "bud");
 named!(Vpcs, "vpc", name);
 named!(IpPools, "ipp", name);
+named!(FloatingIps, "fip", name);
 named!(Subnets, "sn", name);
 named!(Nics, "nic", name);
 named!(SecurityGroups, "sg", name);
@@ -204,6 +207,7 @@ creatable! {
     PlacementGroups: PlacementGroupCreate => PlacementGroup;
     Vpcs: VpcCreate => Vpc;
     IpPools: IpPoolCreate => IpPool;
+    FloatingIps: FloatingIpCreate => FloatingIp;
     Subnets: SubnetCreate => Subnet;
     Nics: NetworkInterfaceCreate => NetworkInterface;
     SecurityGroups: SecurityGroupCreate => SecurityGroup;
@@ -236,6 +240,7 @@ updatable! {
     Instances: InstanceUpdate;
     Vpcs: VpcUpdate;
     IpPools: IpPoolUpdate;
+    FloatingIps: FloatingIpUpdate;
     Subnets: SubnetUpdate;
     Nics: NetworkInterfaceUpdate;
     SecurityGroups: SecurityGroupUpdate;
@@ -266,6 +271,7 @@ deletable! {
     Budgets => ();
     Vpcs => ();
     IpPools => ();
+    FloatingIps => ();
     Subnets => ();
     Nics => ();
     SecurityGroups => ();

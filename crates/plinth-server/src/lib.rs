@@ -28,9 +28,9 @@ pub mod secrets;
 pub mod tls;
 
 use crate::api::{
-    agent, audit, capacity, console, health, host_ops, hosts, images, instances, invoices, ip_pools, join_tokens,
-    network_interfaces, operations, placement_groups, projects, quotas, racks, role_bindings, security_groups, shapes,
-    sites, subnets, system, tenants, tokens, usage, users, vpcs,
+    agent, audit, capacity, console, floating_ips, health, host_ops, hosts, images, instances, invoices, ip_pools,
+    join_tokens, network_interfaces, operations, placement_groups, projects, quotas, racks, role_bindings,
+    security_groups, shapes, sites, subnets, system, tenants, tokens, usage, users, vpcs,
 };
 use crate::app::{AppState, reconcilers, saga, scheduler, signals};
 pub use crate::config::ServerConfig;
@@ -105,6 +105,8 @@ fn parts() -> Parts {
         .routes(routes!(images::upload))
         .routes(routes!(placement_groups::list, placement_groups::create))
         .routes(routes!(placement_groups::get, placement_groups::delete))
+        .routes(routes!(floating_ips::list, floating_ips::create))
+        .routes(routes!(floating_ips::get, floating_ips::update, floating_ips::delete))
         .routes(routes!(ip_pools::list, ip_pools::create))
         .routes(routes!(ip_pools::get, ip_pools::update, ip_pools::delete))
         .routes(routes!(vpcs::list, vpcs::create))

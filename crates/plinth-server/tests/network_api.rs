@@ -4,7 +4,7 @@
 //! written), tenancy, and the start barrier: a guest boots (on create, or on `start` of a
 //! stopped instance) only once its NICs are ready, and past the deadline the operation
 //! fails naming the NIC and the component missing while the host is never told to boot
-//! it. Also the operators' IP pools (issue 18). Each scenario runs on SQLite and, when `PLINTH_TEST_DATABASE_URL` is set, on
+//! it. Also the operators' IP pools and floating IPs (issue 18). Each scenario runs on SQLite and, when `PLINTH_TEST_DATABASE_URL` is set, on
 //! PostgreSQL.
 
 mod common;
@@ -1101,6 +1101,70 @@ async fn ip_pools(srv: &TestServer) {
     create(json!({ "name": "half", "ipv4_cidr": "198.51.100.128/25" })).await.ok(201);
 }
 
+// ---- floating IPs --------------------------------------------------------------------------
+
+/// A project allocates floating IPs from a pool: none without a pool, the only pool by
+/// default, the lowest free address each time (concurrent allocations never share one),
+/// `409 ip_pool_exhausted` naming the pool and its size once it is full, a named pool when
+/// there are several; a released address is given out again; a pool with addresses out
+/// cannot be deleted.
+async fn floating_ips(srv: &TestServer) {
+    let op = srv.operator.as_str();
+    let (tok, project) = tenant(srv, "fips").await;
+    let t = tok.as_str();
+    let alloc = |name: String, pool: Option<String>| {
+        let mut body = json!({ "project_id": project, "name": name });
+        if let Some(p) = pool {
+            body["ip_pool_id"] = json!(p);
+        }
+        async move { srv.post("/v1/floating-ips").token(t).json(&body).send().await }
+    };
+    alloc("first".into(), None).await.problem(409, "no_ip_pool");
+    let pool = srv
+        .post("/v1/ip-pools")
+        .token(op)
+        .json(&json!({ "name": "small", "ipv4_cidr": "198.51.100.0/29" }))
+        .send()
+        .await
+        .ok(201);
+    let first = alloc("first".into(), None).await.ok(201);
+    assert_eq!((first["address"].as_str(), first["state"].as_str()), (Some("198.51.100.1"), Some("detached")));
+    assert_eq!(first["ip_pool_id"], id(&pool));
+
+    let answers = futures::future::join_all((0..7).map(|i| alloc(format!("f{i}"), Some(id(&pool))))).await;
+    let mut got = BTreeSet::new();
+    for r in &answers {
+        if r.status == 201 {
+            assert!(got.insert(r.json()["address"].as_str().unwrap().to_string()), "an address given twice");
+        } else {
+            let p = r.problem(409, "ip_pool_exhausted");
+            let d = p["detail"].as_str().unwrap();
+            assert!(
+                d.contains("small") && d.contains(&id(&pool)) && d.contains('6'),
+                "names the pool and its size: {d}"
+            );
+        }
+    }
+    let want: BTreeSet<String> = (2..=6).map(|i| format!("198.51.100.{i}")).collect();
+    assert_eq!(got, want, "every other address of the range, once each");
+    assert_eq!(srv.list_all(t, "/v1/floating-ips").await.len(), 6, "the refused allocations wrote nothing");
+
+    srv.delete(&format!("/v1/floating-ips/{}", id(&first))).token(t).send().await.ok(204);
+    let again = alloc("again".into(), None).await.ok(201);
+    assert_eq!(again["address"], "198.51.100.1", "a released address is the lowest free one again");
+    srv.delete(&format!("/v1/ip-pools/{}", id(&pool))).token(op).send().await.problem(409, "has_dependents");
+
+    srv.post("/v1/ip-pools")
+        .token(op)
+        .json(&json!({ "name": "other", "ipv4_cidr": "203.0.113.0/24" }))
+        .send()
+        .await
+        .ok(201);
+    alloc("which".into(), None).await.problem(422, "ip_pool_required");
+    let (other_tok, _) = tenant(srv, "fips-other").await;
+    srv.get(&format!("/v1/floating-ips/{}", id(&again))).token(&other_tok).send().await.problem(404, "not_found");
+}
+
 macro_rules! both_backends {
     ($name:ident, $pg:ident, $scenario:ident) => {
         both_backends!($name, $pg, $scenario, ServerConfig::default());
@@ -1134,6 +1198,7 @@ both_backends!(
 );
 both_backends!(quotas_sqlite, quotas_postgres, quotas);
 both_backends!(ip_pools_sqlite, ip_pools_postgres, ip_pools);
+both_backends!(floating_ips_sqlite, floating_ips_postgres, floating_ips);
 both_backends!(
     a_hosts_spec_follows_each_nic_change_sqlite,
     a_hosts_spec_follows_each_nic_change_postgres,

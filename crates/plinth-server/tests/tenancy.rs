@@ -41,6 +41,7 @@ enum Obj {
     Nic,
     SecGroup,
     IpPool,
+    FloatingIp,
 }
 
 /// How an operation must behave for a tenant's caller.
@@ -152,6 +153,11 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("GET", "/v1/ip-pools/{id}", "ip_pool_view", TenantReadable(Some(Obj::IpPool))),
     ("PATCH", "/v1/ip-pools/{id}", "ip_pool_update", OperatorOnly(Some(Obj::IpPool))),
     ("DELETE", "/v1/ip-pools/{id}", "ip_pool_delete", OperatorOnly(Some(Obj::IpPool))),
+    ("GET", "/v1/floating-ips", "floating_ip_list", TenantList(Obj::FloatingIp)),
+    ("POST", "/v1/floating-ips", "floating_ip_create", OtherTenantRef),
+    ("GET", "/v1/floating-ips/{id}", "floating_ip_view", OtherTenant(Obj::FloatingIp)),
+    ("PATCH", "/v1/floating-ips/{id}", "floating_ip_update", OtherTenant(Obj::FloatingIp)),
+    ("DELETE", "/v1/floating-ips/{id}", "floating_ip_delete", OtherTenant(Obj::FloatingIp)),
     ("GET", "/v1/vpcs", "vpc_list", TenantList(Obj::Vpc)),
     ("POST", "/v1/vpcs", "vpc_create", OtherTenantRef),
     ("GET", "/v1/vpcs/{id}", "vpc_view", OtherTenant(Obj::Vpc)),
@@ -319,6 +325,8 @@ struct World {
     subnet: String,
     nic: String,
     sec_group: String,
+    /// A floating IP from a pool of its own (one per world, so worlds never compete).
+    floating_ip: String,
     instance: String,
     operation: String,
     /// A private image of the project (its instance boots from it).
@@ -440,9 +448,27 @@ impl World {
             .send()
             .await
             .ok(201);
+        // Pools are platform objects every tenant reads: their names carry no label.
+        let (pool_name, block) =
+            if label == "alpha" { ("pool-one", "192.0.2.0/28") } else { ("pool-two", "192.0.2.16/28") };
+        let pool = srv
+            .post("/v1/ip-pools")
+            .token(&srv.operator)
+            .json(&json!({ "name": pool_name, "ipv4_cidr": block }))
+            .send()
+            .await
+            .ok(201);
+        let floating_ip = srv
+            .post("/v1/floating-ips")
+            .token(&admin.secret)
+            .json(&json!({ "project_id": id(&project), "name": format!("{label}-fip"), "ip_pool_id": id(&pool) }))
+            .send()
+            .await
+            .ok(201);
         World {
             label,
             admin,
+            floating_ip: id(&floating_ip),
             usage,
             invoice: id(&invoice),
             budget: id(&budget),
@@ -479,6 +505,7 @@ impl World {
             self.subnet.clone(),
             self.nic.clone(),
             self.sec_group.clone(),
+            self.floating_ip.clone(),
             self.instance.clone(),
             self.operation.clone(),
             self.image.clone(),
@@ -514,6 +541,7 @@ impl World {
             Obj::Subnet => vec![self.subnet.clone()],
             Obj::Nic => vec![self.nic.clone()],
             Obj::SecGroup => vec![self.sec_group.clone()],
+            Obj::FloatingIp => vec![self.floating_ip.clone()],
             Obj::Operation => vec![self.operation.clone()],
             Obj::Image => vec![self.image.clone()],
             Obj::Usage => self.usage.clone(),
@@ -554,6 +582,7 @@ fn fresh(obj: Obj) -> String {
         Obj::Nic => plinth_api::NicId::generate().0,
         Obj::SecGroup => plinth_api::SecurityGroupId::generate().0,
         Obj::IpPool => plinth_api::IpPoolId::generate().0,
+        Obj::FloatingIp => plinth_api::FloatingIpId::generate().0,
     }
 }
 
@@ -668,11 +697,16 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
         }
         ("POST", "/v1/network-interfaces") => json!({ "subnet_id": fresh(Obj::Subnet), "name": "mallory-nic" }),
         ("POST", "/v1/security-groups") => json!({ "vpc_id": fresh(Obj::Vpc), "name": "mallory-sg" }),
+        ("POST", "/v1/floating-ips") => json!({ "project_id": fresh(Obj::Project), "name": "mallory-fip" }),
         ("POST", "/v1/security-groups/{id}/rules") => json!({ "direction": "ingress", "protocol": "any" }),
         ("POST", "/v1/instances/{id}/network-interfaces") => json!({ "nic_id": fresh(Obj::Nic) }),
         (
             "PATCH",
-            "/v1/vpcs/{id}" | "/v1/subnets/{id}" | "/v1/network-interfaces/{id}" | "/v1/security-groups/{id}",
+            "/v1/vpcs/{id}"
+            | "/v1/subnets/{id}"
+            | "/v1/network-interfaces/{id}"
+            | "/v1/security-groups/{id}"
+            | "/v1/floating-ips/{id}",
         ) => {
             json!({ "description": "taken over" })
         }
@@ -824,6 +858,11 @@ fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, Stri
             let f = fresh(Obj::Project);
             let img = |p: &str| json!({ "project_id": p, "name": "sneaky", "boot": "disk", "files": { "disk": {} } });
             out.push((img(&a.project), img(&f), a.project.clone(), f));
+        }
+        "/v1/floating-ips" => {
+            let f = fresh(Obj::Project);
+            let g = |p: &str| json!({ "project_id": p, "name": "sneaky" });
+            out.push((g(&a.project), g(&f), a.project.clone(), f));
         }
         "/v1/placement-groups" => {
             let f = fresh(Obj::Project);

@@ -84,9 +84,28 @@ impl Resource for IpPool {
     const KIND: &'static str = "IP pool";
     const TENANT_COL: Option<&'static str> = None;
     const FILTERS: &'static [&'static str] = &["site_id", "name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("floating_ips", "ip_pool_id")];
     meta!(platform);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![("site_id", Val::opt_text(self.site_id.as_ref())), ("name", Val::text(&self.name))]
+    }
+}
+
+impl Resource for FloatingIp {
+    const TABLE: &'static str = "floating_ips";
+    const KIND: &'static str = "floating IP";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["project_id", "ip_pool_id", "name"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+            ("ip_pool_id", Val::text(&self.ip_pool_id.0)),
+            ("name", Val::text(&self.name)),
+            ("nic_id", Val::opt_text(self.nic_id.as_ref())),
+        ]
     }
 }
 
@@ -245,6 +264,14 @@ impl Tx {
         sql.cond("last_addr >=", Val::Int(Some(i64::from(first))));
         sql.push(" ORDER BY first_addr LIMIT 1");
         Ok(named_ranges(&self.fetch(sql).await?)?.into_iter().next())
+    }
+
+    /// The addresses a pool has given out, ascending.
+    pub async fn pool_addresses(&mut self, pool_id: &str) -> Result<Vec<i64>, StoreError> {
+        let mut sql = Sql::new("SELECT address FROM floating_ips WHERE 1=1");
+        sql.cond("ip_pool_id =", Val::text(pool_id));
+        sql.push(" ORDER BY address");
+        ints(&self.fetch(sql).await?, "address")
     }
 
     /// The subnet indexes a VPC uses, ascending.

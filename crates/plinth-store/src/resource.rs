@@ -95,6 +95,7 @@ impl Resource for Project {
         ("placement_groups", "project_id"),
         ("vpcs", "project_id"),
         ("images", "project_id"),
+        ("floating_ips", "project_id"),
     ];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {

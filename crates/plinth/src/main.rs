@@ -129,6 +129,9 @@ enum Command {
     /// IP pools: public IPv4 ranges for floating and SNAT addresses (operators).
     #[command(subcommand)]
     IpPool(network::IpPoolCmd),
+    /// Floating IPs: public addresses a project holds.
+    #[command(subcommand)]
+    FloatingIp(network::FloatingIpCmd),
     /// Subnets of VPCs.
     #[command(subcommand)]
     Subnet(network::SubnetCmd),
@@ -222,6 +225,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::PlacementGroup(c) => c.run(&client(&cli)?, o).await,
         Command::Vpc(c) => c.run(&client(&cli)?, o).await,
         Command::IpPool(c) => c.run(&client(&cli)?, o).await,
+        Command::FloatingIp(c) => c.run(&client(&cli)?, o).await,
         Command::Subnet(c) => c.run(&client(&cli)?, o).await,
         Command::Nic(c) => c.run(&client(&cli)?, o).await,
         Command::SecurityGroup(c) => c.run(&client(&cli)?, o).await,

@@ -2,7 +2,7 @@
 //! host: VPC, subnet, security group and rule, NIC create with a chosen address, an
 //! instance created with `--nic subnet=…,ip=…,sg=…`, a NIC attached to and detached from
 //! the stopped instance, and refusals (a taken address, a subnet still in use) shown with
-//! their problem codes; and IP pools. Everything is named by name.
+//! their problem codes; and IP pools with a floating IP. Everything is named by name.
 
 mod common;
 
@@ -114,6 +114,11 @@ fn networking_by_name() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("ip_pool_overlap") && stderr(&out).contains("public"), "{}", stderr(&out));
     assert_eq!(ok(&profile, None, &["ip-pool", "get", "public"])["id"], pool["id"]);
+    let fip = ok(&profile, None, &["floating-ip", "create", "web-ip", "--project", "web"]);
+    assert_eq!(fip["address"], "198.51.100.10", "the lowest free address of the only pool: {fip}");
+    let listed = ok(&profile, None, &["floating-ip", "list", "--project", "web"]);
+    assert_eq!(listed["items"][0]["id"], fip["id"]);
+    ok(&profile, None, &["floating-ip", "delete", "web-ip"]);
     ok(&profile, None, &["ip-pool", "delete", "public"]);
     assert_eq!(ok(&profile, None, &["ip-pool", "list"])["items"].as_array().unwrap().len(), 0);
 }

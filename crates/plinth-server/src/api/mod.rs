@@ -6,6 +6,7 @@ pub mod agent;
 pub mod audit;
 pub mod capacity;
 pub mod console;
+pub mod floating_ips;
 pub mod health;
 pub mod host_ops;
 pub mod hosts;

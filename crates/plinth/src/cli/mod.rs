@@ -61,7 +61,7 @@ macro_rules! ids {
 }
 
 ids!(named: Tenants, Projects, Users, Tokens, Sites, Racks, Hosts, Shapes, Images, Instances, PlacementGroups, Budgets,
-    Vpcs, Subnets, Nics, SecurityGroups, IpPools;
+    Vpcs, Subnets, Nics, SecurityGroups, IpPools, FloatingIps;
     plain: RoleBindings, JoinTokens, Operations, Invoices, PriceBooks);
 
 /// Says on stderr which filters matched nothing, when a filtered list came back empty.

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use plinth_api::*;
 use plinth_client::resolve::{resolve, resolve_in, resolve_opt};
-use plinth_client::{Client, Instances, IpPools, Nics, Projects, SecurityGroups, Subnets, Vpcs};
+use plinth_client::{Client, FloatingIps, Instances, IpPools, Nics, Projects, SecurityGroups, Subnets, Vpcs};
 
 /// A VPC named by id, or by name (within `project` when given).
 async fn vpc_id(c: &Client, given: &str, project: Option<&str>) -> Result<String> {
@@ -91,6 +91,61 @@ impl VpcCmd {
                 create::<Vpcs>(c, o, &body).await
             }
             VpcCmd::Delete { id } => delete::<Vpcs>(c, id, None).await,
+        }
+    }
+}
+
+/// Floating IPs: public addresses a project holds, from an IP pool.
+#[derive(Subcommand, Debug)]
+pub enum FloatingIpCmd {
+    /// List them.
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+        /// Only this project's (id or name).
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show one (id or name).
+    Get { id: String },
+    /// Allocate one: the lowest free address of the pool.
+    Create {
+        name: String,
+        /// Project id or name.
+        #[arg(long)]
+        project: String,
+        /// IP pool id or name (default: the only pool).
+        #[arg(long)]
+        pool: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Release one (its address goes back to the pool).
+    Delete { id: String },
+}
+
+impl FloatingIpCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "project_id", "name", "address", "state", "nic_id"];
+        match self {
+            FloatingIpCmd::List { page, project } => {
+                let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
+                let f = FloatingIpFilter { project_id: project_id.clone(), ..FloatingIpFilter::default() };
+                let d = c.list::<FloatingIps>(&page.page(), &f).await?;
+                none_match("floating IPs", &d, &[("project", project_id)]);
+                o.list(&d, COLUMNS)
+            }
+            FloatingIpCmd::Get { id } => get::<FloatingIps>(c, o, id).await,
+            FloatingIpCmd::Create { name, project, pool, description } => {
+                let body = FloatingIpCreate {
+                    project_id: ProjectId(resolve::<Projects>(c, project).await?),
+                    name: name.clone(),
+                    description: description.clone(),
+                    ip_pool_id: resolve_opt::<IpPools>(c, pool.as_deref()).await?.map(IpPoolId),
+                };
+                create::<FloatingIps>(c, o, &body).await
+            }
+            FloatingIpCmd::Delete { id } => delete::<FloatingIps>(c, id, None).await,
         }
     }
 }

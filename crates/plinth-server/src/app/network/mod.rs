@@ -3,6 +3,7 @@
 //! that alters what a host must hold tells the data plane in its own transaction
 //! ([`network_changed`]); what each host is then told is `dataplane`'s (the lead's) job.
 
+pub mod floating_ips;
 pub mod ip_pools;
 pub mod nics;
 pub mod security_groups;
