@@ -4,12 +4,15 @@
 use plinth_api::{Instance, Lifecycle};
 
 /// The fixed quota resources; GPUs are `gpus:<class>`.
-pub const RESOURCES: [&str; 6] = ["instances", "vcpus", "memory_mib", "disk_gib", VPCS, NETWORK_INTERFACES];
+pub const RESOURCES: [&str; 7] =
+    ["instances", "vcpus", "memory_mib", "disk_gib", VPCS, NETWORK_INTERFACES, FLOATING_IPS];
 
 /// Quota resource: VPCs (the project's default one included).
 pub const VPCS: &str = "vpcs";
 /// Quota resource: network interfaces (those an instance's create makes included).
 pub const NETWORK_INTERFACES: &str = "network_interfaces";
+/// Quota resource: floating IPs (public addresses held, attached or not).
+pub const FLOATING_IPS: &str = "floating_ips";
 
 /// Whether `name` is a quota resource (`instances`, …, or `gpus:<class>`).
 pub fn is_resource(name: &str) -> bool {

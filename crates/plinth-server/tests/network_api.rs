@@ -565,6 +565,28 @@ async fn quotas(srv: &TestServer) {
     // A deleted NIC gives its count back.
     srv.delete(&format!("/v1/network-interfaces/{}", id(&a))).token(&tok).send().await.ok(204);
     nic(srv, &tok, json!({ "subnet_id": id(&s), "name": "c" })).await.ok(201);
+
+    // Floating IPs count too, and a released one gives its count back.
+    srv.post("/v1/ip-pools")
+        .token(&srv.operator)
+        .json(&json!({ "name": "quota-pool", "ipv4_cidr": "198.51.100.0/28" }))
+        .send()
+        .await
+        .ok(201);
+    srv.put("/v1/quotas")
+        .token(&srv.operator)
+        .json(&json!({ "scope_id": project, "limits": { "vpcs": 1, "network_interfaces": 2, "floating_ips": 1 } }))
+        .send()
+        .await
+        .ok(200);
+    let fip =
+        |name: &str| srv.post("/v1/floating-ips").token(&tok).json(&json!({ "project_id": project, "name": name }));
+    let one = fip("one").send().await.ok(201);
+    let p = fip("two").send().await.problem(409, "quota_exceeded");
+    assert_eq!(p["constraint"]["resource"], "floating_ips");
+    assert_eq!(srv.list_all(&tok, "/v1/floating-ips").await.len(), 1, "the refused one wrote nothing");
+    srv.delete(&format!("/v1/floating-ips/{}", id(&one))).token(&tok).send().await.ok(204);
+    fip("two").send().await.ok(201);
 }
 
 /// A shape, a host and the public image, for instance creates.

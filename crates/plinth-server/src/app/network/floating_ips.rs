@@ -1,7 +1,8 @@
 //! Floating IPs: public IPv4 addresses a project holds, each allocated from an IP pool in
 //! the create's own transaction (the pool's row locked, the lowest free address of its
 //! range taken; unique platform-wide). Create, list, get, change the description, release
-//! (not while attached). Attaching to a NIC comes with the VPC router.
+//! (not while attached), each counted against the `floating_ips` quota. Attaching to a
+//! NIC comes with the VPC router.
 
 use super::{require_write, writable_project};
 use crate::app::{AppState, Caller, Error, Paging, Result, reference};
@@ -9,7 +10,7 @@ use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::authz::Scope;
 use plinth_domain::network::cidr::{addr_text, lowest_free_number, parse_addr};
-use plinth_domain::validate;
+use plinth_domain::{quota, validate};
 use plinth_store::Val;
 use serde_json::json;
 
@@ -47,6 +48,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: FloatingIpCreate) -> Resu
         .with_constraint(json!({ "field": "ip_pool_id", "rule": "free-address", "ip_pool_id": pool.id,
             "size": pool.size }))
     })?;
+    super::charge(&mut tx, &project.tenant_id, &project.id, quota::FLOATING_IPS, 1).await?;
     let now = Utc::now();
     let fip = FloatingIp {
         id: FloatingIpId::generate(),
@@ -106,10 +108,13 @@ pub async fn update(
         .await?)
 }
 
-/// Release a floating IP (its address goes back to the pool); refused while attached.
+/// Release a floating IP (its address goes back to the pool, its count to the quota);
+/// refused while attached.
 pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<()> {
-    let f: FloatingIp = st.store.get(&caller.scope(), id).await?;
+    let mut tx = st.store.begin().await?;
+    let f: FloatingIp = tx.get(&caller.scope(), id).await?;
     require_write(caller, &f.tenant_id, &f.project_id, "releasing floating IPs in this project")?;
+    super::check_generation(&f, if_match)?;
     if let Some(nic) = &f.nic_id {
         return Err(Error::conflict(
             "floating_ip_attached",
@@ -117,6 +122,9 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
         )
         .with_constraint(json!({ "rule": "detached", "nic_id": nic })));
     }
-    st.store.delete::<FloatingIp>(&caller.scope(), id, if_match, &caller.audit()).await?;
+    tx.remove::<FloatingIp>(id).await?;
+    super::charge(&mut tx, &f.tenant_id, &f.project_id, quota::FLOATING_IPS, -1).await?;
+    tx.audit(&caller.audit(), id, Some(f.tenant_id.as_str()), 204).await?;
+    tx.commit().await?;
     Ok(())
 }

@@ -37,6 +37,20 @@ pub(crate) fn require_write(caller: &Caller, tenant: &TenantId, project: &Projec
     if caller.principal.can_write_in(tenant, Some(project)) { Ok(()) } else { Err(Error::forbidden(what)) }
 }
 
+/// Refuses a change whose `If-Match` names another generation than the object's.
+pub(crate) fn check_generation<T: plinth_store::Resource>(obj: &T, if_match: Option<i64>) -> Result<()> {
+    match if_match {
+        Some(want) if want != obj.generation() => Err(StoreError::GenerationMismatch {
+            kind: T::KIND,
+            id: obj.id().to_string(),
+            expected: want,
+            current: obj.generation(),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// A free VNI from the platform-wide space, taken for `owner` in `tx`. Random in
 /// `VNI_MIN..=VNI_MAX`, retried on a taken one (the space is 16.7 million wide).
 pub(crate) async fn allocate_vni(tx: &mut Tx, owner: &str) -> Result<u32> {

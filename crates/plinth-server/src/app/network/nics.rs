@@ -10,7 +10,7 @@ use plinth_api::*;
 use plinth_domain::network::cidr::{addr_text, lowest_free_number, parse_addr};
 use plinth_domain::network::{Cidr, locally_administered_mac, parse_mac};
 use plinth_domain::{quota, validate};
-use plinth_store::{StoreError, Tx, Val};
+use plinth_store::{Tx, Val};
 use serde_json::json;
 
 /// Highest port number (packet mark) of a NIC within its VPC.
@@ -242,17 +242,7 @@ async fn nic_for_change(tx: &mut Tx, caller: &Caller, id: &str, if_match: Option
     require_write(caller, &peek.tenant_id, &peek.project_id, "changing network interfaces in this project")?;
     let _vpc: Vpc = tx.get(&caller.scope(), peek.vpc_id.as_str()).await?;
     let nic: NetworkInterface = tx.get(&caller.scope(), id).await?;
-    if let Some(want) = if_match
-        && want != nic.generation
-    {
-        return Err(StoreError::GenerationMismatch {
-            kind: "network interface",
-            id: id.to_string(),
-            expected: want,
-            current: nic.generation,
-        }
-        .into());
-    }
+    super::check_generation(&nic, if_match)?;
     Ok(nic)
 }
 

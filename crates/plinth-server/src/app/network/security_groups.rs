@@ -9,7 +9,7 @@ use chrono::Utc;
 use plinth_api::*;
 use plinth_domain::network::validate_rule;
 use plinth_domain::validate;
-use plinth_store::{StoreError, Tx};
+use plinth_store::Tx;
 use serde_json::json;
 
 /// Most rules one group may hold.
@@ -154,24 +154,11 @@ async fn group_for_change(tx: &mut Tx, caller: &Caller, id: &str, what: &str) ->
     Ok(tx.get(&caller.scope(), id).await?)
 }
 
-fn check_generation(g: &SecurityGroup, if_match: Option<i64>) -> Result<()> {
-    match if_match {
-        Some(want) if want != g.generation => Err(StoreError::GenerationMismatch {
-            kind: "security group",
-            id: g.id.to_string(),
-            expected: want,
-            current: g.generation,
-        }
-        .into()),
-        _ => Ok(()),
-    }
-}
-
 /// Delete a security group nothing uses.
 pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<()> {
     let mut tx = st.store.begin().await?;
     let g = group_for_change(&mut tx, caller, id, "deleting security groups in this project").await?;
-    check_generation(&g, if_match)?;
+    super::check_generation(&g, if_match)?;
     if g.is_default {
         return Err(Error::conflict(
             "default_security_group",
@@ -213,7 +200,7 @@ pub async fn add_rule(
     validate_rule("", &b)?;
     let mut tx = st.store.begin().await?;
     let mut g = group_for_change(&mut tx, caller, id, "changing security groups in this project").await?;
-    check_generation(&g, if_match)?;
+    super::check_generation(&g, if_match)?;
     if g.rules.len() >= MAX_RULES_PER_GROUP {
         return Err(too_many_rules());
     }
@@ -232,7 +219,7 @@ pub async fn add_rule(
 pub async fn remove_rule(st: &AppState, caller: &Caller, id: &str, rule_id: &str, if_match: Option<i64>) -> Result<()> {
     let mut tx = st.store.begin().await?;
     let mut g = group_for_change(&mut tx, caller, id, "changing security groups in this project").await?;
-    check_generation(&g, if_match)?;
+    super::check_generation(&g, if_match)?;
     let Some(pos) = g.rules.iter().position(|r| r.id.as_str() == rule_id) else {
         return Err(Error::not_found("security group rule", rule_id));
     };

@@ -154,17 +154,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     // The VPC first, like every NIC create: one order of locks.
     let _vpc: Vpc = tx.get(&caller.scope(), peek.vpc_id.as_str()).await?;
     let s: Subnet = tx.get(&caller.scope(), id).await?;
-    if let Some(g) = if_match
-        && g != s.generation
-    {
-        return Err(StoreError::GenerationMismatch {
-            kind: "subnet",
-            id: id.to_string(),
-            expected: g,
-            current: s.generation,
-        }
-        .into());
-    }
+    super::check_generation(&s, if_match)?;
     let nics = tx.subnet_nics(id).await?;
     if !nics.is_empty() {
         let names: Vec<String> = nics.iter().map(|n| format!("{} ({})", n.name, n.id)).collect();

@@ -136,17 +136,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     let mut tx = st.store.begin().await?;
     let v: Vpc = tx.get(&caller.scope(), id).await?;
     require_write(caller, &v.tenant_id, &v.project_id, "deleting VPCs in this project")?;
-    if let Some(g) = if_match
-        && g != v.generation
-    {
-        return Err(plinth_store::StoreError::GenerationMismatch {
-            kind: "vpc",
-            id: id.to_string(),
-            expected: g,
-            current: v.generation,
-        }
-        .into());
-    }
+    super::check_generation(&v, if_match)?;
     let (subnets, groups, nics) = tx.vpc_children(id).await?;
     if subnets > 0 || groups > 0 || nics > 0 {
         return Err(Error::conflict(
