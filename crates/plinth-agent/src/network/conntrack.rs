@@ -7,10 +7,12 @@
 //! table held the prober's many attempts, and cutting the 100 NICs of a group took 1.4 s
 //! (the next change waited behind it). The dump here costs the kernel's walk only.
 //!
-//! Messages are built and read by hand: a netfilter message is the netlink header, a
-//! 4-byte `nfgenmsg` and attributes; only the tuples' IPv4 addresses are read.
+//! Messages are built by hand (a netfilter message is the netlink header, a 4-byte
+//! `nfgenmsg` and attributes) and their attributes walked with `netlink-packet-core`'s
+//! iterator; only the tuples' IPv4 addresses are read.
 
-use super::rtnl::{NLMSG_ERROR, answer, error_code, messages, socket_in};
+use super::rtnl::{answer, error_code, messages, socket_in};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NlasIterator};
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -18,11 +20,6 @@ use std::net::Ipv4Addr;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 /// `CTA_TUPLE_ORIG`, `CTA_TUPLE_REPLY`, `CTA_ZONE`.
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -102,20 +99,17 @@ fn send(sock: &Socket, msg: u16, flags: u16, seq: u32, attrs: &[u8]) -> Result<(
     sock.send(&buf, 0).map(drop).map_err(|e| format!("ctnetlink: {e}"))
 }
 
-/// The attributes of a list: (type without flags, the whole attribute, its value).
+/// The attributes of a list, up to a malformed one: (type without flags, the whole
+/// attribute, its value).
 fn attributes(data: &[u8]) -> Vec<(u16, &[u8], &[u8])> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + 4 <= data.len() {
-        let len = u16::from_ne_bytes([data[off], data[off + 1]]) as usize;
-        if len < 4 || off + len > data.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([data[off + 2], data[off + 3]]) & NLA_TYPE_MASK;
-        out.push((kind, &data[off..off + len], &data[off + 4..off + len]));
-        off += (len + 3) & !3;
-    }
-    out
+    NlasIterator::new(data)
+        .map_while(Result::ok)
+        .map(|nla| {
+            let (kind, len) = (nla.kind(), usize::from(nla.length()));
+            let whole = &nla.into_inner()[..len];
+            (kind, whole, &whole[4..])
+        })
+        .collect()
 }
 
 /// The IPv4 source and destination of a tuple attribute's value.

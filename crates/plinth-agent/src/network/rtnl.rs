@@ -12,8 +12,8 @@
 //! know yet cannot fail a change.
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_ERROR, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
@@ -26,8 +26,6 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 use std::net::Ipv4Addr;
 
-/// `NLMSG_ERROR`: an ACK (code 0) or a refusal.
-pub(super) const NLMSG_ERROR: u16 = 2;
 /// `RTM_NEWLINK`: a link, as the kernel answers a `RTM_GETLINK`.
 const RTM_NEWLINK: u16 = 16;
 
