@@ -171,14 +171,30 @@ pub struct GroupInput {
 }
 
 impl GroupInput {
-    fn of(g: &SecurityGroupSpec, groups: &[SecurityGroupSpec]) -> GroupInput {
-        let remote_members = g
-            .rules
+    /// The members each remote-group rule of `g` names, in rule order.
+    fn remote_members<'a>(
+        g: &'a SecurityGroupSpec,
+        groups: &'a [SecurityGroupSpec],
+    ) -> impl Iterator<Item = impl Iterator<Item = &'a String>> {
+        g.rules
             .iter()
             .filter_map(|r| r.remote_group_id.as_ref())
-            .map(|rg| groups.iter().filter(|o| o.security_group_id == *rg).flat_map(|o| o.members.clone()).collect())
-            .collect();
+            .map(move |rg| groups.iter().filter(move |o| o.security_group_id == *rg).flat_map(|o| o.members.iter()))
+    }
+
+    fn of(g: &SecurityGroupSpec, groups: &[SecurityGroupSpec]) -> GroupInput {
+        let remote_members = Self::remote_members(g, groups).map(|m| m.cloned().collect()).collect();
         GroupInput { rules: g.rules.clone(), remote_members }
+    }
+
+    /// Whether this is the input of `g` now (compared in place: a render that reuses the
+    /// group copies none of its rules).
+    fn is_of(&self, g: &SecurityGroupSpec, groups: &[SecurityGroupSpec]) -> bool {
+        self.rules == g.rules && {
+            let mut now = Self::remote_members(g, groups);
+            self.remote_members.iter().all(|kept| now.next().is_some_and(|m| m.eq(kept.iter())))
+                && now.next().is_none()
+        }
     }
 }
 
@@ -312,10 +328,9 @@ pub fn render(plan: &VpcPlan, prior: Option<&Ruleset>) -> Ruleset {
     // Groups: a group whose rules (and the members its remote-group rules name) are those
     // of the last render is not rendered again.
     for (k, g) in groups.iter().enumerate() {
-        let input = GroupInput::of(g, groups);
         let rendered = match prior.and_then(|p| p.groups.get(&g.security_group_id)) {
-            Some(r) if r.input == input => r.clone(),
-            _ => Arc::new(render_group(g, groups, input)),
+            Some(r) if r.input.is_of(g, groups) => r.clone(),
+            _ => Arc::new(render_group(g, groups, GroupInput::of(g, groups))),
         };
         for (suffix, elems) in &rendered.elements {
             let set = format!("inet g{k}_{suffix}");
