@@ -24,6 +24,11 @@ fn decode<T: serde::de::DeserializeOwned>(table: &'static str, doc: &str) -> Res
     serde_json::from_str(doc).map_err(|source| StoreError::Corrupt { table, source })
 }
 
+/// A packed listing of `table` that does not read as written (`what`: the part).
+fn malformed(table: &'static str, what: &str) -> StoreError {
+    StoreError::Corrupt { table, source: serde::de::Error::custom(format!("a packed listing: {what}")) }
+}
+
 fn opt_host(r: &AnyRow, col: &str) -> Result<Option<HostId>, StoreError> {
     Ok(r.try_get::<Option<String>, _>(col)?.map(HostId))
 }
@@ -75,10 +80,7 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(host_id.to_string()).fetch_one(&self.read).await?;
         let generation: Option<i64> = row.try_get("generation")?;
         let (vpcs, vteps): (Option<String>, Option<String>) = (row.try_get("vpcs")?, row.try_get("vteps")?);
-        let bad = |what: &str| StoreError::Corrupt {
-            table: "vpcs/host_networks",
-            source: serde::de::Error::custom(format!("a host's network listing: {what}")),
-        };
+        let bad = |what: &str| malformed("vpcs/host_networks", what);
         let mut list = Vec::new();
         for f in unpack(vpcs.as_deref()) {
             let [id, version] = f[..] else { return Err(bad("field count")) };
@@ -130,10 +132,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let bad = |what: &str| StoreError::Corrupt {
-            table: "vpcs",
-            source: serde::de::Error::custom(format!("a VPC's rows: {what}")),
-        };
+        let bad = |what: &str| malformed("vpcs", what);
         let vpc: Vpc = decode("vpcs", &row.try_get::<String, _>("doc")?)?;
         let firewall_generation: i64 = row.try_get("firewall_generation")?;
         let data_version: i64 = row.try_get("data_version")?;

@@ -251,7 +251,7 @@ impl Tx {
     /// lock; SQLite's writer is already one at a time), so an overlap check and the insert
     /// it allows are one step.
     pub async fn lock_ip_pools(&mut self) -> Result<(), StoreError> {
-        if self.lock().is_empty() {
+        if self.backend != crate::store::Backend::Postgres {
             return Ok(());
         }
         self.fetch(Sql::new("SELECT pg_advisory_xact_lock(7480002)")).await.map(drop)

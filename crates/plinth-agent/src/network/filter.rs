@@ -192,8 +192,7 @@ impl GroupInput {
     fn is_of(&self, g: &SecurityGroupSpec, groups: &[SecurityGroupSpec]) -> bool {
         self.rules == g.rules && {
             let mut now = Self::remote_members(g, groups);
-            self.remote_members.iter().all(|kept| now.next().is_some_and(|m| m.eq(kept.iter())))
-                && now.next().is_none()
+            self.remote_members.iter().all(|kept| now.next().is_some_and(|m| m.eq(kept.iter()))) && now.next().is_none()
         }
     }
 }

@@ -10,6 +10,7 @@ use plinth_domain::authz::Scope;
 use plinth_domain::network::Cidr;
 use plinth_domain::network::cidr::{addr_text, parse_addr};
 use plinth_domain::validate;
+use plinth_store::Val;
 use serde_json::json;
 
 /// The widest block a pool may name.
@@ -101,10 +102,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: IpPoolCreate) -> Result<I
         created_at: now,
         updated_at: now,
     };
-    let extra = [
-        ("first_addr", plinth_store::Val::Int(Some(i64::from(first)))),
-        ("last_addr", plinth_store::Val::Int(Some(i64::from(last)))),
-    ];
+    let extra = [("first_addr", Val::Int(Some(i64::from(first)))), ("last_addr", Val::Int(Some(i64::from(last))))];
     tx.insert(&pool, &extra).await?;
     tx.audit(&caller.audit(), pool.id.as_str(), None, 201).await?;
     tx.commit().await?;
