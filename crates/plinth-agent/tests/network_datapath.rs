@@ -166,6 +166,8 @@ fn spec(generation: i64, h: usize, hosts: &[&Host], nics: &[Nic], groups: &[Secu
             instance_id: None,
             slot: None,
             filter_generation: generation,
+            snat_address: None,
+            floating: vec![],
         })
         .collect();
     let remote: Vec<RemoteNicSpec> = nics
@@ -194,6 +196,7 @@ fn spec(generation: i64, h: usize, hosts: &[&Host], nics: &[Nic], groups: &[Secu
             security_groups: groups.to_vec(),
             remote_nics: remote,
             peers,
+            uplink_gateway: None,
         }],
     }
 }
@@ -288,6 +291,7 @@ fn two_hosts_carry_a_vpc() {
         lab.dirs.push(dir.clone());
         let prefix = format!("{tag}v{i}-");
         let backend = Arc::new(LinuxBridge::new(LinuxBridgeConfig {
+            provider_bridge: None,
             underlay_ip: underlay.clone(),
             netns_prefix: prefix.clone(),
             state_dir: dir.clone(),
@@ -631,6 +635,7 @@ fn two_hosts_carry_a_vpc() {
     let restarted = Host {
         ns: hosts[0].ns.clone(),
         backend: Arc::new(LinuxBridge::new(LinuxBridgeConfig {
+            provider_bridge: None,
             underlay_ip: hosts[0].underlay.clone(),
             netns_prefix: hosts[0].prefix.clone(),
             state_dir: lab.dirs[0].clone(),

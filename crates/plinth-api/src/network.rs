@@ -144,6 +144,12 @@ pub struct IpPool {
     pub last: String,
     /// Addresses in the range.
     pub size: u32,
+    /// The provider router's address on the pool's link, outside the range: each VPC
+    /// router holding an address of the pool routes to the internet through it (`None`:
+    /// routes out through the uplink itself, for a provider that answers ARP for every
+    /// address it routes).
+    #[serde(default)]
+    pub gateway: Option<String>,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -166,6 +172,9 @@ pub struct IpPoolCreate {
     /// The range's last address (default: the block's last host address).
     #[serde(default)]
     pub last: Option<String>,
+    /// The provider router's address: inside the block, outside the range.
+    #[serde(default)]
+    pub gateway: Option<String>,
 }
 
 /// Body of `PATCH /v1/ip-pools/{id}`.
@@ -194,7 +203,9 @@ pub enum FloatingIpState {
     Detaching,
 }
 
-/// A public IPv4 address a project holds, allocated from an IP pool.
+/// A public IPv4 address a project holds, allocated from an IP pool. Attached to a NIC,
+/// the internet reaches the NIC at this address (its security groups decide what passes)
+/// and the NIC's connections to the internet leave from it.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct FloatingIp {
     pub id: FloatingIpId,
@@ -204,8 +215,9 @@ pub struct FloatingIp {
     pub name: String,
     pub description: String,
     pub address: String,
-    /// The NIC it is attached to.
+    /// The NIC it is attached to (or, while `detaching`, was attached to).
     pub nic_id: Option<NicId>,
+    /// `attaching`/`detaching` until the NIC's host has applied the change.
     pub state: FloatingIpState,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
@@ -232,6 +244,14 @@ pub struct FloatingIpUpdate {
     pub description: Option<String>,
 }
 
+/// Body of `POST /v1/floating-ips/{id}/attach`: attach to a NIC of the same project, or
+/// move there from the NIC it is attached to (one transaction).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpAttach {
+    pub nic_id: NicId,
+}
+
 /// Filters of `GET /v1/floating-ips`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -240,6 +260,28 @@ pub struct FloatingIpFilter {
     pub ip_pool_id: Option<String>,
     /// Only the floating IP of this name (unique within a project).
     pub name: Option<String>,
+    /// Only those attached (or attaching) to this NIC.
+    pub nic_id: Option<String>,
+}
+
+/// How a NIC reaches beyond its VPC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalAccess {
+    /// Its connections to the internet leave from a public address of its own (its SNAT
+    /// address, allocated from an IP pool; or its first floating IP); nothing from the
+    /// internet reaches it except replies, unless through a floating IP.
+    Snat,
+    /// Private: no route beyond the VPC except through a floating IP attached to it.
+    #[default]
+    None,
+}
+
+/// A floating IP as the NIC it is attached to shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct NicFloatingIp {
+    pub id: FloatingIpId,
+    pub address: String,
 }
 
 /// Where a NIC is on its way to carrying traffic.
@@ -271,12 +313,21 @@ pub enum NicComponent {
     Filter,
     /// Its subnet's DHCP server holds the NIC's static entry.
     Dhcp,
+    /// Its public addresses (SNAT, floating) are on its VPC router's uplink on its host,
+    /// with their address translation (trivially applied for a NIC without any).
+    Nat,
 }
 
 impl NicComponent {
     /// Every component, in the order a data path is built.
-    pub const ALL: [NicComponent; 5] =
-        [NicComponent::Tap, NicComponent::BridgePort, NicComponent::Fdb, NicComponent::Filter, NicComponent::Dhcp];
+    pub const ALL: [NicComponent; 6] = [
+        NicComponent::Tap,
+        NicComponent::BridgePort,
+        NicComponent::Fdb,
+        NicComponent::Filter,
+        NicComponent::Dhcp,
+        NicComponent::Nat,
+    ];
 
     /// The component's wire name.
     pub fn as_str(self) -> &'static str {
@@ -286,6 +337,7 @@ impl NicComponent {
             NicComponent::Fdb => "fdb",
             NicComponent::Filter => "filter",
             NicComponent::Dhcp => "dhcp",
+            NicComponent::Nat => "nat",
         }
     }
 }
@@ -323,6 +375,17 @@ pub struct NetworkInterface {
     pub security_group_ids: Vec<SecurityGroupId>,
     /// Anti-spoofing: the guest may send only from this NIC's MAC and address.
     pub port_security: bool,
+    /// How it reaches beyond the VPC (`none` for NICs made before it existed).
+    #[serde(default)]
+    pub external_access: ExternalAccess,
+    /// Its SNAT address (with `external_access: snat`): the source the internet sees of
+    /// its connections when no floating IP is attached.
+    #[serde(default)]
+    pub snat_address: Option<String>,
+    /// Floating IPs attached to it, oldest first (the first is the source of its
+    /// connections to the internet).
+    #[serde(default)]
+    pub floating_ips: Vec<NicFloatingIp>,
     pub state: NicState,
     /// The host that carries it (its instance's host).
     pub host_id: Option<HostId>,
@@ -369,6 +432,10 @@ pub struct NetworkInterfaceCreate {
     /// Anti-spoofing (default on).
     #[serde(default)]
     pub port_security: Option<bool>,
+    /// `snat` (the default when an IP pool has a free address: the NIC gets an SNAT
+    /// address; asked for explicitly and none is free, the create is refused) or `none`.
+    #[serde(default)]
+    pub external_access: Option<ExternalAccess>,
     /// Operators only: bind the NIC to this host without an instance (Neutron's
     /// `binding:host_id`). The host plugs it as `plug` says.
     #[serde(default)]
@@ -389,6 +456,9 @@ pub struct NetworkInterfaceUpdate {
     /// Replaces the NIC's groups (same VPC, at least one).
     pub security_group_ids: Option<Vec<SecurityGroupId>>,
     pub port_security: Option<bool>,
+    /// `snat` allocates an SNAT address (refused when no pool has one free); `none`
+    /// releases it.
+    pub external_access: Option<ExternalAccess>,
 }
 
 /// Filters of `GET /v1/network-interfaces`.
@@ -421,6 +491,9 @@ pub struct InstanceNetworkInterface {
     /// For a new NIC: anti-spoofing (default on).
     #[serde(default)]
     pub port_security: Option<bool>,
+    /// For a new NIC: `snat` or `none` (as for `POST /v1/network-interfaces`).
+    #[serde(default)]
+    pub external_access: Option<ExternalAccess>,
 }
 
 /// Body of `POST /v1/instances/{id}/network-interfaces` (the instance must be stopped).
@@ -572,6 +645,11 @@ pub struct VpcSpec {
     /// Underlay addresses (VTEPs) of the other hosts with a NIC of the VPC: head-end
     /// replication targets for broadcast and unknown traffic.
     pub peers: Vec<String>,
+    /// Where the VPC router on this host sends traffic for the internet: the gateway of
+    /// the IP pool of its local NICs' public addresses (`None` with public addresses:
+    /// out of the uplink directly). Meaningful only when a local NIC has one.
+    #[serde(default)]
+    pub uplink_gateway: Option<String>,
 }
 
 /// One subnet of a VPC on a host.
@@ -615,6 +693,12 @@ pub struct NicSpec {
     pub slot: Option<u8>,
     /// The NIC's filter generation (reported back once loaded).
     pub filter_generation: i64,
+    /// Its SNAT address, if any.
+    #[serde(default)]
+    pub snat_address: Option<String>,
+    /// Its floating IPs' addresses, the first the source of its internet traffic.
+    #[serde(default)]
+    pub floating: Vec<String>,
 }
 
 /// How a NIC's port device is made.

@@ -5,7 +5,7 @@
 
 use crate::client::{Client, Doc};
 use crate::error::Result;
-use crate::resources::{Hosts, Images, Instances, Invoices, Operations, SecurityGroups, Tokens, one};
+use crate::resources::{FloatingIps, Hosts, Images, Instances, Invoices, Operations, SecurityGroups, Tokens, one};
 use plinth_api::*;
 use serde::Serialize;
 
@@ -93,6 +93,16 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// `POST /v1/floating-ips/{id}/attach`: attach to a NIC, or move there.
+    pub async fn attach_floating_ip(&self, id: &str, body: &FloatingIpAttach) -> Result<Doc<FloatingIp>> {
+        self.post(&format!("{}/attach", one::<FloatingIps>(id)), body).await
+    }
+
+    /// `POST /v1/floating-ips/{id}/detach`.
+    pub async fn detach_floating_ip(&self, id: &str) -> Result<Doc<FloatingIp>> {
+        self.post(&format!("{}/detach", one::<FloatingIps>(id)), &Empty {}).await
     }
 
     /// `POST /v1/security-groups/{id}/rules`.

@@ -33,6 +33,22 @@ pub struct VpcRows {
     pub nics: Vec<NicRow>,
     /// Every group of the VPC, rules filled in (shared, as the NICs' documents are).
     pub groups: Vec<std::sync::Arc<SecurityGroup>>,
+    /// Every IP pool's range (first and last address as integers) and gateway: where a VPC
+    /// router sends internet traffic depends on the pool of its public addresses.
+    pub pool_gateways: Vec<(u32, u32, Option<String>)>,
+}
+
+/// A NIC's public addresses: its floating IPs (oldest first), then its SNAT address.
+pub fn public_addresses(nic: &NetworkInterface) -> impl Iterator<Item = &String> {
+    nic.floating_ips.iter().map(|f| &f.address).chain(nic.snat_address.iter())
+}
+
+/// The gateway of the pool holding the first public address of `nics` (`None`: none has
+/// one, or its pool has no gateway).
+fn uplink_gateway<'a>(nics: impl Iterator<Item = &'a NicRow>, pools: &[(u32, u32, Option<String>)]) -> Option<String> {
+    let first = nics.flat_map(|n| public_addresses(&n.nic)).next()?;
+    let a = u32::from(first.parse::<std::net::Ipv4Addr>().ok()?);
+    pools.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&a)).and_then(|(_, _, g)| g.clone())
 }
 
 /// The port device of a NIC on its host (≤ 15 bytes: `n` and at most 5 digits).
@@ -112,6 +128,7 @@ pub fn host_spec(
                 vtep: vtep.clone(),
             });
         }
+        let uplink_gateway = uplink_gateway(local.iter().copied(), &v.pool_gateways);
         out.push(VpcSpec {
             vpc_id: v.vpc.id.clone(),
             vni: v.vpc.vni,
@@ -148,11 +165,14 @@ pub fn host_spec(
                     instance_id: n.nic.instance_id.clone(),
                     slot: n.nic.slot,
                     filter_generation: v.firewall_generation,
+                    snat_address: n.nic.snat_address.clone(),
+                    floating: n.nic.floating_ips.iter().map(|f| f.address.clone()).collect(),
                 })
                 .collect(),
             security_groups,
             remote_nics,
             peers: peers.into_iter().collect(),
+            uplink_gateway,
         });
     }
     out.sort_by_key(|v| v.vni);
@@ -257,7 +277,7 @@ mod tests {
     fn unbound_nics_are_pending() {
         let (st, list) = readiness(&NicProgress::default());
         assert_eq!(st, NicState::Pending);
-        assert_eq!(list.len(), 5);
+        assert_eq!(list.len(), NicComponent::ALL.len());
     }
 
     #[test]

@@ -107,6 +107,8 @@ fn parts() -> Parts {
         .routes(routes!(placement_groups::get, placement_groups::delete))
         .routes(routes!(floating_ips::list, floating_ips::create))
         .routes(routes!(floating_ips::get, floating_ips::update, floating_ips::delete))
+        .routes(routes!(floating_ips::attach))
+        .routes(routes!(floating_ips::detach))
         .routes(routes!(ip_pools::list, ip_pools::create))
         .routes(routes!(ip_pools::get, ip_pools::update, ip_pools::delete))
         .routes(routes!(vpcs::list, vpcs::create))

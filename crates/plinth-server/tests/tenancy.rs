@@ -158,6 +158,8 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("GET", "/v1/floating-ips/{id}", "floating_ip_view", OtherTenant(Obj::FloatingIp)),
     ("PATCH", "/v1/floating-ips/{id}", "floating_ip_update", OtherTenant(Obj::FloatingIp)),
     ("DELETE", "/v1/floating-ips/{id}", "floating_ip_delete", OtherTenant(Obj::FloatingIp)),
+    ("POST", "/v1/floating-ips/{id}/attach", "floating_ip_attach", OtherTenant(Obj::FloatingIp)),
+    ("POST", "/v1/floating-ips/{id}/detach", "floating_ip_detach", OtherTenant(Obj::FloatingIp)),
     ("GET", "/v1/vpcs", "vpc_list", TenantList(Obj::Vpc)),
     ("POST", "/v1/vpcs", "vpc_create", OtherTenantRef),
     ("GET", "/v1/vpcs/{id}", "vpc_view", OtherTenant(Obj::Vpc)),
@@ -700,6 +702,8 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
         ("POST", "/v1/floating-ips") => json!({ "project_id": fresh(Obj::Project), "name": "mallory-fip" }),
         ("POST", "/v1/security-groups/{id}/rules") => json!({ "direction": "ingress", "protocol": "any" }),
         ("POST", "/v1/instances/{id}/network-interfaces") => json!({ "nic_id": fresh(Obj::Nic) }),
+        ("POST", "/v1/floating-ips/{id}/attach") => json!({ "nic_id": fresh(Obj::Nic) }),
+        ("POST", "/v1/floating-ips/{id}/detach") => json!({}),
         (
             "PATCH",
             "/v1/vpcs/{id}"

@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "nic_indexes", include_str!("../migrations/0008_nic_indexes.sql")),
     (9, "ip_pools", include_str!("../migrations/0009_ip_pools.sql")),
     (10, "floating_ips", include_str!("../migrations/0010_floating_ips.sql")),
+    (11, "external_access", include_str!("../migrations/0011_external_access.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.

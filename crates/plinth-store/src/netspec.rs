@@ -112,7 +112,8 @@ impl Store {
             "SELECT v.doc AS doc, v.firewall_generation AS firewall_generation, v.data_version AS data_version, \
              (SELECT {} FROM subnets s WHERE s.vpc_id = v.id) AS subnets, \
              (SELECT {} FROM nics n LEFT JOIN instances i ON i.id = n.instance_id WHERE n.vpc_id = v.id) AS nics, \
-             (SELECT {} FROM security_groups g WHERE g.vpc_id = v.id) AS groups \
+             (SELECT {} FROM security_groups g WHERE g.vpc_id = v.id) AS groups, \
+             (SELECT {} FROM ip_pools p) AS pools \
              FROM vpcs v WHERE v.id = $1",
             packed(b, &["CAST(s.idx AS TEXT)", "s.doc"]),
             packed(
@@ -126,6 +127,7 @@ impl Store {
                 ]
             ),
             packed(b, &["g.id", "CAST(g.generation AS TEXT)"]),
+            packed(b, &["CAST(p.first_addr AS TEXT)", "CAST(p.last_addr AS TEXT)", "COALESCE(p.gateway, '')"]),
         );
         let Some(row) =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(vpc_id.to_string()).fetch_optional(&self.read).await?
@@ -160,6 +162,12 @@ impl Store {
             group_list.push((id.to_owned(), generation.parse::<i64>().map_err(|_| bad("group generation"))?));
         }
         group_list.sort();
+        let mut pool_gateways = Vec::new();
+        for f in unpack(row.try_get::<Option<String>, _>("pools")?.as_deref()) {
+            let [first, last, gateway] = f[..] else { return Err(bad("pool field count")) };
+            let n = |t: &str| t.parse::<u32>().map_err(|_| bad("pool range"));
+            pool_gateways.push((n(first)?, n(last)?, Some(gateway.to_owned()).filter(|g| !g.is_empty())));
+        }
 
         // Documents kept from the prior read are reused while their generation stays; the
         // others are read now. Read after the listing, one may be newer than listed (it is
@@ -179,7 +187,7 @@ impl Store {
             .collect();
         let groups =
             group_list.into_iter().filter_map(|(id, g)| known_groups.current(&id, g, &mut fresh_groups)).collect();
-        Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups })))
+        Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups, pool_gateways })))
     }
 
     /// The documents of `ids` in `T`'s table, decoded, by id (one statement per 500).

@@ -87,7 +87,11 @@ impl Resource for IpPool {
     const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("floating_ips", "ip_pool_id")];
     meta!(platform);
     fn columns(&self) -> Vec<(&'static str, Val)> {
-        vec![("site_id", Val::opt_text(self.site_id.as_ref())), ("name", Val::text(&self.name))]
+        vec![
+            ("site_id", Val::opt_text(self.site_id.as_ref())),
+            ("name", Val::text(&self.name)),
+            ("gateway", Val::opt_text(self.gateway.as_ref())),
+        ]
     }
 }
 
@@ -96,7 +100,7 @@ impl Resource for FloatingIp {
     const KIND: &'static str = "floating IP";
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
-    const FILTERS: &'static [&'static str] = &["project_id", "ip_pool_id", "name"];
+    const FILTERS: &'static [&'static str] = &["project_id", "ip_pool_id", "name", "nic_id"];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
@@ -104,7 +108,16 @@ impl Resource for FloatingIp {
             ("project_id", Val::text(&self.project_id.0)),
             ("ip_pool_id", Val::text(&self.ip_pool_id.0)),
             ("name", Val::text(&self.name)),
-            ("nic_id", Val::opt_text(self.nic_id.as_ref())),
+            // The NIC it is attached to, for the data path: a detaching one shows the NIC
+            // it leaves, but no longer translates for it.
+            (
+                "nic_id",
+                Val::opt_text(
+                    self.nic_id
+                        .as_ref()
+                        .filter(|_| matches!(self.state, FloatingIpState::Attaching | FloatingIpState::Attached)),
+                ),
+            ),
         ]
     }
 }
@@ -150,6 +163,7 @@ impl Resource for NetworkInterface {
             ("ipv4", Val::Int(addr_int(&self.ipv4))),
             ("instance_id", Val::opt_text(self.instance_id.as_ref())),
             ("slot", Val::Int(self.slot.map(i64::from))),
+            ("snat_address", Val::Int(self.snat_address.as_deref().and_then(addr_int))),
         ]
     }
 }
@@ -270,6 +284,8 @@ impl Tx {
     pub async fn pool_addresses(&mut self, pool_id: &str) -> Result<Vec<i64>, StoreError> {
         let mut sql = Sql::new("SELECT address FROM floating_ips WHERE 1=1");
         sql.cond("ip_pool_id =", Val::text(pool_id));
+        sql.push(" UNION ALL SELECT n.snat_address AS address FROM nics n JOIN ip_pools p ON n.snat_address BETWEEN p.first_addr AND p.last_addr WHERE 1=1");
+        sql.cond("p.id =", Val::text(pool_id));
         sql.push(" ORDER BY address");
         ints(&self.fetch(sql).await?, "address")
     }
@@ -468,6 +484,43 @@ impl Tx {
         self.write_later(sql, "nics", "network interface").await
     }
 
+    /// Every IP pool's id, by name (the order SNAT addresses are taken from).
+    pub async fn ip_pool_ids(&mut self) -> Result<Vec<String>, StoreError> {
+        let rows = self.fetch(Sql::new("SELECT id FROM ip_pools ORDER BY name")).await?;
+        rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+    }
+
+    /// The host carrying a NIC now (the column the data plane keeps).
+    pub async fn nic_host(&mut self, nic_id: &str) -> Result<Option<String>, StoreError> {
+        let mut sql = Sql::new("SELECT host_id FROM nics WHERE 1=1");
+        sql.cond("id =", Val::text(nic_id));
+        Ok(match self.fetch(sql).await?.first() {
+            Some(r) => r.try_get("host_id")?,
+            None => None,
+        })
+    }
+
+    /// A host's desired network generation now (0 for an unknown host).
+    pub async fn host_desired(&mut self, host_id: &str) -> Result<i64, StoreError> {
+        let mut sql = Sql::new("SELECT desired_generation FROM hosts WHERE 1=1");
+        sql.cond("id =", Val::text(host_id));
+        Ok(match self.fetch(sql).await?.first() {
+            Some(r) => r.try_get("desired_generation")?,
+            None => 0,
+        })
+    }
+
+    /// Sets (or clears) what a floating IP's attach or detach waits for: `host` applying
+    /// network generation `generation`.
+    pub async fn set_floating_barrier(&mut self, id: &str, barrier: Option<(&str, i64)>) -> Result<(), StoreError> {
+        let mut sql = Sql::new("UPDATE floating_ips SET barrier_host = ");
+        let h = sql.arg(Val::opt_text(barrier.map(|b| b.0)));
+        let g = sql.arg(Val::Int(barrier.map(|b| b.1)));
+        sql.push(&format!("{h}, barrier_generation = {g} WHERE 1=1"));
+        sql.cond("id =", Val::text(id));
+        self.write_later(sql, "floating_ips", "floating IP").await
+    }
+
     /// Deletes a NIC's row with its memberships.
     pub async fn remove_nic(&mut self, nic_id: &str) -> Result<(), StoreError> {
         let mut sql = Sql::new("DELETE FROM nic_security_groups WHERE 1=1");
@@ -479,6 +532,23 @@ impl Tx {
 }
 
 impl Store {
+    /// Of the floating IPs `ids`, those whose last attach or detach its host has applied
+    /// (or that wait for nothing).
+    pub async fn floating_settled(&self, ids: &[&str]) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut sql = Sql::new(
+            "SELECT f.id AS id FROM floating_ips f LEFT JOIN host_networks h ON h.host_id = f.barrier_host \
+             WHERE (f.barrier_host IS NULL OR h.applied_generation >= f.barrier_generation) AND f.id IN (",
+        );
+        let ps: Vec<String> = ids.iter().map(|s| sql.arg(Val::text(*s))).collect();
+        sql.push(&ps.join(", "));
+        sql.push(")");
+        let rows = sql.query().fetch_all(&self.read).await?;
+        rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+    }
+
     /// How many addresses NICs hold in each of `subnet_ids`.
     pub async fn subnet_usage(&self, subnet_ids: &[&str]) -> Result<Vec<(String, u32)>, StoreError> {
         if subnet_ids.is_empty() {

@@ -69,6 +69,11 @@ pub struct AgentArgs {
     /// qemu: prefix of the VPC network namespaces' names (`<prefix><vni>`).
     #[arg(long, default_value = "pv-")]
     netns_prefix: String,
+    /// qemu: the bridge (in this namespace) reaching the provider network: VPC routers'
+    /// uplinks join it, carrying floating and SNAT addresses (default: none, so no
+    /// public address is routed through this host).
+    #[arg(long)]
+    provider_bridge: Option<String>,
     /// sim: how many simulated hosts to run in this process (at most 10000, the most one
     /// join token enrols).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -243,6 +248,7 @@ async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>, c
         verbose: true,
         underlay_ip: args.underlay_ip.map(|ip| ip.to_string()),
         netns_prefix: args.netns_prefix.clone(),
+        provider_bridge: args.provider_bridge.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut task = tokio::spawn(crate::agent_host::run(host, stop_rx));

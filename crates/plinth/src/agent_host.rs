@@ -39,6 +39,8 @@ pub struct RealHost {
     pub underlay_ip: Option<String>,
     /// Prefix of the VPC namespaces' names.
     pub netns_prefix: String,
+    /// The bridge reaching the provider network (`None`: no public addresses here).
+    pub provider_bridge: Option<String>,
 }
 
 /// The local address this machine uses to reach `server` (a URL): the source of its route
@@ -141,6 +143,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
             state_dir: PathBuf::from("/run/plinth/network"),
             // This agent's data directory: unique per agent on the machine.
             owner: host_dir.display().to_string(),
+            provider_bridge: h.provider_bridge.clone(),
         }))
     });
     let network = match (&bridge, &underlay_ip) {

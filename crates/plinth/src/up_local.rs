@@ -152,6 +152,7 @@ pub async fn start(
         verbose: true,
         underlay_ip: None,
         netns_prefix: "pv-".into(),
+        provider_bridge: None,
     };
     let agent = tokio::spawn(crate::agent_host::run(host, stop));
 

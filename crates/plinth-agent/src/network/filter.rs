@@ -23,6 +23,17 @@
 //!   covers routed traffic too) must pass `ingress` (accept or drop); a packet from a local
 //!   port to a NIC elsewhere is accepted (that host's ingress decides). Chain `input`
 //!   (policy drop) lets ports reach DHCP and ping the gateway only.
+//! - `table ip plinth`: the VPC router's address translation ([`super::router`] puts the
+//!   addresses on the uplink `up0`). Map `to_fixed` (each local floating IP → its NIC's
+//!   address) is the `pre` chain's DNAT; map `to_public` (each local NIC with a public
+//!   address → its first floating IP, else its SNAT address) is the `post` chain's SNAT for
+//!   traffic leaving by the uplink, and for hairpin traffic (a NIC reaching a sibling on
+//!   this host through the sibling's floating IP: without it the sibling would answer
+//!   the private address directly). Chain `leave` drops whatever would leave by the
+//!   uplink from an address that is not a public address of this router (a NIC without
+//!   one, or the translation gone). The inet `forward` chain drops new connections from
+//!   the uplink that no floating IP translated. Security groups see the NIC's private
+//!   address as destination (DNAT runs before `forward`), exactly as for private traffic.
 //! - Fail closed ([`super::guard`]): an eBPF program at the egress of every port and VXLAN
 //!   device drops each packet whose mark lacks the passed bit (0x80000000, [`PASS`]). The
 //!   bit is set exactly where passage is granted: on every accept of `forward`/`ingress`
@@ -55,6 +66,7 @@
 
 use super::cmd;
 use super::plan::{VpcPlan, cidr_range};
+use super::router::UPLINK;
 use plinth_api::{Direction, NicId, RuleProtocol, RuleSpec, SecurityGroupId, SecurityGroupSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -320,6 +332,16 @@ pub fn render(plan: &VpcPlan, prior: Option<&Ruleset>) -> Ruleset {
             add("bridge port_arp", format!("\"{dev}\" . {mac} . 0.0.0.0"));
         }
         add("inet local_ips", n.spec.ipv4.clone());
+        for f in &n.spec.floating {
+            add("ip to_fixed", format!("{f} : {}", n.spec.ipv4));
+        }
+        let public: Vec<&String> = n.spec.floating.iter().chain(n.spec.snat_address.iter()).collect();
+        if let Some(first) = public.first() {
+            add("ip to_public", format!("{} : {first}", n.spec.ipv4));
+        }
+        for a in public {
+            add("ip public", a.clone());
+        }
         rs.generations.insert(n.spec.nic_id.clone(), n.spec.filter_generation);
         rs.addrs.insert(n.spec.nic_id.clone(), n.spec.ipv4.clone());
     }
@@ -445,6 +467,7 @@ fn structure(groups: usize) -> String {
          \t\ttype filter hook forward priority 0; policy drop;\n\
          \t\tct state established,related {PASS} accept\n\
          \t\tct state invalid drop\n\
+         \t\tiifname \"{UPLINK}\" ct status & dnat != dnat drop\n\
          \t\tmeta mark != 0 jump egress\n\
          \t\tip daddr @local_ips jump ingress\n\
          \t\tmeta mark != 0 {PASS} accept\n\
@@ -491,6 +514,27 @@ fn structure(groups: usize) -> String {
          \t}\n\
          }\n",
     );
+    let _ = write!(
+        t,
+        "table ip plinth {{\n\
+         \tmap to_fixed {{ type ipv4_addr : ipv4_addr; }}\n\
+         \tmap to_public {{ type ipv4_addr : ipv4_addr; }}\n\
+         \tset public {{ type ipv4_addr; }}\n\
+         \tchain pre {{\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+         \t\tdnat to ip daddr map @to_fixed\n\
+         \t}}\n\
+         \tchain post {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\toifname \"{UPLINK}\" snat to ip saddr map @to_public\n\
+         \t\tct status dnat oifname != \"{UPLINK}\" snat to ip saddr map @to_public\n\
+         \t}}\n\
+         \tchain leave {{\n\
+         \t\ttype filter hook postrouting priority 200; policy accept;\n\
+         \t\toifname \"{UPLINK}\" ip saddr != @public drop\n\
+         \t}}\n\
+         }}\n",
+    );
     t
 }
 
@@ -502,8 +546,10 @@ fn elements_cmd(verb: &str, key: &str, elems: &BTreeSet<String>) -> String {
 
 /// The batch replacing both tables whole.
 pub fn full_batch(rs: &Ruleset) -> String {
-    let mut t =
-        String::from("table bridge plinth\ndelete table bridge plinth\ntable inet plinth\ndelete table inet plinth\n");
+    let mut t = String::new();
+    for family in FAMILIES {
+        let _ = writeln!(t, "table {family} plinth\ndelete table {family} plinth");
+    }
     t.push_str(&rs.structure);
     for (k, elems) in &rs.sets {
         if !elems.is_empty() {
@@ -533,10 +579,13 @@ pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> String {
     t
 }
 
-/// Both tables as the kernel holds them, handles stripped (`Err`: a table is missing).
+/// The families of the three tables.
+const FAMILIES: [&str; 3] = ["bridge", "inet", "ip"];
+
+/// The three tables as the kernel holds them, handles stripped (`Err`: a table is missing).
 pub fn read_back(ns: &str) -> Result<String, String> {
     let mut out = String::new();
-    for family in ["bridge", "inet"] {
+    for family in FAMILIES {
         let text = cmd::in_ns(ns, "nft", &["-j", "list", "table", family, "plinth"], None)?;
         let mut v = cmd::json(&text)?;
         strip(&mut v);
@@ -623,6 +672,11 @@ pub fn cut_connections(ns: &str, old: &Ruleset, new: &Ruleset) {
         })
         .filter_map(|(nic, _)| new.addrs.get(nic))
         .collect();
+    // Public addresses this router gave up: their translated flows stop with them.
+    let none = BTreeSet::new();
+    let released: Vec<&String> =
+        old.sets.get("ip public").unwrap_or(&none).difference(new.sets.get("ip public").unwrap_or(&none)).collect();
+    let shrunk: Vec<&String> = shrunk.into_iter().chain(released).collect();
     if shrunk.is_empty() {
         return;
     }

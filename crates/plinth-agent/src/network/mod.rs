@@ -20,7 +20,8 @@
 //! Modules: [`cmd`] (running the tools), [`rtnl`] (rtnetlink messages), [`plan`] (spec → kernel names), [`links`]
 //! (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and neighbours), [`filter`]
 //! (nftables), [`guard`] (the fail-closed eBPF program at each port's and VXLAN device's
-//! egress), [`dhcp`] (dnsmasq), [`tap`] (TUN ioctl, namespace threads), [`neigh_limits`]
+//! egress), [`dhcp`] (dnsmasq), [`router`] (the uplink to the provider network and its
+//! public addresses), [`tap`] (TUN ioctl, namespace threads), [`neigh_limits`]
 //! (the machine-wide ARP table limits the data path outgrows).
 
 pub mod cmd;
@@ -32,6 +33,7 @@ pub mod guard;
 pub mod links;
 pub mod neigh_limits;
 pub mod plan;
+pub mod router;
 pub mod rtnl;
 pub mod tap;
 pub mod view;
@@ -75,6 +77,9 @@ pub struct LinuxBridgeConfig {
     /// agents may share a machine, its /run/netns and a namespace prefix (tests, a second
     /// `plinth up`): none may remove another's VPCs as "not in my spec".
     pub owner: String,
+    /// The bridge (in the agent's namespace) that reaches the provider network: each VPC
+    /// router's uplink is a port of it. `None`: this host routes no public address.
+    pub provider_bridge: Option<String>,
 }
 
 /// The Linux-bridge + VXLAN + nftables backend.
@@ -94,6 +99,17 @@ struct VpcState {
     /// The DHCP hosts directories as of the last apply (a change apply starts from them; a
     /// verifying one reads them back).
     dhcp: dhcp::Hosts,
+    /// The router's uplink as of the last apply; `None`: unknown (read back next).
+    router: Option<router::Held>,
+}
+
+/// What one VPC's apply leaves, for the caller to observe and keep.
+struct Applied {
+    err: Errors,
+    view: View,
+    loaded: Option<filter::Loaded>,
+    dhcp: dhcp::Hosts,
+    router: router::Held,
 }
 
 /// Per-NIC component results gathered during one VPC's apply.
@@ -106,6 +122,7 @@ struct Errors {
     fdb: Vec<String>,
     filter: Option<String>,
     dhcp: BTreeMap<String, String>,
+    router: Option<String>,
     rejected: BTreeMap<NicId, String>,
 }
 
@@ -118,6 +135,7 @@ impl Errors {
             || !self.fdb.is_empty()
             || self.filter.is_some()
             || !self.dhcp.is_empty()
+            || self.router.is_some()
     }
 }
 
@@ -125,6 +143,13 @@ fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
     match r {
         Ok(()) => ComponentStatus { component, applied: true, detail: None },
         Err(e) => ComponentStatus { component, applied: false, detail: Some(e) },
+    }
+}
+
+impl Applied {
+    /// An apply that stopped before touching the links: nothing but the error to observe.
+    fn failed(err: Errors, view: View, loaded: Option<filter::Loaded>) -> Applied {
+        Applied { err, view, loaded, dhcp: dhcp::Hosts::new(), router: router::Held::default() }
     }
 }
 
@@ -192,14 +217,14 @@ impl LinuxBridge {
     /// fails. Takes the VPC's state out of `vpcs` (no copy on the hot path): answers the
     /// errors met, the view to observe, the ruleset loaded and the DHCP hosts directories,
     /// for the caller to put back.
-    fn apply_vpc(&self, plan: &VpcPlan, verify: bool) -> (Errors, View, Option<filter::Loaded>, dhcp::Hosts) {
+    fn apply_vpc(&self, plan: &VpcPlan, verify: bool) -> Applied {
         let mut err = Errors::default();
         let ns = plan.ns.as_str();
         let underlay = self.cfg.underlay_ip.as_str();
         for (n, why) in &plan.rejected {
             err.rejected.insert(n.nic_id.clone(), why.clone());
         }
-        let VpcState { loaded: prior_loaded, view: prior_view, dhcp: prior_dhcp } =
+        let VpcState { loaded: prior_loaded, view: prior_view, dhcp: prior_dhcp, router: prior_router } =
             self.vpcs().remove(ns).unwrap_or_default();
         let started = std::time::Instant::now();
         let carried = if verify { None } else { prior_view };
@@ -214,13 +239,13 @@ impl LinuxBridge {
                     .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.cfg.owner));
                 if let Err(e) = claim {
                     err.all = Some(format!("recording the namespace's owner: {e}"));
-                    return (err, View::default(), prior_loaded, dhcp::Hosts::new());
+                    return Applied::failed(err, View::default(), prior_loaded);
                 }
                 match links::ensure_ns(ns).and_then(|()| View::read(ns)) {
                     Ok(v) => v,
                     Err(e) => {
                         err.all = Some(e);
-                        return (err, View::default(), prior_loaded, dhcp::Hosts::new());
+                        return Applied::failed(err, View::default(), prior_loaded);
                     }
                 }
             }
@@ -237,7 +262,7 @@ impl LinuxBridge {
             Ok(nl) => nl,
             Err(e) => {
                 err.all = Some(e);
-                return (err, view, prior_loaded, dhcp::Hosts::new());
+                return Applied::failed(err, view, prior_loaded);
             }
         };
         err.fdb = fdb::converge(plan, underlay, &mut nl, &mut view.fdb)
@@ -302,6 +327,16 @@ impl LinuxBridge {
             tracing::warn!(namespace = ns, error = %e, "spare tap");
         }
         let spares_at = started.elapsed();
+        // The router's public addresses go up once the ports carry traffic and the rules
+        // translating for them are loaded.
+        let (router_held, routed) = router::converge(
+            ns,
+            plan.spec.vni,
+            self.cfg.provider_bridge.as_deref(),
+            &router::desired(plan),
+            if verify { None } else { prior_router.as_ref() },
+        );
+        err.router = routed.err();
         let vpc_dir = self.vpc_dir(ns);
         let mut hosts = dhcp::Hosts::new();
         if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
@@ -314,7 +349,7 @@ impl LinuxBridge {
         let failed = err.failed();
         if !verify && failed {
             tracing::info!(namespace = ns, "a change did not apply cleanly; verifying the namespace");
-            self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None, dhcp: hosts });
+            self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None, dhcp: hosts, router: None });
             return self.apply_vpc(plan, true);
         }
         if initial.is_some_and(|i| failed || view != i) {
@@ -338,19 +373,13 @@ impl LinuxBridge {
             total_ms = started.elapsed().as_millis() as u64,
             "VPC applied"
         );
-        (err, view, loaded, hosts)
+        Applied { err, view, loaded, dhcp: hosts, router: router_held }
     }
 
     /// Answers each NIC's components from `view` (read back, or kept current by the
     /// commands of a change), the errors met, and the ruleset loaded.
-    fn observe_vpc(
-        &self,
-        plan: &VpcPlan,
-        err: &Errors,
-        view: &View,
-        loaded: Option<&filter::Loaded>,
-        hosts: &dhcp::Hosts,
-    ) -> Vec<ObservedNic> {
+    fn observe_vpc(&self, plan: &VpcPlan, a: &Applied) -> Vec<ObservedNic> {
+        let (err, view, loaded, hosts) = (&a.err, &a.view, a.loaded.as_ref(), &a.dhcp);
         let ns = plan.ns.as_str();
         let underlay = self.cfg.underlay_ip.as_str();
         let empty = view::FdbSet::new();
@@ -437,6 +466,15 @@ impl LinuxBridge {
                 },
                 None => Err("unknown subnet".to_owned()),
             };
+            // Its public addresses on the uplink, translated by the rules loaded for it.
+            let public: Vec<&String> = n.spec.floating.iter().chain(n.spec.snat_address.iter()).collect();
+            let nat = match (&err.router, public.iter().find(|p| !a.router.addrs.contains(**p))) {
+                _ if public.is_empty() => Ok(()),
+                (Some(e), _) => Err(e.clone()),
+                (None, Some(p)) => Err(format!("{p} is not on the uplink {}", router::UPLINK)),
+                (None, None) if filter_gen == Some(n.spec.filter_generation) => Ok(()),
+                (None, None) => Err(fail("its address translation is not loaded".to_owned())),
+            };
             out.push(ObservedNic {
                 nic_id: n.spec.nic_id.clone(),
                 components: vec![
@@ -445,6 +483,7 @@ impl LinuxBridge {
                     status(NicComponent::Fdb, fdb),
                     status(NicComponent::Filter, filt),
                     status(NicComponent::Dhcp, dhcp),
+                    status(NicComponent::Nat, nat),
                 ],
                 filter_generation: filter_gen,
             });
@@ -462,11 +501,13 @@ impl LinuxBridge {
             wanted.insert(ns.clone());
             match VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) {
                 Ok(plan) => {
-                    let (err, view, loaded, dhcp) = self.apply_vpc(&plan, verify);
-                    nics.extend(self.observe_vpc(&plan, &err, &view, loaded.as_ref(), &dhcp));
+                    let applied = self.apply_vpc(&plan, verify);
+                    nics.extend(self.observe_vpc(&plan, &applied));
+                    let Applied { err, view, loaded, dhcp, router } = applied;
                     // The view is trusted by the next change only when it was all read.
                     let view = err.all.is_none().then_some(view);
-                    self.vpcs().insert(ns.clone(), VpcState { loaded, view, dhcp });
+                    let router = err.router.is_none().then_some(router);
+                    self.vpcs().insert(ns.clone(), VpcState { loaded, view, dhcp, router });
                 }
                 Err(e) => {
                     for n in &vpc.nics {

@@ -75,3 +75,31 @@ pub async fn delete(
     floating_ips::delete(&st, &caller, &id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Attach a floating IP to a NIC of its project, or move it there from the NIC it is
+/// attached to (one transaction; `attaching` until the NIC's host has applied it).
+#[utoipa::path(post, path = "/v1/floating-ips/{id}/attach", tag = "networking", operation_id = "floating_ip_attach",
+    params(("id" = String, Path, description = "Floating IP id")), request_body = FloatingIpAttach,
+    responses((status = 200, description = "The floating IP, attaching or attached", body = FloatingIp)))]
+pub async fn attach(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    Json(b): Json<FloatingIpAttach>,
+) -> ApiResult<Out<FloatingIp>> {
+    Ok(Out(floating_ips::attach(&st, &caller, &id, if_match, b).await?))
+}
+
+/// Detach a floating IP from its NIC (`detaching` until the NIC's host has applied it).
+#[utoipa::path(post, path = "/v1/floating-ips/{id}/detach", tag = "networking", operation_id = "floating_ip_detach",
+    params(("id" = String, Path, description = "Floating IP id")),
+    responses((status = 200, description = "The floating IP, detaching or detached", body = FloatingIp)))]
+pub async fn detach(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> ApiResult<Out<FloatingIp>> {
+    Ok(Out(floating_ips::detach(&st, &caller, &id, if_match).await?))
+}

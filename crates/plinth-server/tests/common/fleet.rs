@@ -185,7 +185,7 @@ pub fn network_report(desired: &Value) -> Option<Value> {
 /// What an agent reports for a desired state's network when its data path does `mode`.
 pub fn network_report_as(desired: &Value, mode: NetApply) -> Option<Value> {
     let net = desired["network"].as_object()?;
-    let all = ["tap", "bridge_port", "fdb", "filter", "dhcp"];
+    let all = ["tap", "bridge_port", "fdb", "filter", "dhcp", "nat"];
     let component = |c: &str| match (c, mode) {
         ("filter", NetApply::WithholdFilter) => json!({ "component": c, "applied": false }),
         ("filter", NetApply::FailFilter) => json!({ "component": c, "applied": false, "detail": FILTER_ERROR }),

@@ -120,8 +120,17 @@ pub enum FloatingIpCmd {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// Release one (its address goes back to the pool).
+    /// Release one (its address goes back to the pool; not while attached).
     Delete { id: String },
+    /// Attach it to a network interface of its project, or move it there.
+    Attach {
+        id: String,
+        /// Network interface id or name.
+        #[arg(long)]
+        nic: String,
+    },
+    /// Detach it from its network interface.
+    Detach { id: String },
 }
 
 impl FloatingIpCmd {
@@ -146,6 +155,15 @@ impl FloatingIpCmd {
                 create::<FloatingIps>(c, o, &body).await
             }
             FloatingIpCmd::Delete { id } => delete::<FloatingIps>(c, id, None).await,
+            FloatingIpCmd::Attach { id, nic } => {
+                let fip = resolve::<FloatingIps>(c, id).await?;
+                let nic_id = NicId(resolve::<Nics>(c, nic).await?);
+                o.object(&c.attach_floating_ip(&fip, &FloatingIpAttach { nic_id }).await?)
+            }
+            FloatingIpCmd::Detach { id } => {
+                let fip = resolve::<FloatingIps>(c, id).await?;
+                o.object(&c.detach_floating_ip(&fip).await?)
+            }
         }
     }
 }
@@ -175,6 +193,10 @@ pub enum IpPoolCmd {
         /// The site whose provider network carries it (id or name; default: every site).
         #[arg(long)]
         site: Option<String>,
+        /// The provider router's address on the pool's link (inside the block, outside
+        /// the range): VPC routers send internet traffic there.
+        #[arg(long)]
+        gateway: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
     },
@@ -184,13 +206,13 @@ pub enum IpPoolCmd {
 
 impl IpPoolCmd {
     pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
-        const COLUMNS: &[&str] = &["id", "name", "ipv4_cidr", "first", "last", "size", "site_id"];
+        const COLUMNS: &[&str] = &["id", "name", "ipv4_cidr", "first", "last", "size", "gateway", "site_id"];
         match self {
             IpPoolCmd::List { page } => {
                 o.list(&c.list::<IpPools>(&page.page(), &IpPoolFilter::default()).await?, COLUMNS)
             }
             IpPoolCmd::Get { id } => get::<IpPools>(c, o, id).await,
-            IpPoolCmd::Create { name, cidr, first, last, site, description } => {
+            IpPoolCmd::Create { name, cidr, first, last, site, gateway, description } => {
                 let body = IpPoolCreate {
                     name: name.clone(),
                     description: description.clone(),
@@ -198,6 +220,7 @@ impl IpPoolCmd {
                     ipv4_cidr: cidr.clone(),
                     first: first.clone(),
                     last: last.clone(),
+                    gateway: gateway.clone(),
                 };
                 create::<IpPools>(c, o, &body).await
             }
@@ -307,6 +330,9 @@ pub enum NicCmd {
         /// left for whoever takes it) or `tap` (a persistent tap a VMM opens).
         #[arg(long, requires = "host", value_parser = wire::<NicPlug>)]
         plug: Option<NicPlug>,
+        /// `snat` (default when an IP pool has a free address) or `none` (private).
+        #[arg(long, value_parser = wire::<ExternalAccess>)]
+        external_access: Option<ExternalAccess>,
     },
     /// Delete one not plugged into an instance.
     Delete { id: String },
@@ -323,7 +349,8 @@ pub enum NicCmd {
 
 impl NicCmd {
     pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
-        const COLUMNS: &[&str] = &["id", "name", "subnet_id", "ipv4", "mac", "instance_id", "slot", "state"];
+        const COLUMNS: &[&str] =
+            &["id", "name", "subnet_id", "ipv4", "snat_address", "mac", "instance_id", "slot", "state"];
         match self {
             NicCmd::List { page, subnet, instance } => {
                 let subnet_id = match subnet {
@@ -341,7 +368,17 @@ impl NicCmd {
                 o.list(&d, COLUMNS)
             }
             NicCmd::Get { id } => get::<Nics>(c, o, id).await,
-            NicCmd::Create { name, subnet, project, ip, security_groups, no_port_security, host, plug } => {
+            NicCmd::Create {
+                name,
+                subnet,
+                project,
+                ip,
+                security_groups,
+                no_port_security,
+                host,
+                plug,
+                external_access,
+            } => {
                 let sid = subnet_id(c, subnet, project.as_deref(), None).await?;
                 let vpc = c.view::<Subnets>(&sid).await?.into_inner().vpc_id;
                 let host_id = resolve_opt::<plinth_client::Hosts>(c, host.as_deref()).await?;
@@ -355,6 +392,7 @@ impl NicCmd {
                     port_security: no_port_security.then_some(false),
                     host_id: host_id.map(HostId),
                     plug: *plug,
+                    external_access: *external_access,
                 };
                 create::<Nics>(c, o, &body).await
             }

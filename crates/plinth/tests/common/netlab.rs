@@ -8,6 +8,11 @@
 //! - the machine's namespace gets one veth `{p}ctl` on the fabric with 192.168.{k}.254/24:
 //!   the server listens there so agents reach it (no other route, nothing to the uplink).
 //! - guests: `{p}g{name}`.
+//! - each host has a bridge `pvd` (no address), its agent's `--provider-bridge`; with
+//!   [`NetLab::provider`], `{p}pv` is the internet: bridge `pbr` holding 198.51.100.1/24
+//!   (the floating pool's gateway) with a veth to each host's `pvd`, and
+//!   [`PROVIDER_SERVER`] (203.0.113.10) on its loopback for servers. Nothing routes
+//!   anywhere else.
 //!
 //! Everything is deleted on drop (and stale leftovers of the same prefix at start).
 #![allow(dead_code)]
@@ -65,6 +70,13 @@ pub fn can_run() -> bool {
     String::from_utf8_lossy(&uid.stdout).trim() == "0" && run(&["ip", "-V"]).status.success()
 }
 
+/// Each host's provider bridge (the agents' `--provider-bridge`).
+pub const PROVIDER_BRIDGE: &str = "pvd";
+/// The provider router's address on the hosts' provider link: the floating pool's gateway.
+pub const PROVIDER_GATEWAY: &str = "198.51.100.1";
+/// Where the provider's servers listen ("an address on the internet").
+pub const PROVIDER_SERVER: &str = "203.0.113.10";
+
 pub struct NetLab {
     pub prefix: String,
     pub k: u8,
@@ -98,8 +110,35 @@ impl NetLab {
             sh(&["ip", "-n", &h, "addr", "add", &format!("{}/24", lab.underlay(i)), "dev", "eth0"]);
             sh(&["ip", "-n", &h, "link", "set", "eth0", "up"]);
             sh(&["ip", "-n", &fab, "link", "set", &far, "master", "ul", "up"]);
+            sh(&["ip", "-n", &h, "link", "add", PROVIDER_BRIDGE, "type", "bridge"]);
+            sh(&["ip", "-n", &h, "link", "set", PROVIDER_BRIDGE, "up"]);
         }
         lab
+    }
+
+    /// The provider network ("the internet"): see the module's doc. Returns its namespace.
+    pub fn provider(&self) -> String {
+        let pv = format!("{}pv", self.prefix);
+        sh(&["ip", "netns", "add", &pv]);
+        sh(&["ip", "-n", &pv, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &pv, "addr", "add", &format!("{PROVIDER_SERVER}/32"), "dev", "lo"]);
+        sh(&["ip", "-n", &pv, "link", "add", "pbr", "type", "bridge"]);
+        sh(&["ip", "-n", &pv, "addr", "add", &format!("{PROVIDER_GATEWAY}/24"), "dev", "pbr"]);
+        sh(&["ip", "-n", &pv, "link", "set", "pbr", "up"]);
+        // A router: traffic between two public addresses turns around here.
+        sh(&["ip", "netns", "exec", &pv, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        // What the provider starts comes from its server address (as from the internet).
+        let net =
+            format!("{}/24", PROVIDER_GATEWAY.rsplit_once('.').map(|(n, _)| format!("{n}.0")).unwrap_or_default());
+        sh(&["ip", "-n", &pv, "route", "replace", &net, "dev", "pbr", "src", PROVIDER_SERVER]);
+        for i in 1..=self.hosts {
+            let h = self.host(i);
+            let far = format!("h{i}");
+            sh(&["ip", "-n", &h, "link", "add", "pvl", "type", "veth", "peer", "name", &far, "netns", &pv]);
+            sh(&["ip", "-n", &h, "link", "set", "pvl", "master", PROVIDER_BRIDGE, "up"]);
+            sh(&["ip", "-n", &pv, "link", "set", &far, "master", "pbr", "up"]);
+        }
+        pv
     }
 
     /// The address the server listens on.
@@ -361,6 +400,44 @@ impl Drop for Banner {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// An HTTP server in `ns` on `port` answering every GET with the source address it saw.
+pub struct SourceEcho(std::process::Child);
+
+impl SourceEcho {
+    pub fn start(ns: &str, port: u16) -> SourceEcho {
+        let code = format!(
+            "import http.server\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       b=self.client_address[0].encode()\n\
+             \x20       self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers()\n\
+             \x20       self.wfile.write(b)\n\
+             \x20   def log_message(self, *a): pass\n\
+             http.server.ThreadingHTTPServer(('0.0.0.0',{port}),H).serve_forever()\n"
+        );
+        let child = spawn_python(ns, &code, "source echo");
+        wait_listening(ns, port, "the source echo");
+        SourceEcho(child)
+    }
+}
+
+impl Drop for SourceEcho {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `http://ip:port/` from `ns` (2 s): the body, or None when no answer came.
+pub fn http_get(ns: &str, ip: &str, port: u16) -> Option<String> {
+    let code = format!(
+        "import urllib.request,sys\n\
+         sys.stdout.write(urllib.request.urlopen('http://{ip}:{port}/',timeout=2).read().decode())\n"
+    );
+    let out = in_ns(ns, &["python3", "-c", &code]);
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Who answers `ip:port` from `ns` (a [`Banner`]'s name), or None when nothing does.

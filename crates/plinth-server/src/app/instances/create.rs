@@ -55,11 +55,15 @@ fn check_create(b: &InstanceCreate) -> Result<()> {
         let field = format!("nics[{i}]");
         match (&n.nic_id, &n.subnet) {
             (Some(_), None) => {
-                if n.ipv4.is_some() || n.security_group_ids.is_some() || n.port_security.is_some() {
+                if n.ipv4.is_some()
+                    || n.security_group_ids.is_some()
+                    || n.port_security.is_some()
+                    || n.external_access.is_some()
+                {
                     return Err(Error::invalid(
                         "invalid_value",
                         format!(
-                            "{field}: ipv4, security_group_ids and port_security are for new NICs (subnet), not nic_id"
+                            "{field}: ipv4, security_group_ids, port_security and external_access are for new NICs (subnet), not nic_id"
                         ),
                     )
                     .with_constraint(json!({ "field": field, "rule": "nic-id-alone" })));
@@ -114,6 +118,7 @@ async fn plan_nics(st: &AppState, caller: &Caller, project: &Project, b: &Instan
                 ipv4: n.ipv4.clone(),
                 security_group_ids: n.security_group_ids.clone(),
                 port_security: n.port_security,
+                external_access: n.external_access,
                 ..NewNic::default()
             },
         });

@@ -66,6 +66,28 @@ pub async fn create(st: &AppState, caller: &Caller, b: IpPoolCreate) -> Result<I
     validate::dns_label("name", &b.name)?;
     validate::text("description", &b.description, 255)?;
     let (cidr, first, last) = range(&b)?;
+    let gateway = b.gateway.as_deref().map(|g| parse_addr("gateway", g)).transpose()?;
+    if let Some(g) = gateway {
+        if !cidr.contains(g) {
+            return Err(Error::invalid(
+                "address_outside_block",
+                format!("gateway: {} is not inside {cidr}", addr_text(g)),
+            )
+            .with_constraint(json!({ "field": "gateway", "rule": "inside-block", "ipv4_cidr": cidr.to_string() })));
+        }
+        if (first..=last).contains(&g) {
+            return Err(Error::invalid(
+                "gateway_in_range",
+                format!(
+                    "gateway: {} is inside the range {}-{} it would be handed out from",
+                    addr_text(g),
+                    addr_text(first),
+                    addr_text(last)
+                ),
+            )
+            .with_constraint(json!({ "field": "gateway", "rule": "outside-range" })));
+        }
+    }
     if let Some(site) = &b.site_id {
         let _: Site = st.store.get(&Scope::Platform, site.as_str()).await.map_err(|e| reference(e, "site_id"))?;
     }
@@ -98,6 +120,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: IpPoolCreate) -> Result<I
         first: addr_text(first),
         last: addr_text(last),
         size: last - first + 1,
+        gateway: gateway.map(addr_text),
         generation: 1,
         created_at: now,
         updated_at: now,
@@ -133,9 +156,23 @@ pub async fn update(
     Ok(pool)
 }
 
-/// Delete an IP pool.
+/// Delete an IP pool (not while any of its addresses is allocated).
 pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<()> {
     caller.require_operator("managing IP pools")?;
-    st.store.delete::<IpPool>(&Scope::Platform, id, if_match, &caller.audit()).await?;
+    let mut tx = st.store.begin().await?;
+    let pool: IpPool = tx.get(&Scope::Platform, id).await?;
+    super::check_generation(&pool, if_match)?;
+    // Its floating IPs, or the NICs holding SNAT addresses of it.
+    if !tx.pool_addresses(id).await?.is_empty() {
+        let dependent = if tx.list_by::<FloatingIp>(&Scope::Platform, "ip_pool_id", id).await?.is_empty() {
+            "nics"
+        } else {
+            "floating_ips"
+        };
+        return Err(plinth_store::StoreError::HasDependents { kind: "IP pool", id: id.to_string(), dependent }.into());
+    }
+    tx.remove::<IpPool>(id).await?;
+    tx.audit(&caller.audit(), id, None, 204).await?;
+    tx.commit().await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod floating_ips;
 pub mod ip_pools;
 pub mod nics;
+pub mod public;
 pub mod security_groups;
 pub mod subnets;
 pub mod vpcs;

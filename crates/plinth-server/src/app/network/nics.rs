@@ -3,7 +3,7 @@
 //! delete (not while plugged into an instance), and plug into / unplug from a stopped
 //! instance. Instance create plugs its NICs through [`insert_nic`] and [`plug_existing`].
 
-use super::{groups_of_vpc, network_changed, require_write};
+use super::{groups_of_vpc, network_changed, public, require_write};
 use crate::app::{AppState, Caller, Error, Paging, Result};
 use chrono::Utc;
 use plinth_api::*;
@@ -29,6 +29,8 @@ pub struct NewNic {
     pub bound_host: Option<HostId>,
     /// How that host plugs it (with `bound_host` only; checked by the caller).
     pub plug: Option<NicPlug>,
+    /// `snat` or `none`; `None`: `snat` when an address is free.
+    pub external_access: Option<ExternalAccess>,
 }
 
 /// Where a new NIC is plugged: its instance, slot, and whether the instance owns it.
@@ -124,7 +126,7 @@ pub(crate) async fn insert_nic(
     super::charge(tx, &subnet.tenant_id, &subnet.project_id, quota::NETWORK_INTERFACES, 1).await?;
     let filter_generation = tx.bump_firewall(vpc.id.as_str()).await?;
     let now = Utc::now();
-    let nic = NetworkInterface {
+    let mut nic = NetworkInterface {
         id: NicId::generate(),
         tenant_id: subnet.tenant_id.clone(),
         project_id: subnet.project_id.clone(),
@@ -139,6 +141,9 @@ pub(crate) async fn insert_nic(
         primary: plug.as_ref().is_some_and(|p| p.slot == 0),
         security_group_ids: groups,
         port_security: n.port_security.unwrap_or(true),
+        external_access: ExternalAccess::None,
+        snat_address: None,
+        floating_ips: Vec::new(),
         state: NicState::Pending,
         host_id: n.bound_host.clone(),
         device: None,
@@ -157,7 +162,11 @@ pub(crate) async fn insert_nic(
         // An operator's binding places it at once; an instance's NICs follow the instance.
         ("host_id", Val::opt_text(n.bound_host.as_ref())),
     ];
+    let want = n.external_access.unwrap_or(ExternalAccess::Snat);
+    public::set_external_access(tx, &mut nic, want, n.external_access.is_some(), &field(prefix, "external_access"))
+        .await?;
     tx.insert(&nic, &extra).await?;
+    public::meter_snat(tx, &nic, "network_interface.create").await?;
     tx.set_nic_groups(nic.id.as_str(), vpc.id.as_str(), &nic.security_group_ids).await?;
     if plug.is_none() {
         network_changed(tx, &vpc.id, &[]).await?;
@@ -227,6 +236,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: NetworkInterfaceCreate) -
         port_security: b.port_security,
         bound_host: b.host_id,
         plug: b.plug,
+        external_access: b.external_access,
     };
     let nic = insert_nic(&mut tx, caller, b.subnet_id.as_str(), n, None, "").await?;
     // Standalone NICs are not the instance's to delete.
@@ -281,11 +291,18 @@ pub async fn update(
     if let Some(d) = b.description {
         nic.description = d;
     }
+    let mut public_changed = false;
+    if let Some(want) = b.external_access {
+        public_changed = public::set_external_access(&mut tx, &mut nic, want, true, "external_access").await?;
+    }
     if filters_changed {
         nic.filter_generation = tx.bump_firewall(nic.vpc_id.as_str()).await?;
     }
     tx.save(&mut nic).await?;
-    if filters_changed {
+    if public_changed {
+        public::meter_snat(&mut tx, &nic, "network_interface.update").await?;
+    }
+    if filters_changed || public_changed {
         network_changed(&mut tx, &nic.vpc_id, &[]).await?;
     }
     tx.audit(&caller.audit(), id, Some(nic.tenant_id.as_str()), 200).await?;
@@ -308,6 +325,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     if let Some(i) = &nic.instance_id {
         return Err(attached(&nic, i));
     }
+    public::release_nic(&mut tx, &nic).await?;
     tx.remove_nic(id).await?;
     super::charge(&mut tx, &nic.tenant_id, &nic.project_id, quota::NETWORK_INTERFACES, -1).await?;
     tx.bump_firewall(nic.vpc_id.as_str()).await?;
@@ -452,6 +470,7 @@ pub(crate) async fn release_instance_nics(tx: &mut Tx, inst: &Instance) -> Resul
     let mut vpcs = std::collections::BTreeSet::new();
     for (mut nic, owned) in nics {
         if owned {
+            public::release_nic(tx, &nic).await?;
             tx.remove_nic(nic.id.as_str()).await?;
             super::charge(tx, &nic.tenant_id, &nic.project_id, quota::NETWORK_INTERFACES, -1).await?;
         } else {

@@ -1,0 +1,209 @@
+//! External connectivity end to end (issue 18): a real `plinth server` and two hosts
+//! (network namespaces, each with its own `plinth agent` and a provider bridge), and a
+//! provider namespace standing for the internet: its router holds the floating pool's
+//! gateway (198.51.100.1) and an HTTP server on 203.0.113.10 answers each request with
+//! the source address it saw. Guests are namespaces plugged into operator-bound NICs.
+//! Every assertion is a connection made or refused, or what the far end saw.
+
+mod common;
+
+use common::labapi::*;
+use common::netlab::*;
+use common::until;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Where the provider's HTTP server listens.
+const ECHO_PORT: u16 = 80;
+
+/// A guest: its namespace and NIC.
+struct Guest {
+    ns: String,
+    nic: Value,
+}
+
+/// Waits until floating IP `fip` reads `state` (attached/detached) and returns it.
+async fn fip_state(api: &Api, fip: &Value, state: &str) -> Value {
+    let id = s(fip, "id");
+    until(&format!("floating IP {id} to be {state}"), Duration::from_secs(60), || async {
+        let f = api.get(&format!("/v1/floating-ips/{id}")).await;
+        (f["state"] == state).then_some(f)
+    })
+    .await
+}
+
+/// Polls `f` (a blocking probe) for up to 15 s until it gives `want`; answers the last.
+fn settle<T: PartialEq + std::fmt::Debug>(want: &T, mut f: impl FnMut() -> T) -> T {
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = f();
+        if &got == want || std::time::Instant::now() > end {
+            return got;
+        }
+        std::thread::park_timeout(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snat_floating_ips_hairpin_and_cleanup() {
+    if !can_run() {
+        eprintln!("SKIPPED: the network lab needs root and iproute2");
+        return;
+    }
+    let prefix = "pxt";
+    let mut lab = NetLab::new(prefix, 236, 2);
+    let provider = lab.provider();
+    let _echo = SourceEcho::start(&provider, ECHO_PORT);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_server, api) = server(&lab, d, None).await;
+    let _a1 = agent(&lab, 1, d, &api).await;
+    let _a2 = agent(&lab, 2, d, &api).await;
+    let hosts = wait_hosts(&api, &lab).await;
+
+    // Without a pool, a NIC is private whatever it asks by default; asking for snat is refused.
+    let t = api.post("/v1/tenants", json!({ "name": "acme" })).await;
+    let p = api.post("/v1/projects", json!({ "name": "web", "tenant_id": t["id"] })).await;
+    let vpc = api.post("/v1/vpcs", json!({ "project_id": p["id"], "name": "main", "ipv4_cidr": "10.30.0.0/16" })).await;
+    let sn = api.post("/v1/subnets", json!({ "vpc_id": vpc["id"], "name": "s1", "ipv4_cidr": "10.30.1.0/24" })).await;
+    let (st, problem) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/network-interfaces",
+            Some(json!({ "subnet_id": sn["id"], "name": "early", "external_access": "snat" })),
+        )
+        .await;
+    assert_eq!((st, problem["code"].as_str()), (409, Some("no_ip_pool")), "{problem}");
+    let pool = api
+        .post(
+            "/v1/ip-pools",
+            json!({ "name": "public", "ipv4_cidr": "198.51.100.0/24", "first": "198.51.100.10",
+                    "last": "198.51.100.19", "gateway": PROVIDER_GATEWAY }),
+        )
+        .await;
+    assert_eq!(pool["gateway"], PROVIDER_GATEWAY);
+
+    // A group that lets the internet reach port 8080, and port 7070 from the provider's
+    // block only; port 7171 only from inside the VPC.
+    let web = api.post("/v1/security-groups", json!({ "vpc_id": vpc["id"], "name": "web" })).await;
+    for (port, cidr) in [(8080, "0.0.0.0/0"), (7070, "203.0.113.0/24"), (7171, "10.30.0.0/16")] {
+        api.rule(
+            &web,
+            json!({ "direction": "ingress", "protocol": "tcp", "port_min": port, "port_max": port, "remote_cidr": cidr }),
+        )
+        .await;
+    }
+    let groups = json!([vpc["default_security_group_id"], web["id"]]);
+    let mut guests = std::collections::BTreeMap::new();
+    let mut banners = Vec::new();
+    for (name, host, access) in [("a1", 1, None), ("a2", 1, Some("none")), ("a3", 2, None)] {
+        let mut b =
+            json!({ "subnet_id": sn["id"], "name": name, "host_id": hosts[host - 1], "security_group_ids": groups });
+        if let Some(a) = access {
+            b["external_access"] = json!(a);
+        }
+        let nic = api.post("/v1/network-interfaces", b).await;
+        let nic = api.ready(&nic).await;
+        let ns = lab.plug_guest(
+            name,
+            host,
+            vpc["vni"].as_u64().unwrap(),
+            &s(&nic, "device"),
+            &s(&nic, "mac"),
+            &format!("{}/24", s(&nic, "ipv4")),
+            &s(&sn, "gateway"),
+        );
+        for port in [8080, 7070, 7171] {
+            banners.push(Banner::start(&ns, port, name));
+        }
+        guests.insert(name, Guest { ns, nic });
+    }
+    let g = |n: &str| &guests[n];
+    // The default is snat when a pool has a free address: the lowest ones, in order.
+    assert_eq!(g("a1").nic["external_access"], "snat");
+    assert_eq!(g("a1").nic["snat_address"], "198.51.100.10");
+    assert_eq!(g("a2").nic["external_access"], "none");
+    assert!(g("a2").nic["snat_address"].is_null());
+    assert_eq!(g("a3").nic["snat_address"], "198.51.100.11");
+
+    // 1. SNAT: the internet sees each NIC's own SNAT address; a private NIC gets nowhere.
+    let seen = |n: &str| http_get(&g(n).ns, PROVIDER_SERVER, ECHO_PORT);
+    assert_eq!(settle(&Some("198.51.100.10".to_string()), || seen("a1")).as_deref(), Some("198.51.100.10"));
+    assert_eq!(settle(&Some("198.51.100.11".to_string()), || seen("a3")).as_deref(), Some("198.51.100.11"));
+    assert_eq!(seen("a2"), None, "a NIC with external_access none reaches nothing outside");
+    // Nor does the internet reach an SNAT address: it translates replies only.
+    assert_eq!(who(&provider, "198.51.100.10", 8080), None, "an SNAT address takes no connection");
+
+    // 2. A floating IP: reached only through it, only on ports the groups allow, with the
+    // private address as the rules' destination.
+    let fip = api.post("/v1/floating-ips", json!({ "project_id": p["id"], "name": "front" })).await;
+    let addr = s(&fip, "address");
+    assert_eq!(addr, "198.51.100.12", "the next free address of the pool");
+    assert_eq!(who(&provider, &addr, 8080), None, "control: detached, nothing answers");
+    let attach = |f: &Value, nic: &Value| {
+        let (f, nic) = (s(f, "id"), s(nic, "id"));
+        let api = &api;
+        async move { api.post(&format!("/v1/floating-ips/{f}/attach"), json!({ "nic_id": nic })).await }
+    };
+    let at = attach(&fip, &g("a2").nic).await;
+    assert!(matches!(at["state"].as_str(), Some("attaching" | "attached")), "{at}");
+    fip_state(&api, &fip, "attached").await;
+    assert_eq!(settle(&Some("a2".into()), || who(&provider, &addr, 8080)).as_deref(), Some("a2"));
+    assert_eq!(who(&provider, &addr, 7070).as_deref(), Some("a2"), "allowed from the provider's block");
+    assert_eq!(who(&provider, &addr, 7171), None, "a rule for the VPC's block does not admit the internet");
+    assert_eq!(who(&g("a1").ns, &s(&g("a2").nic, "ipv4"), 7171).as_deref(), Some("a2"), "control: the VPC may");
+    let nic = api.get(&format!("/v1/network-interfaces/{}", s(&g("a2").nic, "id"))).await;
+    assert_eq!(nic["floating_ips"][0]["address"], addr.as_str(), "{nic}");
+    // A private NIC with a floating IP leaves from it.
+    assert_eq!(settle(&Some(addr.clone()), || seen("a2")), Some(addr.clone()));
+
+    // 3. Hairpin, same host: a1 reaches its sibling through the sibling's floating IP.
+    assert_eq!(who(&g("a1").ns, &addr, 8080).as_deref(), Some("a2"), "hairpin on one host");
+
+    // Detach: unreachable; attach to a NIC on the other host: that one answers (the
+    // provider's ARP entry moves with the gratuitous ARP, not when it ages out).
+    api.post(&format!("/v1/floating-ips/{}/detach", s(&fip, "id")), json!({})).await;
+    fip_state(&api, &fip, "detached").await;
+    assert_eq!(settle(&None, || who(&provider, &addr, 8080)), None, "detached: nothing answers");
+    assert_eq!(seen("a2"), None, "a2 is private again");
+    attach(&fip, &g("a1").nic).await;
+    fip_state(&api, &fip, "attached").await;
+    assert_eq!(settle(&Some("a1".into()), || who(&provider, &addr, 8080)).as_deref(), Some("a1"));
+    let moved = attach(&fip, &g("a3").nic).await;
+    assert_eq!(moved["nic_id"], g("a3").nic["id"], "a move is one call");
+    fip_state(&api, &fip, "attached").await;
+    assert_eq!(settle(&Some("a3".into()), || who(&provider, &addr, 8080)).as_deref(), Some("a3"));
+    // Hairpin across hosts: through the provider, from a1's own public address.
+    assert_eq!(who(&g("a1").ns, &addr, 8080).as_deref(), Some("a3"), "hairpin across hosts");
+
+    // Bad input: the address is in use; another project's NIC is refused.
+    let (st, problem) = api.call(reqwest::Method::DELETE, &format!("/v1/floating-ips/{}", s(&fip, "id")), None).await;
+    assert_eq!((st, problem["code"].as_str()), (409, Some("floating_ip_attached")), "{problem}");
+
+    // 7. Clean up: nothing of the router is left on the hosts.
+    api.post(&format!("/v1/floating-ips/{}/detach", s(&fip, "id")), json!({})).await;
+    fip_state(&api, &fip, "detached").await;
+    api.delete(&format!("/v1/floating-ips/{}", s(&fip, "id"))).await;
+    let uplinks = |i: usize| {
+        String::from_utf8_lossy(&in_ns(&lab.host(i), &["ip", "-o", "link", "show", "master", PROVIDER_BRIDGE]).stdout)
+            .lines()
+            .filter(|l| l.contains(": pu"))
+            .count()
+    };
+    assert!(uplinks(1) > 0 && uplinks(2) > 0, "control: the uplinks exist while SNAT addresses do");
+    drop(banners);
+    for n in ["a1", "a2", "a3"] {
+        api.delete(&format!("/v1/network-interfaces/{}", s(&g(n).nic, "id"))).await;
+    }
+    for i in 1..=2 {
+        wait("the uplinks to go", Duration::from_secs(30), || (uplinks(i) == 0).then_some(()));
+        let vp = lab.vpc_prefix(i);
+        wait("the VPC namespace to go", Duration::from_secs(30), || {
+            let list = String::from_utf8_lossy(&run(&["ip", "netns", "list"]).stdout).to_string();
+            (!list.lines().any(|l| l.starts_with(&vp))).then_some(())
+        });
+    }
+    // Every address went back: the pool can go.
+    api.delete(&format!("/v1/ip-pools/{}", s(&pool, "id"))).await;
+    let _ = &mut lab;
+}
