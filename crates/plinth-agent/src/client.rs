@@ -8,8 +8,8 @@
 
 use crate::runtime::{BlobSource, BoxFuture};
 use plinth_api::{
-    ConsoleAck, ConsoleChunkQuery, DesiredState, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, HostInventory,
-    InstanceId, ObservedAck, ObservedReport,
+    ConsoleAck, ConsoleChunkQuery, CounterAck, CounterSample, DesiredState, EnrollRequest, EnrollResponse, Heartbeat,
+    HeartbeatAck, HostInventory, InstanceId, ObservedAck, ObservedReport,
 };
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -319,6 +319,19 @@ impl HostClient {
         let resp = self
             .request(reqwest::Method::POST, "/agent/v1/observed", CALL_TIMEOUT)
             .json(report)
+            .send()
+            .await
+            .map_err(transport)?;
+        json(resp).await
+    }
+}
+
+impl HostClient {
+    /// `POST /agent/v1/counters`.
+    pub async fn counters(&self, samples: &[CounterSample]) -> Result<CounterAck, ClientError> {
+        let resp = self
+            .request(reqwest::Method::POST, "/agent/v1/counters", CALL_TIMEOUT)
+            .json(samples)
             .send()
             .await
             .map_err(transport)?;

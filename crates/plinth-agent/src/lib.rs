@@ -28,6 +28,7 @@ pub mod console_watch;
 pub mod converge;
 pub mod discovery;
 pub mod kvm_probe;
+pub mod meter_ship;
 pub mod network;
 pub mod runner;
 pub mod runtime;

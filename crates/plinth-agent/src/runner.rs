@@ -402,6 +402,11 @@ impl<R: Runtime> Host<R> {
             Err(ClientError::Unauthorized { detail, .. }) => return Err(self.refused(detail)),
             Err(source) => return Err(HostError::Refused { hostname, what: "inventory", source }),
         }
+        if let Some(net) = &self.cfg.network
+            && let Some(period) = net.0.counter_period()
+        {
+            tokio::spawn(crate::meter_ship::run(host.clone(), net.0.clone(), period, stop.clone()));
+        }
         self.converge_loop(host, cred.host_id, table, stop).await
     }
 

@@ -292,6 +292,7 @@ fn two_hosts_carry_a_vpc() {
         let prefix = format!("{tag}v{i}-");
         let backend = Arc::new(LinuxBridge::new(LinuxBridgeConfig {
             provider_bridge: None,
+            counter_period: Duration::from_secs(30),
             underlay_ip: underlay.clone(),
             netns_prefix: prefix.clone(),
             state_dir: dir.clone(),
@@ -636,6 +637,7 @@ fn two_hosts_carry_a_vpc() {
         ns: hosts[0].ns.clone(),
         backend: Arc::new(LinuxBridge::new(LinuxBridgeConfig {
             provider_bridge: None,
+            counter_period: Duration::from_secs(30),
             underlay_ip: hosts[0].underlay.clone(),
             netns_prefix: hosts[0].prefix.clone(),
             state_dir: lab.dirs[0].clone(),

@@ -146,7 +146,15 @@ pub struct CounterSample {
     /// Strictly increasing per source; a repeated sequence number is ignored.
     pub seq: i64,
     pub meter: Meter,
-    pub instance_id: InstanceId,
+    /// The instance counted (one of `instance_id` and `nic_id`).
+    #[serde(default)]
+    pub instance_id: Option<InstanceId>,
+    /// The network interface counted (its host must be the reporting one).
+    #[serde(default)]
+    pub nic_id: Option<NicId>,
+    /// What is counted, e.g. `internet` or `all` for `egress_bytes` (default `default`).
+    #[serde(default)]
+    pub dimension: Option<String>,
     /// The counter's running total; lower than the last one means the counter was reset.
     pub value: i64,
     pub at: DateTime<Utc>,

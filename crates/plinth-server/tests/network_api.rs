@@ -1187,6 +1187,157 @@ async fn floating_ips(srv: &TestServer) {
     srv.get(&format!("/v1/floating-ips/{}", id(&again))).token(&other_tok).send().await.problem(404, "not_found");
 }
 
+/// The `address_seconds` records of one resource, oldest first.
+async fn address_records(srv: &TestServer, resource: &str) -> Vec<Value> {
+    let r = srv
+        .get(&format!("/v1/usage?resource_id={resource}&meter=address_seconds"))
+        .token(&srv.operator)
+        .send()
+        .await
+        .ok(200);
+    let mut items = r["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|i| i["start_at"].as_str().unwrap_or("").to_string());
+    items
+}
+
+/// Microseconds between two RFC 3339 instants.
+fn micros_between(a: &Value, b: &Value) -> i64 {
+    let t = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp_micros();
+    t(b) - t(a)
+}
+
+/// Test 6 of issue 18 and the address meters: SNAT addresses by default when a pool has
+/// one (and refused when asked for without), floating IPs attached, moved and detached
+/// in one call each, each attachment an `address_seconds` interval opened and closed in
+/// the same transaction (a move closes one and opens the next at the same instant), bad
+/// input refused with nothing written.
+async fn external_access(srv: &TestServer) {
+    let op = srv.operator.as_str();
+    let (tok, project) = tenant(srv, "ext").await;
+    let t = tok.as_str();
+    let v = vpc(srv, t, &project, "main", "10.90.0.0/16").await;
+    let sn = subnet(srv, t, &id(&v), "sn", "10.90.1.0/24").await;
+    // No pool: a NIC is private by default, and asking for snat names the missing pool.
+    let early = nic(srv, t, json!({ "subnet_id": id(&sn), "name": "early" })).await.ok(201);
+    assert_eq!((early["external_access"].as_str(), early["snat_address"].as_null()), (Some("none"), Some(())));
+    let before = snapshot(srv).await;
+    let p = nic(srv, t, json!({ "subnet_id": id(&sn), "name": "x", "external_access": "snat" }))
+        .await
+        .problem(409, "no_ip_pool");
+    assert_eq!(p["constraint"]["field"], "external_access");
+    assert_eq!(snapshot(srv).await, before, "the refused NIC wrote nothing");
+    srv.post("/v1/ip-pools")
+        .token(op)
+        .json(&json!({ "name": "bad", "ipv4_cidr": "198.51.100.0/28", "first": "198.51.100.2", "last": "198.51.100.6",
+                       "gateway": "198.51.100.3" }))
+        .send()
+        .await
+        .problem(422, "gateway_in_range");
+    let pool = srv
+        .post("/v1/ip-pools")
+        .token(op)
+        .json(&json!({ "name": "edge", "ipv4_cidr": "198.51.100.0/28", "first": "198.51.100.2", "last": "198.51.100.6",
+                       "gateway": "198.51.100.1" }))
+        .send()
+        .await
+        .ok(201);
+    let n1 = nic(srv, t, json!({ "subnet_id": id(&sn), "name": "n1" })).await.ok(201);
+    assert_eq!((n1["external_access"].as_str(), n1["snat_address"].as_str()), (Some("snat"), Some("198.51.100.2")));
+    let n2 = nic(srv, t, json!({ "subnet_id": id(&sn), "name": "n2", "external_access": "none" })).await.ok(201);
+    assert!(n2["snat_address"].is_null());
+    let snat = address_records(srv, &id(&n1)).await;
+    assert_eq!(snat.len(), 1, "{snat:?}");
+    assert_eq!((snat[0]["dimension"].as_str(), snat[0]["end_at"].as_null()), (Some("snat"), Some(())));
+    assert_eq!(snat[0]["attributes"]["address"], "198.51.100.2");
+
+    let f = srv.post("/v1/floating-ips").token(t).json(&json!({ "project_id": project, "name": "f" })).send().await;
+    let f = f.ok(201);
+    assert_eq!(f["address"], "198.51.100.3", "floating and SNAT addresses share the pool");
+    let attach = |fip: String, nic: String, tok: String| async move {
+        srv.post(&format!("/v1/floating-ips/{fip}/attach")).token(&tok).json(&json!({ "nic_id": nic })).send().await
+    };
+    // A NIC on no host has nothing to apply: attached at once.
+    let a = attach(id(&f), id(&n1), tok.clone()).await.ok(200);
+    assert_eq!((a["state"].as_str(), a["nic_id"].as_str()), (Some("attached"), Some(id(&n1).as_str())));
+    let shown = srv.get(&format!("/v1/network-interfaces/{}", id(&n1))).token(t).send().await.ok(200);
+    assert_eq!(shown["floating_ips"], json!([{ "id": id(&f), "address": "198.51.100.3" }]));
+    let m = attach(id(&f), id(&n2), tok.clone()).await.ok(200);
+    assert_eq!(m["nic_id"], id(&n2).as_str(), "a move is one call");
+    let shown = srv.get(&format!("/v1/network-interfaces/{}", id(&n1))).token(t).send().await.ok(200);
+    assert_eq!(shown["floating_ips"], json!([]), "the NIC it left no longer lists it");
+    let recs = address_records(srv, &id(&f)).await;
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(
+        (recs[0]["attributes"]["nic_id"].as_str(), recs[1]["attributes"]["nic_id"].as_str()),
+        (Some(id(&n1).as_str()), Some(id(&n2).as_str()))
+    );
+    assert_eq!(recs[0]["end_at"], recs[1]["start_at"], "a move closes one record and opens the next at once");
+    assert_eq!(recs[0]["quantity_micros"].as_i64(), Some(micros_between(&recs[0]["start_at"], &recs[0]["end_at"])));
+    assert!(recs[1]["end_at"].is_null());
+
+    // Bad input and tenancy: nothing written.
+    let (other, other_project) = tenant(srv, "ext-other").await;
+    let ov = vpc(srv, &other, &other_project, "theirs", "10.91.0.0/16").await;
+    let osn = subnet(srv, &other, &id(&ov), "sn", "10.91.1.0/24").await;
+    let theirs =
+        nic(srv, &other, json!({ "subnet_id": id(&osn), "name": "theirs", "external_access": "none" })).await.ok(201);
+    let before = snapshot(srv).await;
+    // Another tenant's NIC is answered as one that does not exist.
+    let p = attach(id(&f), id(&theirs), tok.clone()).await.problem(422, "invalid_reference");
+    assert!(p["detail"].as_str().unwrap().contains("does not exist"), "{p}");
+    attach(id(&f), id(&theirs), other.clone()).await.problem(404, "not_found");
+    srv.post(&format!("/v1/floating-ips/{}/detach", id(&f))).token(&other).send().await.problem(404, "not_found");
+    assert_eq!(snapshot(srv).await, before, "another tenant's refusals wrote nothing");
+    let second = srv.create_project(t, None, "ext-second").await;
+    let sv = vpc(srv, t, &id(&second), "second", "10.92.0.0/16").await;
+    let ssn = subnet(srv, t, &id(&sv), "sn", "10.92.1.0/24").await;
+    let elsewhere =
+        nic(srv, t, json!({ "subnet_id": id(&ssn), "name": "elsewhere", "external_access": "none" })).await.ok(201);
+    let before_refusal = snapshot(srv).await;
+    attach(id(&f), id(&elsewhere), tok.clone()).await.problem(422, "floating_ip_other_project");
+    srv.delete(&format!("/v1/floating-ips/{}", id(&f))).token(t).send().await.problem(409, "floating_ip_attached");
+    assert_eq!(snapshot(srv).await, before_refusal, "refusals wrote nothing");
+
+    // The pool runs out: an explicit snat is refused naming it; a default one is private.
+    let n3 = nic(srv, t, json!({ "subnet_id": id(&sn), "name": "n3" })).await.ok(201);
+    assert_eq!(n3["snat_address"], "198.51.100.4");
+    srv.post("/v1/floating-ips").token(t).json(&json!({ "project_id": project, "name": "g" })).send().await.ok(201);
+    srv.post("/v1/floating-ips").token(t).json(&json!({ "project_id": project, "name": "h" })).send().await.ok(201);
+    let p = nic(srv, t, json!({ "subnet_id": id(&sn), "name": "n4", "external_access": "snat" }))
+        .await
+        .problem(409, "ip_pool_exhausted");
+    let d = p["detail"].as_str().unwrap();
+    assert!(d.contains("edge") && d.contains(&id(&pool)), "names the pool: {d}");
+    let n5 = nic(srv, t, json!({ "subnet_id": id(&sn), "name": "n5" })).await.ok(201);
+    assert_eq!(n5["external_access"], "none", "a default NIC stays private when no address is free");
+    // Releasing an SNAT address closes its record and frees the address.
+    let r = srv
+        .patch(&format!("/v1/network-interfaces/{}", id(&n3)))
+        .token(t)
+        .json(&json!({ "external_access": "none" }))
+        .send()
+        .await
+        .ok(200);
+    assert!(r["snat_address"].is_null());
+    let recs = address_records(srv, &id(&n3)).await;
+    assert!(recs.len() == 1 && !recs[0]["end_at"].is_null(), "{recs:?}");
+    let r = srv
+        .patch(&format!("/v1/network-interfaces/{}", id(&n5)))
+        .token(t)
+        .json(&json!({ "external_access": "snat" }))
+        .send()
+        .await
+        .ok(200);
+    assert_eq!(r["snat_address"], "198.51.100.4", "the freed address, again");
+
+    // A NIC deleted with a floating IP attached: the IP is detached, its record closed.
+    srv.delete(&format!("/v1/network-interfaces/{}", id(&n2))).token(t).send().await.ok(204);
+    let after = srv.get(&format!("/v1/floating-ips/{}", id(&f))).token(t).send().await.ok(200);
+    assert_eq!((after["state"].as_str(), after["nic_id"].as_null()), (Some("detached"), Some(())));
+    assert!(address_records(srv, &id(&f)).await.iter().all(|r| !r["end_at"].is_null()));
+    srv.delete(&format!("/v1/ip-pools/{}", id(&pool))).token(op).send().await.problem(409, "has_dependents");
+}
+
 macro_rules! both_backends {
     ($name:ident, $pg:ident, $scenario:ident) => {
         both_backends!($name, $pg, $scenario, ServerConfig::default());
@@ -1221,6 +1372,7 @@ both_backends!(
 both_backends!(quotas_sqlite, quotas_postgres, quotas);
 both_backends!(ip_pools_sqlite, ip_pools_postgres, ip_pools);
 both_backends!(floating_ips_sqlite, floating_ips_postgres, floating_ips);
+both_backends!(external_access_sqlite, external_access_postgres, external_access);
 both_backends!(
     a_hosts_spec_follows_each_nic_change_sqlite,
     a_hosts_spec_follows_each_nic_change_postgres,

@@ -74,6 +74,10 @@ pub struct AgentArgs {
     /// public address is routed through this host).
     #[arg(long)]
     provider_bridge: Option<String>,
+    /// qemu: seconds between readings of the NICs' egress byte counters (shipped when
+    /// they moved).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    counter_interval: u64,
     /// sim: how many simulated hosts to run in this process (at most 10000, the most one
     /// join token enrols).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -249,6 +253,7 @@ async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>, c
         underlay_ip: args.underlay_ip.map(|ip| ip.to_string()),
         netns_prefix: args.netns_prefix.clone(),
         provider_bridge: args.provider_bridge.clone(),
+        counter_period: Duration::from_secs(args.counter_interval),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut task = tokio::spawn(crate::agent_host::run(host, stop_rx));

@@ -41,6 +41,8 @@ pub struct RealHost {
     pub netns_prefix: String,
     /// The bridge reaching the provider network (`None`: no public addresses here).
     pub provider_bridge: Option<String>,
+    /// How often the NICs' egress counters are read and shipped.
+    pub counter_period: Duration,
 }
 
 /// The local address this machine uses to reach `server` (a URL): the source of its route
@@ -144,6 +146,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
             // This agent's data directory: unique per agent on the machine.
             owner: host_dir.display().to_string(),
             provider_bridge: h.provider_bridge.clone(),
+            counter_period: h.counter_period,
         }))
     });
     let network = match (&bridge, &underlay_ip) {

@@ -153,6 +153,7 @@ pub async fn start(
         underlay_ip: None,
         netns_prefix: "pv-".into(),
         provider_bridge: None,
+        counter_period: Duration::from_secs(30),
     };
     let agent = tokio::spawn(crate::agent_host::run(host, stop));
 

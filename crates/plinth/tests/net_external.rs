@@ -44,6 +44,60 @@ fn settle<T: PartialEq + std::fmt::Debug>(want: &T, mut f: impl FnMut() -> T) ->
     }
 }
 
+/// A NIC's metered egress (internet, total) in bytes: the sum of its `egress_bytes`
+/// records by class.
+async fn egress(api: &Api, nic: &str) -> (u64, u64) {
+    let mut sums = (0u64, 0u64);
+    let mut cursor = String::new();
+    loop {
+        let page = api.get(&format!("/v1/usage?resource_id={nic}&meter=egress_bytes&limit=1000{cursor}")).await;
+        for r in page["items"].as_array().into_iter().flatten() {
+            let bytes = r["quantity_micros"].as_u64().unwrap_or(0) / 1_000_000;
+            match r["dimension"].as_str() {
+                Some("internet") => sums.0 += bytes,
+                Some("all") => sums.1 += bytes,
+                other => panic!("an egress record of class {other:?}: {r}"),
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return sums,
+        }
+    }
+}
+
+/// The egress once it stopped moving (the same for 3 s).
+async fn settled_egress(api: &Api, nic: &str) -> (u64, u64) {
+    settled_at_least(api, nic, (0, 0)).await
+}
+
+/// The egress once it is at least `floor` and has not moved for three counter periods
+/// (the lab's agents read and ship counters every second).
+async fn settled_at_least(api: &Api, nic: &str, floor: (u64, u64)) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = egress(api, nic).await;
+    let mut since = std::time::Instant::now();
+    loop {
+        let now = egress(api, nic).await;
+        if now != last || now.0 < floor.0 || now.1 < floor.1 {
+            (last, since) = (now, std::time::Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(3) {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "the egress of {nic} never settled: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The egress once it reached `floor` (both classes).
+async fn grown_egress(api: &Api, nic: &str, floor: (u64, u64)) -> (u64, u64) {
+    until("the egress to be metered", Duration::from_secs(60), || async move {
+        let now = egress(api, nic).await;
+        (now.0 >= floor.0 && now.1 >= floor.1).then_some(now)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snat_floating_ips_hairpin_and_cleanup() {
     if !can_run() {
@@ -55,9 +109,10 @@ async fn snat_floating_ips_hairpin_and_cleanup() {
     let provider = lab.provider();
     let _echo = SourceEcho::start(&provider, ECHO_PORT);
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    // Logs stay for a look when the lab is kept (PLINTH_KEEP_NETLAB).
+    let d = &if std::env::var_os("PLINTH_KEEP_NETLAB").is_some() { dir.keep() } else { dir.path().to_path_buf() };
     let (_server, api) = server(&lab, d, None).await;
-    let _a1 = agent(&lab, 1, d, &api).await;
+    let mut agent1 = agent(&lab, 1, d, &api).await;
     let _a2 = agent(&lab, 2, d, &api).await;
     let hosts = wait_hosts(&api, &lab).await;
 
@@ -179,6 +234,55 @@ async fn snat_floating_ips_hairpin_and_cleanup() {
     // Bad input: the address is in use; another project's NIC is refused.
     let (st, problem) = api.call(reqwest::Method::DELETE, &format!("/v1/floating-ips/{}", s(&fip, "id")), None).await;
     assert_eq!((st, problem["code"].as_str()), (409, Some("floating_ip_attached")), "{problem}");
+
+    // 5. Metering: a1 sends exactly K bytes to a sink on the internet and K to a sink on
+    // its peer a3. Internet egress (IP packets leaving by the uplink from a1's address)
+    // grows by K plus headers, total egress (frames a1 sent) by 2K plus headers; the
+    // bounds allow 64 bytes of headers for every 536 payload bytes (TCP's smallest
+    // segment), and 64 more packets of 64 bytes (handshakes, ARP, DHCP).
+    const K: u64 = 1_000_000;
+    let slack = |payload: u64| payload * 64 / 536 + 64 * 64;
+    let _internet_sink = Sink::start(&provider, 9000);
+    let _peer_sink = Sink::start(&g("a3").ns, 9000);
+    let a1 = s(&g("a1").nic, "id");
+    let (i0, t0) = settled_egress(&api, &a1).await;
+    assert!(send_bytes(&g("a1").ns, PROVIDER_SERVER, 9000, K as usize), "K bytes to the internet");
+    assert!(send_bytes(&g("a1").ns, &s(&g("a3").nic, "ipv4"), 9000, K as usize), "K bytes to the peer");
+    let (i1, t1) = grown_egress(&api, &a1, (i0 + K, t0 + 2 * K)).await;
+    println!("egress of a1: internet +{} bytes, total +{} bytes for K = {K}", i1 - i0, t1 - t0);
+    assert!((K..=K + slack(K)).contains(&(i1 - i0)), "internet egress grew by {} for K = {K}", i1 - i0);
+    assert!((2 * K..=2 * K + slack(2 * K)).contains(&(t1 - t0)), "total egress grew by {} for 2K", t1 - t0);
+
+    // An agent restart reports the same counters again: they add nothing; what is sent
+    // while it is down is counted once it is back.
+    agent1.kill9();
+    assert!(send_bytes(&g("a1").ns, PROVIDER_SERVER, 9000, K as usize), "K more while the agent is down");
+    let _agent1 = agent(&lab, 1, d, &api).await;
+    let (i2, t2) = grown_egress(&api, &a1, (i1 + K, t1 + K)).await;
+    let (i2, t2) = settled_at_least(&api, &a1, (i2, t2)).await;
+    assert!((K..=K + slack(K)).contains(&(i2 - i1)), "after a restart: internet +{} for K = {K}", i2 - i1);
+    assert!((K..=K + slack(K)).contains(&(t2 - t1)), "after a restart: total +{} for K = {K}", t2 - t1);
+
+    // The port recreated (deleted by hand; the agent's next verifying apply makes it
+    // again): its counter starts from zero under a new epoch, nothing counted twice.
+    let vpc_ns = lab.vpc_ns(1, vpc["vni"].as_u64().unwrap());
+    let dev = s(&g("a1").nic, "device");
+    sh(&["ip", "-n", &vpc_ns, "link", "del", &dev]);
+    let ns_a1 = lab.plug_guest(
+        "a1",
+        1,
+        vpc["vni"].as_u64().unwrap(),
+        &dev,
+        &s(&g("a1").nic, "mac"),
+        &format!("{}/24", s(&g("a1").nic, "ipv4")),
+        &s(&sn, "gateway"),
+    );
+    let sent = settle(&true, || send_bytes(&ns_a1, PROVIDER_SERVER, 9000, K as usize));
+    assert!(sent, "K bytes from the recreated port");
+    let (i3, t3) = grown_egress(&api, &a1, (i2 + K, t2 + K)).await;
+    let (i3, t3) = settled_at_least(&api, &a1, (i3, t3)).await;
+    assert!((K..=K + slack(K) + 4 * slack(0)).contains(&(i3 - i2)), "recreated: internet +{} for K = {K}", i3 - i2);
+    assert!((K..=K + slack(K) + 4 * slack(0)).contains(&(t3 - t2)), "recreated: total +{} for K = {K}", t3 - t2);
 
     // 7. Clean up: nothing of the router is left on the hosts.
     api.post(&format!("/v1/floating-ips/{}/detach", s(&fip, "id")), json!({})).await;

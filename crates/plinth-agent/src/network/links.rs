@@ -283,6 +283,8 @@ pub fn converge_ports(plan: &VpcPlan, nl: &mut Rtnl, links: &mut BTreeMap<String
     if wants_spares(plan) {
         wanted.extend(spare_names());
     }
+    // The router's uplink is [`super::router`]'s.
+    wanted.insert(super::router::UPLINK.to_owned());
     let unwanted: Vec<String> = links
         .values()
         .filter(|l| (l.kind == "veth" || l.kind == "tun") && !wanted.contains(&l.name))

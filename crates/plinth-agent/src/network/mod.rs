@@ -21,7 +21,7 @@
 //! (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and neighbours), [`filter`]
 //! (nftables), [`guard`] (the fail-closed eBPF program at each port's and VXLAN device's
 //! egress), [`dhcp`] (dnsmasq), [`router`] (the uplink to the provider network and its
-//! public addresses), [`tap`] (TUN ioctl, namespace threads), [`neigh_limits`]
+//! public addresses), [`meter`] (egress byte counters and their epochs), [`tap`] (TUN ioctl, namespace threads), [`neigh_limits`]
 //! (the machine-wide ARP table limits the data path outgrows).
 
 pub mod cmd;
@@ -31,6 +31,7 @@ pub mod fdb;
 pub mod filter;
 pub mod guard;
 pub mod links;
+pub mod meter;
 pub mod neigh_limits;
 pub mod plan;
 pub mod router;
@@ -60,6 +61,16 @@ pub trait HostNetwork: Send + Sync + 'static {
     fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
         self.apply(spec)
     }
+
+    /// Reads the local NICs' egress byte counters (as of the last apply's NICs). Blocks.
+    fn counters(&self) -> Vec<meter::Reading> {
+        Vec::new()
+    }
+
+    /// How often the counters are shipped (`None`: this backend keeps none).
+    fn counter_period(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Settings of the Linux-bridge backend.
@@ -80,6 +91,8 @@ pub struct LinuxBridgeConfig {
     /// The bridge (in the agent's namespace) that reaches the provider network: each VPC
     /// router's uplink is a port of it. `None`: this host routes no public address.
     pub provider_bridge: Option<String>,
+    /// How often the egress counters are read and shipped.
+    pub counter_period: std::time::Duration,
 }
 
 /// The Linux-bridge + VXLAN + nftables backend.
@@ -101,6 +114,10 @@ struct VpcState {
     dhcp: dhcp::Hosts,
     /// The router's uplink as of the last apply; `None`: unknown (read back next).
     router: Option<router::Held>,
+    /// The meter table's counters (address → name) as of the last apply; `None`: unknown.
+    meter: Option<BTreeMap<String, String>>,
+    /// The NICs whose counters are read.
+    ports: meter::Ports,
 }
 
 /// What one VPC's apply leaves, for the caller to observe and keep.
@@ -110,6 +127,7 @@ struct Applied {
     loaded: Option<filter::Loaded>,
     dhcp: dhcp::Hosts,
     router: router::Held,
+    meter: Option<BTreeMap<String, String>>,
 }
 
 /// Per-NIC component results gathered during one VPC's apply.
@@ -149,7 +167,7 @@ fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
 impl Applied {
     /// An apply that stopped before touching the links: nothing but the error to observe.
     fn failed(err: Errors, view: View, loaded: Option<filter::Loaded>) -> Applied {
-        Applied { err, view, loaded, dhcp: dhcp::Hosts::new(), router: router::Held::default() }
+        Applied { err, view, loaded, dhcp: dhcp::Hosts::new(), router: router::Held::default(), meter: None }
     }
 }
 
@@ -224,8 +242,14 @@ impl LinuxBridge {
         for (n, why) in &plan.rejected {
             err.rejected.insert(n.nic_id.clone(), why.clone());
         }
-        let VpcState { loaded: prior_loaded, view: prior_view, dhcp: prior_dhcp, router: prior_router } =
-            self.vpcs().remove(ns).unwrap_or_default();
+        let VpcState {
+            loaded: prior_loaded,
+            view: prior_view,
+            dhcp: prior_dhcp,
+            router: prior_router,
+            meter: prior_meter,
+            ports: _,
+        } = self.vpcs().remove(ns).unwrap_or_default();
         let started = std::time::Instant::now();
         let carried = if verify { None } else { prior_view };
         let verify = carried.is_none();
@@ -337,6 +361,11 @@ impl LinuxBridge {
             if verify { None } else { prior_router.as_ref() },
         );
         err.router = routed.err();
+        let (meter_held, metered) =
+            meter::converge(ns, &meter::desired(plan), if verify { None } else { prior_meter.as_ref() });
+        if let Err(e) = metered {
+            tracing::warn!(namespace = ns, error = %e, "egress counters");
+        }
         let vpc_dir = self.vpc_dir(ns);
         let mut hosts = dhcp::Hosts::new();
         if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
@@ -349,7 +378,7 @@ impl LinuxBridge {
         let failed = err.failed();
         if !verify && failed {
             tracing::info!(namespace = ns, "a change did not apply cleanly; verifying the namespace");
-            self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None, dhcp: hosts, router: None });
+            self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None, dhcp: hosts, ..Default::default() });
             return self.apply_vpc(plan, true);
         }
         if initial.is_some_and(|i| failed || view != i) {
@@ -373,7 +402,7 @@ impl LinuxBridge {
             total_ms = started.elapsed().as_millis() as u64,
             "VPC applied"
         );
-        Applied { err, view, loaded, dhcp: hosts, router: router_held }
+        Applied { err, view, loaded, dhcp: hosts, router: router_held, meter: Some(meter_held) }
     }
 
     /// Answers each NIC's components from `view` (read back, or kept current by the
@@ -503,11 +532,16 @@ impl LinuxBridge {
                 Ok(plan) => {
                     let applied = self.apply_vpc(&plan, verify);
                     nics.extend(self.observe_vpc(&plan, &applied));
-                    let Applied { err, view, loaded, dhcp, router } = applied;
+                    let Applied { err, view, loaded, dhcp, router, meter } = applied;
                     // The view is trusted by the next change only when it was all read.
                     let view = err.all.is_none().then_some(view);
                     let router = err.router.is_none().then_some(router);
-                    self.vpcs().insert(ns.clone(), VpcState { loaded, view, dhcp, router });
+                    let ports = plan
+                        .nics
+                        .iter()
+                        .map(|n| (n.spec.nic_id.clone(), n.spec.device.clone(), n.spec.ipv4.clone()))
+                        .collect();
+                    self.vpcs().insert(ns.clone(), VpcState { loaded, view, dhcp, router, meter, ports });
                 }
                 Err(e) => {
                     for n in &vpc.nics {
@@ -545,6 +579,23 @@ impl HostNetwork for LinuxBridge {
 
     fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
         self.converge(spec, false)
+    }
+
+    fn counter_period(&self) -> Option<std::time::Duration> {
+        Some(self.cfg.counter_period)
+    }
+
+    fn counters(&self) -> Vec<meter::Reading> {
+        let vpcs: Vec<(String, meter::Ports)> =
+            self.vpcs().iter().map(|(ns, st)| (ns.clone(), st.ports.clone())).collect();
+        let mut out = Vec::new();
+        for (ns, ports) in vpcs {
+            match meter::sample(&ns, &ports) {
+                Ok(r) => out.extend(r),
+                Err(e) => tracing::warn!(namespace = %ns, error = %e, "reading egress counters"),
+            }
+        }
+        out
     }
 }
 

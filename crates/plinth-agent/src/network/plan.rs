@@ -130,6 +130,7 @@ impl VpcPlan {
             let reserved = n.device.starts_with("br")
                 || n.device.starts_with("vx")
                 || n.device.starts_with(super::links::SPARE_PREFIX)
+                || n.device == super::router::UPLINK
                 || n.device == "lo";
             if !valid_ifname(&n.device) || reserved || (n.plug == plinth_api::NicPlug::Veth && n.device.len() > 14) {
                 rejected.push((n.clone(), format!("device name {:?} is not usable", n.device)));

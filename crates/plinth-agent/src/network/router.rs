@@ -95,10 +95,11 @@ pub fn converge(
     }
     let present = read(ns);
     if want.addrs.is_empty() {
-        if present.is_some()
-            && let Err(e) = cmd::ip(Some(ns), &["link", "del", UPLINK])
-        {
-            return (Held { addrs: present.map(|p| p.0).unwrap_or_default(), gateway: None }, Err(e));
+        if present.is_some() {
+            tracing::info!(namespace = ns, "no public address left here: removing the uplink");
+            if let Err(e) = cmd::ip(Some(ns), &["link", "del", UPLINK]) {
+                return (Held { addrs: present.map(|p| p.0).unwrap_or_default(), gateway: None }, Err(e));
+            }
         }
         return (Held::default(), Ok(()));
     }
@@ -114,6 +115,7 @@ pub fn converge(
         let (have, mac, ifindex) = match present {
             Some(p) => p,
             None => {
+                tracing::info!(namespace = ns, provider, "making the uplink");
                 create(ns, vni, provider)?;
                 read(ns).ok_or_else(|| format!("{UPLINK} is missing in {ns} right after it was made"))?
             }

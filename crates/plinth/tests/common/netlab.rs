@@ -430,6 +430,46 @@ impl Drop for SourceEcho {
     }
 }
 
+/// A TCP sink in `ns` on `port`: reads every connection to its end and closes it.
+pub struct Sink(std::process::Child);
+
+impl Sink {
+    pub fn start(ns: &str, port: u16) -> Sink {
+        let code = format!(
+            "import socket,threading\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0',{port})); s.listen(64)\n\
+             def h(c):\n\
+             \x20   while c.recv(65536): pass\n\
+             \x20   c.close()\n\
+             while True:\n\
+             \x20   c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()\n"
+        );
+        let child = spawn_python(ns, &code, "sink");
+        wait_listening(ns, port, "the sink");
+        Sink(child)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends exactly `bytes` bytes from `ns` to a [`Sink`] at `ip:port` over one TCP
+/// connection and waits for the sink to close it (all read). True when it went through.
+pub fn send_bytes(ns: &str, ip: &str, port: u16, bytes: usize) -> bool {
+    let code = format!(
+        "import socket\n\
+         s=socket.create_connection(('{ip}',{port}),timeout=10)\n\
+         s.sendall(b'x'*{bytes}); s.shutdown(socket.SHUT_WR)\n\
+         while s.recv(65536): pass\n"
+    );
+    in_ns(ns, &["python3", "-c", &code]).status.success()
+}
+
 /// GET `http://ip:port/` from `ns` (2 s): the body, or None when no answer came.
 pub fn http_get(ns: &str, ip: &str, port: u16) -> Option<String> {
     let code = format!(
