@@ -168,6 +168,7 @@ fn spec(generation: i64, h: usize, hosts: &[&Host], nics: &[Nic], groups: &[Secu
             filter_generation: generation,
             snat_address: None,
             floating: vec![],
+            dns_name: Some(format!("guest-{}", n.name)),
         })
         .collect();
     let remote: Vec<RemoteNicSpec> = nics
@@ -179,6 +180,7 @@ fn spec(generation: i64, h: usize, hosts: &[&Host], nics: &[Nic], groups: &[Secu
             mac: n.mac.to_owned(),
             ipv4: n.ip.to_owned(),
             vtep: hosts[n.host].underlay.clone(),
+            dns_name: Some(format!("guest-{}", n.name)),
         })
         .collect();
     let peers = hosts.iter().enumerate().filter(|(i, _)| *i != h).map(|(_, x)| x.underlay.clone()).collect();
@@ -197,6 +199,7 @@ fn spec(generation: i64, h: usize, hosts: &[&Host], nics: &[Nic], groups: &[Secu
             remote_nics: remote,
             peers,
             uplink_gateway: None,
+            dns_domain: Some("lab.internal".into()),
         }],
     }
 }
@@ -394,6 +397,7 @@ fn two_hosts_carry_a_vpc() {
     assert!(!sh(&format!("ip -n {vpc0} link show dev ntu")).0, "the removed NIC's port went");
     assert!(!entry.exists(), "the removed NIC's DHCP entry went");
 
+    let dhcp_opts = std::env::temp_dir().join(format!("{tag}dhcp-opts"));
     // Guests: move each veth far end into its own namespace.
     for n in nics.iter().filter(|n| !n.name.starts_with('t')) {
         let g = format!("{tag}g{}", n.name);
@@ -405,21 +409,29 @@ fn two_hosts_carry_a_vpc() {
             n.name, n.name
         ));
         if n.name == "a" {
-            // DHCP: busybox udhcpc with a script that applies address, MTU and router.
+            // DHCP: busybox udhcpc with a script that applies address, MTU and router, and
+            // notes the DNS options.
             let script = std::env::temp_dir().join(format!("{tag}udhcpc.sh"));
             std::fs::write(
                 &script,
-                "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add $ip/$mask dev $interface\n[ -n \"$mtu\" ] && ip link set $interface mtu $mtu\nfor r in $router; do ip route add default via $r; done\necho \"$hostname\" > /dev/null\n",
+                format!(
+                    "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add $ip/$mask dev $interface\n[ -n \"$mtu\" ] && ip link set $interface mtu $mtu\nfor r in $router; do ip route add default via $r; done\necho \"dns=$dns domain=$domain search=$search\" > {}\n",
+                    dhcp_opts.display()
+                ),
             )
             .expect("script");
             must(&format!("chmod +x {}", script.display()));
-            let out =
-                must(&format!("ip netns exec {g} busybox udhcpc -i eth0 -n -q -t 5 -T 1 -s {} 2>&1", script.display()));
+            let out = must(&format!(
+                "ip netns exec {g} busybox udhcpc -i eth0 -n -q -t 5 -T 1 -O search -s {} 2>&1",
+                script.display()
+            ));
             let _ = std::fs::remove_file(&script);
             let addr = must(&format!("ip -n {g} -4 -o addr show dev eth0"));
             assert!(addr.contains("10.73.0.10/24"), "DHCP gave no address: {addr}\n{out}");
             let link = must(&format!("ip -n {g} -o link show dev eth0"));
             assert!(link.contains("mtu 1450"), "DHCP gave no MTU 1450: {link}");
+            let opts = std::fs::read_to_string(&dhcp_opts).expect("the DHCP options noted");
+            assert_eq!(opts.trim(), "dns=10.73.0.1 domain=lab.internal search=lab.internal", "DHCP's DNS options");
         } else {
             let gw = format!("10.73.{}.1", n.subnet);
             must(&format!(
@@ -447,6 +459,17 @@ fn two_hosts_carry_a_vpc() {
     assert!(tcp(&g("d"), "10.73.0.11", 5000), "across subnets, back");
     assert!(ping(&g("a"), "10.73.0.12", 56), "ping across hosts");
     assert!(ping(&g("a"), "10.73.0.1", 56), "ping the gateway");
+
+    // DNS on the gateway: the VPC's names, local and remote, by full and bare name; a name
+    // outside the VPC's domain is not answered.
+    let lookup = |name: &str| {
+        let (ok, out) = sh(&format!("ip netns exec {} busybox nslookup {name} 10.73.0.1", g("a")));
+        ok.then(|| out.lines().filter_map(|l| l.strip_prefix("Address: ")).map(str::to_owned).collect::<Vec<_>>())
+    };
+    assert_eq!(lookup("guest-d.lab.internal"), Some(vec!["10.73.1.10".to_string()]), "a remote NIC by its full name");
+    assert_eq!(lookup("guest-b"), Some(vec!["10.73.0.11".to_string()]), "a local NIC by its bare name");
+    assert_eq!(lookup("guest-zz.lab.internal"), None, "control: an unknown name has no answer");
+    let _ = std::fs::remove_file(&dhcp_opts);
 
     // No unknown-unicast flooding into NIC ports: a frame from a to a MAC no NIC has (but
     // to b's address, which b's groups let in) never reaches b; the same frame to b's MAC

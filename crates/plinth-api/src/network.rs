@@ -650,6 +650,10 @@ pub struct VpcSpec {
     /// out of the uplink directly). Meaningful only when a local NIC has one.
     #[serde(default)]
     pub uplink_gateway: Option<String>,
+    /// The VPC's DNS domain (`<vpc name>.internal`): its DHCP servers answer the names
+    /// of its NICs under it (`None`: no DNS).
+    #[serde(default)]
+    pub dns_domain: Option<String>,
 }
 
 /// One subnet of a VPC on a host.
@@ -699,6 +703,10 @@ pub struct NicSpec {
     /// Its floating IPs' addresses, the first the source of its internet traffic.
     #[serde(default)]
     pub floating: Vec<String>,
+    /// Its name in the VPC's DNS domain (an instance's primary NIC: the instance's name;
+    /// a NIC without an instance: its own name).
+    #[serde(default)]
+    pub dns_name: Option<String>,
 }
 
 /// How a NIC's port device is made.
@@ -746,6 +754,9 @@ pub struct RemoteNicSpec {
     pub ipv4: String,
     /// The underlay address of its host.
     pub vtep: String,
+    /// Its name in the VPC's DNS domain.
+    #[serde(default)]
+    pub dns_name: Option<String>,
 }
 
 /// A NIC as one agent applied it (part of `POST /agent/v1/observed`).

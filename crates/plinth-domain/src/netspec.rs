@@ -43,6 +43,15 @@ pub fn public_addresses(nic: &NetworkInterface) -> impl Iterator<Item = &String>
     nic.floating_ips.iter().map(|f| &f.address).chain(nic.snat_address.iter())
 }
 
+/// A NIC's name in its VPC's DNS domain: an instance's primary NIC answers to the
+/// instance's name (its other NICs to none), a NIC without an instance to its own name.
+pub fn dns_name(n: &NicRow) -> Option<String> {
+    match &n.nic.instance_id {
+        Some(_) => n.hostname.clone().filter(|_| n.nic.primary),
+        None => Some(n.nic.name.clone()),
+    }
+}
+
 /// The gateway of the pool holding the first public address of `nics` (`None`: none has
 /// one, or its pool has no gateway).
 fn uplink_gateway<'a>(nics: impl Iterator<Item = &'a NicRow>, pools: &[(u32, u32, Option<String>)]) -> Option<String> {
@@ -126,6 +135,7 @@ pub fn host_spec(
                 mac: n.nic.mac.clone(),
                 ipv4: n.nic.ipv4.clone(),
                 vtep: vtep.clone(),
+                dns_name: dns_name(n),
             });
         }
         let uplink_gateway = uplink_gateway(local.iter().copied(), &v.pool_gateways);
@@ -167,12 +177,14 @@ pub fn host_spec(
                     filter_generation: v.firewall_generation,
                     snat_address: n.nic.snat_address.clone(),
                     floating: n.nic.floating_ips.iter().map(|f| f.address.clone()).collect(),
+                    dns_name: dns_name(n),
                 })
                 .collect(),
             security_groups,
             remote_nics,
             peers: peers.into_iter().collect(),
             uplink_gateway,
+            dns_domain: Some(format!("{}.internal", v.vpc.name)),
         });
     }
     out.sort_by_key(|v| v.vni);

@@ -235,6 +235,26 @@ async fn snat_floating_ips_hairpin_and_cleanup() {
     let (st, problem) = api.call(reqwest::Method::DELETE, &format!("/v1/floating-ips/{}", s(&fip, "id")), None).await;
     assert_eq!((st, problem["code"].as_str()), (409, Some("floating_ip_attached")), "{problem}");
 
+    // 4. DNS: the VPC's DNS (its gateway) answers its NICs' names under `main.internal`,
+    // full and bare; a rename and a delete are answered at the next lookup.
+    let gw = s(&sn, "gateway");
+    let lookup = |name: &str| {
+        let out = in_ns(&g("a1").ns, &["busybox", "nslookup", name, &gw]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        out.status
+            .success()
+            .then(|| text.lines().filter_map(|l| l.strip_prefix("Address: ")).collect::<Vec<_>>().join(","))
+    };
+    let a3_ip = s(&g("a3").nic, "ipv4");
+    assert_eq!(lookup("a3.main.internal"), Some(a3_ip.clone()), "a sibling on the other host, by full name");
+    assert_eq!(lookup("a2"), Some(s(&g("a2").nic, "ipv4")), "a sibling by its bare name");
+    assert_eq!(lookup("a9.main.internal"), None, "control: no such name");
+    api.patch(&format!("/v1/network-interfaces/{}", s(&g("a3").nic, "id")), json!({ "name": "web3" })).await;
+    assert_eq!(settle(&Some(a3_ip.clone()), || lookup("web3.main.internal")), Some(a3_ip.clone()), "renamed");
+    assert_eq!(lookup("a3.main.internal"), None, "the old name is gone");
+    api.patch(&format!("/v1/vpcs/{}", s(&vpc, "id")), json!({ "name": "prod" })).await;
+    assert_eq!(settle(&Some(a3_ip.clone()), || lookup("web3.prod.internal")), Some(a3_ip.clone()), "VPC renamed");
+
     // 5. Metering: a1 sends exactly K bytes to a sink on the internet and K to a sink on
     // its peer a3. Internet egress (IP packets leaving by the uplink from a1's address)
     // grows by K plus headers, total egress (frames a1 sent) by 2K plus headers; the
@@ -296,7 +316,13 @@ async fn snat_floating_ips_hairpin_and_cleanup() {
     };
     assert!(uplinks(1) > 0 && uplinks(2) > 0, "control: the uplinks exist while SNAT addresses do");
     drop(banners);
-    for n in ["a1", "a2", "a3"] {
+    api.delete(&format!("/v1/network-interfaces/{}", s(&g("a3").nic, "id"))).await;
+    let gone = settle(&None, || {
+        let out = in_ns(&g("a2").ns, &["busybox", "nslookup", "web3.prod.internal", &s(&sn, "gateway")]);
+        out.status.success().then_some(())
+    });
+    assert_eq!(gone, None, "a deleted NIC's name is gone");
+    for n in ["a1", "a2"] {
         api.delete(&format!("/v1/network-interfaces/{}", s(&g(n).nic, "id"))).await;
     }
     for i in 1..=2 {

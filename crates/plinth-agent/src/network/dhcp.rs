@@ -1,6 +1,11 @@
-//! DHCP per subnet: one dnsmasq per subnet bridge inside the VPC namespace, static
-//! entries only (`--dhcp-range=<net>,static,<mask>`), a hosts directory with one file per
-//! NIC (`mac,ip[,hostname]`), option 26 (MTU) and option 3 (gateway), no DNS (`--port=0`).
+//! DHCP and DNS per subnet: one dnsmasq per subnet bridge inside the VPC namespace,
+//! static entries only (`--dhcp-range=<net>,static,<mask>`), a hosts directory with one
+//! file per NIC (`mac,ip[,hostname]`), option 26 (MTU) and option 3 (gateway). With the
+//! VPC's DNS domain (`<vpc>.internal`) it also answers DNS on the gateway address: a names
+//! directory with one file per NIC of the VPC that has a name (`ip name.<domain> name`,
+//! every subnet's server knows the whole VPC), the domain and search list handed out by
+//! DHCP (options 15 and 119), nothing forwarded (no upstream: names outside the domain are
+//! not resolved), and a TTL of 0 so a rename or delete is seen at the next lookup.
 //!
 //! dnsmasq runs detached (it outlives the agent) and is found again through its pid file,
 //! checked against `/proc/<pid>/cmdline`. Its files live under
@@ -29,13 +34,18 @@ pub struct Files {
     pub args: PathBuf,
     /// Its hosts directory (one file per NIC).
     pub hosts: PathBuf,
+    /// Its names directory (one file per named NIC of the VPC).
+    pub names: PathBuf,
     /// Its log file.
     pub log: PathBuf,
 }
 
-/// Per subnet bridge: its hosts directory as the agent last wrote or read it (file name →
-/// content).
-pub type Hosts = BTreeMap<String, BTreeMap<String, String>>;
+/// One directory's files as written: file name → content.
+pub type Dir = BTreeMap<String, String>;
+
+/// Per subnet bridge: its hosts directory as the agent last wrote or read it; its names
+/// directory under `<bridge>.names`.
+pub type Hosts = BTreeMap<String, Dir>;
 
 /// The files of `bridge` under the VPC's state directory.
 pub fn files(vpc_dir: &Path, bridge: &str) -> Files {
@@ -44,6 +54,7 @@ pub fn files(vpc_dir: &Path, bridge: &str) -> Files {
         leases: vpc_dir.join(format!("{bridge}.leases")),
         args: vpc_dir.join(format!("{bridge}.args")),
         hosts: vpc_dir.join(format!("{bridge}.hosts")),
+        names: vpc_dir.join(format!("{bridge}.names")),
         log: vpc_dir.join(format!("{bridge}.log")),
     }
 }
@@ -80,11 +91,22 @@ pub fn stop(pid_file: &Path) {
     let _ = fs::remove_file(pid_file);
 }
 
-fn args(s: &SubnetPlan, f: &Files) -> Vec<String> {
+fn args(s: &SubnetPlan, f: &Files, domain: Option<&str>) -> Vec<String> {
     let mask = Ipv4Addr::from(if s.prefix == 0 { 0 } else { u32::MAX << (32 - s.prefix) });
-    vec![
-        "--conf-file=/dev/null".into(),
-        "--port=0".into(),
+    let dns = match domain {
+        None => vec!["--port=0".to_owned()],
+        Some(d) => vec![
+            format!("--domain={d}"),
+            format!("--local=/{d}/"),
+            "--domain-needed".into(),
+            "--bogus-priv".into(),
+            format!("--hostsdir={}", f.names.display()),
+            format!("--dhcp-option=option:domain-search,{d}"),
+        ],
+    };
+    let mut out = vec!["--conf-file=/dev/null".to_owned()];
+    out.extend(dns);
+    out.extend([
         "--no-resolv".into(),
         "--no-hosts".into(),
         "--bind-interfaces".into(),
@@ -98,7 +120,64 @@ fn args(s: &SubnetPlan, f: &Files) -> Vec<String> {
         format!("--dhcp-option-force=option:mtu,{}", s.mtu),
         "--dhcp-authoritative".into(),
         format!("--log-facility={}", f.log.display()),
-    ]
+    ]);
+    out
+}
+
+/// The VPC's DNS domain, when it is a usable one.
+fn domain(plan: &VpcPlan) -> Option<&str> {
+    let d = plan.spec.dns_domain.as_deref()?;
+    d.split('.').all(|l| clean_hostname(Some(l)).is_some()).then_some(d)
+}
+
+/// Every named NIC of the VPC (local and remote): file name → `ip fqdn name` line.
+fn names(plan: &VpcPlan, domain: &str) -> BTreeMap<String, String> {
+    let local = plan.nics.iter().map(|n| (&n.spec.nic_id, &n.spec.ipv4, n.spec.dns_name.as_deref()));
+    let remote = plan.spec.remote_nics.iter().map(|n| (&n.nic_id, &n.ipv4, n.dns_name.as_deref()));
+    local
+        .chain(remote)
+        .filter_map(|(id, ip, name)| {
+            let name = clean_hostname(name)?;
+            Some((id.to_string(), format!("{ip} {name}.{domain} {name}\n")))
+        })
+        .collect()
+}
+
+/// Makes directory `dir` hold exactly `want` (starting from `have`, read when `None`):
+/// answers whether a file changed or went (dnsmasq needs SIGHUP for those; new files it
+/// reads by inotify).
+fn sync_dir(
+    dir: &Path,
+    have: Option<BTreeMap<String, String>>,
+    want: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", dir.display());
+    let have = match have {
+        Some(h) => h,
+        None => {
+            fs::create_dir_all(dir).map_err(|e| io("directory", e))?;
+            read_hosts(dir).map_err(|e| io("directory", e))?
+        }
+    };
+    let mut changed = false;
+    for name in have.keys().filter(|n| !want.contains_key(*n)) {
+        match fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("file in", e)),
+            _ => changed = true,
+        }
+    }
+    for (name, line) in want {
+        let cur = have.get(name);
+        if cur != Some(line) {
+            if cur.is_some() {
+                changed = true;
+            }
+            let tmp = dir.join(format!(".{name}.tmp"));
+            fs::write(&tmp, line).map_err(|e| io("file in", e))?;
+            fs::rename(&tmp, dir.join(name)).map_err(|e| io("file in", e))?;
+        }
+    }
+    Ok(changed)
 }
 
 /// A hostname dnsmasq accepts (a DNS label), or nothing.
@@ -126,9 +205,11 @@ pub fn converge(plan: &VpcPlan, vpc_dir: &Path, mut known: Hosts) -> (BTreeMap<S
             let _ = fs::remove_dir_all(&f.hosts);
             continue;
         }
-        match converge_one(plan, s, &f, known.remove(&s.bridge)) {
-            Ok(hosts) => {
+        let names_key = format!("{}.names", s.bridge);
+        match converge_one(plan, s, &f, known.remove(&s.bridge), known.remove(&names_key)) {
+            Ok((hosts, names)) => {
                 now.insert(s.bridge.clone(), hosts);
+                now.insert(names_key, names);
             }
             Err(e) => {
                 errors.insert(s.bridge.clone(), e);
@@ -144,6 +225,7 @@ pub fn converge(plan: &VpcPlan, vpc_dir: &Path, mut known: Hosts) -> (BTreeMap<S
                 let f = files(vpc_dir, bridge);
                 stop(&f.pid);
                 let _ = fs::remove_dir_all(&f.hosts);
+                let _ = fs::remove_dir_all(&f.names);
                 for p in [&f.leases, &f.args, &f.log] {
                     let _ = fs::remove_file(p);
                 }
@@ -163,23 +245,16 @@ fn read_hosts(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// One subnet: its hosts directory (from `have`, or read when `None`) and its dnsmasq;
-/// answers the directory as written.
+/// One subnet: its hosts and names directories (from `have`, or read when `None`) and its
+/// dnsmasq; answers the directories as written.
 fn converge_one(
     plan: &VpcPlan,
     s: &SubnetPlan,
     f: &Files,
     have: Option<BTreeMap<String, String>>,
-) -> Result<BTreeMap<String, String>, String> {
+    have_names: Option<BTreeMap<String, String>>,
+) -> Result<(Dir, Dir), String> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
-    let have = match have {
-        Some(h) => h,
-        None => {
-            fs::create_dir_all(&f.hosts).map_err(|e| io("hosts dir", e))?;
-            read_hosts(&f.hosts).map_err(|e| io("hosts dir", e))?
-        }
-    };
-    let mut changed = false;
     let mut want = BTreeMap::new();
     for n in plan.nics.iter().filter(|n| n.spec.subnet_id == s.subnet_id) {
         let mut line = format!("{},{}", n.spec.mac.to_ascii_lowercase(), n.spec.ipv4);
@@ -190,25 +265,11 @@ fn converge_one(
         line.push('\n');
         want.insert(n.spec.nic_id.to_string(), line);
     }
-    for name in have.keys().filter(|n| !want.contains_key(*n)) {
-        match fs::remove_file(f.hosts.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("hosts file", e)),
-            _ => changed = true,
-        }
-    }
-    for (name, line) in &want {
-        let path = f.hosts.join(name);
-        let cur = have.get(name);
-        if cur != Some(line) {
-            if cur.is_some() {
-                changed = true;
-            }
-            let tmp = f.hosts.join(format!(".{name}.tmp"));
-            fs::write(&tmp, line).map_err(|e| io("hosts file", e))?;
-            fs::rename(&tmp, &path).map_err(|e| io("hosts file", e))?;
-        }
-    }
-    let args = args(s, f);
+    let mut changed = sync_dir(&f.hosts, have, &want)?;
+    let domain = domain(plan);
+    let want_names = domain.map(|d| names(plan, d)).unwrap_or_default();
+    changed |= sync_dir(&f.names, have_names, &want_names)?;
+    let args = args(s, f, domain);
     let args_text = args.join("\n");
     let same_args = fs::read_to_string(&f.args).ok().as_deref() == Some(args_text.as_str());
     match running(&f.pid) {
@@ -216,7 +277,7 @@ fn converge_one(
             if changed {
                 signal(pid, libc::SIGHUP);
             }
-            Ok(want)
+            Ok((want, want_names))
         }
         _ => {
             stop(&f.pid);
@@ -237,7 +298,7 @@ fn converge_one(
                 let last = log.lines().last().unwrap_or("").to_owned();
                 return Err(format!("dnsmasq on {} did not start ({status}): {last}", s.bridge));
             }
-            Ok(want)
+            Ok((want, want_names))
         }
     }
 }

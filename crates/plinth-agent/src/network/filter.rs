@@ -22,7 +22,7 @@
 //!   then a packet to a local NIC (`ip daddr @local_ips`, unique within the VPC, so this
 //!   covers routed traffic too) must pass `ingress` (accept or drop); a packet from a local
 //!   port to a NIC elsewhere is accepted (that host's ingress decides). Chain `input`
-//!   (policy drop) lets ports reach DHCP and ping the gateway only.
+//!   (policy drop) lets ports reach DHCP, DNS on the gateway and ping the gateway only.
 //! - `table ip plinth`: the VPC router's address translation ([`super::router`] puts the
 //!   addresses on the uplink `up0`). Map `to_fixed` (each local floating IP → its NIC's
 //!   address) is the `pre` chain's DNAT; map `to_public` (each local NIC with a public
@@ -510,6 +510,7 @@ fn structure(groups: usize) -> String {
          \t\tct state established,related accept\n\
          \t\tiifname \"lo\" accept\n\
          \t\tmeta mark != 0 udp dport 67 accept\n\
+         \t\tmeta mark != 0 ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept\n\
          \t\tmeta mark != 0 ip daddr @gateways icmp type echo-request accept\n\
          \t}\n\
          }\n",

@@ -285,6 +285,8 @@ pub async fn update(
         nic.port_security = ps;
         filters_changed = true;
     }
+    // A NIC without an instance answers to its name in the VPC's DNS.
+    let renamed = b.name.as_ref().is_some_and(|n| *n != nic.name);
     if let Some(n) = b.name {
         nic.name = n;
     }
@@ -302,7 +304,7 @@ pub async fn update(
     if public_changed {
         public::meter_snat(&mut tx, &nic, "network_interface.update").await?;
     }
-    if filters_changed || public_changed {
+    if filters_changed || public_changed || renamed {
         network_changed(&mut tx, &nic.vpc_id, &[]).await?;
     }
     tx.audit(&caller.audit(), id, Some(nic.tenant_id.as_str()), 200).await?;

@@ -115,20 +115,25 @@ pub async fn update(st: &AppState, caller: &Caller, id: &str, b: VpcUpdate, if_m
         validate::dns_label("name", n)?;
     }
     crate::app::opt_text("description", &b.description, 255)?;
-    let v: Vpc = st.store.get(&caller.scope(), id).await?;
+    let mut tx = st.store.begin().await?;
+    let mut v: Vpc = tx.get(&caller.scope(), id).await?;
     require_write(caller, &v.tenant_id, &v.project_id, "changing VPCs in this project")?;
-    Ok(st
-        .store
-        .update::<Vpc, _>(&caller.scope(), id, if_match, &caller.audit(), |v| {
-            if let Some(n) = b.name {
-                v.name = n;
-            }
-            if let Some(d) = b.description {
-                v.description = d;
-            }
-            Ok(vec![])
-        })
-        .await?)
+    super::check_generation(&v, if_match)?;
+    // The name is the VPC's DNS domain (`<name>.internal`): its hosts are told.
+    let renamed = b.name.as_ref().is_some_and(|n| *n != v.name);
+    if let Some(n) = b.name {
+        v.name = n;
+    }
+    if let Some(d) = b.description {
+        v.description = d;
+    }
+    tx.save(&mut v).await?;
+    if renamed {
+        super::network_changed(&mut tx, &v.id, &[]).await?;
+    }
+    tx.audit(&caller.audit(), id, Some(v.tenant_id.as_str()), 200).await?;
+    tx.commit().await?;
+    Ok(v)
 }
 
 /// Delete a VPC that has no subnets and no groups but its default one (which goes with it).
