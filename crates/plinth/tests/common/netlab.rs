@@ -535,5 +535,15 @@ pub fn readback(ns: &str) -> serde_json::Value {
         a.retain(|e| matches!(e["state"].as_str(), Some("permanent" | "static")));
         a.sort_by_key(|e| e.to_string());
     }
+    // Tables in a stable order (a table made again lists after the others); each table's
+    // objects keep theirs (a chain's rules are in order).
+    if let Some(a) = nft["nftables"].as_array_mut() {
+        a.sort_by_key(|item| {
+            let (kind, v) =
+                item.as_object().and_then(|o| o.iter().next()).map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
+            let table = if kind == "table" { v["name"].clone() } else { v["table"].clone() };
+            (v["family"].as_str().unwrap_or("").to_string(), table.as_str().unwrap_or("").to_string())
+        });
+    }
     serde_json::json!({ "links": links, "fdb": fdb, "nft": nft })
 }
