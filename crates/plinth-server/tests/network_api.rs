@@ -1257,11 +1257,15 @@ async fn external_access(srv: &TestServer) {
         srv.post(&format!("/v1/floating-ips/{fip}/attach")).token(&tok).json(&json!({ "nic_id": nic })).send().await
     };
     // A NIC on no host has nothing to apply: attached at once.
+    let before_attach = chrono::Utc::now();
     let a = attach(id(&f), id(&n1), tok.clone()).await.ok(200);
+    let after_attach = chrono::Utc::now();
     assert_eq!((a["state"].as_str(), a["nic_id"].as_str()), (Some("attached"), Some(id(&n1).as_str())));
     let shown = srv.get(&format!("/v1/network-interfaces/{}", id(&n1))).token(t).send().await.ok(200);
     assert_eq!(shown["floating_ips"], json!([{ "id": id(&f), "address": "198.51.100.3" }]));
+    let before_move = chrono::Utc::now();
     let m = attach(id(&f), id(&n2), tok.clone()).await.ok(200);
+    let after_move = chrono::Utc::now();
     assert_eq!(m["nic_id"], id(&n2).as_str(), "a move is one call");
     let shown = srv.get(&format!("/v1/network-interfaces/{}", id(&n1))).token(t).send().await.ok(200);
     assert_eq!(shown["floating_ips"], json!([]), "the NIC it left no longer lists it");
@@ -1272,6 +1276,10 @@ async fn external_access(srv: &TestServer) {
         (Some(id(&n1).as_str()), Some(id(&n2).as_str()))
     );
     assert_eq!(recs[0]["end_at"], recs[1]["start_at"], "a move closes one record and opens the next at once");
+    // The records' instants are those of the calls: the interval is the attachment's.
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&chrono::Utc);
+    assert!((before_attach..=after_attach).contains(&at(&recs[0]["start_at"])), "{recs:?}");
+    assert!((before_move..=after_move).contains(&at(&recs[0]["end_at"])), "{recs:?}");
     assert_eq!(recs[0]["quantity_micros"].as_i64(), Some(micros_between(&recs[0]["start_at"], &recs[0]["end_at"])));
     assert!(recs[1]["end_at"].is_null());
 

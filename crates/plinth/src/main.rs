@@ -75,6 +75,10 @@ enum Command {
         /// image.
         #[arg(long)]
         no_demo: bool,
+        /// A bridge of this machine reaching the provider network: the local agent's VPC
+        /// routers put floating and SNAT addresses on it (see the README's tour).
+        #[arg(long)]
+        provider_bridge: Option<String>,
         #[command(flatten)]
         tls: run::TlsArgs,
     },
@@ -197,9 +201,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let dirs = run::ServerDirs { blob_dir: blob_dir.as_deref(), tls_dir: tls_dir.as_deref() };
             run::server(database_url, listen, operator_token_file.as_deref(), dirs, tls).await
         }
-        Command::Up { data_dir, listen, no_demo, tls } => {
+        Command::Up { data_dir, listen, no_demo, provider_bridge, tls } => {
             let dir = data_dir.clone().unwrap_or_else(run::default_data_dir);
-            run::up(&dir, listen, !no_demo, tls).await
+            run::up(&dir, listen, (!no_demo).then_some(provider_bridge.clone()), tls).await
         }
         Command::Agent(a) => {
             agent_cmd::run(a, cli.server.as_deref(), cli.token.as_deref(), cli.ca_cert.as_deref()).await

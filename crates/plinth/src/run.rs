@@ -198,8 +198,9 @@ pub async fn server(
 }
 
 /// `plinth up`: embedded SQLite in `data_dir`, server on `listen_addr`, CLI profile set up
-/// on first start; with `demo`, a local agent, the test-guest image and a demo project.
-pub async fn up(data_dir: &Path, listen_addr: &str, demo: bool, tls_args: &TlsArgs) -> Result<()> {
+/// on first start; with `demo` (`Some(the agent's provider bridge)`), a local agent, the
+/// test-guest image and a demo project.
+pub async fn up(data_dir: &Path, listen_addr: &str, demo: Option<Option<String>>, tls_args: &TlsArgs) -> Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     // The database holds hashed secrets and BMC credentials: keep the directory private.
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -244,8 +245,8 @@ pub async fn up(data_dir: &Path, listen_addr: &str, demo: bool, tls_args: &TlsAr
     // The local agent and the demo, through the API as the operator.
     let token = std::fs::read_to_string(&token_path)
         .with_context(|| format!("reading the operator token from {}", token_path.display()))?;
-    let mut agent = if demo {
-        crate::up_local::start(data_dir, &url, token.trim(), ca, stop_rx).await?
+    let mut agent = if let Some(provider_bridge) = demo {
+        crate::up_local::start(data_dir, &url, token.trim(), ca, provider_bridge, stop_rx).await?
     } else {
         println!("Try: plinth tenant list");
         tokio::spawn(async move {

@@ -44,9 +44,9 @@ async fn ensure<R: Named + Creatable<Created = <R as plinth_client::Resource>::I
 /// The demo's `default` price book, so `plinth invoice show current` has something to say:
 /// running and allocated time per hour, the boot disk per GiB-month (30 days).
 fn demo_prices() -> PriceBookCreate {
-    let price = |meter: Meter, unit: &str, per: i64, micros: i64| Price {
+    let price = |meter: Meter, dimension: Option<&str>, unit: &str, per: i64, micros: i64| Price {
         meter,
-        dimension: None,
+        dimension: dimension.map(str::to_string),
         model: ChargeModel::Flat,
         pricing_unit: unit.to_string(),
         units_per_pricing_unit: per,
@@ -60,9 +60,14 @@ fn demo_prices() -> PriceBookCreate {
         currency: "USD".into(),
         effective_from: "2020-01-01T00:00:00Z".parse().expect("a valid RFC 3339 time"),
         prices: vec![
-            price(Meter::RunningSeconds, "hour", 3600, 10_000),
-            price(Meter::AllocatedSeconds, "hour", 3600, 2_000),
-            price(Meter::DiskGibSeconds, "GiB-month", 2_592_000, 100_000),
+            price(Meter::RunningSeconds, None, "hour", 3600, 10_000),
+            price(Meter::AllocatedSeconds, None, "hour", 3600, 2_000),
+            price(Meter::DiskGibSeconds, None, "GiB-month", 2_592_000, 100_000),
+            // A public IPv4 address (floating or SNAT), as the big clouds price it.
+            price(Meter::AddressSeconds, None, "hour", 3600, 5_000),
+            // Internet egress by the GB; egress within the VPC (class all) shown, free.
+            price(Meter::EgressBytes, Some("internet"), "GB", 1_000_000_000, 90_000),
+            price(Meter::EgressBytes, Some("all"), "GB", 1_000_000_000, 0),
         ],
     }
 }
@@ -128,6 +133,7 @@ pub async fn start(
     server: &str,
     token: &str,
     ca: Option<plinth_client::connect::Ca>,
+    provider_bridge: Option<String>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
     let c = Client::new(server, token, ca.as_ref());
@@ -152,7 +158,7 @@ pub async fn start(
         verbose: true,
         underlay_ip: None,
         netns_prefix: "pv-".into(),
-        provider_bridge: None,
+        provider_bridge,
         counter_period: Duration::from_secs(30),
     };
     let agent = tokio::spawn(crate::agent_host::run(host, stop));

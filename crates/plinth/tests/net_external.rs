@@ -304,6 +304,45 @@ async fn snat_floating_ips_hairpin_and_cleanup() {
     assert!((K..=K + slack(K) + 4 * slack(0)).contains(&(i3 - i2)), "recreated: internet +{} for K = {K}", i3 - i2);
     assert!((K..=K + slack(K) + 4 * slack(0)).contains(&(t3 - t2)), "recreated: total +{} for K = {K}", t3 - t2);
 
+    // The invoice: a line per meter and class, each with the records it rates; the
+    // reconciliation report has a matching row for every network resource metered.
+    let price = |meter: &str, dimension: Option<&str>, unit: &str, per: i64, micros: i64| {
+        json!({ "meter": meter, "dimension": dimension, "model": "flat", "pricing_unit": unit,
+                "units_per_pricing_unit": per, "unit_price_micros": micros, "tiers": [],
+                "min_seconds_per_start": 0, "rounding": "half_up" })
+    };
+    api.post(
+        "/v1/price-books",
+        json!({ "name": "net", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z", "prices": [
+            price("address_seconds", None, "hour", 3600, 5_000),
+            price("egress_bytes", Some("internet"), "GB", 1_000_000_000, 90_000),
+            price("egress_bytes", Some("all"), "GB", 1_000_000_000, 0),
+        ] }),
+    )
+    .await;
+    let inv = api.get(&format!("/v1/invoices/current?tenant_id={}", s(&t, "id"))).await;
+    let lines = inv["lines"].as_array().cloned().unwrap_or_default();
+    for (meter, dim) in [
+        ("address_seconds", "snat"),
+        ("address_seconds", "floating"),
+        ("egress_bytes", "internet"),
+        ("egress_bytes", "all"),
+    ] {
+        let line = lines.iter().find(|l| l["meter"] == meter && l["dimension"] == dim);
+        let line = line.unwrap_or_else(|| panic!("no {meter}/{dim} line on {inv}"));
+        assert!(!line["record_ids"].as_array().unwrap().is_empty(), "{meter}/{dim} names its records: {line}");
+    }
+    let rec = api.get(&format!("/v1/billing/reconciliation?tenant_id={}", s(&t, "id"))).await;
+    let net_rows: Vec<&Value> = rec["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["meter"] == "address_seconds" || r["meter"] == "egress_bytes")
+        .collect();
+    assert!(net_rows.iter().any(|r| r["resource_id"] == fip["id"]), "the floating IP is reconciled: {rec}");
+    assert!(net_rows.iter().any(|r| r["resource_id"] == g("a1").nic["id"] && r["dimension"] == "internet"), "{rec}");
+    assert!(net_rows.iter().all(|r| r["matches"] == true), "metered = invoiced: {rec}");
+
     // 7. Clean up: nothing of the router is left on the hosts.
     api.post(&format!("/v1/floating-ips/{}/detach", s(&fip, "id")), json!({})).await;
     fip_state(&api, &fip, "detached").await;

@@ -93,14 +93,20 @@ pub struct UsageArgs {
 }
 
 /// `plinth usage`: the usage ledger, one interval or counter sample a row, with its
-/// quantity exactly in the meter's unit. `--resource` takes an id of any kind, or an
-/// instance's name.
+/// quantity exactly in the meter's unit. `--resource` takes an id of any kind, or the name
+/// of an instance, a floating IP or a network interface (tried in that order).
 pub async fn usage(c: &Client, o: &Out, a: &UsageArgs) -> Result<()> {
     let tenant_id = tenant_id(c, &a.tenant).await?;
     let project_id = resolve_opt::<Projects>(c, a.project.as_deref()).await?;
     let resource_id = match &a.resource {
         Some(r) if is_any_id(r) => Some(r.clone()),
-        Some(name) => Some(resolve::<Instances>(c, name).await?),
+        Some(name) => Some(match resolve::<Instances>(c, name).await {
+            Ok(id) => id,
+            Err(e) => match resolve::<plinth_client::FloatingIps>(c, name).await {
+                Ok(id) => id,
+                Err(_) => resolve::<plinth_client::Nics>(c, name).await.map_err(|_| e)?,
+            },
+        }),
         None => None,
     };
     let page = a.page.page();

@@ -375,7 +375,8 @@ fn system_audit(action: &str) -> plinth_store::AuditEntry {
     }
 }
 
-/// The reconciliation report of a period for the instances visible in `scope`.
+/// The reconciliation report of a period for the instances (and the network resources:
+/// floating IPs, NICs) visible in `scope`.
 pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Result<ReconciliationReport> {
     let as_of = as_of(st, period);
     let tenants: Vec<String> = match scope {
@@ -411,6 +412,26 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Re
         for r in records.iter().filter(|r| r.meter.is_interval() && r.resource_kind == "instance") {
             *metered.entry((r.resource_id.clone(), r.meter, r.dimension.clone())).or_default() +=
                 r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
+        }
+        // Network resources (floating IPs' and SNAT addresses' seconds, NICs' egress bytes):
+        // no event history to replay; their ledger is checked against the invoice.
+        let mut other: BTreeMap<(String, Meter, String), i64> = BTreeMap::new();
+        for r in records.iter().filter(|r| r.resource_kind == "floating_ip" || r.resource_kind == "network_interface") {
+            *other.entry((r.resource_id.clone(), r.meter, r.dimension.clone())).or_default() +=
+                r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
+        }
+        for ((resource, meter, dim), m) in other {
+            let inv = invoiced.get(&(resource.clone(), meter, dim.clone())).copied().unwrap_or(0);
+            rows.push(ReconciliationRow {
+                tenant_id: tenant.clone(),
+                resource_id: resource,
+                meter,
+                dimension: dim,
+                lifecycle_micros: None,
+                metered_micros: m,
+                invoiced_micros: Some(inv),
+                matches: inv == m,
+            });
         }
         let instances: std::collections::BTreeSet<String> = metered.keys().map(|k| k.0.clone()).collect();
         for iid in instances {
