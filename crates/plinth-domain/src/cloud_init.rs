@@ -138,9 +138,11 @@ fn network_config(nics: &[SeedNic]) -> String {
         let _ = writeln!(out, "      - {}", quote(&format!("{}/{}", nic.ipv4, nic.prefix_len)));
         let _ = writeln!(out, "    mtu: {}", nic.mtu);
         if slot == 0 {
-            let _ = writeln!(out, "    routes:");
-            let _ = writeln!(out, "      - to: \"0.0.0.0/0\"");
-            let _ = writeln!(out, "        via: {}", quote(&nic.gateway.to_string()));
+            // `gateway4`, not a `routes` entry: Debian's renderer (ifupdown) turns a route
+            // into `post-up route add default gw …`, and a minimal image has no `route`
+            // (net-tools), so the guest came up without a default route; `gateway4` becomes
+            // ifupdown's own `gateway` (and networkd's and netplan's default route).
+            let _ = writeln!(out, "    gateway4: {}", quote(&nic.gateway.to_string()));
         }
     }
     out
@@ -202,11 +204,11 @@ mod tests {
             s.network_config,
             "version: 2\nethernets:\n\
              \x20 eth0:\n    match:\n      macaddress: \"02:ab:00:00:00:05\"\n    dhcp4: false\n\
-             \x20   addresses:\n      - \"10.0.0.5/24\"\n    mtu: 1450\n    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"10.0.0.1\"\n\
+             \x20   addresses:\n      - \"10.0.0.5/24\"\n    mtu: 1450\n    gateway4: \"10.0.0.1\"\n\
              \x20 eth1:\n    match:\n      macaddress: \"02:00:00:00:01:09\"\n    dhcp4: false\n\
              \x20   addresses:\n      - \"10.1.0.9/24\"\n    mtu: 1450\n"
         );
-        assert_eq!(s.network_config.matches("via:").count(), 1);
+        assert_eq!(s.network_config.matches("gateway4:").count(), 1);
     }
 
     #[test]
