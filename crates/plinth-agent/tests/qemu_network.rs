@@ -247,6 +247,7 @@ fn seed(id: &InstanceId, vpc: &Vpc, mac: &str, keys: &[String], user_data: Optio
         prefix_len: 24,
         gateway: format!("{}.1", vpc.net).parse().expect("gw"),
         mtu: MTU,
+        dns_domain: None,
     }];
     render(&SeedInput { instance_id: id.as_str(), hostname: "web-1", ssh_keys: keys, user_data, nics: &nics })
 }

@@ -79,6 +79,9 @@ pub struct CloudInitSeed {
     pub user_data: String,
     /// network-config version 2 (MAC-matched).
     pub network_config: String,
+    /// vendor-data (empty: none): the resolver of the primary NIC's VPC.
+    #[serde(default)]
+    pub vendor_data: String,
 }
 
 /// Answer of `GET /agent/v1/desired`: every guest this host should have.

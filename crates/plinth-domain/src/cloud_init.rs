@@ -19,6 +19,12 @@
 //!   that ignore `network-config`). MTU on every NIC; the default route only on the
 //!   primary (slot 0).
 //!
+//! - `vendor-data` (when the primary NIC's VPC has a DNS domain): a `#cloud-config` that
+//!   writes `/etc/resolv.conf` with the primary's gateway as the nameserver and the VPC's
+//!   domain as the search list. The static network-config cannot carry it on Debian: its
+//!   renderer (ifupdown) hands nameservers to `resolvconf`, which a minimal image lacks.
+//!   The user's own user-data wins over vendor-data where both set something.
+//!
 //! Every string is written as a YAML double-quoted scalar, so no value can change the
 //! document's structure.
 
@@ -39,6 +45,8 @@ pub struct SeedNic {
     pub gateway: Ipv4Addr,
     /// The subnet's MTU.
     pub mtu: u32,
+    /// Its VPC's DNS domain (the gateway answers names under it), if any.
+    pub dns_domain: Option<String>,
 }
 
 /// What a seed is rendered from.
@@ -62,7 +70,18 @@ pub fn render(input: &SeedInput<'_>) -> CloudInitSeed {
         meta_data: meta_data(input),
         user_data: user_data(input),
         network_config: network_config(input.nics),
+        vendor_data: vendor_data(input.nics),
     }
+}
+
+fn vendor_data(nics: &[SeedNic]) -> String {
+    let Some((nic, domain)) = nics.first().and_then(|n| n.dns_domain.as_ref().map(|d| (n, d))) else {
+        return String::new();
+    };
+    let mut out = String::from("#cloud-config\nwrite_files:\n  - path: \"/etc/resolv.conf\"\n");
+    let _ = writeln!(out, "    permissions: \"0644\"");
+    let _ = writeln!(out, "    content: {}", quote(&format!("nameserver {}\nsearch {domain}\n", nic.gateway)));
+    out
 }
 
 /// A YAML double-quoted scalar holding `s` exactly.
@@ -153,7 +172,7 @@ mod tests {
     use super::*;
 
     fn nic(mac: &str, ip: [u8; 4], gw: [u8; 4]) -> SeedNic {
-        SeedNic { mac: mac.into(), ipv4: ip.into(), prefix_len: 24, gateway: gw.into(), mtu: 1450 }
+        SeedNic { mac: mac.into(), ipv4: ip.into(), prefix_len: 24, gateway: gw.into(), mtu: 1450, dns_domain: None }
     }
 
     fn keys() -> Vec<String> {

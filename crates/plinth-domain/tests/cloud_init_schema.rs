@@ -30,6 +30,7 @@ fn seed() -> plinth_api::CloudInitSeed {
             prefix_len: 24,
             gateway: [10, 0, 0, 1].into(),
             mtu: 1450,
+            dns_domain: Some("main.internal".into()),
         },
         SeedNic {
             mac: "02:00:0a:01:00:09".into(),
@@ -37,6 +38,7 @@ fn seed() -> plinth_api::CloudInitSeed {
             prefix_len: 26,
             gateway: [10, 1, 0, 1].into(),
             mtu: 1400,
+            dns_domain: None,
         },
     ];
     render(&SeedInput {
@@ -64,6 +66,19 @@ fn cloud_init_accepts_the_rendered_user_data() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "cloud-init schema refused:\n{}\n---\n{text}", s.user_data);
     assert!(text.contains("Valid cloud-config"), "{text}");
+
+    // The vendor-data (the primary NIC's VPC resolver) is a valid cloud-config too, and
+    // writes the nameserver and search list.
+    let vd = write(dir.path(), "vendor-data", &s.vendor_data);
+    let out = Command::new(bin).args(["schema", "--config-file"]).arg(&vd).output().expect("run cloud-init schema");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("Valid cloud-config"),
+        "vendor-data refused:\n{}\n---\n{text}",
+        s.vendor_data
+    );
+    assert!(s.vendor_data.contains("/etc/resolv.conf"), "{}", s.vendor_data);
+    assert!(s.vendor_data.contains(r"nameserver 10.0.0.1\nsearch main.internal\n"), "{}", s.vendor_data);
 
     // Control: a broken cloud-config is refused by the same command.
     let bad = write(dir.path(), "bad", "#cloud-config\nssh_authorized_keys: 5\n");

@@ -334,6 +334,13 @@ async fn a_debian_vm_is_logged_into_over_ssh_from_another_host() {
     assert!(out.contains("plinth-user-data-ran"), "the user-data script ran: {out}");
     assert!(out.contains(&format!("inet {vm_ip}/24")), "eth0 has the NIC's address: {out}");
     assert!(out.lines().any(|l| l.trim() == "1450"), "MTU 1450: {out}");
+    // The guest's default route and resolver come from the seed: the VPC's DNS (on the
+    // gateway) answers the jump NIC's name, full and bare (issue 18).
+    let o = ssh("ip -4 route show default; getent hosts jump.main.internal; getent hosts jump");
+    let dns = String::from_utf8_lossy(&o.stdout).to_string();
+    let jump_ip = s(&jump, "ipv4");
+    assert!(dns.contains("default via 10.30.1.1"), "the guest has its default route: {dns}");
+    assert_eq!(dns.lines().filter(|l| l.starts_with(&format!("{jump_ip} "))).count(), 2, "the VM resolves jump: {dns}");
     // Control: the key matters (another key is refused).
     let other_key = keys.path().join("other");
     run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other_key.to_str().unwrap()]);

@@ -60,6 +60,7 @@ pub async fn host_spec(
                     prefix_len: s.ipv4_cidr.split('/').nth(1)?.parse().ok()?,
                     gateway: s.gateway.parse().ok()?,
                     mtu,
+                    dns_domain: v.dns_domain.clone(),
                 })
             });
             per_instance.entry(i.clone()).or_default().push((

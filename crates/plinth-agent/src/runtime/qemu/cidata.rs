@@ -24,8 +24,11 @@ fn image_size(content: usize) -> u64 {
 
 /// The FAT image of `seed`.
 pub fn build(seed: &CloudInitSeed) -> std::io::Result<Vec<u8>> {
-    let files: [(&str, &str); 3] =
-        [("meta-data", &seed.meta_data), ("user-data", &seed.user_data), ("network-config", &seed.network_config)];
+    let mut files: Vec<(&str, &str)> =
+        vec![("meta-data", &seed.meta_data), ("user-data", &seed.user_data), ("network-config", &seed.network_config)];
+    if !seed.vendor_data.is_empty() {
+        files.push(("vendor-data", &seed.vendor_data));
+    }
     let content: usize = files.iter().map(|(_, t)| t.len()).sum();
     let size = image_size(content);
     let len = usize::try_from(size).map_err(|_| std::io::Error::other("seed too large"))?;
@@ -67,6 +70,7 @@ mod tests {
             meta_data: "instance-id: \"ins_1\"\nlocal-hostname: \"web-1\"\n".into(),
             user_data: "#!/bin/sh\necho hi\n".into(),
             network_config: "version: 2\nethernets: {}\n".into(),
+            vendor_data: String::new(),
         }
     }
 
