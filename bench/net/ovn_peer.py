@@ -48,6 +48,13 @@ Measured as net.py measures Plinth (the same `Prober`: a new non-blocking connec
   are issued with `--wait=hv` (the barrier), but the figure is the TCP one; the barrier's own
   time is recorded beside it.
 
+At full scale OVS 3.1.0's ovs-vswitchd aborts now and then in its userspace conntrack
+(`conntrack.c:1063: assertion conn->conn_type == CT_CONN_TYPE_DEFAULT failed`, see
+ovn_notes.md). The daemons therefore run with --monitor (as systemd's Restart=on-failure would
+restart them), a watchdog restores the VTEP address that the restart loses, every crash is
+reported, and a NIC not reachable within the deadline is counted as the deadline in the
+percentiles (and reported) instead of ending the run.
+
 Stdlib only. Uses net.py (same directory) for the Prober, `in_ns` and `pct`, so both sides
 are measured by the same code. Failures raise OvnPeerError (never os._exit), so a caller's
 try/finally can always run teardown(); setup() also removes any leftovers of an earlier run.
@@ -77,6 +84,9 @@ PROBER_IP, PROBER_MAC = "10.40.15.250", "0a:b6:00:00:00:01"
 WARM_IP, WARM_MAC = "10.40.15.251", "0a:b6:00:00:00:02"
 TARGET_BASE = 0x0A280C0A  # 10.40.12.10 + i, as net.py's targets
 OFF = ["tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"]
+PORT_READY_DEADLINE = 60.0  # s per port-ready sample; a NIC not reachable by then counts as this
+LATE_S = 30.0  # s more of probing after a missed deadline (slow NIC or dead one?)
+ABORT_AFTER = 3  # port-ready stops after this many unreachable NICs in a row
 BATCH = 250  # ports (or rules) per ovn-nbctl / ovs-vsctl invocation when filling
 
 
@@ -123,12 +133,18 @@ class OvnPeer:
         self.fillers = [0, 0]  # existing ports per host
         self.groups = {}  # rule count -> pg name
         self.targets = []  # {"name","uuid","ip","mac","ns","dev","group"}
+        self.made = 0  # target guests made (reachable ones in targets, the rest in unreachable)
+        self.unreachable = []  # port-ready NICs with no handshake within the deadline
         self.listeners = []
         self.lock = threading.Lock()
         self.procs = []  # Popen objects still possibly running (watchers, changes)
         self.prober = None
         self.details = {}
         self.stop_accept = threading.Event()
+        self.stop_watch = threading.Event()
+        self.restarts = []  # (monotonic time, host index, old pid, new pid) of ovs-vswitchd restarts
+        self.diag = None  # path for diagnostics on a failure
+        self.keep = 0  # seconds to keep a failed run alive for inspection
 
     # ------------------------------------------------------------------ install / versions
 
@@ -225,6 +241,7 @@ class OvnPeer:
             return False
 
     def _cleanup(self):
+        self.stop_watch.set()
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
@@ -280,6 +297,9 @@ class OvnPeer:
         for h in range(2):
             self._chassis(h)
         self._warm_tunnels()
+        self.stop_watch = threading.Event()
+        self.vs_pid = [self._pid(f"{d}/ovs-vswitchd.pid") for d in self.hvdir]
+        threading.Thread(target=self._watchdog, daemon=True).start()
         # Both chassis registered in the SB.
         end = time.monotonic() + 60
         while True:
@@ -351,9 +371,11 @@ class OvnPeer:
         self.vsctl(h, "--no-wait", "set", "open_vswitch", ".", f"external_ids:system-id={name}",
                    f"external_ids:hostname={name}")
         # OVS_RUNDIR decides where br-int.mgmt goes; ovn-controller gets the same one.
+        # --monitor: a crashed daemon is restarted, as Debian's systemd units do (Restart=on-failure);
+        # the watchdog then restores what the restart loses (see _watchdog) and crashes are reported.
         self.ns_exec(ns, "ovs-vswitchd", f"unix:{d}/db.sock", f"--unixctl={d}/ovs-vswitchd.ctl",
                      f"--pidfile={d}/ovs-vswitchd.pid", f"--log-file={d}/ovs-vswitchd.log", "-vconsole:off",
-                     "--detach", "--no-chdir", env=env)
+                     "--detach", "--monitor", "--no-chdir", env=env)
         # Userspace tunnels: the VTEP address sits on an OVS bridge owning the underlay NIC.
         self.vsctl(h, "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev")
         self.vsctl(h, "add-port", "br-phy", f"ul{h + 1}")
@@ -365,7 +387,58 @@ class OvnPeer:
                    "external_ids:ovn-encap-type=geneve", f"external_ids:ovn-encap-ip=10.200.0.{h + 1}",
                    "external_ids:ovn-bridge-datapath-type=netdev")
         self.ns_exec(ns, "ovn-controller", f"unix:{d}/db.sock", f"--pidfile={d}/ovn-controller.pid",
-                     f"--log-file={d}/ovn-controller.log", "-vconsole:off", "--detach", "--no-chdir", env=env)
+                     f"--log-file={d}/ovn-controller.log", "-vconsole:off", "--detach", "--monitor", "--no-chdir",
+                     env=env)
+
+    @staticmethod
+    def _pid(pidfile):
+        try:
+            return int(open(pidfile).read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _watchdog(self):
+        """After ovs-vswitchd is restarted by its --monitor (a crash), restores what the restart
+        lost and what a host's network configuration would restore: br-phy is a tap owned by
+        ovs-vswitchd, so it comes back without the VTEP address (no route for the tunnels), and
+        the tunnel-neighbour aging setting. The restart is logged and counted (self.restarts)."""
+        while not self.stop_watch.wait(0.2):
+            for h in range(2):
+                pid = self._pid(f"{self.hvdir[h]}/ovs-vswitchd.pid")
+                if pid is None or pid == self.vs_pid[h] or not self._ours(pid):
+                    continue
+                t = time.monotonic()
+                old, self.vs_pid[h] = self.vs_pid[h], pid
+                ns, ok = self.hvns[h], False
+                while not self.stop_watch.is_set() and time.monotonic() < t + 60:
+                    r = subprocess.run(["ip", "-n", ns, "addr", "replace", f"10.200.0.{h + 1}/24", "dev", "br-phy"],
+                                       capture_output=True)
+                    if r.returncode == 0:
+                        subprocess.run(["ip", "-n", ns, "link", "set", "br-phy", "up"], capture_output=True)
+                        r = subprocess.run(["ovs-appctl", "-t", f"{self.hvdir[h]}/ovs-vswitchd.ctl",
+                                            "tnl/neigh/aging", "3600"], capture_output=True)
+                        ok = r.returncode == 0
+                        if ok:
+                            break
+                    time.sleep(0.1)
+                self.restarts.append((t, h, old, pid))
+                self.log(f"ovn peer: host {'AB'[h]} ovs-vswitchd restarted by --monitor after a crash (pid {old} -> "
+                         f"{pid}); VTEP address {'restored' if ok else 'NOT restored'} after "
+                         f"{time.monotonic() - t:.1f} s")
+
+    def crashes(self):
+        """Crash lines (the EMER line a failed assertion leaves, and --monitor's 'pid N died,
+        killed (...), restarting', one per crash) in every daemon log."""
+        out = []
+        for f in sorted(glob.glob(f"{self.root}/*/*.log")):
+            try:
+                with open(f, errors="replace") as fh:
+                    for line in fh:
+                        if "|EMER|" in line or ("(monitor)|" in line and "restarting" in line):
+                            out.append(f"{os.path.relpath(f, self.root)}: {line.strip()}")
+            except OSError:
+                pass
+        return out
 
     def _warm_tunnels(self):
         """OVS learns tunnel next hops only by snooping ARP replies on br-phy: each side resolves
@@ -501,7 +574,8 @@ class OvnPeer:
         return {"ns": ns, "dev": dev, "ip": ip, "mac": mac, "h": h}
 
     def _new_target(self, name=None):
-        i = len(self.targets)
+        i = self.made
+        self.made += 1
         g = self._guest(f"t{i}", 1, f"t{i}", ip4(TARGET_BASE + i), f"0a:b7:00:00:{i >> 8:02x}:{i & 255:02x}")
         g["name"] = name or str(uuid.uuid4())
         return g
@@ -552,17 +626,90 @@ class OvnPeer:
         th.start()
         return box, th
 
+    # ------------------------------------------------------------------ diagnostics
+
+    def diagnose(self, g=None, path=None):
+        """State of both chassis (flow counts, upcalls, conntrack, bindings, log tails) written to
+        `path` (outside /run/<prefix>ovn, so it survives teardown); returns the text."""
+        out = []
+
+        def sh(title, args, tail=None):
+            try:
+                r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+                txt = r.stdout + r.stderr
+            except Exception as e:  # noqa: BLE001 - diagnostics must not fail
+                txt = f"({e})"
+            lines = txt.splitlines()
+            if tail:
+                lines = lines[-tail:]
+            out.append(f"### {title}\n" + "\n".join(lines))
+
+        c = self.cdir
+        for h in range(2):
+            d = self.hvdir[h]
+            vs, oc = f"{d}/ovs-vswitchd.ctl", f"{d}/ovn-controller.ctl"
+            if not os.path.exists(oc):
+                oc = (glob.glob(f"{d}/ovn-controller.*.ctl") or [oc])[0]
+            sh(f"hv{h + 1} br-int openflow count", ["sh", "-c", f"ovs-ofctl dump-flows unix:{d}/br-int.mgmt | wc -l"])
+            sh(f"hv{h + 1} dp flows count", ["sh", "-c", f"ovs-appctl -t {vs} dpctl/dump-flows | wc -l"])
+            sh(f"hv{h + 1} upcall/show", ["ovs-appctl", "-t", vs, "upcall/show"])
+            sh(f"hv{h + 1} ct-stats", ["ovs-appctl", "-t", vs, "dpctl/ct-stats-show"])
+            sh(f"hv{h + 1} ct maxconns", ["ovs-appctl", "-t", vs, "dpctl/ct-get-maxconns"])
+            sh(f"hv{h + 1} coverage", ["ovs-appctl", "-t", vs, "coverage/show"], tail=80)
+            sh(f"hv{h + 1} ovn-controller coverage", ["ovs-appctl", "-t", oc, "coverage/show"], tail=60)
+            sh(f"hv{h + 1} ovs-vswitchd.log", ["tail", "-n", "40", f"{d}/ovs-vswitchd.log"])
+            sh(f"hv{h + 1} ovn-controller.log", ["tail", "-n", "40", f"{d}/ovn-controller.log"])
+            sh(f"hv{h + 1} top", ["sh", "-c", "top -b -n1 | head -20"])
+        if g is not None:
+            d = self.hvdir[1]
+            sh("target Interface", ["ovs-vsctl", f"--db=unix:{d}/db.sock", "list", "Interface", g["dev"]])
+            sh("target Port_Binding", ["ovn-sbctl", f"--db=unix:{c}/sb.sock", "find", "Port_Binding",
+                                       f"logical_port={g['name']}"])
+            sh("target LSP", ["ovn-nbctl", f"--db=unix:{c}/nb.sock", "list", "Logical_Switch_Port", g["name"]])
+            sh("prober neigh", ["ip", "-n", self.prober_guest["ns"], "neigh"])
+            sh("target neigh/addr", ["sh", "-c", f"ip -n {g['ns']} neigh; ip -n {g['ns']} addr; "
+                                                f"ip netns exec {g['ns']} ss -ltn"])
+            sh("target dev stats", ["ip", "-s", "-n", self.hvns[1], "link", "show", g["dev"]])
+            sh("hv2 dp flows to target", ["sh", "-c", f"ovs-appctl -t {d}/ovs-vswitchd.ctl dpctl/dump-flows | "
+                                                     f"grep -i '{g['mac']}\\|{g['ip']}' | head -20"])
+            sh("hv1 dp flows to target", ["sh", "-c", f"ovs-appctl -t {self.hvdir[0]}/ovs-vswitchd.ctl "
+                                                     f"dpctl/dump-flows | grep -i '{g['mac']}\\|{g['ip']}' | head -20"])
+        text = "\n\n".join(out)
+        if path:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
     # ------------------------------------------------------------------ port-ready
 
-    def port_ready(self, existing_per_host, samples, rules=1):
+    def port_ready(self, existing_per_host, samples, rules=1, deadline_s=PORT_READY_DEADLINE):
         """ms from create_port to the first handshake, per new NIC (on host B, probed from A).
         The new NICs join the group with `rules` ingress rules (as Plinth's join its headline
         group; pass the headline rule count, 1,000 in the real run, for a like-for-like figure:
-        adding a port to a port group with many ACLs is a large part of OVN's cost)."""
+        adding a port to a port group with many ACLs is a large part of OVN's cost).
+
+        A NIC with no handshake within `deadline_s` is not an error of the run: it is counted
+        (self.details["port_ready_failed"]) and enters the returned list as the deadline itself,
+        so the percentiles are over every sample, a failure counting as `deadline_s` (a lower
+        bound of its true time). After the deadline the NIC is probed for LATE_S more seconds
+        to tell a slow NIC from a dead one. It stays in the group (as Neutron's port would)
+        but is not used as an sg-enforce target. After ABORT_AFTER failures in a row the
+        remaining samples are not taken (that is printed)."""
         self.ensure_existing(existing_per_host)
         pg = self.group(rules)
-        out, rows = [], []
-        for _ in range(samples):
+        out, rows, failed = [], [], []
+        self.details["port_ready"] = rows
+        self.details["port_ready_failed"] = failed
+        self.details["port_ready_deadline_ms"] = deadline_s * 1000
+        self.details["port_ready_skipped"] = 0
+        streak = 0
+        seen = set(self.crashes())
+        for k in range(samples):
+            if streak >= ABORT_AFTER:
+                self.details["port_ready_skipped"] = samples - k
+                self.log(f"ovn peer: port-ready: {ABORT_AFTER} NICs in a row unreachable; the last "
+                         f"{samples - k} samples are not taken")
+                break
             name = str(uuid.uuid4())
             # The watcher connects and downloads the NB while the guest is made (off the clock).
             box_up, th_up = self._watch_up(name)
@@ -582,25 +729,55 @@ class OvnPeer:
             t_nb = time.monotonic()
             pt = threading.Thread(target=plugger, daemon=True)
             pt.start()
-            ok_at = self.prober.first_success(g["ip"], t0 + 60)
+            ok_at = self.prober.first_success(g["ip"], t0 + deadline_s)
             pt.join(60)
-            th_up.join(60)
+            th_up.join(0 if ok_at is None else 60)
             if "err" in box:
                 raise box["err"]
-            if ok_at is None:
-                die(f"port-ready: no TCP handshake to {g['ip']} within 60 s")
             g["uuid"] = res.split()[0]
             g["group"] = pg
+            row = {"nic": self.made - 1, "ip": g["ip"], "nb": (t_nb - t0) * 1000,
+                   "plugged": (box["plugged"] - t0) * 1000 if "plugged" in box else None,
+                   "up": (box_up["t"] - t0) * 1000 if box_up.get("rc") == 0 else None}
+            plugged = f"{row['plugged']:.0f} ms" if row["plugged"] is not None else "n/a"
+            cr = self.crashes()
+            row["crashes"] = [c for c in cr if c not in seen]
+            seen.update(cr)
+            for line in row["crashes"]:
+                self.log(f"ovn peer: DAEMON CRASH during port-ready NIC {row['nic']}: {line}")
+            if ok_at is None:
+                streak += 1
+                path = None
+                if self.diag:
+                    path = f"{self.diag}.nic{row['nic']}"
+                    self.diagnose(g, path)
+                late = self.prober.first_success(g["ip"], time.monotonic() + LATE_S)
+                row["tcp"] = None
+                row["late"] = (late - t0) * 1000 if late is not None else None
+                row["up"] = (box_up["t"] - t0) * 1000 if box_up.get("rc") == 0 else None
+                failed.append(row)
+                rows.append(row)
+                out.append(deadline_s * 1000)
+                lt = f"reachable at {row['late']:.0f} ms" if late is not None else f"still not reachable at " \
+                     f"{(time.monotonic() - t0):.0f} s"
+                up = f"{row['up']:.0f} ms" if row["up"] is not None else "not up yet"
+                self.log(f"ovn port-ready NIC {row['nic']} ({g['ip']}): NO handshake within {deadline_s:g} s, "
+                         f"counted as {deadline_s * 1000:.0f} ms; {lt} (create_port committed {row['nb']:.0f} ms, "
+                         f"VIF plugged {plugged}, LSP up {up})" + (f"; diagnostics in {path}" if path else ""))
+                if self.keep:
+                    self.log(f"ovn peer: keeping the run for {self.keep} s (pid {os.getpid()})")
+                    time.sleep(self.keep)
+                self.unreachable.append(g)
+                continue
+            streak = 0
             self.targets.append(g)
             ms = (ok_at - t0) * 1000
-            row = {"tcp": ms, "nb": (t_nb - t0) * 1000, "plugged": (box["plugged"] - t0) * 1000,
-                   "up": (box_up["t"] - t0) * 1000 if box_up.get("rc") == 0 else None}
+            row["tcp"] = ms
             rows.append(row)
             out.append(ms)
             up = f"{row['up']:.0f} ms" if row["up"] is not None else "n/a"
-            self.log(f"ovn port-ready NIC {len(self.targets) - 1}: {ms:.0f} ms (create_port committed "
-                     f"{row['nb']:.0f} ms, VIF plugged {row['plugged']:.0f} ms, LSP up {up})")
-        self.details["port_ready"] = rows
+            self.log(f"ovn port-ready NIC {row['nic']}: {ms:.0f} ms (create_port committed "
+                     f"{row['nb']:.0f} ms, VIF plugged {plugged}, LSP up {up})")
         return out
 
     # ------------------------------------------------------------------ sg-enforce
@@ -712,6 +889,10 @@ def main():
     ap.add_argument("--ports", type=int, default=10, help="NICs in the group for sg-enforce")
     ap.add_argument("--prefix", default="ovnb-")
     ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--deadline", type=float, default=PORT_READY_DEADLINE,
+                    help="s per port-ready sample (an unreachable NIC counts as this)")
+    ap.add_argument("--diag", help="on a failure, write both chassis' state here")
+    ap.add_argument("--keep", type=float, default=0, help="on a failure, keep the run alive this many s")
     ap.add_argument("--json", help="also write the figures here (bench/net/run reads them)")
     a = ap.parse_args()
 
@@ -726,19 +907,34 @@ def main():
     if not a.no_install:
         OvnPeer.install()
     peer = OvnPeer(a.prefix, log)
+    peer.diag, peer.keep = a.diag, a.keep
     rc = 0
     try:
         v = peer.versions()
         peer.setup()
-        pr = peer.port_ready(a.existing, a.samples, rules=a.rules)
+        pr = peer.port_ready(a.existing, a.samples, rules=a.rules, deadline_s=a.deadline)
         sg = peer.sg_enforce(a.rules, a.ports, a.samples)
         d = peer.details["port_ready"]
         ups = [r["up"] for r in d if r["up"] is not None]
         print(f"ovn versions: ovs {v['ovs']}, ovn {v['ovn']}")
+        nf = len(peer.details["port_ready_failed"])
+        dl = peer.details["port_ready_deadline_ms"]
         print(f"ovn port-ready: p50 {net.pct(pr, 50):.1f} ms p99 {net.pct(pr, 99):.1f} ms "
-              f"({len(pr)} NICs, {a.existing} existing ports per host, group of {a.rules} rules)")
+              f"({len(pr)} NICs, {a.existing} existing ports per host, group of {a.rules} rules; "
+              f"{nf} of {len(pr)} NICs not reachable within {dl / 1000:g} s, counted as {dl:.0f} ms"
+              + (f"; {peer.details['port_ready_skipped']} samples not taken after {ABORT_AFTER} failures in a row"
+                 if peer.details["port_ready_skipped"] else "") + ")")
+        ok = [r["tcp"] for r in d if r["tcp"] is not None]
+        if nf and ok:
+            print(f"  reachable NICs only: p50 {net.pct(ok, 50):.1f} ms p99 {net.pct(ok, 99):.1f} ms ({len(ok)} NICs)")
         if ups:
             print(f"  LSP up (Nova's vif-plugged): p50 {net.pct(ups, 50):.1f} ms p99 {net.pct(ups, 99):.1f} ms")
+        cr = peer.crashes()
+        print(f"ovn daemon crashes: {sum('restarting' in c for c in cr)} (ovs-vswitchd restarts by --monitor: "
+              f"{len(peer.restarts)}, during port-ready NICs "
+              f"{[r['nic'] for r in d if r.get('crashes')] or 'none'})")
+        for c in cr:
+            print(f"  {c}")
         s = peer.details["sg_enforce"]
         print(f"ovn sg-enforce: p50 {net.pct(sg, 50):.1f} ms p99 {net.pct(sg, 99):.1f} ms ({a.rules} rules x "
               f"{a.ports} ports; deny p50 {net.pct(s['deny'], 50):.1f} p99 {net.pct(s['deny'], 99):.1f}; allow p50 "
@@ -747,7 +943,10 @@ def main():
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"versions": v,
-                           "port_ready": {"p50": net.pct(pr, 50), "p99": net.pct(pr, 99), "n": len(pr)},
+                           "port_ready": {"p50": net.pct(pr, 50), "p99": net.pct(pr, 99), "n": len(pr),
+                                          "failed": nf, "deadline_ms": dl,
+                                          "skipped": peer.details["port_ready_skipped"]},
+                           "crashes": cr,
                            "sg": {"p50": net.pct(sg, 50), "p99": net.pct(sg, 99), "n": len(sg)}}, f)
     except KeyboardInterrupt:
         log("ovn peer: interrupted")
@@ -758,6 +957,9 @@ def main():
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if rc:
+            for c in peer.crashes():
+                log(f"ovn peer: daemon crash: {c}")
         peer.teardown()
     sys.exit(rc)
 

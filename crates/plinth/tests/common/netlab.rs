@@ -239,8 +239,28 @@ pub fn wait<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>)
     }
 }
 
-/// A TCP echo server in `ns` on `port` (python3; killed with its namespace or on drop).
-pub struct Echo(std::process::Child);
+/// A python3 server in a namespace, listening on a port before it is handed out; killed on
+/// drop (or with its namespace).
+pub struct PyServer(std::process::Child);
+
+impl PyServer {
+    /// Runs `code` in `ns` and waits until something listens on `port`.
+    pub fn start(ns: &str, port: u16, code: &str, what: &str) -> PyServer {
+        let server = PyServer(spawn_python(ns, code, what));
+        wait_listening(ns, port, what);
+        server
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP echo server in `ns` on `port`.
+pub struct Echo(PyServer);
 
 impl Echo {
     pub fn start(ns: &str, port: u16) -> Echo {
@@ -259,17 +279,7 @@ impl Echo {
              while True:\n\
              \x20   c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()\n"
         );
-        let child = spawn_python(ns, &code, "echo server");
-        let e = Echo(child);
-        wait_listening(ns, port, "the echo server");
-        e
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Echo(PyServer::start(ns, port, &code, "the echo server"))
     }
 }
 
@@ -378,7 +388,7 @@ impl Drop for Flow {
 
 /// A TCP server in `ns` on `port` that answers every connection with `name` (who answers
 /// an address: a hijacked address answers with the hijacker's name).
-pub struct Banner(std::process::Child);
+pub struct Banner(PyServer);
 
 impl Banner {
     pub fn start(ns: &str, port: u16, name: &str) -> Banner {
@@ -389,21 +399,12 @@ impl Banner {
              while True:\n\
              \x20   c,_=s.accept(); c.sendall(b'{name}'); c.close()\n"
         );
-        let child = spawn_python(ns, &code, "banner server");
-        wait_listening(ns, port, "the banner server");
-        Banner(child)
-    }
-}
-
-impl Drop for Banner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Banner(PyServer::start(ns, port, &code, "the banner server"))
     }
 }
 
 /// An HTTP server in `ns` on `port` answering every GET with the source address it saw.
-pub struct SourceEcho(std::process::Child);
+pub struct SourceEcho(PyServer);
 
 impl SourceEcho {
     pub fn start(ns: &str, port: u16) -> SourceEcho {
@@ -417,21 +418,12 @@ impl SourceEcho {
              \x20   def log_message(self, *a): pass\n\
              http.server.ThreadingHTTPServer(('0.0.0.0',{port}),H).serve_forever()\n"
         );
-        let child = spawn_python(ns, &code, "source echo");
-        wait_listening(ns, port, "the source echo");
-        SourceEcho(child)
-    }
-}
-
-impl Drop for SourceEcho {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        SourceEcho(PyServer::start(ns, port, &code, "the source echo"))
     }
 }
 
 /// A TCP sink in `ns` on `port`: reads every connection to its end and closes it.
-pub struct Sink(std::process::Child);
+pub struct Sink(PyServer);
 
 impl Sink {
     pub fn start(ns: &str, port: u16) -> Sink {
@@ -445,16 +437,7 @@ impl Sink {
              while True:\n\
              \x20   c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()\n"
         );
-        let child = spawn_python(ns, &code, "sink");
-        wait_listening(ns, port, "the sink");
-        Sink(child)
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Sink(PyServer::start(ns, port, &code, "the sink"))
     }
 }
 
