@@ -249,6 +249,34 @@ class Prober:
 # Guests
 
 
+def listener(port):
+    """A non-blocking TCP listener on 0.0.0.0:`port`, in the calling thread's namespace."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(1024)
+    s.setblocking(False)
+    return s
+
+
+def drain(lock, socks, stop=None):
+    """Accepts and closes every connection to the listeners in `socks` (a list other threads
+    append to under `lock`), until `stop` (a threading.Event) is set."""
+    poller, known = select.poll(), {}
+    while stop is None or not stop.is_set():
+        with lock:
+            for s in socks[len(known):]:
+                known[s.fileno()] = s
+                poller.register(s.fileno(), select.POLLIN)
+        for fd, _ in poller.poll(50):
+            try:
+                while True:
+                    c, _ = known[fd].accept()
+                    c.close()
+            except OSError:
+                pass
+
+
 class Guests:
     """Target guest namespaces with a listener each (opened before any interface exists), and
     one accept thread that drains them all."""
@@ -257,7 +285,7 @@ class Guests:
         self.prefix = prefix
         self.socks = []
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=drain, args=(self.lock, self.socks), daemon=True).start()
 
     def make(self, name):
         """A guest namespace listening on LISTEN_PORT: {"ns": its name, "nl": a Netlink in it}."""
@@ -265,33 +293,10 @@ class Guests:
         sh("ip", "netns", "add", ns)
         sh("ip", "-n", ns, "link", "set", "lo", "up")
 
-        def listen():
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", LISTEN_PORT))
-            s.listen(1024)
-            s.setblocking(False)
-            return s
-
-        s = in_ns(ns, listen)
+        s = in_ns(ns, listener, LISTEN_PORT)
         with self.lock:
             self.socks.append(s)
         return {"ns": ns, "nl": in_ns(ns, Netlink)}
-
-    def _accept(self):
-        poller, known = select.poll(), {}
-        while True:
-            with self.lock:
-                for s in self.socks[len(known):]:
-                    known[s.fileno()] = s
-                    poller.register(s.fileno(), select.POLLIN)
-            for fd, _ in poller.poll(50):
-                try:
-                    while True:
-                        c, _ = known[fd].accept()
-                        c.close()
-                except OSError:
-                    pass
 
 
 # ---------------------------------------------------------------------------------------------

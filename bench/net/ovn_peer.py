@@ -64,10 +64,8 @@ import argparse
 import glob
 import json
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -193,33 +191,10 @@ class OvnPeer:
         return run(["ovs-appctl", "-t", target] + list(args))
 
     def _listen(self, ns):
-        def body():
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", PROBE_PORT))
-            s.listen(1024)
-            s.setblocking(False)
-            return s
-
-        s = net.in_ns(ns, body)
+        s = net.in_ns(ns, net.listener, PROBE_PORT)
         with self.lock:
             self.listeners.append(s)
 
-    def _accept(self):
-        """Drains every guest's listener (as net.Guests does)."""
-        poller, known = select.poll(), {}
-        while not self.stop_accept.is_set():
-            with self.lock:
-                for s in self.listeners[len(known):]:
-                    known[s.fileno()] = s
-                    poller.register(s.fileno(), select.POLLIN)
-            for fd, _ in poller.poll(50):
-                try:
-                    while True:
-                        c, _ = known[fd].accept()
-                        c.close()
-                except OSError:
-                    pass
 
     # ------------------------------------------------------------------ cleanup
 
@@ -288,7 +263,7 @@ class OvnPeer:
         t = time.monotonic()
         self._cleanup()
         self.stop_accept = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=net.drain, args=(self.lock, self.listeners, self.stop_accept), daemon=True).start()
         os.makedirs(self.cdir)
         for d in self.hvdir:
             os.makedirs(d)

@@ -32,16 +32,12 @@ async fn fip_state(api: &Api, fip: &Value, state: &str) -> Value {
     .await
 }
 
-/// Polls `f` (a blocking probe) for up to 15 s until it gives `want`; answers the last.
+/// Polls `f` (a blocking probe) until it gives `want` (15 s at most); answers it.
 fn settle<T: PartialEq + std::fmt::Debug>(want: &T, mut f: impl FnMut() -> T) -> T {
-    let end = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    wait(&format!("the probe to give {want:?}"), Duration::from_secs(15), || {
         let got = f();
-        if &got == want || std::time::Instant::now() > end {
-            return got;
-        }
-        std::thread::park_timeout(Duration::from_millis(200));
-    }
+        (&got == want).then_some(got)
+    })
 }
 
 /// A NIC's metered egress (internet, total) in bytes: the sum of its `egress_bytes`
@@ -74,19 +70,19 @@ async fn settled_egress(api: &Api, nic: &str) -> (u64, u64) {
 /// The egress once it is at least `floor` and has not moved for three counter periods
 /// (the lab's agents read and ship counters every second).
 async fn settled_at_least(api: &Api, nic: &str, floor: (u64, u64)) -> (u64, u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut last = egress(api, nic).await;
-    let mut since = std::time::Instant::now();
-    loop {
+    // The last reading and since when it has not moved.
+    let seen = std::cell::Cell::new((egress(api, nic).await, std::time::Instant::now()));
+    let seen = &seen;
+    until(&format!("the egress of {nic} to settle at {floor:?} or more"), Duration::from_secs(60), || async move {
         let now = egress(api, nic).await;
+        let (last, since) = seen.get();
         if now != last || now.0 < floor.0 || now.1 < floor.1 {
-            (last, since) = (now, std::time::Instant::now());
-        } else if since.elapsed() >= Duration::from_secs(3) {
-            return now;
+            seen.set((now, std::time::Instant::now()));
+            return None;
         }
-        assert!(std::time::Instant::now() < deadline, "the egress of {nic} never settled: {now:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (since.elapsed() >= Duration::from_secs(3)).then_some(now)
+    })
+    .await
 }
 
 /// The egress once it reached `floor` (both classes).

@@ -335,7 +335,7 @@ pub fn render(plan: &VpcPlan, prior: Option<&Ruleset>) -> Ruleset {
         for f in &n.spec.floating {
             add("ip to_fixed", format!("{f} : {}", n.spec.ipv4));
         }
-        let public: Vec<&String> = n.spec.floating.iter().chain(n.spec.snat_address.iter()).collect();
+        let public: Vec<&String> = n.public().collect();
         if let Some(first) = public.first() {
             add("ip to_public", format!("{} : {first}", n.spec.ipv4));
         }

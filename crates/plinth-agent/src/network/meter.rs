@@ -45,7 +45,7 @@ pub type Ports = Vec<(NicId, String, String)>;
 pub fn desired(plan: &VpcPlan) -> BTreeMap<String, String> {
     plan.nics
         .iter()
-        .filter(|n| !n.spec.floating.is_empty() || n.spec.snat_address.is_some())
+        .filter(|n| n.public().next().is_some())
         .map(|n| (n.spec.ipv4.clone(), n.spec.device.clone()))
         .collect()
 }

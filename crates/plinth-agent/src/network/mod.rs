@@ -496,7 +496,7 @@ impl LinuxBridge {
                 None => Err("unknown subnet".to_owned()),
             };
             // Its public addresses on the uplink, translated by the rules loaded for it.
-            let public: Vec<&String> = n.spec.floating.iter().chain(n.spec.snat_address.iter()).collect();
+            let public: Vec<&String> = n.public().collect();
             let nat = match (&err.router, public.iter().find(|p| !a.router.addrs.contains(**p))) {
                 _ if public.is_empty() => Ok(()),
                 (Some(e), _) => Err(e.clone()),

@@ -55,6 +55,13 @@ pub struct NicPlan {
     pub mtu: u32,
 }
 
+impl NicPlan {
+    /// The NIC's public addresses: its floating IPs, then its SNAT address.
+    pub fn public(&self) -> impl Iterator<Item = &String> {
+        self.spec.floating.iter().chain(self.spec.snat_address.iter())
+    }
+}
+
 /// One VPC on this host.
 #[derive(Clone, Debug)]
 pub struct VpcPlan {

@@ -34,8 +34,7 @@ pub struct Held {
 
 /// What the router should hold for `plan`.
 pub fn desired(plan: &VpcPlan) -> Held {
-    let addrs: BTreeSet<String> =
-        plan.nics.iter().flat_map(|n| n.spec.floating.iter().chain(n.spec.snat_address.iter())).cloned().collect();
+    let addrs: BTreeSet<String> = plan.nics.iter().flat_map(|n| n.public()).cloned().collect();
     let gateway = if addrs.is_empty() { None } else { plan.spec.uplink_gateway.clone() };
     Held { addrs, gateway }
 }

@@ -375,6 +375,16 @@ fn system_audit(action: &str) -> plinth_store::AuditEntry {
     }
 }
 
+/// Micros (quantity ÷ multiplier) per (resource, meter, dimension) of the records `keep` takes.
+fn metered_by(records: &[UsageRecord], keep: impl Fn(&UsageRecord) -> bool) -> BTreeMap<(String, Meter, String), i64> {
+    let mut out: BTreeMap<(String, Meter, String), i64> = BTreeMap::new();
+    for r in records.iter().filter(|r| keep(r)) {
+        *out.entry((r.resource_id.clone(), r.meter, r.dimension.clone())).or_default() +=
+            r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
+    }
+    out
+}
+
 /// The reconciliation report of a period for the instances (and the network resources:
 /// floating IPs, NICs) visible in `scope`.
 pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Result<ReconciliationReport> {
@@ -408,18 +418,11 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Re
                     r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
             }
         }
-        let mut metered: BTreeMap<(String, Meter, String), i64> = BTreeMap::new();
-        for r in records.iter().filter(|r| r.meter.is_interval() && r.resource_kind == "instance") {
-            *metered.entry((r.resource_id.clone(), r.meter, r.dimension.clone())).or_default() +=
-                r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
-        }
+        let metered = metered_by(&records, |r| r.meter.is_interval() && r.resource_kind == "instance");
         // Network resources (floating IPs' and SNAT addresses' seconds, NICs' egress bytes):
         // no event history to replay; their ledger is checked against the invoice.
-        let mut other: BTreeMap<(String, Meter, String), i64> = BTreeMap::new();
-        for r in records.iter().filter(|r| r.resource_kind == "floating_ip" || r.resource_kind == "network_interface") {
-            *other.entry((r.resource_id.clone(), r.meter, r.dimension.clone())).or_default() +=
-                r.quantity_micros.unwrap_or(0) / r.multiplier.max(1);
-        }
+        let other =
+            metered_by(&records, |r| r.resource_kind == "floating_ip" || r.resource_kind == "network_interface");
         for ((resource, meter, dim), m) in other {
             let inv = invoiced.get(&(resource.clone(), meter, dim.clone())).copied().unwrap_or(0);
             rows.push(ReconciliationRow {

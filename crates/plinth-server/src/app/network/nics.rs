@@ -166,7 +166,7 @@ pub(crate) async fn insert_nic(
     public::set_external_access(tx, &mut nic, want, n.external_access.is_some(), &field(prefix, "external_access"))
         .await?;
     tx.insert(&nic, &extra).await?;
-    public::meter_snat(tx, &nic, "network_interface.create").await?;
+    public::meter_snat(tx, &nic, nic.snat_address.as_deref(), "network_interface.create").await?;
     tx.set_nic_groups(nic.id.as_str(), vpc.id.as_str(), &nic.security_group_ids).await?;
     if plug.is_none() {
         network_changed(tx, &vpc.id, &[]).await?;
@@ -302,7 +302,7 @@ pub async fn update(
     }
     tx.save(&mut nic).await?;
     if public_changed {
-        public::meter_snat(&mut tx, &nic, "network_interface.update").await?;
+        public::meter_snat(&mut tx, &nic, nic.snat_address.as_deref(), "network_interface.update").await?;
     }
     if filters_changed || public_changed || renamed {
         network_changed(&mut tx, &nic.vpc_id, &[]).await?;

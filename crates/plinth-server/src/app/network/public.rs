@@ -69,12 +69,12 @@ async fn meter(tx: &mut Tx, owner: &LedgerOwner<'_>, want: &[Want], cause: &str)
     Ok(())
 }
 
-/// Keeps the NIC's SNAT interval open while it holds an SNAT address (by address).
-pub(crate) async fn meter_snat(tx: &mut Tx, nic: &NetworkInterface, cause: &str) -> Result<()> {
-    let want: Vec<Want> = nic
-        .snat_address
-        .iter()
-        .map(|a| address_want(SNAT_CLASS, BTreeMap::from([("address".to_string(), a.clone())])))
+/// Keeps the NIC's SNAT interval open while it holds an SNAT address (by address):
+/// `address` is what it holds after this transaction.
+pub(crate) async fn meter_snat(tx: &mut Tx, nic: &NetworkInterface, address: Option<&str>, cause: &str) -> Result<()> {
+    let want: Vec<Want> = address
+        .into_iter()
+        .map(|a| address_want(SNAT_CLASS, BTreeMap::from([("address".to_string(), a.to_string())])))
         .collect();
     meter(tx, &owner(&nic.tenant_id, &nic.project_id, nic.id.as_str(), "network_interface"), &want, cause).await
 }
@@ -107,9 +107,7 @@ pub(crate) async fn release_nic(tx: &mut Tx, nic: &NetworkInterface) -> Result<(
         tx.set_floating_barrier(f.id.as_str(), None).await?;
         meter_floating(tx, &f, "network_interface.delete").await?;
     }
-    let mut gone = nic.clone();
-    gone.snat_address = None;
-    meter_snat(tx, &gone, "network_interface.delete").await
+    meter_snat(tx, nic, None, "network_interface.delete").await
 }
 
 /// What `external_access` makes of a NIC now: `none` releases its SNAT address; `snat`
