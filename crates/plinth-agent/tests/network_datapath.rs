@@ -6,7 +6,7 @@
 //! drift repair, fail closed with the ruleset flushed (the guard) and complete teardown.
 //! Runs as root only (skips otherwise).
 
-use plinth_agent::network::{HostNetwork, LinuxBridge, LinuxBridgeConfig, guard, tap};
+use plinth_agent::network::{HostNetwork, LinuxBridge, NetworkConfig, guard, tap};
 use plinth_agent::runtime::TapOpener;
 use plinth_api::*;
 use std::path::{Path, PathBuf};
@@ -293,7 +293,7 @@ fn two_hosts_carry_a_vpc() {
         let dir = std::env::temp_dir().join(format!("{tag}state{i}"));
         lab.dirs.push(dir.clone());
         let prefix = format!("{tag}v{i}-");
-        let backend = Arc::new(LinuxBridge::new(LinuxBridgeConfig {
+        let backend = Arc::new(LinuxBridge::new(NetworkConfig {
             provider_bridge: None,
             counter_period: Duration::from_secs(30),
             underlay_ip: underlay.clone(),
@@ -658,7 +658,7 @@ fn two_hosts_carry_a_vpc() {
     let l2 = readback_l2(&hosts[0], VNI);
     let restarted = Host {
         ns: hosts[0].ns.clone(),
-        backend: Arc::new(LinuxBridge::new(LinuxBridgeConfig {
+        backend: Arc::new(LinuxBridge::new(NetworkConfig {
             provider_bridge: None,
             counter_period: Duration::from_secs(30),
             underlay_ip: hosts[0].underlay.clone(),

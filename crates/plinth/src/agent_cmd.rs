@@ -74,6 +74,11 @@ pub struct AgentArgs {
     /// public address is routed through this host).
     #[arg(long)]
     provider_bridge: Option<String>,
+    /// qemu: the tenant data path: `linux-bridge` (bridges, VXLAN, nftables) or
+    /// `openvswitch` (one Open vSwitch bridge, userspace datapath, OpenFlow security
+    /// groups; the agent starts its own ovsdb-server and ovs-vswitchd).
+    #[arg(long, value_enum, default_value = "linux-bridge")]
+    datapath: crate::agent_host::Datapath,
     /// qemu: seconds between readings of the NICs' egress byte counters (shipped when
     /// they moved).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -254,6 +259,7 @@ async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>, c
         netns_prefix: args.netns_prefix.clone(),
         provider_bridge: args.provider_bridge.clone(),
         counter_period: Duration::from_secs(args.counter_interval),
+        datapath: args.datapath,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut task = tokio::spawn(crate::agent_host::run(host, stop_rx));

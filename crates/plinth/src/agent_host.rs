@@ -8,7 +8,8 @@
 use anyhow::{Context, Result};
 use plinth_agent::discovery;
 use plinth_agent::kvm_probe::{KvmProbe, probe_kvm};
-use plinth_agent::network::{LinuxBridge, LinuxBridgeConfig};
+use plinth_agent::network::ovs::OpenVswitch;
+use plinth_agent::network::{HostNetwork, LinuxBridge, NetworkConfig};
 use plinth_agent::runner::{NetworkBackend, Rediscover};
 use plinth_agent::runtime::qemu::{Accel, QemuRuntime, RuntimeConfig};
 use plinth_agent::{AGENT_VERSION, AgentClient, HostSetup, Progress, RunnerConfig, StateDir, run_host};
@@ -43,6 +44,17 @@ pub struct RealHost {
     pub provider_bridge: Option<String>,
     /// How often the NICs' egress counters are read and shipped.
     pub counter_period: Duration,
+    /// Which tenant data path this host runs.
+    pub datapath: Datapath,
+}
+
+/// The tenant data paths an agent can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Datapath {
+    /// Bridges, VXLAN devices and nftables in each VPC's namespace.
+    LinuxBridge,
+    /// One Open vSwitch bridge (userspace datapath) with OpenFlow security groups.
+    Openvswitch,
 }
 
 /// The local address this machine uses to reach `server` (a URL): the source of its route
@@ -134,25 +146,42 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     let setup = HostSetup { index: 0, hostname: h.hostname.clone(), inventory, rediscover: Some(rediscover) };
     let client = AgentClient::new(&h.server, &format!("plinth-agent/{AGENT_VERSION} (qemu runtime)"), h.ca.as_ref())?;
     let underlay_ip = h.underlay_ip.clone().or_else(|| route_source(&h.server));
-    let bridge = underlay_ip.as_ref().map(|ip| {
-        Arc::new(LinuxBridge::new(LinuxBridgeConfig {
-            underlay_ip: ip.clone(),
-            netns_prefix: h.netns_prefix.clone(),
-            // dnsmasq reads its hosts directory after dropping root, so its files
-            // cannot live in the 0700 state directory; /run is as volatile as the
-            // namespaces themselves (/run/netns), and the namespace prefix keeps
-            // agents sharing a machine apart.
-            state_dir: PathBuf::from("/run/plinth/network"),
-            // This agent's data directory: unique per agent on the machine.
-            owner: host_dir.display().to_string(),
-            provider_bridge: h.provider_bridge.clone(),
-            counter_period: h.counter_period,
-        }))
-    });
-    let network = match (&bridge, &underlay_ip) {
-        (Some(b), Some(ip)) => {
+    let backend: Option<(Arc<dyn HostNetwork>, Arc<dyn plinth_agent::runtime::TapOpener>)> =
+        underlay_ip.as_ref().map(|ip| {
+            let cfg = NetworkConfig {
+                underlay_ip: ip.clone(),
+                netns_prefix: h.netns_prefix.clone(),
+                // dnsmasq reads its hosts directory after dropping root, so its files
+                // cannot live in the 0700 state directory; /run is as volatile as the
+                // namespaces themselves (/run/netns), and the namespace prefix keeps
+                // agents sharing a machine apart.
+                state_dir: PathBuf::from("/run/plinth/network"),
+                // This agent's data directory: unique per agent on the machine.
+                owner: host_dir.display().to_string(),
+                provider_bridge: h.provider_bridge.clone(),
+                counter_period: h.counter_period,
+            };
+            match h.datapath {
+                Datapath::LinuxBridge => {
+                    let b = Arc::new(LinuxBridge::new(cfg));
+                    (b.clone() as Arc<dyn HostNetwork>, b as Arc<dyn plinth_agent::runtime::TapOpener>)
+                }
+                Datapath::Openvswitch => {
+                    // Its daemons' files beside the namespaces' (the prefix keeps agents apart).
+                    let dir = PathBuf::from(format!("/run/plinth/network/{}ovs", h.netns_prefix));
+                    let b = Arc::new(OpenVswitch::new(cfg, dir));
+                    (b.clone() as Arc<dyn HostNetwork>, b as Arc<dyn plinth_agent::runtime::TapOpener>)
+                }
+            }
+        });
+    let network = match (&backend, &underlay_ip) {
+        (Some((b, _)), Some(ip)) => {
             if h.verbose {
-                println!("  tenant networks: VXLAN from {ip}, namespaces {}<vni>", h.netns_prefix);
+                println!(
+                    "  tenant networks: {} data path, VXLAN from {ip}, namespaces {}<vni>",
+                    b.datapath(),
+                    h.netns_prefix
+                );
             }
             match plinth_agent::network::neigh_limits::ensure() {
                 Ok(Some(done)) => tracing::info!("{done}"),
@@ -167,7 +196,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
         }
     };
     // The runtime opens the taps the network backend made, and hands QEMU their fds.
-    let taps = bridge.map(|b| b as Arc<dyn plinth_agent::runtime::TapOpener>);
+    let taps = backend.map(|(_, t)| t);
     let runtime = Arc::new(QemuRuntime::with_taps(config, taps).context("the qemu runtime")?);
     let cfg = Arc::new(RunnerConfig {
         join_token: h.join_token.clone(),

@@ -160,6 +160,7 @@ pub async fn start(
         netns_prefix: "pv-".into(),
         provider_bridge,
         counter_period: Duration::from_secs(30),
+        datapath: crate::agent_host::Datapath::LinuxBridge,
     };
     let agent = tokio::spawn(crate::agent_host::run(host, stop));
 

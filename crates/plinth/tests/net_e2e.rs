@@ -35,12 +35,13 @@ impl Probe {
     }
 }
 
-async fn scenario(prefix: &str, k: u8, database: Option<String>) {
+async fn scenario(prefix: &str, k: u8, database: Option<String>, datapath: &'static str) {
     if !can_run() {
         eprintln!("SKIPPED: the network lab needs root and iproute2");
         return;
     }
     let mut lab = NetLab::new(prefix, k, 2);
+    lab.datapath = datapath;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_server, api) = server(&lab, d, database).await;
@@ -186,7 +187,13 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reachability_isolation_mtu_and_cleanup_on_sqlite() {
-    scenario("pe2s", 231, None).await;
+    scenario("pe2s", 231, None, "linux-bridge").await;
+}
+
+/// The same scenario on the Open vSwitch data path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reachability_isolation_mtu_and_cleanup_on_openvswitch() {
+    scenario("pe2o", 239, None, "openvswitch").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +205,7 @@ async fn reachability_isolation_mtu_and_cleanup_on_postgres() {
     };
     let name = format!("plinth_net_{}", std::process::id());
     let db = plinth_store::Store::create_postgres_database(&admin, &name).await.expect("create database");
-    scenario("pe2p", 232, Some(db)).await;
+    scenario("pe2p", 232, Some(db), "linux-bridge").await;
 }
 
 /// The Debian guest of `scripts/debian-guest` (built when missing): its directory and

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The all-zero MAC of replication entries.
 pub const ZERO_MAC: &str = "00:00:00:00:00:00";
 
-/// `(mac, dst)` pairs on a VXLAN device.
-pub fn read(ns: &str, vx: &str) -> Result<BTreeSet<(String, String)>, String> {
-    let v = cmd::json(&cmd::bridge(Some(ns), &["-j", "fdb", "show", "dev", vx])?)?;
+/// `(mac, dst)` pairs on a VXLAN device of namespace `ns` (`None`: the agent's).
+pub fn read(ns: Option<&str>, vx: &str) -> Result<BTreeSet<(String, String)>, String> {
+    let v = cmd::json(&cmd::bridge(ns, &["-j", "fdb", "show", "dev", vx])?)?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
@@ -41,8 +41,10 @@ pub fn desired(plan: &VpcPlan, own_vtep: &str) -> Vec<(String, BTreeSet<(String,
 
 /// Converges every VXLAN device's entries from what `view` holds (its devices' entries),
 /// recording each change there; answers the errors met (by device). One rtnetlink message
-/// per entry changed ([`super::rtnl`]); after a refusal the device is read back.
+/// per entry changed ([`super::rtnl`]); after a refusal the device is read back from
+/// namespace `ns` (`None`: the agent's, where `nl` must be too).
 pub fn converge(
+    ns: Option<&str>,
     plan: &VpcPlan,
     own_vtep: &str,
     nl: &mut Rtnl,
@@ -73,7 +75,7 @@ pub fn converge(
         }
         if let Some(e) = failed {
             // What the device holds after a refusal is read back, not assumed.
-            match read(&plan.ns, &vx) {
+            match read(ns, &vx) {
                 Ok(h) => {
                     view.insert(vx.clone(), h);
                 }

@@ -219,33 +219,33 @@ pub struct GroupRender {
     atoms: BTreeSet<String>,
 }
 
-/// Renders one group's rule sets (`groups`: the VPC's, for its remote-group rules).
-fn render_group(g: &SecurityGroupSpec, groups: &[SecurityGroupSpec], input: GroupInput) -> GroupRender {
-    let mut elements: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut atoms = BTreeSet::new();
-    let mut boxes: BTreeMap<String, Vec<Box_>> = BTreeMap::new();
-    for r in &g.rules {
-        // From (or to) anywhere goes to the port-only sets (`…_p`): such a rule is one
-        // element, not one per window the CIDR rules cut in the address space.
-        let (remotes, anywhere): (Vec<(u32, u32)>, bool) = if let Some(cidr) = &r.remote_cidr {
-            match cidr_range(cidr) {
-                Ok((0, u32::MAX)) => (Vec::new(), true),
-                Ok(range) => (vec![range], false),
-                Err(_) => (Vec::new(), false),
-            }
+/// What one rule allows, as ranges: the remote addresses it names (`[(0, u32::MAX)]`:
+/// anywhere; empty: nobody, e.g. a remote group without members or a bad CIDR), and the
+/// protocol's fields (a port range for TCP/UDP, type and code for ICMP, none for any).
+/// Both backends render from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleBoxes {
+    /// Which traffic of the NIC it allows.
+    pub direction: Direction,
+    /// Remote address ranges.
+    pub remotes: Vec<(u32, u32)>,
+    /// The protocol's field ranges.
+    pub rest: Vec<(u32, u32)>,
+}
+
+impl RuleBoxes {
+    /// The boxes of `r` (`groups`: the VPC's, for a remote-group rule's members).
+    pub fn of(r: &RuleSpec, groups: &[SecurityGroupSpec]) -> RuleBoxes {
+        let remotes = if let Some(cidr) = &r.remote_cidr {
+            cidr_range(cidr).map(|range| vec![range]).unwrap_or_default()
         } else if let Some(rg) = &r.remote_group_id {
-            let members = groups
+            groups
                 .iter()
                 .filter(|o| o.security_group_id == *rg)
                 .flat_map(|o| o.members.iter().filter_map(|m| ipv4(m)).map(|a| (a, a)))
-                .collect();
-            (members, false)
+                .collect()
         } else {
-            (Vec::new(), true)
-        };
-        let dir = match r.direction {
-            Direction::Ingress => "in",
-            Direction::Egress => "out",
+            vec![(0, u32::MAX)]
         };
         let ports = match (r.port_min, r.port_max) {
             (None, None) => (0, 65535),
@@ -254,13 +254,35 @@ fn render_group(g: &SecurityGroupSpec, groups: &[SecurityGroupSpec], input: Grou
         };
         let t = r.icmp_type.map_or((0, 255), |t| (u32::from(t), u32::from(t)));
         let c = r.icmp_code.map_or((0, 255), |c| (u32::from(c), u32::from(c)));
-        let (suffix, rest): (&str, Box_) = match r.protocol {
-            RuleProtocol::Tcp => ("tcp", vec![ports]),
-            RuleProtocol::Udp => ("udp", vec![ports]),
-            RuleProtocol::Icmp => ("icmp", vec![t, c]),
-            RuleProtocol::Any => ("any", Vec::new()),
+        let rest = match r.protocol {
+            RuleProtocol::Tcp | RuleProtocol::Udp => vec![ports],
+            RuleProtocol::Icmp => vec![t, c],
+            RuleProtocol::Any => Vec::new(),
         };
-        if anywhere {
+        RuleBoxes { direction: r.direction, remotes, rest }
+    }
+}
+
+/// Renders one group's rule sets (`groups`: the VPC's, for its remote-group rules).
+fn render_group(g: &SecurityGroupSpec, groups: &[SecurityGroupSpec], input: GroupInput) -> GroupRender {
+    let mut elements: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut atoms = BTreeSet::new();
+    let mut boxes: BTreeMap<String, Vec<Box_>> = BTreeMap::new();
+    for r in &g.rules {
+        let RuleBoxes { direction, remotes, rest } = RuleBoxes::of(r, groups);
+        let dir = match direction {
+            Direction::Ingress => "in",
+            Direction::Egress => "out",
+        };
+        let suffix = match r.protocol {
+            RuleProtocol::Tcp => "tcp",
+            RuleProtocol::Udp => "udp",
+            RuleProtocol::Icmp => "icmp",
+            RuleProtocol::Any => "any",
+        };
+        // From (or to) anywhere goes to the port-only sets (`…_p`): such a rule is one
+        // element, not one per window the CIDR rules cut in the address space.
+        if remotes == [(0, u32::MAX)] {
             let b = if rest.is_empty() { vec![(0, u32::MAX)] } else { rest };
             atoms.insert(format!("{dir}_{suffix}_p {b:?}"));
             boxes.entry(format!("{dir}_{suffix}_p")).or_default().push(b);
@@ -515,6 +537,12 @@ fn structure(groups: usize) -> String {
          \t}\n\
          }\n",
     );
+    nat_table(&mut t);
+    t
+}
+
+/// The VPC router's address translation (`table ip plinth`; see the module's doc).
+fn nat_table(t: &mut String) {
     let _ = write!(
         t,
         "table ip plinth {{\n\
@@ -536,7 +564,58 @@ fn structure(groups: usize) -> String {
          \t}}\n\
          }}\n",
     );
-    t
+}
+
+/// The ruleset of a VPC namespace that only routes (the Open vSwitch backend filters the
+/// ports in its own flows): the router's translation, and an `inet` table whose `forward`
+/// chain drops new connections from the uplink that no floating IP translated and whose
+/// `input` chain lets the subnets reach DHCP, DNS and ping on the gateways only. Routing
+/// between subnets is asymmetric across hosts (each direction leaves by its sender's
+/// host), so this namespace may see only the replies of a connection: `forward` drops
+/// nothing as invalid (the flows keep the state that decides).
+pub fn render_router(plan: &VpcPlan) -> Ruleset {
+    let mut rs = Ruleset::default();
+    let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for sub in &plan.subnets {
+        sets.entry("inet gateways".to_owned()).or_default().insert(sub.gateway.clone());
+    }
+    for n in &plan.nics {
+        for f in &n.spec.floating {
+            sets.entry("ip to_fixed".to_owned()).or_default().insert(format!("{f} : {}", n.spec.ipv4));
+        }
+        let public: Vec<&String> = n.public().collect();
+        if let Some(first) = public.first() {
+            sets.entry("ip to_public".to_owned()).or_default().insert(format!("{} : {first}", n.spec.ipv4));
+        }
+        for a in public {
+            sets.entry("ip public".to_owned()).or_default().insert(a.clone());
+        }
+        rs.generations.insert(n.spec.nic_id.clone(), n.spec.filter_generation);
+        rs.addrs.insert(n.spec.nic_id.clone(), n.spec.ipv4.clone());
+    }
+    rs.sets = sets;
+    let mut t = format!(
+        "table inet plinth {{\n\
+         \tset gateways {{ type ipv4_addr; }}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority 0; policy accept;\n\
+         \t\tct state established,related accept\n\
+         \t\tiifname \"{UPLINK}\" ct status & dnat != dnat drop\n\
+         \t}}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority 0; policy drop;\n\
+         \t\tct state established,related accept\n\
+         \t\tiifname \"lo\" accept\n\
+         \t\tiifname \"{UPLINK}\" drop\n\
+         \t\tudp dport 67 accept\n\
+         \t\tip daddr @gateways meta l4proto {{ tcp, udp }} th dport 53 accept\n\
+         \t\tip daddr @gateways icmp type echo-request accept\n\
+         \t}}\n\
+         }}\n"
+    );
+    nat_table(&mut t);
+    rs.structure = t;
+    rs
 }
 
 fn elements_cmd(verb: &str, key: &str, elems: &BTreeSet<String>) -> String {
@@ -583,10 +662,11 @@ pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> String {
 /// The families of the three tables.
 const FAMILIES: [&str; 3] = ["bridge", "inet", "ip"];
 
-/// The three tables as the kernel holds them, handles stripped (`Err`: a table is missing).
-pub fn read_back(ns: &str) -> Result<String, String> {
+/// The tables of `structure` as the kernel holds them, handles stripped (`Err`: a table
+/// is missing).
+pub fn read_back(ns: &str, structure: &str) -> Result<String, String> {
     let mut out = String::new();
-    for family in FAMILIES {
+    for family in FAMILIES.into_iter().filter(|f| structure.contains(&format!("table {f} plinth {{"))) {
         let text = cmd::in_ns(ns, "nft", &["-j", "list", "table", family, "plinth"], None)?;
         let mut v = cmd::json(&text)?;
         strip(&mut v);
@@ -619,7 +699,7 @@ pub fn apply(ns: &str, loaded: Option<&Loaded>, new: Ruleset, verify: bool) -> R
     let trusted = match loaded {
         Some(l) if l.ruleset.structure == new.structure => {
             if verify {
-                l.readback.is_some() && read_back(ns).ok() == l.readback
+                l.readback.is_some() && read_back(ns, &new.structure).ok() == l.readback
             } else {
                 true
             }
@@ -643,7 +723,7 @@ pub fn apply(ns: &str, loaded: Option<&Loaded>, new: Ruleset, verify: bool) -> R
         nft_ms = sent.elapsed().as_millis() as u64,
         "nft batch loaded"
     );
-    let readback = if verify { Some(read_back(ns)?) } else { None };
+    let readback = if verify { Some(read_back(ns, &new.structure)?) } else { None };
     Ok(Loaded { ruleset: new, readback })
 }
 

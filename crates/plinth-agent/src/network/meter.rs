@@ -124,10 +124,12 @@ fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().replace('-', "")).unwrap_or_default()
 }
 
-/// The namespace's cookie (`SO_NETNS_COOKIE`: unique per namespace within a boot).
-fn netns_cookie(ns: &str) -> Result<u64, String> {
+/// The cookie (`SO_NETNS_COOKIE`: unique per namespace within a boot) of namespace `ns`
+/// (`None`: the agent's).
+fn netns_cookie(ns: Option<&str>) -> Result<u64, String> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
-    super::tap::in_netns(&super::links::ns_path(ns), || {
+    let path = ns.map_or_else(|| std::path::PathBuf::from("/proc/self/ns/net"), super::links::ns_path);
+    super::tap::in_netns(&path, || {
         // SAFETY: a plain socket(2) call; the descriptor is owned right after.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -149,15 +151,20 @@ fn netns_cookie(ns: &str) -> Result<u64, String> {
         };
         if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(cookie) }
     })
-    .map_err(|e| format!("the netns cookie of {ns}: {e}"))
+    .map_err(|e| format!("the netns cookie of {}: {e}", ns.unwrap_or("the agent's namespace")))
 }
 
-/// Reads every counter of one VPC namespace's `ports`.
-pub fn sample(ns: &str, ports: &Ports) -> Result<Vec<Reading>, String> {
-    let base = format!("{}/{}", boot_id(), netns_cookie(ns)?);
+/// Reads every counter of one VPC namespace's `ports`. `host_ports`: the ports' links
+/// live in the agent's namespace under these names (by port device), not in the VPC's.
+pub fn sample(ns: &str, ports: &Ports, host_ports: Option<&BTreeMap<String, String>>) -> Result<Vec<Reading>, String> {
+    let base = format!("{}/{}", boot_id(), netns_cookie(Some(ns))?);
     let mut out = Vec::new();
     // The ports' receive bytes (what the guests sent).
-    let links = cmd::json(&cmd::ip(Some(ns), &["-j", "-s", "link", "show"])?)?;
+    let (links_ns, link_base) = match host_ports {
+        Some(_) => (None, format!("{}/{}", boot_id(), netns_cookie(None)?)),
+        None => (Some(ns), base.clone()),
+    };
+    let links = cmd::json(&cmd::ip(links_ns, &["-j", "-s", "link", "show"])?)?;
     let mut rx: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for l in links.as_array().into_iter().flatten() {
         if let (Some(name), Some(ifindex), Some(bytes)) =
@@ -167,11 +174,12 @@ pub fn sample(ns: &str, ports: &Ports) -> Result<Vec<Reading>, String> {
         }
     }
     for (nic, dev, _) in ports {
-        if let Some((ifindex, bytes)) = rx.get(dev.as_str()) {
+        let link = host_ports.map_or(Some(dev), |h| h.get(dev));
+        if let Some((ifindex, bytes)) = link.and_then(|l| rx.get(l.as_str())) {
             out.push(Reading {
                 nic_id: nic.clone(),
                 class: "all",
-                epoch: format!("{base}/if{ifindex}"),
+                epoch: format!("{link_base}/if{ifindex}"),
                 bytes: *bytes,
             });
         }

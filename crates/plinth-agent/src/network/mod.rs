@@ -33,6 +33,7 @@ pub mod guard;
 pub mod links;
 pub mod meter;
 pub mod neigh_limits;
+pub mod ovs;
 pub mod plan;
 pub mod router;
 pub mod rtnl;
@@ -71,11 +72,16 @@ pub trait HostNetwork: Send + Sync + 'static {
     fn counter_period(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// The data path's name, as the host reports it (`linux-bridge`, `openvswitch`).
+    fn datapath(&self) -> &'static str {
+        "linux-bridge"
+    }
 }
 
-/// Settings of the Linux-bridge backend.
+/// Settings every host network backend takes.
 #[derive(Clone, Debug)]
-pub struct LinuxBridgeConfig {
+pub struct NetworkConfig {
     /// This host's underlay address: the VXLAN source (VTEP).
     pub underlay_ip: String,
     /// Prefix of VPC namespace names (`pv-`).
@@ -95,9 +101,62 @@ pub struct LinuxBridgeConfig {
     pub counter_period: std::time::Duration,
 }
 
+impl NetworkConfig {
+    /// Where one VPC namespace's files live.
+    pub fn vpc_dir(&self, ns: &str) -> PathBuf {
+        self.state_dir.join(ns)
+    }
+
+    /// Whether this backend made namespace `ns` (its owner file names it).
+    pub fn owns(&self, ns: &str) -> bool {
+        std::fs::read_to_string(self.vpc_dir(ns).join("owner")).is_ok_and(|o| o == self.owner)
+    }
+
+    /// Claims namespace `ns` before making it, so that a crash in between cannot leave one
+    /// this backend would not recognise as its own.
+    pub fn claim(&self, ns: &str) -> Result<(), String> {
+        std::fs::create_dir_all(self.vpc_dir(ns))
+            .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.owner))
+            .map_err(|e| format!("recording the namespace's owner: {e}"))
+    }
+
+    /// The namespaces of this backend present on the host (of its prefix, and made by it).
+    pub fn present_namespaces(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix(&self.netns_prefix)
+                    && !rest.is_empty()
+                    && rest.bytes().all(|b| b.is_ascii_digit())
+                    && self.owns(&name)
+                {
+                    out.push(name);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes everything of one VPC namespace: dnsmasq, files, the namespace.
+    pub fn teardown(&self, ns: &str) -> Result<(), String> {
+        let dir = self.vpc_dir(ns);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pid") {
+                    dhcp::stop(&e.path());
+                }
+            }
+        }
+        links::delete_ns(ns)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
+
 /// The Linux-bridge + VXLAN + nftables backend.
 pub struct LinuxBridge {
-    cfg: LinuxBridgeConfig,
+    cfg: NetworkConfig,
     /// Per namespace: what the backend knows it holds.
     vpcs: Mutex<BTreeMap<String, VpcState>>,
 }
@@ -173,7 +232,7 @@ impl Applied {
 
 impl LinuxBridge {
     /// A backend with these settings.
-    pub fn new(cfg: LinuxBridgeConfig) -> LinuxBridge {
+    pub fn new(cfg: NetworkConfig) -> LinuxBridge {
         LinuxBridge { cfg, vpcs: Mutex::new(BTreeMap::new()) }
     }
 
@@ -190,41 +249,14 @@ impl LinuxBridge {
         self.vpcs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this backend made namespace `ns` (its owner file names it).
-    fn owns(&self, ns: &str) -> bool {
-        std::fs::read_to_string(self.vpc_dir(ns).join("owner")).is_ok_and(|o| o == self.cfg.owner)
-    }
-
     /// The namespaces of this backend present on the host (of its prefix, and made by it).
     pub fn present_namespaces(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(dir) = std::fs::read_dir("/run/netns") {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(rest) = name.strip_prefix(&self.cfg.netns_prefix)
-                    && !rest.is_empty()
-                    && rest.bytes().all(|b| b.is_ascii_digit())
-                    && self.owns(&name)
-                {
-                    out.push(name);
-                }
-            }
-        }
-        out
+        self.cfg.present_namespaces()
     }
 
     /// Removes everything of one VPC namespace: dnsmasq, files, the namespace.
     fn teardown(&self, ns: &str) -> Result<(), String> {
-        let dir = self.vpc_dir(ns);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pid") {
-                    dhcp::stop(&e.path());
-                }
-            }
-        }
-        links::delete_ns(ns)?;
-        let _ = std::fs::remove_dir_all(&dir);
+        self.cfg.teardown(ns)?;
         self.vpcs().remove(ns);
         Ok(())
     }
@@ -257,12 +289,8 @@ impl LinuxBridge {
         let mut view = match carried {
             Some(v) => v,
             None => {
-                // Claim the namespace before making it, so a crash in between cannot
-                // leave one this backend would not recognise as its own.
-                let claim = std::fs::create_dir_all(self.vpc_dir(ns))
-                    .and_then(|()| std::fs::write(self.vpc_dir(ns).join("owner"), &self.cfg.owner));
-                if let Err(e) = claim {
-                    err.all = Some(format!("recording the namespace's owner: {e}"));
+                if let Err(e) = self.cfg.claim(ns) {
+                    err.all = Some(e);
                     return Applied::failed(err, View::default(), prior_loaded);
                 }
                 match links::ensure_ns(ns).and_then(|()| View::read(ns)) {
@@ -289,7 +317,7 @@ impl LinuxBridge {
                 return Applied::failed(err, view, prior_loaded);
             }
         };
-        err.fdb = fdb::converge(plan, underlay, &mut nl, &mut view.fdb)
+        err.fdb = fdb::converge(Some(ns), plan, underlay, &mut nl, &mut view.fdb)
             .into_iter()
             .map(|(d, e)| format!("{d}: {e}"))
             .collect();
@@ -590,7 +618,7 @@ impl HostNetwork for LinuxBridge {
             self.vpcs().iter().map(|(ns, st)| (ns.clone(), st.ports.clone())).collect();
         let mut out = Vec::new();
         for (ns, ports) in vpcs {
-            match meter::sample(&ns, &ports) {
+            match meter::sample(&ns, &ports, None) {
                 Ok(r) => out.extend(r),
                 Err(e) => tracing::warn!(namespace = %ns, error = %e, "reading egress counters"),
             }

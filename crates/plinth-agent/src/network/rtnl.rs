@@ -52,6 +52,13 @@ impl Rtnl {
         Ok(Rtnl { sock, seq: 0 })
     }
 
+    /// A socket in the agent's own namespace.
+    pub fn open_own() -> Result<Rtnl, String> {
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| format!("rtnetlink socket: {e}"))?;
+        sock.bind_auto().map_err(|e| format!("rtnetlink socket: {e}"))?;
+        Ok(Rtnl { sock, seq: 0 })
+    }
+
     /// Sends one request and waits for its ACK; answers the reply messages before it
     /// (type, body). `what` names the request in errors, as `ip` would.
     fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Replies, String> {

@@ -45,7 +45,7 @@ where
 
 /// Opens `/dev/net/tun` and attaches to (or creates) the tap `name` in the calling
 /// thread's namespace.
-fn attach(name: &str) -> io::Result<OwnedFd> {
+fn attach(name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let bytes = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in tap name"))?;
     let bytes = bytes.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
@@ -58,7 +58,7 @@ fn attach(name: &str) -> io::Result<OwnedFd> {
     }
     // SAFETY: fd was just opened and is owned here.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: TAP_FLAGS as libc::c_short, _pad: [0; 22] };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: flags as libc::c_short, _pad: [0; 22] };
     req.name[..bytes.len()].copy_from_slice(bytes);
     // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is laid out as.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReq) } < 0 {
@@ -72,7 +72,7 @@ fn attach(name: &str) -> io::Result<OwnedFd> {
 pub fn create_persistent(ns_path: &Path, name: &str) -> io::Result<()> {
     let name = name.to_owned();
     in_netns(ns_path, move || {
-        let fd = attach(&name)?;
+        let fd = attach(&name, TAP_FLAGS)?;
         // SAFETY: TUNSETPERSIST takes an integer argument.
         if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
             return Err(io::Error::last_os_error());
@@ -84,6 +84,17 @@ pub fn create_persistent(ns_path: &Path, name: &str) -> io::Result<()> {
 /// Opens the existing persistent tap `name` in the namespace at `ns_path` and answers its
 /// queue fd (for QEMU's `-netdev tap,fd=N`).
 pub fn open_existing(ns_path: &Path, name: &str) -> io::Result<OwnedFd> {
+    open_with(ns_path, name, TAP_FLAGS)
+}
+
+/// As [`open_existing`], without the virtio-net header: QEMU then offers the guest no
+/// checksum or segmentation offload, so every frame it sends fits the MTU (what a switch
+/// reading the tap with `AF_PACKET`, as Open vSwitch's userspace datapath does, needs).
+pub fn open_existing_plain(ns_path: &Path, name: &str) -> io::Result<OwnedFd> {
+    open_with(ns_path, name, libc::IFF_TAP | libc::IFF_NO_PI)
+}
+
+fn open_with(ns_path: &Path, name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     let name = name.to_owned();
     in_netns(ns_path, move || {
         // TUNSETIFF on a missing name would *create* a tap: look first, through this
@@ -94,6 +105,6 @@ pub fn open_existing(ns_path: &Path, name: &str) -> io::Result<OwnedFd> {
         if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no tap {name} in the VPC namespace")));
         }
-        attach(&name)
+        attach(&name, flags)
     })
 }

@@ -32,7 +32,7 @@ impl View {
         let links = links::read(Some(ns))?;
         let mut fdb = BTreeMap::new();
         for l in links.values().filter(|l| l.kind == "vxlan") {
-            fdb.insert(l.name.clone(), fdb::read(ns, &l.name)?);
+            fdb.insert(l.name.clone(), fdb::read(Some(ns), &l.name)?);
         }
         let neigh = fdb::read_neigh(ns)?;
         Ok(View { links, fdb, neigh })
@@ -46,7 +46,7 @@ impl View {
         self.fdb.retain(|d, _| vx.contains(d));
         for d in vx {
             if !self.fdb.contains_key(d) {
-                self.fdb.insert(d.clone(), fdb::read(ns, d)?);
+                self.fdb.insert(d.clone(), fdb::read(Some(ns), d)?);
             }
         }
         Ok(())

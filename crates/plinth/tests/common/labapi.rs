@@ -138,7 +138,7 @@ pub async fn agent(lab: &NetLab, i: usize, d: &Path, api: &Api) -> Proc {
             .arg("--data-dir")
             .arg(d.join(format!("agent{i}")))
             .args(["--underlay-ip", &lab.underlay(i), "--netns-prefix", &lab.vpc_prefix(i), "--poll-wait", "5"])
-            .args(["--provider-bridge", PROVIDER_BRIDGE, "--counter-interval", "1"])
+            .args(["--provider-bridge", PROVIDER_BRIDGE, "--counter-interval", "1", "--datapath", lab.datapath])
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

@@ -81,13 +81,15 @@ pub struct NetLab {
     pub prefix: String,
     pub k: u8,
     pub hosts: usize,
+    /// The agents' `--datapath` (`linux-bridge` unless a test sets another).
+    pub datapath: &'static str,
     guests: Vec<String>,
 }
 
 impl NetLab {
     /// Builds fabric, `hosts` host namespaces and the control veth.
     pub fn new(prefix: &str, k: u8, hosts: usize) -> NetLab {
-        let lab = NetLab { prefix: prefix.to_string(), k, hosts, guests: vec![] };
+        let lab = NetLab { prefix: prefix.to_string(), k, hosts, datapath: "linux-bridge", guests: vec![] };
         lab.clean();
         let p = prefix;
         let fab = format!("{p}fab");
@@ -200,10 +202,18 @@ impl NetLab {
     }
 
     /// Deletes every namespace and link of this lab's prefix, and kills the DHCP servers
-    /// its agents started (their files are under `/run/plinth/network/{prefix}…`).
+    /// and Open vSwitch daemons its agents started (their files are under
+    /// `/run/plinth/network/{prefix}…`, removed too).
     pub fn clean(&self) {
         let p = &self.prefix;
         let _ = run(&["pkill", "-9", "-f", &format!("/run/plinth/network/{p}")]);
+        if let Ok(dir) = std::fs::read_dir("/run/plinth/network") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(p.as_str()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let _ = run(&["ip", "link", "del", &format!("{p}ctl")]);
         let list = run(&["ip", "netns", "list"]);
         for line in String::from_utf8_lossy(&list.stdout).lines() {

@@ -1,0 +1,705 @@
+//! The Open vSwitch backend ([`OpenVswitch`]): the same [`HostNetwork`] as the Linux
+//! bridge, with one OVS bridge (userspace datapath, `datapath_type=netdev`: this kernel
+//! has no OVS module) switching and filtering every port of the host in OpenFlow
+//! ([`flows`]), and the agent's own `ovsdb-server`/`ovs-vswitchd` ([`daemon`]).
+//!
+//! Layout on a host (names ≤ 15 bytes, unique in the agent's namespace):
+//! - each local NIC's port is in the agent's namespace: a persistent tap `v<vni hex>-<device>`
+//!   (QEMU opens it without the virtio-net header: OVS reads the tap with `AF_PACKET` and
+//!   drops frames larger than the MTU), or a veth of that name whose far end `<device>g` is
+//!   made in the VPC namespace for a namespace guest to take; offloads off on both ends
+//!   (reference §3: with them on, TCP stalls through the userspace datapath);
+//! - each subnet's gateway leg: a veth `g<vni hex>-<index>` on the bridge whose far end
+//!   `br<index>` in the VPC namespace holds the gateway address and this host's gateway MAC,
+//!   so routing, DHCP/DNS (dnsmasq on `br<index>`), the router's uplink, NAT and the egress
+//!   counters stay in the VPC namespace exactly as with the Linux bridge (its nftables hold
+//!   only the router's tables: [`super::filter::render_router`]);
+//! - each subnet spanning hosts: a kernel VXLAN device `vx<vni>` in the agent's namespace
+//!   as a port of the bridge, with the same static FDB as the Linux bridge's. OVS's own
+//!   userspace tunnels would need the underlay address on an OVS bridge owning the uplink;
+//!   kernel VXLAN ports leave the host's uplink alone and interoperate with hosts running
+//!   the Linux bridge (same VNIs, same FDB, same gateway rules).
+//!
+//! Ports carry `external_ids:plinth-ns` (and `plinth-nic` for a NIC), so that a verifying
+//! apply removes the ports of NICs and VPCs no longer here, and never another agent's.
+
+pub mod conntrack;
+pub mod daemon;
+pub mod flows;
+
+use super::plan::{NicPlan, VpcPlan};
+use super::{HostNetwork, NetworkConfig, cmd, dhcp, fdb, filter, links, meter, router, rtnl, status, tap};
+use crate::runtime::TapOpener;
+use daemon::Ovs;
+use flows::{Allowed, Flows};
+use plinth_api::{HostNetworkSpec, NicComponent, NicId, NicPlug, ObservedNetwork, ObservedNic};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The name of the datapath this backend reports.
+pub const DATAPATH: &str = "openvswitch";
+
+/// The agent's own namespace, for taps made there.
+const OWN_NS: &str = "/proc/self/ns/net";
+
+/// A NIC's port in the agent's namespace.
+pub fn port_name(vni: u32, device: &str) -> String {
+    format!("v{vni:x}-{device}")
+}
+
+/// A subnet's gateway leg on the bridge.
+pub fn gateway_name(vni: u32, index: u32) -> String {
+    format!("g{vni:x}-{index}")
+}
+
+/// One interface of the bridge as the database holds it.
+#[derive(Clone, Debug, Default)]
+struct Iface {
+    ofport: i64,
+    ns: Option<String>,
+    nic: Option<String>,
+}
+
+/// What the backend knows between applies.
+#[derive(Default)]
+struct State {
+    /// The daemons answered and the bridge exists (checked again by every verifying apply).
+    started: bool,
+    /// The flows last loaded (`None`: unknown; the next load replaces the table whole).
+    flows: Option<Flows>,
+    /// What each local NIC was allowed as last loaded (to judge its connections again).
+    allowed: BTreeMap<NicId, Allowed>,
+    /// Per NIC: its zone (to flush when its port goes).
+    zones: BTreeMap<NicId, u32>,
+    /// Per VPC namespace: what its router, counters, DHCP and nftables hold.
+    vpcs: BTreeMap<String, VpcState>,
+}
+
+#[derive(Clone, Default)]
+struct VpcState {
+    loaded: Option<filter::Loaded>,
+    dhcp: dhcp::Hosts,
+    router: Option<router::Held>,
+    meter: Option<BTreeMap<String, String>>,
+    ports: meter::Ports,
+    /// Port device → its link in the agent's namespace.
+    host_ports: BTreeMap<String, String>,
+}
+
+/// Errors met applying one VPC, for its NICs' components.
+#[derive(Default)]
+struct VpcErrors {
+    all: Option<String>,
+    subnet: BTreeMap<String, String>,
+    nic: BTreeMap<NicId, String>,
+    fdb: Option<String>,
+    dhcp: BTreeMap<String, String>,
+    router: Option<String>,
+    filter: Option<String>,
+}
+
+/// The Open vSwitch backend.
+pub struct OpenVswitch {
+    cfg: NetworkConfig,
+    ovs: Ovs,
+    state: Mutex<State>,
+}
+
+/// Runs `ethtool -K dev …off` (in `ns`, or the agent's namespace): the userspace datapath
+/// neither segments nor checksums, so neither end may leave that to it.
+fn offloads_off(ns: Option<&str>, dev: &str) -> Result<(), String> {
+    let args = ["-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"];
+    match ns {
+        Some(ns) => cmd::in_ns(ns, "ethtool", &args, None).map(drop),
+        None => cmd::run("ethtool", &args, None).map(drop),
+    }
+}
+
+/// Turns IPv6 off on a link of the agent's namespace (its own router solicitations and
+/// MLD reports would otherwise reach the guest).
+fn no_ipv6(dev: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+}
+
+impl OpenVswitch {
+    /// A backend with these settings; its Open vSwitch keeps its files in `ovs_dir`.
+    pub fn new(cfg: NetworkConfig, ovs_dir: PathBuf) -> OpenVswitch {
+        OpenVswitch { cfg, ovs: Ovs::new(&ovs_dir, "plinth"), state: Mutex::new(State::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bridge's interfaces, by name.
+    fn interfaces(&self) -> Result<BTreeMap<String, Iface>, String> {
+        let text = self.ovs.vsctl(&["--format=json", "--columns=name,ofport,external_ids", "list", "Interface"])?;
+        let v = cmd::json(&text)?;
+        let mut out = BTreeMap::new();
+        for row in v["data"].as_array().into_iter().flatten() {
+            let Some(name) = row[0].as_str() else { continue };
+            let ext: BTreeMap<&str, &str> = row[2][1]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| Some((kv[0].as_str()?, kv[1].as_str()?)))
+                .collect();
+            out.insert(
+                name.to_owned(),
+                Iface {
+                    ofport: row[1].as_i64().unwrap_or(-1),
+                    ns: ext.get("plinth-ns").map(|s| (*s).to_owned()),
+                    nic: ext.get("plinth-nic").map(|s| (*s).to_owned()),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Makes a veth `name` (agent's namespace) ↔ `far` (in `ns`), offloads off both ends.
+    fn veth(&self, name: &str, far: &str, ns: &str, mtu: u32, far_mac: &str) -> Result<(), String> {
+        let m = mtu.to_string();
+        cmd::ip(
+            None,
+            &[
+                "link", "add", name, "mtu", &m, "type", "veth", "peer", "name", far, "mtu", &m, "address", far_mac,
+                "netns", ns,
+            ],
+        )?;
+        offloads_off(None, name)?;
+        offloads_off(Some(ns), far)?;
+        no_ipv6(name);
+        Ok(())
+    }
+
+    /// Converges one VPC's links (namespace, gateway legs, VXLAN devices, NIC ports), its
+    /// FDB and neighbours; collects the ports to add to the bridge into `adds`.
+    fn links(
+        &self,
+        plan: &VpcPlan,
+        host: &BTreeMap<String, links::Link>,
+        ifaces: &BTreeMap<String, Iface>,
+        nl: &mut rtnl::Rtnl,
+        adds: &mut Vec<Vec<String>>,
+    ) -> VpcErrors {
+        let mut err = VpcErrors::default();
+        let ns = plan.ns.as_str();
+        let vni = plan.spec.vni;
+        if let Err(e) = self.cfg.claim(ns).and_then(|()| links::ensure_ns(ns)) {
+            err.all = Some(e);
+            return err;
+        }
+        let add = |adds: &mut Vec<Vec<String>>, name: &str, nic: Option<&NicId>| {
+            if !ifaces.contains_key(name) {
+                let mut ext = format!("external_ids:plinth-ns={ns}");
+                if let Some(n) = nic {
+                    ext.push_str(&format!(" external_ids:plinth-nic={n}"));
+                }
+                let mut op: Vec<String> =
+                    ["--may-exist", "add-port", &self.ovs.bridge, name, "--", "set", "Interface", name]
+                        .map(String::from)
+                        .to_vec();
+                op.extend(ext.split(' ').map(String::from));
+                adds.push(op);
+            }
+        };
+        let underlay = self.cfg.underlay_ip.as_str();
+        for s in &plan.subnets {
+            let g = gateway_name(vni, s.index);
+            let r = (|| -> Result<(), String> {
+                if host.get(&g).is_none_or(|l| l.kind != "veth") {
+                    if host.contains_key(&g) {
+                        cmd::ip(None, &["link", "del", &g])?;
+                    }
+                    let _ = cmd::ip(Some(ns), &["link", "del", &s.bridge]);
+                    self.veth(&g, &s.bridge, ns, s.mtu, &s.mac)?;
+                }
+                let m = s.mtu.to_string();
+                cmd::ip(None, &["link", "set", &g, "mtu", &m, "up"])?;
+                cmd::ip(Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &m, "up"])?;
+                cmd::ip(Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
+                add(adds, &g, None);
+                if let Some((vx, id)) = &s.vxlan {
+                    let good = host.get(vx).is_some_and(|l| {
+                        l.kind == "vxlan"
+                            && l.vxlan_id == Some(u64::from(*id))
+                            && l.vxlan_local.as_deref() == Some(underlay)
+                    });
+                    if !good {
+                        if host.contains_key(vx) {
+                            cmd::ip(None, &["link", "del", vx])?;
+                        }
+                        let id = id.to_string();
+                        cmd::ip(
+                            None,
+                            &[
+                                "link",
+                                "add",
+                                vx,
+                                "type",
+                                "vxlan",
+                                "id",
+                                &id,
+                                "local",
+                                underlay,
+                                "dstport",
+                                "4789",
+                                "nolearning",
+                            ],
+                        )?;
+                        offloads_off(None, vx)?;
+                        no_ipv6(vx);
+                    }
+                    cmd::ip(None, &["link", "set", vx, "mtu", &m, "up"])?;
+                    add(adds, vx, None);
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                err.subnet.insert(s.subnet_id.to_string(), e);
+            }
+        }
+        for n in &plan.nics {
+            if let Err(e) = self.port(plan, n, host) {
+                err.nic.insert(n.spec.nic_id.clone(), e);
+                continue;
+            }
+            add(adds, &port_name(vni, &n.spec.device), Some(&n.spec.nic_id));
+        }
+        // The static FDB (VXLAN devices here) and the neighbours (in the VPC namespace).
+        let mut view = BTreeMap::new();
+        for (vx, _) in plan.subnets.iter().filter_map(|s| s.vxlan.as_ref()) {
+            if let Ok(set) = fdb::read(None, vx) {
+                view.insert(vx.clone(), set);
+            }
+        }
+        let mut errors: Vec<String> =
+            fdb::converge(None, plan, underlay, nl, &mut view).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
+        match rtnl::Rtnl::open(ns).and_then(|mut vnl| {
+            let mut have = fdb::read_neigh(ns)?;
+            Ok(fdb::converge_neigh(plan, underlay, &mut vnl, &mut have))
+        }) {
+            Ok(e) => errors.extend(e),
+            Err(e) => errors.push(e),
+        }
+        err.fdb = errors.into_iter().next();
+        err
+    }
+
+    /// Makes one NIC's port in the agent's namespace when missing (or of the wrong kind).
+    fn port(&self, plan: &VpcPlan, n: &NicPlan, host: &BTreeMap<String, links::Link>) -> Result<(), String> {
+        let name = port_name(plan.spec.vni, &n.spec.device);
+        if !super::plan::valid_ifname(&name) || n.spec.device.len() > 13 {
+            return Err(format!("device name {:?} is too long for this backend's port name {name:?}", n.spec.device));
+        }
+        let kind = match n.spec.plug {
+            NicPlug::Tap => "tun",
+            NicPlug::Veth => "veth",
+        };
+        let m = n.mtu.to_string();
+        if host.get(&name).is_none_or(|l| l.kind != kind) {
+            if host.contains_key(&name) {
+                cmd::ip(None, &["link", "del", &name])?;
+            }
+            match n.spec.plug {
+                NicPlug::Tap => {
+                    tap::create_persistent(Path::new(OWN_NS), &name).map_err(|e| format!("tap {name}: {e}"))?;
+                    no_ipv6(&name);
+                }
+                NicPlug::Veth => {
+                    let far = format!("{}g", n.spec.device);
+                    let _ = cmd::ip(Some(&plan.ns), &["link", "del", &far]);
+                    self.veth(&name, &far, &plan.ns, n.mtu, &n.spec.mac.to_ascii_lowercase())?;
+                }
+            }
+        }
+        cmd::ip(None, &["link", "set", &name, "mtu", &m, "up"])?;
+        Ok(())
+    }
+
+    /// Converges the whole host (see [`HostNetwork`]).
+    fn converge(&self, spec: &HostNetworkSpec, verify: bool) -> ObservedNetwork {
+        let mut st = self.state();
+        let failed_all = |e: String| ObservedNetwork {
+            generation: spec.generation,
+            vtep: Some(self.cfg.underlay_ip.clone()),
+            nics: spec
+                .vpcs
+                .iter()
+                .flat_map(|v| v.nics.iter())
+                .map(|n| ObservedNic {
+                    nic_id: n.nic_id.clone(),
+                    components: NicComponent::ALL.iter().map(|c| status(*c, Err(e.clone()))).collect(),
+                    filter_generation: None,
+                })
+                .collect(),
+        };
+        if verify || !st.started {
+            if let Err(e) = self.ovs.ensure() {
+                st.started = false;
+                return failed_all(format!("Open vSwitch: {e}"));
+            }
+            st.started = true;
+        }
+        if verify {
+            st.flows = None;
+        }
+        let (host, mut ifaces) = match links::read(None).and_then(|h| Ok((h, self.interfaces()?))) {
+            Ok(x) => x,
+            Err(e) => return failed_all(e),
+        };
+        let mut nl = match rtnl::Rtnl::open_own() {
+            Ok(nl) => nl,
+            Err(e) => return failed_all(e),
+        };
+        // Links first, every VPC; then the ports join the bridge in one transaction.
+        let mut plans = Vec::new();
+        let mut adds = Vec::new();
+        let mut rejected = Vec::new();
+        for vpc in &spec.vpcs {
+            match VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) {
+                Ok(plan) => {
+                    let err = self.links(&plan, &host, &ifaces, &mut nl, &mut adds);
+                    plans.push((plan, err));
+                }
+                Err(e) => rejected.extend(vpc.nics.iter().map(|n| (n.nic_id.clone(), e.clone()))),
+            }
+        }
+        if !adds.is_empty() {
+            let mut args: Vec<&str> = Vec::new();
+            for (i, op) in adds.iter().enumerate() {
+                if i > 0 {
+                    args.push("--");
+                }
+                args.extend(op.iter().map(String::as_str));
+            }
+            let added = self.ovs.vsctl(&args);
+            match added.and_then(|_| self.interfaces()) {
+                Ok(now) => ifaces = now,
+                Err(e) => {
+                    for (_, err) in &mut plans {
+                        err.all.get_or_insert_with(|| format!("adding ports to the bridge: {e}"));
+                    }
+                }
+            }
+        }
+        // The NICs' ports as the bridge numbers them now.
+        let mut nic_ports: BTreeMap<NicId, (String, u32)> = BTreeMap::new();
+        for (plan, err) in &plans {
+            for n in &plan.nics {
+                let name = port_name(plan.spec.vni, &n.spec.device);
+                match ifaces.get(&name).map(|i| i.ofport) {
+                    Some(p) if p > 0 && !err.nic.contains_key(&n.spec.nic_id) => {
+                        nic_ports.insert(n.spec.nic_id.clone(), (name, p as u32));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Zones of new NICs start empty (a number a deleted port used may come back).
+        for (id, (_, zone)) in &nic_ports {
+            if st.zones.get(id) != Some(zone) {
+                let _ = self.ovs.appctl(&["dpctl/flush-conntrack", &format!("zone={zone}")]);
+                st.zones.insert(id.clone(), *zone);
+            }
+        }
+        // The flows, whole bridge, one bundle.
+        let mut table = flows::base();
+        let mut allowed = BTreeMap::new();
+        for (plan, _) in &plans {
+            let gateways: BTreeMap<u32, String> = plan
+                .subnets
+                .iter()
+                .map(|s| (s.index, gateway_name(plan.spec.vni, s.index)))
+                .filter(|(_, g)| ifaces.get(g).is_some_and(|i| i.ofport > 0))
+                .collect();
+            let vx_ok = plan
+                .subnets
+                .iter()
+                .filter_map(|s| s.vxlan.as_ref())
+                .all(|(vx, _)| ifaces.get(vx).is_some_and(|i| i.ofport > 0));
+            if !vx_ok {
+                continue;
+            }
+            flows::render(plan, &flows::Ports { nics: &nic_ports, gateways: &gateways }, &mut table);
+            for (i, n) in plan.nics.iter().enumerate() {
+                allowed.insert(n.spec.nic_id.clone(), Allowed::of(plan, i));
+            }
+        }
+        let loaded = match &st.flows {
+            Some(old) if *old == table => Ok(()),
+            Some(old) => {
+                self.ovs.ofctl(&["--bundle", "add-flows", "{bridge}", "-"], Some(&flows::delta(old, &table))).map(drop)
+            }
+            None => Err(String::new()),
+        };
+        let loaded = match loaded {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.ovs.ofctl(&["--bundle", "replace-flows", "{bridge}", "-"], Some(&flows::full(&table))).map(drop)
+            }
+        };
+        let flow_err = match loaded {
+            Ok(()) => {
+                st.flows = Some(table);
+                // Connections a change no longer allows stop.
+                for id in flows::shrunk(&st.allowed, &allowed) {
+                    if let (Some((_, zone)), Some(a)) = (nic_ports.get(&id), allowed.get(&id)) {
+                        let addr = plans
+                            .iter()
+                            .flat_map(|(p, _)| p.nics.iter())
+                            .find(|n| n.spec.nic_id == id)
+                            .and_then(|n| n.spec.ipv4.parse().ok());
+                        if let Some(addr) = addr
+                            && let Err(e) = conntrack::cut(&self.ovs, *zone, addr, a)
+                        {
+                            tracing::warn!(nic = %id, error = %e, "cutting connections");
+                        }
+                    }
+                }
+                st.allowed = allowed;
+                None
+            }
+            Err(e) => {
+                st.flows = None;
+                Some(format!("loading flows: {e}"))
+            }
+        };
+        // The VPC namespaces' own parts: DHCP, router, counters, nftables.
+        let mut nics = Vec::new();
+        let mut wanted_ns = BTreeSet::new();
+        // The agent namespace's links after the apply (unreadable: every port reads as missing).
+        let host_now = links::read(None).unwrap_or_default();
+        for (plan, mut err) in plans {
+            let ns = plan.ns.clone();
+            wanted_ns.insert(ns.clone());
+            let prior = st.vpcs.remove(&ns).unwrap_or_default();
+            let vs = self.namespace(&plan, prior, verify, &mut err);
+            err.filter = err.filter.take().or_else(|| flow_err.clone());
+            nics.extend(self.observe(&plan, &err, &vs, &host_now, &ifaces, &nic_ports, st.flows.is_some()));
+            st.vpcs.insert(ns, vs);
+        }
+        for (id, e) in rejected {
+            nics.push(ObservedNic {
+                nic_id: id,
+                components: NicComponent::ALL.iter().map(|c| status(*c, Err(e.clone()))).collect(),
+                filter_generation: None,
+            });
+        }
+        // What is no longer wanted goes, after the flows that used it.
+        let wanted_ports: BTreeSet<&String> = nic_ports.values().map(|(n, _)| n).collect();
+        let mut dels: Vec<String> = Vec::new();
+        for (name, i) in &ifaces {
+            let Some(ns) = &i.ns else { continue };
+            if !ns.starts_with(&self.cfg.netns_prefix) {
+                continue;
+            }
+            let stale = if !wanted_ns.contains(ns) {
+                self.cfg.owns(ns) || !links::ns_exists(ns)
+            } else {
+                i.nic.is_some() && !wanted_ports.contains(name)
+            };
+            if stale {
+                dels.push(name.clone());
+            }
+        }
+        for name in &dels {
+            let _ = self.ovs.vsctl(&["--if-exists", "del-port", &self.ovs.bridge, name]);
+            let _ = cmd::ip(None, &["link", "del", name]);
+        }
+        let gone: Vec<NicId> = st.zones.keys().filter(|id| !nic_ports.contains_key(*id)).cloned().collect();
+        for id in gone {
+            if let Some(zone) = st.zones.remove(&id) {
+                let _ = self.ovs.appctl(&["dpctl/flush-conntrack", &format!("zone={zone}")]);
+            }
+        }
+        let present: Vec<String> =
+            if verify { self.cfg.present_namespaces() } else { st.vpcs.keys().cloned().collect() };
+        for ns in present {
+            if !wanted_ns.contains(&ns) {
+                if let Err(e) = self.cfg.teardown(&ns) {
+                    tracing::warn!(namespace = %ns, error = %e, "tearing down a VPC namespace failed");
+                }
+                st.vpcs.remove(&ns);
+            }
+        }
+        ObservedNetwork { generation: spec.generation, vtep: Some(self.cfg.underlay_ip.clone()), nics }
+    }
+
+    /// Converges the VPC namespace's own parts from `prior` (trusted unless `verify`).
+    fn namespace(&self, plan: &VpcPlan, prior: VpcState, verify: bool, err: &mut VpcErrors) -> VpcState {
+        let ns = plan.ns.as_str();
+        let ruleset = filter::render_router(plan);
+        let loaded = match filter::apply(ns, prior.loaded.as_ref(), ruleset, verify) {
+            Ok(l) => {
+                if let Some(old) = &prior.loaded {
+                    filter::cut_connections(ns, &old.ruleset, &l.ruleset);
+                }
+                Some(l)
+            }
+            Err(e) => {
+                err.filter = Some(e);
+                None
+            }
+        };
+        let (router, routed) = router::converge(
+            ns,
+            plan.spec.vni,
+            self.cfg.provider_bridge.as_deref(),
+            &router::desired(plan),
+            if verify { None } else { prior.router.as_ref() },
+        );
+        err.router = routed.err();
+        let (meter, metered) =
+            meter::converge(ns, &meter::desired(plan), if verify { None } else { prior.meter.as_ref() });
+        if let Err(e) = metered {
+            tracing::warn!(namespace = ns, error = %e, "egress counters");
+        }
+        let vpc_dir = self.cfg.vpc_dir(ns);
+        let known = if verify { dhcp::Hosts::new() } else { prior.dhcp };
+        let (dhcp_err, hosts) = dhcp::converge(plan, &vpc_dir, known);
+        err.dhcp = dhcp_err;
+        VpcState {
+            loaded,
+            dhcp: hosts,
+            router: err.router.is_none().then_some(router),
+            meter: Some(meter),
+            ports: plan
+                .nics
+                .iter()
+                .map(|n| (n.spec.nic_id.clone(), n.spec.device.clone(), n.spec.ipv4.clone()))
+                .collect(),
+            host_ports: plan
+                .nics
+                .iter()
+                .map(|n| (n.spec.device.clone(), port_name(plan.spec.vni, &n.spec.device)))
+                .collect(),
+        }
+    }
+
+    /// Each NIC's components as read back (links, bridge ports) or known (flows, files).
+    #[allow(clippy::too_many_arguments)]
+    fn observe(
+        &self,
+        plan: &VpcPlan,
+        err: &VpcErrors,
+        vs: &VpcState,
+        host: &BTreeMap<String, links::Link>,
+        ifaces: &BTreeMap<String, Iface>,
+        nic_ports: &BTreeMap<NicId, (String, u32)>,
+        flows_loaded: bool,
+    ) -> Vec<ObservedNic> {
+        let ns = plan.ns.as_str();
+        let vpc_dir = self.cfg.vpc_dir(ns);
+        let mut out = Vec::new();
+        for (n, why) in &plan.rejected {
+            out.push(ObservedNic {
+                nic_id: n.nic_id.clone(),
+                components: NicComponent::ALL.iter().map(|c| status(*c, Err(why.clone()))).collect(),
+                filter_generation: None,
+            });
+        }
+        let fdb_missing = fdb::desired(plan, &self.cfg.underlay_ip).into_iter().find_map(|(vx, want)| {
+            let have = fdb::read(None, &vx).unwrap_or_default();
+            want.difference(&have).next().map(|m| format!("{vx} lacks the entry {} → {}", m.0, m.1))
+        });
+        for n in &plan.nics {
+            let name = port_name(plan.spec.vni, &n.spec.device);
+            let fail =
+                |fallback: String| err.all.clone().or_else(|| err.nic.get(&n.spec.nic_id).cloned()).unwrap_or(fallback);
+            let sub = plan.subnet(&n.spec.subnet_id);
+            let sub_err = sub.and_then(|s| err.subnet.get(&s.subnet_id.to_string()));
+            let kind = if n.spec.plug == NicPlug::Tap { "tun" } else { "veth" };
+            let link = host.get(&name);
+            let tap = match link {
+                Some(l) if l.kind == kind => Ok(()),
+                _ => Err(fail(format!("no port {name}"))),
+            };
+            let port = match (link, ifaces.get(&name), sub_err) {
+                (_, _, Some(e)) => Err(e.clone()),
+                (Some(l), Some(i), None) if l.up && i.ofport > 0 => Ok(()),
+                _ => Err(fail(format!("{name} is not an up port of bridge {}", self.ovs.bridge))),
+            };
+            let fdb = match (&err.fdb, &fdb_missing) {
+                (Some(e), _) | (None, Some(e)) => Err(e.clone()),
+                _ => Ok(()),
+            };
+            let gen_loaded = flows_loaded && nic_ports.contains_key(&n.spec.nic_id) && err.filter.is_none();
+            let filt = if gen_loaded {
+                Ok(())
+            } else {
+                Err(fail(err.filter.clone().unwrap_or_else(|| "its flows are not loaded".to_owned())))
+            };
+            let dhcp = match sub {
+                Some(s) if !s.dhcp => Ok(()),
+                Some(s) => match err.dhcp.get(&s.bridge) {
+                    Some(e) => Err(e.clone()),
+                    None if dhcp::running(&dhcp::files(&vpc_dir, &s.bridge).pid).is_none() => {
+                        Err(format!("the DHCP server of {} is not running", s.bridge))
+                    }
+                    None => dhcp::observe(&vpc_dir, &vs.dhcp, &s.bridge, &n.spec.nic_id.to_string()),
+                },
+                None => Err("unknown subnet".to_owned()),
+            };
+            let public: Vec<&String> = n.public().collect();
+            let held = vs.router.as_ref().map(|r| &r.addrs);
+            let nat = match (&err.router, public.iter().find(|p| !held.is_some_and(|h| h.contains(**p)))) {
+                _ if public.is_empty() => Ok(()),
+                (Some(e), _) => Err(e.clone()),
+                (None, Some(p)) => Err(format!("{p} is not on the uplink {}", router::UPLINK)),
+                (None, None) if gen_loaded && vs.loaded.is_some() => Ok(()),
+                (None, None) => Err("its address translation is not loaded".to_owned()),
+            };
+            out.push(ObservedNic {
+                nic_id: n.spec.nic_id.clone(),
+                components: vec![
+                    status(NicComponent::Tap, tap),
+                    status(NicComponent::BridgePort, port),
+                    status(NicComponent::Fdb, fdb),
+                    status(NicComponent::Filter, filt),
+                    status(NicComponent::Dhcp, dhcp),
+                    status(NicComponent::Nat, nat),
+                ],
+                filter_generation: gen_loaded.then_some(n.spec.filter_generation),
+            });
+        }
+        out
+    }
+}
+
+impl HostNetwork for OpenVswitch {
+    fn apply(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+        self.converge(spec, true)
+    }
+
+    fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
+        self.converge(spec, false)
+    }
+
+    fn counter_period(&self) -> Option<std::time::Duration> {
+        Some(self.cfg.counter_period)
+    }
+
+    fn counters(&self) -> Vec<meter::Reading> {
+        let vpcs: Vec<(String, VpcState)> = self.state().vpcs.iter().map(|(ns, v)| (ns.clone(), v.clone())).collect();
+        let mut out = Vec::new();
+        for (ns, v) in vpcs {
+            match meter::sample(&ns, &v.ports, Some(&v.host_ports)) {
+                Ok(r) => out.extend(r),
+                Err(e) => tracing::warn!(namespace = %ns, error = %e, "reading egress counters"),
+            }
+        }
+        out
+    }
+
+    fn datapath(&self) -> &'static str {
+        DATAPATH
+    }
+}
+
+impl TapOpener for OpenVswitch {
+    fn open_tap(&self, vni: u32, device: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+        tap::open_existing_plain(Path::new(OWN_NS), &port_name(vni, device))
+    }
+}
