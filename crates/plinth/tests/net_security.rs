@@ -28,12 +28,13 @@ struct World {
 }
 
 impl World {
-    async fn new(prefix: &str, k: u8) -> Option<World> {
+    async fn new(prefix: &str, k: u8, datapath: &'static str) -> Option<World> {
         if !can_run() {
             eprintln!("SKIPPED: the network lab needs root and iproute2");
             return None;
         }
-        let lab = NetLab::new(prefix, k, 2);
+        let mut lab = NetLab::new(prefix, k, 2);
+        lab.datapath = datapath;
         let dir = tempfile::tempdir().unwrap();
         let (server, api) = server(&lab, dir.path(), None).await;
         let a1 = agent(&lab, 1, dir.path(), &api).await;
@@ -142,7 +143,17 @@ fn tcp_rule(port_min: u16, port_max: u16, cidr: &str) -> Value {
 /// address and MAC on one host). Every "blocked" follows or precedes the same probe passing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_groups_neutron_scenario() {
-    let Some(mut w) = World::new("psg", 233).await else { return };
+    neutron_scenario("psg", 233, "linux-bridge").await;
+}
+
+/// The same scenario on the Open vSwitch data path (rules as OpenFlow, conntrack zones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_groups_neutron_scenario_on_openvswitch() {
+    neutron_scenario("psgo", 240, "openvswitch").await;
+}
+
+async fn neutron_scenario(prefix: &str, k: u8, datapath: &'static str) {
+    let Some(mut w) = World::new(prefix, k, datapath).await else { return };
     let d = w.dir.path().to_path_buf();
     let srv_g = w.group("srv").await;
     let clients = w.group("clients").await;
@@ -274,7 +285,17 @@ fn dhcp_lease(ns: &str) -> Option<(String, String)> {
 /// address (the check is the port's, and can be turned off), and its groups still filter it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_spoofing_at_the_port() {
-    let Some(mut w) = World::new("psp", 234).await else { return };
+    anti_spoofing("psp", 234, "linux-bridge").await;
+}
+
+/// The same on the Open vSwitch data path (port security as OpenFlow matches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_spoofing_at_the_port_on_openvswitch() {
+    anti_spoofing("pspo", 241, "openvswitch").await;
+}
+
+async fn anti_spoofing(prefix: &str, k: u8, datapath: &'static str) {
+    let Some(mut w) = World::new(prefix, k, datapath).await else { return };
     let d = w.dir.path().to_path_buf();
     let (_v, v_ns, vip) = w.guest("v", 1, None).await;
     let (x, x_ns, xip) = w.guest("x", 1, None).await;
@@ -463,7 +484,7 @@ fn reads_back(w: &World, i: usize, want: &Value, what: &str, deadline: Duration)
 /// agent puts guards and ruleset back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_and_drift_come_back_to_the_desired_state() {
-    let Some(mut w) = World::new("psc", 235).await else { return };
+    let Some(mut w) = World::new("psc", 235, "linux-bridge").await else { return };
     let other = w.group("other").await;
     let dflt = w.default_group().await;
     let (a, a_ns, aip) = w.guest("a", 1, None).await;

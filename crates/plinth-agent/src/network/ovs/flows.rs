@@ -15,7 +15,7 @@
 //! | 2 | egress: ARP and traffic to the gateway itself (the VPC namespace's input chain filters it) pass; IP goes through conntrack in the NIC's zone → 3 |
 //! | 3 | established/related pass, invalid drops, new must match an egress rule of the NIC's groups (commit) |
 //! | 10 | layer 2 by destination MAC within the subnet: a local NIC → 20, this host's gateway leg, a remote NIC → VXLAN (not from VXLAN), broadcast → 11 |
-//! | 11 | broadcast: an ARP request goes to the owner of the address asked (a local NIC, this host's gateway, or VXLAN for a remote NIC), a DHCP discover to the gateway |
+//! | 11 | broadcast: an ARP request goes to the owner of the address asked (a local NIC, this host's gateway, or VXLAN for a remote NIC), a DHCP discover to the gateway and the subnet's local ports; other broadcasts are dropped |
 //! | 20 | ingress: ARP and what the gateway itself sends pass; IP through conntrack in the receiver's zone → 21 |
 //! | 21 | established/related pass, invalid drops, new must match an ingress rule (commit) |
 //!
@@ -132,11 +132,11 @@ pub fn masks16(lo: u32, hi: u32) -> Vec<String> {
         .into_iter()
         .map(|(v, len)| {
             let v = v >> 16;
-            let len = len.saturating_sub(16);
+            // The low 16 bits are always wildcarded: the prefix covers the port's bits.
             if len == 16 {
                 v.to_string()
             } else {
-                let mask = (0xffffu32 << (16 - len)) & 0xffff;
+                let mask = (0xffffu32 << (16 - u32::from(len))) & 0xffff;
                 format!("{v:#06x}/{mask:#06x}")
             }
         })
@@ -217,7 +217,16 @@ pub fn render(plan: &VpcPlan, ports: &Ports<'_>, out: &mut Flows) {
         push(out, c, 0, 100, &format!("in_port={gw}"), &format!("load:{tag}->NXM_NX_REG6[],resubmit(,10)"));
         push(out, c, 10, 100, &format!("{r6},dl_dst={}", s.mac), &format!("output:{gw}"));
         push(out, c, 11, 100, &format!("{r6},reg5=0,arp,arp_op=1,arp_tpa={}", s.gateway), &format!("output:{gw}"));
-        push(out, c, 11, 100, &format!("{r6},reg5=0,udp,tp_dst=67"), &format!("output:{gw}"));
+        // A DHCP discover reaches the gateway and, as on any switch, the subnet's other
+        // local ports (the Linux bridge floods it too); port security drops what a rogue
+        // server answers.
+        let mut to_all = format!("output:{gw}");
+        for n in plan.nics.iter().filter(|n| n.spec.subnet_id == s.subnet_id) {
+            if let Some((port, _)) = ports.nics.get(&n.spec.nic_id) {
+                to_all.push_str(&format!(",output:{port}"));
+            }
+        }
+        push(out, c, 11, 100, &format!("{r6},reg5=0,udp,tp_dst=67"), &to_all);
         if let Some((vx, _)) = &s.vxlan {
             let load = format!("load:{tag}->NXM_NX_REG6[],load:1->NXM_NX_REG5[],resubmit(,10)");
             push(out, c, 0, 100, &format!("in_port={vx}"), &load);
