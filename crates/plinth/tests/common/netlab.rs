@@ -168,6 +168,16 @@ impl NetLab {
         format!("{}{vni}", self.vpc_prefix(i))
     }
 
+    /// Where NIC `device` of VPC `vni` has its port on host `i`: (namespace, link). The
+    /// Linux bridge keeps it in the VPC namespace under the device's name, Open vSwitch in
+    /// the host's namespace as `v<vni hex>-<device>`.
+    pub fn nic_port(&self, i: usize, vni: u64, device: &str) -> (String, String) {
+        match self.datapath {
+            "openvswitch" => (self.host(i), format!("v{vni:x}-{device}")),
+            _ => (self.vpc_ns(i, vni), device.to_owned()),
+        }
+    }
+
     /// Plugs a namespace guest into the veth NIC `device` of VPC `vni` on host `i`: its
     /// far end (`{device}g`) moves into a new namespace as `eth0`, with the NIC's MAC,
     /// `addr/prefix` and a default route via `gateway`. Returns the guest's namespace.

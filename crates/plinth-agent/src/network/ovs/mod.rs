@@ -190,16 +190,22 @@ impl OpenVswitch {
             err.all = Some(e);
             return err;
         }
-        let add = |adds: &mut Vec<Vec<String>>, name: &str, nic: Option<&NicId>| {
-            if !ifaces.contains_key(name) {
+        // A port joins the bridge when the database lacks it, and joins again when its link
+        // was made anew (ovs-vswitchd keeps the vanished device's socket otherwise).
+        let add = |adds: &mut Vec<Vec<String>>, name: &str, nic: Option<&NicId>, fresh: bool| {
+            if fresh || !ifaces.contains_key(name) {
                 let mut ext = format!("external_ids:plinth-ns={ns}");
                 if let Some(n) = nic {
                     ext.push_str(&format!(" external_ids:plinth-nic={n}"));
                 }
+                let b = self.ovs.bridge.as_str();
+                if ifaces.contains_key(name) {
+                    // Out in a transaction of its own: removed and added in one, the port
+                    // would read as unchanged.
+                    adds.push(["--if-exists", "del-port", b, name].map(String::from).to_vec());
+                }
                 let mut op: Vec<String> =
-                    ["--may-exist", "add-port", &self.ovs.bridge, name, "--", "set", "Interface", name]
-                        .map(String::from)
-                        .to_vec();
+                    ["add-port", b, name, "--", "set", "Interface", name].map(String::from).to_vec();
                 op.extend(ext.split(' ').map(String::from));
                 adds.push(op);
             }
@@ -208,7 +214,8 @@ impl OpenVswitch {
         for s in &plan.subnets {
             let g = gateway_name(vni, s.index);
             let r = (|| -> Result<(), String> {
-                if host.get(&g).is_none_or(|l| l.kind != "veth") {
+                let fresh = host.get(&g).is_none_or(|l| l.kind != "veth");
+                if fresh {
                     if host.contains_key(&g) {
                         cmd::ip(None, &["link", "del", &g])?;
                     }
@@ -219,7 +226,7 @@ impl OpenVswitch {
                 cmd::ip(None, &["link", "set", &g, "mtu", &m, "up"])?;
                 cmd::ip(Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &m, "up"])?;
                 cmd::ip(Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
-                add(adds, &g, None);
+                add(adds, &g, None, fresh);
                 if let Some((vx, id)) = &s.vxlan {
                     let good = host.get(vx).is_some_and(|l| {
                         l.kind == "vxlan"
@@ -252,7 +259,7 @@ impl OpenVswitch {
                         no_ipv6(vx);
                     }
                     cmd::ip(None, &["link", "set", vx, "mtu", &m, "up"])?;
-                    add(adds, vx, None);
+                    add(adds, vx, None, !good);
                 }
                 Ok(())
             })();
@@ -261,11 +268,12 @@ impl OpenVswitch {
             }
         }
         for n in &plan.nics {
-            if let Err(e) = self.port(plan, n, host) {
-                err.nic.insert(n.spec.nic_id.clone(), e);
-                continue;
+            match self.port(plan, n, host) {
+                Ok(fresh) => add(adds, &port_name(vni, &n.spec.device), Some(&n.spec.nic_id), fresh),
+                Err(e) => {
+                    err.nic.insert(n.spec.nic_id.clone(), e);
+                }
             }
-            add(adds, &port_name(vni, &n.spec.device), Some(&n.spec.nic_id));
         }
         // The static FDB (VXLAN devices here) and the neighbours (in the VPC namespace).
         let mut view = BTreeMap::new();
@@ -287,8 +295,9 @@ impl OpenVswitch {
         err
     }
 
-    /// Makes one NIC's port in the agent's namespace when missing (or of the wrong kind).
-    fn port(&self, plan: &VpcPlan, n: &NicPlan, host: &BTreeMap<String, links::Link>) -> Result<(), String> {
+    /// Makes one NIC's port in the agent's namespace when missing (or of the wrong kind);
+    /// answers whether it made it.
+    fn port(&self, plan: &VpcPlan, n: &NicPlan, host: &BTreeMap<String, links::Link>) -> Result<bool, String> {
         let name = port_name(plan.spec.vni, &n.spec.device);
         if !super::plan::valid_ifname(&name) || n.spec.device.len() > 13 {
             return Err(format!("device name {:?} is too long for this backend's port name {name:?}", n.spec.device));
@@ -298,7 +307,8 @@ impl OpenVswitch {
             NicPlug::Veth => "veth",
         };
         let m = n.mtu.to_string();
-        if host.get(&name).is_none_or(|l| l.kind != kind) {
+        let fresh = host.get(&name).is_none_or(|l| l.kind != kind);
+        if fresh {
             if host.contains_key(&name) {
                 cmd::ip(None, &["link", "del", &name])?;
             }
@@ -315,7 +325,7 @@ impl OpenVswitch {
             }
         }
         cmd::ip(None, &["link", "set", &name, "mtu", &m, "up"])?;
-        Ok(())
+        Ok(fresh)
     }
 
     /// Converges the whole host (see [`HostNetwork`]).
@@ -367,14 +377,22 @@ impl OpenVswitch {
             }
         }
         if !adds.is_empty() {
-            let mut args: Vec<&str> = Vec::new();
-            for (i, op) in adds.iter().enumerate() {
-                if i > 0 {
-                    args.push("--");
+            // Removals first (ports whose link was made anew), then every addition.
+            let (dels, adds): (Vec<&Vec<String>>, Vec<&Vec<String>>) = adds.iter().partition(|op| op[1] == "del-port");
+            let batch = |ops: &[&Vec<String>]| -> Result<(), String> {
+                if ops.is_empty() {
+                    return Ok(());
                 }
-                args.extend(op.iter().map(String::as_str));
-            }
-            let added = self.ovs.vsctl(&args);
+                let mut args: Vec<&str> = Vec::new();
+                for (i, op) in ops.iter().enumerate() {
+                    if i > 0 {
+                        args.push("--");
+                    }
+                    args.extend(op.iter().map(String::as_str));
+                }
+                self.ovs.vsctl(&args).map(drop)
+            };
+            let added = batch(&dels).and_then(|()| batch(&adds));
             match added.and_then(|_| self.interfaces()) {
                 Ok(now) => ifaces = now,
                 Err(e) => {
