@@ -306,6 +306,10 @@ pub struct HostInventory {
     /// The agent's guest runtime: `qemu`, or `sim` for a simulated host (scale tests only).
     #[serde(default)]
     pub runtime: Option<String>,
+    /// The tenant network data path the agent runs: `linux-bridge` or `openvswitch`
+    /// (absent: the agent carries no tenant networks, e.g. it has no underlay address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_datapath: Option<String>,
 }
 
 /// How the scheduler may use a host: allocation ratios, reservations and the CPUs set

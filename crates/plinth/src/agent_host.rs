@@ -57,6 +57,16 @@ pub enum Datapath {
     Openvswitch,
 }
 
+impl Datapath {
+    /// Its name in the host's inventory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Datapath::LinuxBridge => "linux-bridge",
+            Datapath::Openvswitch => plinth_agent::network::ovs::DATAPATH,
+        }
+    }
+}
+
 /// The local address this machine uses to reach `server` (a URL): the source of its route
 /// there, found by connecting a UDP socket (no packet is sent).
 pub fn route_source(server: &str) -> Option<String> {
@@ -92,12 +102,14 @@ fn kvm_line(k: &Kvm) -> String {
     }
 }
 
-/// Discovers the inventory under `root`, with the KVM verdict and runtime filled in.
-fn inventory_at(root: &Path, kvm: &Kvm) -> Result<HostInventory> {
+/// Discovers the inventory under `root`, with the KVM verdict, runtime and network data
+/// path filled in.
+fn inventory_at(root: &Path, kvm: &Kvm, datapath: Option<&str>) -> Result<HostInventory> {
     let mut inv =
         discovery::discover(root).with_context(|| format!("discovering the hardware under {}", root.display()))?;
     inv.virtualization.kvm = kvm.clone();
     inv.runtime = Some("qemu".into());
+    inv.network_datapath = datapath.map(str::to_owned);
     Ok(inv)
 }
 
@@ -109,9 +121,11 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     std::fs::create_dir_all(&probe.work_dir).with_context(|| format!("creating {}", probe.work_dir.display()))?;
     let kvm = probe_kvm(&probe).await;
     let root = h.root.clone();
+    let underlay_ip = h.underlay_ip.clone().or_else(|| route_source(&h.server));
+    let datapath = underlay_ip.as_ref().map(|_| h.datapath.name());
     let inventory = {
         let (root, kvm) = (root.clone(), kvm.clone());
-        tokio::task::spawn_blocking(move || inventory_at(&root, &kvm)).await??
+        tokio::task::spawn_blocking(move || inventory_at(&root, &kvm, datapath)).await??
     };
     if h.verbose {
         println!("plinth agent {AGENT_VERSION}: host {} → {}", h.hostname, h.server);
@@ -135,7 +149,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     let config = RuntimeConfig { graceful_timeout: h.graceful_timeout, ..RuntimeConfig::new(host_dir.clone(), accel) };
     let rediscover = {
         let (root, kvm) = (root.clone(), kvm.clone());
-        Rediscover(Arc::new(move || match inventory_at(&root, &kvm) {
+        Rediscover(Arc::new(move || match inventory_at(&root, &kvm, datapath) {
             Ok(inv) => Some(inv),
             Err(e) => {
                 tracing::warn!("rediscovery failed: {e:#}");
@@ -145,7 +159,6 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     };
     let setup = HostSetup { index: 0, hostname: h.hostname.clone(), inventory, rediscover: Some(rediscover) };
     let client = AgentClient::new(&h.server, &format!("plinth-agent/{AGENT_VERSION} (qemu runtime)"), h.ca.as_ref())?;
-    let underlay_ip = h.underlay_ip.clone().or_else(|| route_source(&h.server));
     let backend: Option<(Arc<dyn HostNetwork>, Arc<dyn plinth_agent::runtime::TapOpener>)> =
         underlay_ip.as_ref().map(|ip| {
             let cfg = NetworkConfig {

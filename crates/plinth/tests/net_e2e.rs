@@ -48,6 +48,10 @@ async fn scenario(prefix: &str, k: u8, database: Option<String>, datapath: &'sta
     let _a1 = agent(&lab, 1, d, &api).await;
     let _a2 = agent(&lab, 2, d, &api).await;
     let hosts = wait_hosts(&api, &lab).await;
+    for h in &hosts {
+        let host = api.get(&format!("/v1/hosts/{h}")).await;
+        assert_eq!(host["inventory"]["network_datapath"], datapath, "the host reports its data path: {host}");
+    }
 
     let t1 = api.post("/v1/tenants", json!({ "name": "acme" })).await;
     let p1 = api.post("/v1/projects", json!({ "name": "web", "tenant_id": t1["id"] })).await;

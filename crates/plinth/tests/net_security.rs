@@ -632,3 +632,48 @@ fn leaks(log: &[(Duration, bool)], from: Duration) -> Vec<Duration> {
 fn signal(pid: u32, sig: &str) {
     sh(&["kill", &format!("-{sig}"), &pid.to_string()]);
 }
+
+/// The Open vSwitch data path fails closed and comes back: its flows deleted by hand stop
+/// all forwarding (the bridge's secure fail mode) until the agent's next verifying apply
+/// loads them again; ovs-vswitchd killed is started again by the agent with the same
+/// ports; the agent killed leaves the data path forwarding (the daemons are detached).
+/// Each "blocked" is the same probe that passed just before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openvswitch_fails_closed_and_recovers() {
+    let Some(mut w) = World::new("pcvo", 243, "openvswitch").await else { return };
+    let (_x, x_ns, _xip) = w.guest("x", 1, None).await;
+    let (_y, y_ns, yip) = w.guest("y", 1, None).await;
+    let (_z, _z_ns, zip) = w.guest("z", 2, None).await;
+    let _echoes = [Echo::start(&y_ns, 7), Echo::start(&_z_ns, 7)];
+    let ovs = format!("/run/plinth/network/{}ovs", w.lab.vpc_prefix(1));
+    let host = w.lab.host(1);
+    let reach = |ip: &str| tcp(&x_ns, ip, 7);
+    assert!(becomes(true, ENFORCE, || reach(&yip) && reach(&zip)), "control: x reaches y (same host) and z");
+    let recover = Duration::from_secs(40);
+
+    // Flows deleted: nothing forwards, then the agent loads them again.
+    let mgmt = format!("unix:{ovs}/plinth.mgmt");
+    let dump = || {
+        String::from_utf8_lossy(&in_ns(&host, &["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", &mgmt]).stdout)
+            .to_string()
+    };
+    assert!(dump().contains("ct(table=21"), "control: the flows read back");
+    sh(&["ip", "netns", "exec", &host, "ovs-ofctl", "-O", "OpenFlow15", "del-flows", &mgmt]);
+    assert!(!reach(&yip), "no flows: x does not reach y");
+    assert!(becomes(true, recover, || reach(&yip) && reach(&zip)), "the flows come back");
+
+    // ovs-vswitchd killed: started again, ports and flows back.
+    let pid = std::fs::read_to_string(format!("{ovs}/ovs-vswitchd.pid")).expect("ovs-vswitchd's pid file");
+    sh(&["kill", "-9", pid.trim()]);
+    assert!(!reach(&yip), "no switch: x does not reach y");
+    assert!(becomes(true, recover, || reach(&yip) && reach(&zip)), "the switch comes back with its ports");
+    let again = std::fs::read_to_string(format!("{ovs}/ovs-vswitchd.pid")).expect("the new pid file");
+    assert_ne!(again.trim(), pid.trim(), "a new ovs-vswitchd runs");
+
+    // The agent killed: the data path keeps forwarding without it.
+    let _ = w.agents[0].0.kill();
+    let _ = w.agents[0].0.wait();
+    assert!(tcp_sure(&x_ns, &yip, 7) && tcp_sure(&x_ns, &zip, 7), "with the agent gone, x still reaches y and z");
+    w.agents[0] = agent(&w.lab, 1, w.dir.path(), &w.api).await;
+    assert!(becomes(true, recover, || reach(&yip) && reach(&zip)), "after the agent is back");
+}

@@ -95,5 +95,6 @@ pub fn discover(root: &Path) -> Result<HostInventory, DiscoveryError> {
         firmware: dmi::firmware(root),
         virtualization: Default::default(),
         runtime: None,
+        network_datapath: None,
     })
 }
