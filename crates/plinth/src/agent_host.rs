@@ -67,6 +67,11 @@ impl Datapath {
     }
 }
 
+/// Where `tool` is on the PATH, if anywhere.
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+}
+
 /// The local address this machine uses to reach `server` (a URL): the source of its route
 /// there, found by connecting a UDP socket (no packet is sent).
 pub fn route_source(server: &str) -> Option<String> {
@@ -180,6 +185,13 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
                     (b.clone() as Arc<dyn HostNetwork>, b as Arc<dyn plinth_agent::runtime::TapOpener>)
                 }
                 Datapath::Openvswitch => {
+                    for tool in ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovs-appctl", "ethtool"] {
+                        if which(tool).is_none() {
+                            tracing::error!(
+                                "--datapath openvswitch needs {tool} (Debian: apt-get install openvswitch-switch ethtool)"
+                            );
+                        }
+                    }
                     // Its daemons' files beside the namespaces' (the prefix keeps agents apart).
                     let dir = PathBuf::from(format!("/run/plinth/network/{}ovs", h.netns_prefix));
                     let b = Arc::new(OpenVswitch::new(cfg, dir));
