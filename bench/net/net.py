@@ -641,6 +641,9 @@ def main():
     ap.add_argument("--results", required=True, help="file for the summary (JSON)")
     ap.add_argument("--api-ns", required=True, help="the namespace the server listens in")
     ap.add_argument("--agent-pids", required=True, help="agent on host A,agent on host B")
+    ap.add_argument("--datapath", choices=("linux-bridge", "openvswitch"), default="linux-bridge",
+                    help="the agents' data path: where a NIC's tap is (the VPC namespace under the "
+                         "NIC's device name, or host A's namespace as v<vni hex>-<device>)")
     a = ap.parse_args()
     setns(a.api_ns)  # this (main) thread talks to the server; others enter guests
     t_start = time.monotonic()
@@ -786,12 +789,15 @@ def main():
 
         def plugger(dev=dev, tg=tg, t0=t0):
             name = dev if a.plug == "tap" else f"{dev}g"
-            if not wait_dev(vpc_a, name, t0 + 120):
-                box["err"] = f"{name} never appeared in {vpc_a}"
+            where = vpc_a
+            if a.plug == "tap" and a.datapath == "openvswitch":
+                name, where = f"v{vni:x}-{dev}", f"{a.prefix}h1"
+            if not wait_dev(where, name, t0 + 120):
+                box["err"] = f"{name} never appeared in {where}"
                 return
             box["dev"] = time.monotonic() - t0
             if a.plug == "tap":
-                wires.connect(in_ns(vpc_a, lambda: open_tap(dev, t0 + 120)), tg["gfd"])
+                wires.connect(in_ns(where, lambda: open_tap(name, t0 + 120)), tg["gfd"])
             else:
                 plug(vpc_a_nl, dev, tg["guest"], tg["mac"], f"{tg['ip']}/{prefix_len}", (pn["ipv4"], pn["mac"]))
             box["plugged"] = time.monotonic() - t0

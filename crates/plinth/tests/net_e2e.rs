@@ -197,7 +197,7 @@ async fn reachability_isolation_mtu_and_cleanup_on_sqlite() {
 /// The same scenario on the Open vSwitch data path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reachability_isolation_mtu_and_cleanup_on_openvswitch() {
-    scenario("pe2o", 239, None, "openvswitch").await;
+    scenario("oe2", 239, None, "openvswitch").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

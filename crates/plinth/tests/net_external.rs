@@ -112,7 +112,7 @@ async fn snat_floating_ips_hairpin_and_cleanup() {
 /// The same on the Open vSwitch data path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snat_floating_ips_hairpin_and_cleanup_on_openvswitch() {
-    external("pxo", 242, "openvswitch").await;
+    external("oxt", 242, "openvswitch").await;
 }
 
 async fn external(prefix: &str, k: u8, datapath: &'static str) {

@@ -149,7 +149,7 @@ async fn security_groups_neutron_scenario() {
 /// The same scenario on the Open vSwitch data path (rules as OpenFlow, conntrack zones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_groups_neutron_scenario_on_openvswitch() {
-    neutron_scenario("psgo", 240, "openvswitch").await;
+    neutron_scenario("osg", 240, "openvswitch").await;
 }
 
 async fn neutron_scenario(prefix: &str, k: u8, datapath: &'static str) {
@@ -291,7 +291,7 @@ async fn anti_spoofing_at_the_port() {
 /// The same on the Open vSwitch data path (port security as OpenFlow matches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_spoofing_at_the_port_on_openvswitch() {
-    anti_spoofing("pspo", 241, "openvswitch").await;
+    anti_spoofing("osp", 241, "openvswitch").await;
 }
 
 async fn anti_spoofing(prefix: &str, k: u8, datapath: &'static str) {
@@ -640,7 +640,7 @@ fn signal(pid: u32, sig: &str) {
 /// Each "blocked" is the same probe that passed just before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openvswitch_fails_closed_and_recovers() {
-    let Some(mut w) = World::new("pcvo", 243, "openvswitch").await else { return };
+    let Some(mut w) = World::new("ocv", 243, "openvswitch").await else { return };
     let (_x, x_ns, _xip) = w.guest("x", 1, None).await;
     let (_y, y_ns, yip) = w.guest("y", 1, None).await;
     let (_z, _z_ns, zip) = w.guest("z", 2, None).await;

@@ -207,7 +207,9 @@ pub fn base() -> Flows {
 }
 
 /// One VPC's flows into `out`. NICs without a port in `ports` are left out (not plugged).
-pub fn render(plan: &VpcPlan, ports: &Ports<'_>, out: &mut Flows) {
+/// `conj_ids`: the last conjunction id used on the bridge (ids are the bridge's, not the
+/// VPC's: a VPC's dimension flows may share a match with another's).
+pub fn render(plan: &VpcPlan, ports: &Ports<'_>, conj_ids: &mut u32, out: &mut Flows) {
     let vni = plan.spec.vni;
     let c = vni;
     for s in &plan.subnets {
@@ -249,7 +251,7 @@ pub fn render(plan: &VpcPlan, ports: &Ports<'_>, out: &mut Flows) {
         let tag = subnet_tag(vni, s.index);
         let (mac, ip, gw) = (n.spec.mac.to_ascii_lowercase(), &n.spec.ipv4, &s.gateway);
         let inp = format!("in_port={port}");
-        push(out, c, 0, 100, &inp, &format!("load:{tag}->NXM_NX_REG6[],resubmit(,1)"));
+        push(out, c, 0, 100, &inp, &format!("load:{tag}->NXM_NX_REG6[],load:{zone}->NXM_NX_REG4[],resubmit(,1)"));
         // Port security.
         if n.spec.port_security {
             push(out, c, 1, 110, &format!("{inp},udp,tp_src=67"), "drop");
@@ -276,22 +278,22 @@ pub fn render(plan: &VpcPlan, ports: &Ports<'_>, out: &mut Flows) {
         push(out, c, 2, 100, &format!("{inp},ip"), &format!("ct(table=3,zone={zone})"));
         // Layer 2 and ingress.
         let to = format!("reg6={tag},dl_dst={mac}");
-        push(out, c, 10, 100, &to, "resubmit(,20)");
+        push(out, c, 10, 100, &to, &format!("load:{zone}->NXM_NX_REG7[],resubmit(,20)"));
         push(out, c, 11, 100, &format!("reg6={tag},arp,arp_op=1,arp_tpa={ip}"), &format!("output:{port}"));
         push(out, c, 20, 110, &format!("{to},ip,nw_src={gw}"), &format!("output:{port}"));
         push(out, c, 20, 100, &format!("{to},arp"), &format!("output:{port}"));
         push(out, c, 20, 100, &format!("{to},ip"), &format!("ct(table=21,zone={zone})"));
         push(out, c, 21, 200, &format!("ct_state=+trk+est,{to}"), &format!("output:{port}"));
         push(out, c, 21, 200, &format!("ct_state=+trk+rel,{to}"), &format!("output:{port}"));
-        // The rules.
-        for (proto, b) in &Allowed::of(plan, i).boxes {
+        // Rules naming one remote block: a flow per NIC and match.
+        for (proto, b) in Allowed::of(plan, i).boxes.iter().filter(|(_, b)| b.remotes.len() <= 1) {
             for m in box_matches(*proto, b) {
                 match b.direction {
                     Direction::Egress => push(
                         out,
                         c,
                         3,
-                        100,
+                        101,
                         &format!("ct_state=+trk+new,{inp},{m}"),
                         &format!("ct(commit,zone={zone}),resubmit(,10)"),
                     ),
@@ -299,12 +301,82 @@ pub fn render(plan: &VpcPlan, ports: &Ports<'_>, out: &mut Flows) {
                         out,
                         c,
                         21,
-                        100,
+                        101,
                         &format!("ct_state=+trk+new,{to},{m}"),
                         &format!("ct(commit,zone={zone}),output:{port}"),
                     ),
                 }
             }
+        }
+    }
+    conjunctions(plan, ports, conj_ids, out);
+}
+
+/// Rules naming several remotes (a remote group's members, a range that is no block) as
+/// conjunctive matches shared by the group's NICs: (remote address) × (the NIC: `reg4` on
+/// egress, `reg7` on ingress, its port number) × (protocol and ports), so the flows grow
+/// with members plus NICs, not with their product (a default group of 1,000 NICs would be
+/// a million flows per host otherwise; Neutron's OVS firewall does the same).
+fn conjunctions(plan: &VpcPlan, ports: &Ports<'_>, conj_ids: &mut u32, out: &mut Flows) {
+    let c = plan.spec.vni;
+    let groups = &plan.spec.security_groups;
+    // Dimension flows by key: their conjunction actions.
+    let mut dims: BTreeMap<(u8, String), Vec<String>> = BTreeMap::new();
+    for g in groups {
+        let members: Vec<u32> = plan
+            .nics
+            .iter()
+            .filter(|n| n.spec.security_group_ids.contains(&g.security_group_id))
+            .filter_map(|n| ports.nics.get(&n.spec.nic_id).map(|(_, z)| *z))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        for r in &g.rules {
+            let b = RuleBoxes::of(r, groups);
+            if b.remotes.len() <= 1 {
+                continue;
+            }
+            *conj_ids += 1;
+            let id = *conj_ids;
+            let (table, field, reg, then) = match b.direction {
+                Direction::Ingress => {
+                    (21u8, "nw_src", "reg7", "ct(commit,zone=NXM_NX_REG7[0..15]),output:NXM_NX_REG7[]")
+                }
+                Direction::Egress => (3u8, "nw_dst", "reg4", "ct(commit,zone=NXM_NX_REG4[0..15]),resubmit(,10)"),
+            };
+            for (lo, hi) in &b.remotes {
+                for remote in net(field, *lo, *hi) {
+                    dims.entry((table, format!("ct_state=+trk+new,ip{remote}")))
+                        .or_default()
+                        .push(format!("conjunction({id},1/3)"));
+                }
+            }
+            for z in &members {
+                dims.entry((table, format!("ct_state=+trk+new,{reg}={z}")))
+                    .or_default()
+                    .push(format!("conjunction({id},2/3)"));
+            }
+            let anywhere = RuleBoxes { remotes: vec![(0, u32::MAX)], ..b.clone() };
+            for m in box_matches(r.protocol, &anywhere) {
+                dims.entry((table, format!("ct_state=+trk+new,{m}")))
+                    .or_default()
+                    .push(format!("conjunction({id},3/3)"));
+            }
+            // ct() needs the match to name IP.
+            push(out, c, table, 100, &format!("ip,conj_id={id}"), then);
+        }
+    }
+    // A dimension another VPC's conjunctions share (the same protocol and ports, an
+    // address both VPCs use) is one flow with both VPCs' actions (the bridge's: cookie 0).
+    for ((table, key), actions) in dims {
+        match out.get_mut(&format!("table={table},priority=100,{key}")) {
+            Some(f) => {
+                f.actions.push(',');
+                f.actions.push_str(&actions.join(","));
+                f.cookie = 0;
+            }
+            None => push(out, c, table, 100, &key, &actions.join(",")),
         }
     }
 }

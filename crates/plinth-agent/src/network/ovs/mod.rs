@@ -424,6 +424,7 @@ impl OpenVswitch {
         }
         // The flows, whole bridge, one bundle.
         let mut table = flows::base();
+        let mut conj_ids = 0;
         let mut allowed = BTreeMap::new();
         for (plan, _) in &plans {
             let gateways: BTreeMap<u32, String> = plan
@@ -440,7 +441,7 @@ impl OpenVswitch {
             if !vx_ok {
                 continue;
             }
-            flows::render(plan, &flows::Ports { nics: &nic_ports, gateways: &gateways }, &mut table);
+            flows::render(plan, &flows::Ports { nics: &nic_ports, gateways: &gateways }, &mut conj_ids, &mut table);
             for (i, n) in plan.nics.iter().enumerate() {
                 allowed.insert(n.spec.nic_id.clone(), Allowed::of(plan, i));
             }
