@@ -58,7 +58,6 @@ pub fn gateway_name(vni: u32, index: u32) -> String {
 struct Iface {
     ofport: i64,
     ns: Option<String>,
-    nic: Option<String>,
 }
 
 /// What the backend knows between applies.
@@ -150,7 +149,6 @@ impl OpenVswitch {
                 Iface {
                     ofport: row[1].as_i64().unwrap_or(-1),
                     ns: ext.get("plinth-ns").map(|s| (*s).to_owned()),
-                    nic: ext.get("plinth-nic").map(|s| (*s).to_owned()),
                 },
             );
         }
@@ -487,12 +485,23 @@ impl OpenVswitch {
         };
         // The VPC namespaces' own parts: DHCP, router, counters, nftables.
         let mut nics = Vec::new();
-        let mut wanted_ns = BTreeSet::new();
+        // Every VPC of the spec keeps its namespace (one whose plan failed too), and every
+        // port its plans name (a NIC that failed to plug included).
+        let wanted_ns: BTreeSet<String> =
+            spec.vpcs.iter().map(|v| format!("{}{}", self.cfg.netns_prefix, v.vni)).collect();
+        let mut wanted_ports: BTreeSet<String> = BTreeSet::new();
+        for (plan, _) in &plans {
+            let vni = plan.spec.vni;
+            for s in &plan.subnets {
+                wanted_ports.insert(gateway_name(vni, s.index));
+                wanted_ports.extend(s.vxlan.as_ref().map(|(vx, _)| vx.clone()));
+            }
+            wanted_ports.extend(plan.nics.iter().map(|n| port_name(vni, &n.spec.device)));
+        }
         // The agent namespace's links after the apply (unreadable: every port reads as missing).
         let host_now = links::read(None).unwrap_or_default();
         for (plan, mut err) in plans {
             let ns = plan.ns.clone();
-            wanted_ns.insert(ns.clone());
             let prior = st.vpcs.remove(&ns).unwrap_or_default();
             let vs = self.namespace(&plan, prior, verify, &mut err);
             err.filter = err.filter.take().or_else(|| flow_err.clone());
@@ -507,7 +516,6 @@ impl OpenVswitch {
             });
         }
         // What is no longer wanted goes, after the flows that used it.
-        let wanted_ports: BTreeSet<&String> = nic_ports.values().map(|(n, _)| n).collect();
         let mut dels: Vec<String> = Vec::new();
         for (name, i) in &ifaces {
             let Some(ns) = &i.ns else { continue };
@@ -517,7 +525,7 @@ impl OpenVswitch {
             let stale = if !wanted_ns.contains(ns) {
                 self.cfg.owns(ns) || !links::ns_exists(ns)
             } else {
-                i.nic.is_some() && !wanted_ports.contains(name)
+                !wanted_ports.contains(name)
             };
             if stale {
                 dels.push(name.clone());
