@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod flows;
 
 use super::plan::{NicPlan, VpcPlan};
+use super::view::{FdbSet, NeighSet};
 use super::{HostNetwork, NetworkConfig, cmd, dhcp, fdb, filter, links, meter, router, rtnl, status, tap};
 use crate::runtime::TapOpener;
 use daemon::Ovs;
@@ -73,6 +74,10 @@ struct State {
     zones: BTreeMap<NicId, u32>,
     /// Per VPC namespace: what its router, counters, DHCP and nftables hold.
     vpcs: BTreeMap<String, VpcState>,
+    /// The agent namespace's links and the bridge's interfaces as the last apply left
+    /// them (a change apply starts from them; `None`: read back next).
+    host: Option<BTreeMap<String, links::Link>>,
+    ifaces: Option<BTreeMap<String, Iface>>,
 }
 
 #[derive(Clone, Default)]
@@ -84,6 +89,10 @@ struct VpcState {
     ports: meter::Ports,
     /// Port device → its link in the agent's namespace.
     host_ports: BTreeMap<String, String>,
+    /// The VXLAN devices' FDB and the namespace's neighbours as the last apply left them
+    /// (`None`: unknown, read back next).
+    fdb: Option<BTreeMap<String, FdbSet>>,
+    neigh: Option<NeighSet>,
 }
 
 /// Errors met applying one VPC, for its NICs' components.
@@ -96,6 +105,9 @@ struct VpcErrors {
     dhcp: BTreeMap<String, String>,
     router: Option<String>,
     filter: Option<String>,
+    /// The FDB and neighbours after this apply (kept for the next change apply).
+    fdb_view: Option<BTreeMap<String, FdbSet>>,
+    neigh_view: Option<NeighSet>,
 }
 
 /// The Open vSwitch backend.
@@ -146,10 +158,7 @@ impl OpenVswitch {
                 .collect();
             out.insert(
                 name.to_owned(),
-                Iface {
-                    ofport: row[1].as_i64().unwrap_or(-1),
-                    ns: ext.get("plinth-ns").map(|s| (*s).to_owned()),
-                },
+                Iface { ofport: row[1].as_i64().unwrap_or(-1), ns: ext.get("plinth-ns").map(|s| (*s).to_owned()) },
             );
         }
         Ok(out)
@@ -173,21 +182,34 @@ impl OpenVswitch {
 
     /// Converges one VPC's links (namespace, gateway legs, VXLAN devices, NIC ports), its
     /// FDB and neighbours; collects the ports to add to the bridge into `adds`.
+    /// A change apply (`prior` known, not `verify`) trusts that what the last apply left
+    /// is still there: it runs commands only for what is new or differs from `host` (the
+    /// agent namespace's links, read once per apply), and records the links it made or
+    /// raised in `made` (name → kind) instead of reading them back.
+    #[allow(clippy::too_many_arguments)]
     fn links(
         &self,
         plan: &VpcPlan,
+        prior: Option<&VpcState>,
+        verify: bool,
         host: &BTreeMap<String, links::Link>,
         ifaces: &BTreeMap<String, Iface>,
         nl: &mut rtnl::Rtnl,
         adds: &mut Vec<Vec<String>>,
+        made: &mut BTreeMap<String, (&'static str, u32)>,
     ) -> VpcErrors {
         let mut err = VpcErrors::default();
         let ns = plan.ns.as_str();
         let vni = plan.spec.vni;
-        if let Err(e) = self.cfg.claim(ns).and_then(|()| links::ensure_ns(ns)) {
+        let known = prior.filter(|_| !verify);
+        if known.is_none()
+            && let Err(e) = self.cfg.claim(ns).and_then(|()| links::ensure_ns(ns))
+        {
             err.all = Some(e);
             return err;
         }
+        let good =
+            |name: &str, kind: &str, mtu: u32| host.get(name).is_some_and(|l| l.kind == kind && l.up && l.mtu == mtu);
         // A port joins the bridge when the database lacks it, and joins again when its link
         // was made anew (ovs-vswitchd keeps the vanished device's socket otherwise).
         let add = |adds: &mut Vec<Vec<String>>, name: &str, nic: Option<&NicId>, fresh: bool| {
@@ -221,17 +243,22 @@ impl OpenVswitch {
                     self.veth(&g, &s.bridge, ns, s.mtu, &s.mac)?;
                 }
                 let m = s.mtu.to_string();
-                cmd::ip(None, &["link", "set", &g, "mtu", &m, "up"])?;
-                cmd::ip(Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &m, "up"])?;
-                cmd::ip(Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
+                if fresh || !good(&g, "veth", s.mtu) {
+                    cmd::ip(None, &["link", "set", &g, "mtu", &m, "up"])?;
+                    made.insert(g.clone(), ("veth", s.mtu));
+                }
+                if fresh || known.is_none() {
+                    cmd::ip(Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &m, "up"])?;
+                    cmd::ip(Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
+                }
                 add(adds, &g, None, fresh);
                 if let Some((vx, id)) = &s.vxlan {
-                    let good = host.get(vx).is_some_and(|l| {
+                    let same = host.get(vx).is_some_and(|l| {
                         l.kind == "vxlan"
                             && l.vxlan_id == Some(u64::from(*id))
                             && l.vxlan_local.as_deref() == Some(underlay)
                     });
-                    if !good {
+                    if !same {
                         if host.contains_key(vx) {
                             cmd::ip(None, &["link", "del", vx])?;
                         }
@@ -256,8 +283,11 @@ impl OpenVswitch {
                         offloads_off(None, vx)?;
                         no_ipv6(vx);
                     }
-                    cmd::ip(None, &["link", "set", vx, "mtu", &m, "up"])?;
-                    add(adds, vx, None, !good);
+                    if !same || !good(vx, "vxlan", s.mtu) {
+                        cmd::ip(None, &["link", "set", vx, "mtu", &m, "up"])?;
+                        made.insert(vx.clone(), ("vxlan", s.mtu));
+                    }
+                    add(adds, vx, None, !same);
                 }
                 Ok(())
             })();
@@ -266,36 +296,62 @@ impl OpenVswitch {
             }
         }
         for n in &plan.nics {
-            match self.port(plan, n, host) {
+            match self.port(plan, n, host, made) {
                 Ok(fresh) => add(adds, &port_name(vni, &n.spec.device), Some(&n.spec.nic_id), fresh),
                 Err(e) => {
                     err.nic.insert(n.spec.nic_id.clone(), e);
                 }
             }
         }
-        // The static FDB (VXLAN devices here) and the neighbours (in the VPC namespace).
-        let mut view = BTreeMap::new();
-        for (vx, _) in plan.subnets.iter().filter_map(|s| s.vxlan.as_ref()) {
-            if let Ok(set) = fdb::read(None, vx) {
-                view.insert(vx.clone(), set);
-            }
-        }
+        // The static FDB (VXLAN devices here) and the neighbours (in the VPC namespace):
+        // a change apply starts from what the last one left.
+        let mut view = match known.and_then(|p| p.fdb.clone()) {
+            Some(v) => v,
+            None => plan
+                .subnets
+                .iter()
+                .filter_map(|s| s.vxlan.as_ref())
+                .filter_map(|(vx, _)| fdb::read(None, vx).ok().map(|set| (vx.clone(), set)))
+                .collect(),
+        };
         let mut errors: Vec<String> =
             fdb::converge(None, plan, underlay, nl, &mut view).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
-        match rtnl::Rtnl::open(ns).and_then(|mut vnl| {
-            let mut have = fdb::read_neigh(ns)?;
-            Ok(fdb::converge_neigh(plan, underlay, &mut vnl, &mut have))
-        }) {
-            Ok(e) => errors.extend(e),
-            Err(e) => errors.push(e),
+        let want_neigh = fdb::desired_neigh(plan, underlay);
+        let mut have = known.and_then(|p| p.neigh.clone());
+        if have.as_ref() != Some(&want_neigh) {
+            match rtnl::Rtnl::open(ns).and_then(|mut vnl| {
+                let mut now = match have.take() {
+                    Some(h) => h,
+                    None => fdb::read_neigh(ns)?,
+                };
+                let e = fdb::converge_neigh(plan, underlay, &mut vnl, &mut now);
+                Ok((e, now))
+            }) {
+                Ok((e, now)) => {
+                    errors.extend(e);
+                    have = Some(now);
+                }
+                Err(e) => errors.push(e),
+            }
         }
         err.fdb = errors.into_iter().next();
+        // Trusted next time only when nothing failed.
+        if err.fdb.is_none() {
+            err.fdb_view = Some(view);
+            err.neigh_view = have;
+        }
         err
     }
 
     /// Makes one NIC's port in the agent's namespace when missing (or of the wrong kind);
     /// answers whether it made it.
-    fn port(&self, plan: &VpcPlan, n: &NicPlan, host: &BTreeMap<String, links::Link>) -> Result<bool, String> {
+    fn port(
+        &self,
+        plan: &VpcPlan,
+        n: &NicPlan,
+        host: &BTreeMap<String, links::Link>,
+        made: &mut BTreeMap<String, (&'static str, u32)>,
+    ) -> Result<bool, String> {
         let name = port_name(plan.spec.vni, &n.spec.device);
         if !super::plan::valid_ifname(&name) || n.spec.device.len() > 13 {
             return Err(format!("device name {:?} is too long for this backend's port name {name:?}", n.spec.device));
@@ -322,13 +378,17 @@ impl OpenVswitch {
                 }
             }
         }
-        cmd::ip(None, &["link", "set", &name, "mtu", &m, "up"])?;
+        if fresh || !host.get(&name).is_some_and(|l| l.up && l.mtu == n.mtu) {
+            cmd::ip(None, &["link", "set", &name, "mtu", &m, "up"])?;
+            made.insert(name, (kind, n.mtu));
+        }
         Ok(fresh)
     }
 
     /// Converges the whole host (see [`HostNetwork`]).
     fn converge(&self, spec: &HostNetworkSpec, verify: bool) -> ObservedNetwork {
         let mut st = self.state();
+        let started = std::time::Instant::now();
         let failed_all = |e: String| ObservedNetwork {
             generation: spec.generation,
             vtep: Some(self.cfg.underlay_ip.clone()),
@@ -353,9 +413,13 @@ impl OpenVswitch {
         if verify {
             st.flows = None;
         }
-        let (host, mut ifaces) = match links::read(None).and_then(|h| Ok((h, self.interfaces()?))) {
-            Ok(x) => x,
-            Err(e) => return failed_all(e),
+        let cached = if verify { None } else { st.host.take().zip(st.ifaces.take()) };
+        let (host, mut ifaces) = match cached {
+            Some(x) => x,
+            None => match links::read(None).and_then(|h| Ok((h, self.interfaces()?))) {
+                Ok(x) => x,
+                Err(e) => return failed_all(e),
+            },
         };
         let mut nl = match rtnl::Rtnl::open_own() {
             Ok(nl) => nl,
@@ -365,10 +429,12 @@ impl OpenVswitch {
         let mut plans = Vec::new();
         let mut adds = Vec::new();
         let mut rejected = Vec::new();
+        let mut made = BTreeMap::new();
         for vpc in &spec.vpcs {
             match VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) {
                 Ok(plan) => {
-                    let err = self.links(&plan, &host, &ifaces, &mut nl, &mut adds);
+                    let prior = st.vpcs.get(&plan.ns);
+                    let err = self.links(&plan, prior, verify, &host, &ifaces, &mut nl, &mut adds, &mut made);
                     plans.push((plan, err));
                 }
                 Err(e) => rejected.extend(vpc.nics.iter().map(|n| (n.nic_id.clone(), e.clone()))),
@@ -420,6 +486,7 @@ impl OpenVswitch {
                 st.zones.insert(id.clone(), *zone);
             }
         }
+        let links_at = started.elapsed();
         // The flows, whole bridge, one bundle.
         let mut table = flows::base();
         let mut conj_ids = 0;
@@ -483,6 +550,7 @@ impl OpenVswitch {
                 Some(format!("loading flows: {e}"))
             }
         };
+        let flows_at = started.elapsed();
         // The VPC namespaces' own parts: DHCP, router, counters, nftables.
         let mut nics = Vec::new();
         // Every VPC of the spec keeps its namespace (one whose plan failed too), and every
@@ -498,8 +566,26 @@ impl OpenVswitch {
             }
             wanted_ports.extend(plan.nics.iter().map(|n| port_name(vni, &n.spec.device)));
         }
-        // The agent namespace's links after the apply (unreadable: every port reads as missing).
-        let host_now = links::read(None).unwrap_or_default();
+        // The agent namespace's links after the apply: read back by a verifying apply
+        // (unreadable: every port reads as missing), else as read before with what this
+        // apply made or raised.
+        let host_now = if verify {
+            links::read(None).unwrap_or_default()
+        } else {
+            let mut h = host.clone();
+            for (name, (kind, mtu)) in &made {
+                let l =
+                    h.entry(name.clone()).or_insert_with(|| links::Link { name: name.clone(), ..Default::default() });
+                l.kind = (*kind).to_owned();
+                l.up = true;
+                l.mtu = *mtu;
+                if *kind == "vxlan" {
+                    l.vxlan_id = name.strip_prefix("vx").and_then(|v| v.parse().ok());
+                    l.vxlan_local = Some(self.cfg.underlay_ip.clone());
+                }
+            }
+            h
+        };
         for (plan, mut err) in plans {
             let ns = plan.ns.clone();
             let prior = st.vpcs.remove(&ns).unwrap_or_default();
@@ -550,6 +636,20 @@ impl OpenVswitch {
                 }
                 st.vpcs.remove(&ns);
             }
+        }
+        tracing::debug!(
+            verify,
+            links_ms = links_at.as_millis() as u64,
+            flows_ms = (flows_at - links_at).as_millis() as u64,
+            rest_ms = (started.elapsed() - flows_at).as_millis() as u64,
+            flows = st.flows.as_ref().map_or(0, |f| f.len()),
+            "OVS data path applied"
+        );
+        // Trusted by the next change apply unless something failed (it then reads back).
+        let clean = nics.iter().all(|n| n.components.iter().all(|c| c.applied));
+        if clean && dels.is_empty() {
+            st.host = Some(host_now);
+            st.ifaces = Some(ifaces);
         }
         ObservedNetwork { generation: spec.generation, vtep: Some(self.cfg.underlay_ip.clone()), nics }
     }
@@ -602,6 +702,8 @@ impl OpenVswitch {
                 .iter()
                 .map(|n| (n.spec.device.clone(), port_name(plan.spec.vni, &n.spec.device)))
                 .collect(),
+            fdb: err.fdb_view.take(),
+            neigh: err.neigh_view.take(),
         }
     }
 
@@ -627,9 +729,10 @@ impl OpenVswitch {
                 filter_generation: None,
             });
         }
+        let none = FdbSet::new();
         let fdb_missing = fdb::desired(plan, &self.cfg.underlay_ip).into_iter().find_map(|(vx, want)| {
-            let have = fdb::read(None, &vx).unwrap_or_default();
-            want.difference(&have).next().map(|m| format!("{vx} lacks the entry {} → {}", m.0, m.1))
+            let have = vs.fdb.as_ref().and_then(|v| v.get(&vx)).unwrap_or(&none);
+            want.difference(have).next().map(|m| format!("{vx} lacks the entry {} → {}", m.0, m.1))
         });
         for n in &plan.nics {
             let name = port_name(plan.spec.vni, &n.spec.device);
