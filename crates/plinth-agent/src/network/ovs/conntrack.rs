@@ -1,8 +1,8 @@
-//! Cutting the connections of one NIC that its rules no longer allow, in Open vSwitch's
-//! userspace conntrack: the NIC's zone is dumped (`dpctl/dump-conntrack zone=N`), each entry
-//! is judged against what the NIC is allowed now (a connection the NIC opened by its
-//! egress rules, one opened to it by its ingress rules), and each refused entry is
-//! flushed by its exact tuple. The connections still allowed keep going.
+//! Cutting the connections of NICs that their rules no longer allow, in Open vSwitch's
+//! userspace conntrack: the table is dumped once (`dpctl/dump-conntrack`), each entry of a
+//! judged NIC's zone is judged against what the NIC is allowed now (a connection the NIC
+//! opened by its egress rules, one opened to it by its ingress rules), and each refused
+//! entry is flushed by its exact tuple. The connections still allowed keep going.
 
 use super::daemon::Ovs;
 use super::flows::Allowed;
@@ -78,21 +78,29 @@ impl Entry {
     }
 }
 
-/// Flushes the entries of `zone` (the NIC at `addr`) that `allowed` refuses; answers how
-/// many. An entry that cannot be named by its tuple takes the whole zone with it.
-pub fn cut(ovs: &Ovs, zone: u32, addr: Ipv4Addr, allowed: &Allowed) -> Result<usize, String> {
-    let z = format!("zone={zone}");
-    let dump = ovs.appctl(&["dpctl/dump-conntrack", &z])?;
+/// Flushes the entries of each zone in `zones` (the NIC at that address, with what it is
+/// allowed now) that its NIC's rules refuse, from one dump of the datapath's table;
+/// answers how many. An entry that cannot be named by its tuple takes its whole zone.
+pub fn cut(ovs: &Ovs, zones: &BTreeMap<u32, (Ipv4Addr, &Allowed)>) -> Result<usize, String> {
+    let dump = ovs.appctl(&["dpctl/dump-conntrack"])?;
     let mut cut = 0;
-    for e in dump.lines().filter_map(parse) {
-        if e.allowed(addr, allowed) {
+    let mut whole = Vec::new();
+    for line in dump.lines() {
+        let zone =
+            line.split(',').find_map(|f| f.strip_prefix("zone=")).and_then(|z| z.parse::<u32>().ok()).unwrap_or(0);
+        let (Some((addr, allowed)), Some(e)) = (zones.get(&zone), parse(line)) else { continue };
+        if e.allowed(*addr, allowed) {
             continue;
         }
+        let z = format!("zone={zone}");
         match e.tuple() {
             Some(t) => ovs.appctl(&["dpctl/flush-conntrack", &z, &t]).map(drop)?,
-            None => return ovs.appctl(&["dpctl/flush-conntrack", &z]).map(|_| cut + 1),
+            None => whole.push(z),
         }
         cut += 1;
+    }
+    for z in whole {
+        ovs.appctl(&["dpctl/flush-conntrack", &z])?;
     }
     Ok(cut)
 }

@@ -511,6 +511,7 @@ impl OpenVswitch {
                 allowed.insert(n.spec.nic_id.clone(), Allowed::of(plan, i));
             }
         }
+        let rendered_at = started.elapsed();
         let loaded = match &st.flows {
             Some(old) if *old == table => Ok(()),
             Some(old) => {
@@ -524,23 +525,27 @@ impl OpenVswitch {
                 self.ovs.ofctl(&["--bundle", "replace-flows", "{bridge}", "-"], Some(&flows::full(&table))).map(drop)
             }
         };
+        let loaded_at = started.elapsed();
         let flow_err = match loaded {
             Ok(()) => {
                 st.flows = Some(table);
-                // Connections a change no longer allows stop.
+                // Connections a change no longer allows stop: one dump of the zones whose
+                // NIC lost an allowance.
+                let mut judged: BTreeMap<u32, (std::net::Ipv4Addr, &Allowed)> = BTreeMap::new();
                 for id in flows::shrunk(&st.allowed, &allowed) {
-                    if let (Some((_, zone)), Some(a)) = (nic_ports.get(&id), allowed.get(&id)) {
-                        let addr = plans
-                            .iter()
-                            .flat_map(|(p, _)| p.nics.iter())
-                            .find(|n| n.spec.nic_id == id)
-                            .and_then(|n| n.spec.ipv4.parse().ok());
-                        if let Some(addr) = addr
-                            && let Err(e) = conntrack::cut(&self.ovs, *zone, addr, a)
-                        {
-                            tracing::warn!(nic = %id, error = %e, "cutting connections");
-                        }
+                    let addr = plans
+                        .iter()
+                        .flat_map(|(p, _)| p.nics.iter())
+                        .find(|n| n.spec.nic_id == id)
+                        .and_then(|n| n.spec.ipv4.parse().ok());
+                    if let (Some((_, zone)), Some(a), Some(addr)) = (nic_ports.get(&id), allowed.get(&id), addr) {
+                        judged.insert(*zone, (addr, a));
                     }
+                }
+                if !judged.is_empty()
+                    && let Err(e) = conntrack::cut(&self.ovs, &judged)
+                {
+                    tracing::warn!(error = %e, "cutting connections");
                 }
                 st.allowed = allowed;
                 None
@@ -640,7 +645,9 @@ impl OpenVswitch {
         tracing::debug!(
             verify,
             links_ms = links_at.as_millis() as u64,
-            flows_ms = (flows_at - links_at).as_millis() as u64,
+            render_ms = (rendered_at - links_at).as_millis() as u64,
+            load_ms = (loaded_at - rendered_at).as_millis() as u64,
+            cut_ms = (flows_at - loaded_at).as_millis() as u64,
             rest_ms = (started.elapsed() - flows_at).as_millis() as u64,
             flows = st.flows.as_ref().map_or(0, |f| f.len()),
             "OVS data path applied"
