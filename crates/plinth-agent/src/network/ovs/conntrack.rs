@@ -17,6 +17,8 @@ pub struct Entry {
     pub proto: String,
     /// The `orig=(…)` fields.
     pub orig: BTreeMap<String, String>,
+    /// A TCP entry's state (`protoinfo=(state=…)`).
+    pub state: Option<String>,
 }
 
 /// Parses one line of `dpctl/dump-conntrack`.
@@ -29,7 +31,11 @@ pub fn parse(line: &str) -> Option<Entry> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    Some(Entry { proto: proto.to_owned(), orig })
+    let state = rest
+        .find("state=")
+        .map(|i| &rest[i + "state=".len()..])
+        .map(|t| t.split([',', ')']).next().unwrap_or_default().to_owned());
+    Some(Entry { proto: proto.to_owned(), orig, state })
 }
 
 impl Entry {
@@ -62,6 +68,11 @@ impl Entry {
         }
     }
 
+    /// A TCP connection that has ended (`TIME_WAIT`, `CLOSED`).
+    fn closed(&self) -> bool {
+        self.state.as_deref().is_some_and(|s| s == "TIME_WAIT" || s == "CLOSED")
+    }
+
     /// The tuple `dpctl/flush-conntrack` takes.
     fn tuple(&self) -> Option<String> {
         let f = |k: &str| self.orig.get(k).cloned();
@@ -82,27 +93,27 @@ impl Entry {
 /// allowed now) that its NIC's rules refuse, from one dump of the datapath's table;
 /// answers how many. An entry that cannot be named by its tuple takes its whole zone.
 pub fn cut(ovs: &Ovs, zones: &BTreeMap<u32, (Ipv4Addr, &Allowed)>) -> Result<usize, String> {
-    let dump = ovs.appctl(&["dpctl/dump-conntrack"])?;
-    let mut cut = 0;
-    let mut whole = Vec::new();
+    let dump = ovs.control(&[vec!["dpctl/dump-conntrack".to_owned()]])?.pop().unwrap_or_default();
+    let mut flush: Vec<Vec<String>> = Vec::new();
+    let mut whole = std::collections::BTreeSet::new();
     for line in dump.lines() {
         let zone =
             line.split(',').find_map(|f| f.strip_prefix("zone=")).and_then(|z| z.parse::<u32>().ok()).unwrap_or(0);
         let (Some((addr, allowed)), Some(e)) = (zones.get(&zone), parse(line)) else { continue };
-        if e.allowed(*addr, allowed) {
+        // A closed connection carries nothing: a new one on its tuple is judged as new.
+        if e.closed() || e.allowed(*addr, allowed) {
             continue;
         }
         let z = format!("zone={zone}");
         match e.tuple() {
-            Some(t) => ovs.appctl(&["dpctl/flush-conntrack", &z, &t]).map(drop)?,
-            None => whole.push(z),
+            Some(t) => flush.push(vec!["dpctl/flush-conntrack".to_owned(), z, t]),
+            None => {
+                whole.insert(z);
+            }
         }
-        cut += 1;
     }
-    for z in whole {
-        ovs.appctl(&["dpctl/flush-conntrack", &z])?;
-    }
-    Ok(cut)
+    flush.extend(whole.into_iter().map(|z| vec!["dpctl/flush-conntrack".to_owned(), z]));
+    ovs.control(&flush).map(|done| done.len())
 }
 
 #[cfg(test)]
@@ -114,6 +125,7 @@ mod tests {
         let e = parse("tcp,orig=(src=10.0.0.2,dst=10.0.0.3,sport=40000,dport=22),reply=(src=10.0.0.3,dst=10.0.0.2,sport=22,dport=40000),zone=5,protoinfo=(state=ESTABLISHED)").unwrap();
         assert_eq!(e.proto, "tcp");
         assert_eq!(e.orig["dport"], "22");
+        assert_eq!(e.state.as_deref(), Some("ESTABLISHED"));
         assert_eq!(
             e.tuple().unwrap(),
             "ct_nw_src=10.0.0.2,ct_nw_dst=10.0.0.3,ct_nw_proto=6,ct_tp_src=40000,ct_tp_dst=22"

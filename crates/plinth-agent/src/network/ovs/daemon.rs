@@ -59,6 +59,30 @@ impl Ovs {
         cmd::run("ovs-appctl", &all, None)
     }
 
+    /// Runs several ovs-vswitchd control commands over one connection to its control
+    /// socket (the JSON-RPC `ovs-appctl` speaks, without a process per command); answers
+    /// each command's result text, stopping at the first error.
+    pub fn control(&self, commands: &[Vec<String>]) -> Result<Vec<String>, String> {
+        use std::io::Write;
+        let path = self.path("ovs-vswitchd.ctl");
+        let sock = std::os::unix::net::UnixStream::connect(&path).map_err(|e| format!("{path}: {e}"))?;
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let mut writer = &sock;
+        let mut replies = serde_json::Deserializer::from_reader(&sock).into_iter::<serde_json::Value>();
+        let mut out = Vec::with_capacity(commands.len());
+        for (id, c) in commands.iter().enumerate() {
+            let (method, params) = c.split_first().ok_or("an empty control command")?;
+            let req = serde_json::json!({ "id": id, "method": method, "params": params });
+            writer.write_all(req.to_string().as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+            let reply = replies.next().ok_or_else(|| format!("{path}: closed"))?.map_err(|e| format!("{path}: {e}"))?;
+            if !reply["error"].is_null() {
+                return Err(format!("{method}: {}", reply["error"].as_str().unwrap_or("failed").trim()));
+            }
+            out.push(reply["result"].as_str().unwrap_or_default().to_owned());
+        }
+        Ok(out)
+    }
+
     fn answers(&self, ctl: &str) -> bool {
         cmd::run("ovs-appctl", &["--timeout=2", "-t", &self.path(ctl), "version"], None).is_ok()
     }

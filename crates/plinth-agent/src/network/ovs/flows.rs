@@ -413,10 +413,10 @@ pub fn full(flows: &Flows) -> String {
 /// The NICs whose allowed traffic shrank from `old` to `new` (their connections are judged
 /// again).
 pub fn shrunk(old: &BTreeMap<NicId, Allowed>, new: &BTreeMap<NicId, Allowed>) -> BTreeSet<NicId> {
+    // Lists compared whole first (most NICs keep theirs), then as sets of their boxes.
+    let key = |a: &Allowed| -> BTreeSet<String> { a.boxes.iter().map(|b| format!("{b:?}")).collect() };
     new.iter()
-        .filter(|(id, now)| {
-            old.get(*id).is_some_and(|was| was != *now && was.boxes.iter().any(|b| !now.boxes.contains(b)))
-        })
+        .filter(|(id, now)| old.get(*id).is_some_and(|was| was != *now && !key(was).is_subset(&key(now))))
         .map(|(id, _)| id.clone())
         .collect()
 }
