@@ -1,6 +1,7 @@
 //! The host's tenant data path: the [`HostNetwork`] trait (converge the kernel to the
 //! server's whole desired network of this host, report per-NIC readiness from what reads
-//! back) and its Linux-bridge backend, [`LinuxBridge`].
+//! back), its Linux-bridge backend, [`LinuxBridge`], and its Open vSwitch backend,
+//! [`ovs::OpenVswitch`] (which shares the VPC namespace's parts: DHCP, router, counters).
 //!
 //! Per VPC on this host: a namespace `{prefix}{vni}` (forwarding on; it routes between the
 //! VPC's subnets), a bridge per subnet holding the gateway, a VXLAN device per subnet made

@@ -22,18 +22,27 @@
 //!
 //! Ports carry `external_ids:plinth-ns` (and `plinth-nic` for a NIC), so that a verifying
 //! apply removes the ports of NICs and VPCs no longer here, and never another agent's.
+//!
+//! A change apply carries over what the last apply left (the agent namespace's links, the
+//! bridge's interfaces, the FDB, the neighbours, the flows) and sends only differences; a
+//! verifying apply (the first, and every 10 s) reads everything back and replaces the flow
+//! table whole. Modules: [`daemon`] (the daemons and their tools), `ports` (links and
+//! bridge ports), [`flows`] (the OpenFlow pipeline), [`conntrack`] (cutting connections a
+//! change no longer allows), `observe` (per-NIC readiness).
 
 pub mod conntrack;
 pub mod daemon;
 pub mod flows;
+mod observe;
+mod ports;
 
-use super::plan::{NicPlan, VpcPlan};
+use super::plan::VpcPlan;
 use super::view::{FdbSet, NeighSet};
-use super::{HostNetwork, NetworkConfig, cmd, dhcp, fdb, filter, links, meter, router, rtnl, status, tap};
+use super::{HostNetwork, NetworkConfig, cmd, dhcp, filter, links, meter, router, rtnl, status, tap};
 use crate::runtime::TapOpener;
 use daemon::Ovs;
 use flows::{Allowed, Flows};
-use plinth_api::{HostNetworkSpec, NicComponent, NicId, NicPlug, ObservedNetwork, ObservedNic};
+use plinth_api::{HostNetworkSpec, NicComponent, NicId, ObservedNetwork, ObservedNic};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -117,22 +126,6 @@ pub struct OpenVswitch {
     state: Mutex<State>,
 }
 
-/// Runs `ethtool -K dev …off` (in `ns`, or the agent's namespace): the userspace datapath
-/// neither segments nor checksums, so neither end may leave that to it.
-fn offloads_off(ns: Option<&str>, dev: &str) -> Result<(), String> {
-    let args = ["-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"];
-    match ns {
-        Some(ns) => cmd::in_ns(ns, "ethtool", &args, None).map(drop),
-        None => cmd::run("ethtool", &args, None).map(drop),
-    }
-}
-
-/// Turns IPv6 off on a link of the agent's namespace (its own router solicitations and
-/// MLD reports would otherwise reach the guest).
-fn no_ipv6(dev: &str) {
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
-}
-
 impl OpenVswitch {
     /// A backend with these settings; its Open vSwitch keeps its files in `ovs_dir`.
     pub fn new(cfg: NetworkConfig, ovs_dir: PathBuf) -> OpenVswitch {
@@ -162,227 +155,6 @@ impl OpenVswitch {
             );
         }
         Ok(out)
-    }
-
-    /// Makes a veth `name` (agent's namespace) ↔ `far` (in `ns`), offloads off both ends.
-    fn veth(&self, name: &str, far: &str, ns: &str, mtu: u32, far_mac: &str) -> Result<(), String> {
-        let m = mtu.to_string();
-        cmd::ip(
-            None,
-            &[
-                "link", "add", name, "mtu", &m, "type", "veth", "peer", "name", far, "mtu", &m, "address", far_mac,
-                "netns", ns,
-            ],
-        )?;
-        offloads_off(None, name)?;
-        offloads_off(Some(ns), far)?;
-        no_ipv6(name);
-        Ok(())
-    }
-
-    /// Converges one VPC's links (namespace, gateway legs, VXLAN devices, NIC ports), its
-    /// FDB and neighbours; collects the ports to add to the bridge into `adds`.
-    /// A change apply (`prior` known, not `verify`) trusts that what the last apply left
-    /// is still there: it runs commands only for what is new or differs from `host` (the
-    /// agent namespace's links, read once per apply), and records the links it made or
-    /// raised in `made` (name → kind) instead of reading them back.
-    #[allow(clippy::too_many_arguments)]
-    fn links(
-        &self,
-        plan: &VpcPlan,
-        prior: Option<&VpcState>,
-        verify: bool,
-        host: &BTreeMap<String, links::Link>,
-        ifaces: &BTreeMap<String, Iface>,
-        nl: &mut rtnl::Rtnl,
-        adds: &mut Vec<Vec<String>>,
-        made: &mut BTreeMap<String, (&'static str, u32)>,
-    ) -> VpcErrors {
-        let mut err = VpcErrors::default();
-        let ns = plan.ns.as_str();
-        let vni = plan.spec.vni;
-        let known = prior.filter(|_| !verify);
-        if known.is_none()
-            && let Err(e) = self.cfg.claim(ns).and_then(|()| links::ensure_ns(ns))
-        {
-            err.all = Some(e);
-            return err;
-        }
-        let good =
-            |name: &str, kind: &str, mtu: u32| host.get(name).is_some_and(|l| l.kind == kind && l.up && l.mtu == mtu);
-        // A port joins the bridge when the database lacks it, and joins again when its link
-        // was made anew (ovs-vswitchd keeps the vanished device's socket otherwise).
-        let add = |adds: &mut Vec<Vec<String>>, name: &str, nic: Option<&NicId>, fresh: bool| {
-            if fresh || !ifaces.contains_key(name) {
-                let mut ext = format!("external_ids:plinth-ns={ns}");
-                if let Some(n) = nic {
-                    ext.push_str(&format!(" external_ids:plinth-nic={n}"));
-                }
-                let b = self.ovs.bridge.as_str();
-                if ifaces.contains_key(name) {
-                    // Out in a transaction of its own: removed and added in one, the port
-                    // would read as unchanged.
-                    adds.push(["--if-exists", "del-port", b, name].map(String::from).to_vec());
-                }
-                let mut op: Vec<String> =
-                    ["add-port", b, name, "--", "set", "Interface", name].map(String::from).to_vec();
-                op.extend(ext.split(' ').map(String::from));
-                adds.push(op);
-            }
-        };
-        let underlay = self.cfg.underlay_ip.as_str();
-        for s in &plan.subnets {
-            let g = gateway_name(vni, s.index);
-            let r = (|| -> Result<(), String> {
-                let fresh = host.get(&g).is_none_or(|l| l.kind != "veth");
-                if fresh {
-                    if host.contains_key(&g) {
-                        cmd::ip(None, &["link", "del", &g])?;
-                    }
-                    let _ = cmd::ip(Some(ns), &["link", "del", &s.bridge]);
-                    self.veth(&g, &s.bridge, ns, s.mtu, &s.mac)?;
-                }
-                let m = s.mtu.to_string();
-                if fresh || !good(&g, "veth", s.mtu) {
-                    cmd::ip(None, &["link", "set", &g, "mtu", &m, "up"])?;
-                    made.insert(g.clone(), ("veth", s.mtu));
-                }
-                if fresh || known.is_none() {
-                    cmd::ip(Some(ns), &["link", "set", &s.bridge, "address", &s.mac, "mtu", &m, "up"])?;
-                    cmd::ip(Some(ns), &["addr", "replace", &s.gateway_cidr, "dev", &s.bridge])?;
-                }
-                add(adds, &g, None, fresh);
-                if let Some((vx, id)) = &s.vxlan {
-                    let same = host.get(vx).is_some_and(|l| {
-                        l.kind == "vxlan"
-                            && l.vxlan_id == Some(u64::from(*id))
-                            && l.vxlan_local.as_deref() == Some(underlay)
-                    });
-                    if !same {
-                        if host.contains_key(vx) {
-                            cmd::ip(None, &["link", "del", vx])?;
-                        }
-                        let id = id.to_string();
-                        cmd::ip(
-                            None,
-                            &[
-                                "link",
-                                "add",
-                                vx,
-                                "type",
-                                "vxlan",
-                                "id",
-                                &id,
-                                "local",
-                                underlay,
-                                "dstport",
-                                "4789",
-                                "nolearning",
-                            ],
-                        )?;
-                        offloads_off(None, vx)?;
-                        no_ipv6(vx);
-                    }
-                    if !same || !good(vx, "vxlan", s.mtu) {
-                        cmd::ip(None, &["link", "set", vx, "mtu", &m, "up"])?;
-                        made.insert(vx.clone(), ("vxlan", s.mtu));
-                    }
-                    add(adds, vx, None, !same);
-                }
-                Ok(())
-            })();
-            if let Err(e) = r {
-                err.subnet.insert(s.subnet_id.to_string(), e);
-            }
-        }
-        for n in &plan.nics {
-            match self.port(plan, n, host, made) {
-                Ok(fresh) => add(adds, &port_name(vni, &n.spec.device), Some(&n.spec.nic_id), fresh),
-                Err(e) => {
-                    err.nic.insert(n.spec.nic_id.clone(), e);
-                }
-            }
-        }
-        // The static FDB (VXLAN devices here) and the neighbours (in the VPC namespace):
-        // a change apply starts from what the last one left.
-        let mut view = match known.and_then(|p| p.fdb.clone()) {
-            Some(v) => v,
-            None => plan
-                .subnets
-                .iter()
-                .filter_map(|s| s.vxlan.as_ref())
-                .filter_map(|(vx, _)| fdb::read(None, vx).ok().map(|set| (vx.clone(), set)))
-                .collect(),
-        };
-        let mut errors: Vec<String> =
-            fdb::converge(None, plan, underlay, nl, &mut view).into_iter().map(|(d, e)| format!("{d}: {e}")).collect();
-        let want_neigh = fdb::desired_neigh(plan, underlay);
-        let mut have = known.and_then(|p| p.neigh.clone());
-        if have.as_ref() != Some(&want_neigh) {
-            match rtnl::Rtnl::open(ns).and_then(|mut vnl| {
-                let mut now = match have.take() {
-                    Some(h) => h,
-                    None => fdb::read_neigh(ns)?,
-                };
-                let e = fdb::converge_neigh(plan, underlay, &mut vnl, &mut now);
-                Ok((e, now))
-            }) {
-                Ok((e, now)) => {
-                    errors.extend(e);
-                    have = Some(now);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        err.fdb = errors.into_iter().next();
-        // Trusted next time only when nothing failed.
-        if err.fdb.is_none() {
-            err.fdb_view = Some(view);
-            err.neigh_view = have;
-        }
-        err
-    }
-
-    /// Makes one NIC's port in the agent's namespace when missing (or of the wrong kind);
-    /// answers whether it made it.
-    fn port(
-        &self,
-        plan: &VpcPlan,
-        n: &NicPlan,
-        host: &BTreeMap<String, links::Link>,
-        made: &mut BTreeMap<String, (&'static str, u32)>,
-    ) -> Result<bool, String> {
-        let name = port_name(plan.spec.vni, &n.spec.device);
-        if !super::plan::valid_ifname(&name) || n.spec.device.len() > 13 {
-            return Err(format!("device name {:?} is too long for this backend's port name {name:?}", n.spec.device));
-        }
-        let kind = match n.spec.plug {
-            NicPlug::Tap => "tun",
-            NicPlug::Veth => "veth",
-        };
-        let m = n.mtu.to_string();
-        let fresh = host.get(&name).is_none_or(|l| l.kind != kind);
-        if fresh {
-            if host.contains_key(&name) {
-                cmd::ip(None, &["link", "del", &name])?;
-            }
-            match n.spec.plug {
-                NicPlug::Tap => {
-                    tap::create_persistent(Path::new(OWN_NS), &name).map_err(|e| format!("tap {name}: {e}"))?;
-                    no_ipv6(&name);
-                }
-                NicPlug::Veth => {
-                    let far = format!("{}g", n.spec.device);
-                    let _ = cmd::ip(Some(&plan.ns), &["link", "del", &far]);
-                    self.veth(&name, &far, &plan.ns, n.mtu, &n.spec.mac.to_ascii_lowercase())?;
-                }
-            }
-        }
-        if fresh || !host.get(&name).is_some_and(|l| l.up && l.mtu == n.mtu) {
-            cmd::ip(None, &["link", "set", &name, "mtu", &m, "up"])?;
-            made.insert(name, (kind, n.mtu));
-        }
-        Ok(fresh)
     }
 
     /// Converges the whole host (see [`HostNetwork`]).
@@ -712,96 +484,6 @@ impl OpenVswitch {
             fdb: err.fdb_view.take(),
             neigh: err.neigh_view.take(),
         }
-    }
-
-    /// Each NIC's components as read back (links, bridge ports) or known (flows, files).
-    #[allow(clippy::too_many_arguments)]
-    fn observe(
-        &self,
-        plan: &VpcPlan,
-        err: &VpcErrors,
-        vs: &VpcState,
-        host: &BTreeMap<String, links::Link>,
-        ifaces: &BTreeMap<String, Iface>,
-        nic_ports: &BTreeMap<NicId, (String, u32)>,
-        flows_loaded: bool,
-    ) -> Vec<ObservedNic> {
-        let ns = plan.ns.as_str();
-        let vpc_dir = self.cfg.vpc_dir(ns);
-        let mut out = Vec::new();
-        for (n, why) in &plan.rejected {
-            out.push(ObservedNic {
-                nic_id: n.nic_id.clone(),
-                components: NicComponent::ALL.iter().map(|c| status(*c, Err(why.clone()))).collect(),
-                filter_generation: None,
-            });
-        }
-        let none = FdbSet::new();
-        let fdb_missing = fdb::desired(plan, &self.cfg.underlay_ip).into_iter().find_map(|(vx, want)| {
-            let have = vs.fdb.as_ref().and_then(|v| v.get(&vx)).unwrap_or(&none);
-            want.difference(have).next().map(|m| format!("{vx} lacks the entry {} → {}", m.0, m.1))
-        });
-        for n in &plan.nics {
-            let name = port_name(plan.spec.vni, &n.spec.device);
-            let fail =
-                |fallback: String| err.all.clone().or_else(|| err.nic.get(&n.spec.nic_id).cloned()).unwrap_or(fallback);
-            let sub = plan.subnet(&n.spec.subnet_id);
-            let sub_err = sub.and_then(|s| err.subnet.get(&s.subnet_id.to_string()));
-            let kind = if n.spec.plug == NicPlug::Tap { "tun" } else { "veth" };
-            let link = host.get(&name);
-            let tap = match link {
-                Some(l) if l.kind == kind => Ok(()),
-                _ => Err(fail(format!("no port {name}"))),
-            };
-            let port = match (link, ifaces.get(&name), sub_err) {
-                (_, _, Some(e)) => Err(e.clone()),
-                (Some(l), Some(i), None) if l.up && i.ofport > 0 => Ok(()),
-                _ => Err(fail(format!("{name} is not an up port of bridge {}", self.ovs.bridge))),
-            };
-            let fdb = match (&err.fdb, &fdb_missing) {
-                (Some(e), _) | (None, Some(e)) => Err(e.clone()),
-                _ => Ok(()),
-            };
-            let gen_loaded = flows_loaded && nic_ports.contains_key(&n.spec.nic_id) && err.filter.is_none();
-            let filt = if gen_loaded {
-                Ok(())
-            } else {
-                Err(fail(err.filter.clone().unwrap_or_else(|| "its flows are not loaded".to_owned())))
-            };
-            let dhcp = match sub {
-                Some(s) if !s.dhcp => Ok(()),
-                Some(s) => match err.dhcp.get(&s.bridge) {
-                    Some(e) => Err(e.clone()),
-                    None if dhcp::running(&dhcp::files(&vpc_dir, &s.bridge).pid).is_none() => {
-                        Err(format!("the DHCP server of {} is not running", s.bridge))
-                    }
-                    None => dhcp::observe(&vpc_dir, &vs.dhcp, &s.bridge, &n.spec.nic_id.to_string()),
-                },
-                None => Err("unknown subnet".to_owned()),
-            };
-            let public: Vec<&String> = n.public().collect();
-            let held = vs.router.as_ref().map(|r| &r.addrs);
-            let nat = match (&err.router, public.iter().find(|p| !held.is_some_and(|h| h.contains(**p)))) {
-                _ if public.is_empty() => Ok(()),
-                (Some(e), _) => Err(e.clone()),
-                (None, Some(p)) => Err(format!("{p} is not on the uplink {}", router::UPLINK)),
-                (None, None) if gen_loaded && vs.loaded.is_some() => Ok(()),
-                (None, None) => Err("its address translation is not loaded".to_owned()),
-            };
-            out.push(ObservedNic {
-                nic_id: n.spec.nic_id.clone(),
-                components: vec![
-                    status(NicComponent::Tap, tap),
-                    status(NicComponent::BridgePort, port),
-                    status(NicComponent::Fdb, fdb),
-                    status(NicComponent::Filter, filt),
-                    status(NicComponent::Dhcp, dhcp),
-                    status(NicComponent::Nat, nat),
-                ],
-                filter_generation: gen_loaded.then_some(n.spec.filter_generation),
-            });
-        }
-        out
     }
 }
 
