@@ -117,6 +117,14 @@ pub fn ensure_ns(ns: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes VXLAN device `vx` (VNI `vni`, source `underlay`, the standard port, no
+/// learning: the FDB is static) in the agent's namespace.
+pub fn add_vxlan(vx: &str, vni: u32, underlay: &str) -> Result<(), String> {
+    let id = vni.to_string();
+    cmd::ip(None, &["link", "add", vx, "type", "vxlan", "id", &id, "local", underlay, "dstport", "4789", "nolearning"])
+        .map(drop)
+}
+
 /// Converges bridges and VXLAN devices; answers per-subnet errors (by bridge name), and
 /// whether it ran any command (the links must then be read again).
 pub fn converge_segments(
@@ -165,25 +173,8 @@ pub fn converge_segments(
                     if read_one(None, vx).is_some() {
                         ip(changed, None, &["link", "del", vx])?;
                     }
-                    let id = vni.to_string();
-                    ip(
-                        changed,
-                        None,
-                        &[
-                            "link",
-                            "add",
-                            vx,
-                            "type",
-                            "vxlan",
-                            "id",
-                            &id,
-                            "local",
-                            underlay,
-                            "dstport",
-                            "4789",
-                            "nolearning",
-                        ],
-                    )?;
+                    *changed = true;
+                    add_vxlan(vx, *vni, underlay)?;
                     if let Err(e) = ip(changed, None, &["link", "set", vx, "netns", ns]) {
                         let _ = ip(changed, None, &["link", "del", vx]);
                         return Err(e);

@@ -217,6 +217,16 @@ impl Errors {
     }
 }
 
+/// One NIC's report: its components in [`NicComponent::ALL`]'s order (tap, bridge port,
+/// FDB, filter, DHCP, NAT) and the filter generation it carries.
+fn observed(nic_id: &NicId, parts: [Result<(), String>; 6], filter_generation: Option<i64>) -> ObservedNic {
+    ObservedNic {
+        nic_id: nic_id.clone(),
+        components: NicComponent::ALL.into_iter().zip(parts).map(|(c, r)| status(c, r)).collect(),
+        filter_generation,
+    }
+}
+
 fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
     match r {
         Ok(()) => ComponentStatus { component, applied: true, detail: None },
@@ -533,18 +543,7 @@ impl LinuxBridge {
                 (None, None) if filter_gen == Some(n.spec.filter_generation) => Ok(()),
                 (None, None) => Err(fail("its address translation is not loaded".to_owned())),
             };
-            out.push(ObservedNic {
-                nic_id: n.spec.nic_id.clone(),
-                components: vec![
-                    status(NicComponent::Tap, tap),
-                    status(NicComponent::BridgePort, port),
-                    status(NicComponent::Fdb, fdb),
-                    status(NicComponent::Filter, filt),
-                    status(NicComponent::Dhcp, dhcp),
-                    status(NicComponent::Nat, nat),
-                ],
-                filter_generation: filter_gen,
-            });
+            out.push(observed(&n.spec.nic_id, [tap, port, fdb, filt, dhcp, nat], filter_gen));
         }
         out
     }

@@ -4,7 +4,7 @@
 use super::{Iface, OpenVswitch, VpcErrors, VpcState, port_name};
 use crate::network::plan::VpcPlan;
 use crate::network::view::FdbSet;
-use crate::network::{dhcp, fdb, links, router, status};
+use crate::network::{dhcp, fdb, links, observed, router, status};
 use plinth_api::{NicComponent, NicId, NicPlug, ObservedNic};
 use std::collections::BTreeMap;
 
@@ -83,18 +83,11 @@ impl OpenVswitch {
                 (None, None) if gen_loaded && vs.loaded.is_some() => Ok(()),
                 (None, None) => Err("its address translation is not loaded".to_owned()),
             };
-            out.push(ObservedNic {
-                nic_id: n.spec.nic_id.clone(),
-                components: vec![
-                    status(NicComponent::Tap, tap),
-                    status(NicComponent::BridgePort, port),
-                    status(NicComponent::Fdb, fdb),
-                    status(NicComponent::Filter, filt),
-                    status(NicComponent::Dhcp, dhcp),
-                    status(NicComponent::Nat, nat),
-                ],
-                filter_generation: gen_loaded.then_some(n.spec.filter_generation),
-            });
+            out.push(observed(
+                &n.spec.nic_id,
+                [tap, port, fdb, filt, dhcp, nat],
+                gen_loaded.then_some(n.spec.filter_generation),
+            ));
         }
         out
     }

@@ -124,24 +124,7 @@ impl OpenVswitch {
                         if host.contains_key(vx) {
                             cmd::ip(None, &["link", "del", vx])?;
                         }
-                        let id = id.to_string();
-                        cmd::ip(
-                            None,
-                            &[
-                                "link",
-                                "add",
-                                vx,
-                                "type",
-                                "vxlan",
-                                "id",
-                                &id,
-                                "local",
-                                underlay,
-                                "dstport",
-                                "4789",
-                                "nolearning",
-                            ],
-                        )?;
+                        links::add_vxlan(vx, *id, underlay)?;
                         offloads_off(None, vx)?;
                         no_ipv6(vx);
                     }
