@@ -641,7 +641,7 @@ fn signal(pid: u32, sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openvswitch_fails_closed_and_recovers() {
     let Some(mut w) = World::new("ocv", 243, "openvswitch").await else { return };
-    let (_x, x_ns, _xip) = w.guest("x", 1, None).await;
+    let (x, x_ns, _xip) = w.guest("x", 1, None).await;
     let (_y, y_ns, yip) = w.guest("y", 1, None).await;
     let (_z, _z_ns, zip) = w.guest("z", 2, None).await;
     let _echoes = [Echo::start(&y_ns, 7), Echo::start(&_z_ns, 7)];
@@ -676,4 +676,20 @@ async fn openvswitch_fails_closed_and_recovers() {
     assert!(tcp_sure(&x_ns, &yip, 7) && tcp_sure(&x_ns, &zip, 7), "with the agent gone, x still reaches y and z");
     w.agents[0] = agent(&w.lab, 1, w.dir.path(), &w.api).await;
     assert!(becomes(true, recover, || reach(&yip) && reach(&zip)), "after the agent is back");
+
+    // A link the agent made whose port never joined the bridge (a crash in between, the NIC
+    // deleted since) goes at its next verifying apply; the same link without its mark stays.
+    let (_, x_port) = w.lab.nic_port(1, w.vni(), &s(&x, "device"));
+    let shown = in_ns(&host, &["ip", "-j", "link", "show", "dev", &x_port]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("ip -j link");
+    let mark = shown[0]["ifalias"].as_str().expect("the agent marks the links it makes").to_owned();
+    for (name, marked) in [("vfffff0-n9", true), ("vfffff1-n9", false)] {
+        sh(&["ip", "-n", &host, "link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")]);
+        if marked {
+            sh(&["ip", "-n", &host, "link", "set", "dev", name, "alias", &mark]);
+        }
+    }
+    let exists = |name: &str| in_ns(&host, &["ip", "link", "show", "dev", name]).status.success();
+    assert!(becomes(false, recover, || exists("vfffff0-n9")), "the marked leftover link is removed");
+    assert!(exists("vfffff1-n9"), "control: an unmarked link of the same shape stays");
 }

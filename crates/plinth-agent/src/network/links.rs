@@ -44,6 +44,9 @@ pub struct Link {
     pub guarded: bool,
     /// As a bridge port: whether unknown unicast is flooded to it (`None`: not a port).
     pub flood: Option<bool>,
+    /// Its alias (`ip link set … alias`), which the Open vSwitch backend uses to mark the
+    /// links it made in the agent's namespace.
+    pub alias: Option<String>,
 }
 
 /// The path of a named namespace.
@@ -79,6 +82,7 @@ pub fn read(ns: Option<&str>) -> Result<BTreeMap<String, Link>, String> {
                 addrs: Vec::new(),
                 guarded: false,
                 flood: info["info_slave_data"]["flood"].as_bool(),
+                alias: l["ifalias"].as_str().map(str::to_owned),
             },
         );
     }

@@ -132,6 +132,11 @@ impl OpenVswitch {
         OpenVswitch { cfg, ovs: Ovs::new(&ovs_dir, "plinth"), state: Mutex::new(State::default()) }
     }
 
+    /// The alias of the links this backend makes in the agent's namespace.
+    fn link_alias(&self) -> String {
+        format!("plinth-ovs {}", self.cfg.owner)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -397,6 +402,20 @@ impl OpenVswitch {
         for name in &dels {
             let _ = self.ovs.vsctl(&["--if-exists", "del-port", &self.ovs.bridge, name]);
             let _ = cmd::ip(None, &["link", "del", name]);
+        }
+        // Links this backend made that no port records and no plan names (a crash between
+        // making a link and adding its port, then the NIC deleted): found by their alias.
+        if verify {
+            let alias = self.link_alias();
+            for (name, l) in &host {
+                if l.alias.as_deref() == Some(alias.as_str())
+                    && !wanted_ports.contains(name)
+                    && !ifaces.contains_key(name)
+                {
+                    tracing::info!(link = %name, "removing a link no port or NIC names");
+                    let _ = cmd::ip(None, &["link", "del", name]);
+                }
+            }
         }
         let gone: Vec<NicId> = st.zones.keys().filter(|id| !nic_ports.contains_key(*id)).cloned().collect();
         for id in gone {

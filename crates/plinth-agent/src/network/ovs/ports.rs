@@ -26,6 +26,13 @@ fn no_ipv6(dev: &str) {
 }
 
 impl OpenVswitch {
+    /// Marks link `name` of the agent's namespace as this backend's (its alias), so that a
+    /// verifying apply finds it even when no bridge port records it (a crash between the
+    /// link and the port).
+    fn mark(&self, name: &str) -> Result<(), String> {
+        cmd::ip(None, &["link", "set", "dev", name, "alias", &self.link_alias()]).map(drop)
+    }
+
     /// Makes a veth `name` (agent's namespace) ↔ `far` (in `ns`), offloads off both ends.
     fn veth(&self, name: &str, far: &str, ns: &str, mtu: u32, far_mac: &str) -> Result<(), String> {
         let m = mtu.to_string();
@@ -36,6 +43,7 @@ impl OpenVswitch {
                 "netns", ns,
             ],
         )?;
+        self.mark(name)?;
         offloads_off(None, name)?;
         offloads_off(Some(ns), far)?;
         no_ipv6(name);
@@ -125,6 +133,7 @@ impl OpenVswitch {
                             cmd::ip(None, &["link", "del", vx])?;
                         }
                         links::add_vxlan(vx, *id, underlay)?;
+                        self.mark(vx)?;
                         offloads_off(None, vx)?;
                         no_ipv6(vx);
                     }
@@ -214,6 +223,7 @@ impl OpenVswitch {
             match n.spec.plug {
                 NicPlug::Tap => {
                     tap::create_persistent(Path::new(OWN_NS), &name).map_err(|e| format!("tap {name}: {e}"))?;
+                    self.mark(&name)?;
                     no_ipv6(&name);
                 }
                 NicPlug::Veth => {
