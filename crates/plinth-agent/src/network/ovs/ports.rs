@@ -34,20 +34,28 @@ impl OpenVswitch {
     }
 
     /// Makes a veth `name` (agent's namespace) ↔ `far` (in `ns`), offloads off both ends.
+    /// The far end is made here under a name of its own, set up, and only then moved and
+    /// named `far`: a namespace guest takes `far` the moment it appears.
     fn veth(&self, name: &str, far: &str, ns: &str, mtu: u32, far_mac: &str) -> Result<(), String> {
         let m = mtu.to_string();
+        let tmp = format!("w{}", &name[1..]);
+        let _ = cmd::ip(None, &["link", "del", &tmp]);
         cmd::ip(
             None,
-            &[
-                "link", "add", name, "mtu", &m, "type", "veth", "peer", "name", far, "mtu", &m, "address", far_mac,
-                "netns", ns,
-            ],
+            &["link", "add", name, "mtu", &m, "type", "veth", "peer", "name", &tmp, "mtu", &m, "address", far_mac],
         )?;
-        self.mark(name)?;
-        offloads_off(None, name)?;
-        offloads_off(Some(ns), far)?;
-        no_ipv6(name);
-        Ok(())
+        let made = (|| -> Result<(), String> {
+            self.mark(name)?;
+            offloads_off(None, name)?;
+            offloads_off(None, &tmp)?;
+            no_ipv6(name);
+            cmd::ip(None, &["link", "set", "dev", &tmp, "netns", ns])?;
+            cmd::ip(Some(ns), &["link", "set", "dev", &tmp, "name", far]).map(drop)
+        })();
+        if made.is_err() {
+            let _ = cmd::ip(None, &["link", "del", name]);
+        }
+        made
     }
 
     /// Converges one VPC's links (namespace, gateway legs, VXLAN devices, NIC ports), its
@@ -82,8 +90,10 @@ impl OpenVswitch {
             |name: &str, kind: &str, mtu: u32| host.get(name).is_some_and(|l| l.kind == kind && l.up && l.mtu == mtu);
         // A port joins the bridge when the database lacks it, and joins again when its link
         // was made anew (ovs-vswitchd keeps the vanished device's socket otherwise).
+        // A port the database holds without a number (its device was gone when
+        // ovs-vswitchd looked) joins again too.
         let add = |adds: &mut Vec<Vec<String>>, name: &str, nic: Option<&NicId>, fresh: bool| {
-            if fresh || !ifaces.contains_key(name) {
+            if fresh || ifaces.get(name).is_none_or(|i| i.ofport <= 0) {
                 let mut ext = format!("external_ids:plinth-ns={ns}");
                 if let Some(n) = nic {
                     ext.push_str(&format!(" external_ids:plinth-nic={n}"));
