@@ -65,7 +65,7 @@
 //! experiments verified and what operators read; the same text is logged on failure).
 
 use super::cmd;
-use super::plan::{VpcPlan, cidr_range};
+use super::plan::{NicPlan, VpcPlan, cidr_range};
 use super::router::UPLINK;
 use plinth_api::{Direction, NicId, RuleProtocol, RuleSpec, SecurityGroupId, SecurityGroupSpec};
 use std::collections::{BTreeMap, BTreeSet};
@@ -354,18 +354,7 @@ pub fn render(plan: &VpcPlan, prior: Option<&Ruleset>) -> Ruleset {
             add("bridge port_arp", format!("\"{dev}\" . {mac} . 0.0.0.0"));
         }
         add("inet local_ips", n.spec.ipv4.clone());
-        for f in &n.spec.floating {
-            add("ip to_fixed", format!("{f} : {}", n.spec.ipv4));
-        }
-        let public: Vec<&String> = n.public().collect();
-        if let Some(first) = public.first() {
-            add("ip to_public", format!("{} : {first}", n.spec.ipv4));
-        }
-        for a in public {
-            add("ip public", a.clone());
-        }
-        rs.generations.insert(n.spec.nic_id.clone(), n.spec.filter_generation);
-        rs.addrs.insert(n.spec.nic_id.clone(), n.spec.ipv4.clone());
+        router_elements(n, &mut rs, &mut add);
     }
 
     // Groups: a group whose rules (and the members its remote-group rules name) are those
@@ -566,6 +555,23 @@ fn nat_table(t: &mut String) {
     );
 }
 
+/// One NIC's part of the router's translation (maps `to_fixed`, `to_public`, set `public`),
+/// its filter generation and address, for both renders.
+fn router_elements(n: &NicPlan, rs: &mut Ruleset, add: &mut impl FnMut(&str, String)) {
+    for f in &n.spec.floating {
+        add("ip to_fixed", format!("{f} : {}", n.spec.ipv4));
+    }
+    let public: Vec<&String> = n.public().collect();
+    if let Some(first) = public.first() {
+        add("ip to_public", format!("{} : {first}", n.spec.ipv4));
+    }
+    for a in public {
+        add("ip public", a.clone());
+    }
+    rs.generations.insert(n.spec.nic_id.clone(), n.spec.filter_generation);
+    rs.addrs.insert(n.spec.nic_id.clone(), n.spec.ipv4.clone());
+}
+
 /// The ruleset of a VPC namespace that only routes (the Open vSwitch backend filters the
 /// ports in its own flows): the router's translation, and an `inet` table whose `forward`
 /// chain drops new connections from the uplink that no floating IP translated and whose
@@ -580,18 +586,9 @@ pub fn render_router(plan: &VpcPlan) -> Ruleset {
         sets.entry("inet gateways".to_owned()).or_default().insert(sub.gateway.clone());
     }
     for n in &plan.nics {
-        for f in &n.spec.floating {
-            sets.entry("ip to_fixed".to_owned()).or_default().insert(format!("{f} : {}", n.spec.ipv4));
-        }
-        let public: Vec<&String> = n.public().collect();
-        if let Some(first) = public.first() {
-            sets.entry("ip to_public".to_owned()).or_default().insert(format!("{} : {first}", n.spec.ipv4));
-        }
-        for a in public {
-            sets.entry("ip public".to_owned()).or_default().insert(a.clone());
-        }
-        rs.generations.insert(n.spec.nic_id.clone(), n.spec.filter_generation);
-        rs.addrs.insert(n.spec.nic_id.clone(), n.spec.ipv4.clone());
+        router_elements(n, &mut rs, &mut |set, e| {
+            sets.entry(set.to_owned()).or_default().insert(e);
+        });
     }
     rs.sets = sets;
     let mut t = format!(

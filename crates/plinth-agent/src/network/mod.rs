@@ -227,6 +227,15 @@ fn observed(nic_id: &NicId, parts: [Result<(), String>; 6], filter_generation: O
     }
 }
 
+/// A NIC that could not be applied at all: every component carries `why`.
+fn failed(nic_id: &NicId, why: &str) -> ObservedNic {
+    ObservedNic {
+        nic_id: nic_id.clone(),
+        components: NicComponent::ALL.iter().map(|c| status(*c, Err(why.to_owned()))).collect(),
+        filter_generation: None,
+    }
+}
+
 fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
     match r {
         Ok(()) => ComponentStatus { component, applied: true, detail: None },
@@ -471,11 +480,7 @@ impl LinuxBridge {
             .collect();
         let mut out = Vec::new();
         for (n, why) in &plan.rejected {
-            out.push(ObservedNic {
-                nic_id: n.nic_id.clone(),
-                components: NicComponent::ALL.iter().map(|c| status(*c, Err(why.clone()))).collect(),
-                filter_generation: None,
-            });
+            out.push(failed(&n.nic_id, why));
         }
         for n in &plan.nics {
             let dev = n.spec.device.as_str();
@@ -573,11 +578,7 @@ impl LinuxBridge {
                 }
                 Err(e) => {
                     for n in &vpc.nics {
-                        nics.push(ObservedNic {
-                            nic_id: n.nic_id.clone(),
-                            components: NicComponent::ALL.iter().map(|c| status(*c, Err(e.clone()))).collect(),
-                            filter_generation: None,
-                        });
+                        nics.push(failed(&n.nic_id, &e));
                     }
                 }
             }

@@ -56,6 +56,8 @@ pub struct Ports<'a> {
     pub nics: &'a BTreeMap<NicId, (String, u32)>,
     /// Per subnet index: its gateway leg's port name.
     pub gateways: &'a BTreeMap<u32, String>,
+    /// Per local NIC: what its groups allow ([`Allowed::of`], computed once per apply).
+    pub allowed: &'a BTreeMap<NicId, Allowed>,
 }
 
 /// A subnet's tag in `reg6`.
@@ -245,7 +247,7 @@ pub fn render(plan: &VpcPlan, ports: &Ports<'_>, conj_ids: &mut u32, out: &mut F
         }
         push(out, c, 10, 90, &format!("{r6},dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"), "resubmit(,11)");
     }
-    for (i, n) in plan.nics.iter().enumerate() {
+    for n in &plan.nics {
         let Some((port, zone)) = ports.nics.get(&n.spec.nic_id) else { continue };
         let Some(s) = plan.subnet(&n.spec.subnet_id) else { continue };
         let tag = subnet_tag(vni, s.index);
@@ -286,7 +288,9 @@ pub fn render(plan: &VpcPlan, ports: &Ports<'_>, conj_ids: &mut u32, out: &mut F
         push(out, c, 21, 200, &format!("ct_state=+trk+est,{to}"), &format!("output:{port}"));
         push(out, c, 21, 200, &format!("ct_state=+trk+rel,{to}"), &format!("output:{port}"));
         // Rules naming one remote block: a flow per NIC and match.
-        for (proto, b) in Allowed::of(plan, i).boxes.iter().filter(|(_, b)| b.remotes.len() <= 1) {
+        let none = Allowed::default();
+        let allowed = ports.allowed.get(&n.spec.nic_id).unwrap_or(&none);
+        for (proto, b) in allowed.boxes.iter().filter(|(_, b)| b.remotes.len() <= 1) {
             for m in box_matches(*proto, b) {
                 match b.direction {
                     Direction::Egress => push(

@@ -38,11 +38,11 @@ mod ports;
 
 use super::plan::VpcPlan;
 use super::view::{FdbSet, NeighSet};
-use super::{HostNetwork, NetworkConfig, cmd, dhcp, filter, links, meter, router, rtnl, status, tap};
+use super::{HostNetwork, NetworkConfig, cmd, dhcp, failed, filter, links, meter, router, rtnl, tap};
 use crate::runtime::TapOpener;
 use daemon::Ovs;
 use flows::{Allowed, Flows};
-use plinth_api::{HostNetworkSpec, NicComponent, NicId, ObservedNetwork, ObservedNic};
+use plinth_api::{HostNetworkSpec, NicId, ObservedNetwork};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -169,16 +169,7 @@ impl OpenVswitch {
         let failed_all = |e: String| ObservedNetwork {
             generation: spec.generation,
             vtep: Some(self.cfg.underlay_ip.clone()),
-            nics: spec
-                .vpcs
-                .iter()
-                .flat_map(|v| v.nics.iter())
-                .map(|n| ObservedNic {
-                    nic_id: n.nic_id.clone(),
-                    components: NicComponent::ALL.iter().map(|c| status(*c, Err(e.clone()))).collect(),
-                    filter_generation: None,
-                })
-                .collect(),
+            nics: spec.vpcs.iter().flat_map(|v| v.nics.iter()).map(|n| failed(&n.nic_id, &e)).collect(),
         };
         if verify || !st.started {
             if let Err(e) = self.ovs.ensure() {
@@ -283,10 +274,11 @@ impl OpenVswitch {
             if !vx_ok {
                 continue;
             }
-            flows::render(plan, &flows::Ports { nics: &nic_ports, gateways: &gateways }, &mut conj_ids, &mut table);
             for (i, n) in plan.nics.iter().enumerate() {
                 allowed.insert(n.spec.nic_id.clone(), Allowed::of(plan, i));
             }
+            let ports = flows::Ports { nics: &nic_ports, gateways: &gateways, allowed: &allowed };
+            flows::render(plan, &ports, &mut conj_ids, &mut table);
         }
         let rendered_at = started.elapsed();
         let loaded = match &st.flows {
@@ -377,11 +369,7 @@ impl OpenVswitch {
             st.vpcs.insert(ns, vs);
         }
         for (id, e) in rejected {
-            nics.push(ObservedNic {
-                nic_id: id,
-                components: NicComponent::ALL.iter().map(|c| status(*c, Err(e.clone()))).collect(),
-                filter_generation: None,
-            });
+            nics.push(failed(&id, &e));
         }
         // What is no longer wanted goes, after the flows that used it.
         let mut dels: Vec<String> = Vec::new();

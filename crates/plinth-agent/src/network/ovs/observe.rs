@@ -4,8 +4,8 @@
 use super::{Iface, OpenVswitch, VpcErrors, VpcState, port_name};
 use crate::network::plan::VpcPlan;
 use crate::network::view::FdbSet;
-use crate::network::{dhcp, fdb, links, observed, router, status};
-use plinth_api::{NicComponent, NicId, NicPlug, ObservedNic};
+use crate::network::{dhcp, failed, fdb, links, observed, router};
+use plinth_api::{NicId, NicPlug, ObservedNic};
 use std::collections::BTreeMap;
 
 impl OpenVswitch {
@@ -25,11 +25,7 @@ impl OpenVswitch {
         let vpc_dir = self.cfg.vpc_dir(ns);
         let mut out = Vec::new();
         for (n, why) in &plan.rejected {
-            out.push(ObservedNic {
-                nic_id: n.nic_id.clone(),
-                components: NicComponent::ALL.iter().map(|c| status(*c, Err(why.clone()))).collect(),
-                filter_generation: None,
-            });
+            out.push(failed(&n.nic_id, why));
         }
         let none = FdbSet::new();
         let fdb_missing = fdb::desired(plan, &self.cfg.underlay_ip).into_iter().find_map(|(vx, want)| {
