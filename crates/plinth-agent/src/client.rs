@@ -9,7 +9,7 @@
 use crate::runtime::{BlobSource, BoxFuture};
 use plinth_api::{
     ConsoleAck, ConsoleChunkQuery, CounterAck, CounterSample, DesiredState, EnrollRequest, EnrollResponse, Heartbeat,
-    HeartbeatAck, HostInventory, InstanceId, ObservedAck, ObservedReport,
+    HeartbeatAck, HostInventory, InstanceId, ObservedAck, ObservedReport, VolumeId, VolumeKey,
 };
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -312,6 +312,17 @@ impl HostClient {
         }
         file.sync_all().await.map_err(io)?;
         Ok(written)
+    }
+
+    /// `GET /agent/v1/volumes/{id}/key`: the key of a volume this host must make or open.
+    /// The answer is never logged (its `Debug` hides the key).
+    pub async fn volume_key(&self, id: &VolumeId) -> Result<VolumeKey, ClientError> {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/agent/v1/volumes/{id}/key"), CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(transport)?;
+        json(resp).await
     }
 
     /// `POST /agent/v1/observed`.

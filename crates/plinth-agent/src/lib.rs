@@ -14,6 +14,7 @@
 //! - [`network`]: the tenant data path (VPC namespaces, bridges, VXLAN, nftables, DHCP);
 //! - [`runtime`]: the [`Runtime`] trait and its implementations (`sim`);
 //! - [`sim`]: synthetic hosts for the `sim` runtime (inventories);
+//! - [`storage`]: the host's volume pool (qcow2 files, LUKS inside, wiped when deleted);
 //! - [`discovery`]: the host's hardware inventory from `/proc` and `/sys`;
 //! - [`kvm_probe`]: whether `/dev/kvm` works, by booting a tiny probe guest under it;
 //! - [`console_ship`]: sending guests' serial console logs to the server;
@@ -34,6 +35,7 @@ pub mod runner;
 pub mod runtime;
 pub mod sim;
 pub mod state;
+pub mod storage;
 
 pub use client::{AgentClient, ClientError, HostClient};
 pub use converge::{GuestTable, Step};

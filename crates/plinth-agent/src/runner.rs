@@ -31,7 +31,7 @@ use crate::state::{StateDir, StateError, StoredCredential};
 use futures::stream::{FuturesUnordered, StreamExt};
 use plinth_api::{
     DesiredState, EnrollRequest, Heartbeat, HeartbeatAck, HostId, HostInventory, HostNetworkSpec, HostState,
-    InstanceId, ObservedAck, ObservedInstance, ObservedNetwork, ObservedReport, PhaseTiming,
+    InstanceId, ObservedAck, ObservedInstance, ObservedNetwork, ObservedReport, PhaseTiming, VolumeSpec,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -41,6 +41,38 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// How often the volume pool is converged (and reported) again when nothing changed.
+pub const VOLUME_PERIOD: Duration = Duration::from_secs(30);
+
+/// A volume pass's spec and its report's outcome (`None`: the pass panicked).
+type VolumesDone = (Vec<VolumeSpec>, Option<Result<ObservedAck, ClientError>>);
+
+/// Converges the volume pool to `want` on a blocking thread (keys fetched from the server
+/// as it needs them) and sends the report; answers the spec and the report's outcome
+/// (`None`: the converge panicked).
+fn converge_volumes(pool: crate::storage::VolumePool, host: HostClient, want: Vec<VolumeSpec>) -> BoxFut<VolumesDone> {
+    Box::pin(async move {
+        let handle = tokio::runtime::Handle::current();
+        let (h, specs) = (host.clone(), want.clone());
+        let observed = tokio::task::spawn_blocking(move || {
+            let key = |id: &plinth_api::VolumeId| {
+                handle.block_on(h.volume_key(id)).map(|k| k.key).map_err(|e| format!("fetching its key: {e}"))
+            };
+            pool.converge(&specs, &key)
+        })
+        .await
+        .ok();
+        let Some(volumes) = observed else { return (want, None) };
+        if volumes.is_empty() {
+            // Nothing to tell (no volume on this host): no call.
+            return (want, Some(Ok(ObservedAck { applied: 0, stale: 0, rejected: 0 })));
+        }
+        let body = ObservedReport { instances: Vec::new(), network: None, volumes };
+        let r = host.observed(&body).await;
+        (want, Some(r))
+    })
+}
 
 /// Heartbeat interval until the server says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -116,6 +148,8 @@ pub struct RunnerConfig {
     pub console_poll: Duration,
     /// The tenant network backend; `None`: network specs are ignored (simulated hosts).
     pub network: Option<NetworkBackend>,
+    /// The host's volume pool; `None`: volume specs are ignored (the host reports none).
+    pub volumes: Option<crate::storage::VolumePool>,
 }
 
 /// Why a host's loop ended.
@@ -472,6 +506,15 @@ impl<R: Runtime> Host<R> {
         let mut net_send_at = Instant::now();
         let mut net_backoff = Backoff::for_server(salt);
 
+        // Volumes: the newest spec, the one last converged, and the converge-and-report in
+        // flight (the pool is converged again every VOLUME_PERIOD, which resends a report
+        // a crash or a failed call lost).
+        let mut vol_want: Option<Vec<VolumeSpec>> = None;
+        let mut vol_done: Option<Vec<VolumeSpec>> = None;
+        let mut vol_task: Option<BoxFut<VolumesDone>> = None;
+        let mut vol_at = Instant::now();
+        let mut vol_backoff = Backoff::for_server(salt);
+
         let mut ops: Ops = FuturesUnordered::new();
         let mut share = CensusShare { last: Census::default(), progress: self.progress.clone() };
         let mut warned_host_id = false;
@@ -503,7 +546,7 @@ impl<R: Runtime> Host<R> {
                     std::mem::take(&mut pending).into_values().collect()
                 };
                 one_by_one &= !pending.is_empty();
-                let body = ObservedReport { instances: in_report.clone(), network: None };
+                let body = ObservedReport { instances: in_report.clone(), network: None, volumes: Vec::new() };
                 let h = host.clone();
                 report = Some(Box::pin(async move { h.observed(&body).await }));
             }
@@ -532,6 +575,12 @@ impl<R: Runtime> Host<R> {
                         (spec, observed)
                     }));
             }
+            if let (Some(pool), None, Some(want)) = (&self.cfg.volumes, &vol_task, &vol_want)
+                && (vol_done.as_ref() != Some(want) || vol_at <= now)
+            {
+                vol_at = now + VOLUME_PERIOD;
+                vol_task = Some(converge_volumes(pool.clone(), host.clone(), want.clone()));
+            }
             if net_send.is_none()
                 && net_send_at <= now
                 && let Some(obs) = net_pending.take()
@@ -539,7 +588,7 @@ impl<R: Runtime> Host<R> {
                 let h = host.clone();
                 let delta = obs.changed_since(net_sent.as_ref());
                 net_send = Some(Box::pin(async move {
-                    let body = ObservedReport { instances: Vec::new(), network: Some(delta) };
+                    let body = ObservedReport { instances: Vec::new(), network: Some(delta), volumes: Vec::new() };
                     let r = h.observed(&body).await;
                     (obs, r)
                 }));
@@ -590,6 +639,9 @@ impl<R: Runtime> Host<R> {
             if net_send.is_none() && net_pending.is_some() {
                 wake = wake.min(net_send_at);
             }
+            if vol_task.is_none() && vol_want.is_some() && self.cfg.volumes.is_some() {
+                wake = wake.min(vol_at);
+            }
 
             tokio::select! {
                 _ = stopped(&mut stop) => return Ok(()),
@@ -615,6 +667,7 @@ impl<R: Runtime> Host<R> {
                             if let Some(n) = desired.network {
                                 net_want = Some(Arc::new(n));
                             }
+                            vol_want = Some(desired.volumes);
                             poll_at = if advanced || now - poll_started >= MIN_POLL_SPACING {
                                 now
                             } else {
@@ -697,6 +750,21 @@ impl<R: Runtime> Host<R> {
                             }
                         }
                         None => tracing::warn!("the network apply panicked; retrying at the next period"),
+                    }
+                }
+                (spec, sent) = next_of(&mut vol_task) => {
+                    vol_task = None;
+                    match sent {
+                        Some(Ok(_)) => {
+                            vol_backoff.reset();
+                            vol_done = Some(spec);
+                        }
+                        Some(Err(ClientError::Unauthorized { detail, .. })) => return Err(self.refused(detail)),
+                        Some(Err(e)) => {
+                            self.note_failure("volume report", &server, &e);
+                            vol_at = Instant::now() + vol_backoff.next_delay();
+                        }
+                        None => tracing::warn!("converging the volume pool panicked; retrying at the next period"),
                     }
                 }
                 (obs, r) = next_of(&mut net_send) => {

@@ -128,7 +128,7 @@ async fn desired(State(s): State<Shared>, headers: HeaderMap, Query(q): Query<De
         let (generation, instances, network) = s.with(|f| (f.generation, f.specs.clone(), f.network.clone()));
         if generation > after || tokio::time::Instant::now() >= deadline {
             s.with(|f| f.polls += 1);
-            return Json(DesiredState { host_id, generation, instances, network }).into_response();
+            return Json(DesiredState { host_id, generation, instances, network, volumes: Vec::new() }).into_response();
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
     }
@@ -265,6 +265,7 @@ fn start_host(url: &str, state: &StateDir) -> Running {
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
         network: None,
+        volumes: None,
     });
     let inventory = profile_for(0);
     let file = state.host_dir("sim-0000").expect("host dir").join("sim-guests.json");
@@ -363,6 +364,7 @@ async fn console_output_reaches_the_server_as_soon_as_it_is_written() {
         state: state.clone(),
         console_poll: Duration::from_secs(3600),
         network: None,
+        volumes: None,
     });
     let inventory = profile_for(0);
     let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
@@ -420,6 +422,7 @@ async fn a_bad_join_token_is_refused_without_retrying() {
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
         network: None,
+        volumes: None,
     });
     let inventory = profile_for(1);
     let runtime = Arc::new(SimRuntime::new(SimConfig::default(), &inventory, None).expect("runtime"));
@@ -463,6 +466,7 @@ async fn a_network_spec_is_applied_and_reported() {
         state: state.clone(),
         console_poll: plinth_agent::runner::CONSOLE_POLL,
         network: Some(plinth_agent::runner::NetworkBackend(backend.clone())),
+        volumes: None,
     });
     let inventory = profile_for(0);
     let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };

@@ -94,6 +94,9 @@ pub struct DesiredState {
     /// The host's tenant networks (`None`: the server has no network spec for it).
     #[serde(default)]
     pub network: Option<crate::network::HostNetworkSpec>,
+    /// The volume files of this host's pool: to make, keep, or wipe and remove.
+    #[serde(default)]
+    pub volumes: Vec<crate::storage::VolumeSpec>,
 }
 
 /// Query of `GET /agent/v1/desired`.
@@ -160,6 +163,9 @@ pub struct ObservedReport {
     /// The data path after the agent's last network apply.
     #[serde(default)]
     pub network: Option<crate::network::ObservedNetwork>,
+    /// Volume files, as the agent last found or left them.
+    #[serde(default)]
+    pub volumes: Vec<crate::storage::ObservedVolume>,
 }
 
 /// Answer of `POST /agent/v1/observed`: which reports were applied.

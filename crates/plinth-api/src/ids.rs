@@ -114,6 +114,10 @@ typed_id!(/// A pool of public IPv4 addresses an operator hands to Plinth.
     IpPoolId, "ipp");
 typed_id!(/// A public address a project holds, from an IP pool.
     FloatingIpId, "fip");
+typed_id!(/// A volume type (operators): backend, encryption, wipe, I/O limits.
+    VolumeTypeId, "vtp");
+typed_id!(/// A volume: a block device a project holds apart from any instance.
+    VolumeId, "vol");
 typed_id!(/// A network interface (NIC).
     NicId, "nic");
 typed_id!(/// A security group.

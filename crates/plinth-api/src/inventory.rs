@@ -310,6 +310,9 @@ pub struct HostInventory {
     /// (absent: the agent carries no tenant networks, e.g. it has no underlay address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_datapath: Option<String>,
+    /// The host's volume pool (absent: the agent holds no volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_pool: Option<crate::storage::VolumePoolInventory>,
 }
 
 /// How the scheduler may use a host: allocation ratios, reservations and the CPUs set

@@ -16,6 +16,7 @@ pub mod operations;
 pub mod page;
 pub mod problem;
 pub mod shapes;
+pub mod storage;
 pub mod system;
 
 pub use agent::*;
@@ -30,4 +31,5 @@ pub use operations::*;
 pub use page::*;
 pub use problem::*;
 pub use shapes::*;
+pub use storage::*;
 pub use system::*;

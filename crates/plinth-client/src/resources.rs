@@ -127,6 +127,10 @@ resource!(/// `/v1/ip-pools`.
     IpPools, "/v1/ip-pools", "IP pool", "IP pools", IpPool, IpPoolFilter);
 resource!(/// `/v1/floating-ips`.
     FloatingIps, "/v1/floating-ips", "floating IP", "floating IPs", FloatingIp, FloatingIpFilter);
+resource!(/// `/v1/volume-types`.
+    VolumeTypes, "/v1/volume-types", "volume type", "volume types", VolumeType, VolumeTypeFilter);
+resource!(/// `/v1/volumes`.
+    Volumes, "/v1/volumes", "volume", "volumes", Volume, VolumeFilter);
 resource!(/// `/v1/subnets`.
     Subnets, "/v1/subnets", "subnet", "subnets", Subnet, SubnetFilter);
 resource!(/// `/v1/network-interfaces`.
@@ -162,6 +166,7 @@ named!(Budgets, "bud");
 named!(Vpcs, "vpc", name);
 named!(IpPools, "ipp", name);
 named!(FloatingIps, "fip", name);
+named!(VolumeTypes, "vtp", name);
 named!(Subnets, "sn", name);
 named!(Nics, "nic", name);
 named!(SecurityGroups, "sg", name);
@@ -179,6 +184,22 @@ impl Named for Instances {
     }
     fn live(item: &Instance) -> bool {
         item.state != InstanceState::Deleted
+    }
+}
+
+impl Named for Volumes {
+    const ID_PREFIX: &'static str = "vol";
+    fn id(item: &Volume) -> &str {
+        item.id.as_str()
+    }
+    fn name(item: &Volume) -> &str {
+        &item.name
+    }
+    fn with_name(filter: VolumeFilter, name: &str) -> VolumeFilter {
+        VolumeFilter { name: Some(name.to_string()), ..filter }
+    }
+    fn live(item: &Volume) -> bool {
+        item.state != VolumeState::Deleted
     }
 }
 
@@ -208,6 +229,8 @@ creatable! {
     Vpcs: VpcCreate => Vpc;
     IpPools: IpPoolCreate => IpPool;
     FloatingIps: FloatingIpCreate => FloatingIp;
+    VolumeTypes: VolumeTypeCreate => VolumeType;
+    Volumes: VolumeCreate => Volume;
     Subnets: SubnetCreate => Subnet;
     Nics: NetworkInterfaceCreate => NetworkInterface;
     SecurityGroups: SecurityGroupCreate => SecurityGroup;
@@ -241,6 +264,8 @@ updatable! {
     Vpcs: VpcUpdate;
     IpPools: IpPoolUpdate;
     FloatingIps: FloatingIpUpdate;
+    VolumeTypes: VolumeTypeUpdate;
+    Volumes: VolumeUpdate;
     Subnets: SubnetUpdate;
     Nics: NetworkInterfaceUpdate;
     SecurityGroups: SecurityGroupUpdate;
@@ -272,6 +297,8 @@ deletable! {
     Vpcs => ();
     IpPools => ();
     FloatingIps => ();
+    VolumeTypes => ();
+    Volumes => Volume;
     Subnets => ();
     Nics => ();
     SecurityGroups => ();

@@ -4,8 +4,8 @@
 use plinth_api::{Instance, Lifecycle};
 
 /// The fixed quota resources; GPUs are `gpus:<class>`.
-pub const RESOURCES: [&str; 7] =
-    ["instances", "vcpus", "memory_mib", "disk_gib", VPCS, NETWORK_INTERFACES, FLOATING_IPS];
+pub const RESOURCES: [&str; 9] =
+    ["instances", "vcpus", "memory_mib", "disk_gib", VPCS, NETWORK_INTERFACES, FLOATING_IPS, VOLUMES, VOLUME_GIB];
 
 /// Quota resource: VPCs (the project's default one included).
 pub const VPCS: &str = "vpcs";
@@ -13,6 +13,10 @@ pub const VPCS: &str = "vpcs";
 pub const NETWORK_INTERFACES: &str = "network_interfaces";
 /// Quota resource: floating IPs (public addresses held, attached or not).
 pub const FLOATING_IPS: &str = "floating_ips";
+/// Quota resource: volumes (until wiped).
+pub const VOLUMES: &str = "volumes";
+/// Quota resource: GiB of volumes (until wiped; snapshots will count here too).
+pub const VOLUME_GIB: &str = "volume_gib";
 
 /// Whether `name` is a quota resource (`instances`, …, or `gpus:<class>`).
 pub fn is_resource(name: &str) -> bool {

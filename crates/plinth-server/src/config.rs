@@ -53,6 +53,13 @@ pub struct ServerConfig {
     /// The SHA-256 of the CA of the certificate this server presents (HTTPS), carried by
     /// the join tokens it makes so agents pin it. None: served over plain HTTP.
     pub ca_sha256: Option<plinth_client::connect::Fingerprint>,
+    /// The key sealing volume keys (`volume.kek` beside the database or the blob
+    /// directory, or `PLINTH_VOLUME_KEK_FILE`). None: encrypted volumes cannot be made
+    /// (`503 volume_keys_unavailable`).
+    pub volume_kek: Option<crate::secrets::VolumeKek>,
+    /// How many times its capacity a host's volume pool may promise (volumes are sparse
+    /// files: thin provisioning). 1.0, the default, never promises more than it holds.
+    pub volume_oversubscription: f64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +81,8 @@ impl Default for ServerConfig {
             invoice_grace: Duration::from_secs(3 * 86_400),
             test_clock: false,
             ca_sha256: None,
+            volume_kek: None,
+            volume_oversubscription: 1.0,
         }
     }
 }
@@ -90,7 +99,7 @@ impl ServerConfig {
     /// `PLINTH_UNDERLAY_MTU` (1280–9216),
     /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP`,
     /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES`, `PLINTH_BILLING_ANCHOR_DAY` (1–28),
-    /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
+    /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_VOLUME_OVERSUBSCRIPTION` (1–100), `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
     /// (comma-separated `kind:step` or `kind:step:undo`).
     pub fn from_env() -> ServerConfig {
         let mut c = ServerConfig::default();
@@ -132,6 +141,11 @@ impl ServerConfig {
         }
         if let Some(d) = secs("PLINTH_INVOICE_GRACE_S") {
             c.invoice_grace = d;
+        }
+        if let Some(r) = std::env::var("PLINTH_VOLUME_OVERSUBSCRIPTION").ok().and_then(|v| v.trim().parse::<f64>().ok())
+            && r.is_finite()
+        {
+            c.volume_oversubscription = r.clamp(1.0, 100.0);
         }
         c.test_clock = std::env::var("PLINTH_TEST_CLOCK").is_ok_and(|v| v.trim() == "1");
         if let Ok(f) = std::env::var("PLINTH_FAILPOINTS") {

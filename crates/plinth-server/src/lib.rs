@@ -30,7 +30,7 @@ pub mod tls;
 use crate::api::{
     agent, audit, capacity, console, floating_ips, health, host_ops, hosts, images, instances, invoices, ip_pools,
     join_tokens, network_interfaces, operations, placement_groups, projects, quotas, racks, role_bindings,
-    security_groups, shapes, sites, subnets, system, tenants, tokens, usage, users, vpcs,
+    security_groups, shapes, sites, subnets, system, tenants, tokens, usage, users, volume_types, volumes, vpcs,
 };
 use crate::app::{AppState, reconcilers, saga, scheduler, signals};
 pub use crate::config::ServerConfig;
@@ -111,6 +111,10 @@ fn parts() -> Parts {
         .routes(routes!(floating_ips::detach))
         .routes(routes!(ip_pools::list, ip_pools::create))
         .routes(routes!(ip_pools::get, ip_pools::update, ip_pools::delete))
+        .routes(routes!(volume_types::list, volume_types::create))
+        .routes(routes!(volume_types::get, volume_types::update, volume_types::delete))
+        .routes(routes!(volumes::list, volumes::create))
+        .routes(routes!(volumes::get, volumes::update, volumes::delete))
         .routes(routes!(vpcs::list, vpcs::create))
         .routes(routes!(vpcs::get, vpcs::update, vpcs::delete))
         .routes(routes!(subnets::list, subnets::create))
@@ -160,6 +164,7 @@ fn parts() -> Parts {
         .routes(routes!(agent::inventory))
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::observed))
+        .routes(routes!(agent::volume_key))
         .routes(routes!(console::ship))
         .routes(routes!(usage::counters))
         .routes(routes!(images::blob))

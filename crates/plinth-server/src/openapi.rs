@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi as _, PartialSchema, ToSchema};
         (name = "shapes", description = "Sizes tenants consume"),
         (name = "images", description = "Boot images: disks, kernels and initrds"),
         (name = "networking", description = "VPCs, subnets, network interfaces and security groups"),
+        (name = "storage", description = "Volume types and volumes"),
         (name = "billing", description = "Usage, quotas, price books, invoices, credits, commitments and budgets"),
         (name = "system", description = "Health and metrics"),
     ),

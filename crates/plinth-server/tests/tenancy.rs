@@ -42,6 +42,8 @@ enum Obj {
     SecGroup,
     IpPool,
     FloatingIp,
+    VolumeType,
+    Volume,
 }
 
 /// How an operation must behave for a tenant's caller.
@@ -160,6 +162,16 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("DELETE", "/v1/floating-ips/{id}", "floating_ip_delete", OtherTenant(Obj::FloatingIp)),
     ("POST", "/v1/floating-ips/{id}/attach", "floating_ip_attach", OtherTenant(Obj::FloatingIp)),
     ("POST", "/v1/floating-ips/{id}/detach", "floating_ip_detach", OtherTenant(Obj::FloatingIp)),
+    ("GET", "/v1/volume-types", "volume_type_list", TenantReadable(None)),
+    ("POST", "/v1/volume-types", "volume_type_create", OperatorOnly(None)),
+    ("GET", "/v1/volume-types/{id}", "volume_type_view", TenantReadable(Some(Obj::VolumeType))),
+    ("PATCH", "/v1/volume-types/{id}", "volume_type_update", OperatorOnly(Some(Obj::VolumeType))),
+    ("DELETE", "/v1/volume-types/{id}", "volume_type_delete", OperatorOnly(Some(Obj::VolumeType))),
+    ("GET", "/v1/volumes", "volume_list", TenantList(Obj::Volume)),
+    ("POST", "/v1/volumes", "volume_create", OtherTenantRef),
+    ("GET", "/v1/volumes/{id}", "volume_view", OtherTenant(Obj::Volume)),
+    ("PATCH", "/v1/volumes/{id}", "volume_update", OtherTenant(Obj::Volume)),
+    ("DELETE", "/v1/volumes/{id}", "volume_delete", OtherTenant(Obj::Volume)),
     ("GET", "/v1/vpcs", "vpc_list", TenantList(Obj::Vpc)),
     ("POST", "/v1/vpcs", "vpc_create", OtherTenantRef),
     ("GET", "/v1/vpcs/{id}", "vpc_view", OtherTenant(Obj::Vpc)),
@@ -329,6 +341,8 @@ struct World {
     sec_group: String,
     /// A floating IP from a pool of its own (one per world, so worlds never compete).
     floating_ip: String,
+    /// A volume of the project (on the compute host's pool).
+    volume: String,
     instance: String,
     operation: String,
     /// A private image of the project (its instance boots from it).
@@ -356,8 +370,12 @@ async fn ensure_compute(srv: &TestServer) -> Value {
         .send()
         .await
         .ok(201);
-    srv.enroll_host("node-2", common::fleet::inventory(64, 1 << 20), &[]).await;
+    let mut inv = common::fleet::inventory(64, 1 << 20);
+    inv["volume_pool"] = json!({ "path": "/pool", "filesystem": "ext4", "capacity_bytes": 1u64 << 40,
+        "free_bytes": 1u64 << 40 });
+    srv.enroll_host("node-2", inv, &[]).await;
     srv.public_image("debian-12").await;
+    srv.post("/v1/volume-types").token(op).json(&json!({ "name": "standard" })).send().await.ok(201);
     shape
 }
 
@@ -467,10 +485,18 @@ impl World {
             .send()
             .await
             .ok(201);
+        let volume = srv
+            .post("/v1/volumes")
+            .token(&admin.secret)
+            .json(&json!({ "project_id": id(&project), "name": format!("{label}-data"), "size_gib": 1 }))
+            .send()
+            .await
+            .ok(201);
         World {
             label,
             admin,
             floating_ip: id(&floating_ip),
+            volume: id(&volume),
             usage,
             invoice: id(&invoice),
             budget: id(&budget),
@@ -508,6 +534,7 @@ impl World {
             self.nic.clone(),
             self.sec_group.clone(),
             self.floating_ip.clone(),
+            self.volume.clone(),
             self.instance.clone(),
             self.operation.clone(),
             self.image.clone(),
@@ -544,6 +571,7 @@ impl World {
             Obj::Nic => vec![self.nic.clone()],
             Obj::SecGroup => vec![self.sec_group.clone()],
             Obj::FloatingIp => vec![self.floating_ip.clone()],
+            Obj::Volume => vec![self.volume.clone()],
             Obj::Operation => vec![self.operation.clone()],
             Obj::Image => vec![self.image.clone()],
             Obj::Usage => self.usage.clone(),
@@ -585,6 +613,8 @@ fn fresh(obj: Obj) -> String {
         Obj::SecGroup => plinth_api::SecurityGroupId::generate().0,
         Obj::IpPool => plinth_api::IpPoolId::generate().0,
         Obj::FloatingIp => plinth_api::FloatingIpId::generate().0,
+        Obj::VolumeType => plinth_api::VolumeTypeId::generate().0,
+        Obj::Volume => plinth_api::VolumeId::generate().0,
     }
 }
 
@@ -598,6 +628,7 @@ struct Platform {
     shape: String,
     price_book: String,
     ip_pool: String,
+    volume_type: String,
 }
 
 impl Platform {
@@ -631,7 +662,10 @@ impl Platform {
             .send()
             .await
             .ok(201);
+        let types = srv.get("/v1/volume-types?name=standard").token(op).send().await.ok(200);
+        let volume_type = id(&types["items"][0]);
         Platform {
+            volume_type,
             site: id(&site),
             rack: id(&rack),
             host: id(&host),
@@ -651,6 +685,7 @@ impl Platform {
             Obj::Shape => self.shape.clone(),
             Obj::PriceBook => self.price_book.clone(),
             Obj::IpPool => self.ip_pool.clone(),
+            Obj::VolumeType => self.volume_type.clone(),
             // Operator-only actions on tenants' billing objects are refused before any
             // lookup: any well-formed id will do.
             Obj::Invoice | Obj::Tenant => fresh(obj),
@@ -700,6 +735,9 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
         ("POST", "/v1/network-interfaces") => json!({ "subnet_id": fresh(Obj::Subnet), "name": "mallory-nic" }),
         ("POST", "/v1/security-groups") => json!({ "vpc_id": fresh(Obj::Vpc), "name": "mallory-sg" }),
         ("POST", "/v1/floating-ips") => json!({ "project_id": fresh(Obj::Project), "name": "mallory-fip" }),
+        ("POST", "/v1/volumes") => json!({ "project_id": fresh(Obj::Project), "name": "mallory-vol", "size_gib": 1 }),
+        ("POST", "/v1/volume-types") => json!({ "name": "mallory-type" }),
+        ("PATCH", "/v1/volume-types/{id}") => json!({ "description": "taken over" }),
         ("POST", "/v1/security-groups/{id}/rules") => json!({ "direction": "ingress", "protocol": "any" }),
         ("POST", "/v1/instances/{id}/network-interfaces") => json!({ "nic_id": fresh(Obj::Nic) }),
         ("POST", "/v1/floating-ips/{id}/attach") => json!({ "nic_id": fresh(Obj::Nic) }),
@@ -710,7 +748,8 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
             | "/v1/subnets/{id}"
             | "/v1/network-interfaces/{id}"
             | "/v1/security-groups/{id}"
-            | "/v1/floating-ips/{id}",
+            | "/v1/floating-ips/{id}"
+            | "/v1/volumes/{id}",
         ) => {
             json!({ "description": "taken over" })
         }
@@ -867,6 +906,14 @@ fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, Stri
             let f = fresh(Obj::Project);
             let g = |p: &str| json!({ "project_id": p, "name": "sneaky" });
             out.push((g(&a.project), g(&f), a.project.clone(), f));
+        }
+        "/v1/volumes" => {
+            let f = fresh(Obj::Project);
+            let g = |p: &str| json!({ "project_id": p, "name": "sneaky", "size_gib": 1 });
+            out.push((g(&a.project), g(&f), a.project.clone(), f));
+            let f = fresh(Obj::Instance);
+            let g = |i: &str| json!({ "project_id": b.project, "name": "sneaky", "size_gib": 1, "instance_id": i });
+            out.push((g(&a.instance), g(&f), a.instance.clone(), f));
         }
         "/v1/placement-groups" => {
             let f = fresh(Obj::Project);

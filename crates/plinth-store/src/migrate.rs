@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "ip_pools", include_str!("../migrations/0009_ip_pools.sql")),
     (10, "floating_ips", include_str!("../migrations/0010_floating_ips.sql")),
     (11, "external_access", include_str!("../migrations/0011_external_access.sql")),
+    (12, "volumes", include_str!("../migrations/0012_volumes.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.

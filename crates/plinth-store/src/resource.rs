@@ -96,6 +96,7 @@ impl Resource for Project {
         ("vpcs", "project_id"),
         ("images", "project_id"),
         ("floating_ips", "project_id"),
+        ("volumes", "project_id"),
     ];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
@@ -205,7 +206,8 @@ impl Resource for Host {
     const KIND: &'static str = "host";
     const TENANT_COL: Option<&'static str> = None;
     const FILTERS: &'static [&'static str] = &["state", "rack_id", "site_id", "name"];
-    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("instances", "host_id"), ("allocations", "host_id")];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] =
+        &[("instances", "host_id"), ("allocations", "host_id"), ("volumes", "host_id")];
     meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         let owner = match &self.ownership {

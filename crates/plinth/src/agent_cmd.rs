@@ -83,6 +83,10 @@ pub struct AgentArgs {
     /// they moved).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     counter_interval: u64,
+    /// qemu: the volume pool's directory, on ext4, XFS or tmpfs (default: `volumes/` in
+    /// the host's state directory). Volumes are qcow2 files in it, LUKS inside.
+    #[arg(long)]
+    volume_pool: Option<PathBuf>,
     /// sim: how many simulated hosts to run in this process (at most 10000, the most one
     /// join token enrols).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -260,6 +264,7 @@ async fn run_qemu(args: &AgentArgs, server: Option<&str>, token: Option<&str>, c
         provider_bridge: args.provider_bridge.clone(),
         counter_period: Duration::from_secs(args.counter_interval),
         datapath: args.datapath,
+        volume_pool: args.volume_pool.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut task = tokio::spawn(crate::agent_host::run(host, stop_rx));
@@ -353,6 +358,7 @@ async fn run_sim(args: &AgentArgs, server: Option<&str>, token: Option<&str>, ca
         console_poll: plinth_agent::runner::CONSOLE_POLL,
         // Simulated hosts report their NICs applied (and say they are simulated).
         network: Some(plinth_agent::runner::NetworkBackend(Arc::new(plinth_agent::sim::network::SimNetwork))),
+        volumes: None,
     });
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -12,6 +12,7 @@ use plinth_agent::network::ovs::OpenVswitch;
 use plinth_agent::network::{HostNetwork, LinuxBridge, NetworkConfig};
 use plinth_agent::runner::{NetworkBackend, Rediscover};
 use plinth_agent::runtime::qemu::{Accel, QemuRuntime, RuntimeConfig};
+use plinth_agent::storage::VolumePool;
 use plinth_agent::{AGENT_VERSION, AgentClient, HostSetup, Progress, RunnerConfig, StateDir, run_host};
 use plinth_api::{HostInventory, Kvm};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct RealHost {
     pub counter_period: Duration,
     /// Which tenant data path this host runs.
     pub datapath: Datapath,
+    /// The volume pool's directory (`None`: `volumes/` in the host's state directory).
+    pub volume_pool: Option<PathBuf>,
 }
 
 /// The tenant data paths an agent can run.
@@ -109,12 +112,13 @@ fn kvm_line(k: &Kvm) -> String {
 
 /// Discovers the inventory under `root`, with the KVM verdict, runtime and network data
 /// path filled in.
-fn inventory_at(root: &Path, kvm: &Kvm, datapath: Option<&str>) -> Result<HostInventory> {
+fn inventory_at(root: &Path, kvm: &Kvm, datapath: Option<&str>, pool: Option<&VolumePool>) -> Result<HostInventory> {
     let mut inv =
         discovery::discover(root).with_context(|| format!("discovering the hardware under {}", root.display()))?;
     inv.virtualization.kvm = kvm.clone();
     inv.runtime = Some("qemu".into());
     inv.network_datapath = datapath.map(str::to_owned);
+    inv.volume_pool = pool.map(VolumePool::inventory);
     Ok(inv)
 }
 
@@ -128,9 +132,17 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     let root = h.root.clone();
     let underlay_ip = h.underlay_ip.clone().or_else(|| route_source(&h.server));
     let datapath = underlay_ip.as_ref().map(|_| h.datapath.name());
+    let pool_dir = h.volume_pool.clone().unwrap_or_else(|| host_dir.join("volumes"));
+    let pool = match VolumePool::open(&pool_dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("no volume pool: {e}");
+            None
+        }
+    };
     let inventory = {
-        let (root, kvm) = (root.clone(), kvm.clone());
-        tokio::task::spawn_blocking(move || inventory_at(&root, &kvm, datapath)).await??
+        let (root, kvm, pool) = (root.clone(), kvm.clone(), pool.clone());
+        tokio::task::spawn_blocking(move || inventory_at(&root, &kvm, datapath, pool.as_ref())).await??
     };
     if h.verbose {
         println!("plinth agent {AGENT_VERSION}: host {} → {}", h.hostname, h.server);
@@ -148,13 +160,17 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
         );
         println!("  {}", kvm_line(&kvm));
         println!("  guests and images in {}", host_dir.display());
+        match &pool {
+            Some(p) => println!("  volumes in {} ({})", p.dir().display(), p.inventory().filesystem),
+            None => println!("  no volume pool (see the warning above)"),
+        }
     }
     tracing::info!(host = %h.hostname, kvm = ?kvm, "real host: qemu runtime");
     let accel = if kvm == Kvm::Usable { Accel::Kvm } else { Accel::Tcg };
     let config = RuntimeConfig { graceful_timeout: h.graceful_timeout, ..RuntimeConfig::new(host_dir.clone(), accel) };
     let rediscover = {
-        let (root, kvm) = (root.clone(), kvm.clone());
-        Rediscover(Arc::new(move || match inventory_at(&root, &kvm, datapath) {
+        let (root, kvm, pool) = (root.clone(), kvm.clone(), pool.clone());
+        Rediscover(Arc::new(move || match inventory_at(&root, &kvm, datapath, pool.as_ref()) {
             Ok(inv) => Some(inv),
             Err(e) => {
                 tracing::warn!("rediscovery failed: {e:#}");
@@ -230,6 +246,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
         state,
         console_poll: plinth_agent::runner::CONSOLE_POLL,
         network,
+        volumes: pool,
     });
     run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), stop).await?;
     Ok(())

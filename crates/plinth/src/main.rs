@@ -136,6 +136,12 @@ enum Command {
     /// Floating IPs: public addresses a project holds.
     #[command(subcommand)]
     FloatingIp(network::FloatingIpCmd),
+    /// Volume types: the kinds of volume offered (operators create them).
+    #[command(subcommand)]
+    VolumeType(storage::VolumeTypeCmd),
+    /// Volumes: block devices a project holds apart from any instance.
+    #[command(subcommand)]
+    Volume(storage::VolumeCmd),
     /// Subnets of VPCs.
     #[command(subcommand)]
     Subnet(network::SubnetCmd),
@@ -230,6 +236,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Vpc(c) => c.run(&client(&cli)?, o).await,
         Command::IpPool(c) => c.run(&client(&cli)?, o).await,
         Command::FloatingIp(c) => c.run(&client(&cli)?, o).await,
+        Command::VolumeType(c) => c.run(&client(&cli)?, o).await,
+        Command::Volume(c) => c.run(&client(&cli)?, o).await,
         Command::Subnet(c) => c.run(&client(&cli)?, o).await,
         Command::Nic(c) => c.run(&client(&cli)?, o).await,
         Command::SecurityGroup(c) => c.run(&client(&cli)?, o).await,

@@ -162,6 +162,21 @@ fn tls_dir_for(database_url: &str, blob_dir: Option<&Path>, given: Option<&Path>
     beside_db.or_else(|| blob_dir.map(|b| b.parent().unwrap_or(Path::new(".")).join("tls")))
 }
 
+/// The key sealing volume keys: `PLINTH_VOLUME_KEK_FILE`, else `volume.kek` in `dir`
+/// (made, 0600, on first start). None when neither is known.
+fn volume_kek(dir: Option<&Path>) -> Result<Option<plinth_server::secrets::VolumeKek>> {
+    let path = match std::env::var_os("PLINTH_VOLUME_KEK_FILE").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => match dir {
+            Some(d) => d.join("volume.kek"),
+            None => return Ok(None),
+        },
+    };
+    let kek = plinth_server::secrets::VolumeKek::load_or_create(&path)
+        .with_context(|| format!("the volume key-encryption key {}", path.display()))?;
+    Ok(Some(kek))
+}
+
 /// `plinth server`: the server alone, on any database (the HA form).
 pub async fn server(
     database_url: &str,
@@ -177,6 +192,8 @@ pub async fn server(
     let tls_dir = tls_dir_for(database_url, config.blob_dir.as_deref(), dirs.tls_dir);
     let tls = tls_setup(tls_args, tls_dir.as_deref(), addr)?;
     config.ca_sha256 = tls.as_ref().map(|t| t.ca_sha256);
+    // Volume keys are sealed with a key kept beside the TLS directory (replicas share it).
+    config.volume_kek = volume_kek(tls_dir.as_deref().and_then(Path::parent))?;
     let store = Store::open(database_url).await.context("opening the database")?;
     if let Some(token) = plinth_server::bootstrap(&store).await? {
         println!("Created the first operator. Its token, shown once:\n\n  {token}\n");
@@ -187,6 +204,11 @@ pub async fn server(
     }
     if config.blob_dir.is_none() {
         eprintln!("plinth server: no blob directory (--blob-dir): images are unavailable");
+    }
+    if config.volume_kek.is_none() {
+        eprintln!(
+            "plinth server: no volume key-encryption key (PLINTH_VOLUME_KEK_FILE): encrypted volumes are unavailable"
+        );
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("plinth server listening on {scheme}://{addr}");
@@ -230,8 +252,9 @@ pub async fn up(data_dir: &Path, listen_addr: &str, demo: Option<Option<String>>
         print_tls(t);
     }
     let mut config = plinth_server::ServerConfig::from_env();
-    // Image files live with the rest of the data.
+    // Image files and the volume key-encryption key live with the rest of the data.
     config.blob_dir = Some(data_dir.join("blobs"));
+    config.volume_kek = volume_kek(Some(data_dir))?;
     config.ca_sha256 = tls.as_ref().map(|t| t.ca_sha256);
     let ca = match &ca_file {
         Some(f) => Some(plinth_client::connect::Ca::from_file(f)?),

@@ -161,6 +161,7 @@ pub async fn start(
         provider_bridge,
         counter_period: Duration::from_secs(30),
         datapath: crate::agent_host::Datapath::LinuxBridge,
+        volume_pool: None,
     };
     let agent = tokio::spawn(crate::agent_host::run(host, stop));
 

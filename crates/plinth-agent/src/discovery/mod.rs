@@ -96,5 +96,6 @@ pub fn discover(root: &Path) -> Result<HostInventory, DiscoveryError> {
         virtualization: Default::default(),
         runtime: None,
         network_datapath: None,
+        volume_pool: None,
     })
 }

@@ -204,6 +204,7 @@ pub fn inventory_of(profile: &str, i: u32) -> HostInventory {
         virtualization: Virtualization { kvm: Kvm::Usable },
         runtime: Some("sim".into()),
         network_datapath: Some("sim".into()),
+        volume_pool: None,
     }
 }
 

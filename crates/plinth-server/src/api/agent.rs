@@ -104,3 +104,16 @@ pub async fn observed(
 ) -> ApiResult<Out<ObservedAck>> {
     Ok(Out(agent::observed(&st, &caller.host_id, b).await?))
 }
+
+/// A volume's encryption key, for the host that holds the volume while it must make or
+/// open it (404 for any other host's volume).
+#[utoipa::path(get, path = "/agent/v1/volumes/{id}/key", tag = "agent", operation_id = "agent_volume_key",
+    params(("id" = String, Path, description = "Volume id")),
+    responses((status = 200, description = "The volume's key", body = VolumeKey)))]
+pub async fn volume_key(
+    State(st): State<AppState>,
+    caller: HostCaller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Out<VolumeKey>> {
+    Ok(Out(crate::app::storage::volumes::key_for_host(&st, &caller.host_id, &id).await?))
+}

@@ -31,6 +31,8 @@ pub mod tenants;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod volume_types;
+pub mod volumes;
 pub mod vpcs;
 
 use axum::http::StatusCode;

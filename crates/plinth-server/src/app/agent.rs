@@ -127,7 +127,8 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
         build_ms = built.elapsed().as_millis() as u64,
         "desired state built"
     );
-    Ok(DesiredState { host_id: host_id.clone(), generation, instances, network: Some(network) })
+    let volumes = super::storage::volumes::host_specs(st, host_id).await?;
+    Ok(DesiredState { host_id: host_id.clone(), generation, instances, network: Some(network), volumes })
 }
 
 /// Report the host's inventory (replaces the stored one). The first report of an
@@ -187,6 +188,9 @@ pub async fn observed(st: &AppState, host_id: &HostId, b: ObservedReport) -> Res
     if b.network.as_ref().is_some_and(|n| n.nics.len() > 65_535) {
         return Err(Error::invalid("too_many", "at most 65535 network interfaces per report"));
     }
+    if b.volumes.len() > 65_535 {
+        return Err(Error::invalid("too_many", "at most 65535 volumes per report"));
+    }
     let mut tx = st.store.begin().await?;
     let mut pokes = Pokes::default();
     let (mut applied, mut stale, mut rejected) = (0, 0, 0);
@@ -231,6 +235,7 @@ pub async fn observed(st: &AppState, host_id: &HostId, b: ObservedReport) -> Res
         lifecycle::save(&mut tx, &mut inst, false, events, None, &mut pokes).await?;
         applied += 1;
     }
+    applied += super::storage::volumes::record_reports(&mut tx, host_id, &b.volumes).await?;
     tx.commit().await?;
     pokes.send(&st.signals);
     if let Some(n) = &b.network {

@@ -40,6 +40,7 @@ pub mod saga;
 pub mod scheduler;
 pub mod signals;
 pub mod state;
+pub mod storage;
 pub mod system;
 
 pub use error::{Error, Kind, Result, reference};

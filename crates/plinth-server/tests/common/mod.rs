@@ -78,6 +78,12 @@ impl TestServer {
     ) -> TestServer {
         // Image files live beside the database unless the test says otherwise.
         config.blob_dir.get_or_insert_with(|| dir.path().join("blobs"));
+        // So are volume keys' sealing key (kept across a restart on the same directory).
+        if config.volume_kek.is_none() {
+            config.volume_kek = Some(
+                plinth_server::secrets::VolumeKek::load_or_create(&dir.path().join("volume.kek")).expect("volume KEK"),
+            );
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod compute;
 pub mod images;
 pub mod network;
+pub mod storage;
 pub mod wait;
 
 use crate::output::Out;
@@ -61,7 +62,7 @@ macro_rules! ids {
 }
 
 ids!(named: Tenants, Projects, Users, Tokens, Sites, Racks, Hosts, Shapes, Images, Instances, PlacementGroups, Budgets,
-    Vpcs, Subnets, Nics, SecurityGroups, IpPools, FloatingIps;
+    Vpcs, Subnets, Nics, SecurityGroups, IpPools, FloatingIps, VolumeTypes, Volumes;
     plain: RoleBindings, JoinTokens, Operations, Invoices, PriceBooks);
 
 /// Says on stderr which filters matched nothing, when a filtered list came back empty.

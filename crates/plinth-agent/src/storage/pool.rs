@@ -1,0 +1,213 @@
+//! One host's volume pool: a directory on a filesystem that overwrites in place (ext2/3/4,
+//! XFS, tmpfs; copy-on-write ones such as btrfs or ZFS are refused: a wipe there writes
+//! new blocks and leaves the old ones), holding `<volume id>.qcow2` per volume.
+//!
+//! [`VolumePool::converge`] makes the files the spec wants (`<id>.qcow2.part` first,
+//! renamed once complete, so a crash never leaves a half-made volume under its name),
+//! wipes and removes those it no longer wants, and reports each. A wipe's byte count is
+//! kept in `<id>.wiped` until the server no longer lists the volume, so a report lost to a
+//! crash is sent again with it.
+
+use super::{qcow2, wipe};
+use plinth_api::{ObservedVolume, ObservedVolumeState, VolumeId, VolumePoolInventory, VolumeSpec, WipeMethod};
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Filesystems whose writes land in place (`statfs` magic numbers).
+const IN_PLACE: [(i64, &str); 3] = [(0xEF53, "ext4"), (0x5846_5342, "xfs"), (0x0102_1994, "tmpfs")];
+/// Filesystems named when refused.
+const COPY_ON_WRITE: [(i64, &str); 3] = [(0x9123_683E, "btrfs"), (0x2FC1_2FC1, "zfs"), (0x794C_7630, "overlayfs")];
+
+/// A volume pool directory.
+#[derive(Clone, Debug)]
+pub struct VolumePool {
+    dir: PathBuf,
+    filesystem: &'static str,
+}
+
+fn statfs(dir: &Path) -> std::io::Result<libc::statfs> {
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("a NUL in the path"))?;
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statfs buffer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+impl VolumePool {
+    /// Opens (making it, mode 0700) the pool at `dir`; refused on a filesystem that does
+    /// not overwrite in place.
+    pub fn open(dir: &Path) -> Result<VolumePool, String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).map_err(|e| format!("volume pool {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("volume pool {}: {e}", dir.display()))?;
+        let magic = statfs(dir).map_err(|e| format!("volume pool {}: statfs: {e}", dir.display()))?.f_type as i64;
+        if let Some((_, name)) = IN_PLACE.iter().find(|(m, _)| *m == magic) {
+            return Ok(VolumePool { dir: dir.to_path_buf(), filesystem: name });
+        }
+        let what = COPY_ON_WRITE
+            .iter()
+            .find(|(m, _)| *m == magic)
+            .map(|(_, n)| format!("{n}, a copy-on-write filesystem"))
+            .unwrap_or_else(|| format!("filesystem type {magic:#x}"));
+        Err(format!(
+            "volume pool {}: {what}: a wipe must overwrite the blocks a volume's data is on, which only ext4, XFS \
+             and tmpfs are known to do",
+            dir.display()
+        ))
+    }
+
+    /// The pool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pool as the inventory reports it.
+    pub fn inventory(&self) -> VolumePoolInventory {
+        let (capacity, free) = statfs(&self.dir)
+            .map(|s| {
+                let bs = s.f_bsize as u64;
+                (s.f_blocks * bs, s.f_bavail * bs)
+            })
+            .unwrap_or((0, 0));
+        VolumePoolInventory {
+            path: self.dir.display().to_string(),
+            filesystem: self.filesystem.to_string(),
+            capacity_bytes: capacity,
+            free_bytes: free,
+        }
+    }
+
+    /// The file of volume `id`.
+    pub fn file(&self, id: &VolumeId) -> PathBuf {
+        self.dir.join(format!("{id}.qcow2"))
+    }
+
+    fn part(&self, id: &VolumeId) -> PathBuf {
+        self.dir.join(format!("{id}.qcow2.part"))
+    }
+
+    fn wiped(&self, id: &VolumeId) -> PathBuf {
+        self.dir.join(format!("{id}.wiped"))
+    }
+
+    /// Brings the pool to `specs`, asking `key` for an encrypted volume's key when it
+    /// must be made, and answers each volume's report.
+    pub fn converge(
+        &self,
+        specs: &[VolumeSpec],
+        key: &dyn Fn(&VolumeId) -> Result<String, String>,
+    ) -> Vec<ObservedVolume> {
+        let mut out = Vec::with_capacity(specs.len());
+        for s in specs {
+            if VolumeId::parse(s.volume_id.as_str()).is_none() {
+                // Its name becomes a file name: nothing but a volume id is taken.
+                tracing::warn!(volume = %s.volume_id, "a volume spec whose id is not a volume id; ignored");
+                continue;
+            }
+            let report =
+                |state, detail: Option<String>, allocated: Option<u64>, overwritten: Option<u64>| ObservedVolume {
+                    volume_id: s.volume_id.clone(),
+                    generation: s.generation,
+                    state,
+                    detail,
+                    allocated_bytes: allocated,
+                    bytes_overwritten: overwritten,
+                };
+            let r = if s.present {
+                match self.make(s, key) {
+                    Ok(allocated) => report(ObservedVolumeState::Present, None, Some(allocated), None),
+                    Err(e) => report(ObservedVolumeState::Failed, Some(e), None, None),
+                }
+            } else {
+                match self.destroy(s) {
+                    Ok(n) => report(ObservedVolumeState::Absent, None, None, n),
+                    Err(e) => report(ObservedVolumeState::Failed, Some(e), None, None),
+                }
+            };
+            if r.state == ObservedVolumeState::Failed {
+                tracing::warn!(volume = %s.volume_id, error = r.detail.as_deref().unwrap_or_default(), "volume");
+            }
+            out.push(r);
+        }
+        self.forget_others(specs);
+        out
+    }
+
+    /// Makes the volume's file unless it exists; answers the bytes it takes.
+    fn make(&self, s: &VolumeSpec, key: &dyn Fn(&VolumeId) -> Result<String, String>) -> Result<u64, String> {
+        let file = self.file(&s.volume_id);
+        if !file.exists() {
+            let part = self.part(&s.volume_id);
+            let _ = std::fs::remove_file(&part);
+            let k = if s.encrypted { Some(key(&s.volume_id)?) } else { None };
+            qcow2::create(&part, s.size_bytes, k.as_deref())?;
+            drop(k);
+            std::fs::File::open(&part)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| std::fs::rename(&part, &file))
+                .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            tracing::info!(volume = %s.volume_id, bytes = s.size_bytes, encrypted = s.encrypted, "volume made");
+        }
+        allocated(&file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+
+    /// Wipes and removes the volume's file (and any half-made one); answers the bytes
+    /// overwritten (`None`: there was nothing to wipe and no record of a wipe).
+    fn destroy(&self, s: &VolumeSpec) -> Result<Option<u64>, String> {
+        let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+        let mut total = None;
+        for path in [self.part(&s.volume_id), self.file(&s.volume_id)] {
+            if !path.exists() {
+                continue;
+            }
+            let n = match s.wipe {
+                WipeMethod::Crypto => match qcow2::crypto_header(&path).map_err(|e| io(&path, e))? {
+                    // The encryption header (the volume key's slots) and the qcow2 header.
+                    Some((off, len)) => {
+                        wipe::overwrite_range(&path, off, len).map_err(|e| io(&path, e))?
+                            + wipe::overwrite_range(&path, 0, 64 * 1024).map_err(|e| io(&path, e))?
+                    }
+                    // Not encrypted after all: only overwriting everything is a wipe.
+                    None => wipe::overwrite_all(&path).map_err(|e| io(&path, e))?,
+                },
+                WipeMethod::Overwrite => wipe::overwrite_all(&path).map_err(|e| io(&path, e))?,
+            };
+            let record = self.wiped(&s.volume_id);
+            let before = std::fs::read_to_string(&record).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+            std::fs::write(&record, format!("{}\n", before + n)).map_err(|e| io(&record, e))?;
+            wipe::remove(&path).map_err(|e| io(&path, e))?;
+            tracing::info!(volume = %s.volume_id, method = ?s.wipe, bytes_overwritten = n, "volume wiped and removed");
+            total = Some(before + n);
+        }
+        if total.is_none() {
+            total = std::fs::read_to_string(self.wiped(&s.volume_id)).ok().and_then(|t| t.trim().parse().ok());
+        }
+        Ok(total)
+    }
+
+    /// Removes wipe records of volumes the server no longer lists (it has recorded them).
+    fn forget_others(&self, specs: &[VolumeSpec]) {
+        let listed: BTreeSet<String> = specs.iter().map(|s| s.volume_id.to_string()).collect();
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".wiped")
+                && !listed.contains(id)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Bytes a file takes on its filesystem.
+fn allocated(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.blocks() * 512)
+}

@@ -1,0 +1,219 @@
+//! The volume pool against the real thing: an ext4 filesystem on a loop device, volumes
+//! made by `qemu-img` (LUKS inside, the key over a pipe), a marker written into them by
+//! `qemu-io` as a guest would, and the raw device scanned for the marker before and after
+//! each wipe. A plain unlink is the control: the scan finds its marker, so finding none
+//! after a wipe means something.
+
+use plinth_agent::storage::VolumePool;
+use plinth_api::{ObservedVolumeState, VolumeId, VolumeSpec, WipeMethod};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const SIZE: u64 = 64 << 20;
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An ext4 filesystem on a loop device, mounted; unmounted and detached on drop.
+struct LoopFs {
+    image: PathBuf,
+    dev: String,
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    fn new() -> LoopFs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("pool.img");
+        std::fs::File::create(&image).and_then(|f| f.set_len(256 << 20)).expect("image");
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let dev = run("losetup", &["--find", "--show", image.to_str().unwrap()]);
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mnt");
+        run("mount", &[&dev, mnt.to_str().unwrap()]);
+        LoopFs { image, dev, mnt, _dir: dir }
+    }
+
+    /// Copies of `marker` on the raw device, after everything written reached it.
+    fn copies(&self, marker: &[u8]) -> usize {
+        run("sync", &[]);
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+        let raw = std::fs::read(&self.dev).expect("read the raw device");
+        memchr::memmem::find_iter(&raw, marker).count()
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn spec(id: &VolumeId, generation: i64, encrypted: bool, wipe: WipeMethod, present: bool) -> VolumeSpec {
+    VolumeSpec { volume_id: id.clone(), generation, size_bytes: SIZE, encrypted, wipe, present }
+}
+
+/// A marker unique to this run: 64 bytes, repeated through a 1 MiB file.
+fn marker_file(dir: &Path, tag: &str) -> (PathBuf, Vec<u8>) {
+    let mut m = format!("PLINTH-MARK-{tag}-{}-", VolumeId::generate()).into_bytes();
+    m.resize(64, b'#');
+    let path = dir.join(format!("marker-{tag}"));
+    std::fs::write(&path, m.repeat(16384)).expect("marker");
+    (path, m)
+}
+
+/// Writes the marker file at offset 0 of the volume, through qemu-io (the key, when
+/// given, on its standard input), as a guest writing to its disk would.
+fn write_marker(file: &Path, source: &Path, key: Option<&str>) {
+    let opts = match key {
+        Some(_) => format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", file.display()),
+        None => format!("driver=qcow2,file.filename={}", file.display()),
+    };
+    let mut cmd = Command::new("qemu-io");
+    if key.is_some() {
+        cmd.args(["--object", "secret,id=sec0,file=/dev/stdin"]);
+    }
+    cmd.args(["--image-opts", &opts, "-c", &format!("write -s {} 0 1M", source.display()), "-c", "flush"]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-io");
+    if let (Some(mut i), Some(k)) = (child.stdin.take(), key) {
+        i.write_all(k.as_bytes()).expect("key");
+    }
+    let out = child.wait_with_output().expect("qemu-io");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("wrote 1048576/1048576"), "qemu-io write: {text}");
+}
+
+/// Whether the whole volume reads as zeros through qemu-io.
+fn reads_all_zero(file: &Path, key: Option<&str>) -> bool {
+    let opts = match key {
+        Some(_) => format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", file.display()),
+        None => format!("driver=qcow2,file.filename={}", file.display()),
+    };
+    let mut cmd = Command::new("qemu-io");
+    if key.is_some() {
+        cmd.args(["--object", "secret,id=sec0,file=/dev/stdin"]);
+    }
+    cmd.args(["--image-opts", &opts, "-c", &format!("read -P 0 0 {SIZE}")]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-io");
+    if let (Some(mut i), Some(k)) = (child.stdin.take(), key) {
+        i.write_all(k.as_bytes()).expect("key");
+    }
+    let out = child.wait_with_output().expect("qemu-io");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    out.status.success() && !text.contains("verification failed") && text.contains("read ")
+}
+
+fn ready() -> bool {
+    if !nix_is_root() {
+        eprintln!("SKIP: volume_pool needs root (loop devices, mount)");
+        return false;
+    }
+    for tool in ["qemu-img", "qemu-io", "mkfs.ext4", "losetup"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            panic!("{tool} is missing: scripts/test installs qemu-utils, e2fsprogs and util-linux");
+        }
+    }
+    true
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
+    if !ready() {
+        return;
+    }
+    let fs = LoopFs::new();
+    let pool = VolumePool::open(&fs.mnt.join("pool")).expect("an ext4 pool opens");
+    assert_eq!(pool.inventory().filesystem, "ext4");
+    assert!(pool.inventory().capacity_bytes > 200 << 20);
+    let no_key = |_: &VolumeId| -> Result<String, String> { panic!("an unencrypted volume needs no key") };
+    let with_key = |_: &VolumeId| -> Result<String, String> { Ok(KEY.to_string()) };
+
+    // Control: an unencrypted volume, removed without a wipe, leaves its marker behind.
+    let control = VolumeId::generate();
+    let r = pool.converge(&[spec(&control, 1, false, WipeMethod::Overwrite, true)], &no_key);
+    assert_eq!(r[0].state, ObservedVolumeState::Present, "{r:?}");
+    let (src, m0) = marker_file(fs.mnt.parent().unwrap(), "control");
+    write_marker(&pool.file(&control), &src, None);
+    assert!(fs.copies(&m0) >= 1000, "the marker is on the device in clear");
+    std::fs::remove_file(pool.file(&control)).expect("unlink");
+    assert!(fs.copies(&m0) >= 1000, "control: a plain unlink leaves the marker on the device, and the scan finds it");
+
+    // Unencrypted, overwritten: the marker was on the device, and is gone after the wipe.
+    let plain = VolumeId::generate();
+    pool.converge(&[spec(&plain, 1, false, WipeMethod::Overwrite, true)], &no_key);
+    let (src, m1) = marker_file(fs.mnt.parent().unwrap(), "plain");
+    write_marker(&pool.file(&plain), &src, None);
+    assert!(fs.copies(&m1) >= 1000);
+    let r = pool.converge(&[spec(&plain, 2, false, WipeMethod::Overwrite, false)], &no_key);
+    assert_eq!(r[0].state, ObservedVolumeState::Absent, "{r:?}");
+    assert!(r[0].bytes_overwritten.unwrap_or(0) >= 1 << 20, "at least the marker's MiB was overwritten: {r:?}");
+    assert!(!pool.file(&plain).exists());
+    assert_eq!(fs.copies(&m1), 0, "no copy of an overwritten volume's marker is left on the device");
+
+    // Encrypted: the marker never reaches the device in clear; crypto-erase overwrites the
+    // LUKS header (the scan finds it before, and not after).
+    let enc = VolumeId::generate();
+    let r = pool.converge(&[spec(&enc, 1, true, WipeMethod::Crypto, true)], &with_key);
+    assert_eq!(r[0].state, ObservedVolumeState::Present, "{r:?}");
+    let (src, m2) = marker_file(fs.mnt.parent().unwrap(), "enc");
+    write_marker(&pool.file(&enc), &src, Some(KEY));
+    assert_eq!(fs.copies(&m2), 0, "an encrypted volume's data is never on the device in clear");
+    let luks = b"LUKS\xba\xbe";
+    let headers = fs.copies(luks);
+    assert!(headers >= 1, "the volume's LUKS header is on the device");
+    let r = pool.converge(&[spec(&enc, 2, true, WipeMethod::Crypto, false)], &with_key);
+    assert_eq!(r[0].state, ObservedVolumeState::Absent, "{r:?}");
+    assert!(r[0].bytes_overwritten.unwrap_or(0) >= 256 << 10, "the encryption header was overwritten: {r:?}");
+    assert_eq!(fs.copies(luks), headers - 1, "its LUKS header is gone from the device");
+    assert_eq!(fs.copies(&m2), 0);
+
+    // A report lost to a crash is made again with the same evidence.
+    let again = pool.converge(&[spec(&enc, 2, true, WipeMethod::Crypto, false)], &with_key);
+    assert_eq!(again[0].bytes_overwritten, r[0].bytes_overwritten, "the wipe's record is kept until forgotten");
+    pool.converge(&[], &with_key);
+    assert!(std::fs::read_dir(pool.dir()).expect("pool").next().is_none(), "nothing is left in the pool");
+
+    // The next tenant's volume of the same size, in the same pool, reads as zeros.
+    let next = VolumeId::generate();
+    pool.converge(&[spec(&next, 1, true, WipeMethod::Crypto, true)], &with_key);
+    assert!(reads_all_zero(&pool.file(&next), Some(KEY)), "a new volume reads all zeros end to end");
+}
+
+#[test]
+fn a_volume_made_halfway_is_never_reported_present() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = VolumePool::open(&dir.path().join("pool")).expect("pool");
+    let id = VolumeId::generate();
+    // The key cannot be had: nothing is made, the failure is reported, no file is left.
+    let r = pool.converge(&[spec(&id, 1, true, WipeMethod::Crypto, true)], &|_| Err("the server is away".into()));
+    assert_eq!(r[0].state, ObservedVolumeState::Failed);
+    assert!(r[0].detail.as_deref().unwrap_or_default().contains("the server is away"), "{r:?}");
+    assert!(!pool.file(&id).exists());
+    // A half-made file from a crash is wiped with the volume, never taken as the volume.
+    std::fs::write(pool.dir().join(format!("{id}.qcow2.part")), b"half").expect("part");
+    let r = pool.converge(&[spec(&id, 2, true, WipeMethod::Crypto, false)], &|_| Err("unused".into()));
+    assert_eq!(r[0].state, ObservedVolumeState::Absent, "{r:?}");
+    pool.converge(&[], &|_| Err("unused".into()));
+    assert!(std::fs::read_dir(pool.dir()).expect("pool").next().is_none(), "nothing is left in the pool");
+}

@@ -1,0 +1,289 @@
+//! Block storage on the wire: volume types (operators), volumes (projects), their wipe
+//! evidence, and what the agent is told and tells about the volume files of its host.
+
+use crate::ids::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Where a type's volumes live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeBackend {
+    /// A qcow2 file (LUKS inside when encrypted) in a host's volume pool: the volume is
+    /// local to that host, and a VM using it runs there.
+    #[default]
+    LocalQcow2,
+    /// A Ceph RBD image (QEMU's native driver; shared, any host reaches it).
+    Rbd,
+}
+
+/// How a deleted volume's bytes are made unrecoverable before its space is reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WipeMethod {
+    /// Crypto-erase: the volume's own key is destroyed (the data on the device was only
+    /// ever ciphertext), then the file's encryption header is overwritten and the file
+    /// removed. Needs an encrypted type.
+    Crypto,
+    /// Every byte of the file overwritten with zeros in place (and synced), then removed.
+    Overwrite,
+}
+
+/// A volume type's I/O limits (each `None`: unlimited). IOPS are operations per second,
+/// `bps` bytes per second; `*_max` the burst allowed for `burst_seconds`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeQos {
+    #[serde(default)]
+    pub iops_total: Option<u64>,
+    #[serde(default)]
+    pub iops_read: Option<u64>,
+    #[serde(default)]
+    pub iops_write: Option<u64>,
+    #[serde(default)]
+    pub bps_total: Option<u64>,
+    #[serde(default)]
+    pub bps_read: Option<u64>,
+    #[serde(default)]
+    pub bps_write: Option<u64>,
+    #[serde(default)]
+    pub iops_total_max: Option<u64>,
+    #[serde(default)]
+    pub bps_total_max: Option<u64>,
+    #[serde(default)]
+    pub burst_seconds: Option<u32>,
+}
+
+/// A kind of volume an operator offers: its backend, encryption, wipe method, I/O limits
+/// and the `disk_gib_seconds` dimension its volumes are metered (and priced) under.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct VolumeType {
+    pub id: VolumeTypeId,
+    pub name: String,
+    pub description: String,
+    pub backend: VolumeBackend,
+    /// Each volume LUKS-encrypted with its own random key.
+    pub encrypted: bool,
+    pub wipe: WipeMethod,
+    pub qos: VolumeQos,
+    /// The `disk_gib_seconds` dimension of its volumes (the price book prices it).
+    pub price_dimension: String,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/volume-types`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeTypeCreate {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub backend: VolumeBackend,
+    /// Default true.
+    #[serde(default)]
+    pub encrypted: Option<bool>,
+    /// Default `crypto` when encrypted, else `overwrite`.
+    #[serde(default)]
+    pub wipe: Option<WipeMethod>,
+    #[serde(default)]
+    pub qos: VolumeQos,
+    /// Default: the type's name.
+    #[serde(default)]
+    pub price_dimension: Option<String>,
+}
+
+/// Body of `PATCH /v1/volume-types/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeTypeUpdate {
+    pub description: Option<String>,
+}
+
+/// Query of `GET /v1/volume-types`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VolumeTypeFilter {
+    pub name: Option<String>,
+}
+
+/// Where a volume is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeState {
+    /// Its host is making the file.
+    Creating,
+    /// It exists, attached to nothing.
+    Available,
+    /// Attached to an instance.
+    InUse,
+    /// Growing.
+    Extending,
+    /// Delete asked: its key is destroyed; its host has not started wiping yet.
+    Deleting,
+    /// Its host is wiping its file.
+    Wiping,
+    /// Wiped and gone (the record stays, with its wipe evidence).
+    Deleted,
+    /// Something failed; `state_reason` says what.
+    Error,
+}
+
+/// What a volume's wipe did, as its host reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct WipeEvidence {
+    pub method: WipeMethod,
+    /// When the volume's key was destroyed (crypto-erase; `None` for an unencrypted one).
+    #[serde(default)]
+    pub key_destroyed_at: Option<DateTime<Utc>>,
+    /// Bytes of the file overwritten in place before it was removed (the encryption
+    /// header for `crypto`, the whole file for `overwrite`).
+    #[serde(default)]
+    pub bytes_overwritten: u64,
+    /// When the host reported the file gone.
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A block device a project holds, apart from any instance: created on a host's volume
+/// pool (or a shared backend), attached to instances, wiped when deleted.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct Volume {
+    pub id: VolumeId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub description: String,
+    pub volume_type_id: VolumeTypeId,
+    pub size_gib: u32,
+    /// The host whose pool holds it (local backends).
+    pub host_id: Option<HostId>,
+    pub state: VolumeState,
+    /// Why it is in `error` (or what its host last said went wrong).
+    #[serde(default)]
+    pub state_reason: Option<String>,
+    /// What the guest sees: `/dev/disk/by-id/virtio-<serial>` (20 characters, from its id).
+    pub serial: String,
+    pub encrypted: bool,
+    pub wipe: WipeMethod,
+    /// Bytes its file takes on the host, as last reported.
+    #[serde(default)]
+    pub allocated_bytes: Option<u64>,
+    /// Once deleted: how it was wiped.
+    #[serde(default)]
+    pub wipe_evidence: Option<WipeEvidence>,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/volumes`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeCreate {
+    pub project_id: ProjectId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Default: the only volume type, when there is one.
+    #[serde(default)]
+    pub volume_type_id: Option<VolumeTypeId>,
+    pub size_gib: u32,
+    /// Put it on the host this instance runs on (a local volume is usable only there).
+    #[serde(default)]
+    pub instance_id: Option<InstanceId>,
+    /// Put it on this host (operators only).
+    #[serde(default)]
+    pub host_id: Option<HostId>,
+}
+
+/// Body of `PATCH /v1/volumes/{id}`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeUpdate {
+    pub description: Option<String>,
+}
+
+/// Query of `GET /v1/volumes`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VolumeFilter {
+    pub project_id: Option<String>,
+    pub name: Option<String>,
+    pub volume_type_id: Option<String>,
+    pub host_id: Option<String>,
+    pub state: Option<String>,
+}
+
+/// A host's volume pool, as its agent reports it in the inventory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct VolumePoolInventory {
+    /// The pool's directory.
+    pub path: String,
+    /// Its filesystem (`ext4`, `xfs`); copy-on-write ones are refused.
+    pub filesystem: String,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// One volume file its host must hold (or, `present: false`, wipe and remove).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct VolumeSpec {
+    pub volume_id: VolumeId,
+    /// Bumped by every change of what the host must do with it.
+    pub generation: i64,
+    pub size_bytes: u64,
+    pub encrypted: bool,
+    pub wipe: WipeMethod,
+    pub present: bool,
+}
+
+/// What the agent found or did with one volume file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedVolumeState {
+    /// The file exists as specified.
+    Present,
+    /// The agent is wiping it.
+    Wiping,
+    /// Wiped and removed (or never made).
+    Absent,
+    /// Making or wiping it failed (`detail` says why).
+    Failed,
+}
+
+/// One volume as the agent sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedVolume {
+    pub volume_id: VolumeId,
+    /// The spec generation the agent acted on.
+    pub generation: i64,
+    pub state: ObservedVolumeState,
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Bytes the file takes on the host.
+    #[serde(default)]
+    pub allocated_bytes: Option<u64>,
+    /// Bytes overwritten in place by its wipe (with `absent` after a delete).
+    #[serde(default)]
+    pub bytes_overwritten: Option<u64>,
+}
+
+/// Answer of `GET /agent/v1/volumes/{id}/key`: a volume's encryption key, given only to
+/// the host that holds the volume while it must create or open it.
+#[derive(Clone, Deserialize, Serialize, ToSchema)]
+pub struct VolumeKey {
+    pub volume_id: VolumeId,
+    /// 64 hexadecimal characters (QEMU takes a LUKS secret as UTF-8 text).
+    pub key: String,
+}
+
+impl std::fmt::Debug for VolumeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeKey").field("volume_id", &self.volume_id).field("key", &"<redacted>").finish()
+    }
+}

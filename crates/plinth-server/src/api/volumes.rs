@@ -1,0 +1,74 @@
+//! `/v1/volumes`: a project's block devices. The use cases are in
+//! [`crate::app::storage::volumes`].
+
+use super::created;
+use crate::app::AppState;
+use crate::app::storage::volumes;
+use crate::context::Authed;
+use crate::error::ApiResult;
+use crate::extract::{IfMatch, Json, Query};
+use axum::Json as Out;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use plinth_api::*;
+
+/// List volumes (deleted ones too, with their wipe evidence; filter on `state`).
+#[utoipa::path(get, path = "/v1/volumes", tag = "storage", operation_id = "volume_list", params(PageParams, VolumeFilter),
+    responses((status = 200, description = "Volumes", body = Page<Volume>)))]
+pub async fn list(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Query(p): Query<PageParams>,
+    Query(f): Query<VolumeFilter>,
+) -> ApiResult<Out<Page<Volume>>> {
+    Ok(Out(volumes::list(&st, &caller, &p, f).await?))
+}
+
+/// Create a volume: `creating` until its host has made it, then `available`.
+#[utoipa::path(post, path = "/v1/volumes", tag = "storage", operation_id = "volume_create", request_body = VolumeCreate,
+    responses((status = 201, description = "The new volume", body = Volume)))]
+pub async fn create(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Json(b): Json<VolumeCreate>,
+) -> ApiResult<Response> {
+    Ok(created(volumes::create(&st, &caller, b).await?))
+}
+
+/// Get a volume.
+#[utoipa::path(get, path = "/v1/volumes/{id}", tag = "storage", operation_id = "volume_view",
+    params(("id" = String, Path, description = "Volume id")),
+    responses((status = 200, description = "The volume", body = Volume)))]
+pub async fn get(State(st): State<AppState>, Authed(caller): Authed, Path(id): Path<String>) -> ApiResult<Out<Volume>> {
+    Ok(Out(volumes::get(&st, &caller, &id).await?))
+}
+
+/// Change a volume's description.
+#[utoipa::path(patch, path = "/v1/volumes/{id}", tag = "storage", operation_id = "volume_update",
+    params(("id" = String, Path, description = "Volume id")), request_body = VolumeUpdate,
+    responses((status = 200, description = "The changed volume", body = Volume)))]
+pub async fn update(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    Json(b): Json<VolumeUpdate>,
+) -> ApiResult<Out<Volume>> {
+    Ok(Out(volumes::update(&st, &caller, &id, if_match, b).await?))
+}
+
+/// Delete a volume: its key is destroyed at once (crypto-erase), then its host wipes and
+/// removes its file (`deleting` → `wiping` → `deleted`, with the wipe's evidence).
+#[utoipa::path(delete, path = "/v1/volumes/{id}", tag = "storage", operation_id = "volume_delete",
+    params(("id" = String, Path, description = "Volume id")),
+    responses((status = 202, description = "Deleting: the volume as it is now", body = Volume)))]
+pub async fn delete(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> ApiResult<Response> {
+    let v = volumes::delete(&st, &caller, &id, if_match).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
+}

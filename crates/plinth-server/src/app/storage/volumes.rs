@@ -1,0 +1,425 @@
+//! Volumes: a project's block devices, apart from any instance.
+//!
+//! - **Create** places the volume on a host's pool (the host of `instance_id`, an
+//!   operator's `host_id`, or the available host with the most room; a pool never promises
+//!   more GiB than it holds), charges `volumes` and `volume_gib`, makes its random key and
+//!   stores it sealed ([`crate::secrets::VolumeKek`]); the host makes the file and reports
+//!   it `present`: the volume is `available` and its `disk_gib_seconds` interval opens in
+//!   that report's transaction.
+//! - **Delete** destroys the key in its own transaction (the data left on the device is
+//!   ciphertext nobody can open from then on) and tells the host, which reports `wiping`
+//!   and then `absent` once it has overwritten what the type's wipe method says and removed
+//!   the file: the volume is `deleted`, its interval closes, its quota is released, and the
+//!   wipe evidence stays on its record.
+//! - The agent asks for a volume's key ([`key_for_host`]) only while its host must open the
+//!   volume, and gets it only for a volume its host holds.
+
+use crate::app::network::{charge, check_generation, require_write, writable_project};
+use crate::app::{AppState, Caller, Error, Paging, Result, reference};
+use chrono::Utc;
+use plinth_api::*;
+use plinth_domain::authz::Scope;
+use plinth_domain::metering::{self, Want};
+use plinth_domain::{quota, validate};
+use plinth_store::{LedgerOwner, Tx, Val};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Largest volume, GiB (16 TiB).
+pub const MAX_SIZE_GIB: u32 = 16_384;
+
+/// The 20 characters a guest sees as the volume's serial: the random tail of its id.
+pub fn serial_of(id: &VolumeId) -> String {
+    let ulid = id.as_str().rsplit('_').next().unwrap_or_default();
+    ulid[ulid.len().saturating_sub(20)..].to_string()
+}
+
+/// The type a create names, or the only one there is.
+async fn type_for(st: &AppState, b: &VolumeCreate) -> Result<VolumeType> {
+    if let Some(id) = &b.volume_type_id {
+        return st.store.get(&Scope::Platform, id.as_str()).await.map_err(|e| reference(e, "volume_type_id"));
+    }
+    let types = st.store.list::<VolumeType>(&Scope::Platform, &[], 2, None).await?.items;
+    match types.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(Error::conflict("no_volume_type", "no volume type exists: an operator must create one first")
+            .with_constraint(json!({ "field": "volume_type_id", "rule": "a volume type exists" }))),
+        _ => Err(Error::invalid("volume_type_required", "volume_type_id: there are several volume types; name one")
+            .with_constraint(json!({ "field": "volume_type_id", "rule": "required with several types" }))),
+    }
+}
+
+/// GiB a host's pool can still promise: its capacity (times the oversubscription ratio)
+/// less what its volumes (not yet wiped) were promised.
+async fn headroom_gib(tx: &mut Tx, st: &AppState, host: &Host) -> Result<Option<i64>> {
+    let Some(pool) = &host.inventory.volume_pool else { return Ok(None) };
+    let promisable = (pool.capacity_bytes as f64 * st.config.volume_oversubscription) as i64 >> 30;
+    Ok(Some(promisable - tx.host_provisioned_gib(host.id.as_str()).await?))
+}
+
+/// The host the volume goes to (the caller's choice checked, or the one with most room).
+async fn place(tx: &mut Tx, st: &AppState, caller: &Caller, b: &VolumeCreate, project: &Project) -> Result<Host> {
+    let size = i64::from(b.size_gib);
+    let full = |h: &Host, room: i64| {
+        Error::conflict(
+            "volume_pool_full",
+            format!("host {} ({}) can promise {room} GiB more from its volume pool, not {size}", h.name, h.id),
+        )
+        .with_constraint(json!({ "field": "size_gib", "rule": "pool headroom", "host_id": h.id, "headroom_gib": room }))
+    };
+    let chosen: Option<(Host, &str)> = match (&b.host_id, &b.instance_id) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("conflicting_fields", "host_id and instance_id: give one or neither")
+                .with_constraint(json!({ "field": "host_id", "rule": "not with instance_id" })));
+        }
+        (Some(h), None) => {
+            caller.require_operator("placing a volume on a named host")?;
+            Some((tx.get(&Scope::Platform, h.as_str()).await.map_err(|e| reference(e, "host_id"))?, "host_id"))
+        }
+        (None, Some(i)) => {
+            let inst: Instance =
+                st.store.get(&caller.scope(), i.as_str()).await.map_err(|e| reference(e, "instance_id"))?;
+            if inst.project_id != project.id {
+                return Err(Error::invalid(
+                    "other_project",
+                    format!("instance_id: {} is in project {}, not {}", inst.id, inst.project_id, project.id),
+                )
+                .with_constraint(json!({ "field": "instance_id", "rule": "same project" })));
+            }
+            let Some(h) = inst.host_id.clone() else {
+                return Err(Error::conflict(
+                    "instance_not_placed",
+                    format!("instance_id: {} is on no host yet", inst.id),
+                )
+                .with_constraint(json!({ "field": "instance_id", "rule": "placed on a host" })));
+            };
+            Some((tx.get(&Scope::Platform, h.as_str()).await?, "instance_id"))
+        }
+        (None, None) => None,
+    };
+    if let Some((host, field)) = chosen {
+        let Some(room) = headroom_gib(tx, st, &host).await? else {
+            return Err(Error::conflict(
+                "no_volume_pool",
+                format!(
+                    "{field}: host {} ({}) has no volume pool (its agent runs without --volume-pool)",
+                    host.name, host.id
+                ),
+            )
+            .with_constraint(json!({ "field": field, "rule": "host has a volume pool", "host_id": host.id })));
+        };
+        if room < size {
+            return Err(full(&host, room));
+        }
+        return Ok(host);
+    }
+    let mut best: Option<(i64, Host)> = None;
+    let mut pools = 0;
+    for host in tx.list_by::<Host>(&Scope::Platform, "state", "available").await? {
+        let Some(room) = headroom_gib(tx, st, &host).await? else { continue };
+        pools += 1;
+        if best.as_ref().is_none_or(|(r, _)| room > *r) {
+            best = Some((room, host));
+        }
+    }
+    match best {
+        None => Err(Error::conflict("no_volume_pool", "no available host has a volume pool")
+            .with_constraint(json!({ "field": "size_gib", "rule": "an available host with a volume pool" }))),
+        Some((room, host)) if room < size => Err(Error::conflict(
+            "volume_pool_full",
+            format!(
+                "no volume pool can promise {size} GiB: the roomiest of {pools} is host {} ({}), with {room} GiB",
+                host.name, host.id
+            ),
+        )
+        .with_constraint(
+            json!({ "field": "size_gib", "rule": "pool headroom", "headroom_gib": room, "pools": pools }),
+        )),
+        Some((_, host)) => Ok(host),
+    }
+}
+
+/// Create a volume.
+pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<Volume> {
+    validate::dns_label("name", &b.name)?;
+    validate::text("description", &b.description, 255)?;
+    if b.size_gib == 0 || b.size_gib > MAX_SIZE_GIB {
+        return Err(Error::invalid("invalid_value", format!("size_gib: {} is outside 1–{MAX_SIZE_GIB}", b.size_gib))
+            .with_constraint(json!({ "field": "size_gib", "rule": "range", "min": 1, "max": MAX_SIZE_GIB })));
+    }
+    let project = writable_project(st, caller, &b.project_id, "creating volumes in this project").await?;
+    let vt = type_for(st, &b).await?;
+    let kek = match (&st.config.volume_kek, vt.encrypted) {
+        (Some(k), true) => Some(k),
+        (None, true) => {
+            return Err(Error::unavailable(
+                "volume_keys_unavailable",
+                "this server has no key-encryption key for volume keys, so it cannot make encrypted volumes",
+            ));
+        }
+        (_, false) => None,
+    };
+    let mut tx = st.store.begin().await?;
+    let host = place(&mut tx, st, caller, &b, &project).await?;
+    charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUMES, 1).await?;
+    charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUME_GIB, i64::from(b.size_gib)).await?;
+    let now = Utc::now();
+    let id = VolumeId::generate();
+    let vol = Volume {
+        serial: serial_of(&id),
+        id,
+        tenant_id: project.tenant_id.clone(),
+        project_id: project.id.clone(),
+        name: b.name,
+        description: b.description,
+        volume_type_id: vt.id.clone(),
+        size_gib: b.size_gib,
+        host_id: Some(host.id.clone()),
+        state: VolumeState::Creating,
+        state_reason: None,
+        encrypted: vt.encrypted,
+        wipe: vt.wipe,
+        allocated_bytes: None,
+        wipe_evidence: None,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let sealed = kek.map(|k| k.seal(vol.id.as_str(), &crate::secrets::volume_key()));
+    tx.insert(&vol, &[("wrapped_key", Val::Text(sealed))]).await?;
+    tx.bump_volume_spec(vol.id.as_str(), Some(host.id.as_str())).await?;
+    tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 201).await?;
+    tx.commit().await?;
+    Ok(vol)
+}
+
+/// List volumes.
+pub async fn list(st: &AppState, caller: &Caller, p: &PageParams, f: VolumeFilter) -> Result<Page<Volume>> {
+    let pg = Paging::from(p)?;
+    let mut filters: Vec<(&str, String)> = Vec::new();
+    filters.extend(f.project_id.map(|v| ("project_id", v)));
+    filters.extend(f.name.map(|v| ("name", v)));
+    filters.extend(f.volume_type_id.map(|v| ("volume_type_id", v)));
+    filters.extend(f.host_id.map(|v| ("host_id", v)));
+    filters.extend(f.state.map(|v| ("state", v)));
+    Ok(st.store.list::<Volume>(&caller.scope(), &filters, pg.limit, pg.cursor.as_deref()).await?)
+}
+
+/// Get a volume.
+pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<Volume> {
+    Ok(st.store.get(&caller.scope(), id).await?)
+}
+
+/// Change a volume's description.
+pub async fn update(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    if_match: Option<i64>,
+    b: VolumeUpdate,
+) -> Result<Volume> {
+    if let Some(d) = &b.description {
+        validate::text("description", d, 255)?;
+    }
+    let current: Volume = st.store.get(&caller.scope(), id).await?;
+    require_write(caller, &current.tenant_id, &current.project_id, "changing volumes in this project")?;
+    Ok(st
+        .store
+        .update(&caller.scope(), id, if_match, &caller.audit(), |v: &mut Volume| {
+            if let Some(d) = b.description {
+                v.description = d;
+            }
+            Ok(vec![])
+        })
+        .await?)
+}
+
+/// Delete a volume: its key destroyed now, its file wiped and removed by its host.
+pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<Volume> {
+    let mut tx = st.store.begin().await?;
+    let mut vol: Volume = tx.get(&caller.scope(), id).await?;
+    require_write(caller, &vol.tenant_id, &vol.project_id, "deleting volumes in this project")?;
+    check_generation(&vol, if_match)?;
+    match vol.state {
+        VolumeState::Creating | VolumeState::Available | VolumeState::Error => {}
+        VolumeState::InUse | VolumeState::Extending => {
+            return Err(Error::conflict(
+                "volume_busy",
+                format!(
+                    "volume {} is {}: detach it (or let it finish) first",
+                    vol.id,
+                    plinth_store::volume_state_str(vol.state)
+                ),
+            )
+            .with_constraint(json!({ "rule": "state", "allowed": ["creating", "available", "error"] })));
+        }
+        VolumeState::Deleting | VolumeState::Wiping | VolumeState::Deleted => {
+            return Err(Error::conflict(
+                "volume_deleted",
+                format!("volume {} is already being deleted or gone", vol.id),
+            )
+            .with_constraint(json!({ "rule": "state", "allowed": ["creating", "available", "error"] })));
+        }
+    }
+    let now = tx.now();
+    vol.state = VolumeState::Deleting;
+    vol.state_reason = None;
+    vol.wipe_evidence = Some(WipeEvidence {
+        method: vol.wipe,
+        key_destroyed_at: vol.encrypted.then_some(now),
+        bytes_overwritten: 0,
+        completed_at: None,
+    });
+    tx.set_volume_key(vol.id.as_str(), None).await?;
+    tx.save(&mut vol).await?;
+    tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
+    tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 202).await?;
+    tx.commit().await?;
+    Ok(vol)
+}
+
+/// What the host must do with each of its volumes.
+pub async fn host_specs(st: &AppState, host: &HostId) -> Result<Vec<VolumeSpec>> {
+    Ok(st
+        .store
+        .host_volumes(host.as_str())
+        .await?
+        .into_iter()
+        .map(|(v, generation)| VolumeSpec {
+            present: !matches!(v.state, VolumeState::Deleting | VolumeState::Wiping | VolumeState::Deleted),
+            volume_id: v.id,
+            generation,
+            size_bytes: u64::from(v.size_gib) << 30,
+            encrypted: v.encrypted,
+            wipe: v.wipe,
+        })
+        .collect())
+}
+
+/// A volume's key for the host that holds it, while the host must make or open it.
+pub async fn key_for_host(st: &AppState, host: &HostId, id: &str) -> Result<VolumeKey> {
+    let not_found = || Error::not_found("volume", id);
+    let vol: Volume = st.store.get(&Scope::Platform, id).await.map_err(|_| not_found())?;
+    if vol.host_id.as_ref() != Some(host) {
+        return Err(not_found());
+    }
+    if vol.state != VolumeState::Creating {
+        return Err(Error::conflict(
+            "volume_key_not_needed",
+            format!(
+                "volume {id} is {}: its host has no use for its key now",
+                plinth_store::volume_state_str(vol.state)
+            ),
+        ));
+    }
+    let Some(kek) = &st.config.volume_kek else {
+        return Err(Error::unavailable(
+            "volume_keys_unavailable",
+            "this server has no key-encryption key for volume keys",
+        ));
+    };
+    let sealed = st.store.volume_key_for_host(id, host.as_str()).await?.ok_or_else(not_found)?;
+    let key =
+        kek.open(id, &sealed).ok_or_else(|| Error::internal(format!("volume {id}: its sealed key does not open")))?;
+    Ok(VolumeKey { volume_id: vol.id, key })
+}
+
+fn owner(v: &Volume) -> LedgerOwner<'_> {
+    LedgerOwner {
+        tenant_id: v.tenant_id.as_str(),
+        project_id: v.project_id.as_str(),
+        resource_id: v.id.as_str(),
+        resource_kind: "volume",
+    }
+}
+
+/// Keeps the volume's `disk_gib_seconds` interval open while it exists on its host (from
+/// `available` until `deleted`), under its type's price dimension.
+async fn meter(tx: &mut Tx, v: &Volume, cause: &str) -> Result<()> {
+    let holds = matches!(
+        v.state,
+        VolumeState::Available
+            | VolumeState::InUse
+            | VolumeState::Extending
+            | VolumeState::Deleting
+            | VolumeState::Wiping
+    );
+    let want: Vec<Want> = if holds {
+        let vt: VolumeType = tx.get(&Scope::Platform, v.volume_type_id.as_str()).await?;
+        vec![Want {
+            meter: Meter::DiskGibSeconds,
+            dimension: vt.price_dimension,
+            multiplier: i64::from(v.size_gib),
+            attributes: BTreeMap::from([("volume_type_id".to_string(), vt.id.to_string())]),
+        }]
+    } else {
+        Vec::new()
+    };
+    let at = metering::micros(metering::truncate(tx.now()));
+    let open = tx.open_intervals(v.id.as_str()).await?;
+    let plan = metering::plan(&open, &want, at, tx.billing_anchor());
+    tx.apply_ledger(&owner(v), &plan, cause).await?;
+    Ok(())
+}
+
+/// Applies the host's reports of its volumes (in the caller's transaction). A report
+/// about a volume not on this host, or of another spec generation, changes nothing.
+pub async fn record_reports(tx: &mut Tx, host: &HostId, reports: &[ObservedVolume]) -> Result<u32> {
+    let mut applied = 0;
+    for o in reports {
+        let Some(mut vol) = tx.find::<Volume>(&Scope::Platform, o.volume_id.as_str()).await? else { continue };
+        if vol.host_id.as_ref() != Some(host) || tx.volume_spec_generation(vol.id.as_str()).await? != Some(o.generation)
+        {
+            continue;
+        }
+        let before = vol.state;
+        let reason = o.detail.clone();
+        match (vol.state, o.state) {
+            (VolumeState::Creating, ObservedVolumeState::Present) => {
+                vol.state = VolumeState::Available;
+                vol.state_reason = None;
+            }
+            (VolumeState::Creating, ObservedVolumeState::Failed) => {
+                vol.state = VolumeState::Error;
+                vol.state_reason = reason.or_else(|| Some("its host could not make it".into()));
+            }
+            (VolumeState::Deleting, ObservedVolumeState::Wiping) => vol.state = VolumeState::Wiping,
+            (VolumeState::Deleting | VolumeState::Wiping, ObservedVolumeState::Absent) => {
+                vol.state = VolumeState::Deleted;
+                vol.state_reason = None;
+                let now = tx.now();
+                if let Some(e) = vol.wipe_evidence.as_mut() {
+                    e.bytes_overwritten = o.bytes_overwritten.unwrap_or(0);
+                    e.completed_at = Some(now);
+                }
+                charge(tx, &vol.tenant_id, &vol.project_id, quota::VOLUMES, -1).await?;
+                charge(tx, &vol.tenant_id, &vol.project_id, quota::VOLUME_GIB, -i64::from(vol.size_gib)).await?;
+                // The host hears at once that it may forget the volume (and its wipe record).
+                tx.bump_volume_spec(vol.id.as_str(), Some(host.as_str())).await?;
+            }
+            (VolumeState::Deleting | VolumeState::Wiping, ObservedVolumeState::Failed) => {
+                // The host retries at its next pass; the record says what failed.
+                vol.state_reason = reason;
+            }
+            _ => {}
+        }
+        let allocated = o.allocated_bytes.filter(|_| o.state == ObservedVolumeState::Present);
+        if vol.state == before
+            && vol.state_reason == o.detail
+            && (allocated.is_none() || allocated == vol.allocated_bytes)
+        {
+            continue;
+        }
+        if allocated.is_some() {
+            vol.allocated_bytes = allocated;
+        }
+        if vol.state != before {
+            meter(tx, &vol, &format!("volume.{}", plinth_store::volume_state_str(vol.state))).await?;
+            tx.save(&mut vol).await?;
+        } else {
+            tx.save_quiet(&vol).await?;
+        }
+        applied += 1;
+    }
+    Ok(applied)
+}

@@ -1,0 +1,286 @@
+//! Block storage through the HTTP API, with the agent's side spoken over the real agent
+//! protocol: volume types (operators), a volume's placement on a host's pool, its key
+//! handed only to its host, the reports that make it available and, after a delete that
+//! destroys the key at once, deleted with its wipe evidence; its `disk_gib_seconds`
+//! interval, quotas, bad input and tenancy.
+
+mod common;
+
+use common::fleet::{TestHost, inventory};
+use common::{TestServer, id};
+use serde_json::{Value, json};
+
+/// An inventory with a volume pool of `gib` GiB.
+fn with_pool(gib: u64) -> Value {
+    let mut inv = inventory(8, 16_384);
+    inv["volume_pool"] = json!({ "path": "/var/lib/plinth/volumes", "filesystem": "ext4", "capacity_bytes": gib << 30, "free_bytes": gib << 30 });
+    inv
+}
+
+async fn desired(srv: &TestServer, host: &TestHost) -> Value {
+    srv.get("/agent/v1/desired?wait=1").token(&host.credential).send().await.ok(200)
+}
+
+fn spec_of<'a>(d: &'a Value, vol: &str) -> Option<&'a Value> {
+    d["volumes"].as_array().expect("volumes").iter().find(|v| v["volume_id"] == vol)
+}
+
+async fn report(srv: &TestServer, host: &TestHost, vol: &str, generation: &Value, state: &str, extra: Value) -> Value {
+    let mut o = json!({ "volume_id": vol, "generation": generation, "state": state });
+    if let (Some(o), Some(e)) = (o.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    srv.post("/agent/v1/observed")
+        .token(&host.credential)
+        .json(&json!({ "instances": [], "volumes": [o] }))
+        .send()
+        .await
+        .ok(200)
+}
+
+#[tokio::test]
+async fn volume_types_are_the_operators_and_refuse_what_cannot_hold() {
+    let srv = TestServer::start().await;
+    let tenant = srv.tenant_with_admin("acme").await;
+    let t = srv
+        .post("/v1/volume-types")
+        .token(&srv.operator)
+        .json(&json!({ "name": "standard", "qos": { "iops_total": 500 } }))
+        .send()
+        .await
+        .ok(201);
+    assert_eq!(t["encrypted"], true, "encrypted unless asked otherwise");
+    assert_eq!(t["wipe"], "crypto", "an encrypted type is crypto-erased");
+    assert_eq!(t["price_dimension"], "standard");
+    assert_eq!(t["backend"], "local_qcow2");
+    let plain = srv
+        .post("/v1/volume-types")
+        .token(&srv.operator)
+        .json(&json!({ "name": "plain", "encrypted": false }))
+        .send()
+        .await
+        .ok(201);
+    assert_eq!(plain["wipe"], "overwrite", "an unencrypted type is overwritten");
+    // A tenant reads them and writes none.
+    let listed = srv.list_ids(&tenant.secret, "/v1/volume-types").await;
+    assert_eq!(listed.len(), 2);
+    srv.post("/v1/volume-types")
+        .token(&tenant.secret)
+        .json(&json!({ "name": "mine" }))
+        .send()
+        .await
+        .problem(403, "forbidden");
+    // What cannot hold is refused, naming the field; nothing is written.
+    let p = srv
+        .post("/v1/volume-types")
+        .token(&srv.operator)
+        .json(&json!({ "name": "bad", "encrypted": false, "wipe": "crypto" }))
+        .send()
+        .await
+        .problem(422, "wipe_needs_encryption");
+    assert_eq!(p["constraint"]["field"], "wipe");
+    let p = srv
+        .post("/v1/volume-types")
+        .token(&srv.operator)
+        .json(&json!({ "name": "ceph", "backend": "rbd" }))
+        .send()
+        .await
+        .problem(422, "backend_unavailable");
+    assert_eq!(p["constraint"]["field"], "backend");
+    let p = srv
+        .post("/v1/volume-types")
+        .token(&srv.operator)
+        .json(&json!({ "name": "zero", "qos": { "bps_total": 0 } }))
+        .send()
+        .await
+        .problem(422, "invalid_value");
+    assert_eq!(p["constraint"]["field"], "qos.bps_total");
+    srv.post("/v1/volume-types")
+        .token(&srv.operator)
+        .json(&json!({ "name": "standard" }))
+        .send()
+        .await
+        .problem(409, "already_exists");
+    assert_eq!(srv.list_ids(&srv.operator, "/v1/volume-types").await.len(), 2, "no refused type was written");
+}
+
+#[tokio::test]
+async fn a_volume_is_made_by_its_host_and_its_key_is_destroyed_at_delete() {
+    let srv = TestServer::start().await;
+    let tenant = srv.tenant_with_admin("acme").await;
+    let project = id(&srv.create_project(&tenant.secret, None, "web").await);
+    let body = |name: &str, size: u32| json!({ "project_id": project, "name": name, "size_gib": size });
+
+    // Nothing to make a volume with yet: each refusal says what is missing.
+    srv.post("/v1/volumes").token(&tenant.secret).json(&body("v", 10)).send().await.problem(409, "no_volume_type");
+    srv.post("/v1/volume-types").token(&srv.operator).json(&json!({ "name": "standard" })).send().await.ok(201);
+    srv.post("/v1/volumes").token(&tenant.secret).json(&body("v", 10)).send().await.problem(409, "no_volume_pool");
+    let host = srv.enroll_host("store-1", with_pool(100), &[]).await;
+    let other = srv.enroll_host("store-2", inventory(8, 16_384), &[]).await;
+    let p =
+        srv.post("/v1/volumes").token(&tenant.secret).json(&body("v", 0)).send().await.problem(422, "invalid_value");
+    assert_eq!(p["constraint"]["field"], "size_gib");
+    let p = srv
+        .post("/v1/volumes")
+        .token(&tenant.secret)
+        .json(&body("v", 101))
+        .send()
+        .await
+        .problem(409, "volume_pool_full");
+    assert!(p["detail"].as_str().unwrap().contains("100 GiB"), "the pool's headroom is named: {p}");
+    let p = srv
+        .post("/v1/volumes")
+        .token(&tenant.secret)
+        .json(&json!({ "project_id": project, "name": "v", "size_gib": 1, "host_id": host.id }))
+        .send()
+        .await
+        .problem(403, "forbidden");
+    assert!(p["detail"].as_str().unwrap().contains("named host"), "{p}");
+    assert!(srv.list_ids(&tenant.secret, "/v1/volumes").await.is_empty(), "no refused volume was written");
+
+    let vol = srv.post("/v1/volumes").token(&tenant.secret).json(&body("data", 10)).send().await.ok(201);
+    let vid = id(&vol);
+    assert_eq!(vol["state"], "creating");
+    assert_eq!(vol["host_id"], host.id.as_str(), "on the only host with a pool");
+    assert_eq!(vol["serial"].as_str().unwrap().len(), 20);
+    assert!(
+        vid.to_lowercase().ends_with(&vol["serial"].as_str().unwrap().to_lowercase()),
+        "its serial is its id's tail"
+    );
+    // The name is the project's: a second one of that name is refused.
+    srv.post("/v1/volumes").token(&tenant.secret).json(&body("data", 1)).send().await.problem(409, "already_exists");
+
+    // Its host is told to make it, and only its host gets its key.
+    let d = desired(&srv, &host).await;
+    let spec = spec_of(&d, &vid).expect("the host is told").clone();
+    assert_eq!(spec["present"], true);
+    assert_eq!(spec["size_bytes"], 10u64 << 30);
+    assert_eq!(spec["encrypted"], true);
+    assert!(spec_of(&desired(&srv, &other).await, &vid).is_none(), "another host is not told");
+    let key = srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&host.credential).send().await.ok(200);
+    let k = key["key"].as_str().expect("key").to_string();
+    assert!(k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()), "64 hexadecimal characters");
+    srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&other.credential).send().await.problem(404, "not_found");
+    for path in [format!("/v1/volumes/{vid}"), "/v1/volumes".to_string()] {
+        let text = srv.get(&path).token(&srv.operator).send().await.json().to_string();
+        assert!(!text.contains(&k), "the key never appears in the API ({path})");
+    }
+
+    // Present: available, and its disk_gib_seconds interval opens.
+    report(&srv, &host, &vid, &spec["generation"], "present", json!({ "allocated_bytes": 2_359_296 })).await;
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&tenant.secret).send().await.ok(200);
+    assert_eq!(v["state"], "available");
+    assert_eq!(v["allocated_bytes"], 2_359_296);
+    let usage = srv
+        .get(&format!("/v1/usage?resource_id={vid}&meter=disk_gib_seconds"))
+        .token(&tenant.secret)
+        .send()
+        .await
+        .ok(200);
+    let recs = usage["items"].as_array().expect("records");
+    assert_eq!(recs.len(), 1, "{usage}");
+    assert_eq!(recs[0]["dimension"], "standard");
+    assert_eq!(recs[0]["multiplier"], 10);
+    assert!(recs[0]["end_at"].is_null(), "open while the volume exists");
+    srv.get(&format!("/agent/v1/volumes/{vid}/key"))
+        .token(&host.credential)
+        .send()
+        .await
+        .problem(409, "volume_key_not_needed");
+
+    // Delete: the key is gone in the same transaction; the host is told to wipe.
+    let gone = srv.delete(&format!("/v1/volumes/{vid}")).token(&tenant.secret).send().await.ok(202);
+    assert_eq!(gone["state"], "deleting");
+    assert_eq!(gone["wipe_evidence"]["method"], "crypto");
+    assert!(gone["wipe_evidence"]["key_destroyed_at"].is_string(), "{gone}");
+    assert_eq!(
+        srv.store.volume_key_for_host(&vid, &host.id).await.expect("read"),
+        None,
+        "the sealed key is no longer stored"
+    );
+    let d = desired(&srv, &host).await;
+    let spec2 = spec_of(&d, &vid).expect("still told").clone();
+    assert_eq!(spec2["present"], false);
+    assert_ne!(spec2["generation"], spec["generation"], "a new generation to act on");
+    srv.delete(&format!("/v1/volumes/{vid}")).token(&tenant.secret).send().await.problem(409, "volume_deleted");
+    // A report of the old generation changes nothing.
+    report(&srv, &host, &vid, &spec["generation"], "absent", json!({ "bytes_overwritten": 1 })).await;
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&tenant.secret).send().await.ok(200);
+    assert_eq!(v["state"], "deleting", "a stale report is ignored");
+    // Absent: deleted, with what the wipe overwrote; the interval closes; quota freed.
+    report(&srv, &host, &vid, &spec2["generation"], "absent", json!({ "bytes_overwritten": 2_134_016 })).await;
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&tenant.secret).send().await.ok(200);
+    assert_eq!(v["state"], "deleted");
+    assert_eq!(v["wipe_evidence"]["bytes_overwritten"], 2_134_016);
+    assert!(v["wipe_evidence"]["completed_at"].is_string());
+    let usage = srv
+        .get(&format!("/v1/usage?resource_id={vid}&meter=disk_gib_seconds"))
+        .token(&tenant.secret)
+        .send()
+        .await
+        .ok(200);
+    assert!(usage["items"][0]["end_at"].is_string(), "closed once deleted: {usage}");
+    assert!(spec_of(&desired(&srv, &host).await, &vid).is_none(), "the host is no longer told");
+    // The name is free again; the deleted volume stays listed with its evidence.
+    srv.post("/v1/volumes").token(&tenant.secret).json(&body("data", 10)).send().await.ok(201);
+    let deleted = srv.list_all(&tenant.secret, "/v1/volumes?state=deleted").await;
+    assert_eq!(deleted.len(), 1);
+}
+
+#[tokio::test]
+async fn volumes_follow_quota_and_tenancy() {
+    let srv = TestServer::start().await;
+    srv.post("/v1/volume-types").token(&srv.operator).json(&json!({ "name": "standard" })).send().await.ok(201);
+    let host = srv.enroll_host("store-1", with_pool(1000), &[]).await;
+    let a = srv.tenant_with_admin("acme").await;
+    let b = srv.tenant_with_admin("globex").await;
+    let pa = id(&srv.create_project(&a.secret, None, "web").await);
+    let pb = id(&srv.create_project(&b.secret, None, "web").await);
+    srv.call(reqwest::Method::PUT, "/v1/quotas")
+        .token(&a.secret)
+        .json(&json!({ "scope_id": pa, "limits": { "volume_gib": 15 } }))
+        .send()
+        .await
+        .ok(200);
+    let va = srv
+        .post("/v1/volumes")
+        .token(&a.secret)
+        .json(&json!({ "project_id": pa, "name": "one", "size_gib": 10 }))
+        .send()
+        .await
+        .ok(201);
+    let p = srv
+        .post("/v1/volumes")
+        .token(&a.secret)
+        .json(&json!({ "project_id": pa, "name": "two", "size_gib": 10 }))
+        .send()
+        .await
+        .problem(409, "quota_exceeded");
+    assert!(p["detail"].as_str().unwrap().contains("volume_gib"), "{p}");
+    // Another tenant neither sees nor touches it, nor creates in its project.
+    let vid = id(&va);
+    srv.get(&format!("/v1/volumes/{vid}")).token(&b.secret).send().await.problem(404, "not_found");
+    srv.delete(&format!("/v1/volumes/{vid}")).token(&b.secret).send().await.problem(404, "not_found");
+    assert!(srv.list_ids(&b.secret, "/v1/volumes").await.is_empty());
+    srv.post("/v1/volumes")
+        .token(&b.secret)
+        .json(&json!({ "project_id": pa, "name": "sneak", "size_gib": 1 }))
+        .send()
+        .await
+        .problem(404, "not_found");
+    srv.post("/v1/volumes")
+        .token(&b.secret)
+        .json(
+            &json!({ "project_id": pb, "name": "own", "size_gib": 1, "instance_id": "ins_01jz8x3m5q2v7w9k4r6t8y0b1c" }),
+        )
+        .send()
+        .await
+        .problem(422, "invalid_reference");
+    // The agent reports only its own volumes: one of another host's is not applied.
+    let other = srv.enroll_host("store-2", with_pool(1000), &[]).await;
+    let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    let ack = report(&srv, &other, &vid, &spec["generation"], "present", json!({})).await;
+    assert_eq!(ack["applied"], 0);
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&a.secret).send().await.ok(200);
+    assert_eq!(v["state"], "creating", "another host's report changed nothing");
+}

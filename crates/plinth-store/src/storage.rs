@@ -1,0 +1,156 @@
+//! Block storage rows: volume types and volumes, a volume's wrapped key (written at create,
+//! set to NULL by its delete: crypto-erase is that statement), the spec generation its host
+//! acts on, and the reads behind placement (what each host's pool has promised). What a
+//! volume's state means is the server's (`app::storage`); the key's sealing is
+//! `plinth_server::secrets`: this crate stores only the sealed text.
+
+use crate::error::StoreError;
+use crate::resource::{Resource, Val};
+use crate::sql::Sql;
+use crate::store::Store;
+use crate::tx::Tx;
+use chrono::{DateTime, Utc};
+use plinth_api::*;
+use sqlx::Row;
+
+macro_rules! meta {
+    () => {
+        fn id(&self) -> &str {
+            self.id.as_str()
+        }
+        fn generation(&self) -> i64 {
+            self.generation
+        }
+        fn set_meta(&mut self, generation: i64, updated_at: DateTime<Utc>) {
+            self.generation = generation;
+            self.updated_at = updated_at;
+        }
+        fn created_at(&self) -> DateTime<Utc> {
+            self.created_at
+        }
+    };
+}
+
+impl Resource for VolumeType {
+    const TABLE: &'static str = "volume_types";
+    const KIND: &'static str = "volume type";
+    const TENANT_COL: Option<&'static str> = None;
+    const FILTERS: &'static [&'static str] = &["name"];
+    const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("volumes", "volume_type_id")];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![("name", Val::text(&self.name))]
+    }
+}
+
+/// The text a volume state is stored as (its wire name).
+pub fn volume_state_str(s: VolumeState) -> &'static str {
+    match s {
+        VolumeState::Creating => "creating",
+        VolumeState::Available => "available",
+        VolumeState::InUse => "in_use",
+        VolumeState::Extending => "extending",
+        VolumeState::Deleting => "deleting",
+        VolumeState::Wiping => "wiping",
+        VolumeState::Deleted => "deleted",
+        VolumeState::Error => "error",
+    }
+}
+
+impl Resource for Volume {
+    const TABLE: &'static str = "volumes";
+    const KIND: &'static str = "volume";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["project_id", "name", "volume_type_id", "host_id", "state"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+            ("name", Val::text(&self.name)),
+            ("volume_type_id", Val::text(&self.volume_type_id.0)),
+            ("host_id", Val::opt_text(self.host_id.as_ref())),
+            ("state", Val::text(volume_state_str(self.state))),
+            // Names are unique among the volumes not deleted (NULLs never collide).
+            ("live", Val::Int((self.state != VolumeState::Deleted).then_some(1))),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
+impl Tx {
+    /// Stores a volume's sealed key (`None`: destroys it; nothing can open its data after).
+    pub async fn set_volume_key(&mut self, volume_id: &str, sealed: Option<String>) -> Result<(), StoreError> {
+        self.set_column("volumes", volume_id, "wrapped_key", Val::Text(sealed)).await
+    }
+
+    /// Moves the generation of what a volume's host must do with it (and wakes the host).
+    pub async fn bump_volume_spec(&mut self, volume_id: &str, host_id: Option<&str>) -> Result<(), StoreError> {
+        let mut sql = Sql::new("UPDATE volumes SET spec_generation = spec_generation + 1 WHERE 1=1");
+        sql.cond("id =", Val::text(volume_id));
+        self.write_later(sql, "volumes", "volume").await?;
+        if let Some(h) = host_id {
+            self.bump_desired(h).await?;
+            if !self.wake.iter().any(|w| w == h) {
+                self.wake.push(h.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The spec generation of a volume (what its host's reports must name).
+    pub async fn volume_spec_generation(&mut self, volume_id: &str) -> Result<Option<i64>, StoreError> {
+        let mut sql = Sql::new("SELECT spec_generation FROM volumes WHERE 1=1");
+        sql.cond("id =", Val::text(volume_id));
+        Ok(match self.fetch(sql).await?.first() {
+            Some(r) => Some(r.try_get("spec_generation")?),
+            None => None,
+        })
+    }
+
+    /// Bytes the volumes of `host_id`'s pool hold (those not yet wiped), by their size.
+    pub async fn host_provisioned_gib(&mut self, host_id: &str) -> Result<i64, StoreError> {
+        let mut sql = Sql::new("SELECT doc FROM volumes WHERE state <> 'deleted'");
+        sql.cond("host_id =", Val::text(host_id));
+        let mut total = 0i64;
+        for r in self.fetch(sql).await? {
+            let v: Volume = serde_json::from_str(&r.try_get::<String, _>("doc")?)
+                .map_err(|source| StoreError::Corrupt { table: "volumes", source })?;
+            total += i64::from(v.size_gib);
+        }
+        Ok(total)
+    }
+}
+
+impl Store {
+    /// The volumes a host must act on (every one not yet deleted), each with its spec
+    /// generation.
+    pub async fn host_volumes(&self, host_id: &str) -> Result<Vec<(Volume, i64)>, StoreError> {
+        let mut sql = Sql::new("SELECT doc, spec_generation FROM volumes WHERE state <> 'deleted'");
+        sql.cond("host_id =", Val::text(host_id));
+        sql.push(" ORDER BY id");
+        let rows = sql.query().fetch_all(&self.read).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let v: Volume = serde_json::from_str(&r.try_get::<String, _>("doc")?)
+                .map_err(|source| StoreError::Corrupt { table: "volumes", source })?;
+            out.push((v, r.try_get("spec_generation")?));
+        }
+        Ok(out)
+    }
+
+    /// A volume's sealed key, when `host_id` holds the volume and it still has one.
+    pub async fn volume_key_for_host(&self, volume_id: &str, host_id: &str) -> Result<Option<String>, StoreError> {
+        let mut sql = Sql::new("SELECT wrapped_key FROM volumes WHERE 1=1");
+        sql.cond("id =", Val::text(volume_id));
+        sql.cond("host_id =", Val::text(host_id));
+        let rows = sql.query().fetch_all(&self.read).await?;
+        Ok(match rows.first() {
+            Some(r) => r.try_get::<Option<String>, _>("wrapped_key")?,
+            None => None,
+        })
+    }
+}

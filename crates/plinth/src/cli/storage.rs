@@ -1,0 +1,165 @@
+//! Block storage commands: `plinth volume-type …` (operators) and `plinth volume …`.
+//! Names resolve to ids (a volume's within its project when `--project` is given).
+
+use super::{ListArgs, create, delete, get, none_match};
+use crate::output::Out;
+use anyhow::Result;
+use clap::Subcommand;
+use plinth_api::*;
+use plinth_client::resolve::{resolve, resolve_in, resolve_opt};
+use plinth_client::{Client, Hosts, Instances, Projects, VolumeTypes, Volumes};
+
+/// Volume types: the kinds of volume operators offer.
+#[derive(Subcommand, Debug)]
+pub enum VolumeTypeCmd {
+    /// List them.
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+    },
+    /// Show one (id or name).
+    Get { id: String },
+    /// Create one (operators).
+    Create {
+        name: String,
+        /// Store volumes unencrypted (default: LUKS with a key per volume).
+        #[arg(long)]
+        unencrypted: bool,
+        /// How a deleted volume is wiped: crypto (its key destroyed, then its encryption
+        /// header overwritten; the default when encrypted) or overwrite (every byte).
+        #[arg(long, value_parser = ["crypto", "overwrite"])]
+        wipe: Option<String>,
+        /// Limit on I/O operations per second.
+        #[arg(long)]
+        iops: Option<u64>,
+        /// Limit on bytes per second.
+        #[arg(long)]
+        bps: Option<u64>,
+        /// The disk_gib_seconds dimension the price book prices it under (default: its name).
+        #[arg(long)]
+        price_dimension: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete one (not while a volume names it).
+    Delete { id: String },
+}
+
+impl VolumeTypeCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "name", "backend", "encrypted", "wipe", "price_dimension"];
+        match self {
+            VolumeTypeCmd::List { page } => {
+                o.list(&c.list::<VolumeTypes>(&page.page(), &VolumeTypeFilter::default()).await?, COLUMNS)
+            }
+            VolumeTypeCmd::Get { id } => get::<VolumeTypes>(c, o, id).await,
+            VolumeTypeCmd::Create { name, unencrypted, wipe, iops, bps, price_dimension, description } => {
+                let body = VolumeTypeCreate {
+                    name: name.clone(),
+                    description: description.clone(),
+                    backend: VolumeBackend::LocalQcow2,
+                    encrypted: Some(!unencrypted),
+                    wipe: wipe
+                        .as_deref()
+                        .map(|w| if w == "crypto" { WipeMethod::Crypto } else { WipeMethod::Overwrite }),
+                    qos: VolumeQos { iops_total: *iops, bps_total: *bps, ..VolumeQos::default() },
+                    price_dimension: price_dimension.clone(),
+                };
+                create::<VolumeTypes>(c, o, &body).await
+            }
+            VolumeTypeCmd::Delete { id } => delete::<VolumeTypes>(c, id, None).await,
+        }
+    }
+}
+
+/// Volumes: block devices a project holds apart from any instance.
+#[derive(Subcommand, Debug)]
+pub enum VolumeCmd {
+    /// List them (deleted ones too, with how they were wiped).
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+        /// Only this project's (id or name).
+        #[arg(long)]
+        project: Option<String>,
+        /// Only those in this state (creating, available, in_use, deleting, wiping, deleted, error).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show one (id or name).
+    Get {
+        id: String,
+        /// The project to find the name in.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Create one: `creating` until its host has made it, then `available`.
+    Create {
+        name: String,
+        /// Project id or name.
+        #[arg(long)]
+        project: String,
+        /// Size in GiB.
+        #[arg(long)]
+        size: u32,
+        /// Volume type id or name (default: the only one).
+        #[arg(long = "type")]
+        volume_type: Option<String>,
+        /// Put it on the host of this instance (id or name), where it can be attached.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Put it on this host (id or name; operators).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete one: its key is destroyed at once, then its host wipes and removes it.
+    Delete {
+        id: String,
+        /// The project to find the name in.
+        #[arg(long)]
+        project: Option<String>,
+    },
+}
+
+/// A volume named by id, or by name (within `project` when given).
+async fn volume_id(c: &Client, given: &str, project: Option<&str>) -> Result<String> {
+    let project_id = resolve_opt::<Projects>(c, project).await?;
+    Ok(resolve_in::<Volumes>(c, given, VolumeFilter { project_id, ..VolumeFilter::default() }).await?)
+}
+
+impl VolumeCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "project_id", "name", "size_gib", "state", "host_id", "serial"];
+        match self {
+            VolumeCmd::List { page, project, state } => {
+                let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
+                let f =
+                    VolumeFilter { project_id: project_id.clone(), state: state.clone(), ..VolumeFilter::default() };
+                let d = c.list::<Volumes>(&page.page(), &f).await?;
+                none_match("volumes", &d, &[("project", project_id), ("state", state.clone())]);
+                o.list(&d, COLUMNS)
+            }
+            VolumeCmd::Get { id, project } => {
+                o.object(&c.view::<Volumes>(&volume_id(c, id, project.as_deref()).await?).await?)
+            }
+            VolumeCmd::Create { name, project, size, volume_type, instance, host, description } => {
+                let body = VolumeCreate {
+                    project_id: ProjectId(resolve::<Projects>(c, project).await?),
+                    name: name.clone(),
+                    description: description.clone(),
+                    volume_type_id: resolve_opt::<VolumeTypes>(c, volume_type.as_deref()).await?.map(VolumeTypeId),
+                    size_gib: *size,
+                    instance_id: resolve_opt::<Instances>(c, instance.as_deref()).await?.map(InstanceId),
+                    host_id: resolve_opt::<Hosts>(c, host.as_deref()).await?.map(HostId),
+                };
+                create::<Volumes>(c, o, &body).await
+            }
+            VolumeCmd::Delete { id, project } => {
+                let id = volume_id(c, id, project.as_deref()).await?;
+                o.object(&c.delete::<Volumes>(&id, None).await?)
+            }
+        }
+    }
+}
