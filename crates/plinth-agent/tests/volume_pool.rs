@@ -186,6 +186,7 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
     assert_eq!(fs.copies(&m2), 0);
 
     // A report lost to a crash is made again with the same evidence.
+    // (Growing is checked below, on the next tenant's volume.)
     let again = pool.converge(&[spec(&enc, 2, true, WipeMethod::Crypto, false)], &with_key);
     assert_eq!(again[0].bytes_overwritten, r[0].bytes_overwritten, "the wipe's record is kept until forgotten");
     pool.converge(&[], &with_key);
@@ -195,6 +196,20 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
     let next = VolumeId::generate();
     pool.converge(&[spec(&next, 1, true, WipeMethod::Crypto, true)], &with_key);
     assert!(reads_all_zero(&pool.file(&next), Some(KEY)), "a new volume reads all zeros end to end");
+
+    // Growing: the file is resized with its key; a smaller spec never shrinks it.
+    let mut bigger = spec(&next, 2, true, WipeMethod::Crypto, true);
+    bigger.size_bytes = 2 * SIZE;
+    let r = pool.converge(std::slice::from_ref(&bigger), &with_key);
+    assert_eq!(r[0].state, ObservedVolumeState::Present, "{r:?}");
+    let info = run("qemu-img", &["info", "--output=json", pool.file(&next).to_str().unwrap()]);
+    assert!(info.contains(&format!("\"virtual-size\": {}", 2 * SIZE)), "{info}");
+    let r = pool.converge(&[spec(&next, 3, true, WipeMethod::Crypto, true)], &with_key);
+    assert_eq!(r[0].state, ObservedVolumeState::Failed, "a volume is never shrunk: {r:?}");
+    let wrong = |_: &VolumeId| -> Result<String, String> { Ok("ff".repeat(32)) };
+    bigger.size_bytes = 3 * SIZE;
+    let r = pool.converge(&[bigger], &wrong);
+    assert_eq!(r[0].state, ObservedVolumeState::Failed, "another key does not open it: {r:?}");
 }
 
 #[test]

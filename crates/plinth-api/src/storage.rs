@@ -120,7 +120,7 @@ pub enum VolumeState {
     Available,
     /// Attached to an instance.
     InUse,
-    /// Growing.
+    /// Growing (`size_gib` is already the new size; its host is resizing the file).
     Extending,
     /// Delete asked: its key is destroyed; its host has not started wiping yet.
     Deleting,
@@ -198,6 +198,13 @@ pub struct VolumeCreate {
     /// Put it on this host (operators only).
     #[serde(default)]
     pub host_id: Option<HostId>,
+}
+
+/// Body of `POST /v1/volumes/{id}/extend`: the new size (volumes only grow).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeExtend {
+    pub size_gib: u32,
 }
 
 /// Body of `PATCH /v1/volumes/{id}`.

@@ -5,7 +5,9 @@
 
 use crate::client::{Client, Doc};
 use crate::error::Result;
-use crate::resources::{FloatingIps, Hosts, Images, Instances, Invoices, Operations, SecurityGroups, Tokens, one};
+use crate::resources::{
+    FloatingIps, Hosts, Images, Instances, Invoices, Operations, SecurityGroups, Tokens, Volumes, one,
+};
 use plinth_api::*;
 use serde::Serialize;
 
@@ -98,6 +100,11 @@ impl Client {
     /// `POST /v1/floating-ips/{id}/attach`: attach to a NIC, or move there.
     pub async fn attach_floating_ip(&self, id: &str, body: &FloatingIpAttach) -> Result<Doc<FloatingIp>> {
         self.post(&format!("{}/attach", one::<FloatingIps>(id)), body).await
+    }
+
+    /// `POST /v1/volumes/{id}/extend`.
+    pub async fn extend_volume(&self, id: &str, body: &VolumeExtend) -> Result<Doc<Volume>> {
+        self.post(&format!("{}/extend", one::<Volumes>(id)), body).await
     }
 
     /// `POST /v1/floating-ips/{id}/detach`.

@@ -115,6 +115,7 @@ fn parts() -> Parts {
         .routes(routes!(volume_types::get, volume_types::update, volume_types::delete))
         .routes(routes!(volumes::list, volumes::create))
         .routes(routes!(volumes::get, volumes::update, volumes::delete))
+        .routes(routes!(volumes::extend))
         .routes(routes!(vpcs::list, vpcs::create))
         .routes(routes!(vpcs::get, vpcs::update, vpcs::delete))
         .routes(routes!(subnets::list, subnets::create))

@@ -188,6 +188,50 @@ async fn a_volume_is_made_by_its_host_and_its_key_is_destroyed_at_delete() {
         .await
         .problem(409, "volume_key_not_needed");
 
+    // Extend: only up, only within the pool; the interval splits at the new size.
+    let p = srv
+        .post(&format!("/v1/volumes/{vid}/extend"))
+        .token(&tenant.secret)
+        .json(&json!({ "size_gib": 5 }))
+        .send()
+        .await
+        .problem(422, "shrink_refused");
+    assert_eq!(p["constraint"]["current"], 10);
+    srv.post(&format!("/v1/volumes/{vid}/extend"))
+        .token(&tenant.secret)
+        .json(&json!({ "size_gib": 200 }))
+        .send()
+        .await
+        .problem(409, "volume_pool_full");
+    let grown = srv
+        .post(&format!("/v1/volumes/{vid}/extend"))
+        .token(&tenant.secret)
+        .json(&json!({ "size_gib": 20 }))
+        .send()
+        .await
+        .ok(202);
+    assert_eq!((grown["state"].as_str(), grown["size_gib"].as_u64()), (Some("extending"), Some(20)));
+    let spec_x = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    assert_eq!(spec_x["size_bytes"], 20u64 << 30);
+    srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&host.credential).send().await.ok(200);
+    report(&srv, &host, &vid, &spec_x["generation"], "present", json!({})).await;
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&tenant.secret).send().await.ok(200);
+    assert_eq!(v["state"], "available");
+    let usage = srv
+        .get(&format!("/v1/usage?resource_id={vid}&meter=disk_gib_seconds"))
+        .token(&tenant.secret)
+        .send()
+        .await
+        .ok(200);
+    let recs = usage["items"].as_array().expect("records");
+    let sizes: Vec<(i64, bool)> =
+        recs.iter().map(|r| (r["multiplier"].as_i64().unwrap(), r["end_at"].is_null())).collect();
+    assert!(
+        sizes.contains(&(10, false)) && sizes.contains(&(20, true)),
+        "the 10 GiB interval closed, a 20 GiB one open: {usage}"
+    );
+    let spec = spec_x;
+
     // Delete: the key is gone in the same transaction; the host is told to wipe.
     let gone = srv.delete(&format!("/v1/volumes/{vid}")).token(&tenant.secret).send().await.ok(202);
     assert_eq!(gone["state"], "deleting");

@@ -69,8 +69,8 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
         &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
         &profile,
         d.join("up.log"),
-        // The pool is 128 MiB; volumes are sparse: let it promise 16 times that.
-        &[("PLINTH_VOLUME_OVERSUBSCRIPTION", "16")],
+        // The pool is 128 MiB; volumes are sparse: let it promise 64 times that.
+        &[("PLINTH_VOLUME_OVERSUBSCRIPTION", "64")],
     );
     wait_for("plinth up", Duration::from_secs(60), || {
         std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
@@ -121,6 +121,24 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     assert_eq!(fs.copies(LUKS_MAGIC), 1, "its LUKS header is on the device");
     let listed = ok(&profile, None, &["volume", "list", "--project", "web"]);
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+
+    // Grown by its host (with its key): the file's virtual size follows.
+    let x = ok(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2"]);
+    assert_eq!(x["state"], "extending");
+    wait_for("the volume to be grown", Duration::from_secs(60), || {
+        let v = ok(&profile, None, &["volume", "get", &id]);
+        (v["state"] == "available").then_some(())
+    });
+    let info: serde_json::Value =
+        serde_json::from_str(&run("qemu-img", &["info", "--output=json", file.to_str().unwrap()]))
+            .expect("qemu-img info");
+    assert_eq!(info["virtual-size"], 2u64 << 30);
+    let out = cli(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shrink_refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A refusal with its code: the pool cannot promise 200 GiB.
     let out = cli(&profile, None, &["volume", "create", "huge", "--project", "web", "--size", "200"]);

@@ -4,6 +4,7 @@
 //!
 //! [`VolumePool::converge`] makes the files the spec wants (`<id>.qcow2.part` first,
 //! renamed once complete, so a crash never leaves a half-made volume under its name),
+//! grows those smaller than their spec (never shrinks one),
 //! wipes and removes those it no longer wants, and reports each. A wipe's byte count is
 //! kept in `<id>.wiped` until the server no longer lists the volume, so a report lost to a
 //! crash is sent again with it.
@@ -153,6 +154,20 @@ impl VolumePool {
                 .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             tracing::info!(volume = %s.volume_id, bytes = s.size_bytes, encrypted = s.encrypted, "volume made");
+        } else {
+            let now = qcow2::virtual_size(&file)?;
+            if now < s.size_bytes {
+                let k = if s.encrypted { Some(key(&s.volume_id)?) } else { None };
+                qcow2::resize(&file, s.size_bytes, k.as_deref())?;
+                drop(k);
+                tracing::info!(volume = %s.volume_id, from = now, to = s.size_bytes, "volume grown");
+            } else if now > s.size_bytes {
+                // Never shrunk: the guest's filesystem may use every block of it.
+                return Err(format!(
+                    "the file holds {now} bytes, more than the {} asked for; volumes only grow",
+                    s.size_bytes
+                ));
+            }
         }
         allocated(&file).map_err(|e| format!("{}: {e}", file.display()))
     }

@@ -1,6 +1,6 @@
-//! Volume files: `qemu-img create` of a qcow2 file (LUKS-encrypted with the volume's key,
-//! the key given to `qemu-img` on its standard input as a `secret` object, so it is never
-//! on a command line, in the environment or on a disk), and the byte range of a file's
+//! Volume files: `qemu-img create` and `resize` of a qcow2 file (LUKS-encrypted with the
+//! volume's key, the key given to `qemu-img` on its standard input as a `secret` object, so
+//! it is never on a command line, in the environment or on a disk), and the byte range of a file's
 //! encryption header (the qcow2 header extension `0x0537be77`), which crypto-erase
 //! overwrites.
 
@@ -15,30 +15,56 @@ pub const LUKS_ITER_TIME_MS: u32 = 10;
 
 /// Makes the qcow2 file `path` of `size_bytes` (sparse; LUKS inside with `key` when given).
 pub fn create(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), String> {
-    let mut cmd = Command::new("qemu-img");
-    cmd.arg("create").arg("-q").arg("-f").arg("qcow2");
+    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
     if key.is_some() {
-        cmd.args(["--object", "secret,id=sec0,file=/dev/stdin", "-o"])
-            .arg(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
+        args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "-o".into()]);
+        args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
     }
-    cmd.arg(path).arg(size_bytes.to_string());
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("qemu-img: {e} (is qemu-utils installed?)"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // An unencrypted create reads nothing; closing its stdin is all it sees.
-        if let Some(k) = key {
-            stdin.write_all(k.as_bytes()).map_err(|e| format!("qemu-img: handing over the key: {e}"))?;
+    args.extend([path.display().to_string(), size_bytes.to_string()]);
+    qemu_img(&args, key).map(drop)
+}
+
+/// Runs `qemu-img` with `args`, the key (when given) on its standard input for the
+/// `secret` object `sec0` reading `/dev/stdin`.
+fn qemu_img(args: &[String], key: Option<&str>) -> Result<String, String> {
+    let mut child = Command::new("qemu-img")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("qemu-img: {e} (is qemu-utils installed?)"))?;
+    if let Some(mut stdin) = child.stdin.take()
+        && let Some(k) = key
+    {
+        stdin.write_all(k.as_bytes()).map_err(|e| format!("qemu-img: handing over the key: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("qemu-img: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("qemu-img {}: {}: {}", args[0], out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The virtual size of the qcow2 file `path` (read from its header; no key needed).
+pub fn virtual_size(path: &Path) -> Result<u64, String> {
+    let text = qemu_img(&["info".into(), "--output=json".into(), "-U".into(), path.display().to_string()], None)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("qemu-img info: {e}"))?;
+    v["virtual-size"].as_u64().ok_or_else(|| "qemu-img info: no virtual-size".to_string())
+}
+
+/// Grows the qcow2 file `path` to `size_bytes` (opening its encryption with `key`).
+pub fn resize(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), String> {
+    let mut args: Vec<String> = vec!["resize".into(), "-q".into()];
+    match key {
+        Some(_) => {
+            args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "--image-opts".into()]);
+            args.push(format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", path.display()));
         }
+        None => args.extend(["-f".into(), "qcow2".into(), path.display().to_string()]),
     }
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    let status = child.wait().map_err(|e| format!("qemu-img: {e}"))?;
-    if !status.success() {
-        return Err(format!("qemu-img create: {}: {}", status, err.trim()));
-    }
-    Ok(())
+    args.push(size_bytes.to_string());
+    qemu_img(&args, key).map(drop)
 }
 
 /// The qcow2 header extension naming the encryption header's place in the file.

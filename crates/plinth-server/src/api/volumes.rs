@@ -72,3 +72,18 @@ pub async fn delete(
     let v = volumes::delete(&st, &caller, &id, if_match).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
 }
+
+/// Grow a detached volume (volumes only grow): `extending` until its host has grown it.
+#[utoipa::path(post, path = "/v1/volumes/{id}/extend", tag = "storage", operation_id = "volume_extend",
+    params(("id" = String, Path, description = "Volume id")), request_body = VolumeExtend,
+    responses((status = 202, description = "Extending: the volume as it is now", body = Volume)))]
+pub async fn extend(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    Json(b): Json<VolumeExtend>,
+) -> ApiResult<Response> {
+    let v = volumes::extend(&st, &caller, &id, if_match, b).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
+}

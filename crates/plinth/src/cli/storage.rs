@@ -114,6 +114,16 @@ pub enum VolumeCmd {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Grow one (detached; volumes only grow): `extending` until its host has grown it.
+    Extend {
+        id: String,
+        /// The new size in GiB.
+        #[arg(long)]
+        size: u32,
+        /// The project to find the name in.
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Delete one: its key is destroyed at once, then its host wipes and removes it.
     Delete {
         id: String,
@@ -155,6 +165,10 @@ impl VolumeCmd {
                     host_id: resolve_opt::<Hosts>(c, host.as_deref()).await?.map(HostId),
                 };
                 create::<Volumes>(c, o, &body).await
+            }
+            VolumeCmd::Extend { id, size, project } => {
+                let id = volume_id(c, id, project.as_deref()).await?;
+                o.object(&c.extend_volume(&id, &VolumeExtend { size_gib: *size }).await?)
             }
             VolumeCmd::Delete { id, project } => {
                 let id = volume_id(c, id, project.as_deref()).await?;

@@ -22,8 +22,10 @@
 //!   device with the NIC's MAC and `host_mtu` (the guest sees the subnet's MTU). `vhost=on`
 //!   only where `/dev/vhost-net` exists: QEMU 7.2 aborts on it otherwise. No option ROM
 //!   (`romfile=`): nothing boots from the network;
+//! - the root disk as named `-blockdev` nodes (`disk0-file`, `disk0`), `discard=unmap`;
 //! - the NoCloud seed (`cidata.img`, FAT labelled `CIDATA`) as a second, read-only virtio
-//!   disk after the root disk.
+//!   disk after the root disk;
+//! - q35: [`HOTPLUG_PORTS`] empty `pcie-root-port`s (`hp0`…), where volumes are hot-plugged.
 
 use std::path::PathBuf;
 
@@ -91,6 +93,10 @@ pub enum Boot {
         cmdline: String,
     },
 }
+
+/// Empty PCIe root ports a q35 guest starts with, one per volume it can take hot-plugged
+/// (Incus reserves 8 too).
+pub const HOTPLUG_PORTS: u32 = 8;
 
 /// The fd number the tap of NIC slot 0 has in QEMU (slot N: this + N).
 pub const fn first_tap_fd() -> i32 {
@@ -207,9 +213,17 @@ impl QemuArgs {
         if let Some(cmdline) = self.kernel_cmdline() {
             push(&["-append", &cmdline]);
         }
-        let drive =
-            format!("file={},if=none,id=disk0,format=qcow2,cache={},aio=threads", p(&self.disk), self.disk_cache);
-        push(&["-drive", &drive]);
+        // The root disk as named block nodes (`disk0-file` → `disk0`), like every volume, so
+        // snapshots and I/O limits can name them.
+        let direct = if self.disk_cache == "none" { "on" } else { "off" };
+        push(&[
+            "-blockdev",
+            &format!(
+                "driver=file,node-name=disk0-file,filename={},cache.direct={direct},aio=threads,discard=unmap",
+                p(&self.disk)
+            ),
+        ]);
+        push(&["-blockdev", "driver=qcow2,node-name=disk0,file=disk0-file,discard=unmap"]);
         let device = match (self.machine, &self.boot) {
             (Machine::Microvm, _) => "virtio-blk-device,drive=disk0".to_string(),
             (Machine::Q35, Boot::Disk) => "virtio-blk-pci,drive=disk0,bootindex=0".to_string(),
@@ -235,6 +249,13 @@ impl QemuArgs {
                 }
             };
             push(&["-device", &dev]);
+        }
+        // q35: empty PCIe root ports, where volumes are hot-plugged (`hp0`…); `pcie.0` itself
+        // takes no hot-plugged device. microvm cannot hot-plug at all.
+        if self.machine == Machine::Q35 {
+            for i in 0..HOTPLUG_PORTS {
+                push(&["-device", &format!("pcie-root-port,id=hp{i},bus=pcie.0,chassis={},slot={}", i + 1, i + 1)]);
+            }
         }
         // A guest kernel panic reaches QEMU (and its `GUEST_PANICKED` event) through pvpanic.
         push(&["-device", "pvpanic"]);
@@ -288,8 +309,14 @@ mod tests {
              -qmp unix:/var/lib/plinth/qemu/ins_x/qmp.sock,server=on,wait=off \
              -chardev file,id=serial0,path=/var/lib/plinth/qemu/ins_x/console.log,append=on -serial chardev:serial0 \
              -kernel /img/k -initrd /img/i -append console=ttyS0 panic=-1 quiet plinth.instance=ins_x \
-             -drive file=/var/lib/plinth/qemu/ins_x/disk.qcow2,if=none,id=disk0,format=qcow2,cache=none,aio=threads \
-             -device virtio-blk-pci,drive=disk0 -device pvpanic"
+             -blockdev driver=file,node-name=disk0-file,filename=/var/lib/plinth/qemu/ins_x/disk.qcow2,cache.direct=on,aio=threads,discard=unmap \
+             -blockdev driver=qcow2,node-name=disk0,file=disk0-file,discard=unmap \
+             -device virtio-blk-pci,drive=disk0 \
+             -device pcie-root-port,id=hp0,bus=pcie.0,chassis=1,slot=1 -device pcie-root-port,id=hp1,bus=pcie.0,chassis=2,slot=2 \
+             -device pcie-root-port,id=hp2,bus=pcie.0,chassis=3,slot=3 -device pcie-root-port,id=hp3,bus=pcie.0,chassis=4,slot=4 \
+             -device pcie-root-port,id=hp4,bus=pcie.0,chassis=5,slot=5 -device pcie-root-port,id=hp5,bus=pcie.0,chassis=6,slot=6 \
+             -device pcie-root-port,id=hp6,bus=pcie.0,chassis=7,slot=7 -device pcie-root-port,id=hp7,bus=pcie.0,chassis=8,slot=8 \
+             -device pvpanic"
         );
         // The kernel command line is one argument.
         let argv = a.argv();
@@ -303,6 +330,7 @@ mod tests {
         let s = joined(&a);
         assert!(s.contains("-machine microvm,x-option-roms=off,rtc=on -accel tcg -cpu max"), "{s}");
         assert!(s.contains("-device virtio-blk-device,drive=disk0"), "{s}");
+        assert!(!s.contains("pcie-root-port"), "microvm has no PCIe to hot-plug into: {s}");
         assert_eq!(
             a.kernel_cmdline().as_deref(),
             Some("console=ttyS0 panic=-1 quiet tsc_early_khz=2596130 plinth.instance=ins_x")
@@ -323,7 +351,7 @@ mod tests {
         a.seed = Some("/var/lib/plinth/qemu/ins_x/cidata.img".into());
         let s = joined(&a);
         assert!(
-            s.ends_with(
+            s.contains(
                 "-device virtio-blk-pci,drive=disk0 \
                  -drive file=/var/lib/plinth/qemu/ins_x/cidata.img,if=none,id=seed0,format=raw,readonly=on \
                  -device virtio-blk-pci,drive=seed0 \
@@ -331,7 +359,7 @@ mod tests {
                  -device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:05,host_mtu=1450,romfile= \
                  -netdev tap,id=net1,fd=4,vhost=off \
                  -device virtio-net-pci,netdev=net1,mac=02:00:00:00:00:06,host_mtu=1400,romfile= \
-                 -device pvpanic"
+                 -device pcie-root-port,id=hp0,bus=pcie.0,chassis=1,slot=1"
             ),
             "{s}"
         );

@@ -11,8 +11,10 @@
 //!   and then `absent` once it has overwritten what the type's wipe method says and removed
 //!   the file: the volume is `deleted`, its interval closes, its quota is released, and the
 //!   wipe evidence stays on its record.
+//! - **Extend** (detached volumes): the new size is charged, billed (the interval splits)
+//!   and promised from the pool at once; `extending` until the host reports the file grown.
 //! - The agent asks for a volume's key ([`key_for_host`]) only while its host must open the
-//!   volume, and gets it only for a volume its host holds.
+//!   volume (making or growing it), and gets it only for a volume its host holds.
 
 use crate::app::network::{charge, check_generation, require_write, writable_project};
 use crate::app::{AppState, Caller, Error, Paging, Result, reference};
@@ -234,6 +236,75 @@ pub async fn update(
         .await?)
 }
 
+/// Grow a detached volume: `extending` (billed and charged at the new size from now)
+/// until its host has grown the file.
+pub async fn extend(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    if_match: Option<i64>,
+    b: VolumeExtend,
+) -> Result<Volume> {
+    let mut tx = st.store.begin().await?;
+    let mut vol: Volume = tx.get(&caller.scope(), id).await?;
+    require_write(caller, &vol.tenant_id, &vol.project_id, "resizing volumes in this project")?;
+    check_generation(&vol, if_match)?;
+    if b.size_gib <= vol.size_gib {
+        return Err(Error::invalid(
+            "shrink_refused",
+            format!(
+                "size_gib: {} is not above the volume's {} GiB; volumes only grow (its filesystem may use every block)",
+                b.size_gib, vol.size_gib
+            ),
+        )
+        .with_constraint(
+            json!({ "field": "size_gib", "rule": "greater than the current size", "current": vol.size_gib }),
+        ));
+    }
+    if b.size_gib > MAX_SIZE_GIB {
+        return Err(Error::invalid("invalid_value", format!("size_gib: {} is above {MAX_SIZE_GIB}", b.size_gib))
+            .with_constraint(json!({ "field": "size_gib", "rule": "range", "min": 1, "max": MAX_SIZE_GIB })));
+    }
+    if vol.state != VolumeState::Available {
+        return Err(Error::conflict(
+            "volume_busy",
+            format!(
+                "volume {} is {}: only an available volume is resized",
+                vol.id,
+                plinth_store::volume_state_str(vol.state)
+            ),
+        )
+        .with_constraint(json!({ "rule": "state", "allowed": ["available"] })));
+    }
+    let more = i64::from(b.size_gib - vol.size_gib);
+    if let Some(h) = &vol.host_id {
+        let host: Host = tx.get(&Scope::Platform, h.as_str()).await?;
+        let room = headroom_gib(&mut tx, st, &host).await?.unwrap_or(0);
+        if room < more {
+            return Err(Error::conflict(
+                "volume_pool_full",
+                format!(
+                    "host {} ({}) can promise {room} GiB more from its volume pool, not {more}",
+                    host.name, host.id
+                ),
+            )
+            .with_constraint(
+                json!({ "field": "size_gib", "rule": "pool headroom", "host_id": host.id, "headroom_gib": room }),
+            ));
+        }
+    }
+    charge(&mut tx, &vol.tenant_id, &vol.project_id, quota::VOLUME_GIB, more).await?;
+    vol.size_gib = b.size_gib;
+    vol.state = VolumeState::Extending;
+    vol.state_reason = None;
+    meter(&mut tx, &vol, "volume.extend").await?;
+    tx.save(&mut vol).await?;
+    tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
+    tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 202).await?;
+    tx.commit().await?;
+    Ok(vol)
+}
+
 /// Delete a volume: its key destroyed now, its file wiped and removed by its host.
 pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<Volume> {
     let mut tx = st.store.begin().await?;
@@ -303,7 +374,7 @@ pub async fn key_for_host(st: &AppState, host: &HostId, id: &str) -> Result<Volu
     if vol.host_id.as_ref() != Some(host) {
         return Err(not_found());
     }
-    if vol.state != VolumeState::Creating {
+    if !matches!(vol.state, VolumeState::Creating | VolumeState::Extending) {
         return Err(Error::conflict(
             "volume_key_not_needed",
             format!(
@@ -378,6 +449,14 @@ pub async fn record_reports(tx: &mut Tx, host: &HostId, reports: &[ObservedVolum
             (VolumeState::Creating, ObservedVolumeState::Present) => {
                 vol.state = VolumeState::Available;
                 vol.state_reason = None;
+            }
+            (VolumeState::Extending, ObservedVolumeState::Present) => {
+                vol.state = VolumeState::Available;
+                vol.state_reason = None;
+            }
+            (VolumeState::Extending, ObservedVolumeState::Failed) => {
+                // The host retries at its next pass; the record says what failed.
+                vol.state_reason = reason;
             }
             (VolumeState::Creating, ObservedVolumeState::Failed) => {
                 vol.state = VolumeState::Error;
