@@ -31,7 +31,8 @@ use crate::state::{StateDir, StateError, StoredCredential};
 use futures::stream::{FuturesUnordered, StreamExt};
 use plinth_api::{
     DesiredState, EnrollRequest, Heartbeat, HeartbeatAck, HostId, HostInventory, HostNetworkSpec, HostState,
-    InstanceId, ObservedAck, ObservedInstance, ObservedNetwork, ObservedReport, PhaseTiming, VolumeSpec,
+    InstanceId, ObservedAck, ObservedInstance, ObservedNetwork, ObservedReport, ObservedVolume, PhaseTiming,
+    VolumeSpec,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -59,7 +60,15 @@ fn converge_volumes(pool: crate::storage::VolumePool, host: HostClient, want: Ve
             let key = |id: &plinth_api::VolumeId| {
                 handle.block_on(h.volume_key(id)).map(|k| k.key).map_err(|e| format!("fetching its key: {e}"))
             };
-            pool.converge(&specs, &key)
+            // Told before a wipe starts (an overwrite of a large volume takes a while); a
+            // report that does not go through is only a state not shown meanwhile.
+            let wiping = |o: ObservedVolume| {
+                let body = ObservedReport { instances: Vec::new(), network: None, volumes: vec![o] };
+                if let Err(e) = handle.block_on(h.observed(&body)) {
+                    tracing::debug!(error = %e, "reporting a wipe's start");
+                }
+            };
+            pool.converge(&specs, &key, &wiping)
         })
         .await
         .ok();

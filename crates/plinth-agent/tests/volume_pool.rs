@@ -57,6 +57,9 @@ impl Drop for LoopFs {
     }
 }
 
+/// Ignores the wipe-start notices.
+fn quiet(_: plinth_api::ObservedVolume) {}
+
 fn spec(id: &VolumeId, generation: i64, encrypted: bool, wipe: WipeMethod, present: bool) -> VolumeSpec {
     VolumeSpec { volume_id: id.clone(), generation, size_bytes: SIZE, encrypted, wipe, present }
 }
@@ -148,7 +151,7 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
 
     // Control: an unencrypted volume, removed without a wipe, leaves its marker behind.
     let control = VolumeId::generate();
-    let r = pool.converge(&[spec(&control, 1, false, WipeMethod::Overwrite, true)], &no_key);
+    let r = pool.converge(&[spec(&control, 1, false, WipeMethod::Overwrite, true)], &no_key, &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Present, "{r:?}");
     let (src, m0) = marker_file(fs.mnt.parent().unwrap(), "control");
     write_marker(&pool.file(&control), &src, None);
@@ -158,11 +161,15 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
 
     // Unencrypted, overwritten: the marker was on the device, and is gone after the wipe.
     let plain = VolumeId::generate();
-    pool.converge(&[spec(&plain, 1, false, WipeMethod::Overwrite, true)], &no_key);
+    pool.converge(&[spec(&plain, 1, false, WipeMethod::Overwrite, true)], &no_key, &quiet);
     let (src, m1) = marker_file(fs.mnt.parent().unwrap(), "plain");
     write_marker(&pool.file(&plain), &src, None);
     assert!(fs.copies(&m1) >= 1000);
-    let r = pool.converge(&[spec(&plain, 2, false, WipeMethod::Overwrite, false)], &no_key);
+    let told = std::cell::RefCell::new(Vec::new());
+    let file = pool.file(&plain);
+    let note = |o: plinth_api::ObservedVolume| told.borrow_mut().push((o.state, file.exists()));
+    let r = pool.converge(&[spec(&plain, 2, false, WipeMethod::Overwrite, false)], &no_key, &note);
+    assert_eq!(told.borrow().as_slice(), [(ObservedVolumeState::Wiping, true)], "wiping is told before the file goes");
     assert_eq!(r[0].state, ObservedVolumeState::Absent, "{r:?}");
     assert!(r[0].bytes_overwritten.unwrap_or(0) >= 1 << 20, "at least the marker's MiB was overwritten: {r:?}");
     assert!(!pool.file(&plain).exists());
@@ -171,7 +178,7 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
     // Encrypted: the marker never reaches the device in clear; crypto-erase overwrites the
     // LUKS header (the scan finds it before, and not after).
     let enc = VolumeId::generate();
-    let r = pool.converge(&[spec(&enc, 1, true, WipeMethod::Crypto, true)], &with_key);
+    let r = pool.converge(&[spec(&enc, 1, true, WipeMethod::Crypto, true)], &with_key, &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Present, "{r:?}");
     let (src, m2) = marker_file(fs.mnt.parent().unwrap(), "enc");
     write_marker(&pool.file(&enc), &src, Some(KEY));
@@ -179,7 +186,7 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
     let luks = b"LUKS\xba\xbe";
     let headers = fs.copies(luks);
     assert!(headers >= 1, "the volume's LUKS header is on the device");
-    let r = pool.converge(&[spec(&enc, 2, true, WipeMethod::Crypto, false)], &with_key);
+    let r = pool.converge(&[spec(&enc, 2, true, WipeMethod::Crypto, false)], &with_key, &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Absent, "{r:?}");
     assert!(r[0].bytes_overwritten.unwrap_or(0) >= 256 << 10, "the encryption header was overwritten: {r:?}");
     assert_eq!(fs.copies(luks), headers - 1, "its LUKS header is gone from the device");
@@ -187,28 +194,28 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
 
     // A report lost to a crash is made again with the same evidence.
     // (Growing is checked below, on the next tenant's volume.)
-    let again = pool.converge(&[spec(&enc, 2, true, WipeMethod::Crypto, false)], &with_key);
+    let again = pool.converge(&[spec(&enc, 2, true, WipeMethod::Crypto, false)], &with_key, &quiet);
     assert_eq!(again[0].bytes_overwritten, r[0].bytes_overwritten, "the wipe's record is kept until forgotten");
-    pool.converge(&[], &with_key);
+    pool.converge(&[], &with_key, &quiet);
     assert!(std::fs::read_dir(pool.dir()).expect("pool").next().is_none(), "nothing is left in the pool");
 
     // The next tenant's volume of the same size, in the same pool, reads as zeros.
     let next = VolumeId::generate();
-    pool.converge(&[spec(&next, 1, true, WipeMethod::Crypto, true)], &with_key);
+    pool.converge(&[spec(&next, 1, true, WipeMethod::Crypto, true)], &with_key, &quiet);
     assert!(reads_all_zero(&pool.file(&next), Some(KEY)), "a new volume reads all zeros end to end");
 
     // Growing: the file is resized with its key; a smaller spec never shrinks it.
     let mut bigger = spec(&next, 2, true, WipeMethod::Crypto, true);
     bigger.size_bytes = 2 * SIZE;
-    let r = pool.converge(std::slice::from_ref(&bigger), &with_key);
+    let r = pool.converge(std::slice::from_ref(&bigger), &with_key, &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Present, "{r:?}");
     let info = run("qemu-img", &["info", "--output=json", pool.file(&next).to_str().unwrap()]);
     assert!(info.contains(&format!("\"virtual-size\": {}", 2 * SIZE)), "{info}");
-    let r = pool.converge(&[spec(&next, 3, true, WipeMethod::Crypto, true)], &with_key);
+    let r = pool.converge(&[spec(&next, 3, true, WipeMethod::Crypto, true)], &with_key, &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Failed, "a volume is never shrunk: {r:?}");
     let wrong = |_: &VolumeId| -> Result<String, String> { Ok("ff".repeat(32)) };
     bigger.size_bytes = 3 * SIZE;
-    let r = pool.converge(&[bigger], &wrong);
+    let r = pool.converge(&[bigger], &wrong, &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Failed, "another key does not open it: {r:?}");
 }
 
@@ -221,14 +228,15 @@ fn a_volume_made_halfway_is_never_reported_present() {
     let pool = VolumePool::open(&dir.path().join("pool")).expect("pool");
     let id = VolumeId::generate();
     // The key cannot be had: nothing is made, the failure is reported, no file is left.
-    let r = pool.converge(&[spec(&id, 1, true, WipeMethod::Crypto, true)], &|_| Err("the server is away".into()));
+    let r =
+        pool.converge(&[spec(&id, 1, true, WipeMethod::Crypto, true)], &|_| Err("the server is away".into()), &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Failed);
     assert!(r[0].detail.as_deref().unwrap_or_default().contains("the server is away"), "{r:?}");
     assert!(!pool.file(&id).exists());
     // A half-made file from a crash is wiped with the volume, never taken as the volume.
     std::fs::write(pool.dir().join(format!("{id}.qcow2.part")), b"half").expect("part");
-    let r = pool.converge(&[spec(&id, 2, true, WipeMethod::Crypto, false)], &|_| Err("unused".into()));
+    let r = pool.converge(&[spec(&id, 2, true, WipeMethod::Crypto, false)], &|_| Err("unused".into()), &quiet);
     assert_eq!(r[0].state, ObservedVolumeState::Absent, "{r:?}");
-    pool.converge(&[], &|_| Err("unused".into()));
+    pool.converge(&[], &|_| Err("unused".into()), &quiet);
     assert!(std::fs::read_dir(pool.dir()).expect("pool").next().is_none(), "nothing is left in the pool");
 }

@@ -7,11 +7,13 @@
 //!   background-task runs and their duration ([`crate::reconcilers`]), and usage records
 //!   written (tallied by the store at commit);
 //! - read from the database at each scrape ([`Metrics::render`]): instances by state and
-//!   runtime class, hosts by state, and how long ago each host's agent last reported. Every
+//!   runtime class, hosts by state, how long ago each host's agent last reported, and each
+//!   volume pool's capacity, free, provisioned and allocated bytes. Every
 //!   replica reports the same truth for these, and a restart loses nothing.
 //!
 //! Labels are bounded: routes are templates, constraints, saga kinds and steps, tasks and
-//! states are fixed lists; only the report lag carries a host id. No instance id is a label.
+//! states are fixed lists; only the report lag and the pool gauges carry a host id. No
+//! instance id is a label.
 
 use plinth_domain::placement::NoValidHost;
 use plinth_store::{FleetCounts, Store, StoreError};
@@ -261,6 +263,9 @@ impl Metrics {
     }
 }
 
+/// One figure of a volume pool, as a gauge's value.
+type PoolFigure = fn(&plinth_store::PoolCounts) -> i64;
+
 /// The series computed at this scrape, from the store's tally and `fleet`.
 fn scrape_registry(store: &Store, fleet: Result<FleetCounts, StoreError>) -> Registry {
     let mut reg = Registry::with_prefix("plinth");
@@ -297,6 +302,19 @@ fn scrape_registry(store: &Store, fleet: Result<FleetCounts, StoreError>) -> Reg
         }
     }
     reg.register("hosts", "Hosts, by state", hosts);
+    let pool_families: [(&str, &str, PoolFigure); 4] = [
+        ("volume_pool_capacity", "Each volume pool's capacity, as its host last reported it", |c| c.capacity),
+        ("volume_pool_free", "Each volume pool's free space, as its host last reported it", |c| c.free),
+        ("volume_pool_provisioned", "GiB promised to each pool's volumes not yet wiped, in bytes", |c| c.provisioned),
+        ("volume_pool_allocated", "Bytes each pool's volumes take on disk, as last reported", |c| c.allocated),
+    ];
+    for (name, help, get) in pool_families {
+        let family: Family<HostLabels, Gauge> = Family::default();
+        for (host, c) in &fleet.pools {
+            family.get_or_create(&HostLabels { host: host.clone() }).set(get(c));
+        }
+        reg.register_with_unit(name, help, Unit::Bytes, family);
+    }
     reg.register_with_unit(
         "agent_report_lag",
         "Time since each host's agent last reported (heartbeat or inventory), for hosts not retired that reported once",

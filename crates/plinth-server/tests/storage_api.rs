@@ -188,6 +188,22 @@ async fn a_volume_is_made_by_its_host_and_its_key_is_destroyed_at_delete() {
         .await
         .problem(409, "volume_key_not_needed");
 
+    // The pool's gauges: capacity as reported, what its volumes were promised and take.
+    let text =
+        srv.client.get(format!("{}/metrics", srv.base)).send().await.expect("metrics").text().await.expect("text");
+    let gauge = |name: &str| -> Option<u64> {
+        let prefix = format!("plinth_{name}_bytes{{host=\"{}\"}} ", host.id);
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(gauge("volume_pool_capacity"), Some(100 << 30), "{text}");
+    assert_eq!(gauge("volume_pool_provisioned"), Some(10 << 30));
+    assert_eq!(gauge("volume_pool_allocated"), Some(2_359_296));
+    assert_eq!(gauge("volume_pool_free"), Some(100 << 30));
+    assert!(
+        !text.lines().any(|l| l.starts_with("plinth_volume_pool") && l.contains(&other.id)),
+        "a host without a pool has no pool gauges"
+    );
+
     // Extend: only up, only within the pool; the interval splits at the new size.
     let p = srv
         .post(&format!("/v1/volumes/{vid}/extend"))

@@ -38,7 +38,7 @@ pub use auth::TokenRow;
 pub use compute::SagaLogEntry;
 pub use console::{CONSOLE_KEEP, ConsoleWindow};
 pub use error::StoreError;
-pub use fleet::FleetCounts;
+pub use fleet::{FleetCounts, PoolCounts};
 pub use idempotency::IdempotencyState;
 pub use images::IMAGE_FILTERS;
 pub use ledger::{CounterReading, LedgerOwner, UsageFilter, record_of};

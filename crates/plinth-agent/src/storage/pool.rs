@@ -97,11 +97,13 @@ impl VolumePool {
     }
 
     /// Brings the pool to `specs`, asking `key` for an encrypted volume's key when it
-    /// must be made, and answers each volume's report.
+    /// must be made or grown, telling `wiping` (before it starts) of each volume it is about
+    /// to wipe, and answers each volume's report.
     pub fn converge(
         &self,
         specs: &[VolumeSpec],
         key: &dyn Fn(&VolumeId) -> Result<String, String>,
+        wiping: &dyn Fn(ObservedVolume),
     ) -> Vec<ObservedVolume> {
         let mut out = Vec::with_capacity(specs.len());
         for s in specs {
@@ -125,6 +127,9 @@ impl VolumePool {
                     Err(e) => report(ObservedVolumeState::Failed, Some(e), None, None),
                 }
             } else {
+                if self.part(&s.volume_id).exists() || self.file(&s.volume_id).exists() {
+                    wiping(report(ObservedVolumeState::Wiping, None, None, None));
+                }
                 match self.destroy(s) {
                     Ok(n) => report(ObservedVolumeState::Absent, None, None, n),
                     Err(e) => report(ObservedVolumeState::Failed, Some(e), None, None),
