@@ -354,6 +354,10 @@ impl BlobSource for HostClient {
     fn fetch<'a>(&'a self, sha256: &'a str, dest: &'a Path) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.fetch_blob(sha256, dest).await.map(|_| ()).map_err(|e| e.to_string()) })
     }
+
+    fn volume_key<'a>(&'a self, id: &'a VolumeId) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move { self.volume_key(id).await.map(|k| k.key).map_err(|e| format!("volume {id}'s key: {e}")) })
+    }
 }
 
 #[cfg(test)]

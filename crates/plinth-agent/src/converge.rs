@@ -481,6 +481,7 @@ pub(crate) mod tests {
             boot: None,
             nics: Vec::new(),
             cloud_init: None,
+            volumes: Vec::new(),
         }
     }
 

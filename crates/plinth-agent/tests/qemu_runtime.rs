@@ -141,6 +141,7 @@ impl Fixture {
             }),
             nics: Vec::new(),
             cloud_init: None,
+            volumes: Vec::new(),
         }
     }
 

@@ -210,6 +210,7 @@ fn spec(id: &InstanceId, generation: i64, power: PowerState, boot_generation: i6
         boot: None,
         nics: Vec::new(),
         cloud_init: None,
+        volumes: Vec::new(),
     }
 }
 

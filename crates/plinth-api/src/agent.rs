@@ -58,6 +58,9 @@ pub struct InstanceSpec {
     /// server; `None` for runtimes that boot nothing).
     #[serde(default)]
     pub cloud_init: Option<CloudInitSeed>,
+    /// Its attached volumes, in slot order (given to the guest as disks when it boots).
+    #[serde(default)]
+    pub volumes: Vec<crate::storage::InstanceVolumeSpec>,
 }
 
 /// One NIC of a guest, as its runtime plugs it.

@@ -118,6 +118,8 @@ typed_id!(/// A volume type (operators): backend, encryption, wipe, I/O limits.
     VolumeTypeId, "vtp");
 typed_id!(/// A volume: a block device a project holds apart from any instance.
     VolumeId, "vol");
+typed_id!(/// A volume's attachment to an instance.
+    VolumeAttachmentId, "vat");
 typed_id!(/// A network interface (NIC).
     NicId, "nic");
 typed_id!(/// A security group.

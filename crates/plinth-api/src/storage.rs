@@ -175,6 +175,11 @@ pub struct Volume {
     /// Once deleted: how it was wiped.
     #[serde(default)]
     pub wipe_evidence: Option<WipeEvidence>,
+    /// While `in_use`: its attachment and the instance it is attached to.
+    #[serde(default)]
+    pub attachment_id: Option<VolumeAttachmentId>,
+    #[serde(default)]
+    pub instance_id: Option<InstanceId>,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -293,4 +298,62 @@ impl std::fmt::Debug for VolumeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VolumeKey").field("volume_id", &self.volume_id).field("key", &"<redacted>").finish()
     }
+}
+
+/// Where an attachment is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentState {
+    /// Its instance has (or, stopped, will have at its next boot) the volume as a disk.
+    Attached,
+    /// Over: the volume is free again (the record stays).
+    Detached,
+}
+
+/// A volume attached to an instance: its own record (Cinder's model), kept after detach.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct VolumeAttachment {
+    pub id: VolumeAttachmentId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub volume_id: VolumeId,
+    pub instance_id: InstanceId,
+    pub host_id: Option<HostId>,
+    pub state: AttachmentState,
+    /// Which of the instance's volume slots it takes (its PCIe root port `hp<slot>` on q35).
+    pub slot: u8,
+    /// What the guest sees: `/sys/block/vdX/serial`, `/dev/disk/by-id/virtio-<serial>`.
+    pub serial: String,
+    pub attached_at: DateTime<Utc>,
+    #[serde(default)]
+    pub detached_at: Option<DateTime<Utc>>,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/volumes/{id}/attach`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAttach {
+    pub instance_id: InstanceId,
+}
+
+/// Query of `GET /v1/volume-attachments`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VolumeAttachmentFilter {
+    pub volume_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub state: Option<String>,
+}
+
+/// A volume attached to a guest, as its host boots it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct InstanceVolumeSpec {
+    pub attachment_id: VolumeAttachmentId,
+    pub volume_id: VolumeId,
+    pub slot: u8,
+    pub serial: String,
+    pub encrypted: bool,
 }

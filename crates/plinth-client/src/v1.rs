@@ -102,6 +102,16 @@ impl Client {
         self.post(&format!("{}/attach", one::<FloatingIps>(id)), body).await
     }
 
+    /// `POST /v1/volumes/{id}/attach`.
+    pub async fn attach_volume(&self, id: &str, body: &VolumeAttach) -> Result<Doc<VolumeAttachment>> {
+        self.post(&format!("{}/attach", one::<Volumes>(id)), body).await
+    }
+
+    /// `POST /v1/volumes/{id}/detach`.
+    pub async fn detach_volume(&self, id: &str) -> Result<Doc<VolumeAttachment>> {
+        self.post(&format!("{}/detach", one::<Volumes>(id)), &Empty {}).await
+    }
+
     /// `POST /v1/volumes/{id}/extend`.
     pub async fn extend_volume(&self, id: &str, body: &VolumeExtend) -> Result<Doc<Volume>> {
         self.post(&format!("{}/extend", one::<Volumes>(id)), body).await

@@ -344,3 +344,98 @@ async fn volumes_follow_quota_and_tenancy() {
     let v = srv.get(&format!("/v1/volumes/{vid}")).token(&a.secret).send().await.ok(200);
     assert_eq!(v["state"], "creating", "another host's report changed nothing");
 }
+
+fn op_of(v: &Value) -> String {
+    v["operation"]["id"].as_str().expect("operation id").to_string()
+}
+
+#[tokio::test]
+async fn a_volume_is_attached_cold_and_freed_by_detach_or_the_instances_delete() {
+    use common::fleet::{Boots, TestAgent};
+    let srv = TestServer::start().await;
+    srv.post("/v1/volume-types").token(&srv.operator).json(&json!({ "name": "standard" })).send().await.ok(201);
+    let host = srv.enroll_host("h1", with_pool(100), &[]).await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.shape("small", 1, 1024).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let created = srv.create_instance(&tok, &project, "vm-1", "small").await.ok(202);
+    let iid = id(&created["instance"]);
+    assert_eq!(srv.wait_op(&tok, &op_of(&created)).await["status"], "succeeded");
+    let vol = srv
+        .post("/v1/volumes")
+        .token(&tok)
+        .json(&json!({ "project_id": project, "name": "data", "size_gib": 5, "instance_id": iid }))
+        .send()
+        .await
+        .ok(201);
+    let vid = id(&vol);
+    assert_eq!(vol["host_id"], host.id.as_str(), "made where the instance runs");
+    let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    report(&srv, &host, &vid, &spec["generation"], "present", json!({})).await;
+
+    // Running: refused, with what to do.
+    let p = srv
+        .post(&format!("/v1/volumes/{vid}/attach"))
+        .token(&tok)
+        .json(&json!({ "instance_id": iid }))
+        .send()
+        .await
+        .problem(409, "instance_not_stopped");
+    assert!(p["detail"].as_str().unwrap().contains("stop it"), "{p}");
+    let stop = srv.post(&format!("/v1/instances/{iid}/stop")).token(&tok).send().await.ok(202);
+    assert_eq!(srv.wait_op(&tok, &op_of(&stop)).await["status"], "succeeded");
+
+    let att = srv
+        .post(&format!("/v1/volumes/{vid}/attach"))
+        .token(&tok)
+        .json(&json!({ "instance_id": iid }))
+        .send()
+        .await
+        .ok(202);
+    assert_eq!((att["state"].as_str(), att["slot"].as_u64()), (Some("attached"), Some(0)));
+    assert_eq!(att["serial"], vol["serial"]);
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&tok).send().await.ok(200);
+    assert_eq!((v["state"].as_str(), v["instance_id"].as_str()), (Some("in_use"), Some(iid.as_str())));
+    // The instance's spec carries it; its host may fetch the key to boot it.
+    let d = desired(&srv, &host).await;
+    let inst = d["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == iid.as_str()).expect("spec");
+    assert_eq!(inst["volumes"][0]["volume_id"], vid.as_str());
+    assert_eq!(inst["volumes"][0]["slot"], 0);
+    assert_eq!(inst["volumes"][0]["encrypted"], true);
+    srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&host.credential).send().await.ok(200);
+    // In use: not deleted, not attached twice.
+    srv.delete(&format!("/v1/volumes/{vid}")).token(&tok).send().await.problem(409, "volume_busy");
+    srv.post(&format!("/v1/volumes/{vid}/attach"))
+        .token(&tok)
+        .json(&json!({ "instance_id": iid }))
+        .send()
+        .await
+        .problem(409, "volume_busy");
+    let listed = srv.list_all(&tok, &format!("/v1/volume-attachments?volume_id={vid}")).await;
+    assert_eq!(listed.len(), 1);
+
+    // Detach: the volume is free, the spec no longer has it; the record stays.
+    let ended = srv.post(&format!("/v1/volumes/{vid}/detach")).token(&tok).send().await.ok(202);
+    assert_eq!(ended["state"], "detached");
+    assert!(ended["detached_at"].is_string());
+    assert_eq!(srv.get(&format!("/v1/volumes/{vid}")).token(&tok).send().await.ok(200)["state"], "available");
+    let d = desired(&srv, &host).await;
+    let inst = d["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == iid.as_str()).expect("spec");
+    assert!(inst["volumes"].as_array().is_none_or(|a| a.is_empty()), "{inst}");
+    srv.post(&format!("/v1/volumes/{vid}/detach")).token(&tok).send().await.problem(409, "volume_not_attached");
+
+    // Attached again, then the instance is deleted: the volume outlives it, free.
+    srv.post(&format!("/v1/volumes/{vid}/attach"))
+        .token(&tok)
+        .json(&json!({ "instance_id": iid }))
+        .send()
+        .await
+        .ok(202);
+    let del = srv.delete(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(202);
+    assert_eq!(srv.wait_op(&tok, &op_of(&del)).await["status"], "succeeded");
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&tok).send().await.ok(200);
+    assert_eq!(v["state"], "available", "{v}");
+    assert!(v["instance_id"].is_null());
+    let all = srv.list_all(&tok, &format!("/v1/volume-attachments?volume_id={vid}")).await;
+    assert!(all.iter().all(|a| a["state"] == "detached") && all.len() == 2, "{all:?}");
+}

@@ -173,6 +173,12 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("PATCH", "/v1/volumes/{id}", "volume_update", OtherTenant(Obj::Volume)),
     ("DELETE", "/v1/volumes/{id}", "volume_delete", OtherTenant(Obj::Volume)),
     ("POST", "/v1/volumes/{id}/extend", "volume_extend", OtherTenant(Obj::Volume)),
+    ("POST", "/v1/volumes/{id}/attach", "volume_attach", OtherTenant(Obj::Volume)),
+    ("POST", "/v1/volumes/{id}/detach", "volume_detach", OtherTenant(Obj::Volume)),
+    // The worlds' instances never stop (no agent runs), so none has an attachment to list:
+    // the list is only checked to answer a tenant (storage_api checks what it holds).
+    ("GET", "/v1/volume-attachments", "volume_attachment_list", TenantReadable(None)),
+    ("GET", "/v1/volume-attachments/{id}", "volume_attachment_view", OtherTenant(Obj::Volume)),
     ("GET", "/v1/vpcs", "vpc_list", TenantList(Obj::Vpc)),
     ("POST", "/v1/vpcs", "vpc_create", OtherTenantRef),
     ("GET", "/v1/vpcs/{id}", "vpc_view", OtherTenant(Obj::Vpc)),
@@ -739,6 +745,8 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
         ("POST", "/v1/volumes") => json!({ "project_id": fresh(Obj::Project), "name": "mallory-vol", "size_gib": 1 }),
         ("POST", "/v1/volume-types") => json!({ "name": "mallory-type" }),
         ("POST", "/v1/volumes/{id}/extend") => json!({ "size_gib": 2 }),
+        ("POST", "/v1/volumes/{id}/attach") => json!({ "instance_id": fresh(Obj::Instance) }),
+        ("POST", "/v1/volumes/{id}/detach") => json!({}),
         ("PATCH", "/v1/volume-types/{id}") => json!({ "description": "taken over" }),
         ("POST", "/v1/security-groups/{id}/rules") => json!({ "direction": "ingress", "protocol": "any" }),
         ("POST", "/v1/instances/{id}/network-interfaces") => json!({ "nic_id": fresh(Obj::Nic) }),

@@ -81,6 +81,32 @@ impl Resource for Volume {
     }
 }
 
+impl Resource for VolumeAttachment {
+    const TABLE: &'static str = "volume_attachments";
+    const KIND: &'static str = "volume attachment";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["volume_id", "instance_id", "state"];
+    meta!();
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        let attached = self.state == AttachmentState::Attached;
+        vec![
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+            ("volume_id", Val::text(&self.volume_id.0)),
+            ("instance_id", Val::text(&self.instance_id.0)),
+            ("host_id", Val::opt_text(self.host_id.as_ref())),
+            ("state", Val::text(if attached { "attached" } else { "detached" })),
+            ("slot", Val::Int(Some(i64::from(self.slot)))),
+            // One attached row per volume and per instance slot (NULLs never collide).
+            ("live", Val::Int(attached.then_some(1))),
+        ]
+    }
+    fn tenant(&self) -> Option<String> {
+        Some(self.tenant_id.to_string())
+    }
+}
+
 impl Tx {
     /// Stores a volume's sealed key (`None`: destroys it; nothing can open its data after).
     pub async fn set_volume_key(&mut self, volume_id: &str, sealed: Option<String>) -> Result<(), StoreError> {
@@ -126,6 +152,27 @@ impl Tx {
 }
 
 impl Store {
+    /// The attached volumes of a host's instances, each with the volume it attaches, in
+    /// instance and slot order.
+    pub async fn host_attachments(&self, host_id: &str) -> Result<Vec<(VolumeAttachment, Volume)>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT a.doc AS adoc, v.doc AS vdoc FROM volume_attachments a JOIN volumes v ON v.id = a.volume_id \
+             WHERE a.state = 'attached'",
+        );
+        sql.cond("a.host_id =", Val::text(host_id));
+        sql.push(" ORDER BY a.instance_id, a.slot");
+        let rows = sql.query().fetch_all(&self.read).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let a: VolumeAttachment = serde_json::from_str(&r.try_get::<String, _>("adoc")?)
+                .map_err(|source| StoreError::Corrupt { table: "volume_attachments", source })?;
+            let v: Volume = serde_json::from_str(&r.try_get::<String, _>("vdoc")?)
+                .map_err(|source| StoreError::Corrupt { table: "volumes", source })?;
+            out.push((a, v));
+        }
+        Ok(out)
+    }
+
     /// The volumes a host must act on (every one not yet deleted), each with its spec
     /// generation.
     pub async fn host_volumes(&self, host_id: &str) -> Result<Vec<(Volume, i64)>, StoreError> {

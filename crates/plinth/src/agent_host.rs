@@ -167,7 +167,11 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     }
     tracing::info!(host = %h.hostname, kvm = ?kvm, "real host: qemu runtime");
     let accel = if kvm == Kvm::Usable { Accel::Kvm } else { Accel::Tcg };
-    let config = RuntimeConfig { graceful_timeout: h.graceful_timeout, ..RuntimeConfig::new(host_dir.clone(), accel) };
+    let config = RuntimeConfig {
+        graceful_timeout: h.graceful_timeout,
+        volume_pool: pool.as_ref().map(|p| p.dir().to_path_buf()),
+        ..RuntimeConfig::new(host_dir.clone(), accel)
+    };
     let rediscover = {
         let (root, kvm, pool) = (root.clone(), kvm.clone(), pool.clone());
         Rediscover(Arc::new(move || match inventory_at(&root, &kvm, datapath, pool.as_ref()) {

@@ -163,3 +163,158 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     let left: Vec<_> = std::fs::read_dir(&pool).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "nothing is left in the pool: {left:?}");
 }
+
+/// The test guest (built by scripts/test-guest when missing).
+fn test_guest() -> PathBuf {
+    let dir = std::env::var_os("PLINTH_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/plinth/test-guest")
+    });
+    if !dir.join("manifest.json").exists() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-guest");
+        assert!(Command::new(script).status().expect("run scripts/test-guest").success(), "scripts/test-guest failed");
+    }
+    dir
+}
+
+/// A user-data script for the test guest: finds the disk whose serial is `serial` and
+/// writes `marker` at its start (`write`) or prints what its start holds (`read`).
+fn script(serial: &str, marker: &str, write: bool) -> String {
+    let act = if write {
+        format!("printf '{marker}' | dd of=$d bs=512 conv=sync 2>/dev/null && sync && echo PLINTH-VOL-WROTE")
+    } else {
+        "echo \"PLINTH-VOL-READ $(head -c 64 $d | tr -d '\\000')\"".to_string()
+    };
+    format!(
+        "#!/bin/sh\nfor b in /sys/block/vd*; do\n  if [ \"$(cat $b/serial 2>/dev/null)\" = \"{serial}\" ]; then\n    \
+         d=/dev/${{b##*/}}\n    echo \"PLINTH-VOL-SEEN $d $(cat $b/size)\"\n    {act}\n  fi\ndone\n"
+    )
+}
+
+#[test]
+fn a_volume_carries_a_guests_data_to_another_guest() {
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        eprintln!("SKIP: needs root (a loop device for the pool)");
+        return;
+    }
+    let guest = test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _net = common::NetReaper(d.to_path_buf());
+    let _qemu = common::QemuReaper(d.to_path_buf());
+    let fs = LoopFs::new(d);
+    let pool = fs.mnt.join("pool");
+    let profile = d.join("profile.toml");
+    let data = d.join("data");
+    let _up = spawn(
+        &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &profile,
+        d.join("up.log"),
+        &[("PLINTH_VOLUME_OVERSUBSCRIPTION", "64")],
+    );
+    wait_for("plinth up", Duration::from_secs(60), || {
+        std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
+    });
+    let agent_dir = d.join("agent");
+    let _agent: Proc = spawn(
+        &[
+            "agent",
+            "--hostname",
+            "vol-host",
+            "--state-dir",
+            agent_dir.to_str().unwrap(),
+            "--volume-pool",
+            pool.to_str().unwrap(),
+            "--poll-wait",
+            "5",
+        ],
+        &profile,
+        d.join("agent.log"),
+        &[("RUST_LOG", "info")],
+    );
+    wait_for("the host", Duration::from_secs(90), || {
+        let v = ok(&profile, None, &["host", "list"]);
+        v["items"].as_array().and_then(|a| a.first()).filter(|h| h["state"] == "available").cloned()
+    });
+    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
+    ok(
+        &profile,
+        None,
+        &[
+            "image",
+            "create",
+            "test-guest",
+            "--public",
+            "--kernel",
+            guest.join("vmlinux").to_str().unwrap(),
+            "--initrd",
+            guest.join("initramfs.cpio.gz").to_str().unwrap(),
+            "--cmdline",
+            cmdline.trim(),
+        ],
+    );
+    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    ok(&profile, None, &["volume-type", "create", "standard"]);
+    ok(&profile, None, &["tenant", "create", "acme"]);
+    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
+    let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1"]);
+    let serial = vol["serial"].as_str().unwrap().to_string();
+    let marker = format!("PLINTH-MARK-{}", &vol["id"].as_str().unwrap()[4..]);
+    wait_for("the volume", Duration::from_secs(60), || {
+        (ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"] == "available").then_some(())
+    });
+
+    let console = |vm: &str| -> String {
+        String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", vm]).stdout).into_owned()
+    };
+    let vm = |name: &str, write: bool| {
+        let f = d.join(format!("{name}.sh"));
+        std::fs::write(&f, script(&serial, &marker, write)).unwrap();
+        ok(
+            &profile,
+            None,
+            &[
+                "instance",
+                "create",
+                name,
+                "--project",
+                "web",
+                "--shape",
+                "tiny",
+                "--image",
+                "test-guest",
+                "--user-data-file",
+                f.to_str().unwrap(),
+                "--wait",
+            ],
+        );
+        ok(&profile, None, &["instance", "stop", name, "--wait"]);
+    };
+
+    // Guest A, stopped, gets the volume; started, it finds the disk by its serial and writes.
+    vm("vm-a", true);
+    let att = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
+    assert_eq!(att["state"], "attached");
+    ok(&profile, None, &["instance", "start", "vm-a", "--wait"]);
+    let seen = wait_for("vm-a to write the marker", Duration::from_secs(120), || {
+        let c = console("vm-a");
+        c.contains("PLINTH-VOL-WROTE").then_some(c)
+    });
+    assert!(seen.contains("PLINTH-VOL-SEEN /dev/vd"), "{seen}");
+    assert!(seen.contains(&format!(" {}", 1u64 << 21)), "the guest sees 1 GiB (2,097,152 sectors): {seen}");
+    let inst = ok(&profile, None, &["instance", "get", "vm-a"]);
+    let argv = inst["runtime"]["command_line"].to_string();
+    assert!(argv.contains("bus=hp0") && argv.contains(&format!("serial={serial}")), "{argv}");
+    ok(&profile, None, &["instance", "stop", "vm-a", "--wait"]);
+    assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
+
+    // Moved to guest B: it reads what A wrote.
+    ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    vm("vm-b", false);
+    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b"]);
+    ok(&profile, None, &["instance", "start", "vm-b", "--wait"]);
+    let read = wait_for("vm-b to read the volume", Duration::from_secs(120), || {
+        let c = console("vm-b");
+        c.contains("PLINTH-VOL-READ").then_some(c)
+    });
+    assert!(read.contains(&format!("PLINTH-VOL-READ {marker}")), "vm-b reads vm-a's marker: {read}");
+}

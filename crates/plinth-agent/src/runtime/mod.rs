@@ -136,6 +136,12 @@ pub trait BlobSource: Send + Sync + 'static {
     /// Writes the blob with this lowercase hex SHA-256 to `dest` (a temporary file the
     /// caller verifies and renames). Answers with why it could not.
     fn fetch<'a>(&'a self, sha256: &'a str, dest: &'a Path) -> BoxFuture<'a, Result<(), String>>;
+
+    /// The key of the volume `id`, which this host must open for a guest. None but the
+    /// server has keys: by default there is none.
+    fn volume_key<'a>(&'a self, id: &'a plinth_api::VolumeId) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move { Err(format!("no key source for volume {id}")) })
+    }
 }
 
 /// A guest runtime. Steps on different guests may run concurrently; the runner never runs

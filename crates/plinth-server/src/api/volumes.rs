@@ -87,3 +87,57 @@ pub async fn extend(
     let v = volumes::extend(&st, &caller, &id, if_match, b).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
 }
+
+/// Attach a volume to a stopped instance of its project on its host (it is the guest's
+/// disk from its next boot; hot-plug into a running guest is not built yet).
+#[utoipa::path(post, path = "/v1/volumes/{id}/attach", tag = "storage", operation_id = "volume_attach",
+    params(("id" = String, Path, description = "Volume id")), request_body = VolumeAttach,
+    responses((status = 202, description = "The attachment", body = VolumeAttachment)))]
+pub async fn attach(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    Json(b): Json<VolumeAttach>,
+) -> ApiResult<Response> {
+    let a = crate::app::storage::attachments::attach(&st, &caller, &id, b).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(a)).into_response())
+}
+
+/// Detach a volume from its (stopped) instance.
+#[utoipa::path(post, path = "/v1/volumes/{id}/detach", tag = "storage", operation_id = "volume_detach",
+    params(("id" = String, Path, description = "Volume id")),
+    responses((status = 202, description = "The attachment, ended", body = VolumeAttachment)))]
+pub async fn detach(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> ApiResult<Response> {
+    let a = crate::app::storage::attachments::detach(&st, &caller, &id, if_match).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(a)).into_response())
+}
+
+/// List volume attachments (ended ones too).
+#[utoipa::path(get, path = "/v1/volume-attachments", tag = "storage", operation_id = "volume_attachment_list",
+    params(PageParams, VolumeAttachmentFilter),
+    responses((status = 200, description = "Attachments", body = Page<VolumeAttachment>)))]
+pub async fn list_attachments(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Query(p): Query<PageParams>,
+    Query(f): Query<VolumeAttachmentFilter>,
+) -> ApiResult<Out<Page<VolumeAttachment>>> {
+    Ok(Out(crate::app::storage::attachments::list(&st, &caller, &p, f).await?))
+}
+
+/// Get a volume attachment.
+#[utoipa::path(get, path = "/v1/volume-attachments/{id}", tag = "storage", operation_id = "volume_attachment_view",
+    params(("id" = String, Path, description = "Attachment id")),
+    responses((status = 200, description = "The attachment", body = VolumeAttachment)))]
+pub async fn get_attachment(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Out<VolumeAttachment>> {
+    Ok(Out(crate::app::storage::attachments::get(&st, &caller, &id).await?))
+}

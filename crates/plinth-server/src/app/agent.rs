@@ -84,6 +84,7 @@ fn spec_of(inst: &Instance, user_data: Option<String>) -> Option<InstanceSpec> {
         boot: inst.boot.clone(),
         nics: Vec::new(),
         cloud_init: None,
+        volumes: Vec::new(),
     })
 }
 
@@ -104,6 +105,7 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
     let built = std::time::Instant::now();
     let (generation, list) = st.store.host_instances(host_id.as_str()).await?;
     let (network, mut nics) = dataplane::host_spec(st, host_id).await?;
+    let mut attached = super::storage::attachments::host_specs(st, host_id).await?;
     let instances = list
         .into_iter()
         .filter_map(|(i, u)| {
@@ -117,6 +119,7 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
                 nics: &guest.seed,
             }));
             spec.nics = guest.plugs;
+            spec.volumes = attached.remove(&i.id).unwrap_or_default();
             Some(spec)
         })
         .collect();

@@ -1,4 +1,5 @@
-//! Block storage commands: `plinth volume-type …` (operators) and `plinth volume …`.
+//! Block storage commands: `plinth volume-type …` (operators) and `plinth volume …` (with
+//! `attach`/`detach` to a stopped instance and `extend`).
 //! Names resolve to ids (a volume's within its project when `--project` is given).
 
 use super::{ListArgs, create, delete, get, none_match};
@@ -124,6 +125,24 @@ pub enum VolumeCmd {
         #[arg(long)]
         project: Option<String>,
     },
+    /// Attach one to a stopped instance of its project on its host (the guest's disk from
+    /// its next boot, `/sys/block/vdX/serial` = the volume's serial).
+    Attach {
+        id: String,
+        /// Instance id or name.
+        #[arg(long)]
+        instance: String,
+        /// The project to find the names in.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Detach one from its (stopped) instance.
+    Detach {
+        id: String,
+        /// The project to find the name in.
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Delete one: its key is destroyed at once, then its host wipes and removes it.
     Delete {
         id: String,
@@ -169,6 +188,15 @@ impl VolumeCmd {
             VolumeCmd::Extend { id, size, project } => {
                 let id = volume_id(c, id, project.as_deref()).await?;
                 o.object(&c.extend_volume(&id, &VolumeExtend { size_gib: *size }).await?)
+            }
+            VolumeCmd::Attach { id, instance, project } => {
+                let id = volume_id(c, id, project.as_deref()).await?;
+                let instance_id = InstanceId(resolve::<Instances>(c, instance).await?);
+                o.object(&c.attach_volume(&id, &VolumeAttach { instance_id }).await?)
+            }
+            VolumeCmd::Detach { id, project } => {
+                let id = volume_id(c, id, project.as_deref()).await?;
+                o.object(&c.detach_volume(&id).await?)
             }
             VolumeCmd::Delete { id, project } => {
                 let id = volume_id(c, id, project.as_deref()).await?;

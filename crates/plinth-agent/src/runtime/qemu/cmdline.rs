@@ -112,6 +112,19 @@ pub struct Nic {
     pub mtu: u32,
 }
 
+/// A volume given to the guest as a disk at boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeDisk {
+    /// Its qcow2 file in the host's volume pool.
+    pub file: PathBuf,
+    /// Its slot: PCIe root port `hp<slot>` on q35.
+    pub slot: u8,
+    /// The serial the guest sees.
+    pub serial: String,
+    /// The fd (in QEMU) its key is read from (a pipe the agent filled); `None`: unencrypted.
+    pub key_fd: Option<i32>,
+}
+
 /// Everything the command line is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuArgs {
@@ -149,6 +162,8 @@ pub struct QemuArgs {
     pub vhost: bool,
     /// The NoCloud seed image, attached read-only.
     pub seed: Option<PathBuf>,
+    /// Attached volumes, in slot order.
+    pub volumes: Vec<VolumeDisk>,
 }
 
 fn p(path: &std::path::Path) -> String {
@@ -257,6 +272,29 @@ impl QemuArgs {
                 push(&["-device", &format!("pcie-root-port,id=hp{i},bus=pcie.0,chassis={},slot={}", i + 1, i + 1)]);
             }
         }
+        // Attached volumes: the key (when encrypted) from a pipe as a `secret` object, the
+        // file and qcow2 nodes `v<slot>-file` → `v<slot>`, the disk on its root port.
+        for v in &self.volumes {
+            let n = v.slot;
+            let mut fmt = format!("driver=qcow2,node-name=v{n},file=v{n}-file,discard=unmap");
+            if let Some(fd) = v.key_fd {
+                push(&["-object", &format!("secret,id=vsec{n},file=/dev/fd/{fd}")]);
+                fmt.push_str(&format!(",encrypt.format=luks,encrypt.key-secret=vsec{n}"));
+            }
+            push(&[
+                "-blockdev",
+                &format!(
+                    "driver=file,node-name=v{n}-file,filename={},cache.direct={direct},aio=threads,discard=unmap",
+                    p(&v.file)
+                ),
+            ]);
+            push(&["-blockdev", &fmt]);
+            let dev = match self.machine {
+                Machine::Microvm => format!("virtio-blk-device,drive=v{n},serial={},id=vdisk{n}", v.serial),
+                Machine::Q35 => format!("virtio-blk-pci,drive=v{n},bus=hp{n},serial={},id=vdisk{n}", v.serial),
+            };
+            push(&["-device", &dev]);
+        }
         // A guest kernel panic reaches QEMU (and its `GUEST_PANICKED` event) through pvpanic.
         push(&["-device", "pvpanic"]);
         a
@@ -291,6 +329,7 @@ mod tests {
             nics: Vec::new(),
             vhost: false,
             seed: None,
+            volumes: Vec::new(),
         }
     }
 
@@ -369,6 +408,32 @@ mod tests {
         let s = joined(&a);
         assert!(s.contains("-device virtio-blk-device,drive=seed0"), "{s}");
         assert!(s.contains("-netdev tap,id=net0,fd=3,vhost=on -device virtio-net-device,netdev=net0,mac=02:00:00:00:00:05,host_mtu=1450 "), "{s}");
+    }
+
+    #[test]
+    fn volumes_on_their_root_ports_with_their_keys_from_pipes() {
+        let mut a = args(Machine::Q35);
+        a.volumes = vec![
+            VolumeDisk { file: "/pool/vol_a.qcow2".into(), slot: 0, serial: "SERIALA".into(), key_fd: Some(5) },
+            VolumeDisk { file: "/pool/vol_b.qcow2".into(), slot: 3, serial: "SERIALB".into(), key_fd: None },
+        ];
+        let s = joined(&a);
+        assert!(
+            s.contains(
+                "-device pcie-root-port,id=hp7,bus=pcie.0,chassis=8,slot=8 \
+                 -object secret,id=vsec0,file=/dev/fd/5 \
+                 -blockdev driver=file,node-name=v0-file,filename=/pool/vol_a.qcow2,cache.direct=on,aio=threads,discard=unmap \
+                 -blockdev driver=qcow2,node-name=v0,file=v0-file,discard=unmap,encrypt.format=luks,encrypt.key-secret=vsec0 \
+                 -device virtio-blk-pci,drive=v0,bus=hp0,serial=SERIALA,id=vdisk0 \
+                 -blockdev driver=file,node-name=v3-file,filename=/pool/vol_b.qcow2,cache.direct=on,aio=threads,discard=unmap \
+                 -blockdev driver=qcow2,node-name=v3,file=v3-file,discard=unmap \
+                 -device virtio-blk-pci,drive=v3,bus=hp3,serial=SERIALB,id=vdisk3 -device pvpanic"
+            ),
+            "{s}"
+        );
+        a.machine = Machine::Microvm;
+        let s = joined(&a);
+        assert!(s.contains("-device virtio-blk-device,drive=v3,serial=SERIALB,id=vdisk3"), "{s}");
     }
 
     #[test]

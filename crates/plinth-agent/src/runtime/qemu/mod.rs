@@ -51,7 +51,10 @@ pub use cmdline::{Accel, Machine};
 use cmdline::{Boot, Hugepages, QemuArgs};
 use guest::{GuestPaths, GuestRecord, MAX_SOCKET_PATH};
 use images::ImageCache;
-use plinth_api::{ImageBoot, InstanceId, InstanceNicSpec, InstanceSpec, PhaseTiming, RuntimeClass, RuntimeEvidence};
+use plinth_api::{
+    ImageBoot, InstanceId, InstanceNicSpec, InstanceSpec, InstanceVolumeSpec, PhaseTiming, RuntimeClass,
+    RuntimeEvidence,
+};
 use qmp::{EventStream, Qmp};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -86,6 +89,9 @@ pub struct RuntimeConfig {
     pub hugepages: host::HugepageHost,
     /// A cached image file no guest uses is removed once unused this long (10 min).
     pub image_keep: Duration,
+    /// The host's volume pool (`<pool>/<volume id>.qcow2`); `None`: no guest can have a
+    /// volume here.
+    pub volume_pool: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -104,6 +110,7 @@ impl RuntimeConfig {
             tsc_khz: None,
             hugepages: host::HugepageHost::default(),
             image_keep: Duration::from_secs(600),
+            volume_pool: None,
         }
     }
 }
@@ -401,7 +408,50 @@ impl Inner {
             nics: spec.nics.iter().map(|n| cmdline::Nic { mac: n.mac.clone(), mtu: n.mtu }).collect(),
             vhost: self.vhost,
             seed: spec.cloud_init.as_ref().map(|_| g.paths.seed.clone()),
+            volumes: self.volume_disks(spec)?,
         })
+    }
+
+    /// The guest's volumes as disks: each encrypted one's key is read from the fd after the
+    /// taps' (the order [`QemuRuntime::key_pipes`] fills them in).
+    fn volume_disks(&self, spec: &InstanceSpec) -> Result<Vec<cmdline::VolumeDisk>, String> {
+        if spec.volumes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pool = self.cfg.volume_pool.as_ref().ok_or("this host has no volume pool, and the guest has volumes")?;
+        let mut next_fd = cmdline::first_tap_fd() + spec.nics.len() as i32;
+        let mut out = Vec::new();
+        for v in &spec.volumes {
+            let key_fd = v.encrypted.then(|| {
+                next_fd += 1;
+                next_fd - 1
+            });
+            out.push(cmdline::VolumeDisk {
+                file: pool.join(format!("{}.qcow2", v.volume_id)),
+                slot: v.slot,
+                serial: v.serial.clone(),
+                key_fd,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One pipe per encrypted volume of the guest, holding its key (fetched from the
+    /// server now) with the write end closed: QEMU reads the key from the read end once,
+    /// at start. The key is never on a disk or a command line.
+    async fn key_pipes(&self, volumes: &[InstanceVolumeSpec]) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        for v in volumes.iter().filter(|v| v.encrypted) {
+            let blobs = self.blobs().ok_or("no key source (the host is not connected)")?;
+            let key = blobs.volume_key(&v.volume_id).await?;
+            let (read, write) = std::io::pipe().map_err(|e| format!("a pipe for volume {}'s key: {e}", v.volume_id))?;
+            let mut write = write;
+            write.write_all(key.as_bytes()).map_err(|e| format!("volume {}'s key: {e}", v.volume_id))?;
+            drop(write);
+            out.push(std::os::fd::OwnedFd::from(read));
+        }
+        Ok(out)
     }
 }
 
@@ -611,7 +661,9 @@ impl Inner {
         if let (Some(status), Some(live)) = (status, st.live.as_ref()) {
             // The running process holds its hugepages: do not count them as missing.
             let argv = self.qemu_args(g, &spec, boot.clone(), false)?.argv();
-            let same_devices = record.spec.nics == spec.nics && record.spec.cloud_init == spec.cloud_init;
+            let same_devices = record.spec.nics == spec.nics
+                && record.spec.cloud_init == spec.cloud_init
+                && record.spec.volumes == spec.volumes;
             if !same_boot && status == "running" && record.argv == argv && same_devices {
                 // A reboot in place.
                 live.qmp.system_reset().await.map_err(|e| format!("reboot: {e}"))?;
@@ -701,7 +753,8 @@ impl Inner {
         timed(g, "record", guest::save(&g.paths.record, record)).await.map_err(|e| e.to_string())?;
 
         let t0 = Instant::now();
-        let result = self.launch(g, &argv, &cpus, &nics).await;
+        let volumes = record.spec.volumes.clone();
+        let result = self.launch(g, &argv, &cpus, &nics, &volumes).await;
         let record = st.record.as_mut().ok_or("no record")?;
         match result {
             Ok((live, pinned)) => {
@@ -728,8 +781,11 @@ impl Inner {
         argv: &[String],
         cpus: &[u32],
         nics: &[InstanceNicSpec],
+        volumes: &[InstanceVolumeSpec],
     ) -> Result<(Live, Vec<u32>), String> {
-        let taps = self.open_taps(nics)?;
+        let mut taps = self.open_taps(nics)?;
+        // The volumes' keys follow the taps (the fds `volume_disks` numbered).
+        taps.extend(timed(g, "volume_keys", self.key_pipes(volumes)).await?);
         timed(
             g,
             "qemu_launch",

@@ -201,6 +201,10 @@ pub async fn release_all(st: &AppState, id: &InstanceId, op: Option<&OperationId
     crate::app::network::nics::release_instance_nics(&mut tx, &inst)
         .await
         .map_err(|e| StepError::new(e.code, e.detail))?;
+    // Its volumes are free again (they outlive it).
+    crate::app::storage::attachments::release_instance(&mut tx, &inst)
+        .await
+        .map_err(|e| StepError::new(e.code, e.detail))?;
     let allocs = lifecycle::drop_allocations(&mut tx, id, None).await?;
     let was_live = inst.lifecycle != Lifecycle::Deleted;
     // What it counted against quotas stops counting in the same transaction.

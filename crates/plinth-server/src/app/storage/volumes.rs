@@ -14,7 +14,8 @@
 //! - **Extend** (detached volumes): the new size is charged, billed (the interval splits)
 //!   and promised from the pool at once; `extending` until the host reports the file grown.
 //! - The agent asks for a volume's key ([`key_for_host`]) only while its host must open the
-//!   volume (making or growing it), and gets it only for a volume its host holds.
+//!   volume (making, growing or booting a guest with it), and gets it only for a volume its
+//!   host holds.
 
 use crate::app::network::{charge, check_generation, require_write, writable_project};
 use crate::app::{AppState, Caller, Error, Paging, Result, reference};
@@ -183,6 +184,8 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         wipe: vt.wipe,
         allocated_bytes: None,
         wipe_evidence: None,
+        attachment_id: None,
+        instance_id: None,
         generation: 1,
         created_at: now,
         updated_at: now,
@@ -374,7 +377,7 @@ pub async fn key_for_host(st: &AppState, host: &HostId, id: &str) -> Result<Volu
     if vol.host_id.as_ref() != Some(host) {
         return Err(not_found());
     }
-    if !matches!(vol.state, VolumeState::Creating | VolumeState::Extending) {
+    if !matches!(vol.state, VolumeState::Creating | VolumeState::Extending | VolumeState::InUse) {
         return Err(Error::conflict(
             "volume_key_not_needed",
             format!(
