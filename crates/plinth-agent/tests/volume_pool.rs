@@ -73,9 +73,9 @@ fn marker_file(dir: &Path, tag: &str) -> (PathBuf, Vec<u8>) {
     (path, m)
 }
 
-/// Writes the marker file at offset 0 of the volume, through qemu-io (the key, when
-/// given, on its standard input), as a guest writing to its disk would.
-fn write_marker(file: &Path, source: &Path, key: Option<&str>) {
+/// Runs `qemu-io` on the volume `file` (its key, when given, on qemu-io's standard input)
+/// with `commands`; answers whether it succeeded and what it printed.
+fn qemu_io(file: &Path, key: Option<&str>, commands: &[String]) -> (bool, String) {
     let opts = match key {
         Some(_) => format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", file.display()),
         None => format!("driver=qcow2,file.filename={}", file.display()),
@@ -84,34 +84,29 @@ fn write_marker(file: &Path, source: &Path, key: Option<&str>) {
     if key.is_some() {
         cmd.args(["--object", "secret,id=sec0,file=/dev/stdin"]);
     }
-    cmd.args(["--image-opts", &opts, "-c", &format!("write -s {} 0 1M", source.display()), "-c", "flush"]);
+    cmd.args(["--image-opts", &opts]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-io");
     if let (Some(mut i), Some(k)) = (child.stdin.take(), key) {
         i.write_all(k.as_bytes()).expect("key");
     }
     let out = child.wait_with_output().expect("qemu-io");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("wrote 1048576/1048576"), "qemu-io write: {text}");
+    (out.status.success(), text)
+}
+
+/// Writes the marker file at offset 0 of the volume, as a guest writing to its disk would.
+fn write_marker(file: &Path, source: &Path, key: Option<&str>) {
+    let (ok, text) = qemu_io(file, key, &[format!("write -s {} 0 1M", source.display()), "flush".into()]);
+    assert!(ok && text.contains("wrote 1048576/1048576"), "qemu-io write: {text}");
 }
 
 /// Whether the whole volume reads as zeros through qemu-io.
 fn reads_all_zero(file: &Path, key: Option<&str>) -> bool {
-    let opts = match key {
-        Some(_) => format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", file.display()),
-        None => format!("driver=qcow2,file.filename={}", file.display()),
-    };
-    let mut cmd = Command::new("qemu-io");
-    if key.is_some() {
-        cmd.args(["--object", "secret,id=sec0,file=/dev/stdin"]);
-    }
-    cmd.args(["--image-opts", &opts, "-c", &format!("read -P 0 0 {SIZE}")]);
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-io");
-    if let (Some(mut i), Some(k)) = (child.stdin.take(), key) {
-        i.write_all(k.as_bytes()).expect("key");
-    }
-    let out = child.wait_with_output().expect("qemu-io");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    out.status.success() && !text.contains("verification failed") && text.contains("read ")
+    let (ok, text) = qemu_io(file, key, &[format!("read -P 0 0 {SIZE}")]);
+    ok && !text.contains("verification failed") && text.contains("read ")
 }
 
 fn ready() -> bool {

@@ -413,6 +413,25 @@ async fn a_volume_is_attached_cold_and_freed_by_detach_or_the_instances_delete()
         .problem(409, "volume_busy");
     let listed = srv.list_all(&tok, &format!("/v1/volume-attachments?volume_id={vid}")).await;
     assert_eq!(listed.len(), 1);
+    // Its local volume keeps the instance on its host: no resize that moves it, no drain.
+    let h2 = srv.enroll_host("h2", inventory(16, 65_536), &[]).await;
+    let _agent2 = TestAgent::start(&srv.base, &h2, Boots::Succeed);
+    srv.shape("big", 12, 4096).await;
+    let p = srv
+        .post(&format!("/v1/instances/{iid}/resize"))
+        .token(&tok)
+        .json(&json!({ "shape": "big" }))
+        .send()
+        .await
+        .problem(409, "local_volumes_pin_host");
+    assert!(p["detail"].as_str().unwrap().contains(&vid), "{p}");
+    let d = srv.post(&format!("/v1/hosts/{}/drain", host.id)).token(&srv.operator).send().await.ok(202);
+    let op = srv.wait_op(&srv.operator, d["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(op["status"], "failed", "{op}");
+    assert!(op["items"][0]["detail"].as_str().unwrap().contains("local volumes"), "{op}");
+    let i = srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200);
+    assert_eq!(i["host_id"], host.id.as_str(), "still on its volume's host");
+    srv.post(&format!("/v1/hosts/{}/uncordon", host.id)).token(&srv.operator).send().await;
 
     // Detach: the volume is free, the spec no longer has it; the record stays.
     let ended = srv.post(&format!("/v1/volumes/{vid}/detach")).token(&tok).send().await.ok(202);

@@ -52,36 +52,38 @@ impl Drop for LoopFs {
 
 const LUKS_MAGIC: &[u8] = b"LUKS\xba\xbe";
 
-#[test]
-fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
-    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+/// Whether this runs as root (a loop device for the pool); says SKIP when not.
+fn root() -> bool {
+    let is = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0;
+    if !is {
         eprintln!("SKIP: needs root (a loop device for the pool)");
-        return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let _net = common::NetReaper(d.to_path_buf());
-    let fs = LoopFs::new(d);
-    let pool = fs.mnt.join("pool");
+    is
+}
+
+/// `plinth up --no-demo` in `d` (its pool may promise 64 times its capacity: volumes are
+/// sparse and the test pool is 128 MiB) and a real agent whose volume pool is `pool`,
+/// once its host is available. Returns (up, agent, profile, the host).
+fn start(d: &Path, pool: &Path) -> (Proc, Proc, PathBuf, serde_json::Value) {
     let profile = d.join("profile.toml");
     let data = d.join("data");
-    let _up = spawn(
+    let up = spawn(
         &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
         &profile,
         d.join("up.log"),
-        // The pool is 128 MiB; volumes are sparse: let it promise 64 times that.
         &[("PLINTH_VOLUME_OVERSUBSCRIPTION", "64")],
     );
     wait_for("plinth up", Duration::from_secs(60), || {
         std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
     });
-    let _agent: Proc = spawn(
+    let agent_dir = d.join("agent");
+    let agent = spawn(
         &[
             "agent",
             "--hostname",
             "vol-host",
             "--state-dir",
-            d.join("agent").to_str().unwrap(),
+            agent_dir.to_str().unwrap(),
             "--volume-pool",
             pool.to_str().unwrap(),
             "--poll-wait",
@@ -95,6 +97,20 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
         let v = ok(&profile, None, &["host", "list"]);
         v["items"].as_array().and_then(|a| a.first()).filter(|h| h["state"] == "available").cloned()
     });
+    (up, agent, profile, host)
+}
+
+#[test]
+fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _net = common::NetReaper(d.to_path_buf());
+    let fs = LoopFs::new(d);
+    let pool = fs.mnt.join("pool");
+    let (_up, _agent, profile, host) = start(d, &pool);
     assert_eq!(host["inventory"]["volume_pool"]["filesystem"], "ext4", "{host}");
     assert!(host["inventory"]["volume_pool"]["capacity_bytes"].as_u64().unwrap() > 100 << 20);
 
@@ -104,7 +120,7 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1"]);
     let id = vol["id"].as_str().unwrap().to_string();
     assert_eq!(vol["state"], "creating");
-    assert_eq!(LoopFs::copies(&fs, LUKS_MAGIC), 0, "no LUKS header on the device before the volume");
+    assert_eq!(fs.copies(LUKS_MAGIC), 0, "no LUKS header on the device before the volume");
 
     let v = wait_for("the volume to be available", Duration::from_secs(60), || {
         let v = ok(&profile, None, &["volume", "get", "data", "--project", "web"]);
@@ -192,8 +208,7 @@ fn script(serial: &str, marker: &str, write: bool) -> String {
 
 #[test]
 fn a_volume_carries_a_guests_data_to_another_guest() {
-    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
-        eprintln!("SKIP: needs root (a loop device for the pool)");
+    if !root() {
         return;
     }
     let guest = test_guest();
@@ -203,38 +218,7 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     let _qemu = common::QemuReaper(d.to_path_buf());
     let fs = LoopFs::new(d);
     let pool = fs.mnt.join("pool");
-    let profile = d.join("profile.toml");
-    let data = d.join("data");
-    let _up = spawn(
-        &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &profile,
-        d.join("up.log"),
-        &[("PLINTH_VOLUME_OVERSUBSCRIPTION", "64")],
-    );
-    wait_for("plinth up", Duration::from_secs(60), || {
-        std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
-    });
-    let agent_dir = d.join("agent");
-    let _agent: Proc = spawn(
-        &[
-            "agent",
-            "--hostname",
-            "vol-host",
-            "--state-dir",
-            agent_dir.to_str().unwrap(),
-            "--volume-pool",
-            pool.to_str().unwrap(),
-            "--poll-wait",
-            "5",
-        ],
-        &profile,
-        d.join("agent.log"),
-        &[("RUST_LOG", "info")],
-    );
-    wait_for("the host", Duration::from_secs(90), || {
-        let v = ok(&profile, None, &["host", "list"]);
-        v["items"].as_array().and_then(|a| a.first()).filter(|h| h["state"] == "available").cloned()
-    });
+    let (_up, _agent, profile, _host) = start(d, &pool);
     let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
     ok(
         &profile,

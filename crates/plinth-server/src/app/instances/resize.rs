@@ -50,6 +50,30 @@ pub async fn resize(st: &AppState, caller: &Caller, id: &str, b: InstanceResize)
     }
     let from = inst.shape_name.clone();
     let moved = inst.host_id.as_ref() != Some(&alloc.host_id);
+    if moved {
+        // A local volume lives in its host's pool: an instance using one cannot leave.
+        let attached: Vec<String> = tx
+            .list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str())
+            .await?
+            .into_iter()
+            .filter(|a| a.state == AttachmentState::Attached)
+            .map(|a| a.volume_id.to_string())
+            .collect();
+        if !attached.is_empty() {
+            drop(tx);
+            let _ = st.sched.refresh_host(&st.store, alloc.host_id.as_str()).await;
+            return Err(Error::conflict(
+                "local_volumes_pin_host",
+                format!(
+                    "the new shape does not fit on host {}, and the instance has local volumes there ({}): detach \
+                     them to let it move, or pick a shape that fits",
+                    inst.host_id.as_ref().map(|h| h.to_string()).unwrap_or_default(),
+                    attached.join(", ")
+                ),
+            )
+            .with_constraint(json!({ "field": "shape", "rule": "fits the host of its local volumes" })));
+        }
+    }
     let before = quota::consumption(&inst);
     apply_shape(&mut inst, &shape);
     let scopes = [inst.tenant_id.as_str(), inst.project_id.as_str()];

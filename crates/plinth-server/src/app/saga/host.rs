@@ -66,6 +66,24 @@ pub async fn relocate(
     power: PowerState,
     warning: Option<String>,
 ) -> Result<Result<Instance, String>, StepError> {
+    // A local volume lives in its host's pool: an instance using one cannot leave.
+    let pinned: Vec<String> = st
+        .store
+        .list_all::<VolumeAttachment>(
+            &Scope::Platform,
+            &[("instance_id", inst.id.to_string()), ("state", "attached".into())],
+        )
+        .await?
+        .into_iter()
+        .map(|a| a.volume_id.to_string())
+        .collect();
+    if !pinned.is_empty() {
+        return Ok(Err(format!(
+            "it has local volumes attached ({}) in the pool of host {from}: it cannot leave that host (detach them \
+             first, or wait for the host)",
+            pinned.join(", ")
+        )));
+    }
     let mut req = request_for(inst);
     req.avoid_hosts.insert(from.0.clone());
     let group = match &inst.placement_group_id {
