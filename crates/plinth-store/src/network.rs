@@ -11,7 +11,7 @@
 //! before it took; pool creates take [`Tx::lock_ip_pools`].
 
 use crate::error::StoreError;
-use crate::resource::{Resource, Val};
+use crate::resource::{Resource, Val, meta};
 use crate::sql::Sql;
 use crate::store::Store;
 use crate::tx::Tx;
@@ -19,37 +19,13 @@ use chrono::{DateTime, Utc};
 use plinth_api::*;
 use sqlx::Row;
 
-macro_rules! meta {
-    () => {
-        meta!(platform);
-        fn tenant(&self) -> Option<String> {
-            Some(self.tenant_id.to_string())
-        }
-    };
-    (platform) => {
-        fn id(&self) -> &str {
-            self.id.as_str()
-        }
-        fn generation(&self) -> i64 {
-            self.generation
-        }
-        fn set_meta(&mut self, generation: i64, updated_at: DateTime<Utc>) {
-            self.generation = generation;
-            self.updated_at = updated_at;
-        }
-        fn created_at(&self) -> DateTime<Utc> {
-            self.created_at
-        }
-    };
-}
-
 impl Resource for Vpc {
     const TABLE: &'static str = "vpcs";
     const KIND: &'static str = "vpc";
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
     const FILTERS: &'static [&'static str] = &["project_id", "name"];
-    meta!();
+    meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),
@@ -67,7 +43,7 @@ impl Resource for Subnet {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
     const FILTERS: &'static [&'static str] = &["project_id", "vpc_id", "name"];
-    meta!();
+    meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),
@@ -85,7 +61,7 @@ impl Resource for IpPool {
     const TENANT_COL: Option<&'static str> = None;
     const FILTERS: &'static [&'static str] = &["site_id", "name"];
     const DEPENDENTS: &'static [(&'static str, &'static str)] = &[("floating_ips", "ip_pool_id")];
-    meta!(platform);
+    meta!();
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("site_id", Val::opt_text(self.site_id.as_ref())),
@@ -101,7 +77,7 @@ impl Resource for FloatingIp {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
     const FILTERS: &'static [&'static str] = &["project_id", "ip_pool_id", "name", "nic_id"];
-    meta!();
+    meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),
@@ -128,7 +104,7 @@ impl Resource for SecurityGroup {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
     const FILTERS: &'static [&'static str] = &["project_id", "vpc_id", "name"];
-    meta!();
+    meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),
@@ -151,7 +127,7 @@ impl Resource for NetworkInterface {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
     const FILTERS: &'static [&'static str] = &["project_id", "vpc_id", "subnet_id", "instance_id", "name"];
-    meta!();
+    meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),

@@ -49,7 +49,16 @@ pub trait Resource: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static
     }
 }
 
+/// The identity and generation methods of a [`Resource`] whose type has `id`, `generation`,
+/// `created_at` and `updated_at` fields; `meta!(tenant)` also answers `tenant()` from its
+/// `tenant_id`. Shared by every store module that maps a wire type.
 macro_rules! meta {
+    (tenant) => {
+        meta!();
+        fn tenant(&self) -> Option<String> {
+            Some(self.tenant_id.to_string())
+        }
+    };
     () => {
         fn id(&self) -> &str {
             self.id.as_str()
@@ -66,6 +75,7 @@ macro_rules! meta {
         }
     };
 }
+pub(crate) use meta;
 
 impl Resource for Tenant {
     const TABLE: &'static str = "tenants";

@@ -5,31 +5,13 @@
 //! `plinth_server::secrets`: this crate stores only the sealed text.
 
 use crate::error::StoreError;
-use crate::resource::{Resource, Val};
+use crate::resource::{Resource, Val, meta};
 use crate::sql::Sql;
 use crate::store::Store;
 use crate::tx::Tx;
 use chrono::{DateTime, Utc};
 use plinth_api::*;
 use sqlx::Row;
-
-macro_rules! meta {
-    () => {
-        fn id(&self) -> &str {
-            self.id.as_str()
-        }
-        fn generation(&self) -> i64 {
-            self.generation
-        }
-        fn set_meta(&mut self, generation: i64, updated_at: DateTime<Utc>) {
-            self.generation = generation;
-            self.updated_at = updated_at;
-        }
-        fn created_at(&self) -> DateTime<Utc> {
-            self.created_at
-        }
-    };
-}
 
 impl Resource for VolumeType {
     const TABLE: &'static str = "volume_types";
@@ -63,7 +45,7 @@ impl Resource for Volume {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
     const FILTERS: &'static [&'static str] = &["project_id", "name", "volume_type_id", "host_id", "state"];
-    meta!();
+    meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),
@@ -76,9 +58,6 @@ impl Resource for Volume {
             ("live", Val::Int((self.state != VolumeState::Deleted).then_some(1))),
         ]
     }
-    fn tenant(&self) -> Option<String> {
-        Some(self.tenant_id.to_string())
-    }
 }
 
 impl Resource for VolumeAttachment {
@@ -87,7 +66,7 @@ impl Resource for VolumeAttachment {
     const TENANT_COL: Option<&'static str> = Some("tenant_id");
     const PROJECT_COL: Option<&'static str> = Some("project_id");
     const FILTERS: &'static [&'static str] = &["volume_id", "instance_id", "state"];
-    meta!();
+    meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
         let attached = self.state == AttachmentState::Attached;
         vec![
@@ -101,9 +80,6 @@ impl Resource for VolumeAttachment {
             // One attached row per volume and per instance slot (NULLs never collide).
             ("live", Val::Int(attached.then_some(1))),
         ]
-    }
-    fn tenant(&self) -> Option<String> {
-        Some(self.tenant_id.to_string())
     }
 }
 
