@@ -17,6 +17,11 @@
 //! The result goes to the server as `ObservedReport.network` whenever it differs from the
 //! last one acknowledged, carrying only the NICs whose observation changed.
 //!
+//! Volumes: when the host has a volume pool, the desired state's volumes are converged on
+//! a blocking thread ([`crate::storage::VolumePool::converge`]: files made, grown, wiped),
+//! keys fetched from the server as the pool needs them, and the result sent as
+//! `ObservedReport.volumes`; again every [`VOLUME_PERIOD`], which resends a lost report.
+//!
 //! Holds no guest policy: what to do with a guest is [`crate::converge`]'s, how to do it
 //! is the [`Runtime`]'s.
 
