@@ -2,7 +2,10 @@
 //! qemu) whose volume pool is an ext4 filesystem on a loop device, and the CLI. A volume is
 //! made on the host's pool (a LUKS-in-qcow2 file; its LUKS header is found on the raw
 //! device), deleted (the key destroyed at once), and wiped by its host: the header is gone
-//! from the device, the file is removed, and the record keeps the wipe's evidence.
+//! from the device, the file is removed, and the record keeps the wipe's evidence. And a
+//! volume attached (cold) to a real guest that writes a marker to it by its serial: the
+//! marker is on the device only encrypted, and a second guest (a q35 VM, then a microVM)
+//! reads it back.
 
 mod common;
 
@@ -301,4 +304,55 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
         c.contains("PLINTH-VOL-READ").then_some(c)
     });
     assert!(read.contains(&format!("PLINTH-VOL-READ {marker}")), "vm-b reads vm-a's marker: {read}");
+
+    // A microVM (virtio-mmio, no hot-plug at all) takes it cold the same way.
+    ok(&profile, None, &["instance", "stop", "vm-b", "--wait"]);
+    ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    ok(
+        &profile,
+        None,
+        &[
+            "shape",
+            "create",
+            "tiny-m",
+            "--vcpus",
+            "1",
+            "--memory-mib",
+            "256",
+            "--disk-gib",
+            "1",
+            "--runtime-class",
+            "microvm",
+        ],
+    );
+    let f = d.join("vm-c.sh");
+    std::fs::write(&f, script(&serial, &marker, false)).unwrap();
+    ok(
+        &profile,
+        None,
+        &[
+            "instance",
+            "create",
+            "vm-c",
+            "--project",
+            "web",
+            "--shape",
+            "tiny-m",
+            "--image",
+            "test-guest",
+            "--user-data-file",
+            f.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    ok(&profile, None, &["instance", "stop", "vm-c", "--wait"]);
+    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-c"]);
+    ok(&profile, None, &["instance", "start", "vm-c", "--wait"]);
+    let read = wait_for("vm-c to read the volume", Duration::from_secs(120), || {
+        let c = console("vm-c");
+        c.contains("PLINTH-VOL-READ").then_some(c)
+    });
+    assert!(read.contains(&format!("PLINTH-VOL-READ {marker}")), "the microVM reads it too: {read}");
+    let argv = ok(&profile, None, &["instance", "get", "vm-c"])["runtime"]["command_line"].to_string();
+    assert!(argv.contains("virtio-blk-device,drive=v0"), "{argv}");
 }
