@@ -482,8 +482,9 @@ fn two_hosts_carry_a_vpc() {
         );
         Command::new("ip").args(["netns", "exec", &guest, "python3", "-c", &py]).spawn().expect("sniffer")
     };
-    let seen_file = std::env::temp_dir().join(format!("{tag}flood-seen"));
-    let _ = std::fs::remove_file(&seen_file);
+    // The sniffers' counts, in a directory removed with the test.
+    let sniffed = tempfile::tempdir().expect("tempdir");
+    let seen_file = sniffed.path().join(format!("{tag}flood-seen"));
     lab.children.push(sniff(g("b"), seen_file.clone()));
     let frame = |dst_mac: &str| {
         // Ethernet to dst_mac from a's MAC, IPv4 10.73.0.10 → 10.73.0.11, UDP 4000 → 5000.
@@ -524,8 +525,7 @@ fn two_hosts_carry_a_vpc() {
     // broadcast request from a for an address nobody has never reaches b; the same request
     // for b's address does (control). Every request copied into every port costs a host of
     // 1,000 NICs 1,000 copies (the VXLAN device's copy, flooded last, was lost).
-    let arp_seen_file = std::env::temp_dir().join(format!("{tag}arp-seen"));
-    let _ = std::fs::remove_file(&arp_seen_file);
+    let arp_seen_file = sniffed.path().join(format!("{tag}arp-seen"));
     let py = format!(
         "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0806)); s.bind(('eth0',0))\nn={{}}\nwhile True:\n  f,a=s.recvfrom(2048)\n  if a[2]!=socket.PACKET_OUTGOING and f[20:22]==b'\\x00\\x01':\n    t=socket.inet_ntoa(f[38:42])+'/'+f[32:38].hex(); n[t]=n.get(t,0)+1; open('{o}','w').write(repr(n))",
         o = arp_seen_file.display()
