@@ -142,12 +142,8 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 
     // Grown by its host (with its key): the file's virtual size follows.
-    let x = ok(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2"]);
-    assert_eq!(x["state"], "extending");
-    wait_for("the volume to be grown", Duration::from_secs(60), || {
-        let v = ok(&profile, None, &["volume", "get", &id]);
-        (v["state"] == "available").then_some(())
-    });
+    let x = ok(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
+    assert_eq!((x["state"].as_str(), x["size_gib"].as_u64()), (Some("available"), Some(2)), "--wait follows it: {x}");
     let info: serde_json::Value =
         serde_json::from_str(&run("qemu-img", &["info", "--output=json", file.to_str().unwrap()]))
             .expect("qemu-img info");

@@ -114,6 +114,8 @@ pub enum VolumeCmd {
         host: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
     },
     /// Grow one (detached; volumes only grow): `extending` until its host has grown it.
     Extend {
@@ -124,6 +126,8 @@ pub enum VolumeCmd {
         /// The project to find the name in.
         #[arg(long)]
         project: Option<String>,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
     },
     /// Attach one to a stopped instance of its project on its host (the guest's disk from
     /// its next boot, `/sys/block/vdX/serial` = the volume's serial).
@@ -149,6 +153,8 @@ pub enum VolumeCmd {
         /// The project to find the name in.
         #[arg(long)]
         project: Option<String>,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
     },
 }
 
@@ -156,6 +162,29 @@ pub enum VolumeCmd {
 async fn volume_id(c: &Client, given: &str, project: Option<&str>) -> Result<String> {
     let project_id = resolve_opt::<Projects>(c, project).await?;
     Ok(resolve_in::<Volumes>(c, given, VolumeFilter { project_id, ..VolumeFilter::default() }).await?)
+}
+
+/// Prints the volume an action answered; with `--wait`, first follows it until its host
+/// has done its part (`available` or `deleted`), failing on `error` or at the timeout.
+async fn settle(c: &Client, o: &Out, v: plinth_client::Doc<Volume>, w: &super::compute::WaitArgs) -> Result<()> {
+    if !w.wait {
+        return o.object(&v);
+    }
+    let id = v.id.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(w.timeout);
+    loop {
+        let now = c.view::<Volumes>(&id).await?;
+        match now.state {
+            VolumeState::Available | VolumeState::InUse | VolumeState::Deleted => return o.object(&now),
+            VolumeState::Error => {
+                anyhow::bail!("volume {id} is in error: {}", now.state_reason.as_deref().unwrap_or("no reason given"))
+            }
+            _ if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("volume {id} is still {:?} after {} s", now.state, w.timeout)
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
 }
 
 impl VolumeCmd {
@@ -173,7 +202,7 @@ impl VolumeCmd {
             VolumeCmd::Get { id, project } => {
                 o.object(&c.view::<Volumes>(&volume_id(c, id, project.as_deref()).await?).await?)
             }
-            VolumeCmd::Create { name, project, size, volume_type, instance, host, description } => {
+            VolumeCmd::Create { name, project, size, volume_type, instance, host, description, wait } => {
                 let body = VolumeCreate {
                     project_id: ProjectId(resolve::<Projects>(c, project).await?),
                     name: name.clone(),
@@ -183,11 +212,13 @@ impl VolumeCmd {
                     instance_id: resolve_opt::<Instances>(c, instance.as_deref()).await?.map(InstanceId),
                     host_id: resolve_opt::<Hosts>(c, host.as_deref()).await?.map(HostId),
                 };
-                create::<Volumes>(c, o, &body).await
+                let v = c.create::<Volumes>(&body).await?;
+                settle(c, o, v, wait).await
             }
-            VolumeCmd::Extend { id, size, project } => {
+            VolumeCmd::Extend { id, size, project, wait } => {
                 let id = volume_id(c, id, project.as_deref()).await?;
-                o.object(&c.extend_volume(&id, &VolumeExtend { size_gib: *size }).await?)
+                let v = c.extend_volume(&id, &VolumeExtend { size_gib: *size }).await?;
+                settle(c, o, v, wait).await
             }
             VolumeCmd::Attach { id, instance, project } => {
                 let id = volume_id(c, id, project.as_deref()).await?;
@@ -198,9 +229,10 @@ impl VolumeCmd {
                 let id = volume_id(c, id, project.as_deref()).await?;
                 o.object(&c.detach_volume(&id).await?)
             }
-            VolumeCmd::Delete { id, project } => {
+            VolumeCmd::Delete { id, project, wait } => {
                 let id = volume_id(c, id, project.as_deref()).await?;
-                o.object(&c.delete::<Volumes>(&id, None).await?)
+                let v = c.delete::<Volumes>(&id, None).await?;
+                settle(c, o, v, wait).await
             }
         }
     }
