@@ -2,7 +2,8 @@
 //!
 //! - **Create** places the volume on a host's pool (the host of `instance_id`, an
 //!   operator's `host_id`, or the available host with the most room; a pool never promises
-//!   more GiB than it holds), charges `volumes` and `volume_gib`, makes its random key and
+//!   more GiB than its capacity times `volume_oversubscription`, checked with the host's row
+//!   locked), charges `volumes` and `volume_gib`, makes its random key and
 //!   stores it sealed ([`crate::secrets::VolumeKek`]); the host makes the file and reports
 //!   it `present`: the volume is `available` and its `disk_gib_seconds` interval opens in
 //!   that report's transaction.
@@ -138,7 +139,16 @@ async fn place(tx: &mut Tx, st: &AppState, caller: &Caller, b: &VolumeCreate, pr
         .with_constraint(
             json!({ "field": "size_gib", "rule": "pool headroom", "headroom_gib": room, "pools": pools }),
         )),
-        Some((_, host)) => Ok(host),
+        Some((_, host)) => {
+            // Read again through `get` (row-locked on PostgreSQL), so two creates choosing
+            // the same pool at once take turns, and the second sees what the first promised.
+            let host: Host = tx.get(&Scope::Platform, host.id.as_str()).await?;
+            let room = headroom_gib(tx, st, &host).await?.unwrap_or(0);
+            if room < size {
+                return Err(full(&host, room));
+            }
+            Ok(host)
+        }
     }
 }
 
