@@ -103,10 +103,14 @@ fn write_marker(file: &Path, source: &Path, key: Option<&str>) {
     assert!(ok && text.contains("wrote 1048576/1048576"), "qemu-io write: {text}");
 }
 
-/// Whether the whole volume reads as zeros through qemu-io.
-fn reads_all_zero(file: &Path, key: Option<&str>) -> bool {
+/// Reads the whole volume through qemu-io, checking every byte is zero; panics with
+/// qemu-io's words when it is not.
+fn assert_reads_all_zero(file: &Path, key: Option<&str>) {
     let (ok, text) = qemu_io(file, key, &[format!("read -P 0 0 {SIZE}")]);
-    ok && !text.contains("verification failed") && text.contains("read ")
+    assert!(
+        ok && !text.contains("verification failed") && text.contains(&format!("read {SIZE}/{SIZE} bytes")),
+        "a new volume reads all zeros end to end: {text}"
+    );
 }
 
 fn ready() -> bool {
@@ -197,7 +201,7 @@ fn plaintext_survives_an_unlink_and_no_wipe_leaves_any() {
     // The next tenant's volume of the same size, in the same pool, reads as zeros.
     let next = VolumeId::generate();
     pool.converge(&[spec(&next, 1, true, WipeMethod::Crypto, true)], &with_key, &quiet);
-    assert!(reads_all_zero(&pool.file(&next), Some(KEY)), "a new volume reads all zeros end to end");
+    assert_reads_all_zero(&pool.file(&next), Some(KEY));
 
     // Growing: the file is resized with its key; a smaller spec never shrinks it.
     let mut bigger = spec(&next, 2, true, WipeMethod::Crypto, true);
