@@ -16,6 +16,14 @@
 //!   flight is let finish, then the guest converges to the newest spec. Every report
 //!   names the generation the agent acted on, and a report is sent only when it changes.
 //!
+//! - `volumes`: a running guest whose disks differ from its spec's (or are not known, as
+//!   after an agent restart) gets a `Devices` step: its runtime hot-plugs and unplugs
+//!   disks and grows them. What the guest has is reported with it ([`ObservedPlug`]s),
+//!   from the runtime after every step and whenever the runtime says it changed (a guest
+//!   releasing a disk long after it was asked). A `Devices` step is not repeated for the
+//!   same generation and the same disks, so a guest that does not release a disk makes
+//!   no spin.
+//!
 //! - Unasked changes from the runtime ([`GuestTable::happened`]): a guest that powered
 //!   itself off is `stopped`; one that died is `crashed` (the server applies its restart
 //!   policy by asking for a new boot).
@@ -27,7 +35,7 @@
 //! out what it answers.
 
 use crate::runtime::{Actual, Discovered, Happened, Op, OpKind};
-use plinth_api::{InstanceId, InstanceSpec, ObservedInstance, ObservedState, PowerState};
+use plinth_api::{InstanceId, InstanceSpec, ObservedInstance, ObservedPlug, ObservedState, PlugState, PowerState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the table answers after an event: steps to start and observations to report.
@@ -53,6 +61,7 @@ enum Tag {
     Boot { boot_generation: i64 },
     Shutdown,
     Destroy,
+    Devices,
 }
 
 #[derive(Clone, Debug)]
@@ -89,10 +98,36 @@ pub struct Guest {
     blocked: Option<(i64, String)>,
     in_flight: Option<InFlight>,
     reported: Option<ObservedInstance>,
+    /// The running guest's volume disks (`None`: not known).
+    plugs: Option<Vec<ObservedPlug>>,
+    /// The volumes of the spec the running guest was last brought to (by its boot or a
+    /// `Devices` step).
+    devices_spec: Option<Vec<plinth_api::InstanceVolumeSpec>>,
+    /// The generation and disks a `Devices` step last started from.
+    devices_tried: Option<(i64, Option<Vec<ObservedPlug>>)>,
 }
 
 fn observed(id: &InstanceId, state: ObservedState, generation: i64, detail: Option<String>) -> ObservedInstance {
-    ObservedInstance { instance_id: id.clone(), generation, state, detail, evidence: None, timings: vec![] }
+    ObservedInstance {
+        instance_id: id.clone(),
+        generation,
+        state,
+        detail,
+        evidence: None,
+        timings: vec![],
+        volumes: None,
+    }
+}
+
+/// Every volume of `spec` plugged (what a boot gives the guest).
+fn all_plugged(spec: Option<&InstanceSpec>) -> Vec<ObservedPlug> {
+    spec.map(|s| {
+        s.volumes
+            .iter()
+            .map(|v| ObservedPlug { attachment_id: v.attachment_id.clone(), state: PlugState::Plugged, detail: None })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 impl Guest {
@@ -108,6 +143,9 @@ impl Guest {
             blocked: None,
             in_flight: None,
             reported: None,
+            plugs: None,
+            devices_spec: None,
+            devices_tried: None,
         }
     }
 
@@ -158,6 +196,21 @@ impl Guest {
         }
     }
 
+    /// Whether a running guest's disks must be brought to its spec.
+    fn devices_due(&self) -> bool {
+        let Some(spec) = &self.spec else { return false };
+        let want: HashSet<_> = spec.volumes.iter().map(|v| &v.attachment_id).collect();
+        let differs = match &self.plugs {
+            None => true,
+            Some(p) => {
+                let have: HashSet<_> =
+                    p.iter().filter(|p| p.state != PlugState::Failed).map(|p| &p.attachment_id).collect();
+                want != have || self.devices_spec.as_ref() != Some(&spec.volumes)
+            }
+        };
+        differs && self.devices_tried != Some((spec.generation, self.plugs.clone()))
+    }
+
     /// Picks the next step when none is running.
     fn decide(&mut self) -> Option<Op> {
         let wants = self.wants();
@@ -192,6 +245,10 @@ impl Guest {
                 let boot_generation = self.spec.as_ref().map_or(0, |s| s.boot_generation);
                 (Tag::Boot { boot_generation }, Some(S::Starting))
             }
+            (P::Running, Actual::Running) if self.devices_due() => {
+                self.devices_tried = Some((generation, self.plugs.clone()));
+                (Tag::Devices, Some(S::Running))
+            }
             (P::Running, Actual::Running) => return None,
         };
         let kind = match tag {
@@ -199,6 +256,7 @@ impl Guest {
             Tag::Boot { .. } => OpKind::Boot(Box::new(self.spec.clone()?)),
             Tag::Shutdown => OpKind::Shutdown,
             Tag::Destroy => OpKind::Destroy,
+            Tag::Devices => OpKind::Devices(Box::new(self.spec.clone()?)),
         };
         self.generation = generation;
         self.in_flight = Some(InFlight { tag, generation, shows });
@@ -225,7 +283,11 @@ impl Guest {
             (None, Actual::Failed) => self.detail.clone(),
             _ => None,
         };
-        Some(observed(id, state, generation, detail))
+        let mut o = observed(id, state, generation, detail);
+        if self.actual == Actual::Running {
+            o.volumes = self.plugs.clone();
+        }
+        Some(o)
     }
 
     fn step(&mut self) -> GuestStep {
@@ -307,6 +369,16 @@ impl GuestTable {
         self.guests.is_empty()
     }
 
+    /// The volumes guests running (or being started or changed) have open.
+    pub fn open_volumes(&self) -> std::collections::BTreeSet<plinth_api::VolumeId> {
+        self.guests
+            .values()
+            .filter(|g| g.actual == Actual::Running || g.in_flight.is_some())
+            .filter_map(|g| g.spec.as_ref())
+            .flat_map(|s| s.volumes.iter().map(|v| v.volume_id.clone()))
+            .collect()
+    }
+
     /// Counts by last reported state.
     pub fn census(&self) -> Census {
         let mut c = Census::default();
@@ -361,9 +433,39 @@ impl GuestTable {
     /// Records the end of the step running on guest `id` (`Err` holds the failure's
     /// detail), and answers what follows.
     pub fn complete(&mut self, id: &InstanceId, result: Result<(), String>) -> Step {
+        self.complete_with(id, result, None)
+    }
+
+    /// [`GuestTable::complete`], with the guest's volume disks as its runtime found them
+    /// after the step (`None`: the runtime does not tell; a boot or `Devices` step is
+    /// then taken to have given the guest every disk of its spec).
+    pub fn complete_with(
+        &mut self,
+        id: &InstanceId,
+        result: Result<(), String>,
+        plugs: Option<Vec<ObservedPlug>>,
+    ) -> Step {
         let Some(g) = self.guests.get_mut(id) else { return Step::default() };
         let Some(f) = g.in_flight.take() else { return Step::default() };
         g.crashed = false;
+        match (f.tag, &result) {
+            (Tag::Boot { .. } | Tag::Devices, Ok(())) => {
+                g.devices_spec = g.spec.as_ref().map(|s| s.volumes.clone());
+                g.plugs = Some(plugs.unwrap_or_else(|| all_plugged(g.spec.as_ref())));
+            }
+            (Tag::Devices, Err(_)) => {
+                g.devices_spec = g.spec.as_ref().map(|s| s.volumes.clone());
+                g.plugs = plugs.or(g.plugs.take());
+            }
+            _ => {
+                g.plugs = None;
+                g.devices_spec = None;
+            }
+        }
+        if f.tag == Tag::Devices {
+            // Not repeated until the spec or the disks change.
+            g.devices_tried = Some((f.generation, g.plugs.clone()));
+        }
         match (f.tag, result) {
             (Tag::Prepare, Ok(())) => g.actual = Actual::Stopped,
             (Tag::Boot { boot_generation }, Ok(())) => {
@@ -383,6 +485,12 @@ impl GuestTable {
                 g.detail = None;
             }
             (Tag::Prepare | Tag::Shutdown | Tag::Destroy, Err(detail)) => g.blocked = Some((f.generation, detail)),
+            // The guest runs on; what it has is in `plugs`, and the step is not repeated
+            // for the same generation and disks.
+            (Tag::Devices, Ok(())) => {}
+            (Tag::Devices, Err(detail)) => {
+                tracing::warn!(instance = %id, "volume disks not brought to the spec: {detail}");
+            }
         }
         if !self.synced {
             return Step::default();
@@ -409,13 +517,16 @@ impl GuestTable {
             Happened::PoweredOff => {
                 g.actual = Actual::Stopped;
                 g.detail = None;
+                g.plugs = None;
             }
             Happened::Crashed(detail) => {
                 g.actual = Actual::Failed;
                 g.detail = Some(detail);
                 g.crashed = true;
+                g.plugs = None;
             }
             Happened::Reset => return Step::default(),
+            Happened::Plugs(plugs) => g.plugs = Some(plugs),
         }
         if !self.synced {
             return Step::default();
@@ -505,6 +616,78 @@ pub(crate) mod tests {
             step.ops.extend(next.ops);
         }
         seen
+    }
+
+    fn with_volume(mut s: InstanceSpec, slot: u8) -> (InstanceSpec, ObservedPlug) {
+        let v = plinth_api::InstanceVolumeSpec {
+            attachment_id: plinth_api::VolumeAttachmentId::generate(),
+            volume_id: plinth_api::VolumeId::generate(),
+            slot,
+            serial: format!("SERIAL{slot}"),
+            encrypted: true,
+            size_bytes: 1 << 30,
+            qos: Default::default(),
+        };
+        let p = ObservedPlug { attachment_id: v.attachment_id.clone(), state: PlugState::Plugged, detail: None };
+        s.volumes.push(v);
+        (s, p)
+    }
+
+    #[test]
+    fn a_running_guests_disks_follow_its_spec_once_per_generation_and_disks() {
+        let id = InstanceId::generate();
+        let mut t = GuestTable::new();
+        let s = t.apply_desired(&[spec(&id, 1, P::Running, 1)]);
+        settle(&mut t, s);
+        assert_eq!(t.get(&id).unwrap().last_report().unwrap().volumes, Some(vec![]), "a booted guest has no disk");
+
+        // An attach: a Devices step; its end reports the disk the runtime found.
+        let (s2, plug) = with_volume(spec(&id, 2, P::Running, 1), 0);
+        let s = t.apply_desired(std::slice::from_ref(&s2));
+        assert_eq!(kinds(&s), ["devices"]);
+        assert_eq!((s.reports[0].state, s.reports[0].volumes.as_ref()), (S::Running, None), "disks unknown meanwhile");
+        let s = t.complete_with(&id, Ok(()), Some(vec![plug.clone()]));
+        assert!(s.ops.is_empty());
+        assert_eq!(s.reports[0].volumes, Some(vec![plug.clone()]));
+
+        // A detach the guest does not answer at once: unplugging, and no step again for
+        // the same generation and disks (no spin).
+        let s = t.apply_desired(&[spec(&id, 3, P::Running, 1)]);
+        assert_eq!(kinds(&s), ["devices"]);
+        let pending = ObservedPlug { state: PlugState::Unplugging, ..plug.clone() };
+        let s = t.complete_with(&id, Err("waiting".into()), Some(vec![pending.clone()]));
+        assert!(s.ops.is_empty(), "not repeated: {:?}", kinds(&s));
+        assert_eq!(s.reports[0].volumes, Some(vec![pending]));
+        assert!(t.apply_desired(&[spec(&id, 3, P::Running, 1)]).ops.is_empty());
+        // The guest lets go later: the runtime says so, and the report follows.
+        let s = t.happened(&id, Happened::Plugs(vec![]));
+        assert_eq!(s.reports[0].volumes, Some(vec![]));
+        assert!(s.ops.is_empty(), "the disks match the spec now");
+
+        // Stopped: disks are not reported (the server reads `stopped`).
+        let s = t.apply_desired(&[spec(&id, 4, P::Stopped, 1)]);
+        let seen = settle(&mut t, s);
+        assert_eq!(seen.last(), Some(&(S::Stopped, 4)));
+        assert_eq!(t.get(&id).unwrap().last_report().unwrap().volumes, None);
+    }
+
+    #[test]
+    fn a_guest_found_after_a_restart_has_its_disks_read_once() {
+        let id = InstanceId::generate();
+        let found = Discovered {
+            instance_id: id.clone(),
+            generation: 2,
+            actual: Actual::Running,
+            booted_generation: Some(1),
+            detail: None,
+        };
+        let mut t = GuestTable::from_discovered(vec![found]);
+        let (s2, plug) = with_volume(spec(&id, 2, P::Running, 1), 3);
+        let s = t.apply_desired(std::slice::from_ref(&s2));
+        assert_eq!(kinds(&s), ["devices"], "the disks are not known after a restart");
+        let s = t.complete_with(&id, Ok(()), Some(vec![plug.clone()]));
+        assert!(s.ops.is_empty());
+        assert_eq!(s.reports[0].volumes, Some(vec![plug]));
     }
 
     #[test]
@@ -709,10 +892,13 @@ pub(crate) mod tests {
         ]);
         assert_eq!(t.len(), 2);
         let s = t.apply_desired(&[spec(&kept, 3, P::Running, 2)]);
-        // The running guest is not rebooted, and is reported again; the other one goes.
-        assert_eq!(s.ops.len(), 1);
-        assert_eq!(s.ops[0].instance_id, extra);
-        assert_eq!(s.ops[0].kind, OpKind::Destroy);
+        // The running guest is not rebooted (its disks are read), and is reported again;
+        // the other one goes.
+        assert_eq!(s.ops.len(), 2);
+        assert_eq!(s.ops[0].instance_id, kept);
+        assert_eq!(s.ops[0].kind.name(), "devices");
+        assert_eq!(s.ops[1].instance_id, extra);
+        assert_eq!(s.ops[1].kind, OpKind::Destroy);
         assert_eq!(states(&s), [(S::Running, 3)]);
         assert_eq!(states(&t.complete(&extra, Ok(()))), [(S::Absent, 1)]);
     }

@@ -57,7 +57,12 @@ type VolumesDone = (Vec<VolumeSpec>, Option<Result<ObservedAck, ClientError>>);
 /// Converges the volume pool to `want` on a blocking thread (keys fetched from the server
 /// as it needs them) and sends the report; answers the spec and the report's outcome
 /// (`None`: the converge panicked).
-fn converge_volumes(pool: crate::storage::VolumePool, host: HostClient, want: Vec<VolumeSpec>) -> BoxFut<VolumesDone> {
+fn converge_volumes(
+    pool: crate::storage::VolumePool,
+    host: HostClient,
+    want: Vec<VolumeSpec>,
+    open: std::collections::BTreeSet<plinth_api::VolumeId>,
+) -> BoxFut<VolumesDone> {
     Box::pin(async move {
         let handle = tokio::runtime::Handle::current();
         let (h, specs) = (host.clone(), want.clone());
@@ -73,7 +78,7 @@ fn converge_volumes(pool: crate::storage::VolumePool, host: HostClient, want: Ve
                     tracing::debug!(error = %e, "reporting a wipe's start");
                 }
             };
-            pool.converge(&specs, &key, &wiping)
+            pool.converge_open(&specs, &open, &key, &wiping)
         })
         .await
         .ok();
@@ -301,7 +306,9 @@ impl Drop for CensusShare {
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A runtime step in flight: it answers its guest, its outcome and its timed phases (the
 /// step as a whole first, then the runtime's own).
-type Ops = FuturesUnordered<BoxFut<(InstanceId, Result<(), RuntimeError>, Vec<PhaseTiming>)>>;
+/// A step's end: its guest, result, phases, and the guest's volume disks after it.
+type OpDone = (InstanceId, Result<(), RuntimeError>, Vec<PhaseTiming>, Option<Vec<plinth_api::ObservedPlug>>);
+type Ops = FuturesUnordered<BoxFut<OpDone>>;
 
 /// Awaits the future in `slot`, or forever when there is none.
 async fn next_of<T>(slot: &mut Option<BoxFut<T>>) -> T {
@@ -593,7 +600,7 @@ impl<R: Runtime> Host<R> {
                 && (vol_done.as_ref() != Some(want) || vol_at <= now)
             {
                 vol_at = now + VOLUME_PERIOD;
-                vol_task = Some(converge_volumes(pool.clone(), host.clone(), want.clone()));
+                vol_task = Some(converge_volumes(pool.clone(), host.clone(), want.clone(), table.open_volumes()));
             }
             if net_send.is_none()
                 && net_send_at <= now
@@ -840,9 +847,13 @@ impl<R: Runtime> Host<R> {
                         }
                     }
                 }
-                Some((id, result, phases)) = ops.next(), if !ops.is_empty() => {
+                Some((id, result, phases, plugs)) = ops.next(), if !ops.is_empty() => {
                     let result = result.map_err(|e| e.to_string());
-                    let mut step = table.complete(&id, result);
+                    if phases.first().is_some_and(|p| p.phase == "devices") {
+                        // A disk may have grown live: the pool's report follows at once.
+                        vol_at = Instant::now();
+                    }
+                    let mut step = table.complete_with(&id, result, plugs);
                     // The report that ends the step says how the step went, phase by phase.
                     if let Some(r) = step.reports.iter_mut().find(|r| r.instance_id == id) {
                         r.timings = phases;
@@ -870,7 +881,8 @@ impl<R: Runtime> Host<R> {
                 let took_ms = t0.elapsed().as_micros() as f64 / 1000.0;
                 let mut phases = vec![PhaseTiming { phase, started_at, took_ms }];
                 phases.extend(rt.take_phases(&id));
-                (id, result, phases)
+                let plugs = rt.plugs(&id);
+                (id, result, phases, plugs)
             }));
         }
         for mut r in step.reports {

@@ -128,6 +128,10 @@ pub struct ObservedInstance {
     /// What the agent did to reach this state, phase by phase (reports that end a step).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timings: Vec<crate::operations::PhaseTiming>,
+    /// A running guest's volume disks as its host found them (`None`: not running, or
+    /// not known yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<crate::storage::ObservedPlug>>,
 }
 
 /// How a guest actually runs on its host: recorded from the agent's reports and shown to

@@ -101,6 +101,9 @@ pub struct VolumeTypeCreate {
 #[serde(deny_unknown_fields)]
 pub struct VolumeTypeUpdate {
     pub description: Option<String>,
+    /// New I/O limits (replacing the old ones whole): applied at once to every disk of the
+    /// type that a running guest has (its throttle group), and at every later attach.
+    pub qos: Option<VolumeQos>,
 }
 
 /// Query of `GET /v1/volume-types`.
@@ -304,10 +307,32 @@ impl std::fmt::Debug for VolumeKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttachmentState {
+    /// Asked of a running guest: its host is hot-plugging the disk.
+    Attaching,
     /// Its instance has (or, stopped, will have at its next boot) the volume as a disk.
     Attached,
+    /// Asked of a running guest: its host asked the guest to release the disk and waits
+    /// for it (`DEVICE_DELETED`).
+    Detaching,
+    /// The guest did not release the disk within the detach deadline; it still holds it.
+    /// It ends `detached` if the guest lets go later, or when an operator force-detaches
+    /// (the instance is stopped, and the disk detached cold).
+    ErrorDetaching,
     /// Over: the volume is free again (the record stays).
     Detached,
+}
+
+impl AttachmentState {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentState::Attaching => "attaching",
+            AttachmentState::Attached => "attached",
+            AttachmentState::Detaching => "detaching",
+            AttachmentState::ErrorDetaching => "error_detaching",
+            AttachmentState::Detached => "detached",
+        }
+    }
 }
 
 /// A volume attached to an instance: its own record (Cinder's model), kept after detach.
@@ -325,8 +350,18 @@ pub struct VolumeAttachment {
     /// What the guest sees: `/sys/block/vdX/serial`, `/dev/disk/by-id/virtio-<serial>`.
     pub serial: String,
     pub attached_at: DateTime<Utc>,
+    /// When the detach was asked (the detach deadline runs from here).
+    #[serde(default)]
+    pub detach_requested_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub detached_at: Option<DateTime<Utc>>,
+    /// Why it is in `error_detaching`, or why its attach failed (it then ends `detached`).
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// The instance spec generation that carries the attachment's last change: a host's
+    /// report at or past it settles a `detaching`.
+    #[serde(default)]
+    pub spec_generation: i64,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -337,6 +372,39 @@ pub struct VolumeAttachment {
 #[serde(deny_unknown_fields)]
 pub struct VolumeAttach {
     pub instance_id: InstanceId,
+}
+
+/// Body of `POST /v1/volumes/{id}/detach` (optional).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDetach {
+    /// Operators only: a guest that does not release the disk is stopped (powered off if
+    /// it ignores the power button too) and the disk detached cold. The instance stays
+    /// stopped.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Where a volume's disk is in a running guest, as its host sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlugState {
+    /// The guest has the disk.
+    Plugged,
+    /// The guest was asked to release it and has not yet.
+    Unplugging,
+    /// Hot-plugging it failed (`detail` says why); the guest does not have it.
+    Failed,
+}
+
+/// One volume attachment in a running guest, as its host reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedPlug {
+    pub attachment_id: VolumeAttachmentId,
+    pub state: PlugState,
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// Query of `GET /v1/volume-attachments`.
@@ -356,4 +424,30 @@ pub struct InstanceVolumeSpec {
     pub slot: u8,
     pub serial: String,
     pub encrypted: bool,
+    /// The volume's size (a running guest's disk is grown to it with `block_resize`).
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// Its type's I/O limits (the disk's throttle group).
+    #[serde(default)]
+    pub qos: VolumeQos,
+}
+
+impl VolumeQos {
+    /// The limits as QEMU's `throttle-group` `limits` object (unset limits: 0, none).
+    pub fn qemu_limits(&self) -> serde_json::Value {
+        let n = |v: Option<u64>| v.unwrap_or(0);
+        let len = u64::from(self.burst_seconds.unwrap_or(1));
+        serde_json::json!({
+            "iops-total": n(self.iops_total),
+            "iops-read": n(self.iops_read),
+            "iops-write": n(self.iops_write),
+            "bps-total": n(self.bps_total),
+            "bps-read": n(self.bps_read),
+            "bps-write": n(self.bps_write),
+            "iops-total-max": n(self.iops_total_max),
+            "bps-total-max": n(self.bps_total_max),
+            "iops-total-max-length": if self.iops_total_max.is_some() { len } else { 1 },
+            "bps-total-max-length": if self.bps_total_max.is_some() { len } else { 1 },
+        })
+    }
 }

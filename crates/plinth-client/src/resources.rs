@@ -131,6 +131,9 @@ resource!(/// `/v1/volume-types`.
     VolumeTypes, "/v1/volume-types", "volume type", "volume types", VolumeType, VolumeTypeFilter);
 resource!(/// `/v1/volumes`.
     Volumes, "/v1/volumes", "volume", "volumes", Volume, VolumeFilter);
+resource!(/// `/v1/volume-attachments` (read only).
+    VolumeAttachments, "/v1/volume-attachments", "volume attachment", "volume attachments", VolumeAttachment,
+    VolumeAttachmentFilter);
 resource!(/// `/v1/subnets`.
     Subnets, "/v1/subnets", "subnet", "subnets", Subnet, SubnetFilter);
 resource!(/// `/v1/network-interfaces`.

@@ -108,8 +108,8 @@ impl Client {
     }
 
     /// `POST /v1/volumes/{id}/detach`.
-    pub async fn detach_volume(&self, id: &str) -> Result<Doc<VolumeAttachment>> {
-        self.post(&format!("{}/detach", one::<Volumes>(id)), &Empty {}).await
+    pub async fn detach_volume(&self, id: &str, body: &VolumeDetach) -> Result<Doc<VolumeAttachment>> {
+        self.post(&format!("{}/detach", one::<Volumes>(id)), body).await
     }
 
     /// `POST /v1/volumes/{id}/extend`.

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// How many times its capacity a host's volume pool may promise (volumes are sparse
     /// files: thin provisioning). 1.0, the default, never promises more than it holds.
     pub volume_oversubscription: f64,
+    /// How long a running guest has to release a detached volume's disk before the
+    /// attachment is `error_detaching` (default 160 s, as Nova waits).
+    pub detach_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             ca_sha256: None,
             volume_kek: None,
             volume_oversubscription: 1.0,
+            detach_timeout: Duration::from_secs(160),
         }
     }
 }
@@ -99,7 +103,8 @@ impl ServerConfig {
     /// `PLINTH_UNDERLAY_MTU` (1280–9216),
     /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP`,
     /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES`, `PLINTH_BILLING_ANCHOR_DAY` (1–28),
-    /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_VOLUME_OVERSUBSCRIPTION` (1–100), `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
+    /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_VOLUME_OVERSUBSCRIPTION` (1–100), `PLINTH_DETACH_TIMEOUT_S`,
+    /// `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
     /// (comma-separated `kind:step` or `kind:step:undo`).
     pub fn from_env() -> ServerConfig {
         let mut c = ServerConfig::default();
@@ -120,6 +125,9 @@ impl ServerConfig {
         }
         if let Some(m) = std::env::var("PLINTH_UNDERLAY_MTU").ok().and_then(|v| v.trim().parse::<u32>().ok()) {
             c.underlay_mtu = m.clamp(1280, 9216);
+        }
+        if let Some(d) = secs("PLINTH_DETACH_TIMEOUT_S") {
+            c.detach_timeout = d;
         }
         if let Some(d) = secs("PLINTH_RECONCILE_PERIOD_S") {
             c.reconcile_period = d;

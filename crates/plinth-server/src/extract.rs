@@ -27,6 +27,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// A JSON body that may be left out: no body at all is `T::default()`; one that is sent
+/// is refused as [`Json`] refuses it.
+pub struct OptJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+        let h = req.headers();
+        let empty = h.get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0")
+            || (!h.contains_key(CONTENT_LENGTH) && !h.contains_key(TRANSFER_ENCODING) && !h.contains_key(CONTENT_TYPE));
+        if empty {
+            return Ok(OptJson(T::default()));
+        }
+        Json::<T>::from_request(req, state).await.map(|Json(v)| OptJson(v))
+    }
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
     let status = r.status();
     let text = r.body_text();

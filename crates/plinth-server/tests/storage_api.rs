@@ -350,7 +350,7 @@ fn op_of(v: &Value) -> String {
 }
 
 #[tokio::test]
-async fn a_volume_is_attached_cold_and_freed_by_detach_or_the_instances_delete() {
+async fn a_volume_is_hot_plugged_or_attached_cold_and_freed_by_detach_or_the_instances_delete() {
     use common::fleet::{Boots, TestAgent};
     let srv = TestServer::start().await;
     srv.post("/v1/volume-types").token(&srv.operator).json(&json!({ "name": "standard" })).send().await.ok(201);
@@ -373,15 +373,79 @@ async fn a_volume_is_attached_cold_and_freed_by_detach_or_the_instances_delete()
     let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
     report(&srv, &host, &vid, &spec["generation"], "present", json!({})).await;
 
-    // Running: refused, with what to do.
-    let p = srv
+    // Running: hot-plugged. `attaching` until the host reports the disk in the guest.
+    let att = srv
         .post(&format!("/v1/volumes/{vid}/attach"))
         .token(&tok)
         .json(&json!({ "instance_id": iid }))
         .send()
         .await
-        .problem(409, "instance_not_stopped");
-    assert!(p["detail"].as_str().unwrap().contains("stop it"), "{p}");
+        .ok(202);
+    assert_eq!(att["state"], "attaching");
+    let aid = id(&att);
+    let plugs = |state: &str, detail: Option<&str>| json!([{ "attachment_id": aid, "state": state, "detail": detail }]);
+    let gen_of = |d: &Value| {
+        d["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == iid.as_str()).expect("spec")
+            ["generation"]
+            .clone()
+    };
+    let d = desired(&srv, &host).await;
+    let g = gen_of(&d);
+    let guest = |generation: &Value, volumes: Value| json!({ "instances": [{ "instance_id": iid, "generation": generation, "state": "running", "volumes": volumes }] });
+    let att_state = || async {
+        srv.get(&format!("/v1/volume-attachments/{aid}")).token(&tok).send().await.ok(200)["state"].clone()
+    };
+    srv.post("/agent/v1/observed").token(&host.credential).json(&guest(&g, json!([]))).send().await.ok(200);
+    assert_eq!(att_state().await, "attaching", "not in the guest yet");
+    srv.post("/agent/v1/observed")
+        .token(&host.credential)
+        .json(&guest(&g, plugs("plugged", None)))
+        .send()
+        .await
+        .ok(200);
+    assert_eq!(att_state().await, "attached");
+    // Detached from the running guest: `detaching` until it lets go.
+    let a = srv.post(&format!("/v1/volumes/{vid}/detach")).token(&tok).send().await.ok(202);
+    assert_eq!(a["state"], "detaching");
+    assert!(a["detach_requested_at"].is_string());
+    srv.post(&format!("/v1/volumes/{vid}/detach"))
+        .token(&tok)
+        .json(&json!({ "force": true }))
+        .send()
+        .await
+        .problem(403, "forbidden");
+    srv.post(&format!("/v1/volumes/{vid}/detach")).token(&tok).send().await.problem(409, "detach_in_progress");
+    let g2 = gen_of(&desired(&srv, &host).await);
+    // A report from before the detach, the disk gone: not enough (the host may not have
+    // heard of the detach yet). One at its generation, still unplugging: not yet.
+    srv.post("/agent/v1/observed").token(&host.credential).json(&guest(&g, json!([]))).send().await.ok(200);
+    srv.post("/agent/v1/observed")
+        .token(&host.credential)
+        .json(&guest(&g2, plugs("unplugging", None)))
+        .send()
+        .await
+        .ok(200);
+    assert_eq!(att_state().await, "detaching");
+    srv.post("/agent/v1/observed").token(&host.credential).json(&guest(&g2, json!([]))).send().await.ok(200);
+    assert_eq!(att_state().await, "detached");
+    assert_eq!(srv.get(&format!("/v1/volumes/{vid}")).token(&tok).send().await.ok(200)["state"], "available");
+    // A hot-plug that fails ends the attachment with the host's reason; the volume is free.
+    let att = srv
+        .post(&format!("/v1/volumes/{vid}/attach"))
+        .token(&tok)
+        .json(&json!({ "instance_id": iid }))
+        .send()
+        .await
+        .ok(202);
+    let failed = json!([{ "attachment_id": id(&att), "state": "failed", "detail": "no free bus" }]);
+    let g3 = gen_of(&desired(&srv, &host).await);
+    srv.post("/agent/v1/observed").token(&host.credential).json(&guest(&g3, failed)).send().await.ok(200);
+    let a = srv.get(&format!("/v1/volume-attachments/{}", id(&att))).token(&tok).send().await.ok(200);
+    assert_eq!(a["state"], "detached", "{a}");
+    assert!(a["detail"].as_str().unwrap().contains("no free bus"), "{a}");
+    assert_eq!(srv.get(&format!("/v1/volumes/{vid}")).token(&tok).send().await.ok(200)["state"], "available");
+
+    // Stopped: attached at once (the next boot has it).
     let stop = srv.post(&format!("/v1/instances/{iid}/stop")).token(&tok).send().await.ok(202);
     assert_eq!(srv.wait_op(&tok, &op_of(&stop)).await["status"], "succeeded");
 
@@ -411,8 +475,8 @@ async fn a_volume_is_attached_cold_and_freed_by_detach_or_the_instances_delete()
         .send()
         .await
         .problem(409, "volume_busy");
-    let listed = srv.list_all(&tok, &format!("/v1/volume-attachments?volume_id={vid}")).await;
-    assert_eq!(listed.len(), 1);
+    let listed = srv.list_all(&tok, &format!("/v1/volume-attachments?volume_id={vid}&state=attached")).await;
+    assert_eq!(listed.len(), 1, "the two before it ended: {listed:?}");
     // Its local volume keeps the instance on its host: no resize that moves it, no drain.
     let h2 = srv.enroll_host("h2", inventory(16, 65_536), &[]).await;
     let _agent2 = TestAgent::start(&srv.base, &h2, Boots::Succeed);
@@ -456,5 +520,5 @@ async fn a_volume_is_attached_cold_and_freed_by_detach_or_the_instances_delete()
     assert_eq!(v["state"], "available", "{v}");
     assert!(v["instance_id"].is_null());
     let all = srv.list_all(&tok, &format!("/v1/volume-attachments?volume_id={vid}")).await;
-    assert!(all.iter().all(|a| a["state"] == "detached") && all.len() == 2, "{all:?}");
+    assert!(all.iter().all(|a| a["state"] == "detached") && all.len() == 4, "{all:?}");
 }

@@ -68,17 +68,18 @@ impl Resource for VolumeAttachment {
     const FILTERS: &'static [&'static str] = &["volume_id", "instance_id", "state"];
     meta!(tenant);
     fn columns(&self) -> Vec<(&'static str, Val)> {
-        let attached = self.state == AttachmentState::Attached;
+        let live = self.state != AttachmentState::Detached;
         vec![
             ("tenant_id", Val::text(&self.tenant_id.0)),
             ("project_id", Val::text(&self.project_id.0)),
             ("volume_id", Val::text(&self.volume_id.0)),
             ("instance_id", Val::text(&self.instance_id.0)),
             ("host_id", Val::opt_text(self.host_id.as_ref())),
-            ("state", Val::text(if attached { "attached" } else { "detached" })),
+            ("state", Val::text(self.state.as_str())),
             ("slot", Val::Int(Some(i64::from(self.slot)))),
-            // One attached row per volume and per instance slot (NULLs never collide).
-            ("live", Val::Int(attached.then_some(1))),
+            // One attachment not yet detached per volume and per instance slot (NULLs
+            // never collide): a slot whose disk the guest has not released stays taken.
+            ("live", Val::Int(live.then_some(1))),
         ]
     }
 }
@@ -128,12 +129,12 @@ impl Tx {
 }
 
 impl Store {
-    /// The attached volumes of a host's instances, each with the volume it attaches, in
-    /// instance and slot order.
+    /// The volumes a host's instances must have (attachments `attaching` or `attached`),
+    /// each with the volume it attaches, in instance and slot order.
     pub async fn host_attachments(&self, host_id: &str) -> Result<Vec<(VolumeAttachment, Volume)>, StoreError> {
         let mut sql = Sql::new(
             "SELECT a.doc AS adoc, v.doc AS vdoc FROM volume_attachments a JOIN volumes v ON v.id = a.volume_id \
-             WHERE a.state = 'attached'",
+             WHERE a.state IN ('attaching', 'attached')",
         );
         sql.cond("a.host_id =", Val::text(host_id));
         sql.push(" ORDER BY a.instance_id, a.slot");

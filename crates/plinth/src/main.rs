@@ -142,6 +142,9 @@ enum Command {
     /// Volumes: block devices a project holds apart from any instance.
     #[command(subcommand)]
     Volume(storage::VolumeCmd),
+    /// Volume attachments: which volume went to which instance, and where each is.
+    #[command(subcommand)]
+    VolumeAttachment(storage::VolumeAttachmentCmd),
     /// Subnets of VPCs.
     #[command(subcommand)]
     Subnet(network::SubnetCmd),
@@ -238,6 +241,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::FloatingIp(c) => c.run(&client(&cli)?, o).await,
         Command::VolumeType(c) => c.run(&client(&cli)?, o).await,
         Command::Volume(c) => c.run(&client(&cli)?, o).await,
+        Command::VolumeAttachment(c) => c.run(&client(&cli)?, o).await,
         Command::Subnet(c) => c.run(&client(&cli)?, o).await,
         Command::Nic(c) => c.run(&client(&cli)?, o).await,
         Command::SecurityGroup(c) => c.run(&client(&cli)?, o).await,

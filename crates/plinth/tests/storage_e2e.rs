@@ -5,7 +5,10 @@
 //! from the device, the file is removed, and the record keeps the wipe's evidence. And a
 //! volume attached (cold) to a real guest that writes a marker to it by its serial: the
 //! marker is on the device only encrypted, and a second guest (a q35 VM, then a microVM)
-//! reads it back.
+//! reads it back. And volumes hot-plugged into running guests: seen by their serial,
+//! grown live, released on detach (`DEVICE_DELETED`), carried to another running guest;
+//! a guest that never releases the disk ends `error_detaching`, and a force-detach
+//! recovers it; a running microVM refuses a hot-plug with its reason.
 
 mod common;
 
@@ -74,7 +77,11 @@ fn start(d: &Path, pool: &Path) -> (Proc, Proc, PathBuf, serde_json::Value) {
         &["up", "--no-demo", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
         &profile,
         d.join("up.log"),
-        &[("PLINTH_VOLUME_OVERSUBSCRIPTION", "64")],
+        &[
+            ("PLINTH_VOLUME_OVERSUBSCRIPTION", "64"),
+            ("PLINTH_DETACH_TIMEOUT_S", "10"),
+            ("PLINTH_RECONCILE_PERIOD_S", "1"),
+        ],
     );
     wait_for("plinth up", Duration::from_secs(60), || {
         std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
@@ -214,8 +221,9 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let _net = common::NetReaper(d.to_path_buf());
-    let _qemu = common::QemuReaper(d.to_path_buf());
+    // Dropped after the guests are reaped (they hold files on it).
     let fs = LoopFs::new(d);
+    let _qemu = common::QemuReaper(d.to_path_buf());
     let pool = fs.mnt.join("pool");
     let (_up, _agent, profile, _host) = start(d, &pool);
     let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
@@ -341,6 +349,11 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
             "--wait",
         ],
     );
+    // Running, it cannot hot-plug: refused with its reason, nothing written.
+    let out = cli(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-c"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains("hotplug_unsupported") && err.contains("stop it"), "{err}");
+    assert_eq!(ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"], "available");
     ok(&profile, None, &["instance", "stop", "vm-c", "--wait"]);
     ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-c"]);
     ok(&profile, None, &["instance", "start", "vm-c", "--wait"]);
@@ -351,4 +364,266 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     assert!(read.contains(&format!("PLINTH-VOL-READ {marker}")), "the microVM reads it too: {read}");
     let argv = ok(&profile, None, &["instance", "get", "vm-c"])["runtime"]["command_line"].to_string();
     assert!(argv.contains("virtio-blk-device,drive=v0"), "{argv}");
+}
+
+/// A user-data script for the test guest that runs in the background: waits for the disk
+/// whose serial is `serial` to come, says so with its size (in 512-byte sectors), writes
+/// `marker` at its start or prints what its start holds, says each new size it sees, and
+/// says when the disk is gone.
+fn hot_script(serial: &str, marker: &str, write: bool) -> String {
+    let act = if write {
+        format!("printf '{marker}' | dd of=$d bs=512 conv=sync 2>/dev/null && sync && echo PLINTH-VOL-WROTE")
+    } else {
+        "echo \"PLINTH-VOL-READ $(head -c 64 $d | tr -d '\\000')\"".to_string()
+    };
+    format!(
+        "#!/bin/sh\n(\nd=\nwhile [ -z \"$d\" ]; do\n  for b in /sys/block/vd*; do\n    \
+         [ \"$(cat $b/serial 2>/dev/null)\" = \"{serial}\" ] && d=/dev/${{b##*/}} && s=$b\n  done\n  \
+         [ -z \"$d\" ] && sleep 0.2\ndone\nsize=$(cat $s/size)\necho \"PLINTH-VOL-SEEN $d $size\"\n{act}\n\
+         while [ -e $s ]; do\n  n=$(cat $s/size 2>/dev/null)\n  \
+         [ -n \"$n\" ] && [ \"$n\" != \"$size\" ] && size=$n && echo \"PLINTH-VOL-SIZE $n\"\n  sleep 0.2\ndone\n\
+         echo PLINTH-VOL-GONE\n) &\n"
+    )
+}
+
+#[test]
+fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
+    if !root() {
+        return;
+    }
+    let guest = test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _net = common::NetReaper(d.to_path_buf());
+    // Dropped after the guests are reaped (they hold files on it).
+    let fs = LoopFs::new(d);
+    let _qemu = common::QemuReaper(d.to_path_buf());
+    let pool = fs.mnt.join("pool");
+    let (_up, _agent, profile, _host) = start(d, &pool);
+    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
+    let kernel = guest.join("vmlinux");
+    let initrd = guest.join("initramfs.cpio.gz");
+    ok(
+        &profile,
+        None,
+        &[
+            "image",
+            "create",
+            "test-guest",
+            "--public",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            cmdline.trim(),
+        ],
+    );
+    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    ok(&profile, None, &["volume-type", "create", "standard"]);
+    ok(&profile, None, &["tenant", "create", "acme"]);
+    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
+    let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
+    let serial = vol["serial"].as_str().unwrap().to_string();
+    let marker = format!("PLINTH-HOT-{}", &vol["id"].as_str().unwrap()[4..]);
+    let console = |vm: &str| -> String {
+        String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", vm]).stdout).into_owned()
+    };
+    let running = |name: &str, script: Option<String>, image: &str| {
+        let mut args = vec!["instance", "create", name, "--project", "web", "--shape", "tiny", "--image", image];
+        let f = d.join(format!("{name}.sh"));
+        if let Some(s) = script {
+            std::fs::write(&f, s).unwrap();
+            args.extend(["--user-data-file", f.to_str().unwrap()]);
+        }
+        args.push("--wait");
+        ok(&profile, None, &args);
+    };
+    let saw = |vm: &str, what: &str, needle: &str| -> String {
+        wait_for(what, Duration::from_secs(120), || {
+            let c = console(vm);
+            c.contains(needle).then_some(c)
+        })
+    };
+
+    // A running guest waits for the disk; it is hot-plugged on its root port.
+    running("vm-a", Some(hot_script(&serial, &marker, true)), "test-guest");
+    saw("vm-a", "vm-a's script to start", "PLINTH-USERDATA");
+    assert!(!console("vm-a").contains("PLINTH-VOL-SEEN"), "no disk before the attach");
+    let att = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
+    assert_eq!(att["state"], "attaching", "a running guest's attach waits for its host: {att}");
+    let out = cli(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("volume_busy"), "{}", String::from_utf8_lossy(&out.stderr));
+    let att_id = att["id"].as_str().unwrap().to_string();
+    wait_for("the attachment to be attached", Duration::from_secs(60), || {
+        let a = ok(&profile, None, &["volume-attachment", "get", &att_id]);
+        assert_ne!(a["state"], "detached", "{a}");
+        (a["state"] == "attached").then_some(())
+    });
+    let ev = String::from_utf8_lossy(&cli(&profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
+    assert!(ev.contains("volume_attached"), "{ev}");
+    let c = saw("vm-a", "vm-a to see and write the hot-plugged disk", "PLINTH-VOL-WROTE");
+    assert!(c.contains(&format!(" {}", 1u64 << 21)), "the guest sees 1 GiB: {c}");
+
+    // Grown live: the guest sees the new size without a restart.
+    let x = ok(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
+    assert_eq!(x["state"], "in_use", "back in use once grown: {x}");
+    saw("vm-a", "vm-a to see the disk grow", &format!("PLINTH-VOL-SIZE {}", 2u64 << 21));
+
+    // Released by the guest on detach.
+    let a = ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    assert_eq!(a["state"], "detached", "{a}");
+    saw("vm-a", "vm-a to lose the disk", "PLINTH-VOL-GONE");
+    let ev = String::from_utf8_lossy(&cli(&profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
+    assert!(ev.contains("released by the guest"), "{ev}");
+    assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
+
+    // Carried to another running guest, which reads what vm-a wrote.
+    running("vm-b", Some(hot_script(&serial, &marker, false)), "test-guest");
+    saw("vm-b", "vm-b's script to start", "PLINTH-USERDATA");
+    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b", "--wait"]);
+    let c = saw("vm-b", "vm-b to read the disk", "PLINTH-VOL-READ");
+    assert!(c.contains(&format!("PLINTH-VOL-READ {marker}")), "vm-b reads vm-a's marker: {c}");
+    assert!(c.contains(&format!(" {}", 2u64 << 21)), "and sees 2 GiB: {c}");
+    ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+
+    // A guest that never releases the disk: firmware with nothing to boot (no OS answers
+    // the unplug request). The detach passes its deadline: error_detaching, with why.
+    let blank = d.join("blank.raw");
+    std::fs::File::create(&blank).and_then(|f| f.set_len(1 << 20)).unwrap();
+    ok(&profile, None, &["image", "create", "no-os", "--public", "--disk", blank.to_str().unwrap()]);
+    running("vm-stuck", None, "no-os");
+    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-stuck", "--wait"]);
+    let a = ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    assert_eq!(a["state"], "detaching", "{a}");
+    let out = cli(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait", "--timeout", "60"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains("detach_in_progress"), "a second detach is refused: {err}");
+    let a = wait_for("the detach to pass its deadline", Duration::from_secs(90), || {
+        let v = ok(&profile, None, &["volume", "get", "data", "--project", "web"]);
+        let id = v["attachment_id"].as_str()?.to_string();
+        let a = ok(&profile, None, &["volume-attachment", "get", &id]);
+        (a["state"] == "error_detaching").then_some(a)
+    });
+    assert!(a["detail"].as_str().unwrap().contains("did not release"), "{a}");
+    let ev = String::from_utf8_lossy(&cli(&profile, None, &["instance", "events", "vm-stuck"]).stdout).into_owned();
+    assert!(ev.contains("volume_detach_stuck"), "{ev}");
+    assert_eq!(ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"], "in_use");
+    // Force-detach (operators): the instance is stopped and the disk detached cold.
+    let a = ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--force", "--wait"]);
+    assert_eq!(a["state"], "detached", "{a}");
+    let inst = ok(&profile, None, &["instance", "get", "vm-stuck"]);
+    assert_eq!(inst["state"], "stopped", "{inst}");
+    assert_eq!(ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"], "available");
+}
+
+/// A user-data script for the test guest, in the background: for each `(tag, serial)` in
+/// turn, waits for that disk, writes 8 MiB to it (synced) and prints
+/// `PLINTH-IO <tag> <bytes> <start> <end>` (seconds of uptime).
+fn io_script(runs: &[(&str, &str)]) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n(\nio() {\n  d=\n  while [ -z \"$d\" ]; do\n    for b in /sys/block/vd*; do\n      \
+         [ \"$(cat $b/serial 2>/dev/null)\" = \"$2\" ] && d=/dev/${b##*/}\n    done\n    [ -z \"$d\" ] && sleep 0.2\n  \
+         done\n  t0=$(cut -d' ' -f1 /proc/uptime)\n  dd if=/dev/zero of=$d bs=65536 count=128 conv=fsync 2>/dev/null\n  \
+         t1=$(cut -d' ' -f1 /proc/uptime)\n  echo \"PLINTH-IO $1 8388608 $t0 $t1\"\n}\n",
+    );
+    for (tag, serial) in runs {
+        s.push_str(&format!("io {tag} {serial}\n"));
+    }
+    s.push_str(") &\n");
+    s
+}
+
+/// The MiB/s of the guest's run `tag` from its console.
+fn rate(console: &str, tag: &str) -> Option<f64> {
+    let line = console.lines().find(|l| l.starts_with(&format!("PLINTH-IO {tag} ")))?;
+    let f: Vec<f64> = line.split_whitespace().skip(2).filter_map(|x| x.parse().ok()).collect();
+    let secs = f.get(2)? - f.get(1)?;
+    Some(f[0] / (1u64 << 20) as f64 / secs.max(0.01))
+}
+
+#[test]
+fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
+    if !root() {
+        return;
+    }
+    let guest = test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _net = common::NetReaper(d.to_path_buf());
+    let fs = LoopFs::new(d);
+    let _qemu = common::QemuReaper(d.to_path_buf());
+    let pool = fs.mnt.join("pool");
+    let (_up, _agent, profile, _host) = start(d, &pool);
+    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
+    let (kernel, initrd) = (guest.join("vmlinux"), guest.join("initramfs.cpio.gz"));
+    let image = [
+        "image",
+        "create",
+        "test-guest",
+        "--public",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        cmdline.trim(),
+    ];
+    ok(&profile, None, &image);
+    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    const LIMIT: u64 = 2 << 20;
+    ok(&profile, None, &["volume-type", "create", "slow", "--bps", &LIMIT.to_string()]);
+    ok(&profile, None, &["volume-type", "create", "fast"]);
+    ok(&profile, None, &["tenant", "create", "acme"]);
+    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
+    let mk = |name: &str, t: &str| {
+        ok(&profile, None, &["volume", "create", name, "--project", "web", "--size", "1", "--type", t, "--wait"])["serial"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (slow, fast) = (mk("slow-vol", "slow"), mk("fast-vol", "fast"));
+    let script = d.join("io.sh");
+    std::fs::write(&script, io_script(&[("slow1", &slow), ("fast", &fast), ("slow2", &slow)])).unwrap();
+    ok(
+        &profile,
+        None,
+        &[
+            "instance",
+            "create",
+            "vm-io",
+            "--project",
+            "web",
+            "--shape",
+            "tiny",
+            "--image",
+            "test-guest",
+            "--user-data-file",
+            script.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    let console =
+        || String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", "vm-io"]).stdout).into_owned();
+    let measured =
+        |tag: &str| wait_for(&format!("the guest's {tag} run"), Duration::from_secs(180), || rate(&console(), tag));
+    let attach =
+        |v: &str| ok(&profile, None, &["volume", "attach", v, "--project", "web", "--instance", "vm-io", "--wait"]);
+    let most = LIMIT as f64 / (1u64 << 20) as f64 * 1.15;
+
+    // Limited to 2 MiB/s by its type: the guest measures no more than that (+15%).
+    attach("slow-vol");
+    let slow1 = measured("slow1");
+    assert!(slow1 <= most, "the guest wrote at {slow1:.2} MiB/s through a {LIMIT} B/s limit");
+    // The type's limit raised to 8 MiB/s while the guest runs: its disk follows live.
+    ok(&profile, None, &["volume-type", "update", "slow", "--bps", &(4 * LIMIT).to_string()]);
+    // The control: an unlimited disk of the same guest is measured above the old limit
+    // (so the check above could have failed).
+    attach("fast-vol");
+    let fast_rate = measured("fast");
+    assert!(fast_rate > most, "the unlimited disk: {fast_rate:.2} MiB/s");
+    let slow2 = measured("slow2");
+    assert!(slow2 > most, "the raised limit applies live: {slow2:.2} MiB/s (was {slow1:.2})");
+    assert!(slow2 <= 4.0 * most, "and still holds: {slow2:.2} MiB/s");
+    eprintln!("guest write rates, MiB/s: limited to 2: {slow1:.2}; unlimited: {fast_rate:.2}; raised to 8: {slow2:.2}");
 }

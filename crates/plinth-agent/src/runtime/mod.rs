@@ -64,6 +64,9 @@ pub enum OpKind {
     Shutdown,
     /// Remove everything of the guest: any → absent.
     Destroy,
+    /// Bring a running guest's volume disks to the spec: hot-plug, unplug (asking the
+    /// guest to release the disk; it may take its time), grow.
+    Devices(Box<InstanceSpec>),
 }
 
 impl OpKind {
@@ -74,6 +77,7 @@ impl OpKind {
             OpKind::Boot(_) => "boot",
             OpKind::Shutdown => "shutdown",
             OpKind::Destroy => "destroy",
+            OpKind::Devices(_) => "devices",
         }
     }
 }
@@ -115,6 +119,9 @@ pub enum Happened {
     Crashed(String),
     /// The guest reset itself (a reboot from inside); it keeps running.
     Reset,
+    /// The running guest's volume disks changed unasked by a step (it released one it
+    /// was asked to release): what it has now.
+    Plugs(Vec<plinth_api::ObservedPlug>),
 }
 
 /// An unasked change of a guest, sent by a runtime to the runner.
@@ -186,6 +193,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// once: the runner sends them with the report that ends the step. None by default.
     fn take_phases(&self, _instance_id: &InstanceId) -> Vec<plinth_api::PhaseTiming> {
         Vec::new()
+    }
+
+    /// The guest's volume disks as the runtime last found them (read after every step).
+    /// `None` by default: a boot or `Devices` step then counts as giving the guest every
+    /// disk of its spec.
+    fn plugs(&self, _instance_id: &InstanceId) -> Option<Vec<plinth_api::ObservedPlug>> {
+        None
     }
 }
 

@@ -215,6 +215,14 @@ impl SimRuntime {
                 state.guests.remove(&id);
                 Ok(())
             }
+            // A simulated guest has whatever disks its spec names, at once.
+            OpKind::Devices(_) => match state.guests.get_mut(&id) {
+                Some(guest) if guest.actual == Actual::Running => {
+                    guest.generation = op.generation;
+                    Ok(())
+                }
+                _ => Err(RuntimeError::Failed("sim: volume disks of a guest that is not running".into())),
+            },
         }
     }
 }
@@ -387,7 +395,8 @@ mod tests {
         assert_eq!(found.len(), 2);
         let mut t = GuestTable::from_discovered(found);
         let s = t.apply_desired(&desired);
-        assert!(s.ops.is_empty(), "{:?}", s.ops);
+        // Not rebooted: the running one only has its disks read.
+        assert!(s.ops.iter().all(|o| o.kind.name() == "devices" && o.instance_id == a), "{:?}", s.ops);
         let mut seen: Vec<(InstanceId, S, i64)> =
             s.reports.into_iter().map(|r| (r.instance_id, r.state, r.generation)).collect();
         seen.sort_by(|x, y| x.0.cmp(&y.0));

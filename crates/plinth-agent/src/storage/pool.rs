@@ -105,11 +105,44 @@ impl VolumePool {
         key: &dyn Fn(&VolumeId) -> Result<String, String>,
         wiping: &dyn Fn(ObservedVolume),
     ) -> Vec<ObservedVolume> {
+        self.converge_open(specs, &BTreeSet::new(), key, wiping)
+    }
+
+    /// [`VolumePool::converge`], leaving alone the files of `open` (volumes a running
+    /// guest has open: QEMU holds their lock, and grows them itself with
+    /// `block_resize`): one still smaller than its spec is not reported until it has
+    /// grown.
+    pub fn converge_open(
+        &self,
+        specs: &[VolumeSpec],
+        open: &BTreeSet<VolumeId>,
+        key: &dyn Fn(&VolumeId) -> Result<String, String>,
+        wiping: &dyn Fn(ObservedVolume),
+    ) -> Vec<ObservedVolume> {
         let mut out = Vec::with_capacity(specs.len());
         for s in specs {
             if VolumeId::parse(s.volume_id.as_str()).is_none() {
                 // Its name becomes a file name: nothing but a volume id is taken.
                 tracing::warn!(volume = %s.volume_id, "a volume spec whose id is not a volume id; ignored");
+                continue;
+            }
+            if s.present && open.contains(&s.volume_id) {
+                let file = self.file(&s.volume_id);
+                match qcow2::virtual_size(&file) {
+                    Ok(now) if now >= s.size_bytes => {
+                        let allocated = allocated(&file).ok();
+                        out.push(ObservedVolume {
+                            volume_id: s.volume_id.clone(),
+                            generation: s.generation,
+                            state: ObservedVolumeState::Present,
+                            detail: None,
+                            allocated_bytes: allocated,
+                            bytes_overwritten: None,
+                        });
+                    }
+                    Ok(_) => tracing::debug!(volume = %s.volume_id, "open by a running guest and not grown yet"),
+                    Err(e) => tracing::warn!(volume = %s.volume_id, "open by a running guest: {e}"),
+                }
                 continue;
             }
             let report =

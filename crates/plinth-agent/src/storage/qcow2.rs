@@ -21,8 +21,23 @@ pub fn create(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), Str
         args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
     }
     args.extend([path.display().to_string(), size_bytes.to_string()]);
-    qemu_img(&args, key).map(drop)
+    // QEMU calibrates PBKDF2 by the thread's CPU time, which on a busy host can read as no
+    // time at all ("Unable to get accurate CPU usage"): that attempt is made again.
+    let mut attempt = 1;
+    loop {
+        match qemu_img(&args, key) {
+            Err(e) if e.contains("Unable to get accurate CPU usage") && attempt < CALIBRATION_ATTEMPTS => {
+                tracing::info!(attempt, "qemu-img create: {e}; trying again");
+                let _ = std::fs::remove_file(path);
+                attempt += 1;
+            }
+            r => return r.map(drop),
+        }
+    }
 }
+
+/// How many times a create whose PBKDF2 calibration failed is tried.
+const CALIBRATION_ATTEMPTS: u32 = 5;
 
 /// Runs `qemu-img` with `args`, the key (when given) on its standard input for the
 /// `secret` object `sec0` reading `/dev/stdin`.

@@ -6,7 +6,7 @@ use crate::app::AppState;
 use crate::app::storage::volumes;
 use crate::context::Authed;
 use crate::error::ApiResult;
-use crate::extract::{IfMatch, Json, Query};
+use crate::extract::{IfMatch, Json, OptJson, Query};
 use axum::Json as Out;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -88,8 +88,10 @@ pub async fn extend(
     Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
 }
 
-/// Attach a volume to a stopped instance of its project on its host (it is the guest's
-/// disk from its next boot; hot-plug into a running guest is not built yet).
+/// Attach a volume to an instance of its project on its host: to a stopped instance at
+/// once (`attached`; the disk is there from its next boot), to a running q35 guest by
+/// hot-plug (`attaching`, then `attached` once the guest has the disk). A running microVM
+/// cannot hot-plug (`hotplug_unsupported`).
 #[utoipa::path(post, path = "/v1/volumes/{id}/attach", tag = "storage", operation_id = "volume_attach",
     params(("id" = String, Path, description = "Volume id")), request_body = VolumeAttach,
     responses((status = 202, description = "The attachment", body = VolumeAttachment)))]
@@ -103,17 +105,20 @@ pub async fn attach(
     Ok((StatusCode::ACCEPTED, axum::Json(a)).into_response())
 }
 
-/// Detach a volume from its (stopped) instance.
+/// Detach a volume: from a stopped instance at once, from a running guest `detaching`
+/// until the guest releases the disk (`error_detaching` past the deadline). `force`
+/// (operators) stops the instance and detaches cold. The body may be left out.
 #[utoipa::path(post, path = "/v1/volumes/{id}/detach", tag = "storage", operation_id = "volume_detach",
-    params(("id" = String, Path, description = "Volume id")),
-    responses((status = 202, description = "The attachment, ended", body = VolumeAttachment)))]
+    params(("id" = String, Path, description = "Volume id")), request_body(content = VolumeDetach),
+    responses((status = 202, description = "The attachment", body = VolumeAttachment)))]
 pub async fn detach(
     State(st): State<AppState>,
     Authed(caller): Authed,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
+    OptJson(b): OptJson<VolumeDetach>,
 ) -> ApiResult<Response> {
-    let a = crate::app::storage::attachments::detach(&st, &caller, &id, if_match).await?;
+    let a = crate::app::storage::attachments::detach(&st, &caller, &id, if_match, b).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(a)).into_response())
 }
 

@@ -210,14 +210,21 @@ pub async fn observed(st: &AppState, host_id: &HostId, b: ObservedReport) -> Res
         let known = inst.observed.as_ref().map(|x| x.generation).unwrap_or(i64::MIN);
         let same = inst.observed.as_ref().is_some_and(|x| x.generation == o.generation && x.state == o.state);
         let new_evidence = o.evidence.is_some() && o.evidence != inst.runtime;
-        if o.generation < known || o.generation > inst.spec_generation || (same && !new_evidence) {
+        if o.generation < known || o.generation > inst.spec_generation {
+            stale += 1;
+            continue;
+        }
+        // The guest's volume disks settle the attachments in flight (a report that says
+        // nothing new of the guest itself may still say that a disk came or went).
+        let plugged = super::storage::attachments::record_plugs(&mut tx, &inst, o).await?;
+        if same && !new_evidence && plugged.is_empty() {
             stale += 1;
             continue;
         }
         if o.evidence.is_some() {
             inst.runtime = o.evidence.clone();
         }
-        let mut events = vec![];
+        let mut events = plugged;
         if !same {
             inst.observed = Some(Observation {
                 state: o.state,

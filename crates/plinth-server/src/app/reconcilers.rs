@@ -11,6 +11,8 @@
 //! - `stuck_operations`: resumes sagas whose lease expired (their server died).
 //! - `image_gc`: deletes image blobs that no image and no live instance references, and
 //!   fails image imports that stopped moving (`image_files::gc`).
+//! - `detach_deadline`: a volume detach the guest has not completed within the deadline
+//!   becomes `error_detaching` (`storage::attachments::expire_detaches`).
 //! - `billing`: splits usage intervals at billing-period cut-offs, checks budgets, and
 //!   finalizes draft invoices whose grace period is over (`billing::billing_pass`).
 //!
@@ -38,6 +40,7 @@ pub const TASKS: &[(&str, &str)] = &[
     ("orphan_sweeper", "removes allocations without a live instance; fails instances on retired hosts"),
     ("stuck_operations", "resumes sagas whose server died (lease expired)"),
     ("image_gc", "deletes image blobs no image or live instance uses; fails imports stuck for a day"),
+    ("detach_deadline", "marks volume detaches the guest did not complete in time error_detaching"),
     ("billing", "splits usage at period cut-offs; checks budgets; finalizes drafts past their grace period"),
 ];
 
@@ -185,6 +188,10 @@ async fn run_task(st: &AppState, name: &str) -> Result<Value, StoreError> {
         "stuck_operations" => stuck_operations(st).await,
         "image_gc" => crate::app::images::files::gc(st).await,
         "billing" => crate::app::billing::billing_pass(st).await,
+        "detach_deadline" => {
+            let n = crate::app::storage::attachments::expire_detaches(st, st.config.detach_timeout).await?;
+            Ok(json!({ "expired": n }))
+        }
         _ => Ok(Value::Null),
     }
 }

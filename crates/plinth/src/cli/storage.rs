@@ -1,5 +1,5 @@
-//! Block storage commands: `plinth volume-type …` (operators) and `plinth volume …` (with
-//! `attach`/`detach` to a stopped instance and `extend`).
+//! Block storage commands: `plinth volume-type …` (operators), `plinth volume …` (with
+//! `attach`/`detach`, hot or cold, and `extend`) and `plinth volume-attachment …`.
 //! Names resolve to ids (a volume's within its project when `--project` is given).
 
 use super::{ListArgs, create, delete, get, none_match};
@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use plinth_api::*;
 use plinth_client::resolve::{resolve, resolve_in, resolve_opt};
-use plinth_client::{Client, Hosts, Instances, Projects, VolumeTypes, Volumes};
+use plinth_client::{Client, Hosts, Instances, Projects, VolumeAttachments, VolumeTypes, Volumes};
 
 /// Volume types: the kinds of volume operators offer.
 #[derive(Subcommand, Debug)]
@@ -42,6 +42,22 @@ pub enum VolumeTypeCmd {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Change one (operators): new I/O limits replace the old ones and reach the disks
+    /// running guests have at once.
+    Update {
+        id: String,
+        /// Limit on I/O operations per second (with --bps: the new limits; neither: unchanged).
+        #[arg(long)]
+        iops: Option<u64>,
+        /// Limit on bytes per second.
+        #[arg(long)]
+        bps: Option<u64>,
+        /// Remove every limit.
+        #[arg(long, conflicts_with_all = ["iops", "bps"])]
+        unlimited: bool,
+        #[arg(long)]
+        description: Option<String>,
+    },
     /// Delete one (not while a volume names it).
     Delete { id: String },
 }
@@ -67,6 +83,16 @@ impl VolumeTypeCmd {
                     price_dimension: price_dimension.clone(),
                 };
                 create::<VolumeTypes>(c, o, &body).await
+            }
+            VolumeTypeCmd::Update { id, iops, bps, unlimited, description } => {
+                let qos = (iops.is_some() || bps.is_some() || *unlimited).then(|| VolumeQos {
+                    iops_total: *iops,
+                    bps_total: *bps,
+                    ..VolumeQos::default()
+                });
+                let body = VolumeTypeUpdate { description: description.clone(), qos };
+                let id = resolve::<VolumeTypes>(c, id).await?;
+                o.object(&c.update::<VolumeTypes>(&id, None, &body).await?)
             }
             VolumeTypeCmd::Delete { id } => delete::<VolumeTypes>(c, id, None).await,
         }
@@ -129,8 +155,9 @@ pub enum VolumeCmd {
         #[command(flatten)]
         wait: super::compute::WaitArgs,
     },
-    /// Attach one to a stopped instance of its project on its host (the guest's disk from
-    /// its next boot, `/sys/block/vdX/serial` = the volume's serial).
+    /// Attach one to an instance of its project on its host: hot-plugged into a running
+    /// q35 guest, or the guest's disk from its next boot when stopped
+    /// (`/sys/block/vdX/serial` = the volume's serial).
     Attach {
         id: String,
         /// Instance id or name.
@@ -139,13 +166,20 @@ pub enum VolumeCmd {
         /// The project to find the names in.
         #[arg(long)]
         project: Option<String>,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
     },
-    /// Detach one from its (stopped) instance.
+    /// Detach one from its instance (a running guest is asked to release the disk).
     Detach {
         id: String,
         /// The project to find the name in.
         #[arg(long)]
         project: Option<String>,
+        /// Operators: stop the instance and detach cold (for a guest that does not let go).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
     },
     /// Delete one: its key is destroyed at once, then its host wipes and removes it.
     Delete {
@@ -187,6 +221,77 @@ async fn settle(c: &Client, o: &Out, v: plinth_client::Doc<Volume>, w: &super::c
     }
 }
 
+/// Volume attachments: which volume was given to which instance, and where each is.
+#[derive(Subcommand, Debug)]
+pub enum VolumeAttachmentCmd {
+    /// List them (ended ones too).
+    List {
+        /// Only this volume's (id).
+        #[arg(long)]
+        volume: Option<String>,
+        /// Only this instance's (id or name).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Only in this state (attaching, attached, detaching, error_detaching, detached).
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        page: ListArgs,
+    },
+    /// Show one.
+    Get { id: String },
+}
+
+impl VolumeAttachmentCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "volume_id", "instance_id", "state", "slot", "serial"];
+        match self {
+            VolumeAttachmentCmd::List { volume, instance, state, page } => {
+                let instance_id = match instance {
+                    Some(i) => Some(resolve::<Instances>(c, i).await?),
+                    None => None,
+                };
+                let f = VolumeAttachmentFilter { volume_id: volume.clone(), instance_id, state: state.clone() };
+                o.list(&c.list::<VolumeAttachments>(&page.page(), &f).await?, COLUMNS)
+            }
+            VolumeAttachmentCmd::Get { id } => o.object(&c.view::<VolumeAttachments>(id).await?),
+        }
+    }
+}
+
+/// Prints an attachment, or with `--wait` follows it until its host has done its part:
+/// `attached` or `detached`; `error_detaching` fails with its reason (unless `forced`:
+/// the instance is being stopped, and the detach ends with it).
+async fn follow(
+    c: &Client,
+    o: &Out,
+    a: plinth_client::Doc<VolumeAttachment>,
+    w: &super::compute::WaitArgs,
+    forced: bool,
+) -> Result<()> {
+    if !w.wait {
+        return o.object(&a);
+    }
+    let id = a.id.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(w.timeout);
+    loop {
+        let now = c.view::<VolumeAttachments>(&id).await?;
+        match now.state {
+            AttachmentState::Attached | AttachmentState::Detached => return o.object(&now),
+            AttachmentState::ErrorDetaching if !forced => {
+                anyhow::bail!(
+                    "attachment {id} is error_detaching: {}",
+                    now.detail.as_deref().unwrap_or("no reason given")
+                )
+            }
+            _ if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("attachment {id} is still {} after {} s", now.state.as_str(), w.timeout)
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
 impl VolumeCmd {
     pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
         const COLUMNS: &[&str] = &["id", "project_id", "name", "size_gib", "state", "host_id", "serial"];
@@ -220,14 +325,16 @@ impl VolumeCmd {
                 let v = c.extend_volume(&id, &VolumeExtend { size_gib: *size }).await?;
                 settle(c, o, v, wait).await
             }
-            VolumeCmd::Attach { id, instance, project } => {
+            VolumeCmd::Attach { id, instance, project, wait } => {
                 let id = volume_id(c, id, project.as_deref()).await?;
                 let instance_id = InstanceId(resolve::<Instances>(c, instance).await?);
-                o.object(&c.attach_volume(&id, &VolumeAttach { instance_id }).await?)
+                let a = c.attach_volume(&id, &VolumeAttach { instance_id }).await?;
+                follow(c, o, a, wait, false).await
             }
-            VolumeCmd::Detach { id, project } => {
+            VolumeCmd::Detach { id, project, force, wait } => {
                 let id = volume_id(c, id, project.as_deref()).await?;
-                o.object(&c.detach_volume(&id).await?)
+                let a = c.detach_volume(&id, &VolumeDetach { force: *force }).await?;
+                follow(c, o, a, wait, *force).await
             }
             VolumeCmd::Delete { id, project, wait } => {
                 let id = volume_id(c, id, project.as_deref()).await?;

@@ -123,6 +123,8 @@ pub struct VolumeDisk {
     pub serial: String,
     /// The fd (in QEMU) its key is read from (a pipe the agent filled); `None`: unencrypted.
     pub key_fd: Option<i32>,
+    /// Its I/O limits (its throttle group `vtg<slot>`).
+    pub qos: plinth_api::VolumeQos,
 }
 
 /// Everything the command line is made of.
@@ -273,7 +275,9 @@ impl QemuArgs {
             }
         }
         // Attached volumes: the key (when encrypted) from a pipe as a `secret` object, the
-        // file and qcow2 nodes `v<slot>-file` → `v<slot>`, the disk on its root port.
+        // file and qcow2 nodes `v<slot>-file` → `v<slot>`, a throttle node `v<slot>-io` in
+        // its own throttle group `vtg<slot>` (the type's I/O limits, changeable live), the
+        // disk on its root port.
         for v in &self.volumes {
             let n = v.slot;
             let mut fmt = format!("driver=qcow2,node-name=v{n},file=v{n}-file,discard=unmap");
@@ -289,9 +293,13 @@ impl QemuArgs {
                 ),
             ]);
             push(&["-blockdev", &fmt]);
+            let group = serde_json::json!({ "qom-type": "throttle-group", "id": format!("vtg{n}"),
+                "limits": v.qos.qemu_limits() });
+            push(&["-object", &group.to_string()]);
+            push(&["-blockdev", &format!("driver=throttle,node-name=v{n}-io,file=v{n},throttle-group=vtg{n}")]);
             let dev = match self.machine {
-                Machine::Microvm => format!("virtio-blk-device,drive=v{n},serial={},id=vdisk{n}", v.serial),
-                Machine::Q35 => format!("virtio-blk-pci,drive=v{n},bus=hp{n},serial={},id=vdisk{n}", v.serial),
+                Machine::Microvm => format!("virtio-blk-device,drive=v{n}-io,serial={},id=vdisk{n}", v.serial),
+                Machine::Q35 => format!("virtio-blk-pci,drive=v{n}-io,bus=hp{n},serial={},id=vdisk{n}", v.serial),
             };
             push(&["-device", &dev]);
         }
@@ -411,29 +419,51 @@ mod tests {
     }
 
     #[test]
-    fn volumes_on_their_root_ports_with_their_keys_from_pipes() {
+    fn volumes_on_their_root_ports_with_their_keys_from_pipes_and_their_limits() {
         let mut a = args(Machine::Q35);
+        let slow = plinth_api::VolumeQos { bps_total: Some(2 << 20), ..Default::default() };
         a.volumes = vec![
-            VolumeDisk { file: "/pool/vol_a.qcow2".into(), slot: 0, serial: "SERIALA".into(), key_fd: Some(5) },
-            VolumeDisk { file: "/pool/vol_b.qcow2".into(), slot: 3, serial: "SERIALB".into(), key_fd: None },
+            VolumeDisk {
+                file: "/pool/vol_a.qcow2".into(),
+                slot: 0,
+                serial: "SERIALA".into(),
+                key_fd: Some(5),
+                qos: slow,
+            },
+            VolumeDisk {
+                file: "/pool/vol_b.qcow2".into(),
+                slot: 3,
+                serial: "SERIALB".into(),
+                key_fd: None,
+                qos: Default::default(),
+            },
         ];
         let s = joined(&a);
-        assert!(
-            s.contains(
-                "-device pcie-root-port,id=hp7,bus=pcie.0,chassis=8,slot=8 \
-                 -object secret,id=vsec0,file=/dev/fd/5 \
-                 -blockdev driver=file,node-name=v0-file,filename=/pool/vol_a.qcow2,cache.direct=on,aio=threads,discard=unmap \
-                 -blockdev driver=qcow2,node-name=v0,file=v0-file,discard=unmap,encrypt.format=luks,encrypt.key-secret=vsec0 \
-                 -device virtio-blk-pci,drive=v0,bus=hp0,serial=SERIALA,id=vdisk0 \
-                 -blockdev driver=file,node-name=v3-file,filename=/pool/vol_b.qcow2,cache.direct=on,aio=threads,discard=unmap \
-                 -blockdev driver=qcow2,node-name=v3,file=v3-file,discard=unmap \
-                 -device virtio-blk-pci,drive=v3,bus=hp3,serial=SERIALB,id=vdisk3 -device pvpanic"
-            ),
-            "{s}"
+        let group = |n: u8, bps: u64| {
+            format!(
+                "{{\"id\":\"vtg{n}\",\"limits\":{{\"bps-read\":0,\"bps-total\":{bps},\"bps-total-max\":0,\
+                 \"bps-total-max-length\":1,\"bps-write\":0,\"iops-read\":0,\"iops-total\":0,\"iops-total-max\":0,\
+                 \"iops-total-max-length\":1,\"iops-write\":0}},\"qom-type\":\"throttle-group\"}}"
+            )
+        };
+        let want = format!(
+            "-device pcie-root-port,id=hp7,bus=pcie.0,chassis=8,slot=8 \
+             -object secret,id=vsec0,file=/dev/fd/5 \
+             -blockdev driver=file,node-name=v0-file,filename=/pool/vol_a.qcow2,cache.direct=on,aio=threads,discard=unmap \
+             -blockdev driver=qcow2,node-name=v0,file=v0-file,discard=unmap,encrypt.format=luks,encrypt.key-secret=vsec0 \
+             -object {} -blockdev driver=throttle,node-name=v0-io,file=v0,throttle-group=vtg0 \
+             -device virtio-blk-pci,drive=v0-io,bus=hp0,serial=SERIALA,id=vdisk0 \
+             -blockdev driver=file,node-name=v3-file,filename=/pool/vol_b.qcow2,cache.direct=on,aio=threads,discard=unmap \
+             -blockdev driver=qcow2,node-name=v3,file=v3-file,discard=unmap \
+             -object {} -blockdev driver=throttle,node-name=v3-io,file=v3,throttle-group=vtg3 \
+             -device virtio-blk-pci,drive=v3-io,bus=hp3,serial=SERIALB,id=vdisk3 -device pvpanic",
+            group(0, 2 << 20),
+            group(3, 0)
         );
+        assert!(s.contains(&want), "{s}\n{want}");
         a.machine = Machine::Microvm;
         let s = joined(&a);
-        assert!(s.contains("-device virtio-blk-device,drive=v3,serial=SERIALB,id=vdisk3"), "{s}");
+        assert!(s.contains("-device virtio-blk-device,drive=v3-io,serial=SERIALB,id=vdisk3"), "{s}");
     }
 
     #[test]

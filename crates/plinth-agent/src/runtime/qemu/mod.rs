@@ -41,6 +41,7 @@ pub mod console;
 mod discover;
 pub mod guest;
 pub mod host;
+mod hotplug;
 pub mod images;
 pub mod process;
 pub mod qmp;
@@ -151,6 +152,10 @@ struct Guest {
     evidence: Mutex<Option<RuntimeEvidence>>,
     /// The timed phases of the step running (or last run), for its report.
     phases: Mutex<Vec<PhaseTiming>>,
+    /// The running guest's volume disks by slot (`hotplug.rs`).
+    disks: Mutex<std::collections::BTreeMap<u8, plinth_api::ObservedPlug>>,
+    /// Slots whose disk the guest was asked to release and has not yet.
+    unplugging: Mutex<BTreeSet<u8>>,
 }
 
 /// Runs `f` as phase `phase` of guest `g`'s current step, noting when it began and how
@@ -293,6 +298,8 @@ impl Inner {
                     state: tokio::sync::Mutex::new(GuestState::default()),
                     evidence: Mutex::new(None),
                     phases: Mutex::new(Vec::new()),
+                    disks: Mutex::new(Default::default()),
+                    unplugging: Mutex::new(BTreeSet::new()),
                 })
             })
             .clone()
@@ -431,6 +438,7 @@ impl Inner {
                 slot: v.slot,
                 serial: v.serial.clone(),
                 key_fd,
+                qos: v.qos.clone(),
             });
         }
         Ok(out)
@@ -758,6 +766,20 @@ impl Inner {
         let record = st.record.as_mut().ok_or("no record")?;
         match result {
             Ok((live, pinned)) => {
+                *lock(&g.disks) = record
+                    .spec
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let plug = plinth_api::ObservedPlug {
+                            attachment_id: v.attachment_id.clone(),
+                            state: plinth_api::PlugState::Plugged,
+                            detail: None,
+                        };
+                        (v.slot, plug)
+                    })
+                    .collect();
+                lock(&g.unplugging).clear();
                 record.pid = Some(live.pid);
                 record.pid_start = live.started;
                 record.pinned_cpus = pinned;
@@ -926,7 +948,12 @@ impl Inner {
             OpKind::Boot(spec) => self.boot(&g, &mut st, op.generation, *spec).await,
             OpKind::Shutdown => self.shutdown(&g, &mut st, op.generation).await,
             OpKind::Destroy => self.destroy(&g, &mut st).await,
+            OpKind::Devices(spec) => self.devices(&g, &mut st, op.generation, *spec).await,
         };
+        if st.live.is_none() {
+            lock(&g.disks).clear();
+            lock(&g.unplugging).clear();
+        }
         self.publish(&g, &st);
         drop(st);
         if destroy && result.is_ok() {
@@ -996,6 +1023,11 @@ impl Runtime for QemuRuntime {
     fn console_log(&self, instance_id: &InstanceId) -> Option<PathBuf> {
         let g = lock(&self.inner.guests).get(instance_id).cloned()?;
         Some(g.paths.console_log.clone())
+    }
+
+    fn plugs(&self, instance_id: &InstanceId) -> Option<Vec<plinth_api::ObservedPlug>> {
+        let g = lock(&self.inner.guests).get(instance_id).cloned()?;
+        Some(lock(&g.disks).values().cloned().collect())
     }
 
     fn take_phases(&self, instance_id: &InstanceId) -> Vec<PhaseTiming> {

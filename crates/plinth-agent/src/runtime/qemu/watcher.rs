@@ -101,6 +101,14 @@ impl Watcher {
                                 tracing::debug!(instance = %self.id, reason = ?ev.reason(), "qemu: reset by the host");
                             }
                         }
+                        "DEVICE_DELETED" => {
+                            if let (Some(n), Some(inner)) = (super::hotplug::deleted_slot(&ev.data), self.inner.upgrade()) {
+                                let g = lock(&inner.guests).get(&self.id).cloned();
+                                if let Some(g) = g {
+                                    tokio::spawn(async move { inner.released(&g, n).await });
+                                }
+                            }
+                        }
                         "STOP" => tracing::info!(instance = %self.id, "qemu: the guest's vCPUs stopped"),
                         "RESUME" => tracing::info!(instance = %self.id, "qemu: the guest's vCPUs resumed"),
                         other => tracing::debug!(instance = %self.id, event = other, "qemu: event"),
@@ -164,7 +172,7 @@ impl Watcher {
                     r.actual = Actual::Failed;
                     r.detail = Some(d.clone());
                 }
-                Happened::Reset => {}
+                Happened::Reset | Happened::Plugs(_) => {}
             }
             r.pid = None;
             r.pid_start = None;

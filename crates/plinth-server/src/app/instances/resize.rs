@@ -56,7 +56,7 @@ pub async fn resize(st: &AppState, caller: &Caller, id: &str, b: InstanceResize)
             .list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str())
             .await?
             .into_iter()
-            .filter(|a| a.state == AttachmentState::Attached)
+            .filter(|a| a.state != AttachmentState::Detached)
             .map(|a| a.volume_id.to_string())
             .collect();
         if !attached.is_empty() {

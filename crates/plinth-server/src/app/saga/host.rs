@@ -69,12 +69,10 @@ pub async fn relocate(
     // A local volume lives in its host's pool: an instance using one cannot leave.
     let pinned: Vec<String> = st
         .store
-        .list_all::<VolumeAttachment>(
-            &Scope::Platform,
-            &[("instance_id", inst.id.to_string()), ("state", "attached".into())],
-        )
+        .list_all::<VolumeAttachment>(&Scope::Platform, &[("instance_id", inst.id.to_string())])
         .await?
         .into_iter()
+        .filter(|a| a.state != AttachmentState::Detached)
         .map(|a| a.volume_id.to_string())
         .collect();
     if !pinned.is_empty() {

@@ -1,11 +1,14 @@
 //! Volume attachments: a volume given to an instance as a disk, each its own record.
 //!
-//! This step attaches and detaches **cold**: the instance must be stopped. An attach
-//! records the attachment `attached`, makes the volume `in_use` and publishes a new spec
-//! for the instance (its host gives the guest the volume at its next boot, opened with the
-//! volume's key over a pipe, on PCIe root port `hp<slot>` on q35); a detach records it
-//! `detached` and frees the volume. Hot-plug into a running guest is refused with its
-//! reason until it is built. An instance deleted lets go of its volumes
+//! To a **stopped** instance a volume attaches and detaches at once (`attached`,
+//! `detached`): its host gives the guest the disk at its next boot, opened with the
+//! volume's key over a pipe, on PCIe root port `hp<slot>` on q35. To a **running** q35
+//! guest it is hot-plugged: `attaching` until its host reports the disk in the guest, then
+//! `attached`; a detach is `detaching` until the guest released it (`DEVICE_DELETED`), then
+//! `detached`, or `error_detaching` when the deadline ([`crate::config::ServerConfig`]'s
+//! `detach_timeout`) passes first ([`expire_detaches`]). A microVM cannot hot-plug: its
+//! volumes attach and detach only while it is stopped. An operator's force-detach stops
+//! the instance and detaches cold. An instance deleted lets go of its volumes
 //! ([`release_instance`]).
 
 use crate::app::lifecycle::{self, Pokes};
@@ -19,24 +22,55 @@ use serde_json::json;
 /// Volume slots per instance (q35's hot-plug root ports).
 pub const SLOTS: u8 = 8;
 
-/// Refuses unless the instance is stopped (this step attaches and detaches cold only).
-fn require_stopped(inst: &Instance, what: &str) -> Result<()> {
-    if inst.power == PowerState::Stopped && inst.state == InstanceState::Stopped {
-        return Ok(());
+/// How an attach or detach is carried out on an instance in its current state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Stopped: recorded at once; the next boot has (or lacks) the disk.
+    Cold,
+    /// A running q35 guest: its host hot-plugs (or unplugs) the disk.
+    Hot,
+}
+
+fn stopped(inst: &Instance) -> bool {
+    inst.power == PowerState::Stopped && inst.state == InstanceState::Stopped
+}
+
+/// Cold for a stopped instance, hot for a running q35 guest; refused otherwise, with why.
+fn mode(inst: &Instance, what: &str) -> Result<Mode> {
+    if stopped(inst) {
+        return Ok(Mode::Cold);
+    }
+    let running = inst.power == PowerState::Running && inst.state == InstanceState::Running;
+    if running && inst.runtime_class == RuntimeClass::Microvm {
+        return Err(Error::conflict(
+            "hotplug_unsupported",
+            format!(
+                "instance {} is a running microVM, and a microVM cannot hot-plug (virtio-mmio has no hot-plug): \
+                 stop it, {what} the volume, start it",
+                inst.id
+            ),
+        )
+        .with_constraint(json!({ "field": "instance_id", "rule": "hot-plug capable runtime class or stopped",
+            "runtime_class": "microvm" })));
+    }
+    if running {
+        return Ok(Mode::Hot);
     }
     Err(Error::conflict(
-        "instance_not_stopped",
+        "instance_transitioning",
         format!(
-            "instance {} is {}: volumes are {what} only while it is stopped (hot-plug into a running guest is not \
-             built yet); stop it, {what} the volume, start it",
+            "instance {} is {}: a volume is {what} while the instance is running (hot-plug) or stopped",
             inst.id,
             inst.state.as_str()
         ),
     )
-    .with_constraint(json!({ "field": "instance_id", "rule": "instance stopped", "state": inst.state.as_str() })))
+    .with_constraint(
+        json!({ "field": "instance_id", "rule": "instance running or stopped", "state": inst.state.as_str() }),
+    ))
 }
 
-/// Attach a volume to a stopped instance of its project, on its host.
+/// Attach a volume to an instance of its project, on its host: at once when the instance
+/// is stopped, hot-plugged (`attaching`) when it runs.
 pub async fn attach(st: &AppState, caller: &Caller, id: &str, b: VolumeAttach) -> Result<VolumeAttachment> {
     let mut tx = st.store.begin().await?;
     let mut vol: Volume = tx.get(&caller.scope(), id).await?;
@@ -77,12 +111,13 @@ pub async fn attach(st: &AppState, caller: &Caller, id: &str, b: VolumeAttach) -
         .with_constraint(json!({ "field": "instance_id", "rule": "same host", "volume_host": vol.host_id,
             "instance_host": inst.host_id })));
     }
-    require_stopped(&inst, "attached")?;
+    let mode = mode(&inst, "attached")?;
+    // A slot stays taken until its disk is released (a detaching one included).
     let taken: Vec<u8> = tx
         .list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str())
         .await?
         .into_iter()
-        .filter(|a| a.state == AttachmentState::Attached)
+        .filter(|a| a.state != AttachmentState::Detached)
         .map(|a| a.slot)
         .collect();
     let Some(slot) = (0..SLOTS).find(|s| !taken.contains(s)) else {
@@ -100,11 +135,14 @@ pub async fn attach(st: &AppState, caller: &Caller, id: &str, b: VolumeAttach) -
         volume_id: vol.id.clone(),
         instance_id: inst.id.clone(),
         host_id: vol.host_id.clone(),
-        state: AttachmentState::Attached,
+        state: if mode == Mode::Hot { AttachmentState::Attaching } else { AttachmentState::Attached },
         slot,
         serial: vol.serial.clone(),
         attached_at: now,
+        detach_requested_at: None,
         detached_at: None,
+        detail: None,
+        spec_generation: inst.spec_generation + 1,
         generation: 1,
         created_at: now,
         updated_at: now,
@@ -115,15 +153,28 @@ pub async fn attach(st: &AppState, caller: &Caller, id: &str, b: VolumeAttach) -
     vol.instance_id = Some(inst.id.clone());
     tx.save(&mut vol).await?;
     let mut pokes = Pokes::default();
-    republish(&mut tx, &mut inst, &format!("volume {} attached (slot {slot})", vol.id), &mut pokes).await?;
+    let how = if mode == Mode::Hot { "hot-plugging" } else { "attached" };
+    republish(&mut tx, &mut inst, "volume_attach", &format!("volume {} {how} (slot {slot})", vol.id), &mut pokes)
+        .await?;
     tx.audit(&caller.audit(), att.id.as_str(), Some(att.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     pokes.send(&st.signals);
     Ok(att)
 }
 
-/// Detach a volume from its (stopped) instance.
-pub async fn detach(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<VolumeAttachment> {
+/// Detach a volume: at once from a stopped instance; from a running guest, `detaching`
+/// until the guest releases the disk. `force` (operators): the instance is stopped and
+/// the disk detached cold, for a guest that does not let go.
+pub async fn detach(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    if_match: Option<i64>,
+    b: VolumeDetach,
+) -> Result<VolumeAttachment> {
+    if b.force && !caller.principal.is_operator() {
+        return Err(Error::forbidden("force-detaching volumes (operators only)"));
+    }
     let mut tx = st.store.begin().await?;
     let mut vol: Volume = tx.get(&caller.scope(), id).await?;
     require_write(caller, &vol.tenant_id, &vol.project_id, "detaching volumes in this project")?;
@@ -134,20 +185,57 @@ pub async fn detach(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     };
     let mut att: VolumeAttachment = tx.get(&Scope::Platform, att_id.as_str()).await?;
     let mut inst: Instance = tx.get(&Scope::Platform, att.instance_id.as_str()).await?;
-    require_stopped(&inst, "detached")?;
     let mut pokes = Pokes::default();
-    end(&mut tx, &mut att, &mut vol).await?;
-    republish(&mut tx, &mut inst, &format!("volume {} detached", vol.id), &mut pokes).await?;
+    let pending = matches!(att.state, AttachmentState::Detaching | AttachmentState::ErrorDetaching);
+    if stopped(&inst) {
+        end(&mut tx, &mut att, &mut vol, None).await?;
+        republish(&mut tx, &mut inst, "volume_detach", &format!("volume {} detached", vol.id), &mut pokes).await?;
+    } else if pending && !b.force {
+        return Err(Error::conflict(
+            "detach_in_progress",
+            format!(
+                "volume {} is {} since {}: the guest has not released it yet; an operator's force-detach stops the \
+                 instance and detaches it",
+                vol.id,
+                att.state.as_str(),
+                att.detach_requested_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            ),
+        )
+        .with_constraint(json!({ "rule": "state", "state": att.state.as_str() })));
+    } else {
+        if !b.force {
+            mode(&inst, "detached")?;
+        }
+        if !pending {
+            att.state = AttachmentState::Detaching;
+            att.detach_requested_at = Some(tx.now());
+            let why = format!("volume {} detaching: the guest is asked to release it", vol.id);
+            republish(&mut tx, &mut inst, "volume_detach", &why, &mut pokes).await?;
+            att.spec_generation = inst.spec_generation;
+        }
+        if b.force {
+            att.detail = Some("force-detach: the instance is stopped and the disk detached cold".into());
+        }
+        tx.save(&mut att).await?;
+    }
     tx.audit(&caller.audit(), att.id.as_str(), Some(att.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     pokes.send(&st.signals);
+    if b.force && !stopped(&inst) {
+        // The guest stops (powered off if it ignores the button); its host's report of it
+        // stopped ends the attachment.
+        crate::app::instances::stop(st, caller, inst.id.as_str()).await?;
+    }
     Ok(att)
 }
 
 /// Ends an attachment: `detached` now, the volume `available` again.
-async fn end(tx: &mut Tx, att: &mut VolumeAttachment, vol: &mut Volume) -> Result<()> {
+async fn end(tx: &mut Tx, att: &mut VolumeAttachment, vol: &mut Volume, detail: Option<String>) -> Result<()> {
     att.state = AttachmentState::Detached;
     att.detached_at = Some(tx.now());
+    if detail.is_some() {
+        att.detail = detail;
+    }
     tx.save(att).await?;
     vol.state = VolumeState::Available;
     vol.attachment_id = None;
@@ -157,9 +245,9 @@ async fn end(tx: &mut Tx, att: &mut VolumeAttachment, vol: &mut Volume) -> Resul
 }
 
 /// A new spec for the instance (its volumes changed), with the event saying why.
-async fn republish(tx: &mut Tx, inst: &mut Instance, why: &str, pokes: &mut Pokes) -> Result<()> {
+async fn republish(tx: &mut Tx, inst: &mut Instance, kind: &str, why: &str, pokes: &mut Pokes) -> Result<()> {
     inst.spec_generation += 1;
-    let ev = lifecycle::event(inst, "volumes_changed", why.to_string(), None);
+    let ev = lifecycle::event(inst, kind, why.to_string(), None);
     lifecycle::save(tx, inst, true, vec![ev], None, pokes).await?;
     Ok(())
 }
@@ -167,13 +255,118 @@ async fn republish(tx: &mut Tx, inst: &mut Instance, why: &str, pokes: &mut Poke
 /// In an instance's delete: every volume attached to it is detached (the guest is gone).
 pub async fn release_instance(tx: &mut Tx, inst: &Instance) -> Result<()> {
     for mut att in tx.list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str()).await? {
-        if att.state != AttachmentState::Attached {
+        if att.state == AttachmentState::Detached {
             continue;
         }
         let mut vol: Volume = tx.get(&Scope::Platform, att.volume_id.as_str()).await?;
-        end(tx, &mut att, &mut vol).await?;
+        end(tx, &mut att, &mut vol, None).await?;
     }
     Ok(())
+}
+
+/// Settles the instance's attachments in flight from its host's report `o` (in the
+/// caller's transaction): a disk the running guest has ends `attaching`; one it no longer
+/// has, or a guest not running, ends `detaching` and `error_detaching` (for a report at or
+/// past the spec that asked); a failed hot-plug ends the attachment with its reason.
+/// Answers the events to record on the instance.
+pub async fn record_plugs(tx: &mut Tx, inst: &Instance, o: &ObservedInstance) -> Result<Vec<InstanceEvent>> {
+    let not_running = matches!(
+        o.state,
+        ObservedState::Stopped | ObservedState::Absent | ObservedState::Failed | ObservedState::Crashed
+    );
+    if o.volumes.is_none() && !not_running {
+        return Ok(Vec::new());
+    }
+    let plugs = o.volumes.as_deref().unwrap_or_default();
+    let mut events = Vec::new();
+    for mut att in tx.list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str()).await? {
+        let plug = plugs.iter().find(|p| p.attachment_id == att.id);
+        let current = o.generation >= att.spec_generation;
+        match att.state {
+            AttachmentState::Attaching => match plug.map(|p| p.state) {
+                Some(PlugState::Plugged) => {
+                    att.state = AttachmentState::Attached;
+                    att.attached_at = tx.now();
+                    tx.save(&mut att).await?;
+                    events.push(lifecycle::event(
+                        inst,
+                        "volume_attached",
+                        format!("volume {} hot-plugged (slot {}, serial {})", att.volume_id, att.slot, att.serial),
+                        None,
+                    ));
+                }
+                Some(PlugState::Failed) if current => {
+                    let why = plug.and_then(|p| p.detail.clone()).unwrap_or_else(|| "no detail".into());
+                    let mut vol: Volume = tx.get(&Scope::Platform, att.volume_id.as_str()).await?;
+                    end(tx, &mut att, &mut vol, Some(format!("hot-plug failed: {why}"))).await?;
+                    events.push(lifecycle::event(
+                        inst,
+                        "volume_attach_failed",
+                        format!("volume {}: hot-plug failed: {why}", att.volume_id),
+                        None,
+                    ));
+                }
+                // Stopped before the disk was plugged: its next boot has it.
+                None if current && not_running => {
+                    att.state = AttachmentState::Attached;
+                    tx.save(&mut att).await?;
+                }
+                _ => {}
+            },
+            AttachmentState::Detaching | AttachmentState::ErrorDetaching if current && plug.is_none() => {
+                let mut vol: Volume = tx.get(&Scope::Platform, att.volume_id.as_str()).await?;
+                let how = if not_running { "with the guest stopped" } else { "released by the guest" };
+                events.push(lifecycle::event(
+                    inst,
+                    "volume_detached",
+                    format!("volume {} detached, {how}", vol.id),
+                    None,
+                ));
+                end(tx, &mut att, &mut vol, None).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(events)
+}
+
+/// Moves detaches the guest has not completed within `timeout` to `error_detaching`
+/// ("the guest did not release the device"); answers how many.
+pub async fn expire_detaches(st: &AppState, timeout: std::time::Duration) -> Result<u64, plinth_store::StoreError> {
+    let now = chrono::Utc::now();
+    let mut n = 0;
+    let due: Vec<VolumeAttachment> = st
+        .store
+        .list_all::<VolumeAttachment>(&Scope::Platform, &[("state", "detaching".into())])
+        .await?
+        .into_iter()
+        .filter(|a| {
+            a.detach_requested_at.is_some_and(|t| now - t > chrono::Duration::from_std(timeout).unwrap_or_default())
+        })
+        .collect();
+    for a in due {
+        let mut tx = st.store.begin().await?;
+        let mut att: VolumeAttachment = tx.get(&Scope::Platform, a.id.as_str()).await?;
+        if att.state != AttachmentState::Detaching {
+            continue;
+        }
+        let why = format!(
+            "the guest did not release the device within {} s of the detach (device_del sent; no DEVICE_DELETED); \
+             it still holds the disk. An operator's force-detach stops the instance and detaches it",
+            timeout.as_secs()
+        );
+        att.state = AttachmentState::ErrorDetaching;
+        att.detail = Some(why.clone());
+        tx.save(&mut att).await?;
+        let mut inst: Instance = tx.get(&Scope::Platform, att.instance_id.as_str()).await?;
+        let ev = lifecycle::event(&inst, "volume_detach_stuck", format!("volume {}: {why}", att.volume_id), None);
+        let mut pokes = Pokes::default();
+        lifecycle::save(&mut tx, &mut inst, false, vec![ev], None, &mut pokes).await?;
+        tx.commit().await?;
+        pokes.send(&st.signals);
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// List attachments.
@@ -202,13 +395,24 @@ pub async fn host_specs(
     host: &HostId,
 ) -> Result<std::collections::BTreeMap<InstanceId, Vec<InstanceVolumeSpec>>> {
     let mut out: std::collections::BTreeMap<InstanceId, Vec<InstanceVolumeSpec>> = Default::default();
+    let mut types: std::collections::HashMap<VolumeTypeId, VolumeQos> = Default::default();
     for (a, v) in st.store.host_attachments(host.as_str()).await? {
+        let qos = match types.get(&v.volume_type_id) {
+            Some(q) => q.clone(),
+            None => {
+                let t: VolumeType = st.store.get(&Scope::Platform, v.volume_type_id.as_str()).await?;
+                types.insert(t.id.clone(), t.qos.clone());
+                t.qos
+            }
+        };
         out.entry(a.instance_id.clone()).or_default().push(InstanceVolumeSpec {
             attachment_id: a.id,
             volume_id: a.volume_id,
             slot: a.slot,
             serial: a.serial,
             encrypted: v.encrypted,
+            size_bytes: u64::from(v.size_gib) << 30,
+            qos,
         });
     }
     Ok(out)

@@ -112,7 +112,9 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeTypeCreate) -> Resu
     Ok(vt)
 }
 
-/// Change a volume type's description.
+/// Change a volume type's description or I/O limits. New limits reach the disks running
+/// guests have at once: every instance with a volume of the type attached gets a new spec
+/// (its host sets the throttle group's limits live).
 pub async fn update(
     st: &AppState,
     caller: &Caller,
@@ -124,15 +126,32 @@ pub async fn update(
     if let Some(d) = &b.description {
         validate::text("description", d, 255)?;
     }
-    Ok(st
-        .store
-        .update(&Scope::Platform, id, if_match, &caller.audit(), |t: &mut VolumeType| {
-            if let Some(d) = b.description {
-                t.description = d;
-            }
-            Ok(vec![])
-        })
-        .await?)
+    if let Some(q) = &b.qos {
+        check_qos(q)?;
+    }
+    let mut tx = st.store.begin().await?;
+    let mut vt: VolumeType = tx.get(&Scope::Platform, id).await?;
+    crate::app::network::check_generation(&vt, if_match)?;
+    if let Some(d) = b.description {
+        vt.description = d;
+    }
+    let mut pokes = crate::app::lifecycle::Pokes::default();
+    if let Some(q) = b.qos.filter(|q| *q != vt.qos) {
+        vt.qos = q;
+        for vol in tx.list_by::<Volume>(&Scope::Platform, "volume_type_id", vt.id.as_str()).await? {
+            let Some(iid) = vol.instance_id.as_ref().filter(|_| vol.state == VolumeState::InUse) else { continue };
+            let mut inst: Instance = tx.get(&Scope::Platform, iid.as_str()).await?;
+            inst.spec_generation += 1;
+            let why = format!("volume {}: its type's I/O limits changed", vol.id);
+            let ev = crate::app::lifecycle::event(&inst, "volume_qos", why, None);
+            crate::app::lifecycle::save(&mut tx, &mut inst, true, vec![ev], None, &mut pokes).await?;
+        }
+    }
+    tx.save(&mut vt).await?;
+    tx.audit(&caller.audit(), vt.id.as_str(), None, 200).await?;
+    tx.commit().await?;
+    pokes.send(&st.signals);
+    Ok(vt)
 }
 
 /// Delete a volume type (not while any volume, deleted ones included, names it: their

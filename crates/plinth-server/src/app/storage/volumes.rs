@@ -278,16 +278,25 @@ pub async fn extend(
         return Err(Error::invalid("invalid_value", format!("size_gib: {} is above {MAX_SIZE_GIB}", b.size_gib))
             .with_constraint(json!({ "field": "size_gib", "rule": "range", "min": 1, "max": MAX_SIZE_GIB })));
     }
-    if vol.state != VolumeState::Available {
+    // Attached: grown live when its guest runs (`block_resize`; the guest sees the new
+    // size), on the file when it is stopped. Not while a disk comes or goes.
+    let attached = match &vol.attachment_id {
+        Some(a) if vol.state == VolumeState::InUse => {
+            let att: VolumeAttachment = tx.get(&Scope::Platform, a.as_str()).await?;
+            (att.state == AttachmentState::Attached).then_some(att)
+        }
+        _ => None,
+    };
+    if vol.state != VolumeState::Available && attached.is_none() {
         return Err(Error::conflict(
             "volume_busy",
             format!(
-                "volume {} is {}: only an available volume is resized",
+                "volume {} is {}: only an available volume, or one attached (not attaching or detaching), is resized",
                 vol.id,
                 plinth_store::volume_state_str(vol.state)
             ),
         )
-        .with_constraint(json!({ "rule": "state", "allowed": ["available"] })));
+        .with_constraint(json!({ "rule": "state", "allowed": ["available", "in_use"] })));
     }
     let more = i64::from(b.size_gib - vol.size_gib);
     if let Some(h) = &vol.host_id {
@@ -313,8 +322,18 @@ pub async fn extend(
     meter(&mut tx, &vol, "volume.extend").await?;
     tx.save(&mut vol).await?;
     tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
+    let mut pokes = crate::app::lifecycle::Pokes::default();
+    if let Some(att) = attached {
+        // Its instance's spec carries the new size: a running guest's disk grows live.
+        let mut inst: Instance = tx.get(&Scope::Platform, att.instance_id.as_str()).await?;
+        inst.spec_generation += 1;
+        let why = format!("volume {} grows to {} GiB", vol.id, vol.size_gib);
+        let ev = crate::app::lifecycle::event(&inst, "volume_extend", why, None);
+        crate::app::lifecycle::save(&mut tx, &mut inst, true, vec![ev], None, &mut pokes).await?;
+    }
     tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
+    pokes.send(&st.signals);
     Ok(vol)
 }
 
@@ -464,7 +483,7 @@ pub async fn record_reports(tx: &mut Tx, host: &HostId, reports: &[ObservedVolum
                 vol.state_reason = None;
             }
             (VolumeState::Extending, ObservedVolumeState::Present) => {
-                vol.state = VolumeState::Available;
+                vol.state = if vol.attachment_id.is_some() { VolumeState::InUse } else { VolumeState::Available };
                 vol.state_reason = None;
             }
             (VolumeState::Extending, ObservedVolumeState::Failed) => {

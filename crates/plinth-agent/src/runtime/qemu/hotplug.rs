@@ -1,0 +1,405 @@
+//! Volume disks of a running guest, changed live: the `Devices` step.
+//!
+//! Every volume disk uses the same names as at boot (`cmdline.rs`): the key as secret
+//! `vsec<N>`, the file and qcow2 nodes `v<N>-file` → `v<N>`, the throttle node `v<N>-io`
+//! in throttle group `vtg<N>` (the type's I/O limits), the device `vdisk<N>` on PCIe root
+//! port `hp<N>` (q35). A hot-plug is `object-add` of the secret (the key goes over the
+//! guest's private QMP socket, never to a disk) and of the group, three `blockdev-add`s and
+//! a `device_add`, undone in reverse on any failure. New limits are set on the group live
+//! (`qom-set`). An unplug is `device_del`, then waiting
+//! for the guest to let go (`DEVICE_DELETED`): a short while in the step, after that the
+//! watcher notices it ([`Inner::released`]). Only once the device is gone are its nodes and
+//! secret removed (`blockdev-del` of a node a device still uses fails, and a second
+//! `device_del` is refused while one is pending). A disk smaller than its spec grows with
+//! `block_resize` (virtio-blk tells the guest).
+//!
+//! What the guest has (plugged, unplugging, failed) is kept per guest and read by the
+//! runner after every step ([`crate::runtime::Runtime::plugs`]).
+
+use super::qmp::{Qmp, QmpError};
+use super::{Guest, GuestState, Inner, Machine, QMP_TIMEOUT, guest, lock, machine_for};
+use crate::runtime::{GuestEvent, Happened};
+use plinth_api::{InstanceSpec, InstanceVolumeSpec, ObservedPlug, PlugState};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// How long a step waits for the guest to release a disk before leaving it to the
+/// watcher (the guest may take as long as it likes; the server keeps the deadline).
+const UNPLUG_WAIT: Duration = Duration::from_secs(5);
+
+/// QMP commands that attach or detach take longer than a query (Incus gives them 30 s).
+const PLUG_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn qmp_err(what: &str, e: QmpError) -> String {
+    format!("{what}: {e}")
+}
+
+/// The volume disks the guest has now (device `vdisk<N>` → its serial); devices whose
+/// unplug is pending are still listed.
+async fn present(qmp: &Qmp) -> Result<BTreeMap<u8, String>, String> {
+    let list = qmp
+        .execute_within("qom-list", json!({ "path": "/machine/peripheral" }), QMP_TIMEOUT)
+        .await
+        .map_err(|e| qmp_err("listing the guest's devices", e))?;
+    let mut out = BTreeMap::new();
+    for item in list.as_array().into_iter().flatten() {
+        let Some(slot) = item["name"].as_str().and_then(|n| n.strip_prefix("vdisk")).and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        let serial = qmp
+            .execute_within(
+                "qom-get",
+                json!({ "path": format!("/machine/peripheral/vdisk{slot}"), "property": "serial" }),
+                QMP_TIMEOUT,
+            )
+            .await
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        out.insert(slot, serial);
+    }
+    Ok(out)
+}
+
+/// The named block nodes, with their virtual size.
+async fn nodes(qmp: &Qmp) -> Result<BTreeMap<String, u64>, String> {
+    let list = qmp
+        .execute_within("query-named-block-nodes", json!({ "flat": true }), QMP_TIMEOUT)
+        .await
+        .map_err(|e| qmp_err("listing block nodes", e))?;
+    Ok(list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Some((n["node-name"].as_str()?.to_string(), n["image"]["virtual-size"].as_u64().unwrap_or(0))))
+        .collect())
+}
+
+/// Removes slot `n`'s nodes and secret (once its device is gone); what is not there is
+/// skipped.
+pub(super) async fn release(qmp: &Qmp, n: u8) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for node in [format!("v{n}-io"), format!("v{n}"), format!("v{n}-file")] {
+        match qmp.execute_within("blockdev-del", json!({ "node-name": node }), PLUG_TIMEOUT).await {
+            Ok(_) => {}
+            Err(QmpError::Command { desc, .. }) if desc.contains("Failed to find node") => {}
+            Err(e) => errors.push(qmp_err(&format!("removing node {node}"), e)),
+        }
+    }
+    for object in [format!("vtg{n}"), format!("vsec{n}")] {
+        match qmp.execute_within("object-del", json!({ "id": object }), QMP_TIMEOUT).await {
+            Ok(_) => {}
+            Err(QmpError::Command { desc, .. }) if desc.contains("not found") => {}
+            Err(e) => errors.push(qmp_err(&format!("removing object {object}"), e)),
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+}
+
+/// Asks the guest to release slot `n`'s disk and waits a little for it: `Ok(true)` when
+/// it did (`DEVICE_DELETED`), `Ok(false)` when it has not yet.
+async fn unplug(qmp: &Qmp, n: u8, wait: Duration) -> Result<bool, String> {
+    let id = format!("vdisk{n}");
+    let mut events = qmp.subscribe();
+    match qmp.execute_within("device_del", json!({ "id": id }), PLUG_TIMEOUT).await {
+        Ok(_) => {}
+        // Asked before (e.g. before an agent restart): the guest has not answered yet.
+        Err(QmpError::Command { desc, .. }) if desc.contains("already in the process of unplug") => {}
+        Err(e) => return Err(qmp_err(&format!("device_del {id}"), e)),
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(e) if e.name == "DEVICE_DELETED" && e.data["device"].as_str() == Some(id.as_str()) => return Ok(true),
+                Some(e) if e.name == "DEVICE_UNPLUG_GUEST_ERROR" && e.data["device"].as_str() == Some(id.as_str()) => {
+                    return Err(format!("the guest refused to release {id} (DEVICE_UNPLUG_GUEST_ERROR)"));
+                }
+                Some(_) => {}
+                None => return Err("the guest's monitor closed while it released a disk".into()),
+            },
+            _ = tokio::time::sleep_until(deadline) => return Ok(false),
+        }
+    }
+}
+
+/// Hot-plugs volume `v` (its file `file`, opened with `key`) on its slot; on failure
+/// nothing of it is left.
+async fn plug(qmp: &Qmp, v: &InstanceVolumeSpec, file: &str, key: Option<&str>, direct: bool) -> Result<(), String> {
+    let n = v.slot;
+    let steps = async {
+        if let Some(k) = key {
+            qmp.execute_within(
+                "object-add",
+                json!({ "qom-type": "secret", "id": format!("vsec{n}"), "data": k, "format": "raw" }),
+                QMP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| qmp_err("adding the key as a secret", e))?;
+        }
+        qmp.execute_within(
+            "blockdev-add",
+            json!({ "driver": "file", "node-name": format!("v{n}-file"), "filename": file,
+                "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" }),
+            PLUG_TIMEOUT,
+        )
+        .await
+        .map_err(|e| qmp_err("opening the volume file", e))?;
+        let mut fmt = json!({ "driver": "qcow2", "node-name": format!("v{n}"), "file": format!("v{n}-file"),
+            "discard": "unmap" });
+        if key.is_some() {
+            fmt["encrypt"] = json!({ "format": "luks", "key-secret": format!("vsec{n}") });
+        }
+        qmp.execute_within("blockdev-add", fmt, PLUG_TIMEOUT)
+            .await
+            .map_err(|e| qmp_err("opening the qcow2 image", e))?;
+        qmp.execute_within(
+            "object-add",
+            json!({ "qom-type": "throttle-group", "id": format!("vtg{n}"), "limits": v.qos.qemu_limits() }),
+            QMP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| qmp_err("adding its throttle group", e))?;
+        qmp.execute_within(
+            "blockdev-add",
+            json!({ "driver": "throttle", "node-name": format!("v{n}-io"), "file": format!("v{n}"),
+                "throttle-group": format!("vtg{n}") }),
+            PLUG_TIMEOUT,
+        )
+        .await
+        .map_err(|e| qmp_err("adding its throttle node", e))?;
+        qmp.execute_within(
+            "device_add",
+            json!({ "driver": "virtio-blk-pci", "id": format!("vdisk{n}"), "drive": format!("v{n}-io"),
+                "bus": format!("hp{n}"), "serial": v.serial }),
+            PLUG_TIMEOUT,
+        )
+        .await
+        .map_err(|e| qmp_err("adding the disk to the guest", e))?;
+        Ok::<(), String>(())
+    };
+    if let Err(e) = steps.await {
+        if let Err(r) = release(qmp, n).await {
+            tracing::warn!(slot = n, "qemu: undoing a failed hot-plug: {r}");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn plug_state(v: &InstanceVolumeSpec, state: PlugState, detail: Option<String>) -> ObservedPlug {
+    ObservedPlug { attachment_id: v.attachment_id.clone(), state, detail }
+}
+
+impl Inner {
+    /// The `Devices` step: brings the running guest's volume disks to `spec`.
+    pub(super) async fn devices(
+        &self,
+        g: &Guest,
+        st: &mut GuestState,
+        generation: i64,
+        spec: InstanceSpec,
+    ) -> Result<(), String> {
+        let qmp = st.live.as_ref().ok_or("the guest is not running")?.qmp.clone();
+        let record = st.record.as_mut().ok_or("no record")?;
+        let machine = machine_for(spec.runtime_class)?;
+        let want: BTreeMap<u8, &InstanceVolumeSpec> = spec.volumes.iter().map(|v| (v.slot, v)).collect();
+        // What the guest was given, by slot (to name the attachment of a disk it has).
+        let before: BTreeMap<u8, InstanceVolumeSpec> =
+            record.spec.volumes.iter().map(|v| (v.slot, v.clone())).collect();
+        let mut given: BTreeMap<u8, InstanceVolumeSpec> =
+            record.spec.volumes.iter().map(|v| (v.slot, v.clone())).collect();
+        let mut has = present(&qmp).await?;
+        let mut disks: BTreeMap<u8, ObservedPlug> = BTreeMap::new();
+        let mut errors = Vec::new();
+
+        // Disks the spec no longer wants (or wants another volume in the slot): released.
+        for (slot, serial) in has.clone() {
+            if want.get(&slot).is_some_and(|v| v.serial == serial) {
+                continue;
+            }
+            let Some(was) = given.get(&slot).cloned() else {
+                tracing::warn!(instance = %g.id, slot, %serial, "qemu: a disk no spec names; asking the guest to release it");
+                let _ = unplug(&qmp, slot, Duration::ZERO).await;
+                continue;
+            };
+            if machine == Machine::Microvm {
+                let why = "a microVM cannot unplug a disk: it goes when the guest is stopped".to_string();
+                disks.insert(slot, plug_state(&was, PlugState::Unplugging, Some(why)));
+                continue;
+            }
+            let pending = lock(&g.unplugging).contains(&slot);
+            let wait = if pending { Duration::ZERO } else { UNPLUG_WAIT };
+            lock(&g.unplugging).insert(slot);
+            match unplug(&qmp, slot, wait).await {
+                Ok(true) => {
+                    lock(&g.unplugging).remove(&slot);
+                    release(&qmp, slot).await.unwrap_or_else(|e| errors.push(e));
+                    has.remove(&slot);
+                    given.remove(&slot);
+                    tracing::info!(instance = %g.id, slot, volume = %was.volume_id, "qemu: the guest released the disk");
+                }
+                Ok(false) => {
+                    tracing::info!(instance = %g.id, slot, volume = %was.volume_id, "qemu: waiting for the guest to release the disk");
+                    disks.insert(slot, plug_state(&was, PlugState::Unplugging, None));
+                }
+                Err(e) => {
+                    disks.insert(slot, plug_state(&was, PlugState::Unplugging, Some(e.clone())));
+                    errors.push(e);
+                }
+            }
+        }
+
+        // Nodes left without their device (a release noticed late, a crash mid-plug).
+        let named = nodes(&qmp).await?;
+        let orphans: BTreeSet<u8> = named
+            .keys()
+            .filter_map(|n| n.strip_prefix('v')?.trim_end_matches("-file").trim_end_matches("-io").parse().ok())
+            .filter(|slot| !has.contains_key(slot))
+            .collect();
+        for slot in orphans {
+            release(&qmp, slot).await.unwrap_or_else(|e| errors.push(e));
+            given.remove(&slot);
+        }
+
+        // Disks the spec wants and the guest lacks: hot-plugged.
+        let direct = self.disk_cache == "none";
+        for v in &spec.volumes {
+            if has.get(&v.slot).is_some_and(|s| *s == v.serial) {
+                given.insert(v.slot, v.clone());
+                disks.insert(v.slot, plug_state(v, PlugState::Plugged, None));
+                continue;
+            }
+            let refused = if machine == Machine::Microvm {
+                Some("a microVM cannot hot-plug: the disk is given at its next start".to_string())
+            } else if has.contains_key(&v.slot) {
+                Some(format!("slot {} still holds a disk the guest has not released", v.slot))
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                disks.insert(v.slot, plug_state(v, PlugState::Failed, Some(why)));
+                continue;
+            }
+            let result = match self.volume_file(v) {
+                Ok(file) => {
+                    let key = match v.encrypted {
+                        true => match self.blobs() {
+                            Some(b) => b.volume_key(&v.volume_id).await.map(Some),
+                            None => Err("no key source (the host is not connected)".into()),
+                        },
+                        false => Ok(None),
+                    };
+                    match key {
+                        Ok(k) => plug(&qmp, v, &file, k.as_deref(), direct).await,
+                        Err(e) => Err(format!("fetching its key: {e}")),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(instance = %g.id, slot = v.slot, volume = %v.volume_id, "qemu: disk hot-plugged");
+                    given.insert(v.slot, v.clone());
+                    has.insert(v.slot, v.serial.clone());
+                    disks.insert(v.slot, plug_state(v, PlugState::Plugged, None));
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %g.id, slot = v.slot, volume = %v.volume_id, "qemu: hot-plug failed: {e}");
+                    disks.insert(v.slot, plug_state(v, PlugState::Failed, Some(e.clone())));
+                    errors.push(e);
+                }
+            }
+        }
+
+        // Disks smaller than their spec: grown live (the guest is told). Limits changed:
+        // set on the disk's group live.
+        let named = nodes(&qmp).await?;
+        for v in spec.volumes.iter().filter(|v| disks.get(&v.slot).is_some_and(|d| d.state == PlugState::Plugged)) {
+            let now = named.get(&format!("v{}", v.slot)).copied().unwrap_or(0);
+            if v.size_bytes > now {
+                match qmp
+                    .execute_within(
+                        "block_resize",
+                        json!({ "node-name": format!("v{}-io", v.slot), "size": v.size_bytes }),
+                        PLUG_TIMEOUT,
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(instance = %g.id, slot = v.slot, from = now, to = v.size_bytes, "qemu: disk grown live")
+                    }
+                    Err(e) => errors.push(qmp_err(&format!("growing volume {}", v.volume_id), e)),
+                }
+            }
+            if before.get(&v.slot).is_some_and(|was| was.volume_id == v.volume_id && was.qos != v.qos) {
+                let set = json!({ "path": format!("/objects/vtg{}", v.slot), "property": "limits", "value": v.qos.qemu_limits() });
+                match qmp.execute_within("qom-set", set, QMP_TIMEOUT).await {
+                    Ok(_) => {
+                        tracing::info!(instance = %g.id, slot = v.slot, qos = ?v.qos, "qemu: disk limits changed live")
+                    }
+                    Err(e) => errors.push(qmp_err(&format!("setting volume {}'s limits", v.volume_id), e)),
+                }
+            }
+        }
+
+        // The record says what the running process has, for the next step and a restart.
+        record.spec.volumes = given.into_values().filter(|v| has.contains_key(&v.slot)).collect();
+        record.generation = record.generation.max(generation);
+        guest::save(&g.paths.record, record).await.map_err(|e| e.to_string())?;
+        *lock(&g.disks) = disks;
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// The pool file of volume `v`.
+    fn volume_file(&self, v: &InstanceVolumeSpec) -> Result<String, String> {
+        let pool = self.cfg.volume_pool.as_ref().ok_or("this host has no volume pool")?;
+        Ok(pool.join(format!("{}.qcow2", v.volume_id)).display().to_string())
+    }
+
+    /// The guest released slot `n`'s disk after its step stopped waiting
+    /// (`DEVICE_DELETED` seen by the watcher): its nodes and secret go, and the runner
+    /// hears what the guest has now.
+    pub(super) async fn released(&self, g: &Guest, n: u8) {
+        let mut st = g.state.lock().await;
+        if !lock(&g.unplugging).remove(&n) {
+            return; // the step that asked saw it itself
+        }
+        let Some(live) = st.live.as_ref() else { return };
+        let qmp = live.qmp.clone();
+        if let Err(e) = release(&qmp, n).await {
+            tracing::warn!(instance = %g.id, slot = n, "qemu: {e}");
+        }
+        if let Some(r) = st.record.as_mut() {
+            r.spec.volumes.retain(|v| v.slot != n);
+            if let Err(e) = guest::save(&g.paths.record, r).await {
+                tracing::warn!(instance = %g.id, "qemu: {e}");
+            }
+        }
+        let plugs: Vec<ObservedPlug> = {
+            let mut d = lock(&g.disks);
+            d.remove(&n);
+            d.values().cloned().collect()
+        };
+        tracing::info!(instance = %g.id, slot = n, "qemu: the guest released the disk");
+        let _ = self.events.send(GuestEvent { instance_id: g.id.clone(), happened: Happened::Plugs(plugs) });
+    }
+}
+
+/// The slot of a `DEVICE_DELETED` event's device, when it is a volume disk.
+pub(super) fn deleted_slot(data: &Value) -> Option<u8> {
+    data["device"].as_str()?.strip_prefix("vdisk")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_volume_disks_have_a_slot() {
+        assert_eq!(deleted_slot(&json!({ "device": "vdisk3", "path": "/machine/peripheral/vdisk3" })), Some(3));
+        assert_eq!(deleted_slot(&json!({ "path": "/machine/peripheral/vdisk3/virtio-backend" })), None);
+        assert_eq!(deleted_slot(&json!({ "device": "net0" })), None);
+    }
+}
