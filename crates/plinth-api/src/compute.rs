@@ -272,6 +272,11 @@ pub struct InstanceCreate {
     /// (made, with the default VPC, on first need).
     #[serde(default)]
     pub nics: Vec<crate::network::InstanceNetworkInterface>,
+    /// Volumes of the project to attach from the first boot (ids or names, in slot order;
+    /// at most 8, all `available` and in one host's pool): the instance is placed on that
+    /// host.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// Body of `PATCH /v1/instances/{id}`.

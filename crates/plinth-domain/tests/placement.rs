@@ -98,6 +98,7 @@ fn req(vcpus: u32, memory_mib: u64, disk_gib: u64) -> Request {
         forbidden_traits: Vec::new(),
         group: None,
         avoid_hosts: BTreeSet::new(),
+        volume_host: None,
     }
 }
 
@@ -227,6 +228,7 @@ fn refused_by(name: &str) -> (HostView, Request) {
         "avoided" => {
             r.avoid_hosts.insert("h1".into());
         }
+        "volume_host" => r.volume_host = Some("h2".into()),
         "host_state" => h.state = HostState::Cordoned,
         "runtime" => r.runtime = RuntimeClass::Baremetal,
         "dedicated_host" => h.ownership = Ownership::Dedicated { tenant_id: TenantId("tnt_other".into()) },
@@ -266,7 +268,7 @@ fn every_constraint_refuses_by_its_name() {
         let capacity = ["vcpu", "dedicated_cpus", "memory", "hugepages", "disk", "gpus", "numa"].contains(&name);
         assert_eq!(err.capacity_only(), capacity, "constraint {name}");
         // The same host takes a plain request (the constraint, not the host, refused).
-        if !matches!(name, "avoided" | "host_state" | "dedicated_host" | "traits") {
+        if !matches!(name, "avoided" | "volume_host" | "host_state" | "dedicated_host" | "traits") {
             let mut h2 = h.clone();
             h2.used = Default::default();
             assert!(fit(&req(1, 512, 1), &h2).is_ok(), "{name}: host is otherwise usable");

@@ -539,7 +539,15 @@ async fn the_watcher_restarts_a_crashed_guest_per_its_restart_policy() {
     let names: Vec<&str> = tasks.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["host_liveness", "instance_watcher", "orphan_sweeper", "stuck_operations", "image_gc", "billing"]
+        [
+            "host_liveness",
+            "instance_watcher",
+            "orphan_sweeper",
+            "stuck_operations",
+            "image_gc",
+            "detach_deadline",
+            "billing"
+        ]
     );
     assert_eq!(srv.get(&format!("/v1/instances/{}", ids[1])).token(&tok).send().await.ok(200)["state"], "failed");
     let run = srv.post("/v1/system/background-tasks/instance_watcher/run").token(&srv.operator).send().await.ok(200);

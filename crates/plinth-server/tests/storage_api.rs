@@ -522,3 +522,64 @@ async fn a_volume_is_hot_plugged_or_attached_cold_and_freed_by_detach_or_the_ins
     let all = srv.list_all(&tok, &format!("/v1/volume-attachments?volume_id={vid}")).await;
     assert!(all.iter().all(|a| a["state"] == "detached") && all.len() == 4, "{all:?}");
 }
+
+#[tokio::test]
+async fn an_instance_created_with_volumes_is_placed_on_their_host_or_refused_saying_why() {
+    use common::fleet::{Boots, TestAgent};
+    let srv = TestServer::start().await;
+    srv.post("/v1/volume-types").token(&srv.operator).json(&json!({ "name": "standard" })).send().await.ok(201);
+    let h1 = srv.enroll_host("h1", with_pool(100), &[]).await;
+    let h2 = srv.enroll_host("h2", with_pool(100), &[]).await;
+    let (_a1, _a2) =
+        (TestAgent::start(&srv.base, &h1, Boots::Succeed), TestAgent::start(&srv.base, &h2, Boots::Succeed));
+    srv.shape("small", 1, 1024).await;
+    srv.public_image("debian-12").await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    // Two volumes on h2 (an operator puts them there), one on h1.
+    let mut vols = Vec::new();
+    for (name, host) in [("data", &h2), ("logs", &h2), ("elsewhere", &h1)] {
+        let v = srv
+            .post("/v1/volumes")
+            .token(&srv.operator)
+            .json(&json!({ "project_id": project, "name": name, "size_gib": 1, "host_id": host.id }))
+            .send()
+            .await
+            .ok(201);
+        let spec = spec_of(&desired(&srv, host).await, &id(&v)).expect("told").clone();
+        report(&srv, host, &id(&v), &spec["generation"], "present", json!({})).await;
+        vols.push(id(&v));
+    }
+    let create = |name: &str, volumes: Value| {
+        srv.post("/v1/instances").token(&tok).json(&json!({ "project_id": project, "name": name, "shape": "small",
+            "image": "debian-12", "volumes": volumes }))
+    };
+    // Volumes in two pools: refused, nothing written.
+    let p = create("vm-x", json!(["data", "elsewhere"])).send().await.problem(422, "volumes_on_different_hosts");
+    assert!(p["detail"].as_str().unwrap().contains(h1.id.as_str()), "{p}");
+    // On their host, with both from the first boot, in slot order.
+    let made = create("vm-1", json!(["data", vols[1]])).send().await.ok(202);
+    let iid = id(&made["instance"]);
+    assert_eq!(made["instance"]["host_id"], h2.id.as_str(), "placed where its volumes are");
+    let atts = srv.list_all(&tok, &format!("/v1/volume-attachments?instance_id={iid}")).await;
+    let slots: Vec<(String, u64, String)> = atts
+        .iter()
+        .map(|a| {
+            (a["volume_id"].as_str().unwrap().into(), a["slot"].as_u64().unwrap(), a["state"].as_str().unwrap().into())
+        })
+        .collect();
+    assert!(
+        slots.contains(&(vols[0].clone(), 0, "attached".into()))
+            && slots.contains(&(vols[1].clone(), 1, "attached".into())),
+        "{slots:?}"
+    );
+    let d = desired(&srv, &h2).await;
+    let inst = d["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == iid.as_str()).expect("spec");
+    assert_eq!(inst["volumes"].as_array().map(Vec::len), Some(2), "the first spec has them: {inst}");
+    // Taken: refused. Their host cordoned: placement says which constraint removed it.
+    create("vm-2", json!(["data"])).send().await.problem(409, "volume_busy");
+    srv.post(&format!("/v1/hosts/{}/cordon", h1.id)).token(&srv.operator).send().await.ok(200);
+    let p = create("vm-3", json!(["elsewhere"])).send().await.problem(409, "no_valid_host");
+    assert_eq!(p["constraint"]["removed"], json!({ "host_state": 1, "volume_host": 1 }), "{p}");
+    assert_eq!(srv.get(&format!("/v1/volumes/{}", vols[2])).token(&tok).send().await.ok(200)["state"], "available");
+    create("vm-4", json!(["nothing-by-that-name"])).send().await.problem(422, "invalid_reference");
+}

@@ -67,6 +67,30 @@ fn root() -> bool {
     is
 }
 
+/// The host's agent (its state in `d/agent`, its pool `pool`), logging to `d/<log>`,
+/// with `env` added (a restart is another call).
+fn agent(d: &Path, profile: &Path, pool: &Path, log: &str, env: &[(&str, &str)]) -> Proc {
+    let agent_dir = d.join("agent");
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "info"));
+    spawn(
+        &[
+            "agent",
+            "--hostname",
+            "vol-host",
+            "--state-dir",
+            agent_dir.to_str().unwrap(),
+            "--volume-pool",
+            pool.to_str().unwrap(),
+            "--poll-wait",
+            "5",
+        ],
+        profile,
+        d.join(log),
+        &env,
+    )
+}
+
 /// `plinth up --no-demo` in `d` (its pool may promise 64 times its capacity: volumes are
 /// sparse and the test pool is 128 MiB) and a real agent whose volume pool is `pool`,
 /// once its host is available. Returns (up, agent, profile, the host).
@@ -86,23 +110,7 @@ fn start(d: &Path, pool: &Path) -> (Proc, Proc, PathBuf, serde_json::Value) {
     wait_for("plinth up", Duration::from_secs(60), || {
         std::fs::read_to_string(d.join("up.log")).unwrap_or_default().contains("Plinth is up at").then_some(())
     });
-    let agent_dir = d.join("agent");
-    let agent = spawn(
-        &[
-            "agent",
-            "--hostname",
-            "vol-host",
-            "--state-dir",
-            agent_dir.to_str().unwrap(),
-            "--volume-pool",
-            pool.to_str().unwrap(),
-            "--poll-wait",
-            "5",
-        ],
-        &profile,
-        d.join("agent.log"),
-        &[("RUST_LOG", "info")],
-    );
+    let agent = agent(d, &profile, pool, "agent.log", &[]);
     let host = wait_for("the host with its pool", Duration::from_secs(90), || {
         let v = ok(&profile, None, &["host", "list"]);
         v["items"].as_array().and_then(|a| a.first()).filter(|h| h["state"] == "available").cloned()
@@ -626,4 +634,110 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
     assert!(slow2 > most, "the raised limit applies live: {slow2:.2} MiB/s (was {slow1:.2})");
     assert!(slow2 <= 4.0 * most, "and still holds: {slow2:.2} MiB/s");
     eprintln!("guest write rates, MiB/s: limited to 2: {slow1:.2}; unlimited: {fast_rate:.2}; raised to 8: {slow2:.2}");
+}
+
+#[test]
+fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
+    if !root() {
+        return;
+    }
+    let guest = test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _net = common::NetReaper(d.to_path_buf());
+    let fs = LoopFs::new(d);
+    let _qemu = common::QemuReaper(d.to_path_buf());
+    let pool = fs.mnt.join("pool");
+    let (_up, mut first, profile, _host) = start(d, &pool);
+    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
+    let (kernel, initrd) = (guest.join("vmlinux"), guest.join("initramfs.cpio.gz"));
+    ok(
+        &profile,
+        None,
+        &[
+            "image",
+            "create",
+            "test-guest",
+            "--public",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            cmdline.trim(),
+        ],
+    );
+    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    ok(&profile, None, &["volume-type", "create", "standard"]);
+    ok(&profile, None, &["tenant", "create", "acme"]);
+    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
+    let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
+    let serial = vol["serial"].as_str().unwrap().to_string();
+    let marker = format!("PLINTH-KILL-{}", &vol["id"].as_str().unwrap()[4..]);
+    let script = d.join("vm.sh");
+    std::fs::write(&script, hot_script(&serial, &marker, true)).unwrap();
+    ok(
+        &profile,
+        None,
+        &[
+            "instance",
+            "create",
+            "vm",
+            "--project",
+            "web",
+            "--shape",
+            "tiny",
+            "--image",
+            "test-guest",
+            "--user-data-file",
+            script.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    let console =
+        || String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", "vm"]).stdout).into_owned();
+    let saw = |what: &str, needle: &str| {
+        wait_for(what, Duration::from_secs(120), || console().contains(needle).then_some(()));
+    };
+    saw("the guest's script", "PLINTH-USERDATA");
+    let state_of =
+        |id: &str| ok(&profile, None, &["volume-attachment", "get", id])["state"].as_str().unwrap().to_string();
+    let exited = |p: &mut Proc, what: &str| {
+        wait_for(what, Duration::from_secs(60), || p.0.try_wait().ok().flatten().map(|_| ()));
+    };
+
+    // The agent dies between opening the volume's nodes and adding the device.
+    first.kill9();
+    let mut crashing = agent(d, &profile, &pool, "agent-2.log", &[("PLINTH_AGENT_CRASH_AT", "hotplug:after_nodes")]);
+    let att = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm"]);
+    let aid = att["id"].as_str().unwrap().to_string();
+    exited(&mut crashing, "the agent to die mid-attach");
+    assert_eq!(state_of(&aid), "attaching");
+    // Restarted: it reads the guest's disks again, removes the half-made nodes and plugs the disk.
+    let mut crashing =
+        agent(d, &profile, &pool, "agent-3.log", &[("PLINTH_AGENT_CRASH_AT", "unplug:after_device_del")]);
+    wait_for("the attach to finish after the restart", Duration::from_secs(90), || {
+        (state_of(&aid) == "attached").then_some(())
+    });
+    saw("the guest to write to the disk", "PLINTH-VOL-WROTE");
+    let log = ["agent-2.log", "agent-2.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
+    assert!(log.contains("crashing at hotplug:after_nodes"), "the crash happened where asked: {log}");
+
+    // The agent dies right after asking the guest to release the disk.
+    ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    exited(&mut crashing, "the agent to die mid-detach");
+    assert_eq!(state_of(&aid), "detaching");
+    let _agent = agent(d, &profile, &pool, "agent-4.log", &[]);
+    wait_for("the detach to finish after the restart", Duration::from_secs(90), || {
+        (state_of(&aid) == "detached").then_some(())
+    });
+    saw("the guest to lose the disk", "PLINTH-VOL-GONE");
+
+    // Nothing leaked: the same slot takes the disk again (a node, secret or throttle group
+    // left behind would collide with the new one's name), and lets it go again.
+    let again = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm", "--wait"]);
+    assert_eq!((again["state"].as_str(), again["slot"].as_u64()), (Some("attached"), Some(0)), "{again}");
+    let gone = ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    assert_eq!(gone["state"], "detached", "{gone}");
+    assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
 }

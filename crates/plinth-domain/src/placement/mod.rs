@@ -100,6 +100,8 @@ pub struct Request {
     pub group: Option<GroupRule>,
     /// Hosts never to use (a drain's source host, a failed host).
     pub avoid_hosts: BTreeSet<String>,
+    /// The only host it may use (where its local volumes are); `None`: any.
+    pub volume_host: Option<String>,
 }
 
 impl Request {
@@ -119,6 +121,7 @@ impl Request {
             forbidden_traits: Vec::new(),
             group: None,
             avoid_hosts: BTreeSet::new(),
+            volume_host: None,
         }
     }
 }
@@ -183,8 +186,9 @@ impl NoValidHost {
 }
 
 /// Every constraint name, in the order they are checked.
-pub const CONSTRAINTS: [&str; 15] = [
+pub const CONSTRAINTS: [&str; 16] = [
     "avoided",
+    "volume_host",
     "host_state",
     "runtime",
     "dedicated_host",
@@ -209,6 +213,7 @@ pub const CAPACITY_CONSTRAINTS: [&str; 7] = ["vcpu", "dedicated_cpus", "memory",
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Constraint {
     Avoided,
+    VolumeHost,
     HostState,
     Runtime,
     DedicatedHost,
@@ -453,6 +458,9 @@ impl<'a> Prepared<'a> {
         let req = self.req;
         if !req.avoid_hosts.is_empty() && req.avoid_hosts.contains(h.id.as_str()) {
             return Err(Constraint::Avoided);
+        }
+        if req.volume_host.as_ref().is_some_and(|v| v != h.id.as_str()) {
+            return Err(Constraint::VolumeHost);
         }
         if h.state != HostState::Available {
             return Err(Constraint::HostState);

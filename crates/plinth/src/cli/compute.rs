@@ -189,6 +189,10 @@ pub struct InstanceCreateArgs {
     /// default subnet.
     #[arg(long = "nic")]
     pub nics: Vec<String>,
+    /// A volume of the project to attach from the first boot (id or name; repeatable, in
+    /// slot order): the instance is placed on the host whose pool holds it.
+    #[arg(long = "volume")]
+    pub volumes: Vec<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -224,6 +228,7 @@ impl InstanceCreateArgs {
             dedicated_host: self.dedicated_host,
             start: Some(!self.stopped),
             nics,
+            volumes: self.volumes.clone(),
         })
     }
 }

@@ -31,6 +31,15 @@ const UNPLUG_WAIT: Duration = Duration::from_secs(5);
 /// QMP commands that attach or detach take longer than a query (Incus gives them 30 s).
 const PLUG_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Tests only: with `PLINTH_AGENT_CRASH_AT=<point>` the agent aborts at that point (as a
+/// `kill -9` would end it), to prove a restart resumes or unwinds what was half done.
+fn crash_point(point: &str) {
+    if std::env::var("PLINTH_AGENT_CRASH_AT").is_ok_and(|p| p == point) {
+        tracing::error!("crashing at {point} (PLINTH_AGENT_CRASH_AT)");
+        std::process::abort();
+    }
+}
+
 fn qmp_err(what: &str, e: QmpError) -> String {
     format!("{what}: {e}")
 }
@@ -108,6 +117,7 @@ async fn unplug(qmp: &Qmp, n: u8, wait: Duration) -> Result<bool, String> {
         Err(QmpError::Command { desc, .. }) if desc.contains("already in the process of unplug") => {}
         Err(e) => return Err(qmp_err(&format!("device_del {id}"), e)),
     }
+    crash_point("unplug:after_device_del");
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         tokio::select! {
@@ -169,6 +179,7 @@ async fn plug(qmp: &Qmp, v: &InstanceVolumeSpec, file: &str, key: Option<&str>, 
         )
         .await
         .map_err(|e| qmp_err("adding its throttle node", e))?;
+        crash_point("hotplug:after_nodes");
         qmp.execute_within(
             "device_add",
             json!({ "driver": "virtio-blk-pci", "id": format!("vdisk{n}"), "drive": format!("v{n}-io"),

@@ -191,6 +191,8 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     let boot = boot_source(image?, &b.image, shape.disk_gib)?;
     budget?;
     let nic_plan = plan_nics(st, caller, &project, &b).await?;
+    let (volumes, volume_host) =
+        crate::app::storage::attachments::plan_for_create(st, caller, &project, &b.volumes).await?;
     let now = Utc::now();
     let mut inst = Instance {
         id: InstanceId::generate(),
@@ -237,6 +239,10 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     injected(st, "instance.create:claim")?;
     let claim_started = Utc::now();
     let mut req = request_for(&inst);
+    if !volumes.is_empty() {
+        // Local volumes: only their host will do.
+        req.volume_host = Some(volume_host.map(|h| h.0).unwrap_or_default());
+    }
     let consumer = Consumer {
         instance_id: inst.id.clone(),
         tenant_id: inst.tenant_id.clone(),
@@ -277,7 +283,11 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     );
     let created = lifecycle::event(&inst, "created", placed, Some(&op.id));
     lifecycle::insert_new(&mut tx, &inst, &user_data_column(b.user_data.clone()), vec![created]).await?;
-    if let Err(e) = plug_nics(&mut tx, caller, &inst, nic_plan).await {
+    let plugged = match plug_nics(&mut tx, caller, &inst, nic_plan).await {
+        Ok(()) => crate::app::storage::attachments::attach_at_create(&mut tx, &inst, &volumes).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = plugged {
         drop(tx);
         let _ = st.sched.refresh_host(&st.store, alloc.host_id.as_str()).await;
         return Err(e);

@@ -44,6 +44,7 @@ pub fn request_for(inst: &Instance) -> Request {
         forbidden_traits: inst.forbidden_traits.clone(),
         group: None,
         avoid_hosts: Default::default(),
+        volume_host: None,
     }
 }
 

@@ -252,6 +252,119 @@ async fn republish(tx: &mut Tx, inst: &mut Instance, kind: &str, why: &str, poke
     Ok(())
 }
 
+/// The volumes an instance create names (ids, or names in its project), checked: at most
+/// [`SLOTS`], each once, `available`, all in one host's pool. Answers them and that host
+/// (where the instance must be placed).
+pub async fn plan_for_create(
+    st: &AppState,
+    caller: &Caller,
+    project: &Project,
+    refs: &[String],
+) -> Result<(Vec<Volume>, Option<HostId>)> {
+    if refs.len() > usize::from(SLOTS) {
+        return Err(Error::invalid("too_many", format!("at most {SLOTS} volumes"))
+            .with_constraint(json!({ "field": "volumes", "rule": "max", "max": SLOTS })));
+    }
+    let mut out: Vec<Volume> = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let field = format!("volumes[{i}]");
+        let vol = if VolumeId::parse(r).is_some() {
+            st.store.get::<Volume>(&caller.scope(), r).await.map_err(|e| reference(e, &field))?
+        } else {
+            let filters = [("project_id", project.id.to_string()), ("name", r.clone())];
+            let page = st.store.list::<Volume>(&caller.scope(), &filters, 10, None).await?;
+            page.items.into_iter().find(|v| v.state != VolumeState::Deleted).ok_or_else(|| {
+                Error::invalid("invalid_reference", format!("{field}: no volume {r} in project {}", project.id))
+                    .with_constraint(json!({ "field": field, "rule": "exists" }))
+            })?
+        };
+        if vol.project_id != project.id {
+            return Err(Error::invalid(
+                "invalid_reference",
+                format!("{field}: volume {} is in another project", vol.id),
+            )
+            .with_constraint(json!({ "field": field, "rule": "same-project" })));
+        }
+        if out.iter().any(|v| v.id == vol.id) {
+            return Err(Error::invalid("invalid_value", format!("{field}: volume {} is named twice", vol.id))
+                .with_constraint(json!({ "field": field, "rule": "unique" })));
+        }
+        if vol.state != VolumeState::Available {
+            return Err(Error::conflict(
+                "volume_busy",
+                format!(
+                    "{field}: volume {} is {}: only an available volume is attached",
+                    vol.id,
+                    plinth_store::volume_state_str(vol.state)
+                ),
+            )
+            .with_constraint(json!({ "field": field, "rule": "state", "allowed": ["available"] })));
+        }
+        if let Some(first) = out.first()
+            && first.host_id != vol.host_id
+        {
+            return Err(Error::invalid(
+                "volumes_on_different_hosts",
+                format!(
+                    "{field}: volume {} is in the pool of host {}, volume {} in that of host {}: local volumes of one \
+                     instance must share a host",
+                    vol.id,
+                    vol.host_id.as_ref().map_or("none", |h| h.as_str()),
+                    first.id,
+                    first.host_id.as_ref().map_or("none", |h| h.as_str())
+                ),
+            )
+            .with_constraint(json!({ "field": "volumes", "rule": "one host" })));
+        }
+        out.push(vol);
+    }
+    let host = out.first().and_then(|v| v.host_id.clone());
+    Ok((out, host))
+}
+
+/// In an instance create's transaction: `vols` (read again: still available, on the
+/// instance's host) attached to it from its first boot, in slot order.
+pub async fn attach_at_create(tx: &mut Tx, inst: &Instance, vols: &[Volume]) -> Result<()> {
+    for (slot, v) in vols.iter().enumerate() {
+        let mut vol: Volume = tx.get(&Scope::Platform, v.id.as_str()).await?;
+        if vol.state != VolumeState::Available || vol.host_id != inst.host_id {
+            return Err(Error::conflict(
+                "volume_busy",
+                format!("volumes[{slot}]: volume {} was taken or moved meanwhile", vol.id),
+            )
+            .with_constraint(
+                json!({ "field": format!("volumes[{slot}]"), "rule": "state", "allowed": ["available"] }),
+            ));
+        }
+        let now = tx.now();
+        let att = VolumeAttachment {
+            id: VolumeAttachmentId::generate(),
+            tenant_id: vol.tenant_id.clone(),
+            project_id: vol.project_id.clone(),
+            volume_id: vol.id.clone(),
+            instance_id: inst.id.clone(),
+            host_id: vol.host_id.clone(),
+            state: AttachmentState::Attached,
+            slot: slot as u8,
+            serial: vol.serial.clone(),
+            attached_at: now,
+            detach_requested_at: None,
+            detached_at: None,
+            detail: None,
+            spec_generation: inst.spec_generation,
+            generation: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.insert(&att, &[]).await?;
+        vol.state = VolumeState::InUse;
+        vol.attachment_id = Some(att.id.clone());
+        vol.instance_id = Some(inst.id.clone());
+        tx.save(&mut vol).await?;
+    }
+    Ok(())
+}
+
 /// In an instance's delete: every volume attached to it is detached (the guest is gone).
 pub async fn release_instance(tx: &mut Tx, inst: &Instance) -> Result<()> {
     for mut att in tx.list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str()).await? {
