@@ -78,7 +78,10 @@ fn converge_volumes(
                     tracing::debug!(error = %e, "reporting a wipe's start");
                 }
             };
-            pool.converge_open(&specs, &open, &key, &wiping)
+            let fetch = |b: &plinth_api::BlobRef, dest: &std::path::Path| {
+                handle.block_on(h.fetch_blob(&b.sha256, dest)).map(drop).map_err(|e| e.to_string())
+            };
+            pool.converge_open(&specs, &open, &key, &wiping, &fetch)
         })
         .await
         .ok();

@@ -41,11 +41,16 @@ impl LoopFs {
     }
 
     /// Copies of `marker` on the raw device, after everything written reached it.
+    /// (Read with `O_DIRECT`: the block device's own page cache may hold blocks read
+    /// before the filesystem rewrote them.)
     fn copies(&self, marker: &[u8]) -> usize {
         run("sync", &[]);
-        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-        let raw = std::fs::read(&self.dev).expect("read the raw device");
-        memchr::memmem::find_iter(&raw, marker).count()
+        let out = std::process::Command::new("dd")
+            .args([&format!("if={}", self.dev), "iflag=direct", "bs=1M", "status=none"])
+            .output()
+            .expect("dd the raw device");
+        assert!(out.status.success(), "dd: {}", String::from_utf8_lossy(&out.stderr));
+        memchr::memmem::find_iter(&out.stdout, marker).count()
     }
 }
 
@@ -61,7 +66,7 @@ impl Drop for LoopFs {
 fn quiet(_: plinth_api::ObservedVolume) {}
 
 fn spec(id: &VolumeId, generation: i64, encrypted: bool, wipe: WipeMethod, present: bool) -> VolumeSpec {
-    VolumeSpec { volume_id: id.clone(), generation, size_bytes: SIZE, encrypted, wipe, present }
+    VolumeSpec { volume_id: id.clone(), generation, size_bytes: SIZE, encrypted, wipe, present, source: None }
 }
 
 /// A marker unique to this run: 64 bytes, repeated through a 1 MiB file.

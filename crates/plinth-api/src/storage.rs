@@ -183,6 +183,12 @@ pub struct Volume {
     pub attachment_id: Option<VolumeAttachmentId>,
     #[serde(default)]
     pub instance_id: Option<InstanceId>,
+    /// The image whose disk it was filled from (`None`: made blank).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_image_id: Option<ImageId>,
+    /// That disk's file, which its host fetches to fill it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_disk: Option<crate::images::BlobRef>,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -206,6 +212,10 @@ pub struct VolumeCreate {
     /// Put it on this host (operators only).
     #[serde(default)]
     pub host_id: Option<HostId>,
+    /// Fill it from an available image's disk (its id, or its name: the project's own
+    /// image of that name first, then a public one); the image must fit in `size_gib`.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// Body of `POST /v1/volumes/{id}/extend`: the new size (volumes only grow).
@@ -254,6 +264,9 @@ pub struct VolumeSpec {
     pub encrypted: bool,
     pub wipe: WipeMethod,
     pub present: bool,
+    /// Fill it from this image disk when making it (`None`: blank).
+    #[serde(default)]
+    pub source: Option<crate::images::BlobRef>,
 }
 
 /// What the agent found or did with one volume file.

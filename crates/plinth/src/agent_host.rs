@@ -134,7 +134,7 @@ pub async fn run(h: RealHost, stop: watch::Receiver<bool>) -> Result<()> {
     let datapath = underlay_ip.as_ref().map(|_| h.datapath.name());
     let pool_dir = h.volume_pool.clone().unwrap_or_else(|| host_dir.join("volumes"));
     let pool = match VolumePool::open(&pool_dir) {
-        Ok(p) => Some(p),
+        Ok(p) => Some(p.with_scratch(host_dir.join("volume-sources"))),
         Err(e) => {
             tracing::warn!("no volume pool: {e}");
             None

@@ -42,10 +42,16 @@ impl LoopFs {
         LoopFs { dev, mnt }
     }
 
+    /// Copies of `needle` on the raw device, read past every cache (`O_DIRECT`: the block
+    /// device's own page cache may hold blocks read before the filesystem rewrote them).
     fn copies(&self, needle: &[u8]) -> usize {
         run("sync", &[]);
-        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-        memchr::memmem::find_iter(&std::fs::read(&self.dev).expect("raw device"), needle).count()
+        let out = Command::new("dd")
+            .args([&format!("if={}", self.dev), "iflag=direct", "bs=1M", "status=none"])
+            .output()
+            .expect("dd the raw device");
+        assert!(out.status.success(), "dd: {}", String::from_utf8_lossy(&out.stderr));
+        memchr::memmem::find_iter(&out.stdout, needle).count()
     }
 }
 
@@ -179,6 +185,59 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Filled from an image's disk: the image's bytes are the volume's first bytes (read
+    // back through QEMU from an unencrypted volume); an encrypted one holds them only
+    // encrypted on the device.
+    let disk = d.join("marked.raw");
+    let image_marker = format!("PLINTH-IMAGE-{}", &id[4..]);
+    let mut raw = image_marker.clone().into_bytes();
+    raw.resize(1 << 20, 0);
+    std::fs::write(&disk, &raw).unwrap();
+    ok(&profile, None, &["image", "create", "marked", "--public", "--disk", disk.to_str().unwrap()]);
+    wait_for("the image", Duration::from_secs(60), || {
+        (ok(&profile, None, &["image", "get", "marked"])["status"] == "available").then_some(())
+    });
+    ok(&profile, None, &["volume-type", "create", "plain", "--unencrypted", "--wipe", "overwrite"]);
+    let from = |name: &str, t: &str| {
+        let v = ok(
+            &profile,
+            None,
+            &["volume", "create", name, "--project", "web", "--size", "1", "--type", t, "--image", "marked", "--wait"],
+        );
+        assert_eq!(v["state"], "available", "{v}");
+        pool.join(format!("{}.qcow2", v["id"].as_str().unwrap()))
+    };
+    let plain = from("from-image", "plain");
+    let out = d.join("from-image.raw");
+    run("qemu-img", &["convert", "-O", "raw", plain.to_str().unwrap(), out.to_str().unwrap()]);
+    let back = std::fs::read(&out).unwrap();
+    assert!(back.starts_with(image_marker.as_bytes()), "the volume starts with the image's bytes");
+    assert_eq!(back.len() as u64, 1 << 30, "and is the size asked for");
+    std::fs::remove_file(&out).unwrap();
+    from("from-image-enc", "standard");
+    let in_file = memchr::memmem::find_iter(&std::fs::read(&plain).unwrap(), image_marker.as_bytes()).count();
+    assert_eq!(
+        fs.copies(image_marker.as_bytes()),
+        1,
+        "on the device: only the plain volume's copy (in its file: {in_file}; map: {})",
+        run("qemu-img", &["map", "-U", plain.to_str().unwrap()])
+    );
+    let out = cli(
+        &profile,
+        None,
+        &["volume", "create", "small", "--project", "web", "--size", "1", "--type", "plain", "--image", "nope"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("image_not_found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for name in ["from-image", "from-image-enc"] {
+        ok(&profile, None, &["volume", "delete", name, "--project", "web", "--wait"]);
+    }
+    assert_eq!(fs.copies(image_marker.as_bytes()), 0, "the image's bytes went with the overwritten volume");
+
     let gone = ok(&profile, None, &["volume", "delete", "data", "--project", "web"]);
     assert_eq!(gone["state"], "deleting");
     assert!(gone["wipe_evidence"]["key_destroyed_at"].is_string(), "{gone}");
@@ -301,8 +360,11 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     assert!(seen.contains("PLINTH-VOL-SEEN /dev/vd"), "{seen}");
     assert!(seen.contains(&format!(" {}", 1u64 << 21)), "the guest sees 1 GiB (2,097,152 sectors): {seen}");
     let inst = ok(&profile, None, &["instance", "get", "vm-a"]);
-    let argv = inst["runtime"]["command_line"].to_string();
-    assert!(argv.contains("bus=hp0") && argv.contains(&format!("serial={serial}")), "{argv}");
+    let argv: Vec<String> = serde_json::from_value(inst["runtime"]["command_line"].clone()).unwrap();
+    assert!(
+        argv.iter().any(|a| a.contains(r#""bus":"hp0""#) && a.contains(&format!(r#""serial":"{serial}""#))),
+        "the disk on root port hp0 with its serial: {argv:?}"
+    );
     ok(&profile, None, &["instance", "stop", "vm-a", "--wait"]);
     assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
 
@@ -370,8 +432,13 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
         c.contains("PLINTH-VOL-READ").then_some(c)
     });
     assert!(read.contains(&format!("PLINTH-VOL-READ {marker}")), "the microVM reads it too: {read}");
-    let argv = ok(&profile, None, &["instance", "get", "vm-c"])["runtime"]["command_line"].to_string();
-    assert!(argv.contains("virtio-blk-device,drive=v0"), "{argv}");
+    let argv: Vec<String> =
+        serde_json::from_value(ok(&profile, None, &["instance", "get", "vm-c"])["runtime"]["command_line"].clone())
+            .unwrap();
+    assert!(
+        argv.iter().any(|a| a.contains(r#""driver":"virtio-blk-device""#) && a.contains(r#""drive":"v0-io""#)),
+        "{argv:?}"
+    );
 }
 
 /// A user-data script for the test guest that runs in the background: waits for the disk

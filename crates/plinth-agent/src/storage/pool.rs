@@ -10,7 +10,7 @@
 //! crash is sent again with it.
 
 use super::{qcow2, wipe};
-use plinth_api::{ObservedVolume, ObservedVolumeState, VolumeId, VolumePoolInventory, VolumeSpec, WipeMethod};
+use plinth_api::{BlobRef, ObservedVolume, ObservedVolumeState, VolumeId, VolumePoolInventory, VolumeSpec, WipeMethod};
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -26,6 +26,9 @@ const COPY_ON_WRITE: [(i64, &str); 3] = [(0x9123_683E, "btrfs"), (0x2FC1_2FC1, "
 pub struct VolumePool {
     dir: PathBuf,
     filesystem: &'static str,
+    /// Where an image a volume is filled from is fetched to (not the pool's filesystem:
+    /// nothing but volumes goes there).
+    scratch: PathBuf,
 }
 
 fn statfs(dir: &Path) -> std::io::Result<libc::statfs> {
@@ -48,7 +51,7 @@ impl VolumePool {
             .map_err(|e| format!("volume pool {}: {e}", dir.display()))?;
         let magic = statfs(dir).map_err(|e| format!("volume pool {}: statfs: {e}", dir.display()))?.f_type as i64;
         if let Some((_, name)) = IN_PLACE.iter().find(|(m, _)| *m == magic) {
-            return Ok(VolumePool { dir: dir.to_path_buf(), filesystem: name });
+            return Ok(VolumePool { dir: dir.to_path_buf(), filesystem: name, scratch: std::env::temp_dir() });
         }
         let what = COPY_ON_WRITE
             .iter()
@@ -60,6 +63,12 @@ impl VolumePool {
              and tmpfs are known to do",
             dir.display()
         ))
+    }
+
+    /// Images volumes are filled from are fetched into `dir` (made 0700 when needed).
+    pub fn with_scratch(mut self, dir: PathBuf) -> VolumePool {
+        self.scratch = dir;
+        self
     }
 
     /// The pool's directory.
@@ -105,19 +114,21 @@ impl VolumePool {
         key: &dyn Fn(&VolumeId) -> Result<String, String>,
         wiping: &dyn Fn(ObservedVolume),
     ) -> Vec<ObservedVolume> {
-        self.converge_open(specs, &BTreeSet::new(), key, wiping)
+        let no_images = |b: &BlobRef, _: &Path| Err(format!("no image source to fetch {} from", b.sha256));
+        self.converge_open(specs, &BTreeSet::new(), key, wiping, &no_images)
     }
 
     /// [`VolumePool::converge`], leaving alone the files of `open` (volumes a running
     /// guest has open: QEMU holds their lock, and grows them itself with
     /// `block_resize`): one still smaller than its spec is not reported until it has
-    /// grown.
+    /// grown. `fetch` writes an image file a volume is filled from to a path.
     pub fn converge_open(
         &self,
         specs: &[VolumeSpec],
         open: &BTreeSet<VolumeId>,
         key: &dyn Fn(&VolumeId) -> Result<String, String>,
         wiping: &dyn Fn(ObservedVolume),
+        fetch: &dyn Fn(&BlobRef, &Path) -> Result<(), String>,
     ) -> Vec<ObservedVolume> {
         let mut out = Vec::with_capacity(specs.len());
         for s in specs {
@@ -155,7 +166,7 @@ impl VolumePool {
                     bytes_overwritten: overwritten,
                 };
             let r = if s.present {
-                match self.make(s, key) {
+                match self.make(s, key, fetch) {
                     Ok(allocated) => report(ObservedVolumeState::Present, None, Some(allocated), None),
                     Err(e) => report(ObservedVolumeState::Failed, Some(e), None, None),
                 }
@@ -178,13 +189,21 @@ impl VolumePool {
     }
 
     /// Makes the volume's file unless it exists; answers the bytes it takes.
-    fn make(&self, s: &VolumeSpec, key: &dyn Fn(&VolumeId) -> Result<String, String>) -> Result<u64, String> {
+    fn make(
+        &self,
+        s: &VolumeSpec,
+        key: &dyn Fn(&VolumeId) -> Result<String, String>,
+        fetch: &dyn Fn(&BlobRef, &Path) -> Result<(), String>,
+    ) -> Result<u64, String> {
         let file = self.file(&s.volume_id);
         if !file.exists() {
             let part = self.part(&s.volume_id);
             let _ = std::fs::remove_file(&part);
             let k = if s.encrypted { Some(key(&s.volume_id)?) } else { None };
-            qcow2::create(&part, s.size_bytes, k.as_deref())?;
+            match &s.source {
+                None => qcow2::create(&part, s.size_bytes, k.as_deref())?,
+                Some(src) => self.fill(s, src, &part, k.as_deref(), fetch)?,
+            }
             drop(k);
             std::fs::File::open(&part)
                 .and_then(|f| f.sync_all())
@@ -208,6 +227,40 @@ impl VolumePool {
             }
         }
         allocated(&file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+
+    /// Makes `part` from the image file `src` (fetched to the scratch directory, its
+    /// digest checked, removed after), grown to the volume's size.
+    fn fill(
+        &self,
+        s: &VolumeSpec,
+        src: &BlobRef,
+        part: &Path,
+        key: Option<&str>,
+        fetch: &dyn Fn(&BlobRef, &Path) -> Result<(), String>,
+    ) -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.scratch)
+            .map_err(|e| format!("{}: {e}", self.scratch.display()))?;
+        let tmp = self.scratch.join(format!("{}.source", s.volume_id));
+        let made = (|| {
+            fetch(src, &tmp).map_err(|e| format!("fetching image disk {}: {e}", src.sha256))?;
+            let got = sha256_of(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            if got != src.sha256 {
+                return Err(format!("image disk {} arrived with digest {got}", src.sha256));
+            }
+            qcow2::convert(&tmp, src.format.as_str(), part, key)?;
+            if qcow2::virtual_size(part)? < s.size_bytes {
+                qcow2::resize(part, s.size_bytes, key)?;
+            }
+            tracing::info!(volume = %s.volume_id, image = %src.sha256, "volume filled from an image");
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        made
     }
 
     /// Wipes and removes the volume's file (and any half-made one); answers the bytes
@@ -257,6 +310,22 @@ impl VolumePool {
             }
         }
     }
+}
+
+/// The lowercase hex SHA-256 of a file.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf)? {
+            0 => break,
+            n => h.update(&buf[..n]),
+        }
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Bytes a file takes on its filesystem.

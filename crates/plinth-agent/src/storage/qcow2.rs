@@ -21,13 +21,31 @@ pub fn create(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), Str
         args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
     }
     args.extend([path.display().to_string(), size_bytes.to_string()]);
-    // QEMU calibrates PBKDF2 by the thread's CPU time, which on a busy host can read as no
-    // time at all ("Unable to get accurate CPU usage"): that attempt is made again.
+    calibrated(path, || qemu_img(&args, key))
+}
+
+/// Makes the qcow2 file `path` from the image file `src` (in `format`: `raw` or `qcow2`),
+/// LUKS inside with `key` when given; its size is the image's.
+pub fn convert(src: &Path, format: &str, path: &Path, key: Option<&str>) -> Result<(), String> {
+    let mut args: Vec<String> =
+        vec!["convert".into(), "-q".into(), "-f".into(), format.into(), "-O".into(), "qcow2".into()];
+    if key.is_some() {
+        args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "-o".into()]);
+        args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
+    }
+    args.extend([src.display().to_string(), path.display().to_string()]);
+    calibrated(path, || qemu_img(&args, key))
+}
+
+/// Runs `make` (a `qemu-img` that writes `path`), again when it failed only because QEMU
+/// calibrates PBKDF2 by the thread's CPU time, which on a busy host can read as no time at
+/// all ("Unable to get accurate CPU usage").
+fn calibrated(path: &Path, make: impl Fn() -> Result<String, String>) -> Result<(), String> {
     let mut attempt = 1;
     loop {
-        match qemu_img(&args, key) {
+        match make() {
             Err(e) if e.contains("Unable to get accurate CPU usage") && attempt < CALIBRATION_ATTEMPTS => {
-                tracing::info!(attempt, "qemu-img create: {e}; trying again");
+                tracing::info!(attempt, "qemu-img: {e}; trying again");
                 let _ = std::fs::remove_file(path);
                 attempt += 1;
             }
@@ -36,7 +54,7 @@ pub fn create(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), Str
     }
 }
 
-/// How many times a create whose PBKDF2 calibration failed is tried.
+/// How many times a `qemu-img` whose PBKDF2 calibration failed is tried.
 const CALIBRATION_ATTEMPTS: u32 = 5;
 
 /// Runs `qemu-img` with `args`, the key (when given) on its standard input for the

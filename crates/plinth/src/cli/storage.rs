@@ -132,6 +132,9 @@ pub enum VolumeCmd {
         /// Volume type id or name (default: the only one).
         #[arg(long = "type")]
         volume_type: Option<String>,
+        /// Fill it from this image's disk (id or name; it must fit in --size).
+        #[arg(long)]
+        image: Option<String>,
         /// Put it on the host of this instance (id or name), where it can be attached.
         #[arg(long)]
         instance: Option<String>,
@@ -307,7 +310,7 @@ impl VolumeCmd {
             VolumeCmd::Get { id, project } => {
                 o.object(&c.view::<Volumes>(&volume_id(c, id, project.as_deref()).await?).await?)
             }
-            VolumeCmd::Create { name, project, size, volume_type, instance, host, description, wait } => {
+            VolumeCmd::Create { name, project, size, volume_type, image, instance, host, description, wait } => {
                 let body = VolumeCreate {
                     project_id: ProjectId(resolve::<Projects>(c, project).await?),
                     name: name.clone(),
@@ -316,6 +319,7 @@ impl VolumeCmd {
                     size_gib: *size,
                     instance_id: resolve_opt::<Instances>(c, instance.as_deref()).await?.map(InstanceId),
                     host_id: resolve_opt::<Hosts>(c, host.as_deref()).await?.map(HostId),
+                    image: image.clone(),
                 };
                 let v = c.create::<Volumes>(&body).await?;
                 settle(c, o, v, wait).await

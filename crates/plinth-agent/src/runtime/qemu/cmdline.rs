@@ -274,34 +274,21 @@ impl QemuArgs {
                 push(&["-device", &format!("pcie-root-port,id=hp{i},bus=pcie.0,chassis={},slot={}", i + 1, i + 1)]);
             }
         }
-        // Attached volumes: the key (when encrypted) from a pipe as a `secret` object, the
-        // file and qcow2 nodes `v<slot>-file` → `v<slot>`, a throttle node `v<slot>-io` in
-        // its own throttle group `vtg<slot>` (the type's I/O limits, changeable live), the
-        // disk on its root port.
+        // Attached volumes, as a hot-plug adds them (`blockdev.rs`): the key (when encrypted)
+        // from a pipe as a `secret` object, the file and qcow2 nodes `v<slot>-file` →
+        // `v<slot>`, a throttle node `v<slot>-io` in its own throttle group `vtg<slot>` (the
+        // type's I/O limits, changeable live), the disk on its root port.
         for v in &self.volumes {
-            let n = v.slot;
-            let mut fmt = format!("driver=qcow2,node-name=v{n},file=v{n}-file,discard=unmap");
-            if let Some(fd) = v.key_fd {
-                push(&["-object", &format!("secret,id=vsec{n},file=/dev/fd/{fd}")]);
-                fmt.push_str(&format!(",encrypt.format=luks,encrypt.key-secret=vsec{n}"));
+            let key = v.key_fd.map_or(super::blockdev::Key::None, super::blockdev::Key::Fd);
+            let g =
+                super::blockdev::volume_disk(v.slot, &p(&v.file), key, direct == "on", &v.qos, self.machine, &v.serial);
+            for o in &g.objects {
+                push(&["-object", &o.to_string()]);
             }
-            push(&[
-                "-blockdev",
-                &format!(
-                    "driver=file,node-name=v{n}-file,filename={},cache.direct={direct},aio=threads,discard=unmap",
-                    p(&v.file)
-                ),
-            ]);
-            push(&["-blockdev", &fmt]);
-            let group = serde_json::json!({ "qom-type": "throttle-group", "id": format!("vtg{n}"),
-                "limits": v.qos.qemu_limits() });
-            push(&["-object", &group.to_string()]);
-            push(&["-blockdev", &format!("driver=throttle,node-name=v{n}-io,file=v{n},throttle-group=vtg{n}")]);
-            let dev = match self.machine {
-                Machine::Microvm => format!("virtio-blk-device,drive=v{n}-io,serial={},id=vdisk{n}", v.serial),
-                Machine::Q35 => format!("virtio-blk-pci,drive=v{n}-io,bus=hp{n},serial={},id=vdisk{n}", v.serial),
-            };
-            push(&["-device", &dev]);
+            for node in &g.nodes {
+                push(&["-blockdev", &node.to_string()]);
+            }
+            push(&["-device", &g.device.to_string()]);
         }
         // A guest kernel panic reaches QEMU (and its `GUEST_PANICKED` event) through pvpanic.
         push(&["-device", "pvpanic"]);
@@ -439,31 +426,29 @@ mod tests {
             },
         ];
         let s = joined(&a);
-        let group = |n: u8, bps: u64| {
-            format!(
-                "{{\"id\":\"vtg{n}\",\"limits\":{{\"bps-read\":0,\"bps-total\":{bps},\"bps-total-max\":0,\
-                 \"bps-total-max-length\":1,\"bps-write\":0,\"iops-read\":0,\"iops-total\":0,\"iops-total-max\":0,\
-                 \"iops-total-max-length\":1,\"iops-write\":0}},\"qom-type\":\"throttle-group\"}}"
-            )
-        };
-        let want = format!(
-            "-device pcie-root-port,id=hp7,bus=pcie.0,chassis=8,slot=8 \
-             -object secret,id=vsec0,file=/dev/fd/5 \
-             -blockdev driver=file,node-name=v0-file,filename=/pool/vol_a.qcow2,cache.direct=on,aio=threads,discard=unmap \
-             -blockdev driver=qcow2,node-name=v0,file=v0-file,discard=unmap,encrypt.format=luks,encrypt.key-secret=vsec0 \
-             -object {} -blockdev driver=throttle,node-name=v0-io,file=v0,throttle-group=vtg0 \
-             -device virtio-blk-pci,drive=v0-io,bus=hp0,serial=SERIALA,id=vdisk0 \
-             -blockdev driver=file,node-name=v3-file,filename=/pool/vol_b.qcow2,cache.direct=on,aio=threads,discard=unmap \
-             -blockdev driver=qcow2,node-name=v3,file=v3-file,discard=unmap \
-             -object {} -blockdev driver=throttle,node-name=v3-io,file=v3,throttle-group=vtg3 \
-             -device virtio-blk-pci,drive=v3-io,bus=hp3,serial=SERIALB,id=vdisk3 -device pvpanic",
-            group(0, 2 << 20),
-            group(3, 0)
-        );
-        assert!(s.contains(&want), "{s}\n{want}");
+        let want = [
+            "-device pcie-root-port,id=hp7,bus=pcie.0,chassis=8,slot=8 ",
+            r#"-object {"file":"/dev/fd/5","id":"vsec0","qom-type":"secret"} "#,
+            r#"-object {"id":"vtg0","limits":{"bps-read":0,"bps-total":2097152,"#,
+            r#"-blockdev {"aio":"threads","cache":{"direct":true,"no-flush":false},"discard":"unmap","driver":"file","filename":"/pool/vol_a.qcow2","node-name":"v0-file"} "#,
+            r#"-blockdev {"discard":"unmap","driver":"qcow2","encrypt":{"format":"luks","key-secret":"vsec0"},"file":"v0-file","node-name":"v0"} "#,
+            r#"-blockdev {"driver":"throttle","file":"v0","node-name":"v0-io","throttle-group":"vtg0"} "#,
+            r#"-device {"bus":"hp0","drive":"v0-io","driver":"virtio-blk-pci","id":"vdisk0","serial":"SERIALA"} "#,
+            r#"-object {"id":"vtg3","limits":{"bps-read":0,"bps-total":0,"#,
+            r#"-blockdev {"discard":"unmap","driver":"qcow2","file":"v3-file","node-name":"v3"} "#,
+            r#"-device {"bus":"hp3","drive":"v3-io","driver":"virtio-blk-pci","id":"vdisk3","serial":"SERIALB"} -device pvpanic"#,
+        ];
+        let mut at = 0;
+        for w in want {
+            let found = s[at..].find(w).unwrap_or_else(|| panic!("{w}\nnot after {at} in\n{s}"));
+            at += found + w.len();
+        }
         a.machine = Machine::Microvm;
         let s = joined(&a);
-        assert!(s.contains("-device virtio-blk-device,drive=v3-io,serial=SERIALB,id=vdisk3"), "{s}");
+        assert!(
+            s.contains(r#"-device {"drive":"v3-io","driver":"virtio-blk-device","id":"vdisk3","serial":"SERIALB"}"#),
+            "{s}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! What the guest has (plugged, unplugging, failed) is kept per guest and read by the
 //! runner after every step ([`crate::runtime::Runtime::plugs`]).
 
+use super::blockdev::{self, Key};
 use super::qmp::{Qmp, QmpError};
 use super::{Guest, GuestState, Inner, Machine, QMP_TIMEOUT, guest, lock, machine_for};
 use crate::runtime::{GuestEvent, Happened};
@@ -134,60 +135,27 @@ async fn unplug(qmp: &Qmp, n: u8, wait: Duration) -> Result<bool, String> {
     }
 }
 
-/// Hot-plugs volume `v` (its file `file`, opened with `key`) on its slot; on failure
-/// nothing of it is left.
+/// Hot-plugs volume `v` (its file `file`, opened with `key`) on its slot, the same graph a
+/// boot gives it (`blockdev.rs`); on failure nothing of it is left.
 async fn plug(qmp: &Qmp, v: &InstanceVolumeSpec, file: &str, key: Option<&str>, direct: bool) -> Result<(), String> {
     let n = v.slot;
+    let key = key.map_or(Key::None, Key::Data);
+    let graph = blockdev::volume_disk(n, file, key, direct, &v.qos, Machine::Q35, &v.serial);
     let steps = async {
-        if let Some(k) = key {
-            qmp.execute_within(
-                "object-add",
-                json!({ "qom-type": "secret", "id": format!("vsec{n}"), "data": k, "format": "raw" }),
-                QMP_TIMEOUT,
-            )
-            .await
-            .map_err(|e| qmp_err("adding the key as a secret", e))?;
+        for o in graph.objects {
+            let id = o["id"].as_str().unwrap_or_default().to_string();
+            qmp.execute_within("object-add", o, QMP_TIMEOUT).await.map_err(|e| qmp_err(&format!("adding {id}"), e))?;
         }
-        qmp.execute_within(
-            "blockdev-add",
-            json!({ "driver": "file", "node-name": format!("v{n}-file"), "filename": file,
-                "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" }),
-            PLUG_TIMEOUT,
-        )
-        .await
-        .map_err(|e| qmp_err("opening the volume file", e))?;
-        let mut fmt = json!({ "driver": "qcow2", "node-name": format!("v{n}"), "file": format!("v{n}-file"),
-            "discard": "unmap" });
-        if key.is_some() {
-            fmt["encrypt"] = json!({ "format": "luks", "key-secret": format!("vsec{n}") });
+        for node in graph.nodes {
+            let name = node["node-name"].as_str().unwrap_or_default().to_string();
+            qmp.execute_within("blockdev-add", node, PLUG_TIMEOUT)
+                .await
+                .map_err(|e| qmp_err(&format!("adding node {name}"), e))?;
         }
-        qmp.execute_within("blockdev-add", fmt, PLUG_TIMEOUT)
-            .await
-            .map_err(|e| qmp_err("opening the qcow2 image", e))?;
-        qmp.execute_within(
-            "object-add",
-            json!({ "qom-type": "throttle-group", "id": format!("vtg{n}"), "limits": v.qos.qemu_limits() }),
-            QMP_TIMEOUT,
-        )
-        .await
-        .map_err(|e| qmp_err("adding its throttle group", e))?;
-        qmp.execute_within(
-            "blockdev-add",
-            json!({ "driver": "throttle", "node-name": format!("v{n}-io"), "file": format!("v{n}"),
-                "throttle-group": format!("vtg{n}") }),
-            PLUG_TIMEOUT,
-        )
-        .await
-        .map_err(|e| qmp_err("adding its throttle node", e))?;
         crash_point("hotplug:after_nodes");
-        qmp.execute_within(
-            "device_add",
-            json!({ "driver": "virtio-blk-pci", "id": format!("vdisk{n}"), "drive": format!("v{n}-io"),
-                "bus": format!("hp{n}"), "serial": v.serial }),
-            PLUG_TIMEOUT,
-        )
-        .await
-        .map_err(|e| qmp_err("adding the disk to the guest", e))?;
+        qmp.execute_within("device_add", graph.device, PLUG_TIMEOUT)
+            .await
+            .map_err(|e| qmp_err("adding the disk to the guest", e))?;
         Ok::<(), String>(())
     };
     if let Err(e) = steps.await {
@@ -264,11 +232,8 @@ impl Inner {
 
         // Nodes left without their device (a release noticed late, a crash mid-plug).
         let named = nodes(&qmp).await?;
-        let orphans: BTreeSet<u8> = named
-            .keys()
-            .filter_map(|n| n.strip_prefix('v')?.trim_end_matches("-file").trim_end_matches("-io").parse().ok())
-            .filter(|slot| !has.contains_key(slot))
-            .collect();
+        let orphans: BTreeSet<u8> =
+            named.keys().filter_map(|n| blockdev::slot_of_node(n)).filter(|slot| !has.contains_key(slot)).collect();
         for slot in orphans {
             release(&qmp, slot).await.unwrap_or_else(|e| errors.push(e));
             given.remove(&slot);

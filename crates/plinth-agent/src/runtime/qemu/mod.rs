@@ -35,6 +35,7 @@
 //! Owns QEMU processes, their QMP connections and the files under `{data_dir}/qemu` and
 //! `{data_dir}/images`; what to do with a guest is decided in [`crate::converge`].
 
+mod blockdev;
 pub mod cidata;
 pub mod cmdline;
 pub mod console;

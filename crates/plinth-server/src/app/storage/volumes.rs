@@ -152,6 +152,38 @@ async fn place(tx: &mut Tx, st: &AppState, caller: &Caller, b: &VolumeCreate, pr
     }
 }
 
+/// The disk of the image `reference` the project may use, to fill a volume of `size_gib`
+/// from: refused when there is no such image, it is not available, it has no disk (a
+/// kernel-only image), or its disk is larger than the volume.
+async fn image_disk(st: &AppState, project: &Project, reference: &str, size_gib: u32) -> Result<(ImageId, BlobRef)> {
+    let image = st.store.image_for_project(&project.id, reference).await?.ok_or_else(|| {
+        Error::invalid("image_not_found", format!("image: no image {reference:?} is available to this project"))
+            .with_constraint(json!({ "field": "image", "rule": "exists" }))
+    })?;
+    if image.status != ImageStatus::Available {
+        let status = plinth_store::image_status_str(image.status);
+        return Err(Error::conflict(
+            "image_not_available",
+            format!("image {} ({}) is {status}, not available", image.name, image.id),
+        )
+        .with_constraint(json!({ "field": "image", "rule": "available", "status": status })));
+    }
+    let disk = crate::app::images::files::boot_source(&image).disk.ok_or_else(|| {
+        Error::invalid("image_has_no_disk", format!("image {} has no disk to fill a volume with", image.name))
+            .with_constraint(json!({ "field": "image", "rule": "has a disk" }))
+    })?;
+    let virtual_size =
+        image.files.iter().find(|f| f.role == ImageFileRole::Disk).and_then(|f| f.virtual_size_bytes).unwrap_or(0);
+    if virtual_size > u64::from(size_gib) << 30 {
+        return Err(Error::invalid(
+            "image_too_large",
+            format!("image {}'s disk is {virtual_size} bytes, more than the volume's {size_gib} GiB", image.name),
+        )
+        .with_constraint(json!({ "field": "size_gib", "rule": "holds the image", "image_bytes": virtual_size })));
+    }
+    Ok((image.id, disk))
+}
+
 /// Create a volume.
 pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<Volume> {
     validate::dns_label("name", &b.name)?;
@@ -162,6 +194,10 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
     }
     let project = writable_project(st, caller, &b.project_id, "creating volumes in this project").await?;
     let vt = type_for(st, &b).await?;
+    let source = match &b.image {
+        Some(r) => Some(image_disk(st, &project, r, b.size_gib).await?),
+        None => None,
+    };
     let kek = match (&st.config.volume_kek, vt.encrypted) {
         (Some(k), true) => Some(k),
         (None, true) => {
@@ -196,6 +232,8 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         wipe_evidence: None,
         attachment_id: None,
         instance_id: None,
+        source_image_id: source.as_ref().map(|(i, _)| i.clone()),
+        source_disk: source.map(|(_, d)| d),
         generation: 1,
         created_at: now,
         updated_at: now,
@@ -395,6 +433,7 @@ pub async fn host_specs(st: &AppState, host: &HostId) -> Result<Vec<VolumeSpec>>
             size_bytes: u64::from(v.size_gib) << 30,
             encrypted: v.encrypted,
             wipe: v.wipe,
+            source: v.source_disk,
         })
         .collect())
 }
