@@ -556,11 +556,14 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
     // Carried to another running guest, which reads what vm-a wrote.
     running("vm-b", Some(hot_script(&serial, &marker, false)), "test-guest");
     saw("vm-b", "vm-b's script to start", "PLINTH-USERDATA");
-    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b", "--wait"]);
+    // (The instance's own verbs this time.)
+    ok(&profile, None, &["instance", "attach", "vm-b", "--volume", "data", "--wait"]);
     let c = saw("vm-b", "vm-b to read the disk", "PLINTH-VOL-READ");
     assert!(c.contains(&format!("PLINTH-VOL-READ {marker}")), "vm-b reads vm-a's marker: {c}");
     assert!(c.contains(&format!(" {}", 2u64 << 21)), "and sees 2 GiB: {c}");
-    ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    let out = cli(&profile, None, &["instance", "detach", "vm-a", "--volume", "data"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not attached to instance vm-a"), "{out:?}");
+    ok(&profile, None, &["instance", "detach", "vm-b", "--volume", "data", "--wait"]);
 
     // A guest that never releases the disk: firmware with nothing to boot (no OS answers
     // the unplug request). The detach passes its deadline: error_detaching, with why.

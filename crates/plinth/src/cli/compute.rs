@@ -127,6 +127,27 @@ pub enum InstanceCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Attach a volume of its project (hot-plugged when it runs; as `plinth volume attach`).
+    Attach {
+        id: String,
+        /// The volume (id, or name in the instance's project).
+        #[arg(long)]
+        volume: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Detach a volume from it (a running guest is asked to release the disk).
+    Detach {
+        id: String,
+        /// The volume (id, or name in the instance's project).
+        #[arg(long)]
+        volume: String,
+        /// Operators: stop the instance and detach cold.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Its history.
     Events {
         id: String,
@@ -278,6 +299,10 @@ impl InstanceCmd {
             InstanceCmd::Delete { id, wait } => {
                 let d = c.delete::<Instances>(&Instances::lookup(c, id).await?, None).await?;
                 accepted(c, o, &d, wait).await
+            }
+            InstanceCmd::Attach { id, volume, wait } => super::storage::attach_to(c, o, id, volume, wait).await,
+            InstanceCmd::Detach { id, volume, force, wait } => {
+                super::storage::detach_from(c, o, id, volume, *force, wait).await
             }
             InstanceCmd::Events { id, page } => {
                 let d = c.instance_events(&Instances::lookup(c, id).await?, &page.page()).await?;

@@ -2,7 +2,7 @@
 //! `attach`/`detach`, hot or cold, and `extend`) and `plinth volume-attachment …`.
 //! Names resolve to ids (a volume's within its project when `--project` is given).
 
-use super::{ListArgs, create, delete, get, none_match};
+use super::{Ids, ListArgs, create, delete, get, none_match};
 use crate::output::Out;
 use anyhow::Result;
 use clap::Subcommand;
@@ -260,6 +260,35 @@ impl VolumeAttachmentCmd {
             VolumeAttachmentCmd::Get { id } => o.object(&c.view::<VolumeAttachments>(id).await?),
         }
     }
+}
+
+/// `plinth instance attach VM --volume V`: the volume (id, or name in the instance's
+/// project) attached to the instance, as `plinth volume attach` does it.
+pub async fn attach_to(c: &Client, o: &Out, instance: &str, volume: &str, w: &super::compute::WaitArgs) -> Result<()> {
+    let inst = c.view::<Instances>(&Instances::lookup(c, instance).await?).await?;
+    let id = volume_id(c, volume, Some(inst.project_id.as_str())).await?;
+    let a = c.attach_volume(&id, &VolumeAttach { instance_id: inst.id.clone() }).await?;
+    follow(c, o, a, w, false).await
+}
+
+/// `plinth instance detach VM --volume V`: the volume detached, refused when it is not
+/// attached to that instance.
+pub async fn detach_from(
+    c: &Client,
+    o: &Out,
+    instance: &str,
+    volume: &str,
+    force: bool,
+    w: &super::compute::WaitArgs,
+) -> Result<()> {
+    let inst = c.view::<Instances>(&Instances::lookup(c, instance).await?).await?;
+    let id = volume_id(c, volume, Some(inst.project_id.as_str())).await?;
+    let vol = c.view::<Volumes>(&id).await?;
+    if vol.instance_id.as_ref() != Some(&inst.id) {
+        anyhow::bail!("volume {} is not attached to instance {}", vol.name, inst.name);
+    }
+    let a = c.detach_volume(&id, &VolumeDetach { force }).await?;
+    follow(c, o, a, w, force).await
 }
 
 /// Prints an attachment, or with `--wait` follows it until its host has done its part:

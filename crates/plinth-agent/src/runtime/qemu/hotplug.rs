@@ -230,13 +230,17 @@ impl Inner {
             }
         }
 
-        // Nodes left without their device (a release noticed late, a crash mid-plug).
-        let named = nodes(&qmp).await?;
-        let orphans: BTreeSet<u8> =
-            named.keys().filter_map(|n| blockdev::slot_of_node(n)).filter(|slot| !has.contains_key(slot)).collect();
-        for slot in orphans {
-            release(&qmp, slot).await.unwrap_or_else(|e| errors.push(e));
-            given.remove(&slot);
+        // Nodes left without their device (a crash mid-plug, a release that failed): looked
+        // for at this agent's first step on the guest and after any step that failed.
+        if !g.scanned.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let named = nodes(&qmp).await?;
+            let orphans: BTreeSet<u8> =
+                named.keys().filter_map(|n| blockdev::slot_of_node(n)).filter(|slot| !has.contains_key(slot)).collect();
+            for slot in orphans {
+                tracing::info!(instance = %g.id, slot, "qemu: removing nodes left without their disk");
+                release(&qmp, slot).await.unwrap_or_else(|e| errors.push(e));
+                given.remove(&slot);
+            }
         }
 
         // Disks the spec wants and the guest lacks: hot-plugged.
@@ -291,10 +295,12 @@ impl Inner {
 
         // Disks smaller than their spec: grown live (the guest is told). Limits changed:
         // set on the disk's group live.
-        let named = nodes(&qmp).await?;
+        // (A disk just plugged is already its volume's size: its host made or grew the file.)
+        let grows = spec.volumes.iter().any(|v| before.get(&v.slot).is_some_and(|b| b.size_bytes < v.size_bytes));
+        let named = if grows { nodes(&qmp).await? } else { Default::default() };
         for v in spec.volumes.iter().filter(|v| disks.get(&v.slot).is_some_and(|d| d.state == PlugState::Plugged)) {
             let now = named.get(&format!("v{}", v.slot)).copied().unwrap_or(0);
-            if v.size_bytes > now {
+            if grows && v.size_bytes > now {
                 match qmp
                     .execute_within(
                         "block_resize",
@@ -325,7 +331,12 @@ impl Inner {
         record.generation = record.generation.max(generation);
         guest::save(&g.paths.record, record).await.map_err(|e| e.to_string())?;
         *lock(&g.disks) = disks;
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            g.scanned.store(false, std::sync::atomic::Ordering::SeqCst);
+            Err(errors.join("; "))
+        }
     }
 
     /// The pool file of volume `v`.

@@ -157,6 +157,9 @@ struct Guest {
     disks: Mutex<std::collections::BTreeMap<u8, plinth_api::ObservedPlug>>,
     /// Slots whose disk the guest was asked to release and has not yet.
     unplugging: Mutex<BTreeSet<u8>>,
+    /// Its block nodes were checked for ones left without their disk since this agent
+    /// started (or since a step on its disks last failed).
+    scanned: AtomicBool,
 }
 
 /// Runs `f` as phase `phase` of guest `g`'s current step, noting when it began and how
@@ -301,6 +304,7 @@ impl Inner {
                     phases: Mutex::new(Vec::new()),
                     disks: Mutex::new(Default::default()),
                     unplugging: Mutex::new(BTreeSet::new()),
+                    scanned: AtomicBool::new(false),
                 })
             })
             .clone()
