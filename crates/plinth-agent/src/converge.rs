@@ -375,7 +375,7 @@ impl GuestTable {
             .values()
             .filter(|g| g.actual == Actual::Running || g.in_flight.is_some())
             .filter_map(|g| g.spec.as_ref())
-            .flat_map(|s| s.volumes.iter().map(|v| v.volume_id.clone()))
+            .flat_map(|s| s.boot_volume.iter().chain(s.volumes.iter()).map(|v| v.volume_id.clone()))
             .collect()
     }
 
@@ -593,6 +593,7 @@ pub(crate) mod tests {
             nics: Vec::new(),
             cloud_init: None,
             volumes: Vec::new(),
+            boot_volume: None,
         }
     }
 

@@ -310,6 +310,7 @@ async fn busybox_guest(class: RuntimeClass) {
         nics: vec![nic(mac, &vpc.tap())],
         cloud_init: Some(seed(&id, &vpc, mac, &keys, Some(user_data))),
         volumes: Vec::new(),
+        boot_volume: None,
     })
     .await;
 
@@ -386,6 +387,7 @@ async fn a_guest_with_nics_on_an_agent_without_taps_fails_clearly() {
         nics: vec![nic("02:00:5e:00:00:09", "ngtap")],
         cloud_init: None,
         volumes: Vec::new(),
+        boot_volume: None,
     };
     let e = rt
         .execute(Op { instance_id: id.clone(), generation: 1, kind: OpKind::Prepare(Box::new(spec)) })
@@ -432,6 +434,7 @@ async fn debian_guest_log_in_with_ssh() {
         nics: vec![nic(mac, &vpc.tap())],
         cloud_init: Some(seed(&id, &vpc, mac, &keys, Some(user_data))),
         volumes: Vec::new(),
+        boot_volume: None,
     })
     .await;
     let ip = vpc.guest_ip();

@@ -142,6 +142,7 @@ impl Fixture {
             nics: Vec::new(),
             cloud_init: None,
             volumes: Vec::new(),
+            boot_volume: None,
         }
     }
 

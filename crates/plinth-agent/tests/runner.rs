@@ -211,6 +211,7 @@ fn spec(id: &InstanceId, generation: i64, power: PowerState, boot_generation: i6
         nics: Vec::new(),
         cloud_init: None,
         volumes: Vec::new(),
+        boot_volume: None,
     }
 }
 

@@ -61,6 +61,9 @@ pub struct InstanceSpec {
     /// Its attached volumes, in slot order (given to the guest as disks when it boots).
     #[serde(default)]
     pub volumes: Vec<crate::storage::InstanceVolumeSpec>,
+    /// A volume that is the guest's root disk instead of one made from the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume: Option<crate::storage::InstanceVolumeSpec>,
 }
 
 /// One NIC of a guest, as its runtime plugs it.

@@ -277,6 +277,15 @@ pub struct InstanceCreate {
     /// host.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// A volume of the project to be the root disk instead of one made from the image (id
+    /// or name; `available`; fill it from the image first for a disk image): the image
+    /// still gives the kernel, initrd and command line of a direct boot. The instance is
+    /// placed on its host.
+    #[serde(default)]
+    pub boot_volume: Option<String>,
+    /// Keep the boot volume when the instance is deleted (default: it is deleted with it).
+    #[serde(default)]
+    pub keep_boot_volume: bool,
 }
 
 /// Body of `PATCH /v1/instances/{id}`.

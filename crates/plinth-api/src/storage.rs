@@ -371,6 +371,12 @@ pub struct VolumeAttachment {
     /// Why it is in `error_detaching`, or why its attach failed (it then ends `detached`).
     #[serde(default)]
     pub detail: Option<String>,
+    /// It is the instance's root disk (`boot_volume`), not a data disk in a slot.
+    #[serde(default)]
+    pub boot: bool,
+    /// A boot volume deleted with its instance (not kept).
+    #[serde(default)]
+    pub delete_with_instance: bool,
     /// The instance spec generation that carries the attachment's last change: a host's
     /// report at or past it settles a `detaching`.
     #[serde(default)]

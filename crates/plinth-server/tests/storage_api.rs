@@ -583,3 +583,69 @@ async fn an_instance_created_with_volumes_is_placed_on_their_host_or_refused_say
     assert_eq!(srv.get(&format!("/v1/volumes/{}", vols[2])).token(&tok).send().await.ok(200)["state"], "available");
     create("vm-4", json!(["nothing-by-that-name"])).send().await.problem(422, "invalid_reference");
 }
+
+#[tokio::test]
+async fn a_boot_volume_is_the_instances_root_disk_and_goes_with_it_unless_kept() {
+    use common::fleet::{Boots, TestAgent};
+    let srv = TestServer::start().await;
+    srv.post("/v1/volume-types").token(&srv.operator).json(&json!({ "name": "standard" })).send().await.ok(201);
+    let host = srv.enroll_host("h1", with_pool(100), &[]).await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.shape("small", 1, 1024).await;
+    srv.public_image("debian-12").await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let mut ids = Vec::new();
+    for name in ["root-a", "root-b", "data"] {
+        let v = srv
+            .post("/v1/volumes")
+            .token(&tok)
+            .json(&json!({ "project_id": project, "name": name, "size_gib": 1 }))
+            .send()
+            .await
+            .ok(201);
+        let spec = spec_of(&desired(&srv, &host).await, &id(&v)).expect("told").clone();
+        report(&srv, &host, &id(&v), &spec["generation"], "present", json!({})).await;
+        ids.push(id(&v));
+    }
+    let create = |name: &str, root: &str, keep: bool, volumes: Value| {
+        srv.post("/v1/instances").token(&tok).json(&json!({ "project_id": project, "name": name, "shape": "small",
+            "image": "debian-12", "boot_volume": root, "keep_boot_volume": keep, "volumes": volumes }))
+    };
+    let kept = create("vm-kept", "root-a", true, json!(["data"])).send().await.ok(202);
+    let dropped = create("vm-dropped", "root-b", false, json!([])).send().await.ok(202);
+    let (kid, did) = (id(&kept["instance"]), id(&dropped["instance"]));
+    for made in [&kept, &dropped] {
+        assert_eq!(srv.wait_op(&tok, &op_of(made)).await["status"], "succeeded");
+    }
+    // The spec carries the root disk apart from the data disks.
+    let d = desired(&srv, &host).await;
+    let spec = d["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == kid.as_str()).expect("spec");
+    assert_eq!(spec["boot_volume"]["volume_id"], ids[0].as_str(), "{spec}");
+    assert_eq!(spec["volumes"].as_array().map(|v| v.len()), Some(1), "data only: {spec}");
+    assert_eq!(spec["volumes"][0]["volume_id"], ids[2].as_str());
+    let atts = srv.list_all(&tok, &format!("/v1/volume-attachments?instance_id={kid}")).await;
+    let boot = atts.iter().find(|a| a["boot"] == true).expect("a boot attachment");
+    assert_eq!((boot["volume_id"].as_str(), boot["slot"].as_u64()), (Some(ids[0].as_str()), Some(8)));
+    // Not detached, not rebuilt.
+    srv.post(&format!("/v1/volumes/{}/detach", ids[0])).token(&tok).send().await.problem(409, "boot_volume");
+    srv.post(&format!("/v1/instances/{kid}/rebuild"))
+        .token(&tok)
+        .json(&json!({ "image": "debian-12" }))
+        .send()
+        .await
+        .problem(409, "boot_from_volume");
+    // Deleted: the kept one is available again (with the data volume); the other is deleted.
+    for iid in [&kid, &did] {
+        let del = srv.delete(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(202);
+        assert_eq!(srv.wait_op(&tok, &op_of(&del)).await["status"], "succeeded");
+    }
+    let state = |v: &str| {
+        let v = v.to_string();
+        let srv = &srv;
+        let tok = tok.clone();
+        async move { srv.get(&format!("/v1/volumes/{v}")).token(&tok).send().await.ok(200)["state"].clone() }
+    };
+    assert_eq!(state(&ids[0]).await, "available", "kept");
+    assert_eq!(state(&ids[2]).await, "available", "a data volume is never deleted with its instance");
+    assert_eq!(state(&ids[1]).await, "deleting", "deleted with its instance: its key destroyed, its host told to wipe");
+}

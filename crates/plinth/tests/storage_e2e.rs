@@ -362,7 +362,7 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     let inst = ok(&profile, None, &["instance", "get", "vm-a"]);
     let argv: Vec<String> = serde_json::from_value(inst["runtime"]["command_line"].clone()).unwrap();
     assert!(
-        argv.iter().any(|a| a.contains(r#""bus":"hp0""#) && a.contains(&format!(r#""serial":"{serial}""#))),
+        argv.iter().any(|a| a.contains("bus=hp0") && a.contains(&format!("serial={serial}"))),
         "the disk on root port hp0 with its serial: {argv:?}"
     );
     ok(&profile, None, &["instance", "stop", "vm-a", "--wait"]);
@@ -435,10 +435,7 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     let argv: Vec<String> =
         serde_json::from_value(ok(&profile, None, &["instance", "get", "vm-c"])["runtime"]["command_line"].clone())
             .unwrap();
-    assert!(
-        argv.iter().any(|a| a.contains(r#""driver":"virtio-blk-device""#) && a.contains(r#""drive":"v0-io""#)),
-        "{argv:?}"
-    );
+    assert!(argv.iter().any(|a| a.starts_with("virtio-blk-device,drive=v0-io")), "{argv:?}");
 }
 
 /// A user-data script for the test guest that runs in the background: waits for the disk
@@ -810,4 +807,88 @@ fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
     let gone = ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
     assert_eq!(gone["state"], "detached", "{gone}");
     assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
+}
+
+#[test]
+fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_with_one_that_does_not() {
+    if !root() {
+        return;
+    }
+    let guest = test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _net = common::NetReaper(d.to_path_buf());
+    let fs = LoopFs::new(d);
+    let _qemu = common::QemuReaper(d.to_path_buf());
+    let pool = fs.mnt.join("pool");
+    let (_up, _agent, profile, _host) = start(d, &pool);
+    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
+    let (kernel, initrd) = (guest.join("vmlinux"), guest.join("initramfs.cpio.gz"));
+    ok(
+        &profile,
+        None,
+        &[
+            "image",
+            "create",
+            "test-guest",
+            "--public",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            cmdline.trim(),
+        ],
+    );
+    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    ok(&profile, None, &["volume-type", "create", "standard"]);
+    ok(&profile, None, &["tenant", "create", "acme"]);
+    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
+    let vol = ok(&profile, None, &["volume", "create", "root", "--project", "web", "--size", "1", "--wait"]);
+    let vid = vol["id"].as_str().unwrap().to_string();
+    let console =
+        |vm: &str| String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", vm]).stdout).into_owned();
+    let boot = |vm: &str, keep: bool| {
+        let mut args = vec!["instance", "create", vm, "--project", "web", "--shape", "tiny", "--image", "test-guest"];
+        args.extend(["--boot-volume", "root", "--wait"]);
+        if keep {
+            args.push("--keep-boot-volume");
+        }
+        ok(&profile, None, &args);
+        wait_for(&format!("{vm}'s disk check"), Duration::from_secs(120), || {
+            let c = console(vm);
+            assert!(!c.contains("PLINTH-DISK-FAIL"), "{c}");
+            c.lines().find(|l| l.starts_with("PLINTH-DISK-OK")).map(str::to_string)
+        })
+    };
+
+    // The guest's root disk (/dev/vda) is the volume: a fresh one is formatted, boot 1.
+    let first = boot("vm-1", true);
+    assert_eq!(first, "PLINTH-DISK-OK /dev/vda boot=1");
+    let argv: Vec<String> =
+        serde_json::from_value(ok(&profile, None, &["instance", "get", "vm-1"])["runtime"]["command_line"].clone())
+            .unwrap();
+    assert!(argv.iter().any(|a| a.contains("drive=root-io")), "the root disk is the volume: {argv:?}");
+    assert!(!argv.iter().any(|a| a.contains("disk0")), "and no disk made from the image: {argv:?}");
+    let out = cli(&profile, None, &["instance", "detach", "vm-1", "--volume", "root"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("boot_volume"), "{out:?}");
+    let out = cli(&profile, None, &["instance", "rebuild", "vm-1", "--image", "test-guest"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("boot_from_volume"), "{out:?}");
+
+    // Kept when its instance goes; a second instance boots from it and finds boot 1's file.
+    ok(&profile, None, &["instance", "delete", "vm-1", "--wait"]);
+    let v = ok(&profile, None, &["volume", "get", &vid]);
+    assert_eq!(v["state"], "available", "kept: {v}");
+    let second = boot("vm-2", false);
+    assert_eq!(second, "PLINTH-DISK-OK /dev/vda boot=2", "the root disk outlived vm-1");
+
+    // Not kept: deleted with the instance (key destroyed, wiped by its host).
+    assert_eq!(fs.copies(LUKS_MAGIC), 1, "its LUKS header is on the device");
+    ok(&profile, None, &["instance", "delete", "vm-2", "--wait"]);
+    let v = wait_for("the boot volume to be wiped", Duration::from_secs(90), || {
+        let v = ok(&profile, None, &["volume", "get", &vid]);
+        (v["state"] == "deleted").then_some(v)
+    });
+    assert!(v["wipe_evidence"]["key_destroyed_at"].is_string(), "{v}");
+    assert_eq!(fs.copies(LUKS_MAGIC), 0, "its LUKS header is gone from the device");
 }

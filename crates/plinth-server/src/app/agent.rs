@@ -85,6 +85,7 @@ fn spec_of(inst: &Instance, user_data: Option<String>) -> Option<InstanceSpec> {
         nics: Vec::new(),
         cloud_init: None,
         volumes: Vec::new(),
+        boot_volume: None,
     })
 }
 
@@ -119,7 +120,9 @@ pub async fn desired(st: &AppState, host_id: &HostId, q: DesiredQuery) -> Result
                 nics: &guest.seed,
             }));
             spec.nics = guest.plugs;
-            spec.volumes = attached.remove(&i.id).unwrap_or_default();
+            let disks = attached.remove(&i.id).unwrap_or_default();
+            spec.volumes = disks.volumes;
+            spec.boot_volume = disks.boot;
             Some(spec)
         })
         .collect();

@@ -73,7 +73,7 @@ pub enum InstanceCmd {
     /// Show one (id or name).
     Get { id: String },
     /// Create one (placed and claimed at once; prepared and started in the background).
-    Create(#[command(flatten)] InstanceCreateArgs),
+    Create(#[command(flatten)] Box<InstanceCreateArgs>),
     /// Change labels or the restart policy.
     Update {
         id: String,
@@ -214,6 +214,13 @@ pub struct InstanceCreateArgs {
     /// slot order): the instance is placed on the host whose pool holds it.
     #[arg(long = "volume")]
     pub volumes: Vec<String>,
+    /// A volume of the project to be its root disk instead of one made from the image (id
+    /// or name; fill it from the image first, `plinth volume create … --image`).
+    #[arg(long)]
+    pub boot_volume: Option<String>,
+    /// Keep the boot volume when the instance is deleted (default: deleted with it).
+    #[arg(long, requires = "boot_volume")]
+    pub keep_boot_volume: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -250,6 +257,8 @@ impl InstanceCreateArgs {
             start: Some(!self.stopped),
             nics,
             volumes: self.volumes.clone(),
+            boot_volume: self.boot_volume.clone(),
+            keep_boot_volume: self.keep_boot_volume,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! A volume disk's QEMU objects, block nodes and device, described once and used both on a
-//! boot's command line (`-object`, `-blockdev`, `-device` in their JSON form) and in a
-//! hot-plug (`object-add`, `blockdev-add`, `device_add` with the same dictionaries), so a
+//! boot's command line (`-object` and `-blockdev` in their JSON form, `-device` as
+//! key=value: [`keyval`]) and in a hot-plug (`object-add`, `blockdev-add`, `device_add` with the same dictionaries), so a
 //! disk plugged live and the same disk given at the next boot are one graph:
 //!
 //! ```text
@@ -10,6 +10,9 @@
 //! vtg<N>     throttle group (the type's limits)     v<N>-io  throttle node over v<N>
 //! vdisk<N>   virtio-blk-pci on root port hp<N> (q35) | virtio-blk-device (microvm), serial
 //! ```
+//!
+//! A boot volume (the root disk) is the same graph under the names `root-file`, `root`,
+//! `root-io`, `rootsec`, `roottg` and device `rootdisk` on `pcie.0` (it is not hot-plugged).
 //!
 //! Owns the names and shapes only; carrying them out is `cmdline.rs` and `hotplug.rs`.
 
@@ -28,6 +31,15 @@ pub enum Key<'a> {
     Data(&'a str),
 }
 
+/// Where a volume disk sits in the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A data disk in slot `N` (PCIe root port `hp<N>` on q35).
+    Slot(u8),
+    /// The root disk; `boot_index`: the firmware boots from it (a disk image).
+    Root { boot_index: bool },
+}
+
 /// One volume disk as QEMU takes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DiskGraph {
@@ -39,10 +51,10 @@ pub struct DiskGraph {
     pub device: Value,
 }
 
-/// The volume disk in slot `slot`: its qcow2 file `file`, opened with `key`, limited by
+/// The volume disk at `place`: its qcow2 file `file`, opened with `key`, limited by
 /// `qos`, seen by the guest with `serial`.
 pub fn volume_disk(
-    slot: u8,
+    place: Place,
     file: &str,
     key: Key<'_>,
     direct: bool,
@@ -50,38 +62,52 @@ pub fn volume_disk(
     machine: Machine,
     serial: &str,
 ) -> DiskGraph {
-    let n = slot;
+    let (node, secret, group, id) = match place {
+        Place::Slot(n) => (format!("v{n}"), format!("vsec{n}"), format!("vtg{n}"), format!("vdisk{n}")),
+        Place::Root { .. } => ("root".to_string(), "rootsec".to_string(), "roottg".to_string(), "rootdisk".to_string()),
+    };
+    let (file_node, io_node) = (format!("{node}-file"), format!("{node}-io"));
     let mut objects = Vec::new();
     match key {
         Key::None => {}
-        Key::Fd(fd) => {
-            objects.push(json!({ "qom-type": "secret", "id": format!("vsec{n}"), "file": format!("/dev/fd/{fd}") }))
-        }
-        Key::Data(k) => {
-            objects.push(json!({ "qom-type": "secret", "id": format!("vsec{n}"), "data": k, "format": "raw" }))
-        }
+        Key::Fd(fd) => objects.push(json!({ "qom-type": "secret", "id": secret, "file": format!("/dev/fd/{fd}") })),
+        Key::Data(k) => objects.push(json!({ "qom-type": "secret", "id": secret, "data": k, "format": "raw" })),
     }
-    objects.push(json!({ "qom-type": "throttle-group", "id": format!("vtg{n}"), "limits": qos.qemu_limits() }));
-    let mut fmt =
-        json!({ "driver": "qcow2", "node-name": format!("v{n}"), "file": format!("v{n}-file"), "discard": "unmap" });
+    objects.push(json!({ "qom-type": "throttle-group", "id": group, "limits": qos.qemu_limits() }));
+    let mut fmt = json!({ "driver": "qcow2", "node-name": node, "file": file_node, "discard": "unmap" });
     if key != Key::None {
-        fmt["encrypt"] = json!({ "format": "luks", "key-secret": format!("vsec{n}") });
+        fmt["encrypt"] = json!({ "format": "luks", "key-secret": secret });
     }
     let nodes = vec![
-        json!({ "driver": "file", "node-name": format!("v{n}-file"), "filename": file,
+        json!({ "driver": "file", "node-name": file_node, "filename": file,
             "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" }),
         fmt,
-        json!({ "driver": "throttle", "node-name": format!("v{n}-io"), "file": format!("v{n}"),
-            "throttle-group": format!("vtg{n}") }),
+        json!({ "driver": "throttle", "node-name": io_node, "file": node, "throttle-group": group }),
     ];
-    let device = match machine {
-        Machine::Q35 => json!({ "driver": "virtio-blk-pci", "id": format!("vdisk{n}"), "drive": format!("v{n}-io"),
-            "bus": format!("hp{n}"), "serial": serial }),
-        Machine::Microvm => {
-            json!({ "driver": "virtio-blk-device", "id": format!("vdisk{n}"), "drive": format!("v{n}-io"), "serial": serial })
-        }
-    };
+    let driver = if machine == Machine::Q35 { "virtio-blk-pci" } else { "virtio-blk-device" };
+    let mut device = json!({ "driver": driver, "id": id, "drive": io_node, "serial": serial });
+    match place {
+        Place::Slot(n) if machine == Machine::Q35 => device["bus"] = json!(format!("hp{n}")),
+        Place::Root { boot_index: true } if machine == Machine::Q35 => device["bootindex"] = json!(0),
+        _ => {}
+    }
     DiskGraph { objects, nodes, device }
+}
+
+/// A device dictionary in `-device`'s key=value form (`driver,key=value,…`). The command
+/// line gives devices in this form, not JSON: QEMU 7.2 creates every key=value `-device`
+/// before any JSON one, so a JSON root disk would come after the seed disk and not be
+/// the guest's `/dev/vda`.
+pub fn keyval(device: &Value) -> String {
+    let mut out = device["driver"].as_str().unwrap_or_default().to_string();
+    for (k, v) in device.as_object().into_iter().flatten().filter(|(k, _)| *k != "driver") {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push_str(&format!(",{k}={v}"));
+    }
+    out
 }
 
 /// The slot a block node or object of a volume disk belongs to (`v3-file`, `v3`, `v3-io` → 3).
@@ -102,19 +128,48 @@ mod tests {
     #[test]
     fn a_hot_plugged_disk_and_a_booted_one_are_the_same_graph_but_for_the_keys_source() {
         let qos = VolumeQos { bps_total: Some(1 << 20), ..Default::default() };
-        let boot = volume_disk(2, "/pool/vol_a.qcow2", Key::Fd(7), true, &qos, Machine::Q35, "SER");
-        let live = volume_disk(2, "/pool/vol_a.qcow2", Key::Data("k"), true, &qos, Machine::Q35, "SER");
+        let slot = Place::Slot(2);
+        let boot = volume_disk(slot, "/pool/vol_a.qcow2", Key::Fd(7), true, &qos, Machine::Q35, "SER");
+        let live = volume_disk(slot, "/pool/vol_a.qcow2", Key::Data("k"), true, &qos, Machine::Q35, "SER");
         assert_eq!(boot.nodes, live.nodes);
         assert_eq!(boot.device, live.device);
         assert_eq!(boot.objects[1], live.objects[1]);
         assert_eq!(boot.objects[0]["file"], "/dev/fd/7");
         assert_eq!(live.objects[0]["data"], "k");
         assert_eq!(boot.nodes[1]["encrypt"]["key-secret"], "vsec2");
-        assert_eq!(boot.device["drive"], "v2-io");
-        let plain = volume_disk(0, "/pool/vol_b.qcow2", Key::None, false, &VolumeQos::default(), Machine::Microvm, "S");
+        assert_eq!((boot.device["drive"].as_str(), boot.device["bus"].as_str()), (Some("v2-io"), Some("hp2")));
+        let plain =
+            volume_disk(Place::Slot(0), "/p/b.qcow2", Key::None, false, &VolumeQos::default(), Machine::Microvm, "S");
         assert_eq!(plain.objects.len(), 1, "no secret for a plain volume");
         assert!(plain.nodes[1].get("encrypt").is_none());
         assert_eq!(plain.device["driver"], "virtio-blk-device");
+        assert!(plain.device.get("bus").is_none(), "microvm has no root ports");
+    }
+
+    #[test]
+    fn a_boot_volume_is_the_root_disk_under_names_no_slot_scan_touches() {
+        let root = Place::Root { boot_index: true };
+        let g = volume_disk(root, "/pool/vol_r.qcow2", Key::Fd(4), true, &VolumeQos::default(), Machine::Q35, "R");
+        assert_eq!(g.device["drive"], "root-io");
+        assert_eq!(g.device["bootindex"], 0);
+        assert!(g.device.get("bus").is_none(), "on pcie.0, not a hot-plug port");
+        assert!(g.nodes.iter().all(|n| slot_of_node(n["node-name"].as_str().unwrap_or_default()).is_none()));
+    }
+
+    #[test]
+    fn a_device_reads_as_key_values_with_its_driver_first() {
+        let g = volume_disk(Place::Slot(3), "/p/a.qcow2", Key::None, true, &VolumeQos::default(), Machine::Q35, "SER");
+        assert_eq!(keyval(&g.device), "virtio-blk-pci,bus=hp3,drive=v3-io,id=vdisk3,serial=SER");
+        let root = volume_disk(
+            Place::Root { boot_index: true },
+            "/p/r.qcow2",
+            Key::None,
+            true,
+            &VolumeQos::default(),
+            Machine::Q35,
+            "R",
+        );
+        assert_eq!(keyval(&root.device), "virtio-blk-pci,bootindex=0,drive=root-io,id=rootdisk,serial=R");
     }
 
     #[test]

@@ -127,6 +127,19 @@ pub struct VolumeDisk {
     pub qos: plinth_api::VolumeQos,
 }
 
+impl VolumeDisk {
+    /// Its `-object`, `-blockdev` and `-device` arguments at `place` (`blockdev.rs`).
+    fn args(&self, place: super::blockdev::Place, direct: bool, machine: Machine) -> Vec<(&'static str, String)> {
+        let key = self.key_fd.map_or(super::blockdev::Key::None, super::blockdev::Key::Fd);
+        let file = self.file.display().to_string();
+        let g = super::blockdev::volume_disk(place, &file, key, direct, &self.qos, machine, &self.serial);
+        let mut out: Vec<(&'static str, String)> = g.objects.iter().map(|o| ("-object", o.to_string())).collect();
+        out.extend(g.nodes.iter().map(|n| ("-blockdev", n.to_string())));
+        out.push(("-device", super::blockdev::keyval(&g.device)));
+        out
+    }
+}
+
 /// Everything the command line is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuArgs {
@@ -166,6 +179,8 @@ pub struct QemuArgs {
     pub seed: Option<PathBuf>,
     /// Attached volumes, in slot order.
     pub volumes: Vec<VolumeDisk>,
+    /// The root disk when the guest boots from a volume (then `disk` is not used).
+    pub root_volume: Option<VolumeDisk>,
 }
 
 fn p(path: &std::path::Path) -> String {
@@ -233,20 +248,29 @@ impl QemuArgs {
         // The root disk as named block nodes (`disk0-file` → `disk0`), like every volume, so
         // snapshots and I/O limits can name them.
         let direct = if self.disk_cache == "none" { "on" } else { "off" };
-        push(&[
-            "-blockdev",
-            &format!(
-                "driver=file,node-name=disk0-file,filename={},cache.direct={direct},aio=threads,discard=unmap",
-                p(&self.disk)
-            ),
-        ]);
-        push(&["-blockdev", "driver=qcow2,node-name=disk0,file=disk0-file,discard=unmap"]);
-        let device = match (self.machine, &self.boot) {
-            (Machine::Microvm, _) => "virtio-blk-device,drive=disk0".to_string(),
-            (Machine::Q35, Boot::Disk) => "virtio-blk-pci,drive=disk0,bootindex=0".to_string(),
-            (Machine::Q35, Boot::Direct { .. }) => "virtio-blk-pci,drive=disk0".to_string(),
-        };
-        push(&["-device", &device]);
+        if let Some(v) = &self.root_volume {
+            // Booted from a volume: it is the root disk (`blockdev.rs`, place `Root`).
+            let place = super::blockdev::Place::Root { boot_index: matches!(self.boot, Boot::Disk) };
+            for (flag, arg) in v.args(place, direct == "on", self.machine) {
+                push(&[flag, &arg]);
+            }
+        }
+        if self.root_volume.is_none() {
+            push(&[
+                "-blockdev",
+                &format!(
+                    "driver=file,node-name=disk0-file,filename={},cache.direct={direct},aio=threads,discard=unmap",
+                    p(&self.disk)
+                ),
+            ]);
+            push(&["-blockdev", "driver=qcow2,node-name=disk0,file=disk0-file,discard=unmap"]);
+            let device = match (self.machine, &self.boot) {
+                (Machine::Microvm, _) => "virtio-blk-device,drive=disk0".to_string(),
+                (Machine::Q35, Boot::Disk) => "virtio-blk-pci,drive=disk0,bootindex=0".to_string(),
+                (Machine::Q35, Boot::Direct { .. }) => "virtio-blk-pci,drive=disk0".to_string(),
+            };
+            push(&["-device", &device]);
+        }
         if let Some(seed) = &self.seed {
             push(&["-drive", &format!("file={},if=none,id=seed0,format=raw,readonly=on", p(seed))]);
             let dev = match self.machine {
@@ -279,16 +303,9 @@ impl QemuArgs {
         // `v<slot>`, a throttle node `v<slot>-io` in its own throttle group `vtg<slot>` (the
         // type's I/O limits, changeable live), the disk on its root port.
         for v in &self.volumes {
-            let key = v.key_fd.map_or(super::blockdev::Key::None, super::blockdev::Key::Fd);
-            let g =
-                super::blockdev::volume_disk(v.slot, &p(&v.file), key, direct == "on", &v.qos, self.machine, &v.serial);
-            for o in &g.objects {
-                push(&["-object", &o.to_string()]);
+            for (flag, arg) in v.args(super::blockdev::Place::Slot(v.slot), direct == "on", self.machine) {
+                push(&[flag, &arg]);
             }
-            for node in &g.nodes {
-                push(&["-blockdev", &node.to_string()]);
-            }
-            push(&["-device", &g.device.to_string()]);
         }
         // A guest kernel panic reaches QEMU (and its `GUEST_PANICKED` event) through pvpanic.
         push(&["-device", "pvpanic"]);
@@ -325,6 +342,7 @@ mod tests {
             vhost: false,
             seed: None,
             volumes: Vec::new(),
+            root_volume: None,
         }
     }
 
@@ -406,6 +424,25 @@ mod tests {
     }
 
     #[test]
+    fn a_boot_volume_is_the_first_disk_and_no_root_disk_is_made() {
+        let mut a = args(Machine::Q35);
+        a.seed = Some("/var/lib/plinth/qemu/ins_x/seed.img".into());
+        a.root_volume = Some(VolumeDisk {
+            file: "/pool/vol_r.qcow2".into(),
+            slot: 0,
+            serial: "ROOT".into(),
+            key_fd: Some(4),
+            qos: Default::default(),
+        });
+        let s = joined(&a);
+        assert!(!s.contains("disk0"), "{s}");
+        let root = s.find("-device virtio-blk-pci,drive=root-io,id=rootdisk,serial=ROOT").expect("the root disk");
+        let seed = s.find("drive=seed0").expect("the seed");
+        assert!(root < seed, "the root volume comes before the seed, so the guest sees it as vda: {s}");
+        assert!(s.contains(r#"-object {"file":"/dev/fd/4","id":"rootsec","qom-type":"secret"}"#), "{s}");
+    }
+
+    #[test]
     fn volumes_on_their_root_ports_with_their_keys_from_pipes_and_their_limits() {
         let mut a = args(Machine::Q35);
         let slow = plinth_api::VolumeQos { bps_total: Some(2 << 20), ..Default::default() };
@@ -433,10 +470,10 @@ mod tests {
             r#"-blockdev {"aio":"threads","cache":{"direct":true,"no-flush":false},"discard":"unmap","driver":"file","filename":"/pool/vol_a.qcow2","node-name":"v0-file"} "#,
             r#"-blockdev {"discard":"unmap","driver":"qcow2","encrypt":{"format":"luks","key-secret":"vsec0"},"file":"v0-file","node-name":"v0"} "#,
             r#"-blockdev {"driver":"throttle","file":"v0","node-name":"v0-io","throttle-group":"vtg0"} "#,
-            r#"-device {"bus":"hp0","drive":"v0-io","driver":"virtio-blk-pci","id":"vdisk0","serial":"SERIALA"} "#,
+            "-device virtio-blk-pci,bus=hp0,drive=v0-io,id=vdisk0,serial=SERIALA ",
             r#"-object {"id":"vtg3","limits":{"bps-read":0,"bps-total":0,"#,
             r#"-blockdev {"discard":"unmap","driver":"qcow2","file":"v3-file","node-name":"v3"} "#,
-            r#"-device {"bus":"hp3","drive":"v3-io","driver":"virtio-blk-pci","id":"vdisk3","serial":"SERIALB"} -device pvpanic"#,
+            "-device virtio-blk-pci,bus=hp3,drive=v3-io,id=vdisk3,serial=SERIALB -device pvpanic",
         ];
         let mut at = 0;
         for w in want {
@@ -445,10 +482,7 @@ mod tests {
         }
         a.machine = Machine::Microvm;
         let s = joined(&a);
-        assert!(
-            s.contains(r#"-device {"drive":"v3-io","driver":"virtio-blk-device","id":"vdisk3","serial":"SERIALB"}"#),
-            "{s}"
-        );
+        assert!(s.contains("-device virtio-blk-device,drive=v3-io,id=vdisk3,serial=SERIALB"), "{s}");
     }
 
     #[test]

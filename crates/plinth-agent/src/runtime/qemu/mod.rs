@@ -402,6 +402,7 @@ impl Inner {
             let nodes = if plan.nodes.len() == 1 { plan.nodes.clone() } else { Vec::new() };
             (plan.memory_mib, Some(Hugepages { mount: plan.mount, host_nodes: nodes }))
         };
+        let (root_volume, disks) = self.volume_disks(spec)?;
         Ok(QemuArgs {
             qemu: self.cfg.qemu.clone(),
             instance_id: g.id.to_string(),
@@ -420,20 +421,26 @@ impl Inner {
             nics: spec.nics.iter().map(|n| cmdline::Nic { mac: n.mac.clone(), mtu: n.mtu }).collect(),
             vhost: self.vhost,
             seed: spec.cloud_init.as_ref().map(|_| g.paths.seed.clone()),
-            volumes: self.volume_disks(spec)?,
+            volumes: disks,
+            root_volume,
         })
     }
 
-    /// The guest's volumes as disks: each encrypted one's key is read from the fd after the
-    /// taps' (the order [`QemuRuntime::key_pipes`] fills them in).
-    fn volume_disks(&self, spec: &InstanceSpec) -> Result<Vec<cmdline::VolumeDisk>, String> {
-        if spec.volumes.is_empty() {
-            return Ok(Vec::new());
+    /// The guest's volumes as disks (its boot volume, then its data volumes): each
+    /// encrypted one's key is read from the fd after the taps' (the order
+    /// [`guest_volumes`] gives [`QemuRuntime::key_pipes`]).
+    fn volume_disks(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(Option<cmdline::VolumeDisk>, Vec<cmdline::VolumeDisk>), String> {
+        let all = guest_volumes(spec);
+        if all.is_empty() {
+            return Ok((None, Vec::new()));
         }
         let pool = self.cfg.volume_pool.as_ref().ok_or("this host has no volume pool, and the guest has volumes")?;
         let mut next_fd = cmdline::first_tap_fd() + spec.nics.len() as i32;
         let mut out = Vec::new();
-        for v in &spec.volumes {
+        for v in all {
             let key_fd = v.encrypted.then(|| {
                 next_fd += 1;
                 next_fd - 1
@@ -446,7 +453,8 @@ impl Inner {
                 qos: v.qos.clone(),
             });
         }
-        Ok(out)
+        let root = spec.boot_volume.as_ref().map(|_| out.remove(0));
+        Ok((root, out))
     }
 
     /// One pipe per encrypted volume of the guest, holding its key (fetched from the
@@ -466,6 +474,11 @@ impl Inner {
         }
         Ok(out)
     }
+}
+
+/// Every volume disk of a spec, its boot volume first (the order of their key fds).
+fn guest_volumes(spec: &InstanceSpec) -> Vec<&InstanceVolumeSpec> {
+    spec.boot_volume.iter().chain(spec.volumes.iter()).collect()
 }
 
 fn machine_for(class: RuntimeClass) -> Result<Machine, String> {
@@ -594,7 +607,7 @@ impl Inner {
         digests.dedup();
         let _pin = self.images.pin(digests);
         let (_, boot_files) = timed(g, "image_files", self.boot_files(&spec)).await?;
-        let disk_base = match &src.disk {
+        let disk_base = match src.disk.as_ref().filter(|_| spec.boot_volume.is_none()) {
             Some(b) => Some((
                 timed(g, "disk_image", self.images.ensure(self.blobs().as_deref(), b)).await?,
                 b.format,
@@ -602,7 +615,9 @@ impl Inner {
             )),
             None => None,
         };
-        if tokio::fs::try_exists(&g.paths.disk).await.unwrap_or(false) {
+        if spec.boot_volume.is_some() {
+            tracing::info!(instance = %g.id, "qemu: prepare makes no root disk: the guest boots from a volume");
+        } else if tokio::fs::try_exists(&g.paths.disk).await.unwrap_or(false) {
             tracing::info!(instance = %g.id, "qemu: prepare keeps the existing root disk");
         } else {
             let base = disk_base.as_ref().map(|(p, f, _)| (p.as_path(), *f));
@@ -709,6 +724,10 @@ impl Inner {
     /// the shape's size.
     async fn refresh_disk(&self, g: &Guest, st: &mut GuestState, spec: &InstanceSpec) -> Result<(), String> {
         let record = st.record.as_mut().ok_or("no record")?;
+        if spec.boot_volume.is_some() {
+            // Its root disk is a volume: neither remade nor grown here.
+            return Ok(());
+        }
         let was = record.spec.boot.as_ref().map(|b| b.image_id.clone());
         let src = spec.boot.clone().ok_or("no boot source")?;
         if was.as_ref() != Some(&src.image_id) {
@@ -766,7 +785,7 @@ impl Inner {
         timed(g, "record", guest::save(&g.paths.record, record)).await.map_err(|e| e.to_string())?;
 
         let t0 = Instant::now();
-        let volumes = record.spec.volumes.clone();
+        let volumes: Vec<InstanceVolumeSpec> = guest_volumes(&record.spec).into_iter().cloned().collect();
         let result = self.launch(g, &argv, &cpus, &nics, &volumes).await;
         let record = st.record.as_mut().ok_or("no record")?;
         match result {

@@ -133,6 +133,17 @@ pub async fn rebuild(st: &AppState, caller: &Caller, id: &str, b: InstanceRebuil
     if !caller.principal.can_write_in(&cur.tenant_id, Some(&cur.project_id)) {
         return Err(Error::forbidden("acting on instances in this project"));
     }
+    if let Some(v) = crate::app::storage::attachments::boot_volume_of(st, &cur.id).await? {
+        return Err(Error::conflict(
+            "boot_from_volume",
+            format!(
+                "instance {} boots from volume {v}: a rebuild would remake a root disk it does not have; fill a new \
+                 volume from the image and create an instance with it",
+                cur.id
+            ),
+        )
+        .with_constraint(serde_json::json!({ "rule": "not booted from a volume" })));
+    }
     let boot = boot_source(st.store.image_for_project(&cur.project_id, &b.image).await?, &b.image, cur.disk_gib)?;
     act(st, caller, id, Action::Rebuild, |i| {
         need_host(i)?;

@@ -191,8 +191,17 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     let boot = boot_source(image?, &b.image, shape.disk_gib)?;
     budget?;
     let nic_plan = plan_nics(st, caller, &project, &b).await?;
-    let (volumes, volume_host) =
-        crate::app::storage::attachments::plan_for_create(st, caller, &project, &b.volumes).await?;
+    if b.volumes.len() > usize::from(crate::app::storage::attachments::SLOTS) {
+        return Err(Error::invalid("too_many", "at most 8 volumes")
+            .with_constraint(json!({ "field": "volumes", "rule": "max", "max": 8 })));
+    }
+    // The boot volume first, then the data volumes: all in one pool.
+    let refs: Vec<String> = b.boot_volume.iter().chain(&b.volumes).cloned().collect();
+    let (volumes, volume_host) = crate::app::storage::attachments::plan_for_create(st, caller, &project, &refs).await?;
+    let boot_volume = match b.boot_volume {
+        Some(_) => crate::app::storage::attachments::BootVolume::First { keep: b.keep_boot_volume },
+        None => crate::app::storage::attachments::BootVolume::None,
+    };
     let now = Utc::now();
     let mut inst = Instance {
         id: InstanceId::generate(),
@@ -284,7 +293,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     let created = lifecycle::event(&inst, "created", placed, Some(&op.id));
     lifecycle::insert_new(&mut tx, &inst, &user_data_column(b.user_data.clone()), vec![created]).await?;
     let plugged = match plug_nics(&mut tx, caller, &inst, nic_plan).await {
-        Ok(()) => crate::app::storage::attachments::attach_at_create(&mut tx, &inst, &volumes).await,
+        Ok(()) => crate::app::storage::attachments::attach_at_create(&mut tx, &inst, &volumes, boot_volume).await,
         Err(e) => Err(e),
     };
     if let Err(e) = plugged {

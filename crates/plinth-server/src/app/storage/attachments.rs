@@ -142,6 +142,8 @@ pub async fn attach(st: &AppState, caller: &Caller, id: &str, b: VolumeAttach) -
         detach_requested_at: None,
         detached_at: None,
         detail: None,
+        boot: false,
+        delete_with_instance: false,
         spec_generation: inst.spec_generation + 1,
         generation: 1,
         created_at: now,
@@ -184,6 +186,17 @@ pub async fn detach(
             .with_constraint(json!({ "rule": "state", "allowed": ["in_use"] })));
     };
     let mut att: VolumeAttachment = tx.get(&Scope::Platform, att_id.as_str()).await?;
+    if att.boot {
+        return Err(Error::conflict(
+            "boot_volume",
+            format!(
+                "volume {} is instance {}'s root disk: it is freed by deleting the instance (created with \
+                 keep_boot_volume, it is kept)",
+                vol.id, att.instance_id
+            ),
+        )
+        .with_constraint(json!({ "rule": "not a boot volume" })));
+    }
     let mut inst: Instance = tx.get(&Scope::Platform, att.instance_id.as_str()).await?;
     let mut pokes = Pokes::default();
     let pending = matches!(att.state, AttachmentState::Detaching | AttachmentState::ErrorDetaching);
@@ -261,8 +274,8 @@ pub async fn plan_for_create(
     project: &Project,
     refs: &[String],
 ) -> Result<(Vec<Volume>, Option<HostId>)> {
-    if refs.len() > usize::from(SLOTS) {
-        return Err(Error::invalid("too_many", format!("at most {SLOTS} volumes"))
+    if refs.len() > usize::from(SLOTS) + 1 {
+        return Err(Error::invalid("too_many", format!("at most {SLOTS} volumes and a boot volume"))
             .with_constraint(json!({ "field": "volumes", "rule": "max", "max": SLOTS })));
     }
     let mut out: Vec<Volume> = Vec::with_capacity(refs.len());
@@ -322,19 +335,26 @@ pub async fn plan_for_create(
     Ok((out, host))
 }
 
+/// How a create's boot volume is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootVolume {
+    /// No boot volume: every volume is a data disk.
+    None,
+    /// The first volume is the root disk; `keep`: it outlives the instance.
+    First { keep: bool },
+}
+
 /// In an instance create's transaction: `vols` (read again: still available, on the
-/// instance's host) attached to it from its first boot, in slot order.
-pub async fn attach_at_create(tx: &mut Tx, inst: &Instance, vols: &[Volume]) -> Result<()> {
-    for (slot, v) in vols.iter().enumerate() {
+/// instance's host) attached to it from its first boot: the boot volume (when `boot`
+/// says the first is one) as its root disk, the others in slot order.
+pub async fn attach_at_create(tx: &mut Tx, inst: &Instance, vols: &[Volume], boot: BootVolume) -> Result<()> {
+    for (i, v) in vols.iter().enumerate() {
+        let is_boot = i == 0 && boot != BootVolume::None;
+        let slot = if is_boot { SLOTS } else { (i - usize::from(boot != BootVolume::None)) as u8 };
         let mut vol: Volume = tx.get(&Scope::Platform, v.id.as_str()).await?;
         if vol.state != VolumeState::Available || vol.host_id != inst.host_id {
-            return Err(Error::conflict(
-                "volume_busy",
-                format!("volumes[{slot}]: volume {} was taken or moved meanwhile", vol.id),
-            )
-            .with_constraint(
-                json!({ "field": format!("volumes[{slot}]"), "rule": "state", "allowed": ["available"] }),
-            ));
+            return Err(Error::conflict("volume_busy", format!("volume {} was taken or moved meanwhile", vol.id))
+                .with_constraint(json!({ "field": "volumes", "rule": "state", "allowed": ["available"] })));
         }
         let now = tx.now();
         let att = VolumeAttachment {
@@ -345,12 +365,14 @@ pub async fn attach_at_create(tx: &mut Tx, inst: &Instance, vols: &[Volume]) -> 
             instance_id: inst.id.clone(),
             host_id: vol.host_id.clone(),
             state: AttachmentState::Attached,
-            slot: slot as u8,
+            slot,
             serial: vol.serial.clone(),
             attached_at: now,
             detach_requested_at: None,
             detached_at: None,
             detail: None,
+            boot: is_boot,
+            delete_with_instance: is_boot && boot == BootVolume::First { keep: false },
             spec_generation: inst.spec_generation,
             generation: 1,
             created_at: now,
@@ -365,7 +387,8 @@ pub async fn attach_at_create(tx: &mut Tx, inst: &Instance, vols: &[Volume]) -> 
     Ok(())
 }
 
-/// In an instance's delete: every volume attached to it is detached (the guest is gone).
+/// In an instance's delete: every volume attached to it is detached (the guest is gone);
+/// a boot volume not kept is deleted (its key destroyed now, its host wipes it).
 pub async fn release_instance(tx: &mut Tx, inst: &Instance) -> Result<()> {
     for mut att in tx.list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str()).await? {
         if att.state == AttachmentState::Detached {
@@ -373,8 +396,22 @@ pub async fn release_instance(tx: &mut Tx, inst: &Instance) -> Result<()> {
         }
         let mut vol: Volume = tx.get(&Scope::Platform, att.volume_id.as_str()).await?;
         end(tx, &mut att, &mut vol, None).await?;
+        if att.delete_with_instance {
+            super::volumes::mark_deleting(tx, &mut vol).await?;
+        }
     }
     Ok(())
+}
+
+/// The boot volume an instance has, if any.
+pub async fn boot_volume_of(st: &AppState, inst: &InstanceId) -> Result<Option<VolumeId>> {
+    Ok(st
+        .store
+        .list_all::<VolumeAttachment>(&Scope::Platform, &[("instance_id", inst.to_string())])
+        .await?
+        .into_iter()
+        .find(|a| a.boot && a.state != AttachmentState::Detached)
+        .map(|a| a.volume_id))
 }
 
 /// Settles the instance's attachments in flight from its host's report `o` (in the
@@ -502,12 +539,18 @@ pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<VolumeAttac
     Ok(st.store.get(&caller.scope(), id).await?)
 }
 
+/// An instance's disks from volumes, as its spec carries them.
+#[derive(Clone, Debug, Default)]
+pub struct GuestVolumes {
+    /// Data disks, in slot order.
+    pub volumes: Vec<InstanceVolumeSpec>,
+    /// Its root disk, when it boots from a volume.
+    pub boot: Option<InstanceVolumeSpec>,
+}
+
 /// The attached volumes of each instance on `host`, as the instances' specs carry them.
-pub async fn host_specs(
-    st: &AppState,
-    host: &HostId,
-) -> Result<std::collections::BTreeMap<InstanceId, Vec<InstanceVolumeSpec>>> {
-    let mut out: std::collections::BTreeMap<InstanceId, Vec<InstanceVolumeSpec>> = Default::default();
+pub async fn host_specs(st: &AppState, host: &HostId) -> Result<std::collections::BTreeMap<InstanceId, GuestVolumes>> {
+    let mut out: std::collections::BTreeMap<InstanceId, GuestVolumes> = Default::default();
     let mut types: std::collections::HashMap<VolumeTypeId, VolumeQos> = Default::default();
     for (a, v) in st.store.host_attachments(host.as_str()).await? {
         let qos = match types.get(&v.volume_type_id) {
@@ -518,7 +561,8 @@ pub async fn host_specs(
                 t.qos
             }
         };
-        out.entry(a.instance_id.clone()).or_default().push(InstanceVolumeSpec {
+        let guest = out.entry(a.instance_id.clone()).or_default();
+        let spec = InstanceVolumeSpec {
             attachment_id: a.id,
             volume_id: a.volume_id,
             slot: a.slot,
@@ -526,7 +570,12 @@ pub async fn host_specs(
             encrypted: v.encrypted,
             size_bytes: u64::from(v.size_gib) << 30,
             qos,
-        });
+        };
+        if a.boot {
+            guest.boot = Some(spec);
+        } else {
+            guest.volumes.push(spec);
+        }
     }
     Ok(out)
 }

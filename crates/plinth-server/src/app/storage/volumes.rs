@@ -402,6 +402,15 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
             .with_constraint(json!({ "rule": "state", "allowed": ["creating", "available", "error"] })));
         }
     }
+    mark_deleting(&mut tx, &mut vol).await?;
+    tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 202).await?;
+    tx.commit().await?;
+    Ok(vol)
+}
+
+/// Starts a volume's delete in `tx`: its key destroyed now (crypto-erase), `deleting`, its
+/// host told to wipe and remove it.
+pub(crate) async fn mark_deleting(tx: &mut Tx, vol: &mut Volume) -> Result<()> {
     let now = tx.now();
     vol.state = VolumeState::Deleting;
     vol.state_reason = None;
@@ -412,11 +421,9 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
         completed_at: None,
     });
     tx.set_volume_key(vol.id.as_str(), None).await?;
-    tx.save(&mut vol).await?;
+    tx.save(vol).await?;
     tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
-    tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 202).await?;
-    tx.commit().await?;
-    Ok(vol)
+    Ok(())
 }
 
 /// What the host must do with each of its volumes.
