@@ -628,6 +628,7 @@ pub(crate) mod tests {
             encrypted: true,
             size_bytes: 1 << 30,
             qos: Default::default(),
+            connection: None,
         };
         let p = ObservedPlug { attachment_id: v.attachment_id.clone(), state: PlugState::Plugged, detail: None };
         s.volumes.push(v);

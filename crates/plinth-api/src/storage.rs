@@ -449,6 +449,31 @@ pub struct InstanceVolumeSpec {
     /// Its type's I/O limits (the disk's throttle group).
     #[serde(default)]
     pub qos: VolumeQos,
+    /// Where the host reaches its data (`None`: `<pool>/<volume id>.qcow2` on this host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<VolumeConnection>,
+}
+
+/// How a host reaches a volume's data: what its backend's driver hands the agent, which
+/// turns it into QEMU block nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(tag = "driver", rename_all = "snake_case")]
+pub enum VolumeConnection {
+    /// A qcow2 file (LUKS inside when encrypted) in this host's volume pool.
+    LocalQcow2 {
+        /// Its file name in the pool.
+        file: String,
+    },
+    /// A Ceph RBD image (raw; LUKS on top when encrypted), through QEMU's `rbd` driver.
+    Rbd {
+        pool: String,
+        image: String,
+        /// The Ceph user QEMU connects as (its key is the host's, from its keyring).
+        user: String,
+        /// Monitor addresses (`host:port`); empty: the host's ceph.conf.
+        #[serde(default)]
+        monitors: Vec<String>,
+    },
 }
 
 impl VolumeQos {

@@ -31,6 +31,27 @@ pub enum Key<'a> {
     Data(&'a str),
 }
 
+/// Where a volume's data is, as its backend's driver described it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing<'a> {
+    /// A qcow2 file on this host (LUKS inside when encrypted).
+    File(&'a str),
+    /// A Ceph RBD image, raw (LUKS on top when encrypted), through QEMU's `rbd` driver.
+    Rbd { pool: &'a str, image: &'a str, user: &'a str, monitors: &'a [String] },
+}
+
+impl<'a> Backing<'a> {
+    /// The backing of `connection` (`None`: the volume's file `local` in the pool).
+    pub fn of(connection: Option<&'a plinth_api::VolumeConnection>, local: &'a str) -> Backing<'a> {
+        match connection {
+            Some(plinth_api::VolumeConnection::Rbd { pool, image, user, monitors }) => {
+                Backing::Rbd { pool, image, user, monitors }
+            }
+            Some(plinth_api::VolumeConnection::LocalQcow2 { .. }) | None => Backing::File(local),
+        }
+    }
+}
+
 /// Where a volume disk sits in the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Place {
@@ -51,11 +72,11 @@ pub struct DiskGraph {
     pub device: Value,
 }
 
-/// The volume disk at `place`: its qcow2 file `file`, opened with `key`, limited by
+/// The volume disk at `place`: its data at `backing`, opened with `key`, limited by
 /// `qos`, seen by the guest with `serial`.
 pub fn volume_disk(
     place: Place,
-    file: &str,
+    backing: Backing<'_>,
     key: Key<'_>,
     direct: bool,
     qos: &VolumeQos,
@@ -74,16 +95,37 @@ pub fn volume_disk(
         Key::Data(k) => objects.push(json!({ "qom-type": "secret", "id": secret, "data": k, "format": "raw" })),
     }
     objects.push(json!({ "qom-type": "throttle-group", "id": group, "limits": qos.qemu_limits() }));
-    let mut fmt = json!({ "driver": "qcow2", "node-name": node, "file": file_node, "discard": "unmap" });
-    if key != Key::None {
-        fmt["encrypt"] = json!({ "format": "luks", "key-secret": secret });
-    }
-    let nodes = vec![
-        json!({ "driver": "file", "node-name": file_node, "filename": file,
-            "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" }),
-        fmt,
-        json!({ "driver": "throttle", "node-name": io_node, "file": node, "throttle-group": group }),
-    ];
+    let (data, fmt) = match backing {
+        Backing::File(file) => {
+            let mut fmt = json!({ "driver": "qcow2", "node-name": node, "file": file_node, "discard": "unmap" });
+            if key != Key::None {
+                fmt["encrypt"] = json!({ "format": "luks", "key-secret": secret });
+            }
+            let data = json!({ "driver": "file", "node-name": file_node, "filename": file,
+                "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" });
+            (data, fmt)
+        }
+        Backing::Rbd { pool, image, user, monitors } => {
+            let mut data = json!({ "driver": "rbd", "node-name": file_node, "pool": pool, "image": image,
+                "user": user, "discard": "unmap" });
+            let servers: Vec<_> = monitors
+                .iter()
+                .filter_map(|m| m.rsplit_once(':'))
+                .map(|(host, port)| json!({ "host": host, "port": port }))
+                .collect();
+            if !servers.is_empty() {
+                data["server"] = json!(servers);
+            }
+            let fmt = match key {
+                Key::None => json!({ "driver": "raw", "node-name": node, "file": file_node, "discard": "unmap" }),
+                _ => json!({ "driver": "luks", "node-name": node, "file": file_node, "key-secret": secret,
+                    "discard": "unmap" }),
+            };
+            (data, fmt)
+        }
+    };
+    let nodes =
+        vec![data, fmt, json!({ "driver": "throttle", "node-name": io_node, "file": node, "throttle-group": group })];
     let driver = if machine == Machine::Q35 { "virtio-blk-pci" } else { "virtio-blk-device" };
     let mut device = json!({ "driver": driver, "id": id, "drive": io_node, "serial": serial });
     match place {
@@ -129,8 +171,9 @@ mod tests {
     fn a_hot_plugged_disk_and_a_booted_one_are_the_same_graph_but_for_the_keys_source() {
         let qos = VolumeQos { bps_total: Some(1 << 20), ..Default::default() };
         let slot = Place::Slot(2);
-        let boot = volume_disk(slot, "/pool/vol_a.qcow2", Key::Fd(7), true, &qos, Machine::Q35, "SER");
-        let live = volume_disk(slot, "/pool/vol_a.qcow2", Key::Data("k"), true, &qos, Machine::Q35, "SER");
+        let boot = volume_disk(slot, Backing::File("/pool/vol_a.qcow2"), Key::Fd(7), true, &qos, Machine::Q35, "SER");
+        let live =
+            volume_disk(slot, Backing::File("/pool/vol_a.qcow2"), Key::Data("k"), true, &qos, Machine::Q35, "SER");
         assert_eq!(boot.nodes, live.nodes);
         assert_eq!(boot.device, live.device);
         assert_eq!(boot.objects[1], live.objects[1]);
@@ -138,8 +181,15 @@ mod tests {
         assert_eq!(live.objects[0]["data"], "k");
         assert_eq!(boot.nodes[1]["encrypt"]["key-secret"], "vsec2");
         assert_eq!((boot.device["drive"].as_str(), boot.device["bus"].as_str()), (Some("v2-io"), Some("hp2")));
-        let plain =
-            volume_disk(Place::Slot(0), "/p/b.qcow2", Key::None, false, &VolumeQos::default(), Machine::Microvm, "S");
+        let plain = volume_disk(
+            Place::Slot(0),
+            Backing::File("/p/b.qcow2"),
+            Key::None,
+            false,
+            &VolumeQos::default(),
+            Machine::Microvm,
+            "S",
+        );
         assert_eq!(plain.objects.len(), 1, "no secret for a plain volume");
         assert!(plain.nodes[1].get("encrypt").is_none());
         assert_eq!(plain.device["driver"], "virtio-blk-device");
@@ -149,7 +199,15 @@ mod tests {
     #[test]
     fn a_boot_volume_is_the_root_disk_under_names_no_slot_scan_touches() {
         let root = Place::Root { boot_index: true };
-        let g = volume_disk(root, "/pool/vol_r.qcow2", Key::Fd(4), true, &VolumeQos::default(), Machine::Q35, "R");
+        let g = volume_disk(
+            root,
+            Backing::File("/pool/vol_r.qcow2"),
+            Key::Fd(4),
+            true,
+            &VolumeQos::default(),
+            Machine::Q35,
+            "R",
+        );
         assert_eq!(g.device["drive"], "root-io");
         assert_eq!(g.device["bootindex"], 0);
         assert!(g.device.get("bus").is_none(), "on pcie.0, not a hot-plug port");
@@ -158,11 +216,19 @@ mod tests {
 
     #[test]
     fn a_device_reads_as_key_values_with_its_driver_first() {
-        let g = volume_disk(Place::Slot(3), "/p/a.qcow2", Key::None, true, &VolumeQos::default(), Machine::Q35, "SER");
+        let g = volume_disk(
+            Place::Slot(3),
+            Backing::File("/p/a.qcow2"),
+            Key::None,
+            true,
+            &VolumeQos::default(),
+            Machine::Q35,
+            "SER",
+        );
         assert_eq!(keyval(&g.device), "virtio-blk-pci,bus=hp3,drive=v3-io,id=vdisk3,serial=SER");
         let root = volume_disk(
             Place::Root { boot_index: true },
-            "/p/r.qcow2",
+            Backing::File("/p/r.qcow2"),
             Key::None,
             true,
             &VolumeQos::default(),
@@ -170,6 +236,25 @@ mod tests {
             "R",
         );
         assert_eq!(keyval(&root.device), "virtio-blk-pci,bootindex=0,drive=root-io,id=rootdisk,serial=R");
+    }
+
+    #[test]
+    fn an_rbd_volume_is_qemus_rbd_driver_under_luks_in_the_same_names() {
+        let monitors = vec!["10.0.0.1:6789".to_string(), "10.0.0.2:6789".to_string()];
+        let rbd = Backing::Rbd { pool: "volumes", image: "vol_a", user: "plinth", monitors: &monitors };
+        let g = volume_disk(Place::Slot(1), rbd, Key::Data("k"), true, &VolumeQos::default(), Machine::Q35, "S");
+        assert_eq!(g.nodes[0]["driver"], "rbd");
+        assert_eq!(g.nodes[0]["node-name"], "v1-file");
+        assert_eq!((g.nodes[0]["pool"].as_str(), g.nodes[0]["image"].as_str()), (Some("volumes"), Some("vol_a")));
+        assert_eq!(g.nodes[0]["server"][1], json!({ "host": "10.0.0.2", "port": "6789" }));
+        assert_eq!(
+            g.nodes[1],
+            json!({ "driver": "luks", "node-name": "v1", "file": "v1-file", "key-secret": "vsec1",
+            "discard": "unmap" })
+        );
+        assert_eq!(g.nodes[2]["file"], "v1", "the throttle node and device are the same as a local disk's");
+        let plain = volume_disk(Place::Slot(1), rbd, Key::None, true, &VolumeQos::default(), Machine::Q35, "S");
+        assert_eq!(plain.nodes[1]["driver"], "raw");
     }
 
     #[test]

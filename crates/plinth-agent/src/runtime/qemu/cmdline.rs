@@ -125,6 +125,8 @@ pub struct VolumeDisk {
     pub key_fd: Option<i32>,
     /// Its I/O limits (its throttle group `vtg<slot>`).
     pub qos: plinth_api::VolumeQos,
+    /// Where its data is when not `file` (an RBD image).
+    pub connection: Option<plinth_api::VolumeConnection>,
 }
 
 impl VolumeDisk {
@@ -132,7 +134,8 @@ impl VolumeDisk {
     fn args(&self, place: super::blockdev::Place, direct: bool, machine: Machine) -> Vec<(&'static str, String)> {
         let key = self.key_fd.map_or(super::blockdev::Key::None, super::blockdev::Key::Fd);
         let file = self.file.display().to_string();
-        let g = super::blockdev::volume_disk(place, &file, key, direct, &self.qos, machine, &self.serial);
+        let backing = super::blockdev::Backing::of(self.connection.as_ref(), &file);
+        let g = super::blockdev::volume_disk(place, backing, key, direct, &self.qos, machine, &self.serial);
         let mut out: Vec<(&'static str, String)> = g.objects.iter().map(|o| ("-object", o.to_string())).collect();
         out.extend(g.nodes.iter().map(|n| ("-blockdev", n.to_string())));
         out.push(("-device", super::blockdev::keyval(&g.device)));
@@ -433,6 +436,7 @@ mod tests {
             serial: "ROOT".into(),
             key_fd: Some(4),
             qos: Default::default(),
+            connection: None,
         });
         let s = joined(&a);
         assert!(!s.contains("disk0"), "{s}");
@@ -453,6 +457,7 @@ mod tests {
                 serial: "SERIALA".into(),
                 key_fd: Some(5),
                 qos: slow,
+                connection: None,
             },
             VolumeDisk {
                 file: "/pool/vol_b.qcow2".into(),
@@ -460,6 +465,7 @@ mod tests {
                 serial: "SERIALB".into(),
                 key_fd: None,
                 qos: Default::default(),
+                connection: None,
             },
         ];
         let s = joined(&a);

@@ -140,7 +140,15 @@ async fn unplug(qmp: &Qmp, n: u8, wait: Duration) -> Result<bool, String> {
 async fn plug(qmp: &Qmp, v: &InstanceVolumeSpec, file: &str, key: Option<&str>, direct: bool) -> Result<(), String> {
     let n = v.slot;
     let key = key.map_or(Key::None, Key::Data);
-    let graph = blockdev::volume_disk(blockdev::Place::Slot(n), file, key, direct, &v.qos, Machine::Q35, &v.serial);
+    let graph = blockdev::volume_disk(
+        blockdev::Place::Slot(n),
+        blockdev::Backing::of(v.connection.as_ref(), file),
+        key,
+        direct,
+        &v.qos,
+        Machine::Q35,
+        &v.serial,
+    );
     let steps = async {
         for o in graph.objects {
             let id = o["id"].as_str().unwrap_or_default().to_string();

@@ -451,6 +451,7 @@ impl Inner {
                 serial: v.serial.clone(),
                 key_fd,
                 qos: v.qos.clone(),
+                connection: v.connection.clone(),
             });
         }
         let root = spec.boot_volume.as_ref().map(|_| out.remove(0));

@@ -551,16 +551,17 @@ pub struct GuestVolumes {
 /// The attached volumes of each instance on `host`, as the instances' specs carry them.
 pub async fn host_specs(st: &AppState, host: &HostId) -> Result<std::collections::BTreeMap<InstanceId, GuestVolumes>> {
     let mut out: std::collections::BTreeMap<InstanceId, GuestVolumes> = Default::default();
-    let mut types: std::collections::HashMap<VolumeTypeId, VolumeQos> = Default::default();
+    let mut types: std::collections::HashMap<VolumeTypeId, VolumeType> = Default::default();
     for (a, v) in st.store.host_attachments(host.as_str()).await? {
-        let qos = match types.get(&v.volume_type_id) {
-            Some(q) => q.clone(),
+        let t = match types.get(&v.volume_type_id) {
+            Some(t) => t.clone(),
             None => {
                 let t: VolumeType = st.store.get(&Scope::Platform, v.volume_type_id.as_str()).await?;
-                types.insert(t.id.clone(), t.qos.clone());
-                t.qos
+                types.insert(t.id.clone(), t.clone());
+                t
             }
         };
+        let connection = super::driver::for_backend(t.backend, None).map(|d| d.connection(&v));
         let guest = out.entry(a.instance_id.clone()).or_default();
         let spec = InstanceVolumeSpec {
             attachment_id: a.id,
@@ -569,7 +570,8 @@ pub async fn host_specs(st: &AppState, host: &HostId) -> Result<std::collections
             serial: a.serial,
             encrypted: v.encrypted,
             size_bytes: u64::from(v.size_gib) << 30,
-            qos,
+            qos: t.qos,
+            connection,
         };
         if a.boot {
             guest.boot = Some(spec);

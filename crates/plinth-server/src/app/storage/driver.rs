@@ -1,0 +1,379 @@
+//! The boundary a volume backend fits: what the server asks of a backend (create, extend,
+//! delete with its wipe, snapshot, clone, stats) and how a host reaches a volume's data (a
+//! [`VolumeConnection`], which the agent turns into QEMU block nodes, `blockdev.rs`).
+//!
+//! - `local_qcow2` ([`LocalQcow2`]): the host holding the volume's pool does the work (the
+//!   server publishes a `VolumeSpec`; the agent makes, grows and wipes the file), so its
+//!   calls answer [`Done::ByHost`]. Its volumes are local: an instance using one stays on
+//!   that host.
+//! - `rbd` ([`Rbd`]): a Ceph pool every host reaches; the server does the work itself
+//!   through an [`RbdClient`] (the `rbd` command: [`RbdCli`]), so its calls answer
+//!   [`Done::Now`], and placement ignores the volume's host. Its volumes are encrypted
+//!   (LUKS on the raw image) and wiped by crypto-erase: `rbd rm` overwrites nothing, so an
+//!   unencrypted RBD type has no wipe and is refused.
+//!
+//! No Ceph cluster runs here: the contract test runs both drivers through the same
+//! sequence, RBD over a recording fake of the client. The API still refuses `rbd` types
+//! (`backend_unavailable`) until volume create, extend and delete call a driver.
+
+use plinth_api::{Volume, VolumeBackend, VolumeConnection, WipeMethod};
+
+/// Who did (or does) the work a driver was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// The volume's host does it when it next converges its pool (local volumes).
+    ByHost,
+    /// Done by the call (a shared backend).
+    Now,
+}
+
+/// Why a backend refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// The backend cannot do this (with why).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The backend's tool failed (its own words, for logs and operators).
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// A backend pool's space, as the backend reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// What the server asks of a volume backend.
+pub trait VolumeDriver: Send + Sync {
+    /// Its backend.
+    fn backend(&self) -> VolumeBackend;
+    /// Every host reaches its volumes (placement ignores a volume's host).
+    fn shared(&self) -> bool;
+    /// Makes the volume's storage.
+    fn create(&self, vol: &Volume) -> Result<Done, DriverError>;
+    /// Grows it to `size_gib`.
+    fn extend(&self, vol: &Volume, size_gib: u32) -> Result<Done, DriverError>;
+    /// Removes it, wiped by its method (its key is destroyed by the caller's transaction).
+    fn delete(&self, vol: &Volume) -> Result<Done, DriverError>;
+    /// Takes snapshot `name` of it.
+    fn snapshot(&self, vol: &Volume, name: &str) -> Result<Done, DriverError>;
+    /// Makes `new` from snapshot `name` of `from`.
+    fn clone_from(&self, from: &Volume, name: &str, new: &Volume) -> Result<Done, DriverError>;
+    /// The backend pool's space (`None`: each host reports its own pool).
+    fn stats(&self) -> Result<Option<PoolStats>, DriverError>;
+    /// How a host reaches the volume's data.
+    fn connection(&self, vol: &Volume) -> VolumeConnection;
+}
+
+/// Volumes as qcow2 files in their host's pool.
+pub struct LocalQcow2;
+
+impl VolumeDriver for LocalQcow2 {
+    fn backend(&self) -> VolumeBackend {
+        VolumeBackend::LocalQcow2
+    }
+    fn shared(&self) -> bool {
+        false
+    }
+    fn create(&self, _vol: &Volume) -> Result<Done, DriverError> {
+        Ok(Done::ByHost)
+    }
+    fn extend(&self, _vol: &Volume, _size_gib: u32) -> Result<Done, DriverError> {
+        Ok(Done::ByHost)
+    }
+    fn delete(&self, _vol: &Volume) -> Result<Done, DriverError> {
+        Ok(Done::ByHost)
+    }
+    fn snapshot(&self, _vol: &Volume, _name: &str) -> Result<Done, DriverError> {
+        Err(DriverError::Unsupported("snapshots of local volumes are not built yet".into()))
+    }
+    fn clone_from(&self, _from: &Volume, _name: &str, _new: &Volume) -> Result<Done, DriverError> {
+        Err(DriverError::Unsupported("volumes from snapshots are not built yet".into()))
+    }
+    fn stats(&self) -> Result<Option<PoolStats>, DriverError> {
+        Ok(None)
+    }
+    fn connection(&self, vol: &Volume) -> VolumeConnection {
+        VolumeConnection::LocalQcow2 { file: format!("{}.qcow2", vol.id) }
+    }
+}
+
+/// What the RBD driver needs of Ceph: the `rbd` command's verbs it uses.
+pub trait RbdClient: Send + Sync {
+    fn create(&self, pool: &str, image: &str, size_bytes: u64) -> Result<(), String>;
+    fn resize(&self, pool: &str, image: &str, size_bytes: u64) -> Result<(), String>;
+    fn remove(&self, pool: &str, image: &str) -> Result<(), String>;
+    fn snap_create(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
+    fn snap_protect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
+    fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String>;
+    /// (capacity, used) bytes of the pool.
+    fn df(&self, pool: &str) -> Result<(u64, u64), String>;
+}
+
+/// Where the RBD driver keeps volumes and how hosts reach them (operator configuration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RbdConfig {
+    pub pool: String,
+    /// The Ceph user (the server's and every host's keyring hold its key).
+    pub user: String,
+    /// Monitor addresses (`host:port`); empty: ceph.conf's.
+    pub monitors: Vec<String>,
+}
+
+/// Volumes as RBD images (named by the volume's id) in one Ceph pool.
+pub struct Rbd<C: RbdClient> {
+    pub config: RbdConfig,
+    pub client: C,
+}
+
+impl<C: RbdClient> Rbd<C> {
+    fn run(&self, r: Result<(), String>) -> Result<Done, DriverError> {
+        r.map(|()| Done::Now).map_err(DriverError::Backend)
+    }
+}
+
+impl<C: RbdClient> VolumeDriver for Rbd<C> {
+    fn backend(&self) -> VolumeBackend {
+        VolumeBackend::Rbd
+    }
+    fn shared(&self) -> bool {
+        true
+    }
+    fn create(&self, vol: &Volume) -> Result<Done, DriverError> {
+        if !vol.encrypted {
+            return Err(DriverError::Unsupported(
+                "an RBD volume must be encrypted: its wipe is crypto-erase (rbd rm overwrites nothing)".into(),
+            ));
+        }
+        self.run(self.client.create(&self.config.pool, vol.id.as_str(), u64::from(vol.size_gib) << 30))
+    }
+    fn extend(&self, vol: &Volume, size_gib: u32) -> Result<Done, DriverError> {
+        self.run(self.client.resize(&self.config.pool, vol.id.as_str(), u64::from(size_gib) << 30))
+    }
+    fn delete(&self, vol: &Volume) -> Result<Done, DriverError> {
+        if vol.wipe != WipeMethod::Crypto || !vol.encrypted {
+            return Err(DriverError::Unsupported("an RBD volume is wiped by crypto-erase only".into()));
+        }
+        self.run(self.client.remove(&self.config.pool, vol.id.as_str()))
+    }
+    fn snapshot(&self, vol: &Volume, name: &str) -> Result<Done, DriverError> {
+        let (pool, image) = (&self.config.pool, vol.id.as_str());
+        self.run(self.client.snap_create(pool, image, name).and_then(|()| self.client.snap_protect(pool, image, name)))
+    }
+    fn clone_from(&self, from: &Volume, name: &str, new: &Volume) -> Result<Done, DriverError> {
+        self.run(self.client.clone(&self.config.pool, from.id.as_str(), name, new.id.as_str()))
+    }
+    fn stats(&self) -> Result<Option<PoolStats>, DriverError> {
+        let (capacity_bytes, used_bytes) = self.client.df(&self.config.pool).map_err(DriverError::Backend)?;
+        Ok(Some(PoolStats { capacity_bytes, used_bytes }))
+    }
+    fn connection(&self, vol: &Volume) -> VolumeConnection {
+        VolumeConnection::Rbd {
+            pool: self.config.pool.clone(),
+            image: vol.id.to_string(),
+            user: self.config.user.clone(),
+            monitors: self.config.monitors.clone(),
+        }
+    }
+}
+
+/// The `rbd` command (Debian's `ceph-common`), run as the configured user.
+pub struct RbdCli {
+    pub user: String,
+    pub monitors: Vec<String>,
+}
+
+impl RbdCli {
+    fn rbd(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = std::process::Command::new("rbd");
+        cmd.args(["--id", &self.user]);
+        if !self.monitors.is_empty() {
+            cmd.args(["-m", &self.monitors.join(",")]);
+        }
+        let out = cmd.args(args).output().map_err(|e| format!("rbd: {e} (is ceph-common installed?)"))?;
+        if !out.status.success() {
+            return Err(format!("rbd {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl RbdClient for RbdCli {
+    fn create(&self, pool: &str, image: &str, size_bytes: u64) -> Result<(), String> {
+        self.rbd(&["create", "--size", &format!("{}M", size_bytes >> 20), &format!("{pool}/{image}")]).map(drop)
+    }
+    fn resize(&self, pool: &str, image: &str, size_bytes: u64) -> Result<(), String> {
+        self.rbd(&["resize", "--size", &format!("{}M", size_bytes >> 20), &format!("{pool}/{image}")]).map(drop)
+    }
+    fn remove(&self, pool: &str, image: &str) -> Result<(), String> {
+        self.rbd(&["rm", &format!("{pool}/{image}")]).map(drop)
+    }
+    fn snap_create(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+        self.rbd(&["snap", "create", &format!("{pool}/{image}@{snap}")]).map(drop)
+    }
+    fn snap_protect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+        self.rbd(&["snap", "protect", &format!("{pool}/{image}@{snap}")]).map(drop)
+    }
+    fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String> {
+        self.rbd(&["clone", &format!("{pool}/{image}@{snap}"), &format!("{pool}/{new}")]).map(drop)
+    }
+    fn df(&self, pool: &str) -> Result<(u64, u64), String> {
+        let text = self.rbd(&["pool", "stats", pool, "--format", "json"])?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("rbd pool stats: {e}"))?;
+        let provisioned = v["provisioned_bytes"].as_u64().unwrap_or(0);
+        let used = v["total_bytes"].as_u64().unwrap_or(provisioned);
+        Ok((provisioned, used))
+    }
+}
+
+/// The driver of a backend (`None`: not configured on this server).
+pub fn for_backend(backend: VolumeBackend, rbd: Option<&RbdConfig>) -> Option<Box<dyn VolumeDriver>> {
+    match backend {
+        VolumeBackend::LocalQcow2 => Some(Box::new(LocalQcow2)),
+        VolumeBackend::Rbd => rbd.map(|c| {
+            let client = RbdCli { user: c.user.clone(), monitors: c.monitors.clone() };
+            Box::new(Rbd { config: c.clone(), client }) as Box<dyn VolumeDriver>
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plinth_api::*;
+    use std::sync::Mutex;
+
+    /// A fake Ceph that records every call (and can be told to fail one verb).
+    #[derive(Default)]
+    struct Recording {
+        calls: Mutex<Vec<String>>,
+        fail: Option<&'static str>,
+    }
+
+    impl Recording {
+        fn call(&self, verb: &'static str, what: String) -> Result<(), String> {
+            self.calls.lock().unwrap().push(format!("{verb} {what}"));
+            match self.fail {
+                Some(v) if v == verb => Err(format!("rbd {verb}: error (2) No such file or directory")),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    impl RbdClient for Recording {
+        fn create(&self, pool: &str, image: &str, size_bytes: u64) -> Result<(), String> {
+            self.call("create", format!("{pool}/{image} {size_bytes}"))
+        }
+        fn resize(&self, pool: &str, image: &str, size_bytes: u64) -> Result<(), String> {
+            self.call("resize", format!("{pool}/{image} {size_bytes}"))
+        }
+        fn remove(&self, pool: &str, image: &str) -> Result<(), String> {
+            self.call("rm", format!("{pool}/{image}"))
+        }
+        fn snap_create(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+            self.call("snap_create", format!("{pool}/{image}@{snap}"))
+        }
+        fn snap_protect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+            self.call("snap_protect", format!("{pool}/{image}@{snap}"))
+        }
+        fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String> {
+            self.call("clone", format!("{pool}/{image}@{snap} -> {new}"))
+        }
+        fn df(&self, pool: &str) -> Result<(u64, u64), String> {
+            self.call("df", pool.to_string()).map(|()| (100 << 30, 3 << 30))
+        }
+    }
+
+    fn volume(encrypted: bool, wipe: WipeMethod) -> Volume {
+        let id = VolumeId::generate();
+        Volume {
+            serial: "S".into(),
+            id,
+            tenant_id: TenantId("tnt_x".into()),
+            project_id: ProjectId("prj_x".into()),
+            name: "data".into(),
+            description: String::new(),
+            volume_type_id: VolumeTypeId("vtp_x".into()),
+            size_gib: 10,
+            host_id: None,
+            state: VolumeState::Creating,
+            state_reason: None,
+            encrypted,
+            wipe,
+            allocated_bytes: None,
+            wipe_evidence: None,
+            attachment_id: None,
+            instance_id: None,
+            source_image_id: None,
+            source_disk: None,
+            generation: 1,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    /// The sequence every driver must carry: create, connection, extend, delete; what is
+    /// done says who does it, and a shared backend's connection names no host's file.
+    fn contract(d: &dyn VolumeDriver) -> Vec<Done> {
+        let v = volume(true, WipeMethod::Crypto);
+        let done = vec![d.create(&v).unwrap(), d.extend(&v, 20).unwrap(), d.delete(&v).unwrap()];
+        let by_host = if d.shared() { Done::Now } else { Done::ByHost };
+        assert!(done.iter().all(|x| *x == by_host), "{:?}: {done:?}", d.backend());
+        match (d.connection(&v), d.shared()) {
+            (VolumeConnection::LocalQcow2 { file }, false) => assert_eq!(file, format!("{}.qcow2", v.id)),
+            (VolumeConnection::Rbd { image, .. }, true) => assert_eq!(image, v.id.as_str()),
+            (c, shared) => panic!("{:?}: connection {c:?} with shared = {shared}", d.backend()),
+        }
+        done
+    }
+
+    #[test]
+    fn local_qcow2_leaves_the_work_to_the_volumes_host() {
+        assert_eq!(contract(&LocalQcow2), [Done::ByHost; 3]);
+        assert!(LocalQcow2.stats().unwrap().is_none(), "each host reports its own pool");
+        let v = volume(true, WipeMethod::Crypto);
+        assert!(matches!(LocalQcow2.snapshot(&v, "s1"), Err(DriverError::Unsupported(_))));
+    }
+
+    #[test]
+    fn rbd_does_the_work_through_ceph_in_order_and_says_what_failed() {
+        let config =
+            RbdConfig { pool: "volumes".into(), user: "plinth".into(), monitors: vec!["10.0.0.1:6789".into()] };
+        let d = Rbd { config: config.clone(), client: Recording::default() };
+        assert_eq!(contract(&d), [Done::Now; 3]);
+        let calls = d.client.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 3);
+        assert!(calls[0].starts_with("create volumes/vol_") && calls[0].ends_with(&format!(" {}", 10u64 << 30)));
+        assert!(calls[1].starts_with("resize volumes/vol_") && calls[1].ends_with(&format!(" {}", 20u64 << 30)));
+        assert!(calls[2].starts_with("rm volumes/vol_"));
+        // Snapshots are protected (so clones can be made of them); clones name both.
+        let (a, b) = (volume(true, WipeMethod::Crypto), volume(true, WipeMethod::Crypto));
+        d.snapshot(&a, "snp_1").unwrap();
+        d.clone_from(&a, "snp_1", &b).unwrap();
+        let calls = d.client.calls.lock().unwrap().clone();
+        assert_eq!(calls[3], format!("snap_create volumes/{}@snp_1", a.id));
+        assert_eq!(calls[4], format!("snap_protect volumes/{}@snp_1", a.id));
+        assert_eq!(calls[5], format!("clone volumes/{}@snp_1 -> {}", a.id, b.id));
+        assert_eq!(d.stats().unwrap(), Some(PoolStats { capacity_bytes: 100 << 30, used_bytes: 3 << 30 }));
+        // The connection a host gets: the pool, the image, the user, the monitors.
+        let VolumeConnection::Rbd { pool, user, monitors, .. } = d.connection(&a) else { panic!("rbd") };
+        assert_eq!((pool.as_str(), user.as_str(), monitors), ("volumes", "plinth", config.monitors.clone()));
+        // Refusals: no unencrypted RBD volume (rbd rm wipes nothing); Ceph's failure is said.
+        let before = d.client.calls.lock().unwrap().len();
+        assert!(matches!(d.create(&volume(false, WipeMethod::Overwrite)), Err(DriverError::Unsupported(_))));
+        assert_eq!(d.client.calls.lock().unwrap().len(), before, "a refusal calls nothing");
+        let failing = Rbd { config, client: Recording { fail: Some("resize"), ..Default::default() } };
+        let e = failing.extend(&a, 30).unwrap_err();
+        assert_eq!(e, DriverError::Backend("rbd resize: error (2) No such file or directory".into()));
+    }
+
+    #[test]
+    fn a_backend_has_a_driver_only_when_configured() {
+        assert!(for_backend(VolumeBackend::LocalQcow2, None).is_some());
+        assert!(for_backend(VolumeBackend::Rbd, None).is_none(), "no Ceph configured");
+        let c = RbdConfig { pool: "p".into(), user: "u".into(), monitors: vec![] };
+        assert!(for_backend(VolumeBackend::Rbd, Some(&c)).is_some_and(|d| d.shared()));
+    }
+}
