@@ -265,6 +265,18 @@ fn test_guest() -> PathBuf {
     dir
 }
 
+/// The test guest as the public image `test-guest`, the shape `tiny`, and tenant `acme`
+/// with project `web`.
+fn image_shape_and_tenant(profile: &Path, guest: &Path) {
+    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
+    let (kernel, initrd) = (guest.join("vmlinux"), guest.join("initramfs.cpio.gz"));
+    let image = ["image", "create", "test-guest", "--public", "--kernel", kernel.to_str().unwrap(), "--initrd"];
+    ok(profile, None, &[&image[..], &[initrd.to_str().unwrap(), "--cmdline", cmdline.trim()]].concat());
+    ok(profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    ok(profile, None, &["tenant", "create", "acme"]);
+    ok(profile, None, &["project", "create", "web", "--tenant", "acme"]);
+}
+
 /// A user-data script for the test guest: finds the disk whose serial is `serial` and
 /// writes `marker` at its start (`write`) or prints what its start holds (`read`).
 fn script(serial: &str, marker: &str, write: bool) -> String {
@@ -293,27 +305,8 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     let _qemu = common::QemuReaper(d.to_path_buf());
     let pool = fs.mnt.join("pool");
     let (_up, _agent, profile, _host) = start(d, &pool);
-    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
-    ok(
-        &profile,
-        None,
-        &[
-            "image",
-            "create",
-            "test-guest",
-            "--public",
-            "--kernel",
-            guest.join("vmlinux").to_str().unwrap(),
-            "--initrd",
-            guest.join("initramfs.cpio.gz").to_str().unwrap(),
-            "--cmdline",
-            cmdline.trim(),
-        ],
-    );
-    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    image_shape_and_tenant(&profile, &guest);
     ok(&profile, None, &["volume-type", "create", "standard"]);
-    ok(&profile, None, &["tenant", "create", "acme"]);
-    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
     let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let marker = format!("PLINTH-MARK-{}", &vol["id"].as_str().unwrap()[4..]);
@@ -472,29 +465,8 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
     let _qemu = common::QemuReaper(d.to_path_buf());
     let pool = fs.mnt.join("pool");
     let (_up, _agent, profile, _host) = start(d, &pool);
-    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
-    let kernel = guest.join("vmlinux");
-    let initrd = guest.join("initramfs.cpio.gz");
-    ok(
-        &profile,
-        None,
-        &[
-            "image",
-            "create",
-            "test-guest",
-            "--public",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cmdline",
-            cmdline.trim(),
-        ],
-    );
-    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    image_shape_and_tenant(&profile, &guest);
     ok(&profile, None, &["volume-type", "create", "standard"]);
-    ok(&profile, None, &["tenant", "create", "acme"]);
-    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
     let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let marker = format!("PLINTH-HOT-{}", &vol["id"].as_str().unwrap()[4..]);
@@ -630,27 +602,10 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
     let _qemu = common::QemuReaper(d.to_path_buf());
     let pool = fs.mnt.join("pool");
     let (_up, _agent, profile, _host) = start(d, &pool);
-    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
-    let (kernel, initrd) = (guest.join("vmlinux"), guest.join("initramfs.cpio.gz"));
-    let image = [
-        "image",
-        "create",
-        "test-guest",
-        "--public",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        cmdline.trim(),
-    ];
-    ok(&profile, None, &image);
-    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    image_shape_and_tenant(&profile, &guest);
     const LIMIT: u64 = 2 << 20;
     ok(&profile, None, &["volume-type", "create", "slow", "--bps", &LIMIT.to_string()]);
     ok(&profile, None, &["volume-type", "create", "fast"]);
-    ok(&profile, None, &["tenant", "create", "acme"]);
-    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
     let mk = |name: &str, t: &str| {
         ok(&profile, None, &["volume", "create", name, "--project", "web", "--size", "1", "--type", t, "--wait"])["serial"]
             .as_str()
@@ -716,28 +671,8 @@ fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
     let _qemu = common::QemuReaper(d.to_path_buf());
     let pool = fs.mnt.join("pool");
     let (_up, mut first, profile, _host) = start(d, &pool);
-    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
-    let (kernel, initrd) = (guest.join("vmlinux"), guest.join("initramfs.cpio.gz"));
-    ok(
-        &profile,
-        None,
-        &[
-            "image",
-            "create",
-            "test-guest",
-            "--public",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cmdline",
-            cmdline.trim(),
-        ],
-    );
-    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    image_shape_and_tenant(&profile, &guest);
     ok(&profile, None, &["volume-type", "create", "standard"]);
-    ok(&profile, None, &["tenant", "create", "acme"]);
-    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
     let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let marker = format!("PLINTH-KILL-{}", &vol["id"].as_str().unwrap()[4..]);
@@ -822,28 +757,8 @@ fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_wi
     let _qemu = common::QemuReaper(d.to_path_buf());
     let pool = fs.mnt.join("pool");
     let (_up, _agent, profile, _host) = start(d, &pool);
-    let cmdline = std::fs::read_to_string(guest.join("cmdline")).unwrap();
-    let (kernel, initrd) = (guest.join("vmlinux"), guest.join("initramfs.cpio.gz"));
-    ok(
-        &profile,
-        None,
-        &[
-            "image",
-            "create",
-            "test-guest",
-            "--public",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cmdline",
-            cmdline.trim(),
-        ],
-    );
-    ok(&profile, None, &["shape", "create", "tiny", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1"]);
+    image_shape_and_tenant(&profile, &guest);
     ok(&profile, None, &["volume-type", "create", "standard"]);
-    ok(&profile, None, &["tenant", "create", "acme"]);
-    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
     let vol = ok(&profile, None, &["volume", "create", "root", "--project", "web", "--size", "1", "--wait"]);
     let vid = vol["id"].as_str().unwrap().to_string();
     let console =

@@ -127,33 +127,9 @@ pub async fn attach(st: &AppState, caller: &Caller, id: &str, b: VolumeAttach) -
         )
         .with_constraint(json!({ "field": "instance_id", "rule": "free volume slot", "slots": SLOTS })));
     };
-    let now = tx.now();
-    let att = VolumeAttachment {
-        id: VolumeAttachmentId::generate(),
-        tenant_id: vol.tenant_id.clone(),
-        project_id: vol.project_id.clone(),
-        volume_id: vol.id.clone(),
-        instance_id: inst.id.clone(),
-        host_id: vol.host_id.clone(),
-        state: if mode == Mode::Hot { AttachmentState::Attaching } else { AttachmentState::Attached },
-        slot,
-        serial: vol.serial.clone(),
-        attached_at: now,
-        detach_requested_at: None,
-        detached_at: None,
-        detail: None,
-        boot: false,
-        delete_with_instance: false,
-        spec_generation: inst.spec_generation + 1,
-        generation: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    tx.insert(&att, &[]).await?;
-    vol.state = VolumeState::InUse;
-    vol.attachment_id = Some(att.id.clone());
-    vol.instance_id = Some(inst.id.clone());
-    tx.save(&mut vol).await?;
+    let state = if mode == Mode::Hot { AttachmentState::Attaching } else { AttachmentState::Attached };
+    let att = VolumeAttachment { state, ..new_attachment(&vol, &inst, slot, tx.now(), inst.spec_generation + 1) };
+    give(&mut tx, &att, &mut vol).await?;
     let mut pokes = Pokes::default();
     let how = if mode == Mode::Hot { "hot-plugging" } else { "attached" };
     republish(&mut tx, &mut inst, "volume_attach", &format!("volume {} {how} (slot {slot})", vol.id), &mut pokes)
@@ -356,34 +332,55 @@ pub async fn attach_at_create(tx: &mut Tx, inst: &Instance, vols: &[Volume], boo
             return Err(Error::conflict("volume_busy", format!("volume {} was taken or moved meanwhile", vol.id))
                 .with_constraint(json!({ "field": "volumes", "rule": "state", "allowed": ["available"] })));
         }
-        let now = tx.now();
         let att = VolumeAttachment {
-            id: VolumeAttachmentId::generate(),
-            tenant_id: vol.tenant_id.clone(),
-            project_id: vol.project_id.clone(),
-            volume_id: vol.id.clone(),
-            instance_id: inst.id.clone(),
-            host_id: vol.host_id.clone(),
-            state: AttachmentState::Attached,
-            slot,
-            serial: vol.serial.clone(),
-            attached_at: now,
-            detach_requested_at: None,
-            detached_at: None,
-            detail: None,
             boot: is_boot,
             delete_with_instance: is_boot && boot == BootVolume::First { keep: false },
-            spec_generation: inst.spec_generation,
-            generation: 1,
-            created_at: now,
-            updated_at: now,
+            ..new_attachment(&vol, inst, slot, tx.now(), inst.spec_generation)
         };
-        tx.insert(&att, &[]).await?;
-        vol.state = VolumeState::InUse;
-        vol.attachment_id = Some(att.id.clone());
-        vol.instance_id = Some(inst.id.clone());
-        tx.save(&mut vol).await?;
+        give(tx, &att, &mut vol).await?;
     }
+    Ok(())
+}
+
+/// A new `attached` attachment of `vol` to `inst` in `slot`, carried by the instance's
+/// spec generation `spec_generation`.
+fn new_attachment(
+    vol: &Volume,
+    inst: &Instance,
+    slot: u8,
+    now: chrono::DateTime<chrono::Utc>,
+    spec_generation: i64,
+) -> VolumeAttachment {
+    VolumeAttachment {
+        id: VolumeAttachmentId::generate(),
+        tenant_id: vol.tenant_id.clone(),
+        project_id: vol.project_id.clone(),
+        volume_id: vol.id.clone(),
+        instance_id: inst.id.clone(),
+        host_id: vol.host_id.clone(),
+        state: AttachmentState::Attached,
+        slot,
+        serial: vol.serial.clone(),
+        attached_at: now,
+        detach_requested_at: None,
+        detached_at: None,
+        detail: None,
+        boot: false,
+        delete_with_instance: false,
+        spec_generation,
+        generation: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Writes `att` and makes its volume `in_use` by its instance.
+async fn give(tx: &mut Tx, att: &VolumeAttachment, vol: &mut Volume) -> Result<()> {
+    tx.insert(att, &[]).await?;
+    vol.state = VolumeState::InUse;
+    vol.attachment_id = Some(att.id.clone());
+    vol.instance_id = Some(att.instance_id.clone());
+    tx.save(vol).await?;
     Ok(())
 }
 
