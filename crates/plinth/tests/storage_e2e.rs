@@ -73,6 +73,44 @@ fn root() -> bool {
     is
 }
 
+/// One test's world, torn down in field order when dropped: `plinth up` and its agent,
+/// then the guests (reaped: they hold files on the pool), the pool's loop filesystem
+/// (unmounted), the test's network namespaces, the scratch directory.
+struct Rig {
+    _up: Proc,
+    agent: Proc,
+    _qemu: common::QemuReaper,
+    fs: LoopFs,
+    _net: common::NetReaper,
+    profile: PathBuf,
+    pool: PathBuf,
+    host: serde_json::Value,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// `plinth up`, an agent whose pool is on a fresh loop device; with `guests`, also the
+    /// test guest image, shape `tiny` and tenant `acme` / project `web`. `None` (having
+    /// said SKIP) unless root.
+    fn new(guests: bool) -> Option<Rig> {
+        if !root() {
+            return None;
+        }
+        let guest = guests.then(test_guest);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let _net = common::NetReaper(d.to_path_buf());
+        let fs = LoopFs::new(d);
+        let _qemu = common::QemuReaper(d.to_path_buf());
+        let pool = fs.mnt.join("pool");
+        let (_up, agent, profile, host) = start(d, &pool);
+        if let Some(g) = guest {
+            image_shape_and_tenant(&profile, &g);
+        }
+        Some(Rig { _up, agent, _qemu, fs, _net, profile, pool, host, dir })
+    }
+}
+
 /// The host's agent (its state in `d/agent`, its pool `pool`), logging to `d/<log>`,
 /// with `env` added (a restart is another call).
 fn agent(d: &Path, profile: &Path, pool: &Path, log: &str, env: &[(&str, &str)]) -> Proc {
@@ -126,28 +164,22 @@ fn start(d: &Path, pool: &Path) -> (Proc, Proc, PathBuf, serde_json::Value) {
 
 #[test]
 fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
-    if !root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let _net = common::NetReaper(d.to_path_buf());
-    let fs = LoopFs::new(d);
-    let pool = fs.mnt.join("pool");
-    let (_up, _agent, profile, host) = start(d, &pool);
+    let Some(rig) = Rig::new(false) else { return };
+    let (d, profile, pool, fs) = (rig.dir.path(), &rig.profile, &rig.pool, &rig.fs);
+    let host = &rig.host;
     assert_eq!(host["inventory"]["volume_pool"]["filesystem"], "ext4", "{host}");
     assert!(host["inventory"]["volume_pool"]["capacity_bytes"].as_u64().unwrap() > 100 << 20);
 
-    ok(&profile, None, &["volume-type", "create", "standard", "--iops", "500"]);
-    ok(&profile, None, &["tenant", "create", "acme"]);
-    ok(&profile, None, &["project", "create", "web", "--tenant", "acme"]);
-    let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1"]);
+    ok(profile, None, &["volume-type", "create", "standard", "--iops", "500"]);
+    ok(profile, None, &["tenant", "create", "acme"]);
+    ok(profile, None, &["project", "create", "web", "--tenant", "acme"]);
+    let vol = ok(profile, None, &["volume", "create", "data", "--project", "web", "--size", "1"]);
     let id = vol["id"].as_str().unwrap().to_string();
     assert_eq!(vol["state"], "creating");
     assert_eq!(fs.copies(LUKS_MAGIC), 0, "no LUKS header on the device before the volume");
 
     let v = wait_for("the volume to be available", Duration::from_secs(60), || {
-        let v = ok(&profile, None, &["volume", "get", "data", "--project", "web"]);
+        let v = ok(profile, None, &["volume", "get", "data", "--project", "web"]);
         assert_ne!(v["state"], "error", "{v}");
         (v["state"] == "available").then_some(v)
     });
@@ -159,17 +191,17 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     assert_eq!(info["virtual-size"], 1u64 << 30);
     assert_eq!(info["format-specific"]["data"]["encrypt"]["format"], "luks", "LUKS inside the qcow2 file: {info}");
     assert_eq!(fs.copies(LUKS_MAGIC), 1, "its LUKS header is on the device");
-    let listed = ok(&profile, None, &["volume", "list", "--project", "web"]);
+    let listed = ok(profile, None, &["volume", "list", "--project", "web"]);
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 
     // Grown by its host (with its key): the file's virtual size follows.
-    let x = ok(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
+    let x = ok(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
     assert_eq!((x["state"].as_str(), x["size_gib"].as_u64()), (Some("available"), Some(2)), "--wait follows it: {x}");
     let info: serde_json::Value =
         serde_json::from_str(&run("qemu-img", &["info", "--output=json", file.to_str().unwrap()]))
             .expect("qemu-img info");
     assert_eq!(info["virtual-size"], 2u64 << 30);
-    let out = cli(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "1"]);
+    let out = cli(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "1"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("shrink_refused"),
         "{}",
@@ -177,7 +209,7 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     );
 
     // A refusal with its code: the pool cannot promise 200 GiB.
-    let out = cli(&profile, None, &["volume", "create", "huge", "--project", "web", "--size", "200"]);
+    let out = cli(profile, None, &["volume", "create", "huge", "--project", "web", "--size", "200"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("volume_pool_full"),
@@ -193,14 +225,14 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     let mut raw = image_marker.clone().into_bytes();
     raw.resize(1 << 20, 0);
     std::fs::write(&disk, &raw).unwrap();
-    ok(&profile, None, &["image", "create", "marked", "--public", "--disk", disk.to_str().unwrap()]);
+    ok(profile, None, &["image", "create", "marked", "--public", "--disk", disk.to_str().unwrap()]);
     wait_for("the image", Duration::from_secs(60), || {
-        (ok(&profile, None, &["image", "get", "marked"])["status"] == "available").then_some(())
+        (ok(profile, None, &["image", "get", "marked"])["status"] == "available").then_some(())
     });
-    ok(&profile, None, &["volume-type", "create", "plain", "--unencrypted", "--wipe", "overwrite"]);
+    ok(profile, None, &["volume-type", "create", "plain", "--unencrypted", "--wipe", "overwrite"]);
     let from = |name: &str, t: &str| {
         let v = ok(
-            &profile,
+            profile,
             None,
             &["volume", "create", name, "--project", "web", "--size", "1", "--type", t, "--image", "marked", "--wait"],
         );
@@ -223,7 +255,7 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
         run("qemu-img", &["map", "-U", plain.to_str().unwrap()])
     );
     let out = cli(
-        &profile,
+        profile,
         None,
         &["volume", "create", "small", "--project", "web", "--size", "1", "--type", "plain", "--image", "nope"],
     );
@@ -234,22 +266,22 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
     );
 
     for name in ["from-image", "from-image-enc"] {
-        ok(&profile, None, &["volume", "delete", name, "--project", "web", "--wait"]);
+        ok(profile, None, &["volume", "delete", name, "--project", "web", "--wait"]);
     }
     assert_eq!(fs.copies(image_marker.as_bytes()), 0, "the image's bytes went with the overwritten volume");
 
-    let gone = ok(&profile, None, &["volume", "delete", "data", "--project", "web"]);
+    let gone = ok(profile, None, &["volume", "delete", "data", "--project", "web"]);
     assert_eq!(gone["state"], "deleting");
     assert!(gone["wipe_evidence"]["key_destroyed_at"].is_string(), "{gone}");
     let v = wait_for("the volume to be wiped", Duration::from_secs(90), || {
-        let v = ok(&profile, None, &["volume", "get", &id]);
+        let v = ok(profile, None, &["volume", "get", &id]);
         (v["state"] == "deleted").then_some(v)
     });
     assert_eq!(v["wipe_evidence"]["method"], "crypto");
     assert!(v["wipe_evidence"]["bytes_overwritten"].as_u64().unwrap() >= 256 << 10, "{v}");
     assert!(!file.exists(), "the file is removed");
     assert_eq!(fs.copies(LUKS_MAGIC), 0, "its LUKS header is gone from the device");
-    let left: Vec<_> = std::fs::read_dir(&pool).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(pool).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "nothing is left in the pool: {left:?}");
 }
 
@@ -293,35 +325,24 @@ fn script(serial: &str, marker: &str, write: bool) -> String {
 
 #[test]
 fn a_volume_carries_a_guests_data_to_another_guest() {
-    if !root() {
-        return;
-    }
-    let guest = test_guest();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let _net = common::NetReaper(d.to_path_buf());
-    // Dropped after the guests are reaped (they hold files on it).
-    let fs = LoopFs::new(d);
-    let _qemu = common::QemuReaper(d.to_path_buf());
-    let pool = fs.mnt.join("pool");
-    let (_up, _agent, profile, _host) = start(d, &pool);
-    image_shape_and_tenant(&profile, &guest);
-    ok(&profile, None, &["volume-type", "create", "standard"]);
-    let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1"]);
+    let Some(rig) = Rig::new(true) else { return };
+    let (d, profile, fs) = (rig.dir.path(), &rig.profile, &rig.fs);
+    ok(profile, None, &["volume-type", "create", "standard"]);
+    let vol = ok(profile, None, &["volume", "create", "data", "--project", "web", "--size", "1"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let marker = format!("PLINTH-MARK-{}", &vol["id"].as_str().unwrap()[4..]);
     wait_for("the volume", Duration::from_secs(60), || {
-        (ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"] == "available").then_some(())
+        (ok(profile, None, &["volume", "get", "data", "--project", "web"])["state"] == "available").then_some(())
     });
 
     let console = |vm: &str| -> String {
-        String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", vm]).stdout).into_owned()
+        String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", vm]).stdout).into_owned()
     };
     let vm = |name: &str, write: bool| {
         let f = d.join(format!("{name}.sh"));
         std::fs::write(&f, script(&serial, &marker, write)).unwrap();
         ok(
-            &profile,
+            profile,
             None,
             &[
                 "instance",
@@ -338,34 +359,34 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
                 "--wait",
             ],
         );
-        ok(&profile, None, &["instance", "stop", name, "--wait"]);
+        ok(profile, None, &["instance", "stop", name, "--wait"]);
     };
 
     // Guest A, stopped, gets the volume; started, it finds the disk by its serial and writes.
     vm("vm-a", true);
-    let att = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
+    let att = ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
     assert_eq!(att["state"], "attached");
-    ok(&profile, None, &["instance", "start", "vm-a", "--wait"]);
+    ok(profile, None, &["instance", "start", "vm-a", "--wait"]);
     let seen = wait_for("vm-a to write the marker", Duration::from_secs(120), || {
         let c = console("vm-a");
         c.contains("PLINTH-VOL-WROTE").then_some(c)
     });
     assert!(seen.contains("PLINTH-VOL-SEEN /dev/vd"), "{seen}");
     assert!(seen.contains(&format!(" {}", 1u64 << 21)), "the guest sees 1 GiB (2,097,152 sectors): {seen}");
-    let inst = ok(&profile, None, &["instance", "get", "vm-a"]);
+    let inst = ok(profile, None, &["instance", "get", "vm-a"]);
     let argv: Vec<String> = serde_json::from_value(inst["runtime"]["command_line"].clone()).unwrap();
     assert!(
         argv.iter().any(|a| a.contains("bus=hp0") && a.contains(&format!("serial={serial}"))),
         "the disk on root port hp0 with its serial: {argv:?}"
     );
-    ok(&profile, None, &["instance", "stop", "vm-a", "--wait"]);
+    ok(profile, None, &["instance", "stop", "vm-a", "--wait"]);
     assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
 
     // Moved to guest B: it reads what A wrote.
-    ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    ok(profile, None, &["volume", "detach", "data", "--project", "web"]);
     vm("vm-b", false);
-    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b"]);
-    ok(&profile, None, &["instance", "start", "vm-b", "--wait"]);
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b"]);
+    ok(profile, None, &["instance", "start", "vm-b", "--wait"]);
     let read = wait_for("vm-b to read the volume", Duration::from_secs(120), || {
         let c = console("vm-b");
         c.contains("PLINTH-VOL-READ").then_some(c)
@@ -373,10 +394,10 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     assert!(read.contains(&format!("PLINTH-VOL-READ {marker}")), "vm-b reads vm-a's marker: {read}");
 
     // A microVM (virtio-mmio, no hot-plug at all) takes it cold the same way.
-    ok(&profile, None, &["instance", "stop", "vm-b", "--wait"]);
-    ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    ok(profile, None, &["instance", "stop", "vm-b", "--wait"]);
+    ok(profile, None, &["volume", "detach", "data", "--project", "web"]);
     ok(
-        &profile,
+        profile,
         None,
         &[
             "shape",
@@ -395,7 +416,7 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     let f = d.join("vm-c.sh");
     std::fs::write(&f, script(&serial, &marker, false)).unwrap();
     ok(
-        &profile,
+        profile,
         None,
         &[
             "instance",
@@ -413,20 +434,20 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
         ],
     );
     // Running, it cannot hot-plug: refused with its reason, nothing written.
-    let out = cli(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-c"]);
+    let out = cli(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-c"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && err.contains("hotplug_unsupported") && err.contains("stop it"), "{err}");
-    assert_eq!(ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"], "available");
-    ok(&profile, None, &["instance", "stop", "vm-c", "--wait"]);
-    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-c"]);
-    ok(&profile, None, &["instance", "start", "vm-c", "--wait"]);
+    assert_eq!(ok(profile, None, &["volume", "get", "data", "--project", "web"])["state"], "available");
+    ok(profile, None, &["instance", "stop", "vm-c", "--wait"]);
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-c"]);
+    ok(profile, None, &["instance", "start", "vm-c", "--wait"]);
     let read = wait_for("vm-c to read the volume", Duration::from_secs(120), || {
         let c = console("vm-c");
         c.contains("PLINTH-VOL-READ").then_some(c)
     });
     assert!(read.contains(&format!("PLINTH-VOL-READ {marker}")), "the microVM reads it too: {read}");
     let argv: Vec<String> =
-        serde_json::from_value(ok(&profile, None, &["instance", "get", "vm-c"])["runtime"]["command_line"].clone())
+        serde_json::from_value(ok(profile, None, &["instance", "get", "vm-c"])["runtime"]["command_line"].clone())
             .unwrap();
     assert!(argv.iter().any(|a| a.starts_with("virtio-blk-device,drive=v0-io")), "{argv:?}");
 }
@@ -453,25 +474,14 @@ fn hot_script(serial: &str, marker: &str, write: bool) -> String {
 
 #[test]
 fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
-    if !root() {
-        return;
-    }
-    let guest = test_guest();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let _net = common::NetReaper(d.to_path_buf());
-    // Dropped after the guests are reaped (they hold files on it).
-    let fs = LoopFs::new(d);
-    let _qemu = common::QemuReaper(d.to_path_buf());
-    let pool = fs.mnt.join("pool");
-    let (_up, _agent, profile, _host) = start(d, &pool);
-    image_shape_and_tenant(&profile, &guest);
-    ok(&profile, None, &["volume-type", "create", "standard"]);
-    let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
+    let Some(rig) = Rig::new(true) else { return };
+    let (d, profile, fs) = (rig.dir.path(), &rig.profile, &rig.fs);
+    ok(profile, None, &["volume-type", "create", "standard"]);
+    let vol = ok(profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let marker = format!("PLINTH-HOT-{}", &vol["id"].as_str().unwrap()[4..]);
     let console = |vm: &str| -> String {
-        String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", vm]).stdout).into_owned()
+        String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", vm]).stdout).into_owned()
     };
     let running = |name: &str, script: Option<String>, image: &str| {
         let mut args = vec!["instance", "create", name, "--project", "web", "--shape", "tiny", "--image", image];
@@ -481,7 +491,7 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
             args.extend(["--user-data-file", f.to_str().unwrap()]);
         }
         args.push("--wait");
-        ok(&profile, None, &args);
+        ok(profile, None, &args);
     };
     let saw = |vm: &str, what: &str, needle: &str| -> String {
         wait_for(what, Duration::from_secs(120), || {
@@ -494,31 +504,31 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
     running("vm-a", Some(hot_script(&serial, &marker, true)), "test-guest");
     saw("vm-a", "vm-a's script to start", "PLINTH-USERDATA");
     assert!(!console("vm-a").contains("PLINTH-VOL-SEEN"), "no disk before the attach");
-    let att = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
+    let att = ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
     assert_eq!(att["state"], "attaching", "a running guest's attach waits for its host: {att}");
-    let out = cli(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
+    let out = cli(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("volume_busy"), "{}", String::from_utf8_lossy(&out.stderr));
     let att_id = att["id"].as_str().unwrap().to_string();
     wait_for("the attachment to be attached", Duration::from_secs(60), || {
-        let a = ok(&profile, None, &["volume-attachment", "get", &att_id]);
+        let a = ok(profile, None, &["volume-attachment", "get", &att_id]);
         assert_ne!(a["state"], "detached", "{a}");
         (a["state"] == "attached").then_some(())
     });
-    let ev = String::from_utf8_lossy(&cli(&profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
+    let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
     assert!(ev.contains("volume_attached"), "{ev}");
     let c = saw("vm-a", "vm-a to see and write the hot-plugged disk", "PLINTH-VOL-WROTE");
     assert!(c.contains(&format!(" {}", 1u64 << 21)), "the guest sees 1 GiB: {c}");
 
     // Grown live: the guest sees the new size without a restart.
-    let x = ok(&profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
+    let x = ok(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
     assert_eq!(x["state"], "in_use", "back in use once grown: {x}");
     saw("vm-a", "vm-a to see the disk grow", &format!("PLINTH-VOL-SIZE {}", 2u64 << 21));
 
     // Released by the guest on detach.
-    let a = ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    let a = ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
     assert_eq!(a["state"], "detached", "{a}");
     saw("vm-a", "vm-a to lose the disk", "PLINTH-VOL-GONE");
-    let ev = String::from_utf8_lossy(&cli(&profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
+    let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
     assert!(ev.contains("released by the guest"), "{ev}");
     assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
 
@@ -526,42 +536,42 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
     running("vm-b", Some(hot_script(&serial, &marker, false)), "test-guest");
     saw("vm-b", "vm-b's script to start", "PLINTH-USERDATA");
     // (The instance's own verbs this time.)
-    ok(&profile, None, &["instance", "attach", "vm-b", "--volume", "data", "--wait"]);
+    ok(profile, None, &["instance", "attach", "vm-b", "--volume", "data", "--wait"]);
     let c = saw("vm-b", "vm-b to read the disk", "PLINTH-VOL-READ");
     assert!(c.contains(&format!("PLINTH-VOL-READ {marker}")), "vm-b reads vm-a's marker: {c}");
     assert!(c.contains(&format!(" {}", 2u64 << 21)), "and sees 2 GiB: {c}");
-    let out = cli(&profile, None, &["instance", "detach", "vm-a", "--volume", "data"]);
+    let out = cli(profile, None, &["instance", "detach", "vm-a", "--volume", "data"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not attached to instance vm-a"), "{out:?}");
-    ok(&profile, None, &["instance", "detach", "vm-b", "--volume", "data", "--wait"]);
+    ok(profile, None, &["instance", "detach", "vm-b", "--volume", "data", "--wait"]);
 
     // A guest that never releases the disk: firmware with nothing to boot (no OS answers
     // the unplug request). The detach passes its deadline: error_detaching, with why.
     let blank = d.join("blank.raw");
     std::fs::File::create(&blank).and_then(|f| f.set_len(1 << 20)).unwrap();
-    ok(&profile, None, &["image", "create", "no-os", "--public", "--disk", blank.to_str().unwrap()]);
+    ok(profile, None, &["image", "create", "no-os", "--public", "--disk", blank.to_str().unwrap()]);
     running("vm-stuck", None, "no-os");
-    ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-stuck", "--wait"]);
-    let a = ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-stuck", "--wait"]);
+    let a = ok(profile, None, &["volume", "detach", "data", "--project", "web"]);
     assert_eq!(a["state"], "detaching", "{a}");
-    let out = cli(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait", "--timeout", "60"]);
+    let out = cli(profile, None, &["volume", "detach", "data", "--project", "web", "--wait", "--timeout", "60"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && err.contains("detach_in_progress"), "a second detach is refused: {err}");
     let a = wait_for("the detach to pass its deadline", Duration::from_secs(90), || {
-        let v = ok(&profile, None, &["volume", "get", "data", "--project", "web"]);
+        let v = ok(profile, None, &["volume", "get", "data", "--project", "web"]);
         let id = v["attachment_id"].as_str()?.to_string();
-        let a = ok(&profile, None, &["volume-attachment", "get", &id]);
+        let a = ok(profile, None, &["volume-attachment", "get", &id]);
         (a["state"] == "error_detaching").then_some(a)
     });
     assert!(a["detail"].as_str().unwrap().contains("did not release"), "{a}");
-    let ev = String::from_utf8_lossy(&cli(&profile, None, &["instance", "events", "vm-stuck"]).stdout).into_owned();
+    let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-stuck"]).stdout).into_owned();
     assert!(ev.contains("volume_detach_stuck"), "{ev}");
-    assert_eq!(ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"], "in_use");
+    assert_eq!(ok(profile, None, &["volume", "get", "data", "--project", "web"])["state"], "in_use");
     // Force-detach (operators): the instance is stopped and the disk detached cold.
-    let a = ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--force", "--wait"]);
+    let a = ok(profile, None, &["volume", "detach", "data", "--project", "web", "--force", "--wait"]);
     assert_eq!(a["state"], "detached", "{a}");
-    let inst = ok(&profile, None, &["instance", "get", "vm-stuck"]);
+    let inst = ok(profile, None, &["instance", "get", "vm-stuck"]);
     assert_eq!(inst["state"], "stopped", "{inst}");
-    assert_eq!(ok(&profile, None, &["volume", "get", "data", "--project", "web"])["state"], "available");
+    assert_eq!(ok(profile, None, &["volume", "get", "data", "--project", "web"])["state"], "available");
 }
 
 /// A user-data script for the test guest, in the background: for each `(tag, serial)` in
@@ -591,23 +601,13 @@ fn rate(console: &str, tag: &str) -> Option<f64> {
 
 #[test]
 fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
-    if !root() {
-        return;
-    }
-    let guest = test_guest();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let _net = common::NetReaper(d.to_path_buf());
-    let fs = LoopFs::new(d);
-    let _qemu = common::QemuReaper(d.to_path_buf());
-    let pool = fs.mnt.join("pool");
-    let (_up, _agent, profile, _host) = start(d, &pool);
-    image_shape_and_tenant(&profile, &guest);
+    let Some(rig) = Rig::new(true) else { return };
+    let (d, profile) = (rig.dir.path(), &rig.profile);
     const LIMIT: u64 = 2 << 20;
-    ok(&profile, None, &["volume-type", "create", "slow", "--bps", &LIMIT.to_string()]);
-    ok(&profile, None, &["volume-type", "create", "fast"]);
+    ok(profile, None, &["volume-type", "create", "slow", "--bps", &LIMIT.to_string()]);
+    ok(profile, None, &["volume-type", "create", "fast"]);
     let mk = |name: &str, t: &str| {
-        ok(&profile, None, &["volume", "create", name, "--project", "web", "--size", "1", "--type", t, "--wait"])["serial"]
+        ok(profile, None, &["volume", "create", name, "--project", "web", "--size", "1", "--type", t, "--wait"])["serial"]
             .as_str()
             .unwrap()
             .to_string()
@@ -616,7 +616,7 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
     let script = d.join("io.sh");
     std::fs::write(&script, io_script(&[("slow1", &slow), ("fast", &fast), ("slow2", &slow)])).unwrap();
     ok(
-        &profile,
+        profile,
         None,
         &[
             "instance",
@@ -634,11 +634,11 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
         ],
     );
     let console =
-        || String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", "vm-io"]).stdout).into_owned();
+        || String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", "vm-io"]).stdout).into_owned();
     let measured =
         |tag: &str| wait_for(&format!("the guest's {tag} run"), Duration::from_secs(180), || rate(&console(), tag));
     let attach =
-        |v: &str| ok(&profile, None, &["volume", "attach", v, "--project", "web", "--instance", "vm-io", "--wait"]);
+        |v: &str| ok(profile, None, &["volume", "attach", v, "--project", "web", "--instance", "vm-io", "--wait"]);
     let most = LIMIT as f64 / (1u64 << 20) as f64 * 1.15;
 
     // Limited to 2 MiB/s by its type: the guest measures no more than that (+15%).
@@ -646,7 +646,7 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
     let slow1 = measured("slow1");
     assert!(slow1 <= most, "the guest wrote at {slow1:.2} MiB/s through a {LIMIT} B/s limit");
     // The type's limit raised to 8 MiB/s while the guest runs: its disk follows live.
-    ok(&profile, None, &["volume-type", "update", "slow", "--bps", &(4 * LIMIT).to_string()]);
+    ok(profile, None, &["volume-type", "update", "slow", "--bps", &(4 * LIMIT).to_string()]);
     // The control: an unlimited disk of the same guest is measured above the old limit
     // (so the check above could have failed).
     attach("fast-vol");
@@ -660,26 +660,16 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
 
 #[test]
 fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
-    if !root() {
-        return;
-    }
-    let guest = test_guest();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let _net = common::NetReaper(d.to_path_buf());
-    let fs = LoopFs::new(d);
-    let _qemu = common::QemuReaper(d.to_path_buf());
-    let pool = fs.mnt.join("pool");
-    let (_up, mut first, profile, _host) = start(d, &pool);
-    image_shape_and_tenant(&profile, &guest);
-    ok(&profile, None, &["volume-type", "create", "standard"]);
-    let vol = ok(&profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
+    let Some(mut rig) = Rig::new(true) else { return };
+    let (d, profile, pool, fs) = (rig.dir.path(), &rig.profile, &rig.pool, &rig.fs);
+    ok(profile, None, &["volume-type", "create", "standard"]);
+    let vol = ok(profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let marker = format!("PLINTH-KILL-{}", &vol["id"].as_str().unwrap()[4..]);
     let script = d.join("vm.sh");
     std::fs::write(&script, hot_script(&serial, &marker, true)).unwrap();
     ok(
-        &profile,
+        profile,
         None,
         &[
             "instance",
@@ -697,27 +687,26 @@ fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
         ],
     );
     let console =
-        || String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", "vm"]).stdout).into_owned();
+        || String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", "vm"]).stdout).into_owned();
     let saw = |what: &str, needle: &str| {
         wait_for(what, Duration::from_secs(120), || console().contains(needle).then_some(()));
     };
     saw("the guest's script", "PLINTH-USERDATA");
     let state_of =
-        |id: &str| ok(&profile, None, &["volume-attachment", "get", id])["state"].as_str().unwrap().to_string();
+        |id: &str| ok(profile, None, &["volume-attachment", "get", id])["state"].as_str().unwrap().to_string();
     let exited = |p: &mut Proc, what: &str| {
         wait_for(what, Duration::from_secs(60), || p.0.try_wait().ok().flatten().map(|_| ()));
     };
 
     // The agent dies between opening the volume's nodes and adding the device.
-    first.kill9();
-    let mut crashing = agent(d, &profile, &pool, "agent-2.log", &[("PLINTH_AGENT_CRASH_AT", "hotplug:after_nodes")]);
-    let att = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm"]);
+    rig.agent.kill9();
+    let mut crashing = agent(d, profile, pool, "agent-2.log", &[("PLINTH_AGENT_CRASH_AT", "hotplug:after_nodes")]);
+    let att = ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm"]);
     let aid = att["id"].as_str().unwrap().to_string();
     exited(&mut crashing, "the agent to die mid-attach");
     assert_eq!(state_of(&aid), "attaching");
     // Restarted: it reads the guest's disks again, removes the half-made nodes and plugs the disk.
-    let mut crashing =
-        agent(d, &profile, &pool, "agent-3.log", &[("PLINTH_AGENT_CRASH_AT", "unplug:after_device_del")]);
+    let mut crashing = agent(d, profile, pool, "agent-3.log", &[("PLINTH_AGENT_CRASH_AT", "unplug:after_device_del")]);
     wait_for("the attach to finish after the restart", Duration::from_secs(90), || {
         (state_of(&aid) == "attached").then_some(())
     });
@@ -726,10 +715,10 @@ fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
     assert!(log.contains("crashing at hotplug:after_nodes"), "the crash happened where asked: {log}");
 
     // The agent dies right after asking the guest to release the disk.
-    ok(&profile, None, &["volume", "detach", "data", "--project", "web"]);
+    ok(profile, None, &["volume", "detach", "data", "--project", "web"]);
     exited(&mut crashing, "the agent to die mid-detach");
     assert_eq!(state_of(&aid), "detaching");
-    let _agent = agent(d, &profile, &pool, "agent-4.log", &[]);
+    let _agent = agent(d, profile, pool, "agent-4.log", &[]);
     wait_for("the detach to finish after the restart", Duration::from_secs(90), || {
         (state_of(&aid) == "detached").then_some(())
     });
@@ -737,39 +726,29 @@ fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
 
     // Nothing leaked: the same slot takes the disk again (a node, secret or throttle group
     // left behind would collide with the new one's name), and lets it go again.
-    let again = ok(&profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm", "--wait"]);
+    let again = ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm", "--wait"]);
     assert_eq!((again["state"].as_str(), again["slot"].as_u64()), (Some("attached"), Some(0)), "{again}");
-    let gone = ok(&profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    let gone = ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
     assert_eq!(gone["state"], "detached", "{gone}");
     assert_eq!(fs.copies(marker.as_bytes()), 0, "the marker is on the device only encrypted");
 }
 
 #[test]
 fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_with_one_that_does_not() {
-    if !root() {
-        return;
-    }
-    let guest = test_guest();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let _net = common::NetReaper(d.to_path_buf());
-    let fs = LoopFs::new(d);
-    let _qemu = common::QemuReaper(d.to_path_buf());
-    let pool = fs.mnt.join("pool");
-    let (_up, _agent, profile, _host) = start(d, &pool);
-    image_shape_and_tenant(&profile, &guest);
-    ok(&profile, None, &["volume-type", "create", "standard"]);
-    let vol = ok(&profile, None, &["volume", "create", "root", "--project", "web", "--size", "1", "--wait"]);
+    let Some(rig) = Rig::new(true) else { return };
+    let (profile, fs) = (&rig.profile, &rig.fs);
+    ok(profile, None, &["volume-type", "create", "standard"]);
+    let vol = ok(profile, None, &["volume", "create", "root", "--project", "web", "--size", "1", "--wait"]);
     let vid = vol["id"].as_str().unwrap().to_string();
     let console =
-        |vm: &str| String::from_utf8_lossy(&cli(&profile, None, &["instance", "console-log", vm]).stdout).into_owned();
+        |vm: &str| String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", vm]).stdout).into_owned();
     let boot = |vm: &str, keep: bool| {
         let mut args = vec!["instance", "create", vm, "--project", "web", "--shape", "tiny", "--image", "test-guest"];
         args.extend(["--boot-volume", "root", "--wait"]);
         if keep {
             args.push("--keep-boot-volume");
         }
-        ok(&profile, None, &args);
+        ok(profile, None, &args);
         wait_for(&format!("{vm}'s disk check"), Duration::from_secs(120), || {
             let c = console(vm);
             assert!(!c.contains("PLINTH-DISK-FAIL"), "{c}");
@@ -781,27 +760,27 @@ fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_wi
     let first = boot("vm-1", true);
     assert_eq!(first, "PLINTH-DISK-OK /dev/vda boot=1");
     let argv: Vec<String> =
-        serde_json::from_value(ok(&profile, None, &["instance", "get", "vm-1"])["runtime"]["command_line"].clone())
+        serde_json::from_value(ok(profile, None, &["instance", "get", "vm-1"])["runtime"]["command_line"].clone())
             .unwrap();
     assert!(argv.iter().any(|a| a.contains("drive=root-io")), "the root disk is the volume: {argv:?}");
     assert!(!argv.iter().any(|a| a.contains("disk0")), "and no disk made from the image: {argv:?}");
-    let out = cli(&profile, None, &["instance", "detach", "vm-1", "--volume", "root"]);
+    let out = cli(profile, None, &["instance", "detach", "vm-1", "--volume", "root"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("boot_volume"), "{out:?}");
-    let out = cli(&profile, None, &["instance", "rebuild", "vm-1", "--image", "test-guest"]);
+    let out = cli(profile, None, &["instance", "rebuild", "vm-1", "--image", "test-guest"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("boot_from_volume"), "{out:?}");
 
     // Kept when its instance goes; a second instance boots from it and finds boot 1's file.
-    ok(&profile, None, &["instance", "delete", "vm-1", "--wait"]);
-    let v = ok(&profile, None, &["volume", "get", &vid]);
+    ok(profile, None, &["instance", "delete", "vm-1", "--wait"]);
+    let v = ok(profile, None, &["volume", "get", &vid]);
     assert_eq!(v["state"], "available", "kept: {v}");
     let second = boot("vm-2", false);
     assert_eq!(second, "PLINTH-DISK-OK /dev/vda boot=2", "the root disk outlived vm-1");
 
     // Not kept: deleted with the instance (key destroyed, wiped by its host).
     assert_eq!(fs.copies(LUKS_MAGIC), 1, "its LUKS header is on the device");
-    ok(&profile, None, &["instance", "delete", "vm-2", "--wait"]);
+    ok(profile, None, &["instance", "delete", "vm-2", "--wait"]);
     let v = wait_for("the boot volume to be wiped", Duration::from_secs(90), || {
-        let v = ok(&profile, None, &["volume", "get", &vid]);
+        let v = ok(profile, None, &["volume", "get", &vid]);
         (v["state"] == "deleted").then_some(v)
     });
     assert!(v["wipe_evidence"]["key_destroyed_at"].is_string(), "{v}");
