@@ -574,18 +574,24 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
     assert_eq!(ok(profile, None, &["volume", "get", "data", "--project", "web"])["state"], "available");
 }
 
-/// A user-data script for the test guest, in the background: for each `(tag, serial)` in
-/// turn, waits for that disk, writes 8 MiB to it (synced) and prints
-/// `PLINTH-IO <tag> <bytes> <start> <end>` (seconds of uptime).
-fn io_script(runs: &[(&str, &str)]) -> String {
+/// A user-data script for the test guest, in the background: for each `(tag, serial, mib)`
+/// in turn, waits for that disk, caps its request size at 128 KiB, writes `mib` MiB to it
+/// (synced) and prints `PLINTH-IO <tag> <bytes> <start> <end>` (seconds of uptime).
+///
+/// QEMU's throttle lets a request through whenever its bucket (a tenth of the limit) is not
+/// full, whatever the request's size, so one run may start with a burst of a tenth of a
+/// second plus one request; small requests and runs of several seconds keep that burst a
+/// few per cent of what is measured.
+fn io_script(runs: &[(&str, &str, u32)]) -> String {
     let mut s = String::from(
         "#!/bin/sh\n(\nio() {\n  d=\n  while [ -z \"$d\" ]; do\n    for b in /sys/block/vd*; do\n      \
-         [ \"$(cat $b/serial 2>/dev/null)\" = \"$2\" ] && d=/dev/${b##*/}\n    done\n    [ -z \"$d\" ] && sleep 0.2\n  \
-         done\n  t0=$(cut -d' ' -f1 /proc/uptime)\n  dd if=/dev/zero of=$d bs=65536 count=128 conv=fsync 2>/dev/null\n  \
-         t1=$(cut -d' ' -f1 /proc/uptime)\n  echo \"PLINTH-IO $1 8388608 $t0 $t1\"\n}\n",
+         [ \"$(cat $b/serial 2>/dev/null)\" = \"$2\" ] && d=/dev/${b##*/} && echo 128 > $b/queue/max_sectors_kb\n    \
+         done\n    [ -z \"$d\" ] && sleep 0.2\n  done\n  t0=$(cut -d' ' -f1 /proc/uptime)\n  \
+         dd if=/dev/zero of=$d bs=65536 count=$(($3 * 16)) conv=fsync 2>/dev/null\n  \
+         t1=$(cut -d' ' -f1 /proc/uptime)\n  echo \"PLINTH-IO $1 $(($3 << 20)) $t0 $t1\"\n}\n",
     );
-    for (tag, serial) in runs {
-        s.push_str(&format!("io {tag} {serial}\n"));
+    for (tag, serial, mib) in runs {
+        s.push_str(&format!("io {tag} {serial} {mib}\n"));
     }
     s.push_str(") &\n");
     s
@@ -614,7 +620,7 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
     };
     let (slow, fast) = (mk("slow-vol", "slow"), mk("fast-vol", "fast"));
     let script = d.join("io.sh");
-    std::fs::write(&script, io_script(&[("slow1", &slow), ("fast", &fast), ("slow2", &slow)])).unwrap();
+    std::fs::write(&script, io_script(&[("slow1", &slow, 16), ("fast", &fast, 32), ("slow2", &slow, 32)])).unwrap();
     ok(
         profile,
         None,
@@ -639,9 +645,12 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
         |tag: &str| wait_for(&format!("the guest's {tag} run"), Duration::from_secs(180), || rate(&console(), tag));
     let attach =
         |v: &str| ok(profile, None, &["volume", "attach", v, "--project", "web", "--instance", "vm-io", "--wait"]);
-    let most = LIMIT as f64 / (1u64 << 20) as f64 * 1.15;
+    // A run starts with the throttle's burst (a tenth of the limit plus one request, 4% of
+    // the shortest run) and is timed by the guest's clock; runs under a loaded host have
+    // measured up to 16% over. Unlimited, the same guest writes at 30 to 90 MiB/s.
+    let most = LIMIT as f64 / (1u64 << 20) as f64 * 1.2;
 
-    // Limited to 2 MiB/s by its type: the guest measures no more than that (+15%).
+    // Limited to 2 MiB/s by its type: the guest measures no more than that (+20%).
     attach("slow-vol");
     let slow1 = measured("slow1");
     assert!(slow1 <= most, "the guest wrote at {slow1:.2} MiB/s through a {LIMIT} B/s limit");
