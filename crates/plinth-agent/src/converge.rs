@@ -629,6 +629,7 @@ pub(crate) mod tests {
             size_bytes: 1 << 30,
             qos: Default::default(),
             connection: None,
+            layers: Vec::new(),
         };
         let p = ObservedPlug { attachment_id: v.attachment_id.clone(), state: PlugState::Plugged, detail: None };
         s.volumes.push(v);

@@ -2,7 +2,8 @@
 //! made by `qemu-img` (LUKS inside, the key over a pipe), a marker written into them by
 //! `qemu-io` as a guest would, and the raw device scanned for the marker before and after
 //! each wipe. A plain unlink is the control: the scan finds its marker, so finding none
-//! after a wipe means something.
+//! after a wipe means something. Snapshots' layers are made, merged, reverted and copied
+//! here too, their content read back through `qemu-io`.
 
 use plinth_agent::storage::VolumePool;
 use plinth_api::{ObservedVolumeState, VolumeId, VolumeSpec, WipeMethod};
@@ -66,7 +67,17 @@ impl Drop for LoopFs {
 fn quiet(_: plinth_api::ObservedVolume) {}
 
 fn spec(id: &VolumeId, generation: i64, encrypted: bool, wipe: WipeMethod, present: bool) -> VolumeSpec {
-    VolumeSpec { volume_id: id.clone(), generation, size_bytes: SIZE, encrypted, wipe, present, source: None }
+    VolumeSpec {
+        volume_id: id.clone(),
+        generation,
+        size_bytes: SIZE,
+        encrypted,
+        wipe,
+        present,
+        source: None,
+        layers: Vec::new(),
+        source_chain: None,
+    }
 }
 
 /// A marker unique to this run: 64 bytes, repeated through a 1 MiB file.
@@ -81,10 +92,18 @@ fn marker_file(dir: &Path, tag: &str) -> (PathBuf, Vec<u8>) {
 /// Runs `qemu-io` on the volume `file` (its key, when given, on qemu-io's standard input)
 /// with `commands`; answers whether it succeeded and what it printed.
 fn qemu_io(file: &Path, key: Option<&str>, commands: &[String]) -> (bool, String) {
-    let opts = match key {
-        Some(_) => format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", file.display()),
-        None => format!("driver=qcow2,file.filename={}", file.display()),
-    };
+    qemu_io_chain(file, 0, key, commands)
+}
+
+/// [`qemu_io`] on the top `file` of a chain with `depth` files below it (found by their
+/// names in each file's header), all opened with the key.
+fn qemu_io_chain(file: &Path, depth: usize, key: Option<&str>, commands: &[String]) -> (bool, String) {
+    let mut opts = format!("driver=qcow2,file.filename={}", file.display());
+    if key.is_some() {
+        for d in 0..=depth {
+            opts.push_str(&format!(",{}encrypt.key-secret=sec0", "backing.".repeat(d)));
+        }
+    }
     let mut cmd = Command::new("qemu-io");
     if key.is_some() {
         cmd.args(["--object", "secret,id=sec0,file=/dev/stdin"]);
@@ -243,4 +262,109 @@ fn a_volume_made_halfway_is_never_reported_present() {
     assert_eq!(r[0].state, ObservedVolumeState::Absent, "{r:?}");
     pool.converge(&[], &|_| Err("unused".into()), &quiet);
     assert!(std::fs::read_dir(pool.dir()).expect("pool").next().is_none(), "nothing is left in the pool");
+}
+
+/// Reads 1 MiB at `offset` of the chain whose top is `file`: `Some(true)` when it holds the
+/// marker file's bytes, `Some(false)` when it reads as zeros, `None` otherwise.
+fn holds(file: &Path, depth: usize, key: Option<&str>, offset: &str, marker: &Path) -> Option<bool> {
+    let check = |cmd: String| {
+        let (ok, text) = qemu_io_chain(file, depth, key, &[cmd]);
+        ok && !text.contains("failed") && text.contains("read 1048576/1048576")
+    };
+    if check(format!("read -P 0 {offset} 1M")) {
+        return Some(false);
+    }
+    let (ok, text) = qemu_io_chain(file, depth, key, &[format!("read -v {offset} 16")]);
+    // The marker file repeats a 64-byte line: its first 16 bytes are the line's.
+    let first: Vec<u8> = std::fs::read(marker).ok()?[..16].to_vec();
+    let hex: String = first.iter().map(|b| format!("{b:02x} ")).collect();
+    (ok && text.contains(hex.trim_end())).then_some(true)
+}
+
+#[test]
+fn snapshots_are_layers_merged_reverted_copied_and_wiped() {
+    if !ready() {
+        return;
+    }
+    let fs = LoopFs::new();
+    let pool = VolumePool::open(&fs.mnt.join("pool")).expect("an ext4 pool opens");
+    let tmp = fs.mnt.parent().unwrap();
+    for encrypted in [false, true] {
+        let key = encrypted.then_some(KEY);
+        let keys = |_: &VolumeId| -> Result<String, String> { Ok(KEY.to_string()) };
+        let wipe = if encrypted { WipeMethod::Crypto } else { WipeMethod::Overwrite };
+        let (v, b) = (VolumeId::generate(), VolumeId::generate());
+        let s1 = plinth_api::VolumeSnapshotId::generate();
+        let layer = |rev: u32| plinth_api::VolumeLayer { snapshot_id: s1.clone(), revision: rev };
+        let at = |generation: i64, layers: Vec<plinth_api::VolumeLayer>| VolumeSpec {
+            layers,
+            ..spec(&v, generation, encrypted, wipe, true)
+        };
+        let present = |r: &[plinth_api::ObservedVolume]| r.iter().all(|o| o.state == ObservedVolumeState::Present);
+        let (m1_src, m1) = marker_file(tmp, "m1");
+        let (m2_src, m2) = marker_file(tmp, "m2");
+        let write_at = |file: &Path, depth: usize, src: &Path, offset: &str| {
+            let (ok, text) =
+                qemu_io_chain(file, depth, key, &[format!("write -s {} {offset} 1M", src.display()), "flush".into()]);
+            assert!(ok && text.contains("wrote 1048576/1048576"), "qemu-io write: {text}");
+        };
+
+        // M1 written, then snapshot s1 taken: a new top layer over the volume's file.
+        let r = pool.converge(&[at(1, vec![])], &keys, &quiet);
+        assert!(present(&r), "{r:?}");
+        write_at(&pool.file(&v), 0, &m1_src, "0");
+        let r = pool.converge(&[at(2, vec![layer(0)])], &keys, &quiet);
+        assert!(present(&r), "{r:?}");
+        let top = pool.dir().join(layer(0).file(&v));
+        assert!(top.exists(), "the layer is made");
+        // After the snapshot, M2: it lands in the top layer only.
+        write_at(&top, 1, &m2_src, "1M");
+        assert_eq!(holds(&top, 1, key, "0", &m1_src), Some(true), "M1 reads through the layer");
+        assert_eq!(holds(&top, 1, key, "1M", &m2_src), Some(true));
+        assert_eq!(holds(&pool.file(&v), 0, key, "1M", &m2_src), Some(false), "the snapshot's content has no M2");
+
+        // A new volume from s1 (the chain below its layer), under its own key: M1, no M2.
+        let from = VolumeSpec {
+            source_chain: Some(plinth_api::SourceChain { volume_id: v.clone(), layers: vec![], encrypted }),
+            ..spec(&b, 1, encrypted, wipe, true)
+        };
+        let r = pool.converge(&[at(2, vec![layer(0)]), from.clone()], &keys, &quiet);
+        assert!(present(&r), "{r:?}");
+        assert_eq!(holds(&pool.file(&b), 0, key, "0", &m1_src), Some(true), "the copy has M1");
+        assert_eq!(holds(&pool.file(&b), 0, key, "1M", &m2_src), Some(false), "and not M2");
+
+        // Revert to s1: the top layer is replaced by an empty one: M1 is there, M2 gone.
+        let r = pool.converge(&[at(3, vec![layer(1)]), from.clone()], &keys, &quiet);
+        assert!(present(&r), "{r:?}");
+        let top = pool.dir().join(layer(1).file(&v));
+        assert!(!pool.dir().join(layer(0).file(&v)).exists(), "the old top is gone");
+        assert_eq!(holds(&top, 1, key, "0", &m1_src), Some(true));
+        assert_eq!(holds(&top, 1, key, "1M", &m2_src), Some(false), "what was written after s1 is dropped");
+        if !encrypted {
+            assert_eq!(fs.copies(&m2), 0, "the dropped layer was overwritten, not just unlinked");
+        }
+
+        // M2 again, then s1 deleted: its layer is merged into the volume's file and wiped.
+        write_at(&top, 1, &m2_src, "1M");
+        let r = pool.converge(&[at(4, vec![]), from.clone()], &keys, &quiet);
+        assert!(present(&r), "{r:?}");
+        assert!(!top.exists(), "the merged layer is gone");
+        assert_eq!(holds(&pool.file(&v), 0, key, "0", &m1_src), Some(true), "M1 stays");
+        assert_eq!(holds(&pool.file(&v), 0, key, "1M", &m2_src), Some(true), "M2 was merged down");
+        if !encrypted {
+            assert!(fs.copies(&m2) >= 1, "the scan finds M2 where it was merged (so 0 below means something)");
+        }
+
+        // Both deleted: nothing of either marker is left on the device.
+        let gone = [VolumeSpec { present: false, ..at(5, vec![]) }, VolumeSpec { present: false, ..from }];
+        let r = pool.converge(&gone, &keys, &quiet);
+        assert!(r.iter().all(|o| o.state == ObservedVolumeState::Absent), "{r:?}");
+        assert_eq!((fs.copies(&m1), fs.copies(&m2)), (0, 0), "encrypted: {encrypted}");
+        assert!(
+            std::fs::read_dir(pool.dir())
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".qcow2"))
+        );
+    }
 }

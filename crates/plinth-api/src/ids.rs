@@ -120,6 +120,8 @@ typed_id!(/// A volume: a block device a project holds apart from any instance.
     VolumeId, "vol");
 typed_id!(/// A volume's attachment to an instance.
     VolumeAttachmentId, "vat");
+typed_id!(/// A point-in-time snapshot of a volume.
+    VolumeSnapshotId, "snap");
 typed_id!(/// A network interface (NIC).
     NicId, "nic");
 typed_id!(/// A security group.

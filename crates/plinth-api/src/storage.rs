@@ -125,6 +125,9 @@ pub enum VolumeState {
     InUse,
     /// Growing (`size_gib` is already the new size; its host is resizing the file).
     Extending,
+    /// Going back to its latest snapshot: its host is replacing the top layer of its files
+    /// with an empty one.
+    Reverting,
     /// Delete asked: its key is destroyed; its host has not started wiping yet.
     Deleting,
     /// Its host is wiping its file.
@@ -189,6 +192,9 @@ pub struct Volume {
     /// That disk's file, which its host fetches to fill it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_disk: Option<crate::images::BlobRef>,
+    /// The snapshot it was filled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_snapshot_id: Option<VolumeSnapshotId>,
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -216,6 +222,11 @@ pub struct VolumeCreate {
     /// image of that name first, then a public one); the image must fit in `size_gib`.
     #[serde(default)]
     pub image: Option<String>,
+    /// Fill it from an available snapshot of a volume of the same project (its id): the new
+    /// volume is made on that volume's host, with its own key, and must be at least the
+    /// snapshot's size.
+    #[serde(default)]
+    pub snapshot_id: Option<VolumeSnapshotId>,
 }
 
 /// Body of `POST /v1/volumes/{id}/extend`: the new size (volumes only grow).
@@ -267,6 +278,40 @@ pub struct VolumeSpec {
     /// Fill it from this image disk when making it (`None`: blank).
     #[serde(default)]
     pub source: Option<crate::images::BlobRef>,
+    /// Its snapshots' layers, oldest first: the file `<id>.qcow2` is the bottom of its
+    /// chain, and each snapshot adds the layer made when it was taken (what is written
+    /// after it). A layer no longer listed is merged down and wiped; a layer listed at a
+    /// new revision (a revert) replaces the old one, empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<VolumeLayer>,
+    /// Fill it from another volume's chain (a snapshot's content) when making it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_chain: Option<SourceChain>,
+}
+
+/// One layer of a volume's chain of files: made when snapshot `snapshot_id` was taken,
+/// remade empty at each revert to it (`revision`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct VolumeLayer {
+    pub snapshot_id: VolumeSnapshotId,
+    #[serde(default)]
+    pub revision: u32,
+}
+
+impl VolumeLayer {
+    /// The layer's file name in its volume's pool.
+    pub fn file(&self, volume: &VolumeId) -> String {
+        format!("{volume}+{}.{}.qcow2", self.snapshot_id, self.revision)
+    }
+}
+
+/// The content of a snapshot, as a new volume is filled from it: the chain of its
+/// volume's files up to the snapshot (the bottom file, then these layers).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct SourceChain {
+    pub volume_id: VolumeId,
+    pub layers: Vec<VolumeLayer>,
+    pub encrypted: bool,
 }
 
 /// What the agent found or did with one volume file.
@@ -452,6 +497,10 @@ pub struct InstanceVolumeSpec {
     /// Where the host reaches its data (`None`: `<pool>/<volume id>.qcow2` on this host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<VolumeConnection>,
+    /// Its snapshots' layers over that file, oldest first (see [`VolumeSpec::layers`]): a
+    /// running guest is given a new top layer live when a snapshot is taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<VolumeLayer>,
 }
 
 /// How a host reaches a volume's data: what its backend's driver hands the agent, which
@@ -494,4 +543,107 @@ impl VolumeQos {
             "bps-total-max-length": if self.bps_total_max.is_some() { len } else { 1 },
         })
     }
+}
+
+/// Where a snapshot is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotState {
+    /// Its volume's host is adding the layer (live: `blockdev-snapshot` in the guest).
+    Creating,
+    Available,
+    /// Its layer is being merged down and wiped by its volume's host.
+    Deleting,
+    /// Gone (the record stays).
+    Deleted,
+    /// Taking it failed; `state_reason` says why (nothing of it is kept).
+    Error,
+}
+
+impl SnapshotState {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotState::Creating => "creating",
+            SnapshotState::Available => "available",
+            SnapshotState::Deleting => "deleting",
+            SnapshotState::Deleted => "deleted",
+            SnapshotState::Error => "error",
+        }
+    }
+}
+
+/// How consistent a snapshot's content is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotConsistency {
+    /// What the disk held at one instant, as after a power cut: a journaling filesystem
+    /// replays its journal.
+    CrashConsistent,
+    /// Taken while the guest agent held the guest's filesystems frozen.
+    FsFrozen,
+}
+
+/// A point-in-time copy of a volume's content (an external qcow2 layer: taking one is
+/// O(1) in the volume's size). A volume's snapshots are deleted with it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct VolumeSnapshot {
+    pub id: VolumeSnapshotId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub volume_id: VolumeId,
+    pub name: String,
+    pub description: String,
+    /// The volume's size when it was taken (what it is billed and counted at).
+    pub size_gib: u32,
+    /// The host whose pool holds its layer.
+    pub host_id: Option<HostId>,
+    pub state: SnapshotState,
+    #[serde(default)]
+    pub state_reason: Option<String>,
+    pub consistency: SnapshotConsistency,
+    /// Taken while its volume was attached to this running instance.
+    #[serde(default)]
+    pub instance_id: Option<InstanceId>,
+    /// Its layer's revision (bumped by each revert of its volume to it).
+    #[serde(default)]
+    pub layer_revision: u32,
+    /// The volume spec generation that carries its last change: its host's report at or
+    /// past it settles `creating` or `deleting`.
+    #[serde(default)]
+    pub spec_generation: i64,
+    pub generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /v1/snapshots`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSnapshotCreate {
+    pub volume_id: VolumeId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Query of `GET /v1/snapshots`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VolumeSnapshotFilter {
+    pub project_id: Option<String>,
+    pub volume_id: Option<String>,
+    pub name: Option<String>,
+    pub state: Option<String>,
+}
+
+/// Body of `POST /v1/volumes/{id}/revert`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRevert {
+    /// The volume's latest available snapshot (Cinder's rule: reverting to an older one
+    /// would silently lose the snapshots after it).
+    pub snapshot_id: VolumeSnapshotId,
 }

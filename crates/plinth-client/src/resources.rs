@@ -131,6 +131,8 @@ resource!(/// `/v1/volume-types`.
     VolumeTypes, "/v1/volume-types", "volume type", "volume types", VolumeType, VolumeTypeFilter);
 resource!(/// `/v1/volumes`.
     Volumes, "/v1/volumes", "volume", "volumes", Volume, VolumeFilter);
+resource!(/// `/v1/snapshots`.
+    Snapshots, "/v1/snapshots", "snapshot", "snapshots", VolumeSnapshot, VolumeSnapshotFilter);
 resource!(/// `/v1/volume-attachments` (read only).
     VolumeAttachments, "/v1/volume-attachments", "volume attachment", "volume attachments", VolumeAttachment,
     VolumeAttachmentFilter);
@@ -206,6 +208,22 @@ impl Named for Volumes {
     }
 }
 
+impl Named for Snapshots {
+    const ID_PREFIX: &'static str = "snap";
+    fn id(item: &VolumeSnapshot) -> &str {
+        item.id.as_str()
+    }
+    fn name(item: &VolumeSnapshot) -> &str {
+        &item.name
+    }
+    fn with_name(filter: VolumeSnapshotFilter, name: &str) -> VolumeSnapshotFilter {
+        VolumeSnapshotFilter { name: Some(name.to_string()), ..filter }
+    }
+    fn live(item: &VolumeSnapshot) -> bool {
+        item.state != SnapshotState::Deleted
+    }
+}
+
 macro_rules! creatable {
     ($($name:ident: $create:ty => $created:ty;)*) => {$(
         impl Creatable for $name {
@@ -234,6 +252,7 @@ creatable! {
     FloatingIps: FloatingIpCreate => FloatingIp;
     VolumeTypes: VolumeTypeCreate => VolumeType;
     Volumes: VolumeCreate => Volume;
+    Snapshots: VolumeSnapshotCreate => VolumeSnapshot;
     Subnets: SubnetCreate => Subnet;
     Nics: NetworkInterfaceCreate => NetworkInterface;
     SecurityGroups: SecurityGroupCreate => SecurityGroup;
@@ -302,6 +321,7 @@ deletable! {
     FloatingIps => ();
     VolumeTypes => ();
     Volumes => Volume;
+    Snapshots => VolumeSnapshot;
     Subnets => ();
     Nics => ();
     SecurityGroups => ();

@@ -117,6 +117,11 @@ impl Client {
         self.post(&format!("{}/extend", one::<Volumes>(id)), body).await
     }
 
+    /// `POST /v1/volumes/{id}/revert`.
+    pub async fn revert_volume(&self, id: &str, body: &VolumeRevert) -> Result<Doc<Volume>> {
+        self.post(&format!("{}/revert", one::<Volumes>(id)), body).await
+    }
+
     /// `POST /v1/floating-ips/{id}/detach`.
     pub async fn detach_floating_ip(&self, id: &str) -> Result<Doc<FloatingIp>> {
         self.post(&format!("{}/detach", one::<FloatingIps>(id)), &Empty {}).await

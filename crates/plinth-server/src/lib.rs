@@ -30,7 +30,8 @@ pub mod tls;
 use crate::api::{
     agent, audit, capacity, console, floating_ips, health, host_ops, hosts, images, instances, invoices, ip_pools,
     join_tokens, network_interfaces, operations, placement_groups, projects, quotas, racks, role_bindings,
-    security_groups, shapes, sites, subnets, system, tenants, tokens, usage, users, volume_types, volumes, vpcs,
+    security_groups, shapes, sites, snapshots, subnets, system, tenants, tokens, usage, users, volume_types, volumes,
+    vpcs,
 };
 use crate::app::{AppState, reconcilers, saga, scheduler, signals};
 pub use crate::config::ServerConfig;
@@ -120,6 +121,9 @@ fn parts() -> Parts {
         .routes(routes!(volumes::detach))
         .routes(routes!(volumes::list_attachments))
         .routes(routes!(volumes::get_attachment))
+        .routes(routes!(volumes::revert))
+        .routes(routes!(snapshots::list, snapshots::create))
+        .routes(routes!(snapshots::get, snapshots::delete))
         .routes(routes!(vpcs::list, vpcs::create))
         .routes(routes!(vpcs::get, vpcs::update, vpcs::delete))
         .routes(routes!(subnets::list, subnets::create))

@@ -179,6 +179,13 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     // the list is only checked to answer a tenant (storage_api checks what it holds).
     ("GET", "/v1/volume-attachments", "volume_attachment_list", TenantReadable(None)),
     ("GET", "/v1/volume-attachments/{id}", "volume_attachment_view", OtherTenant(Obj::Volume)),
+    ("POST", "/v1/volumes/{id}/revert", "volume_revert", OtherTenant(Obj::Volume)),
+    // No agent runs, so no volume here is made and none has a snapshot: the snapshot routes
+    // are checked with a volume's id (storage_api checks another tenant's real snapshot).
+    ("GET", "/v1/snapshots", "snapshot_list", TenantReadable(None)),
+    ("POST", "/v1/snapshots", "snapshot_create", OtherTenantRef),
+    ("GET", "/v1/snapshots/{id}", "snapshot_view", OtherTenant(Obj::Volume)),
+    ("DELETE", "/v1/snapshots/{id}", "snapshot_delete", OtherTenant(Obj::Volume)),
     ("GET", "/v1/vpcs", "vpc_list", TenantList(Obj::Vpc)),
     ("POST", "/v1/vpcs", "vpc_create", OtherTenantRef),
     ("GET", "/v1/vpcs/{id}", "vpc_view", OtherTenant(Obj::Vpc)),
@@ -747,6 +754,8 @@ fn body_for(method: &str, path: &str, p: &Platform) -> Option<Value> {
         ("POST", "/v1/volumes/{id}/extend") => json!({ "size_gib": 2 }),
         ("POST", "/v1/volumes/{id}/attach") => json!({ "instance_id": fresh(Obj::Instance) }),
         ("POST", "/v1/volumes/{id}/detach") => json!({}),
+        ("POST", "/v1/volumes/{id}/revert") => json!({ "snapshot_id": plinth_api::VolumeSnapshotId::generate().0 }),
+        ("POST", "/v1/snapshots") => json!({ "volume_id": fresh(Obj::Volume), "name": "mallory-snap" }),
         ("PATCH", "/v1/volume-types/{id}") => json!({ "description": "taken over" }),
         ("POST", "/v1/security-groups/{id}/rules") => json!({ "direction": "ingress", "protocol": "any" }),
         ("POST", "/v1/instances/{id}/network-interfaces") => json!({ "nic_id": fresh(Obj::Nic) }),
@@ -924,6 +933,11 @@ fn reference_bodies(path: &str, a: &World, b: &World) -> Vec<(Value, Value, Stri
             let f = fresh(Obj::Instance);
             let g = |i: &str| json!({ "project_id": b.project, "name": "sneaky", "size_gib": 1, "instance_id": i });
             out.push((g(&a.instance), g(&f), a.instance.clone(), f));
+        }
+        "/v1/snapshots" => {
+            let f = fresh(Obj::Volume);
+            let g = |v: &str| json!({ "volume_id": v, "name": "sneaky" });
+            out.push((g(&a.volume), g(&f), a.volume.clone(), f));
         }
         "/v1/placement-groups" => {
             let f = fresh(Obj::Project);

@@ -20,6 +20,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "external_access", include_str!("../migrations/0011_external_access.sql")),
     (12, "volumes", include_str!("../migrations/0012_volumes.sql")),
     (13, "volume_attachments", include_str!("../migrations/0013_volume_attachments.sql")),
+    (14, "volume_snapshots", include_str!("../migrations/0014_volume_snapshots.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.

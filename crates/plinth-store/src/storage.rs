@@ -32,6 +32,7 @@ pub fn volume_state_str(s: VolumeState) -> &'static str {
         VolumeState::Available => "available",
         VolumeState::InUse => "in_use",
         VolumeState::Extending => "extending",
+        VolumeState::Reverting => "reverting",
         VolumeState::Deleting => "deleting",
         VolumeState::Wiping => "wiping",
         VolumeState::Deleted => "deleted",
@@ -84,7 +85,49 @@ impl Resource for VolumeAttachment {
     }
 }
 
+impl Resource for VolumeSnapshot {
+    const TABLE: &'static str = "volume_snapshots";
+    const KIND: &'static str = "snapshot";
+    const TENANT_COL: Option<&'static str> = Some("tenant_id");
+    const PROJECT_COL: Option<&'static str> = Some("project_id");
+    const FILTERS: &'static [&'static str] = &["project_id", "volume_id", "name", "state"];
+    meta!(tenant);
+    fn columns(&self) -> Vec<(&'static str, Val)> {
+        vec![
+            ("tenant_id", Val::text(&self.tenant_id.0)),
+            ("project_id", Val::text(&self.project_id.0)),
+            ("volume_id", Val::text(&self.volume_id.0)),
+            ("name", Val::text(&self.name)),
+            ("host_id", Val::opt_text(self.host_id.as_ref())),
+            ("state", Val::text(self.state.as_str())),
+            // Names are unique among a volume's snapshots not deleted (NULLs never collide).
+            ("live", Val::Int((self.state != SnapshotState::Deleted).then_some(1))),
+        ]
+    }
+}
+
+fn snapshots_from(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<VolumeSnapshot>, StoreError> {
+    rows.iter().map(crate::crud::decode_doc).collect()
+}
+
 impl Tx {
+    /// A volume's snapshots not deleted, oldest first (the order of its chain's layers).
+    pub async fn volume_snapshots(&mut self, volume_id: &str) -> Result<Vec<VolumeSnapshot>, StoreError> {
+        let mut sql = Sql::new("SELECT doc FROM volume_snapshots WHERE state <> 'deleted'");
+        sql.cond("volume_id =", Val::text(volume_id));
+        sql.push(" ORDER BY created_at, id");
+        let rows = self.fetch(sql).await?;
+        snapshots_from(rows)
+    }
+
+    /// The volumes of a host being made (`creating`).
+    pub async fn host_volumes_creating(&mut self, host_id: &str) -> Result<Vec<Volume>, StoreError> {
+        let mut sql = Sql::new("SELECT doc FROM volumes WHERE state = 'creating'");
+        sql.cond("host_id =", Val::text(host_id));
+        let rows = self.fetch(sql).await?;
+        rows.iter().map(crate::crud::decode_doc).collect()
+    }
+
     /// Stores a volume's sealed key (`None`: destroys it; nothing can open its data after).
     pub async fn set_volume_key(&mut self, volume_id: &str, sealed: Option<String>) -> Result<(), StoreError> {
         self.set_column("volumes", volume_id, "wrapped_key", Val::Text(sealed)).await
@@ -114,7 +157,8 @@ impl Tx {
         })
     }
 
-    /// Bytes the volumes of `host_id`'s pool hold (those not yet wiped), by their size.
+    /// GiB the volumes of `host_id`'s pool hold (those not yet wiped) and their snapshots,
+    /// by their size.
     pub async fn host_provisioned_gib(&mut self, host_id: &str) -> Result<i64, StoreError> {
         let mut sql = Sql::new("SELECT doc FROM volumes WHERE state <> 'deleted'");
         sql.cond("host_id =", Val::text(host_id));
@@ -123,6 +167,13 @@ impl Tx {
             let v: Volume = serde_json::from_str(&r.try_get::<String, _>("doc")?)
                 .map_err(|source| StoreError::Corrupt { table: "volumes", source })?;
             total += i64::from(v.size_gib);
+        }
+        // A snapshot's layer may come to hold as much as its volume did.
+        let mut sql = Sql::new("SELECT doc FROM volume_snapshots WHERE state NOT IN ('deleted', 'error')");
+        sql.cond("host_id =", Val::text(host_id));
+        for r in self.fetch(sql).await? {
+            let s: VolumeSnapshot = crate::crud::decode_doc(&r)?;
+            total += i64::from(s.size_gib);
         }
         Ok(total)
     }
@@ -164,6 +215,14 @@ impl Store {
             out.push((v, r.try_get("spec_generation")?));
         }
         Ok(out)
+    }
+
+    /// The snapshots of a host's volumes not deleted, oldest first.
+    pub async fn host_snapshots(&self, host_id: &str) -> Result<Vec<VolumeSnapshot>, StoreError> {
+        let mut sql = Sql::new("SELECT doc FROM volume_snapshots WHERE state <> 'deleted'");
+        sql.cond("host_id =", Val::text(host_id));
+        sql.push(" ORDER BY created_at, id");
+        snapshots_from(sql.query().fetch_all(&self.read).await?)
     }
 
     /// A volume's sealed key, when `host_id` holds the volume and it still has one.

@@ -145,6 +145,9 @@ enum Command {
     /// Volume attachments: which volume went to which instance, and where each is.
     #[command(subcommand)]
     VolumeAttachment(storage::VolumeAttachmentCmd),
+    /// Snapshots of volumes: taken in an instant, live or detached.
+    #[command(subcommand)]
+    Snapshot(storage::SnapshotCmd),
     /// Subnets of VPCs.
     #[command(subcommand)]
     Subnet(network::SubnetCmd),
@@ -242,6 +245,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::VolumeType(c) => c.run(&client(&cli)?, o).await,
         Command::Volume(c) => c.run(&client(&cli)?, o).await,
         Command::VolumeAttachment(c) => c.run(&client(&cli)?, o).await,
+        Command::Snapshot(c) => c.run(&client(&cli)?, o).await,
         Command::Subnet(c) => c.run(&client(&cli)?, o).await,
         Command::Nic(c) => c.run(&client(&cli)?, o).await,
         Command::SecurityGroup(c) => c.run(&client(&cli)?, o).await,

@@ -10,7 +10,9 @@
 //! crash is sent again with it.
 
 use super::{qcow2, wipe};
-use plinth_api::{BlobRef, ObservedVolume, ObservedVolumeState, VolumeId, VolumePoolInventory, VolumeSpec, WipeMethod};
+use plinth_api::{
+    BlobRef, ObservedVolume, ObservedVolumeState, SourceChain, VolumeId, VolumePoolInventory, VolumeSpec, WipeMethod,
+};
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -139,7 +141,9 @@ impl VolumePool {
             }
             if s.present && open.contains(&s.volume_id) {
                 let file = self.file(&s.volume_id);
-                match qcow2::virtual_size(&file) {
+                // The guest's host adds a snapshot's layer live; until it has, not present.
+                let top = s.layers.last().map(|l| self.dir.join(l.file(&s.volume_id))).unwrap_or(file.clone());
+                match qcow2::virtual_size(&top) {
                     Ok(now) if now >= s.size_bytes => {
                         let allocated = allocated(&file).ok();
                         out.push(ObservedVolume {
@@ -152,6 +156,20 @@ impl VolumePool {
                         });
                     }
                     Ok(_) => tracing::debug!(volume = %s.volume_id, "open by a running guest and not grown yet"),
+                    Err(_) if !top.exists() => {
+                        // The guest's host writes why it could not add the layer beside it.
+                        let failed = top.with_extension("qcow2.failed");
+                        if let Ok(why) = std::fs::read_to_string(&failed) {
+                            out.push(ObservedVolume {
+                                volume_id: s.volume_id.clone(),
+                                generation: s.generation,
+                                state: ObservedVolumeState::Failed,
+                                detail: Some(why),
+                                allocated_bytes: None,
+                                bytes_overwritten: None,
+                            });
+                        }
+                    }
                     Err(e) => tracing::warn!(volume = %s.volume_id, "open by a running guest: {e}"),
                 }
                 continue;
@@ -200,9 +218,10 @@ impl VolumePool {
             let part = self.part(&s.volume_id);
             let _ = std::fs::remove_file(&part);
             let k = if s.encrypted { Some(key(&s.volume_id)?) } else { None };
-            match &s.source {
-                None => qcow2::create(&part, s.size_bytes, k.as_deref())?,
-                Some(src) => self.fill(s, src, &part, k.as_deref(), fetch)?,
+            match (&s.source, &s.source_chain) {
+                (Some(src), _) => self.fill(s, src, &part, k.as_deref(), fetch)?,
+                (None, Some(chain)) => self.copy_chain(s, chain, &part, k.as_deref(), key)?,
+                (None, None) => qcow2::create(&part, s.size_bytes, k.as_deref())?,
             }
             drop(k);
             std::fs::File::open(&part)
@@ -211,11 +230,16 @@ impl VolumePool {
                 .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             tracing::info!(volume = %s.volume_id, bytes = s.size_bytes, encrypted = s.encrypted, "volume made");
-        } else {
-            let now = qcow2::virtual_size(&file)?;
+        }
+        self.sync_layers(s, key)?;
+        let chain = self.chain_files(s);
+        let chain: Vec<&Path> = chain.iter().map(PathBuf::as_path).collect();
+        let top = chain[chain.len() - 1];
+        {
+            let now = qcow2::virtual_size(top)?;
             if now < s.size_bytes {
                 let k = if s.encrypted { Some(key(&s.volume_id)?) } else { None };
-                qcow2::resize(&file, s.size_bytes, k.as_deref())?;
+                qcow2::resize_chain(&chain, s.size_bytes, k.as_deref())?;
                 drop(k);
                 tracing::info!(volume = %s.volume_id, from = now, to = s.size_bytes, "volume grown");
             } else if now > s.size_bytes {
@@ -226,7 +250,136 @@ impl VolumePool {
                 ));
             }
         }
-        allocated(&file).map_err(|e| format!("{}: {e}", file.display()))
+        let mut total = 0;
+        for f in &chain {
+            total += allocated(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        }
+        Ok(total)
+    }
+
+    /// The files of the volume's chain as its spec wants it, bottom first.
+    fn chain_files(&self, s: &VolumeSpec) -> Vec<PathBuf> {
+        let mut out = vec![self.file(&s.volume_id)];
+        out.extend(s.layers.iter().map(|l| self.dir.join(l.file(&s.volume_id))));
+        out
+    }
+
+    /// The layer files of volume `id` in the pool (made or half made), by name.
+    fn layer_files(&self, id: &VolumeId) -> Vec<String> {
+        let prefix = format!("{id}+");
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut out: Vec<String> = dir
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix) && (n.ends_with(".qcow2") || n.ends_with(".qcow2.part")))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Brings the volume's chain of layers to its spec: a layer no longer listed is merged
+    /// into the one below (`qemu-img commit`; the one above renamed onto that) and wiped, a
+    /// layer replaced by a new revision (a revert) is wiped unmerged, and a listed layer not
+    /// made yet is made over the one below it.
+    fn sync_layers(&self, s: &VolumeSpec, key: &dyn Fn(&VolumeId) -> Result<String, String>) -> Result<(), String> {
+        let id = &s.volume_id;
+        let base = self.file(id);
+        let want: Vec<String> = s.layers.iter().map(|l| l.file(id)).collect();
+        let have = self.layer_files(id);
+        let stale: Vec<&String> = have.iter().filter(|n| !want.contains(n)).collect();
+        let missing = want.iter().any(|n| !have.contains(n));
+        if stale.is_empty() && !missing {
+            return Ok(());
+        }
+        let k = if s.encrypted { Some(key(id)?) } else { None };
+        let base_name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for name in stale {
+            let path = self.dir.join(name);
+            // A revert: the snapshot is still listed, at a new revision: what was written
+            // after it is dropped, not merged. A half-made layer is dropped too.
+            let reverted = s.layers.iter().any(|l| name.starts_with(&format!("{id}+{}.", l.snapshot_id)));
+            if !reverted && !name.ends_with(".part") {
+                let lower = qcow2::backing_of(&path)?.unwrap_or_else(|| base_name.clone());
+                let lower_path = self.dir.join(&lower);
+                // The layers above it (now or after a crash mid-merge: those naming it).
+                let uppers: Vec<String> = self
+                    .layer_files(id)
+                    .into_iter()
+                    .filter(|n| n != name && !n.ends_with(".part"))
+                    .filter(|n| qcow2::backing_of(&self.dir.join(n)).ok().flatten().as_deref() == Some(name.as_str()))
+                    .collect();
+                // Again after a crash mid-merge: the same data lands on the same clusters.
+                qcow2::commit(&[lower_path.as_path(), path.as_path()], k.as_deref())?;
+                for u in uppers {
+                    qcow2::rebase_unsafe(&self.dir.join(&u), &lower, k.as_deref())?;
+                }
+                tracing::info!(volume = %id, layer = %name, into = %lower, "snapshot layer merged down");
+            }
+            let n = self.wipe_file(s.wipe, &path)?;
+            tracing::info!(volume = %id, layer = %name, bytes_overwritten = n, reverted, "snapshot layer wiped and removed");
+        }
+        let mut lower = base_name;
+        for name in &want {
+            let path = self.dir.join(name);
+            if !path.exists() {
+                let part = self.dir.join(format!("{name}.part"));
+                qcow2::create_layer(&part, &lower, s.size_bytes, k.as_deref())?;
+                std::fs::File::open(&part)
+                    .and_then(|f| f.sync_all())
+                    .and_then(|()| std::fs::rename(&part, &path))
+                    .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                tracing::info!(volume = %id, layer = %name, over = %lower, "snapshot layer made");
+            }
+            lower = name.clone();
+        }
+        Ok(())
+    }
+
+    /// Makes `part` from the chain `src` of another volume of this pool (a snapshot's
+    /// content), opened with that volume's key, under this volume's `key`; grown to its size.
+    fn copy_chain(
+        &self,
+        s: &VolumeSpec,
+        src: &SourceChain,
+        part: &Path,
+        k: Option<&str>,
+        key: &dyn Fn(&VolumeId) -> Result<String, String>,
+    ) -> Result<(), String> {
+        let mut files = vec![self.file(&src.volume_id)];
+        files.extend(src.layers.iter().map(|l| self.dir.join(l.file(&src.volume_id))));
+        let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        let src_key = if src.encrypted { Some(key(&src.volume_id)?) } else { None };
+        qcow2::convert_chain(&files, src_key.as_deref(), part, k)?;
+        drop(src_key);
+        if qcow2::virtual_size(part)? < s.size_bytes {
+            qcow2::resize(part, s.size_bytes, k)?;
+        }
+        tracing::info!(volume = %s.volume_id, from = %src.volume_id, layers = src.layers.len(), "volume filled from a snapshot");
+        Ok(())
+    }
+
+    /// Wipes one file of a volume by `method` and removes it; answers the bytes overwritten.
+    fn wipe_file(&self, method: WipeMethod, path: &Path) -> Result<u64, String> {
+        let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        if !path.exists() {
+            return Ok(0);
+        }
+        let n = match method {
+            WipeMethod::Crypto => match qcow2::crypto_header(path).map_err(io)? {
+                // The encryption header (the file's master key, in slots the volume key
+                // opens) and the qcow2 header.
+                Some((off, len)) => {
+                    wipe::overwrite_range(path, off, len).map_err(io)?
+                        + wipe::overwrite_range(path, 0, 64 * 1024).map_err(io)?
+                }
+                // Not encrypted after all: only overwriting everything is a wipe.
+                None => wipe::overwrite_all(path).map_err(io)?,
+            },
+            WipeMethod::Overwrite => wipe::overwrite_all(path).map_err(io)?,
+        };
+        wipe::remove(path).map_err(io)?;
+        Ok(n)
     }
 
     /// Makes `part` from the image file `src` (fetched to the scratch directory, its
@@ -268,26 +421,16 @@ impl VolumePool {
     fn destroy(&self, s: &VolumeSpec) -> Result<Option<u64>, String> {
         let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
         let mut total = None;
-        for path in [self.part(&s.volume_id), self.file(&s.volume_id)] {
+        let mut files = vec![self.part(&s.volume_id), self.file(&s.volume_id)];
+        files.extend(self.layer_files(&s.volume_id).into_iter().map(|n| self.dir.join(n)));
+        for path in files {
             if !path.exists() {
                 continue;
             }
-            let n = match s.wipe {
-                WipeMethod::Crypto => match qcow2::crypto_header(&path).map_err(|e| io(&path, e))? {
-                    // The encryption header (the volume key's slots) and the qcow2 header.
-                    Some((off, len)) => {
-                        wipe::overwrite_range(&path, off, len).map_err(|e| io(&path, e))?
-                            + wipe::overwrite_range(&path, 0, 64 * 1024).map_err(|e| io(&path, e))?
-                    }
-                    // Not encrypted after all: only overwriting everything is a wipe.
-                    None => wipe::overwrite_all(&path).map_err(|e| io(&path, e))?,
-                },
-                WipeMethod::Overwrite => wipe::overwrite_all(&path).map_err(|e| io(&path, e))?,
-            };
             let record = self.wiped(&s.volume_id);
             let before = std::fs::read_to_string(&record).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0);
+            let n = self.wipe_file(s.wipe, &path)?;
             std::fs::write(&record, format!("{}\n", before + n)).map_err(|e| io(&record, e))?;
-            wipe::remove(&path).map_err(|e| io(&path, e))?;
             tracing::info!(volume = %s.volume_id, method = ?s.wipe, bytes_overwritten = n, "volume wiped and removed");
             total = Some(before + n);
         }
@@ -297,15 +440,20 @@ impl VolumePool {
         Ok(total)
     }
 
-    /// Removes wipe records of volumes the server no longer lists (it has recorded them).
+    /// Removes wipe records of volumes the server no longer lists (it has recorded them),
+    /// and records of failed live snapshots no longer listed (the server has them).
     fn forget_others(&self, specs: &[VolumeSpec]) {
         let listed: BTreeSet<String> = specs.iter().map(|s| s.volume_id.to_string()).collect();
+        let layers: BTreeSet<String> =
+            specs.iter().flat_map(|s| s.layers.iter().map(|l| format!("{}.failed", l.file(&s.volume_id)))).collect();
         let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".wiped")
-                && !listed.contains(id)
-            {
+            let gone = match name.strip_suffix(".wiped") {
+                Some(id) => !listed.contains(id),
+                None => name.ends_with(".qcow2.failed") && !layers.contains(&name),
+            };
+            if gone {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -104,6 +104,159 @@ pub fn resize(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), Str
     qemu_img(&args, key).map(drop)
 }
 
+/// Makes the qcow2 layer `path` of `size_bytes` over the file named `lower` (in the same
+/// directory; not opened), LUKS inside with `key` when given: a snapshot's new top.
+pub fn create_layer(path: &Path, lower: &str, size_bytes: u64, key: Option<&str>) -> Result<(), String> {
+    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-u".into()];
+    args.extend(["-b".into(), lower.into(), "-F".into(), "qcow2".into()]);
+    if key.is_some() {
+        args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "-o".into()]);
+        args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
+    }
+    args.extend([path.display().to_string(), size_bytes.to_string()]);
+    calibrated(path, || qemu_img(&args, key))
+}
+
+/// The chain `files` (bottom first) as one image for `qemu-img`: a `json:` description
+/// naming every layer (so the files' own backing names are not relied on), each opened
+/// with the secret `secret` when given.
+pub fn chain_image(files: &[&Path], secret: Option<&str>) -> String {
+    let mut node = serde_json::Value::Null;
+    for f in files {
+        let mut n = serde_json::json!({ "driver": "qcow2", "file": { "driver": "file", "filename": f.display().to_string() },
+            "backing": node });
+        if let Some(s) = secret {
+            n["encrypt"] = serde_json::json!({ "key-secret": s });
+        }
+        node = n;
+    }
+    format!("json:{node}")
+}
+
+fn secret_arg(key: Option<&str>) -> Vec<String> {
+    match key {
+        Some(_) => vec!["--object".into(), "secret,id=sec0,file=/dev/stdin".into()],
+        None => Vec::new(),
+    }
+}
+
+/// Writes the top file of `chain` (bottom first, at least two) into the one below it
+/// (what `qemu-img commit` does; the top is left as it was, to be wiped).
+pub fn commit(chain: &[&Path], key: Option<&str>) -> Result<(), String> {
+    let mut args: Vec<String> = vec!["commit".into(), "-q".into(), "-d".into()];
+    args.extend(secret_arg(key));
+    args.push(chain_image(chain, key.map(|_| "sec0")));
+    qemu_img(&args, key).map(drop)
+}
+
+/// Names `lower` (in the same directory) as the backing file of the layer `path`, without
+/// reading or copying data (`qemu-img rebase -u`).
+pub fn rebase_unsafe(path: &Path, lower: &str, key: Option<&str>) -> Result<(), String> {
+    let mut args: Vec<String> = vec!["rebase".into(), "-q".into(), "-u".into(), "-b".into(), lower.into()];
+    args.extend(["-F".into(), "qcow2".into()]);
+    args.extend(secret_arg(key));
+    match key {
+        Some(_) => args.extend(["--image-opts".into(), format!("{},encrypt.key-secret=sec0", file_opts(path))]),
+        None => args.extend(["-f".into(), "qcow2".into(), path.display().to_string()]),
+    }
+    qemu_img(&args, key).map(drop)
+}
+
+/// `driver=qcow2,file.filename=…` for `--image-opts` (commas in the path doubled).
+fn file_opts(path: &Path) -> String {
+    format!("driver=qcow2,file.filename={}", path.display().to_string().replace(',', ",,"))
+}
+
+/// Grows the top of `chain` (bottom first) to `size_bytes`.
+pub fn resize_chain(chain: &[&Path], size_bytes: u64, key: Option<&str>) -> Result<(), String> {
+    if chain.len() == 1 {
+        return resize(chain[0], size_bytes, key);
+    }
+    let mut args: Vec<String> = vec!["resize".into(), "-q".into()];
+    args.extend(secret_arg(key));
+    args.extend([chain_image(chain, key.map(|_| "sec0")), size_bytes.to_string()]);
+    qemu_img(&args, key).map(drop)
+}
+
+/// Makes the qcow2 file `path` holding what the chain `src` (bottom first, opened with
+/// `src_key`) reads as, LUKS inside with `key` when given. The two keys reach `qemu-img`
+/// on two pipes (`/dev/fd/3`, `/dev/fd/4`), never a disk or its command line.
+pub fn convert_chain(src: &[&Path], src_key: Option<&str>, path: &Path, key: Option<&str>) -> Result<(), String> {
+    let mut args: Vec<String> = vec!["convert".into(), "-q".into(), "-U".into()];
+    let mut keys = Vec::new();
+    if let Some(k) = src_key {
+        args.extend(["--object".into(), format!("secret,id=src,file=/dev/fd/{}", 3 + keys.len())]);
+        keys.push(k);
+    }
+    if let Some(k) = key {
+        args.extend(["--object".into(), format!("secret,id=dst,file=/dev/fd/{}", 3 + keys.len())]);
+        keys.push(k);
+    }
+    args.push(chain_image(src, src_key.map(|_| "src")));
+    args.extend(["-O".into(), "qcow2".into()]);
+    if key.is_some() {
+        args.push("-o".into());
+        args.push(format!("encrypt.format=luks,encrypt.key-secret=dst,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
+    }
+    args.push(path.display().to_string());
+    calibrated(path, || qemu_img_keys(&args, &keys))
+}
+
+/// Runs `qemu-img` with `keys[i]` readable on its fd `3 + i` (each a pipe filled and
+/// closed before it starts).
+fn qemu_img_keys(args: &[String], keys: &[&str]) -> Result<String, String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let mut sources = Vec::new();
+    for k in keys {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills `fds` with two new descriptors this function then owns.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!("qemu-img: a pipe for a key: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: both are fresh descriptors from pipe2.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        std::fs::File::from(w).write_all(k.as_bytes()).map_err(|e| format!("qemu-img: handing over a key: {e}"))?;
+        // Above every target number, so no dup2 in the child overwrites a source.
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor this function then owns.
+        let high = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 16) };
+        if high < 0 {
+            return Err(format!("qemu-img: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `high` is the fresh descriptor fcntl made.
+        sources.push(unsafe { OwnedFd::from_raw_fd(high) });
+    }
+    let moves: Vec<(i32, i32)> = sources.iter().enumerate().map(|(i, f)| (f.as_raw_fd(), 3 + i as i32)).collect();
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; only dup2, which is async-signal-safe,
+    // over the `moves` copy it owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(from, to) in &moves {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().map_err(|e| format!("qemu-img: {e} (is qemu-utils installed?)"))?;
+    drop(sources);
+    if !out.status.success() {
+        return Err(format!("qemu-img {}: {}: {}", args[0], out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The name of the backing file the qcow2 file `path` names in its header (`None`: it
+/// has none).
+pub fn backing_of(path: &Path) -> Result<Option<String>, String> {
+    let text = qemu_img(&["info".into(), "--output=json".into(), "-U".into(), path.display().to_string()], None)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("qemu-img info: {e}"))?;
+    Ok(v["backing-filename"].as_str().map(str::to_string))
+}
+
 /// The qcow2 header extension naming the encryption header's place in the file.
 const FDE_HEADER_EXTENSION: u32 = 0x0537_be77;
 

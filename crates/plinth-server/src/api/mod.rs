@@ -25,6 +25,7 @@ pub mod role_bindings;
 pub mod security_groups;
 pub mod shapes;
 pub mod sites;
+pub mod snapshots;
 pub mod subnets;
 pub mod system;
 pub mod tenants;

@@ -146,3 +146,19 @@ pub async fn get_attachment(
 ) -> ApiResult<Out<VolumeAttachment>> {
     Ok(Out(crate::app::storage::attachments::get(&st, &caller, &id).await?))
 }
+
+/// Revert a detached volume to its latest snapshot: what was written since is dropped
+/// (`reverting` until its host has replaced the top layer with an empty one).
+#[utoipa::path(post, path = "/v1/volumes/{id}/revert", tag = "storage", operation_id = "volume_revert",
+    params(("id" = String, Path, description = "Volume id")), request_body = VolumeRevert,
+    responses((status = 202, description = "Reverting: the volume as it is now", body = Volume)))]
+pub async fn revert(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    Json(b): Json<VolumeRevert>,
+) -> ApiResult<Response> {
+    let v = crate::app::storage::snapshots::revert(&st, &caller, &id, if_match, b).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
+}

@@ -1,5 +1,6 @@
 //! Block storage commands: `plinth volume-type …` (operators), `plinth volume …` (with
-//! `attach`/`detach`, hot or cold, and `extend`) and `plinth volume-attachment …`.
+//! `attach`/`detach`, hot or cold, `extend` and `revert`), `plinth volume-attachment …`
+//! and `plinth snapshot …`.
 //! Names resolve to ids (a volume's within its project when `--project` is given).
 
 use super::{Ids, ListArgs, create, delete, get, none_match};
@@ -8,7 +9,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use plinth_api::*;
 use plinth_client::resolve::{resolve, resolve_in, resolve_opt};
-use plinth_client::{Client, Hosts, Instances, Projects, VolumeAttachments, VolumeTypes, Volumes};
+use plinth_client::{Client, Hosts, Instances, Projects, Snapshots, VolumeAttachments, VolumeTypes, Volumes};
 
 /// Volume types: the kinds of volume operators offer.
 #[derive(Subcommand, Debug)]
@@ -135,6 +136,13 @@ pub enum VolumeCmd {
         /// Fill it from this image's disk (id or name; it must fit in --size).
         #[arg(long)]
         image: Option<String>,
+        /// Fill it from this snapshot (id; or name with --from-volume): made on the
+        /// snapshot's host, at least the snapshot's size.
+        #[arg(long, conflicts_with = "image")]
+        snapshot: Option<String>,
+        /// The volume (id or name) whose snapshot --snapshot names.
+        #[arg(long, requires = "snapshot")]
+        from_volume: Option<String>,
         /// Put it on the host of this instance (id or name), where it can be attached.
         #[arg(long)]
         instance: Option<String>,
@@ -184,7 +192,21 @@ pub enum VolumeCmd {
         #[command(flatten)]
         wait: super::compute::WaitArgs,
     },
-    /// Delete one: its key is destroyed at once, then its host wipes and removes it.
+    /// Revert a detached one to its latest snapshot (what was written since is dropped):
+    /// `reverting` until its host has.
+    Revert {
+        id: String,
+        /// The snapshot (id or name): the volume's latest.
+        #[arg(long)]
+        snapshot: String,
+        /// The project to find the name in.
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
+    },
+    /// Delete one (and its snapshots): its key is destroyed at once, then its host wipes
+    /// and removes its files.
     Delete {
         id: String,
         /// The project to find the name in.
@@ -220,6 +242,134 @@ async fn settle(c: &Client, o: &Out, v: plinth_client::Doc<Volume>, w: &super::c
                 anyhow::bail!("volume {id} is still {:?} after {} s", now.state, w.timeout)
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// A snapshot named by id, or by name (of `volume` when given, within `project`).
+async fn snapshot_id(c: &Client, given: &str, volume: Option<&str>, project: Option<&str>) -> Result<String> {
+    let volume_id = match volume {
+        Some(v) => Some(volume_id(c, v, project).await?),
+        None => None,
+    };
+    let project_id = resolve_opt::<Projects>(c, project).await?;
+    Ok(resolve_in::<Snapshots>(c, given, VolumeSnapshotFilter { project_id, volume_id, ..Default::default() }).await?)
+}
+
+/// Snapshots: point-in-time copies of volumes (a layer of the volume's files on its host).
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// List them (deleted ones too).
+    List {
+        #[command(flatten)]
+        page: ListArgs,
+        /// Only this volume's (id or name).
+        #[arg(long)]
+        volume: Option<String>,
+        /// The project to find the volume's name in, or only this project's.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show one (id, or name with --volume).
+    Get {
+        id: String,
+        #[arg(long)]
+        volume: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Take one of a volume, detached or attached to a running instance (live):
+    /// crash-consistent, `creating` until its host has added the layer, then `available`.
+    Create {
+        name: String,
+        /// The volume (id or name).
+        #[arg(long)]
+        volume: String,
+        /// The project to find the volume's name in.
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
+    },
+    /// Delete one (of a detached volume): its layer is merged into the volume's files and
+    /// wiped.
+    Delete {
+        id: String,
+        #[arg(long)]
+        volume: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        wait: super::compute::WaitArgs,
+    },
+}
+
+/// Prints the snapshot an action answered; with `--wait`, first follows it until its host
+/// has done its part (`available` or `deleted`), failing on `error` or at the timeout.
+async fn settle_snapshot(
+    c: &Client,
+    o: &Out,
+    s: plinth_client::Doc<VolumeSnapshot>,
+    w: &super::compute::WaitArgs,
+) -> Result<()> {
+    if !w.wait {
+        return o.object(&s);
+    }
+    let id = s.id.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(w.timeout);
+    loop {
+        let now = c.view::<Snapshots>(&id).await?;
+        match now.state {
+            SnapshotState::Available | SnapshotState::Deleted => return o.object(&now),
+            SnapshotState::Error => {
+                anyhow::bail!("snapshot {id} is in error: {}", now.state_reason.as_deref().unwrap_or("no reason given"))
+            }
+            _ if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("snapshot {id} is still {} after {} s", now.state.as_str(), w.timeout)
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+impl SnapshotCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        const COLUMNS: &[&str] = &["id", "volume_id", "name", "size_gib", "state", "consistency", "created_at"];
+        match self {
+            SnapshotCmd::List { page, volume, project } => {
+                let volume_id = match volume {
+                    Some(v) => Some(volume_id(c, v, project.as_deref()).await?),
+                    None => None,
+                };
+                let project_id = resolve_opt::<Projects>(c, project.as_deref()).await?;
+                let f = VolumeSnapshotFilter {
+                    project_id: project_id.clone(),
+                    volume_id: volume_id.clone(),
+                    ..Default::default()
+                };
+                let d = c.list::<Snapshots>(&page.page(), &f).await?;
+                none_match("snapshots", &d, &[("volume", volume_id), ("project", project_id)]);
+                o.list(&d, COLUMNS)
+            }
+            SnapshotCmd::Get { id, volume, project } => {
+                o.object(&c.view::<Snapshots>(&snapshot_id(c, id, volume.as_deref(), project.as_deref()).await?).await?)
+            }
+            SnapshotCmd::Create { name, volume, project, description, wait } => {
+                let body = VolumeSnapshotCreate {
+                    volume_id: VolumeId(volume_id(c, volume, project.as_deref()).await?),
+                    name: name.clone(),
+                    description: description.clone(),
+                };
+                let s = c.create::<Snapshots>(&body).await?;
+                settle_snapshot(c, o, s, wait).await
+            }
+            SnapshotCmd::Delete { id, volume, project, wait } => {
+                let id = snapshot_id(c, id, volume.as_deref(), project.as_deref()).await?;
+                let s = c.delete::<Snapshots>(&id, None).await?;
+                settle_snapshot(c, o, s, wait).await
+            }
         }
     }
 }
@@ -339,8 +489,27 @@ impl VolumeCmd {
             VolumeCmd::Get { id, project } => {
                 o.object(&c.view::<Volumes>(&volume_id(c, id, project.as_deref()).await?).await?)
             }
-            VolumeCmd::Create { name, project, size, volume_type, image, instance, host, description, wait } => {
+            VolumeCmd::Create {
+                name,
+                project,
+                size,
+                volume_type,
+                image,
+                snapshot,
+                from_volume,
+                instance,
+                host,
+                description,
+                wait,
+            } => {
+                let snapshot_id = match snapshot {
+                    Some(s) => {
+                        Some(VolumeSnapshotId(snapshot_id(c, s, from_volume.as_deref(), Some(project.as_str())).await?))
+                    }
+                    None => None,
+                };
                 let body = VolumeCreate {
+                    snapshot_id,
                     project_id: ProjectId(resolve::<Projects>(c, project).await?),
                     name: name.clone(),
                     description: description.clone(),
@@ -368,6 +537,12 @@ impl VolumeCmd {
                 let id = volume_id(c, id, project.as_deref()).await?;
                 let a = c.detach_volume(&id, &VolumeDetach { force: *force }).await?;
                 follow(c, o, a, wait, *force).await
+            }
+            VolumeCmd::Revert { id, snapshot, project, wait } => {
+                let id = volume_id(c, id, project.as_deref()).await?;
+                let snapshot_id = VolumeSnapshotId(snapshot_id(c, snapshot, Some(&id), None).await?);
+                let v = c.revert_volume(&id, &VolumeRevert { snapshot_id }).await?;
+                settle(c, o, v, wait).await
             }
             VolumeCmd::Delete { id, project, wait } => {
                 let id = volume_id(c, id, project.as_deref()).await?;

@@ -11,6 +11,11 @@
 //! vdisk<N>   virtio-blk-pci on root port hp<N> (q35) | virtio-blk-device (microvm), serial
 //! ```
 //!
+//! A volume with snapshots is a chain of files, bottom first: `<volume>.qcow2` as above,
+//! then one layer per snapshot, `v<N>-l<k>-file` → `v<N>-l<k>` (backing: the node below),
+//! and the throttle node sits over the top one. A snapshot taken live adds the next layer
+//! ([`layer_nodes`] with no backing, then `blockdev-snapshot` of the top).
+//!
 //! A boot volume (the root disk) is the same graph under the names `root-file`, `root`,
 //! `root-io`, `rootsec`, `roottg` and device `rootdisk` on `pcie.0` (it is not hot-plugged).
 //!
@@ -34,15 +39,15 @@ pub enum Key<'a> {
 /// Where a volume's data is, as its backend's driver described it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backing<'a> {
-    /// A qcow2 file on this host (LUKS inside when encrypted).
-    File(&'a str),
+    /// A chain of qcow2 files on this host, bottom first (LUKS inside each when encrypted).
+    File(&'a [String]),
     /// A Ceph RBD image, raw (LUKS on top when encrypted), through QEMU's `rbd` driver.
     Rbd { pool: &'a str, image: &'a str, user: &'a str, monitors: &'a [String] },
 }
 
 impl<'a> Backing<'a> {
-    /// The backing of `connection` (`None`: the volume's file `local` in the pool).
-    pub fn of(connection: Option<&'a plinth_api::VolumeConnection>, local: &'a str) -> Backing<'a> {
+    /// The backing of `connection` (`None`: the volume's files `local` in the pool).
+    pub fn of(connection: Option<&'a plinth_api::VolumeConnection>, local: &'a [String]) -> Backing<'a> {
         match connection {
             Some(plinth_api::VolumeConnection::Rbd { pool, image, user, monitors }) => {
                 Backing::Rbd { pool, image, user, monitors }
@@ -95,15 +100,14 @@ pub fn volume_disk(
         Key::Data(k) => objects.push(json!({ "qom-type": "secret", "id": secret, "data": k, "format": "raw" })),
     }
     objects.push(json!({ "qom-type": "throttle-group", "id": group, "limits": qos.qemu_limits() }));
-    let (data, fmt) = match backing {
-        Backing::File(file) => {
-            let mut fmt = json!({ "driver": "qcow2", "node-name": node, "file": file_node, "discard": "unmap" });
-            if key != Key::None {
-                fmt["encrypt"] = json!({ "format": "luks", "key-secret": secret });
+    let mut nodes = Vec::new();
+    let top = match backing {
+        Backing::File(files) => {
+            for (k, file) in files.iter().enumerate() {
+                let lower = (k > 0).then(|| layer_names(&node, k - 1).0);
+                nodes.extend(layer_nodes(&node, k, file, lower.as_deref(), key != Key::None, direct));
             }
-            let data = json!({ "driver": "file", "node-name": file_node, "filename": file,
-                "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" });
-            (data, fmt)
+            layer_names(&node, files.len().saturating_sub(1)).0
         }
         Backing::Rbd { pool, image, user, monitors } => {
             let mut data = json!({ "driver": "rbd", "node-name": file_node, "pool": pool, "image": image,
@@ -121,11 +125,11 @@ pub fn volume_disk(
                 _ => json!({ "driver": "luks", "node-name": node, "file": file_node, "key-secret": secret,
                     "discard": "unmap" }),
             };
-            (data, fmt)
+            nodes.extend([data, fmt]);
+            node.clone()
         }
     };
-    let nodes =
-        vec![data, fmt, json!({ "driver": "throttle", "node-name": io_node, "file": node, "throttle-group": group })];
+    nodes.push(json!({ "driver": "throttle", "node-name": io_node, "file": top, "throttle-group": group }));
     let driver = if machine == Machine::Q35 { "virtio-blk-pci" } else { "virtio-blk-device" };
     let mut device = json!({ "driver": driver, "id": id, "drive": io_node, "serial": serial });
     match place {
@@ -157,10 +161,42 @@ pub fn slot_of_node(name: &str) -> Option<u8> {
     let rest = name.strip_prefix('v')?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let tail = &rest[digits.len()..];
-    if digits.is_empty() || !matches!(tail, "" | "-file" | "-io") {
+    let layer = tail.strip_prefix("-l").map(|t| t.strip_suffix("-file").unwrap_or(t));
+    let is_layer = layer.is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_digit()));
+    if digits.is_empty() || !(matches!(tail, "" | "-file" | "-io") || is_layer) {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The format and file node names of layer `k` (0: the bottom file) of the disk whose
+/// format node is `node` (`v<N>` or `root`).
+pub fn layer_names(node: &str, k: usize) -> (String, String) {
+    match k {
+        0 => (node.to_string(), format!("{node}-file")),
+        k => (format!("{node}-l{k}"), format!("{node}-l{k}-file")),
+    }
+}
+
+/// The file and qcow2 nodes of layer `k` (file `file`) of the disk whose format node is
+/// `node`, over the node `lower` (`None` for the bottom; for a layer added live, no
+/// backing until `blockdev-snapshot` gives it one), opened with the disk's secret when
+/// `encrypted`.
+pub fn layer_nodes(node: &str, k: usize, file: &str, lower: Option<&str>, encrypted: bool, direct: bool) -> [Value; 2] {
+    let (fmt_name, file_name) = layer_names(node, k);
+    let secret = if node == "root" { "rootsec".to_string() } else { format!("vsec{}", &node[1..]) };
+    let data = json!({ "driver": "file", "node-name": file_name, "filename": file,
+        "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" });
+    let mut fmt = json!({ "driver": "qcow2", "node-name": fmt_name, "file": file_name, "discard": "unmap" });
+    if encrypted {
+        fmt["encrypt"] = json!({ "format": "luks", "key-secret": secret });
+    }
+    match lower {
+        Some(l) => fmt["backing"] = json!(l),
+        None if k > 0 => fmt["backing"] = Value::Null,
+        None => {}
+    }
+    [data, fmt]
 }
 
 #[cfg(test)]
@@ -170,10 +206,10 @@ mod tests {
     #[test]
     fn a_hot_plugged_disk_and_a_booted_one_are_the_same_graph_but_for_the_keys_source() {
         let qos = VolumeQos { bps_total: Some(1 << 20), ..Default::default() };
+        let (a, b) = (["/pool/vol_a.qcow2".to_string()], ["/p/b.qcow2".to_string()]);
         let slot = Place::Slot(2);
-        let boot = volume_disk(slot, Backing::File("/pool/vol_a.qcow2"), Key::Fd(7), true, &qos, Machine::Q35, "SER");
-        let live =
-            volume_disk(slot, Backing::File("/pool/vol_a.qcow2"), Key::Data("k"), true, &qos, Machine::Q35, "SER");
+        let boot = volume_disk(slot, Backing::File(&a), Key::Fd(7), true, &qos, Machine::Q35, "SER");
+        let live = volume_disk(slot, Backing::File(&a), Key::Data("k"), true, &qos, Machine::Q35, "SER");
         assert_eq!(boot.nodes, live.nodes);
         assert_eq!(boot.device, live.device);
         assert_eq!(boot.objects[1], live.objects[1]);
@@ -183,7 +219,7 @@ mod tests {
         assert_eq!((boot.device["drive"].as_str(), boot.device["bus"].as_str()), (Some("v2-io"), Some("hp2")));
         let plain = volume_disk(
             Place::Slot(0),
-            Backing::File("/p/b.qcow2"),
+            Backing::File(&b),
             Key::None,
             false,
             &VolumeQos::default(),
@@ -199,15 +235,8 @@ mod tests {
     #[test]
     fn a_boot_volume_is_the_root_disk_under_names_no_slot_scan_touches() {
         let root = Place::Root { boot_index: true };
-        let g = volume_disk(
-            root,
-            Backing::File("/pool/vol_r.qcow2"),
-            Key::Fd(4),
-            true,
-            &VolumeQos::default(),
-            Machine::Q35,
-            "R",
-        );
+        let r = ["/pool/vol_r.qcow2".to_string()];
+        let g = volume_disk(root, Backing::File(&r), Key::Fd(4), true, &VolumeQos::default(), Machine::Q35, "R");
         assert_eq!(g.device["drive"], "root-io");
         assert_eq!(g.device["bootindex"], 0);
         assert!(g.device.get("bus").is_none(), "on pcie.0, not a hot-plug port");
@@ -216,19 +245,13 @@ mod tests {
 
     #[test]
     fn a_device_reads_as_key_values_with_its_driver_first() {
-        let g = volume_disk(
-            Place::Slot(3),
-            Backing::File("/p/a.qcow2"),
-            Key::None,
-            true,
-            &VolumeQos::default(),
-            Machine::Q35,
-            "SER",
-        );
+        let (b, r) = (["/p/a.qcow2".to_string()], ["/p/r.qcow2".to_string()]);
+        let g =
+            volume_disk(Place::Slot(3), Backing::File(&b), Key::None, true, &VolumeQos::default(), Machine::Q35, "SER");
         assert_eq!(keyval(&g.device), "virtio-blk-pci,bus=hp3,drive=v3-io,id=vdisk3,serial=SER");
         let root = volume_disk(
             Place::Root { boot_index: true },
-            Backing::File("/p/r.qcow2"),
+            Backing::File(&r),
             Key::None,
             true,
             &VolumeQos::default(),
@@ -236,6 +259,31 @@ mod tests {
             "R",
         );
         assert_eq!(keyval(&root.device), "virtio-blk-pci,bootindex=0,drive=root-io,id=rootdisk,serial=R");
+    }
+
+    #[test]
+    fn a_volume_with_snapshots_is_a_chain_under_one_throttle_node() {
+        let files = ["/p/v.qcow2", "/p/v+s1.0.qcow2", "/p/v+s2.0.qcow2"].map(String::from);
+        let g = volume_disk(
+            Place::Slot(4),
+            Backing::File(&files),
+            Key::Data("k"),
+            true,
+            &VolumeQos::default(),
+            Machine::Q35,
+            "S",
+        );
+        let names: Vec<&str> = g.nodes.iter().map(|n| n["node-name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["v4-file", "v4", "v4-l1-file", "v4-l1", "v4-l2-file", "v4-l2", "v4-io"]);
+        assert_eq!(g.nodes[3]["backing"], "v4");
+        assert_eq!(g.nodes[5]["backing"], "v4-l1");
+        assert_eq!(g.nodes[5]["encrypt"]["key-secret"], "vsec4");
+        assert!(g.nodes[1].get("backing").is_none(), "the bottom file has none");
+        assert_eq!(g.nodes[6]["file"], "v4-l2", "the throttle node is over the top layer");
+        assert!(names.iter().all(|n| slot_of_node(n) == Some(4)), "{names:?}");
+        let [_, live] = layer_nodes("v4", 3, "/p/v+s3.0.qcow2.part", None, true, true);
+        assert_eq!(live["backing"], Value::Null, "added live without a backing, for blockdev-snapshot");
+        assert_eq!(slot_of_node("v4-lx"), None);
     }
 
     #[test]

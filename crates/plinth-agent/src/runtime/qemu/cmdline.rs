@@ -117,6 +117,8 @@ pub struct Nic {
 pub struct VolumeDisk {
     /// Its qcow2 file in the host's volume pool.
     pub file: PathBuf,
+    /// Its snapshots' layers over that file, bottom first.
+    pub layers: Vec<PathBuf>,
     /// Its slot: PCIe root port `hp<slot>` on q35.
     pub slot: u8,
     /// The serial the guest sees.
@@ -133,8 +135,9 @@ impl VolumeDisk {
     /// Its `-object`, `-blockdev` and `-device` arguments at `place` (`blockdev.rs`).
     fn args(&self, place: super::blockdev::Place, direct: bool, machine: Machine) -> Vec<(&'static str, String)> {
         let key = self.key_fd.map_or(super::blockdev::Key::None, super::blockdev::Key::Fd);
-        let file = self.file.display().to_string();
-        let backing = super::blockdev::Backing::of(self.connection.as_ref(), &file);
+        let files: Vec<String> =
+            std::iter::once(&self.file).chain(&self.layers).map(|f| f.display().to_string()).collect();
+        let backing = super::blockdev::Backing::of(self.connection.as_ref(), &files);
         let g = super::blockdev::volume_disk(place, backing, key, direct, &self.qos, machine, &self.serial);
         let mut out: Vec<(&'static str, String)> = g.objects.iter().map(|o| ("-object", o.to_string())).collect();
         out.extend(g.nodes.iter().map(|n| ("-blockdev", n.to_string())));
@@ -432,6 +435,7 @@ mod tests {
         a.seed = Some("/var/lib/plinth/qemu/ins_x/seed.img".into());
         a.root_volume = Some(VolumeDisk {
             file: "/pool/vol_r.qcow2".into(),
+            layers: Vec::new(),
             slot: 0,
             serial: "ROOT".into(),
             key_fd: Some(4),
@@ -453,6 +457,7 @@ mod tests {
         a.volumes = vec![
             VolumeDisk {
                 file: "/pool/vol_a.qcow2".into(),
+                layers: Vec::new(),
                 slot: 0,
                 serial: "SERIALA".into(),
                 key_fd: Some(5),
@@ -461,6 +466,7 @@ mod tests {
             },
             VolumeDisk {
                 file: "/pool/vol_b.qcow2".into(),
+                layers: Vec::new(),
                 slot: 3,
                 serial: "SERIALB".into(),
                 key_fd: None,

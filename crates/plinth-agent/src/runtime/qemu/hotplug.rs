@@ -86,11 +86,39 @@ async fn nodes(qmp: &Qmp) -> Result<BTreeMap<String, u64>, String> {
         .collect())
 }
 
+/// Where a node of a disk comes in its release: the throttle node, then the qcow2 nodes
+/// from the top layer down, then the file nodes (a node goes only once nothing uses it).
+fn release_order(name: &str) -> (u8, std::cmp::Reverse<usize>) {
+    let layer = |t: &str| t.rsplit_once("-l").and_then(|(_, k)| k.parse().ok()).unwrap_or(0);
+    match name {
+        n if n.ends_with("-io") => (0, std::cmp::Reverse(0)),
+        n if n.ends_with("-file") => (2, std::cmp::Reverse(layer(n.trim_end_matches("-file")))),
+        n => (1, std::cmp::Reverse(layer(n))),
+    }
+}
+
+/// The named block nodes, each with whether it has a backing node.
+async fn nodes_backed(qmp: &Qmp) -> Result<BTreeMap<String, bool>, String> {
+    let list = qmp
+        .execute_within("query-named-block-nodes", json!({ "flat": true }), QMP_TIMEOUT)
+        .await
+        .map_err(|e| qmp_err("listing block nodes", e))?;
+    Ok(list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Some((n["node-name"].as_str()?.to_string(), n["backing_file_depth"].as_u64().unwrap_or(0) > 0)))
+        .collect())
+}
+
 /// Removes slot `n`'s nodes and secret (once its device is gone); what is not there is
 /// skipped.
 pub(super) async fn release(qmp: &Qmp, n: u8) -> Result<(), String> {
     let mut errors = Vec::new();
-    for node in [format!("v{n}-io"), format!("v{n}"), format!("v{n}-file")] {
+    let mut mine: Vec<String> =
+        nodes(qmp).await?.into_keys().filter(|k| blockdev::slot_of_node(k) == Some(n)).collect();
+    mine.sort_by_key(|name| release_order(name));
+    for node in mine {
         match qmp.execute_within("blockdev-del", json!({ "node-name": node }), PLUG_TIMEOUT).await {
             Ok(_) => {}
             Err(QmpError::Command { desc, .. }) if desc.contains("Failed to find node") => {}
@@ -137,12 +165,18 @@ async fn unplug(qmp: &Qmp, n: u8, wait: Duration) -> Result<bool, String> {
 
 /// Hot-plugs volume `v` (its file `file`, opened with `key`) on its slot, the same graph a
 /// boot gives it (`blockdev.rs`); on failure nothing of it is left.
-async fn plug(qmp: &Qmp, v: &InstanceVolumeSpec, file: &str, key: Option<&str>, direct: bool) -> Result<(), String> {
+async fn plug(
+    qmp: &Qmp,
+    v: &InstanceVolumeSpec,
+    files: &[String],
+    key: Option<&str>,
+    direct: bool,
+) -> Result<(), String> {
     let n = v.slot;
     let key = key.map_or(Key::None, Key::Data);
     let graph = blockdev::volume_disk(
         blockdev::Place::Slot(n),
-        blockdev::Backing::of(v.connection.as_ref(), file),
+        blockdev::Backing::of(v.connection.as_ref(), files),
         key,
         direct,
         &v.qos,
@@ -255,7 +289,14 @@ impl Inner {
         let direct = self.disk_cache == "none";
         for v in &spec.volumes {
             if has.get(&v.slot).is_some_and(|s| *s == v.serial) {
-                given.insert(v.slot, v.clone());
+                // Snapshots taken since: their layers added live.
+                let mut now = v.clone();
+                now.layers = given.get(&v.slot).map(|g| g.layers.clone()).unwrap_or_default();
+                if let Err(e) = self.snapshot_live(&qmp, g, v, &mut now.layers, direct).await {
+                    tracing::warn!(instance = %g.id, slot = v.slot, volume = %v.volume_id, "qemu: live snapshot failed: {e}");
+                    errors.push(e);
+                }
+                given.insert(v.slot, now);
                 disks.insert(v.slot, plug_state(v, PlugState::Plugged, None));
                 continue;
             }
@@ -270,8 +311,8 @@ impl Inner {
                 disks.insert(v.slot, plug_state(v, PlugState::Failed, Some(why)));
                 continue;
             }
-            let result = match self.volume_file(v) {
-                Ok(file) => {
+            let result = match self.volume_files(v) {
+                Ok(files) => {
                     let key = match v.encrypted {
                         true => match self.blobs() {
                             Some(b) => b.volume_key(&v.volume_id).await.map(Some),
@@ -280,7 +321,7 @@ impl Inner {
                         false => Ok(None),
                     };
                     match key {
-                        Ok(k) => plug(&qmp, v, &file, k.as_deref(), direct).await,
+                        Ok(k) => plug(&qmp, v, &files, k.as_deref(), direct).await,
                         Err(e) => Err(format!("fetching its key: {e}")),
                     }
                 }
@@ -307,7 +348,9 @@ impl Inner {
         let grows = spec.volumes.iter().any(|v| before.get(&v.slot).is_some_and(|b| b.size_bytes < v.size_bytes));
         let named = if grows { nodes(&qmp).await? } else { Default::default() };
         for v in spec.volumes.iter().filter(|v| disks.get(&v.slot).is_some_and(|d| d.state == PlugState::Plugged)) {
-            let now = named.get(&format!("v{}", v.slot)).copied().unwrap_or(0);
+            // The top of its chain (the layers the guest has) holds the size the guest sees.
+            let layers = given.get(&v.slot).map_or(0, |g| g.layers.len());
+            let now = named.get(&blockdev::layer_names(&format!("v{}", v.slot), layers).0).copied().unwrap_or(0);
             if grows && v.size_bytes > now {
                 match qmp
                     .execute_within(
@@ -348,9 +391,102 @@ impl Inner {
     }
 
     /// The pool file of volume `v`.
-    fn volume_file(&self, v: &InstanceVolumeSpec) -> Result<String, String> {
+    /// Adds to the running guest's disk of `v` the layers of `v.layers` it lacks (`has`,
+    /// bottom first, grows as each is added): each made as `<layer>.qcow2.part` over the
+    /// current top, added as a node without backing and put under the throttle node by
+    /// `blockdev-snapshot` (the old top becomes its backing: what the snapshot holds), then
+    /// renamed to its name, which tells the pool pass (and so the server) it is taken. A
+    /// restart after the snapshot but before the rename finds the node in the guest and
+    /// only renames. A failure is written beside the layer (`.failed`) for the pool pass
+    /// to report.
+    async fn snapshot_live(
+        &self,
+        qmp: &Qmp,
+        g: &Guest,
+        v: &InstanceVolumeSpec,
+        has: &mut Vec<plinth_api::VolumeLayer>,
+        direct: bool,
+    ) -> Result<(), String> {
+        if v.layers.len() <= has.len() {
+            return Ok(());
+        }
+        if !v.layers.starts_with(has) {
+            return Err(format!(
+                "volume {}'s snapshots changed under the running guest other than by a new one; its disk is \
+                 opened as they are at the guest's next start",
+                v.volume_id
+            ));
+        }
+        let pool = self.cfg.volume_pool.clone().ok_or("this host has no volume pool")?;
+        let node = format!("v{}", v.slot);
+        let key = match v.encrypted {
+            true => {
+                Some(self.blobs().ok_or("no key source (the host is not connected)")?.volume_key(&v.volume_id).await?)
+            }
+            false => None,
+        };
+        for k in has.len() + 1..=v.layers.len() {
+            let layer = &v.layers[k - 1];
+            let name = layer.file(&v.volume_id);
+            let (path, part) = (pool.join(&name), pool.join(format!("{name}.part")));
+            let lower = if k == 1 { format!("{}.qcow2", v.volume_id) } else { v.layers[k - 2].file(&v.volume_id) };
+            let step = async {
+                let named = nodes_backed(qmp).await?;
+                let (fmt, file_node) = blockdev::layer_names(&node, k);
+                match named.get(&fmt) {
+                    Some(true) => {} // taken before a restart: only the rename is left
+                    seen => {
+                        for n in [&fmt, &file_node] {
+                            if seen.is_some() || named.contains_key(n) {
+                                let _ =
+                                    qmp.execute_within("blockdev-del", json!({ "node-name": n }), PLUG_TIMEOUT).await;
+                            }
+                        }
+                        let (p, l, size, k2) = (part.clone(), lower.clone(), v.size_bytes, key.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let _ = std::fs::remove_file(&p);
+                            crate::storage::qcow2::create_layer(&p, &l, size, k2.as_deref())
+                        })
+                        .await
+                        .map_err(|e| e.to_string())??;
+                        let file = part.display().to_string();
+                        for n in blockdev::layer_nodes(&node, k, &file, None, v.encrypted, direct) {
+                            let name = n["node-name"].as_str().unwrap_or_default().to_string();
+                            qmp.execute_within("blockdev-add", n, PLUG_TIMEOUT)
+                                .await
+                                .map_err(|e| qmp_err(&format!("adding node {name}"), e))?;
+                        }
+                        let top = blockdev::layer_names(&node, k - 1).0;
+                        qmp.execute_within("blockdev-snapshot", json!({ "node": top, "overlay": fmt }), PLUG_TIMEOUT)
+                            .await
+                            .map_err(|e| qmp_err("blockdev-snapshot", e))?;
+                        crash_point("snapshot:before_rename");
+                    }
+                }
+                if part.exists() {
+                    std::fs::rename(&part, &path)
+                        .and_then(|()| std::fs::File::open(&pool)?.sync_all())
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                Ok::<(), String>(())
+            };
+            if let Err(e) = step.await {
+                let _ = std::fs::write(pool.join(format!("{name}.failed")), &e);
+                return Err(format!("snapshot {} of volume {}: {e}", layer.snapshot_id, v.volume_id));
+            }
+            tracing::info!(instance = %g.id, slot = v.slot, volume = %v.volume_id, snapshot = %layer.snapshot_id,
+                "qemu: snapshot taken live");
+            has.push(layer.clone());
+        }
+        Ok(())
+    }
+
+    /// The files of volume `v`'s chain in the pool, bottom first.
+    fn volume_files(&self, v: &InstanceVolumeSpec) -> Result<Vec<String>, String> {
         let pool = self.cfg.volume_pool.as_ref().ok_or("this host has no volume pool")?;
-        Ok(pool.join(format!("{}.qcow2", v.volume_id)).display().to_string())
+        let mut out = vec![pool.join(format!("{}.qcow2", v.volume_id)).display().to_string()];
+        out.extend(v.layers.iter().map(|l| pool.join(l.file(&v.volume_id)).display().to_string()));
+        Ok(out)
     }
 
     /// The guest released slot `n`'s disk after its step stopped waiting

@@ -447,6 +447,7 @@ impl Inner {
             });
             out.push(cmdline::VolumeDisk {
                 file: pool.join(format!("{}.qcow2", v.volume_id)),
+                layers: v.layers.iter().map(|l| pool.join(l.file(&v.volume_id))).collect(),
                 slot: v.slot,
                 serial: v.serial.clone(),
                 key_fd,

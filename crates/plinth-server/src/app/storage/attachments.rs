@@ -549,6 +549,7 @@ pub struct GuestVolumes {
 pub async fn host_specs(st: &AppState, host: &HostId) -> Result<std::collections::BTreeMap<InstanceId, GuestVolumes>> {
     let mut out: std::collections::BTreeMap<InstanceId, GuestVolumes> = Default::default();
     let mut types: std::collections::HashMap<VolumeTypeId, VolumeType> = Default::default();
+    let snaps = st.store.host_snapshots(host.as_str()).await?;
     for (a, v) in st.store.host_attachments(host.as_str()).await? {
         let t = match types.get(&v.volume_type_id) {
             Some(t) => t.clone(),
@@ -569,6 +570,7 @@ pub async fn host_specs(st: &AppState, host: &HostId) -> Result<std::collections
             size_bytes: u64::from(v.size_gib) << 30,
             qos: t.qos,
             connection,
+            layers: super::snapshots::layers(&snaps, &v.id),
         };
         if a.boot {
             guest.boot = Some(spec);

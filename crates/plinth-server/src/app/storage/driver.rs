@@ -308,6 +308,7 @@ mod tests {
             instance_id: None,
             source_image_id: None,
             source_disk: None,
+            source_snapshot_id: None,
             generation: 1,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),

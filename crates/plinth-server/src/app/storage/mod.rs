@@ -7,5 +7,6 @@
 
 pub mod attachments;
 pub mod driver;
+pub mod snapshots;
 pub mod volume_types;
 pub mod volumes;

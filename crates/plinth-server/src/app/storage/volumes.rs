@@ -62,7 +62,14 @@ async fn headroom_gib(tx: &mut Tx, st: &AppState, host: &Host) -> Result<Option<
 }
 
 /// The host the volume goes to (the caller's choice checked, or the one with most room).
-async fn place(tx: &mut Tx, st: &AppState, caller: &Caller, b: &VolumeCreate, project: &Project) -> Result<Host> {
+async fn place(
+    tx: &mut Tx,
+    st: &AppState,
+    caller: &Caller,
+    b: &VolumeCreate,
+    project: &Project,
+    snapshot_host: Option<&HostId>,
+) -> Result<Host> {
     let size = i64::from(b.size_gib);
     let full = |h: &Host, room: i64| {
         Error::conflict(
@@ -72,6 +79,18 @@ async fn place(tx: &mut Tx, st: &AppState, caller: &Caller, b: &VolumeCreate, pr
         .with_constraint(json!({ "field": "size_gib", "rule": "pool headroom", "host_id": h.id, "headroom_gib": room }))
     };
     let chosen: Option<(Host, &str)> = match (&b.host_id, &b.instance_id) {
+        _ if snapshot_host.is_some() && (b.host_id.is_some() || b.instance_id.is_some()) => {
+            return Err(Error::invalid(
+                "conflicting_fields",
+                "snapshot_id: a volume filled from a snapshot is made on the snapshot's host; give no host_id or \
+                 instance_id",
+            )
+            .with_constraint(json!({ "field": "snapshot_id", "rule": "not with host_id or instance_id" })));
+        }
+        (None, None) if snapshot_host.is_some() => {
+            let h = snapshot_host.map(HostId::as_str).unwrap_or_default();
+            Some((tx.get(&Scope::Platform, h).await?, "snapshot_id"))
+        }
         (Some(_), Some(_)) => {
             return Err(Error::invalid("conflicting_fields", "host_id and instance_id: give one or neither")
                 .with_constraint(json!({ "field": "host_id", "rule": "not with instance_id" })));
@@ -184,6 +203,40 @@ async fn image_disk(st: &AppState, project: &Project, reference: &str, size_gib:
     Ok((image.id, disk))
 }
 
+/// The snapshot `id` a volume of `size_gib` in `project` is filled from: refused when it is
+/// not the project's, not available, or larger than the volume.
+async fn snapshot_source(
+    st: &AppState,
+    caller: &Caller,
+    project: &Project,
+    id: &VolumeSnapshotId,
+    size_gib: u32,
+) -> Result<VolumeSnapshot> {
+    let snap: VolumeSnapshot =
+        st.store.get(&caller.scope(), id.as_str()).await.map_err(|e| reference(e, "snapshot_id"))?;
+    if snap.project_id != project.id {
+        return Err(Error::invalid(
+            "other_project",
+            format!("snapshot_id: {} is in project {}, not {}", snap.id, snap.project_id, project.id),
+        )
+        .with_constraint(json!({ "field": "snapshot_id", "rule": "same project" })));
+    }
+    if snap.state != SnapshotState::Available {
+        return Err(Error::conflict("snapshot_busy", format!("snapshot_id: {} is {}", snap.id, snap.state.as_str()))
+            .with_constraint(json!({ "field": "snapshot_id", "rule": "state", "allowed": ["available"] })));
+    }
+    if size_gib < snap.size_gib {
+        return Err(Error::invalid(
+            "invalid_value",
+            format!("size_gib: {size_gib} is below snapshot {}'s {} GiB", snap.id, snap.size_gib),
+        )
+        .with_constraint(
+            json!({ "field": "size_gib", "rule": "at least the snapshot's size", "min": snap.size_gib }),
+        ));
+    }
+    Ok(snap)
+}
+
 /// Create a volume.
 pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<Volume> {
     validate::dns_label("name", &b.name)?;
@@ -194,8 +247,16 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
     }
     let project = writable_project(st, caller, &b.project_id, "creating volumes in this project").await?;
     let vt = type_for(st, &b).await?;
+    if b.image.is_some() && b.snapshot_id.is_some() {
+        return Err(Error::invalid("conflicting_fields", "image and snapshot_id: a volume is filled from one source")
+            .with_constraint(json!({ "field": "snapshot_id", "rule": "not with image" })));
+    }
     let source = match &b.image {
         Some(r) => Some(image_disk(st, &project, r, b.size_gib).await?),
+        None => None,
+    };
+    let snapshot = match &b.snapshot_id {
+        Some(id) => Some(snapshot_source(st, caller, &project, id, b.size_gib).await?),
         None => None,
     };
     let kek = match (&st.config.volume_kek, vt.encrypted) {
@@ -209,7 +270,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         (_, false) => None,
     };
     let mut tx = st.store.begin().await?;
-    let host = place(&mut tx, st, caller, &b, &project).await?;
+    let host = place(&mut tx, st, caller, &b, &project, snapshot.as_ref().and_then(|s| s.host_id.as_ref())).await?;
     charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUMES, 1).await?;
     charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUME_GIB, i64::from(b.size_gib)).await?;
     let now = Utc::now();
@@ -234,6 +295,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         instance_id: None,
         source_image_id: source.as_ref().map(|(i, _)| i.clone()),
         source_disk: source.map(|(_, d)| d),
+        source_snapshot_id: snapshot.map(|s| s.id),
         generation: 1,
         created_at: now,
         updated_at: now,
@@ -383,7 +445,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     check_generation(&vol, if_match)?;
     match vol.state {
         VolumeState::Creating | VolumeState::Available | VolumeState::Error => {}
-        VolumeState::InUse | VolumeState::Extending => {
+        VolumeState::InUse | VolumeState::Extending | VolumeState::Reverting => {
             return Err(Error::conflict(
                 "volume_busy",
                 format!(
@@ -421,6 +483,7 @@ pub(crate) async fn mark_deleting(tx: &mut Tx, vol: &mut Volume) -> Result<()> {
         completed_at: None,
     });
     tx.set_volume_key(vol.id.as_str(), None).await?;
+    super::snapshots::delete_with_volume(tx, vol).await?;
     tx.save(vol).await?;
     tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
     Ok(())
@@ -428,19 +491,26 @@ pub(crate) async fn mark_deleting(tx: &mut Tx, vol: &mut Volume) -> Result<()> {
 
 /// What the host must do with each of its volumes.
 pub async fn host_specs(st: &AppState, host: &HostId) -> Result<Vec<VolumeSpec>> {
-    Ok(st
-        .store
-        .host_volumes(host.as_str())
-        .await?
-        .into_iter()
+    let snaps = st.store.host_snapshots(host.as_str()).await?;
+    let volumes = st.store.host_volumes(host.as_str()).await?;
+    let encrypted: BTreeMap<&VolumeId, bool> = volumes.iter().map(|(v, _)| (&v.id, v.encrypted)).collect();
+    let source_chain = |v: &Volume| {
+        let id = v.source_snapshot_id.as_ref()?;
+        let snap = snaps.iter().find(|s| &s.id == id)?;
+        Some(super::snapshots::source_chain(&snaps, snap, encrypted.get(&snap.volume_id).copied().unwrap_or(true)))
+    };
+    Ok(volumes
+        .iter()
         .map(|(v, generation)| VolumeSpec {
             present: !matches!(v.state, VolumeState::Deleting | VolumeState::Wiping | VolumeState::Deleted),
-            volume_id: v.id,
-            generation,
+            volume_id: v.id.clone(),
+            generation: *generation,
             size_bytes: u64::from(v.size_gib) << 30,
             encrypted: v.encrypted,
             wipe: v.wipe,
-            source: v.source_disk,
+            source: v.source_disk.clone(),
+            layers: super::snapshots::layers(&snaps, &v.id),
+            source_chain: if v.state == VolumeState::Creating { source_chain(v) } else { None },
         })
         .collect())
 }
@@ -452,7 +522,15 @@ pub async fn key_for_host(st: &AppState, host: &HostId, id: &str) -> Result<Volu
     if vol.host_id.as_ref() != Some(host) {
         return Err(not_found());
     }
-    if !matches!(vol.state, VolumeState::Creating | VolumeState::Extending | VolumeState::InUse) {
+    // Available too: its host opens it to add, merge or read a snapshot's layer.
+    if !matches!(
+        vol.state,
+        VolumeState::Creating
+            | VolumeState::Available
+            | VolumeState::Extending
+            | VolumeState::Reverting
+            | VolumeState::InUse
+    ) {
         return Err(Error::conflict(
             "volume_key_not_needed",
             format!(
@@ -490,6 +568,7 @@ async fn meter(tx: &mut Tx, v: &Volume, cause: &str) -> Result<()> {
         VolumeState::Available
             | VolumeState::InUse
             | VolumeState::Extending
+            | VolumeState::Reverting
             | VolumeState::Deleting
             | VolumeState::Wiping
     );
@@ -532,7 +611,11 @@ pub async fn record_reports(tx: &mut Tx, host: &HostId, reports: &[ObservedVolum
                 vol.state = if vol.attachment_id.is_some() { VolumeState::InUse } else { VolumeState::Available };
                 vol.state_reason = None;
             }
-            (VolumeState::Extending, ObservedVolumeState::Failed) => {
+            (VolumeState::Reverting, ObservedVolumeState::Present) => {
+                vol.state = VolumeState::Available;
+                vol.state_reason = None;
+            }
+            (VolumeState::Extending | VolumeState::Reverting, ObservedVolumeState::Failed) => {
                 // The host retries at its next pass; the record says what failed.
                 vol.state_reason = reason;
             }
@@ -560,8 +643,10 @@ pub async fn record_reports(tx: &mut Tx, host: &HostId, reports: &[ObservedVolum
             }
             _ => {}
         }
+        let snapshots_moved = super::snapshots::record_report(tx, &vol, o).await?;
         let allocated = o.allocated_bytes.filter(|_| o.state == ObservedVolumeState::Present);
-        if vol.state == before
+        if !snapshots_moved
+            && vol.state == before
             && vol.state_reason == o.detail
             && (allocated.is_none() || allocated == vol.allocated_bytes)
         {
