@@ -795,3 +795,143 @@ fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_wi
     assert!(v["wipe_evidence"]["key_destroyed_at"].is_string(), "{v}");
     assert_eq!(fs.copies(LUKS_MAGIC), 0, "its LUKS header is gone from the device");
 }
+
+/// A user-data script: finds the disk of `serial`, writes `m1` to its first sector, and
+/// once the disk has grown (the test's signal that a snapshot was taken), `m2` at 1 MiB.
+fn snapshot_writer(serial: &str, m1: &str, m2: &str) -> String {
+    format!(
+        "#!/bin/sh\n(\nd=\nwhile [ -z \"$d\" ]; do\n  for b in /sys/block/vd*; do\n    \
+         [ \"$(cat $b/serial 2>/dev/null)\" = \"{serial}\" ] && d=/dev/${{b##*/}} && s=$b\n  done\n  \
+         [ -z \"$d\" ] && sleep 0.2\ndone\nsize=$(cat $s/size)\n\
+         printf '{m1}' | dd of=$d bs=512 conv=sync 2>/dev/null && sync && echo PLINTH-M1-WROTE\n\
+         while [ \"$(cat $s/size)\" = \"$size\" ]; do sleep 0.2; done\n\
+         printf '{m2}' | dd of=$d bs=512 seek=2048 conv=sync 2>/dev/null && sync && echo PLINTH-M2-WROTE\n) &\n"
+    )
+}
+
+/// A user-data script: for each serial in turn, waits for its disk and prints
+/// `PLINTH-READ <serial> <first 64 bytes>|<64 bytes at 1 MiB>`.
+fn snapshot_reader(serials: &[&str]) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n(\nread_disk() {\n  d=\n  while [ -z \"$d\" ]; do\n    for b in /sys/block/vd*; do\n      \
+         [ \"$(cat $b/serial 2>/dev/null)\" = \"$1\" ] && d=/dev/${b##*/}\n    done\n    \
+         [ -z \"$d\" ] && sleep 0.2\n  done\n  \
+         echo \"PLINTH-READ $1 $(head -c 64 $d | tr -d '\\000')|$(dd if=$d bs=512 skip=2048 count=1 2>/dev/null | \
+         head -c 64 | tr -d '\\000')\"\n}\n",
+    );
+    for serial in serials {
+        s.push_str(&format!("read_disk {serial}\n"));
+    }
+    s.push_str(") &\n");
+    s
+}
+
+#[test]
+fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back() {
+    let Some(rig) = Rig::new(true) else { return };
+    let (d, profile) = (rig.dir.path(), &rig.profile);
+    ok(profile, None, &["volume-type", "create", "standard"]);
+    let vol = ok(profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
+    let serial = vol["serial"].as_str().unwrap().to_string();
+    let tail = &vol["id"].as_str().unwrap()[4..];
+    let (m1, m2) = (format!("PLINTH-M1-{tail}"), format!("PLINTH-M2-{tail}"));
+    let console = |vm: &str| -> String {
+        String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", vm]).stdout).into_owned()
+    };
+    let saw = |vm: &str, what: &str, needle: &str| -> String {
+        wait_for(what, Duration::from_secs(150), || {
+            let c = console(vm);
+            c.contains(needle).then_some(c)
+        })
+    };
+    let running = |name: &str, script: String, extra: &[&str]| {
+        let f = d.join(format!("{name}.sh"));
+        std::fs::write(&f, script).unwrap();
+        let mut args = vec!["instance", "create", name, "--project", "web", "--shape", "tiny", "--image", "test-guest"];
+        args.extend(["--user-data-file", f.to_str().unwrap()]);
+        args.extend(extra);
+        args.push("--wait");
+        ok(profile, None, &args);
+    };
+
+    // vm-a writes M1; a snapshot is taken live; then it writes M2.
+    running("vm-a", snapshot_writer(&serial, &m1, &m2), &[]);
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a", "--wait"]);
+    saw("vm-a", "vm-a to write M1", "PLINTH-M1-WROTE");
+    let snap = ok(profile, None, &["snapshot", "create", "s1", "--volume", "data", "--project", "web", "--wait"]);
+    assert_eq!(snap["state"], "available", "{snap}");
+    assert_eq!(snap["consistency"], "crash_consistent", "no guest agent froze the guest: {snap}");
+    assert_eq!(snap["instance_id"].as_str().is_some(), true, "taken live: {snap}");
+    let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
+    assert!(ev.contains("volume_snapshot"), "{ev}");
+    let log = ["agent.log", "agent.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
+    assert!(log.contains("snapshot taken live"), "the guest's host added the layer live: {log}");
+    ok(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
+    saw("vm-a", "vm-a to write M2 after the snapshot", "PLINTH-M2-WROTE");
+    // Deleting a snapshot of an attached volume is refused (its layer is the guest's chain).
+    let out = cli(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("volume_busy"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A volume from the snapshot, given to vm-b: M1, and not M2.
+    let copy = ok(
+        profile,
+        None,
+        &[
+            "volume",
+            "create",
+            "copy",
+            "--project",
+            "web",
+            "--size",
+            "1",
+            "--snapshot",
+            "s1",
+            "--from-volume",
+            "data",
+            "--wait",
+        ],
+    );
+    assert_eq!(copy["source_snapshot_id"], snap["id"], "{copy}");
+    let copy_serial = copy["serial"].as_str().unwrap().to_string();
+    running("vm-b", snapshot_reader(&[&copy_serial, &serial]), &["--volume", "copy"]);
+    let c = saw("vm-b", "vm-b to read the copy", &format!("PLINTH-READ {copy_serial}"));
+    let line = c.lines().find(|l| l.contains(&format!("PLINTH-READ {copy_serial}"))).unwrap();
+    assert!(line.contains(&m1) && !line.contains(&m2), "the snapshot's copy holds M1 and not M2: {line}");
+
+    // Reverted (detached) to the snapshot, and given to vm-b: M1 there, M2 gone.
+    let out = cli(profile, None, &["volume", "revert", "data", "--project", "web", "--snapshot", "s1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("volume_busy"),
+        "attached: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    let v = ok(profile, None, &["volume", "revert", "data", "--project", "web", "--snapshot", "s1", "--wait"]);
+    assert_eq!(v["state"], "available", "{v}");
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b", "--wait"]);
+    let c = saw("vm-b", "vm-b to read the reverted volume", &format!("PLINTH-READ {serial}"));
+    let line = c.lines().find(|l| l.contains(&format!("PLINTH-READ {serial}"))).unwrap();
+    assert!(line.contains(&m1) && !line.contains(&m2), "the reverted volume holds M1 and not M2: {line}");
+
+    // Detached, the snapshot is deleted (merged down) and the volume keeps its content;
+    // the volume deleted takes its snapshots with it.
+    ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    let s = ok(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web", "--wait"]);
+    assert_eq!(s["state"], "deleted", "{s}");
+    let layers = || {
+        std::fs::read_dir(&rig.pool)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains('+'))
+            .count()
+    };
+    assert_eq!(layers(), 0, "no layer file is left once the snapshot is merged");
+    ok(profile, None, &["snapshot", "create", "s2", "--volume", "data", "--project", "web", "--wait"]);
+    assert_eq!(layers(), 1);
+    let v = ok(profile, None, &["volume", "delete", "data", "--project", "web", "--wait"]);
+    assert_eq!(v["state"], "deleted", "{v}");
+    let s2 = ok(profile, None, &["snapshot", "list", "--project", "web"]);
+    let items = s2["items"].as_array().cloned().unwrap_or_default();
+    assert!(items.iter().all(|s| s["state"] == "deleted"), "{s2}");
+    assert_eq!(layers(), 0, "its layers were wiped with it");
+}
