@@ -668,7 +668,7 @@ fn a_volume_types_io_limit_holds_in_the_guest_and_changes_live() {
 }
 
 #[test]
-fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
+fn an_agent_killed_mid_attach_detach_or_snapshot_resumes_and_leaks_nothing() {
     let Some(mut rig) = Rig::new(true) else { return };
     let (d, profile, pool, fs) = (rig.dir.path(), &rig.profile, &rig.pool, &rig.fs);
     ok(profile, None, &["volume-type", "create", "standard"]);
@@ -727,14 +727,37 @@ fn an_agent_killed_mid_attach_or_mid_detach_resumes_and_leaks_nothing() {
     ok(profile, None, &["volume", "detach", "data", "--project", "web"]);
     exited(&mut crashing, "the agent to die mid-detach");
     assert_eq!(state_of(&aid), "detaching");
-    let _agent = agent(d, profile, pool, "agent-4.log", &[]);
+    let mut restarted = agent(d, profile, pool, "agent-4.log", &[]);
     wait_for("the detach to finish after the restart", Duration::from_secs(90), || {
         (state_of(&aid) == "detached").then_some(())
     });
     saw("the guest to lose the disk", "PLINTH-VOL-GONE");
 
+    // The agent dies after the guest took a snapshot's layer (blockdev-snapshot) and before
+    // the layer's file got its name: restarted, it finds the layer in the guest and only
+    // names it (making it again would overwrite what the guest writes there).
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm", "--wait"]);
+    restarted.kill9();
+    let mut crashing = agent(d, profile, pool, "agent-5.log", &[("PLINTH_AGENT_CRASH_AT", "snapshot:before_rename")]);
+    let snap = ok(profile, None, &["snapshot", "create", "s1", "--volume", "data", "--project", "web"]);
+    exited(&mut crashing, "the agent to die mid-snapshot");
+    let snap_state = || ok(profile, None, &["snapshot", "get", snap["id"].as_str().unwrap()])["state"].clone();
+    assert_eq!(snap_state(), "creating");
+    let _agent = agent(d, profile, pool, "agent-6.log", &[]);
+    wait_for("the snapshot to be taken after the restart", Duration::from_secs(90), || {
+        (snap_state() == "available").then_some(())
+    });
+    let files: Vec<String> =
+        std::fs::read_dir(pool).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.iter().filter(|f| f.contains('+') && f.ends_with(".qcow2")).count(), 1, "{files:?}");
+    assert!(!files.iter().any(|f| f.ends_with(".part")), "no half-made file is left: {files:?}");
+    let log = ["agent-6.log", "agent-6.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
+    assert!(!log.contains("live snapshot failed"), "{log}");
+    ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+
     // Nothing leaked: the same slot takes the disk again (a node, secret or throttle group
-    // left behind would collide with the new one's name), and lets it go again.
+    // left behind, a layer's node too, would collide with the new one's name), and lets it
+    // go again.
     let again = ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm", "--wait"]);
     assert_eq!((again["state"].as_str(), again["slot"].as_u64()), (Some("attached"), Some(0)), "{again}");
     let gone = ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
@@ -861,7 +884,7 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
     let snap = ok(profile, None, &["snapshot", "create", "s1", "--volume", "data", "--project", "web", "--wait"]);
     assert_eq!(snap["state"], "available", "{snap}");
     assert_eq!(snap["consistency"], "crash_consistent", "no guest agent froze the guest: {snap}");
-    assert_eq!(snap["instance_id"].as_str().is_some(), true, "taken live: {snap}");
+    assert!(snap["instance_id"].as_str().is_some(), "taken live: {snap}");
     let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
     assert!(ev.contains("volume_snapshot"), "{ev}");
     let log = ["agent.log", "agent.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();

@@ -97,10 +97,11 @@ fn release_order(name: &str) -> (u8, std::cmp::Reverse<usize>) {
     }
 }
 
-/// The named block nodes, each with whether it has a backing node.
+/// The named block nodes, each with whether it has a backing node (`backing_file_depth`,
+/// which QEMU 7.2 counts only when the query is not `flat`).
 async fn nodes_backed(qmp: &Qmp) -> Result<BTreeMap<String, bool>, String> {
     let list = qmp
-        .execute_within("query-named-block-nodes", json!({ "flat": true }), QMP_TIMEOUT)
+        .execute_within("query-named-block-nodes", json!({ "flat": false }), QMP_TIMEOUT)
         .await
         .map_err(|e| qmp_err("listing block nodes", e))?;
     Ok(list
@@ -435,12 +436,13 @@ impl Inner {
                 let (fmt, file_node) = blockdev::layer_names(&node, k);
                 match named.get(&fmt) {
                     Some(true) => {} // taken before a restart: only the rename is left
-                    seen => {
-                        for n in [&fmt, &file_node] {
-                            if seen.is_some() || named.contains_key(n) {
-                                let _ =
-                                    qmp.execute_within("blockdev-del", json!({ "node-name": n }), PLUG_TIMEOUT).await;
-                            }
+                    _ => {
+                        // Added but not snapshotted before a restart: removed (it has no
+                        // parent), or the file it has open is not touched.
+                        for n in [&fmt, &file_node].into_iter().filter(|n| named.contains_key(*n)) {
+                            qmp.execute_within("blockdev-del", json!({ "node-name": n }), PLUG_TIMEOUT)
+                                .await
+                                .map_err(|e| qmp_err(&format!("removing the half-added node {n}"), e))?;
                         }
                         let (p, l, size, k2) = (part.clone(), lower.clone(), v.size_bytes, key.clone());
                         tokio::task::spawn_blocking(move || {
