@@ -649,3 +649,162 @@ async fn a_boot_volume_is_the_instances_root_disk_and_goes_with_it_unless_kept()
     assert_eq!(state(&ids[2]).await, "available", "a data volume is never deleted with its instance");
     assert_eq!(state(&ids[1]).await, "deleting", "deleted with its instance: its key destroyed, its host told to wipe");
 }
+
+#[tokio::test]
+async fn snapshots_follow_their_volume_its_quota_tenancy_and_billing() {
+    let srv = TestServer::start().await;
+    srv.post("/v1/volume-types").token(&srv.operator).json(&json!({ "name": "standard" })).send().await.ok(201);
+    let host = srv.enroll_host("store-1", with_pool(1000), &[]).await;
+    let a = srv.tenant_with_admin("acme").await;
+    let b = srv.tenant_with_admin("globex").await;
+    let pa = id(&srv.create_project(&a.secret, None, "web").await);
+    let pb = id(&srv.create_project(&b.secret, None, "web").await);
+    let quota = |gib: u32| {
+        let (srv, token, pa) = (&srv, a.secret.clone(), pa.clone());
+        async move {
+            srv.call(reqwest::Method::PUT, "/v1/quotas")
+                .token(&token)
+                .json(&json!({ "scope_id": pa, "limits": { "volume_gib": gib } }))
+                .send()
+                .await
+                .ok(200);
+        }
+    };
+    quota(15).await;
+    let vol = srv
+        .post("/v1/volumes")
+        .token(&a.secret)
+        .json(&json!({ "project_id": pa, "name": "one", "size_gib": 10 }))
+        .send()
+        .await
+        .ok(201);
+    let vid = id(&vol);
+    let snap_body = |name: &str| json!({ "volume_id": vid, "name": name });
+    // Not yet made: nothing to snapshot.
+    srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s0")).send().await.problem(409, "volume_busy");
+    let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    report(&srv, &host, &vid, &spec["generation"], "present", json!({})).await;
+
+    // A snapshot counts against volume_gib at its volume's size (10 + 10 > 15).
+    let p =
+        srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s1")).send().await.problem(409, "quota_exceeded");
+    assert!(p["detail"].as_str().unwrap().contains("volume_gib"), "{p}");
+    quota(40).await;
+    let s1 = srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s1")).send().await.ok(202);
+    assert_eq!((s1["state"].as_str(), s1["size_gib"].as_u64()), (Some("creating"), Some(10)), "{s1}");
+    let s1id = id(&s1);
+    // One change to a volume's chain at a time.
+    srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s2")).send().await.problem(409, "snapshot_in_progress");
+    let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    assert_eq!(spec["layers"][0]["snapshot_id"], s1id.as_str(), "the host is told to add its layer: {spec}");
+    // A report of the generation before changes nothing; the one that carries it, settles it.
+    report(&srv, &host, &vid, &json!(spec["generation"].as_i64().unwrap() - 1), "present", json!({})).await;
+    let s = srv.get(&format!("/v1/snapshots/{s1id}")).token(&a.secret).send().await.ok(200);
+    assert_eq!(s["state"], "creating");
+    report(&srv, &host, &vid, &spec["generation"], "present", json!({})).await;
+    let s = srv.get(&format!("/v1/snapshots/{s1id}")).token(&a.secret).send().await.ok(200);
+    assert_eq!((s["state"].as_str(), s["consistency"].as_str()), (Some("available"), Some("crash_consistent")), "{s}");
+    let usage = |rid: String| {
+        let (srv, token) = (&srv, a.secret.clone());
+        async move {
+            srv.get(&format!("/v1/usage?resource_id={rid}&meter=disk_gib_seconds")).token(&token).send().await.ok(200)
+        }
+    };
+    let u = usage(s1id.clone()).await;
+    assert_eq!(
+        (u["items"][0]["dimension"].as_str(), u["items"][0]["multiplier"].as_u64()),
+        (Some("snapshot"), Some(10))
+    );
+    assert!(u["items"][0]["end_at"].is_null(), "open while it is kept: {u}");
+
+    // Another tenant neither sees nor touches it, nor snapshots or copies what is not its own.
+    srv.get(&format!("/v1/snapshots/{s1id}")).token(&b.secret).send().await.problem(404, "not_found");
+    srv.delete(&format!("/v1/snapshots/{s1id}")).token(&b.secret).send().await.problem(404, "not_found");
+    assert!(srv.list_ids(&b.secret, "/v1/snapshots").await.is_empty());
+    srv.post("/v1/snapshots").token(&b.secret).json(&snap_body("sneak")).send().await.problem(404, "not_found");
+    srv.post("/v1/volumes")
+        .token(&b.secret)
+        .json(&json!({ "project_id": pb, "name": "sneak", "size_gib": 10, "snapshot_id": s1id }))
+        .send()
+        .await
+        .problem(422, "invalid_reference");
+
+    // Bad input: a copy smaller than the snapshot, or from two sources.
+    let p = srv
+        .post("/v1/volumes")
+        .token(&a.secret)
+        .json(&json!({ "project_id": pa, "name": "small", "size_gib": 5, "snapshot_id": s1id }))
+        .send()
+        .await
+        .problem(422, "invalid_value");
+    assert_eq!(p["constraint"]["min"], 10, "{p}");
+    srv.post("/v1/volumes")
+        .token(&a.secret)
+        .json(&json!({ "project_id": pa, "name": "two", "size_gib": 10, "snapshot_id": s1id, "image": "x" }))
+        .send()
+        .await
+        .problem(422, "conflicting_fields");
+    // A copy is made on the snapshot's host, from the chain below its layer.
+    let copy = srv
+        .post("/v1/volumes")
+        .token(&a.secret)
+        .json(&json!({ "project_id": pa, "name": "copy", "size_gib": 10, "snapshot_id": s1id }))
+        .send()
+        .await
+        .ok(201);
+    assert_eq!(copy["host_id"], host.id.as_str());
+    let cspec = spec_of(&desired(&srv, &host).await, &id(&copy)).expect("told").clone();
+    assert_eq!(cspec["source_chain"], json!({ "volume_id": vid, "layers": [], "encrypted": true }), "{cspec}");
+    // While it is filled, the source's chain holds still.
+    let s2 =
+        srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s2")).send().await.problem(409, "snapshot_in_use");
+    assert!(s2["detail"].as_str().unwrap().contains(&id(&copy)), "{s2}");
+    report(&srv, &host, &id(&copy), &cspec["generation"], "present", json!({})).await;
+
+    // Revert: only to the latest snapshot.
+    let s2 = srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s2")).send().await.ok(202);
+    let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    report(&srv, &host, &vid, &spec["generation"], "present", json!({})).await;
+    let p = srv
+        .post(&format!("/v1/volumes/{vid}/revert"))
+        .token(&a.secret)
+        .json(&json!({ "snapshot_id": s1id }))
+        .send()
+        .await
+        .problem(409, "not_latest_snapshot");
+    assert_eq!(p["constraint"]["latest"], id(&s2).as_str(), "{p}");
+    let v = srv
+        .post(&format!("/v1/volumes/{vid}/revert"))
+        .token(&a.secret)
+        .json(&json!({ "snapshot_id": id(&s2) }))
+        .send()
+        .await
+        .ok(202);
+    assert_eq!(v["state"], "reverting");
+    let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    assert_eq!(spec["layers"][1]["revision"], 1, "the top layer is made again: {spec}");
+    report(&srv, &host, &vid, &spec["generation"], "present", json!({})).await;
+    let v = srv.get(&format!("/v1/volumes/{vid}")).token(&a.secret).send().await.ok(200);
+    assert_eq!(v["state"], "available");
+
+    // Deleted: out of the chain, settled by the host's report; its interval closes.
+    let d = srv.delete(&format!("/v1/snapshots/{}", id(&s2))).token(&a.secret).send().await.ok(202);
+    assert_eq!(d["state"], "deleting");
+    let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
+    assert_eq!(spec["layers"].as_array().map(Vec::len), Some(1), "{spec}");
+    report(&srv, &host, &vid, &spec["generation"], "present", json!({})).await;
+    let d = srv.get(&format!("/v1/snapshots/{}", id(&s2))).token(&a.secret).send().await.ok(200);
+    assert_eq!(d["state"], "deleted");
+    assert!(usage(id(&s2)).await["items"][0]["end_at"].is_string());
+
+    // The volume deleted takes its snapshots with it; nothing can be taken of it after.
+    srv.delete(&format!("/v1/volumes/{vid}")).token(&a.secret).send().await.ok(202);
+    let s = srv.get(&format!("/v1/snapshots/{s1id}")).token(&a.secret).send().await.ok(200);
+    assert_eq!(s["state"], "deleted", "{s}");
+    assert!(usage(s1id.clone()).await["items"][0]["end_at"].is_string());
+    srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("late")).send().await.problem(409, "volume_busy");
+    // Quota: the copy (10) and the deleting volume (10) are held; no snapshot is.
+    let q = srv.get(&format!("/v1/quotas?scope_id={pa}")).token(&a.secret).send().await.ok(200);
+    let gib = q.as_array().unwrap().iter().find(|q| q["resource"] == "volume_gib").cloned().unwrap_or_default();
+    assert_eq!(gib["used"], 20, "{q}");
+}
