@@ -297,12 +297,16 @@ class Qmp:
 # --- the peers -----------------------------------------------------------------------------
 
 
-def volume(workdir, i):
+def volume(workdir, i, size="1G"):
     path = os.path.join(workdir, f"vol{i}.qcow2")
     if os.path.exists(path):
         os.unlink(path)
-    run([QEMU_IMG, "create", "-q", "-f", "qcow2", path, "1G"])
+    run([QEMU_IMG, "create", "-q", "-f", "qcow2", path, size])
     return path
+
+
+# Snapshot sizes (GiB of virtual size): the files are sparse, so 1 TiB costs nothing.
+SNAPSHOT_GIB = [1, 100, 1024]
 
 
 class QmpPeer:
@@ -380,10 +384,34 @@ class QmpPeer:
                                     ev.get("data", {}).get("device") == "vd0",
                                     mark, DETACH_DEADLINE_S, f"detach {i}: DEVICE_DELETED vd0")
         t2 = time.monotonic()
-        self.qmp.cmd("blockdev-del", {"node-name": f"v{i}"})
-        self.qmp.cmd("blockdev-del", {"node-name": f"v{i}-file"})
+        # The top of the disk's chain goes first (after a snapshot: the overlay's nodes,
+        # which detach_snapshotted removes; v{i} is then still its backing).
+        for n in (f"v{i}", f"v{i}-file"):
+            try:
+                self.qmp.cmd("blockdev-del", {"node-name": n})
+            except Fail:
+                pass
         t3 = time.monotonic()
         return t1, t_del, {"device_del_ms": (t_cmd - t1) * 1000, "blockdev_del_ms": (t3 - t2) * 1000}
+
+    def snapshot(self, i, path, gib):
+        """A disk-only external snapshot of the attached disk v{i}: what libvirt does, by hand."""
+        overlay = path + ".snap"
+        t0 = time.monotonic()
+        run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-u", "-b", path, "-F", "qcow2", overlay, f"{gib}G"])
+        self.qmp.cmd("blockdev-add", {"driver": "file", "node-name": f"s{i}-file", "filename": overlay,
+                                      "cache": {"direct": self.a.cache == "none", "no-flush": False},
+                                      "aio": "threads", "discard": "unmap"})
+        self.qmp.cmd("blockdev-add", {"driver": "qcow2", "node-name": f"s{i}", "file": f"s{i}-file",
+                                      "backing": None, "discard": "unmap"})
+        self.qmp.cmd("blockdev-snapshot", {"node": f"v{i}", "overlay": f"s{i}"})
+        return t0, time.monotonic(), overlay
+
+    def detach_snapshotted(self, i, console):
+        t1, t_del, info = self.detach(i, console)
+        for n in (f"s{i}", f"s{i}-file", f"v{i}", f"v{i}-file"):
+            self.qmp.cmd("blockdev-del", {"node-name": n})
+        return t1, t_del, info
 
     def stop(self):
         if self.qmp is not None:
@@ -591,6 +619,22 @@ class LibvirtPeer:
         return t1, max(t_ev, st["t"]), {"virsh_returned_ms": (st["t"] - t1) * 1000,
                                         "event_ms": (t_ev - t1) * 1000}
 
+    def snapshot(self, i, path, gib):
+        """`virsh snapshot-create-as --disk-only --atomic --no-metadata` of vdb (the seed is left out)."""
+        overlay = path + ".snap"
+        argv = ["virsh", "-q", "-c", self.a.uri, "snapshot-create-as", self.dom, f"bench{i}", "--disk-only",
+                "--atomic", "--no-metadata", "--diskspec", f"vdb,snapshot=external,file={overlay}",
+                "--diskspec", "vdz,snapshot=no"]
+        t0 = time.monotonic()
+        r = subprocess.run(argv, capture_output=True, timeout=CMD_DEADLINE_S)
+        t1 = time.monotonic()
+        if r.returncode != 0:
+            raise Fail(f"snapshot {i}: {' '.join(argv)}: {r.stderr.decode(errors='replace').strip()}")
+        return t0, t1, overlay
+
+    def detach_snapshotted(self, i, console):
+        return self.detach(i, console)
+
     def stop(self):
         if self.created:
             try:
@@ -617,6 +661,7 @@ def main():
     ap.add_argument("--cmdline", default="@" + os.path.join(GUEST_DIR, "cmdline"),
                     help="the kernel command line, or @FILE to read it (default: the test guest's)")
     ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--snapshot-iterations", type=int, default=3, help="snapshots per size (1 GiB, 100 GiB, 1 TiB)")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--uri", default="qemu:///system", help="libvirt URI (libvirt peer)")
     ap.add_argument("--cache", choices=["none", "writeback"], default="none",
@@ -639,7 +684,7 @@ def main():
     seed = make_seed(a.workdir)
     peer = (QmpPeer if a.peer == "qmp" else LibvirtPeer)(a, seed)
     console = Console(a.console)
-    attach_ms, detach_ms = [], []
+    attach_ms, detach_ms, snapshot_ms = [], [], {}
     try:
         t_start = peer.start()
         t_up, _ = console.wait(["PLINTH-USERDATA exit=0", f"BENCH-SEEN {SEED_SERIAL}"], 0, BOOT_DEADLINE_S,
@@ -659,6 +704,21 @@ def main():
             say(f"{a.peer} #{i}: attach {attach_ms[-1]:.0f} ms ({att}); detach {detach_ms[-1]:.0f} ms ({det}; "
                 f"BENCH-GONE read from the console by {(t_gone - t1) * 1000:.0f} ms)")
             os.unlink(path)
+        n = a.iterations
+        for gib in SNAPSHOT_GIB:
+            for k in range(a.snapshot_iterations):
+                i = n
+                n += 1
+                path = volume(a.workdir, i, f"{gib}G")
+                _, _, _, end = peer.attach(i, path, console)
+                t0, t1, overlay = peer.snapshot(i, path, gib)
+                snapshot_ms.setdefault(str(gib), []).append(round((t1 - t0) * 1000, 1))
+                peer.detach_snapshotted(i, console)
+                console.wait([f"BENCH-GONE BENCH{i}"], end, GONE_DEADLINE_S, f"snapshot {i}: guest", alive=peer.alive)
+                say(f"{a.peer} snapshot of {gib} GiB #{k}: {snapshot_ms[str(gib)][-1]:.1f} ms")
+                for f in (path, overlay):
+                    if os.path.exists(f):
+                        os.unlink(f)
     finally:
         peer.stop()
         for i in range(a.iterations):
@@ -676,6 +736,8 @@ def main():
         "detach_p50": p_nearest(detach_ms, 50),
         "detach_p99": p_nearest(detach_ms, 99),
         "boot_ms": round(boot_ms),
+        "snapshot_ms": snapshot_ms,
+        "snapshot_p50": {g: p_nearest(v, 50) for g, v in snapshot_ms.items()},
     }))
 
 

@@ -14,7 +14,11 @@ then for each iteration:
   - t1; `POST /v1/volumes/{id}/detach`; waits for the attachment to be `detached`
     (`GET /v1/volume-attachments/{id}` every 5 ms: the host reported the guest released
     the disk after `DEVICE_DELETED`) -> detach latency,
-  - deletes the volume (not timed).
+  - deletes the volume (not timed);
+
+then, per size (1 GiB, 100 GiB, 1 TiB, and an encrypted 1 GiB volume), attaches a volume
+and times `POST /v1/snapshots` until the snapshot is `available` (its host added the
+layer live and reported it).
 
 Prints one JSON object on stdout (same keys as peers.py, plus create_ms); progress on
 stderr. Every wait has a deadline; stdlib only.
@@ -31,6 +35,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import SNAPSHOT_GIB  # noqa: E402 - the peers' sizes
 from peers import USER_DATA as WATCHER  # noqa: E402 - the peers' own watcher, unchanged
 
 
@@ -87,6 +92,7 @@ def main():
     ap.add_argument("--data", required=True, help="plinth up's --data-dir (its agent keeps guests there)")
     ap.add_argument("--image", default="test-guest", help="the test-guest image's name")
     ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--snapshot-iterations", type=int, default=3)
     a = ap.parse_args()
     api = Api(a.url, a.token_file, a.ca)
 
@@ -141,6 +147,32 @@ def main():
         say(f"{i + 1}/{a.iterations}: create {create_ms[-1]:.0f} ms, attach {attach_ms[-1]:.0f} ms, "
             f"detach {detach_ms[-1]:.0f} ms")
 
+    # Snapshots of an attached volume, live, at 1 GiB, 100 GiB and 1 TiB (sparse), and of an
+    # encrypted 1 GiB one (Plinth's default type: the new layer is LUKS too).
+    snapshot_ms = {}
+    enc = api.call("POST", "/v1/volume-types", {"name": "bench-encrypted"})
+    sizes = [(str(g), g, vt["id"]) for g in SNAPSHOT_GIB] + [("1-encrypted", 1, enc["id"])]
+    n = a.iterations
+    for label, gib, type_id in sizes:
+        for k in range(a.snapshot_iterations):
+            v = api.call("POST", "/v1/volumes", {"project_id": proj["id"], "name": f"b{n}", "size_gib": gib,
+                                                  "volume_type_id": type_id, "instance_id": iid})
+            n += 1
+            vid = v["id"]
+            wait("the volume", 60, lambda: api.call("GET", f"/v1/volumes/{vid}")["state"] == "available")
+            att = api.call("POST", f"/v1/volumes/{vid}/attach", {"instance_id": iid})
+            wait(f"the guest to see {v['serial']}", 60, seen(v["serial"]))
+            t0 = time.monotonic()
+            s = api.call("POST", "/v1/snapshots", {"volume_id": vid, "name": "bench"})
+            wait("the snapshot", 60, lambda: api.call("GET", f"/v1/snapshots/{s['id']}")["state"] == "available")
+            snapshot_ms.setdefault(label, []).append((time.monotonic() - t0) * 1000)
+            api.call("POST", f"/v1/volumes/{vid}/detach", {})
+            wait("the detach", 60,
+                 lambda: api.call("GET", f"/v1/volume-attachments/{att['id']}")["state"] == "detached")
+            wait("the guest to lose the disk", 60, gone(v["serial"]))
+            api.call("DELETE", f"/v1/volumes/{vid}")
+            say(f"snapshot of {label} GiB #{k}: {snapshot_ms[label][-1]:.0f} ms")
+
     api.call("DELETE", f"/v1/instances/{iid}")
     print(json.dumps({
         "peer": "plinth", "iterations": a.iterations,
@@ -148,6 +180,7 @@ def main():
         "create_p50": pct(create_ms, 50), "create_p99": pct(create_ms, 99),
         "attach_p50": pct(attach_ms, 50), "attach_p99": pct(attach_ms, 99),
         "detach_p50": pct(detach_ms, 50), "detach_p99": pct(detach_ms, 99),
+        "snapshot_ms": snapshot_ms, "snapshot_p50": {g: pct(v, 50) for g, v in snapshot_ms.items()},
     }))
 
 
