@@ -807,4 +807,19 @@ async fn snapshots_follow_their_volume_its_quota_tenancy_and_billing() {
     let q = srv.get(&format!("/v1/quotas?scope_id={pa}")).token(&a.secret).send().await.ok(200);
     let gib = q.as_array().unwrap().iter().find(|q| q["resource"] == "volume_gib").cloned().unwrap_or_default();
     assert_eq!(gib["used"], 20, "{q}");
+    // The reconciliation covers the volume and the snapshot: its ledger and the draft
+    // invoice's lines agree.
+    let period = chrono::Utc::now().format("%Y-%m").to_string();
+    let r = srv
+        .get(&format!("/v1/billing/reconciliation?period={period}&tenant_id={}", a.tenant_id))
+        .token(&srv.operator)
+        .send()
+        .await
+        .ok(200);
+    let rows = r["rows"].as_array().unwrap();
+    for rid in [&vid, &s1id] {
+        let row = rows.iter().find(|x| x["resource_id"] == rid.as_str()).unwrap_or_else(|| panic!("{rid}: {r}"));
+        assert_eq!(row["matches"], true, "{row}");
+    }
+    assert!(r["differences"].as_array().unwrap().is_empty(), "{r}");
 }

@@ -386,7 +386,7 @@ fn metered_by(records: &[UsageRecord], keep: impl Fn(&UsageRecord) -> bool) -> B
 }
 
 /// The reconciliation report of a period for the instances (and the network resources:
-/// floating IPs, NICs) visible in `scope`.
+/// floating IPs, NICs; and the volumes and snapshots) visible in `scope`.
 pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Result<ReconciliationReport> {
     let as_of = as_of(st, period);
     let tenants: Vec<String> = match scope {
@@ -419,10 +419,12 @@ pub async fn reconciliation(st: &AppState, scope: &Scope, period: &Period) -> Re
             }
         }
         let metered = metered_by(&records, |r| r.meter.is_interval() && r.resource_kind == "instance");
-        // Network resources (floating IPs' and SNAT addresses' seconds, NICs' egress bytes):
-        // no event history to replay; their ledger is checked against the invoice.
-        let other =
-            metered_by(&records, |r| r.resource_kind == "floating_ip" || r.resource_kind == "network_interface");
+        // Network resources (floating IPs' and SNAT addresses' seconds, NICs' egress bytes)
+        // and storage (volumes' and snapshots' GiB-seconds): no event history to replay;
+        // their ledger is checked against the invoice.
+        let other = metered_by(&records, |r| {
+            matches!(r.resource_kind.as_str(), "floating_ip" | "network_interface" | "volume" | "snapshot")
+        });
         for ((resource, meter, dim), m) in other {
             let inv = invoiced.get(&(resource.clone(), meter, dim.clone())).copied().unwrap_or(0);
             rows.push(ReconciliationRow {
