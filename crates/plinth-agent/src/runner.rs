@@ -65,7 +65,7 @@ fn converge_volumes(
 ) -> BoxFut<VolumesDone> {
     Box::pin(async move {
         let handle = tokio::runtime::Handle::current();
-        let (h, specs) = (host.clone(), want.clone());
+        let (h, specs, spares) = (host.clone(), want.clone(), pool.clone());
         let observed = tokio::task::spawn_blocking(move || {
             let key = |id: &plinth_api::VolumeId| {
                 handle.block_on(h.volume_key(id)).map(|k| k.key).map_err(|e| format!("fetching its key: {e}"))
@@ -92,6 +92,16 @@ fn converge_volumes(
         }
         let body = ObservedReport { instances: Vec::new(), network: None, volumes };
         let r = host.observed(&body).await;
+        // Then each volume's next layer made ahead (after the report, so a new volume does
+        // not wait for its spare; one encrypted spare a pass, about 2 s).
+        let (h, specs, handle) = (host.clone(), want.clone(), tokio::runtime::Handle::current());
+        let _ = tokio::task::spawn_blocking(move || {
+            let key = |id: &plinth_api::VolumeId| {
+                handle.block_on(h.volume_key(id)).map(|k| k.key).map_err(|e| format!("fetching its key: {e}"))
+            };
+            spares.make_spares(&specs, &key, 1)
+        })
+        .await;
         (want, Some(r))
     })
 }

@@ -190,7 +190,8 @@ fn a_volume_is_made_on_its_hosts_pool_and_wiped_when_deleted() {
             .expect("qemu-img info");
     assert_eq!(info["virtual-size"], 1u64 << 30);
     assert_eq!(info["format-specific"]["data"]["encrypt"]["format"], "luks", "LUKS inside the qcow2 file: {info}");
-    assert_eq!(fs.copies(LUKS_MAGIC), 1, "its LUKS header is on the device");
+    // (Its next layer, made ahead for a snapshot, has one too, once its host made it.)
+    assert!(fs.copies(LUKS_MAGIC) >= 1, "its LUKS header is on the device");
     let listed = ok(profile, None, &["volume", "list", "--project", "web"]);
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 
@@ -750,7 +751,8 @@ fn an_agent_killed_mid_attach_detach_or_snapshot_resumes_and_leaks_nothing() {
     let files: Vec<String> =
         std::fs::read_dir(pool).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(files.iter().filter(|f| f.contains('+') && f.ends_with(".qcow2")).count(), 1, "{files:?}");
-    assert!(!files.iter().any(|f| f.ends_with(".part")), "no half-made file is left: {files:?}");
+    // (A spare next layer being made ahead, `<vol>.next.qcow2.part`, is the pool pass's.)
+    assert!(!files.iter().any(|f| f.contains('+') && f.ends_with(".part")), "no half-made layer is left: {files:?}");
     let log = ["agent-6.log", "agent-6.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
     assert!(!log.contains("live snapshot failed"), "{log}");
     ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
@@ -809,7 +811,8 @@ fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_wi
     assert_eq!(second, "PLINTH-DISK-OK /dev/vda boot=2", "the root disk outlived vm-1");
 
     // Not kept: deleted with the instance (key destroyed, wiped by its host).
-    assert_eq!(fs.copies(LUKS_MAGIC), 1, "its LUKS header is on the device");
+    // (Its next layer, made ahead for a snapshot, has one too, once its host made it.)
+    assert!(fs.copies(LUKS_MAGIC) >= 1, "its LUKS header is on the device");
     ok(profile, None, &["instance", "delete", "vm-2", "--wait"]);
     let v = wait_for("the boot volume to be wiped", Duration::from_secs(90), || {
         let v = ok(profile, None, &["volume", "get", &vid]);

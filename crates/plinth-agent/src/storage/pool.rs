@@ -257,6 +257,85 @@ impl VolumePool {
         Ok(total)
     }
 
+    /// Makes the next layer of volumes ahead (an empty layer over the current top, at the
+    /// volume's size: `<id>.next.qcow2`), so a snapshot is a rename, not a `qemu-img
+    /// create` (which for an encrypted layer spends about 2 s calibrating PBKDF2). A spare
+    /// no longer over the top, or of another size, is wiped and made again. Makes at most
+    /// `encrypted_budget` encrypted spares (the rest at later passes); answers how many it
+    /// made.
+    pub fn make_spares(
+        &self,
+        specs: &[VolumeSpec],
+        key: &dyn Fn(&VolumeId) -> Result<String, String>,
+        encrypted_budget: usize,
+    ) -> usize {
+        let mut made = 0;
+        let mut encrypted = 0;
+        for s in specs.iter().filter(|s| s.present && VolumeId::parse(s.volume_id.as_str()).is_some()) {
+            if !self.file(&s.volume_id).exists() {
+                continue;
+            }
+            let (spare, lower) = (spare_file(&self.dir, &s.volume_id), self.top_existing(s));
+            let fits = |p: &Path| qcow2::layer_info(p).ok() == Some((s.size_bytes, Some(lower.clone())));
+            {
+                let _held = lock_spares();
+                if spare.exists() && fits(&spare) {
+                    continue;
+                }
+                if spare.exists() {
+                    match self.wipe_file(s.wipe, &spare) {
+                        Ok(_) => tracing::debug!(volume = %s.volume_id, "a stale spare layer wiped"),
+                        Err(e) => {
+                            tracing::warn!(volume = %s.volume_id, "wiping a stale spare layer: {e}");
+                            continue;
+                        }
+                    }
+                }
+            }
+            if s.encrypted && encrypted >= encrypted_budget {
+                continue;
+            }
+            let part = spare.with_extension("qcow2.part");
+            let k = match s.encrypted.then(|| key(&s.volume_id)).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::debug!(volume = %s.volume_id, "no key for a spare layer: {e}");
+                    continue;
+                }
+            };
+            encrypted += usize::from(s.encrypted);
+            let _ = std::fs::remove_file(&part);
+            if let Err(e) = qcow2::create_layer(&part, &lower, s.size_bytes, k.as_deref()) {
+                tracing::warn!(volume = %s.volume_id, "making a spare layer: {e}");
+                continue;
+            }
+            drop(k);
+            // Put in place only if the top did not move meanwhile (a snapshot taken).
+            let _held = lock_spares();
+            if self.top_existing(s) == lower && !spare.exists() {
+                let _ = std::fs::rename(&part, &spare);
+                made += 1;
+            } else {
+                let _ = self.wipe_file(s.wipe, &part);
+            }
+        }
+        made
+    }
+
+    /// The name of the top file of the volume's chain that exists now (the spec's layers
+    /// up to the first not made yet).
+    fn top_existing(&self, s: &VolumeSpec) -> String {
+        let mut top = format!("{}.qcow2", s.volume_id);
+        for l in &s.layers {
+            let name = l.file(&s.volume_id);
+            if !self.dir.join(&name).exists() {
+                break;
+            }
+            top = name;
+        }
+        top
+    }
+
     /// The files of the volume's chain as its spec wants it, bottom first.
     fn chain_files(&self, s: &VolumeSpec) -> Vec<PathBuf> {
         let mut out = vec![self.file(&s.volume_id)];
@@ -321,7 +400,9 @@ impl VolumePool {
         let mut lower = base_name;
         for name in &want {
             let path = self.dir.join(name);
-            if !path.exists() {
+            if !path.exists() && take_spare(&self.dir, id, &lower, s.size_bytes, &path) {
+                tracing::info!(volume = %id, layer = %name, over = %lower, "snapshot layer made (the spare made ahead)");
+            } else if !path.exists() {
                 let part = self.dir.join(format!("{name}.part"));
                 qcow2::create_layer(&part, &lower, s.size_bytes, k.as_deref())?;
                 std::fs::File::open(&part)
@@ -421,7 +502,9 @@ impl VolumePool {
     fn destroy(&self, s: &VolumeSpec) -> Result<Option<u64>, String> {
         let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
         let mut total = None;
-        let mut files = vec![self.part(&s.volume_id), self.file(&s.volume_id)];
+        let spare = spare_file(&self.dir, &s.volume_id);
+        let mut files =
+            vec![self.part(&s.volume_id), self.file(&s.volume_id), spare.with_extension("qcow2.part"), spare];
         files.extend(self.layer_files(&s.volume_id).into_iter().map(|n| self.dir.join(n)));
         for path in files {
             if !path.exists() {
@@ -458,6 +541,27 @@ impl VolumePool {
             }
         }
     }
+}
+
+/// Spare layers are checked and put in place, or taken, under this lock (the pool pass
+/// and a live snapshot run on different threads).
+fn lock_spares() -> std::sync::MutexGuard<'static, ()> {
+    static SPARES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SPARES.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The spare layer of volume `id` in the pool `dir`.
+fn spare_file(dir: &Path, id: &VolumeId) -> PathBuf {
+    dir.join(format!("{id}.next.qcow2"))
+}
+
+/// Moves the spare layer of volume `id` (in pool `dir`) to `dest` when it lies over the
+/// file named `lower` at `size_bytes`: a snapshot's new layer without a `qemu-img create`.
+pub fn take_spare(dir: &Path, id: &VolumeId, lower: &str, size_bytes: u64, dest: &Path) -> bool {
+    let spare = spare_file(dir, id);
+    let _held = lock_spares();
+    let fits = spare.exists() && qcow2::layer_info(&spare).ok() == Some((size_bytes, Some(lower.to_string())));
+    fits && std::fs::rename(&spare, dest).and_then(|()| std::fs::File::open(dir)?.sync_all()).is_ok()
 }
 
 /// The lowercase hex SHA-256 of a file.

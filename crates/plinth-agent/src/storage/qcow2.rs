@@ -252,9 +252,15 @@ fn qemu_img_keys(args: &[String], keys: &[&str]) -> Result<String, String> {
 /// The name of the backing file the qcow2 file `path` names in its header (`None`: it
 /// has none).
 pub fn backing_of(path: &Path) -> Result<Option<String>, String> {
+    Ok(layer_info(path)?.1)
+}
+
+/// The virtual size of the qcow2 file `path` and the backing file its header names.
+pub fn layer_info(path: &Path) -> Result<(u64, Option<String>), String> {
     let text = qemu_img(&["info".into(), "--output=json".into(), "-U".into(), path.display().to_string()], None)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("qemu-img info: {e}"))?;
-    Ok(v["backing-filename"].as_str().map(str::to_string))
+    let size = v["virtual-size"].as_u64().ok_or_else(|| "qemu-img info: no virtual-size".to_string())?;
+    Ok((size, v["backing-filename"].as_str().map(str::to_string)))
 }
 
 /// The qcow2 header extension naming the encryption header's place in the file.

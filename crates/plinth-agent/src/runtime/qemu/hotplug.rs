@@ -420,12 +420,7 @@ impl Inner {
         }
         let pool = self.cfg.volume_pool.clone().ok_or("this host has no volume pool")?;
         let node = format!("v{}", v.slot);
-        let key = match v.encrypted {
-            true => {
-                Some(self.blobs().ok_or("no key source (the host is not connected)")?.volume_key(&v.volume_id).await?)
-            }
-            false => None,
-        };
+        let blobs = self.blobs();
         for k in has.len() + 1..=v.layers.len() {
             let layer = &v.layers[k - 1];
             let name = layer.file(&v.volume_id);
@@ -444,13 +439,33 @@ impl Inner {
                                 .await
                                 .map_err(|e| qmp_err(&format!("removing the half-added node {n}"), e))?;
                         }
-                        let (p, l, size, k2) = (part.clone(), lower.clone(), v.size_bytes, key.clone());
-                        tokio::task::spawn_blocking(move || {
+                        // The layer the pool made ahead, or a new one now.
+                        let (p, l, size) = (part.clone(), lower.clone(), v.size_bytes);
+                        let (dir, id) = (pool.clone(), v.volume_id.clone());
+                        let taken = tokio::task::spawn_blocking(move || {
                             let _ = std::fs::remove_file(&p);
-                            crate::storage::qcow2::create_layer(&p, &l, size, k2.as_deref())
+                            crate::storage::pool::take_spare(&dir, &id, &l, size, &p)
                         })
                         .await
-                        .map_err(|e| e.to_string())??;
+                        .map_err(|e| e.to_string())?;
+                        if !taken {
+                            let key = match v.encrypted {
+                                true => Some(
+                                    blobs
+                                        .as_ref()
+                                        .ok_or("no key source (the host is not connected)")?
+                                        .volume_key(&v.volume_id)
+                                        .await?,
+                                ),
+                                false => None,
+                            };
+                            let (p, l) = (part.clone(), lower.clone());
+                            tokio::task::spawn_blocking(move || {
+                                crate::storage::qcow2::create_layer(&p, &l, size, key.as_deref())
+                            })
+                            .await
+                            .map_err(|e| e.to_string())??;
+                        }
                         let file = part.display().to_string();
                         for n in blockdev::layer_nodes(&node, k, &file, None, v.encrypted, direct) {
                             let name = n["node-name"].as_str().unwrap_or_default().to_string();
