@@ -65,7 +65,7 @@ fn converge_volumes(
 ) -> BoxFut<VolumesDone> {
     Box::pin(async move {
         let handle = tokio::runtime::Handle::current();
-        let (h, specs, spares) = (host.clone(), want.clone(), pool.clone());
+        let (h, specs) = (host.clone(), want.clone());
         let observed = tokio::task::spawn_blocking(move || {
             let key = |id: &plinth_api::VolumeId| {
                 handle.block_on(h.volume_key(id)).map(|k| k.key).map_err(|e| format!("fetching its key: {e}"))
@@ -92,17 +92,26 @@ fn converge_volumes(
         }
         let body = ObservedReport { instances: Vec::new(), network: None, volumes };
         let r = host.observed(&body).await;
-        // Then each volume's next layer made ahead (after the report, so a new volume does
-        // not wait for its spare; one encrypted spare a pass, about 2 s).
-        let (h, specs, handle) = (host.clone(), want.clone(), tokio::runtime::Handle::current());
-        let _ = tokio::task::spawn_blocking(move || {
+        (want, Some(r))
+    })
+}
+
+/// Makes encrypted volumes' next layers ahead ([`crate::storage::VolumePool::make_spares`],
+/// one a run: about 2 s), beside the pool passes rather than in them, so a volume create
+/// or delete does not wait for it.
+fn make_spares(pool: crate::storage::VolumePool, host: HostClient, want: Vec<VolumeSpec>) -> BoxFut<()> {
+    Box::pin(async move {
+        let handle = tokio::runtime::Handle::current();
+        let made = tokio::task::spawn_blocking(move || {
             let key = |id: &plinth_api::VolumeId| {
-                handle.block_on(h.volume_key(id)).map(|k| k.key).map_err(|e| format!("fetching its key: {e}"))
+                handle.block_on(host.volume_key(id)).map(|k| k.key).map_err(|e| format!("fetching its key: {e}"))
             };
-            spares.make_spares(&specs, &key, 1)
+            pool.make_spares(&want, &key, 1)
         })
         .await;
-        (want, Some(r))
+        if let Ok(n @ 1..) = made {
+            tracing::debug!(made = n, "next layers made ahead");
+        }
     })
 }
 
@@ -546,6 +555,7 @@ impl<R: Runtime> Host<R> {
         let mut vol_want: Option<Vec<VolumeSpec>> = None;
         let mut vol_done: Option<Vec<VolumeSpec>> = None;
         let mut vol_task: Option<BoxFut<VolumesDone>> = None;
+        let mut spare_task: Option<BoxFut<()>> = None;
         let mut vol_at = Instant::now();
         let mut vol_backoff = Backoff::for_server(salt);
 
@@ -791,6 +801,9 @@ impl<R: Runtime> Host<R> {
                     match sent {
                         Some(Ok(_)) => {
                             vol_backoff.reset();
+                            if let (None, Some(pool)) = (&spare_task, &self.cfg.volumes) {
+                                spare_task = Some(make_spares(pool.clone(), host.clone(), spec.clone()));
+                            }
                             vol_done = Some(spec);
                         }
                         Some(Err(ClientError::Unauthorized { detail, .. })) => return Err(self.refused(detail)),
@@ -801,6 +814,7 @@ impl<R: Runtime> Host<R> {
                         None => tracing::warn!("converging the volume pool panicked; retrying at the next period"),
                     }
                 }
+                () = next_of(&mut spare_task) => spare_task = None,
                 (obs, r) = next_of(&mut net_send) => {
                     net_send = None;
                     match r {

@@ -260,9 +260,10 @@ impl VolumePool {
     /// Makes the next layer of volumes ahead (an empty layer over the current top, at the
     /// volume's size: `<id>.next.qcow2`), so a snapshot is a rename, not a `qemu-img
     /// create` (which for an encrypted layer spends about 2 s calibrating PBKDF2). A spare
-    /// no longer over the top, or of another size, is wiped and made again. Makes at most
-    /// `encrypted_budget` encrypted spares (the rest at later passes); answers how many it
-    /// made.
+    /// no longer over the top, or of another size, is wiped and made again. Only encrypted
+    /// volumes get one (an unencrypted layer takes `qemu-img create` a few ms). Makes at
+    /// most `encrypted_budget` (the rest at later runs); answers how many it made. Runs
+    /// beside pool passes: spares are put in place, taken and wiped under one lock.
     pub fn make_spares(
         &self,
         specs: &[VolumeSpec],
@@ -271,7 +272,7 @@ impl VolumePool {
     ) -> usize {
         let mut made = 0;
         let mut encrypted = 0;
-        for s in specs.iter().filter(|s| s.present && VolumeId::parse(s.volume_id.as_str()).is_some()) {
+        for s in specs.iter().filter(|s| s.present && s.encrypted && VolumeId::parse(s.volume_id.as_str()).is_some()) {
             if !self.file(&s.volume_id).exists() {
                 continue;
             }
@@ -292,7 +293,7 @@ impl VolumePool {
                     }
                 }
             }
-            if s.encrypted && encrypted >= encrypted_budget {
+            if encrypted >= encrypted_budget {
                 continue;
             }
             let part = spare.with_extension("qcow2.part");
@@ -303,16 +304,17 @@ impl VolumePool {
                     continue;
                 }
             };
-            encrypted += usize::from(s.encrypted);
+            encrypted += 1;
             let _ = std::fs::remove_file(&part);
             if let Err(e) = qcow2::create_layer(&part, &lower, s.size_bytes, k.as_deref()) {
                 tracing::warn!(volume = %s.volume_id, "making a spare layer: {e}");
                 continue;
             }
             drop(k);
-            // Put in place only if the top did not move meanwhile (a snapshot taken).
+            // Put in place only if the top did not move meanwhile (a snapshot taken) and the
+            // volume is still there (a pass may have wiped it).
             let _held = lock_spares();
-            if self.top_existing(s) == lower && !spare.exists() {
+            if self.file(&s.volume_id).exists() && self.top_existing(s) == lower && !spare.exists() {
                 let _ = std::fs::rename(&part, &spare);
                 made += 1;
             } else {
@@ -503,10 +505,14 @@ impl VolumePool {
         let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
         let mut total = None;
         let spare = spare_file(&self.dir, &s.volume_id);
-        let mut files =
-            vec![self.part(&s.volume_id), self.file(&s.volume_id), spare.with_extension("qcow2.part"), spare];
+        let spares = [spare.with_extension("qcow2.part"), spare];
+        let mut files = vec![self.part(&s.volume_id), self.file(&s.volume_id)];
         files.extend(self.layer_files(&s.volume_id).into_iter().map(|n| self.dir.join(n)));
+        // The volume's file first: no spare is put in place once it is gone.
+        files.extend(spares.iter().cloned());
         for path in files {
+            // A spare is not wiped while it is put in place or taken.
+            let _held = spares.contains(&path).then(lock_spares);
             if !path.exists() {
                 continue;
             }
