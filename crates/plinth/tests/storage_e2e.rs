@@ -33,7 +33,7 @@ struct LoopFs {
 impl LoopFs {
     fn new(dir: &Path) -> LoopFs {
         let image = dir.join("pool.img");
-        std::fs::File::create(&image).and_then(|f| f.set_len(128 << 20)).expect("image");
+        std::fs::File::create(&image).and_then(|f| f.set_len(256 << 20)).expect("image");
         run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
         let dev = run("losetup", &["--find", "--show", image.to_str().unwrap()]);
         let mnt = dir.join("mnt");
@@ -146,7 +146,7 @@ fn start(d: &Path, pool: &Path) -> (Proc, Proc, PathBuf, serde_json::Value) {
         &profile,
         d.join("up.log"),
         &[
-            ("PLINTH_VOLUME_OVERSUBSCRIPTION", "64"),
+            ("PLINTH_VOLUME_OVERSUBSCRIPTION", "100"),
             ("PLINTH_DETACH_TIMEOUT_S", "10"),
             ("PLINTH_RECONCILE_PERIOD_S", "1"),
         ],
@@ -822,28 +822,37 @@ fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_wi
     assert_eq!(fs.copies(LUKS_MAGIC), 0, "its LUKS header is gone from the device");
 }
 
-/// A user-data script: finds the disk of `serial`, writes `m1` to its first sector, and
-/// once the disk has grown (the test's signal that a snapshot was taken), `m2` at 1 MiB.
-fn snapshot_writer(serial: &str, m1: &str, m2: &str) -> String {
-    format!(
+/// A user-data script: finds the disk of `serial`, writes `marks[0]` to its first sector,
+/// and each time the disk grows (the test's signal that it is the guest's turn again) the
+/// next mark, `marks[i]` at `i` MiB, printing `PLINTH-WROTE <i>`.
+fn snapshot_writer(serial: &str, marks: &[&str]) -> String {
+    let mut s = format!(
         "#!/bin/sh\n(\nd=\nwhile [ -z \"$d\" ]; do\n  for b in /sys/block/vd*; do\n    \
          [ \"$(cat $b/serial 2>/dev/null)\" = \"{serial}\" ] && d=/dev/${{b##*/}} && s=$b\n  done\n  \
-         [ -z \"$d\" ] && sleep 0.2\ndone\nsize=$(cat $s/size)\n\
-         printf '{m1}' | dd of=$d bs=512 conv=sync 2>/dev/null && sync && echo PLINTH-M1-WROTE\n\
-         while [ \"$(cat $s/size)\" = \"$size\" ]; do sleep 0.2; done\n\
-         printf '{m2}' | dd of=$d bs=512 seek=2048 conv=sync 2>/dev/null && sync && echo PLINTH-M2-WROTE\n) &\n"
-    )
+         [ -z \"$d\" ] && sleep 0.2\ndone\n"
+    );
+    for (i, m) in marks.iter().enumerate() {
+        if i > 0 {
+            s.push_str("size=$(cat $s/size)\nwhile [ \"$(cat $s/size)\" = \"$size\" ]; do sleep 0.2; done\n");
+        }
+        s.push_str(&format!(
+            "printf '{m}' | dd of=$d bs=512 seek={} conv=sync 2>/dev/null && sync && echo PLINTH-WROTE {i}\n",
+            i * 2048
+        ));
+    }
+    s.push_str(") &\n");
+    s
 }
 
 /// A user-data script: for each serial in turn, waits for its disk and prints
-/// `PLINTH-READ <serial> <first 64 bytes>|<64 bytes at 1 MiB>`.
+/// `PLINTH-READ <serial> <64 bytes at 0>|<at 1 MiB>|<at 2 MiB>|<at 3 MiB>`.
 fn snapshot_reader(serials: &[&str]) -> String {
     let mut s = String::from(
-        "#!/bin/sh\n(\nread_disk() {\n  d=\n  while [ -z \"$d\" ]; do\n    for b in /sys/block/vd*; do\n      \
+        "#!/bin/sh\n(\nat() {\n  dd if=$1 bs=512 skip=$2 count=1 2>/dev/null | head -c 64 | tr -d '\\000'\n}\n\
+         read_disk() {\n  d=\n  while [ -z \"$d\" ]; do\n    for b in /sys/block/vd*; do\n      \
          [ \"$(cat $b/serial 2>/dev/null)\" = \"$1\" ] && d=/dev/${b##*/}\n    done\n    \
          [ -z \"$d\" ] && sleep 0.2\n  done\n  \
-         echo \"PLINTH-READ $1 $(head -c 64 $d | tr -d '\\000')|$(dd if=$d bs=512 skip=2048 count=1 2>/dev/null | \
-         head -c 64 | tr -d '\\000')\"\n}\n",
+         echo \"PLINTH-READ $1 $(at $d 0)|$(at $d 2048)|$(at $d 4096)|$(at $d 6144)\"\n}\n",
     );
     for serial in serials {
         s.push_str(&format!("read_disk {serial}\n"));
@@ -860,7 +869,8 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
     let vol = ok(profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let tail = &vol["id"].as_str().unwrap()[4..];
-    let (m1, m2) = (format!("PLINTH-M1-{tail}"), format!("PLINTH-M2-{tail}"));
+    let marks: Vec<String> = (1..=4).map(|i| format!("PLINTH-M{i}-{tail}")).collect();
+    let m: Vec<&str> = marks.iter().map(String::as_str).collect();
     let console = |vm: &str| -> String {
         String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", vm]).stdout).into_owned()
     };
@@ -879,71 +889,22 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
         args.push("--wait");
         ok(profile, None, &args);
     };
-
-    // vm-a writes M1; a snapshot is taken live; then it writes M2.
-    running("vm-a", snapshot_writer(&serial, &m1, &m2), &[]);
-    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a", "--wait"]);
-    saw("vm-a", "vm-a to write M1", "PLINTH-M1-WROTE");
-    let snap = ok(profile, None, &["snapshot", "create", "s1", "--volume", "data", "--project", "web", "--wait"]);
-    assert_eq!(snap["state"], "available", "{snap}");
-    assert_eq!(snap["consistency"], "crash_consistent", "no guest agent froze the guest: {snap}");
-    assert!(snap["instance_id"].as_str().is_some(), "taken live: {snap}");
-    let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
-    assert!(ev.contains("volume_snapshot"), "{ev}");
-    let log = ["agent.log", "agent.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
-    assert!(log.contains("snapshot taken live"), "the guest's host added the layer live: {log}");
-    ok(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "2", "--wait"]);
-    saw("vm-a", "vm-a to write M2 after the snapshot", "PLINTH-M2-WROTE");
-    // Deleting a snapshot of an attached volume is refused (its layer is the guest's chain).
-    let out = cli(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("volume_busy"), "{}", String::from_utf8_lossy(&out.stderr));
-
-    // A volume from the snapshot, given to vm-b: M1, and not M2.
-    let copy = ok(
-        profile,
-        None,
-        &[
-            "volume",
-            "create",
-            "copy",
-            "--project",
-            "web",
-            "--size",
-            "1",
-            "--snapshot",
-            "s1",
-            "--from-volume",
-            "data",
-            "--wait",
-        ],
-    );
-    assert_eq!(copy["source_snapshot_id"], snap["id"], "{copy}");
-    let copy_serial = copy["serial"].as_str().unwrap().to_string();
-    running("vm-b", snapshot_reader(&[&copy_serial, &serial]), &["--volume", "copy"]);
-    let c = saw("vm-b", "vm-b to read the copy", &format!("PLINTH-READ {copy_serial}"));
-    let line = c.lines().find(|l| l.contains(&format!("PLINTH-READ {copy_serial}"))).unwrap();
-    assert!(line.contains(&m1) && !line.contains(&m2), "the snapshot's copy holds M1 and not M2: {line}");
-
-    // Reverted (detached) to the snapshot, and given to vm-b: M1 there, M2 gone.
-    let out = cli(profile, None, &["volume", "revert", "data", "--project", "web", "--snapshot", "s1"]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("volume_busy"),
-        "attached: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
-    let v = ok(profile, None, &["volume", "revert", "data", "--project", "web", "--snapshot", "s1", "--wait"]);
-    assert_eq!(v["state"], "available", "{v}");
-    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b", "--wait"]);
-    let c = saw("vm-b", "vm-b to read the reverted volume", &format!("PLINTH-READ {serial}"));
-    let line = c.lines().find(|l| l.contains(&format!("PLINTH-READ {serial}"))).unwrap();
-    assert!(line.contains(&m1) && !line.contains(&m2), "the reverted volume holds M1 and not M2: {line}");
-
-    // Detached, the snapshot is deleted (merged down) and the volume keeps its content;
-    // the volume deleted takes its snapshots with it.
-    ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
-    let s = ok(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web", "--wait"]);
-    assert_eq!(s["state"], "deleted", "{s}");
+    let snapshot = |name: &str| {
+        let s = ok(profile, None, &["snapshot", "create", name, "--volume", "data", "--project", "web", "--wait"]);
+        assert_eq!(s["state"], "available", "{s}");
+        s
+    };
+    // The guest's next turn: the disk grows by 1 GiB, and it writes its next mark.
+    let size = std::cell::Cell::new(1);
+    let turn = |i: usize| {
+        size.set(size.get() + 1);
+        ok(
+            profile,
+            None,
+            &["volume", "extend", "data", "--project", "web", "--size", &size.get().to_string(), "--wait"],
+        );
+        saw("vm-a", &format!("vm-a to write M{}", i + 1), &format!("PLINTH-WROTE {i}"));
+    };
     let layers = || {
         std::fs::read_dir(&rig.pool)
             .unwrap()
@@ -951,13 +912,76 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
             .filter(|e| e.file_name().to_string_lossy().contains('+'))
             .count()
     };
+
+    // vm-a writes M1; s1 is taken live; then M2.
+    running("vm-a", snapshot_writer(&serial, &m), &[]);
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-a", "--wait"]);
+    saw("vm-a", "vm-a to write M1", "PLINTH-WROTE 0");
+    let snap = snapshot("s1");
+    assert_eq!(snap["consistency"], "crash_consistent", "no guest agent froze the guest: {snap}");
+    assert!(snap["instance_id"].as_str().is_some(), "taken live: {snap}");
+    let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
+    assert!(ev.contains("volume_snapshot"), "{ev}");
+    let log = ["agent.log", "agent.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
+    assert!(log.contains("snapshot taken live"), "the guest's host added the layer live: {log}");
+    turn(1);
+    // s2 taken live, M3 written into its layer, then s2 deleted live (the latest): its layer
+    // is merged into s1's while the guest runs; M4 is written after.
+    snapshot("s2");
+    turn(2);
+    let out = cli(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("volume_busy") && err.contains("not its latest"), "{err}");
+    let s2 = ok(profile, None, &["snapshot", "delete", "s2", "--volume", "data", "--project", "web", "--wait"]);
+    assert_eq!(s2["state"], "deleted", "{s2}");
+    assert_eq!(layers(), 1, "s2's layer is merged and wiped; s1's is the top again");
+    let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
+    assert!(ev.contains("volume_snapshot_delete"), "{ev}");
+    turn(3);
+    snapshot("s3");
+
+    // Copies: of s1 (M1 only) and of s3 (all four: M3 survived its layer's merge, and M4
+    // was written to the layer the disk pivoted to).
+    let copy = |name: &str, snap: &str, gib: &str| {
+        let args = ["volume", "create", name, "--project", "web", "--size", gib, "--snapshot", snap];
+        let c = ok(profile, None, &[&args[..], &["--from-volume", "data", "--wait"]].concat());
+        c["serial"].as_str().unwrap().to_string()
+    };
+    let (c1, c3) = (copy("copy1", "s1", "1"), copy("copy3", "s3", "4"));
+    running("vm-b", snapshot_reader(&[&c1, &c3, &serial]), &["--volume", "copy1", "--volume", "copy3"]);
+    let read = |serial: &str, what: &str| -> String {
+        let c = saw("vm-b", what, &format!("PLINTH-READ {serial}"));
+        c.lines().find(|l| l.contains(&format!("PLINTH-READ {serial}"))).unwrap().to_string()
+    };
+    let line = read(&c1, "vm-b to read the copy of s1");
+    assert!(line.contains(m[0]) && !line.contains(m[1]), "s1's copy holds M1 and not M2: {line}");
+    let line = read(&c3, "vm-b to read the copy of s3");
+    assert!(m.iter().all(|x| line.contains(x)), "s3's copy holds M1 to M4: {line}");
+
+    // Reverted (detached) to its latest snapshot, s3 deleted live first, so s1: M1 only.
+    ok(profile, None, &["snapshot", "delete", "s3", "--volume", "data", "--project", "web", "--wait"]);
+    let out = cli(profile, None, &["volume", "revert", "data", "--project", "web", "--snapshot", "s1"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("volume_busy"), "attached: {err}");
+    ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    let v = ok(profile, None, &["volume", "revert", "data", "--project", "web", "--snapshot", "s1", "--wait"]);
+    assert_eq!(v["state"], "available", "{v}");
+    ok(profile, None, &["volume", "attach", "data", "--project", "web", "--instance", "vm-b", "--wait"]);
+    let line = read(&serial, "vm-b to read the reverted volume");
+    assert!(line.contains(m[0]) && !m[1..].iter().any(|x| line.contains(x)), "reverted to s1: M1 only: {line}");
+
+    // Detached, s1 is deleted (merged down) and no layer is left; the volume deleted takes
+    // its snapshots with it.
+    ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
+    let s = ok(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web", "--wait"]);
+    assert_eq!(s["state"], "deleted", "{s}");
     assert_eq!(layers(), 0, "no layer file is left once the snapshot is merged");
-    ok(profile, None, &["snapshot", "create", "s2", "--volume", "data", "--project", "web", "--wait"]);
+    snapshot("s4");
     assert_eq!(layers(), 1);
     let v = ok(profile, None, &["volume", "delete", "data", "--project", "web", "--wait"]);
     assert_eq!(v["state"], "deleted", "{v}");
-    let s2 = ok(profile, None, &["snapshot", "list", "--project", "web"]);
-    let items = s2["items"].as_array().cloned().unwrap_or_default();
-    assert!(items.iter().all(|s| s["state"] == "deleted"), "{s2}");
+    let all = ok(profile, None, &["snapshot", "list", "--volume", v["id"].as_str().unwrap()]);
+    let items = all["items"].as_array().cloned().unwrap_or_default();
+    assert!(items.len() == 4 && items.iter().all(|s| s["state"] == "deleted"), "{all}");
     assert_eq!(layers(), 0, "its layers were wiped with it");
 }

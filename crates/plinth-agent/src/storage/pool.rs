@@ -141,6 +141,27 @@ impl VolumePool {
             }
             if s.present && open.contains(&s.volume_id) {
                 let file = self.file(&s.volume_id);
+                // Layers its guest's host merged live: wiped here. Any other layer not in
+                // the spec (one being merged live) holds the report back.
+                let want: Vec<String> = s.layers.iter().map(|l| l.file(&s.volume_id)).collect();
+                let mut settled = true;
+                for name in self.layer_files(&s.volume_id).into_iter().filter(|n| !want.contains(n)) {
+                    if !name.ends_with(".merged") {
+                        settled &= name.ends_with(".part");
+                        continue;
+                    }
+                    match self.wipe_file(s.wipe, &self.dir.join(&name)) {
+                        Ok(n) => tracing::info!(volume = %s.volume_id, layer = %name, bytes_overwritten = n,
+                            "a layer merged live wiped and removed"),
+                        Err(e) => {
+                            tracing::warn!(volume = %s.volume_id, layer = %name, "wiping a layer merged live: {e}");
+                            settled = false;
+                        }
+                    }
+                }
+                if !settled {
+                    continue;
+                }
                 // The guest's host adds a snapshot's layer live; until it has, not present.
                 let top = s.layers.last().map(|l| self.dir.join(l.file(&s.volume_id))).unwrap_or(file.clone());
                 match qcow2::virtual_size(&top) {
@@ -352,7 +373,10 @@ impl VolumePool {
         let mut out: Vec<String> = dir
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&prefix) && (n.ends_with(".qcow2") || n.ends_with(".qcow2.part")))
+            .filter(|n| {
+                n.starts_with(&prefix)
+                    && (n.ends_with(".qcow2") || n.ends_with(".qcow2.part") || n.ends_with(".qcow2.merged"))
+            })
             .collect();
         out.sort();
         out
@@ -379,7 +403,9 @@ impl VolumePool {
             // A revert: the snapshot is still listed, at a new revision: what was written
             // after it is dropped, not merged. A half-made layer is dropped too.
             let reverted = s.layers.iter().any(|l| name.starts_with(&format!("{id}+{}.", l.snapshot_id)));
-            if !reverted && !name.ends_with(".part") {
+            // Merged live already (its guest's host renamed it so): only wiped.
+            let merged = name.ends_with(".merged");
+            if !reverted && !merged && !name.ends_with(".part") {
                 let lower = qcow2::backing_of(&path)?.unwrap_or_else(|| base_name.clone());
                 let lower_path = self.dir.join(&lower);
                 // The layers above it (now or after a crash mid-merge: those naming it).

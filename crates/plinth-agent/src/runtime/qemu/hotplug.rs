@@ -32,6 +32,9 @@ const UNPLUG_WAIT: Duration = Duration::from_secs(5);
 /// QMP commands that attach or detach take longer than a query (Incus gives them 30 s).
 const PLUG_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a step waits for a live merge (it copies what the layer holds).
+const MERGE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Tests only: with `PLINTH_AGENT_CRASH_AT=<point>` the agent aborts at that point (as a
 /// `kill -9` would end it), to prove a restart resumes or unwinds what was half done.
 fn crash_point(point: &str) {
@@ -97,9 +100,15 @@ fn release_order(name: &str) -> (u8, std::cmp::Reverse<usize>) {
     }
 }
 
-/// The named block nodes, each with whether it has a backing node (`backing_file_depth`,
-/// which QEMU 7.2 counts only when the query is not `flat`).
+/// The named block nodes, each with whether it has a backing node.
 async fn nodes_backed(qmp: &Qmp) -> Result<BTreeMap<String, bool>, String> {
+    Ok(nodes_depth(qmp).await?.into_iter().map(|(n, d)| (n, d > 0)).collect())
+}
+
+/// The named block nodes, each with the depth of the chain below it
+/// (`backing_file_depth`, which QEMU 7.2 counts only when the query is not `flat`; a
+/// throttle node counts the layers of the chain it is over).
+async fn nodes_depth(qmp: &Qmp) -> Result<BTreeMap<String, u64>, String> {
     let list = qmp
         .execute_within("query-named-block-nodes", json!({ "flat": false }), QMP_TIMEOUT)
         .await
@@ -108,7 +117,7 @@ async fn nodes_backed(qmp: &Qmp) -> Result<BTreeMap<String, bool>, String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|n| Some((n["node-name"].as_str()?.to_string(), n["backing_file_depth"].as_u64().unwrap_or(0) > 0)))
+        .filter_map(|n| Some((n["node-name"].as_str()?.to_string(), n["backing_file_depth"].as_u64().unwrap_or(0))))
         .collect())
 }
 
@@ -293,6 +302,11 @@ impl Inner {
                 // Snapshots taken since: their layers added live.
                 let mut now = v.clone();
                 now.layers = given.get(&v.slot).map(|g| g.layers.clone()).unwrap_or_default();
+                // The latest snapshot deleted: its layer merged live.
+                if let Err(e) = self.merge_top_live(&qmp, g, v, &mut now.layers).await {
+                    tracing::warn!(instance = %g.id, slot = v.slot, volume = %v.volume_id, "qemu: live merge failed: {e}");
+                    errors.push(e);
+                }
                 if let Err(e) = self.snapshot_live(&qmp, g, v, &mut now.layers, direct).await {
                     tracing::warn!(instance = %g.id, slot = v.slot, volume = %v.volume_id, "qemu: live snapshot failed: {e}");
                     errors.push(e);
@@ -495,6 +509,79 @@ impl Inner {
                 "qemu: snapshot taken live");
             has.push(layer.clone());
         }
+        Ok(())
+    }
+
+    /// Merges the top layer of the running guest's disk of `v` into the one below when the
+    /// spec no longer lists it (its snapshot, the latest, was deleted): `block-commit` of
+    /// the active layer (job `vc<N>`), `job-complete` once it is ready (the disk pivots to
+    /// the layer below), then its nodes removed and its file renamed `.merged` for the pool
+    /// pass to wipe. The job's state is read from QEMU, not from events, so an agent
+    /// restarted mid-merge carries on where it is: a job running or ready is followed, a
+    /// disk already pivoted only has the cleanup left.
+    async fn merge_top_live(
+        &self,
+        qmp: &Qmp,
+        g: &Guest,
+        v: &InstanceVolumeSpec,
+        has: &mut Vec<plinth_api::VolumeLayer>,
+    ) -> Result<(), String> {
+        if has.len() <= v.layers.len() || !has.starts_with(&v.layers) {
+            return Ok(());
+        }
+        if has.len() != v.layers.len() + 1 {
+            return Err(format!(
+                "volume {}: only the latest snapshot's layer is merged while the guest runs",
+                v.volume_id
+            ));
+        }
+        let pool = self.cfg.volume_pool.clone().ok_or("this host has no volume pool")?;
+        let (n, node, io) = (has.len(), format!("v{}", v.slot), format!("v{}-io", v.slot));
+        let ((top, top_file), lower) = (blockdev::layer_names(&node, n), blockdev::layer_names(&node, n - 1).0);
+        let job = format!("vc{}", v.slot);
+        let deadline = tokio::time::Instant::now() + MERGE_TIMEOUT;
+        // The throttle node's chain is one layer shorter once the disk has pivoted.
+        while nodes_depth(qmp).await?.get(&io).copied().unwrap_or(0) > n as u64 {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("merging layer {top} did not finish in {} s", MERGE_TIMEOUT.as_secs()));
+            }
+            let jobs = qmp
+                .execute_within("query-block-jobs", json!({}), QMP_TIMEOUT)
+                .await
+                .map_err(|e| qmp_err("listing block jobs", e))?;
+            let ours = jobs.as_array().into_iter().flatten().find(|j| j["device"].as_str() == Some(job.as_str()));
+            match ours {
+                None => {
+                    let args = json!({ "job-id": job, "device": io, "top-node": top, "base-node": lower,
+                        "auto-dismiss": true });
+                    qmp.execute_within("block-commit", args, PLUG_TIMEOUT)
+                        .await
+                        .map_err(|e| qmp_err(&format!("block-commit of {top}"), e))?;
+                    crash_point("merge:after_commit");
+                }
+                Some(j) if j["ready"].as_bool() == Some(true) => {
+                    qmp.execute_within("job-complete", json!({ "id": job }), QMP_TIMEOUT)
+                        .await
+                        .map_err(|e| qmp_err(&format!("completing the merge of {top}"), e))?;
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        for n in [&top, &top_file] {
+            match qmp.execute_within("blockdev-del", json!({ "node-name": n }), PLUG_TIMEOUT).await {
+                Ok(_) => {}
+                Err(QmpError::Command { desc, .. }) if desc.contains("Failed to find node") => {}
+                Err(e) => return Err(qmp_err(&format!("removing the merged node {n}"), e)),
+            }
+        }
+        let layer = has.pop().expect("a layer to merge");
+        let file = pool.join(layer.file(&v.volume_id));
+        if file.exists() {
+            std::fs::rename(&file, file.with_extension("qcow2.merged"))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        tracing::info!(instance = %g.id, slot = v.slot, volume = %v.volume_id, snapshot = %layer.snapshot_id,
+            "qemu: the latest snapshot's layer merged live");
         Ok(())
     }
 

@@ -7,8 +7,10 @@
 //!   crash-consistent (no guest agent freezes the guest's filesystems; the record says
 //!   so). It counts against `volume_gib` at its volume's size and is billed as
 //!   `disk_gib_seconds` (dimension `snapshot`) from `available` until `deleted`.
-//! - **Delete** (`deleting` → `deleted`, detached volumes): the host merges the layer into
-//!   the one below and wipes the freed file.
+//! - **Delete** (`deleting` → `deleted`): the host merges the layer into the one below and
+//!   wipes the freed file; of a volume attached to a running guest only the latest
+//!   snapshot, merged live (`block-commit`, then the guest's disk pivots to the layer
+//!   below).
 //! - **Revert** ([`revert`]): a detached volume goes back to its latest snapshot: its
 //!   host replaces the top layer with an empty one (the volume is `reverting` meanwhile).
 //! - A volume filled from a snapshot gets the chain up to it ([`source_chain`]).
@@ -75,6 +77,16 @@ async fn chain_settled(tx: &mut Tx, vol: &Volume, snaps: &[VolumeSnapshot]) -> R
         }
     }
     Ok(())
+}
+
+/// The running instance an `in_use` volume is attached to (its attachment `attached`);
+/// `None` when it is not running or the disk is coming or going.
+async fn running_guest(tx: &mut Tx, vol: &Volume) -> Result<Option<Instance>> {
+    let (Some(a), Some(i)) = (&vol.attachment_id, &vol.instance_id) else { return Ok(None) };
+    let att: VolumeAttachment = tx.get(&Scope::Platform, a.as_str()).await?;
+    let inst: Instance = tx.get(&Scope::Platform, i.as_str()).await?;
+    let running = inst.power == PowerState::Running && inst.state == InstanceState::Running;
+    Ok((att.state == AttachmentState::Attached && running).then_some(inst))
 }
 
 /// Take a snapshot of a volume.
@@ -186,7 +198,8 @@ pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<VolumeSnaps
     Ok(st.store.get(&caller.scope(), id).await?)
 }
 
-/// Delete a snapshot of a detached volume: its host merges its layer down and wipes it.
+/// Delete a snapshot: its host merges its layer down and wipes it (of a volume attached to
+/// a running guest, only the latest, merged live by `block-commit`).
 pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<VolumeSnapshot> {
     let mut tx = st.store.begin().await?;
     let mut snap: VolumeSnapshot = tx.get(&caller.scope(), id).await?;
@@ -200,30 +213,54 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
         ));
     }
     let vol: Volume = tx.get(&Scope::Platform, snap.volume_id.as_str()).await?;
+    let mut pokes = crate::app::lifecycle::Pokes::default();
     if snap.state == SnapshotState::Error {
         // Nothing of it was kept: it goes at once.
         set_state(&mut tx, &mut snap, SnapshotState::Deleted, None).await?;
     } else {
-        if vol.state != VolumeState::Available {
-            return Err(busy(
-                "volume_busy",
-                format!(
-                    "volume {} is {}: a snapshot is deleted (its layer merged into the volume's files) while the \
-                     volume is detached",
-                    vol.id,
-                    plinth_store::volume_state_str(vol.state)
-                ),
-                &["available"],
-            ));
-        }
         let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
+        let latest = snaps.last().is_some_and(|l| l.id == snap.id);
+        let live = match vol.state {
+            VolumeState::Available => None,
+            VolumeState::InUse => match running_guest(&mut tx, &vol).await? {
+                Some(inst) if latest => Some(inst),
+                _ => {
+                    return Err(busy(
+                        "volume_busy",
+                        format!(
+                            "volume {} is attached: only its latest snapshot is deleted while a running instance \
+                             has it (merged live), and {} is {}; detach the volume first",
+                            vol.id,
+                            snap.id,
+                            if latest { "latest, but the instance is not running" } else { "not its latest" }
+                        ),
+                        &["available", "in_use (the latest snapshot, a running instance)"],
+                    ));
+                }
+            },
+            _ => {
+                return Err(busy(
+                    "volume_busy",
+                    format!("volume {} is {}", vol.id, plinth_store::volume_state_str(vol.state)),
+                    &["available", "in_use (the latest snapshot, a running instance)"],
+                ));
+            }
+        };
         chain_settled(&mut tx, &vol, &snaps).await?;
         tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
         snap.spec_generation = tx.volume_spec_generation(vol.id.as_str()).await?.unwrap_or(0);
         set_state(&mut tx, &mut snap, SnapshotState::Deleting, None).await?;
+        if let Some(mut inst) = live {
+            // Its instance's spec drops the layer: the guest's host merges it live.
+            inst.spec_generation += 1;
+            let why = format!("snapshot {} of volume {} deleted: its layer merged", snap.id, vol.id);
+            let ev = crate::app::lifecycle::event(&inst, "volume_snapshot_delete", why, None);
+            crate::app::lifecycle::save(&mut tx, &mut inst, true, vec![ev], None, &mut pokes).await?;
+        }
     }
     tx.audit(&caller.audit(), snap.id.as_str(), Some(snap.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
+    pokes.send(&st.signals);
     Ok(snap)
 }
 
