@@ -744,7 +744,7 @@ fn an_agent_killed_mid_attach_detach_or_snapshot_resumes_and_leaks_nothing() {
     exited(&mut crashing, "the agent to die mid-snapshot");
     let snap_state = || ok(profile, None, &["snapshot", "get", snap["id"].as_str().unwrap()])["state"].clone();
     assert_eq!(snap_state(), "creating");
-    let _agent = agent(d, profile, pool, "agent-6.log", &[]);
+    let mut restarted = agent(d, profile, pool, "agent-6.log", &[]);
     wait_for("the snapshot to be taken after the restart", Duration::from_secs(90), || {
         (snap_state() == "available").then_some(())
     });
@@ -755,6 +755,23 @@ fn an_agent_killed_mid_attach_detach_or_snapshot_resumes_and_leaks_nothing() {
     assert!(!files.iter().any(|f| f.contains('+') && f.ends_with(".part")), "no half-made layer is left: {files:?}");
     let log = ["agent-6.log", "agent-6.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
     assert!(!log.contains("live snapshot failed"), "{log}");
+
+    // The agent dies right after starting the live merge of the latest snapshot's layer
+    // (block-commit): restarted, it finds the job in QEMU, completes it and cleans up.
+    restarted.kill9();
+    let mut crashing = agent(d, profile, pool, "agent-7.log", &[("PLINTH_AGENT_CRASH_AT", "merge:after_commit")]);
+    ok(profile, None, &["snapshot", "delete", snap["id"].as_str().unwrap()]);
+    exited(&mut crashing, "the agent to die mid-merge");
+    assert_eq!(snap_state(), "deleting");
+    let _agent = agent(d, profile, pool, "agent-8.log", &[]);
+    wait_for("the merge to finish after the restart", Duration::from_secs(90), || {
+        (snap_state() == "deleted").then_some(())
+    });
+    let files: Vec<String> =
+        std::fs::read_dir(pool).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!files.iter().any(|f| f.contains('+')), "the merged layer is wiped and gone: {files:?}");
+    let log = ["agent-7.log", "agent-7.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
+    assert!(log.contains("crashing at merge:after_commit"), "the crash happened where asked: {log}");
     ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
 
     // Nothing leaked: the same slot takes the disk again (a node, secret or throttle group
