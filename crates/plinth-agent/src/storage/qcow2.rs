@@ -85,9 +85,7 @@ fn qemu_img(args: &[String], key: Option<&str>) -> Result<String, String> {
 
 /// The virtual size of the qcow2 file `path` (read from its header; no key needed).
 pub fn virtual_size(path: &Path) -> Result<u64, String> {
-    let text = qemu_img(&["info".into(), "--output=json".into(), "-U".into(), path.display().to_string()], None)?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("qemu-img info: {e}"))?;
-    v["virtual-size"].as_u64().ok_or_else(|| "qemu-img info: no virtual-size".to_string())
+    Ok(layer_info(path)?.0)
 }
 
 /// Grows the qcow2 file `path` to `size_bytes` (opening its encryption with `key`).
@@ -255,12 +253,36 @@ pub fn backing_of(path: &Path) -> Result<Option<String>, String> {
     Ok(layer_info(path)?.1)
 }
 
-/// The virtual size of the qcow2 file `path` and the backing file its header names.
+/// The virtual size of the qcow2 file `path` and the backing file its header names, read
+/// from the header itself (a pool pass asks this of every volume: no `qemu-img` process).
 pub fn layer_info(path: &Path) -> Result<(u64, Option<String>), String> {
-    let text = qemu_img(&["info".into(), "--output=json".into(), "-U".into(), path.display().to_string()], None)?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("qemu-img info: {e}"))?;
-    let size = v["virtual-size"].as_u64().ok_or_else(|| "qemu-img info: no virtual-size".to_string())?;
-    Ok((size, v["backing-filename"].as_str().map(str::to_string)))
+    use std::io::{Seek, SeekFrom};
+    let bad = |what: &str| format!("{}: {what}", path.display());
+    let mut f = std::fs::File::open(path).map_err(|e| bad(&e.to_string()))?;
+    let mut head = [0u8; 32];
+    f.read_exact(&mut head).map_err(|_| bad("shorter than a qcow2 header"))?;
+    let (size, backing) = parse_header(&head).ok_or_else(|| bad("not a qcow2 file"))?;
+    let name = match backing {
+        None => None,
+        Some((offset, len)) => {
+            let mut name = vec![0u8; len];
+            f.seek(SeekFrom::Start(offset)).and_then(|_| f.read_exact(&mut name)).map_err(|e| bad(&e.to_string()))?;
+            Some(String::from_utf8(name).map_err(|_| bad("a backing file name that is not UTF-8"))?)
+        }
+    };
+    Ok((size, name))
+}
+
+/// The virtual size and the backing file name's `(offset, length)` from a qcow2 file's
+/// first 32 bytes (`None`: not a qcow2 header).
+pub fn parse_header(head: &[u8]) -> Option<(u64, Option<(u64, usize)>)> {
+    if head.get(0..4)? != b"QFI\xfb" || !matches!(be32(head, 4)?, 2 | 3) {
+        return None;
+    }
+    let (offset, len) = (be64(head, 8)?, be32(head, 16)? as usize);
+    // QEMU caps a backing file name at 1023 bytes.
+    let backing = (offset != 0 && len > 0 && len < 1024).then_some((offset, len));
+    Some((be64(head, 24)?, backing))
 }
 
 /// The qcow2 header extension naming the encryption header's place in the file.
@@ -337,6 +359,20 @@ mod tests {
         let fde = [262_144u64.to_be_bytes(), 2_068_480u64.to_be_bytes()].concat();
         let h = header(&[(0x6803_f857, vec![1, 2, 3]), (0x0537_be77, fde)]);
         assert_eq!(parse_crypto_header(&h), Some((262_144, 2_068_480)));
+    }
+
+    #[test]
+    fn the_size_and_backing_name_are_read_from_the_header() {
+        let mut h = vec![0u8; 32];
+        h[0..4].copy_from_slice(b"QFI\xfb");
+        h[4..8].copy_from_slice(&3u32.to_be_bytes());
+        h[24..32].copy_from_slice(&(1u64 << 40).to_be_bytes());
+        assert_eq!(super::parse_header(&h), Some((1 << 40, None)));
+        h[8..16].copy_from_slice(&512u64.to_be_bytes());
+        h[16..20].copy_from_slice(&14u32.to_be_bytes());
+        assert_eq!(super::parse_header(&h), Some((1 << 40, Some((512, 14)))));
+        assert_eq!(super::parse_header(b"QFI\xfb\0\0\0\x09 and the rest of the header"), None, "version 9");
+        assert_eq!(super::parse_header(&h[..20]), None, "too short");
     }
 
     #[test]
