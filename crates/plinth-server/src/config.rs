@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// How long a running guest has to release a detached volume's disk before the
     /// attachment is `error_detaching` (default 160 s, as Nova waits).
     pub detach_timeout: Duration,
+    /// The Ceph pool `rbd` volume types use (`PLINTH_RBD_*`). None: no `rbd` types.
+    pub rbd: Option<crate::app::storage::driver::RbdConfig>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             volume_kek: None,
             volume_oversubscription: 1.0,
             detach_timeout: Duration::from_secs(160),
+            rbd: None,
         }
     }
 }
@@ -104,6 +107,7 @@ impl ServerConfig {
     /// `PLINTH_PLACEMENT_WEIGH` (`pack`|`spread`), `PLINTH_PLACEMENT_RANDOMIZE_TOP`,
     /// `PLINTH_BLOB_DIR`, `PLINTH_IMAGE_MAX_BYTES`, `PLINTH_BILLING_ANCHOR_DAY` (1–28),
     /// `PLINTH_INVOICE_GRACE_S`, `PLINTH_VOLUME_OVERSUBSCRIPTION` (1–100), `PLINTH_DETACH_TIMEOUT_S`,
+    /// `PLINTH_RBD_POOL`, `PLINTH_RBD_USER`, `PLINTH_RBD_MONITORS`, `PLINTH_RBD_COMMAND`,
     /// `PLINTH_TEST_CLOCK` (`1`) and `PLINTH_FAILPOINTS`
     /// (comma-separated `kind:step` or `kind:step:undo`).
     pub fn from_env() -> ServerConfig {
@@ -155,6 +159,7 @@ impl ServerConfig {
         {
             c.volume_oversubscription = r.clamp(1.0, 100.0);
         }
+        c.rbd = crate::app::storage::driver::RbdConfig::from_env();
         c.test_clock = std::env::var("PLINTH_TEST_CLOCK").is_ok_and(|v| v.trim() == "1");
         if let Ok(f) = std::env::var("PLINTH_FAILPOINTS") {
             c.failpoints = f.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();

@@ -546,6 +546,7 @@ async fn the_watcher_restarts_a_crashed_guest_per_its_restart_policy() {
             "stuck_operations",
             "image_gc",
             "detach_deadline",
+            "shared_volumes",
             "billing"
         ]
     );

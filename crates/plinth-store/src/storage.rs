@@ -217,6 +217,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Volumes on a shared backend (on no host) waiting for the server to do their
+    /// backend's work: `creating`, `extending` or `deleting`.
+    pub async fn shared_volumes_pending(&self) -> Result<Vec<Volume>, StoreError> {
+        let sql = Sql::new(
+            "SELECT doc FROM volumes WHERE host_id IS NULL AND state IN ('creating', 'extending', 'deleting') \
+             ORDER BY id",
+        );
+        let rows = sql.query().fetch_all(&self.read).await?;
+        rows.iter().map(crate::crud::decode_doc).collect()
+    }
+
     /// The snapshots of a host's volumes not deleted, oldest first.
     pub async fn host_snapshots(&self, host_id: &str) -> Result<Vec<VolumeSnapshot>, StoreError> {
         let mut sql = Sql::new("SELECT doc FROM volume_snapshots WHERE state <> 'deleted'");
@@ -225,11 +236,23 @@ impl Store {
         snapshots_from(sql.query().fetch_all(&self.read).await?)
     }
 
-    /// A volume's sealed key, when `host_id` holds the volume and it still has one.
-    pub async fn volume_key_for_host(&self, volume_id: &str, host_id: &str) -> Result<Option<String>, StoreError> {
+    /// A volume's sealed key, when `host_id` holds the volume (`None`: a volume on a shared
+    /// backend, on no host) and it still has one.
+    pub async fn volume_key_for_host(
+        &self,
+        volume_id: &str,
+        host_id: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         let mut sql = Sql::new("SELECT wrapped_key FROM volumes WHERE 1=1");
         sql.cond("id =", Val::text(volume_id));
-        sql.cond("host_id =", Val::text(host_id));
+        match host_id {
+            Some(h) => {
+                sql.cond("host_id =", Val::text(h));
+            }
+            None => {
+                sql.push(" AND host_id IS NULL");
+            }
+        }
         let rows = sql.query().fetch_all(&self.read).await?;
         Ok(match rows.first() {
             Some(r) => r.try_get::<Option<String>, _>("wrapped_key")?,

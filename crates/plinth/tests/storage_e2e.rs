@@ -995,6 +995,9 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
     assert_eq!(layers(), 0, "no layer file is left once the snapshot is merged");
     snapshot("s4");
     assert_eq!(layers(), 1);
+    // Grown detached with a snapshot: the top of its chain grows.
+    let v = ok(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "5", "--wait"]);
+    assert_eq!(v["state"], "available", "{v}");
     let v = ok(profile, None, &["volume", "delete", "data", "--project", "web", "--wait"]);
     assert_eq!(v["state"], "deleted", "{v}");
     let all = ok(profile, None, &["snapshot", "list", "--volume", v["id"].as_str().unwrap()]);

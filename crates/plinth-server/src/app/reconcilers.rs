@@ -13,6 +13,8 @@
 //!   fails image imports that stopped moving (`image_files::gc`).
 //! - `detach_deadline`: a volume detach the guest has not completed within the deadline
 //!   becomes `error_detaching` (`storage::attachments::expire_detaches`).
+//! - `shared_volumes`: does a shared backend's (Ceph RBD's) work for the volumes the API
+//!   left `creating`, `extending` or `deleting` (`storage::volumes::converge_shared`).
 //! - `billing`: splits usage intervals at billing-period cut-offs, checks budgets, and
 //!   finalizes draft invoices whose grace period is over (`billing::billing_pass`).
 //!
@@ -41,6 +43,7 @@ pub const TASKS: &[(&str, &str)] = &[
     ("stuck_operations", "resumes sagas whose server died (lease expired)"),
     ("image_gc", "deletes image blobs no image or live instance uses; fails imports stuck for a day"),
     ("detach_deadline", "marks volume detaches the guest did not complete in time error_detaching"),
+    ("shared_volumes", "makes, grows and removes volumes on shared backends (rbd) as the API asked"),
     ("billing", "splits usage at period cut-offs; checks budgets; finalizes drafts past their grace period"),
 ];
 
@@ -192,6 +195,11 @@ async fn run_task(st: &AppState, name: &str) -> Result<Value, StoreError> {
             let n = crate::app::storage::attachments::expire_detaches(st, st.config.detach_timeout).await?;
             Ok(json!({ "expired": n }))
         }
+        "shared_volumes" => crate::app::storage::volumes::converge_shared(st).await.map_err(|e| StoreError::Refused {
+            status: 500,
+            code: "shared_volumes",
+            detail: e.to_string(),
+        }),
         _ => Ok(Value::Null),
     }
 }

@@ -24,6 +24,10 @@ pub enum VolumeTypeCmd {
     /// Create one (operators).
     Create {
         name: String,
+        /// Where its volumes live: local_qcow2 (a host's pool) or rbd (the Ceph pool the
+        /// server is configured with, PLINTH_RBD_POOL; encrypted, crypto-erased).
+        #[arg(long, default_value = "local_qcow2", value_parser = super::args::wire::<VolumeBackend>)]
+        backend: VolumeBackend,
         /// Store volumes unencrypted (default: LUKS with a key per volume).
         #[arg(long)]
         unencrypted: bool,
@@ -71,11 +75,11 @@ impl VolumeTypeCmd {
                 o.list(&c.list::<VolumeTypes>(&page.page(), &VolumeTypeFilter::default()).await?, COLUMNS)
             }
             VolumeTypeCmd::Get { id } => get::<VolumeTypes>(c, o, id).await,
-            VolumeTypeCmd::Create { name, unencrypted, wipe, iops, bps, price_dimension, description } => {
+            VolumeTypeCmd::Create { name, backend, unencrypted, wipe, iops, bps, price_dimension, description } => {
                 let body = VolumeTypeCreate {
                     name: name.clone(),
                     description: description.clone(),
-                    backend: VolumeBackend::LocalQcow2,
+                    backend: *backend,
                     encrypted: Some(!unencrypted),
                     wipe: wipe
                         .as_deref()

@@ -13,6 +13,9 @@
 //! `device_del` is refused while one is pending). A disk smaller than its spec grows with
 //! `block_resize` (virtio-blk tells the guest).
 //!
+//! A snapshot taken live adds a layer to a disk's chain (`blockdev-snapshot`); deleting
+//! the latest snapshot merges the top layer back (`block-commit`, `job-complete`).
+//!
 //! What the guest has (plugged, unplugging, failed) is kept per guest and read by the
 //! runner after every step ([`crate::runtime::Runtime::plugs`]).
 
@@ -405,7 +408,6 @@ impl Inner {
         }
     }
 
-    /// The pool file of volume `v`.
     /// Adds to the running guest's disk of `v` the layers of `v.layers` it lacks (`has`,
     /// bottom first, grows as each is added): each made as `<layer>.qcow2.part` over the
     /// current top, added as a node without backing and put under the throttle node by

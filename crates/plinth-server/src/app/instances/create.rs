@@ -248,9 +248,9 @@ pub async fn create(st: &AppState, caller: &Caller, b: InstanceCreate) -> Result
     injected(st, "instance.create:claim")?;
     let claim_started = Utc::now();
     let mut req = request_for(&inst);
-    if !volumes.is_empty() {
-        // Local volumes: only their host will do.
-        req.volume_host = Some(volume_host.map(|h| h.0).unwrap_or_default());
+    if let Some(h) = volume_host {
+        // Local volumes: only their host will do (shared ones go anywhere).
+        req.volume_host = Some(h.0);
     }
     let consumer = Consumer {
         instance_id: inst.id.clone(),

@@ -95,7 +95,8 @@ pub async fn attach(st: &AppState, caller: &Caller, id: &str, b: VolumeAttach) -
         )
         .with_constraint(json!({ "rule": "state", "allowed": ["available"] })));
     }
-    if inst.host_id != vol.host_id {
+    // A volume on a shared backend (on no host) is reached from any host.
+    if vol.host_id.is_some() && inst.host_id != vol.host_id {
         let on = |h: &Option<HostId>| h.as_ref().map_or("no host".to_string(), |h| format!("host {h}"));
         return Err(Error::conflict(
             "volume_on_other_host",
@@ -289,7 +290,8 @@ pub async fn plan_for_create(
             )
             .with_constraint(json!({ "field": field, "rule": "state", "allowed": ["available"] })));
         }
-        if let Some(first) = out.first()
+        if let Some(first) = out.iter().find(|v| v.host_id.is_some())
+            && vol.host_id.is_some()
             && first.host_id != vol.host_id
         {
             return Err(Error::invalid(
@@ -307,7 +309,8 @@ pub async fn plan_for_create(
         }
         out.push(vol);
     }
-    let host = out.first().and_then(|v| v.host_id.clone());
+    // Local volumes pin the instance to their host; shared ones do not.
+    let host = out.iter().find_map(|v| v.host_id.clone());
     Ok((out, host))
 }
 
@@ -328,7 +331,7 @@ pub async fn attach_at_create(tx: &mut Tx, inst: &Instance, vols: &[Volume], boo
         let is_boot = i == 0 && boot != BootVolume::None;
         let slot = if is_boot { SLOTS } else { (i - usize::from(boot != BootVolume::None)) as u8 };
         let mut vol: Volume = tx.get(&Scope::Platform, v.id.as_str()).await?;
-        if vol.state != VolumeState::Available || vol.host_id != inst.host_id {
+        if vol.state != VolumeState::Available || (vol.host_id.is_some() && vol.host_id != inst.host_id) {
             return Err(Error::conflict("volume_busy", format!("volume {} was taken or moved meanwhile", vol.id))
                 .with_constraint(json!({ "field": "volumes", "rule": "state", "allowed": ["available"] })));
         }
@@ -357,7 +360,7 @@ fn new_attachment(
         project_id: vol.project_id.clone(),
         volume_id: vol.id.clone(),
         instance_id: inst.id.clone(),
-        host_id: vol.host_id.clone(),
+        host_id: inst.host_id.clone(),
         state: AttachmentState::Attached,
         slot,
         serial: vol.serial.clone(),
@@ -559,7 +562,7 @@ pub async fn host_specs(st: &AppState, host: &HostId) -> Result<std::collections
                 t
             }
         };
-        let connection = super::driver::for_backend(t.backend, None).map(|d| d.connection(&v));
+        let connection = super::driver::for_backend(t.backend, st.config.rbd.as_ref()).map(|d| d.connection(&v));
         let guest = out.entry(a.instance_id.clone()).or_default();
         let spec = InstanceVolumeSpec {
             attachment_id: a.id,

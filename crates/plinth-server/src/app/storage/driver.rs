@@ -13,8 +13,9 @@
 //!   unencrypted RBD type has no wipe and is refused.
 //!
 //! No Ceph cluster runs here: the contract test runs both drivers through the same
-//! sequence, RBD over a recording fake of the client. The API still refuses `rbd` types
-//! (`backend_unavailable`) until volume create, extend and delete call a driver.
+//! sequence, RBD over a recording fake of the client; `storage_api` runs the API over a
+//! recording `rbd` command. Volume create, extend and delete call the volume's driver
+//! ([`for_volume`]); `rbd` types exist only where the server is configured for Ceph.
 
 use plinth_api::{Volume, VolumeBackend, VolumeConnection, WipeMethod};
 
@@ -122,6 +123,24 @@ pub struct RbdConfig {
     pub user: String,
     /// Monitor addresses (`host:port`); empty: ceph.conf's.
     pub monitors: Vec<String>,
+    /// The `rbd` command (default: `rbd` on the PATH).
+    pub command: std::path::PathBuf,
+}
+
+impl RbdConfig {
+    /// From `PLINTH_RBD_POOL` (unset: no RBD), `PLINTH_RBD_USER` (default `plinth`),
+    /// `PLINTH_RBD_MONITORS` (`host:port,…`) and `PLINTH_RBD_COMMAND` (default `rbd`).
+    pub fn from_env() -> Option<RbdConfig> {
+        let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Some(RbdConfig {
+            pool: var("PLINTH_RBD_POOL")?,
+            user: var("PLINTH_RBD_USER").unwrap_or_else(|| "plinth".into()),
+            monitors: var("PLINTH_RBD_MONITORS")
+                .map(|m| m.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+                .unwrap_or_default(),
+            command: var("PLINTH_RBD_COMMAND").unwrap_or_else(|| "rbd".into()).into(),
+        })
+    }
 }
 
 /// Volumes as RBD images (named by the volume's id) in one Ceph pool.
@@ -185,11 +204,12 @@ impl<C: RbdClient> VolumeDriver for Rbd<C> {
 pub struct RbdCli {
     pub user: String,
     pub monitors: Vec<String>,
+    pub command: std::path::PathBuf,
 }
 
 impl RbdCli {
     fn rbd(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = std::process::Command::new("rbd");
+        let mut cmd = std::process::Command::new(&self.command);
         cmd.args(["--id", &self.user]);
         if !self.monitors.is_empty() {
             cmd.args(["-m", &self.monitors.join(",")]);
@@ -230,12 +250,43 @@ impl RbdClient for RbdCli {
     }
 }
 
+/// The driver of a volume of type `vt` on this server (`backend_unavailable` when the
+/// type's backend is not configured here).
+pub fn for_volume(st: &crate::app::AppState, vt: &plinth_api::VolumeType) -> crate::app::Result<Box<dyn VolumeDriver>> {
+    for_backend(vt.backend, st.config.rbd.as_ref()).ok_or_else(|| {
+        crate::app::Error::unavailable(
+            "backend_unavailable",
+            format!("volume type {}: its backend is not configured on this server", vt.name),
+        )
+    })
+}
+
+/// Runs a shared backend's call off the async threads; its failure is logged with the
+/// backend's own words and answered without them (`backend_failed`).
+pub async fn run(
+    what: &str,
+    call: impl FnOnce() -> Result<Done, DriverError> + Send + 'static,
+) -> crate::app::Result<Done> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(DriverError::Unsupported(why))) => Err(crate::app::Error::invalid("backend_unsupported", why)),
+        Ok(Err(DriverError::Backend(e))) => {
+            tracing::warn!(error = %e, "volume backend: {what} failed");
+            Err(crate::app::Error::unavailable(
+                "backend_failed",
+                format!("the volume backend could not {what}; the operators have its error"),
+            ))
+        }
+        Err(e) => Err(crate::app::Error::internal(e)),
+    }
+}
+
 /// The driver of a backend (`None`: not configured on this server).
 pub fn for_backend(backend: VolumeBackend, rbd: Option<&RbdConfig>) -> Option<Box<dyn VolumeDriver>> {
     match backend {
         VolumeBackend::LocalQcow2 => Some(Box::new(LocalQcow2)),
         VolumeBackend::Rbd => rbd.map(|c| {
-            let client = RbdCli { user: c.user.clone(), monitors: c.monitors.clone() };
+            let client = RbdCli { user: c.user.clone(), monitors: c.monitors.clone(), command: c.command.clone() };
             Box::new(Rbd { config: c.clone(), client }) as Box<dyn VolumeDriver>
         }),
     }
@@ -343,8 +394,12 @@ mod tests {
 
     #[test]
     fn rbd_does_the_work_through_ceph_in_order_and_says_what_failed() {
-        let config =
-            RbdConfig { pool: "volumes".into(), user: "plinth".into(), monitors: vec!["10.0.0.1:6789".into()] };
+        let config = RbdConfig {
+            pool: "volumes".into(),
+            user: "plinth".into(),
+            monitors: vec!["10.0.0.1:6789".into()],
+            command: "rbd".into(),
+        };
         let d = Rbd { config: config.clone(), client: Recording::default() };
         assert_eq!(contract(&d), [Done::Now; 3]);
         let calls = d.client.calls.lock().unwrap().clone();
@@ -377,7 +432,7 @@ mod tests {
     fn a_backend_has_a_driver_only_when_configured() {
         assert!(for_backend(VolumeBackend::LocalQcow2, None).is_some());
         assert!(for_backend(VolumeBackend::Rbd, None).is_none(), "no Ceph configured");
-        let c = RbdConfig { pool: "p".into(), user: "u".into(), monitors: vec![] };
+        let c = RbdConfig { pool: "p".into(), user: "u".into(), monitors: vec![], command: "rbd".into() };
         assert!(for_backend(VolumeBackend::Rbd, Some(&c)).is_some_and(|d| d.shared()));
     }
 }

@@ -96,6 +96,13 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeSnapshotCreate) -> 
     let mut tx = st.store.begin().await?;
     let vol: Volume = tx.get(&caller.scope(), b.volume_id.as_str()).await?;
     require_write(caller, &vol.tenant_id, &vol.project_id, "taking snapshots of volumes in this project")?;
+    if vol.host_id.is_none() {
+        return Err(Error::invalid(
+            "backend_unsupported",
+            format!("volume {} is on a shared backend (rbd), whose snapshots are not wired yet", vol.id),
+        )
+        .with_constraint(json!({ "field": "volume_id", "rule": "a local volume" })));
+    }
     // Detached: its host adds the layer to the files. Attached to a running guest: live.
     let live = match (&vol.state, &vol.attachment_id, &vol.instance_id) {
         (VolumeState::Available, _, _) => None,

@@ -75,15 +75,24 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeTypeCreate) -> Resu
     let dimension = b.price_dimension.clone().unwrap_or_else(|| b.name.clone());
     validate::dns_label("price_dimension", &dimension)?;
     check_qos(&b.qos)?;
-    if b.backend == VolumeBackend::Rbd {
+    if b.backend == VolumeBackend::Rbd && st.config.rbd.is_none() {
         return Err(Error::invalid(
             "backend_unavailable",
-            "backend: rbd needs a Ceph cluster configured for this deployment, and none is (docs/storage.md)",
+            "backend: rbd needs a Ceph cluster configured for this deployment (PLINTH_RBD_POOL), and none is \
+             (docs/storage.md)",
         )
         .with_constraint(json!({ "field": "backend", "rule": "configured", "available": ["local_qcow2"] })));
     }
     let encrypted = b.encrypted.unwrap_or(true);
     let wipe = b.wipe.unwrap_or(if encrypted { WipeMethod::Crypto } else { WipeMethod::Overwrite });
+    if b.backend == VolumeBackend::Rbd && (!encrypted || wipe != WipeMethod::Crypto) {
+        return Err(Error::invalid(
+            "rbd_needs_encryption",
+            "backend: an rbd volume is wiped by destroying its key (rbd rm overwrites nothing), so an rbd type is \
+             encrypted, with wipe crypto",
+        )
+        .with_constraint(json!({ "field": "encrypted", "rule": "true for backend rbd" })));
+    }
     if wipe == WipeMethod::Crypto && !encrypted {
         return Err(Error::invalid(
             "wipe_needs_encryption",

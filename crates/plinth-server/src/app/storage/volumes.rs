@@ -247,6 +247,17 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
     }
     let project = writable_project(st, caller, &b.project_id, "creating volumes in this project").await?;
     let vt = type_for(st, &b).await?;
+    let shared = super::driver::for_volume(st, &vt)?.shared();
+    if shared && (b.image.is_some() || b.snapshot_id.is_some()) {
+        return Err(Error::invalid(
+            "backend_unsupported",
+            format!(
+                "volume type {}: its volumes are made blank (filling from an image or snapshot is local only)",
+                vt.name
+            ),
+        )
+        .with_constraint(json!({ "field": "volume_type_id", "rule": "local backend for a source" })));
+    }
     if b.image.is_some() && b.snapshot_id.is_some() {
         return Err(Error::invalid("conflicting_fields", "image and snapshot_id: a volume is filled from one source")
             .with_constraint(json!({ "field": "snapshot_id", "rule": "not with image" })));
@@ -270,7 +281,13 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         (_, false) => None,
     };
     let mut tx = st.store.begin().await?;
-    let host = place(&mut tx, st, caller, &b, &project, snapshot.as_ref().and_then(|s| s.host_id.as_ref())).await?;
+    // A shared backend's volume is on no host: any host reaches it.
+    let host = match shared {
+        true => None,
+        false => {
+            Some(place(&mut tx, st, caller, &b, &project, snapshot.as_ref().and_then(|s| s.host_id.as_ref())).await?)
+        }
+    };
     charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUMES, 1).await?;
     charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUME_GIB, i64::from(b.size_gib)).await?;
     let now = Utc::now();
@@ -284,7 +301,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         description: b.description,
         volume_type_id: vt.id.clone(),
         size_gib: b.size_gib,
-        host_id: Some(host.id.clone()),
+        host_id: host.as_ref().map(|h| h.id.clone()),
         state: VolumeState::Creating,
         state_reason: None,
         encrypted: vt.encrypted,
@@ -302,9 +319,12 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
     };
     let sealed = kek.map(|k| k.seal(vol.id.as_str(), &crate::secrets::volume_key()));
     tx.insert(&vol, &[("wrapped_key", Val::Text(sealed))]).await?;
-    tx.bump_volume_spec(vol.id.as_str(), Some(host.id.as_str())).await?;
+    tx.bump_volume_spec(vol.id.as_str(), host.as_ref().map(|h| h.id.as_str())).await?;
     tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 201).await?;
     tx.commit().await?;
+    if shared {
+        st.tasks.trigger(SHARED_TASK);
+    }
     Ok(vol)
 }
 
@@ -434,6 +454,9 @@ pub async fn extend(
     tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
     pokes.send(&st.signals);
+    if vol.host_id.is_none() {
+        st.tasks.trigger(SHARED_TASK);
+    }
     Ok(vol)
 }
 
@@ -467,6 +490,9 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     mark_deleting(&mut tx, &mut vol).await?;
     tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 202).await?;
     tx.commit().await?;
+    if vol.host_id.is_none() {
+        st.tasks.trigger(SHARED_TASK);
+    }
     Ok(vol)
 }
 
@@ -519,7 +545,12 @@ pub async fn host_specs(st: &AppState, host: &HostId) -> Result<Vec<VolumeSpec>>
 pub async fn key_for_host(st: &AppState, host: &HostId, id: &str) -> Result<VolumeKey> {
     let not_found = || Error::not_found("volume", id);
     let vol: Volume = st.store.get(&Scope::Platform, id).await.map_err(|_| not_found())?;
-    if vol.host_id.as_ref() != Some(host) {
+    let ours = match &vol.host_id {
+        Some(h) => h == host,
+        // On a shared backend: the host of an instance it is attached to.
+        None => st.store.host_attachments(host.as_str()).await?.iter().any(|(_, v)| v.id == vol.id),
+    };
+    if !ours {
         return Err(not_found());
     }
     // Available too: its host opens it to add, merge or read a snapshot's layer.
@@ -545,7 +576,8 @@ pub async fn key_for_host(st: &AppState, host: &HostId, id: &str) -> Result<Volu
             "this server has no key-encryption key for volume keys",
         ));
     };
-    let sealed = st.store.volume_key_for_host(id, host.as_str()).await?.ok_or_else(not_found)?;
+    let holder = vol.host_id.as_ref().map(HostId::as_str);
+    let sealed = st.store.volume_key_for_host(id, holder).await?.ok_or_else(not_found)?;
     let key =
         kek.open(id, &sealed).ok_or_else(|| Error::internal(format!("volume {id}: its sealed key does not open")))?;
     Ok(VolumeKey { volume_id: vol.id, key })
@@ -590,6 +622,85 @@ async fn meter(tx: &mut Tx, v: &Volume, cause: &str) -> Result<()> {
     Ok(())
 }
 
+/// Ends a volume's delete (its storage wiped and gone): `deleted`, with when and how many
+/// bytes were overwritten; its quota released.
+async fn finish_delete(tx: &mut Tx, vol: &mut Volume, bytes_overwritten: u64) -> Result<()> {
+    vol.state = VolumeState::Deleted;
+    vol.state_reason = None;
+    let now = tx.now();
+    if let Some(e) = vol.wipe_evidence.as_mut() {
+        e.bytes_overwritten = bytes_overwritten;
+        e.completed_at = Some(now);
+    }
+    charge(tx, &vol.tenant_id, &vol.project_id, quota::VOLUMES, -1).await?;
+    charge(tx, &vol.tenant_id, &vol.project_id, quota::VOLUME_GIB, -i64::from(vol.size_gib)).await?;
+    Ok(())
+}
+
+/// The background task that does a shared backend's work (`reconcilers.rs`).
+pub const SHARED_TASK: &str = "shared_volumes";
+
+/// The background task [`SHARED_TASK`]: makes, grows and removes the volumes of shared
+/// backends (no host does: the server calls the backend's driver) that the API left
+/// `creating`, `extending` or `deleting`, and moves them on as a host's report would.
+/// A call that fails is tried again at the next run (the volume's `state_reason` says
+/// why); "already there" on a create and "not there" on a remove count as done, so a
+/// crash between the call and its transaction repeats nothing twice.
+pub async fn converge_shared(st: &AppState) -> Result<serde_json::Value> {
+    let (mut done, mut failed) = (0, 0);
+    for vol in st.store.shared_volumes_pending().await? {
+        let vt: VolumeType = st.store.get(&Scope::Platform, vol.volume_type_id.as_str()).await?;
+        let Some(driver) = super::driver::for_backend(vt.backend, st.config.rbd.as_ref()) else { continue };
+        let (v, state) = (vol.clone(), vol.state);
+        let call = tokio::task::spawn_blocking(move || match state {
+            VolumeState::Creating => driver.create(&v),
+            VolumeState::Extending => driver.extend(&v, v.size_gib),
+            _ => driver.delete(&v),
+        })
+        .await;
+        let outcome = match call {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(super::driver::DriverError::Backend(e)))
+                if (state == VolumeState::Creating && e.contains("exists"))
+                    || (state != VolumeState::Creating && e.contains("No such file")) =>
+            {
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut tx = st.store.begin().await?;
+        let Some(mut now) = tx.find::<Volume>(&Scope::Platform, vol.id.as_str()).await? else { continue };
+        if now.state != state || now.size_gib != vol.size_gib {
+            continue; // moved on meanwhile; the next run sees where it is
+        }
+        match outcome {
+            Err(e) => {
+                tracing::warn!(volume = %vol.id, error = %e, "shared volume backend");
+                failed += 1;
+                now.state_reason = Some("the volume backend failed; it is tried again".into());
+                tx.save_quiet(&now).await?;
+            }
+            Ok(()) => {
+                done += 1;
+                match state {
+                    VolumeState::Creating => now.state = VolumeState::Available,
+                    VolumeState::Extending => {
+                        now.state =
+                            if now.attachment_id.is_some() { VolumeState::InUse } else { VolumeState::Available }
+                    }
+                    _ => finish_delete(&mut tx, &mut now, 0).await?,
+                }
+                now.state_reason = None;
+                meter(&mut tx, &now, &format!("volume.{}", plinth_store::volume_state_str(now.state))).await?;
+                tx.save(&mut now).await?;
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(json!({ "done": done, "failed": failed }))
+}
+
 /// Applies the host's reports of its volumes (in the caller's transaction). A report
 /// about a volume not on this host, or of another spec generation, changes nothing.
 pub async fn record_reports(tx: &mut Tx, host: &HostId, reports: &[ObservedVolume]) -> Result<u32> {
@@ -625,15 +736,7 @@ pub async fn record_reports(tx: &mut Tx, host: &HostId, reports: &[ObservedVolum
             }
             (VolumeState::Deleting, ObservedVolumeState::Wiping) => vol.state = VolumeState::Wiping,
             (VolumeState::Deleting | VolumeState::Wiping, ObservedVolumeState::Absent) => {
-                vol.state = VolumeState::Deleted;
-                vol.state_reason = None;
-                let now = tx.now();
-                if let Some(e) = vol.wipe_evidence.as_mut() {
-                    e.bytes_overwritten = o.bytes_overwritten.unwrap_or(0);
-                    e.completed_at = Some(now);
-                }
-                charge(tx, &vol.tenant_id, &vol.project_id, quota::VOLUMES, -1).await?;
-                charge(tx, &vol.tenant_id, &vol.project_id, quota::VOLUME_GIB, -i64::from(vol.size_gib)).await?;
+                finish_delete(tx, &mut vol, o.bytes_overwritten.unwrap_or(0)).await?;
                 // The host hears at once that it may forget the volume (and its wipe record).
                 tx.bump_volume_spec(vol.id.as_str(), Some(host.as_str())).await?;
             }
