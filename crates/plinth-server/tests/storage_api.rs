@@ -923,6 +923,18 @@ async fn an_rbd_volume_is_made_grown_and_removed_by_the_server_and_reached_from_
     let key = srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&on.credential).send().await.ok(200);
     assert_eq!(key["key"].as_str().map(str::len), Some(64));
     srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&other.credential).send().await.problem(404, "not_found");
+    // Not pinned: a drain moves the instance, and its volume with it (unlike a local one).
+    let d = srv.post(&format!("/v1/hosts/{}/drain", on.id)).token(&op).send().await.ok(202);
+    let drained = srv.wait_op(&op, d["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(drained["status"], "succeeded", "{drained}");
+    let inst = srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200);
+    assert_eq!(inst["host_id"], other.id.as_str(), "moved: {inst}");
+    let d = desired(&srv, other).await;
+    let spec = d["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == iid.as_str()).expect("spec");
+    assert_eq!(spec["volumes"][0]["connection"]["image"], vid.as_str(), "{spec}");
+    srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&other.credential).send().await.ok(200);
+    srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&on.credential).send().await.problem(404, "not_found");
+    let on = other;
 
     // Deleted with its instance gone: the key destroyed, then `rbd rm`.
     let del = srv.delete(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(202);

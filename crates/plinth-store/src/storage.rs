@@ -180,14 +180,15 @@ impl Tx {
 }
 
 impl Store {
-    /// The volumes a host's instances must have (attachments `attaching` or `attached`),
-    /// each with the volume it attaches, in instance and slot order.
+    /// The volumes a host's instances must have (attachments `attaching` or `attached` of
+    /// the instances on it now: an instance with only shared volumes may move), each with
+    /// the volume it attaches, in instance and slot order.
     pub async fn host_attachments(&self, host_id: &str) -> Result<Vec<(VolumeAttachment, Volume)>, StoreError> {
         let mut sql = Sql::new(
             "SELECT a.doc AS adoc, v.doc AS vdoc FROM volume_attachments a JOIN volumes v ON v.id = a.volume_id \
-             WHERE a.state IN ('attaching', 'attached')",
+             JOIN instances i ON i.id = a.instance_id WHERE a.state IN ('attaching', 'attached')",
         );
-        sql.cond("a.host_id =", Val::text(host_id));
+        sql.cond("i.host_id =", Val::text(host_id));
         sql.push(" ORDER BY a.instance_id, a.slot");
         let rows = sql.query().fetch_all(&self.read).await?;
         let mut out = Vec::with_capacity(rows.len());

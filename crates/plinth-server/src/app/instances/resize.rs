@@ -52,12 +52,10 @@ pub async fn resize(st: &AppState, caller: &Caller, id: &str, b: InstanceResize)
     let moved = inst.host_id.as_ref() != Some(&alloc.host_id);
     if moved {
         // A local volume lives in its host's pool: an instance using one cannot leave.
-        let attached: Vec<String> = tx
-            .list_by::<VolumeAttachment>(&Scope::Platform, "instance_id", inst.id.as_str())
+        let attached: Vec<String> = crate::app::storage::attachments::local_volumes_of(st, &inst.id)
             .await?
             .into_iter()
-            .filter(|a| a.state != AttachmentState::Detached)
-            .map(|a| a.volume_id.to_string())
+            .map(|v| v.to_string())
             .collect();
         if !attached.is_empty() {
             drop(tx);

@@ -67,14 +67,13 @@ pub async fn relocate(
     power: PowerState,
     warning: Option<String>,
 ) -> Result<Result<Instance, String>, StepError> {
-    // A local volume lives in its host's pool: an instance using one cannot leave.
-    let pinned: Vec<String> = st
-        .store
-        .list_all::<VolumeAttachment>(&Scope::Platform, &[("instance_id", inst.id.to_string())])
-        .await?
+    // A local volume lives in its host's pool: an instance using one cannot leave (a
+    // volume on a shared backend goes with it).
+    let pinned: Vec<String> = crate::app::storage::attachments::local_volumes_of(st, &inst.id)
+        .await
+        .map_err(|e| StepError::new("local_volumes", e.to_string()))?
         .into_iter()
-        .filter(|a| a.state != AttachmentState::Detached)
-        .map(|a| a.volume_id.to_string())
+        .map(|v| v.to_string())
         .collect();
     if !pinned.is_empty() {
         return Ok(Err(format!(

@@ -403,6 +403,22 @@ pub async fn release_instance(tx: &mut Tx, inst: &Instance) -> Result<()> {
     Ok(())
 }
 
+/// The local volumes (in a host's pool, not on a shared backend) attached to an instance
+/// (attachments not `detached`): they keep it on their host.
+pub async fn local_volumes_of(st: &AppState, inst: &InstanceId) -> Result<Vec<VolumeId>> {
+    let mut out = Vec::new();
+    for a in st.store.list_all::<VolumeAttachment>(&Scope::Platform, &[("instance_id", inst.to_string())]).await? {
+        if a.state == AttachmentState::Detached {
+            continue;
+        }
+        let v: Volume = st.store.get(&Scope::Platform, a.volume_id.as_str()).await?;
+        if v.host_id.is_some() {
+            out.push(v.id);
+        }
+    }
+    Ok(out)
+}
+
 /// The boot volume an instance has, if any.
 pub async fn boot_volume_of(st: &AppState, inst: &InstanceId) -> Result<Option<VolumeId>> {
     Ok(st
