@@ -28,6 +28,7 @@ pub mod console_ship;
 pub mod console_watch;
 pub mod converge;
 pub mod discovery;
+pub mod fdpass;
 pub mod kvm_probe;
 pub mod meter_ship;
 pub mod network;

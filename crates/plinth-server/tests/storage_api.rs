@@ -726,36 +726,19 @@ async fn snapshots_follow_their_volume_its_quota_tenancy_and_billing() {
     srv.delete(&format!("/v1/snapshots/{s1id}")).token(&b.secret).send().await.problem(404, "not_found");
     assert!(srv.list_ids(&b.secret, "/v1/snapshots").await.is_empty());
     srv.post("/v1/snapshots").token(&b.secret).json(&snap_body("sneak")).send().await.problem(404, "not_found");
-    srv.post("/v1/volumes")
-        .token(&b.secret)
-        .json(&json!({ "project_id": pb, "name": "sneak", "size_gib": 10, "snapshot_id": s1id }))
-        .send()
-        .await
-        .problem(422, "invalid_reference");
+    let copy_of = |token: &str, project: &str, name: &str, gib: u32, extra: Value| {
+        let mut body = json!({ "project_id": project, "name": name, "size_gib": gib, "snapshot_id": s1id });
+        body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        srv.post("/v1/volumes").token(token).json(&body).send()
+    };
+    copy_of(&b.secret, &pb, "sneak", 10, json!({})).await.problem(422, "invalid_reference");
 
     // Bad input: a copy smaller than the snapshot, or from two sources.
-    let p = srv
-        .post("/v1/volumes")
-        .token(&a.secret)
-        .json(&json!({ "project_id": pa, "name": "small", "size_gib": 5, "snapshot_id": s1id }))
-        .send()
-        .await
-        .problem(422, "invalid_value");
+    let p = copy_of(&a.secret, &pa, "small", 5, json!({})).await.problem(422, "invalid_value");
     assert_eq!(p["constraint"]["min"], 10, "{p}");
-    srv.post("/v1/volumes")
-        .token(&a.secret)
-        .json(&json!({ "project_id": pa, "name": "two", "size_gib": 10, "snapshot_id": s1id, "image": "x" }))
-        .send()
-        .await
-        .problem(422, "conflicting_fields");
+    copy_of(&a.secret, &pa, "two", 10, json!({ "image": "x" })).await.problem(422, "conflicting_fields");
     // A copy is made on the snapshot's host, from the chain below its layer.
-    let copy = srv
-        .post("/v1/volumes")
-        .token(&a.secret)
-        .json(&json!({ "project_id": pa, "name": "copy", "size_gib": 10, "snapshot_id": s1id }))
-        .send()
-        .await
-        .ok(201);
+    let copy = copy_of(&a.secret, &pa, "copy", 10, json!({})).await.ok(201);
     assert_eq!(copy["host_id"], host.id.as_str());
     let cspec = spec_of(&desired(&srv, &host).await, &id(&copy)).expect("told").clone();
     assert_eq!(cspec["source_chain"], json!({ "volume_id": vid, "layers": [], "encrypted": true }), "{cspec}");

@@ -203,26 +203,15 @@ pub fn convert_chain(src: &[&Path], src_key: Option<&str>, path: &Path, key: Opt
 /// Runs `qemu-img` with `keys[i]` readable on its fd `3 + i` (each a pipe filled and
 /// closed before it starts).
 fn qemu_img_keys(args: &[String], keys: &[&str]) -> Result<String, String> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let mut sources = Vec::new();
     for k in keys {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills `fds` with two new descriptors this function then owns.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(format!("qemu-img: a pipe for a key: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: both are fresh descriptors from pipe2.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        std::fs::File::from(w).write_all(k.as_bytes()).map_err(|e| format!("qemu-img: handing over a key: {e}"))?;
+        let (r, mut w) = std::io::pipe().map_err(|e| format!("qemu-img: a pipe for a key: {e}"))?;
+        w.write_all(k.as_bytes()).map_err(|e| format!("qemu-img: handing over a key: {e}"))?;
+        drop(w);
         // Above every target number, so no dup2 in the child overwrites a source.
-        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor this function then owns.
-        let high = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 16) };
-        if high < 0 {
-            return Err(format!("qemu-img: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: `high` is the fresh descriptor fcntl made.
-        sources.push(unsafe { OwnedFd::from_raw_fd(high) });
+        sources.push(crate::fdpass::dup_above(&r, 16).map_err(|e| format!("qemu-img: {e}"))?);
     }
     let moves: Vec<(i32, i32)> = sources.iter().enumerate().map(|(i, f)| (f.as_raw_fd(), 3 + i as i32)).collect();
     let mut cmd = Command::new("qemu-img");
@@ -230,14 +219,7 @@ fn qemu_img_keys(args: &[String], keys: &[&str]) -> Result<String, String> {
     // SAFETY: runs in the forked child before exec; only dup2, which is async-signal-safe,
     // over the `moves` copy it owns.
     unsafe {
-        cmd.pre_exec(move || {
-            for &(from, to) in &moves {
-                if libc::dup2(from, to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || crate::fdpass::move_into_place(&moves));
     }
     let out = cmd.output().map_err(|e| format!("qemu-img: {e} (is qemu-utils installed?)"))?;
     drop(sources);

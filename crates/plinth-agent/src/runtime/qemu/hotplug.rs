@@ -78,18 +78,24 @@ async fn present(qmp: &Qmp) -> Result<BTreeMap<u8, String>, String> {
     Ok(out)
 }
 
-/// The named block nodes, with their virtual size.
-async fn nodes(qmp: &Qmp) -> Result<BTreeMap<String, u64>, String> {
+/// The named block nodes, each with `value` of its entry (`flat`: without the chain below
+/// each node, which QEMU then does not measure).
+async fn named_nodes(qmp: &Qmp, flat: bool, value: fn(&Value) -> u64) -> Result<BTreeMap<String, u64>, String> {
     let list = qmp
-        .execute_within("query-named-block-nodes", json!({ "flat": true }), QMP_TIMEOUT)
+        .execute_within("query-named-block-nodes", json!({ "flat": flat }), QMP_TIMEOUT)
         .await
         .map_err(|e| qmp_err("listing block nodes", e))?;
     Ok(list
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|n| Some((n["node-name"].as_str()?.to_string(), n["image"]["virtual-size"].as_u64().unwrap_or(0))))
+        .filter_map(|n| Some((n["node-name"].as_str()?.to_string(), value(n))))
         .collect())
+}
+
+/// The named block nodes, with their virtual size.
+async fn nodes(qmp: &Qmp) -> Result<BTreeMap<String, u64>, String> {
+    named_nodes(qmp, true, |n| n["image"]["virtual-size"].as_u64().unwrap_or(0)).await
 }
 
 /// Where a node of a disk comes in its release: the throttle node, then the qcow2 nodes
@@ -112,16 +118,7 @@ async fn nodes_backed(qmp: &Qmp) -> Result<BTreeMap<String, bool>, String> {
 /// (`backing_file_depth`, which QEMU 7.2 counts only when the query is not `flat`; a
 /// throttle node counts the layers of the chain it is over).
 async fn nodes_depth(qmp: &Qmp) -> Result<BTreeMap<String, u64>, String> {
-    let list = qmp
-        .execute_within("query-named-block-nodes", json!({ "flat": false }), QMP_TIMEOUT)
-        .await
-        .map_err(|e| qmp_err("listing block nodes", e))?;
-    Ok(list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| Some((n["node-name"].as_str()?.to_string(), n["backing_file_depth"].as_u64().unwrap_or(0))))
-        .collect())
+    named_nodes(qmp, false, |n| n["backing_file_depth"].as_u64().unwrap_or(0)).await
 }
 
 /// Removes slot `n`'s nodes and secret (once its device is gone); what is not there is

@@ -15,21 +15,9 @@
 //!
 //! Owns processes and signals only; what a guest should be is decided elsewhere.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Copies `fd` to a close-on-exec descriptor numbered at least `min`.
-fn dup_above(fd: &OwnedFd, min: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we own returns a new one (or -1);
-    // the new one is owned by the OwnedFd made from it and by nothing else.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
 
 /// Starts `argv` (which must hold `-daemonize`) in `cwd`, its stderr to `stderr_log`,
 /// and waits (up to `timeout`) for the launcher to exit, i.e. for the daemonized QEMU to
@@ -51,7 +39,7 @@ pub async fn start_daemonized(
     let above = first_fd + inherit.len() as RawFd + 16;
     let sources: Vec<OwnedFd> = inherit
         .iter()
-        .map(|fd| dup_above(fd, above))
+        .map(|fd| crate::fdpass::dup_above(fd, above))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("passing the NICs' taps to qemu: {e}"))?;
     drop(inherit);
@@ -68,14 +56,7 @@ pub async fn start_daemonized(
         // SAFETY: runs in the forked child before exec; it calls only dup2, which is
         // async-signal-safe, and touches no memory but the `moves` copy it owns.
         unsafe {
-            cmd.pre_exec(move || {
-                for &(from, to) in &moves {
-                    if libc::dup2(from, to) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || crate::fdpass::move_into_place(&moves));
         }
     }
     let spawned = cmd.spawn();
