@@ -809,6 +809,22 @@ async fn snapshots_follow_their_volume_its_quota_tenancy_and_billing() {
         assert_eq!(row["matches"], true, "{row}");
     }
     assert!(r["differences"].as_array().unwrap().is_empty(), "{r}");
+    // The draft invoice has a line for the volumes' and one for the snapshots'
+    // GiB-seconds, each naming the usage records it is made of.
+    let draft = srv
+        .get(&format!("/v1/invoices/current?tenant_id={}&period={period}", a.tenant_id))
+        .token(&srv.operator)
+        .send()
+        .await
+        .ok(200);
+    let lines = draft["lines"].as_array().unwrap();
+    for dim in ["standard", "snapshot"] {
+        let l = lines
+            .iter()
+            .find(|l| l["meter"] == "disk_gib_seconds" && l["dimension"] == dim)
+            .unwrap_or_else(|| panic!("{dim}: {draft}"));
+        assert!(!l["record_ids"].as_array().unwrap().is_empty(), "{l}");
+    }
 }
 
 #[tokio::test]
