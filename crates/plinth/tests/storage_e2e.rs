@@ -862,14 +862,14 @@ fn snapshot_writer(serial: &str, marks: &[&str]) -> String {
 }
 
 /// A user-data script: for each serial in turn, waits for its disk and prints
-/// `PLINTH-READ <serial> <64 bytes at 0>|<at 1 MiB>|<at 2 MiB>|<at 3 MiB>`.
+/// `PLINTH-READ <serial> <64 bytes at 0>|<at 1 MiB>|…|<at 4 MiB>`.
 fn snapshot_reader(serials: &[&str]) -> String {
     let mut s = String::from(
         "#!/bin/sh\n(\nat() {\n  dd if=$1 bs=512 skip=$2 count=1 2>/dev/null | head -c 64 | tr -d '\\000'\n}\n\
          read_disk() {\n  d=\n  while [ -z \"$d\" ]; do\n    for b in /sys/block/vd*; do\n      \
          [ \"$(cat $b/serial 2>/dev/null)\" = \"$1\" ] && d=/dev/${b##*/}\n    done\n    \
          [ -z \"$d\" ] && sleep 0.2\n  done\n  \
-         echo \"PLINTH-READ $1 $(at $d 0)|$(at $d 2048)|$(at $d 4096)|$(at $d 6144)\"\n}\n",
+         echo \"PLINTH-READ $1 $(at $d 0)|$(at $d 2048)|$(at $d 4096)|$(at $d 6144)|$(at $d 8192)\"\n}\n",
     );
     for serial in serials {
         s.push_str(&format!("read_disk {serial}\n"));
@@ -886,7 +886,7 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
     let vol = ok(profile, None, &["volume", "create", "data", "--project", "web", "--size", "1", "--wait"]);
     let serial = vol["serial"].as_str().unwrap().to_string();
     let tail = &vol["id"].as_str().unwrap()[4..];
-    let marks: Vec<String> = (1..=4).map(|i| format!("PLINTH-M{i}-{tail}")).collect();
+    let marks: Vec<String> = (1..=5).map(|i| format!("PLINTH-M{i}-{tail}")).collect();
     let m: Vec<&str> = marks.iter().map(String::as_str).collect();
     let console = |vm: &str| -> String {
         String::from_utf8_lossy(&cli(profile, None, &["instance", "console-log", vm]).stdout).into_owned()
@@ -943,40 +943,48 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
     assert!(log.contains("snapshot taken live"), "the guest's host added the layer live: {log}");
     turn(1);
     // s2 taken live, M3 written into its layer, then s2 deleted live (the latest): its layer
-    // is merged into s1's while the guest runs; M4 is written after.
+    // is merged into s1's while the guest runs, the disk pivoting to it; M4 is written after.
     snapshot("s2");
     turn(2);
-    let out = cli(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web"]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(err.contains("volume_busy") && err.contains("not its latest"), "{err}");
-    let s2 = ok(profile, None, &["snapshot", "delete", "s2", "--volume", "data", "--project", "web", "--wait"]);
-    assert_eq!(s2["state"], "deleted", "{s2}");
+    let delete = |name: &str| {
+        let s = ok(profile, None, &["snapshot", "delete", name, "--volume", "data", "--project", "web", "--wait"]);
+        assert_eq!(s["state"], "deleted", "{s}");
+    };
+    delete("s2");
     assert_eq!(layers(), 1, "s2's layer is merged and wiped; s1's is the top again");
     let ev = String::from_utf8_lossy(&cli(profile, None, &["instance", "events", "vm-a"]).stdout).into_owned();
     assert!(ev.contains("volume_snapshot_delete"), "{ev}");
     turn(3);
+    // s3 taken, M5 written into its layer, s4 taken over it; then s3 deleted live (not the
+    // latest): its layer, M5 in it, is merged into s1's under the running guest, and s4's
+    // layer now lies on s1's.
     snapshot("s3");
+    turn(4);
+    snapshot("s4");
+    delete("s3");
+    assert_eq!(layers(), 2, "s3's layer is merged and wiped; s1's and s4's are left");
 
-    // Copies: of s1 (M1 only) and of s3 (all four: M3 survived its layer's merge, and M4
-    // was written to the layer the disk pivoted to).
+    // Copies: of s1 (M1 only) and of s4 (all five: M3 and M5 survived their layers' merges,
+    // and M4 was written to the layer the disk pivoted to).
     let copy = |name: &str, snap: &str, gib: &str| {
         let args = ["volume", "create", name, "--project", "web", "--size", gib, "--snapshot", snap];
         let c = ok(profile, None, &[&args[..], &["--from-volume", "data", "--wait"]].concat());
         c["serial"].as_str().unwrap().to_string()
     };
-    let (c1, c3) = (copy("copy1", "s1", "1"), copy("copy3", "s3", "4"));
-    running("vm-b", snapshot_reader(&[&c1, &c3, &serial]), &["--volume", "copy1", "--volume", "copy3"]);
+    let (c1, c4) = (copy("copy1", "s1", "1"), copy("copy4", "s4", "5"));
+    running("vm-b", snapshot_reader(&[&c1, &c4, &serial]), &["--volume", "copy1", "--volume", "copy4"]);
     let read = |serial: &str, what: &str| -> String {
         let c = saw("vm-b", what, &format!("PLINTH-READ {serial}"));
         c.lines().find(|l| l.contains(&format!("PLINTH-READ {serial}"))).unwrap().to_string()
     };
     let line = read(&c1, "vm-b to read the copy of s1");
     assert!(line.contains(m[0]) && !line.contains(m[1]), "s1's copy holds M1 and not M2: {line}");
-    let line = read(&c3, "vm-b to read the copy of s3");
-    assert!(m.iter().all(|x| line.contains(x)), "s3's copy holds M1 to M4: {line}");
+    let line = read(&c4, "vm-b to read the copy of s4");
+    assert!(m.iter().all(|x| line.contains(x)), "s4's copy holds M1 to M5: {line}");
 
-    // Reverted (detached) to its latest snapshot, s3 deleted live first, so s1: M1 only.
-    ok(profile, None, &["snapshot", "delete", "s3", "--volume", "data", "--project", "web", "--wait"]);
+    // Reverted (detached) to its latest snapshot, s4 deleted live first, so s1: M1 only.
+    delete("s4");
+    assert_eq!(layers(), 1);
     let out = cli(profile, None, &["volume", "revert", "data", "--project", "web", "--snapshot", "s1"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("volume_busy"), "attached: {err}");
@@ -993,15 +1001,15 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
     let s = ok(profile, None, &["snapshot", "delete", "s1", "--volume", "data", "--project", "web", "--wait"]);
     assert_eq!(s["state"], "deleted", "{s}");
     assert_eq!(layers(), 0, "no layer file is left once the snapshot is merged");
-    snapshot("s4");
+    snapshot("s5");
     assert_eq!(layers(), 1);
     // Grown detached with a snapshot: the top of its chain grows.
-    let v = ok(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "5", "--wait"]);
+    let v = ok(profile, None, &["volume", "extend", "data", "--project", "web", "--size", "6", "--wait"]);
     assert_eq!(v["state"], "available", "{v}");
     let v = ok(profile, None, &["volume", "delete", "data", "--project", "web", "--wait"]);
     assert_eq!(v["state"], "deleted", "{v}");
     let all = ok(profile, None, &["snapshot", "list", "--volume", v["id"].as_str().unwrap()]);
     let items = all["items"].as_array().cloned().unwrap_or_default();
-    assert!(items.len() == 4 && items.iter().all(|s| s["state"] == "deleted"), "{all}");
+    assert!(items.len() == 5 && items.iter().all(|s| s["state"] == "deleted"), "{all}");
     assert_eq!(layers(), 0, "its layers were wiped with it");
 }

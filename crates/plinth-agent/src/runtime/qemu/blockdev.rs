@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A volume with snapshots is a chain of files, bottom first: `<volume>.qcow2` as above,
-//! then one layer per snapshot, `v<N>-l<k>-file` → `v<N>-l<k>` (backing: the node below),
+//! then one layer per snapshot, `v<N>-s<tag>-file` → `v<N>-s<tag>` (named for the layer; backing: the node below),
 //! and the throttle node sits over the top one. A snapshot taken live adds the next layer
 //! ([`layer_nodes`] with no backing, then `blockdev-snapshot` of the top).
 //!
@@ -104,10 +104,10 @@ pub fn volume_disk(
     let top = match backing {
         Backing::File(files) => {
             for (k, file) in files.iter().enumerate() {
-                let lower = (k > 0).then(|| layer_names(&node, k - 1).0);
-                nodes.extend(layer_nodes(&node, k, file, lower.as_deref(), key != Key::None, direct));
+                let lower = (k > 0).then(|| layer_names(&node, &files[k - 1]).0);
+                nodes.extend(layer_nodes(&node, file, lower.as_deref(), key != Key::None, direct));
             }
-            layer_names(&node, files.len().saturating_sub(1)).0
+            files.last().map_or_else(|| node.clone(), |f| layer_names(&node, f).0)
         }
         Backing::Rbd { pool, image, user, monitors } => {
             let mut data = json!({ "driver": "rbd", "node-name": file_node, "pool": pool, "image": image,
@@ -161,29 +161,40 @@ pub fn slot_of_node(name: &str) -> Option<u8> {
     let rest = name.strip_prefix('v')?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let tail = &rest[digits.len()..];
-    let layer = tail.strip_prefix("-l").map(|t| t.strip_suffix("-file").unwrap_or(t));
-    let is_layer = layer.is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_digit()));
+    let layer = tail.strip_prefix("-s").map(|t| t.strip_suffix("-file").unwrap_or(t));
+    let is_layer = layer.is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()));
     if digits.is_empty() || !(matches!(tail, "" | "-file" | "-io") || is_layer) {
         return None;
     }
     digits.parse().ok()
 }
 
-/// The format and file node names of layer `k` (0: the bottom file) of the disk whose
-/// format node is `node` (`v<N>` or `root`).
-pub fn layer_names(node: &str, k: usize) -> (String, String) {
-    match k {
-        0 => (node.to_string(), format!("{node}-file")),
-        k => (format!("{node}-l{k}"), format!("{node}-l{k}-file")),
+/// A snapshot layer's tag from its file (`<volume>+<snapshot>.<revision>.qcow2`, a path
+/// or a `.part` too): the snapshot id's last 8 characters and the revision, so a layer's
+/// nodes keep their names whatever is merged below or above it. `None`: the bottom file.
+fn layer_tag(file: &str) -> Option<String> {
+    let name = file.rsplit('/').next()?.trim_end_matches(".part").trim_end_matches(".qcow2");
+    let (_, layer) = name.split_once('+')?;
+    let (snap, rev) = layer.rsplit_once('.')?;
+    Some(format!("{}r{rev}", &snap[snap.len().saturating_sub(8)..]))
+}
+
+/// The format and file node names of the layer in `file` (the bottom file: `node` and
+/// `node-file`; a snapshot's layer: `node-s<tag>`) of the disk whose format node is `node`
+/// (`v<N>` or `root`).
+pub fn layer_names(node: &str, file: &str) -> (String, String) {
+    match layer_tag(file) {
+        None => (node.to_string(), format!("{node}-file")),
+        Some(t) => (format!("{node}-s{t}"), format!("{node}-s{t}-file")),
     }
 }
 
-/// The file and qcow2 nodes of layer `k` (file `file`) of the disk whose format node is
+/// The file and qcow2 nodes of the layer in `file` of the disk whose format node is
 /// `node`, over the node `lower` (`None` for the bottom; for a layer added live, no
 /// backing until `blockdev-snapshot` gives it one), opened with the disk's secret when
 /// `encrypted`.
-pub fn layer_nodes(node: &str, k: usize, file: &str, lower: Option<&str>, encrypted: bool, direct: bool) -> [Value; 2] {
-    let (fmt_name, file_name) = layer_names(node, k);
+pub fn layer_nodes(node: &str, file: &str, lower: Option<&str>, encrypted: bool, direct: bool) -> [Value; 2] {
+    let (fmt_name, file_name) = layer_names(node, file);
     let secret = if node == "root" { "rootsec".to_string() } else { format!("vsec{}", &node[1..]) };
     let data = json!({ "driver": "file", "node-name": file_name, "filename": file,
         "cache": { "direct": direct, "no-flush": false }, "aio": "threads", "discard": "unmap" });
@@ -193,7 +204,7 @@ pub fn layer_nodes(node: &str, k: usize, file: &str, lower: Option<&str>, encryp
     }
     match lower {
         Some(l) => fmt["backing"] = json!(l),
-        None if k > 0 => fmt["backing"] = Value::Null,
+        None if layer_tag(file).is_some() => fmt["backing"] = Value::Null,
         None => {}
     }
     [data, fmt]
@@ -263,7 +274,8 @@ mod tests {
 
     #[test]
     fn a_volume_with_snapshots_is_a_chain_under_one_throttle_node() {
-        let files = ["/p/v.qcow2", "/p/v+s1.0.qcow2", "/p/v+s2.0.qcow2"].map(String::from);
+        let files = ["/p/v.qcow2", "/p/v+snap_0123456789abcdefgh.0.qcow2", "/p/v+snap_zyxwvutsrqponm98.2.qcow2"]
+            .map(String::from);
         let g = volume_disk(
             Place::Slot(4),
             Backing::File(&files),
@@ -274,16 +286,18 @@ mod tests {
             "S",
         );
         let names: Vec<&str> = g.nodes.iter().map(|n| n["node-name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["v4-file", "v4", "v4-l1-file", "v4-l1", "v4-l2-file", "v4-l2", "v4-io"]);
+        let (a, b) = ("v4-sabcdefghr0", "v4-srqponm98r2");
+        assert_eq!(names, ["v4-file", "v4", &format!("{a}-file"), a, &format!("{b}-file"), b, "v4-io"]);
         assert_eq!(g.nodes[3]["backing"], "v4");
-        assert_eq!(g.nodes[5]["backing"], "v4-l1");
+        assert_eq!(g.nodes[5]["backing"], a, "named for its layer, not its place: a merge below keeps it");
         assert_eq!(g.nodes[5]["encrypt"]["key-secret"], "vsec4");
         assert!(g.nodes[1].get("backing").is_none(), "the bottom file has none");
-        assert_eq!(g.nodes[6]["file"], "v4-l2", "the throttle node is over the top layer");
-        assert!(names.iter().all(|n| slot_of_node(n) == Some(4)), "{names:?}");
-        let [_, live] = layer_nodes("v4", 3, "/p/v+s3.0.qcow2.part", None, true, true);
+        assert_eq!(g.nodes[6]["file"], b, "the throttle node is over the top layer");
+        assert!(names.iter().all(|n| slot_of_node(n) == Some(4) && n.len() <= 31), "{names:?}");
+        let [_, live] = layer_nodes("v4", "/p/v+snap_zyxwvutsrqponm98.3.qcow2.part", None, true, true);
+        assert_eq!(live["node-name"], "v4-srqponm98r3");
         assert_eq!(live["backing"], Value::Null, "added live without a backing, for blockdev-snapshot");
-        assert_eq!(slot_of_node("v4-lx"), None);
+        assert_eq!(slot_of_node("v4-s"), None);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! `block_resize` (virtio-blk tells the guest).
 //!
 //! A snapshot taken live adds a layer to a disk's chain (`blockdev-snapshot`); deleting
-//! the latest snapshot merges the top layer back (`block-commit`, `job-complete`).
+//! a snapshot merges its layer into the one below (`block-commit`, and `job-complete` for
+//! the top layer). A layer's nodes are named for it (`v<N>-s<tag>`), not for its place,
+//! so a merge below leaves the names above as they are.
 //!
 //! What the guest has (plugged, unplugging, failed) is kept per guest and read by the
 //! runner after every step ([`crate::runtime::Runtime::plugs`]).
@@ -98,14 +100,14 @@ async fn nodes(qmp: &Qmp) -> Result<BTreeMap<String, u64>, String> {
     named_nodes(qmp, true, |n| n["image"]["virtual-size"].as_u64().unwrap_or(0)).await
 }
 
-/// Where a node of a disk comes in its release: the throttle node, then the qcow2 nodes
-/// from the top layer down, then the file nodes (a node goes only once nothing uses it).
-fn release_order(name: &str) -> (u8, std::cmp::Reverse<usize>) {
-    let layer = |t: &str| t.rsplit_once("-l").and_then(|(_, k)| k.parse().ok()).unwrap_or(0);
+/// Where a node of a disk comes in its release: the throttle node, then the qcow2 nodes,
+/// then the file nodes (a node goes only once nothing uses it; a chain's layers go top
+/// down over the rounds of [`release`]).
+fn release_order(name: &str) -> u8 {
     match name {
-        n if n.ends_with("-io") => (0, std::cmp::Reverse(0)),
-        n if n.ends_with("-file") => (2, std::cmp::Reverse(layer(n.trim_end_matches("-file")))),
-        n => (1, std::cmp::Reverse(layer(n))),
+        n if n.ends_with("-io") => 0,
+        n if n.ends_with("-file") => 2,
+        _ => 1,
     }
 }
 
@@ -128,12 +130,23 @@ pub(super) async fn release(qmp: &Qmp, n: u8) -> Result<(), String> {
     let mut mine: Vec<String> =
         nodes(qmp).await?.into_keys().filter(|k| blockdev::slot_of_node(k) == Some(n)).collect();
     mine.sort_by_key(|name| release_order(name));
-    for node in mine {
-        match qmp.execute_within("blockdev-del", json!({ "node-name": node }), PLUG_TIMEOUT).await {
-            Ok(_) => {}
-            Err(QmpError::Command { desc, .. }) if desc.contains("Failed to find node") => {}
-            Err(e) => errors.push(qmp_err(&format!("removing node {node}"), e)),
+    // A layer still backing another is in use: it goes in a later round, once the one
+    // over it has gone. A round that removes nothing ends it.
+    while !mine.is_empty() {
+        let before = mine.len();
+        let mut failed = Vec::new();
+        for node in std::mem::take(&mut mine) {
+            match qmp.execute_within("blockdev-del", json!({ "node-name": node }), PLUG_TIMEOUT).await {
+                Ok(_) => {}
+                Err(QmpError::Command { desc, .. }) if desc.contains("Failed to find node") => {}
+                Err(e) => failed.push((node, qmp_err("removing a node", e))),
+            }
         }
+        if failed.len() == before {
+            errors.extend(failed.into_iter().map(|(node, e)| format!("{node}: {e}")));
+            break;
+        }
+        mine = failed.into_iter().map(|(node, _)| node).collect();
     }
     for object in [format!("vtg{n}"), format!("vsec{n}")] {
         match qmp.execute_within("object-del", json!({ "id": object }), QMP_TIMEOUT).await {
@@ -302,8 +315,8 @@ impl Inner {
                 // Snapshots taken since: their layers added live.
                 let mut now = v.clone();
                 now.layers = given.get(&v.slot).map(|g| g.layers.clone()).unwrap_or_default();
-                // The latest snapshot deleted: its layer merged live.
-                if let Err(e) = self.merge_top_live(&qmp, g, v, &mut now.layers).await {
+                // A snapshot deleted: its layer merged live.
+                if let Err(e) = self.merge_live(&qmp, g, v, &mut now.layers).await {
                     tracing::warn!(instance = %g.id, slot = v.slot, volume = %v.volume_id, "qemu: live merge failed: {e}");
                     errors.push(e);
                 }
@@ -364,8 +377,9 @@ impl Inner {
         let named = if grows { nodes(&qmp).await? } else { Default::default() };
         for v in spec.volumes.iter().filter(|v| disks.get(&v.slot).is_some_and(|d| d.state == PlugState::Plugged)) {
             // The top of its chain (the layers the guest has) holds the size the guest sees.
-            let layers = given.get(&v.slot).map_or(0, |g| g.layers.len());
-            let now = named.get(&blockdev::layer_names(&format!("v{}", v.slot), layers).0).copied().unwrap_or(0);
+            let top = given.get(&v.slot).and_then(|g| g.layers.last()).map(|l| l.file(&v.volume_id));
+            let top = blockdev::layer_names(&format!("v{}", v.slot), top.as_deref().unwrap_or_default()).0;
+            let now = named.get(&top).copied().unwrap_or(0);
             if grows && v.size_bytes > now {
                 match qmp
                     .execute_within(
@@ -441,7 +455,7 @@ impl Inner {
             let lower = if k == 1 { format!("{}.qcow2", v.volume_id) } else { v.layers[k - 2].file(&v.volume_id) };
             let step = async {
                 let named = nodes_backed(qmp).await?;
-                let (fmt, file_node) = blockdev::layer_names(&node, k);
+                let (fmt, file_node) = blockdev::layer_names(&node, &name);
                 match named.get(&fmt) {
                     Some(true) => {} // taken before a restart: only the rename is left
                     _ => {
@@ -480,13 +494,13 @@ impl Inner {
                             .map_err(|e| e.to_string())??;
                         }
                         let file = part.display().to_string();
-                        for n in blockdev::layer_nodes(&node, k, &file, None, v.encrypted, direct) {
+                        for n in blockdev::layer_nodes(&node, &file, None, v.encrypted, direct) {
                             let name = n["node-name"].as_str().unwrap_or_default().to_string();
                             qmp.execute_within("blockdev-add", n, PLUG_TIMEOUT)
                                 .await
                                 .map_err(|e| qmp_err(&format!("adding node {name}"), e))?;
                         }
-                        let top = blockdev::layer_names(&node, k - 1).0;
+                        let top = blockdev::layer_names(&node, &lower).0;
                         qmp.execute_within("blockdev-snapshot", json!({ "node": top, "overlay": fmt }), PLUG_TIMEOUT)
                             .await
                             .map_err(|e| qmp_err("blockdev-snapshot", e))?;
@@ -511,35 +525,45 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges the top layer of the running guest's disk of `v` into the one below when the
-    /// spec no longer lists it (its snapshot, the latest, was deleted): `block-commit` of
-    /// the active layer (job `vc<N>`), `job-complete` once it is ready (the disk pivots to
-    /// the layer below), then its nodes removed and its file renamed `.merged` for the pool
-    /// pass to wipe. The job's state is read from QEMU, not from events, so an agent
-    /// restarted mid-merge carries on where it is: a job running or ready is followed, a
-    /// disk already pivoted only has the cleanup left.
-    async fn merge_top_live(
+    /// Merges a layer of the running guest's disk of `v` into the one below when the spec
+    /// no longer lists it (its snapshot was deleted): `block-commit` (job `vc<N>`) of that
+    /// layer into the one below; for the top layer (the latest snapshot), `job-complete`
+    /// once QEMU says it is ready (the disk pivots to the layer below); for one below, the
+    /// job ends by itself and the layer above is given the one below as backing (its
+    /// header names that file). Then the layer's nodes are removed and its file renamed
+    /// `.merged` for the pool pass to wipe. The job's state is read from QEMU, not from
+    /// events, so an agent restarted mid-merge carries on where it is: a job running or
+    /// ready is followed, a chain already one layer shorter only has the cleanup left.
+    async fn merge_live(
         &self,
         qmp: &Qmp,
         g: &Guest,
         v: &InstanceVolumeSpec,
         has: &mut Vec<plinth_api::VolumeLayer>,
     ) -> Result<(), String> {
-        if has.len() <= v.layers.len() || !has.starts_with(&v.layers) {
-            return Ok(());
-        }
         if has.len() != v.layers.len() + 1 {
-            return Err(format!(
-                "volume {}: only the latest snapshot's layer is merged while the guest runs",
-                v.volume_id
-            ));
+            return Ok(()); // nothing to merge (or snapshots to add: `snapshot_live`)
         }
+        // The one layer the spec no longer lists.
+        let Some(j) = (0..has.len()).find(|&j| {
+            let mut rest = has.clone();
+            rest.remove(j);
+            rest == v.layers
+        }) else {
+            return Ok(());
+        };
         let pool = self.cfg.volume_pool.clone().ok_or("this host has no volume pool")?;
         let (n, node, io) = (has.len(), format!("v{}", v.slot), format!("v{}-io", v.slot));
-        let ((top, top_file), lower) = (blockdev::layer_names(&node, n), blockdev::layer_names(&node, n - 1).0);
+        let file_of = |k: usize| match k {
+            0 => format!("{}.qcow2", v.volume_id),
+            k => has[k - 1].file(&v.volume_id),
+        };
+        let (merged, below) = (file_of(j + 1), file_of(j));
+        let ((top, top_file), lower) = (blockdev::layer_names(&node, &merged), blockdev::layer_names(&node, &below).0);
+        let active = j + 1 == n;
         let job = format!("vc{}", v.slot);
         let deadline = tokio::time::Instant::now() + MERGE_TIMEOUT;
-        // The throttle node's chain is one layer shorter once the disk has pivoted.
+        // The throttle node's chain is one layer shorter once the merge is done.
         while nodes_depth(qmp).await?.get(&io).copied().unwrap_or(0) > n as u64 {
             if tokio::time::Instant::now() > deadline {
                 return Err(format!("merging layer {top} did not finish in {} s", MERGE_TIMEOUT.as_secs()));
@@ -551,8 +575,12 @@ impl Inner {
             let ours = jobs.as_array().into_iter().flatten().find(|j| j["device"].as_str() == Some(job.as_str()));
             match ours {
                 None => {
-                    let args = json!({ "job-id": job, "device": io, "top-node": top, "base-node": lower,
+                    let mut args = json!({ "job-id": job, "device": io, "top-node": top, "base-node": lower,
                         "auto-dismiss": true });
+                    if !active {
+                        // The layer above names the one below in its header, as the pool does.
+                        args["backing-file"] = json!(below);
+                    }
                     qmp.execute_within("block-commit", args, PLUG_TIMEOUT)
                         .await
                         .map_err(|e| qmp_err(&format!("block-commit of {top}"), e))?;
@@ -573,14 +601,14 @@ impl Inner {
                 Err(e) => return Err(qmp_err(&format!("removing the merged node {n}"), e)),
             }
         }
-        let layer = has.pop().expect("a layer to merge");
-        let file = pool.join(layer.file(&v.volume_id));
+        let layer = has.remove(j);
+        let file = pool.join(&merged);
         if file.exists() {
             std::fs::rename(&file, file.with_extension("qcow2.merged"))
                 .map_err(|e| format!("{}: {e}", file.display()))?;
         }
-        tracing::info!(instance = %g.id, slot = v.slot, volume = %v.volume_id, snapshot = %layer.snapshot_id,
-            "qemu: the latest snapshot's layer merged live");
+        tracing::info!(instance = %g.id, slot = v.slot, volume = %v.volume_id, snapshot = %layer.snapshot_id, active,
+            "qemu: a deleted snapshot's layer merged live");
         Ok(())
     }
 

@@ -8,9 +8,8 @@
 //!   so). It counts against `volume_gib` at its volume's size and is billed as
 //!   `disk_gib_seconds` (dimension `snapshot`) from `available` until `deleted`.
 //! - **Delete** (`deleting` → `deleted`): the host merges the layer into the one below and
-//!   wipes the freed file; of a volume attached to a running guest only the latest
-//!   snapshot, merged live (`block-commit`, then the guest's disk pivots to the layer
-//!   below).
+//!   wipes the freed file; of a volume attached to a running guest, live (`block-commit`;
+//!   for the latest snapshot the guest's disk then pivots to the layer below).
 //! - **Revert** ([`revert`]): a detached volume goes back to its latest snapshot: its
 //!   host replaces the top layer with an empty one (the volume is `reverting` meanwhile).
 //! - A volume filled from a snapshot gets the chain up to it ([`source_chain`]).
@@ -206,7 +205,7 @@ pub async fn get(st: &AppState, caller: &Caller, id: &str) -> Result<VolumeSnaps
 }
 
 /// Delete a snapshot: its host merges its layer down and wipes it (of a volume attached to
-/// a running guest, only the latest, merged live by `block-commit`).
+/// a running guest, live, by `block-commit`).
 pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i64>) -> Result<VolumeSnapshot> {
     let mut tx = st.store.begin().await?;
     let mut snap: VolumeSnapshot = tx.get(&caller.scope(), id).await?;
@@ -226,22 +225,19 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
         set_state(&mut tx, &mut snap, SnapshotState::Deleted, None).await?;
     } else {
         let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
-        let latest = snaps.last().is_some_and(|l| l.id == snap.id);
         let live = match vol.state {
             VolumeState::Available => None,
             VolumeState::InUse => match running_guest(&mut tx, &vol).await? {
-                Some(inst) if latest => Some(inst),
-                _ => {
+                Some(inst) => Some(inst),
+                None => {
                     return Err(busy(
                         "volume_busy",
                         format!(
-                            "volume {} is attached: only its latest snapshot is deleted while a running instance \
-                             has it (merged live), and {} is {}; detach the volume first",
-                            vol.id,
-                            snap.id,
-                            if latest { "latest, but the instance is not running" } else { "not its latest" }
+                            "volume {} is attached to an instance that is not running (or its disk is coming or \
+                             going): a snapshot is merged with the volume detached, or live while its instance runs",
+                            vol.id
                         ),
-                        &["available", "in_use (the latest snapshot, a running instance)"],
+                        &["available", "in_use (a running instance)"],
                     ));
                 }
             },
@@ -249,7 +245,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
                 return Err(busy(
                     "volume_busy",
                     format!("volume {} is {}", vol.id, plinth_store::volume_state_str(vol.state)),
-                    &["available", "in_use (the latest snapshot, a running instance)"],
+                    &["available", "in_use (a running instance)"],
                 ));
             }
         };
