@@ -12,9 +12,10 @@
 //! ```
 //!
 //! A volume with snapshots is a chain of files, bottom first: `<volume>.qcow2` as above,
-//! then one layer per snapshot, `v<N>-s<tag>-file` → `v<N>-s<tag>` (named for the layer; backing: the node below),
-//! and the throttle node sits over the top one. A snapshot taken live adds the next layer
-//! ([`layer_nodes`] with no backing, then `blockdev-snapshot` of the top).
+//! then one layer per snapshot, `v<N>-s<tag>-file` → `v<N>-s<tag>` (named for the layer,
+//! not its place; backing: the node below), and the throttle node sits over the top one.
+//! A snapshot taken live adds the next layer ([`layer_nodes`] with no backing, then
+//! `blockdev-snapshot` of the top).
 //!
 //! A boot volume (the root disk) is the same graph under the names `root-file`, `root`,
 //! `root-io`, `rootsec`, `roottg` and device `rootdisk` on `pcie.0` (it is not hot-plugged).
