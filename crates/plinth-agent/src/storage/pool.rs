@@ -139,6 +139,15 @@ impl VolumePool {
                 tracing::warn!(volume = %s.volume_id, "a volume spec whose id is not a volume id; ignored");
                 continue;
             }
+            let report =
+                |state, detail: Option<String>, allocated: Option<u64>, overwritten: Option<u64>| ObservedVolume {
+                    volume_id: s.volume_id.clone(),
+                    generation: s.generation,
+                    state,
+                    detail,
+                    allocated_bytes: allocated,
+                    bytes_overwritten: overwritten,
+                };
             if s.present && open.contains(&s.volume_id) {
                 let file = self.file(&s.volume_id);
                 // Layers its guest's host merged live: wiped here. Any other layer not in
@@ -167,43 +176,20 @@ impl VolumePool {
                 match qcow2::virtual_size(&top) {
                     Ok(now) if now >= s.size_bytes => {
                         let allocated = allocated(&file).ok();
-                        out.push(ObservedVolume {
-                            volume_id: s.volume_id.clone(),
-                            generation: s.generation,
-                            state: ObservedVolumeState::Present,
-                            detail: None,
-                            allocated_bytes: allocated,
-                            bytes_overwritten: None,
-                        });
+                        out.push(report(ObservedVolumeState::Present, None, allocated, None));
                     }
                     Ok(_) => tracing::debug!(volume = %s.volume_id, "open by a running guest and not grown yet"),
                     Err(_) if !top.exists() => {
                         // The guest's host writes why it could not add the layer beside it.
                         let failed = top.with_extension("qcow2.failed");
                         if let Ok(why) = std::fs::read_to_string(&failed) {
-                            out.push(ObservedVolume {
-                                volume_id: s.volume_id.clone(),
-                                generation: s.generation,
-                                state: ObservedVolumeState::Failed,
-                                detail: Some(why),
-                                allocated_bytes: None,
-                                bytes_overwritten: None,
-                            });
+                            out.push(report(ObservedVolumeState::Failed, Some(why), None, None));
                         }
                     }
                     Err(e) => tracing::warn!(volume = %s.volume_id, "open by a running guest: {e}"),
                 }
                 continue;
             }
-            let report =
-                |state, detail: Option<String>, allocated: Option<u64>, overwritten: Option<u64>| ObservedVolume {
-                    volume_id: s.volume_id.clone(),
-                    generation: s.generation,
-                    state,
-                    detail,
-                    allocated_bytes: allocated,
-                    bytes_overwritten: overwritten,
-                };
             let r = if s.present {
                 match self.make(s, key, fetch) {
                     Ok(allocated) => report(ObservedVolumeState::Present, None, Some(allocated), None),
@@ -245,11 +231,7 @@ impl VolumePool {
                 (None, None) => qcow2::create(&part, s.size_bytes, k.as_deref())?,
             }
             drop(k);
-            std::fs::File::open(&part)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| std::fs::rename(&part, &file))
-                .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            self.publish(&part, &file)?;
             tracing::info!(volume = %s.volume_id, bytes = s.size_bytes, encrypted = s.encrypted, "volume made");
         }
         self.sync_layers(s, key)?;
@@ -359,6 +341,16 @@ impl VolumePool {
         top
     }
 
+    /// Puts the finished file `part` in place as `path`: synced, renamed, the directory
+    /// synced, so a crash leaves either no file under the name or the whole one.
+    fn publish(&self, part: &Path, path: &Path) -> Result<(), String> {
+        std::fs::File::open(part)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(part, path))
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// The files of the volume's chain as its spec wants it, bottom first.
     fn chain_files(&self, s: &VolumeSpec) -> Vec<PathBuf> {
         let mut out = vec![self.file(&s.volume_id)];
@@ -433,11 +425,7 @@ impl VolumePool {
             } else if !path.exists() {
                 let part = self.dir.join(format!("{name}.part"));
                 qcow2::create_layer(&part, &lower, s.size_bytes, k.as_deref())?;
-                std::fs::File::open(&part)
-                    .and_then(|f| f.sync_all())
-                    .and_then(|()| std::fs::rename(&part, &path))
-                    .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                self.publish(&part, &path)?;
                 tracing::info!(volume = %id, layer = %name, over = %lower, "snapshot layer made");
             }
             lower = name.clone();

@@ -15,13 +15,33 @@ pub const LUKS_ITER_TIME_MS: u32 = 10;
 
 /// Makes the qcow2 file `path` of `size_bytes` (sparse; LUKS inside with `key` when given).
 pub fn create(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), String> {
+    make(path, None, size_bytes, key)
+}
+
+/// `qemu-img create` of `path` (over the file named `lower`, not opened, when given).
+fn make(path: &Path, lower: Option<&str>, size_bytes: u64, key: Option<&str>) -> Result<(), String> {
     let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
-    if key.is_some() {
-        args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "-o".into()]);
-        args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
+    if let Some(l) = lower {
+        args.extend(["-u".into(), "-b".into(), l.into(), "-F".into(), "qcow2".into()]);
     }
+    args.extend(luks_out(key));
     args.extend([path.display().to_string(), size_bytes.to_string()]);
     calibrated(path, || qemu_img(&args, key))
+}
+
+/// The options that make a new file LUKS inside, keyed by the secret `sec0` read from
+/// standard input (none without a key).
+fn luks_out(key: Option<&str>) -> Vec<String> {
+    let mut args = secret_arg(key);
+    if key.is_some() {
+        args.extend(["-o".into(), luks_opts("sec0")]);
+    }
+    args
+}
+
+/// `-o` options for LUKS inside a new qcow2 file, keyed by the secret object `secret`.
+fn luks_opts(secret: &str) -> String {
+    format!("encrypt.format=luks,encrypt.key-secret={secret},encrypt.iter-time={LUKS_ITER_TIME_MS}")
 }
 
 /// Makes the qcow2 file `path` from the image file `src` (in `format`: `raw` or `qcow2`),
@@ -29,10 +49,7 @@ pub fn create(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), Str
 pub fn convert(src: &Path, format: &str, path: &Path, key: Option<&str>) -> Result<(), String> {
     let mut args: Vec<String> =
         vec!["convert".into(), "-q".into(), "-f".into(), format.into(), "-O".into(), "qcow2".into()];
-    if key.is_some() {
-        args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "-o".into()]);
-        args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
-    }
+    args.extend(luks_out(key));
     args.extend([src.display().to_string(), path.display().to_string()]);
     calibrated(path, || qemu_img(&args, key))
 }
@@ -91,11 +108,9 @@ pub fn virtual_size(path: &Path) -> Result<u64, String> {
 /// Grows the qcow2 file `path` to `size_bytes` (opening its encryption with `key`).
 pub fn resize(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), String> {
     let mut args: Vec<String> = vec!["resize".into(), "-q".into()];
+    args.extend(secret_arg(key));
     match key {
-        Some(_) => {
-            args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "--image-opts".into()]);
-            args.push(format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", path.display()));
-        }
+        Some(_) => args.extend(["--image-opts".into(), format!("{},encrypt.key-secret=sec0", file_opts(path))]),
         None => args.extend(["-f".into(), "qcow2".into(), path.display().to_string()]),
     }
     args.push(size_bytes.to_string());
@@ -105,14 +120,7 @@ pub fn resize(path: &Path, size_bytes: u64, key: Option<&str>) -> Result<(), Str
 /// Makes the qcow2 layer `path` of `size_bytes` over the file named `lower` (in the same
 /// directory; not opened), LUKS inside with `key` when given: a snapshot's new top.
 pub fn create_layer(path: &Path, lower: &str, size_bytes: u64, key: Option<&str>) -> Result<(), String> {
-    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-u".into()];
-    args.extend(["-b".into(), lower.into(), "-F".into(), "qcow2".into()]);
-    if key.is_some() {
-        args.extend(["--object".into(), "secret,id=sec0,file=/dev/stdin".into(), "-o".into()]);
-        args.push(format!("encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
-    }
-    args.extend([path.display().to_string(), size_bytes.to_string()]);
-    calibrated(path, || qemu_img(&args, key))
+    make(path, Some(lower), size_bytes, key)
 }
 
 /// The chain `files` (bottom first) as one image for `qemu-img`: a `json:` description
@@ -194,7 +202,7 @@ pub fn convert_chain(src: &[&Path], src_key: Option<&str>, path: &Path, key: Opt
     args.extend(["-O".into(), "qcow2".into()]);
     if key.is_some() {
         args.push("-o".into());
-        args.push(format!("encrypt.format=luks,encrypt.key-secret=dst,encrypt.iter-time={LUKS_ITER_TIME_MS}"));
+        args.push(luks_opts("dst"));
     }
     args.push(path.display().to_string());
     calibrated(path, || qemu_img_keys(&args, &keys))

@@ -22,7 +22,7 @@ use crate::app::network::{charge, check_generation, require_write};
 use crate::app::{AppState, Caller, Error, Paging, Result};
 use plinth_api::*;
 use plinth_domain::authz::Scope;
-use plinth_domain::metering::{self, Want};
+use plinth_domain::metering::Want;
 use plinth_domain::{quota, validate};
 use plinth_store::{LedgerOwner, Tx};
 use serde_json::json;
@@ -78,14 +78,33 @@ async fn chain_settled(tx: &mut Tx, vol: &Volume, snaps: &[VolumeSnapshot]) -> R
     Ok(())
 }
 
-/// The running instance an `in_use` volume is attached to (its attachment `attached`);
-/// `None` when it is not running or the disk is coming or going.
-async fn running_guest(tx: &mut Tx, vol: &Volume) -> Result<Option<Instance>> {
-    let (Some(a), Some(i)) = (&vol.attachment_id, &vol.instance_id) else { return Ok(None) };
+/// Where a change to the volume's chain is made: by its host's pool for an `available`
+/// volume (`None`), live by the running instance it is attached to (`Some`); refused
+/// otherwise (`what`: what is done to the snapshot, for the refusal).
+async fn guest_of(tx: &mut Tx, vol: &Volume, what: &str) -> Result<Option<Instance>> {
+    let allowed = ["available", "in_use (attached to a running instance)"];
+    let (VolumeState::InUse, Some(a), Some(i)) = (vol.state, &vol.attachment_id, &vol.instance_id) else {
+        if vol.state == VolumeState::Available {
+            return Ok(None);
+        }
+        let detail = format!("volume {} is {}", vol.id, plinth_store::volume_state_str(vol.state));
+        return Err(busy("volume_busy", detail, &allowed));
+    };
     let att: VolumeAttachment = tx.get(&Scope::Platform, a.as_str()).await?;
     let inst: Instance = tx.get(&Scope::Platform, i.as_str()).await?;
     let running = inst.power == PowerState::Running && inst.state == InstanceState::Running;
-    Ok((att.state == AttachmentState::Attached && running).then_some(inst))
+    if att.state != AttachmentState::Attached || !running {
+        let detail = format!(
+            "volume {} is attached to instance {} ({}), whose disk is {}: a snapshot is {what} with the volume \
+             detached, or live while its instance runs",
+            vol.id,
+            inst.id,
+            inst.state.as_str(),
+            att.state.as_str()
+        );
+        return Err(busy("volume_busy", detail, &allowed));
+    }
+    Ok(Some(inst))
 }
 
 /// Take a snapshot of a volume.
@@ -103,36 +122,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeSnapshotCreate) -> 
         .with_constraint(json!({ "field": "volume_id", "rule": "a local volume" })));
     }
     // Detached: its host adds the layer to the files. Attached to a running guest: live.
-    let live = match (&vol.state, &vol.attachment_id, &vol.instance_id) {
-        (VolumeState::Available, _, _) => None,
-        (VolumeState::InUse, Some(a), Some(i)) => {
-            let att: VolumeAttachment = tx.get(&Scope::Platform, a.as_str()).await?;
-            let inst: Instance = tx.get(&Scope::Platform, i.as_str()).await?;
-            let running = inst.power == PowerState::Running && inst.state == InstanceState::Running;
-            if att.state != AttachmentState::Attached || !running {
-                return Err(busy(
-                    "volume_busy",
-                    format!(
-                        "volume {} is attached to instance {} ({}), whose disk is {}: a snapshot is taken of a \
-                         detached volume, or live of one attached to a running instance",
-                        vol.id,
-                        inst.id,
-                        inst.state.as_str(),
-                        att.state.as_str()
-                    ),
-                    &["available", "in_use (attached to a running instance)"],
-                ));
-            }
-            Some(inst)
-        }
-        _ => {
-            return Err(busy(
-                "volume_busy",
-                format!("volume {} is {}", vol.id, plinth_store::volume_state_str(vol.state)),
-                &["available", "in_use (attached to a running instance)"],
-            ));
-        }
-    };
+    let live = guest_of(&mut tx, &vol, "taken").await?;
     let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
     chain_settled(&mut tx, &vol, &snaps).await?;
     if snaps.len() >= MAX_PER_VOLUME {
@@ -225,30 +215,7 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
         set_state(&mut tx, &mut snap, SnapshotState::Deleted, None).await?;
     } else {
         let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
-        let live = match vol.state {
-            VolumeState::Available => None,
-            VolumeState::InUse => match running_guest(&mut tx, &vol).await? {
-                Some(inst) => Some(inst),
-                None => {
-                    return Err(busy(
-                        "volume_busy",
-                        format!(
-                            "volume {} is attached to an instance that is not running (or its disk is coming or \
-                             going): a snapshot is merged with the volume detached, or live while its instance runs",
-                            vol.id
-                        ),
-                        &["available", "in_use (a running instance)"],
-                    ));
-                }
-            },
-            _ => {
-                return Err(busy(
-                    "volume_busy",
-                    format!("volume {} is {}", vol.id, plinth_store::volume_state_str(vol.state)),
-                    &["available", "in_use (a running instance)"],
-                ));
-            }
-        };
+        let live = guest_of(&mut tx, &vol, "merged").await?;
         chain_settled(&mut tx, &vol, &snaps).await?;
         tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
         snap.spec_generation = tx.volume_spec_generation(vol.id.as_str()).await?.unwrap_or(0);
@@ -385,15 +352,11 @@ async fn meter(tx: &mut Tx, s: &VolumeSnapshot) -> Result<()> {
     } else {
         Vec::new()
     };
-    let at = metering::micros(metering::truncate(tx.now()));
-    let open = tx.open_intervals(s.id.as_str()).await?;
-    let plan = metering::plan(&open, &want, at, tx.billing_anchor());
     let owner = LedgerOwner {
         tenant_id: s.tenant_id.as_str(),
         project_id: s.project_id.as_str(),
         resource_id: s.id.as_str(),
         resource_kind: "snapshot",
     };
-    tx.apply_ledger(&owner, &plan, &format!("snapshot.{}", s.state.as_str())).await?;
-    Ok(())
+    super::volumes::hold(tx, &owner, &want, &format!("snapshot.{}", s.state.as_str())).await
 }

@@ -615,10 +615,16 @@ async fn meter(tx: &mut Tx, v: &Volume, cause: &str) -> Result<()> {
     } else {
         Vec::new()
     };
+    hold(tx, &owner(v), &want, cause).await
+}
+
+/// Brings the open billing intervals of `owner` to `want` from now (a volume's, a
+/// snapshot's), in the caller's transaction.
+pub(crate) async fn hold(tx: &mut Tx, owner: &LedgerOwner<'_>, want: &[Want], cause: &str) -> Result<()> {
     let at = metering::micros(metering::truncate(tx.now()));
-    let open = tx.open_intervals(v.id.as_str()).await?;
-    let plan = metering::plan(&open, &want, at, tx.billing_anchor());
-    tx.apply_ledger(&owner(v), &plan, cause).await?;
+    let open = tx.open_intervals(owner.resource_id).await?;
+    let plan = metering::plan(&open, want, at, tx.billing_anchor());
+    tx.apply_ledger(owner, &plan, cause).await?;
     Ok(())
 }
 
