@@ -295,7 +295,7 @@ fn snapshots_are_layers_merged_reverted_copied_and_wiped() {
         let wipe = if encrypted { WipeMethod::Crypto } else { WipeMethod::Overwrite };
         let (v, b) = (VolumeId::generate(), VolumeId::generate());
         let s1 = plinth_api::VolumeSnapshotId::generate();
-        let layer = |rev: u32| plinth_api::VolumeLayer { snapshot_id: s1.clone(), revision: rev };
+        let layer = |rev: u32| plinth_api::VolumeLayer { snapshot_id: s1.clone(), revision: rev, fs_freeze: false };
         let at = |generation: i64, layers: Vec<plinth_api::VolumeLayer>| VolumeSpec {
             layers,
             ..spec(&v, generation, encrypted, wipe, true)

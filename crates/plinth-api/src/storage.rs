@@ -296,6 +296,10 @@ pub struct VolumeLayer {
     pub snapshot_id: VolumeSnapshotId,
     #[serde(default)]
     pub revision: u32,
+    /// Taken live with the guest's filesystems frozen by its guest agent, when it answers
+    /// in time (the host reports the outcome in [`ObservedVolume::freezes`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fs_freeze: bool,
 }
 
 impl VolumeLayer {
@@ -344,6 +348,25 @@ pub struct ObservedVolume {
     /// Bytes overwritten in place by its wipe (with `absent` after a delete).
     #[serde(default)]
     pub bytes_overwritten: Option<u64>,
+    /// How the guest agent answered the freezes asked around its layers taken live.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freezes: Vec<ObservedFreeze>,
+}
+
+/// The outcome of freezing a guest's filesystems around one snapshot taken live.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedFreeze {
+    pub snapshot_id: VolumeSnapshotId,
+    /// The guest agent froze the guest's filesystems before the layer was taken and
+    /// thawed them after.
+    pub frozen: bool,
+    /// How many filesystems it froze.
+    #[serde(default)]
+    pub filesystems: Option<u64>,
+    /// Why they were not frozen.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// Answer of `GET /agent/v1/volumes/{id}/key`: a volume's encryption key, given only to
@@ -602,6 +625,13 @@ pub struct VolumeSnapshot {
     #[serde(default)]
     pub state_reason: Option<String>,
     pub consistency: SnapshotConsistency,
+    /// Asked to be taken with the guest's filesystems frozen (`fs_freeze`).
+    #[serde(default)]
+    pub fs_freeze: bool,
+    /// What its consistency rests on: how many filesystems the guest agent froze, or why
+    /// a freeze asked for did not happen.
+    #[serde(default)]
+    pub consistency_detail: Option<String>,
     /// Taken while its volume was attached to this running instance.
     #[serde(default)]
     pub instance_id: Option<InstanceId>,
@@ -627,6 +657,12 @@ pub struct VolumeSnapshotCreate {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Of a volume attached to a running guest: freeze its filesystems through its guest
+    /// agent (QEMU's qemu-ga, on the `org.qemu.guest_agent.0` port) while the layer is
+    /// taken. The snapshot is `fs_frozen` if the agent froze them in time, and
+    /// `crash_consistent` otherwise, with the reason in `consistency_detail`.
+    #[serde(default)]
+    pub fs_freeze: bool,
 }
 
 /// Query of `GET /v1/snapshots`.

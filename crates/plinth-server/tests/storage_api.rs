@@ -694,13 +694,18 @@ async fn snapshots_follow_their_volume_its_quota_tenancy_and_billing() {
         srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s1")).send().await.problem(409, "quota_exceeded");
     assert!(p["detail"].as_str().unwrap().contains("volume_gib"), "{p}");
     quota(40).await;
-    let s1 = srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s1")).send().await.ok(202);
+    // A freeze asked of a detached volume: there is no guest to freeze, and it says so.
+    let mut body = snap_body("s1");
+    body["fs_freeze"] = json!(true);
+    let s1 = srv.post("/v1/snapshots").token(&a.secret).json(&body).send().await.ok(202);
     assert_eq!((s1["state"].as_str(), s1["size_gib"].as_u64()), (Some("creating"), Some(10)), "{s1}");
+    assert!(s1["consistency_detail"].as_str().unwrap().contains("not attached to a running guest"), "{s1}");
     let s1id = id(&s1);
     // One change to a volume's chain at a time.
     srv.post("/v1/snapshots").token(&a.secret).json(&snap_body("s2")).send().await.problem(409, "snapshot_in_progress");
     let spec = spec_of(&desired(&srv, &host).await, &vid).expect("told").clone();
     assert_eq!(spec["layers"][0]["snapshot_id"], s1id.as_str(), "the host is told to add its layer: {spec}");
+    assert!(spec["layers"][0].get("fs_freeze").is_none(), "nothing to freeze offline: {spec}");
     // A report of the generation before changes nothing; the one that carries it, settles it.
     report(&srv, &host, &vid, &json!(spec["generation"].as_i64().unwrap() - 1), "present", json!({})).await;
     let s = srv.get(&format!("/v1/snapshots/{s1id}")).token(&a.secret).send().await.ok(200);

@@ -11,7 +11,8 @@
 
 use super::{qcow2, wipe};
 use plinth_api::{
-    BlobRef, ObservedVolume, ObservedVolumeState, SourceChain, VolumeId, VolumePoolInventory, VolumeSpec, WipeMethod,
+    BlobRef, ObservedFreeze, ObservedVolume, ObservedVolumeState, SourceChain, VolumeId, VolumePoolInventory,
+    VolumeSpec, WipeMethod,
 };
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -147,6 +148,10 @@ impl VolumePool {
                     detail,
                     allocated_bytes: allocated,
                     bytes_overwritten: overwritten,
+                    freezes: match state {
+                        ObservedVolumeState::Present => self.freezes(s),
+                        _ => Vec::new(),
+                    },
                 };
             if s.present && open.contains(&s.volume_id) {
                 let file = self.file(&s.volume_id);
@@ -543,18 +548,33 @@ impl VolumePool {
         Ok(total)
     }
 
+    /// What the guest agent did around the volume's layers taken live with a freeze (the
+    /// records its guest's host wrote beside them).
+    fn freezes(&self, s: &VolumeSpec) -> Vec<ObservedFreeze> {
+        s.layers
+            .iter()
+            .filter(|l| l.fs_freeze)
+            .filter_map(|l| std::fs::read(self.dir.join(format!("{}.freeze", l.file(&s.volume_id)))).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
     /// Removes wipe records of volumes the server no longer lists (it has recorded them),
-    /// and records of failed live snapshots no longer listed (the server has them).
+    /// and records of failed live snapshots and of freezes no longer listed (the server
+    /// has them).
     fn forget_others(&self, specs: &[VolumeSpec]) {
         let listed: BTreeSet<String> = specs.iter().map(|s| s.volume_id.to_string()).collect();
-        let layers: BTreeSet<String> =
-            specs.iter().flat_map(|s| s.layers.iter().map(|l| format!("{}.failed", l.file(&s.volume_id)))).collect();
+        let layers: BTreeSet<String> = specs
+            .iter()
+            .flat_map(|s| s.layers.iter().map(|l| l.file(&s.volume_id)))
+            .flat_map(|f| [format!("{f}.failed"), format!("{f}.freeze")])
+            .collect();
         let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let gone = match name.strip_suffix(".wiped") {
                 Some(id) => !listed.contains(id),
-                None => name.ends_with(".qcow2.failed") && !layers.contains(&name),
+                None => (name.ends_with(".qcow2.failed") || name.ends_with(".qcow2.freeze")) && !layers.contains(&name),
             };
             if gone {
                 let _ = std::fs::remove_file(e.path());

@@ -294,6 +294,11 @@ pub enum SnapshotCmd {
         project: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// Of a volume a running guest has: freeze the guest's filesystems through its
+        /// guest agent (qemu-ga) while it is taken (`fs_frozen` if the agent does so in
+        /// time, else `crash_consistent` with the reason).
+        #[arg(long)]
+        fs_freeze: bool,
         #[command(flatten)]
         wait: super::compute::WaitArgs,
     },
@@ -360,11 +365,12 @@ impl SnapshotCmd {
             SnapshotCmd::Get { id, volume, project } => {
                 o.object(&c.view::<Snapshots>(&snapshot_id(c, id, volume.as_deref(), project.as_deref()).await?).await?)
             }
-            SnapshotCmd::Create { name, volume, project, description, wait } => {
+            SnapshotCmd::Create { name, volume, project, description, fs_freeze, wait } => {
                 let body = VolumeSnapshotCreate {
                     volume_id: VolumeId(volume_id(c, volume, project.as_deref()).await?),
                     name: name.clone(),
                     description: description.clone(),
+                    fs_freeze: *fs_freeze,
                 };
                 let s = c.create::<Snapshots>(&body).await?;
                 settle_snapshot(c, o, s, wait).await

@@ -25,7 +25,9 @@
 //! - the root disk as named `-blockdev` nodes (`disk0-file`, `disk0`), `discard=unmap`;
 //! - the NoCloud seed (`cidata.img`, FAT labelled `CIDATA`) as a second, read-only virtio
 //!   disk after the root disk;
-//! - q35: [`HOTPLUG_PORTS`] empty `pcie-root-port`s (`hp0`…), where volumes are hot-plugged.
+//! - q35: [`HOTPLUG_PORTS`] empty `pcie-root-port`s (`hp0`…), where volumes are hot-plugged;
+//! - the guest agent's virtio-serial port `org.qemu.guest_agent.0` on a socket chardev
+//!   (`qga.sock`, the agent its only client).
 
 use std::path::PathBuf;
 
@@ -171,6 +173,8 @@ pub struct QemuArgs {
     pub disk_cache: String,
     /// The QMP socket.
     pub qmp_socket: PathBuf,
+    /// The guest agent's socket (`guest_agent.rs`).
+    pub agent_socket: PathBuf,
     /// The pidfile.
     pub pidfile: PathBuf,
     /// The serial console log.
@@ -313,6 +317,17 @@ impl QemuArgs {
                 push(&[flag, &arg]);
             }
         }
+        // The guest agent's port (`org.qemu.guest_agent.0`) on a virtio-serial bus, behind a
+        // socket only the agent opens; last, so no device before it changes address.
+        push(&["-chardev", &format!("socket,id=qga0,path={},server=on,wait=off", p(&self.agent_socket))]);
+        push(&[
+            "-device",
+            match self.machine {
+                Machine::Q35 => "virtio-serial-pci,id=vser0",
+                Machine::Microvm => "virtio-serial-device,id=vser0",
+            },
+        ]);
+        push(&["-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"]);
         // A guest kernel panic reaches QEMU (and its `GUEST_PANICKED` event) through pvpanic.
         push(&["-device", "pvpanic"]);
         a
@@ -341,6 +356,7 @@ mod tests {
             disk: d.join("disk.qcow2"),
             disk_cache: "none".into(),
             qmp_socket: d.join("qmp.sock"),
+            agent_socket: d.join("qga.sock"),
             pidfile: d.join("qemu.pid"),
             console_log: d.join("console.log"),
             tsc_khz: Some(2596130),
@@ -374,6 +390,8 @@ mod tests {
              -device pcie-root-port,id=hp2,bus=pcie.0,chassis=3,slot=3 -device pcie-root-port,id=hp3,bus=pcie.0,chassis=4,slot=4 \
              -device pcie-root-port,id=hp4,bus=pcie.0,chassis=5,slot=5 -device pcie-root-port,id=hp5,bus=pcie.0,chassis=6,slot=6 \
              -device pcie-root-port,id=hp6,bus=pcie.0,chassis=7,slot=7 -device pcie-root-port,id=hp7,bus=pcie.0,chassis=8,slot=8 \
+             -chardev socket,id=qga0,path=/var/lib/plinth/qemu/ins_x/qga.sock,server=on,wait=off \
+             -device virtio-serial-pci,id=vser0 -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
              -device pvpanic"
         );
         // The kernel command line is one argument.
@@ -389,6 +407,7 @@ mod tests {
         assert!(s.contains("-machine microvm,x-option-roms=off,rtc=on -accel tcg -cpu max"), "{s}");
         assert!(s.contains("-device virtio-blk-device,drive=disk0"), "{s}");
         assert!(!s.contains("pcie-root-port"), "microvm has no PCIe to hot-plug into: {s}");
+        assert!(s.contains("-device virtio-serial-device,id=vser0 -device virtserialport,bus=vser0.0,"), "{s}");
         assert_eq!(
             a.kernel_cmdline().as_deref(),
             Some("console=ttyS0 panic=-1 quiet tsc_early_khz=2596130 plinth.instance=ins_x")
@@ -485,7 +504,7 @@ mod tests {
             "-device virtio-blk-pci,bus=hp0,drive=v0-io,id=vdisk0,serial=SERIALA ",
             r#"-object {"id":"vtg3","limits":{"bps-read":0,"bps-total":0,"#,
             r#"-blockdev {"discard":"unmap","driver":"qcow2","file":"v3-file","node-name":"v3"} "#,
-            "-device virtio-blk-pci,bus=hp3,drive=v3-io,id=vdisk3,serial=SERIALB -device pvpanic",
+            "-device virtio-blk-pci,bus=hp3,drive=v3-io,id=vdisk3,serial=SERIALB -chardev socket,id=qga0,",
         ];
         let mut at = 0;
         for w in want {

@@ -36,6 +36,8 @@ pub struct GuestPaths {
     pub disk: PathBuf,
     /// `qmp.sock`.
     pub qmp_socket: PathBuf,
+    /// `qga.sock` (the guest agent's channel).
+    pub agent_socket: PathBuf,
     /// `qemu.pid`.
     pub pidfile: PathBuf,
     /// `console.log`.
@@ -54,6 +56,7 @@ impl GuestPaths {
             record: dir.join("guest.json"),
             disk: dir.join("disk.qcow2"),
             qmp_socket: dir.join("qmp.sock"),
+            agent_socket: dir.join("qga.sock"),
             pidfile: dir.join("qemu.pid"),
             console_log: dir.join("console.log"),
             stderr_log: dir.join("qemu.stderr"),

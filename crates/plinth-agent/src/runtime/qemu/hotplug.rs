@@ -22,10 +22,11 @@
 //! runner after every step ([`crate::runtime::Runtime::plugs`]).
 
 use super::blockdev::{self, Key};
+use super::guest_agent::{self, GuestAgent};
 use super::qmp::{Qmp, QmpError};
 use super::{Guest, GuestState, Inner, Machine, QMP_TIMEOUT, guest, lock, machine_for};
 use crate::runtime::{GuestEvent, Happened};
-use plinth_api::{InstanceSpec, InstanceVolumeSpec, ObservedPlug, PlugState};
+use plinth_api::{InstanceSpec, InstanceVolumeSpec, ObservedFreeze, ObservedPlug, PlugState, VolumeLayer};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -236,6 +237,29 @@ fn plug_state(v: &InstanceVolumeSpec, state: PlugState, detail: Option<String>) 
     ObservedPlug { attachment_id: v.attachment_id.clone(), state, detail }
 }
 
+/// Freezes the guest's filesystems through its agent before `layer` is taken: the outcome
+/// (frozen, or why not), and the connection to thaw them on when they were.
+async fn freeze_guest(socket: &std::path::Path, layer: &VolumeLayer) -> (ObservedFreeze, Option<GuestAgent>) {
+    let outcome = |frozen, filesystems, detail| ObservedFreeze {
+        snapshot_id: layer.snapshot_id.clone(),
+        frozen,
+        filesystems,
+        detail,
+    };
+    let mut agent = match GuestAgent::connect(socket, guest_agent::SYNC_TIMEOUT).await {
+        Ok(a) => a,
+        Err(e) => return (outcome(false, None, Some(e)), None),
+    };
+    match agent.freeze(socket).await {
+        Ok(n) => (outcome(true, Some(n), None), Some(agent)),
+        Err(e) => {
+            // It may yet freeze them: a thaw is owed all the same.
+            let _ = agent.thaw(socket).await;
+            (outcome(false, None, Some(e)), None)
+        }
+    }
+}
+
 impl Inner {
     /// The `Devices` step: brings the running guest's volume disks to `spec`.
     pub(super) async fn devices(
@@ -246,6 +270,9 @@ impl Inner {
         spec: InstanceSpec,
     ) -> Result<(), String> {
         let qmp = st.live.as_ref().ok_or("the guest is not running")?.qmp.clone();
+        if let Err(e) = guest_agent::thaw_left(&g.paths.agent_socket).await {
+            tracing::warn!(instance = %g.id, "guest agent: a thaw owed since a restart: {e}");
+        }
         let record = st.record.as_mut().ok_or("no record")?;
         let machine = machine_for(spec.runtime_class)?;
         let want: BTreeMap<u8, &InstanceVolumeSpec> = spec.volumes.iter().map(|v| (v.slot, v)).collect();
@@ -432,7 +459,7 @@ impl Inner {
         qmp: &Qmp,
         g: &Guest,
         v: &InstanceVolumeSpec,
-        has: &mut Vec<plinth_api::VolumeLayer>,
+        has: &mut Vec<VolumeLayer>,
         direct: bool,
     ) -> Result<(), String> {
         if v.layers.len() <= has.len() {
@@ -501,9 +528,32 @@ impl Inner {
                                 .map_err(|e| qmp_err(&format!("adding node {name}"), e))?;
                         }
                         let top = blockdev::layer_names(&node, &lower).0;
-                        qmp.execute_within("blockdev-snapshot", json!({ "node": top, "overlay": fmt }), PLUG_TIMEOUT)
+                        // Asked for: the guest's filesystems frozen around it, if its agent
+                        // answers in time; what happened is written beside the layer.
+                        let (mut agent, mut freeze) = (None, None);
+                        if layer.fs_freeze {
+                            let (outcome, a) = freeze_guest(&g.paths.agent_socket, layer).await;
+                            (agent, freeze) = (a, Some(outcome));
+                            if agent.is_some() {
+                                crash_point("snapshot:frozen");
+                            }
+                        }
+                        let taken = qmp
+                            .execute_within("blockdev-snapshot", json!({ "node": top, "overlay": fmt }), PLUG_TIMEOUT)
                             .await
-                            .map_err(|e| qmp_err("blockdev-snapshot", e))?;
+                            .map_err(|e| qmp_err("blockdev-snapshot", e));
+                        if let Some(mut a) = agent
+                            && let Err(e) = a.thaw(&g.paths.agent_socket).await
+                        {
+                            // Tried again at the guest's next step (`thaw_left`).
+                            tracing::warn!(instance = %g.id, "guest agent: thawing after a snapshot: {e}");
+                        }
+                        taken?;
+                        if let Some(f) = freeze {
+                            let record = serde_json::to_vec(&f).map_err(|e| e.to_string())?;
+                            std::fs::write(pool.join(format!("{name}.freeze")), record)
+                                .map_err(|e| format!("recording the freeze: {e}"))?;
+                        }
                         crash_point("snapshot:before_rename");
                     }
                 }
@@ -539,7 +589,7 @@ impl Inner {
         qmp: &Qmp,
         g: &Guest,
         v: &InstanceVolumeSpec,
-        has: &mut Vec<plinth_api::VolumeLayer>,
+        has: &mut Vec<VolumeLayer>,
     ) -> Result<(), String> {
         if has.len() != v.layers.len() + 1 {
             return Ok(()); // nothing to merge (or snapshots to add: `snapshot_live`)

@@ -41,6 +41,7 @@ pub mod cmdline;
 pub mod console;
 mod discover;
 pub mod guest;
+mod guest_agent;
 pub mod host;
 mod hotplug;
 pub mod images;
@@ -415,6 +416,7 @@ impl Inner {
             disk: g.paths.disk.clone(),
             disk_cache: self.disk_cache.clone(),
             qmp_socket: g.paths.qmp_socket.clone(),
+            agent_socket: g.paths.agent_socket.clone(),
             pidfile: g.paths.pidfile.clone(),
             console_log: g.paths.console_log.clone(),
             tsc_khz: self.tsc_khz,
@@ -543,7 +545,8 @@ async fn end_process(qmp: Option<&Qmp>, pid: u32, pidfile: &Path, started: Optio
 
 /// Removes what a QEMU that is gone may have left (socket, pidfile).
 async fn clear_leftovers(paths: &GuestPaths) {
-    for p in [&paths.qmp_socket, &paths.pidfile] {
+    let frozen = guest_agent::marker(&paths.agent_socket);
+    for p in [&paths.qmp_socket, &paths.agent_socket, &frozen, &paths.pidfile] {
         let _ = tokio::fs::remove_file(p).await;
     }
 }

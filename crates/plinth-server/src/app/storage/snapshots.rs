@@ -37,7 +37,11 @@ pub fn layers(snaps: &[VolumeSnapshot], volume: &VolumeId) -> Vec<VolumeLayer> {
     snaps
         .iter()
         .filter(|s| &s.volume_id == volume && matches!(s.state, SnapshotState::Creating | SnapshotState::Available))
-        .map(|s| VolumeLayer { snapshot_id: s.id.clone(), revision: s.layer_revision })
+        .map(|s| VolumeLayer {
+            snapshot_id: s.id.clone(),
+            revision: s.layer_revision,
+            fs_freeze: s.fs_freeze && s.instance_id.is_some(),
+        })
         .collect()
 }
 
@@ -147,6 +151,11 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeSnapshotCreate) -> 
         state: SnapshotState::Creating,
         state_reason: None,
         consistency: SnapshotConsistency::CrashConsistent,
+        fs_freeze: b.fs_freeze,
+        consistency_detail: (b.fs_freeze && live.is_none()).then(|| {
+            "not frozen: the volume is not attached to a running guest (its content is what its last guest left)"
+                .to_string()
+        }),
         instance_id: live.as_ref().map(|i| i.id.clone()),
         layer_revision: 0,
         spec_generation: tx.volume_spec_generation(vol.id.as_str()).await?.unwrap_or(0),
@@ -311,6 +320,10 @@ pub(crate) async fn record_report(tx: &mut Tx, vol: &Volume, o: &ObservedVolume)
         };
         let reason =
             (next == SnapshotState::Error).then(|| o.detail.clone().unwrap_or_else(|| "its host failed".into()));
+        if next == SnapshotState::Available && s.fs_freeze && s.instance_id.is_some() {
+            let freeze = o.freezes.iter().find(|f| f.snapshot_id == s.id);
+            consistency_from(&mut s, freeze);
+        }
         set_state(tx, &mut s, next, reason).await?;
         if next == SnapshotState::Error {
             // Out of the chain: the host drops what it made of it.
@@ -319,6 +332,25 @@ pub(crate) async fn record_report(tx: &mut Tx, vol: &Volume, o: &ObservedVolume)
         changed = true;
     }
     Ok(changed)
+}
+
+/// A snapshot taken live with a freeze asked: `fs_frozen` only on its host's word that the
+/// guest agent froze the filesystems; otherwise crash-consistent, and why.
+fn consistency_from(s: &mut VolumeSnapshot, freeze: Option<&ObservedFreeze>) {
+    (s.consistency, s.consistency_detail) = match freeze {
+        Some(f) if f.frozen => (
+            SnapshotConsistency::FsFrozen,
+            Some(format!("the guest agent froze {} filesystem(s)", f.filesystems.unwrap_or(0))),
+        ),
+        Some(f) => (
+            SnapshotConsistency::CrashConsistent,
+            Some(format!("not frozen: {}", f.detail.as_deref().unwrap_or("the guest agent did not freeze"))),
+        ),
+        None => (
+            SnapshotConsistency::CrashConsistent,
+            Some("not frozen: its host reported no freeze (an agent restarted while taking it?)".to_string()),
+        ),
+    };
 }
 
 /// Moves a snapshot to `state`: its quota is released when it ends, and its billing
