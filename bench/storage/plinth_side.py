@@ -32,8 +32,8 @@ import ssl
 import sys
 import time
 import glob
-import urllib.error
-import urllib.request
+import http.client
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peers import SNAPSHOT_GIB  # noqa: E402 - the peers' sizes
@@ -45,24 +45,37 @@ def say(*a):
 
 
 class Api:
+    """One kept-alive HTTPS connection, as an SDK or the CLI's client keeps: a call's
+    figure holds the call, not a TLS handshake (the QMP floor, too, keeps its socket)."""
+
     def __init__(self, url, token_file, ca):
-        self.base = url.rstrip("/")
+        u = urllib.parse.urlsplit(url)
         with open(token_file) as f:
             self.token = f.read().strip()
-        self.ctx = ssl.create_default_context(cafile=ca) if self.base.startswith("https") else None
+        ctx = ssl.create_default_context(cafile=ca) if u.scheme == "https" else None
+        if ctx:
+            self.new = lambda: http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=60)
+        else:
+            self.new = lambda: http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        self.conn = self.new()
 
     def call(self, method, path, body=None, ok=(200, 201, 202, 204)):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Authorization", "Bearer " + self.token)
+        headers = {"Authorization": "Bearer " + self.token}
         if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, context=self.ctx, timeout=60) as r:
-                text = r.read()
-                status = r.status
-        except urllib.error.HTTPError as e:
-            text, status = e.read(), e.code
+            headers["Content-Type"] = "application/json"
+        for attempt in (0, 1):
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                r = self.conn.getresponse()
+                text, status = r.read(), r.status
+                break
+            except (http.client.HTTPException, OSError):
+                # The server closed the kept connection: once more on a new one.
+                self.conn.close()
+                self.conn = self.new()
+                if attempt:
+                    raise
         if status not in ok:
             raise RuntimeError(f"{method} {path}: {status} {text[:400]!r}")
         return json.loads(text) if text else None

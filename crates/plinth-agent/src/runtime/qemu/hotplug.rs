@@ -208,20 +208,33 @@ async fn plug(
         &v.serial,
     );
     let steps = async {
-        for o in graph.objects {
-            let id = o["id"].as_str().unwrap_or_default().to_string();
-            qmp.execute_within("object-add", o, QMP_TIMEOUT).await.map_err(|e| qmp_err(&format!("adding {id}"), e))?;
+        // The objects and nodes in one round trip (each names only those before it); the
+        // device only once all of them are there.
+        let adds: Vec<(String, Value)> = (graph.objects.into_iter().map(|o| ("object-add".to_string(), o)))
+            .chain(graph.nodes.into_iter().map(|n| ("blockdev-add".to_string(), n)))
+            .collect();
+        let names: Vec<String> = adds
+            .iter()
+            .map(|(c, a)| match c.as_str() {
+                "object-add" => format!("adding {}", a["id"].as_str().unwrap_or_default()),
+                _ => format!("adding node {}", a["node-name"].as_str().unwrap_or_default()),
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        for (r, what) in qmp.execute_all(adds, PLUG_TIMEOUT).await.into_iter().zip(&names) {
+            r.map_err(|e| qmp_err(what, e))?;
         }
-        for node in graph.nodes {
-            let name = node["node-name"].as_str().unwrap_or_default().to_string();
-            qmp.execute_within("blockdev-add", node, PLUG_TIMEOUT)
-                .await
-                .map_err(|e| qmp_err(&format!("adding node {name}"), e))?;
-        }
+        let nodes_ms = t.elapsed().as_millis() as u64;
         crash_point("hotplug:after_nodes");
         qmp.execute_within("device_add", graph.device, PLUG_TIMEOUT)
             .await
             .map_err(|e| qmp_err("adding the disk to the guest", e))?;
+        tracing::debug!(
+            slot = n,
+            nodes_ms,
+            device_ms = t.elapsed().as_millis() as u64 - nodes_ms,
+            "qemu: disk plugged"
+        );
         Ok::<(), String>(())
     };
     if let Err(e) = steps.await {
@@ -281,7 +294,10 @@ impl Inner {
             record.spec.volumes.iter().map(|v| (v.slot, v.clone())).collect();
         let mut given: BTreeMap<u8, InstanceVolumeSpec> =
             record.spec.volumes.iter().map(|v| (v.slot, v.clone())).collect();
+        let started = std::time::Instant::now();
         let mut has = present(&qmp).await?;
+        let read_ms = started.elapsed().as_millis() as u64;
+        let mut plug_ms = 0;
         let mut disks: BTreeMap<u8, ObservedPlug> = BTreeMap::new();
         let mut errors = Vec::new();
 
@@ -376,7 +392,12 @@ impl Inner {
                         false => Ok(None),
                     };
                     match key {
-                        Ok(k) => plug(&qmp, v, &files, k.as_deref(), direct).await,
+                        Ok(k) => {
+                            let t = std::time::Instant::now();
+                            let r = plug(&qmp, v, &files, k.as_deref(), direct).await;
+                            plug_ms += t.elapsed().as_millis() as u64;
+                            r
+                        }
                         Err(e) => Err(format!("fetching its key: {e}")),
                     }
                 }
@@ -436,7 +457,10 @@ impl Inner {
         // The record says what the running process has, for the next step and a restart.
         record.spec.volumes = given.into_values().filter(|v| has.contains_key(&v.slot)).collect();
         record.generation = record.generation.max(generation);
+        let t = std::time::Instant::now();
         guest::save(&g.paths.record, record).await.map_err(|e| e.to_string())?;
+        tracing::debug!(instance = %g.id, read_ms, plug_ms, save_ms = t.elapsed().as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64, "qemu: devices step");
         *lock(&g.disks) = disks;
         if errors.is_empty() {
             Ok(())

@@ -236,6 +236,56 @@ impl Qmp {
         }
     }
 
+    /// Sends `commands` at once, in order, in one write, then waits for every reply: one
+    /// round trip for all (QEMU runs them in the order sent). Answers each one's result.
+    pub async fn execute_all(&self, commands: Vec<(String, Value)>, timeout: Duration) -> Vec<Result<Value, QmpError>> {
+        let n = commands.len();
+        let mut waits = Vec::with_capacity(n);
+        let mut buf = String::new();
+        for (command, arguments) in commands {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            match lock(&self.pending).as_mut() {
+                Some(map) => map.insert(id, tx),
+                None => return (0..n).map(|_| Err(QmpError::Disconnected)).collect(),
+            };
+            let mut msg = json!({"execute": command, "id": id});
+            if !arguments.is_null() {
+                msg["arguments"] = arguments;
+            }
+            buf.push_str(&msg.to_string());
+            buf.push('\n');
+            waits.push((id, command, rx));
+        }
+        let sent = {
+            let mut w = self.writer.lock().await;
+            w.write_all(buf.as_bytes()).await
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::with_capacity(waits.len());
+        for (id, command, rx) in waits {
+            let r = match &sent {
+                Err(e) => Err(QmpError::Io(format!("write: {e}"))),
+                Ok(()) => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(Ok(v))) => Ok(v),
+                    Ok(Ok(Err(QmpError::Command { class, desc, .. }))) => {
+                        Err(QmpError::Command { command: command.clone(), class, desc })
+                    }
+                    Ok(Ok(Err(e))) => Err(e),
+                    Ok(Err(_)) => Err(QmpError::Disconnected),
+                    Err(_) => Err(QmpError::Timeout(command.clone())),
+                },
+            };
+            if r.is_err()
+                && let Some(map) = lock(&self.pending).as_mut()
+            {
+                map.remove(&id);
+            }
+            out.push(r);
+        }
+        out
+    }
+
     /// `query-status`.
     pub async fn query_status(&self) -> Result<Status, QmpError> {
         let v = self.execute("query-status", Value::Null).await?;
