@@ -220,20 +220,13 @@ impl Qmp {
             }
             return Err(e);
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(QmpError::Command { class, desc, .. }))) => {
-                Err(QmpError::Command { command: command.to_string(), class, desc })
-            }
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(QmpError::Disconnected),
-            Err(_) => {
-                if let Some(map) = lock(&self.pending).as_mut() {
-                    map.remove(&id);
-                }
-                Err(QmpError::Timeout(command.to_string()))
-            }
+        let r = reply(command, tokio::time::timeout(timeout, rx).await);
+        if matches!(r, Err(QmpError::Timeout(_)))
+            && let Some(map) = lock(&self.pending).as_mut()
+        {
+            map.remove(&id);
         }
+        r
     }
 
     /// Sends `commands` at once, in order, in one write, then waits for every reply: one
@@ -266,15 +259,7 @@ impl Qmp {
         for (id, command, rx) in waits {
             let r = match &sent {
                 Err(e) => Err(QmpError::Io(format!("write: {e}"))),
-                Ok(()) => match tokio::time::timeout_at(deadline, rx).await {
-                    Ok(Ok(Ok(v))) => Ok(v),
-                    Ok(Ok(Err(QmpError::Command { class, desc, .. }))) => {
-                        Err(QmpError::Command { command: command.clone(), class, desc })
-                    }
-                    Ok(Ok(Err(e))) => Err(e),
-                    Ok(Err(_)) => Err(QmpError::Disconnected),
-                    Err(_) => Err(QmpError::Timeout(command.clone())),
-                },
+                Ok(()) => reply(&command, tokio::time::timeout_at(deadline, rx).await),
             };
             if r.is_err()
                 && let Some(map) = lock(&self.pending).as_mut()
@@ -334,6 +319,22 @@ async fn write_line(w: &mut OwnedWriteHalf, msg: &Value) -> Result<(), QmpError>
     let mut text = msg.to_string();
     text.push('\n');
     w.write_all(text.as_bytes()).await.map_err(|e| QmpError::Io(format!("write: {e}")))
+}
+
+/// What a command's wait for its reply came to, named for the command.
+fn reply(
+    command: &str,
+    waited: Result<Result<Result<Value, QmpError>, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+) -> Result<Value, QmpError> {
+    match waited {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(QmpError::Command { class, desc, .. }))) => {
+            Err(QmpError::Command { command: command.to_string(), class, desc })
+        }
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err(QmpError::Disconnected),
+        Err(_) => Err(QmpError::Timeout(command.to_string())),
+    }
 }
 
 /// A reply's `return`, or its `error` as [`QmpError::Command`].
