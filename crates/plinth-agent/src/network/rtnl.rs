@@ -3,28 +3,38 @@
 //! namespace, with no process. An `ip` or `bridge` process first dumps every link of the
 //! namespace to resolve names (2,000 links at 1,000 NICs: 15–30 ms of CPU each, seen with
 //! `strace -c`: 220 `recvmsg` calls for one `bridge fdb replace`), so one NIC's change cost
-//! about 100 ms in processes on a busy host. Reading the namespace back (verification)
-//! stays with `ip -j`/`bridge -j`, whose output an operator reads too; the messages here
-//! are what `ip link`, `bridge fdb` and `ip neigh` send.
+//! about 100 ms in processes on a busy host. A verification reads the namespace's links
+//! and addresses back here too, as two dumps ([`Rtnl::links`]: what `ip -j -d link show`
+//! and `ip -j -4 addr show` print, without their JSON); FDB and neighbour entries are read
+//! with `bridge -j`/`ip -j`. The messages here are what `ip link`, `bridge fdb` and
+//! `ip neigh` send.
 //!
-//! Messages are built with `netlink-packet-route`; replies are read by their fixed
-//! headers only (an ACK's error code, a link's index), so an attribute the crate does not
-//! know yet cannot fail a change.
+//! Messages are built with `netlink-packet-route`; replies to changes are read by their
+//! fixed headers only (an ACK's error code, a link's index), so an attribute the crate does
+//! not know yet cannot fail a change. Dumped links and addresses are parsed by the crate,
+//! which keeps attributes it does not know as raw ones.
 
+use netlink_packet_core::Parseable;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_ERROR, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
 };
+use netlink_packet_core::{NLM_F_DUMP, NLMSG_DONE};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
 };
+use netlink_packet_route::link::{InfoVxlan, LinkExtentMask};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+
+use super::links::Link;
 
 /// `RTM_NEWLINK`: a link, as the kernel answers a `RTM_GETLINK`.
 const RTM_NEWLINK: u16 = 16;
@@ -75,6 +85,78 @@ impl Rtnl {
             Ok(replies) => Ok(replies),
             Err(errno) => Err(format!("{what}: {}", std::io::Error::from_raw_os_error(errno))),
         }
+    }
+
+    /// Sends a dump request; answers every message of the dump (type, body).
+    fn dump(&mut self, msg: RouteNetlinkMessage, what: &str) -> Result<Replies, String> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.seq;
+        let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        self.sock.send(&buf, 0).map_err(|e| format!("{what}: {e}"))?;
+        let mut replies = Vec::new();
+        loop {
+            let (data, _) = self.sock.recv_from_full().map_err(|e| format!("{what}: {e}"))?;
+            for m in messages(&data)?.into_iter().filter(|m| m.seq == self.seq) {
+                match m.kind {
+                    NLMSG_DONE => return Ok(replies),
+                    NLMSG_ERROR => match error_code(m.body) {
+                        0 => {}
+                        errno => return Err(format!("{what}: {}", std::io::Error::from_raw_os_error(errno))),
+                    },
+                    kind => replies.push((kind, m.body.to_vec())),
+                }
+            }
+        }
+    }
+
+    /// Every link of the namespace, by name, with its IPv4 addresses (`guarded` is not
+    /// read here).
+    pub fn links(&mut self) -> Result<BTreeMap<String, Link>, String> {
+        // Without their counters: a VPC namespace's links are many, and nothing here reads them.
+        let mut ask = LinkMessage::default();
+        ask.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let dumped = self.dump(RouteNetlinkMessage::GetLink(ask), "dumping links")?;
+        let mut by_index = BTreeMap::new();
+        let mut masters = Vec::new();
+        for (_, body) in dumped.iter().filter(|(kind, _)| *kind == RTM_NEWLINK) {
+            let m = LinkMessage::parse(body.as_slice()).map_err(|e| format!("a dumped link: {e}"))?;
+            let mut l = Link { up: m.header.flags.contains(LinkFlags::Up), ..Link::default() };
+            for a in &m.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => l.name = n.clone(),
+                    LinkAttribute::Mtu(n) => l.mtu = *n,
+                    LinkAttribute::Address(b) => l.mac = mac_string(b),
+                    LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
+                    LinkAttribute::Controller(i) => masters.push((m.header.index, *i)),
+                    LinkAttribute::LinkInfo(infos) => link_info(infos, &mut l),
+                    _ => {}
+                }
+            }
+            by_index.insert(m.header.index, l);
+        }
+        for (i, master) in masters {
+            let name = by_index.get(&master).map(|l| l.name.clone());
+            if let Some(l) = by_index.get_mut(&i) {
+                l.master = name;
+            }
+        }
+        let mut ask = AddressMessage::default();
+        ask.header.family = AddressFamily::Inet;
+        for (_, body) in self.dump(RouteNetlinkMessage::GetAddress(ask), "dumping addresses")?.iter() {
+            let Ok(a) = AddressMessage::parse(body.as_slice()) else { continue };
+            let Some(l) = by_index.get_mut(&a.header.index) else { continue };
+            for attr in &a.attributes {
+                if let AddressAttribute::Local(ip) = attr {
+                    l.addrs.push(format!("{ip}/{}", a.header.prefix_len));
+                }
+            }
+        }
+        Ok(by_index.into_values().map(|l| (l.name.clone(), l)).collect())
     }
 
     /// The index of link `name`.
@@ -223,6 +305,38 @@ impl Rtnl {
         m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ipv4(addr)?)));
         Ok(m)
     }
+}
+
+/// A link's kind, VXLAN id and source, and (as a bridge port) whether unknown unicast is
+/// flooded to it, from its `IFLA_LINKINFO`.
+fn link_info(infos: &[LinkInfo], l: &mut Link) {
+    for i in infos {
+        match i {
+            LinkInfo::Kind(k) => l.kind = k.to_string(),
+            LinkInfo::Data(InfoData::Vxlan(v)) => {
+                for x in v {
+                    match x {
+                        InfoVxlan::Id(id) => l.vxlan_id = Some(u64::from(*id)),
+                        InfoVxlan::Local(a) => l.vxlan_local = Some(a.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
+                for x in p {
+                    if let InfoBridgePort::UnicastFlood(f) = x {
+                        l.flood = Some(*f);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`, as `ip` prints a link's address.
+fn mac_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn mac_bytes(mac: &str) -> Result<Vec<u8>, String> {

@@ -1,9 +1,9 @@
 //! What the backend believes one VPC namespace holds: its links (with addresses), each
 //! VXLAN device's FDB entries and the permanent neighbours. A verifying apply reads it back
-//! whole from the kernel (`ip -j`, `bridge -j`); a change apply carries the last one
-//! forward and each command that succeeds updates it, so a change costs only its own
-//! commands and no read-back (at 1,000 ports one read-back of a namespace is about a
-//! second of `ip`/`bridge` JSON).
+//! whole from the kernel (links and addresses as rtnetlink dumps, FDB and neighbours with
+//! `bridge -j`/`ip -j`); a change apply carries the last one forward and each command that
+//! succeeds updates it, so a change costs only its own commands and no read-back (at 1,000
+//! ports one read-back of a namespace is tens to hundreds of milliseconds).
 
 use super::fdb;
 use super::links::{self, Link};
