@@ -795,15 +795,34 @@ fn an_agent_killed_mid_attach_detach_or_snapshot_resumes_and_leaks_nothing() {
     ok(profile, None, &["snapshot", "delete", snap["id"].as_str().unwrap()]);
     exited(&mut crashing, "the agent to die mid-merge");
     assert_eq!(snap_state(), "deleting");
-    let _agent = agent(d, profile, pool, "agent-8.log", &[]);
+    let mut restarted = agent(d, profile, pool, "agent-8.log", &[]);
     wait_for("the merge to finish after the restart", Duration::from_secs(90), || {
         (snap_state() == "deleted").then_some(())
     });
-    let files: Vec<String> =
-        std::fs::read_dir(pool).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let pool_files = || -> Vec<String> {
+        std::fs::read_dir(pool).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    };
+    let files = pool_files();
     assert!(!files.iter().any(|f| f.contains('+')), "the merged layer is wiped and gone: {files:?}");
     let log = ["agent-7.log", "agent-7.err"].map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).concat();
     assert!(log.contains("crashing at merge:after_commit"), "the crash happened where asked: {log}");
+
+    // A live snapshot that fails before the disk is switched to its layer ends `error`
+    // with the reason, and its half-added layer goes with it: no file is left in the pool.
+    restarted.kill9();
+    let mut failing = agent(d, profile, pool, "agent-9.log", &[("PLINTH_AGENT_FAIL_AT", "snapshot:before_switch")]);
+    let s2 = ok(profile, None, &["snapshot", "create", "s2", "--volume", "data", "--project", "web"]);
+    let s2id = s2["id"].as_str().unwrap().to_string();
+    let s2 = wait_for("the failed snapshot to be error", Duration::from_secs(90), || {
+        let s = ok(profile, None, &["snapshot", "get", &s2id]);
+        (s["state"] == "error").then_some(s)
+    });
+    assert!(s2["state_reason"].as_str().unwrap().contains("snapshot:before_switch"), "{s2}");
+    wait_for("the failed layer to leave the pool", Duration::from_secs(60), || {
+        (!pool_files().iter().any(|f| f.contains(&s2id))).then_some(())
+    });
+    failing.kill9();
+    let _agent = agent(d, profile, pool, "agent-10.log", &[]);
     ok(profile, None, &["volume", "detach", "data", "--project", "web", "--wait"]);
 
     // Nothing leaked: the same slot takes the disk again (a node, secret or throttle group

@@ -50,6 +50,15 @@ fn crash_point(point: &str) {
     }
 }
 
+/// Tests only: with `PLINTH_AGENT_FAIL_AT=<point>` the step fails at that point (as a QEMU
+/// refusal would), to prove a failure leaves nothing behind.
+fn fail_point(point: &str) -> Result<(), String> {
+    match std::env::var("PLINTH_AGENT_FAIL_AT") {
+        Ok(p) if p == point => Err(format!("failing at {point} (PLINTH_AGENT_FAIL_AT)")),
+        _ => Ok(()),
+    }
+}
+
 fn qmp_err(what: &str, e: QmpError) -> String {
     format!("{what}: {e}")
 }
@@ -248,6 +257,24 @@ async fn plug(
 
 fn plug_state(v: &InstanceVolumeSpec, state: PlugState, detail: Option<String>) -> ObservedPlug {
     ObservedPlug { attachment_id: v.attachment_id.clone(), state, detail }
+}
+
+/// After a live snapshot failed: its layer's nodes and `.part` file go, unless the disk
+/// was switched to the layer (the guest writes there; it stays for the disk's release).
+/// The server drops a failed snapshot, so nothing would take them again.
+async fn drop_unswitched(qmp: &Qmp, node: &str, name: &str, part: &std::path::Path) {
+    let Ok(named) = nodes_backed(qmp).await else { return };
+    let (fmt, file_node) = blockdev::layer_names(node, name);
+    if named.get(&fmt) == Some(&true) {
+        return;
+    }
+    for n in [&fmt, &file_node].into_iter().filter(|n| named.contains_key(*n)) {
+        if let Err(e) = qmp.execute_within("blockdev-del", json!({ "node-name": n }), PLUG_TIMEOUT).await {
+            tracing::warn!(node = %n, "qemu: removing a failed snapshot's node: {e}");
+            return;
+        }
+    }
+    let _ = std::fs::remove_file(part);
 }
 
 /// Freezes the guest's filesystems through its agent before `layer` is taken: the outcome
@@ -552,6 +579,7 @@ impl Inner {
                                 .map_err(|e| qmp_err(&format!("adding node {name}"), e))?;
                         }
                         let top = blockdev::layer_names(&node, &lower).0;
+                        fail_point("snapshot:before_switch")?;
                         // Asked for: the guest's filesystems frozen around it, if its agent
                         // answers in time; what happened is written beside the layer.
                         let (mut agent, mut freeze) = (None, None);
@@ -589,6 +617,7 @@ impl Inner {
                 Ok::<(), String>(())
             };
             if let Err(e) = step.await {
+                drop_unswitched(qmp, &node, &name, &part).await;
                 let _ = std::fs::write(pool.join(format!("{name}.failed")), &e);
                 return Err(format!("snapshot {} of volume {}: {e}", layer.snapshot_id, v.volume_id));
             }
