@@ -601,10 +601,14 @@ impl Inner {
                             tracing::warn!(instance = %g.id, "guest agent: thawing after a snapshot: {e}");
                         }
                         taken?;
-                        if let Some(f) = freeze {
-                            let record = serde_json::to_vec(&f).map_err(|e| e.to_string())?;
-                            std::fs::write(pool.join(format!("{name}.freeze")), record)
-                                .map_err(|e| format!("recording the freeze: {e}"))?;
+                        // (Taken: a record that cannot be written leaves the snapshot
+                        // crash-consistent, "no freeze reported", rather than failed.)
+                        if let Some(f) = freeze
+                            && let Err(e) = serde_json::to_vec(&f).map_err(|e| e.to_string()).and_then(|b| {
+                                std::fs::write(pool.join(format!("{name}.freeze")), b).map_err(|e| e.to_string())
+                            })
+                        {
+                            tracing::warn!(instance = %g.id, "recording a snapshot's freeze: {e}");
                         }
                         crash_point("snapshot:before_rename");
                     }
