@@ -384,6 +384,58 @@ async fn debian_vm(prefix: &str, k: u8, datapath: &'static str) {
     );
     assert!(!refused.status.success(), "a key the instance was not given is refused");
 
+    // Issue 19: a volume hot-plugged into the running Debian guest, formatted and mounted
+    // there; a snapshot asked with a freeze is `fs_frozen`: the guest's own qemu-ga
+    // (started by udev on its port) froze its filesystems, the root and the volume's.
+    if datapath == "linux-bridge" {
+        let o = ssh("systemctl is-active qemu-guest-agent");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("active"), "the guest runs its agent: {o:?}");
+        api.post("/v1/volume-types", json!({ "name": "standard" })).await;
+        let vol = api
+            .post("/v1/volumes", json!({ "project_id": p["id"], "name": "data", "size_gib": 1, "instance_id": inst_id }))
+            .await;
+        let vid = s(&vol, "id");
+        until("the volume to be available", Duration::from_secs(60), || async {
+            let v = api.get(&format!("/v1/volumes/{vid}")).await;
+            (v["state"] == "available").then_some(())
+        })
+        .await;
+        let att = api.post(&format!("/v1/volumes/{vid}/attach"), json!({ "instance_id": inst_id })).await;
+        let aid = s(&att, "id");
+        until("the volume to be attached", Duration::from_secs(60), || async {
+            let a = api.get(&format!("/v1/volume-attachments/{aid}")).await;
+            (a["state"] == "attached").then_some(())
+        })
+        .await;
+        let serial = s(&vol, "serial");
+        let dev = format!("/dev/disk/by-id/virtio-{serial}");
+        let o = wait("the volume formatted and mounted in the guest", Duration::from_secs(60), || {
+            let o = ssh(&format!(
+                "sudo mkfs.ext4 -q {dev} && sudo mkdir -p /mnt/data && sudo mount {dev} /mnt/data && \
+                 echo plinth | sudo tee /mnt/data/marker >/dev/null && findmnt -n -o SOURCE /mnt/data"
+            ));
+            o.status.success().then_some(o)
+        });
+        println!("{}", String::from_utf8_lossy(&o.stdout));
+        let snap = api
+            .post("/v1/snapshots", json!({ "volume_id": vid, "name": "quiet", "fs_freeze": true }))
+            .await;
+        let sid = s(&snap, "id");
+        let snap = until("the snapshot to be taken", Duration::from_secs(60), || async {
+            let x = api.get(&format!("/v1/snapshots/{sid}")).await;
+            assert_ne!(x["state"], "error", "{x}");
+            (x["state"] == "available").then_some(x)
+        })
+        .await;
+        assert_eq!(snap["consistency"], "fs_frozen", "{snap}");
+        let detail = snap["consistency_detail"].as_str().unwrap();
+        let frozen: u32 = detail.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(0);
+        assert!(frozen >= 2, "the root and the volume's filesystems: {detail}");
+        // Thawed: the guest writes to the volume's filesystem again.
+        let o = ssh("echo after | sudo tee /mnt/data/after >/dev/null && sync && cat /mnt/data/after");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("after"), "{o:?}");
+    }
+
     api.ok(reqwest::Method::DELETE, &format!("/v1/instances/{inst_id}"), None).await;
     let _ = &mut lab;
 }
