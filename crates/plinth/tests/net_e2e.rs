@@ -388,11 +388,14 @@ async fn debian_vm(prefix: &str, k: u8, datapath: &'static str) {
     // there; a snapshot asked with a freeze is `fs_frozen`: the guest's own qemu-ga
     // (started by udev on its port) froze its filesystems, the root and the volume's.
     if datapath == "linux-bridge" {
-        let o = ssh("systemctl is-active qemu-guest-agent");
-        assert!(String::from_utf8_lossy(&o.stdout).contains("active"), "the guest runs its agent: {o:?}");
+        let o = ssh("sudo systemctl is-active qemu-guest-agent");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active", "the guest runs its agent: {o:?}");
         api.post("/v1/volume-types", json!({ "name": "standard" })).await;
         let vol = api
-            .post("/v1/volumes", json!({ "project_id": p["id"], "name": "data", "size_gib": 1, "instance_id": inst_id }))
+            .post(
+                "/v1/volumes",
+                json!({ "project_id": p["id"], "name": "data", "size_gib": 1, "instance_id": inst_id }),
+            )
             .await;
         let vid = s(&vol, "id");
         until("the volume to be available", Duration::from_secs(60), || async {
@@ -417,9 +420,7 @@ async fn debian_vm(prefix: &str, k: u8, datapath: &'static str) {
             o.status.success().then_some(o)
         });
         println!("{}", String::from_utf8_lossy(&o.stdout));
-        let snap = api
-            .post("/v1/snapshots", json!({ "volume_id": vid, "name": "quiet", "fs_freeze": true }))
-            .await;
+        let snap = api.post("/v1/snapshots", json!({ "volume_id": vid, "name": "quiet", "fs_freeze": true })).await;
         let sid = s(&snap, "id");
         let snap = until("the snapshot to be taken", Duration::from_secs(60), || async {
             let x = api.get(&format!("/v1/snapshots/{sid}")).await;
@@ -429,6 +430,7 @@ async fn debian_vm(prefix: &str, k: u8, datapath: &'static str) {
         .await;
         assert_eq!(snap["consistency"], "fs_frozen", "{snap}");
         let detail = snap["consistency_detail"].as_str().unwrap();
+        println!("the Debian guest's snapshot: {detail}");
         let frozen: u32 = detail.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(0);
         assert!(frozen >= 2, "the root and the volume's filesystems: {detail}");
         // Thawed: the guest writes to the volume's filesystem again.
