@@ -7,6 +7,8 @@
 //!                  start time, pinned CPUs, image digests used
 //!   disk.qcow2     the root disk (overlay of a cached image, or blank)
 //!   qmp.sock       QEMU's monitor (unix socket, path ≤ 107 bytes)
+//!   qga.sock       the guest agent's channel (virtio-serial port org.qemu.guest_agent.0)
+//!   qga.frozen     present while a thaw of the guest's filesystems is owed
 //!   qemu.pid       written by QEMU
 //!   console.log    the serial console (console.log.1: its rotated tail)
 //!   qemu.stderr    what QEMU said while starting
