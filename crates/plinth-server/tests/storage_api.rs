@@ -895,13 +895,46 @@ async fn an_rbd_volume_is_made_grown_and_removed_by_the_server_and_reached_from_
     srv.post(&format!("{path}/extend")).token(&tok).json(&json!({ "size_gib": 6 })).send().await.ok(202);
     srv.wait_until(&tok, &path, "the volume grown", |v| v["state"] == "available").await;
     assert!(calls().contains(&format!("resize --size 6144M volumes/{vid}")), "{}", calls());
-    // Snapshots of rbd volumes are not wired yet: said so.
-    srv.post("/v1/snapshots")
+    // A snapshot: `rbd snap create` and `snap protect` by the server, billed like a local
+    // one; a revert of the detached volume rolls the image back; a delete unprotects and
+    // removes it. A volume filled from it is refused (it would share the source's key).
+    let s1 = srv
+        .post("/v1/snapshots")
         .token(&tok)
-        .json(&json!({ "volume_id": vid, "name": "s1" }))
+        .json(&json!({ "volume_id": vid, "name": "s1", "fs_freeze": true }))
+        .send()
+        .await
+        .ok(202);
+    let sid = id(&s1);
+    let spath = format!("/v1/snapshots/{sid}");
+    let s1 = srv.wait_until(&tok, &spath, "the snapshot available", |s| s["state"] == "available").await;
+    assert_eq!(s1["consistency"], "crash_consistent", "{s1}");
+    assert!(s1["consistency_detail"].as_str().unwrap().contains("not attached"), "{s1}");
+    assert!(calls().contains(&format!("snap create volumes/{vid}@{sid}")), "{}", calls());
+    assert!(calls().contains(&format!("snap protect volumes/{vid}@{sid}")), "{}", calls());
+    let u = srv.get(&format!("/v1/usage?resource_id={sid}&meter=disk_gib_seconds")).token(&tok).send().await.ok(200);
+    assert_eq!(
+        (u["items"][0]["dimension"].as_str(), u["items"][0]["multiplier"].as_u64()),
+        (Some("snapshot"), Some(6))
+    );
+    let local = srv.post("/v1/volume-types").token(&op).json(&json!({ "name": "local" })).send().await.ok(201);
+    let p = srv
+        .post("/v1/volumes")
+        .token(&tok)
+        .json(&json!({ "project_id": project, "name": "copy", "size_gib": 6, "snapshot_id": sid,
+            "volume_type_id": local["id"] }))
         .send()
         .await
         .problem(422, "backend_unsupported");
+    assert!(p["detail"].as_str().unwrap().contains("key"), "{p}");
+    srv.post(&format!("{path}/revert")).token(&tok).json(&json!({ "snapshot_id": sid })).send().await.ok(202);
+    srv.wait_until(&tok, &path, "the volume reverted", |v| v["state"] == "available").await;
+    assert!(calls().contains(&format!("snap rollback volumes/{vid}@{sid}")), "{}", calls());
+    srv.delete(&spath).token(&tok).send().await.ok(202);
+    srv.wait_until(&tok, &spath, "the snapshot deleted", |s| s["state"] == "deleted").await;
+    let c = calls();
+    let (un, rm) = (format!("snap unprotect volumes/{vid}@{sid}"), format!("snap rm volumes/{vid}@{sid}"));
+    assert!(c.find(&un).zip(c.find(&rm)).is_some_and(|(a, b)| a < b), "unprotected, then removed: {c}");
 
     // Any host reaches it: an instance with it is not pinned, its host is told the RBD
     // image, and only that host gets the key.

@@ -222,11 +222,21 @@ impl Store {
     /// backend's work: `creating`, `extending` or `deleting`.
     pub async fn shared_volumes_pending(&self) -> Result<Vec<Volume>, StoreError> {
         let sql = Sql::new(
-            "SELECT doc FROM volumes WHERE host_id IS NULL AND state IN ('creating', 'extending', 'deleting') \
-             ORDER BY id",
+            "SELECT doc FROM volumes WHERE host_id IS NULL AND state IN ('creating', 'extending', 'deleting', \
+             'reverting') ORDER BY id",
         );
         let rows = sql.query().fetch_all(&self.read).await?;
         rows.iter().map(crate::crud::decode_doc).collect()
+    }
+
+    /// Snapshots of shared-backend volumes (on no host) being taken or deleted, oldest
+    /// first: the server's own work.
+    pub async fn shared_snapshots_pending(&self) -> Result<Vec<VolumeSnapshot>, StoreError> {
+        let sql = Sql::new(
+            "SELECT doc FROM volume_snapshots WHERE host_id IS NULL AND state IN ('creating', 'deleting') \
+             ORDER BY created_at, id",
+        );
+        snapshots_from(sql.query().fetch_all(&self.read).await?)
     }
 
     /// The snapshots of a host's volumes not deleted, oldest first.

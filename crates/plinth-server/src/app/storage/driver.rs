@@ -1,5 +1,5 @@
 //! The boundary a volume backend fits: what the server asks of a backend (create, extend,
-//! delete with its wipe, snapshot, clone, stats) and how a host reaches a volume's data (a
+//! delete with its wipe, snapshot, its delete and revert, clone, stats) and how a host reaches a volume's data (a
 //! [`VolumeConnection`], which the agent turns into QEMU block nodes, `blockdev.rs`).
 //!
 //! - `local_qcow2` ([`LocalQcow2`]): the host holding the volume's pool does the work (the
@@ -60,6 +60,10 @@ pub trait VolumeDriver: Send + Sync {
     fn delete(&self, vol: &Volume) -> Result<Done, DriverError>;
     /// Takes snapshot `name` of it.
     fn snapshot(&self, vol: &Volume, name: &str) -> Result<Done, DriverError>;
+    /// Deletes its snapshot `name`.
+    fn delete_snapshot(&self, vol: &Volume, name: &str) -> Result<Done, DriverError>;
+    /// Brings it back to its snapshot `name` (detached; what was written since is lost).
+    fn revert(&self, vol: &Volume, name: &str) -> Result<Done, DriverError>;
     /// Makes `new` from snapshot `name` of `from`.
     fn clone_from(&self, from: &Volume, name: &str, new: &Volume) -> Result<Done, DriverError>;
     /// The backend pool's space (`None`: each host reports its own pool).
@@ -91,6 +95,14 @@ impl VolumeDriver for LocalQcow2 {
         // A layer over the volume's top file (`app/storage/snapshots.rs`).
         Ok(Done::ByHost)
     }
+    fn delete_snapshot(&self, _vol: &Volume, _name: &str) -> Result<Done, DriverError> {
+        // Its layer merged into the one below, then wiped.
+        Ok(Done::ByHost)
+    }
+    fn revert(&self, _vol: &Volume, _name: &str) -> Result<Done, DriverError> {
+        // The top layer wiped and made again, empty.
+        Ok(Done::ByHost)
+    }
     fn clone_from(&self, _from: &Volume, _name: &str, _new: &Volume) -> Result<Done, DriverError> {
         // The chain below the snapshot's layer, converted under the new volume's key.
         Ok(Done::ByHost)
@@ -110,6 +122,9 @@ pub trait RbdClient: Send + Sync {
     fn remove(&self, pool: &str, image: &str) -> Result<(), String>;
     fn snap_create(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
     fn snap_protect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
+    fn snap_unprotect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
+    fn snap_remove(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
+    fn snap_rollback(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
     fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String>;
     /// (capacity, used) bytes of the pool.
     fn df(&self, pool: &str) -> Result<(u64, u64), String>;
@@ -183,6 +198,16 @@ impl<C: RbdClient> VolumeDriver for Rbd<C> {
         let (pool, image) = (&self.config.pool, vol.id.as_str());
         self.run(self.client.snap_create(pool, image, name).and_then(|()| self.client.snap_protect(pool, image, name)))
     }
+    fn delete_snapshot(&self, vol: &Volume, name: &str) -> Result<Done, DriverError> {
+        let (pool, image) = (&self.config.pool, vol.id.as_str());
+        // Not protected (a snapshot taken before a crash kept it from being protected, or
+        // unprotected before one) is no reason to stop: `snap rm` says whether it can go.
+        let _ = self.client.snap_unprotect(pool, image, name);
+        self.run(self.client.snap_remove(pool, image, name))
+    }
+    fn revert(&self, vol: &Volume, name: &str) -> Result<Done, DriverError> {
+        self.run(self.client.snap_rollback(&self.config.pool, vol.id.as_str(), name))
+    }
     fn clone_from(&self, from: &Volume, name: &str, new: &Volume) -> Result<Done, DriverError> {
         self.run(self.client.clone(&self.config.pool, from.id.as_str(), name, new.id.as_str()))
     }
@@ -237,6 +262,15 @@ impl RbdClient for RbdCli {
     }
     fn snap_protect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
         self.rbd(&["snap", "protect", &format!("{pool}/{image}@{snap}")]).map(drop)
+    }
+    fn snap_unprotect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+        self.rbd(&["snap", "unprotect", &format!("{pool}/{image}@{snap}")]).map(drop)
+    }
+    fn snap_remove(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+        self.rbd(&["snap", "rm", &format!("{pool}/{image}@{snap}")]).map(drop)
+    }
+    fn snap_rollback(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+        self.rbd(&["snap", "rollback", &format!("{pool}/{image}@{snap}")]).map(drop)
     }
     fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String> {
         self.rbd(&["clone", &format!("{pool}/{image}@{snap}"), &format!("{pool}/{new}")]).map(drop)
@@ -331,6 +365,15 @@ mod tests {
         fn snap_protect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
             self.call("snap_protect", format!("{pool}/{image}@{snap}"))
         }
+        fn snap_unprotect(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+            self.call("snap_unprotect", format!("{pool}/{image}@{snap}"))
+        }
+        fn snap_remove(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+            self.call("snap_rm", format!("{pool}/{image}@{snap}"))
+        }
+        fn snap_rollback(&self, pool: &str, image: &str, snap: &str) -> Result<(), String> {
+            self.call("snap_rollback", format!("{pool}/{image}@{snap}"))
+        }
         fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String> {
             self.call("clone", format!("{pool}/{image}@{snap} -> {new}"))
         }
@@ -390,6 +433,8 @@ mod tests {
         let v = volume(true, WipeMethod::Crypto);
         assert_eq!(LocalQcow2.snapshot(&v, "s1"), Ok(Done::ByHost), "a layer its host adds");
         assert_eq!(LocalQcow2.clone_from(&v, "s1", &volume(true, WipeMethod::Crypto)), Ok(Done::ByHost));
+        assert_eq!(LocalQcow2.delete_snapshot(&v, "s1"), Ok(Done::ByHost), "merged by its host");
+        assert_eq!(LocalQcow2.revert(&v, "s1"), Ok(Done::ByHost));
     }
 
     #[test]
@@ -415,6 +460,13 @@ mod tests {
         assert_eq!(calls[3], format!("snap_create volumes/{}@snp_1", a.id));
         assert_eq!(calls[4], format!("snap_protect volumes/{}@snp_1", a.id));
         assert_eq!(calls[5], format!("clone volumes/{}@snp_1 -> {}", a.id, b.id));
+        // A revert rolls the image back; a delete unprotects, then removes.
+        d.revert(&a, "snp_1").unwrap();
+        d.delete_snapshot(&a, "snp_1").unwrap();
+        let calls = d.client.calls.lock().unwrap().clone();
+        assert_eq!(calls[6], format!("snap_rollback volumes/{}@snp_1", a.id));
+        assert_eq!(calls[7], format!("snap_unprotect volumes/{}@snp_1", a.id));
+        assert_eq!(calls[8], format!("snap_rm volumes/{}@snp_1", a.id));
         assert_eq!(d.stats().unwrap(), Some(PoolStats { capacity_bytes: 100 << 30, used_bytes: 3 << 30 }));
         // The connection a host gets: the pool, the image, the user, the monitors.
         let VolumeConnection::Rbd { pool, user, monitors, .. } = d.connection(&a) else { panic!("rbd") };

@@ -118,14 +118,10 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeSnapshotCreate) -> 
     let mut tx = st.store.begin().await?;
     let vol: Volume = tx.get(&caller.scope(), b.volume_id.as_str()).await?;
     require_write(caller, &vol.tenant_id, &vol.project_id, "taking snapshots of volumes in this project")?;
-    if vol.host_id.is_none() {
-        return Err(Error::invalid(
-            "backend_unsupported",
-            format!("volume {} is on a shared backend (rbd), whose snapshots are not wired yet", vol.id),
-        )
-        .with_constraint(json!({ "field": "volume_id", "rule": "a local volume" })));
-    }
     // Detached: its host adds the layer to the files. Attached to a running guest: live.
+    // On a shared backend (no host): the server asks the backend (`converge_shared`), the
+    // guest running or not.
+    let shared = vol.host_id.is_none();
     let live = guest_of(&mut tx, &vol, "taken").await?;
     let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
     chain_settled(&mut tx, &vol, &snaps).await?;
@@ -137,8 +133,20 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeSnapshotCreate) -> 
         .with_constraint(json!({ "rule": "snapshots per volume", "max": MAX_PER_VOLUME })));
     }
     charge(&mut tx, &vol.tenant_id, &vol.project_id, quota::VOLUME_GIB, i64::from(vol.size_gib)).await?;
-    tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
+    if !shared {
+        tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
+    }
     let now = tx.now();
+    let not_frozen = match (&live, shared) {
+        (None, _) => {
+            "not frozen: the volume is not attached to a running guest (its content is what its last guest left)"
+        }
+        (Some(_), true) => {
+            "not frozen: an RBD volume's snapshot is taken by the backend (rbd snap create), not through \
+                            the guest"
+        }
+        (Some(_), false) => "",
+    };
     let snap = VolumeSnapshot {
         id: VolumeSnapshotId::generate(),
         tenant_id: vol.tenant_id.clone(),
@@ -152,10 +160,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeSnapshotCreate) -> 
         state_reason: None,
         consistency: SnapshotConsistency::CrashConsistent,
         fs_freeze: b.fs_freeze,
-        consistency_detail: (b.fs_freeze && live.is_none()).then(|| {
-            "not frozen: the volume is not attached to a running guest (its content is what its last guest left)"
-                .to_string()
-        }),
+        consistency_detail: (b.fs_freeze && !not_frozen.is_empty()).then(|| not_frozen.to_string()),
         instance_id: live.as_ref().map(|i| i.id.clone()),
         layer_revision: 0,
         spec_generation: tx.volume_spec_generation(vol.id.as_str()).await?.unwrap_or(0),
@@ -166,7 +171,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeSnapshotCreate) -> 
     };
     tx.insert(&snap, &[]).await?;
     let mut pokes = crate::app::lifecycle::Pokes::default();
-    if let Some(mut inst) = live {
+    if let Some(mut inst) = live.filter(|_| !shared) {
         // Its instance's spec carries the new layer: the guest's host adds it live.
         inst.spec_generation += 1;
         let why = format!("snapshot {} of volume {}", snap.id, vol.id);
@@ -222,6 +227,16 @@ pub async fn delete(st: &AppState, caller: &Caller, id: &str, if_match: Option<i
     if snap.state == SnapshotState::Error {
         // Nothing of it was kept: it goes at once.
         set_state(&mut tx, &mut snap, SnapshotState::Deleted, None).await?;
+    } else if vol.host_id.is_none() {
+        // On a shared backend: the server removes it (`converge_shared`), attached or not,
+        // but not under a revert to it.
+        let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
+        chain_settled(&mut tx, &vol, &snaps).await?;
+        if vol.state == VolumeState::Reverting {
+            let detail = format!("volume {} is reverting to its latest snapshot: wait for it", vol.id);
+            return Err(busy("volume_busy", detail, &["available", "in_use"]));
+        }
+        set_state(&mut tx, &mut snap, SnapshotState::Deleting, None).await?;
     } else {
         let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
         let live = guest_of(&mut tx, &vol, "merged").await?;
@@ -265,7 +280,7 @@ pub async fn revert(
     }
     let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
     chain_settled(&mut tx, &vol, &snaps).await?;
-    let latest = snaps.iter().rev().find(|s| s.state == SnapshotState::Available);
+    let latest = latest(&snaps);
     let Some(latest) = latest.filter(|s| s.id == b.snapshot_id) else {
         let detail = match latest {
             Some(l) => format!(
@@ -279,11 +294,15 @@ pub async fn revert(
             .with_constraint(json!({ "field": "snapshot_id", "rule": "the volume's latest available snapshot",
                 "latest": latest.map(|l| &l.id) })));
     };
-    let mut snap = latest.clone();
-    snap.layer_revision += 1;
-    tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
-    snap.spec_generation = tx.volume_spec_generation(vol.id.as_str()).await?.unwrap_or(0);
-    tx.save(&mut snap).await?;
+    // Local: a new revision of the top layer (its host replaces it, empty). On a shared
+    // backend: the server rolls the image back (`converge_shared`).
+    if vol.host_id.is_some() {
+        let mut snap = latest.clone();
+        snap.layer_revision += 1;
+        tx.bump_volume_spec(vol.id.as_str(), vol.host_id.as_ref().map(HostId::as_str)).await?;
+        snap.spec_generation = tx.volume_spec_generation(vol.id.as_str()).await?.unwrap_or(0);
+        tx.save(&mut snap).await?;
+    }
     vol.state = VolumeState::Reverting;
     vol.state_reason = None;
     tx.save(&mut vol).await?;
@@ -351,6 +370,22 @@ fn consistency_from(s: &mut VolumeSnapshot, freeze: Option<&ObservedFreeze>) {
             Some("not frozen: its host reported no freeze (an agent restarted while taking it?)".to_string()),
         ),
     };
+}
+
+/// A shared backend's work on a snapshot done (`converge_shared`): `creating` becomes
+/// `available`, `deleting` becomes `deleted`.
+pub(crate) async fn settle_shared(tx: &mut Tx, s: &mut VolumeSnapshot) -> Result<()> {
+    let next = match s.state {
+        SnapshotState::Creating => SnapshotState::Available,
+        SnapshotState::Deleting => SnapshotState::Deleted,
+        _ => return Ok(()),
+    };
+    set_state(tx, s, next, None).await
+}
+
+/// The latest available snapshot of a volume (what a revert goes back to).
+pub(crate) fn latest(snaps: &[VolumeSnapshot]) -> Option<&VolumeSnapshot> {
+    snaps.iter().rev().find(|s| s.state == SnapshotState::Available)
 }
 
 /// Moves a snapshot to `state`: its quota is released when it ends, and its billing

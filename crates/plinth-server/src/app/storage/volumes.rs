@@ -221,6 +221,17 @@ async fn snapshot_source(
         )
         .with_constraint(json!({ "field": "snapshot_id", "rule": "same project" })));
     }
+    if snap.host_id.is_none() {
+        return Err(Error::invalid(
+            "backend_unsupported",
+            format!(
+                "snapshot_id: {} is of a volume on a shared backend (rbd), whose copies are not wired yet (a clone \
+                 would share its source's key, and its crypto-erase with it)",
+                snap.id
+            ),
+        )
+        .with_constraint(json!({ "field": "snapshot_id", "rule": "a snapshot of a local volume" })));
+    }
     if snap.state != SnapshotState::Available {
         return Err(Error::conflict("snapshot_busy", format!("snapshot_id: {} is {}", snap.id, snap.state.as_str()))
             .with_constraint(json!({ "field": "snapshot_id", "rule": "state", "allowed": ["available"] })));
@@ -646,9 +657,10 @@ async fn finish_delete(tx: &mut Tx, vol: &mut Volume, bytes_overwritten: u64) ->
 /// The background task that does a shared backend's work (`reconcilers.rs`).
 pub const SHARED_TASK: &str = "shared_volumes";
 
-/// The background task [`SHARED_TASK`]: makes, grows and removes the volumes of shared
-/// backends (no host does: the server calls the backend's driver) that the API left
-/// `creating`, `extending` or `deleting`, and moves them on as a host's report would.
+/// The background task [`SHARED_TASK`]: makes, grows, reverts and removes the volumes of
+/// shared backends (no host does: the server calls the backend's driver) that the API
+/// left `creating`, `extending`, `reverting` or `deleting`, takes and removes their
+/// snapshots left `creating` or `deleting`, and moves them on as a host's report would.
 /// A call that fails is tried again at the next run (the volume's `state_reason` says
 /// why); "already there" on a create and "not there" on a remove count as done, so a
 /// crash between the call and its transaction repeats nothing twice.
@@ -658,23 +670,24 @@ pub async fn converge_shared(st: &AppState) -> Result<serde_json::Value> {
         let vt: VolumeType = st.store.get(&Scope::Platform, vol.volume_type_id.as_str()).await?;
         let Some(driver) = super::driver::for_backend(vt.backend, st.config.rbd.as_ref()) else { continue };
         let (v, state) = (vol.clone(), vol.state);
+        // A revert goes back to the volume's latest snapshot (the API allowed no other).
+        let to = match state {
+            VolumeState::Reverting => {
+                let mut tx = st.store.begin().await?;
+                let snaps = tx.volume_snapshots(vol.id.as_str()).await?;
+                let Some(s) = super::snapshots::latest(&snaps) else { continue };
+                s.id.to_string()
+            }
+            _ => String::new(),
+        };
         let call = tokio::task::spawn_blocking(move || match state {
             VolumeState::Creating => driver.create(&v),
             VolumeState::Extending => driver.extend(&v, v.size_gib),
+            VolumeState::Reverting => driver.revert(&v, &to),
             _ => driver.delete(&v),
         })
         .await;
-        let outcome = match call {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(super::driver::DriverError::Backend(e)))
-                if (state == VolumeState::Creating && e.contains("exists"))
-                    || (state != VolumeState::Creating && e.contains("No such file")) =>
-            {
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let outcome = settled(call, state == VolumeState::Creating, state == VolumeState::Deleting);
         let mut tx = st.store.begin().await?;
         let Some(mut now) = tx.find::<Volume>(&Scope::Platform, vol.id.as_str()).await? else { continue };
         if now.state != state || now.size_gib != vol.size_gib {
@@ -690,7 +703,7 @@ pub async fn converge_shared(st: &AppState) -> Result<serde_json::Value> {
             Ok(()) => {
                 done += 1;
                 match state {
-                    VolumeState::Creating => now.state = VolumeState::Available,
+                    VolumeState::Creating | VolumeState::Reverting => now.state = VolumeState::Available,
                     VolumeState::Extending => {
                         now.state =
                             if now.attachment_id.is_some() { VolumeState::InUse } else { VolumeState::Available }
@@ -704,7 +717,59 @@ pub async fn converge_shared(st: &AppState) -> Result<serde_json::Value> {
         }
         tx.commit().await?;
     }
+    for snap in st.store.shared_snapshots_pending().await? {
+        let vol: Volume = st.store.get(&Scope::Platform, snap.volume_id.as_str()).await?;
+        let vt: VolumeType = st.store.get(&Scope::Platform, vol.volume_type_id.as_str()).await?;
+        let Some(driver) = super::driver::for_backend(vt.backend, st.config.rbd.as_ref()) else { continue };
+        let (v, name, state) = (vol.clone(), snap.id.to_string(), snap.state);
+        let taking = state == SnapshotState::Creating;
+        let call = tokio::task::spawn_blocking(move || {
+            if taking { driver.snapshot(&v, &name) } else { driver.delete_snapshot(&v, &name) }
+        })
+        .await;
+        let outcome = settled(call, taking, !taking);
+        let mut tx = st.store.begin().await?;
+        let Some(mut now) = tx.find::<VolumeSnapshot>(&Scope::Platform, snap.id.as_str()).await? else { continue };
+        if now.state != state {
+            continue;
+        }
+        match outcome {
+            Err(e) => {
+                tracing::warn!(snapshot = %snap.id, error = %e, "shared volume backend");
+                failed += 1;
+                now.state_reason = Some("the volume backend failed; it is tried again".into());
+                tx.save_quiet(&now).await?;
+            }
+            Ok(()) => {
+                done += 1;
+                super::snapshots::settle_shared(&mut tx, &mut now).await?;
+            }
+        }
+        tx.commit().await?;
+    }
     Ok(json!({ "done": done, "failed": failed }))
+}
+
+/// A driver call's outcome: "already there" when making (`makes`) and "not there" when
+/// removing (`removes`) count as done (a crash after the call repeats it).
+fn settled(
+    call: std::result::Result<
+        std::result::Result<super::driver::Done, super::driver::DriverError>,
+        tokio::task::JoinError,
+    >,
+    makes: bool,
+    removes: bool,
+) -> std::result::Result<(), String> {
+    match call {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(super::driver::DriverError::Backend(e)))
+            if (makes && e.contains("exists")) || (removes && e.contains("No such file")) =>
+        {
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Applies the host's reports of its volumes (in the caller's transaction). A report
