@@ -69,18 +69,23 @@ impl Rtnl {
         Ok(Rtnl { sock, seq: 0 })
     }
 
-    /// Sends one request and waits for its ACK; answers the reply messages before it
-    /// (type, body). `what` names the request in errors, as `ip` would.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Replies, String> {
+    /// Sends `msg` with `flags` (and `NLM_F_REQUEST`) under the next sequence number.
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<(), String> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
-        header.flags = flags | NLM_F_REQUEST | NLM_F_ACK;
+        header.flags = flags | NLM_F_REQUEST;
         header.sequence_number = self.seq;
         let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         m.finalize();
         let mut buf = vec![0; m.buffer_len()];
         m.serialize(&mut buf);
-        self.sock.send(&buf, 0).map_err(|e| format!("{what}: {e}"))?;
+        self.sock.send(&buf, 0).map(drop).map_err(|e| format!("{what}: {e}"))
+    }
+
+    /// Sends one request and waits for its ACK; answers the reply messages before it
+    /// (type, body). `what` names the request in errors, as `ip` would.
+    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Replies, String> {
+        self.send(msg, flags | NLM_F_ACK, what)?;
         match answer(&self.sock, self.seq).map_err(|e| format!("{what}: {e}"))? {
             Ok(replies) => Ok(replies),
             Err(errno) => Err(format!("{what}: {}", std::io::Error::from_raw_os_error(errno))),
@@ -89,15 +94,7 @@ impl Rtnl {
 
     /// Sends a dump request; answers every message of the dump (type, body).
     fn dump(&mut self, msg: RouteNetlinkMessage, what: &str) -> Result<Replies, String> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.seq;
-        let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        m.finalize();
-        let mut buf = vec![0; m.buffer_len()];
-        m.serialize(&mut buf);
-        self.sock.send(&buf, 0).map_err(|e| format!("{what}: {e}"))?;
+        self.send(msg, NLM_F_DUMP, what)?;
         let mut replies = Vec::new();
         loop {
             let (data, _) = self.sock.recv_from_full().map_err(|e| format!("{what}: {e}"))?;
