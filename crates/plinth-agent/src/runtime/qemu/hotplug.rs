@@ -217,21 +217,16 @@ async fn plug(
         &v.serial,
     );
     let steps = async {
-        // The objects and nodes in one round trip (each names only those before it); the
-        // device only once all of them are there.
-        let adds: Vec<(String, Value)> = (graph.objects.into_iter().map(|o| ("object-add".to_string(), o)))
-            .chain(graph.nodes.into_iter().map(|n| ("blockdev-add".to_string(), n)))
-            .collect();
-        let names: Vec<String> = adds
-            .iter()
-            .map(|(c, a)| match c.as_str() {
-                "object-add" => format!("adding {}", a["id"].as_str().unwrap_or_default()),
-                _ => format!("adding node {}", a["node-name"].as_str().unwrap_or_default()),
-            })
-            .collect();
         let t = std::time::Instant::now();
-        for (r, what) in qmp.execute_all(adds, PLUG_TIMEOUT).await.into_iter().zip(&names) {
-            r.map_err(|e| qmp_err(what, e))?;
+        for o in graph.objects {
+            let id = o["id"].as_str().unwrap_or_default().to_string();
+            qmp.execute_within("object-add", o, QMP_TIMEOUT).await.map_err(|e| qmp_err(&format!("adding {id}"), e))?;
+        }
+        for node in graph.nodes {
+            let name = node["node-name"].as_str().unwrap_or_default().to_string();
+            qmp.execute_within("blockdev-add", node, PLUG_TIMEOUT)
+                .await
+                .map_err(|e| qmp_err(&format!("adding node {name}"), e))?;
         }
         let nodes_ms = t.elapsed().as_millis() as u64;
         crash_point("hotplug:after_nodes");

@@ -220,55 +220,20 @@ impl Qmp {
             }
             return Err(e);
         }
-        let r = reply(command, tokio::time::timeout(timeout, rx).await);
-        if matches!(r, Err(QmpError::Timeout(_)))
-            && let Some(map) = lock(&self.pending).as_mut()
-        {
-            map.remove(&id);
-        }
-        r
-    }
-
-    /// Sends `commands` at once, in order, in one write, then waits for every reply: one
-    /// round trip for all (QEMU runs them in the order sent). Answers each one's result.
-    pub async fn execute_all(&self, commands: Vec<(String, Value)>, timeout: Duration) -> Vec<Result<Value, QmpError>> {
-        let n = commands.len();
-        let mut waits = Vec::with_capacity(n);
-        let mut buf = String::new();
-        for (command, arguments) in commands {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            match lock(&self.pending).as_mut() {
-                Some(map) => map.insert(id, tx),
-                None => return (0..n).map(|_| Err(QmpError::Disconnected)).collect(),
-            };
-            let mut msg = json!({"execute": command, "id": id});
-            if !arguments.is_null() {
-                msg["arguments"] = arguments;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(QmpError::Command { class, desc, .. }))) => {
+                Err(QmpError::Command { command: command.to_string(), class, desc })
             }
-            buf.push_str(&msg.to_string());
-            buf.push('\n');
-            waits.push((id, command, rx));
-        }
-        let sent = {
-            let mut w = self.writer.lock().await;
-            w.write_all(buf.as_bytes()).await
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut out = Vec::with_capacity(waits.len());
-        for (id, command, rx) in waits {
-            let r = match &sent {
-                Err(e) => Err(QmpError::Io(format!("write: {e}"))),
-                Ok(()) => reply(&command, tokio::time::timeout_at(deadline, rx).await),
-            };
-            if r.is_err()
-                && let Some(map) = lock(&self.pending).as_mut()
-            {
-                map.remove(&id);
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(QmpError::Disconnected),
+            Err(_) => {
+                if let Some(map) = lock(&self.pending).as_mut() {
+                    map.remove(&id);
+                }
+                Err(QmpError::Timeout(command.to_string()))
             }
-            out.push(r);
         }
-        out
     }
 
     /// `query-status`.
@@ -319,22 +284,6 @@ async fn write_line(w: &mut OwnedWriteHalf, msg: &Value) -> Result<(), QmpError>
     let mut text = msg.to_string();
     text.push('\n');
     w.write_all(text.as_bytes()).await.map_err(|e| QmpError::Io(format!("write: {e}")))
-}
-
-/// What a command's wait for its reply came to, named for the command.
-fn reply(
-    command: &str,
-    waited: Result<Result<Result<Value, QmpError>, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
-) -> Result<Value, QmpError> {
-    match waited {
-        Ok(Ok(Ok(v))) => Ok(v),
-        Ok(Ok(Err(QmpError::Command { class, desc, .. }))) => {
-            Err(QmpError::Command { command: command.to_string(), class, desc })
-        }
-        Ok(Ok(Err(e))) => Err(e),
-        Ok(Err(_)) => Err(QmpError::Disconnected),
-        Err(_) => Err(QmpError::Timeout(command.to_string())),
-    }
 }
 
 /// A reply's `return`, or its `error` as [`QmpError::Command`].
