@@ -13,7 +13,9 @@
 //! spec arriving meanwhile is applied next; the ones between are skipped). A changed spec
 //! is applied as a change (`apply_change`: the difference only, nothing read back); the
 //! first spec, and the same spec again after [`NETWORK_REAPPLY`] without a change (at
-//! least every [`NETWORK_VERIFY_MAX`]), are verified (`apply`: read back, drift repaired).
+//! least every [`NETWORK_VERIFY_MAX`]), are verified (`apply`: read back, drift repaired),
+//! each but the first after a survey (`survey`: the verification's reads, on a second
+//! blocking thread beside the changes, so that they do not wait for them).
 //! The result goes to the server as `ObservedReport.network` whenever it differs from the
 //! last one acknowledged, carrying only the NICs whose observation changed.
 //!
@@ -543,6 +545,11 @@ impl<R: Runtime> Host<R> {
         let mut net_apply: Option<BoxFut<(Arc<HostNetworkSpec>, Option<ObservedNetwork>)>> = None;
         let mut net_at = Instant::now();
         let mut net_verified_at = Instant::now();
+        // A due verification is surveyed first, beside change applies (when the backend
+        // keeps surveys): the survey in flight, and whether one finished for it.
+        let mut net_survey: Option<BoxFut<bool>> = None;
+        let mut net_surveyed = false;
+        let mut net_surveys = true;
         let mut net_pending: Option<ObservedNetwork> = None;
         let mut net_sent: Option<ObservedNetwork> = None;
         let mut net_send: Option<BoxFut<(ObservedNetwork, Result<ObservedAck, ClientError>)>> = None;
@@ -594,16 +601,31 @@ impl<R: Runtime> Host<R> {
                 let h = host.clone();
                 report = Some(Box::pin(async move { h.observed(&body).await }));
             }
-            if let (Some(backend), None, Some(want)) = (&self.cfg.network, &net_apply, &net_want)
-                && (net_done.as_ref() != Some(want) || net_at <= now)
+            // A changed spec is applied as a change (only the difference, nothing read back).
+            // A verification is due for the first spec, for the same spec after
+            // NETWORK_REAPPLY, and at least every NETWORK_VERIFY_MAX; except for the first,
+            // it is surveyed first (its reads, taken beside the changes that keep coming),
+            // and applied once the survey is in.
+            let verify_due = net_done.is_none() || net_at <= now || now >= net_verified_at + NETWORK_VERIFY_MAX;
+            let survey_first = net_done.is_some() && net_surveys;
+            if let (Some(backend), None, Some(want)) = (&self.cfg.network, &net_survey, &net_want)
+                && verify_due
+                && survey_first
+                && !net_surveyed
             {
                 let (backend, spec) = (backend.0.clone(), want.clone());
-                // A changed spec is applied as a change (only the difference, nothing read
-                // back), unless nothing was applied yet or the last verification is
-                // NETWORK_VERIFY_MAX old; an unchanged one is verified.
-                let verify = net_done.is_none() || net_at <= now || now >= net_verified_at + NETWORK_VERIFY_MAX;
+                net_survey = Some(Box::pin(async move {
+                    tokio::task::spawn_blocking(move || backend.survey(&spec)).await.unwrap_or(false)
+                }));
+            }
+            if let (Some(backend), None, Some(want)) = (&self.cfg.network, &net_apply, &net_want)
+                && (net_done.as_ref() != Some(want) || net_surveyed || (verify_due && !survey_first))
+            {
+                let (backend, spec) = (backend.0.clone(), want.clone());
+                let verify = net_surveyed || (verify_due && !survey_first);
                 if verify {
                     net_verified_at = now;
+                    net_surveyed = false;
                 }
                 net_at = now + NETWORK_REAPPLY;
                 net_apply =
@@ -677,7 +699,7 @@ impl<R: Runtime> Host<R> {
             if report.is_none() && !pending.is_empty() {
                 wake = wake.min(report_at);
             }
-            if net_apply.is_none() && net_want.is_some() && self.cfg.network.is_some() {
+            if net_apply.is_none() && net_survey.is_none() && net_want.is_some() && self.cfg.network.is_some() {
                 wake = wake.min(net_at);
             }
             if net_send.is_none() && net_pending.is_some() {
@@ -783,6 +805,12 @@ impl<R: Runtime> Host<R> {
                             }
                         }
                     }
+                }
+                surveyed = next_of(&mut net_survey) => {
+                    net_survey = None;
+                    // Without surveys, the verification reads for itself.
+                    net_surveys = surveyed;
+                    net_surveyed = surveyed;
                 }
                 (spec, observed) = next_of(&mut net_apply) => {
                     net_apply = None;

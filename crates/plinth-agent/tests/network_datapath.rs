@@ -84,6 +84,12 @@ impl Host {
         tap::in_netns(&PathBuf::from("/run/netns").join(&self.ns), move || Ok(backend.apply_change(&spec)))
             .expect("apply thread")
     }
+    fn survey(&self, spec: &HostNetworkSpec) -> bool {
+        let backend = self.backend.clone();
+        let spec = spec.clone();
+        tap::in_netns(&PathBuf::from("/run/netns").join(&self.ns), move || Ok(backend.survey(&spec)))
+            .expect("survey thread")
+    }
     fn vpc_ns(&self, vni: u32) -> String {
         format!("{}{vni}", self.prefix)
     }
@@ -651,6 +657,33 @@ fn two_hosts_carry_a_vpc() {
     }
     assert!(states[1] != states[0], "control: the comparison sees the added NIC and rule");
     assert!(states[2] == states[0], "removing them again returns to the state before");
+
+    // A verification that uses a survey (its reads, taken beside changes): a change applied
+    // after the survey began writes a set the survey read before it; the verification
+    // trusts that set to the change, replaces nothing (the tables keep their handles) and
+    // leaves what a verification that reads for itself leaves.
+    let tables = || must(&format!("ip netns exec {vpc0} nft -j list tables"));
+    let kept = tables();
+    let with_rule = spec(3, 0, &hs, &nics, &groups_v2);
+    assert!(hosts[0].survey(&spec3[0]), "the Linux bridge keeps surveys");
+    all_applied(&hosts[0].apply_change(&with_rule));
+    all_applied(&hosts[0].apply(&with_rule));
+    assert!(tables() == kept, "the verification after a survey replaced the tables:\n{kept}\n---\n{}", tables());
+    let surveyed = readback_sorted(&hosts[0], VNI);
+    all_applied(&hosts[0].apply(&with_rule));
+    assert!(surveyed == readback_sorted(&hosts[0], VNI), "a verification without a survey changed the data path");
+    assert!(tcp(&g("b"), "10.73.0.13", 5000), "the rule the change added holds after the verification");
+    // Drift made before a survey is repaired by the verification that uses it: b's port
+    // flooding again and out of the secured set, both by hand (control: both read back).
+    must(&format!("bridge -n {vpc0} link set dev nb flood on"));
+    must(&format!("ip netns exec {vpc0} nft delete element bridge plinth secured '{{ \"nb\" }}'"));
+    let secured = || must(&format!("ip netns exec {vpc0} nft list set bridge plinth secured"));
+    let flooding = || must(&format!("ip -n {vpc0} -j -d link show dev nb")).contains("\"flood\":true");
+    assert!(!secured().contains("\"nb\"") && flooding(), "control: the drift reads back");
+    assert!(hosts[0].survey(&spec3[0]));
+    all_applied(&hosts[0].apply(&spec3[0]));
+    assert!(secured().contains("\"nb\"") && !flooding(), "the verification after a survey repaired the drift");
+    assert!(!tcp(&g("b"), "10.73.0.13", 5000), "the rule is gone again");
 
     // An agent restart (a fresh backend, nothing remembered) tears nothing down: links, FDB
     // and neighbours read back the same, and an established flow survives.

@@ -58,13 +58,15 @@
 //!
 //! Applying: a change apply trusts what the agent last loaded and sends only the differing
 //! set elements (or both tables whole when the chains changed), reading nothing back. A
-//! verifying apply sends a delta only when the kernel's tables read back exactly as the
-//! agent last read them after loading; otherwise (first apply, agent restart, a table
-//! flushed by hand, or a change applied since the last read) both tables are replaced
-//! whole in one batch. Chosen: `nft` text over the JSON model (the text is what the reference
+//! verifying apply reads the tables ([`super::listing`]; or takes a survey's read, made
+//! beside change applies) and sends a delta only when their structure is as read after
+//! the last whole load and every set holds the elements last loaded into it; otherwise
+//! (first apply, agent restart, a table flushed or an element deleted by hand) both
+//! tables are replaced whole in one batch. Chosen: `nft` text over the JSON model (the text is what the reference
 //! experiments verified and what operators read; the same text is logged on failure).
 
 use super::cmd;
+use super::listing::{self, Listing, Writes};
 use super::plan::{NicPlan, VpcPlan, cidr_range};
 use super::router::UPLINK;
 use plinth_api::{Direction, NicId, RuleProtocol, RuleSpec, SecurityGroupId, SecurityGroupSpec};
@@ -97,10 +99,27 @@ pub struct Ruleset {
 pub struct Loaded {
     /// The ruleset loaded.
     pub ruleset: Ruleset,
-    /// The tables as read back after loading (handles stripped); `None` after a change
-    /// apply, which does not read back (the next verifying apply then replaces the tables
-    /// whole rather than trust a delta against an unknown state).
-    pub readback: Option<String>,
+    /// Per family, the table's structure as read back after the tables were last loaded
+    /// whole or verified (element updates never change it); `None` when unknown (loaded
+    /// whole by a change apply, which reads nothing back: the next verification then
+    /// replaces the tables whole rather than trust a delta against an unknown state).
+    pub structure: Option<BTreeMap<String, String>>,
+}
+
+/// How [`apply`] learns what the kernel holds before it sends anything.
+pub enum Check<'a> {
+    /// Trusts [`Loaded`] (a change apply): sends the difference, reads nothing.
+    Trust,
+    /// Reads the tables now (a verification without a survey).
+    Read,
+    /// Uses tables read earlier, beside change applies (a survey's): the sets written
+    /// since tick `since` are not compared (they were written by batches the kernel took).
+    Surveyed {
+        /// The tables as the survey read them.
+        listing: &'a Listing,
+        /// The write clock ([`Writes::now`]) when the survey began.
+        since: u64,
+    },
 }
 
 type Box_ = Vec<(u32, u32)>;
@@ -624,7 +643,7 @@ fn elements_cmd(verb: &str, key: &str, elems: &BTreeSet<String>) -> String {
 /// The batch replacing both tables whole.
 pub fn full_batch(rs: &Ruleset) -> String {
     let mut t = String::new();
-    for family in FAMILIES {
+    for family in listing::FAMILIES {
         let _ = writeln!(t, "table {family} plinth\ndelete table {family} plinth");
     }
     t.push_str(&rs.structure);
@@ -636,10 +655,12 @@ pub fn full_batch(rs: &Ruleset) -> String {
     t
 }
 
-/// The batch turning `old`'s set elements into `new`'s (same structure).
-pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> String {
+/// The batch turning `old`'s set elements into `new`'s (same structure), and the sets
+/// it writes.
+pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> (String, Vec<String>) {
     let empty = BTreeSet::new();
     let mut t = String::new();
+    let mut written = Vec::new();
     let keys: BTreeSet<&String> = old.sets.keys().chain(new.sets.keys()).collect();
     for k in keys {
         let o = old.sets.get(k).unwrap_or(&empty);
@@ -652,76 +673,82 @@ pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> String {
         if !came.is_empty() {
             t.push_str(&elements_cmd("add", k, &came));
         }
-    }
-    t
-}
-
-/// The families of the three tables.
-const FAMILIES: [&str; 3] = ["bridge", "inet", "ip"];
-
-/// The tables of `structure` as the kernel holds them, handles stripped (`Err`: a table
-/// is missing).
-pub fn read_back(ns: &str, structure: &str) -> Result<String, String> {
-    let mut out = String::new();
-    for family in FAMILIES.into_iter().filter(|f| structure.contains(&format!("table {f} plinth {{"))) {
-        let text = cmd::in_ns(ns, "nft", &["-j", "list", "table", family, "plinth"], None)?;
-        let mut v = cmd::json(&text)?;
-        strip(&mut v);
-        out.push_str(&v.to_string());
-    }
-    Ok(out)
-}
-
-fn strip(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            m.remove("handle");
-            m.remove("metainfo");
-            m.values_mut().for_each(strip);
+        if !gone.is_empty() || !came.is_empty() {
+            written.push(k.clone());
         }
-        serde_json::Value::Array(a) => {
-            a.retain(|e| e.get("metainfo").is_none());
-            a.iter_mut().for_each(strip);
-        }
-        _ => {}
     }
+    (t, written)
 }
 
-/// Loads `new` into the namespace. `verify`: the kernel's tables are read back and a
-/// delta is sent only when they still read as `loaded` left them (else the whole tables
-/// are replaced), then read back again; otherwise `loaded` is trusted, a delta is sent
-/// and nothing is read. Answers what is loaded now, or the error (the kernel keeps the old
-/// ruleset then: one batch is one transaction).
-pub fn apply(ns: &str, loaded: Option<&Loaded>, new: Ruleset, verify: bool) -> Result<Loaded, String> {
-    let trusted = match loaded {
-        Some(l) if l.ruleset.structure == new.structure => {
-            if verify {
-                l.readback.is_some() && read_back(ns, &new.structure).ok() == l.readback
-            } else {
-                true
+/// Loads `new` into the namespace. `check` says what the kernel holds now (see [`Check`]):
+/// a delta is sent when it agrees with `loaded`, else both tables are replaced whole and
+/// their structure read back. `writes` records what is written when, for surveys. Answers
+/// what is loaded now, or the error (the kernel keeps the old ruleset then: one batch is
+/// one transaction).
+pub fn apply(
+    ns: &str,
+    loaded: Option<&Loaded>,
+    new: Ruleset,
+    check: Check<'_>,
+    writes: &std::sync::Mutex<Writes>,
+) -> Result<Loaded, String> {
+    let writes = || writes.lock().unwrap_or_else(|p| p.into_inner());
+    let verify = !matches!(check, Check::Trust);
+    let trusted = match (loaded, &check) {
+        (Some(l), _) if l.ruleset.structure != new.structure => false,
+        (Some(_), Check::Trust) => true,
+        (Some(l), Check::Read | Check::Surveyed { .. }) => {
+            let read;
+            let (listing, since) = match check {
+                Check::Surveyed { listing, since } => (listing, Some(since)),
+                _ => {
+                    read = listing::read(ns, listing::families(&new.structure))?;
+                    (&read, None)
+                }
+            };
+            let whole = since.is_some_and(|s| writes().raced_whole(s));
+            let drift = match &l.structure {
+                _ if whole => Some("the tables were replaced since the survey began".to_owned()),
+                None => Some("the tables' structure was not read since they were loaded whole".to_owned()),
+                Some(structure) => {
+                    let w = writes();
+                    listing::differs(listing, structure, &l.ruleset, |k| since.is_some_and(|s| w.raced(s, k)))
+                }
+            };
+            if let Some(why) = &drift {
+                tracing::info!(namespace = ns, drift = %why, "the filter is not as loaded; replacing its tables");
             }
+            drift.is_none()
         }
-        _ => false,
+        (None, _) => false,
     };
-    let batch = match loaded {
+    let (batch, sets) = match loaded {
         Some(l) if trusted => {
             if l.ruleset.sets == new.sets {
-                return Ok(Loaded { ruleset: new, readback: l.readback.clone() });
+                return Ok(Loaded { ruleset: new, structure: l.structure.clone() });
             }
-            delta_batch(&l.ruleset, &new)
+            let (batch, sets) = delta_batch(&l.ruleset, &new);
+            (batch, Some(sets))
         }
-        _ => full_batch(&new),
+        _ => (full_batch(&new), None),
     };
     let sent = std::time::Instant::now();
-    cmd::in_ns(ns, "nft", &["-f", "-"], Some(&batch)).map_err(|e| format!("nft batch refused: {e}"))?;
+    writes().begin(sets.as_ref().map(|s| s.iter()));
+    let done = cmd::in_ns(ns, "nft", &["-f", "-"], Some(&batch));
+    writes().end();
+    done.map_err(|e| format!("nft batch refused: {e}"))?;
     tracing::debug!(
         namespace = ns,
         bytes = batch.len(),
         nft_ms = sent.elapsed().as_millis() as u64,
         "nft batch loaded"
     );
-    let readback = if verify { Some(read_back(ns, &new.structure)?) } else { None };
-    Ok(Loaded { ruleset: new, readback })
+    let structure = match (sets, loaded) {
+        (Some(_), Some(l)) => l.structure.clone(),
+        _ if verify => Some(listing::read(ns, listing::families(&new.structure))?.structure),
+        _ => None,
+    };
+    Ok(Loaded { ruleset: new, structure })
 }
 
 /// Deletes the conntrack entries of each NIC whose allowed traffic shrank from `old` to

@@ -18,9 +18,15 @@
 //! short-lived ones [`tap`] spawns (TUN ioctl, opening a netlink socket). The diff keeps a
 //! re-apply of an unchanged spec to read-backs only.
 //!
+//! Surveys: a verification's reads (links, FDB, neighbours, the filter's tables) can be
+//! taken beforehand by [`HostNetwork::survey`], beside change applies; the verification
+//! then uses them where nothing was written since they began (the view as the agent
+//! believes it, the sets no change touched) and reads again only what it cannot trust, so
+//! a periodic verification does not hold the next change back for its reads.
+//!
 //! Modules: [`cmd`] (running the tools), [`rtnl`] (rtnetlink messages), [`plan`] (spec → kernel names), [`links`]
 //! (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and neighbours), [`filter`]
-//! (nftables), [`guard`] (the fail-closed eBPF program at each port's and VXLAN device's
+//! (nftables), [`listing`] (the filter's tables as read, compared with the ruleset), [`guard`] (the fail-closed eBPF program at each port's and VXLAN device's
 //! egress), [`dhcp`] (dnsmasq), [`router`] (the uplink to the provider network and its
 //! public addresses), [`meter`] (egress byte counters and their epochs), [`tap`] (TUN ioctl, namespace threads), [`neigh_limits`]
 //! (the machine-wide ARP table limits the data path outgrows).
@@ -32,6 +38,7 @@ pub mod fdb;
 pub mod filter;
 pub mod guard;
 pub mod links;
+pub mod listing;
 pub mod meter;
 pub mod neigh_limits;
 pub mod ovs;
@@ -46,7 +53,7 @@ use plan::VpcPlan;
 use plinth_api::{ComponentStatus, HostNetworkSpec, NicComponent, NicId, NicPlug, ObservedNetwork, ObservedNic};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use view::View;
 
 /// A host network backend. Its applies block (they run tools and wait on the kernel):
@@ -62,6 +69,14 @@ pub trait HostNetwork: Send + Sync + 'static {
     /// back to a verifying apply). Defaults to [`HostNetwork::apply`].
     fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
         self.apply(spec)
+    }
+
+    /// Reads what the next verifying [`HostNetwork::apply`] of `spec` would read, without
+    /// writing anything: it may run beside [`HostNetwork::apply_change`], on another
+    /// thread. Answers whether this backend keeps surveys (`false`: its verifications read
+    /// for themselves, and nothing was read).
+    fn survey(&self, _spec: &HostNetworkSpec) -> bool {
+        false
     }
 
     /// Reads the local NICs' egress byte counters (as of the last apply's NICs). Blocks.
@@ -160,7 +175,25 @@ pub struct LinuxBridge {
     cfg: NetworkConfig,
     /// Per namespace: what the backend knows it holds.
     vpcs: Mutex<BTreeMap<String, VpcState>>,
+    /// Per namespace: when its filter's sets were written (read by surveys while an apply
+    /// holds the namespace's state).
+    writes: Mutex<BTreeMap<String, Arc<Mutex<listing::Writes>>>>,
+    /// Per namespace: the last survey, for the next verification.
+    surveys: Mutex<BTreeMap<String, Survey>>,
 }
+
+/// One VPC namespace as a survey read it.
+struct Survey {
+    /// When the reads ended.
+    at: std::time::Instant,
+    /// The filter's write clock when the reads began.
+    since: u64,
+    view: Result<View, String>,
+    listing: Result<listing::Listing, String>,
+}
+
+/// How long a survey is good for: a verification uses only one this fresh.
+const SURVEY_FRESH: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What the backend knows of one VPC namespace.
 #[derive(Clone, Debug, Default)]
@@ -253,7 +286,32 @@ impl Applied {
 impl LinuxBridge {
     /// A backend with these settings.
     pub fn new(cfg: NetworkConfig) -> LinuxBridge {
-        LinuxBridge { cfg, vpcs: Mutex::new(BTreeMap::new()) }
+        LinuxBridge { cfg, vpcs: Mutex::new(BTreeMap::new()), writes: Mutex::default(), surveys: Mutex::default() }
+    }
+
+    fn writes_of(&self, ns: &str) -> Arc<Mutex<listing::Writes>> {
+        let mut all = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(ns.to_owned()).or_default().clone()
+    }
+
+    fn surveys(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Survey>> {
+        self.surveys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads every VPC namespace of `spec` present here (see [`HostNetwork::survey`]).
+    fn survey_all(&self, spec: &HostNetworkSpec) {
+        for vpc in &spec.vpcs {
+            let ns = self.ns_name(vpc.vni);
+            if !links::ns_exists(&ns) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let since = self.writes_of(&ns).lock().unwrap_or_else(|p| p.into_inner()).now();
+            let view = View::read(&ns);
+            let listing = listing::read(&ns, listing::FAMILIES.into_iter());
+            tracing::debug!(namespace = %ns, survey_ms = started.elapsed().as_millis() as u64, "VPC surveyed");
+            self.surveys().insert(ns, Survey { at: std::time::Instant::now(), since, view, listing });
+        }
     }
 
     /// The namespace name of a VNI.
@@ -278,6 +336,7 @@ impl LinuxBridge {
     fn teardown(&self, ns: &str) -> Result<(), String> {
         self.cfg.teardown(ns)?;
         self.vpcs().remove(ns);
+        self.writes.lock().unwrap_or_else(|p| p.into_inner()).remove(ns);
         Ok(())
     }
 
@@ -287,7 +346,9 @@ impl LinuxBridge {
     /// fails. Takes the VPC's state out of `vpcs` (no copy on the hot path): answers the
     /// errors met, the view to observe, the ruleset loaded and the DHCP hosts directories,
     /// for the caller to put back.
-    fn apply_vpc(&self, plan: &VpcPlan, verify: bool) -> Applied {
+    /// `survey`: the namespace as read beside the changes since (a verification uses what
+    /// nothing wrote since, and reads the rest itself).
+    fn apply_vpc(&self, plan: &VpcPlan, verify: bool, survey: Option<Survey>) -> Applied {
         let mut err = Errors::default();
         let ns = plan.ns.as_str();
         let underlay = self.cfg.underlay_ip.as_str();
@@ -303,17 +364,26 @@ impl LinuxBridge {
             ports: _,
         } = self.vpcs().remove(ns).unwrap_or_default();
         let started = std::time::Instant::now();
-        let carried = if verify { None } else { prior_view };
-        let verify = carried.is_none();
+        // A verification trusts the view it carries when a survey read exactly that: what
+        // the agent believes and what the kernel held agree.
+        let surveyed = survey.as_ref().and_then(|s| s.view.as_ref().ok());
+        let carried = match prior_view {
+            Some(v) if !verify || surveyed == Some(&v) => Some(v),
+            _ => None,
+        };
+        if verify && surveyed.is_some() && carried.is_none() {
+            tracing::debug!(namespace = ns, "the survey's view is not the one carried: reading the namespace");
+        }
+        let verify = verify || carried.is_none();
         let known_dhcp = if verify { dhcp::Hosts::new() } else { prior_dhcp };
         let mut view = match carried {
-            Some(v) => v,
-            None => {
+            Some(v) if !verify => v,
+            carried => {
                 if let Err(e) = self.cfg.claim(ns) {
                     err.all = Some(e);
                     return Applied::failed(err, View::default(), prior_loaded);
                 }
-                match links::ensure_ns(ns).and_then(|()| View::read(ns)) {
+                match links::ensure_ns(ns).and_then(|()| carried.map_or_else(|| View::read(ns), Ok)) {
                     Ok(v) => v,
                     Err(e) => {
                         err.all = Some(e);
@@ -350,6 +420,12 @@ impl LinuxBridge {
         // a busy host), rendering and `nft` are CPU. A port carries nothing until it joins
         // its bridge, which it does below, only once the rules holding it are loaded and
         // its guard is on (a guard missing is drift repaired here).
+        let writes = self.writes_of(ns);
+        let check = match (verify, survey.as_ref().map(|s| (&s.listing, s.since))) {
+            (false, _) => filter::Check::Trust,
+            (true, Some((Ok(listing), since))) => filter::Check::Surveyed { listing, since },
+            (true, _) => filter::Check::Read,
+        };
         let ((made_errors, made_ms, guarded_ms), (loaded, filter_err), rendered_at, filter_at) =
             std::thread::scope(|sc| {
                 let (links, nl) = (&mut view.links, &mut nl);
@@ -362,7 +438,7 @@ impl LinuxBridge {
                 });
                 let new = filter::render(plan, prior_loaded.as_ref().map(|l| &l.ruleset));
                 let rendered_at = started.elapsed();
-                let filtered = match filter::apply(ns, prior_loaded.as_ref(), new, verify) {
+                let filtered = match filter::apply(ns, prior_loaded.as_ref(), new, check, &writes) {
                     Ok(loaded) => {
                         if let Some(old) = &prior_loaded {
                             let t = std::time::Instant::now();
@@ -427,7 +503,7 @@ impl LinuxBridge {
         if !verify && failed {
             tracing::info!(namespace = ns, "a change did not apply cleanly; verifying the namespace");
             self.vpcs().insert(ns.to_owned(), VpcState { loaded, view: None, dhcp: hosts, ..Default::default() });
-            return self.apply_vpc(plan, true);
+            return self.apply_vpc(plan, true, None);
         }
         if initial.is_some_and(|i| failed || view != i) {
             match View::read(ns) {
@@ -439,6 +515,7 @@ impl LinuxBridge {
             namespace = ns,
             verify,
             nics = plan.nics.len(),
+            surveyed = survey.is_some(),
             read_ms = read_at.as_millis() as u64,
             links_ms = (links_at - read_at).as_millis() as u64,
             render_ms = (rendered_at - links_at).as_millis() as u64,
@@ -563,7 +640,9 @@ impl LinuxBridge {
             wanted.insert(ns.clone());
             match VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) {
                 Ok(plan) => {
-                    let applied = self.apply_vpc(&plan, verify);
+                    let survey = if verify { self.surveys().remove(&ns) } else { None };
+                    let survey = survey.filter(|s| s.at.elapsed() < SURVEY_FRESH);
+                    let applied = self.apply_vpc(&plan, verify, survey);
                     nics.extend(self.observe_vpc(&plan, &applied));
                     let Applied { err, view, loaded, dhcp, router, meter } = applied;
                     // The view is trusted by the next change only when it was all read.
@@ -584,6 +663,7 @@ impl LinuxBridge {
             }
         }
         let present: Vec<String> = if verify {
+            self.surveys().clear();
             self.present_namespaces()
         } else {
             // A change apply tears down what it knows of; a verifying one also finds
@@ -608,6 +688,11 @@ impl HostNetwork for LinuxBridge {
 
     fn apply_change(&self, spec: &HostNetworkSpec) -> ObservedNetwork {
         self.converge(spec, false)
+    }
+
+    fn survey(&self, spec: &HostNetworkSpec) -> bool {
+        self.survey_all(spec);
+        true
     }
 
     fn counter_period(&self) -> Option<std::time::Duration> {

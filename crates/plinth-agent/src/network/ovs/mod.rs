@@ -444,7 +444,13 @@ impl OpenVswitch {
     fn namespace(&self, plan: &VpcPlan, prior: VpcState, verify: bool, err: &mut VpcErrors) -> VpcState {
         let ns = plan.ns.as_str();
         let ruleset = filter::render_router(plan);
-        let loaded = match filter::apply(ns, prior.loaded.as_ref(), ruleset, verify) {
+        let loaded = match filter::apply(
+            ns,
+            prior.loaded.as_ref(),
+            ruleset,
+            if verify { filter::Check::Read } else { filter::Check::Trust },
+            &std::sync::Mutex::default(),
+        ) {
             Ok(l) => {
                 if let Some(old) = &prior.loaded {
                     filter::cut_connections(ns, &old.ruleset, &l.ruleset);
