@@ -57,7 +57,8 @@
 //!   concatenated intervals).
 //!
 //! Applying: a change apply trusts what the agent last loaded and sends only the differing
-//! set elements (or both tables whole when the chains changed), reading nothing back. A
+//! set elements, reading nothing back (or, when the chains changed, both tables whole,
+//! reading their structure back without the elements). A
 //! verifying apply reads the tables ([`super::listing`]; or takes a survey's read, made
 //! beside change applies) and sends a delta only when their structure is as read after
 //! the last whole load and every set holds the elements last loaded into it; otherwise
@@ -100,9 +101,9 @@ pub struct Loaded {
     /// The ruleset loaded.
     pub ruleset: Ruleset,
     /// Per family, the table's structure as read back after the tables were last loaded
-    /// whole or verified (element updates never change it); `None` when unknown (loaded
-    /// whole by a change apply, which reads nothing back: the next verification then
-    /// replaces the tables whole rather than trust a delta against an unknown state).
+    /// whole (element updates never change it); `None` when that read failed (the next
+    /// verification then replaces the tables whole rather than trust a delta against an
+    /// unknown state).
     pub structure: Option<BTreeMap<String, String>>,
 }
 
@@ -693,7 +694,6 @@ pub fn apply(
     writes: &std::sync::Mutex<Writes>,
 ) -> Result<Loaded, String> {
     let writes = || writes.lock().unwrap_or_else(|p| p.into_inner());
-    let verify = !matches!(check, Check::Trust);
     let trusted = match (loaded, &check) {
         (Some(l), _) if l.ruleset.structure != new.structure => false,
         (Some(_), Check::Trust) => true,
@@ -702,14 +702,14 @@ pub fn apply(
             let (listing, since) = match check {
                 Check::Surveyed { listing, since } => (listing, Some(since)),
                 _ => {
-                    read = listing::read(ns, listing::families(&new.structure))?;
+                    read = listing::read(ns, listing::families(&new.structure), true)?;
                     (&read, None)
                 }
             };
             let whole = since.is_some_and(|s| writes().raced_whole(s));
             let drift = match &l.structure {
                 _ if whole => Some("the tables were replaced since the survey began".to_owned()),
-                None => Some("the tables' structure was not read since they were loaded whole".to_owned()),
+                None => Some("the tables' structure could not be read after they were loaded whole".to_owned()),
                 Some(structure) => {
                     let w = writes();
                     listing::differs(listing, structure, &l.ruleset, |k| since.is_some_and(|s| w.raced(s, k)))
@@ -743,10 +743,17 @@ pub fn apply(
         nft_ms = sent.elapsed().as_millis() as u64,
         "nft batch loaded"
     );
+    // Loaded whole: the structure is read back (without the elements: a change apply
+    // does this only when the chains changed, a group added or gone).
     let structure = match (sets, loaded) {
         (Some(_), Some(l)) => l.structure.clone(),
-        _ if verify => Some(listing::read(ns, listing::families(&new.structure))?.structure),
-        _ => None,
+        _ => match listing::read(ns, listing::families(&new.structure), false) {
+            Ok(l) => Some(l.structure),
+            Err(e) => {
+                tracing::warn!(namespace = ns, error = %e, "reading the filter's structure back");
+                None
+            }
+        },
     };
     Ok(Loaded { ruleset: new, structure })
 }

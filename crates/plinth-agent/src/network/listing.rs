@@ -52,11 +52,14 @@ pub fn families(structure: &str) -> impl Iterator<Item = &'static str> + '_ {
 }
 
 /// Reads the tables of `families` in namespace `ns` (a table missing is left out of the
-/// listing; any other failure is an error).
-pub fn read<'a>(ns: &str, families: impl Iterator<Item = &'a str>) -> Result<Listing, String> {
+/// listing; any other failure is an error); `elements`: the sets' elements too, else the
+/// structure only (`nft -t`: the same structure, read in a fraction of the time).
+pub fn read<'a>(ns: &str, families: impl Iterator<Item = &'a str>, elements: bool) -> Result<Listing, String> {
     let mut out = Listing::default();
+    let args: &[&str] = if elements { &["-j", "-n"] } else { &["-j", "-n", "-t"] };
     for family in families {
-        let text = match cmd::in_ns(ns, "nft", &["-j", "-n", "list", "table", family, "plinth"], None) {
+        let args: Vec<&str> = args.iter().copied().chain(["list", "table", family, "plinth"]).collect();
+        let text = match cmd::in_ns(ns, "nft", &args, None) {
             Ok(t) => t,
             Err(e) if e.contains("No such file or directory") => continue,
             Err(e) => return Err(e),

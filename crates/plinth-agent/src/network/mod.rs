@@ -308,7 +308,7 @@ impl LinuxBridge {
             let started = std::time::Instant::now();
             let since = self.writes_of(&ns).lock().unwrap_or_else(|p| p.into_inner()).now();
             let view = View::read(&ns);
-            let listing = listing::read(&ns, listing::FAMILIES.into_iter());
+            let listing = listing::read(&ns, listing::FAMILIES.into_iter(), true);
             tracing::debug!(namespace = %ns, survey_ms = started.elapsed().as_millis() as u64, "VPC surveyed");
             self.surveys().insert(ns, Survey { at: std::time::Instant::now(), since, view, listing });
         }
@@ -348,7 +348,7 @@ impl LinuxBridge {
     /// for the caller to put back.
     /// `survey`: the namespace as read beside the changes since (a verification uses what
     /// nothing wrote since, and reads the rest itself).
-    fn apply_vpc(&self, plan: &VpcPlan, verify: bool, survey: Option<Survey>) -> Applied {
+    fn apply_vpc(&self, plan: &VpcPlan, verify: bool, mut survey: Option<Survey>) -> Applied {
         let mut err = Errors::default();
         let ns = plan.ns.as_str();
         let underlay = self.cfg.underlay_ip.as_str();
@@ -366,14 +366,19 @@ impl LinuxBridge {
         let started = std::time::Instant::now();
         // A verification trusts the view it carries when a survey read exactly that: what
         // the agent believes and what the kernel held agree.
-        let surveyed = survey.as_ref().and_then(|s| s.view.as_ref().ok());
-        let carried = match prior_view {
-            Some(v) if !verify || surveyed == Some(&v) => Some(v),
+        // A verification takes the view a survey read when it agrees with the one carried
+        // (what the agent believes the kernel holds).
+        let carried = match (verify, prior_view, survey.as_mut().map(|s| &mut s.view)) {
+            (false, prior, _) => prior,
+            (true, Some(prior), Some(Ok(read))) => match read.agrees_with(&prior) {
+                Ok(()) => Some(std::mem::take(read)),
+                Err(d) => {
+                    tracing::debug!(namespace = ns, difference = %d, "the survey's view is not the one carried: reading the namespace");
+                    None
+                }
+            },
             _ => None,
         };
-        if verify && surveyed.is_some() && carried.is_none() {
-            tracing::debug!(namespace = ns, "the survey's view is not the one carried: reading the namespace");
-        }
         let verify = verify || carried.is_none();
         let known_dhcp = if verify { dhcp::Hosts::new() } else { prior_dhcp };
         let mut view = match carried {
