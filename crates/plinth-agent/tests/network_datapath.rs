@@ -674,15 +674,22 @@ fn two_hosts_carry_a_vpc() {
     assert!(surveyed == readback_sorted(&hosts[0], VNI), "a verification without a survey changed the data path");
     assert!(tcp(&g("b"), "10.73.0.13", 5000), "the rule the change added holds after the verification");
     // Drift made before a survey is repaired by the verification that uses it: b's port
-    // flooding again and out of the secured set, both by hand (control: both read back).
+    // flooding again, out of the secured set, and its DHCP host entry gone, all by hand
+    // (control: each reads back).
+    let dhcp_hosts = lab.dirs[0].join(&vpc0).join("br0.hosts");
+    let entries = || std::fs::read_dir(&dhcp_hosts).map(|d| d.count()).unwrap_or(0);
+    let dhcp_before = entries();
     must(&format!("bridge -n {vpc0} link set dev nb flood on"));
     must(&format!("ip netns exec {vpc0} nft delete element bridge plinth secured '{{ \"nb\" }}'"));
+    must(&format!("rm {}/{}", dhcp_hosts.display(), uuid(1000 + 2)));
     let secured = || must(&format!("ip netns exec {vpc0} nft list set bridge plinth secured"));
     let flooding = || must(&format!("ip -n {vpc0} -j -d link show dev nb")).contains("\"flood\":true");
     assert!(!secured().contains("\"nb\"") && flooding(), "control: the drift reads back");
+    assert_eq!(entries(), dhcp_before - 1, "control: one DHCP host entry fewer");
     assert!(hosts[0].survey(&spec3[0]));
     all_applied(&hosts[0].apply(&spec3[0]));
     assert!(secured().contains("\"nb\"") && !flooding(), "the verification after a survey repaired the drift");
+    assert_eq!(entries(), dhcp_before, "the verification after a survey wrote the DHCP entry again");
     assert!(!tcp(&g("b"), "10.73.0.13", 5000), "the rule is gone again");
 
     // An agent restart (a fresh backend, nothing remembered) tears nothing down: links, FDB

@@ -235,6 +235,21 @@ pub fn converge(plan: &VpcPlan, vpc_dir: &Path, mut known: Hosts) -> (BTreeMap<S
     (errors, now)
 }
 
+/// The hosts and names directories of the plan's DHCP subnets as they are on disk, keyed
+/// as [`converge`] answers them (a directory that cannot be read is left out).
+pub fn read(plan: &VpcPlan, vpc_dir: &Path) -> Hosts {
+    let mut out = Hosts::new();
+    for s in plan.subnets.iter().filter(|s| s.dhcp) {
+        let f = files(vpc_dir, &s.bridge);
+        for (key, dir) in [(s.bridge.clone(), &f.hosts), (format!("{}.names", s.bridge), &f.names)] {
+            if let Ok(d) = read_hosts(dir) {
+                out.insert(key, d);
+            }
+        }
+    }
+    out
+}
+
 /// The hosts directory's files and their contents.
 fn read_hosts(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();

@@ -315,7 +315,7 @@ pub fn replenish_spares(plan: &VpcPlan, links: &mut BTreeMap<String, Link>) -> V
         }
         match tap::create_persistent(&ns_path(&plan.ns), &name) {
             Ok(()) => {
-                links.insert(name.clone(), Link { name, kind: "tun".into(), ..Link::default() });
+                links.insert(name.clone(), Link { name, kind: "tun".into(), mtu: tap::NEW_TAP_MTU, ..Link::default() });
             }
             Err(e) => errors.push(format!("making spare tap {name}: {e}")),
         }

@@ -64,7 +64,7 @@ fn structure() -> String {
 
 /// What the table holds: counter name by address (from its map), `None` when the table is
 /// missing or unreadable.
-fn read(ns: &str) -> Option<BTreeMap<String, String>> {
+pub fn read(ns: &str) -> Option<BTreeMap<String, String>> {
     let text = cmd::in_ns(ns, "nft", &["-j", "list", "map", "ip", TABLE, "nic_counter"], None).ok()?;
     let v = cmd::json(&text).ok()?;
     let mut out = BTreeMap::new();

@@ -190,6 +190,10 @@ struct Survey {
     since: u64,
     view: Result<View, String>,
     listing: Result<listing::Listing, String>,
+    /// The DHCP hosts and names directories.
+    dhcp: dhcp::Hosts,
+    /// The meter table's counters (`None`: not read).
+    meter: Option<BTreeMap<String, String>>,
 }
 
 /// How long a survey is good for: a verification uses only one this fresh.
@@ -298,20 +302,47 @@ impl LinuxBridge {
         self.surveys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads every VPC namespace of `spec` present here (see [`HostNetwork::survey`]).
+    /// Reads every VPC namespace of `spec` present here (see [`HostNetwork::survey`]), on
+    /// a thread of the lowest priority (its tools inherit it): a survey is background
+    /// work, and the changes it runs beside come first.
     fn survey_all(&self, spec: &HostNetworkSpec) {
-        for vpc in &spec.vpcs {
-            let ns = self.ns_name(vpc.vni);
-            if !links::ns_exists(&ns) {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let since = self.writes_of(&ns).lock().unwrap_or_else(|p| p.into_inner()).now();
-            let view = View::read(&ns);
-            let listing = listing::read(&ns, listing::FAMILIES.into_iter(), true);
-            tracing::debug!(namespace = %ns, survey_ms = started.elapsed().as_millis() as u64, "VPC surveyed");
-            self.surveys().insert(ns, Survey { at: std::time::Instant::now(), since, view, listing });
-        }
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                // SAFETY: plain syscalls on this thread's own id.
+                if unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) } != 0 {
+                    tracing::debug!(error = %std::io::Error::last_os_error(), "lowering the survey's priority");
+                }
+                for vpc in &spec.vpcs {
+                    let ns = self.ns_name(vpc.vni);
+                    let Ok(plan) = VpcPlan::new(&self.cfg.netns_prefix, &self.cfg.underlay_ip, vpc) else { continue };
+                    if links::ns_exists(&ns) {
+                        let survey = self.survey_vpc(&plan);
+                        self.surveys().insert(ns, survey);
+                    }
+                }
+            });
+        });
+    }
+
+    /// Reads what a verification of `plan` reads (see [`HostNetwork::survey`]).
+    fn survey_vpc(&self, plan: &VpcPlan) -> Survey {
+        let ns = plan.ns.as_str();
+        let started = std::time::Instant::now();
+        let since = self.writes_of(ns).lock().unwrap_or_else(|p| p.into_inner()).now();
+        let view = View::read(ns);
+        let viewed = started.elapsed();
+        let listing = listing::read(ns, listing::FAMILIES.into_iter(), true);
+        let listed = started.elapsed();
+        let dhcp = dhcp::read(plan, &self.vpc_dir(ns));
+        let meter = meter::read(ns);
+        tracing::debug!(
+            namespace = ns,
+            view_ms = viewed.as_millis() as u64,
+            filter_ms = (listed - viewed).as_millis() as u64,
+            dhcp_meter_ms = (started.elapsed() - listed).as_millis() as u64,
+            "VPC surveyed"
+        );
+        Survey { at: std::time::Instant::now(), since, view, listing, dhcp, meter }
     }
 
     /// The namespace name of a VNI.
@@ -380,7 +411,18 @@ impl LinuxBridge {
             _ => None,
         };
         let verify = verify || carried.is_none();
-        let known_dhcp = if verify { dhcp::Hosts::new() } else { prior_dhcp };
+        // The DHCP directories and the meter's counters likewise: the survey's read when it
+        // agrees with what the last apply left, else read now.
+        let known_dhcp = if !verify || survey.as_ref().is_some_and(|s| s.dhcp == prior_dhcp) {
+            prior_dhcp
+        } else {
+            dhcp::Hosts::new()
+        };
+        let known_meter = match (verify, prior_meter) {
+            (false, m) => m,
+            (true, Some(m)) if survey.as_ref().is_some_and(|s| s.meter.as_ref() == Some(&m)) => Some(m),
+            _ => None,
+        };
         let mut view = match carried {
             Some(v) if !verify => v,
             carried => {
@@ -490,11 +532,11 @@ impl LinuxBridge {
             if verify { None } else { prior_router.as_ref() },
         );
         err.router = routed.err();
-        let (meter_held, metered) =
-            meter::converge(ns, &meter::desired(plan), if verify { None } else { prior_meter.as_ref() });
+        let (meter_held, metered) = meter::converge(ns, &meter::desired(plan), known_meter.as_ref());
         if let Err(e) = metered {
             tracing::warn!(namespace = ns, error = %e, "egress counters");
         }
+        let routed_at = started.elapsed();
         let vpc_dir = self.vpc_dir(ns);
         let mut hosts = dhcp::Hosts::new();
         if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
@@ -527,6 +569,8 @@ impl LinuxBridge {
             filter_ms = (filter_at - rendered_at).as_millis() as u64,
             attach_ms = (ports_at - filter_at).as_millis() as u64,
             spares_ms = (spares_at - ports_at).as_millis() as u64,
+            router_meter_ms = (routed_at - spares_at).as_millis() as u64,
+            dhcp_ms = (started.elapsed() - routed_at).as_millis() as u64,
             made_ms = made_ms.as_millis() as u64,
             guard_ms = (guarded_ms - made_ms).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,

@@ -67,6 +67,9 @@ fn attach(name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The MTU the kernel gives a new tap (`ETH_DATA_LEN`).
+pub const NEW_TAP_MTU: u32 = 1500;
+
 /// Creates the persistent tap `name` in the namespace at `ns_path` (attaching to it when
 /// it exists already), and leaves it there with no fd open.
 pub fn create_persistent(ns_path: &Path, name: &str) -> io::Result<()> {
