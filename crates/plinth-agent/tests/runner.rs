@@ -495,3 +495,100 @@ async fn a_network_spec_is_applied_and_reported() {
     let _ = stop.send(true);
     handle.await.expect("join").expect("host");
 }
+
+/// A network backend that keeps surveys: it records what it was asked, in order, and its
+/// surveys wait until the test lets them end.
+#[derive(Default)]
+struct SurveyingNetwork {
+    calls: Mutex<Vec<String>>,
+    release: (Mutex<bool>, std::sync::Condvar),
+}
+
+impl SurveyingNetwork {
+    fn record(&self, what: String) {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl plinth_agent::network::HostNetwork for SurveyingNetwork {
+    fn apply(&self, spec: &plinth_api::HostNetworkSpec) -> plinth_api::ObservedNetwork {
+        self.record(format!("verify {}", spec.generation));
+        plinth_api::ObservedNetwork { generation: spec.generation, vtep: Some("192.0.2.1".into()), nics: vec![] }
+    }
+    fn apply_change(&self, spec: &plinth_api::HostNetworkSpec) -> plinth_api::ObservedNetwork {
+        self.record(format!("change {}", spec.generation));
+        plinth_api::ObservedNetwork { generation: spec.generation, vtep: Some("192.0.2.1".into()), nics: vec![] }
+    }
+    fn survey(&self, _spec: &plinth_api::HostNetworkSpec) -> bool {
+        self.record("survey begins".into());
+        let (lock, cv) = &self.release;
+        let mut released = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !*released {
+            released = cv.wait(released).unwrap_or_else(|e| e.into_inner());
+        }
+        self.record("survey ends".into());
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_verification_is_surveyed_first_and_changes_go_on_beside_the_survey() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(dir.path().join("agent")).expect("state");
+    let backend = Arc::new(SurveyingNetwork::default());
+    let client = AgentClient::new(&url, "plinth-agent-test", None).expect("client");
+    let cfg = Arc::new(RunnerConfig {
+        join_token: Some(JOIN.into()),
+        poll_wait_seconds: 2,
+        agent_version: "test".into(),
+        state: state.clone(),
+        console_poll: plinth_agent::runner::CONSOLE_POLL,
+        network: Some(plinth_agent::runner::NetworkBackend(backend.clone())),
+        volumes: None,
+    });
+    let inventory = profile_for(0);
+    let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
+    let runtime = Arc::new(SimRuntime::new(sim, &inventory, None).expect("runtime"));
+    let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory, rediscover: None };
+    let (stop, rx) = watch::channel(false);
+    let handle = tokio::spawn(run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), rx));
+
+    let spec = |generation| plinth_api::HostNetworkSpec { generation, vpcs: vec![] };
+    fake.with(|f| {
+        f.generation = 1;
+        f.network = Some(spec(7));
+    });
+    fake.changed.notify_waiters();
+    until(&fake, "the network report of generation 7", |f| f.networks.iter().any(|n| n.generation == 7)).await;
+    assert_eq!(backend.calls(), ["verify 7"], "the first spec is verified, reading for itself");
+    // NETWORK_REAPPLY (10 s) without a change: the verification due begins with a survey.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !backend.calls().contains(&"survey begins".to_owned()) {
+        assert!(tokio::time::Instant::now() < deadline, "no survey began: {:?}", backend.calls());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A change arriving while the survey runs is applied and reported, the survey still
+    // running (it has not ended: the test holds it).
+    fake.with(|f| {
+        f.generation = 2;
+        f.network = Some(spec(8));
+    });
+    fake.changed.notify_waiters();
+    until(&fake, "the network report of generation 8", |f| f.networks.iter().any(|n| n.generation == 8)).await;
+    assert_eq!(backend.calls(), ["verify 7", "survey begins", "change 8"], "the change did not wait for the survey");
+    // Once the survey is in, the verification follows, of the newest spec.
+    *backend.release.0.lock().expect("lock") = true;
+    backend.release.1.notify_all();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backend.calls().len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "no verification after the survey: {:?}", backend.calls());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(backend.calls()[3..], ["survey ends", "verify 8"]);
+    let _ = stop.send(true);
+    handle.await.expect("join").expect("host");
+}
