@@ -209,6 +209,8 @@ struct VpcState {
     /// The DHCP hosts directories as of the last apply (a change apply starts from them; a
     /// verifying one reads them back).
     dhcp: dhcp::Hosts,
+    /// What they were made from ([`dhcp::inputs`]), when that apply wrote them cleanly.
+    dhcp_inputs: Option<u64>,
     /// The router's uplink as of the last apply; `None`: unknown (read back next).
     router: Option<router::Held>,
     /// The meter table's counters (address → name) as of the last apply; `None`: unknown.
@@ -223,6 +225,7 @@ struct Applied {
     view: View,
     loaded: Option<filter::Loaded>,
     dhcp: dhcp::Hosts,
+    dhcp_inputs: Option<u64>,
     router: router::Held,
     meter: Option<BTreeMap<String, String>>,
 }
@@ -283,7 +286,15 @@ fn status(component: NicComponent, r: Result<(), String>) -> ComponentStatus {
 impl Applied {
     /// An apply that stopped before touching the links: nothing but the error to observe.
     fn failed(err: Errors, view: View, loaded: Option<filter::Loaded>) -> Applied {
-        Applied { err, view, loaded, dhcp: dhcp::Hosts::new(), router: router::Held::default(), meter: None }
+        Applied {
+            err,
+            view,
+            loaded,
+            dhcp: dhcp::Hosts::new(),
+            dhcp_inputs: None,
+            router: router::Held::default(),
+            meter: None,
+        }
     }
 }
 
@@ -390,13 +401,12 @@ impl LinuxBridge {
             loaded: prior_loaded,
             view: prior_view,
             dhcp: prior_dhcp,
+            dhcp_inputs: prior_dhcp_inputs,
             router: prior_router,
             meter: prior_meter,
             ports: _,
         } = self.vpcs().remove(ns).unwrap_or_default();
         let started = std::time::Instant::now();
-        // A verification trusts the view it carries when a survey read exactly that: what
-        // the agent believes and what the kernel held agree.
         // A verification takes the view a survey read when it agrees with the one carried
         // (what the agent believes the kernel holds).
         let carried = match (verify, prior_view, survey.as_mut().map(|s| &mut s.view)) {
@@ -539,13 +549,18 @@ impl LinuxBridge {
         let routed_at = started.elapsed();
         let vpc_dir = self.vpc_dir(ns);
         let mut hosts = dhcp::Hosts::new();
-        if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
+        let dhcp_inputs = dhcp::inputs(plan);
+        if !verify && prior_dhcp_inputs == Some(dhcp_inputs) {
+            // Made from the same inputs as the last apply's: nothing to write.
+            hosts = known_dhcp;
+        } else if let Err(e) = std::fs::create_dir_all(&vpc_dir) {
             for s in &plan.subnets {
                 err.dhcp.insert(s.bridge.clone(), format!("state dir {}: {e}", vpc_dir.display()));
             }
         } else {
             (err.dhcp, hosts) = dhcp::converge(plan, &vpc_dir, known_dhcp);
         }
+        let dhcp_inputs = err.dhcp.is_empty().then_some(dhcp_inputs);
         let failed = err.failed();
         if !verify && failed {
             tracing::info!(namespace = ns, "a change did not apply cleanly; verifying the namespace");
@@ -576,7 +591,7 @@ impl LinuxBridge {
             total_ms = started.elapsed().as_millis() as u64,
             "VPC applied"
         );
-        Applied { err, view, loaded, dhcp: hosts, router: router_held, meter: Some(meter_held) }
+        Applied { err, view, loaded, dhcp: hosts, dhcp_inputs, router: router_held, meter: Some(meter_held) }
     }
 
     /// Answers each NIC's components from `view` (read back, or kept current by the
@@ -693,7 +708,7 @@ impl LinuxBridge {
                     let survey = survey.filter(|s| s.at.elapsed() < SURVEY_FRESH);
                     let applied = self.apply_vpc(&plan, verify, survey);
                     nics.extend(self.observe_vpc(&plan, &applied));
-                    let Applied { err, view, loaded, dhcp, router, meter } = applied;
+                    let Applied { err, view, loaded, dhcp, dhcp_inputs, router, meter } = applied;
                     // The view is trusted by the next change only when it was all read.
                     let view = err.all.is_none().then_some(view);
                     let router = err.router.is_none().then_some(router);
@@ -702,7 +717,8 @@ impl LinuxBridge {
                         .iter()
                         .map(|n| (n.spec.nic_id.clone(), n.spec.device.clone(), n.spec.ipv4.clone()))
                         .collect();
-                    self.vpcs().insert(ns.clone(), VpcState { loaded, view, dhcp, router, meter, ports });
+                    let state = VpcState { loaded, view, dhcp, dhcp_inputs, router, meter, ports };
+                    self.vpcs().insert(ns.clone(), state);
                 }
                 Err(e) => {
                     for n in &vpc.nics {
