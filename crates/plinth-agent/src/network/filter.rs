@@ -58,12 +58,12 @@
 //!
 //! Applying: a change apply trusts what the agent last loaded and sends only the differing
 //! set elements, reading nothing back (or, when the chains changed, both tables whole,
-//! reading their structure back without the elements). A
-//! verifying apply reads the tables ([`super::listing`]; or takes a survey's read, made
-//! beside change applies) and sends a delta only when their structure is as read after
-//! the last whole load and every set holds the elements last loaded into it; otherwise
-//! (first apply, agent restart, a table flushed or an element deleted by hand) both
-//! tables are replaced whole in one batch. Chosen: `nft` text over the JSON model (the text is what the reference
+//! reading their structure back without the elements). A verifying apply reads the
+//! tables ([`super::listing`]; or takes a survey's read, made beside change applies) and
+//! sends a delta only when their structure is as read after the last whole load and every
+//! set holds the elements last loaded into it; otherwise (first apply, agent restart, a
+//! table flushed or an element deleted by hand) both tables are replaced whole in one
+//! batch. Chosen: `nft` text over the JSON model (the text is what the reference
 //! experiments verified and what operators read; the same text is logged on failure).
 
 use super::cmd;
@@ -694,23 +694,29 @@ pub fn apply(
     writes: &std::sync::Mutex<Writes>,
 ) -> Result<Loaded, String> {
     let writes = || writes.lock().unwrap_or_else(|p| p.into_inner());
+    // A survey that began before the tables were last loaded whole read other tables.
+    let check = match check {
+        Check::Surveyed { since, .. } if writes().raced_whole(since) => Check::Read,
+        c => c,
+    };
     let trusted = match (loaded, &check) {
         (Some(l), _) if l.ruleset.structure != new.structure => false,
         (Some(_), Check::Trust) => true,
         (Some(l), Check::Read | Check::Surveyed { .. }) => {
-            let read;
-            let (listing, since) = match check {
-                Check::Surveyed { listing, since } => (listing, Some(since)),
-                _ => {
-                    read = listing::read(ns, listing::families(&new.structure), true)?;
-                    (&read, None)
-                }
+            let read = match check {
+                Check::Surveyed { .. } => None,
+                _ => Some(listing::read(ns, listing::families(&new.structure), true)),
             };
-            let whole = since.is_some_and(|s| writes().raced_whole(s));
-            let drift = match &l.structure {
-                _ if whole => Some("the tables were replaced since the survey began".to_owned()),
-                None => Some("the tables' structure could not be read after they were loaded whole".to_owned()),
-                Some(structure) => {
+            let listed = match (&check, &read) {
+                (Check::Surveyed { listing, since }, _) => Ok((*listing, Some(*since))),
+                (_, Some(Ok(r))) => Ok((r, None)),
+                (_, Some(Err(e))) => Err(e.clone()),
+                (_, None) => Err("no listing".to_owned()),
+            };
+            let drift = match (&l.structure, listed) {
+                (_, Err(e)) => Some(format!("reading the tables: {e}")),
+                (None, _) => Some("the tables' structure could not be read after they were loaded whole".to_owned()),
+                (Some(structure), Ok((listing, since))) => {
                     let w = writes();
                     listing::differs(listing, structure, &l.ruleset, |k| since.is_some_and(|s| w.raced(s, k)))
                 }

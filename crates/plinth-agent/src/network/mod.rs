@@ -18,18 +18,21 @@
 //! short-lived ones [`tap`] spawns (TUN ioctl, opening a netlink socket). The diff keeps a
 //! re-apply of an unchanged spec to read-backs only.
 //!
-//! Surveys: a verification's reads (links, FDB, neighbours, the filter's tables) can be
-//! taken beforehand by [`HostNetwork::survey`], beside change applies; the verification
-//! then uses them where nothing was written since they began (the view as the agent
-//! believes it, the sets no change touched) and reads again only what it cannot trust, so
-//! a periodic verification does not hold the next change back for its reads.
+//! Surveys: a verification's reads (links, FDB, neighbours, the filter's tables, the DHCP
+//! directories, the meter's counters) can be taken beforehand by [`HostNetwork::survey`],
+//! beside change applies; the verification then uses them where nothing was written
+//! since they began (the view as the agent believes it, the sets no change touched) and
+//! reads again only what it cannot trust, so a periodic verification does not hold the
+//! next change back for its reads.
 //!
-//! Modules: [`cmd`] (running the tools), [`rtnl`] (rtnetlink messages), [`plan`] (spec → kernel names), [`links`]
-//! (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and neighbours), [`filter`]
-//! (nftables), [`listing`] (the filter's tables as read, compared with the ruleset), [`guard`] (the fail-closed eBPF program at each port's and VXLAN device's
-//! egress), [`dhcp`] (dnsmasq), [`router`] (the uplink to the provider network and its
-//! public addresses), [`meter`] (egress byte counters and their epochs), [`tap`] (TUN ioctl, namespace threads), [`neigh_limits`]
-//! (the machine-wide ARP table limits the data path outgrows).
+//! Modules: [`cmd`] (running the tools), [`rtnl`] (rtnetlink messages), [`plan`] (spec →
+//! kernel names), [`links`] (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and
+//! neighbours), [`filter`] (nftables), [`listing`] (the filter's tables as read, compared
+//! with the ruleset), [`guard`] (the fail-closed eBPF program at each port's and VXLAN
+//! device's egress), [`dhcp`] (dnsmasq), [`router`] (the uplink to the provider network
+//! and its public addresses), [`meter`] (egress byte counters and their epochs), [`tap`]
+//! (TUN ioctl, namespace threads), [`neigh_limits`] (the machine-wide ARP table limits
+//! the data path outgrows).
 
 pub mod cmd;
 pub mod conntrack;
