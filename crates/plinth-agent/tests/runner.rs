@@ -454,20 +454,19 @@ impl plinth_agent::network::HostNetwork for RecordingNetwork {
     }
 }
 
-#[tokio::test]
-async fn a_network_spec_is_applied_and_reported() {
+/// A fake server and one sim host whose network backend is `backend`.
+async fn with_network(backend: Arc<dyn plinth_agent::network::HostNetwork>) -> (Shared, tempfile::TempDir, Running) {
     let (fake, url) = start_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::open(dir.path().join("agent")).expect("state");
-    let backend = Arc::new(RecordingNetwork::default());
     let client = AgentClient::new(&url, "plinth-agent-test", None).expect("client");
     let cfg = Arc::new(RunnerConfig {
         join_token: Some(JOIN.into()),
         poll_wait_seconds: 2,
         agent_version: "test".into(),
-        state: state.clone(),
+        state,
         console_poll: plinth_agent::runner::CONSOLE_POLL,
-        network: Some(plinth_agent::runner::NetworkBackend(backend.clone())),
+        network: Some(plinth_agent::runner::NetworkBackend(backend)),
         volumes: None,
     });
     let inventory = profile_for(0);
@@ -476,6 +475,13 @@ async fn a_network_spec_is_applied_and_reported() {
     let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory, rediscover: None };
     let (stop, rx) = watch::channel(false);
     let handle = tokio::spawn(run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), rx));
+    (fake, dir, (handle, stop))
+}
+
+#[tokio::test]
+async fn a_network_spec_is_applied_and_reported() {
+    let backend = Arc::new(RecordingNetwork::default());
+    let (fake, _dir, (handle, stop)) = with_network(backend.clone()).await;
 
     until(&fake, "a heartbeat", |f| f.heartbeats >= 1).await;
     assert!(backend.applied.lock().expect("lock").is_empty(), "no spec, no apply");
@@ -536,26 +542,8 @@ impl plinth_agent::network::HostNetwork for SurveyingNetwork {
 
 #[tokio::test]
 async fn a_verification_is_surveyed_first_and_changes_go_on_beside_the_survey() {
-    let (fake, url) = start_fake().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = StateDir::open(dir.path().join("agent")).expect("state");
     let backend = Arc::new(SurveyingNetwork::default());
-    let client = AgentClient::new(&url, "plinth-agent-test", None).expect("client");
-    let cfg = Arc::new(RunnerConfig {
-        join_token: Some(JOIN.into()),
-        poll_wait_seconds: 2,
-        agent_version: "test".into(),
-        state: state.clone(),
-        console_poll: plinth_agent::runner::CONSOLE_POLL,
-        network: Some(plinth_agent::runner::NetworkBackend(backend.clone())),
-        volumes: None,
-    });
-    let inventory = profile_for(0);
-    let sim = SimConfig { delay: Duration::from_millis(20), fail_every: None, seed: 3 };
-    let runtime = Arc::new(SimRuntime::new(sim, &inventory, None).expect("runtime"));
-    let setup = HostSetup { index: 0, hostname: "sim-0000".into(), inventory, rediscover: None };
-    let (stop, rx) = watch::channel(false);
-    let handle = tokio::spawn(run_host(client, cfg, setup, runtime, Arc::new(Progress::default()), rx));
+    let (fake, _dir, (handle, stop)) = with_network(backend.clone()).await;
 
     let spec = |generation| plinth_api::HostNetworkSpec { generation, vpcs: vec![] };
     fake.with(|f| {
