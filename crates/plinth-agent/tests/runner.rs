@@ -502,20 +502,29 @@ async fn a_network_spec_is_applied_and_reported() {
     handle.await.expect("join").expect("host");
 }
 
-/// A network backend that keeps surveys: it records what it was asked, in order, and its
-/// surveys wait until the test lets them end.
+/// A network backend that keeps surveys: it records what it was asked, in order (and
+/// says so to whoever waits on `recorded`), and its surveys wait until the test lets them
+/// end.
 #[derive(Default)]
 struct SurveyingNetwork {
     calls: Mutex<Vec<String>>,
+    recorded: watch::Sender<usize>,
     release: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl SurveyingNetwork {
     fn record(&self, what: String) {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+        self.recorded.send_modify(|n| *n += 1);
     }
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Waits (at most `within`) until the calls so far satisfy `cond`.
+    async fn until(&self, what: &str, within: Duration, cond: impl Fn(&[String]) -> bool) {
+        let mut rx = self.recorded.subscribe();
+        let met = tokio::time::timeout(within, rx.wait_for(|_| cond(&self.calls()))).await;
+        assert!(met.is_ok(), "timed out waiting for {what}: {:?}", self.calls());
     }
 }
 
@@ -554,11 +563,7 @@ async fn a_verification_is_surveyed_first_and_changes_go_on_beside_the_survey() 
     until(&fake, "the network report of generation 7", |f| f.networks.iter().any(|n| n.generation == 7)).await;
     assert_eq!(backend.calls(), ["verify 7"], "the first spec is verified, reading for itself");
     // NETWORK_REAPPLY (10 s) without a change: the verification due begins with a survey.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !backend.calls().contains(&"survey begins".to_owned()) {
-        assert!(tokio::time::Instant::now() < deadline, "no survey began: {:?}", backend.calls());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    backend.until("a survey", Duration::from_secs(30), |c| c.iter().any(|x| x == "survey begins")).await;
     // A change arriving while the survey runs is applied and reported, the survey still
     // running (it has not ended: the test holds it).
     fake.with(|f| {
@@ -571,11 +576,7 @@ async fn a_verification_is_surveyed_first_and_changes_go_on_beside_the_survey() 
     // Once the survey is in, the verification follows, of the newest spec.
     *backend.release.0.lock().expect("lock") = true;
     backend.release.1.notify_all();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while backend.calls().len() < 5 {
-        assert!(tokio::time::Instant::now() < deadline, "no verification after the survey: {:?}", backend.calls());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    backend.until("a verification after the survey", Duration::from_secs(10), |c| c.len() >= 5).await;
     assert_eq!(backend.calls()[3..], ["survey ends", "verify 8"]);
     let _ = stop.send(true);
     handle.await.expect("join").expect("host");
