@@ -241,6 +241,20 @@ fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// The data path as it reads back (links without counters, FDB, neighbours, ruleset).
+/// The command lines of the processes whose network namespace has inode `ino`.
+fn processes_in_netns(ino: u64) -> Vec<String> {
+    let want = format!("net:[{ino}]");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let pid = e.path();
+        if std::fs::read_link(pid.join("ns/net")).is_ok_and(|l| l.to_string_lossy() == want) {
+            let args = std::fs::read(pid.join("cmdline")).unwrap_or_default();
+            out.push(String::from_utf8_lossy(&args).replace('\0', " "));
+        }
+    }
+    out
+}
+
 fn readback(host: &Host, vni: u32) -> String {
     let ns = host.vpc_ns(vni);
     let keep = "import json,sys; l=json.load(sys.stdin); print(json.dumps([{k: x.get(k) for k in ('ifname','address','mtu','flags','master','ifindex')} | {'kind': x.get('linkinfo',{}).get('info_kind'), 'id': x.get('linkinfo',{}).get('info_data',{}).get('id')} for x in l], sort_keys=True))";
@@ -794,11 +808,22 @@ fn two_hosts_carry_a_vpc() {
     assert!(!tcp(&g("b"), "10.73.0.12", 5000), "a spoofed MAC must be dropped");
     must(&format!("ip -n {} link set eth0 address 02:73:00:00:00:0b", g("b")));
 
-    // Teardown: an empty spec removes everything of the VPC.
+    // Teardown: an empty spec removes everything of the VPC. Control first: the VPC
+    // namespace holds a process now (the agent's kept `nft`), so the scan after teardown
+    // can find one left behind holding a deleted namespace alive.
+    let vpc_inodes: Vec<u64> = hosts.iter().map(|h| ns_inode(&h.vpc_ns(VNI))).collect();
+    assert!(
+        vpc_inodes.iter().all(|i| !processes_in_netns(*i).is_empty()),
+        "control: a kept nft runs in each VPC namespace"
+    );
     let empty = HostNetworkSpec { generation: 4, vpcs: vec![] };
     for host in &hosts {
         let o = host.apply(&empty);
         assert!(o.nics.is_empty());
+    }
+    for i in &vpc_inodes {
+        let left = processes_in_netns(*i);
+        assert!(left.is_empty(), "processes still hold a deleted VPC namespace: {left:?}");
     }
     let (_, list) = sh("ip netns list");
     for host in &hosts {
@@ -813,6 +838,63 @@ fn two_hosts_carry_a_vpc() {
         assert!(left.is_empty(), "state files are left: {left:?}");
     }
     drop(lab);
+}
+
+/// The filter's kept `nft` on its own, in a namespace of the test's: a batch is applied
+/// as one transaction (a refused one changes nothing and answers `nft`'s own complaint,
+/// not the marker's), later batches still go through, and a kept `nft` killed from
+/// outside costs no batch (the next is loaded one-shot, and the one after starts a new
+/// kept `nft`).
+#[test]
+fn the_kept_nft_applies_batches_whole_and_survives_its_death() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let ns = format!("pk{}", std::process::id());
+    let lab = Lab { tag: ns.clone(), namespaces: vec![ns.clone()], dirs: vec![], children: vec![] };
+    must(&format!("ip netns add {ns}"));
+    must(&format!("ip netns exec {ns} nft 'table inet plinth {{ set s {{ type inet_service; flags interval; }}; }}'"));
+    let elements = || {
+        let out = must(&format!("ip netns exec {ns} nft -j list set inet plinth s"));
+        let mut ports: Vec<u64> = Vec::new();
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        for item in v["nftables"].as_array().expect("array") {
+            for e in item["set"]["elem"].as_array().into_iter().flatten() {
+                ports.push(e.as_u64().expect("a port"));
+            }
+        }
+        ports.sort_unstable();
+        ports
+    };
+    let nft = plinth_agent::network::nft_shell::Nft::kept();
+    nft.load(&ns, "add element inet plinth s { 7000 }\nadd element inet plinth s { 7001 }\n").expect("first batch");
+    assert_eq!(elements(), vec![7000, 7001]);
+    let kept = processes_in_netns(ns_inode(&ns));
+    assert!(kept.iter().any(|p| p.starts_with("nft -i")), "a kept nft runs in the namespace: {kept:?}");
+    // Refused whole: 7002 is not added because 7999 cannot be deleted.
+    let err = nft
+        .load(&ns, "add element inet plinth s { 7002 }\ndelete element inet plinth s { 7999 }\n")
+        .expect_err("deleting a missing element is refused");
+    assert!(err.contains("7999") && !err.contains("plinth-sync"), "nft's own complaint: {err}");
+    assert_eq!(elements(), vec![7000, 7001], "a refused batch changes nothing");
+    nft.load(&ns, "delete element inet plinth s { 7000 }\n").expect("a batch after a refused one");
+    assert_eq!(elements(), vec![7001]);
+    // Killed from outside: the next batch still lands, and a kept nft runs again after.
+    must(&format!("ip netns pids {ns} | xargs -r kill -9"));
+    wait_for("the kept nft to die", Duration::from_secs(5), || processes_in_netns(ns_inode(&ns)).is_empty());
+    nft.load(&ns, "add element inet plinth s { 7003 }\n").expect("a batch after the kept nft died");
+    nft.load(&ns, "add element inet plinth s { 7004 }\n").expect("and the next");
+    assert_eq!(elements(), vec![7001, 7003, 7004]);
+    assert!(!processes_in_netns(ns_inode(&ns)).is_empty(), "a kept nft runs again");
+    nft.close();
+    assert!(processes_in_netns(ns_inode(&ns)).is_empty(), "closing ends the kept nft");
+    drop(lab);
+}
+
+fn ns_inode(ns: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{ns}")).expect("namespace").ino()
 }
 
 /// The guard on its own: two namespaces joined by a veth, the guard at the egress of one

@@ -683,7 +683,8 @@ pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> (String, Vec<String>) {
 
 /// Loads `new` into the namespace. `check` says what the kernel holds now (see [`Check`]):
 /// a delta is sent when it agrees with `loaded`, else both tables are replaced whole and
-/// their structure read back. `writes` records what is written when, for surveys. Answers
+/// their structure read back. `writes` records what is written when, for surveys; `nft`
+/// sends the batch. Answers
 /// what is loaded now, or the error (the kernel keeps the old ruleset then: one batch is
 /// one transaction).
 pub fn apply(
@@ -692,6 +693,7 @@ pub fn apply(
     new: Ruleset,
     check: Check<'_>,
     writes: &std::sync::Mutex<Writes>,
+    nft: &super::nft_shell::Nft,
 ) -> Result<Loaded, String> {
     let writes = || writes.lock().unwrap_or_else(|p| p.into_inner());
     // A survey that began before the tables were last loaded whole read other tables.
@@ -740,7 +742,7 @@ pub fn apply(
     };
     let sent = std::time::Instant::now();
     writes().begin(sets.as_ref().map(|s| s.iter()));
-    let done = cmd::in_ns(ns, "nft", &["-f", "-"], Some(&batch));
+    let done = nft.load(ns, &batch);
     writes().end();
     done.map_err(|e| format!("nft batch refused: {e}"))?;
     tracing::debug!(

@@ -44,6 +44,7 @@ pub mod links;
 pub mod listing;
 pub mod meter;
 pub mod neigh_limits;
+pub mod nft_shell;
 pub mod ovs;
 pub mod plan;
 pub mod router;
@@ -179,10 +180,16 @@ pub struct LinuxBridge {
     /// Per namespace: what the backend knows it holds.
     vpcs: Mutex<BTreeMap<String, VpcState>>,
     /// Per namespace: when its filter's sets were written (read by surveys while an apply
-    /// holds the namespace's state).
-    writes: Mutex<BTreeMap<String, Arc<Mutex<listing::Writes>>>>,
+    /// holds the namespace's state), and the `nft` kept open for its element updates.
+    filters: Mutex<BTreeMap<String, Arc<FilterIo>>>,
     /// Per namespace: the last survey, for the next verification.
     surveys: Mutex<BTreeMap<String, Survey>>,
+}
+
+/// One namespace's filter writes: their clock and the `nft` that makes them.
+struct FilterIo {
+    writes: Mutex<listing::Writes>,
+    nft: nft_shell::Nft,
 }
 
 /// One VPC namespace as a survey read it.
@@ -304,12 +311,14 @@ impl Applied {
 impl LinuxBridge {
     /// A backend with these settings.
     pub fn new(cfg: NetworkConfig) -> LinuxBridge {
-        LinuxBridge { cfg, vpcs: Mutex::new(BTreeMap::new()), writes: Mutex::default(), surveys: Mutex::default() }
+        LinuxBridge { cfg, vpcs: Mutex::new(BTreeMap::new()), filters: Mutex::default(), surveys: Mutex::default() }
     }
 
-    fn writes_of(&self, ns: &str) -> Arc<Mutex<listing::Writes>> {
-        let mut all = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(ns.to_owned()).or_default().clone()
+    fn filter_io(&self, ns: &str) -> Arc<FilterIo> {
+        let mut all = self.filters.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(ns.to_owned())
+            .or_insert_with(|| Arc::new(FilterIo { writes: Mutex::default(), nft: nft_shell::Nft::kept() }))
+            .clone()
     }
 
     fn surveys(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Survey>> {
@@ -342,7 +351,7 @@ impl LinuxBridge {
     fn survey_vpc(&self, plan: &VpcPlan) -> Survey {
         let ns = plan.ns.as_str();
         let started = std::time::Instant::now();
-        let since = self.writes_of(ns).lock().unwrap_or_else(|p| p.into_inner()).now();
+        let since = self.filter_io(ns).writes.lock().unwrap_or_else(|p| p.into_inner()).now();
         let view = View::read(ns);
         let viewed = started.elapsed();
         let listing = listing::read(ns, listing::FAMILIES.into_iter(), true);
@@ -379,9 +388,12 @@ impl LinuxBridge {
 
     /// Removes everything of one VPC namespace: dnsmasq, files, the namespace.
     fn teardown(&self, ns: &str) -> Result<(), String> {
+        // The kept `nft` holds the namespace: it ends first.
+        if let Some(io) = self.filters.lock().unwrap_or_else(|p| p.into_inner()).remove(ns) {
+            io.nft.close();
+        }
         self.cfg.teardown(ns)?;
         self.vpcs().remove(ns);
-        self.writes.lock().unwrap_or_else(|p| p.into_inner()).remove(ns);
         Ok(())
     }
 
@@ -480,7 +492,7 @@ impl LinuxBridge {
         // a busy host), rendering and `nft` are CPU. A port carries nothing until it joins
         // its bridge, which it does below, only once the rules holding it are loaded and
         // its guard is on (a guard missing is drift repaired here).
-        let writes = self.writes_of(ns);
+        let io = self.filter_io(ns);
         let check = match (verify, survey.as_ref().map(|s| (&s.listing, s.since))) {
             (false, _) => filter::Check::Trust,
             (true, Some((Ok(listing), since))) => filter::Check::Surveyed { listing, since },
@@ -498,7 +510,7 @@ impl LinuxBridge {
                 });
                 let new = filter::render(plan, prior_loaded.as_ref().map(|l| &l.ruleset));
                 let rendered_at = started.elapsed();
-                let filtered = match filter::apply(ns, prior_loaded.as_ref(), new, check, &writes) {
+                let filtered = match filter::apply(ns, prior_loaded.as_ref(), new, check, &io.writes, &io.nft) {
                     Ok(loaded) => {
                         if let Some(old) = &prior_loaded {
                             let t = std::time::Instant::now();

@@ -450,6 +450,7 @@ impl OpenVswitch {
             ruleset,
             if verify { filter::Check::Read } else { filter::Check::Trust },
             &std::sync::Mutex::default(),
+            &super::nft_shell::Nft::default(),
         ) {
             Ok(l) => {
                 if let Some(old) = &prior.loaded {
