@@ -27,6 +27,8 @@ pub struct NicRow {
 pub struct VpcRows {
     pub vpc: Vpc,
     pub firewall_generation: i64,
+    /// Per group: the firewall generation of the last change to its members' filters.
+    pub group_filter_generations: BTreeMap<SecurityGroupId, i64>,
     /// Each subnet with its short index (the bridge's number).
     pub subnets: Vec<(Subnet, u32)>,
     /// Every NIC of the VPC, wherever it is.
@@ -36,6 +38,13 @@ pub struct VpcRows {
     /// Every IP pool's range (first and last address as integers) and gateway: where a VPC
     /// router sends internet traffic depends on the pool of its public addresses.
     pub pool_gateways: Vec<(u32, u32, Option<String>)>,
+}
+
+/// A NIC's filter generation: the highest of its groups' (each moves when its rules or the
+/// VPC's members change) and of its own last change.
+pub fn nic_filter_generation(v: &VpcRows, nic: &NetworkInterface) -> i64 {
+    let groups = nic.security_group_ids.iter().filter_map(|g| v.group_filter_generations.get(g)).max();
+    groups.copied().unwrap_or(v.firewall_generation).max(nic.filter_generation)
 }
 
 /// A NIC's public addresses: its floating IPs (oldest first), then its SNAT address.
@@ -174,7 +183,7 @@ pub fn host_spec(
                     hostname: n.hostname.clone(),
                     instance_id: n.nic.instance_id.clone(),
                     slot: n.nic.slot,
-                    filter_generation: v.firewall_generation,
+                    filter_generation: nic_filter_generation(v, &n.nic),
                     snat_address: n.nic.snat_address.clone(),
                     floating: n.nic.floating_ips.iter().map(|f| f.address.clone()).collect(),
                     dns_name: dns_name(n),
@@ -200,7 +209,8 @@ pub struct NicProgress {
     /// Its host's last report of it.
     pub components: Option<Vec<ComponentStatus>>,
     pub filter_generation_applied: Option<i64>,
-    /// The VPC's current filter (firewall) generation: what its hosts are told to load.
+    /// The highest filter generation of its groups: what its host is told to load (see
+    /// [`nic_filter_generation`]; `None`: in no group).
     pub filter_generation: Option<i64>,
     /// Hosts that must apply a generation before the NIC is reachable from them.
     pub barrier: Option<BTreeMap<HostId, i64>>,

@@ -800,6 +800,97 @@ async fn a_hosts_spec_follows_each_nic_change(srv: &TestServer) {
     assert_eq!(plugs, std::collections::BTreeMap::from([(one, json!("veth")), (three, json!("tap"))]));
 }
 
+async fn desired_generation(srv: &TestServer, host: &TestHost) -> Option<i64> {
+    srv.get("/agent/v1/desired?wait=0").token(&host.credential).send().await.ok(200)["generation"].as_i64()
+}
+
+async fn nic_filter(srv: &TestServer, tok: &str, nic: &str) -> i64 {
+    let n = srv.get(&format!("/v1/network-interfaces/{nic}")).token(tok).send().await.ok(200);
+    n["filter_generation"].as_i64().expect("filter_generation")
+}
+
+/// The filter generation `host`'s spec gives `nic`.
+async fn spec_filter(srv: &TestServer, host: &TestHost, nic: &str) -> Option<i64> {
+    let d = srv.get("/agent/v1/desired?wait=0").token(&host.credential).send().await.ok(200);
+    let nics = d["network"]["vpcs"][0]["nics"].as_array().cloned().unwrap_or_default();
+    nics.iter().find(|n| n["nic_id"] == json!(nic)).and_then(|n| n["filter_generation"].as_i64())
+}
+
+/// A change to one group's rules moves the filter generation of that group's members only,
+/// and only their hosts are told (a host whose NICs are all outside the group keeps its
+/// desired generation: nothing it loads changed). Control: a change to the VPC's members
+/// (a NIC joining the group) moves every NIC and tells every host of the VPC.
+async fn a_rule_change_reaches_only_its_members_hosts(srv: &TestServer) {
+    let (tok, project) = tenant(srv, "scoped").await;
+    let v = vpc(srv, &tok, &project, "main", "10.31.0.0/16").await;
+    let s = subnet(srv, &tok, &id(&v), "a", "10.31.0.0/24").await;
+    let web = srv
+        .post("/v1/security-groups")
+        .token(&tok)
+        .json(&json!({ "vpc_id": id(&v), "name": "web", "rules": [] }))
+        .send()
+        .await
+        .ok(201);
+    let inv = common::fleet::inventory(64, 1 << 20);
+    let (h1, h2) = (srv.enroll_host("scoped-1", inv.clone(), &[]).await, srv.enroll_host("scoped-2", inv, &[]).await);
+    let bind = |name: &str, host: &str| json!({ "subnet_id": id(&s), "name": name, "host_id": host });
+    let mut a_body = bind("a", &h1.id);
+    a_body["security_group_ids"] = json!([id(&web)]);
+    let a = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&a_body).send().await.ok(201));
+    let b = id(&srv.post("/v1/network-interfaces").token(&srv.operator).json(&bind("b", &h2.id)).send().await.ok(201));
+    let (g1, g2, fa, fb) = (
+        desired_generation(srv, &h1).await,
+        desired_generation(srv, &h2).await,
+        nic_filter(srv, &tok, &a).await,
+        nic_filter(srv, &tok, &b).await,
+    );
+    assert!(g1.is_some() && g2.is_some(), "both hosts have a desired generation");
+
+    let rule = srv
+        .post(&format!("/v1/security-groups/{}/rules", id(&web)))
+        .token(&tok)
+        .json(&json!({ "direction": "ingress", "protocol": "tcp", "port_min": 80, "port_max": 80 }))
+        .send()
+        .await
+        .ok(201);
+    let fa2 = nic_filter(srv, &tok, &a).await;
+    assert!(fa2 > fa, "the member's filter generation moves: {fa} → {fa2}");
+    assert_eq!(nic_filter(srv, &tok, &b).await, fb, "a NIC outside the group keeps its filter generation");
+    assert!(desired_generation(srv, &h1).await > g1, "the member's host is told");
+    assert_eq!(desired_generation(srv, &h2).await, g2, "a host without a member is not told");
+    assert_eq!(spec_filter(srv, &h1, &a).await, Some(fa2), "the member's host is told to load what the API shows");
+    srv.delete(&format!("/v1/security-groups/{}/rules/{}", id(&web), id(&rule))).token(&tok).send().await.ok(204);
+    let fa3 = nic_filter(srv, &tok, &a).await;
+    assert!(fa3 > fa2, "removing the rule moves the member again");
+    assert_eq!(
+        (nic_filter(srv, &tok, &b).await, desired_generation(srv, &h2).await),
+        (fb, g2),
+        "and again only the member"
+    );
+
+    // Control: b joins the group, a change to the VPC's members: every NIC moves, every
+    // host of the VPC is told.
+    let (g1, g2) = (desired_generation(srv, &h1).await, desired_generation(srv, &h2).await);
+    let default =
+        srv.get(&format!("/v1/network-interfaces/{b}")).token(&tok).send().await.ok(200)["security_group_ids"][0]
+            .clone();
+    srv.patch(&format!("/v1/network-interfaces/{b}"))
+        .token(&tok)
+        .json(&json!({ "security_group_ids": [default, id(&web)] }))
+        .send()
+        .await
+        .ok(200);
+    assert!(
+        nic_filter(srv, &tok, &a).await > fa3 && nic_filter(srv, &tok, &b).await > fb,
+        "a membership change moves every NIC"
+    );
+    assert!(
+        desired_generation(srv, &h1).await > g1 && desired_generation(srv, &h2).await > g2,
+        "and tells every host of the VPC"
+    );
+    assert_eq!(spec_filter(srv, &h2, &b).await, Some(nic_filter(srv, &tok, &b).await));
+}
+
 // ---- the start barrier ----------------------------------------------------------------
 
 /// A server whose starts give the NICs `secs` to be ready.
@@ -1385,6 +1476,11 @@ both_backends!(
     a_hosts_spec_follows_each_nic_change_sqlite,
     a_hosts_spec_follows_each_nic_change_postgres,
     a_hosts_spec_follows_each_nic_change
+);
+both_backends!(
+    a_rule_change_reaches_only_its_members_hosts_sqlite,
+    a_rule_change_reaches_only_its_members_hosts_postgres,
+    a_rule_change_reaches_only_its_members_hosts
 );
 both_backends!(
     start_waits_for_its_nics_sqlite,

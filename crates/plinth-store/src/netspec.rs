@@ -126,7 +126,7 @@ impl Store {
                     "COALESCE(i.name, '')"
                 ]
             ),
-            packed(b, &["g.id", "CAST(g.generation AS TEXT)"]),
+            packed(b, &["g.id", "CAST(g.generation AS TEXT)", "CAST(g.filter_generation AS TEXT)"]),
             packed(b, &["CAST(p.first_addr AS TEXT)", "CAST(p.last_addr AS TEXT)", "COALESCE(p.gateway, '')"]),
         );
         let Some(row) =
@@ -157,9 +157,14 @@ impl Store {
         }
         listed.sort_by_key(|(_, _, port, ..)| *port);
         let mut group_list = Vec::new();
+        let mut group_filter_generations = BTreeMap::new();
         for f in unpack(group_rows.as_deref()) {
-            let [id, generation] = f[..] else { return Err(bad("group field count")) };
+            let [id, generation, filter] = f[..] else { return Err(bad("group field count")) };
             group_list.push((id.to_owned(), generation.parse::<i64>().map_err(|_| bad("group generation"))?));
+            group_filter_generations.insert(
+                SecurityGroupId(id.to_owned()),
+                filter.parse::<i64>().map_err(|_| bad("group filter generation"))?,
+            );
         }
         group_list.sort();
         let mut pool_gateways = Vec::new();
@@ -187,7 +192,10 @@ impl Store {
             .collect();
         let groups =
             group_list.into_iter().filter_map(|(id, g)| known_groups.current(&id, g, &mut fresh_groups)).collect();
-        Ok(Some((data_version, VpcRows { vpc, firewall_generation, subnets, nics, groups, pool_gateways })))
+        Ok(Some((
+            data_version,
+            VpcRows { vpc, firewall_generation, group_filter_generations, subnets, nics, groups, pool_gateways },
+        )))
     }
 
     /// The documents of `ids` in `T`'s table, decoded, by id (one statement per 500).
@@ -230,8 +238,11 @@ impl Store {
              vtep = COALESCE(excluded.vtep, host_networks.vtep), reported_at = excluded.reported_at"
         ));
         tx.write_later(sql, "host_networks", "host network").await?;
-        // NICs that read the same (after a rule change: every NIC of the VPC, all applied at
-        // the new generation) are written by one statement per chunk of ids.
+        // NICs that read the same (after a change to a group's members: every NIC of the
+        // VPC, all applied at the new generation) are written by one statement per chunk of
+        // ids; a NIC whose report did not change is not written at all (`observed_at` is
+        // when its observation last changed): a report after a rule change rewrites only
+        // the group's members, not every NIC of the host.
         let mut alike: BTreeMap<(String, Option<i64>), Vec<String>> = BTreeMap::new();
         for n in &report.nics {
             let comps = serde_json::to_string(&n.components).unwrap_or_default();
@@ -247,6 +258,13 @@ impl Store {
                 sql.cond("host_id =", Val::text(host_id));
                 let list = placeholders(&mut sql, chunk);
                 sql.push(&format!(" AND id IN ({list})"));
+                let same_gen = match generation {
+                    Some(_) => format!("observed_filter_generation = {b}"),
+                    None => "observed_filter_generation IS NULL".to_owned(),
+                };
+                sql.push(&format!(
+                    " AND NOT (COALESCE(observed_components = {a}, FALSE) AND COALESCE({same_gen}, FALSE))"
+                ));
                 tx.write_later(sql, "nics", "network interface").await?;
             }
         }
@@ -280,7 +298,9 @@ impl Store {
         instance_id: Option<&str>,
     ) -> Result<Vec<(NicId, Option<u8>, NicProgress)>, StoreError> {
         let mut sql = Sql::new(
-            "SELECT id, vpc_id, host_id, slot, port, barrier, observed_components, observed_filter_generation \
+            "SELECT id, vpc_id, host_id, slot, port, barrier, observed_components, observed_filter_generation, \
+             (SELECT MAX(g.filter_generation) FROM nic_security_groups m JOIN security_groups g \
+              ON g.id = m.security_group_id WHERE m.nic_id = nics.id) AS group_filter_generation \
              FROM nics WHERE 1=1",
         );
         match instance_id {
@@ -314,6 +334,7 @@ impl Store {
                     host_id: opt_host(r, "host_id")?,
                     components: comps.map(|c| decode("nics", &c)).transpose()?,
                     filter_generation_applied: r.try_get("observed_filter_generation")?,
+                    filter_generation: r.try_get("group_filter_generation")?,
                     barrier: barrier.map(|b| decode("nics", &b)).transpose()?,
                     port: port as u32,
                     ..Default::default()
@@ -331,13 +352,6 @@ impl Store {
         for r in sql.query().fetch_all(&self.read).await? {
             hosts.entry(r.try_get("vpc_id")?).or_default().insert(HostId(r.try_get("host_id")?));
         }
-        let mut sql = Sql::new("SELECT id, firewall_generation FROM vpcs WHERE 1=1");
-        let ps = placeholders(&mut sql, &vpcs);
-        sql.push(&format!(" AND id IN ({ps})"));
-        let mut firewall: BTreeMap<String, i64> = BTreeMap::new();
-        for r in sql.query().fetch_all(&self.read).await? {
-            firewall.insert(r.try_get("id")?, r.try_get("firewall_generation")?);
-        }
         let mut applied = BTreeMap::new();
         for r in sqlx::query("SELECT host_id, applied_generation FROM host_networks").fetch_all(&self.read).await? {
             applied.insert(HostId(r.try_get("host_id")?), r.try_get::<i64, _>("applied_generation")?);
@@ -346,7 +360,6 @@ impl Store {
             .into_iter()
             .map(|(vpc, id, slot, mut p)| {
                 p.vpc_hosts = hosts.get(&vpc).cloned().unwrap_or_default();
-                p.filter_generation = firewall.get(&vpc).copied();
                 p.applied = p
                     .barrier
                     .iter()
@@ -373,11 +386,33 @@ impl Tx {
     /// NIC placed since the last change its barrier. Returns the hosts it bumped; they are
     /// woken once the transaction commits (see [`Store::on_host_changed`]).
     pub async fn network_changed(&mut self, vpc_id: &str, extra_hosts: &[String]) -> Result<Vec<String>, StoreError> {
+        self.network_changed_on(vpc_id, extra_hosts, None).await
+    }
+
+    /// [`Tx::network_changed`] for a change only some hosts of the VPC hold (a group's
+    /// rules, held by its members' hosts): the others keep their desired generation, and
+    /// are sent the change with whatever next moves them (it reaches none of their NICs).
+    pub async fn network_changed_for(&mut self, vpc_id: &str, hosts: &[String]) -> Result<Vec<String>, StoreError> {
+        let only: BTreeSet<String> = hosts.iter().cloned().collect();
+        self.network_changed_on(vpc_id, &[], Some(&only)).await
+    }
+
+    async fn network_changed_on(
+        &mut self,
+        vpc_id: &str,
+        extra_hosts: &[String],
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut sql = Sql::new("SELECT DISTINCT host_id FROM nics WHERE host_id IS NOT NULL");
         sql.cond("vpc_id =", Val::text(vpc_id));
         let hosts: BTreeSet<String> =
             self.fetch(sql).await?.iter().map(|r| r.try_get("host_id")).collect::<Result<_, _>>()?;
-        let all: BTreeSet<String> = hosts.iter().cloned().chain(extra_hosts.iter().cloned()).collect();
+        let all: BTreeSet<String> = hosts
+            .iter()
+            .filter(|h| only.is_none_or(|o| o.contains(*h)))
+            .cloned()
+            .chain(extra_hosts.iter().cloned())
+            .collect();
         let mut sql = Sql::new("UPDATE vpcs SET data_version = data_version + 1 WHERE 1=1");
         sql.cond("id =", Val::text(vpc_id));
         self.write_later(sql, "vpcs", "VPC").await?;

@@ -407,12 +407,46 @@ impl Tx {
         Ok(())
     }
 
-    /// Bumps the VPC's firewall generation (any change to its groups, rules or members).
+    /// Bumps the VPC's firewall generation for a change to its NICs or their groups'
+    /// members: every group of the VPC moves to it (a member's address is in the filter of
+    /// every group whose rules name the group, and of the member itself).
     pub async fn bump_firewall(&mut self, vpc_id: &str) -> Result<i64, StoreError> {
+        let generation = self.next_firewall_generation(vpc_id).await?;
+        let mut sql = Sql::new("UPDATE security_groups SET filter_generation = ");
+        let g = sql.arg(Val::Int(Some(generation)));
+        sql.push(&format!("{g} WHERE 1=1"));
+        sql.cond("vpc_id =", Val::text(vpc_id));
+        self.write_later(sql, "security_groups", "security group").await?;
+        Ok(generation)
+    }
+
+    /// Bumps the VPC's firewall generation for a change to one group's rules: only that
+    /// group moves to it (its rules are in its own members' filters alone).
+    pub async fn bump_group_firewall(&mut self, vpc_id: &str, group_id: &str) -> Result<i64, StoreError> {
+        let generation = self.next_firewall_generation(vpc_id).await?;
+        let mut sql = Sql::new("UPDATE security_groups SET filter_generation = ");
+        let g = sql.arg(Val::Int(Some(generation)));
+        sql.push(&format!("{g} WHERE 1=1"));
+        sql.cond("id =", Val::text(group_id));
+        self.write_later(sql, "security_groups", "security group").await?;
+        Ok(generation)
+    }
+
+    async fn next_firewall_generation(&mut self, vpc_id: &str) -> Result<i64, StoreError> {
         let mut sql = Sql::new("UPDATE vpcs SET firewall_generation = firewall_generation + 1 WHERE 1=1");
         sql.cond("id =", Val::text(vpc_id));
         self.write_later(sql, "vpcs", "vpc").await?;
         self.firewall_generation(vpc_id).await
+    }
+
+    /// The hosts carrying a member of the group.
+    pub async fn group_hosts(&mut self, group_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT DISTINCT n.host_id AS host_id FROM nic_security_groups m JOIN nics n ON n.id = m.nic_id \
+             WHERE n.host_id IS NOT NULL",
+        );
+        sql.cond("m.security_group_id =", Val::text(group_id));
+        self.fetch(sql).await?.iter().map(|r| r.try_get("host_id").map_err(StoreError::from)).collect()
     }
 
     /// The VPC's firewall generation.

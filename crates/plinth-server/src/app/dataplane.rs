@@ -113,10 +113,10 @@ pub async fn fill(st: &AppState, nics: &mut [NetworkInterface]) -> Result<()> {
             n.host_id = p.host_id.clone();
             n.device = p.host_id.is_some().then(|| netspec::device_name(p.port));
             n.filter_generation_applied = p.filter_generation_applied;
-            // The NIC's row keeps the generation of its own last change; a group or rule
-            // change bumps only the VPC's: show what its host is told to load.
+            // The NIC's document keeps the generation of its own last change; a change to
+            // its groups' rules or members moves theirs: show what its host is told to load.
             if let Some(g) = p.filter_generation {
-                n.filter_generation = g;
+                n.filter_generation = n.filter_generation.max(g);
             }
         }
     }

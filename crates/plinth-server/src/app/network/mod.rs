@@ -89,6 +89,15 @@ pub(crate) async fn network_changed(tx: &mut Tx, vpc_id: &VpcId, extra_hosts: &[
     Ok(())
 }
 
+/// A group's rules changed: its members' filter generation moves, and only their hosts
+/// are told (a NIC outside the group loads nothing of its rules).
+pub(crate) async fn rules_changed(tx: &mut Tx, g: &SecurityGroup) -> Result<()> {
+    tx.bump_group_firewall(g.vpc_id.as_str(), g.id.as_str()).await?;
+    let hosts = tx.group_hosts(g.id.as_str()).await?;
+    tx.network_changed_for(g.vpc_id.as_str(), &hosts).await?;
+    Ok(())
+}
+
 /// The groups `ids` as a NIC of `vpc` may use: each visible and in the same VPC.
 pub(crate) async fn groups_of_vpc(
     tx: &mut Tx,

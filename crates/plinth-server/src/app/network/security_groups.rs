@@ -3,7 +3,7 @@
 //! and remove one rule. A change to rules bumps the VPC's firewall generation and tells the
 //! data plane in the same transaction.
 
-use super::{network_changed, other_vpc, require_write};
+use super::{other_vpc, require_write, rules_changed};
 use crate::app::{AppState, Caller, Error, Paging, Result};
 use chrono::Utc;
 use plinth_api::*;
@@ -208,8 +208,7 @@ pub async fn add_rule(
     g.rules.push(rule.clone());
     tx.save(&mut g).await?;
     tx.insert_rule(&g, &rule, Utc::now()).await?;
-    tx.bump_firewall(g.vpc_id.as_str()).await?;
-    network_changed(&mut tx, &g.vpc_id, &[]).await?;
+    rules_changed(&mut tx, &g).await?;
     tx.audit(&caller.audit(), rule.id.as_str(), Some(g.tenant_id.as_str()), 201).await?;
     tx.commit().await?;
     Ok(rule)
@@ -226,8 +225,7 @@ pub async fn remove_rule(st: &AppState, caller: &Caller, id: &str, rule_id: &str
     g.rules.remove(pos);
     tx.save(&mut g).await?;
     tx.delete_rules(id, Some(rule_id)).await?;
-    tx.bump_firewall(g.vpc_id.as_str()).await?;
-    network_changed(&mut tx, &g.vpc_id, &[]).await?;
+    rules_changed(&mut tx, &g).await?;
     tx.audit(&caller.audit(), rule_id, Some(g.tenant_id.as_str()), 204).await?;
     tx.commit().await?;
     Ok(())
