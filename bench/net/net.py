@@ -837,6 +837,11 @@ def main():
     log(f"port-ready samples (ms): {' '.join(f'{x:.0f}' for x in ready_ms)}")
 
     # ---- sg-enforce
+    def slow_call(label, what, ms):
+        # An API call much slower than its fellows, with the time to find it in the logs.
+        if ms > 40:
+            log(f"{label}: a {what} API call took {ms:.0f} ms (answered {time.strftime('%H:%M:%S', time.gmtime())} UTC)")
+
     def measure_changes(apply_deny, apply_allow, changes, label):
         deny, allow, api_deny, api_allow = [], [], [], []
         for k in range(changes // 2):
@@ -847,6 +852,7 @@ def main():
             t0 = time.monotonic()
             apply_deny()
             api_deny.append((time.monotonic() - t0) * 1000)
+            slow_call(label, "deny", api_deny[-1])
             at = prober.refused_since(tg["ip"], t0 + 60)
             if at is None:
                 die(f"{label}: new connections to {tg['ip']} still accepted 60 s after removing the rule")
@@ -854,6 +860,7 @@ def main():
             t0 = time.monotonic()
             apply_allow()
             api_allow.append((time.monotonic() - t0) * 1000)
+            slow_call(label, "allow", api_allow[-1])
             at = prober.first_success(tg["ip"], t0 + 60)
             if at is None:
                 die(f"{label}: no connection to {tg['ip']} within 60 s of adding the rule")

@@ -859,7 +859,8 @@ class OvnPeer:
                 continue
             d = max(0.0, at - t0) * 1000
             deny.append(d)
-            barrier.append((bx["t"] - t0) * 1000)
+            # The barrier's time, when its ovn-nbctl ended (a failed one is counted above).
+            bd = (bx["t"] - t0) * 1000 if "t" in bx else None
             # allow: Neutron's create_security_group_rule (a new ACL added to the port group)
             t0 = time.monotonic()
             p = self.nbctl_popen(chain(self._acl_cmds("a", pg, "to-lport", match)), wait="hv")
@@ -875,10 +876,12 @@ class OvnPeer:
                 continue
             a = (at - t0) * 1000
             allow.append(a)
-            barrier.append((bx["t"] - t0) * 1000)
+            ba = (bx["t"] - t0) * 1000 if "t" in bx else None
+            barrier += [b for b in (bd, ba) if b is not None]
             out += [d, a]
-            self.log(f"ovn sg-enforce change {k}: deny {d:.0f} ms (barrier {barrier[-2]:.0f}), "
-                     f"allow {a:.0f} ms (barrier {barrier[-1]:.0f})")
+            shown = ["?" if b is None else f"{b:.0f}" for b in (bd, ba)]
+            self.log(f"ovn sg-enforce change {k}: deny {d:.0f} ms (barrier {shown[0]}), "
+                     f"allow {a:.0f} ms (barrier {shown[1]})")
         self.details["sg_enforce"] = {"deny": deny, "allow": allow, "barrier": barrier}
         return out
 
@@ -944,7 +947,7 @@ def main():
         print(f"ovn sg-enforce: p50 {net.pct(sg, 50):.1f} ms p99 {net.pct(sg, 99):.1f} ms ({a.rules} rules x "
               f"{a.ports} ports; deny p50 {net.pct(s['deny'], 50):.1f} p99 {net.pct(s['deny'], 99):.1f}; allow p50 "
               f"{net.pct(s['allow'], 50):.1f} p99 {net.pct(s['allow'], 99):.1f}; --wait=hv barrier p50 "
-              f"{net.pct(s['barrier'], 50):.1f} p99 {net.pct(s['barrier'], 99):.1f}; {len(sg)} changes)")
+              f"{net.pct(s['barrier'] or [float('nan')], 50):.1f} p99 {net.pct(s['barrier'] or [float('nan')], 99):.1f}; {len(sg)} changes)")
         for f in peer.details.get("barrier_failures", []):
             print(f"  --wait=hv barrier failed (the change's TCP figure counted): {f}")
         for f in peer.details.get("enforce_failures", []):

@@ -844,7 +844,7 @@ fn two_hosts_carry_a_vpc() {
 /// as one transaction (a refused one changes nothing and answers `nft`'s own complaint,
 /// not the marker's), later batches still go through, and a kept `nft` killed from
 /// outside costs no batch (the next is loaded one-shot, and the one after starts a new
-/// kept `nft`).
+/// kept `nft`); past the cap, the ones used least recently are ended.
 #[test]
 fn the_kept_nft_applies_batches_whole_and_survives_its_death() {
     if !is_root() {
@@ -867,7 +867,8 @@ fn the_kept_nft_applies_batches_whole_and_survives_its_death() {
         ports.sort_unstable();
         ports
     };
-    let nft = plinth_agent::network::nft_shell::Nft::kept();
+    use plinth_agent::network::nft_shell::{self, Nft};
+    let nft = Nft::kept();
     nft.load(&ns, "add element inet plinth s { 7000 }\nadd element inet plinth s { 7001 }\n").expect("first batch");
     assert_eq!(elements(), vec![7000, 7001]);
     let kept = processes_in_netns(ns_inode(&ns));
@@ -889,6 +890,16 @@ fn the_kept_nft_applies_batches_whole_and_survives_its_death() {
     assert!(!processes_in_netns(ns_inode(&ns)).is_empty(), "a kept nft runs again");
     nft.close();
     assert!(processes_in_netns(ns_inode(&ns)).is_empty(), "closing ends the kept nft");
+    // Kept at most `keep`: the ones used last stay open.
+    let all: Vec<Nft> = (0..3).map(|_| Nft::kept()).collect();
+    for (i, n) in all.iter().enumerate() {
+        n.load(&ns, &format!("add element inet plinth s {{ {} }}\n", 7100 + i)).expect("a batch");
+    }
+    assert_eq!(processes_in_netns(ns_inode(&ns)).len(), 3, "control: three kept nft");
+    nft_shell::trim(all.iter(), 1);
+    assert_eq!(processes_in_netns(ns_inode(&ns)).len(), 1, "one stays");
+    all[2].close();
+    assert!(processes_in_netns(ns_inode(&ns)).is_empty(), "the one that stayed was the last used");
     drop(lab);
 }
 

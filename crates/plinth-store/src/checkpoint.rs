@@ -68,12 +68,19 @@ impl Checkpointer {
                         }
                         // Copy what came in meanwhile with the writer held, so the log is
                         // completely copied when the next write begins.
+                        let started = std::time::Instant::now();
                         let held = match writer.conn().await {
                             Ok(mut w) => checkpoint(&mut w).await,
                             Err(e) => Err(e),
                         };
-                        if let Err(e) = held {
-                            tracing::warn!("sqlite checkpoint: {e}");
+                        match held {
+                            Ok((log, copied)) => tracing::debug!(
+                                log,
+                                copied,
+                                held_ms = started.elapsed().as_millis() as u64,
+                                "sqlite checkpoint: the log copied with the writer held"
+                            ),
+                            Err(e) => tracing::warn!("sqlite checkpoint: {e}"),
                         }
                     }
                     Ok(_) => {}

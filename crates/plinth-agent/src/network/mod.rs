@@ -314,6 +314,16 @@ impl LinuxBridge {
         LinuxBridge { cfg, vpcs: Mutex::new(BTreeMap::new()), filters: Mutex::default(), surveys: Mutex::default() }
     }
 
+    /// Keeps at most [`nft_shell::KEEP_AT_MOST`] `nft` open (one more, for `ns`, may
+    /// start now).
+    fn trim_kept_nft(&self, ns: &str) {
+        let all: Vec<Arc<FilterIo>> = {
+            let filters = self.filters.lock().unwrap_or_else(|p| p.into_inner());
+            filters.iter().filter(|(n, _)| n.as_str() != ns).map(|(_, io)| io.clone()).collect()
+        };
+        nft_shell::trim(all.iter().map(|io| &io.nft), nft_shell::KEEP_AT_MOST - 1);
+    }
+
     fn filter_io(&self, ns: &str) -> Arc<FilterIo> {
         let mut all = self.filters.lock().unwrap_or_else(|p| p.into_inner());
         all.entry(ns.to_owned())
@@ -493,6 +503,7 @@ impl LinuxBridge {
         // its bridge, which it does below, only once the rules holding it are loaded and
         // its guard is on (a guard missing is drift repaired here).
         let io = self.filter_io(ns);
+        self.trim_kept_nft(ns);
         let check = match (verify, survey.as_ref().map(|s| (&s.listing, s.since))) {
             (false, _) => filter::Check::Trust,
             (true, Some((Ok(listing), since))) => filter::Check::Surveyed { listing, since },

@@ -29,13 +29,29 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The largest batch sent to a kept `nft` (one input line); larger ones go one-shot.
-const MAX_LINE: usize = 1 << 20;
+const MAX_LINE: usize = 256 << 10;
+
+/// How many `nft` an agent keeps open at most (about 10 MB each at 1,100 NICs, most of
+/// it the ruleset's cache): past it, the one used least recently is ended ([`trim`]).
+pub const KEEP_AT_MOST: usize = 16;
 
 /// One namespace's `nft`: kept open (when made with [`Nft::kept`]) or one-shot.
 #[derive(Default)]
 pub struct Nft {
     keep: bool,
     shell: Mutex<Option<Shell>>,
+}
+
+/// Ends the kept `nft` of all but the `keep` used most recently among `all`.
+pub fn trim<'a>(all: impl Iterator<Item = &'a Nft>, keep: usize) {
+    let mut open: Vec<(Instant, &Nft)> = all.filter_map(|n| n.last_used().map(|t| (t, n))).collect();
+    if open.len() <= keep {
+        return;
+    }
+    open.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+    for (_, n) in &open[keep..] {
+        n.close();
+    }
 }
 
 impl Nft {
@@ -79,13 +95,19 @@ impl Nft {
     pub fn close(&self) {
         self.shell.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+
+    /// When the kept `nft` last took a batch (`None`: none is kept; or it is busy now).
+    fn last_used(&self) -> Option<Instant> {
+        self.shell.try_lock().ok()?.as_ref().map(|s| s.used)
+    }
 }
 
 /// `batch` as one input line (its commands joined by `"; "`), when it can be one: no
-/// character the line editor could take for an edit command, and not too long.
+/// character the line editor could take for an edit command (`!`, `\`, control
+/// characters), no comment (`#`, which would end the line), and not too long.
 fn one_line(batch: &str) -> Option<String> {
     if batch.len() > MAX_LINE
-        || batch.bytes().any(|b| !(b.is_ascii_graphic() || b == b' ' || b == b'\n') || b == b'!' || b == b'\\')
+        || batch.bytes().any(|b| !(b.is_ascii_graphic() || b == b' ' || b == b'\n') || b"!\\#".contains(&b))
     {
         return None;
     }
@@ -111,6 +133,7 @@ struct Shell {
     stdin: ChildStdin,
     errors: Receiver<String>,
     seq: u64,
+    used: Instant,
 }
 
 impl Shell {
@@ -145,7 +168,7 @@ impl Shell {
                 }
             }
         });
-        let shell = Shell { child, stdin, errors, seq: 0 };
+        let shell = Shell { child, stdin, errors, seq: 0, used: Instant::now() };
         reader.map_err(|e| format!("nft -i: reader thread: {e}"))?;
         Ok(shell)
     }
@@ -153,6 +176,7 @@ impl Shell {
     /// Sends one batch line and waits for its marker: answers the batch's outcome, or how
     /// the shell broke.
     fn run(&mut self, line: &str) -> Result<Result<(), String>, Broken> {
+        self.used = Instant::now();
         // Whatever a previous run left unread (a marker's caret line) is not this batch's.
         while self.errors.try_recv().is_ok() {}
         self.seq += 1;

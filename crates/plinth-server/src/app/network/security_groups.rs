@@ -1,7 +1,7 @@
 //! Security groups and their rules: create (with rules), list, get, rename, delete (not
 //! the VPC's default one, not while NICs use it or another group names it as remote), add
-//! and remove one rule. A change to rules bumps the VPC's firewall generation and tells the
-//! data plane in the same transaction.
+//! and remove one rule. A change to rules moves the group's filter generation (a new one of
+//! the VPC's) and tells its members' hosts, in the same transaction ([`super::rules_changed`]).
 
 use super::{other_vpc, require_write, rules_changed};
 use crate::app::{AppState, Caller, Error, Paging, Result};
