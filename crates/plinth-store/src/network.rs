@@ -412,11 +412,7 @@ impl Tx {
     /// every group whose rules name the group, and of the member itself).
     pub async fn bump_firewall(&mut self, vpc_id: &str) -> Result<i64, StoreError> {
         let generation = self.next_firewall_generation(vpc_id).await?;
-        let mut sql = Sql::new("UPDATE security_groups SET filter_generation = ");
-        let g = sql.arg(Val::Int(Some(generation)));
-        sql.push(&format!("{g} WHERE 1=1"));
-        sql.cond("vpc_id =", Val::text(vpc_id));
-        self.write_later(sql, "security_groups", "security group").await?;
+        self.move_groups(generation, "vpc_id =", vpc_id).await?;
         Ok(generation)
     }
 
@@ -424,12 +420,17 @@ impl Tx {
     /// group moves to it (its rules are in its own members' filters alone).
     pub async fn bump_group_firewall(&mut self, vpc_id: &str, group_id: &str) -> Result<i64, StoreError> {
         let generation = self.next_firewall_generation(vpc_id).await?;
+        self.move_groups(generation, "id =", group_id).await?;
+        Ok(generation)
+    }
+
+    /// Sets the filter generation of the groups where `cond` (`"id ="`, `"vpc_id ="`) `value`.
+    async fn move_groups(&mut self, generation: i64, cond: &str, value: &str) -> Result<(), StoreError> {
         let mut sql = Sql::new("UPDATE security_groups SET filter_generation = ");
         let g = sql.arg(Val::Int(Some(generation)));
         sql.push(&format!("{g} WHERE 1=1"));
-        sql.cond("id =", Val::text(group_id));
-        self.write_later(sql, "security_groups", "security group").await?;
-        Ok(generation)
+        sql.cond(cond, Val::text(value));
+        self.write_later(sql, "security_groups", "security group").await
     }
 
     async fn next_firewall_generation(&mut self, vpc_id: &str) -> Result<i64, StoreError> {

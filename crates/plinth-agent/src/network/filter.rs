@@ -684,9 +684,8 @@ pub fn delta_batch(old: &Ruleset, new: &Ruleset) -> (String, Vec<String>) {
 /// Loads `new` into the namespace. `check` says what the kernel holds now (see [`Check`]):
 /// a delta is sent when it agrees with `loaded`, else both tables are replaced whole and
 /// their structure read back. `writes` records what is written when, for surveys; `nft`
-/// sends the batch. Answers
-/// what is loaded now, or the error (the kernel keeps the old ruleset then: one batch is
-/// one transaction).
+/// sends the batch. Answers what is loaded now, or the error (the kernel keeps the old
+/// ruleset then: one batch is one transaction).
 pub fn apply(
     ns: &str,
     loaded: Option<&Loaded>,

@@ -204,12 +204,9 @@ impl Shell {
         if let Some(i) = said.iter().rposition(|l| l.starts_with("Error:")) {
             said.truncate(i);
         }
-        let said: Vec<&String> = said.iter().filter(|l| !is_caret(l)).collect();
-        if said.is_empty() {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(format!("nft (kept): {}", said.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"))))
-        }
+        // `nft` echoes the line it complains about: the whole batch, here; shortened.
+        let said: Vec<String> = said.iter().filter(|l| !is_caret(l)).map(|l| shortened(l, 240)).collect();
+        if said.is_empty() { Ok(Ok(())) } else { Ok(Err(format!("nft (kept): {}", said.join("\n")))) }
     }
 }
 
@@ -224,6 +221,14 @@ impl Drop for Shell {
 fn is_caret(l: &str) -> bool {
     let t = l.trim();
     !t.is_empty() && t.bytes().all(|b| b == b'^' || b == b'~')
+}
+
+/// `l` cut to `max` characters (marked with `…`).
+fn shortened(l: &str, max: usize) -> String {
+    match l.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &l[..i]),
+        None => l.to_owned(),
+    }
 }
 
 fn tail(lines: &[String]) -> String {
@@ -245,5 +250,11 @@ mod tests {
         assert_eq!(one_line("table inet plinth {\n\tchain c {\n\t}\n}\n"), None);
         assert_eq!(one_line("add rule inet plinth c meta mark != 1 accept\n"), None);
         assert_eq!(one_line(&"x".repeat(MAX_LINE + 1)), None);
+    }
+
+    #[test]
+    fn a_long_echo_is_shortened() {
+        assert_eq!(shortened("abcdef", 3), "abc…");
+        assert_eq!(shortened("abc", 3), "abc");
     }
 }
