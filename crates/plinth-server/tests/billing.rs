@@ -463,6 +463,34 @@ async fn counters_ignore_duplicates_and_survive_resets() {
     assert_eq!(ack["rejected"], 1);
 }
 
+/// A report larger than one transaction's chunk (250 samples of one counter) is recorded
+/// whole and in order: every sample counted once, the usage the counter's final value,
+/// and the same report again adds nothing.
+#[tokio::test]
+async fn a_report_of_many_samples_is_recorded_whole_and_in_order() {
+    let w = world().await;
+    let iid = w.create("a", "small").await;
+    let samples: Vec<Value> = (1..=250)
+        .map(|seq: i64| {
+            json!({ "source": "tap0/tx", "seq": seq, "meter": "egress_bytes", "instance_id": iid,
+                    "value": seq * 10, "at": Utc::now().to_rfc3339() })
+        })
+        .collect();
+    let post = || w.srv.post("/agent/v1/counters").token(&w.host.credential).json(&json!(samples)).send();
+    let ack = post().await.ok(200);
+    assert_eq!((ack["recorded"].as_u64(), ack["duplicate"].as_u64()), (Some(250), Some(0)), "{ack}");
+    let bytes: i64 = w
+        .usage(&iid)
+        .await
+        .iter()
+        .filter(|u| u["meter"] == "egress_bytes")
+        .map(|u| u["quantity_micros"].as_i64().unwrap() / 1_000_000)
+        .sum();
+    assert_eq!(bytes, 2500, "the deltas add up to the counter's last value");
+    let ack = post().await.ok(200);
+    assert_eq!((ack["recorded"].as_u64(), ack["duplicate"].as_u64()), (Some(0), Some(250)), "{ack}");
+}
+
 /// One step of a random lifecycle.
 #[derive(Clone, Debug)]
 enum Step {
