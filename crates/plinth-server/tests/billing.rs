@@ -73,6 +73,13 @@ impl World {
         self.srv.list_all(&self.tok, &format!("/v1/usage?resource_id={iid}")).await
     }
 
+    /// The instance's recorded `egress_bytes`, in bytes.
+    async fn egress_bytes(&self, iid: &str) -> i64 {
+        let usage = self.usage(iid).await;
+        let egress = usage.iter().filter(|u| u["meter"] == "egress_bytes");
+        egress.map(|u| u["quantity_micros"].as_i64().unwrap() / 1_000_000).sum()
+    }
+
     async fn events(&self, iid: &str) -> Vec<Value> {
         self.srv.list_all(&self.tok, &format!("/v1/instances/{iid}/events")).await
     }
@@ -428,13 +435,7 @@ async fn counters_ignore_duplicates_and_survive_resets() {
         .await
         .ok(200);
     assert_eq!(ack["recorded"], 0);
-    let bytes: i64 = w
-        .usage(&iid)
-        .await
-        .iter()
-        .filter(|u| u["meter"] == "egress_bytes")
-        .map(|u| u["quantity_micros"].as_i64().unwrap() / 1_000_000)
-        .sum();
+    let bytes = w.egress_bytes(&iid).await;
     assert_eq!(bytes, 1000 + 500 + 200, "the reset counts from zero");
 
     // A sample that arrives after its period's invoice was finalized is billed in the
@@ -479,13 +480,7 @@ async fn a_report_of_many_samples_is_recorded_whole_and_in_order() {
     let post = || w.srv.post("/agent/v1/counters").token(&w.host.credential).json(&json!(samples)).send();
     let ack = post().await.ok(200);
     assert_eq!((ack["recorded"].as_u64(), ack["duplicate"].as_u64()), (Some(250), Some(0)), "{ack}");
-    let bytes: i64 = w
-        .usage(&iid)
-        .await
-        .iter()
-        .filter(|u| u["meter"] == "egress_bytes")
-        .map(|u| u["quantity_micros"].as_i64().unwrap() / 1_000_000)
-        .sum();
+    let bytes = w.egress_bytes(&iid).await;
     assert_eq!(bytes, 2500, "the deltas add up to the counter's last value");
     let ack = post().await.ok(200);
     assert_eq!((ack["recorded"].as_u64(), ack["duplicate"].as_u64()), (Some(0), Some(250)), "{ack}");
