@@ -55,21 +55,29 @@ pub fn bridge(ns: Option<&str>, args: &[&str]) -> Result<String, String> {
 /// its extra process and mount-namespace work, about 5 ms a call; these tools need only
 /// the network namespace, and `/proc/sys/net` follows it).
 pub fn in_ns(ns: &str, prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let (mut cmd, netns) = command_in_ns(ns, prog)?;
+    cmd.args(args);
+    let r = output(cmd, prog, args, stdin);
+    drop(netns);
+    r
+}
+
+/// `prog` to be run in the named namespace (its child joins it with `setns(2)`), and the
+/// namespace's file, which must stay open until the command is spawned.
+pub fn command_in_ns(ns: &str, prog: &str) -> Result<(Command, std::fs::File), String> {
     let path = super::links::ns_path(ns);
     let netns = std::fs::File::open(&path).map_err(|e| format!("namespace {ns}: {e}"))?;
     let fd = netns.as_raw_fd();
     let mut cmd = Command::new(prog);
-    cmd.args(args);
     // SAFETY: the closure runs in the forked child before exec and makes one
-    // async-signal-safe system call; `netns` (whose descriptor it names) outlives the spawn.
+    // async-signal-safe system call; `netns` (whose descriptor it names) is returned to
+    // the caller, who keeps it until the spawn.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
         });
     }
-    let r = output(cmd, prog, args, stdin);
-    drop(netns);
-    r
+    Ok((cmd, netns))
 }
 
 /// Parses a tool's JSON output (empty output is an empty array).

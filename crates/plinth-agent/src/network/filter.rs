@@ -704,15 +704,13 @@ pub fn apply(
         (Some(l), _) if l.ruleset.structure != new.structure => false,
         (Some(_), Check::Trust) => true,
         (Some(l), Check::Read | Check::Surveyed { .. }) => {
-            let read = match check {
-                Check::Surveyed { .. } => None,
-                _ => Some(listing::read(ns, listing::families(&new.structure), true)),
-            };
-            let listed = match (&check, &read) {
-                (Check::Surveyed { listing, since }, _) => Ok((*listing, Some(*since))),
-                (_, Some(Ok(r))) => Ok((r, None)),
-                (_, Some(Err(e))) => Err(e.clone()),
-                (_, None) => Err("no listing".to_owned()),
+            let read;
+            let listed = match &check {
+                Check::Surveyed { listing, since } => Ok((*listing, Some(*since))),
+                _ => {
+                    read = listing::read(ns, listing::families(&new.structure), true);
+                    read.as_ref().map(|r| (r, None)).map_err(Clone::clone)
+                }
             };
             let drift = match (&l.structure, listed) {
                 (_, Err(e)) => Some(format!("reading the tables: {e}")),

@@ -27,8 +27,9 @@
 //!
 //! Modules: [`cmd`] (running the tools), [`rtnl`] (rtnetlink messages), [`plan`] (spec →
 //! kernel names), [`links`] (namespace, bridges, VXLAN, ports), [`fdb`] (VXLAN FDB and
-//! neighbours), [`filter`] (nftables), [`listing`] (the filter's tables as read, compared
-//! with the ruleset), [`guard`] (the fail-closed eBPF program at each port's and VXLAN
+//! neighbours), [`filter`] (nftables), [`nft_shell`] (the `nft` kept open per namespace
+//! for its element updates), [`listing`] (the filter's tables as read, compared with the
+//! ruleset), [`guard`] (the fail-closed eBPF program at each port's and VXLAN
 //! device's egress), [`dhcp`] (dnsmasq), [`router`] (the uplink to the provider network
 //! and its public addresses), [`meter`] (egress byte counters and their epochs), [`tap`]
 //! (TUN ioctl, namespace threads), [`neigh_limits`] (the machine-wide ARP table limits
@@ -315,7 +316,7 @@ impl LinuxBridge {
     }
 
     /// Keeps at most [`nft_shell::KEEP_AT_MOST`] `nft` open (one more, for `ns`, may
-    /// start now).
+    /// start now: called only when `ns` has none).
     fn trim_kept_nft(&self, ns: &str) {
         let all: Vec<Arc<FilterIo>> = {
             let filters = self.filters.lock().unwrap_or_else(|p| p.into_inner());
@@ -503,7 +504,9 @@ impl LinuxBridge {
         // its bridge, which it does below, only once the rules holding it are loaded and
         // its guard is on (a guard missing is drift repaired here).
         let io = self.filter_io(ns);
-        self.trim_kept_nft(ns);
+        if !io.nft.is_open() {
+            self.trim_kept_nft(ns);
+        }
         let check = match (verify, survey.as_ref().map(|s| (&s.listing, s.since))) {
             (false, _) => filter::Check::Trust,
             (true, Some((Ok(listing), since))) => filter::Check::Surveyed { listing, since },

@@ -18,9 +18,7 @@
 
 use super::cmd;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -96,6 +94,11 @@ impl Nft {
         self.shell.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
+    /// Whether a kept `nft` runs now.
+    pub fn is_open(&self) -> bool {
+        self.shell.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// When the kept `nft` last took a batch (`None`: none is kept; or it is busy now).
     fn last_used(&self) -> Option<Instant> {
         self.shell.try_lock().ok()?.as_ref().map(|s| s.used)
@@ -138,17 +141,8 @@ struct Shell {
 
 impl Shell {
     fn start(ns: &str) -> Result<Shell, String> {
-        let netns = std::fs::File::open(super::links::ns_path(ns)).map_err(|e| format!("namespace {ns}: {e}"))?;
-        let fd = netns.as_raw_fd();
-        let mut cmd = Command::new("nft");
+        let (mut cmd, netns) = cmd::command_in_ns(ns, "nft")?;
         cmd.arg("-i").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-        // SAFETY: the closure runs in the forked child before exec and makes one
-        // async-signal-safe system call; `netns` (whose descriptor it names) outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-            });
-        }
         let mut child = cmd.spawn().map_err(|e| format!("nft -i: {e}"))?;
         drop(netns);
         let (stdin, stderr) = match (child.stdin.take(), child.stderr.take()) {
