@@ -8,8 +8,9 @@
 
 use crate::runtime::{BlobSource, BoxFuture};
 use plinth_api::{
-    ConsoleAck, ConsoleChunkQuery, CounterAck, CounterSample, DesiredState, EnrollRequest, EnrollResponse, Heartbeat,
-    HeartbeatAck, HostInventory, InstanceId, ObservedAck, ObservedReport, VolumeId, VolumeKey,
+    ConsoleAck, ConsoleChunkQuery, ConsoleInputBatch, ConsoleInputPoll, CounterAck, CounterSample, DesiredState,
+    EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck, HostInventory, InstanceId, ObservedAck, ObservedReport,
+    VolumeId, VolumeKey,
 };
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -277,6 +278,19 @@ impl HostClient {
             .query(q)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(data)
+            .send()
+            .await
+            .map_err(transport)?;
+        json(resp).await
+    }
+
+    /// `POST /agent/v1/console-input`: acknowledges what was written to the guests and
+    /// answers the input waiting for them, waiting up to `poll.wait` seconds for some.
+    pub async fn console_input(&self, poll: &ConsoleInputPoll) -> Result<ConsoleInputBatch, ClientError> {
+        let wait = poll.wait.min(MAX_POLL_WAIT_SECONDS);
+        let resp = self
+            .request(reqwest::Method::POST, "/agent/v1/console-input", Duration::from_secs(wait) + POLL_MARGIN)
+            .json(poll)
             .send()
             .await
             .map_err(transport)?;

@@ -18,12 +18,14 @@
 //! - [`discovery`]: the host's hardware inventory from `/proc` and `/sys`;
 //! - [`kvm_probe`]: whether `/dev/kvm` works, by booting a tiny probe guest under it;
 //! - [`console_ship`]: sending guests' serial console logs to the server;
+//! - [`console_input`]: writing what users type to guests' serial consoles;
 //! - [`backoff`]: capped exponential backoff with jitter.
 
 #![warn(missing_docs)]
 
 pub mod backoff;
 pub mod client;
+pub mod console_input;
 pub mod console_ship;
 pub mod console_watch;
 pub mod converge;

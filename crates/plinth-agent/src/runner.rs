@@ -486,6 +486,10 @@ impl<R: Runtime> Host<R> {
         {
             tokio::spawn(crate::meter_ship::run(host.clone(), net.0.clone(), period, stop.clone()));
         }
+        if self.runtime.has_consoles() {
+            let wait = self.cfg.poll_wait_seconds;
+            tokio::spawn(crate::console_input::run(host.clone(), self.runtime.clone(), wait, stop.clone()));
+        }
         self.converge_loop(host, cred.host_id, table, stop).await
     }
 

@@ -231,3 +231,38 @@ pub struct ConsoleAck {
     /// The server holds the stream up to this offset; the agent sends from here.
     pub acked: u64,
 }
+
+/// Body of `POST /agent/v1/console-input`: what the agent wrote to its guests since its
+/// last call (the server forgets it), and how long to wait for more.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct ConsoleInputPoll {
+    /// Per instance, the highest `seq` written to the guest (or dropped: not running here).
+    #[serde(default)]
+    pub acked: Vec<ConsoleInputAck>,
+    /// Long-poll: when nothing waits, wait up to this many seconds (at most 60) for input.
+    #[serde(default)]
+    pub wait: u64,
+}
+
+/// One instance's input written up to `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct ConsoleInputAck {
+    pub instance_id: InstanceId,
+    pub seq: i64,
+}
+
+/// Answer of `POST /agent/v1/console-input`: input waiting for this host's guests, in
+/// order per instance.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct ConsoleInputBatch {
+    pub chunks: Vec<ConsoleInputChunk>,
+}
+
+/// Input typed for one instance's serial console.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct ConsoleInputChunk {
+    pub instance_id: InstanceId,
+    /// Orders one instance's input (acknowledge up to it).
+    pub seq: i64,
+    pub data: String,
+}

@@ -452,6 +452,25 @@ pub struct ConsoleQuery {
     pub wait: Option<u64>,
 }
 
+/// Body of `POST /v1/instances/{id}/console/input`: text for the guest's serial console,
+/// as typed (a newline ends a line; control characters such as `\u0003` for Ctrl-C pass).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleInput {
+    /// 1 to 4096 bytes of UTF-8.
+    pub data: String,
+}
+
+/// Answer of `POST /v1/instances/{id}/console/input`: the input waits for the instance's
+/// host, which writes it to the guest's serial port in order.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct ConsoleInputAccepted {
+    pub instance_id: InstanceId,
+    /// This input's place in the instance's console input.
+    pub seq: i64,
+    pub bytes: u64,
+}
+
 /// Filters of `GET /v1/placement-groups`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -148,6 +148,11 @@ impl Client {
         self.get(&format!("{}/console", one::<Instances>(id)), q).await
     }
 
+    /// `POST /v1/instances/{id}/console/input`.
+    pub async fn instance_console_input(&self, id: &str, body: &ConsoleInput) -> Result<Doc<ConsoleInputAccepted>> {
+        self.post(&format!("{}/console/input", one::<Instances>(id)), body).await
+    }
+
     /// `PUT /v1/images/{id}/files/{role}`: a file's `len` bytes streamed from `file`.
     pub async fn upload_image_file(
         &self,

@@ -101,6 +101,7 @@ fn parts() -> Parts {
         .routes(routes!(instances::rebuild))
         .routes(routes!(instances::events))
         .routes(routes!(console::read))
+        .routes(routes!(console::input))
         .routes(routes!(images::list, images::create))
         .routes(routes!(images::get, images::update, images::delete))
         .routes(routes!(images::upload))
@@ -175,6 +176,7 @@ fn parts() -> Parts {
         .routes(routes!(agent::observed))
         .routes(routes!(agent::volume_key))
         .routes(routes!(console::ship))
+        .routes(routes!(console::take_input))
         .routes(routes!(usage::counters))
         .routes(routes!(images::blob))
         .split_for_parts();

@@ -1,10 +1,12 @@
 //! What an agent reports beyond states: the serial console it ships (offsets, a restarted
 //! agent resuming, rotation, followers woken by new output, only the instance's own host
-//! may write) and the runtime evidence (operators see it, tenants do not).
+//! may write) and the runtime evidence (operators see it, tenants do not). And console
+//! input: who may type, what is refused, and how it reaches only the instance's host, in
+//! order, until acknowledged.
 
 mod common;
 
-use common::fleet::inventory;
+use common::fleet::{Boots, TestAgent, inventory};
 use common::{TestServer, id};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -129,4 +131,120 @@ async fn runtime_evidence_is_for_operators_only() {
     assert_eq!(ack["applied"], 1, "{ack}");
     let seen = srv.get(&format!("/v1/instances/{iid}")).token(&srv.operator).send().await.ok(200);
     assert_eq!(seen["runtime"]["pid"], 4343);
+}
+
+/// Takes console input as the agent of `cred` does.
+async fn take(srv: &TestServer, cred: &str, acked: Value, wait: u64) -> Vec<(String, i64, String)> {
+    let b = srv
+        .post("/agent/v1/console-input")
+        .token(cred)
+        .json(&json!({ "acked": acked, "wait": wait }))
+        .send()
+        .await
+        .ok(200);
+    b["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["instance_id"].as_str().unwrap().to_string(),
+                c["seq"].as_i64().unwrap(),
+                c["data"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn console_input_reaches_only_the_instances_host_in_order_until_acknowledged() {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let other = srv.enroll_host("h2", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    let acme = srv.tenant_with_admin("acme").await;
+    let project = id(&srv.create_project(&acme.secret, None, "web").await);
+    let tok = acme.secret.clone();
+    let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let iid = id(&v["instance"]);
+    let on = v["instance"]["host_id"].as_str().unwrap().to_string();
+    let (mine, theirs) = if on == host.id.as_str() { (&host, &other) } else { (&other, &host) };
+    let input = |tok: &str, data: &str| {
+        srv.post(&format!("/v1/instances/{iid}/console/input")).token(tok).json(&json!({ "data": data }))
+    };
+
+    // Not running yet (no agent has booted it): refused, with the state that refused it.
+    let p = input(&tok, "ls\n").send().await.problem(409, "instance_not_running");
+    assert_eq!(p["constraint"]["rule"], "instance-state", "{p}");
+    let _agent = TestAgent::start(&srv.base, mine, Boots::Succeed);
+    srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+
+    // Bad input and other callers: refused, nothing waits.
+    input(&tok, "").send().await.problem(422, "invalid_value");
+    let p = input(&tok, &"x".repeat(4097)).send().await.problem(422, "invalid_value");
+    assert_eq!(p["constraint"]["max"], 4096, "{p}");
+    srv.post(&format!("/v1/instances/{iid}/console/input"))
+        .token(&tok)
+        .json(&json!({ "data": "ls", "extra": 1 }))
+        .send()
+        .await
+        .problem(422, "invalid_field");
+    let (globex, _) = srv.tenant_project("globex").await;
+    input(&globex, "ls\n").send().await.problem(404, "not_found");
+    let viewer = srv.create_user(&tok, &acme.tenant_id, "watcher").await;
+    srv.bind(&tok, &id(&viewer), "viewer", None).await;
+    let (_, viewer_tok) = srv.mint_token(&tok, &id(&viewer), "key").await;
+    input(&viewer_tok, "ls\n").send().await.problem(403, "forbidden");
+    srv.get(&format!("/v1/instances/{iid}/console")).token(&viewer_tok).send().await.ok(200);
+    assert!(take(&srv, &mine.credential, json!([]), 0).await.is_empty(), "nothing was accepted");
+
+    // Accepted in order; only the instance's host gets it, and again until acknowledged.
+    let a = input(&tok, "echo one\n").send().await.ok(202);
+    let b = input(&tok, "echo two\n").send().await.ok(202);
+    assert_eq!((a["seq"].as_i64(), b["seq"].as_i64(), b["bytes"].as_u64()), (Some(1), Some(2), Some(9)));
+    assert!(take(&srv, &theirs.credential, json!([]), 0).await.is_empty(), "another host gets nothing");
+    let want = vec![(iid.clone(), 1, "echo one\n".to_string()), (iid.clone(), 2, "echo two\n".to_string())];
+    assert_eq!(take(&srv, &mine.credential, json!([]), 0).await, want);
+    assert_eq!(take(&srv, &mine.credential, json!([]), 0).await, want, "not acknowledged: sent again");
+    // Another host cannot acknowledge it away.
+    take(&srv, &theirs.credential, json!([{ "instance_id": iid, "seq": 2 }]), 0).await;
+    assert_eq!(take(&srv, &mine.credential, json!([{ "instance_id": iid, "seq": 1 }]), 0).await, want[1..].to_vec());
+
+    // A waiting agent is woken by new input, and gets only what it has not acknowledged.
+    let waiting = {
+        let (base, cred, iid) = (srv.base.clone(), mine.credential.clone(), iid.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/agent/v1/console-input"))
+                .bearer_auth(cred)
+                .json(&json!({ "acked": [{ "instance_id": iid, "seq": 2 }], "wait": 30 }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    input(&tok, "echo three\n").send().await.ok(202);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the agent woke").unwrap();
+    assert_eq!(got["chunks"].as_array().unwrap().len(), 1, "{got}");
+    assert_eq!((got["chunks"][0]["seq"].as_i64(), got["chunks"][0]["data"].as_str()), (Some(3), Some("echo three\n")));
+
+    // At most 64 KiB waits per instance: 16 inputs of 4 KiB fill it (with 11 bytes waiting).
+    let block = "y".repeat(4096);
+    for _ in 0..15 {
+        input(&tok, &block).send().await.ok(202);
+    }
+    let p = input(&tok, &block).send().await.problem(409, "console_input_full");
+    assert_eq!(p["constraint"]["max"], 65536, "{p}");
+    let waiting = take(&srv, &mine.credential, json!([]), 0).await;
+    assert_eq!(waiting.len(), 16, "the refused input added nothing");
+    // Once taken, there is room again; with nothing left waiting, the next input still
+    // follows everything before it (an agent never takes it for one it already wrote).
+    let last = waiting.last().unwrap().1;
+    take(&srv, &mine.credential, json!([{ "instance_id": iid, "seq": last }]), 0).await;
+    assert!(take(&srv, &mine.credential, json!([]), 0).await.is_empty());
+    let next = input(&tok, &block).send().await.ok(202);
+    assert_eq!(next["seq"].as_i64(), Some(last + 1), "{next}");
 }

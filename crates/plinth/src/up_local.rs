@@ -206,8 +206,9 @@ pub async fn start(
         println!("The local agent has not made host {hostname} available (see its messages above).");
     }
     let prj = project.id;
-    println!("A local agent runs this machine as host {hostname}. Boot a VM and read its console:\n");
+    println!("A local agent runs this machine as host {hostname}. Boot a VM, read its console and type into it:\n");
     println!("  plinth instance create demo-vm --project {prj} --shape {SHAPE} --image {IMAGE} --wait");
-    println!("  plinth instance console-log demo-vm --follow\n");
+    println!("  plinth instance console-log demo-vm --follow");
+    println!("  plinth instance console-send demo-vm 'uname -a'\n");
     Ok(agent)
 }

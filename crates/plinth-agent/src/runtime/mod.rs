@@ -189,6 +189,12 @@ pub trait Runtime: Send + Sync + 'static {
         None
     }
 
+    /// The guest's serial console socket, where the runner writes what users type
+    /// (`crate::console_input`); `None` when the runtime's guests take no console input.
+    fn console_socket(&self, _instance_id: &InstanceId) -> Option<PathBuf> {
+        None
+    }
+
     /// The phases (with their start and duration) of the last step run on a guest, taken
     /// once: the runner sends them with the report that ends the step. None by default.
     fn take_phases(&self, _instance_id: &InstanceId) -> Vec<plinth_api::PhaseTiming> {

@@ -164,6 +164,16 @@ pub enum InstanceCmd {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Types into its serial console (it must be running): TEXT and a newline, or with
+    /// `-` what standard input holds, as it is. Read what follows with `console-log`.
+    ConsoleSend {
+        id: String,
+        /// What to type (`-`: standard input).
+        text: String,
+        /// Do not add a newline after TEXT.
+        #[arg(long, short = 'n')]
+        no_newline: bool,
+    },
 }
 
 /// Flags of `plinth instance create`.
@@ -318,6 +328,7 @@ impl InstanceCmd {
                 o.list(&d, &["created_at", "kind", "state", "detail", "operation_id"])
             }
             InstanceCmd::ConsoleLog { id, bytes, follow } => console_log(c, id, *bytes, *follow).await,
+            InstanceCmd::ConsoleSend { id, text, no_newline } => console_send(c, o, id, text, *no_newline).await,
         }
     }
 }
@@ -348,6 +359,39 @@ async fn console_log(c: &Client, id: &str, bytes: u64, follow: bool) -> Result<(
             return Ok(());
         }
         q = ConsoleQuery { offset: Some(log.next_offset), limit: Some(1_048_576), wait: Some(30) };
+    }
+}
+
+/// The most one console input may hold (the server's limit).
+const CONSOLE_INPUT_MAX: usize = 4096;
+
+/// Types `text` (and a newline) into an instance's console, or standard input with `-`,
+/// in pieces the server takes (cut at character boundaries).
+async fn console_send(c: &Client, o: &Out, id: &str, text: &str, no_newline: bool) -> Result<()> {
+    let data = if text == "-" {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut all)?;
+        all
+    } else if no_newline {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    };
+    let id = Instances::lookup(c, id).await?;
+    let mut rest = data.as_str();
+    let mut last = None;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(CONSOLE_INPUT_MAX);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let body = ConsoleInput { data: rest[..cut].to_string() };
+        last = Some(c.instance_console_input(&id, &body).await?);
+        rest = &rest[cut..];
+    }
+    match last {
+        Some(d) => o.object(&d),
+        None => Ok(()),
     }
 }
 

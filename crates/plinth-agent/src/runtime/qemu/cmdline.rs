@@ -10,8 +10,11 @@
 //!   power-off can be told from a crash, even by an agent that was away when it happened;
 //! - `-daemonize -pidfile`: QEMU is not the agent's child and outlives it;
 //! - `-qmp unix:…,server=on,wait=off`: the agent's (one) monitor connection;
-//! - the serial console to a file chardev opened with `append=on`, so earlier boots are
-//!   kept and the runtime may truncate the file under QEMU;
+//! - the serial console on a socket chardev (`serial.sock`, server, no wait) that logs
+//!   everything the guest writes to `console.log`, opened with `logappend=on`, so earlier
+//!   boots are kept and the runtime may truncate the file under QEMU. With no client the
+//!   socket drops the output and the log still has it; the agent connects only to type
+//!   (`crate::console_input`);
 //! - machine `q35` (runtime class `vm`, virtio-pci disk) or `microvm` (virtio-mmio disk,
 //!   direct boot only; under TCG it needs `tsc_early_khz` on the kernel command line, see
 //!   `scripts/README-test-guest.md`);
@@ -179,6 +182,8 @@ pub struct QemuArgs {
     pub pidfile: PathBuf,
     /// The serial console log.
     pub console_log: PathBuf,
+    /// The serial console's socket (input).
+    pub serial_socket: PathBuf,
     /// The host's TSC rate in kHz: given to a microvm guest under TCG as `tsc_early_khz`.
     pub tsc_khz: Option<u64>,
     /// The NICs in slot order; slot N's tap is fd [`first_tap_fd`]` + N` in QEMU.
@@ -244,7 +249,14 @@ impl QemuArgs {
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown"]);
         push(&["-daemonize", "-pidfile", &p(&self.pidfile)]);
         push(&["-qmp", &format!("unix:{},server=on,wait=off", p(&self.qmp_socket))]);
-        push(&["-chardev", &format!("file,id=serial0,path={},append=on", p(&self.console_log))]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
+                p(&self.serial_socket),
+                p(&self.console_log)
+            ),
+        ]);
         push(&["-serial", "chardev:serial0"]);
         if let Boot::Direct { kernel, initrd, .. } = &self.boot {
             push(&["-kernel", &p(kernel)]);
@@ -359,6 +371,7 @@ mod tests {
             agent_socket: d.join("qga.sock"),
             pidfile: d.join("qemu.pid"),
             console_log: d.join("console.log"),
+            serial_socket: d.join("serial.sock"),
             tsc_khz: Some(2596130),
             nics: Vec::new(),
             vhost: false,
@@ -381,7 +394,8 @@ mod tests {
              -nodefaults -no-user-config -display none -no-shutdown \
              -daemonize -pidfile /var/lib/plinth/qemu/ins_x/qemu.pid \
              -qmp unix:/var/lib/plinth/qemu/ins_x/qmp.sock,server=on,wait=off \
-             -chardev file,id=serial0,path=/var/lib/plinth/qemu/ins_x/console.log,append=on -serial chardev:serial0 \
+             -chardev socket,id=serial0,path=/var/lib/plinth/qemu/ins_x/serial.sock,server=on,wait=off,logfile=/var/lib/plinth/qemu/ins_x/console.log,logappend=on \
+             -serial chardev:serial0 \
              -kernel /img/k -initrd /img/i -append console=ttyS0 panic=-1 quiet plinth.instance=ins_x \
              -blockdev driver=file,node-name=disk0-file,filename=/var/lib/plinth/qemu/ins_x/disk.qcow2,cache.direct=on,aio=threads,discard=unmap \
              -blockdev driver=qcow2,node-name=disk0,file=disk0-file,discard=unmap \

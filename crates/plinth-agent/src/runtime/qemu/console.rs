@@ -1,7 +1,7 @@
 //! Keeping a guest's serial console log bounded in size.
 //!
-//! QEMU appends the console to `console.log` (a file chardev opened with `append=on`, so
-//! every write goes to the current end). When the file grows past the cap, its last
+//! QEMU appends the console to `console.log` (the serial chardev's log file, opened with
+//! `logappend=on`, so every write goes to the current end). When the file grows past the cap, its last
 //! `cap` bytes are copied to `console.log.1` (replacing it) and `console.log` is
 //! truncated to zero: QEMU keeps writing at the (new) end, and the console shipper sees
 //! a file that shrank, i.e. a rotated stream it sends again from 0. At most `2 × cap`

@@ -44,6 +44,8 @@ pub struct GuestPaths {
     pub pidfile: PathBuf,
     /// `console.log`.
     pub console_log: PathBuf,
+    /// `serial.sock` (the serial console's input).
+    pub serial_socket: PathBuf,
     /// `qemu.stderr`.
     pub stderr_log: PathBuf,
     /// `cidata.img`.
@@ -61,6 +63,7 @@ impl GuestPaths {
             agent_socket: dir.join("qga.sock"),
             pidfile: dir.join("qemu.pid"),
             console_log: dir.join("console.log"),
+            serial_socket: dir.join("serial.sock"),
             stderr_log: dir.join("qemu.stderr"),
             seed: dir.join("cidata.img"),
             dir,

@@ -419,6 +419,7 @@ impl Inner {
             agent_socket: g.paths.agent_socket.clone(),
             pidfile: g.paths.pidfile.clone(),
             console_log: g.paths.console_log.clone(),
+            serial_socket: g.paths.serial_socket.clone(),
             tsc_khz: self.tsc_khz,
             nics: spec.nics.iter().map(|n| cmdline::Nic { mac: n.mac.clone(), mtu: n.mtu }).collect(),
             vhost: self.vhost,
@@ -546,7 +547,7 @@ async fn end_process(qmp: Option<&Qmp>, pid: u32, pidfile: &Path, started: Optio
 /// Removes what a QEMU that is gone may have left (socket, pidfile).
 async fn clear_leftovers(paths: &GuestPaths) {
     let frozen = guest_agent::marker(&paths.agent_socket);
-    for p in [&paths.qmp_socket, &paths.agent_socket, &frozen, &paths.pidfile] {
+    for p in [&paths.qmp_socket, &paths.agent_socket, &paths.serial_socket, &frozen, &paths.pidfile] {
         let _ = tokio::fs::remove_file(p).await;
     }
 }
@@ -1052,6 +1053,11 @@ impl Runtime for QemuRuntime {
     fn console_log(&self, instance_id: &InstanceId) -> Option<PathBuf> {
         let g = lock(&self.inner.guests).get(instance_id).cloned()?;
         Some(g.paths.console_log.clone())
+    }
+
+    fn console_socket(&self, instance_id: &InstanceId) -> Option<PathBuf> {
+        let g = lock(&self.inner.guests).get(instance_id).cloned()?;
+        Some(g.paths.serial_socket.clone())
     }
 
     fn plugs(&self, instance_id: &InstanceId) -> Option<Vec<plinth_api::ObservedPlug>> {

@@ -1,9 +1,10 @@
 //! Serial consoles: a host's agent ships each guest's console output, users read it
-//! (waiting for more, to follow it).
+//! (waiting for more, to follow it) and type into it.
 //!
 //! The store keeps the last 1 MiB per instance ([`plinth_store::CONSOLE_KEEP`]); this
-//! module owns who may write (only the host the instance is placed on) and read (whoever
-//! can see the instance), and wakes followers when output arrives.
+//! module owns who may write output (only the host the instance is placed on), read it
+//! (whoever can see the instance) and type (whoever may act on the instance: a viewer
+//! reads only), and wakes followers when output arrives and agents when input does.
 
 use crate::app::{AppState, Caller, Error, Kind, Result};
 use plinth_api::*;
@@ -19,8 +20,27 @@ const DEFAULT_WINDOW: u64 = 64 * 1024;
 /// Followers on another replica (not poked) look again this often at first.
 const FOLLOW_TICK: Duration = Duration::from_millis(250);
 
+/// The most one input holds.
+const MAX_INPUT: usize = 4096;
+
+/// The most input that may wait for one instance's host.
+const MAX_WAITING: u64 = 64 * 1024;
+
+/// Input older than this is forgotten (its host did not take it).
+const INPUT_STALE: Duration = Duration::from_secs(600);
+
+/// The most inputs one agent call answers.
+const INPUT_BATCH: i64 = 256;
+
+/// Agents on another replica (not poked) look again this often at first.
+const INPUT_TICK: Duration = Duration::from_millis(250);
+
 fn console_key(id: &str) -> String {
     format!("console:{id}")
+}
+
+fn input_key(host: &str) -> String {
+    format!("console-input:{host}")
 }
 
 /// Ship console output of a guest on this host. The body holds the bytes at `offset` of
@@ -90,4 +110,59 @@ pub async fn read(st: &AppState, caller: &Caller, id: &str, q: ConsoleQuery) -> 
         Some(log) => Ok(log),
         None => Ok(read().await?.0),
     }
+}
+
+/// Types into an instance's serial console: the input waits for the instance's host, whose
+/// agent writes it to the guest in order. The instance must be running.
+pub async fn input(st: &AppState, caller: &Caller, id: &str, body: ConsoleInput) -> Result<ConsoleInputAccepted> {
+    if body.data.is_empty() || body.data.len() > MAX_INPUT {
+        return Err(Error::invalid("invalid_value", format!("data must be 1 to {MAX_INPUT} bytes"))
+            .with_constraint(serde_json::json!({ "field": "data", "rule": "length", "min": 1, "max": MAX_INPUT })));
+    }
+    let mut tx = st.store.begin().await?;
+    let inst: Instance = tx.get(&caller.scope(), id).await?;
+    if !caller.principal.can_write_in(&inst.tenant_id, Some(&inst.project_id)) {
+        return Err(Error::forbidden("typing on the consoles of instances in this project"));
+    }
+    let host = match (&inst.host_id, inst.state) {
+        (Some(h), InstanceState::Running) => h.clone(),
+        _ => {
+            return Err(Error::conflict(
+                "instance_not_running",
+                format!("instance {id} is {}: only a running instance's console takes input", inst.state.as_str()),
+            )
+            .with_constraint(serde_json::json!({ "rule": "instance-state", "state": inst.state.as_str() })));
+        }
+    };
+    let stale = plinth_store::now_micros() - INPUT_STALE.as_micros() as i64;
+    let Some(seq) = tx.console_input_push(inst.id.as_str(), host.as_str(), &body.data, MAX_WAITING, stale).await?
+    else {
+        return Err(Error::conflict(
+            "console_input_full",
+            format!("instance {id} already has {MAX_WAITING} bytes of console input waiting for its host; try again"),
+        )
+        .with_constraint(serde_json::json!({ "field": "data", "rule": "waiting", "max": MAX_WAITING })));
+    };
+    tx.audit(&caller.audit(), id, Some(inst.tenant_id.as_str()), 202).await?;
+    tx.commit().await?;
+    st.signals.poke(&input_key(host.as_str()));
+    Ok(ConsoleInputAccepted { instance_id: inst.id, seq, bytes: body.data.len() as u64 })
+}
+
+/// An agent's turn: forgets what it acknowledges, then answers the input waiting for its
+/// guests, waiting up to `wait` seconds for some when there is none.
+pub async fn take_input(st: &AppState, host_id: &HostId, q: ConsoleInputPoll) -> Result<ConsoleInputBatch> {
+    let acked: Vec<(String, i64)> = q.acked.iter().map(|a| (a.instance_id.to_string(), a.seq)).collect();
+    st.store.console_input_forget(host_id.as_str(), &acked).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(60));
+    let read = || async {
+        let rows = st.store.console_input_waiting(host_id.as_str(), INPUT_BATCH).await?;
+        Ok::<_, Error>((!rows.is_empty()).then_some(rows))
+    };
+    let rows = st.signals.wait_for(&input_key(host_id.as_str()), deadline, INPUT_TICK, read).await?.unwrap_or_default();
+    let chunks = rows
+        .into_iter()
+        .map(|r| ConsoleInputChunk { instance_id: InstanceId(r.instance_id), seq: r.seq, data: r.data })
+        .collect();
+    Ok(ConsoleInputBatch { chunks })
 }
