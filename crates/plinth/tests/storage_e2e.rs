@@ -321,10 +321,16 @@ fn script(serial: &str, marker: &str, write: bool) -> String {
     }
 }
 
+/// The console's whole lines: the last one counts only once its newline has arrived (a
+/// console is shipped as it is written, so a line may be read half written).
+fn whole_lines(console: &str) -> std::str::Lines<'_> {
+    console[..console.rfind('\n').map_or(0, |i| i + 1)].lines()
+}
+
 /// Whether the console shows a `plinth-vol read` of `marker` (`PLINTH-VOL-READ <dev>
 /// <sectors> <text>`).
 fn read_back(console: &str, marker: &str) -> bool {
-    console.lines().any(|l| l.starts_with("PLINTH-VOL-READ /dev/vd") && l.trim_end().ends_with(marker))
+    whole_lines(console).any(|l| l.starts_with("PLINTH-VOL-READ /dev/vd") && l.trim_end().ends_with(marker))
 }
 
 #[test]
@@ -373,9 +379,9 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     ok(profile, None, &["instance", "start", "vm-a", "--wait"]);
     let seen = wait_for("vm-a to write the marker", Duration::from_secs(120), || {
         let c = console("vm-a");
-        c.contains("PLINTH-VOL-WROTE").then_some(c)
+        whole_lines(&c).any(|l| l.starts_with("PLINTH-VOL-")).then_some(c)
     });
-    let wrote = seen.lines().find(|l| l.starts_with("PLINTH-VOL-WROTE /dev/vd")).unwrap_or_default();
+    let wrote = whole_lines(&seen).find(|l| l.starts_with("PLINTH-VOL-WROTE /dev/vd")).unwrap_or_default();
     assert!(
         wrote.trim_end().ends_with(&format!(" {}", 1u64 << 21)),
         "the guest sees 1 GiB (2,097,152 sectors): {seen}"
@@ -396,7 +402,7 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     ok(profile, None, &["instance", "start", "vm-b", "--wait"]);
     let read = wait_for("vm-b to read the volume", Duration::from_secs(120), || {
         let c = console("vm-b");
-        c.contains("PLINTH-VOL-READ").then_some(c)
+        whole_lines(&c).any(|l| l.starts_with("PLINTH-VOL-")).then_some(c)
     });
     assert!(read_back(&read, &marker), "vm-b reads vm-a's marker: {read}");
 
@@ -450,7 +456,7 @@ fn a_volume_carries_a_guests_data_to_another_guest() {
     ok(profile, None, &["instance", "start", "vm-c", "--wait"]);
     let read = wait_for("vm-c to read the volume", Duration::from_secs(120), || {
         let c = console("vm-c");
-        c.contains("PLINTH-VOL-READ").then_some(c)
+        whole_lines(&c).any(|l| l.starts_with("PLINTH-VOL-")).then_some(c)
     });
     assert!(read_back(&read, &marker), "the microVM reads it too: {read}");
     let argv: Vec<String> =
@@ -500,8 +506,9 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
     // Types a command on a test guest's serial console (its shell echoes nothing) and waits
     // for the next line starting with `answer`; answers it.
     let typed = |vm: &str, command: &str, answer: &str| -> String {
-        let lines =
-            |c: &str| c.lines().filter(|l| l.starts_with(answer)).map(|l| l.trim_end().to_string()).collect::<Vec<_>>();
+        let lines = |c: &str| {
+            whole_lines(c).filter(|l| l.starts_with(answer)).map(|l| l.trim_end().to_string()).collect::<Vec<_>>()
+        };
         wait_for(&format!("{vm}'s console shell"), Duration::from_secs(120), || {
             console(vm).contains("PLINTH-CONSOLE-SHELL").then_some(())
         });
@@ -630,7 +637,7 @@ fn io_script(runs: &[(&str, &str, u32)]) -> String {
 /// The MiB written and the seconds they took by the guest's clock, of the guest's run `tag`
 /// from its console.
 fn run_of(console: &str, tag: &str) -> Option<(f64, f64)> {
-    let line = console.lines().find(|l| l.starts_with(&format!("PLINTH-IO {tag} ")))?;
+    let line = whole_lines(console).find(|l| l.starts_with(&format!("PLINTH-IO {tag} ")))?;
     let f: Vec<f64> = line.split_whitespace().skip(2).filter_map(|x| x.parse().ok()).collect();
     Some((f[0] / (1u64 << 20) as f64, f.get(2)? - f.get(1)?))
 }
@@ -804,7 +811,8 @@ fn an_agent_killed_mid_attach_detach_or_snapshot_resumes_and_leaks_nothing() {
     let s1 = ok(profile, None, &["snapshot", "get", snap["id"].as_str().unwrap()]);
     assert_eq!(s1["consistency"], "fs_frozen", "taken again with a freeze after the restart: {s1}");
     // The guest is not left frozen: its writer ticks on.
-    let last = |c: &str| c.lines().filter_map(|l| l.strip_prefix("PLINTH-TICK ")?.trim().parse::<u64>().ok()).max();
+    let last =
+        |c: &str| whole_lines(c).filter_map(|l| l.strip_prefix("PLINTH-TICK ")?.trim().parse::<u64>().ok()).max();
     let now = last(&console()).expect("the guest ticks");
     wait_for("the guest to write again", Duration::from_secs(30), || (last(&console())? > now + 1).then_some(()));
     let files: Vec<String> =
@@ -881,7 +889,7 @@ fn a_boot_volume_is_the_root_disk_outlives_an_instance_that_keeps_it_and_goes_wi
         wait_for(&format!("{vm}'s disk check"), Duration::from_secs(120), || {
             let c = console(vm);
             assert!(!c.contains("PLINTH-DISK-FAIL"), "{c}");
-            c.lines().find(|l| l.starts_with("PLINTH-DISK-OK")).map(str::to_string)
+            whole_lines(&c).find(|l| l.starts_with("PLINTH-DISK-OK")).map(str::to_string)
         })
     };
 
@@ -1064,8 +1072,8 @@ fn a_live_snapshot_holds_what_was_written_before_it_and_a_revert_brings_it_back(
     let (c1, c4) = (copy("copy1", "s1", "1"), copy("copy4", "s4", "5"));
     running("vm-b", snapshot_reader(&[&c1, &c4, &serial]), &["--volume", "copy1", "--volume", "copy4"]);
     let read = |serial: &str, what: &str| -> String {
-        let c = saw("vm-b", what, &format!("PLINTH-READ {serial}"));
-        c.lines().find(|l| l.contains(&format!("PLINTH-READ {serial}"))).unwrap().to_string()
+        let line = |c: &str| whole_lines(c).find(|l| l.contains(&format!("PLINTH-READ {serial}"))).map(str::to_string);
+        wait_for(what, Duration::from_secs(120), || line(&console("vm-b")))
     };
     let line = read(&c1, "vm-b to read the copy of s1");
     assert!(line.contains(m[0]) && !line.contains(m[1]), "s1's copy holds M1 and not M2: {line}");
