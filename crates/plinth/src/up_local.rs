@@ -209,6 +209,6 @@ pub async fn start(
     println!("A local agent runs this machine as host {hostname}. Boot a VM, read its console and type into it:\n");
     println!("  plinth instance create demo-vm --project {prj} --shape {SHAPE} --image {IMAGE} --wait");
     println!("  plinth instance console-log demo-vm --follow");
-    println!("  plinth instance console-send demo-vm 'uname -a'\n");
+    println!("  plinth instance console-send demo-vm hostname\n");
     Ok(agent)
 }

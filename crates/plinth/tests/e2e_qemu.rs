@@ -304,10 +304,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The newcomer's path: `plinth up` prints two CLI lines; run as printed, they boot a real
-/// VM and show its console. Ctrl-C stops Plinth and leaves the VM running.
+/// The newcomer's path: `plinth up` prints three CLI lines; run as printed, they boot a real
+/// VM, show its console and type a command into it. Ctrl-C stops Plinth and leaves the VM
+/// running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plinth_up_prints_two_lines_that_boot_a_vm_and_read_its_console() {
+async fn plinth_up_prints_the_lines_that_boot_a_vm_read_its_console_and_type_into_it() {
     let guest = test_guest();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -326,11 +327,11 @@ async fn plinth_up_prints_two_lines_that_boot_a_vm_and_read_its_console() {
             .spawn()
             .expect("spawn plinth up"),
     );
-    let lines: Vec<String> = until("plinth up to print the two lines", Duration::from_secs(120), || async {
+    let lines: Vec<String> = until("plinth up to print the three lines", Duration::from_secs(120), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<String> =
             text.lines().map(str::trim).filter(|l| l.starts_with("plinth instance ")).map(str::to_string).collect();
-        (lines.len() == 2).then_some(lines)
+        (lines.len() == 3).then_some(lines)
     })
     .await;
     let run = |line: &str, timeout: Option<Duration>| {
@@ -367,6 +368,18 @@ async fn plinth_up_prints_two_lines_that_boot_a_vm_and_read_its_console() {
     let console = run(&lines[1], Some(Duration::from_secs(120)));
     let text = String::from_utf8_lossy(&console.stdout);
     assert!(text.contains(&format!("PLINTH-GUEST-READY {id}")), "the console shows the guest's marker: {text}");
+    // Typed into the guest's console shell: `hostname` answers the instance's name.
+    let typed = run(&lines[2], None);
+    assert!(typed.status.success(), "{}: {}", lines[2], String::from_utf8_lossy(&typed.stderr));
+    let name = lines[0].split_whitespace().nth(3).expect("the instance's name").to_string();
+    until("the guest to answer the typed command", Duration::from_secs(60), || async {
+        let log = run(&format!("plinth instance console-log {name}"), None);
+        let text = String::from_utf8_lossy(&log.stdout).into_owned();
+        // (Only whole lines: the console is shipped as it is written.)
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        whole.lines().any(|l| l.trim() == name).then_some(())
+    })
+    .await;
 
     // The real VM is metered: its claim and its run opened usage intervals.
     let usage = run(&format!("plinth usage --resource {id} -o json"), None);
