@@ -896,8 +896,8 @@ async fn an_rbd_volume_is_made_grown_and_removed_by_the_server_and_reached_from_
     srv.wait_until(&tok, &path, "the volume grown", |v| v["state"] == "available").await;
     assert!(calls().contains(&format!("resize --size 6144M volumes/{vid}")), "{}", calls());
     // A snapshot: `rbd snap create` and `snap protect` by the server, billed like a local
-    // one; a revert of the detached volume rolls the image back; a delete unprotects and
-    // removes it. A volume filled from it is refused (it would share the source's key).
+    // one; a copy of it is a clone, flattened and grown, under the source's key; a revert
+    // of the detached volume rolls the image back; a delete unprotects and removes it.
     let s1 = srv
         .post("/v1/snapshots")
         .token(&tok)
@@ -925,8 +925,27 @@ async fn an_rbd_volume_is_made_grown_and_removed_by_the_server_and_reached_from_
             "volume_type_id": local["id"] }))
         .send()
         .await
-        .problem(422, "backend_unsupported");
-    assert!(p["detail"].as_str().unwrap().contains("key"), "{p}");
+        .problem(422, "other_backend");
+    assert_eq!(p["constraint"]["backend"], "rbd", "{p}");
+    let copy = srv
+        .post("/v1/volumes")
+        .token(&tok)
+        .json(&json!({ "project_id": project, "name": "copy", "size_gib": 7, "snapshot_id": sid,
+            "volume_type_id": vt }))
+        .send()
+        .await
+        .ok(201);
+    let cid = id(&copy);
+    let cpath = format!("/v1/volumes/{cid}");
+    srv.wait_until(&tok, &cpath, "the copy available", |v| v["state"] == "available").await;
+    let c = calls();
+    let steps = [
+        format!("clone volumes/{vid}@{sid} volumes/{cid}"),
+        format!("flatten volumes/{cid}"),
+        format!("resize --size 7168M volumes/{cid}"),
+    ];
+    let at: Vec<Option<usize>> = steps.iter().map(|s| c.find(s.as_str())).collect();
+    assert!(at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]), "cloned, flattened, grown: {c}");
     srv.post(&format!("{path}/revert")).token(&tok).json(&json!({ "snapshot_id": sid })).send().await.ok(202);
     srv.wait_until(&tok, &path, "the volume reverted", |v| v["state"] == "available").await;
     assert!(calls().contains(&format!("snap rollback volumes/{vid}@{sid}")), "{}", calls());
@@ -942,7 +961,7 @@ async fn an_rbd_volume_is_made_grown_and_removed_by_the_server_and_reached_from_
         .post("/v1/instances")
         .token(&tok)
         .json(&json!({ "project_id": project, "name": "vm-1", "shape": "small", "image": "debian-12",
-            "volumes": ["shared"] }))
+            "volumes": ["shared", "copy"] }))
         .send()
         .await
         .ok(202);
@@ -959,6 +978,9 @@ async fn an_rbd_volume_is_made_grown_and_removed_by_the_server_and_reached_from_
     );
     let key = srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&on.credential).send().await.ok(200);
     assert_eq!(key["key"].as_str().map(str::len), Some(64));
+    // The copy, a clone of the source's LUKS image, opens with the source's key.
+    let copy_key = srv.get(&format!("/agent/v1/volumes/{cid}/key")).token(&on.credential).send().await.ok(200);
+    assert_eq!(copy_key["key"], key["key"]);
     srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&other.credential).send().await.problem(404, "not_found");
     // Not pinned: a drain moves the instance, and its volume with it (unlike a local one).
     let d = srv.post(&format!("/v1/hosts/{}/drain", on.id)).token(&op).send().await.ok(202);
@@ -977,7 +999,10 @@ async fn an_rbd_volume_is_made_grown_and_removed_by_the_server_and_reached_from_
     let del = srv.delete(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(202);
     assert_eq!(srv.wait_op(&tok, &op_of(&del)).await["status"], "succeeded");
     srv.delete(&path).token(&tok).send().await.ok(202);
+    srv.delete(&cpath).token(&tok).send().await.ok(202);
     let v = srv.wait_until(&tok, &path, "the volume deleted", |v| v["state"] == "deleted").await;
+    srv.wait_until(&tok, &cpath, "the copy deleted", |v| v["state"] == "deleted").await;
+    assert!(calls().contains(&format!("rm volumes/{cid}")), "{}", calls());
     assert!(v["wipe_evidence"]["key_destroyed_at"].is_string(), "{v}");
     assert!(calls().contains(&format!("rm volumes/{vid}")), "{}", calls());
     srv.get(&format!("/agent/v1/volumes/{vid}/key")).token(&on.credential).send().await.problem(404, "not_found");

@@ -120,10 +120,17 @@ impl Tx {
         snapshots_from(rows)
     }
 
-    /// The volumes of a host being made (`creating`).
-    pub async fn host_volumes_creating(&mut self, host_id: &str) -> Result<Vec<Volume>, StoreError> {
+    /// The volumes being made (`creating`) on a host, or on a shared backend (`None`).
+    pub async fn volumes_creating_on(&mut self, host_id: Option<&str>) -> Result<Vec<Volume>, StoreError> {
         let mut sql = Sql::new("SELECT doc FROM volumes WHERE state = 'creating'");
-        sql.cond("host_id =", Val::text(host_id));
+        match host_id {
+            Some(h) => {
+                sql.cond("host_id =", Val::text(h));
+            }
+            None => {
+                sql.push(" AND host_id IS NULL");
+            }
+        }
         let rows = self.fetch(sql).await?;
         rows.iter().map(crate::crud::decode_doc).collect()
     }

@@ -126,6 +126,9 @@ pub trait RbdClient: Send + Sync {
     fn snap_remove(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
     fn snap_rollback(&self, pool: &str, image: &str, snap: &str) -> Result<(), String>;
     fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String>;
+    /// Copies into `image` what it still reads from its parent snapshot, so it no longer
+    /// needs it (`rbd flatten`).
+    fn flatten(&self, pool: &str, image: &str) -> Result<(), String>;
     /// (capacity, used) bytes of the pool.
     fn df(&self, pool: &str) -> Result<(u64, u64), String>;
 }
@@ -208,8 +211,20 @@ impl<C: RbdClient> VolumeDriver for Rbd<C> {
     fn revert(&self, vol: &Volume, name: &str) -> Result<Done, DriverError> {
         self.run(self.client.snap_rollback(&self.config.pool, vol.id.as_str(), name))
     }
+    /// A copy of `from`'s snapshot `name`: cloned, flattened (so the snapshot, and its
+    /// volume, may go before the copy) and grown to the new volume's size. Each step may
+    /// have been done by a run a crash cut short: an existing clone and one with no parent
+    /// left go on to the next step. The clone is LUKS under the source's key (the server
+    /// gives the new volume the same key, sealed under its own id).
     fn clone_from(&self, from: &Volume, name: &str, new: &Volume) -> Result<Done, DriverError> {
-        self.run(self.client.clone(&self.config.pool, from.id.as_str(), name, new.id.as_str()))
+        let (pool, image) = (&self.config.pool, new.id.as_str());
+        let done_before = |r: Result<(), String>, already: &str| match r {
+            Err(e) if !e.contains(already) => Err(DriverError::Backend(e)),
+            _ => Ok(()),
+        };
+        done_before(self.client.clone(pool, from.id.as_str(), name, image), "exists")?;
+        done_before(self.client.flatten(pool, image), "no parent")?;
+        self.run(self.client.resize(pool, image, u64::from(new.size_gib) << 30))
     }
     fn stats(&self) -> Result<Option<PoolStats>, DriverError> {
         let (capacity_bytes, used_bytes) = self.client.df(&self.config.pool).map_err(DriverError::Backend)?;
@@ -275,6 +290,9 @@ impl RbdClient for RbdCli {
     fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String> {
         self.rbd(&["clone", &format!("{pool}/{image}@{snap}"), &format!("{pool}/{new}")]).map(drop)
     }
+    fn flatten(&self, pool: &str, image: &str) -> Result<(), String> {
+        self.rbd(&["flatten", &format!("{pool}/{image}")]).map(drop)
+    }
     fn df(&self, pool: &str) -> Result<(u64, u64), String> {
         let text = self.rbd(&["pool", "stats", pool, "--format", "json"])?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("rbd pool stats: {e}"))?;
@@ -337,12 +355,15 @@ mod tests {
     struct Recording {
         calls: Mutex<Vec<String>>,
         fail: Option<&'static str>,
+        /// The failing verb fails with "File exists" (else "No such file or directory").
+        exists: bool,
     }
 
     impl Recording {
         fn call(&self, verb: &'static str, what: String) -> Result<(), String> {
             self.calls.lock().unwrap().push(format!("{verb} {what}"));
             match self.fail {
+                Some(v) if v == verb && self.exists => Err(format!("rbd {verb}: error (17) File exists")),
                 Some(v) if v == verb => Err(format!("rbd {verb}: error (2) No such file or directory")),
                 _ => Ok(()),
             }
@@ -376,6 +397,9 @@ mod tests {
         }
         fn clone(&self, pool: &str, image: &str, snap: &str, new: &str) -> Result<(), String> {
             self.call("clone", format!("{pool}/{image}@{snap} -> {new}"))
+        }
+        fn flatten(&self, pool: &str, image: &str) -> Result<(), String> {
+            self.call("flatten", format!("{pool}/{image}"))
         }
         fn df(&self, pool: &str) -> Result<(u64, u64), String> {
             self.call("df", pool.to_string()).map(|()| (100 << 30, 3 << 30))
@@ -452,21 +476,25 @@ mod tests {
         assert!(calls[0].starts_with("create volumes/vol_") && calls[0].ends_with(&format!(" {}", 10u64 << 30)));
         assert!(calls[1].starts_with("resize volumes/vol_") && calls[1].ends_with(&format!(" {}", 20u64 << 30)));
         assert!(calls[2].starts_with("rm volumes/vol_"));
-        // Snapshots are protected (so clones can be made of them); clones name both.
-        let (a, b) = (volume(true, WipeMethod::Crypto), volume(true, WipeMethod::Crypto));
+        // Snapshots are protected (so clones can be made of them); a copy is a clone naming
+        // both, flattened (it no longer needs the snapshot) and grown to its own size.
+        let (a, mut b) = (volume(true, WipeMethod::Crypto), volume(true, WipeMethod::Crypto));
+        b.size_gib = 12;
         d.snapshot(&a, "snp_1").unwrap();
         d.clone_from(&a, "snp_1", &b).unwrap();
         let calls = d.client.calls.lock().unwrap().clone();
         assert_eq!(calls[3], format!("snap_create volumes/{}@snp_1", a.id));
         assert_eq!(calls[4], format!("snap_protect volumes/{}@snp_1", a.id));
         assert_eq!(calls[5], format!("clone volumes/{}@snp_1 -> {}", a.id, b.id));
+        assert_eq!(calls[6], format!("flatten volumes/{}", b.id));
+        assert_eq!(calls[7], format!("resize volumes/{} {}", b.id, 12u64 << 30));
         // A revert rolls the image back; a delete unprotects, then removes.
         d.revert(&a, "snp_1").unwrap();
         d.delete_snapshot(&a, "snp_1").unwrap();
         let calls = d.client.calls.lock().unwrap().clone();
-        assert_eq!(calls[6], format!("snap_rollback volumes/{}@snp_1", a.id));
-        assert_eq!(calls[7], format!("snap_unprotect volumes/{}@snp_1", a.id));
-        assert_eq!(calls[8], format!("snap_rm volumes/{}@snp_1", a.id));
+        assert_eq!(calls[8], format!("snap_rollback volumes/{}@snp_1", a.id));
+        assert_eq!(calls[9], format!("snap_unprotect volumes/{}@snp_1", a.id));
+        assert_eq!(calls[10], format!("snap_rm volumes/{}@snp_1", a.id));
         assert_eq!(d.stats().unwrap(), Some(PoolStats { capacity_bytes: 100 << 30, used_bytes: 3 << 30 }));
         // The connection a host gets: the pool, the image, the user, the monitors.
         let VolumeConnection::Rbd { pool, user, monitors, .. } = d.connection(&a) else { panic!("rbd") };
@@ -475,9 +503,19 @@ mod tests {
         let before = d.client.calls.lock().unwrap().len();
         assert!(matches!(d.create(&volume(false, WipeMethod::Overwrite)), Err(DriverError::Unsupported(_))));
         assert_eq!(d.client.calls.lock().unwrap().len(), before, "a refusal calls nothing");
-        let failing = Rbd { config, client: Recording { fail: Some("resize"), ..Default::default() } };
+        let failing = Rbd { config: config.clone(), client: Recording { fail: Some("resize"), ..Default::default() } };
         let e = failing.extend(&a, 30).unwrap_err();
         assert_eq!(e, DriverError::Backend("rbd resize: error (2) No such file or directory".into()));
+        // A copy whose clone a crashed run already made goes on; a clone that failed
+        // otherwise stops it before the flatten.
+        let again = Rbd { config: config.clone(), client: Recording { fail: Some("clone"), ..Default::default() } };
+        let e = again.clone_from(&a, "snp_1", &b).unwrap_err();
+        assert_eq!(again.client.calls.lock().unwrap().len(), 1, "nothing after a failed clone: {e}");
+        let made = Rbd { config, client: Recording { fail: Some("clone"), exists: true, ..Default::default() } };
+        made.clone_from(&a, "snp_1", &b).unwrap();
+        let verbs: Vec<String> =
+            made.client.calls.lock().unwrap().iter().map(|c| c.split(' ').next().unwrap().into()).collect();
+        assert_eq!(verbs, ["clone", "flatten", "resize"]);
     }
 
     #[test]

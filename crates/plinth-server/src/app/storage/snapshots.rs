@@ -67,16 +67,14 @@ async fn chain_settled(tx: &mut Tx, vol: &Volume, snaps: &[VolumeSnapshot]) -> R
         )
         .with_constraint(json!({ "rule": "one snapshot change at a time", "snapshot_id": s.id })));
     }
-    if let Some(h) = &vol.host_id {
-        let ours: Vec<&VolumeSnapshotId> = snaps.iter().map(|s| &s.id).collect();
-        for v in tx.host_volumes_creating(h.as_str()).await? {
-            if v.source_snapshot_id.as_ref().is_some_and(|s| ours.contains(&s)) {
-                return Err(Error::conflict(
-                    "snapshot_in_use",
-                    format!("volume {} is being filled from a snapshot of volume {}: wait for it", v.id, vol.id),
-                )
-                .with_constraint(json!({ "rule": "no volume filling from it", "volume_id": v.id })));
-            }
+    let ours: Vec<&VolumeSnapshotId> = snaps.iter().map(|s| &s.id).collect();
+    for v in tx.volumes_creating_on(vol.host_id.as_ref().map(HostId::as_str)).await? {
+        if v.source_snapshot_id.as_ref().is_some_and(|s| ours.contains(&s)) {
+            return Err(Error::conflict(
+                "snapshot_in_use",
+                format!("volume {} is being filled from a snapshot of volume {}: wait for it", v.id, vol.id),
+            )
+            .with_constraint(json!({ "rule": "no volume filling from it", "volume_id": v.id })));
         }
     }
     Ok(())

@@ -203,15 +203,17 @@ async fn image_disk(st: &AppState, project: &Project, reference: &str, size_gib:
     Ok((image.id, disk))
 }
 
-/// The snapshot `id` a volume of `size_gib` in `project` is filled from: refused when it is
-/// not the project's, not available, or larger than the volume.
+/// The snapshot `id` a volume of type `vt` and `size_gib` in `project` is filled from, and
+/// its volume: refused when it is not the project's, not available, larger than the
+/// volume, or of a volume on another backend (a copy is made by its source's backend).
 async fn snapshot_source(
     st: &AppState,
     caller: &Caller,
     project: &Project,
     id: &VolumeSnapshotId,
     size_gib: u32,
-) -> Result<VolumeSnapshot> {
+    vt: &VolumeType,
+) -> Result<(VolumeSnapshot, Volume)> {
     let snap: VolumeSnapshot =
         st.store.get(&caller.scope(), id.as_str()).await.map_err(|e| reference(e, "snapshot_id"))?;
     if snap.project_id != project.id {
@@ -221,16 +223,21 @@ async fn snapshot_source(
         )
         .with_constraint(json!({ "field": "snapshot_id", "rule": "same project" })));
     }
-    if snap.host_id.is_none() {
+    let src: Volume = st.store.get(&Scope::Platform, snap.volume_id.as_str()).await?;
+    let src_type: VolumeType = st.store.get(&Scope::Platform, src.volume_type_id.as_str()).await?;
+    if src_type.backend != vt.backend {
+        let (theirs, ours) = (backend_name(src_type.backend), backend_name(vt.backend));
         return Err(Error::invalid(
-            "backend_unsupported",
+            "other_backend",
             format!(
-                "snapshot_id: {} is of a volume on a shared backend (rbd), whose copies are not wired yet (a clone \
-                 would share its source's key, and its crypto-erase with it)",
-                snap.id
+                "snapshot_id: {} is of a volume on backend {theirs}; volume type {} is on {ours}: a copy is made \
+                 by its source's backend, so choose a volume type on {theirs}",
+                snap.id, vt.name
             ),
         )
-        .with_constraint(json!({ "field": "snapshot_id", "rule": "a snapshot of a local volume" })));
+        .with_constraint(
+            json!({ "field": "snapshot_id", "rule": "same backend as the volume type", "backend": theirs }),
+        ));
     }
     if snap.state != SnapshotState::Available {
         return Err(Error::conflict("snapshot_busy", format!("snapshot_id: {} is {}", snap.id, snap.state.as_str()))
@@ -245,7 +252,14 @@ async fn snapshot_source(
             json!({ "field": "size_gib", "rule": "at least the snapshot's size", "min": snap.size_gib }),
         ));
     }
-    Ok(snap)
+    Ok((snap, src))
+}
+
+fn backend_name(b: VolumeBackend) -> &'static str {
+    match b {
+        VolumeBackend::LocalQcow2 => "local_qcow2",
+        VolumeBackend::Rbd => "rbd",
+    }
 }
 
 /// Create a volume.
@@ -259,15 +273,16 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
     let project = writable_project(st, caller, &b.project_id, "creating volumes in this project").await?;
     let vt = type_for(st, &b).await?;
     let shared = super::driver::for_volume(st, &vt)?.shared();
-    if shared && (b.image.is_some() || b.snapshot_id.is_some()) {
+    if shared && b.image.is_some() {
         return Err(Error::invalid(
             "backend_unsupported",
             format!(
-                "volume type {}: its volumes are made blank (filling from an image or snapshot is local only)",
+                "volume type {}: its volumes are made blank or from a snapshot of one of its volumes (filling from \
+                 an image is local only)",
                 vt.name
             ),
         )
-        .with_constraint(json!({ "field": "volume_type_id", "rule": "local backend for a source" })));
+        .with_constraint(json!({ "field": "volume_type_id", "rule": "local backend for an image" })));
     }
     if b.image.is_some() && b.snapshot_id.is_some() {
         return Err(Error::invalid("conflicting_fields", "image and snapshot_id: a volume is filled from one source")
@@ -278,7 +293,7 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         None => None,
     };
     let snapshot = match &b.snapshot_id {
-        Some(id) => Some(snapshot_source(st, caller, &project, id, b.size_gib).await?),
+        Some(id) => Some(snapshot_source(st, caller, &project, id, b.size_gib, &vt).await?),
         None => None,
     };
     let kek = match (&st.config.volume_kek, vt.encrypted) {
@@ -291,13 +306,27 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         }
         (_, false) => None,
     };
+    // A copy on a shared backend is a clone of its source, LUKS under the source's key: it
+    // gets the same key, sealed under its own id (a local copy is written afresh under a
+    // key of its own).
+    let cloned_key = match (&snapshot, kek) {
+        (Some((_, src)), Some(k)) if shared => {
+            let sealed = st.store.volume_key_for_host(src.id.as_str(), None).await?;
+            let key = sealed.and_then(|s| k.open(src.id.as_str(), &s)).ok_or_else(|| {
+                Error::conflict("volume_deleted", format!("snapshot_id: volume {}'s key is gone", src.id))
+                    .with_constraint(json!({ "field": "snapshot_id", "rule": "its volume still has its key" }))
+            })?;
+            Some(key)
+        }
+        _ => None,
+    };
     let mut tx = st.store.begin().await?;
     // A shared backend's volume is on no host: any host reaches it.
     let host = match shared {
         true => None,
-        false => {
-            Some(place(&mut tx, st, caller, &b, &project, snapshot.as_ref().and_then(|s| s.host_id.as_ref())).await?)
-        }
+        false => Some(
+            place(&mut tx, st, caller, &b, &project, snapshot.as_ref().and_then(|(s, _)| s.host_id.as_ref())).await?,
+        ),
     };
     charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUMES, 1).await?;
     charge(&mut tx, &project.tenant_id, &project.id, quota::VOLUME_GIB, i64::from(b.size_gib)).await?;
@@ -323,12 +352,13 @@ pub async fn create(st: &AppState, caller: &Caller, b: VolumeCreate) -> Result<V
         instance_id: None,
         source_image_id: source.as_ref().map(|(i, _)| i.clone()),
         source_disk: source.map(|(_, d)| d),
-        source_snapshot_id: snapshot.map(|s| s.id),
+        source_snapshot_id: snapshot.map(|(s, _)| s.id),
         generation: 1,
         created_at: now,
         updated_at: now,
     };
-    let sealed = kek.map(|k| k.seal(vol.id.as_str(), &crate::secrets::volume_key()));
+    let key = cloned_key.unwrap_or_else(crate::secrets::volume_key);
+    let sealed = kek.map(|k| k.seal(vol.id.as_str(), &key));
     tx.insert(&vol, &[("wrapped_key", Val::Text(sealed))]).await?;
     tx.bump_volume_spec(vol.id.as_str(), host.as_ref().map(|h| h.id.as_str())).await?;
     tx.audit(&caller.audit(), vol.id.as_str(), Some(vol.tenant_id.as_str()), 201).await?;
@@ -680,8 +710,29 @@ pub async fn converge_shared(st: &AppState) -> Result<serde_json::Value> {
             }
             _ => String::new(),
         };
+        // A copy: the snapshot it is cloned from (its id names it in the backend) and that
+        // snapshot's volume.
+        let source = match (&vol.source_snapshot_id, state) {
+            (Some(s), VolumeState::Creating) => {
+                let mut tx = st.store.begin().await?;
+                let src = match tx.find::<VolumeSnapshot>(&Scope::Platform, s.as_str()).await? {
+                    Some(snap) => tx.find::<Volume>(&Scope::Platform, snap.volume_id.as_str()).await?,
+                    None => None,
+                };
+                drop(tx);
+                let Some(src) = src else {
+                    tracing::warn!(volume = %vol.id, snapshot = %s, "shared volume: the snapshot to copy is gone");
+                    continue;
+                };
+                Some((src, s.to_string()))
+            }
+            _ => None,
+        };
         let call = tokio::task::spawn_blocking(move || match state {
-            VolumeState::Creating => driver.create(&v),
+            VolumeState::Creating => match &source {
+                Some((src, name)) => driver.clone_from(src, name, &v),
+                None => driver.create(&v),
+            },
             VolumeState::Extending => driver.extend(&v, v.size_gib),
             VolumeState::Reverting => driver.revert(&v, &to),
             _ => driver.delete(&v),
