@@ -4,8 +4,8 @@
 //! `vsec<N>`, the file and qcow2 nodes `v<N>-file` → `v<N>`, the throttle node `v<N>-io`
 //! in throttle group `vtg<N>` (the type's I/O limits), the device `vdisk<N>` on PCIe root
 //! port `hp<N>` (q35). A hot-plug is `object-add` of the secret (the key goes over the
-//! guest's private QMP socket, never to a disk) and of the group, three `blockdev-add`s and
-//! a `device_add`, undone in reverse on any failure. New limits are set on the group live
+//! guest's private QMP socket, never to a disk) and of the group, the `blockdev-add` of its
+//! nodes (one for the whole tree of a disk of one layer, `blockdev::nested`) and a `device_add`, undone in reverse on any failure. New limits are set on the group live
 //! (`qom-set`). An unplug is `device_del`, then waiting
 //! for the guest to let go (`DEVICE_DELETED`): a short while in the step, after that the
 //! watcher notices it ([`Inner::released`]). Only once the device is gone are its nodes and
@@ -222,7 +222,16 @@ async fn plug(
             let id = o["id"].as_str().unwrap_or_default().to_string();
             qmp.execute_within("object-add", o, QMP_TIMEOUT).await.map_err(|e| qmp_err(&format!("adding {id}"), e))?;
         }
-        for node in graph.nodes {
+        // A disk of one layer: one command for its whole tree. Nodes made inside another's
+        // definition are not the monitor's own (`blockdev-del` refuses them; they go with
+        // the node over them), so a chain of layers, whose layers a live merge removes one
+        // by one, is added node by node.
+        let one_layer = !graph.nodes.iter().any(|n| n.get("backing").is_some());
+        let adds = match blockdev::nested(&graph.nodes) {
+            Some(root) if one_layer => vec![root],
+            _ => graph.nodes,
+        };
+        for node in adds {
             let name = node["node-name"].as_str().unwrap_or_default().to_string();
             qmp.execute_within("blockdev-add", node, PLUG_TIMEOUT)
                 .await
