@@ -15,7 +15,7 @@
 //! Owns the loop and the socket writes; the runtime says where each guest's socket is.
 
 use crate::backoff::Backoff;
-use crate::client::{ClientError, HostClient};
+use crate::client::HostClient;
 use crate::runtime::Runtime;
 use plinth_api::{ConsoleInputAck, ConsoleInputPoll, InstanceId};
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ pub async fn run<R: Runtime>(host: HostClient, runtime: Arc<R>, wait: u64, mut s
                 b
             }
             Err(e) => {
-                log_failure(&e);
+                tracing::debug!(error = %e, "taking console input failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
                     r = stop.changed() => if r.is_err() || *stop.borrow() { return },
@@ -83,10 +83,6 @@ pub async fn run<R: Runtime>(host: HostClient, runtime: Arc<R>, wait: u64, mut s
         // Forget guests the server no longer sends input for once acknowledged.
         written.retain(|id, _| acked.contains_key(id));
     }
-}
-
-fn log_failure(e: &ClientError) {
-    tracing::debug!(error = %e, "taking console input failed; retrying");
 }
 
 /// Writes `data` to the serial console socket at `socket`, returning once QEMU has taken

@@ -37,7 +37,7 @@ impl Tx {
         let mut sql = Sql::new("DELETE FROM console_input WHERE 1=1");
         sql.cond("created_at <", Val::Int(Some(stale_before)));
         self.write_later(sql, "console_input", "console input").await?;
-        let mut sql = Sql::new("SELECT COALESCE(SUM(bytes), 0) AS bytes FROM console_input WHERE 1=1");
+        let mut sql = Sql::new("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS bytes FROM console_input WHERE 1=1");
         sql.cond("instance_id =", Val::text(instance_id));
         let waiting: i64 = match self.fetch(sql).await?.first() {
             Some(r) => r.try_get("bytes")?,

@@ -63,6 +63,7 @@ on_both!(
     images_are_seen_by_their_tenant_and_public_ones_by_all,
     blobs_are_collected_only_when_nothing_references_them,
     the_fleet_is_counted_and_ledger_records_are_tallied_at_commit,
+    console_input_waits_in_order_for_its_host_until_acknowledged,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -1045,4 +1046,52 @@ async fn the_fleet_is_counted_and_ledger_records_are_tallied_at_commit(store: St
     assert_eq!((by_meter[&Meter::AllocatedSeconds], by_meter[&Meter::RunningSeconds]), (1, 1));
     assert_eq!(written(&store), 2);
     assert_eq!(written(&store.clone()), 2, "clones share the tally");
+}
+
+async fn console_input_waits_in_order_for_its_host_until_acknowledged(store: Store) {
+    let t = tenant("acme");
+    store.insert(&t, &audit_entry()).await.unwrap();
+    let p = project(&t, "web");
+    store.insert(&p, &audit_entry()).await.unwrap();
+    let vm = small_shape("small", RuntimeClass::Vm);
+    store.insert(&vm, &audit_entry()).await.unwrap();
+    let inst = instance_of(&p, &vm, "a", InstanceState::Running, Lifecycle::Active);
+    store.insert(&inst, &audit_entry()).await.unwrap();
+    let (id, h, other) = (inst.id.as_str(), "hst_1", "hst_2");
+    let push = |data: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let seq = tx.console_input_push(id, h, data, 16, 0).await.unwrap();
+            tx.commit().await.unwrap();
+            seq
+        }
+    };
+    assert_eq!(push("ls\n").await, Some(1));
+    assert_eq!(push("pwd\n").await, Some(2));
+    assert_eq!(push("too much input").await, None, "over 16 bytes waiting");
+    let waiting = |host: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .console_input_waiting(host, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.seq, r.data))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(waiting(h).await, vec![(1, "ls\n".to_string()), (2, "pwd\n".to_string())]);
+    assert!(waiting(other).await.is_empty(), "another host's agent gets nothing");
+    store.console_input_forget(other, &[(id.to_string(), 2)]).await.unwrap();
+    assert_eq!(waiting(h).await.len(), 2, "nor can it acknowledge it away");
+    store.console_input_forget(h, &[(id.to_string(), 2)]).await.unwrap();
+    assert!(waiting(h).await.is_empty());
+    assert_eq!(push("date\n").await, Some(3), "numbered after everything before, though nothing waits");
+    // Input older than the cut goes with the next push (which itself waits).
+    let mut tx = store.begin().await.unwrap();
+    tx.console_input_push(id, h, "id\n", 16, now_micros() + 1).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(waiting(h).await, vec![(4, "id\n".to_string())], "what waited was older than the cut");
 }

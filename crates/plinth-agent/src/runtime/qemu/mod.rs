@@ -810,6 +810,9 @@ impl Inner {
                     })
                     .collect();
                 lock(&g.unplugging).clear();
+                // A QEMU this agent just started has its command line's nodes and no other:
+                // nothing to look for before its first hot-plug.
+                g.scanned.store(true, Ordering::SeqCst);
                 record.pid = Some(live.pid);
                 record.pid_start = live.started;
                 record.pinned_cpus = pinned;
