@@ -10,7 +10,7 @@
 //!   power-off can be told from a crash, even by an agent that was away when it happened;
 //! - `-daemonize -pidfile`: QEMU is not the agent's child and outlives it;
 //! - `-qmp unix:…,server=on,wait=off`: the agent's (one) monitor connection;
-//! - the serial console on a socket chardev (`serial.sock`, server, no wait) that logs
+//! - the serial console on a socket chardev (`tty.sock`, server, no wait) that logs
 //!   everything the guest writes to `console.log`, opened with `logappend=on`, so earlier
 //!   boots are kept and the runtime may truncate the file under QEMU. With no client the
 //!   socket drops the output and the log still has it; the agent connects only to type
@@ -371,7 +371,7 @@ mod tests {
             agent_socket: d.join("qga.sock"),
             pidfile: d.join("qemu.pid"),
             console_log: d.join("console.log"),
-            serial_socket: d.join("serial.sock"),
+            serial_socket: d.join("tty.sock"),
             tsc_khz: Some(2596130),
             nics: Vec::new(),
             vhost: false,
@@ -394,7 +394,7 @@ mod tests {
              -nodefaults -no-user-config -display none -no-shutdown \
              -daemonize -pidfile /var/lib/plinth/qemu/ins_x/qemu.pid \
              -qmp unix:/var/lib/plinth/qemu/ins_x/qmp.sock,server=on,wait=off \
-             -chardev socket,id=serial0,path=/var/lib/plinth/qemu/ins_x/serial.sock,server=on,wait=off,logfile=/var/lib/plinth/qemu/ins_x/console.log,logappend=on \
+             -chardev socket,id=serial0,path=/var/lib/plinth/qemu/ins_x/tty.sock,server=on,wait=off,logfile=/var/lib/plinth/qemu/ins_x/console.log,logappend=on \
              -serial chardev:serial0 \
              -kernel /img/k -initrd /img/i -append console=ttyS0 panic=-1 quiet plinth.instance=ins_x \
              -blockdev driver=file,node-name=disk0-file,filename=/var/lib/plinth/qemu/ins_x/disk.qcow2,cache.direct=on,aio=threads,discard=unmap \

@@ -6,8 +6,9 @@
 //!   guest.json     0600: spec and generations acted on, argv, accelerator, pid and its
 //!                  start time, pinned CPUs, image digests used
 //!   disk.qcow2     the root disk (overlay of a cached image, or blank)
-//!   qmp.sock       QEMU's monitor (unix socket, path ≤ 107 bytes)
+//!   qmp.sock       QEMU's monitor (unix socket; every socket's path ≤ 107 bytes)
 //!   qga.sock       the guest agent's channel (virtio-serial port org.qemu.guest_agent.0)
+//!   tty.sock       the serial port (input; its output goes to console.log)
 //!   qga.frozen     present while a thaw of the guest's filesystems is owed
 //!   qemu.pid       written by QEMU
 //!   console.log    the serial console (console.log.1: its rotated tail)
@@ -44,7 +45,7 @@ pub struct GuestPaths {
     pub pidfile: PathBuf,
     /// `console.log`.
     pub console_log: PathBuf,
-    /// `serial.sock` (the serial console's input).
+    /// `tty.sock` (the serial console's input).
     pub serial_socket: PathBuf,
     /// `qemu.stderr`.
     pub stderr_log: PathBuf,
@@ -63,7 +64,7 @@ impl GuestPaths {
             agent_socket: dir.join("qga.sock"),
             pidfile: dir.join("qemu.pid"),
             console_log: dir.join("console.log"),
-            serial_socket: dir.join("serial.sock"),
+            serial_socket: dir.join("tty.sock"),
             stderr_log: dir.join("qemu.stderr"),
             seed: dir.join("cidata.img"),
             dir,

@@ -223,13 +223,17 @@ impl QemuRuntime {
             .map_err(|e| RuntimeError::State { path: config.data_dir.display().to_string(), reason: e.to_string() })?;
         let root = data_dir.join("qemu");
         let sample = GuestPaths::new(&root, &InstanceId(format!("ins_{}", "0".repeat(26))));
-        let len = sample.qmp_socket.as_os_str().len();
+        let longest = [&sample.qmp_socket, &sample.agent_socket, &sample.serial_socket]
+            .into_iter()
+            .max_by_key(|p| p.as_os_str().len())
+            .unwrap_or(&sample.qmp_socket);
+        let len = longest.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(RuntimeError::State {
                 path: data_dir.display().to_string(),
                 reason: format!(
-                    "the QEMU data directory is too long: a guest's QMP socket path would be {len} bytes ({}), over the {MAX_SOCKET_PATH}-byte limit of unix socket paths; use a data directory of at most {} bytes",
-                    sample.qmp_socket.display(),
+                    "the QEMU data directory is too long: a guest's socket path would be {len} bytes ({}), over the {MAX_SOCKET_PATH}-byte limit of unix socket paths; use a data directory of at most {} bytes",
+                    longest.display(),
                     data_dir.as_os_str().len() - (len - MAX_SOCKET_PATH)
                 ),
             });
