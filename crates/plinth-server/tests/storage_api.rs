@@ -451,15 +451,22 @@ async fn a_volume_is_hot_plugged_or_attached_cold_and_freed_by_detach_or_the_ins
 
     // Stopped: attached at once (the next boot has it).
     let stop = srv.post(&format!("/v1/instances/{iid}/stop")).token(&tok).send().await.ok(202);
-    assert_eq!(srv.wait_op(&tok, &op_of(&stop)).await["status"], "succeeded");
+    let stopped = srv.wait_op(&tok, &op_of(&stop)).await;
+    assert_eq!(stopped["status"], "succeeded");
 
-    let att = srv
-        .post(&format!("/v1/volumes/{vid}/attach"))
-        .token(&tok)
-        .json(&json!({ "instance_id": iid }))
-        .send()
-        .await
-        .ok(202);
+    let att =
+        srv.post(&format!("/v1/volumes/{vid}/attach")).token(&tok).json(&json!({ "instance_id": iid })).send().await;
+    if att.status != 202 {
+        // Once seen in a full CI run (409 instance_transitioning, "is stopping", right after
+        // the stop succeeded): say what moved the instance, for whoever meets it next.
+        let inst = srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200);
+        let events = srv.list_all(&tok, &format!("/v1/instances/{iid}/events")).await;
+        panic!(
+            "the cold attach was refused: {}\nthe stop: {stopped}\nthe instance: {inst}\nits events: {events:#?}",
+            att.text
+        );
+    }
+    let att = att.ok(202);
     assert_eq!((att["state"].as_str(), att["slot"].as_u64()), (Some("attached"), Some(0)));
     assert_eq!(att["serial"], vol["serial"]);
     let v = srv.get(&format!("/v1/volumes/{vid}")).token(&tok).send().await.ok(200);
