@@ -8,9 +8,10 @@
 //! and reads (dropping what the guest prints meanwhile; the console log has it) until QEMU
 //! has taken them and closes its side: QEMU takes input only as fast as the guest's UART
 //! accepts it, so closing at once could cut it. Input for a guest that is not running here
-//! is dropped. Each input is acknowledged on the next call, once written (or dropped), so
-//! the server forgets it; an input the server sends again (an acknowledgement lost) is not
-//! written twice. What users type is never logged: it may be a password.
+//! is dropped. Each input is acknowledged on the next call, once written (or dropped), and
+//! acknowledgements are sent again until a call succeeds; the server forgets what is
+//! acknowledged before it answers, so no input comes back once written. What users type is
+//! never logged: it may be a password.
 //!
 //! Owns the loop and the socket writes; the runtime says where each guest's socket is.
 
@@ -30,7 +31,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Takes input from the server and writes it to the guests until `stop` turns true.
 pub async fn run<R: Runtime>(host: HostClient, runtime: Arc<R>, wait: u64, mut stop: watch::Receiver<bool>) {
-    let mut written: HashMap<InstanceId, i64> = HashMap::new();
     let mut acked: HashMap<InstanceId, i64> = HashMap::new();
     let mut backoff = Backoff::for_server(0);
     loop {
@@ -59,10 +59,6 @@ pub async fn run<R: Runtime>(host: HostClient, runtime: Arc<R>, wait: u64, mut s
         };
         for chunk in batch.chunks {
             let id = chunk.instance_id;
-            if written.get(&id).is_some_and(|w| *w >= chunk.seq) {
-                acked.insert(id, chunk.seq);
-                continue;
-            }
             match runtime.console_socket(&id) {
                 Some(socket) => match tokio::time::timeout(WRITE_TIMEOUT, write_to(&socket, chunk.data.as_bytes()))
                     .await
@@ -77,11 +73,8 @@ pub async fn run<R: Runtime>(host: HostClient, runtime: Arc<R>, wait: u64, mut s
                 },
                 None => tracing::debug!(instance = %id, "console input dropped: the guest is not on this host"),
             }
-            written.insert(id.clone(), chunk.seq);
             acked.insert(id, chunk.seq);
         }
-        // Forget guests the server no longer sends input for once acknowledged.
-        written.retain(|id, _| acked.contains_key(id));
     }
 }
 

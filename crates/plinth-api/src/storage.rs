@@ -403,6 +403,16 @@ pub enum AttachmentState {
     Detached,
 }
 
+impl VolumeBackend {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeBackend::LocalQcow2 => "local_qcow2",
+            VolumeBackend::Rbd => "rbd",
+        }
+    }
+}
+
 impl AttachmentState {
     /// Its wire name.
     pub fn as_str(self) -> &'static str {

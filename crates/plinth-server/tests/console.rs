@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::fleet::{Boots, TestAgent, inventory};
+use common::fleet::{Boots, TestAgent, TestHost, inventory};
 use common::{TestServer, id};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -25,16 +25,22 @@ async fn ship(srv: &TestServer, cred: &str, iid: &str, stream: &str, offset: u64
     r["acked"].as_u64().unwrap()
 }
 
+/// A server with two hosts and the shape `small`.
+async fn two_hosts() -> (TestServer, TestHost, TestHost) {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let other = srv.enroll_host("h2", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    (srv, host, other)
+}
+
 async fn console(srv: &TestServer, tok: &str, iid: &str, query: &str) -> Value {
     srv.get(&format!("/v1/instances/{iid}/console{query}")).token(tok).send().await.ok(200)
 }
 
 #[tokio::test]
 async fn the_console_is_shipped_in_order_once_and_followed() {
-    let srv = TestServer::start().await;
-    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
-    let other = srv.enroll_host("h2", inventory(8, 16384), &[]).await;
-    srv.shape("small", 2, 2048).await;
+    let (srv, host, other) = two_hosts().await;
     let (tok, project) = srv.tenant_project("acme").await;
     let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
     let iid = id(&v["instance"]);
@@ -158,10 +164,7 @@ async fn take(srv: &TestServer, cred: &str, acked: Value, wait: u64) -> Vec<(Str
 
 #[tokio::test]
 async fn console_input_reaches_only_the_instances_host_in_order_until_acknowledged() {
-    let srv = TestServer::start().await;
-    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
-    let other = srv.enroll_host("h2", inventory(8, 16384), &[]).await;
-    srv.shape("small", 2, 2048).await;
+    let (srv, host, other) = two_hosts().await;
     let acme = srv.tenant_with_admin("acme").await;
     let project = id(&srv.create_project(&acme.secret, None, "web").await);
     let tok = acme.secret.clone();

@@ -192,6 +192,15 @@ impl Store {
         }
     }
 
+    /// Like [`Store::get`], with `None` for an object that is not there.
+    pub async fn find<T: Resource>(&self, scope: &Scope, id: &str) -> Result<Option<T>, StoreError> {
+        match self.get(scope, id).await {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Lists objects visible in `scope`, in id order, after `cursor`. `filters` are
     /// (column, value) pairs; a column not in `T::FILTERS` is refused.
     pub async fn list<T: Resource>(

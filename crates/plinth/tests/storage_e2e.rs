@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Proc, cli, ok, spawn, wait_for};
+use common::{Proc, cli, ok, spawn, wait_for, wait_for_or};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -515,19 +515,17 @@ fn volumes_are_hot_plugged_grown_and_released_by_running_guests() {
         let before = lines(&console(vm)).len();
         let sent = ok(profile, None, &["instance", "console-send", vm, command]);
         assert_eq!(sent["bytes"].as_u64(), Some(command.len() as u64 + 1), "{sent}");
-        let start = Instant::now();
-        loop {
-            let c = console(vm);
-            if let Some(l) = lines(&c).get(before) {
-                return l.clone();
-            }
-            if start.elapsed() > Duration::from_secs(60) {
+        let what = format!("{vm} to answer `{command}`");
+        wait_for_or(
+            &what,
+            Duration::from_secs(60),
+            || lines(&console(vm)).get(before).cloned(),
+            || {
                 let log = std::fs::read_to_string(d.join("agent.log")).unwrap_or_default();
                 let said: Vec<&str> = log.lines().filter(|l| l.contains("console input")).collect();
-                panic!("{vm} did not answer `{command}`: {c}\nthe agent on console input: {said:#?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                format!(": {}\nthe agent on console input: {said:#?}", console(vm))
+            },
+        )
     };
 
     // A running guest, no disk yet; it is hot-plugged on its root port.

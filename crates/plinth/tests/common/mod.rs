@@ -28,13 +28,25 @@ impl Drop for Proc {
 }
 
 /// Polls `f` until it gives a value, or panics after `deadline`.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, deadline, f, String::new)
+}
+
+/// [`wait_for`], whose panic adds what `explain` says then (the state that was not reached).
+pub fn wait_for_or<T>(
+    what: &str,
+    deadline: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        if start.elapsed() >= deadline {
+            panic!("timed out waiting for {what}{}", explain());
+        }
         std::thread::park_timeout(Duration::from_millis(50));
     }
 }

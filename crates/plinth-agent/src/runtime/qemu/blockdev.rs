@@ -237,18 +237,23 @@ pub fn layer_nodes(node: &str, file: &str, lower: Option<&str>, encrypted: bool,
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_graphs_nodes_nest_into_one_definition_that_keeps_every_name() {
-        let files = ["/p/vol_a.qcow2".to_string(), "/p/vol_a.snap-1.qcow2".to_string()];
-        let g = volume_disk(
-            Place::Slot(1),
-            Backing::File(&files),
+    /// An encrypted q35 volume disk in `slot` over the chain `files`, with no limits.
+    fn chain(slot: u8, files: &[String]) -> DiskGraph {
+        volume_disk(
+            Place::Slot(slot),
+            Backing::File(files),
             Key::Data("k"),
             true,
             &VolumeQos::default(),
             Machine::Q35,
             "S",
-        );
+        )
+    }
+
+    #[test]
+    fn a_graphs_nodes_nest_into_one_definition_that_keeps_every_name() {
+        let files = ["/p/vol_a.qcow2".to_string(), "/p/vol_a.snap-1.qcow2".to_string()];
+        let g = chain(1, &files);
         let root = nested(&g.nodes).expect("one tree");
         assert_eq!(root["node-name"], "v1-io");
         let top = &root["file"];
@@ -336,15 +341,7 @@ mod tests {
     fn a_volume_with_snapshots_is_a_chain_under_one_throttle_node() {
         let files = ["/p/v.qcow2", "/p/v+snap_0123456789abcdefgh.0.qcow2", "/p/v+snap_zyxwvutsrqponm98.2.qcow2"]
             .map(String::from);
-        let g = volume_disk(
-            Place::Slot(4),
-            Backing::File(&files),
-            Key::Data("k"),
-            true,
-            &VolumeQos::default(),
-            Machine::Q35,
-            "S",
-        );
+        let g = chain(4, &files);
         let names: Vec<&str> = g.nodes.iter().map(|n| n["node-name"].as_str().unwrap()).collect();
         let (a, b) = ("v4-sabcdefghr0", "v4-srqponm98r2");
         assert_eq!(names, ["v4-file", "v4", &format!("{a}-file"), a, &format!("{b}-file"), b, "v4-io"]);

@@ -50,12 +50,7 @@ pub async fn ship(st: &AppState, host_id: &HostId, id: &str, q: ConsoleChunkQuer
         return Err(Error::invalid("invalid_value", "stream must be 1 to 64 characters")
             .with_constraint(serde_json::json!({ "field": "stream", "rule": "length", "min": 1, "max": 64 })));
     }
-    let inst = match st.store.get::<Instance>(&Scope::Platform, id).await {
-        Ok(i) => Some(i),
-        Err(plinth_store::StoreError::NotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    match inst {
+    match st.store.find::<Instance>(&Scope::Platform, id).await? {
         Some(i) if i.host_id.as_ref() == Some(host_id) => {}
         _ => {
             return Err(Error::new(

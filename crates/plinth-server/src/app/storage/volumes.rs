@@ -226,7 +226,7 @@ async fn snapshot_source(
     let src: Volume = st.store.get(&Scope::Platform, snap.volume_id.as_str()).await?;
     let src_type: VolumeType = st.store.get(&Scope::Platform, src.volume_type_id.as_str()).await?;
     if src_type.backend != vt.backend {
-        let (theirs, ours) = (backend_name(src_type.backend), backend_name(vt.backend));
+        let (theirs, ours) = (src_type.backend.as_str(), vt.backend.as_str());
         return Err(Error::invalid(
             "other_backend",
             format!(
@@ -253,13 +253,6 @@ async fn snapshot_source(
         ));
     }
     Ok((snap, src))
-}
-
-fn backend_name(b: VolumeBackend) -> &'static str {
-    match b {
-        VolumeBackend::LocalQcow2 => "local_qcow2",
-        VolumeBackend::Rbd => "rbd",
-    }
 }
 
 /// Create a volume.
@@ -714,12 +707,10 @@ pub async fn converge_shared(st: &AppState) -> Result<serde_json::Value> {
         // snapshot's volume.
         let source = match (&vol.source_snapshot_id, state) {
             (Some(s), VolumeState::Creating) => {
-                let mut tx = st.store.begin().await?;
-                let src = match tx.find::<VolumeSnapshot>(&Scope::Platform, s.as_str()).await? {
-                    Some(snap) => tx.find::<Volume>(&Scope::Platform, snap.volume_id.as_str()).await?,
+                let src = match st.store.find::<VolumeSnapshot>(&Scope::Platform, s.as_str()).await? {
+                    Some(snap) => st.store.find::<Volume>(&Scope::Platform, snap.volume_id.as_str()).await?,
                     None => None,
                 };
-                drop(tx);
                 let Some(src) = src else {
                     tracing::warn!(volume = %vol.id, snapshot = %s, "shared volume: the snapshot to copy is gone");
                     continue;
