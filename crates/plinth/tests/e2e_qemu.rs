@@ -8,7 +8,7 @@
 mod common;
 
 use common::labapi::Api;
-use common::{BIN, Proc, QemuReaper, until};
+use common::{BIN, Proc, QemuReaper, until, whole_lines};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -375,9 +375,7 @@ async fn plinth_up_prints_the_lines_that_boot_a_vm_read_its_console_and_type_int
     until("the guest to answer the typed command", Duration::from_secs(60), || async {
         let log = run(&format!("plinth instance console-log {name}"), None);
         let text = String::from_utf8_lossy(&log.stdout).into_owned();
-        // (Only whole lines: the console is shipped as it is written.)
-        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        whole.lines().any(|l| l.trim() == name).then_some(())
+        whole_lines(&text).any(|l| l.trim() == name).then_some(())
     })
     .await;
 

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Proc, cli, ok, spawn, wait_for, wait_for_or};
+use common::{Proc, cli, ok, spawn, wait_for, wait_for_or, whole_lines};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -319,12 +319,6 @@ fn script(serial: &str, marker: &str, write: bool) -> String {
     } else {
         format!("#!/bin/sh\nplinth-vol read {serial}\n")
     }
-}
-
-/// The console's whole lines: the last one counts only once its newline has arrived (a
-/// console is shipped as it is written, so a line may be read half written).
-fn whole_lines(console: &str) -> std::str::Lines<'_> {
-    console[..console.rfind('\n').map_or(0, |i| i + 1)].lines()
 }
 
 /// Whether the console shows a `plinth-vol read` of `marker` (`PLINTH-VOL-READ <dev>

@@ -27,6 +27,12 @@ impl Drop for Proc {
     }
 }
 
+/// A console's whole lines: the last one counts only once its newline has arrived (a
+/// console is shipped as it is written, so a line may be read half written).
+pub fn whole_lines(console: &str) -> std::str::Lines<'_> {
+    console[..console.rfind('\n').map_or(0, |i| i + 1)].lines()
+}
+
 /// Polls `f` until it gives a value, or panics after `deadline`.
 pub fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
     wait_for_or(what, deadline, f, String::new)
