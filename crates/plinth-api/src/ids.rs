@@ -66,6 +66,8 @@ typed_id!(/// A user.
     UserId, "usr");
 typed_id!(/// An API token.
     TokenId, "tok");
+typed_id!(/// A web console session (a browser's login, made from an API token).
+    ConsoleSessionId, "ses");
 typed_id!(/// A role binding.
     RoleBindingId, "rb");
 typed_id!(/// An audit record.

@@ -108,6 +108,17 @@ pub enum HostHealth {
     Unknown,
 }
 
+impl HostHealth {
+    /// The health's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostHealth::Ok => "ok",
+            HostHealth::Degraded => "degraded",
+            HostHealth::Unknown => "unknown",
+        }
+    }
+}
+
 /// Who may place work on a host.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

@@ -6,14 +6,11 @@
 use crate::app::AppState;
 pub use crate::app::Caller;
 use crate::error::ApiError;
-use crate::secrets;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use plinth_api::{TenantId, TokenId, UserId};
 use plinth_domain::authz::Principal;
-use plinth_store::now_micros;
 use std::sync::{Arc, Mutex};
 
 /// Who acted, filled in by authentication, read by the failure audit.
@@ -83,22 +80,5 @@ async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Pr
     let Some(token) = bearer(headers) else {
         return Err(ApiError::unauthenticated("send Authorization: Bearer plt_…"));
     };
-    let invalid = || ApiError::unauthenticated("the token is not valid");
-    let token_id = secrets::record_id(token, secrets::API_TOKEN, TokenId::PREFIX).ok_or_else(invalid)?;
-    let (row, grants) = state.store.token_for_auth(&token_id).await?.ok_or_else(invalid)?;
-    if !secrets::verify(token, &row.secret_hash) {
-        return Err(invalid());
-    }
-    if row.revoked_at.is_some() {
-        return Err(ApiError::unauthenticated("the token was revoked"));
-    }
-    if row.expires_at.is_some_and(|t| t <= now_micros()) {
-        return Err(ApiError::unauthenticated("the token has expired"));
-    }
-    Ok(Principal {
-        user_id: UserId(row.user_id),
-        token_id: TokenId(token_id),
-        tenant_id: row.tenant_id.map(TenantId),
-        grants,
-    })
+    Ok(crate::app::identity::sessions::principal_for_token(&state.store, token).await?)
 }

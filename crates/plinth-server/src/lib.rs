@@ -17,6 +17,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod error;
 pub mod extract;
@@ -28,10 +29,10 @@ pub mod secrets;
 pub mod tls;
 
 use crate::api::{
-    agent, audit, capacity, console, floating_ips, health, host_ops, hosts, images, instances, invoices, ip_pools,
-    join_tokens, network_interfaces, operations, placement_groups, projects, quotas, racks, role_bindings,
-    security_groups, shapes, sites, snapshots, subnets, system, tenants, tokens, usage, users, volume_types, volumes,
-    vpcs,
+    agent, audit, capacity, console as serial_console, floating_ips, health, host_ops, hosts, images, instances,
+    invoices, ip_pools, join_tokens, network_interfaces, operations, placement_groups, projects, quotas, racks,
+    role_bindings, security_groups, shapes, sites, snapshots, subnets, system, tenants, tokens, usage, users,
+    volume_types, volumes, vpcs,
 };
 use crate::app::{AppState, reconcilers, saga, scheduler, signals};
 pub use crate::config::ServerConfig;
@@ -100,8 +101,8 @@ fn parts() -> Parts {
         .routes(routes!(instances::resize))
         .routes(routes!(instances::rebuild))
         .routes(routes!(instances::events))
-        .routes(routes!(console::read))
-        .routes(routes!(console::input))
+        .routes(routes!(serial_console::read))
+        .routes(routes!(serial_console::input))
         .routes(routes!(images::list, images::create))
         .routes(routes!(images::get, images::update, images::delete))
         .routes(routes!(images::upload))
@@ -175,8 +176,8 @@ fn parts() -> Parts {
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::observed))
         .routes(routes!(agent::volume_key))
-        .routes(routes!(console::ship))
-        .routes(routes!(console::take_input))
+        .routes(routes!(serial_console::ship))
+        .routes(routes!(serial_console::take_input))
         .routes(routes!(usage::counters))
         .routes(routes!(images::blob))
         .split_for_parts();
@@ -223,6 +224,7 @@ pub fn app_with(state: AppState) -> Router {
         .route("/agent/openapi.json", axum::routing::get(move || async move { json_doc(agent_json) }));
     v1.merge(p.open)
         .merge(docs)
+        .merge(console::router(state.clone()))
         .route_layer(from_fn_with_state(state.clone(), observe::observe))
         .fallback(|State(st): State<AppState>, method: Method| async move {
             observe::unrouted(&st, &method, StatusCode::NOT_FOUND).await

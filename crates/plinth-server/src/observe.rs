@@ -20,6 +20,8 @@ pub fn action_name(method: &Method, route: &str) -> String {
     let rest: &[&str] = match segs.as_slice() {
         ["v1", rest @ ..] => rest,
         ["agent", "v1", rest @ ..] => return format!("agent.{}", rest.join(".")),
+        // The web console's own: `POST /login` → `console.login`.
+        [one @ ("login" | "logout")] => return format!("console.{one}"),
         other => other,
     };
     let resource = rest.first().copied().unwrap_or("root");

@@ -64,6 +64,7 @@ on_both!(
     blobs_are_collected_only_when_nothing_references_them,
     the_fleet_is_counted_and_ledger_records_are_tallied_at_commit,
     console_input_waits_in_order_for_its_host_until_acknowledged,
+    console_sessions_act_as_their_token_until_revoked_and_are_forgotten_after_their_end,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -1094,4 +1095,41 @@ async fn console_input_waits_in_order_for_its_host_until_acknowledged(store: Sto
     tx.console_input_push(id, h, "id\n", 16, now_micros() + 1).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(waiting(h).await, vec![(4, "id\n".to_string())], "what waited was older than the cut");
+}
+
+async fn console_sessions_act_as_their_token_until_revoked_and_are_forgotten_after_their_end(store: Store) {
+    let (u, b, t) = operator_bundle();
+    store.bootstrap_operator(&u, &b, &t, "hash").await.unwrap();
+    let row = |id: &str, expires_at: i64| plinth_store::ConsoleSessionRow {
+        id: id.to_string(),
+        secret_hash: format!("hash-of-{id}"),
+        token_id: t.id.0.clone(),
+        user_id: u.id.0.clone(),
+        created_at: 10,
+        last_seen_at: 10,
+        expires_at,
+        revoked_at: None,
+    };
+    let old = row("ses_old", 100);
+    store.console_session_create(&old, None, &audit("console.login"), 0).await.unwrap();
+    let (s, token, grants) = store.console_session_for_auth("ses_old").await.unwrap().expect("made");
+    assert_eq!(s, old);
+    assert_eq!((token.secret_hash.as_str(), grants.len()), ("hash", 1), "the token and its grants come along");
+    // A login forgets the sessions whose absolute end has passed.
+    let new = row("ses_new", i64::MAX);
+    store.console_session_create(&new, None, &audit("console.login"), 101).await.unwrap();
+    assert!(store.console_session_for_auth("ses_old").await.unwrap().is_none());
+    // A touch moves the last use only when it is older than asked.
+    store.console_session_touch("ses_new", 50, 5).await.unwrap();
+    assert_eq!(store.console_session_for_auth("ses_new").await.unwrap().unwrap().0.last_seen_at, 10);
+    store.console_session_touch("ses_new", 50, 20).await.unwrap();
+    assert_eq!(store.console_session_for_auth("ses_new").await.unwrap().unwrap().0.last_seen_at, 50);
+    // Revoked once, audited once.
+    assert!(store.console_session_revoke("ses_new", 60, None, &audit("console.logout")).await.unwrap());
+    assert!(!store.console_session_revoke("ses_new", 61, None, &audit("console.logout")).await.unwrap());
+    assert_eq!(store.console_session_for_auth("ses_new").await.unwrap().unwrap().0.revoked_at, Some(60));
+    let filter = AuditFilter { action: Some("console.logout".into()), ..Default::default() };
+    assert_eq!(store.list_audit(None, &filter, 10, None).await.unwrap().items.len(), 1);
+    let filter = AuditFilter { target: Some("ses_new".into()), ..Default::default() };
+    assert_eq!(store.list_audit(None, &filter, 10, None).await.unwrap().items.len(), 2, "its login and logout");
 }

@@ -1,0 +1,64 @@
+//! The web console: server-rendered HTML at `/`, beside `/v1`, over the same use cases.
+//!
+//! - [`session`]: browser login (an API token exchanged for a `__Host-` session cookie),
+//!   logout, the session middleware and the cross-origin check on unsafe methods.
+//! - [`pages`]: the pages and their actions, each calling the `app` use case its `/v1`
+//!   twin calls (same tenancy, same operation and audit record).
+//! - [`render`]: the shared page frame, templates as responses, errors as pages.
+//! - [`assets`]: the one CSS file (and, as they come, the vendored scripts).
+//!
+//! Every console response carries a Content-Security-Policy that allows scripts, styles
+//! and connections from this origin only (no inline script) and forbids framing.
+//! Templates (askama, `templates/console/`) escape every value they print.
+
+pub mod assets;
+pub mod pages;
+pub mod render;
+pub mod session;
+
+use crate::app::AppState;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+/// The Content-Security-Policy of every console response.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes; the caller adds `observe` around them with the API's.
+pub fn router(state: AppState) -> Router<AppState> {
+    let authed = Router::new()
+        .route("/", get(pages::index))
+        .route("/instances", get(pages::instance_list))
+        .route("/instances/{id}", get(pages::instance_detail))
+        // One route per action, so each is audited under its API twin's name
+        // (`instances.stop`, as `POST /v1/instances/{id}/stop`).
+        .route("/instances/{id}/start", post(pages::instance_start))
+        .route("/instances/{id}/stop", post(pages::instance_stop))
+        .route("/instances/{id}/reboot", post(pages::instance_reboot))
+        .route("/hosts", get(pages::host_list))
+        .route("/logout", post(session::logout))
+        .route_layer(from_fn_with_state(state, session::require));
+    Router::new()
+        .route("/login", get(session::login_form).post(session::login))
+        .merge(authed)
+        .route_layer(from_fn(session::same_origin))
+        .route("/assets/{file}", get(assets::serve))
+        .route_layer(from_fn(security_headers))
+}
+
+/// Adds the console's security headers to a response.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    resp
+}

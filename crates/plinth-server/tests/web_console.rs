@@ -1,0 +1,308 @@
+//! The web console as a browser meets it, over HTTP: logging in with a token (a `__Host-`
+//! session cookie, kept only as a hash), logging out, sessions that die with their token,
+//! the pages' tenancy, escaping of what guests and users write, the cross-origin refusal
+//! of unsafe requests, the security headers, and console actions that are their API
+//! twins (same operation, same audit record).
+
+mod common;
+
+use common::fleet::{Boots, TestAgent, inventory};
+use common::{Resp, TestServer, id};
+use serde_json::json;
+
+/// A browser: no redirects followed, one cookie jar of one cookie.
+struct Browser<'a> {
+    srv: &'a TestServer,
+    client: reqwest::Client,
+    cookie: Option<String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(srv: &'a TestServer) -> Browser<'a> {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        Browser { srv, client, cookie: None }
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder, what: String) -> Resp {
+        let rb = match &self.cookie {
+            Some(c) => rb.header("cookie", format!("__Host-plinth_session={c}")),
+            None => rb,
+        };
+        let r = rb.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        Resp { what, status, headers, text }
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.send(self.client.get(format!("{}{path}", self.srv.base)), format!("GET {path}")).await
+    }
+
+    /// A form posted as the browser posts one from this site's own page.
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Resp {
+        self.post_from(path, form, &[("sec-fetch-site", "same-origin")]).await
+    }
+
+    async fn post_from(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Resp {
+        let mut rb = self
+            .client
+            .post(format!("{}{path}", self.srv.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).expect("form"));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        self.send(rb, format!("POST {path}")).await
+    }
+
+    /// Logs in with `token`; keeps the session's cookie.
+    async fn login(&mut self, token: &str) -> Resp {
+        let r = self.post("/login", &[("token", token), ("next", "/instances")]).await;
+        assert_eq!(r.status, 303, "login: {}", r.text);
+        let set = r.header("set-cookie").expect("a session cookie");
+        let secret = set
+            .strip_prefix("__Host-plinth_session=")
+            .and_then(|rest| rest.split(';').next())
+            .expect("the session cookie")
+            .to_string();
+        self.cookie = Some(secret);
+        r
+    }
+}
+
+/// Every byte of the server's SQLite database files (with its write-ahead log).
+fn database_bytes(srv: &TestServer) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["plinth.db", "plinth.db-wal"] {
+        if let Ok(b) = std::fs::read(srv.dir.path().join(name)) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn a_token_logs_a_browser_in_with_a_host_only_http_only_cookie_kept_only_as_a_hash() {
+    let srv = TestServer::start().await;
+    let mut b = Browser::new(&srv);
+
+    // Not logged in: a page sends the browser to the login form, and comes back after.
+    let r = b.get("/instances").await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/login?next=/instances"));
+    let form = b.get("/login?next=/instances").await;
+    assert_eq!(form.status, 200);
+    assert!(form.text.contains(r#"name="token""#) && form.text.contains(r#"type="password""#), "{}", form.text);
+
+    let r = b.login(&srv.operator).await;
+    assert_eq!(r.header("location").as_deref(), Some("/instances"));
+    let set = r.header("set-cookie").unwrap();
+    for flag in ["; Path=/", "; Secure", "; HttpOnly", "; SameSite=Lax"] {
+        assert!(set.contains(flag), "{flag} in {set}");
+    }
+    assert!(!set.contains("Domain"), "a __Host- cookie names no domain: {set}");
+    let secret = b.cookie.clone().unwrap();
+    assert!(secret.starts_with("pcs_"), "{secret}");
+    assert!(!contains(set.as_bytes(), &srv.operator), "the API token never goes to the browser");
+
+    // The session works, and the database holds its hash, never the secret (the scan
+    // finds the hash, so it can find what it looks for).
+    let page = b.get("/instances").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("<h1>Instances</h1>"));
+    assert!(page.text.contains(">operator<"), "who is logged in: {}", page.text);
+    let db = database_bytes(&srv);
+    assert!(contains(&db, &plinth_server::secrets::hash(&secret)), "the session's hash is stored");
+    assert!(!contains(&db, &secret), "the session's secret is not");
+
+    // Logout: the cookie is forgotten and the session stops working at once.
+    let out = b.post("/logout", &[]).await;
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(b.get("/instances").await.status, 303, "a logged-out session is refused");
+
+    // Both are audited, as the session's token.
+    let audit = srv.get("/v1/audit-log?limit=1000").token(&srv.operator).send().await.ok(200);
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|a| a["action"].as_str()).collect();
+    assert!(actions.contains(&"console.login") && actions.contains(&"console.logout"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn a_bad_token_or_a_forged_cookie_gets_no_session() {
+    let srv = TestServer::start().await;
+    let mut b = Browser::new(&srv);
+    let r = b.post("/login", &[("token", "plt_not_a_token")]).await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_none());
+    assert!(r.text.contains("the token is not valid") && r.text.contains(r#"role="alert""#), "{}", r.text);
+
+    // A cookie of the right shape that the server never made, and a real one altered.
+    b.cookie = Some(format!("pcs_{}_{}", ulid::Ulid::new().to_string().to_lowercase(), "0".repeat(64)));
+    assert_eq!(b.get("/instances").await.status, 303);
+    b.login(&srv.operator).await;
+    let real = b.cookie.clone().unwrap();
+    let flipped = if real.ends_with('0') { '1' } else { '0' };
+    b.cookie = Some(format!("{}{flipped}", &real[..real.len() - 1]));
+    assert_eq!(b.get("/instances").await.status, 303, "one changed character");
+    b.cookie = Some(real);
+    assert_eq!(b.get("/instances").await.status, 200, "control: the real cookie works");
+}
+
+#[tokio::test]
+async fn a_session_dies_with_the_token_it_was_made_from() {
+    let srv = TestServer::start().await;
+    let admin = srv.tenant_with_admin("acme").await;
+    let mut b = Browser::new(&srv);
+    b.login(&admin.secret).await;
+    assert_eq!(b.get("/instances").await.status, 200);
+    srv.post(&format!("/v1/tokens/{}/revoke", admin.token_id)).token(&srv.operator).send().await.ok(200);
+    let r = b.get("/instances").await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert!(r.header("location").unwrap().starts_with("/login"));
+}
+
+#[tokio::test]
+async fn pages_show_a_tenant_only_its_own_and_print_what_guests_write_as_text() {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    let (acme, acme_project) = srv.tenant_project("acme").await;
+    let (globex, _) = srv.tenant_project("globex").await;
+    let v = srv.create_instance(&acme, &acme_project, "web-1", "small").await.ok(202);
+    let iid = id(&v["instance"]);
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.wait_until(&acme, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+
+    // The guest writes markup to its serial console; its host ships it.
+    let hostile = "PLINTH-GUEST-READY <script>alert(1)</script> \"><img src=x onerror=alert(2)>\n";
+    srv.post(&format!("/agent/v1/instances/{iid}/console?stream=1&offset=0&reset=false"))
+        .token(&host.credential)
+        .header("content-type", "application/octet-stream")
+        .body(hostile)
+        .send()
+        .await
+        .ok(200);
+
+    let mut mine = Browser::new(&srv);
+    mine.login(&acme).await;
+    let list = mine.get("/instances").await;
+    assert_eq!(list.status, 200);
+    assert!(list.text.contains(&format!(r#"href="/instances/{iid}">web-1</a>"#)), "{}", list.text);
+    assert!(list.text.contains("state-running"), "{}", list.text);
+    let page = mine.get(&format!("/instances/{iid}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("PLINTH-GUEST-READY &#60;script&#62;alert(1)&#60;/script&#62;"), "{}", page.text);
+    assert!(page.text.contains("&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"), "{}", page.text);
+    assert!(!page.text.contains("<script>") && !page.text.contains("<img"), "nothing the guest wrote is markup");
+
+    // Another tenant sees neither the instance in its list nor its page.
+    let mut theirs = Browser::new(&srv);
+    theirs.login(&globex).await;
+    let list = theirs.get("/instances").await;
+    assert!(!list.text.contains(&iid) && list.text.contains("No instances yet"), "{}", list.text);
+    let r = theirs.get(&format!("/instances/{iid}")).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(!r.text.contains("web-1"));
+    // The fleet is for operators.
+    assert_eq!(theirs.get("/hosts").await.status, 403);
+    let mut op = Browser::new(&srv);
+    op.login(&srv.operator).await;
+    let hosts = op.get("/hosts").await;
+    assert_eq!(hosts.status, 200);
+    assert!(hosts.text.contains(">h1<"), "{}", hosts.text);
+}
+
+#[tokio::test]
+async fn a_console_action_is_its_api_twin_and_a_cross_site_one_changes_nothing() {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    let admin = srv.tenant_with_admin("acme").await;
+    let project = id(&srv.create_project(&admin.secret, None, "web").await);
+    let v = srv.create_instance(&admin.secret, &project, "web-1", "small").await.ok(202);
+    let iid = id(&v["instance"]);
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+    let mut b = Browser::new(&srv);
+    b.login(&admin.secret).await;
+    let stop = format!("/instances/{iid}/stop");
+
+    // From another site (the browser says so, or only its Origin does): refused, nothing changes.
+    for headers in [
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("sec-fetch-site", "same-site")],
+        vec![("origin", "https://evil.example")],
+    ] {
+        let r = b.post_from(&stop, &[], &headers).await;
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.text);
+    }
+    let ops = srv.get(&format!("/v1/operations?target={iid}")).token(&admin.secret).send().await.ok(200);
+    let kinds: Vec<&str> = ops["items"].as_array().unwrap().iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert!(!kinds.contains(&"instance.stop"), "no stop was started: {kinds:?}");
+    assert_eq!(srv.get(&format!("/v1/instances/{iid}")).token(&admin.secret).send().await.ok(200)["state"], "running");
+
+    // From its own page: the same use case as `POST /v1/instances/{id}/stop`.
+    let r = b.post(&stop, &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let to = r.header("location").unwrap();
+    let op = to.split("op=").nth(1).expect("the operation in the redirect").to_string();
+    let o = srv.wait_op(&admin.secret, &op).await;
+    assert_eq!((o["kind"].as_str(), o["target"].as_str()), (Some("instance.stop"), Some(iid.as_str())));
+    srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "stopped", |i| i["state"] == "stopped").await;
+    let page = b.get(&to).await;
+    assert!(page.text.contains(&format!("operation <code>{op}</code>")), "{}", page.text);
+    let audit = srv.get("/v1/audit-log?action=instances.stop").token(&admin.secret).send().await.ok(200);
+    let rec = &audit["items"][0];
+    assert_eq!(
+        (rec["target"].as_str(), rec["actor_token_id"].as_str()),
+        (Some(iid.as_str()), Some(admin.token_id.as_str()))
+    );
+
+    // A viewer reads the page but may not act.
+    let viewer = srv.create_user(&admin.secret, &admin.tenant_id, "watcher").await;
+    srv.bind(&admin.secret, &id(&viewer), "viewer", None).await;
+    let (_, viewer_token) = srv.mint_token(&admin.secret, &id(&viewer), "watcher-key").await;
+    let mut v = Browser::new(&srv);
+    v.login(&viewer_token).await;
+    assert_eq!(v.get(&format!("/instances/{iid}")).await.status, 200);
+    let r = v.post(&format!("/instances/{iid}/start"), &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("forbidden"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn every_console_response_carries_the_security_headers() {
+    let srv = TestServer::start().await;
+    let mut b = Browser::new(&srv);
+    let login = b.get("/login").await;
+    b.login(&srv.operator).await;
+    let css = b.get("/assets/plinth.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").unwrap().starts_with("text/css"));
+    let missing = b.get("/instances/ins_01jz8x3m5q2v7w9k4r6t8y0b1c").await;
+    assert_eq!(missing.status, 404);
+    for r in [&login, &b.get("/instances").await, &css, &missing] {
+        let csp = r.header("content-security-policy").unwrap_or_else(|| panic!("{}: no CSP", r.what));
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"), "{}", r.what);
+    }
+    // No inline script anywhere the console draws.
+    for r in [&login, &missing] {
+        assert!(!r.text.contains("<script"), "{}", r.what);
+    }
+    // A bearer-token API call is not a browser's: no cross-origin check applies to it.
+    let r = srv
+        .post("/v1/tenants")
+        .token(&srv.operator)
+        .header("origin", "https://elsewhere.example")
+        .json(&json!({ "name": "fromscript" }))
+        .send()
+        .await;
+    r.ok(201);
+}
