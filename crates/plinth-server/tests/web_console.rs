@@ -71,6 +71,38 @@ impl<'a> Browser<'a> {
     }
 }
 
+impl Browser<'_> {
+    /// Opens the tab's live stream (`GET /events?since=now`).
+    async fn live(&self) -> reqwest::Response {
+        let since = chrono::Utc::now().timestamp_micros();
+        let rb = self.client.get(format!("{}/events?since={since}", self.srv.base));
+        let rb = match &self.cookie {
+            Some(c) => rb.header("cookie", format!("__Host-plinth_session={c}")),
+            None => rb,
+        };
+        let r = rb.send().await.expect("live stream");
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        r
+    }
+}
+
+/// Reads a live stream until `done` holds for what was read (the whole text so far), or
+/// panics at the deadline; returns the text.
+async fn read_until(stream: &mut reqwest::Response, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done(&text) {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within 20 s; read: {text}"))
+            .expect("stream read")
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
 /// Every byte of the server's SQLite database files (with its write-ahead log).
 fn database_bytes(srv: &TestServer) -> Vec<u8> {
     let mut all = Vec::new();
@@ -292,10 +324,15 @@ async fn every_console_response_carries_the_security_headers() {
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"), "{}", r.what);
     }
-    // No inline script anywhere the console draws.
+    // No inline script anywhere the console draws: every script is a file of this site.
     for r in [&login, &missing] {
-        assert!(!r.text.contains("<script"), "{}", r.what);
+        let scripts = r.text.matches("<script").count();
+        assert!(scripts > 0, "{}: the page loads its scripts", r.what);
+        assert_eq!(r.text.matches("<script src=\"/assets/").count(), scripts, "{}", r.what);
     }
+    let js = b.get("/assets/htmx.min.js").await;
+    assert_eq!(js.status, 200);
+    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
     // A bearer-token API call is not a browser's: no cross-origin check applies to it.
     let r = srv
         .post("/v1/tenants")
@@ -305,4 +342,59 @@ async fn every_console_response_carries_the_security_headers() {
         .send()
         .await;
     r.ok(201);
+}
+
+#[tokio::test]
+async fn a_tabs_live_stream_carries_its_tenants_changes_and_no_one_elses() {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    let (acme, acme_project) = srv.tenant_project("acme").await;
+    let (globex, globex_project) = srv.tenant_project("globex").await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    let mut ids = Vec::new();
+    for (tok, project) in [(&acme, &acme_project), (&globex, &globex_project)] {
+        let v = srv.create_instance(tok, project, "web-1", "small").await.ok(202);
+        let iid = id(&v["instance"]);
+        srv.wait_until(tok, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+        ids.push(iid);
+    }
+    let (acme_vm, globex_vm) = (ids[0].clone(), ids[1].clone());
+    let mut a = Browser::new(&srv);
+    a.login(&acme).await;
+    let mut g = Browser::new(&srv);
+    g.login(&globex).await;
+    let mut a_live = a.live().await;
+    let mut g_live = g.live().await;
+
+    // Each tenant stops its instance through the API; each tab sees its own row change.
+    srv.post(&format!("/v1/instances/{acme_vm}/stop")).token(&acme).send().await.ok(202);
+    srv.post(&format!("/v1/instances/{globex_vm}/stop")).token(&globex).send().await.ok(202);
+    let stopped_row = |vm: &str| {
+        let vm = vm.to_string();
+        move |text: &str| {
+            let events: Vec<&str> = text.split("\n\n").collect();
+            let stopped = |name: &str| {
+                events.iter().any(|e| e.contains(&format!("event: {name}-{vm}\n")) && e.contains("state-stopped"))
+            };
+            stopped("row") && stopped("state")
+        }
+    };
+    let seen_a = read_until(&mut a_live, "acme's stopped row", stopped_row(&acme_vm)).await;
+    // The row comes whole, ready to swap (and the instance page's badge came with it).
+    assert!(seen_a.contains(&format!("data: <tr id=\"row-{acme_vm}\"")), "{seen_a}");
+    let seen_g = read_until(&mut g_live, "globex's stopped row", stopped_row(&globex_vm)).await;
+    // The control above shows globex's stream carries rows; acme's never reached it.
+    assert!(!seen_g.contains(&acme_vm), "another tenant's change reached globex's tab: {seen_g}");
+    assert!(!seen_a.contains(&globex_vm), "{seen_a}");
+
+    // An instance made after the page was drawn arrives as a new row, once.
+    let v = srv.create_instance(&acme, &acme_project, "web-2", "small").await.ok(202);
+    let new_vm = id(&v["instance"]);
+    let seen = read_until(&mut a_live, "the new row", |t| t.contains(&format!("row-{new_vm}"))).await;
+    let first = seen.split("\n\n").find(|e| e.contains(&new_vm)).unwrap();
+    assert!(first.contains("event: instance-new"), "{first}");
+    // Without a session there is no stream.
+    let r = Browser::new(&srv).get("/events").await;
+    assert_eq!(r.status, 303);
 }

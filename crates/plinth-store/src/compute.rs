@@ -24,6 +24,16 @@ pub struct SagaLogEntry {
     pub output: Option<String>,
 }
 
+/// An instance row that changed, as the change feed reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceChange {
+    pub id: String,
+    pub host_id: Option<String>,
+    pub tenant_id: String,
+    /// The row's `updated_at` (µs).
+    pub at: i64,
+}
+
 impl Store {
     /// Every host and every allocation: what the scheduler's cache is built from.
     pub async fn scheduler_snapshot(&self) -> Result<(Vec<Host>, Vec<Allocation>), StoreError> {
@@ -93,24 +103,23 @@ impl Store {
         rows.iter().map(|r| decode("instances", &r.try_get::<String, _>("doc")?)).collect()
     }
 
-    /// What changed after `since` (microseconds): instances as (id, host id, updated at)
-    /// and operations as (id, updated at), at most `limit` of each. The server's change
-    /// feed turns these into wake-ups, so waiters need not poll.
-    #[allow(clippy::type_complexity)]
+    /// What changed after `since` (microseconds): instances and operations, at most
+    /// `limit` of each. The server's change feed turns these into wake-ups, so waiters
+    /// need not poll, and into the web console's live updates.
     pub async fn changes_since(
         &self,
         since: i64,
         limit: i64,
-    ) -> Result<(Vec<(String, Option<String>, i64)>, Vec<(String, i64)>), StoreError> {
+    ) -> Result<(Vec<InstanceChange>, Vec<(String, i64)>), StoreError> {
         // One row in all: the feed rereads a window of recent changes several times a
         // second, and on SQLite every row is a hand-off between threads.
         let sql = format!(
             "SELECT \
-             (SELECT {} FROM (SELECT id, host_id, updated_at FROM instances \
+             (SELECT {} FROM (SELECT id, host_id, tenant_id, updated_at FROM instances \
                WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) i) AS instances, \
              (SELECT {} FROM (SELECT id, updated_at FROM operations \
                WHERE updated_at > $1 ORDER BY updated_at LIMIT $2) o) AS operations",
-            packed(self.backend, &["id", "COALESCE(host_id, '')", "CAST(updated_at AS TEXT)"]),
+            packed(self.backend, &["id", "COALESCE(host_id, '')", "tenant_id", "CAST(updated_at AS TEXT)"]),
             packed(self.backend, &["id", "CAST(updated_at AS TEXT)"]),
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since).bind(limit).fetch_one(&self.read).await?;
@@ -123,8 +132,13 @@ impl Store {
         let at = |v: &str| v.parse::<i64>().map_err(|_| bad("updated_at"));
         let mut inst = Vec::new();
         for f in unpack(instances.as_deref()) {
-            let [id, host, t] = f[..] else { return Err(bad("count")) };
-            inst.push((id.to_string(), Some(host.to_string()).filter(|h| !h.is_empty()), at(t)?));
+            let [id, host, tenant, t] = f[..] else { return Err(bad("count")) };
+            inst.push(InstanceChange {
+                id: id.to_string(),
+                host_id: Some(host.to_string()).filter(|h| !h.is_empty()),
+                tenant_id: tenant.to_string(),
+                at: at(t)?,
+            });
         }
         let mut ops = Vec::new();
         for f in unpack(operations.as_deref()) {

@@ -37,7 +37,7 @@ mod writer;
 
 pub use audit::AuditEntry;
 pub use auth::TokenRow;
-pub use compute::SagaLogEntry;
+pub use compute::{InstanceChange, SagaLogEntry};
 pub use console::{CONSOLE_KEEP, ConsoleWindow};
 pub use console_input::ConsoleInputRow;
 pub use console_session::ConsoleSessionRow;

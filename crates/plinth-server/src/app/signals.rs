@@ -112,6 +112,14 @@ impl Signals {
     }
 }
 
+/// A change the web console's open tabs may show (sent by the change feed to
+/// [`AppState::live`](crate::app::AppState::live)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Live {
+    /// An instance's row changed.
+    Instance { id: String, tenant_id: String },
+}
+
 /// The key for a host's desired state.
 pub fn host_key(host_id: &str) -> String {
     format!("host/{host_id}")
@@ -145,19 +153,21 @@ pub async fn change_feed(st: crate::app::AppState, period: Duration) {
                 continue;
             }
         };
-        for (id, host, at) in instances {
-            high = high.max(at);
+        for c in instances {
+            high = high.max(c.at);
             // Most rows were seen on an earlier pass (the window is reread each time).
-            if seen.get(&id) != Some(&at) {
-                seen.insert(id.clone(), at);
+            if seen.get(&c.id) != Some(&c.at) {
+                seen.insert(c.id.clone(), c.at);
                 // A version written here was announced at commit: its waiters already know.
-                let key = instance_key(&id);
-                if !st.signals.announced(&key, at) {
+                let key = instance_key(&c.id);
+                if !st.signals.announced(&key, c.at) {
                     st.signals.poke(&key);
                 }
-                if let Some(h) = host {
-                    st.signals.poke(&host_key(&h));
+                if let Some(h) = &c.host_id {
+                    st.signals.poke(&host_key(h));
                 }
+                // Web console tabs watching (none listening is not an error).
+                let _ = st.live.send(Live::Instance { id: c.id, tenant_id: c.tenant_id });
             }
         }
         for (id, at) in ops {

@@ -8,6 +8,10 @@ use crate::metrics::Metrics;
 use plinth_store::Store;
 use std::sync::Arc;
 
+/// How many live changes a slow web console tab may fall behind before it is told to
+/// reload instead.
+pub const LIVE_BACKLOG: usize = 4096;
+
 /// What every handler can reach: the store, metrics, settings, the scheduler's cache,
 /// in-process wake-ups and the background task registry.
 #[derive(Clone)]
@@ -22,6 +26,8 @@ pub struct AppState {
     pub owner: Arc<str>,
     /// VPC rows kept decoded between hosts' polls.
     pub vpc_rows: Arc<crate::app::dataplane::VpcRowsCache>,
+    /// Changes for the web console's live pages, from the change feed.
+    pub live: tokio::sync::broadcast::Sender<crate::app::signals::Live>,
 }
 
 impl AppState {
@@ -43,6 +49,8 @@ impl AppState {
             tasks: Arc::new(Tasks::default()),
             owner: plinth_api::new_id("srv").into(),
             vpc_rows: Arc::default(),
+            // A tab that falls this far behind is told to reload its rows.
+            live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
         }
     }
 }

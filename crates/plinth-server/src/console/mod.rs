@@ -4,6 +4,7 @@
 //!   logout, the session middleware and the cross-origin check on unsafe methods.
 //! - [`pages`]: the pages and their actions, each calling the `app` use case its `/v1`
 //!   twin calls (same tenancy, same operation and audit record).
+//! - [`live`]: the Server-Sent Events stream that keeps a tab's rows current.
 //! - [`render`]: the shared page frame, templates as responses, errors as pages.
 //! - [`assets`]: the one CSS file (and, as they come, the vendored scripts).
 //!
@@ -12,6 +13,7 @@
 //! Templates (askama, `templates/console/`) escape every value they print.
 
 pub mod assets;
+pub mod live;
 pub mod pages;
 pub mod render;
 pub mod session;
@@ -40,6 +42,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/instances/{id}/stop", post(pages::instance_stop))
         .route("/instances/{id}/reboot", post(pages::instance_reboot))
         .route("/hosts", get(pages::host_list))
+        .route("/events", get(live::events))
         .route("/logout", post(session::logout))
         .route_layer(from_fn_with_state(state, session::require));
     Router::new()

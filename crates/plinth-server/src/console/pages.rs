@@ -34,12 +34,47 @@ pub struct InstanceRow {
     pub created: String,
 }
 
+impl InstanceRow {
+    /// The row of `i`.
+    pub fn of(i: &Instance) -> InstanceRow {
+        InstanceRow {
+            id: i.id.0.clone(),
+            name: i.name.clone(),
+            state: i.state.as_str(),
+            shape: i.shape_name.clone(),
+            project: i.project_id.0.clone(),
+            host: i.host_id.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
+            created: when(&i.created_at),
+        }
+    }
+}
+
+/// One row drawn alone (a live update of the list).
+#[derive(Template)]
+#[template(path = "console/instance_row.html")]
+pub struct InstanceRowPartial {
+    pub r: InstanceRow,
+    /// Operators see the host column.
+    pub operator: bool,
+}
+
+/// An instance's state badge drawn alone (a live update of its page).
+#[derive(Template)]
+#[template(path = "console/state_badge.html")]
+pub struct StateBadge {
+    pub id: String,
+    pub state: &'static str,
+}
+
 #[derive(Template)]
 #[template(path = "console/instances.html")]
 struct InstancesPage {
     layout: Layout,
     rows: Vec<InstanceRow>,
+    operator: bool,
     more: bool,
+    /// When the page was drawn (µs): instances created later are new to it.
+    since: i64,
     equivalent: Equivalent,
 }
 
@@ -49,26 +84,18 @@ pub async fn instance_list(
     Extension(caller): Extension<Caller>,
     Query(p): Query<PageParams>,
 ) -> Response {
+    let before = plinth_store::now_micros();
     let page = match instances::list(&st, &caller, &p, InstanceFilter::default()).await {
         Ok(page) => page,
         Err(e) => return render::app_error(e),
     };
-    let rows = page
-        .items
-        .iter()
-        .map(|i| InstanceRow {
-            id: i.id.0.clone(),
-            name: i.name.clone(),
-            state: i.state.as_str(),
-            shape: i.shape_name.clone(),
-            project: i.project_id.0.clone(),
-            host: i.host_id.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
-            created: when(&i.created_at),
-        })
-        .collect();
+    // Instances created after the listed ones are new to this page (see `live`).
+    let since = page.items.iter().map(|i| i.created_at.timestamp_micros()).max().unwrap_or(0).max(before);
+    let rows = page.items.iter().map(InstanceRow::of).collect();
     let equivalent = Equivalent::new("instance list", "GET", "/v1/instances", None);
     let layout = Layout::of(&st, &caller, "Instances").await;
-    Page(InstancesPage { layout, rows, more: page.next_cursor.is_some(), equivalent }).into_response()
+    let operator = layout.operator;
+    Page(InstancesPage { layout, rows, operator, more: page.next_cursor.is_some(), since, equivalent }).into_response()
 }
 
 /// One event of an instance's history.
@@ -92,7 +119,11 @@ pub struct Action {
 struct InstancePage {
     layout: Layout,
     i: Instance,
+    /// The instance's id and state, for its live badge.
+    id: String,
     state: &'static str,
+    /// When the page was drawn (µs), for the live stream.
+    since: i64,
     created: String,
     actions: Vec<Action>,
     accepted: Option<String>,
@@ -156,7 +187,9 @@ pub async fn instance_detail(
     let accepted = q.op.filter(|op| OperationId::parse(op).is_some());
     let page = InstancePage {
         layout: Layout::of(&st, &caller, format!("Instance {}", i.name)).await,
+        id: i.id.0.clone(),
         state: i.state.as_str(),
+        since: plinth_store::now_micros(),
         created: when(&i.created_at),
         actions,
         accepted,

@@ -57,6 +57,21 @@ impl<T: Template> IntoResponse for Page<T> {
     }
 }
 
+/// A template drawn as a piece of a page (a row, a badge) for a live update.
+pub trait Fragment {
+    /// The HTML; empty (and logged) if the template fails.
+    fn html(&self) -> String;
+}
+
+impl<T: Template> Fragment for T {
+    fn html(&self) -> String {
+        self.render().unwrap_or_else(|e| {
+            tracing::error!("console fragment failed: {e}");
+            String::new()
+        })
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/error.html")]
 struct ErrorPage {
