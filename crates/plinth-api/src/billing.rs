@@ -629,3 +629,43 @@ pub struct QuotaQuery {
     /// A tenant id (its own limits and each of its projects') or a project id.
     pub scope_id: Option<String>,
 }
+
+/// What running one instance of a shape would cost, before it exists: each meter it would
+/// record, priced by the rules its invoice would use (`GET /v1/shapes/{id}/price`).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct PriceEstimate {
+    pub shape_id: ShapeId,
+    pub shape_name: String,
+    /// The price book version in effect now for the tenant (its own book, else `default`).
+    pub price_book_id: PriceBookId,
+    pub price_book: String,
+    pub price_book_version: i64,
+    pub currency: String,
+    pub lines: Vec<PriceEstimateLine>,
+    /// An hour of the priced lines, in micro-units of `currency`.
+    pub hourly_micros: i64,
+    /// A month (`hours_per_month` hours) of the priced lines.
+    pub monthly_micros: i64,
+    pub hours_per_month: i64,
+}
+
+/// One meter of a [`PriceEstimate`].
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct PriceEstimateLine {
+    pub meter: Meter,
+    pub dimension: String,
+    /// Units of the dimension (GiB of disk, GPUs; 1 for the shape).
+    pub multiplier: i64,
+    /// `null`: the book does not price this meter (nothing would be charged for it).
+    pub hourly_micros: Option<i64>,
+    pub monthly_micros: Option<i64>,
+}
+
+/// Query of `GET /v1/shapes/{id}/price`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PriceEstimateQuery {
+    /// Price for this tenant (operators; default: the `default` book). Tenants' users
+    /// always get their own tenant's prices.
+    pub tenant_id: Option<TenantId>,
+}

@@ -6,7 +6,7 @@
 use crate::client::{Client, Doc};
 use crate::error::Result;
 use crate::resources::{
-    FloatingIps, Hosts, Images, Instances, Invoices, Operations, SecurityGroups, Tokens, Volumes, one,
+    FloatingIps, Hosts, Images, Instances, Invoices, Operations, SecurityGroups, Shapes, Tokens, Volumes, one,
 };
 use plinth_api::*;
 use serde::Serialize;
@@ -61,6 +61,11 @@ impl Client {
     /// `POST /v1/hosts/{id}/{verb}`.
     pub async fn host_action(&self, id: &str, verb: HostVerb) -> Result<Doc<HostAction>> {
         self.post(&format!("{}/{}", one::<Hosts>(id), verb.as_str()), &Empty {}).await
+    }
+
+    /// `GET /v1/shapes/{id}/price`.
+    pub async fn shape_price(&self, id: &str, q: &PriceEstimateQuery) -> Result<Doc<PriceEstimate>> {
+        self.get(&format!("{}/price", one::<Shapes>(id)), q).await
     }
 
     /// `GET /v1/hosts/{id}/allocations`.

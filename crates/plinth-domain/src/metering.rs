@@ -7,7 +7,7 @@
 //! Times here are microseconds since the epoch, as the ledger stores them.
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use plinth_api::{Instance, InstanceEvent, InstanceState, Lifecycle, Meter};
+use plinth_api::{GpuRequest, Instance, InstanceEvent, InstanceState, Lifecycle, Meter};
 use std::collections::BTreeMap;
 
 /// The volume class of boot disks (local to the host).
@@ -114,21 +114,27 @@ pub fn instance_wants(inst: &Instance) -> Vec<Want> {
             attrs.insert("rack".to_string(), r.clone());
         }
     }
-    let want = |meter, dimension: &str, multiplier| Want {
-        meter,
-        dimension: dimension.to_string(),
-        multiplier,
-        attributes: attrs.clone(),
-    };
-    out.push(want(Meter::AllocatedSeconds, &inst.shape_name, 1));
-    if let Some(g) = inst.gpu.as_ref().filter(|g| g.count > 0) {
-        out.push(want(Meter::GpuSeconds, &g.class, i64::from(g.count)));
+    let sizes = sized_meters(&inst.shape_name, inst.disk_gib, inst.gpu.as_ref(), bills_running(inst.state));
+    for (meter, dimension, multiplier) in sizes {
+        out.push(Want { meter, dimension, multiplier, attributes: attrs.clone() });
     }
-    if inst.disk_gib > 0 {
-        out.push(want(Meter::DiskGibSeconds, BOOT_DISK_CLASS, inst.disk_gib as i64));
+    out
+}
+
+/// The interval meters an allocated instance of these sizes records, as (meter, dimension,
+/// multiplier): its shape while allocated, its GPUs by class, its boot disk by the GiB,
+/// and its shape while running when `running`. Metering and price estimates share it, so
+/// an estimate prices exactly what would be metered.
+pub fn sized_meters(shape: &str, disk_gib: u64, gpu: Option<&GpuRequest>, running: bool) -> Vec<(Meter, String, i64)> {
+    let mut out = vec![(Meter::AllocatedSeconds, shape.to_string(), 1)];
+    if let Some(g) = gpu.filter(|g| g.count > 0) {
+        out.push((Meter::GpuSeconds, g.class.clone(), i64::from(g.count)));
     }
-    if bills_running(inst.state) {
-        out.push(want(Meter::RunningSeconds, &inst.shape_name, 1));
+    if disk_gib > 0 {
+        out.push((Meter::DiskGibSeconds, BOOT_DISK_CLASS.to_string(), disk_gib as i64));
+    }
+    if running {
+        out.push((Meter::RunningSeconds, shape.to_string(), 1));
     }
     out
 }

@@ -84,6 +84,7 @@ fn parts() -> Parts {
         .routes(routes!(join_tokens::get, join_tokens::update, join_tokens::delete))
         .routes(routes!(shapes::list, shapes::create))
         .routes(routes!(shapes::get, shapes::update, shapes::delete))
+        .routes(routes!(shapes::price))
         .routes(routes!(host_ops::cordon))
         .routes(routes!(host_ops::uncordon))
         .routes(routes!(host_ops::drain))

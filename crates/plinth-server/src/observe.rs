@@ -22,6 +22,8 @@ pub fn action_name(method: &Method, route: &str) -> String {
         ["agent", "v1", rest @ ..] => return format!("agent.{}", rest.join(".")),
         // The web console's own: `POST /login` → `console.login`.
         [one @ ("login" | "logout")] => return format!("console.{one}"),
+        // The console's create forms post to `/{resource}/new`: audited as `{resource}.create`.
+        [resource, "new"] if *method == Method::POST => return format!("{resource}.create"),
         other => other,
     };
     let resource = rest.first().copied().unwrap_or("root");
@@ -122,6 +124,9 @@ mod tests {
         assert_eq!(action_name(&Method::POST, "/v1/hosts/{id}/cordon"), "hosts.cordon");
         assert_eq!(action_name(&Method::POST, "/agent/v1/enroll"), "agent.enroll");
         assert_eq!(action_name(&Method::PUT, "/v1/images/{id}/files/{role}"), "images.files.replace");
+        assert_eq!(action_name(&Method::POST, "/login"), "console.login");
+        assert_eq!(action_name(&Method::POST, "/instances/new"), "instances.create", "the API twin's name");
+        assert_eq!(action_name(&Method::POST, "/instances/{id}/stop"), "instances.stop");
         assert_eq!(target("/v1/projects/{id}", "/v1/projects/prj_1").as_deref(), Some("prj_1"));
         assert_eq!(target("/v1/projects", "/v1/projects"), None);
     }

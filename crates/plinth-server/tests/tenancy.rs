@@ -123,6 +123,7 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("GET", "/v1/shapes/{id}", "shape_view", TenantReadable(Some(Obj::Shape))),
     ("PATCH", "/v1/shapes/{id}", "shape_update", OperatorOnly(Some(Obj::Shape))),
     ("DELETE", "/v1/shapes/{id}", "shape_delete", OperatorOnly(Some(Obj::Shape))),
+    ("GET", "/v1/shapes/{id}/price", "shape_price", TenantReadable(Some(Obj::Shape))),
     ("POST", "/v1/hosts/{id}/cordon", "host_cordon", OperatorOnly(Some(Obj::Host))),
     ("POST", "/v1/hosts/{id}/uncordon", "host_uncordon", OperatorOnly(Some(Obj::Host))),
     ("POST", "/v1/hosts/{id}/drain", "host_drain", OperatorOnly(Some(Obj::Host))),

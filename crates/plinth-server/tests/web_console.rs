@@ -398,3 +398,102 @@ async fn a_tabs_live_stream_carries_its_tenants_changes_and_no_one_elses() {
     let r = Browser::new(&srv).get("/events").await;
     assert_eq!(r.status, 303);
 }
+
+/// A server with one host (8 vCPU), the shapes `small` (2 vCPU) and `huge` (64 vCPU), the
+/// image `debian-12`, a `default` price book, and a tenant with one project.
+async fn shop() -> (TestServer, common::fleet::TestHost, String, String) {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    srv.shape("huge", 64, 2048).await;
+    srv.public_image("debian-12").await;
+    srv.post("/v1/price-books")
+        .token(&srv.operator)
+        .json(&json!({ "name": "default", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z",
+            "prices": [
+                { "meter": "running_seconds", "model": "flat", "pricing_unit": "hour",
+                  "units_per_pricing_unit": 3600, "unit_price_micros": 10_000, "rounding": "half_up" },
+                { "meter": "disk_gib_seconds", "model": "flat", "pricing_unit": "GiB-month",
+                  "units_per_pricing_unit": 2_592_000, "unit_price_micros": 100_000, "rounding": "half_up" }] }))
+        .send()
+        .await
+        .ok(201);
+    let (tok, project) = srv.tenant_project("acme").await;
+    (srv, host, tok, project)
+}
+
+#[tokio::test]
+async fn the_create_form_prices_the_shape_as_the_api_does_and_creates_as_its_api_twin() {
+    let (srv, host, tok, project) = shop().await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    let mut b = Browser::new(&srv);
+    b.login(&tok).await;
+
+    // The form offers the tenant's project, the shapes and the image, and prices the first shape.
+    let form = b.get("/instances/new?shape=small").await;
+    assert_eq!(form.status, 200, "{}", form.text);
+    let project_option = format!(r#"<option value="{project}" selected>web</option>"#);
+    for want in [project_option.as_str(), r#"<option value="debian-12" selected>"#] {
+        assert!(form.text.contains(want), "{want} in {}", form.text);
+    }
+    let api = srv.get("/v1/shapes/small/price").token(&tok).send().await.ok(200);
+    // small: 10 GiB boot disk at 0.10 per GiB-month, and 0.01 an hour running; nothing for allocation.
+    let hourly = api["hourly_micros"].as_i64().unwrap();
+    assert_eq!(hourly, 10_000 + 1_389, "{api}");
+    assert_eq!(api["lines"][0]["meter"], "allocated_seconds");
+    assert!(api["lines"][0]["hourly_micros"].is_null(), "an unpriced meter is listed as such: {api}");
+    assert!(form.text.contains("USD 0.011389</strong> an hour"), "the form shows the API's price: {}", form.text);
+    assert!(form.text.contains("not priced"), "{}", form.text);
+    // The fragment the form fetches when the shape changes prices the other shape.
+    let frag = b.get("/instances/new/estimate?shape=huge").await;
+    let huge = srv.get("/v1/shapes/huge/price").token(&tok).send().await.ok(200);
+    let monthly = plinth_domain::rating::money::money(huge["monthly_micros"].as_i64().unwrap());
+    assert!(frag.text.contains(&format!("USD {monthly}</strong> a month")), "{}", frag.text);
+    assert!(frag.text.starts_with("<section id=\"estimate\""), "a fragment, not a page: {}", frag.text);
+
+    // Submitted: the same use case as `POST /v1/instances`, audited as its twin.
+    let r = b
+        .post("/instances/new", &[("name", "web-7"), ("project", &project), ("shape", "small"), ("image", "debian-12")])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let to = r.header("location").unwrap();
+    let listed = srv.get(&format!("/v1/instances?project_id={project}&name=web-7")).token(&tok).send().await.ok(200);
+    let iid = id(&listed["items"][0]);
+    assert!(to.starts_with(&format!("/instances/{iid}?op=op_")), "{to}");
+    srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+    let audit = srv.get("/v1/audit-log?action=instances.create").token(&tok).send().await.ok(200);
+    assert!(audit["items"].as_array().unwrap().iter().any(|a| a["target"] == iid.as_str()), "{audit}");
+}
+
+#[tokio::test]
+async fn a_refused_create_keeps_the_form_and_says_which_constraint_removed_how_many_hosts() {
+    let (srv, _host, tok, project) = shop().await;
+    let mut b = Browser::new(&srv);
+    b.login(&tok).await;
+    let r = b
+        .post("/instances/new", &[("name", "big-1"), ("project", &project), ("shape", "huge"), ("image", "debian-12")])
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains(r#"role="alert""#) && r.text.contains("no_capacity"), "{}", r.text);
+    assert!(r.text.contains("Hosts it removed (of 1)"), "{}", r.text);
+    assert!(r.text.contains("<tr><td>vcpu</td><td>1</td></tr>"), "the constraint and its count: {}", r.text);
+    assert!(r.text.contains(r#"name="name" value="big-1""#), "what was typed stays: {}", r.text);
+    assert!(r.text.contains(r#"<option value="huge" selected>"#), "{}", r.text);
+    let none = srv.get(&format!("/v1/instances?name=big-1&project_id={project}")).token(&tok).send().await.ok(200);
+    assert_eq!(none["items"].as_array().unwrap().len(), 0, "nothing was made");
+    // Bad input is refused in the form too, and markup typed into it stays text.
+    let r = b
+        .post(
+            "/instances/new",
+            &[
+                ("name", "\"><script>alert(1)</script>"),
+                ("project", &project),
+                ("shape", "small"),
+                ("image", "debian-12"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(!r.text.contains("<script>alert"), "{}", r.text);
+    assert!(r.text.contains("&#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;"), "{}", r.text);
+}

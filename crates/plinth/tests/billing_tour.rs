@@ -134,6 +134,11 @@ fn a_period_is_billed_to_the_second_of_the_instance_history() {
         ok(&profile, op, &["token", "create", "alice-cli", "--user", alice_id])["secret"].as_str().unwrap().to_string();
     let alice = Some(secret.as_str());
 
+    // Before buying: what an hour of `small` costs her (running 0.10 + allocated 0.01).
+    let price = ok(&profile, alice, &["shape", "price", "small"]);
+    assert_eq!((price["hourly_micros"].as_i64(), price["currency"].as_str()), (Some(110_000), Some("USD")), "{price}");
+    assert_eq!(price["monthly_micros"].as_i64(), Some(110_000 * 730), "{price}");
+
     // The tenant runs two instances.
     let mut instances = vec![];
     for name in ["web-1", "web-2"] {

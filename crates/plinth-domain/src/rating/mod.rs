@@ -7,13 +7,15 @@
 //! Then come commitment purchases, the support tier (both charged before credits), and the
 //! credit grants. `price` owns choosing and applying a price, `commit` commitments,
 //! `credit` grant draws, `support` the support tier, `resource` the per-resource
-//! breakdown, `focus` the FOCUS 1.2 and CSV exports, `money` exact arithmetic.
+//! breakdown, `focus` the FOCUS 1.2 and CSV exports, `estimate` prices before anything exists, `money`
+//! exact arithmetic.
 //!
 //! Pure: no I/O, no clock. Money is `i64` micro-units of currency, intermediate math exact
 //! in `i128`.
 
 mod commit;
 mod credit;
+pub mod estimate;
 #[cfg(test)]
 mod fixtures;
 pub mod focus;

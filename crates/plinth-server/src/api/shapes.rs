@@ -71,3 +71,17 @@ pub async fn delete(
     shapes::delete(&st, &caller, &id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// What running one instance of this shape would cost: each meter it would record, priced
+/// by your tenant's price book in effect now (operators: `tenant_id`'s, else `default`).
+#[utoipa::path(get, path = "/v1/shapes/{id}/price", tag = "shapes", operation_id = "shape_price",
+    params(("id" = String, Path, description = "Shape id or name"), PriceEstimateQuery),
+    responses((status = 200, description = "The estimate", body = PriceEstimate)))]
+pub async fn price(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path(id): Path<String>,
+    Query(q): Query<PriceEstimateQuery>,
+) -> ApiResult<Out<PriceEstimate>> {
+    Ok(Out(crate::app::billing::prices::estimate(&st, &caller, &id, q).await?))
+}

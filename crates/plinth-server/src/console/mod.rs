@@ -4,6 +4,7 @@
 //!   logout, the session middleware and the cross-origin check on unsafe methods.
 //! - [`pages`]: the pages and their actions, each calling the `app` use case its `/v1`
 //!   twin calls (same tenancy, same operation and audit record).
+//! - [`create`]: the instance create form, its live price estimate and its refusals.
 //! - [`live`]: the Server-Sent Events stream that keeps a tab's rows current.
 //! - [`render`]: the shared page frame, templates as responses, errors as pages.
 //! - [`assets`]: the one CSS file (and, as they come, the vendored scripts).
@@ -13,6 +14,7 @@
 //! Templates (askama, `templates/console/`) escape every value they print.
 
 pub mod assets;
+pub mod create;
 pub mod live;
 pub mod pages;
 pub mod render;
@@ -35,6 +37,8 @@ pub fn router(state: AppState) -> Router<AppState> {
     let authed = Router::new()
         .route("/", get(pages::index))
         .route("/instances", get(pages::instance_list))
+        .route("/instances/new", get(create::new_form).post(create::create))
+        .route("/instances/new/estimate", get(create::estimate))
         .route("/instances/{id}", get(pages::instance_detail))
         // One route per action, so each is audited under its API twin's name
         // (`instances.stop`, as `POST /v1/instances/{id}/stop`).

@@ -177,9 +177,37 @@ crud!(/// Racks (operators).
 crud!(/// Host join tokens (operators).
     JoinTokenCmd, JoinTokens, JoinTokenCreateArgs, DescriptionArgs,
     &["id", "description", "expires_at", "used_at", "used_by_host_id"]);
-crud!(/// Shapes.
-    ShapeCmd, Shapes, ShapeCreateArgs, DescriptionArgs,
+crud!(/// Shapes (the CRUD commands; `plinth shape price` is [`ShapeCmd`]'s own).
+    ShapeCrud, Shapes, ShapeCreateArgs, DescriptionArgs,
     &["id", "name", "vcpus", "memory_mib", "disk_gib", "gpu", "cpu_policy", "hugepages", "runtime_class"]);
+
+/// Shapes.
+#[derive(Subcommand, Debug)]
+pub enum ShapeCmd {
+    #[command(flatten)]
+    Crud(ShapeCrud),
+    /// What running one instance of a shape costs, per hour and per month, by meter.
+    Price {
+        /// Shape id or name.
+        id: String,
+        /// Price for this tenant (operators; default: the `default` price book).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+impl ShapeCmd {
+    pub async fn run(&self, c: &Client, o: &Out) -> Result<()> {
+        match self {
+            ShapeCmd::Crud(cmd) => cmd.run(c, o).await,
+            ShapeCmd::Price { id, tenant } => {
+                let shape = Shapes::lookup(c, id).await?;
+                let tenant_id = resolve_opt::<Tenants>(c, tenant.as_deref()).await?.map(TenantId);
+                o.object(&c.shape_price(&shape, &PriceEstimateQuery { tenant_id }).await?)
+            }
+        }
+    }
+}
 
 const PROJECT_COLUMNS: &[&str] = &["id", "tenant_id", "name", "description"];
 

@@ -135,3 +135,57 @@ pub async fn set_account(st: &AppState, caller: &Caller, id: &str, mut b: Billin
     st.store.record_audit(&caller.audit(), Some(id), Some(id), 200, None).await?;
     Ok(b)
 }
+
+/// What running one instance of `shape` (id or name) would cost the caller's tenant (an
+/// operator's: `q.tenant_id`'s, else the default book's), under the price book version in
+/// effect now.
+pub async fn estimate(st: &AppState, caller: &Caller, shape: &str, q: PriceEstimateQuery) -> Result<PriceEstimate> {
+    let shape: Shape = if ShapeId::parse(shape).is_some() {
+        st.store.get(&Scope::Platform, shape).await?
+    } else {
+        let named = st.store.list::<Shape>(&Scope::Platform, &[("name", shape.to_string())], 1, None).await?;
+        named.items.into_iter().next().ok_or_else(|| Error::not_found("shape", shape))?
+    };
+    let tenant = match (&caller.principal.tenant_id, caller.principal.is_operator()) {
+        (_, true) => match q.tenant_id {
+            Some(t) => Some(st.store.get::<Tenant>(&Scope::Platform, t.as_str()).await?.id),
+            None => None,
+        },
+        (Some(own), false) => Some(own.clone()),
+        (None, false) => None,
+    };
+    let account = match &tenant {
+        Some(t) => st.store.billing_account(t.as_str()).await?,
+        None => None,
+    };
+    let name = account.map(|a| a.price_book).unwrap_or_else(|| billing::DEFAULT_BOOK.to_string());
+    let books: Vec<PriceBook> = st.store.list_all(&Scope::Platform, &[("name", name.clone())]).await?;
+    let Some((_, book)) = plinth_domain::rating::price::Books::new(&books).at(st.store.now()) else {
+        return Err(Error::conflict("no_price_book", format!("no version of price book {name} is in effect"))
+            .with_constraint(json!({ "rule": "price-book", "name": name })));
+    };
+    let e = plinth_domain::rating::estimate::running_instance(book, &shape.name, shape.disk_gib, shape.gpu.as_ref())
+        .map_err(|e| Error::conflict("rating_failed", format!("the shape cannot be priced: {e}")))?;
+    Ok(PriceEstimate {
+        shape_id: shape.id,
+        shape_name: shape.name,
+        price_book_id: book.id.clone(),
+        price_book: book.name.clone(),
+        price_book_version: book.version,
+        currency: e.currency,
+        lines: e
+            .lines
+            .into_iter()
+            .map(|l| PriceEstimateLine {
+                meter: l.meter,
+                dimension: l.dimension,
+                multiplier: l.multiplier,
+                hourly_micros: l.hourly_micros,
+                monthly_micros: l.monthly_micros,
+            })
+            .collect(),
+        hourly_micros: e.hourly_micros,
+        monthly_micros: e.monthly_micros,
+        hours_per_month: plinth_domain::rating::estimate::HOURS_PER_MONTH,
+    })
+}
