@@ -231,6 +231,10 @@ async fn pages_show_a_tenant_only_its_own_and_print_what_guests_write_as_text() 
     assert!(page.text.contains("PLINTH-GUEST-READY &#60;script&#62;alert(1)&#60;/script&#62;"), "{}", page.text);
     assert!(page.text.contains("&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"), "{}", page.text);
     assert!(!page.text.contains("<script>") && !page.text.contains("<img"), "nothing the guest wrote is markup");
+    // The serial console's page lets xterm.js write its own <style> elements; scripts stay
+    // this site's files only.
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self';") && csp.contains("style-src 'self' 'unsafe-inline'"), "{csp}");
 
     // Another tenant sees neither the instance in its list nor its page.
     let mut theirs = Browser::new(&srv);
@@ -496,4 +500,190 @@ async fn a_refused_create_keeps_the_form_and_says_which_constraint_removed_how_m
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(!r.text.contains("<script>alert"), "{}", r.text);
     assert!(r.text.contains("&#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;"), "{}", r.text);
+}
+
+mod terminal {
+    use super::*;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    /// A ticket for `iid`'s console, as the page's script asks for one.
+    async fn ticket(b: &Browser<'_>, iid: &str) -> serde_json::Value {
+        let r = b.post(&format!("/instances/{iid}/console/ticket"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    }
+
+    /// Opens the console socket as a page of `origin` would (no cookie: the ticket is
+    /// the credential).
+    async fn open(srv: &TestServer, iid: &str, origin: &str) -> Result<Ws, u16> {
+        let url = format!("{}/instances/{iid}/console/ws", srv.base.replace("http://", "ws://"));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+
+    /// The next JSON frame, within 20 s.
+    async fn next(ws: &mut Ws) -> serde_json::Value {
+        loop {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(20), ws.next())
+                .await
+                .expect("a frame within 20 s")
+                .expect("the socket stays open")
+                .expect("a frame");
+            if let Message::Text(t) = m {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+
+    /// Reads output frames until their text holds `needle`.
+    async fn output_until(ws: &mut Ws, needle: &str) -> String {
+        let mut seen = String::new();
+        while !seen.contains(needle) {
+            let f = next(ws).await;
+            assert_eq!(f["type"], "output", "{f} after {seen:?}");
+            seen.push_str(f["data"].as_str().unwrap());
+        }
+        seen
+    }
+
+    async fn ship(srv: &TestServer, host: &common::fleet::TestHost, iid: &str, offset: u64, data: &str) {
+        srv.post(&format!("/agent/v1/instances/{iid}/console?stream=1&offset={offset}&reset=false"))
+            .token(&host.credential)
+            .header("content-type", "application/octet-stream")
+            .body(data.to_string())
+            .send()
+            .await
+            .ok(200);
+    }
+
+    #[tokio::test]
+    async fn a_one_time_ticket_in_the_first_frame_opens_the_console_which_follows_output_and_takes_input() {
+        let srv = TestServer::start().await;
+        let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+        srv.shape("small", 2, 2048).await;
+        let admin = srv.tenant_with_admin("acme").await;
+        let project = id(&srv.create_project(&admin.secret, None, "web").await);
+        let v = srv.create_instance(&admin.secret, &project, "web-1", "small").await.ok(202);
+        let iid = id(&v["instance"]);
+        let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+        srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+        ship(&srv, &host, &iid, 0, "boot\nPLINTH-GUEST-READY\n").await;
+        let mut b = Browser::new(&srv);
+        b.login(&admin.secret).await;
+        let origin = srv.base.clone();
+
+        let t = ticket(&b, &iid).await;
+        let secret = t["ticket"].as_str().unwrap().to_string();
+        assert!(secret.starts_with("pct_") && t["expires_in_seconds"] == 60 && t["read_only"] == false, "{t}");
+        let mut ws = open(&srv, &iid, &origin).await.expect("opened");
+        ws.send(Message::Text(json!({ "ticket": secret }).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut ws).await, json!({ "type": "ready", "read_only": false }));
+        output_until(&mut ws, "PLINTH-GUEST-READY").await;
+        // Output the host ships later follows.
+        ship(&srv, &host, &iid, 24, "later line\n").await;
+        output_until(&mut ws, "later line").await;
+        // Typing is `POST /v1/instances/{id}/console/input`'s use case: it waits for the host.
+        ws.send(Message::Text(json!({ "input": "uname -a\r" }).to_string().into())).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let waiting = loop {
+            let r = srv
+                .post("/agent/v1/console-input")
+                .token(&host.credential)
+                .json(&json!({ "acked": [], "wait": 5 }))
+                .send()
+                .await
+                .ok(200);
+            let items = r["chunks"].as_array().cloned().unwrap_or_default();
+            if !items.is_empty() {
+                break items;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the typed input never reached the host's queue");
+        };
+        assert_eq!(waiting[0]["data"], "uname -a\r", "{waiting:?}");
+        let audit = srv.get(&format!("/v1/audit-log?target={iid}")).token(&admin.secret).send().await.ok(200);
+        let actions: Vec<&str> =
+            audit["items"].as_array().unwrap().iter().filter_map(|a| a["action"].as_str()).collect();
+        assert!(
+            actions.contains(&"instances.console.open") && actions.contains(&"instances.console.input"),
+            "{actions:?}"
+        );
+
+        // The ticket was single-use.
+        let mut again = open(&srv, &iid, &origin).await.expect("opened");
+        again.send(Message::Text(json!({ "ticket": secret }).to_string().into())).await.unwrap();
+        let f = next(&mut again).await;
+        assert_eq!(f["type"], "error", "{f}");
+        assert!(f["detail"].as_str().unwrap().contains("not valid"), "{f}");
+    }
+
+    #[tokio::test]
+    async fn a_console_socket_refuses_other_sites_late_or_stale_tickets_and_viewers_input() {
+        let srv = TestServer::start().await;
+        let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+        srv.shape("small", 2, 2048).await;
+        let admin = srv.tenant_with_admin("acme").await;
+        let project = id(&srv.create_project(&admin.secret, None, "web").await);
+        let v = srv.create_instance(&admin.secret, &project, "web-1", "small").await.ok(202);
+        let iid = id(&v["instance"]);
+        let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+        srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+        let mut b = Browser::new(&srv);
+        b.login(&admin.secret).await;
+
+        // Another site's page cannot open it; nor can a page without a session mint a ticket.
+        assert_eq!(open(&srv, &iid, "https://evil.example").await.err(), Some(403));
+        assert_eq!(Browser::new(&srv).post(&format!("/instances/{iid}/console/ticket"), &[]).await.status, 401);
+        // A ticket is for its instance only.
+        let other = id(&srv.create_instance(&admin.secret, &project, "web-2", "small").await.ok(202)["instance"]);
+        let t = ticket(&b, &other).await;
+        let mut ws = open(&srv, &iid, &srv.base).await.unwrap();
+        ws.send(Message::Text(json!({ "ticket": t["ticket"] }).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut ws).await["type"], "error");
+        // A ticket more than 60 s old is refused.
+        let t = ticket(&b, &iid).await;
+        srv.store.advance_clock(std::time::Duration::from_secs(61));
+        let mut ws = open(&srv, &iid, &srv.base).await.unwrap();
+        ws.send(Message::Text(json!({ "ticket": t["ticket"] }).to_string().into())).await.unwrap();
+        let f = next(&mut ws).await;
+        assert!(f["detail"].as_str().unwrap().contains("expired"), "{f}");
+        // A ticket of a logged-out session is refused.
+        let t = ticket(&b, &iid).await;
+        b.post("/logout", &[]).await;
+        let mut ws = open(&srv, &iid, &srv.base).await.unwrap();
+        ws.send(Message::Text(json!({ "ticket": t["ticket"] }).to_string().into())).await.unwrap();
+        let f = next(&mut ws).await;
+        assert!(f["detail"].as_str().unwrap().contains("logged out"), "{f}");
+
+        // A viewer's console is read-only: what it sends is refused and never queued.
+        let viewer = srv.create_user(&admin.secret, &admin.tenant_id, "watcher").await;
+        srv.bind(&admin.secret, &id(&viewer), "viewer", None).await;
+        let (_, vt) = srv.mint_token(&admin.secret, &id(&viewer), "watcher-key").await;
+        let mut v = Browser::new(&srv);
+        v.login(&vt).await;
+        let t = ticket(&v, &iid).await;
+        assert_eq!(t["read_only"], true, "{t}");
+        let mut ws = open(&srv, &iid, &srv.base).await.unwrap();
+        ws.send(Message::Text(json!({ "ticket": t["ticket"] }).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut ws).await, json!({ "type": "ready", "read_only": true }));
+        ws.send(Message::Text(json!({ "input": "reboot\r" }).to_string().into())).await.unwrap();
+        let f = next(&mut ws).await;
+        assert!(f["type"] == "error" && f["detail"].as_str().unwrap().contains("read-only"), "{f}");
+        let q = srv
+            .post("/agent/v1/console-input")
+            .token(&host.credential)
+            .json(&json!({ "acked": [], "wait": 0 }))
+            .send()
+            .await
+            .ok(200);
+        assert_eq!(q["chunks"], json!([]), "nothing typed by the viewer waits for the host");
+    }
 }

@@ -1,9 +1,11 @@
-//! Web console sessions: a browser's login, made from an API token.
+//! Web console sessions (a browser's login, made from an API token) and the serial
+//! console tickets minted for them.
 //!
 //! Owns the `console_sessions` table: making a session (with its audit record), reading
 //! one for authentication (with its token and the token's user's grants), refreshing its
-//! last use, revoking it, and forgetting sessions past their absolute end. Only the hash
-//! of a session's secret is stored.
+//! last use, revoking it, and forgetting sessions past their absolute end; and the
+//! `console_tickets` table: minting a ticket and redeeming it once. Only hashes of
+//! secrets are stored.
 
 use crate::audit::AuditEntry;
 use crate::auth::TokenRow;
@@ -85,12 +87,7 @@ impl Store {
         &self,
         id: &str,
     ) -> Result<Option<(ConsoleSessionRow, TokenRow, Vec<Grant>)>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM console_sessions WHERE id = $1")))
-            .bind(id.to_string())
-            .fetch_optional(&self.read)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let session = row_of(&row)?;
+        let Some(session) = self.console_session(id).await? else { return Ok(None) };
         Ok(self.token_for_auth(&session.token_id).await?.map(|(token, grants)| (session, token, grants)))
     }
 
@@ -133,5 +130,91 @@ impl Store {
         tx.audit(audit, id, tenant, 200).await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// A serial console ticket as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleTicketRow {
+    pub id: String,
+    /// Hex SHA-256 of the ticket's secret.
+    pub secret_hash: String,
+    /// The session it was minted for.
+    pub session_id: String,
+    pub instance_id: String,
+    pub read_only: bool,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+const TICKET_COLUMNS: &str = "id, secret_hash, session_id, instance_id, read_only, created_at, expires_at, used_at";
+
+fn ticket_of(r: &sqlx::any::AnyRow) -> Result<ConsoleTicketRow, StoreError> {
+    Ok(ConsoleTicketRow {
+        id: r.try_get("id")?,
+        secret_hash: r.try_get("secret_hash")?,
+        session_id: r.try_get("session_id")?,
+        instance_id: r.try_get("instance_id")?,
+        read_only: r.try_get::<i64, _>("read_only")? != 0,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        used_at: r.try_get("used_at")?,
+    })
+}
+
+impl Store {
+    /// Stores a new ticket; first forgets tickets that expired before `forget_before` (µs).
+    pub async fn console_ticket_create(&self, t: &ConsoleTicketRow, forget_before: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::new("DELETE FROM console_tickets WHERE 1=1");
+        sql.cond("expires_at <", Val::Int(Some(forget_before)));
+        tx.write_later(sql, "console_tickets", "console ticket").await?;
+        let mut sql = Sql::new(format!("INSERT INTO console_tickets ({TICKET_COLUMNS}) VALUES ("));
+        let args = [
+            sql.arg(Val::text(t.id.as_str())),
+            sql.arg(Val::text(t.secret_hash.as_str())),
+            sql.arg(Val::text(t.session_id.as_str())),
+            sql.arg(Val::text(t.instance_id.as_str())),
+            sql.arg(Val::Int(Some(i64::from(t.read_only)))),
+            sql.arg(Val::Int(Some(t.created_at))),
+            sql.arg(Val::Int(Some(t.expires_at))),
+            sql.arg(Val::Int(t.used_at)),
+        ];
+        sql.push(&args.join(", "));
+        sql.push(")");
+        tx.write_later(sql, "console_tickets", "console ticket").await?;
+        tx.commit().await
+    }
+
+    /// Redeems a ticket at `now` (µs): the ticket as it was, marked used in the same
+    /// transaction, so of two redemptions at once only one gets it. `None` when there is
+    /// no such ticket or it was already used; the caller checks its secret and expiry.
+    pub async fn console_ticket_take(&self, id: &str, now: i64) -> Result<Option<ConsoleTicketRow>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::new(format!("SELECT {TICKET_COLUMNS} FROM console_tickets WHERE 1=1"));
+        sql.cond("id =", Val::text(id));
+        sql.push(tx.lock());
+        let Some(t) = tx.fetch(sql).await?.first().map(ticket_of).transpose()? else { return Ok(None) };
+        if t.used_at.is_some() {
+            return Ok(None);
+        }
+        let mut sql = Sql::new("UPDATE console_tickets SET used_at = ");
+        let p = sql.arg(Val::Int(Some(now)));
+        sql.push(&p);
+        sql.push(" WHERE 1=1");
+        sql.cond("id =", Val::text(id));
+        tx.write_later(sql, "console_tickets", "console ticket").await?;
+        tx.commit().await?;
+        Ok(Some(t))
+    }
+
+    /// A session by id, for checks that do not hold its secret (a ticket names it).
+    pub async fn console_session(&self, id: &str) -> Result<Option<ConsoleSessionRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM console_sessions WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(row_of).transpose()
     }
 }

@@ -40,7 +40,7 @@ pub use auth::TokenRow;
 pub use compute::{InstanceChange, SagaLogEntry};
 pub use console::{CONSOLE_KEEP, ConsoleWindow};
 pub use console_input::ConsoleInputRow;
-pub use console_session::ConsoleSessionRow;
+pub use console_session::{ConsoleSessionRow, ConsoleTicketRow};
 pub use error::StoreError;
 pub use fleet::{FleetCounts, PoolCounts};
 pub use idempotency::IdempotencyState;

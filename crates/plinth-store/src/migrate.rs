@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "group_filter_generation", include_str!("../migrations/0015_group_filter_generation.sql")),
     (16, "console_input", include_str!("../migrations/0016_console_input.sql")),
     (17, "console_sessions", include_str!("../migrations/0017_console_sessions.sql")),
+    (18, "console_tickets", include_str!("../migrations/0018_console_tickets.sql")),
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one.

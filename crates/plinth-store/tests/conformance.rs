@@ -65,6 +65,7 @@ on_both!(
     the_fleet_is_counted_and_ledger_records_are_tallied_at_commit,
     console_input_waits_in_order_for_its_host_until_acknowledged,
     console_sessions_act_as_their_token_until_revoked_and_are_forgotten_after_their_end,
+    a_console_ticket_is_redeemed_once_even_by_racing_sockets,
 );
 
 fn audit(action: &str) -> AuditEntry {
@@ -1132,4 +1133,49 @@ async fn console_sessions_act_as_their_token_until_revoked_and_are_forgotten_aft
     assert_eq!(store.list_audit(None, &filter, 10, None).await.unwrap().items.len(), 1);
     let filter = AuditFilter { target: Some("ses_new".into()), ..Default::default() };
     assert_eq!(store.list_audit(None, &filter, 10, None).await.unwrap().items.len(), 2, "its login and logout");
+}
+
+async fn a_console_ticket_is_redeemed_once_even_by_racing_sockets(store: Store) {
+    let (u, b, t) = operator_bundle();
+    store.bootstrap_operator(&u, &b, &t, "hash").await.unwrap();
+    let session = plinth_store::ConsoleSessionRow {
+        id: "ses_1".into(),
+        secret_hash: "h".into(),
+        token_id: t.id.0.clone(),
+        user_id: u.id.0.clone(),
+        created_at: 0,
+        last_seen_at: 0,
+        expires_at: i64::MAX,
+        revoked_at: None,
+    };
+    store.console_session_create(&session, None, &audit("console.login"), 0).await.unwrap();
+    let ticket = |id: &str, expires_at: i64| plinth_store::ConsoleTicketRow {
+        id: id.to_string(),
+        secret_hash: "th".into(),
+        session_id: "ses_1".into(),
+        instance_id: "ins_1".into(),
+        read_only: true,
+        created_at: 0,
+        expires_at,
+        used_at: None,
+    };
+    store.console_ticket_create(&ticket("ctk_old", 5), 0).await.unwrap();
+    for n in 0..8 {
+        store.console_ticket_create(&ticket(&format!("ctk_{n}"), 1_000), 10).await.unwrap();
+    }
+    assert!(store.console_ticket_take("ctk_old", 20).await.unwrap().is_none(), "forgotten once expired");
+    let got = store.console_ticket_take("ctk_0", 20).await.unwrap().expect("the first redemption");
+    assert!(got.read_only && got.used_at.is_none() && got.session_id == "ses_1", "{got:?}");
+    assert!(store.console_ticket_take("ctk_0", 21).await.unwrap().is_none(), "never twice");
+    // Racing redemptions of one ticket: exactly one wins, every time.
+    for n in 1..8 {
+        let id = format!("ctk_{n}");
+        let (a, b2, c) = tokio::join!(
+            store.console_ticket_take(&id, 30),
+            store.console_ticket_take(&id, 30),
+            store.console_ticket_take(&id, 30)
+        );
+        let won = [a, b2, c].into_iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        assert_eq!(won, 1, "ticket {id}");
+    }
 }

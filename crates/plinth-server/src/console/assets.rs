@@ -16,6 +16,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 /// `scripts/vendor-console`).
 const FILES: &[(&str, &str, &[u8])] = &[
     ("plinth.css", CSS, include_bytes!("../../assets/plinth.css")),
+    ("plinth-terminal.js", JS, include_bytes!("../../assets/plinth-terminal.js")),
     ("htmx.min.js", JS, include_bytes!("../../assets/vendor/htmx.min.js")),
     ("htmx-ext-sse.js", JS, include_bytes!("../../assets/vendor/htmx-ext-sse.js")),
     ("xterm.js", JS, include_bytes!("../../assets/vendor/xterm.js")),
@@ -64,6 +65,10 @@ mod tests {
             assert_eq!(hex::encode(Sha256::digest(body)), sum, "{name}");
             listed += 1;
         }
-        assert_eq!(listed, FILES.len() - 1, "every vendored file is listed (plinth.css is ours)");
+        assert_eq!(
+            listed,
+            FILES.len() - 2,
+            "every vendored file is listed (plinth.css and plinth-terminal.js are ours)"
+        );
     }
 }

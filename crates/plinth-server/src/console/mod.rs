@@ -7,7 +7,8 @@
 //! - [`create`]: the instance create form, its live price estimate and its refusals.
 //! - [`live`]: the Server-Sent Events stream that keeps a tab's rows current.
 //! - [`render`]: the shared page frame, templates as responses, errors as pages.
-//! - [`assets`]: the one CSS file (and, as they come, the vendored scripts).
+//! - [`terminal`]: the serial console's WebSocket (a one-time ticket in its first frame).
+//! - [`assets`]: the CSS file, the serial console's script and the vendored scripts.
 //!
 //! Every console response carries a Content-Security-Policy that allows scripts, styles
 //! and connections from this origin only (no inline script) and forbids framing.
@@ -19,6 +20,7 @@ pub mod live;
 pub mod pages;
 pub mod render;
 pub mod session;
+pub mod terminal;
 
 use crate::app::AppState;
 use axum::Router;
@@ -31,6 +33,12 @@ use axum::routing::{get, post};
 /// The Content-Security-Policy of every console response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The CSP of the serial console's page: the same, but xterm.js draws its theme and cell
+/// metrics into `<style>` elements it makes, which `style-src 'self'` would block. Scripts
+/// stay `'self'` only.
+pub const CSP_TERMINAL: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's routes; the caller adds `observe` around them with the API's.
 pub fn router(state: AppState) -> Router<AppState> {
@@ -47,6 +55,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/instances/{id}/reboot", post(pages::instance_reboot))
         .route("/hosts", get(pages::host_list))
         .route("/events", get(live::events))
+        .route("/instances/{id}/console/ticket", post(terminal::ticket))
         .route("/logout", post(session::logout))
         .route_layer(from_fn_with_state(state, session::require));
     Router::new()
@@ -54,6 +63,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(authed)
         .route_layer(from_fn(session::same_origin))
         .route("/assets/{file}", get(assets::serve))
+        // Authenticated by the ticket in its first frame, not by the cookie.
+        .route("/instances/{id}/console/ws", get(terminal::socket))
         .route_layer(from_fn(security_headers))
 }
 
@@ -61,7 +72,8 @@ pub fn router(state: AppState) -> Router<AppState> {
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    // A page may have set its own (the serial console's: [`CSP_TERMINAL`]).
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));

@@ -210,7 +210,10 @@ pub async fn instance_detail(
         ),
         i,
     };
-    Page(page).into_response()
+    let mut resp = Page(page).into_response();
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_SECURITY_POLICY, axum::http::HeaderValue::from_static(super::CSP_TERMINAL));
+    resp
 }
 
 /// The instance page's buttons: (verb, label).

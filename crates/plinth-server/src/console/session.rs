@@ -74,6 +74,16 @@ pub fn cross_origin(method: &Method, headers: &HeaderMap) -> bool {
     origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }
 
+/// Whether a WebSocket upgrade comes from another site's page (WebSockets are not covered
+/// by CORS, and the upgrade is a GET): `Origin` must name this host; a client that sends
+/// none is not a browser and passes (its first frame still needs a ticket).
+pub fn cross_origin_upgrade(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    headers.get(header::ORIGIN).is_some() && cross_origin(&Method::POST, headers)
+}
+
 /// Refuses unsafe requests from another site (403), before anything else looks at them.
 pub async fn same_origin(req: Request, next: Next) -> Response {
     if cross_origin(req.method(), req.headers()) {

@@ -33,7 +33,7 @@ pub async fn principal_for_token(store: &Store, token: &str) -> Result<Principal
     if !secrets::verify(token, &row.secret_hash) {
         return Err(invalid());
     }
-    token_usable(&row)?;
+    token_usable(&row, now_micros())?;
     Ok(Principal {
         user_id: UserId(row.user_id),
         token_id: TokenId(token_id),
@@ -42,11 +42,11 @@ pub async fn principal_for_token(store: &Store, token: &str) -> Result<Principal
     })
 }
 
-fn token_usable(row: &plinth_store::TokenRow) -> Result<()> {
+fn token_usable(row: &plinth_store::TokenRow, now: i64) -> Result<()> {
     if row.revoked_at.is_some() {
         return Err(Error::unauthenticated("the token was revoked"));
     }
-    if row.expires_at.is_some_and(|t| t <= now_micros()) {
+    if row.expires_at.is_some_and(|t| t <= now) {
         return Err(Error::unauthenticated("the token has expired"));
     }
     Ok(())
@@ -67,7 +67,7 @@ pub async fn login(store: &Store, token: &str, request_id: &str) -> Result<Login
     let principal = principal_for_token(store, token).await?;
     let session_id = ConsoleSessionId::generate();
     let secret = secrets::mint(SESSION_SECRET, session_id.as_str());
-    let now = now_micros();
+    let now = store.now().timestamp_micros();
     let row = ConsoleSessionRow {
         id: session_id.0.clone(),
         secret_hash: secrets::hash(&secret),
@@ -91,31 +91,50 @@ pub async fn resolve(store: &Store, secret: &str) -> Result<(ConsoleSessionId, P
     if !secrets::verify(secret, &session.secret_hash) {
         return Err(invalid());
     }
-    let now = now_micros();
+    let principal = current(store, session, token, grants).await?;
+    Ok((ConsoleSessionId(id), principal))
+}
+
+/// Who a session acts as, by its id alone (a console ticket names its session; the ticket's
+/// own secret was checked), or why it no longer acts.
+pub async fn principal_of(store: &Store, id: &str) -> Result<Principal> {
+    let invalid = || Error::unauthenticated("the session is not valid; log in again");
+    let (session, token, grants) = store.console_session_for_auth(id).await?.ok_or_else(invalid)?;
+    current(store, session, token, grants).await
+}
+
+/// The principal of a session that is still current: not logged out, not idle or past its
+/// lifetime, its token still valid. Records its use (at most once a minute).
+async fn current(
+    store: &Store,
+    session: ConsoleSessionRow,
+    token: plinth_store::TokenRow,
+    grants: Vec<plinth_domain::authz::Grant>,
+) -> Result<Principal> {
+    let now = store.now().timestamp_micros();
     if session.revoked_at.is_some() {
         return Err(Error::unauthenticated("the session was logged out; log in again"));
     }
     if session.expires_at <= now || session.last_seen_at + micros(SESSION_IDLE) <= now {
         return Err(Error::unauthenticated("the session has expired; log in again"));
     }
-    token_usable(&token).map_err(|e| Error::unauthenticated(format!("{}; log in again", e.detail)))?;
+    token_usable(&token, now).map_err(|e| Error::unauthenticated(format!("{}; log in again", e.detail)))?;
     if session.last_seen_at + micros(TOUCH_EVERY) <= now {
-        store.console_session_touch(&id, now, now - micros(TOUCH_EVERY)).await?;
+        store.console_session_touch(&session.id, now, now - micros(TOUCH_EVERY)).await?;
     }
-    let principal = Principal {
+    Ok(Principal {
         user_id: UserId(token.user_id),
         token_id: TokenId(session.token_id),
         tenant_id: token.tenant_id.map(TenantId),
         grants,
-    };
-    Ok((ConsoleSessionId(id), principal))
+    })
 }
 
 /// Logs a session out: it stops working at once. Audited as `console.logout`.
 pub async fn logout(store: &Store, session: &ConsoleSessionId, principal: &Principal, request_id: &str) -> Result<()> {
     let audit = audit_entry(principal, "console.logout", request_id);
     let tenant = principal.tenant_id.as_ref().map(|t| t.as_str());
-    store.console_session_revoke(session.as_str(), now_micros(), tenant, &audit).await?;
+    store.console_session_revoke(session.as_str(), store.now().timestamp_micros(), tenant, &audit).await?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod console;
 mod create;
 pub mod placement_groups;
 mod resize;
+pub mod terminal;
 
 pub use actions::{delete, reboot, rebuild, start, stop};
 pub use create::create;
