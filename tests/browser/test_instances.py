@@ -139,3 +139,34 @@ def test_instance_pages_have_no_wcag_violations(page: Page, plinth, tenant, sche
     page.goto("/instances")
     expect(page.get_by_role("heading", name="Instances", level=1)).to_be_visible()
     assert_no_wcag_violations(page, f"/instances ({scheme})")
+
+
+def test_an_invoice_line_drills_down_to_records_that_add_up_and_their_transitions(page: Page, plinth, tenant) -> None:
+    plinth.cli(
+        "instance", "create", "bill-1", "--project", tenant.project_id, "--shape", "vm-tiny",
+        "--image", "test-guest", "--wait", token=tenant.token, timeout=300,
+    )
+    log_in(page, tenant.token, "/login?next=/invoices")
+    page.get_by_role("table", name="Invoices").get_by_role("link", name="draft").first.click()
+    lines = page.get_by_role("table", name="Invoice lines")
+    running = lines.get_by_role("row").filter(has_text="running_seconds")
+    expect(running).to_have_count(1)
+    running.get_by_role("link").click()
+
+    expect(page.get_by_role("heading", level=1)).to_contain_text("running_seconds")
+    expect(page.locator("#adds-up")).to_contain_text("yes")
+    # The seconds shown, times their multipliers, add up to the line's quantity.
+    records = page.get_by_role("table", name="Ledger records").locator("tbody tr")
+    expect(records.first).to_be_visible()
+    total = 0.0
+    for i in range(records.count()):
+        cells = records.nth(i).get_by_role("cell")
+        total += float(cells.nth(4).inner_text()) * int(cells.nth(5).inner_text())
+    quantity = float(page.locator("#line-quantity").inner_text())
+    assert abs(total - quantity) < 1e-5, f"records {total} s, line {quantity} s"
+    # Each record's opening transition is on the page, with the operations behind them.
+    first_cause = records.first.get_by_role("cell").nth(7).inner_text()
+    expect(page.locator(f"tr[id='{first_cause}']")).to_have_count(1)
+    expect(page.get_by_role("table", name="Operations")).to_contain_text("instance.create")
+    expect(page.get_by_role("table", name="Audit records")).to_contain_text("instances.create")
+    assert_no_wcag_violations(page, "an invoice line's evidence")

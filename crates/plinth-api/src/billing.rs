@@ -669,3 +669,37 @@ pub struct PriceEstimateQuery {
     /// always get their own tenant's prices.
     pub tenant_id: Option<TenantId>,
 }
+
+/// Why an invoice line says what it says (`GET /v1/invoices/{id}/lines/{number}/evidence`):
+/// the ledger records it adds up, each as the invoice counted it (an open interval closed
+/// where the invoice was computed), the lifecycle transitions that opened them, the
+/// operations behind those transitions, and the audit records of the resources involved.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct InvoiceLineEvidence {
+    pub invoice_id: InvoiceId,
+    pub line: InvoiceLine,
+    pub records: Vec<EvidenceRecord>,
+    /// Σ of the records' quantities, millionths of the line's `consumed_unit`: equal to
+    /// the line's `consumed_quantity_micros`.
+    pub records_quantity_micros: i64,
+    /// The resources' lifecycle transitions from the first that opened a record (its
+    /// `cause`) to where the invoice counted: the openings, and the requests and stops
+    /// between them.
+    pub transitions: Vec<crate::compute::InstanceEvent>,
+    /// The operations those transitions belong to.
+    pub operations: Vec<crate::operations::Operation>,
+    /// Audit records of the records' resources, oldest first (at most 100 per resource).
+    pub audit: Vec<crate::identity::AuditRecord>,
+}
+
+/// One ledger record as an invoice counted it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct EvidenceRecord {
+    pub record: UsageRecord,
+    /// Seconds counted (an interval's length up to where the invoice counted it; null
+    /// for counters).
+    pub seconds: Option<f64>,
+    /// The quantity counted, millionths of the meter's unit (multiplier × duration for an
+    /// interval).
+    pub quantity_micros: i64,
+}

@@ -215,6 +215,11 @@ impl Client {
         self.get(&format!("{}/lines", one::<Invoices>(id)), q).await
     }
 
+    /// `GET /v1/invoices/{id}/lines/{number}/evidence`.
+    pub async fn invoice_line_evidence(&self, id: &str, number: u32) -> Result<Doc<InvoiceLineEvidence>> {
+        self.get(&format!("{}/lines/{number}/evidence", one::<Invoices>(id)), &Empty {}).await
+    }
+
     /// `POST /v1/invoices/{id}/finalize`.
     pub async fn finalize_invoice(&self, id: &str) -> Result<Doc<Invoice>> {
         self.post(&format!("{}/finalize", one::<Invoices>(id)), &Empty {}).await

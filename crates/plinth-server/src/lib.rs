@@ -147,6 +147,7 @@ fn parts() -> Parts {
         .routes(routes!(invoices::current))
         .routes(routes!(invoices::get))
         .routes(routes!(invoices::lines))
+        .routes(routes!(invoices::line_evidence))
         .routes(routes!(invoices::finalize))
         .routes(routes!(invoices::void))
         .routes(routes!(invoices::credit_note))

@@ -231,6 +231,7 @@ const MATRIX: &[(&str, &str, &str, Class)] = &[
     ("GET", "/v1/invoices/current", "invoice_current", TenantReadable(None)),
     ("GET", "/v1/invoices/{id}", "invoice_view", OtherTenant(Obj::Invoice)),
     ("GET", "/v1/invoices/{id}/lines", "invoice_lines", OtherTenant(Obj::Invoice)),
+    ("GET", "/v1/invoices/{id}/lines/{number}/evidence", "invoice_line_evidence", OtherTenant(Obj::Invoice)),
     ("POST", "/v1/invoices/{id}/finalize", "invoice_finalize", OperatorOnly(Some(Obj::Invoice))),
     ("POST", "/v1/invoices/{id}/void", "invoice_void", OperatorOnly(Some(Obj::Invoice))),
     ("POST", "/v1/invoices/{id}/credit-notes", "invoice_credit_note", OperatorOnly(Some(Obj::Invoice))),
@@ -1122,6 +1123,7 @@ async fn tenancy_matrix() {
                     .path
                     .replace("{id}", &target)
                     .replace("{role}", "disk")
+                    .replace("{number}", "1")
                     .replace("{rule_id}", "sgr_01KAAAAAAAAAAAAAAAAAAAAAAA")
                     .replace("{nic_id}", &a.nic);
                 let what = format!("{} {path} as {who}", op.method);
@@ -1132,6 +1134,7 @@ async fn tenancy_matrix() {
                     .path
                     .replace("{id}", &none)
                     .replace("{role}", "disk")
+                    .replace("{number}", "1")
                     .replace("{rule_id}", "sgr_01KAAAAAAAAAAAAAAAAAAAAAAA")
                     .replace("{nic_id}", &a.nic);
                 let r_none = send(&srv, &op.method, &none_path, Some(token), body.as_ref()).await;

@@ -687,3 +687,72 @@ mod terminal {
         assert_eq!(q["chunks"], json!([]), "nothing typed by the viewer waits for the host");
     }
 }
+
+#[tokio::test]
+async fn an_invoice_line_drills_down_to_records_that_add_up_and_the_transitions_behind_them() {
+    let (srv, host, tok, project) = shop().await;
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let iid = id(&v["instance"]);
+    srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+    srv.post(&format!("/v1/instances/{iid}/stop")).token(&tok).send().await.ok(202);
+    srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "stopped", |i| i["state"] == "stopped").await;
+    srv.post(&format!("/v1/instances/{iid}/start")).token(&tok).send().await.ok(202);
+    srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+
+    // The API's evidence: two running intervals (before the stop, after the start).
+    let inv = srv.get("/v1/invoices/current").token(&tok).send().await.ok(200);
+    let inv_id = id(&inv);
+    let line = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["meter"] == "running_seconds")
+        .expect("a running line")
+        .clone();
+    let n = line["number"].as_u64().unwrap();
+    let ev = srv.get(&format!("/v1/invoices/{inv_id}/lines/{n}/evidence")).token(&tok).send().await.ok(200);
+    let records = ev["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{ev}");
+    assert_eq!(ev["records_quantity_micros"], ev["line"]["consumed_quantity_micros"], "{ev}");
+    let summed: i64 = records.iter().map(|r| r["quantity_micros"].as_i64().unwrap()).sum();
+    assert_eq!(summed, ev["line"]["consumed_quantity_micros"].as_i64().unwrap());
+    // Each record names the transition that opened it, which names its operation.
+    let transitions = ev["transitions"].as_array().unwrap();
+    for r in records {
+        let cause = r["record"]["cause"].as_str().unwrap();
+        let t = transitions.iter().find(|t| t["id"] == cause).unwrap_or_else(|| panic!("{cause} in {ev}"));
+        assert_eq!(t["instance_id"], iid.as_str());
+    }
+    let kinds: Vec<&str> = ev["operations"].as_array().unwrap().iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert!(kinds.contains(&"instance.start"), "the start behind the second interval: {kinds:?}");
+    let actions: Vec<&str> = ev["audit"].as_array().unwrap().iter().filter_map(|a| a["action"].as_str()).collect();
+    assert!(actions.contains(&"instances.stop") && actions.contains(&"instances.start"), "{actions:?}");
+    // A line that is not there, and a number that is not one.
+    srv.get(&format!("/v1/invoices/{inv_id}/lines/99/evidence")).token(&tok).send().await.problem(404, "not_found");
+    srv.get(&format!("/v1/invoices/{inv_id}/lines/x/evidence")).token(&tok).send().await.problem(400, "invalid_path");
+
+    // The console shows the same, and says the records add up.
+    let mut b = Browser::new(&srv);
+    b.login(&tok).await;
+    let list = b.get("/invoices").await;
+    assert!(list.text.contains(&format!("href=\"/invoices/{inv_id}\"")), "{}", list.text);
+    let page = b.get(&format!("/invoices/{inv_id}")).await;
+    assert!(page.text.contains(&format!("href=\"/invoices/{inv_id}/lines/{n}\"")), "{}", page.text);
+    let lp = b.get(&format!("/invoices/{inv_id}/lines/{n}")).await;
+    assert_eq!(lp.status, 200, "{}", lp.text);
+    assert!(lp.text.contains("<dd id=\"adds-up\">yes:"), "{}", lp.text);
+    for r in records {
+        assert!(lp.text.contains(r["record"]["id"].as_str().unwrap()), "{}", lp.text);
+        assert!(lp.text.contains(&format!("<tr id=\"{}\">", r["record"]["cause"].as_str().unwrap())), "{}", lp.text);
+    }
+    let csv = b.get(&format!("/invoices/{inv_id}/csv")).await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    // Another tenant's session sees none of it.
+    let (globex, _) = srv.tenant_project("globex").await;
+    let mut g = Browser::new(&srv);
+    g.login(&globex).await;
+    assert_eq!(g.get(&format!("/invoices/{inv_id}/lines/{n}")).await.status, 404);
+    assert_eq!(g.get(&format!("/invoices/{inv_id}")).await.status, 404);
+}

@@ -208,6 +208,11 @@ fn a_period_is_billed_to_the_second_of_the_instance_history() {
         ran,
         "billed running seconds = Σ (period end − running since) from the instance events"
     );
+    // The tenant asks why: the line's records add up to it, one per instance.
+    let n = running[0]["number"].as_u64().unwrap().to_string();
+    let ev = ok(&profile, alice, &["invoice", "evidence", &id, &n]);
+    assert_eq!(ev["records_quantity_micros"].as_i64(), Some(ran), "{ev}");
+    assert_eq!(ev["records"].as_array().unwrap().len(), instances.len(), "{ev}");
     assert!(lines.iter().any(|l| l["meter"] == "allocated_seconds"), "{inv}");
     let total = inv["total_micros"].as_i64().unwrap();
     assert!(total > 0, "{inv}");

@@ -12,7 +12,7 @@ use crate::error::ApiResult;
 use crate::extract::{Json, Query};
 use axum::Json as Out;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plinth_api::*;
 use plinth_domain::rating;
@@ -59,6 +59,24 @@ pub async fn get(
         return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], rating::invoice_csv(&inv)).into_response());
     }
     Ok(Out(inv).into_response())
+}
+
+/// Why an invoice line says what it says: the ledger records it adds up (as this invoice
+/// counted them), the lifecycle transitions that opened them, their operations, and the
+/// audit records of the resources involved.
+#[utoipa::path(get, path = "/v1/invoices/{id}/lines/{number}/evidence", tag = "billing", operation_id = "invoice_line_evidence",
+    params(("id" = String, Path, description = "Invoice id"), ("number" = u32, Path, description = "Line number")),
+    responses((status = 200, description = "The line's evidence", body = InvoiceLineEvidence)))]
+pub async fn line_evidence(
+    State(st): State<AppState>,
+    Authed(caller): Authed,
+    Path((id, number)): Path<(String, String)>,
+) -> ApiResult<Out<InvoiceLineEvidence>> {
+    let number = number.parse::<u32>().map_err(|_| {
+        crate::error::ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "the line number is a positive integer")
+            .with_constraint(serde_json::json!({ "field": "number", "rule": "integer" }))
+    })?;
+    Ok(Out(invoices::line_evidence(&st, &caller, &id, number).await?))
 }
 
 /// An invoice's lines, optionally per resource.

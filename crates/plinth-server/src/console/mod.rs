@@ -4,6 +4,7 @@
 //!   logout, the session middleware and the cross-origin check on unsafe methods.
 //! - [`pages`]: the pages and their actions, each calling the `app` use case its `/v1`
 //!   twin calls (same tenancy, same operation and audit record).
+//! - [`billing`]: invoices, their lines, and each line's evidence down to the transitions.
 //! - [`create`]: the instance create form, its live price estimate and its refusals.
 //! - [`live`]: the Server-Sent Events stream that keeps a tab's rows current.
 //! - [`render`]: the shared page frame, templates as responses, errors as pages.
@@ -15,6 +16,7 @@
 //! Templates (askama, `templates/console/`) escape every value they print.
 
 pub mod assets;
+pub mod billing;
 pub mod create;
 pub mod live;
 pub mod pages;
@@ -54,6 +56,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/instances/{id}/stop", post(pages::instance_stop))
         .route("/instances/{id}/reboot", post(pages::instance_reboot))
         .route("/hosts", get(pages::host_list))
+        .route("/invoices", get(billing::invoice_list))
+        .route("/invoices/{id}", get(billing::invoice_detail))
+        .route("/invoices/{id}/csv", get(billing::invoice_csv))
+        .route("/invoices/{id}/lines/{number}", get(billing::line_evidence))
         .route("/events", get(live::events))
         .route("/instances/{id}/console/ticket", post(terminal::ticket))
         .route("/logout", post(session::logout))

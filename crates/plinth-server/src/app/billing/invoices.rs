@@ -102,6 +102,68 @@ pub async fn lines(st: &AppState, caller: &Caller, id: &str, q: LinesQuery) -> R
     }
 }
 
+/// The evidence of invoice line `number`: its records as the invoice counted them, the
+/// transitions that opened them, their operations and the resources' audit records.
+pub async fn line_evidence(st: &AppState, caller: &Caller, id: &str, number: u32) -> Result<InvoiceLineEvidence> {
+    let inv = fresh(st, caller, id).await?;
+    let line = inv
+        .lines
+        .iter()
+        .find(|l| l.number == number)
+        .cloned()
+        .ok_or_else(|| Error::not_found("invoice line", &format!("{id} #{number}")))?;
+    let wanted: std::collections::BTreeSet<&str> = line.record_ids.iter().map(|r| r.as_str()).collect();
+    let records = st.store.usage_in_period(inv.tenant_id.as_str(), inv.period_start.timestamp_micros()).await?;
+    let records: Vec<UsageRecord> =
+        billing::closed_for(records, &inv).into_iter().filter(|r| wanted.contains(r.id.as_str())).collect();
+    let scope = Scope::Tenant { tenant_id: inv.tenant_id.clone(), projects: None };
+    let mut evidence = Vec::with_capacity(records.len());
+    let mut total: i64 = 0;
+    for r in &records {
+        let q = rating::price::quantity_micros(r).map_err(|e| Error::internal(format!("record {}: {e}", r.id)))?;
+        total = total.saturating_add(q);
+        let seconds = r
+            .end_at
+            .filter(|_| r.meter.is_interval())
+            .map(|end| (end - r.start_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        evidence.push(EvidenceRecord { record: r.clone(), seconds, quantity_micros: q });
+    }
+    // The resources' transitions from the earliest one that opened a record to where the
+    // invoice counted: the openings themselves, and the requests and stops between them.
+    let causes: std::collections::BTreeSet<&str> = records.iter().map(|r| r.cause.as_str()).collect();
+    let resources: std::collections::BTreeSet<&str> = records.iter().map(|r| r.resource_id.as_str()).collect();
+    let mut transitions: Vec<InstanceEvent> = Vec::new();
+    for resource in &resources {
+        let events: Vec<InstanceEvent> = st.store.list_all(&scope, &[("instance_id", resource.to_string())]).await?;
+        let from = events.iter().filter(|e| causes.contains(e.id.as_str())).map(|e| e.created_at).min();
+        let until = inv.computed_at.min(inv.period_end);
+        transitions
+            .extend(events.into_iter().filter(|e| from.is_some_and(|f| e.created_at >= f) && e.created_at <= until));
+    }
+    transitions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let mut operations: Vec<Operation> = Vec::new();
+    for op in transitions.iter().filter_map(|e| e.operation_id.as_ref()).collect::<std::collections::BTreeSet<_>>() {
+        if let Some(o) = st.store.find::<Operation>(&scope, op.as_str()).await? {
+            operations.push(o);
+        }
+    }
+    let mut audit = Vec::new();
+    for resource in &resources {
+        let f = AuditFilter { target: Some(resource.to_string()), ..Default::default() };
+        audit.extend(st.store.list_audit(Some(&inv.tenant_id), &f, 100, None).await?.items);
+    }
+    audit.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+    Ok(InvoiceLineEvidence {
+        invoice_id: inv.id,
+        line,
+        records: evidence,
+        records_quantity_micros: total,
+        transitions,
+        operations,
+        audit,
+    })
+}
+
 /// Finalize a draft (operators): numbered, credits drawn, immutable from then on.
 pub async fn finalize(st: &AppState, caller: &Caller, id: &str) -> Result<Invoice> {
     caller.require_operator("finalizing invoices")?;

@@ -42,6 +42,15 @@ pub enum InvoiceCmd {
         #[arg(long)]
         by_resource: bool,
     },
+    /// Why a line says what it says: its ledger records as the invoice counted them (they
+    /// add up to the line's quantity), the transitions behind them, their operations and
+    /// the resources' audit records.
+    Evidence {
+        /// An invoice id.
+        id: String,
+        /// The line's number (`plinth invoice show` lists them).
+        line: u32,
+    },
     /// Finalize a draft whose period is over (operators): numbered and immutable.
     Finalize { id: String },
     /// Void a finalized invoice (operators): a new draft for its period replaces it.
@@ -118,6 +127,9 @@ impl InvoiceCmd {
                     d = output::splice(d, "lines", lines, |inv, lines| inv.lines = lines)?;
                 }
                 show(o, &d, *by_resource)
+            }
+            InvoiceCmd::Evidence { id, line } => {
+                o.object(&c.invoice_line_evidence(&Invoices::lookup(c, id).await?, *line).await?)
             }
             InvoiceCmd::Finalize { id } => show(o, &c.finalize_invoice(id).await?, false),
             InvoiceCmd::Void { id } => {
