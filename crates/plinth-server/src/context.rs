@@ -58,22 +58,28 @@ pub(crate) fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match resolve(&state, req.headers()).await {
         Ok(principal) => {
-            let ctx = req.extensions().get::<RequestCtx>().cloned();
-            let (request_id, action) = match &ctx {
-                Some(c) => (c.request_id.clone(), c.action.clone()),
-                None => ("-".into(), "-".into()),
-            };
-            if let Some(c) = ctx {
-                let mut actor = c.actor.lock().unwrap_or_else(|e| e.into_inner());
-                actor.user_id = Some(principal.user_id.0.clone());
-                actor.token_id = Some(principal.token_id.0.clone());
-                actor.tenant_id = principal.tenant_id.as_ref().map(|t| t.0.clone());
-            }
-            req.extensions_mut().insert(Caller { principal, request_id, action });
+            admit(&mut req, principal);
             next.run(req).await
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// Admits a request as `principal`: the failure audit learns who acted, and the request
+/// carries the [`Caller`] the use cases take (bearer tokens here, console sessions too).
+pub fn admit(req: &mut Request, principal: Principal) {
+    let ctx = req.extensions().get::<RequestCtx>().cloned();
+    let (request_id, action) = match &ctx {
+        Some(c) => (c.request_id.clone(), c.action.clone()),
+        None => ("-".into(), "-".into()),
+    };
+    if let Some(c) = ctx {
+        let mut actor = c.actor.lock().unwrap_or_else(|e| e.into_inner());
+        actor.user_id = Some(principal.user_id.0.clone());
+        actor.token_id = Some(principal.token_id.0.clone());
+        actor.tenant_id = principal.tenant_id.as_ref().map(|t| t.0.clone());
+    }
+    req.extensions_mut().insert(Caller { principal, request_id, action });
 }
 
 async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {

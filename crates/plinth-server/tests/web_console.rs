@@ -292,6 +292,9 @@ async fn a_console_action_is_its_api_twin_and_a_cross_site_one_changes_nothing()
     srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "stopped", |i| i["state"] == "stopped").await;
     let page = b.get(&to).await;
     assert!(page.text.contains(&format!("operation <code>{op}</code>")), "{}", page.text);
+    // Each action names its CLI and curl twins.
+    assert!(page.text.contains("Same as <code>plinth instance stop web-1</code>"), "{}", page.text);
+    assert!(page.text.contains(&format!("-X POST &#34;$PLINTH_URL/v1/instances/{iid}/stop&#34;")), "{}", page.text);
     let audit = srv.get("/v1/audit-log?action=instances.stop").token(&admin.secret).send().await.ok(200);
     let rec = &audit["items"][0];
     assert_eq!(
@@ -755,4 +758,26 @@ async fn an_invoice_line_drills_down_to_records_that_add_up_and_the_transitions_
     g.login(&globex).await;
     assert_eq!(g.get(&format!("/invoices/{inv_id}/lines/{n}")).await.status, 404);
     assert_eq!(g.get(&format!("/invoices/{inv_id}")).await.status, 404);
+}
+
+#[tokio::test]
+async fn lists_paginate_with_a_next_link() {
+    let (srv, _host, tok, project) = shop().await;
+    for n in 1..=3 {
+        srv.create_instance(&tok, &project, &format!("web-{n}"), "small").await.ok(202);
+    }
+    let mut b = Browser::new(&srv);
+    b.login(&tok).await;
+    let first = b.get("/instances?limit=2").await;
+    assert!(first.text.contains(">web-1</a>") && first.text.contains(">web-2</a>"), "{}", first.text);
+    assert!(!first.text.contains(">web-3</a>"), "{}", first.text);
+    let at = first.text.find("rel=\"next\"").map(|_| ()).and_then(|_| {
+        let i = first.text.find("<a href=\"/instances?cursor=")? + "<a href=\"".len();
+        Some(first.text[i..].split('"').next()?.replace("&#38;", "&"))
+    });
+    let next = at.unwrap_or_else(|| panic!("a next link: {}", first.text));
+    let second = b.get(&next).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert!(second.text.contains(">web-3</a>") && !second.text.contains(">web-1</a>"), "{}", second.text);
+    assert!(!second.text.contains("rel=\"next\""), "the last page has no next link");
 }

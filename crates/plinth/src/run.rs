@@ -248,6 +248,7 @@ pub async fn up(data_dir: &Path, listen_addr: &str, demo: Option<Option<String>>
         follow_profile(&profile_path, &token_path, &url, ca_file.as_deref())?;
     }
     println!("Plinth is up at {url} (data in {}). Ctrl-C stops it (VMs keep running).", data_dir.display());
+    println!("  Web console: {url}/ — log in with an API token (the operator's is in {}).", token_path.display());
     if let Some(t) = &tls {
         print_tls(t);
     }

@@ -345,9 +345,10 @@ async fn plinth_up_prints_the_lines_that_boot_a_vm_read_its_console_and_type_int
                 let out = d.join("follow.out");
                 let mut child = c.stdout(Stdio::from(std::fs::File::create(&out).unwrap())).spawn().unwrap();
                 let start = Instant::now();
-                while start.elapsed() < t
-                    && !std::fs::read_to_string(&out).unwrap_or_default().contains("PLINTH-GUEST-READY")
-                {
+                // Until the marker's whole line is there (output arrives in pieces, a line
+                // can be cut anywhere).
+                let marked = |t: &str| t.find("PLINTH-GUEST-READY").is_some_and(|i| t[i..].contains('\n'));
+                while start.elapsed() < t && !marked(&std::fs::read_to_string(&out).unwrap_or_default()) {
                     std::thread::park_timeout(Duration::from_millis(100));
                 }
                 let _ = child.kill();

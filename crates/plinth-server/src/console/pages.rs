@@ -72,7 +72,8 @@ struct InstancesPage {
     layout: Layout,
     rows: Vec<InstanceRow>,
     operator: bool,
-    more: bool,
+    /// The next page's link (`?cursor=`), when there is one.
+    next: Option<String>,
     /// When the page was drawn (µs): instances created later are new to it.
     since: i64,
     equivalent: Equivalent,
@@ -95,7 +96,8 @@ pub async fn instance_list(
     let equivalent = Equivalent::new("instance list", "GET", "/v1/instances", None);
     let layout = Layout::of(&st, &caller, "Instances").await;
     let operator = layout.operator;
-    Page(InstancesPage { layout, rows, operator, more: page.next_cursor.is_some(), since, equivalent }).into_response()
+    let next = page.next_cursor.as_deref().map(|c| format!("/instances?cursor={}", super::session::urlencode(c)));
+    Page(InstancesPage { layout, rows, operator, next, since, equivalent }).into_response()
 }
 
 /// One event of an instance's history.
@@ -269,7 +271,8 @@ pub struct HostRow {
 struct HostsPage {
     layout: Layout,
     rows: Vec<HostRow>,
-    more: bool,
+    /// The next page's link (`?cursor=`), when there is one.
+    next: Option<String>,
     equivalent: Equivalent,
 }
 
@@ -297,5 +300,6 @@ pub async fn host_list(
         .collect();
     let equivalent = Equivalent::new("host list", "GET", "/v1/hosts", None);
     let layout = Layout::of(&st, &caller, "Hosts").await;
-    Page(HostsPage { layout, rows, more: page.next_cursor.is_some(), equivalent }).into_response()
+    let next = page.next_cursor.as_deref().map(|c| format!("/hosts?cursor={}", super::session::urlencode(c)));
+    Page(HostsPage { layout, rows, next, equivalent }).into_response()
 }

@@ -10,7 +10,7 @@
 use super::render::{self, Layout, Page};
 use crate::app::identity::sessions;
 use crate::app::{AppState, Caller};
-use crate::context::{Actor, RequestCtx};
+use crate::context::RequestCtx;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Request, State};
@@ -74,14 +74,11 @@ pub fn cross_origin(method: &Method, headers: &HeaderMap) -> bool {
     origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }
 
-/// Whether a WebSocket upgrade comes from another site's page (WebSockets are not covered
-/// by CORS, and the upgrade is a GET): `Origin` must name this host; a client that sends
-/// none is not a browser and passes (its first frame still needs a ticket).
+/// Whether a WebSocket upgrade comes from another site's page: judged as an unsafe
+/// request is (WebSockets are not covered by CORS, and the upgrade is a GET); a client that
+/// sends neither header is not a browser and passes (its first frame still needs a ticket).
 pub fn cross_origin_upgrade(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return !matches!(site.as_bytes(), b"same-origin" | b"none");
-    }
-    headers.get(header::ORIGIN).is_some() && cross_origin(&Method::POST, headers)
+    cross_origin(&Method::POST, headers)
 }
 
 /// Refuses unsafe requests from another site (403), before anything else looks at them.
@@ -121,25 +118,13 @@ pub async fn require(State(st): State<AppState>, mut req: Request, next: Next) -
             };
         }
     };
-    let ctx = req.extensions().get::<RequestCtx>().cloned();
-    let (request_id, action) = match &ctx {
-        Some(c) => (c.request_id.clone(), c.action.clone()),
-        None => ("-".into(), "-".into()),
-    };
-    if let Some(c) = ctx {
-        let mut actor = c.actor.lock().unwrap_or_else(|e| e.into_inner());
-        *actor = Actor {
-            user_id: Some(principal.user_id.0.clone()),
-            token_id: Some(principal.token_id.0.clone()),
-            tenant_id: principal.tenant_id.as_ref().map(|t| t.0.clone()),
-        };
-    }
-    req.extensions_mut().insert(Caller { principal, request_id, action });
+    crate::context::admit(&mut req, principal);
     req.extensions_mut().insert(Session(session));
     next.run(req).await
 }
 
-fn urlencode(s: &str) -> String {
+/// Percent-encodes `s` for a query value (keeps `/` readable in `next=`).
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
