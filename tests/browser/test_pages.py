@@ -33,6 +33,8 @@ def pages(plinth, tenant) -> list[tuple[str, str, str]]:
         ("invoice", f"/invoices/{invoice['id']}", "tenant"),
         ("invoice-line", f"/invoices/{invoice['id']}/lines/{line['number']}", "tenant"),
         ("hosts", "/hosts", "operator"),
+        ("host", f"/hosts/{plinth.host_id}", "operator"),
+        ("audit", "/audit", "operator"),
         ("not-found", "/instances/ins_01jz8x3m5q2v7w9k4r6t8y0b1c", "tenant"),
     ]
 

@@ -781,3 +781,69 @@ async fn lists_paginate_with_a_next_link() {
     assert!(second.text.contains(">web-3</a>") && !second.text.contains(">web-1</a>"), "{}", second.text);
     assert!(!second.text.contains("rel=\"next\""), "the last page has no next link");
 }
+
+#[tokio::test]
+async fn an_operator_drains_a_host_from_its_page_follows_each_instance_and_finds_it_in_the_audit_log() {
+    let srv = TestServer::start().await;
+    let a = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    let b2 = srv.enroll_host("h2", inventory(8, 16384), &[]).await;
+    let _aa = TestAgent::start(&srv.base, &a, Boots::Succeed);
+    let _ab = TestAgent::start(&srv.base, &b2, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let v = srv.create_instance(&tok, &project, "web-1", "small").await.ok(202);
+    let iid = id(&v["instance"]);
+    srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+    let source = srv.get(&format!("/v1/instances/{iid}")).token(&tok).send().await.ok(200)["host_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut op = Browser::new(&srv);
+    op.login(&srv.operator).await;
+
+    let page = op.get(&format!("/hosts/{source}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains(&format!("href=\"/instances/{iid}\">web-1</a>")), "its instances: {}", page.text);
+    assert!(page.text.contains("Same as <code>plinth host drain"), "{}", page.text);
+    let r = op.post(&format!("/hosts/{source}/drain"), &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let to = r.header("location").unwrap();
+    let op_id = to.split("op=").nth(1).expect("the drain's operation").to_string();
+    // The progress fragment polls until the drain is final, then says so with 286.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let last = loop {
+        let f = op.get(&format!("/operations/{op_id}/progress")).await;
+        if f.status == 286 {
+            break f;
+        }
+        assert_eq!(f.status, 200, "{}", f.text);
+        assert!(f.text.contains("hx-trigger=\"every 1s\""), "a running one polls: {}", f.text);
+        assert!(tokio::time::Instant::now() < deadline, "the drain did not finish: {}", f.text);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(last.text.contains("succeeded") && !last.text.contains("hx-trigger"), "{}", last.text);
+    assert!(
+        last.text.contains(&format!("<tr><td><code>{iid}</code></td><td class=\"item-status\">done</td>")),
+        "{}",
+        last.text
+    );
+    let host_page = op.get(&to).await;
+    assert!(host_page.text.contains("state-cordoned"), "{}", host_page.text);
+
+    // The audit page finds it, filtered, and as CSV; a tenant sees only its own records.
+    let audit = op.get(&format!("/audit?action=hosts.drain&target={source}")).await;
+    assert_eq!(audit.status, 200);
+    assert_eq!(audit.text.matches("<td>hosts.drain</td>").count(), 1, "{}", audit.text);
+    let csv = op.get(&format!("/audit/csv?action=hosts.drain&target={source}")).await;
+    assert!(
+        csv.text.starts_with("time,action,target") && csv.text.contains(&format!("hosts.drain,{source}")),
+        "{}",
+        csv.text
+    );
+    let mut t = Browser::new(&srv);
+    t.login(&tok).await;
+    let theirs = t.get("/audit").await;
+    assert!(theirs.text.contains("instances.create") && !theirs.text.contains("hosts.drain"), "{}", theirs.text);
+    assert_eq!(t.get(&format!("/hosts/{source}")).await.status, 403);
+    assert_eq!(t.post(&format!("/hosts/{source}/cordon"), &[]).await.status, 403);
+}

@@ -5,6 +5,7 @@
 //! `GET /v1/invoices/{id}/lines/{number}/evidence`. Drafts are recomputed on every read,
 //! as the API does.
 
+use super::fleet::AuditRow;
 use super::pages::when;
 use super::render::{self, Equivalent, Layout, Page};
 use crate::app::billing::invoices;
@@ -186,16 +187,6 @@ pub struct OperationRow {
     pub target: String,
 }
 
-/// One audit record as shown.
-pub struct AuditRow {
-    pub when: String,
-    pub action: String,
-    pub target: String,
-    pub actor: String,
-    pub status: u16,
-    pub request: String,
-}
-
 #[derive(Template)]
 #[template(path = "console/invoice_line.html")]
 struct LinePage {
@@ -264,18 +255,7 @@ pub async fn line_evidence(
             target: o.target.clone(),
         })
         .collect();
-    let audit = ev
-        .audit
-        .iter()
-        .map(|a| AuditRow {
-            when: when(&a.time),
-            action: a.action.clone(),
-            target: a.target.clone().unwrap_or_default(),
-            actor: a.actor_user_id.as_ref().map(|u| u.0.clone()).unwrap_or_default(),
-            status: a.status,
-            request: a.request_id.clone(),
-        })
-        .collect();
+    let audit = ev.audit.iter().map(AuditRow::of).collect();
     let path = format!("/v1/invoices/{id}/lines/{number}/evidence");
     let page = LinePage {
         layout: Layout::of(&st, &caller, format!("Invoice line {number}")).await,

@@ -6,6 +6,8 @@
 //!   twin calls (same tenancy, same operation and audit record).
 //! - [`billing`]: invoices, their lines, and each line's evidence down to the transitions.
 //! - [`create`]: the instance create form, its live price estimate and its refusals.
+//! - [`fleet`]: a host's page with its actions and operation progress (drain, abort), and
+//!   the audit log (filter, CSV).
 //! - [`live`]: the Server-Sent Events stream that keeps a tab's rows current.
 //! - [`render`]: the shared page frame, templates as responses, errors as pages.
 //! - [`terminal`]: the serial console's WebSocket (a one-time ticket in its first frame).
@@ -18,6 +20,7 @@
 pub mod assets;
 pub mod billing;
 pub mod create;
+pub mod fleet;
 pub mod live;
 pub mod pages;
 pub mod render;
@@ -56,6 +59,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/instances/{id}/stop", post(pages::instance_stop))
         .route("/instances/{id}/reboot", post(pages::instance_reboot))
         .route("/hosts", get(pages::host_list))
+        .route("/hosts/{id}", get(fleet::host_detail))
+        .route("/hosts/{id}/cordon", post(fleet::host_cordon))
+        .route("/hosts/{id}/uncordon", post(fleet::host_uncordon))
+        .route("/hosts/{id}/drain", post(fleet::host_drain))
+        .route("/operations/{id}/progress", get(fleet::operation_progress))
+        .route("/operations/{id}/cancel", post(fleet::operation_cancel))
+        .route("/audit", get(fleet::audit_log))
+        .route("/audit/csv", get(fleet::audit_csv))
         .route("/invoices", get(billing::invoice_list))
         .route("/invoices/{id}", get(billing::invoice_detail))
         .route("/invoices/{id}/csv", get(billing::invoice_csv))
