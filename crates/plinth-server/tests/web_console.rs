@@ -103,6 +103,21 @@ async fn read_until(stream: &mut reqwest::Response, what: &str, done: impl Fn(&s
     text
 }
 
+/// A server with one host (its scripted agent running), the shape `small`, tenant `acme`
+/// (an admin, a project) and its instance `web-1`, running.
+async fn running_vm() -> (TestServer, common::fleet::TestHost, common::TenantAdmin, String, String, TestAgent) {
+    let srv = TestServer::start().await;
+    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    srv.shape("small", 2, 2048).await;
+    let admin = srv.tenant_with_admin("acme").await;
+    let project = id(&srv.create_project(&admin.secret, None, "web").await);
+    let v = srv.create_instance(&admin.secret, &project, "web-1", "small").await.ok(202);
+    let iid = id(&v["instance"]);
+    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
+    srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+    (srv, host, admin, project, iid, _agent)
+}
+
 /// Every byte of the server's SQLite database files (with its write-ahead log).
 fn database_bytes(srv: &TestServer) -> Vec<u8> {
     let mut all = Vec::new();
@@ -255,15 +270,7 @@ async fn pages_show_a_tenant_only_its_own_and_print_what_guests_write_as_text() 
 
 #[tokio::test]
 async fn a_console_action_is_its_api_twin_and_a_cross_site_one_changes_nothing() {
-    let srv = TestServer::start().await;
-    let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
-    srv.shape("small", 2, 2048).await;
-    let admin = srv.tenant_with_admin("acme").await;
-    let project = id(&srv.create_project(&admin.secret, None, "web").await);
-    let v = srv.create_instance(&admin.secret, &project, "web-1", "small").await.ok(202);
-    let iid = id(&v["instance"]);
-    let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
-    srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+    let (srv, _host, admin, _project, iid, _agent) = running_vm().await;
     let mut b = Browser::new(&srv);
     b.login(&admin.secret).await;
     let stop = format!("/instances/{iid}/stop");
@@ -570,15 +577,7 @@ mod terminal {
 
     #[tokio::test]
     async fn a_one_time_ticket_in_the_first_frame_opens_the_console_which_follows_output_and_takes_input() {
-        let srv = TestServer::start().await;
-        let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
-        srv.shape("small", 2, 2048).await;
-        let admin = srv.tenant_with_admin("acme").await;
-        let project = id(&srv.create_project(&admin.secret, None, "web").await);
-        let v = srv.create_instance(&admin.secret, &project, "web-1", "small").await.ok(202);
-        let iid = id(&v["instance"]);
-        let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
-        srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+        let (srv, host, admin, _project, iid, _agent) = running_vm().await;
         ship(&srv, &host, &iid, 0, "boot\nPLINTH-GUEST-READY\n").await;
         let mut b = Browser::new(&srv);
         b.login(&admin.secret).await;
@@ -630,15 +629,7 @@ mod terminal {
 
     #[tokio::test]
     async fn a_console_socket_refuses_other_sites_late_or_stale_tickets_and_viewers_input() {
-        let srv = TestServer::start().await;
-        let host = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
-        srv.shape("small", 2, 2048).await;
-        let admin = srv.tenant_with_admin("acme").await;
-        let project = id(&srv.create_project(&admin.secret, None, "web").await);
-        let v = srv.create_instance(&admin.secret, &project, "web-1", "small").await.ok(202);
-        let iid = id(&v["instance"]);
-        let _agent = TestAgent::start(&srv.base, &host, Boots::Succeed);
-        srv.wait_until(&admin.secret, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+        let (srv, host, admin, project, iid, _agent) = running_vm().await;
         let mut b = Browser::new(&srv);
         b.login(&admin.secret).await;
 
@@ -846,4 +837,54 @@ async fn an_operator_drains_a_host_from_its_page_follows_each_instance_and_finds
     assert!(theirs.text.contains("instances.create") && !theirs.text.contains("hosts.drain"), "{}", theirs.text);
     assert_eq!(t.get(&format!("/hosts/{source}")).await.status, 403);
     assert_eq!(t.post(&format!("/hosts/{source}/cordon"), &[]).await.status, 403);
+}
+
+#[tokio::test]
+async fn a_drain_is_aborted_from_its_hosts_page() {
+    // A move that cannot finish gives up after 3 s; the abort takes effect between instances.
+    let config = plinth_server::ServerConfig { step_timeout: std::time::Duration::from_secs(3), ..Default::default() };
+    let srv = TestServer::start_with(config).await;
+    let a = srv.enroll_host("h1", inventory(8, 16384), &[]).await;
+    // The only other host has no agent: an instance moved there never starts, so the
+    // drain waits, and can be aborted.
+    let _b = srv.enroll_host("h2", inventory(8, 16384), &[]).await;
+    srv.post(&format!("/v1/hosts/{}/cordon", _b.id)).token(&srv.operator).send().await.ok(200);
+    let _aa = TestAgent::start(&srv.base, &a, Boots::Succeed);
+    srv.shape("small", 2, 2048).await;
+    let (tok, project) = srv.tenant_project("acme").await;
+    let mut ids = Vec::new();
+    for name in ["web-1", "web-2"] {
+        let v = srv.create_instance(&tok, &project, name, "small").await.ok(202);
+        let iid = id(&v["instance"]);
+        srv.wait_until(&tok, &format!("/v1/instances/{iid}"), "running", |i| i["state"] == "running").await;
+        ids.push(iid);
+    }
+    srv.post(&format!("/v1/hosts/{}/uncordon", _b.id)).token(&srv.operator).send().await.ok(200);
+    let mut op = Browser::new(&srv);
+    op.login(&srv.operator).await;
+    let r = op.post(&format!("/hosts/{}/drain", a.id), &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let op_id = r.header("location").unwrap().split("op=").nth(1).unwrap().to_string();
+    let running = op.get(&format!("/operations/{op_id}/progress")).await;
+    assert_eq!(running.status, 200, "still running: {}", running.text);
+    assert!(
+        running.text.contains(&format!("action=\"/operations/{op_id}/cancel\"")),
+        "an Abort button: {}",
+        running.text
+    );
+
+    let r = op.post(&format!("/operations/{op_id}/cancel"), &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(r.header("location").unwrap(), format!("/hosts/{}?op={op_id}", a.id));
+    let done = srv.wait_op(&srv.operator, &op_id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    // The instance being moved when the abort came finished its move (it failed here);
+    // the next one never started moving.
+    let items = done["items"].as_array().unwrap();
+    assert_eq!(items.iter().filter(|i| i["status"] == "pending").count(), 1, "{done}");
+    let last = op.get(&format!("/operations/{op_id}/progress")).await;
+    assert_eq!(last.status, 286, "{}", last.text);
+    assert!(last.text.contains("cancelled") && !last.text.contains("/cancel\""), "no Abort once final: {}", last.text);
+    let audit = op.get("/audit?action=operations.cancel").await;
+    assert!(audit.text.contains(&format!("<code>{op_id}</code>")), "the abort is audited: {}", audit.text);
 }

@@ -53,8 +53,7 @@ fn token_usable(row: &plinth_store::TokenRow, now: i64) -> Result<()> {
 }
 
 /// A session made at login: its id, the secret for the browser's cookie (shown once,
-/// stored only as a hash), and who it acts as.
-#[derive(Debug)]
+/// stored only as a hash), and who it acts as. Not `Debug`: the secret must not reach a log.
 pub struct Login {
     pub session_id: ConsoleSessionId,
     pub secret: String,

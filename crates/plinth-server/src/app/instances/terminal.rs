@@ -19,8 +19,9 @@ const TICKET_ID: &str = "ctk";
 /// How long a ticket may wait to be redeemed.
 pub const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A minted ticket: its secret (shown once) and what it allows.
-#[derive(Debug, serde::Serialize)]
+/// A minted ticket: its secret (shown once, to the page that asked) and what it allows.
+/// Not `Debug`: the secret must not reach a log.
+#[derive(serde::Serialize)]
 pub struct Ticket {
     pub ticket: String,
     pub expires_in_seconds: u64,
