@@ -25,7 +25,7 @@ def row_of(page: Page, name: str):
 def test_a_tenant_creates_an_instance_priced_first_watches_it_run_reads_its_console_and_stops_it(
     page: Page, plinth, tenant
 ) -> None:
-    log_in(page, tenant.token)
+    log_in(page, tenant.token, "/login?next=/instances")
     expect(page).to_have_url(f"{plinth.url}/instances")
     # A second tab stays on the list, marked, to show its rows change without a reload.
     watcher = page.context.new_page()

@@ -26,6 +26,7 @@ def pages(plinth, tenant) -> list[tuple[str, str, str]]:
     line = next(l for l in invoice["lines"] if l["record_ids"])
     return [
         ("login", "/login", ""),
+        ("dashboard", "/", "tenant"),
         ("instances", "/instances", "tenant"),
         ("instance-new", "/instances/new", "tenant"),
         ("instance", f"/instances/{iid}", "tenant"),

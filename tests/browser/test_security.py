@@ -42,7 +42,7 @@ def demo_vm(plinth, tenant) -> str:
 
 
 def test_another_tenant_sees_no_row_event_page_or_console_of_this_one(page: Page, plinth, tenant, globex, demo_vm) -> None:
-    log_in(page, globex.token)
+    log_in(page, globex.token, "/login?next=/instances")
     expect(page.get_by_role("heading", name="Instances", level=1)).to_be_visible()
     expect(page.locator(f"#row-{demo_vm}")).to_have_count(0)
     page.evaluate("window.plinthNotReloaded = true")
@@ -75,7 +75,7 @@ def test_another_tenant_sees_no_row_event_page_or_console_of_this_one(page: Page
 
 
 def test_a_form_posted_from_another_site_changes_nothing(page: Page, plinth, tenant, demo_vm) -> None:
-    log_in(page, tenant.token)
+    log_in(page, tenant.token, "/login?next=/instances")
     expect(page.get_by_role("heading", name="Instances", level=1)).to_be_visible()
     # A page of another site (served by the browser's router here: no network) whose
     # button posts to this console's stop action, with the victim's cookie in the jar.
@@ -102,7 +102,7 @@ OPEN = """async ([url, ticket]) => new Promise((done) => {
 
 
 def test_a_console_ticket_opens_one_socket_once(page: Page, plinth, tenant, demo_vm) -> None:
-    log_in(page, tenant.token)
+    log_in(page, tenant.token, "/login?next=/instances")
     expect(page.get_by_role("heading", name="Instances", level=1)).to_be_visible()
     ticket = page.request.post(f"/instances/{demo_vm}/console/ticket").json()["ticket"]
     assert ticket.startswith("pct_")

@@ -740,6 +740,22 @@ async fn an_invoice_line_drills_down_to_records_that_add_up_and_the_transitions_
         assert!(lp.text.contains(r["record"]["id"].as_str().unwrap()), "{}", lp.text);
         assert!(lp.text.contains(&format!("<tr id=\"{}\">", r["record"]["cause"].as_str().unwrap())), "{}", lp.text);
     }
+    // The dashboard: the instance, the month so far (the draft's total, which grows while
+    // the instance runs: at least what the invoice said above) and its operations.
+    let dash = b.get("/").await;
+    assert_eq!(dash.status, 200, "{}", dash.text);
+    let amount = |id: &str| -> i64 {
+        let start = dash.text.find(&format!("id=\"{id}\">USD ")).unwrap_or_else(|| panic!("{id}: {}", dash.text));
+        let rest = &dash.text[start + id.len() + 10..];
+        let text = &rest[..rest.find('<').unwrap()];
+        plinth_domain::rating::money::parse_micros(text).unwrap_or_else(|| panic!("{text:?}")) as i64
+    };
+    let so_far = amount("spend-so-far");
+    assert!(so_far >= inv["total_micros"].as_i64().unwrap(), "{so_far} vs {inv}");
+    assert!(dash.text.contains(&format!("<a href=\"/invoices/{inv_id}\">the draft invoice</a>")), "{}", dash.text);
+    assert!(amount("spend-forecast") >= so_far, "{}", dash.text);
+    assert!(dash.text.contains("<span class=\"state state-running\">running</span> 1"), "{}", dash.text);
+    assert!(dash.text.contains("instance.start"), "recent operations: {}", dash.text);
     let csv = b.get(&format!("/invoices/{inv_id}/csv")).await;
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));

@@ -6,6 +6,7 @@
 //!   twin calls (same tenancy, same operation and audit record).
 //! - [`billing`]: invoices, their lines, and each line's evidence down to the transitions.
 //! - [`create`]: the instance create form, its live price estimate and its refusals.
+//! - [`dashboard`]: a tenant's first page (instances, the month's spend, quotas, operations).
 //! - [`fleet`]: a host's page with its actions and operation progress (drain, abort), and
 //!   the audit log (filter, CSV).
 //! - [`live`]: the Server-Sent Events stream that keeps a tab's rows current.
@@ -20,6 +21,7 @@
 pub mod assets;
 pub mod billing;
 pub mod create;
+pub mod dashboard;
 pub mod fleet;
 pub mod live;
 pub mod pages;
@@ -48,7 +50,7 @@ img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; f
 /// The console's routes; the caller adds `observe` around them with the API's.
 pub fn router(state: AppState) -> Router<AppState> {
     let authed = Router::new()
-        .route("/", get(pages::index))
+        .route("/", get(dashboard::index))
         .route("/instances", get(pages::instance_list))
         .route("/instances/new", get(create::new_form).post(create::create))
         .route("/instances/new/estimate", get(create::estimate))

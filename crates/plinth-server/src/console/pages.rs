@@ -18,11 +18,6 @@ pub fn when(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// `GET /`: where a caller starts: operators at the fleet, tenants at their instances.
-pub async fn index(Extension(caller): Extension<Caller>) -> Response {
-    Redirect::to(if caller.principal.is_operator() { "/hosts" } else { "/instances" }).into_response()
-}
-
 /// One row of the instance list.
 pub struct InstanceRow {
     pub id: String,
