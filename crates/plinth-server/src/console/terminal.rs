@@ -11,9 +11,14 @@
 //! - page → server: `{"input": "…"}`, typed as `POST /v1/instances/{id}/console/input`
 //!   types (same use case, same audit); refused on a read-only console.
 //!
+//! The socket lives only as long as its session: each input, and the output follower at
+//! least every 10 s, checks the session is still current (not logged out, its token not
+//! revoked); when it is not, the socket says why and closes.
+//!
 //! Output follows the same long-poll as `GET /v1/instances/{id}/console?wait=`.
 
 use super::session::{Session, cross_origin_upgrade};
+use crate::app::identity::sessions;
 use crate::app::instances::{console, terminal};
 use crate::app::{AppState, Caller};
 use crate::context::RequestCtx;
@@ -23,7 +28,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use plinth_api::{ConsoleInput, ConsoleQuery};
+use plinth_api::{ConsoleInput, ConsoleQuery, ConsoleSessionId};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -33,7 +38,9 @@ pub const HELLO_WITHIN: Duration = Duration::from_secs(10);
 /// Output history sent first, and the most sent in one frame.
 const WINDOW: u64 = 64 * 1024;
 /// How long one output long-poll waits.
-const FOLLOW_WAIT: u64 = 25;
+const FOLLOW_WAIT: u64 = 10;
+/// How often a following socket checks its session is still current.
+const SESSION_CHECK: Duration = Duration::from_secs(10);
 
 /// `POST /instances/{id}/console/ticket`: a ticket for this tab's console socket.
 pub async fn ticket(
@@ -105,8 +112,10 @@ async fn serve(st: AppState, id: String, request_id: String, mut socket: WebSock
             }
         }
     });
-    let follower = tokio::spawn(follow(st.clone(), granted.caller.clone(), id.clone(), out.clone()));
-    // What the page types, until it closes.
+    let follower =
+        tokio::spawn(follow(st.clone(), granted.caller.clone(), granted.session_id.clone(), id.clone(), out.clone()));
+    // What the page types, until it closes, or its session ends (logout, token revoked):
+    // each input is typed as the session is now.
     let mut typer = granted.caller.clone();
     typer.action = "instances.console.input".into();
     while let Some(Ok(msg)) = rx.next().await {
@@ -115,6 +124,13 @@ async fn serve(st: AppState, id: String, request_id: String, mut socket: WebSock
             Message::Close(_) => break,
             _ => continue,
         };
+        match sessions::principal_of(&st.store, granted.session_id.as_str()).await {
+            Ok(p) => typer.principal = p,
+            Err(e) => {
+                let _ = out.send(frame(json!({ "type": "error", "detail": e.detail }))).await;
+                break;
+            }
+        }
         let reply = match serde_json::from_str::<Typed>(&text) {
             Err(_) => Some("send {\"input\": \"…\"}".to_string()),
             Ok(_) if granted.read_only => Some("this console is read-only: your roles do not allow typing".to_string()),
@@ -135,10 +151,28 @@ async fn serve(st: AppState, id: String, request_id: String, mut socket: WebSock
     let _ = writer.await;
 }
 
-/// Sends the console's last [`WINDOW`] bytes, then its output as it arrives.
-async fn follow(st: AppState, caller: Caller, id: String, out: tokio::sync::mpsc::Sender<Message>) {
+/// Sends the console's last [`WINDOW`] bytes, then its output as it arrives, while the
+/// session lasts (checked at least every [`SESSION_CHECK`]).
+async fn follow(
+    st: AppState,
+    mut caller: Caller,
+    session: ConsoleSessionId,
+    id: String,
+    out: tokio::sync::mpsc::Sender<Message>,
+) {
     let mut query = ConsoleQuery { offset: None, limit: Some(WINDOW), wait: None };
+    let mut checked = tokio::time::Instant::now();
     loop {
+        if checked.elapsed() >= SESSION_CHECK {
+            match sessions::principal_of(&st.store, session.as_str()).await {
+                Ok(p) => caller.principal = p,
+                Err(e) => {
+                    let _ = out.send(frame(json!({ "type": "error", "detail": e.detail }))).await;
+                    return;
+                }
+            }
+            checked = tokio::time::Instant::now();
+        }
         let log = match console::read(&st, &caller, &id, query).await {
             Ok(log) => log,
             Err(e) => {

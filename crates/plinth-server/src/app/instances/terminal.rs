@@ -55,6 +55,8 @@ pub struct Redeemed {
     pub caller: Caller,
     pub read_only: bool,
     pub instance_id: InstanceId,
+    /// The session the ticket was minted for: a socket lives only as long as it does.
+    pub session_id: ConsoleSessionId,
 }
 
 /// Redeems `secret` for instance `id`: once, before it expires, while its session is
@@ -76,5 +78,5 @@ pub async fn redeem(st: &AppState, secret: &str, id: &str, request_id: &str) -> 
     let inst = instances::get(st, &caller, id).await?;
     let read_only = t.read_only || !caller.principal.can_write_in(&inst.tenant_id, Some(&inst.project_id));
     st.store.record_audit(&caller.audit(), Some(id), Some(inst.tenant_id.as_str()), 200, None).await?;
-    Ok(Redeemed { caller, read_only, instance_id: inst.id })
+    Ok(Redeemed { caller, read_only, instance_id: inst.id, session_id: ConsoleSessionId(t.session_id) })
 }
